@@ -1,1 +1,220 @@
-//! placeholder
+//! The emulated card: an ISO 7816-4 APDU processor with applications selected by AID, over
+//! a persistent image that survives power loss at any write.
+//!
+//! **Architecture invariant:** every change of persistent state commits atomically before the
+//! card answers; a command whose commit fails leaves the card exactly as it was.
+//! **Architecture invariant:** a card never exports a private key: no command returns one,
+//! and the image file is the card's own EEPROM, not an interface.
+
+#![forbid(unsafe_code)]
+
+pub mod eeprom;
+pub mod image;
+pub mod purse;
+pub mod state;
+
+use std::path::Path;
+
+use rand_core::{CryptoRngCore, OsRng};
+use valuecard_core::apdu::{Command, Response};
+use valuecard_core::crypto::AesKey;
+use valuecard_core::messages::purse::{ins, CLA_ISO, CLA_PROPRIETARY, PURSE_AID};
+use valuecard_core::StatusWord;
+
+use crate::eeprom::{Eeprom, FileEeprom, StorageError};
+use crate::image::{ImageError, ImageStore, EEPROM_SIZE};
+use crate::purse::Volatile;
+use crate::state::{PersistentState, StateError};
+
+/// Why a card could not be started or could not answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CardError {
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error("card image decoded to an invalid state: {0}")]
+    State(#[from] StateError),
+    #[error("the card image is blank: manufacture the card first")]
+    Blank,
+    #[error("the card image already holds a card")]
+    AlreadyManufactured,
+    /// Power was lost during a write: the card is off and sends no response.
+    #[error("card lost power during a write")]
+    PowerLost,
+}
+
+/// An emulated card.
+pub struct Card<E: Eeprom, R: CryptoRngCore = OsRng> {
+    store: ImageStore<E>,
+    state: PersistentState,
+    volatile: Volatile,
+    rng: R,
+    powered: bool,
+}
+
+impl<E: Eeprom, R: CryptoRngCore> core::fmt::Debug for Card<E, R> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Card")
+            .field("state", &self.state.card_state())
+            .field("card_id", &self.state.card_id())
+            .field("powered", &self.powered)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A card whose image is a file.
+pub type FileCard = Card<FileEeprom>;
+
+impl FileCard {
+    /// Manufactures a new card image file holding only the transport key (Fig. 8).
+    pub fn manufacture_file(path: &Path, transport_key: AesKey) -> Result<Self, CardError> {
+        if path.exists() {
+            return Err(CardError::AlreadyManufactured);
+        }
+        let eeprom = FileEeprom::open(path, EEPROM_SIZE).map_err(ImageError::from)?;
+        Card::manufacture(eeprom, transport_key, OsRng)
+    }
+
+    pub fn open_file(path: &Path) -> Result<Self, CardError> {
+        if !path.exists() {
+            return Err(CardError::Image(ImageError::Storage(StorageError::Io(format!(
+                "{}: no such card image",
+                path.display()
+            )))));
+        }
+        let eeprom = FileEeprom::open(path, EEPROM_SIZE).map_err(ImageError::from)?;
+        Card::open(eeprom, OsRng)
+    }
+}
+
+impl<E: Eeprom, R: CryptoRngCore> Card<E, R> {
+    /// Writes the factory state into blank memory.
+    pub fn manufacture(eeprom: E, transport_key: AesKey, rng: R) -> Result<Self, CardError> {
+        let (mut store, payload) = ImageStore::open(eeprom)?;
+        if payload.is_some() {
+            return Err(CardError::AlreadyManufactured);
+        }
+        let state = PersistentState::Manufactured { transport_key };
+        store.commit(&state.encode()).map_err(power_or_image)?;
+        Ok(Card { store, state, volatile: Volatile::default(), rng, powered: true })
+    }
+
+    /// Powers up a card from its memory.
+    pub fn open(eeprom: E, rng: R) -> Result<Self, CardError> {
+        let (store, payload) = ImageStore::open(eeprom)?;
+        let payload = payload.ok_or(CardError::Blank)?;
+        let state = PersistentState::decode(&payload)?;
+        Ok(Card { store, state, volatile: Volatile::default(), rng, powered: true })
+    }
+
+    /// A warm reset (or a new power-up on the same memory): volatile state is lost.
+    pub fn reset(&mut self) {
+        self.volatile = Volatile::default();
+    }
+
+    pub fn state(&self) -> &PersistentState {
+        &self.state
+    }
+
+    pub fn store(&self) -> &ImageStore<E> {
+        &self.store
+    }
+
+    pub fn is_powered(&self) -> bool {
+        self.powered
+    }
+
+    /// Processes one command APDU and returns the response APDU bytes, or `PowerLost` if
+    /// the card lost power during a write (then it answers nothing until re-opened).
+    pub fn transmit(&mut self, apdu: &[u8]) -> Result<Vec<u8>, CardError> {
+        self.process(apdu).map(|response| response.encode())
+    }
+
+    pub fn process(&mut self, apdu: &[u8]) -> Result<Response, CardError> {
+        if !self.powered {
+            return Err(CardError::PowerLost);
+        }
+        let command = match Command::parse(apdu) {
+            Ok(command) => command,
+            Err(error) => return Ok(Response::error(error.status_word())),
+        };
+        let effect = match self.dispatch(&command) {
+            Ok(effect) => effect,
+            Err(sw) => return Ok(Response::error(sw)),
+        };
+        if let Some(le) = command.le {
+            if effect.commit.is_none() && effect.data.len() > le as usize {
+                return Ok(Response::error(StatusWord::WRONG_LENGTH));
+            }
+        }
+        if let Some(next) = effect.commit {
+            match self.store.commit(&next.encode()) {
+                Ok(()) => self.state = next,
+                Err(ImageError::Storage(StorageError::PowerLost)) => {
+                    self.powered = false;
+                    self.volatile = Volatile::default();
+                    return Err(CardError::PowerLost);
+                }
+                Err(_) => return Ok(Response::error(StatusWord::MEMORY_FAILURE)),
+            }
+        }
+        Ok(Response { data: effect.data, sw: effect.sw })
+    }
+
+    fn dispatch(&mut self, command: &Command) -> Result<purse::Effect, StatusWord> {
+        match (command.cla, command.ins) {
+            (CLA_ISO, ins::SELECT) => self.select(command),
+            (CLA_ISO, ins::GET_CHALLENGE) | (CLA_PROPRIETARY, _) => {
+                if !self.volatile.selected {
+                    return Err(StatusWord::CONDITIONS_NOT_SATISFIED);
+                }
+                if command.ins == ins::GET_CHALLENGE && command.cla != CLA_ISO {
+                    return Err(StatusWord::INS_NOT_SUPPORTED);
+                }
+                if !is_purse_instruction(command.ins) {
+                    return Err(StatusWord::INS_NOT_SUPPORTED);
+                }
+                purse::handle(command, &self.state, &mut self.volatile, &mut self.rng)
+            }
+            (CLA_ISO, _) => Err(StatusWord::INS_NOT_SUPPORTED),
+            _ => Err(StatusWord::CLA_NOT_SUPPORTED),
+        }
+    }
+
+    /// SELECT by DF name (ISO 7816-4 § 11.1.1): P1 = 04, P2 = 00 (first or only occurrence,
+    /// return FCI). Selecting anything else deselects the purse.
+    fn select(&mut self, command: &Command) -> Result<purse::Effect, StatusWord> {
+        if command.p1 != 0x04 || command.p2 != 0x00 {
+            return Err(StatusWord::INCORRECT_P1_P2);
+        }
+        self.volatile = Volatile::default();
+        if command.data != PURSE_AID {
+            return Err(StatusWord::FILE_NOT_FOUND);
+        }
+        self.volatile.selected = true;
+        Ok(purse::select_response(&self.state))
+    }
+}
+
+fn is_purse_instruction(instruction: u8) -> bool {
+    matches!(
+        instruction,
+        ins::GET_CHALLENGE
+            | ins::GENERATE_KEY_PAIR
+            | ins::PERSONALIZE
+            | ins::READ_PURSE
+            | ins::READ_LOG
+            | ins::INITIALIZE_PURCHASE
+            | ins::DEBIT
+            | ins::INITIALIZE_LOAD
+            | ins::CREDIT
+            | ins::GET_LAST_TRANSACTION
+    )
+}
+
+fn power_or_image(error: ImageError) -> CardError {
+    match error {
+        ImageError::Storage(StorageError::PowerLost) => CardError::PowerLost,
+        other => CardError::Image(other),
+    }
+}

@@ -78,6 +78,36 @@ impl fmt::Debug for Date {
     }
 }
 
+/// Where a device learns today's date. Devices take a clock so that tests and the
+/// simulation can move time; the core itself never asks one.
+pub trait Clock: Send {
+    fn today(&self) -> Date;
+}
+
+/// A clock that always says the same date (tests, simulation, and `--date` overrides).
+#[derive(Debug, Clone, Copy)]
+pub struct FixedClock(pub Date);
+
+impl Clock for FixedClock {
+    fn today(&self) -> Date {
+        self.0
+    }
+}
+
+/// The operating system's clock (UTC). The only place valuecard reads the time of day.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn today(&self) -> Date {
+        let seconds = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|elapsed| elapsed.as_secs())
+            .unwrap_or(0);
+        Date((seconds / 86_400) as u32)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

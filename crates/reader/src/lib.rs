@@ -1,1 +1,102 @@
-//! placeholder
+//! Card readers: how a terminal reaches a card.
+//!
+//! [`CardReader`] is the seam between the terminal's protocol logic and the transport. The
+//! in-process reader here holds an emulated [`Card`]; a PC/SC reader implements the same
+//! trait, so a terminal drives a virtual card and a real one alike.
+
+#![forbid(unsafe_code)]
+
+use rand_core::CryptoRngCore;
+use valuecard_card::eeprom::Eeprom;
+use valuecard_card::{Card, CardError};
+use valuecard_core::apdu::{ApduError, Command, Response};
+
+/// Why an exchange with a card failed. After `CardRemoved` the terminal cannot know whether
+/// the card executed the command.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReaderError {
+    #[error("no card in the reader")]
+    NoCard,
+    #[error("the card was removed or lost power before it answered")]
+    CardRemoved,
+    #[error("malformed response from the card: {0}")]
+    MalformedResponse(#[from] ApduError),
+    #[error("reader transport: {0}")]
+    Transport(String),
+}
+
+/// A reader with (possibly) a card in it.
+pub trait CardReader {
+    /// Sends one command APDU and returns the response APDU bytes.
+    fn transmit_raw(&mut self, apdu: &[u8]) -> Result<Vec<u8>, ReaderError>;
+
+    /// Sends a command and parses the response.
+    fn exchange(&mut self, command: &Command) -> Result<Response, ReaderError> {
+        let bytes = self.transmit_raw(&command.encode())?;
+        Ok(Response::parse(&bytes)?)
+    }
+
+    /// A short human-readable name.
+    fn name(&self) -> String;
+}
+
+impl<T: CardReader + ?Sized> CardReader for &mut T {
+    fn transmit_raw(&mut self, apdu: &[u8]) -> Result<Vec<u8>, ReaderError> {
+        (**self).transmit_raw(apdu)
+    }
+
+    fn name(&self) -> String {
+        (**self).name()
+    }
+}
+
+/// A reader in the same process as the card: the card is inserted and removed as a value.
+#[derive(Debug)]
+pub struct InProcessReader<E: Eeprom, R: CryptoRngCore> {
+    name: String,
+    card: Option<Card<E, R>>,
+}
+
+impl<E: Eeprom, R: CryptoRngCore> InProcessReader<E, R> {
+    pub fn new(name: impl Into<String>) -> Self {
+        InProcessReader { name: name.into(), card: None }
+    }
+
+    pub fn with_card(name: impl Into<String>, card: Card<E, R>) -> Self {
+        InProcessReader { name: name.into(), card: Some(card) }
+    }
+
+    /// Inserts a card: it powers up, so its volatile state starts fresh.
+    pub fn insert(&mut self, mut card: Card<E, R>) {
+        card.reset();
+        self.card = Some(card);
+    }
+
+    pub fn remove(&mut self) -> Option<Card<E, R>> {
+        self.card.take()
+    }
+
+    pub fn card(&self) -> Option<&Card<E, R>> {
+        self.card.as_ref()
+    }
+
+    pub fn card_mut(&mut self) -> Option<&mut Card<E, R>> {
+        self.card.as_mut()
+    }
+}
+
+impl<E: Eeprom, R: CryptoRngCore> CardReader for InProcessReader<E, R> {
+    fn transmit_raw(&mut self, apdu: &[u8]) -> Result<Vec<u8>, ReaderError> {
+        let card = self.card.as_mut().ok_or(ReaderError::NoCard)?;
+        match card.transmit(apdu) {
+            Ok(response) => Ok(response),
+            Err(CardError::PowerLost) => Err(ReaderError::CardRemoved),
+            Err(other) => Err(ReaderError::Transport(other.to_string())),
+        }
+    }
+
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+}

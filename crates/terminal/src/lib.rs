@@ -1,1 +1,60 @@
-//! placeholder
+//! Terminals: the payment terminal (seed 003, Figs. 5, 6, 9) and the card dispenser
+//! (Figs. 4B, 4C, 7, 8), each written as explicit protocol states over a [`CardReader`]
+//! and a [`Sam`].
+//!
+//! Every step consumes the state the previous step produced: a DEBIT can only be built from
+//! a [`payment::PurchaseReady`], which only exists once the card's certificate, its signature
+//! over (R, X, V) and its previous usage record have been verified.
+
+#![forbid(unsafe_code)]
+
+pub mod card_commands;
+pub mod dispenser;
+pub mod payment;
+pub mod store;
+
+use valuecard_core::cert::CertError;
+use valuecard_core::messages::center::CenterError;
+use valuecard_core::messages::DecodeError;
+use valuecard_core::money::Amount;
+use valuecard_core::StatusWord;
+use valuecard_reader::ReaderError;
+use valuecard_sam::SamError;
+
+/// Why a terminal or dispenser step failed, split by who is at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TerminalError {
+    #[error("card reader: {0}")]
+    Reader(#[from] ReaderError),
+    #[error("the card answered {command} with {sw}")]
+    Card { command: &'static str, sw: StatusWord },
+    #[error("the card is blocked")]
+    CardBlocked,
+    #[error("the card is not personalized (state {0:?})")]
+    CardNotReady(valuecard_core::messages::purse::CardState),
+    #[error("the card's certificate was refused: {0}")]
+    CardCertificate(CertError),
+    #[error("the card's signature does not verify")]
+    BadCardSignature,
+    #[error("the card's previous usage record does not verify: {0}")]
+    BadUsageRecord(&'static str),
+    #[error("the card sent a malformed {message}: {error}")]
+    Malformed { message: &'static str, error: DecodeError },
+    #[error("the card holds {balance}, the purchase needs {amount}")]
+    InsufficientBalance { balance: Amount, amount: Amount },
+    #[error("amount refused: {0}")]
+    Amount(String),
+    #[error("purchase {sequence} is in doubt: the card may have committed; present the card again to settle it")]
+    PurchaseInDoubt { sequence: u32 },
+    #[error("load {load_number} is in doubt: the card may have committed; present the card again to settle it")]
+    LoadInDoubt { load_number: u32 },
+    #[error("the card's answer does not match the request: {0}")]
+    Mismatch(&'static str),
+    #[error("SAM: {0}")]
+    Sam(#[from] SamError),
+    #[error("center: {0}")]
+    Center(#[from] CenterError),
+    #[error("terminal storage: {0}")]
+    Store(String),
+}

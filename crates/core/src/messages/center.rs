@@ -110,11 +110,40 @@ pub enum CenterError {
     Storage(String),
     #[error("center unreachable: {0}")]
     Unreachable(String),
+    #[error("center set-up: {0}")]
+    Setup(String),
 }
 
-/// How a dispenser or terminal reaches the center.
+/// The dispenser's report of how a load ended: the card answered the CREDIT (committed),
+/// or the card shows it never applied it (cancelled). Until it arrives the load is value
+/// in flight.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadSettlement {
+    pub card_id: CardId,
+    pub dispenser_id: DeviceId,
+    pub load_number: u32,
+    pub committed: bool,
+}
+
+/// How a dispenser reaches the center.
 pub trait CenterLink {
     fn assign_card_id(&mut self, request: &CardIdRequest, card_challenge: &Challenge) -> Result<CardIdAssignment, CenterError>;
     fn certify_card(&mut self, request: &CardCertificationRequest) -> Result<CardPersonalization, CenterError>;
     fn authorize_load(&mut self, request: &LoadRequest) -> Result<LoadApproval, CenterError>;
+    fn settle_load(&mut self, settlement: &LoadSettlement) -> Result<(), CenterError>;
+}
+
+impl<T: CenterLink + ?Sized> CenterLink for &mut T {
+    fn assign_card_id(&mut self, request: &CardIdRequest, card_challenge: &Challenge) -> Result<CardIdAssignment, CenterError> {
+        (**self).assign_card_id(request, card_challenge)
+    }
+    fn certify_card(&mut self, request: &CardCertificationRequest) -> Result<CardPersonalization, CenterError> {
+        (**self).certify_card(request)
+    }
+    fn authorize_load(&mut self, request: &LoadRequest) -> Result<LoadApproval, CenterError> {
+        (**self).authorize_load(request)
+    }
+    fn settle_load(&mut self, settlement: &LoadSettlement) -> Result<(), CenterError> {
+        (**self).settle_load(settlement)
+    }
 }

@@ -546,8 +546,9 @@ impl InitializePurchase {
 }
 
 /// INITIALIZE PURCHASE response: X, the balance V, the counter, the card's signature
-/// SU(R * X * V) (over the fields of [`PurchaseOffer::signed_message`]) and the previous
-/// usage record (Fig. 9).
+/// SU(R * X * V) (over the fields of [`PurchaseOffer::signed_message`]), the previous
+/// usage record, and the certificate of the terminal that wrote it (nT, IDT, SA(nT * IDT)
+/// of Fig. 9), absent when the last writer was the center (a load).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PurchaseOffer {
     pub challenge_card: Challenge,
@@ -555,6 +556,7 @@ pub struct PurchaseOffer {
     pub counter: u32,
     pub signature: Signature,
     pub last_usage: Option<UsageRecord>,
+    pub last_writer_certificate: Option<Certificate>,
 }
 
 impl PurchaseOffer {
@@ -590,6 +592,9 @@ impl PurchaseOffer {
         if let Some(record) = &self.last_usage {
             record.encode_into(&mut w);
         }
+        if let Some(certificate) = &self.last_writer_certificate {
+            put_certificate(&mut w, certificate);
+        }
         w.into_bytes()
     }
 
@@ -601,6 +606,7 @@ impl PurchaseOffer {
             counter: u32_field(&mut r, tag::COUNTER)?,
             signature: signature(&mut r)?,
             last_usage: r.optional(tag::USAGE_RECORD)?.map(UsageRecord::decode_value).transpose()?,
+            last_writer_certificate: r.optional(tag::CERTIFICATE)?.map(Certificate::decode_value).transpose()?,
         };
         r.finish()?;
         Ok(message)

@@ -1,0 +1,535 @@
+//! The purse application (seed 003): personalization (Figs. 4B, 8), purchase (Figs. 5, 6),
+//! load (Figs. 4C, 7), and the read commands. Each handler is a pure function from the
+//! current state and one command to an [`Effect`]: response data, a status word, and the
+//! new persistent state to commit (if any). The runtime commits before it answers.
+
+use rand_core::CryptoRngCore;
+use valuecard_core::apdu::Command;
+use valuecard_core::cert::{CertError, Certificate, Role};
+use valuecard_core::crypto::{
+    aes_cmac_verify, aes_gcm_open, derivation, diversify_key, random_array, AesKey, SealingKeyPair, SigningKeyPair,
+    GCM_NONCE_LEN,
+};
+use valuecard_core::ids::{CardId, DeviceId};
+use valuecard_core::messages::purse::{
+    ins, Challenge, CreditCommand, DebitCommand, GenerateKeyPairCommand, GenerateKeyPairResponse,
+    GetLastTransaction, InitializeLoad, InitializePurchase, LastTransaction, LoadAuthorization, LoadOffer, LogEntry,
+    PersonalizeCommand, PurchaseCommit, PurchaseOffer, PurseStatus, SelectResponse, TransactionKind,
+    UpdateConfirmation, UsageRecord, SEALED_KEYS_PLAINTEXT_LEN,
+};
+use valuecard_core::money::Amount;
+use valuecard_core::time::Date;
+use valuecard_core::crypto::PublicKey;
+use valuecard_core::StatusWord;
+
+use crate::state::{AbnormalCode, CardKeys, PersistentState, Purse};
+
+/// What a command does: the response and, if the command changes the card, the complete
+/// new persistent state. A refusal that must still be recorded (an abnormal event) carries
+/// both an error status word and a state to commit.
+#[derive(Debug)]
+pub struct Effect {
+    pub data: Vec<u8>,
+    pub sw: StatusWord,
+    pub commit: Option<PersistentState>,
+}
+
+impl Effect {
+    fn reply(data: Vec<u8>) -> Self {
+        Effect { data, sw: StatusWord::SUCCESS, commit: None }
+    }
+
+    fn commit(data: Vec<u8>, state: PersistentState) -> Self {
+        Effect { data, sw: StatusWord::SUCCESS, commit: Some(state) }
+    }
+
+    fn refuse_and_record(sw: StatusWord, state: PersistentState) -> Self {
+        Effect { data: Vec::new(), sw, commit: Some(state) }
+    }
+}
+
+/// A purchase between INITIALIZE PURCHASE and DEBIT (volatile: lost at power-off).
+#[derive(Debug, Clone)]
+pub struct PurchaseSession {
+    terminal_certificate: Certificate,
+    terminal_id: DeviceId,
+    terminal_key: PublicKey,
+    challenge_terminal: Challenge,
+    challenge_card: Challenge,
+    amount_max: Amount,
+    date: Date,
+    counter: u32,
+}
+
+/// A load between INITIALIZE LOAD and CREDIT (volatile).
+#[derive(Debug, Clone)]
+pub struct LoadSession {
+    request: InitializeLoad,
+    challenge_card: Challenge,
+    counter: u32,
+}
+
+/// Everything the card forgets at power-off or reset.
+#[derive(Debug, Default)]
+pub struct Volatile {
+    pub selected: bool,
+    pub challenge: Option<Challenge>,
+    pub purchase: Option<PurchaseSession>,
+    pub load: Option<LoadSession>,
+}
+
+/// Which commands each life-cycle state allows: the one place that decides it.
+pub fn check_allowed(ins: u8, state: &PersistentState) -> Result<(), StatusWord> {
+    use PersistentState as S;
+    let allowed = match (ins, state) {
+        (ins::GET_CHALLENGE, S::Manufactured { .. } | S::KeysGenerated { .. }) => true,
+        (ins::GENERATE_KEY_PAIR, S::Manufactured { .. } | S::KeysGenerated { .. }) => true,
+        (ins::PERSONALIZE, S::KeysGenerated { .. }) => true,
+        (ins::READ_PURSE | ins::READ_LOG | ins::GET_LAST_TRANSACTION, S::Personalized(_)) => true,
+        (ins::INITIALIZE_PURCHASE | ins::DEBIT | ins::INITIALIZE_LOAD | ins::CREDIT, S::Personalized(purse)) => {
+            if purse.blocked {
+                return Err(StatusWord::FUNCTION_NOT_SUPPORTED);
+            }
+            true
+        }
+        _ => false,
+    };
+    if allowed {
+        Ok(())
+    } else {
+        Err(StatusWord::CONDITIONS_NOT_SATISFIED)
+    }
+}
+
+pub fn select_response(state: &PersistentState) -> Effect {
+    let response = SelectResponse {
+        state: state.card_state(),
+        card_id: state.card_id(),
+        certificate: match state {
+            PersistentState::Personalized(purse) => Some(purse.certificate.clone()),
+            _ => None,
+        },
+    };
+    let blocked = matches!(state, PersistentState::Personalized(purse) if purse.blocked);
+    Effect {
+        data: response.encode(),
+        sw: if blocked { StatusWord::FILE_DEACTIVATED } else { StatusWord::SUCCESS },
+        commit: None,
+    }
+}
+
+/// Runs one purse command (after SELECT, CLA and life-cycle checks).
+pub fn handle(
+    command: &Command,
+    state: &PersistentState,
+    volatile: &mut Volatile,
+    rng: &mut impl CryptoRngCore,
+) -> Result<Effect, StatusWord> {
+    if command.p1 != 0 || command.p2 != 0 {
+        return Err(StatusWord::INCORRECT_P1_P2);
+    }
+    check_allowed(command.ins, state)?;
+    // A purchase or load session survives only until the very next command.
+    let purchase = volatile.purchase.take();
+    let load = volatile.load.take();
+    match (command.ins, state) {
+        (ins::GET_CHALLENGE, _) => get_challenge(command, volatile, rng),
+        (ins::GENERATE_KEY_PAIR, PersistentState::Manufactured { transport_key })
+        | (ins::GENERATE_KEY_PAIR, PersistentState::KeysGenerated { transport_key, .. }) => {
+            generate_key_pair(command, state, transport_key, volatile, rng)
+        }
+        (ins::PERSONALIZE, PersistentState::KeysGenerated { transport_key, keys }) => {
+            personalize(command, transport_key, keys, volatile)
+        }
+        (ins::READ_PURSE, PersistentState::Personalized(purse)) => Ok(Effect::reply(read_purse(purse))),
+        (ins::READ_LOG, PersistentState::Personalized(purse)) => {
+            let entries: Vec<LogEntry> = purse.log.iter().cloned().collect();
+            Ok(Effect::reply(LogEntry::encode_list(&entries)))
+        }
+        (ins::GET_LAST_TRANSACTION, PersistentState::Personalized(purse)) => get_last_transaction(command, purse),
+        (ins::INITIALIZE_PURCHASE, PersistentState::Personalized(purse)) => {
+            initialize_purchase(command, purse, volatile, rng)
+        }
+        (ins::DEBIT, PersistentState::Personalized(purse)) => {
+            debit(command, purse, purchase.ok_or(StatusWord::CONDITIONS_NOT_SATISFIED)?)
+        }
+        (ins::INITIALIZE_LOAD, PersistentState::Personalized(purse)) => initialize_load(command, purse, volatile, rng),
+        (ins::CREDIT, PersistentState::Personalized(purse)) => {
+            credit(command, purse, load.ok_or(StatusWord::CONDITIONS_NOT_SATISFIED)?)
+        }
+        _ => {
+            let _ = (purchase, load);
+            Err(StatusWord::INS_NOT_SUPPORTED)
+        }
+    }
+}
+
+fn wrong_data<E>(_: E) -> StatusWord {
+    StatusWord::WRONG_DATA
+}
+
+fn get_challenge(command: &Command, volatile: &mut Volatile, rng: &mut impl CryptoRngCore) -> Result<Effect, StatusWord> {
+    if !command.data.is_empty() || !matches!(command.le, Some(16) | Some(256) | Some(65_536)) {
+        return Err(StatusWord::WRONG_LENGTH);
+    }
+    let challenge: Challenge = random_array(rng);
+    volatile.challenge = Some(challenge);
+    Ok(Effect::reply(challenge.to_vec()))
+}
+
+fn take_challenge(volatile: &mut Volatile) -> Result<Challenge, StatusWord> {
+    volatile.challenge.take().ok_or(StatusWord::CONDITIONS_NOT_SATISFIED)
+}
+
+/// Fig. 4B, adapted so that the private key is born in the card: the center's MAC under the
+/// transport key authorizes the card ID, and the card returns only public keys. Asked again
+/// in `KeysGenerated`, it returns the same keys, so a lost response can be recovered.
+fn generate_key_pair(
+    command: &Command,
+    state: &PersistentState,
+    transport_key: &AesKey,
+    volatile: &mut Volatile,
+    rng: &mut impl CryptoRngCore,
+) -> Result<Effect, StatusWord> {
+    let challenge = take_challenge(volatile)?;
+    let request = GenerateKeyPairCommand::decode(&command.data).map_err(wrong_data)?;
+    aes_cmac_verify(transport_key, &GenerateKeyPairCommand::mac_input(&challenge, &request.card_id), &request.mac)
+        .map_err(|_| StatusWord::SECURITY_STATUS_NOT_SATISFIED)?;
+    match state {
+        PersistentState::KeysGenerated { keys, .. } => {
+            if keys.card_id != request.card_id {
+                return Err(StatusWord::CONDITIONS_NOT_SATISFIED);
+            }
+            Ok(Effect::reply(public_keys(keys)))
+        }
+        _ => {
+            let keys = CardKeys {
+                card_id: request.card_id,
+                signing: SigningKeyPair::generate(rng),
+                sealing: SealingKeyPair::generate(rng),
+            };
+            let data = public_keys(&keys);
+            Ok(Effect::commit(data, PersistentState::KeysGenerated { transport_key: transport_key.clone(), keys }))
+        }
+    }
+}
+
+fn public_keys(keys: &CardKeys) -> Vec<u8> {
+    GenerateKeyPairResponse { signing_key: keys.signing.public_key(), sealing_key: keys.sealing.public_key() }.encode()
+}
+
+/// Fig. 4B (certificate, root key, IDC) with Fig. 8 (KU and KO under the transport key).
+fn personalize(
+    command: &Command,
+    transport_key: &AesKey,
+    keys: &CardKeys,
+    volatile: &mut Volatile,
+) -> Result<Effect, StatusWord> {
+    let challenge = take_challenge(volatile)?;
+    let request = PersonalizeCommand::decode(&command.data).map_err(wrong_data)?;
+    let mac_input = PersonalizeCommand::mac_input(&challenge, &request.encode_unmacced());
+    aes_cmac_verify(transport_key, &mac_input, &request.mac).map_err(|_| StatusWord::SECURITY_STATUS_NOT_SATISFIED)?;
+    let verified = request
+        .anchor
+        .verify(core::slice::from_ref(&request.certificate), Role::Card, request.date)
+        .map_err(cert_status)?;
+    if verified.subject().0 != keys.card_id.0
+        || verified.signing_key() != &keys.signing.public_key()
+        || verified.sealing_key() != Some(&keys.sealing.public_key())
+    {
+        return Err(StatusWord::WRONG_DATA);
+    }
+    let session = diversify_key(transport_key, derivation::TRANSPORT_SESSION, &challenge);
+    let mut plain = aes_gcm_open(
+        &session,
+        &[0u8; GCM_NONCE_LEN],
+        &PersonalizeCommand::sealed_keys_aad(&keys.card_id),
+        &request.sealed_keys,
+    )
+    .map_err(|_| StatusWord::SECURITY_STATUS_NOT_SATISFIED)?;
+    let split = (plain.len() == SEALED_KEYS_PLAINTEXT_LEN)
+        .then(|| (AesKey::from_slice(&plain[..16]), AesKey::from_slice(&plain[16..])));
+    zeroize::Zeroize::zeroize(&mut plain);
+    let (Some(Ok(card_key)), Some(Ok(common_key))) = (split.as_ref().map(|s| s.0.clone()), split.map(|s| s.1)) else {
+        return Err(StatusWord::WRONG_DATA);
+    };
+    let purse = Purse {
+        keys: keys.clone(),
+        card_key,
+        common_key,
+        anchor: request.anchor,
+        certificate: request.certificate,
+        dispenser_id: request.dispenser_id,
+        balance: Amount::ZERO,
+        counter: 0,
+        known_date: request.date,
+        last_usage: None,
+        last_writer_certificate: None,
+        log: Default::default(),
+        abnormal_events: Default::default(),
+        blocked: false,
+    };
+    Ok(Effect::commit(Vec::new(), PersistentState::Personalized(Box::new(purse))))
+}
+
+fn cert_status(error: CertError) -> StatusWord {
+    match error {
+        CertError::Expired { .. } => StatusWord::REFERENCE_DATA_NOT_USABLE,
+        CertError::Encoding(_) | CertError::TooLong | CertError::Profile(_) | CertError::UnknownRole(_) => {
+            StatusWord::WRONG_DATA
+        }
+        _ => StatusWord::SECURITY_STATUS_NOT_SATISFIED,
+    }
+}
+
+fn read_purse(purse: &Purse) -> Vec<u8> {
+    PurseStatus {
+        state: if purse.blocked {
+            valuecard_core::messages::purse::CardState::Blocked
+        } else {
+            valuecard_core::messages::purse::CardState::Active
+        },
+        card_id: purse.keys.card_id,
+        balance: purse.balance,
+        counter: purse.counter,
+        abnormal_events: purse.abnormal_events.len() as u8,
+        last_usage: purse.last_usage.clone(),
+    }
+    .encode()
+}
+
+fn get_last_transaction(command: &Command, purse: &Purse) -> Result<Effect, StatusWord> {
+    let request = GetLastTransaction::decode(&command.data).map_err(wrong_data)?;
+    let record = purse.last_usage.clone().ok_or(StatusWord::REFERENCED_DATA_NOT_FOUND)?;
+    let signature =
+        purse.keys.signing.sign(&LastTransaction::signed_message(&purse.keys.card_id, &request.challenge, &record));
+    Ok(Effect::reply(LastTransaction { record, signature }.encode()))
+}
+
+fn with_abnormal(purse: &Purse, code: AbnormalCode, block: bool) -> PersistentState {
+    let mut next = purse.clone();
+    next.record_abnormal(code);
+    next.blocked |= block;
+    PersistentState::Personalized(Box::new(next))
+}
+
+/// Fig. 6, card side of the first exchange: check the terminal's certificate, draw X, sign
+/// (R, X, V) and hand over the previous usage record (Fig. 9).
+fn initialize_purchase(
+    command: &Command,
+    purse: &Purse,
+    volatile: &mut Volatile,
+    rng: &mut impl CryptoRngCore,
+) -> Result<Effect, StatusWord> {
+    let request = InitializePurchase::decode(&command.data).map_err(wrong_data)?;
+    let terminal = match purse.anchor.verify(
+        core::slice::from_ref(&request.terminal_certificate),
+        Role::PaymentTerminal,
+        purse.known_date,
+    ) {
+        Ok(terminal) => terminal,
+        Err(error @ (CertError::BadSignature { .. } | CertError::WrongIssuer { .. })) => {
+            return Ok(Effect::refuse_and_record(
+                cert_status(error),
+                with_abnormal(purse, AbnormalCode::ForgedTerminalCertificate, false),
+            ));
+        }
+        Err(error) => return Err(cert_status(error)),
+    };
+    if request.amount_max == Amount::ZERO {
+        return Err(StatusWord::WRONG_DATA);
+    }
+    if request.amount_max > purse.balance {
+        return Err(StatusWord::INSUFFICIENT_FUNDS);
+    }
+    let challenge_card: Challenge = random_array(rng);
+    let card_id = purse.keys.card_id;
+    let terminal_id = terminal.subject();
+    let signature = purse.keys.signing.sign(&PurchaseOffer::signed_message(
+        &card_id,
+        &terminal_id,
+        &request.challenge_terminal,
+        &challenge_card,
+        purse.balance,
+        purse.counter,
+        request.amount_max,
+    ));
+    volatile.purchase = Some(PurchaseSession {
+        terminal_certificate: request.terminal_certificate,
+        terminal_id,
+        terminal_key: *terminal.signing_key(),
+        challenge_terminal: request.challenge_terminal,
+        challenge_card,
+        amount_max: request.amount_max,
+        date: request.date,
+        counter: purse.counter,
+    });
+    let offer = PurchaseOffer {
+        challenge_card,
+        balance: purse.balance,
+        counter: purse.counter,
+        signature,
+        last_usage: purse.last_usage.clone(),
+        last_writer_certificate: purse.last_writer_certificate.clone(),
+    };
+    Ok(Effect::reply(offer.encode()))
+}
+
+/// Fig. 6, card side of the second exchange: verify ST(R * X * V' * IDU), refuse a raised
+/// balance (and block, Fig. 5), then commit the new balance, usage record and log entry.
+fn debit(command: &Command, purse: &Purse, session: PurchaseSession) -> Result<Effect, StatusWord> {
+    let request = DebitCommand::decode(&command.data).map_err(wrong_data)?;
+    let commit = PurchaseCommit {
+        card_id: purse.keys.card_id,
+        terminal_id: session.terminal_id,
+        challenge_terminal: session.challenge_terminal,
+        challenge_card: session.challenge_card,
+        counter: session.counter,
+        amount: request.amount,
+        balance_after: request.balance_after,
+        terminal_sequence: request.terminal_sequence,
+        date: session.date,
+    };
+    if session.terminal_key.verify(&commit.signed_message(), &request.signature).is_err() {
+        return Ok(Effect::refuse_and_record(
+            StatusWord::SECURITY_STATUS_NOT_SATISFIED,
+            with_abnormal(purse, AbnormalCode::ForgedTerminalSignature, false),
+        ));
+    }
+    if request.balance_after > purse.balance {
+        return Ok(Effect::refuse_and_record(
+            StatusWord::FUNCTION_NOT_SUPPORTED,
+            with_abnormal(purse, AbnormalCode::BalanceRaised, true),
+        ));
+    }
+    if request.amount == Amount::ZERO || request.amount > session.amount_max {
+        return Err(StatusWord::WRONG_DATA);
+    }
+    let expected = purse.balance.checked_sub(request.amount).map_err(|_| StatusWord::INSUFFICIENT_FUNDS)?;
+    if expected != request.balance_after {
+        return Err(StatusWord::WRONG_DATA);
+    }
+    let mut next = purse.clone();
+    next.balance = request.balance_after;
+    next.counter = purse.counter.checked_add(1).ok_or(StatusWord::CONDITIONS_NOT_SATISFIED)?;
+    next.last_usage = Some(UsageRecord {
+        kind: TransactionKind::Purchase,
+        counter: next.counter,
+        challenge_writer: session.challenge_terminal,
+        challenge_card: session.challenge_card,
+        amount: request.amount,
+        balance_after: request.balance_after,
+        writer: session.terminal_id,
+        writer_sequence: request.terminal_sequence,
+        date: session.date,
+        signature: request.signature,
+    });
+    next.last_writer_certificate = Some(session.terminal_certificate);
+    next.push_log(LogEntry {
+        kind: TransactionKind::Purchase,
+        counter: next.counter,
+        amount: request.amount,
+        balance_after: request.balance_after,
+        party: session.terminal_id,
+        date: session.date,
+    });
+    let data = UpdateConfirmation { counter: next.counter, balance: next.balance }.encode();
+    Ok(Effect::commit(data, PersistentState::Personalized(Box::new(next))))
+}
+
+/// Fig. 7, card side of the first exchange: draw X and sign (Y, X, V).
+fn initialize_load(
+    command: &Command,
+    purse: &Purse,
+    volatile: &mut Volatile,
+    rng: &mut impl CryptoRngCore,
+) -> Result<Effect, StatusWord> {
+    let request = InitializeLoad::decode(&command.data).map_err(wrong_data)?;
+    if request.amount == Amount::ZERO {
+        return Err(StatusWord::WRONG_DATA);
+    }
+    if purse.balance.checked_add(request.amount).is_err() {
+        return Err(StatusWord::NOT_ENOUGH_MEMORY);
+    }
+    let challenge_card: Challenge = random_array(rng);
+    let signature = purse.keys.signing.sign(&LoadOffer::signed_message(
+        &purse.keys.card_id,
+        &request,
+        &challenge_card,
+        purse.balance,
+        purse.counter,
+    ));
+    let offer = LoadOffer { challenge_card, balance: purse.balance, counter: purse.counter, signature };
+    volatile.load = Some(LoadSession { request, challenge_card, counter: purse.counter });
+    Ok(Effect::reply(offer.encode()))
+}
+
+/// The byte string the center MACs under KU for a load (Fig. 8, last paragraph).
+pub fn load_mac_input(authorization: &LoadAuthorization) -> Vec<u8> {
+    authorization.signed_message()
+}
+
+/// Fig. 7, card side of the second exchange: verify SA(Y * X * V * IDU) under the root key and
+/// the MAC under KU, then add the value.
+fn credit(command: &Command, purse: &Purse, session: LoadSession) -> Result<Effect, StatusWord> {
+    let request = CreditCommand::decode(&command.data).map_err(wrong_data)?;
+    let authorization = LoadAuthorization {
+        card_id: purse.keys.card_id,
+        dispenser_id: session.request.dispenser_id,
+        challenge_dispenser: session.request.challenge_dispenser,
+        challenge_card: session.challenge_card,
+        counter: session.counter,
+        amount: request.amount,
+        balance_after: request.balance_after,
+        load_number: request.load_number,
+        date: request.date,
+    };
+    let message = authorization.signed_message();
+    let authentic = purse.anchor.public_key.verify(&message, &request.signature).is_ok()
+        && aes_cmac_verify(&purse.card_key, &load_mac_input(&authorization), &request.mac).is_ok();
+    if !authentic {
+        return Ok(Effect::refuse_and_record(
+            StatusWord::SECURITY_STATUS_NOT_SATISFIED,
+            with_abnormal(purse, AbnormalCode::ForgedLoadAuthorization, false),
+        ));
+    }
+    if request.amount != session.request.amount {
+        return Err(StatusWord::WRONG_DATA);
+    }
+    let expected = purse.balance.checked_add(request.amount).map_err(|_| StatusWord::NOT_ENOUGH_MEMORY)?;
+    if expected != request.balance_after {
+        return Err(StatusWord::WRONG_DATA);
+    }
+    let mut next = purse.clone();
+    next.balance = request.balance_after;
+    next.counter = purse.counter.checked_add(1).ok_or(StatusWord::CONDITIONS_NOT_SATISFIED)?;
+    next.known_date = next.known_date.max(request.date);
+    next.last_usage = Some(UsageRecord {
+        kind: TransactionKind::Load,
+        counter: next.counter,
+        challenge_writer: session.request.challenge_dispenser,
+        challenge_card: session.challenge_card,
+        amount: request.amount,
+        balance_after: request.balance_after,
+        writer: session.request.dispenser_id,
+        writer_sequence: request.load_number,
+        date: request.date,
+        signature: request.signature,
+    });
+    next.last_writer_certificate = None;
+    next.push_log(LogEntry {
+        kind: TransactionKind::Load,
+        counter: next.counter,
+        amount: request.amount,
+        balance_after: request.balance_after,
+        party: session.request.dispenser_id,
+        date: request.date,
+    });
+    let data = UpdateConfirmation { counter: next.counter, balance: next.balance }.encode();
+    Ok(Effect::commit(data, PersistentState::Personalized(Box::new(next))))
+}
+
+/// The card ID as a certificate subject.
+pub fn card_subject(card_id: &CardId) -> DeviceId {
+    DeviceId(card_id.0)
+}

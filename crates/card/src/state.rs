@@ -1,0 +1,318 @@
+//! The card's persistent state, kept apart from its volatile (per-power-up) state and
+//! written whole at every commit. One encoding, versioned with the image format.
+
+use std::collections::VecDeque;
+
+use valuecard_core::cert::{Certificate, TrustAnchor};
+use valuecard_core::crypto::{AesKey, PublicKey, SealingKeyPair, SigningKeyPair};
+use valuecard_core::ids::{CardId, DeviceId};
+use valuecard_core::limits::{CARD_ABNORMAL_EVENTS_MAX, CARD_LOG_ENTRIES_MAX};
+use valuecard_core::messages::purse::{CardState, LogEntry, UsageRecord};
+use valuecard_core::money::Amount;
+use valuecard_core::time::Date;
+use valuecard_core::tlv::{be_u32, be_u64, TlvReader, TlvWriter};
+use zeroize::Zeroize;
+
+/// What went wrong, recorded in the card in code form (seed 003, Fig. 5: "the abnormal
+/// contents of the IC card are recorded in a code form").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum AbnormalCode {
+    /// A terminal certificate that did not verify under the center root.
+    ForgedTerminalCertificate = 0x01,
+    /// A DEBIT whose terminal signature did not verify.
+    ForgedTerminalSignature = 0x02,
+    /// A validly signed DEBIT that would have raised the balance: the card blocks itself.
+    BalanceRaised = 0x03,
+    /// A CREDIT whose center signature or card-key MAC did not verify.
+    ForgedLoadAuthorization = 0x04,
+}
+
+impl AbnormalCode {
+    fn from_u8(value: u8) -> Option<Self> {
+        Some(match value {
+            0x01 => AbnormalCode::ForgedTerminalCertificate,
+            0x02 => AbnormalCode::ForgedTerminalSignature,
+            0x03 => AbnormalCode::BalanceRaised,
+            0x04 => AbnormalCode::ForgedLoadAuthorization,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AbnormalEvent {
+    pub code: AbnormalCode,
+    /// The card's transaction counter when it happened.
+    pub counter: u32,
+}
+
+/// Keys and identity of a card that has generated its key pair.
+#[derive(Clone)]
+pub struct CardKeys {
+    pub card_id: CardId,
+    pub signing: SigningKeyPair,
+    pub sealing: SealingKeyPair,
+}
+
+impl core::fmt::Debug for CardKeys {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("CardKeys").field("card_id", &self.card_id).finish_non_exhaustive()
+    }
+}
+
+/// A personalized purse.
+#[derive(Clone, Debug)]
+pub struct Purse {
+    pub keys: CardKeys,
+    /// KU: the card's own key, diversified from IDU (Fig. 8).
+    pub card_key: AesKey,
+    /// KO: the scheme's common key (Fig. 8).
+    pub common_key: AesKey,
+    pub anchor: TrustAnchor,
+    pub certificate: Certificate,
+    /// IDC of the dispenser that issued the card.
+    pub dispenser_id: DeviceId,
+    pub balance: Amount,
+    /// Increments at every committed balance update.
+    pub counter: u32,
+    /// The latest date the card has from an authenticated source (personalization and
+    /// center-signed loads); certificates that expired before it are refused.
+    pub known_date: Date,
+    pub last_usage: Option<UsageRecord>,
+    /// The certificate of the terminal that wrote `last_usage` (none after a load).
+    pub last_writer_certificate: Option<Certificate>,
+    /// Newest first, at most `CARD_LOG_ENTRIES_MAX`.
+    pub log: VecDeque<LogEntry>,
+    /// Newest first, at most `CARD_ABNORMAL_EVENTS_MAX`.
+    pub abnormal_events: VecDeque<AbnormalEvent>,
+    pub blocked: bool,
+}
+
+impl Purse {
+    pub fn push_log(&mut self, entry: LogEntry) {
+        self.log.push_front(entry);
+        self.log.truncate(CARD_LOG_ENTRIES_MAX);
+    }
+
+    pub fn record_abnormal(&mut self, code: AbnormalCode) {
+        self.abnormal_events.push_front(AbnormalEvent { code, counter: self.counter });
+        self.abnormal_events.truncate(CARD_ABNORMAL_EVENTS_MAX);
+    }
+}
+
+/// The life cycle of the card (seed 003, Figs. 4B and 8), each state holding exactly what
+/// exists at that point.
+#[derive(Clone, Debug)]
+pub enum PersistentState {
+    /// From the factory: only the transport key Ktemp.
+    Manufactured { transport_key: AesKey },
+    /// Card ID assigned and key pair generated on the card.
+    KeysGenerated { transport_key: AesKey, keys: CardKeys },
+    /// Personalized (possibly blocked). The transport key is gone.
+    Personalized(Box<Purse>),
+}
+
+impl PersistentState {
+    pub fn card_state(&self) -> CardState {
+        match self {
+            PersistentState::Manufactured { .. } => CardState::Manufactured,
+            PersistentState::KeysGenerated { .. } => CardState::KeysGenerated,
+            PersistentState::Personalized(purse) if purse.blocked => CardState::Blocked,
+            PersistentState::Personalized(_) => CardState::Active,
+        }
+    }
+
+    pub fn card_id(&self) -> Option<CardId> {
+        match self {
+            PersistentState::Manufactured { .. } => None,
+            PersistentState::KeysGenerated { keys, .. } => Some(keys.card_id),
+            PersistentState::Personalized(purse) => Some(purse.keys.card_id),
+        }
+    }
+}
+
+/// Why a persisted state could not be decoded (the image passed its checksum, so this
+/// means a bug or a foreign image, and the card refuses to start).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("card state field {0} is malformed")]
+pub struct StateError(pub &'static str);
+
+mod field {
+    pub const STATE: u32 = 0x80;
+    pub const TRANSPORT_KEY: u32 = 0x81;
+    pub const CARD_ID: u32 = 0x82;
+    pub const SIGNING_SEED: u32 = 0x83;
+    pub const SEALING_SECRET: u32 = 0x84;
+    pub const CARD_KEY: u32 = 0x85;
+    pub const COMMON_KEY: u32 = 0x86;
+    pub const ANCHOR_ID: u32 = 0x87;
+    pub const ANCHOR_KEY: u32 = 0x88;
+    pub const DISPENSER_ID: u32 = 0x89;
+    pub const BALANCE: u32 = 0x8A;
+    pub const COUNTER: u32 = 0x8B;
+    pub const KNOWN_DATE: u32 = 0x8C;
+    pub const BLOCKED: u32 = 0x8D;
+    pub const ABNORMAL: u32 = 0x8E;
+    pub const LOG: u32 = 0xA0;
+    pub const LAST_USAGE: u32 = 0xA1;
+    pub const LAST_WRITER_CERTIFICATE: u32 = 0xA2;
+}
+
+impl PersistentState {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = TlvWriter::with_capacity(2048);
+        match self {
+            PersistentState::Manufactured { transport_key } => {
+                w.put_u8(field::STATE, CardState::Manufactured as u8)
+                    .put(field::TRANSPORT_KEY, transport_key.expose());
+            }
+            PersistentState::KeysGenerated { transport_key, keys } => {
+                w.put_u8(field::STATE, CardState::KeysGenerated as u8)
+                    .put(field::TRANSPORT_KEY, transport_key.expose());
+                encode_keys(&mut w, keys);
+            }
+            PersistentState::Personalized(purse) => {
+                w.put_u8(field::STATE, CardState::Active as u8);
+                encode_keys(&mut w, &purse.keys);
+                w.put(field::CARD_KEY, purse.card_key.expose())
+                    .put(field::COMMON_KEY, purse.common_key.expose())
+                    .put(field::ANCHOR_ID, purse.anchor.center.as_bytes())
+                    .put(field::ANCHOR_KEY, &purse.anchor.public_key.to_bytes())
+                    .put_raw(&purse.certificate.encode())
+                    .put(field::DISPENSER_ID, purse.dispenser_id.as_bytes())
+                    .put_u64(field::BALANCE, purse.balance.minor())
+                    .put_u32(field::COUNTER, purse.counter)
+                    .put_u32(field::KNOWN_DATE, purse.known_date.0)
+                    .put_u8(field::BLOCKED, purse.blocked as u8);
+                let mut abnormal = Vec::with_capacity(purse.abnormal_events.len() * 5);
+                for event in &purse.abnormal_events {
+                    abnormal.push(event.code as u8);
+                    abnormal.extend_from_slice(&event.counter.to_be_bytes());
+                }
+                w.put(field::ABNORMAL, &abnormal);
+                let log: Vec<LogEntry> = purse.log.iter().cloned().collect();
+                w.put(field::LOG, &LogEntry::encode_list(&log));
+                if let Some(record) = &purse.last_usage {
+                    w.put(field::LAST_USAGE, &record.encode());
+                }
+                if let Some(certificate) = &purse.last_writer_certificate {
+                    w.put(field::LAST_WRITER_CERTIFICATE, &certificate.encode());
+                }
+            }
+        }
+        w.into_bytes()
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, StateError> {
+        let mut r = TlvReader::new(bytes);
+        let [state] = r.expect_array::<1>(field::STATE).map_err(|_| StateError("state"))?;
+        let state = match CardState::from_u8(state).map_err(|_| StateError("state"))? {
+            CardState::Manufactured => PersistentState::Manufactured { transport_key: aes_key(&mut r, field::TRANSPORT_KEY)? },
+            CardState::KeysGenerated => {
+                let transport_key = aes_key(&mut r, field::TRANSPORT_KEY)?;
+                PersistentState::KeysGenerated { transport_key, keys: decode_keys(&mut r)? }
+            }
+            CardState::Active | CardState::Blocked => PersistentState::Personalized(Box::new(decode_purse(&mut r)?)),
+        };
+        r.finish().map_err(|_| StateError("trailing bytes"))?;
+        Ok(state)
+    }
+}
+
+fn encode_keys(w: &mut TlvWriter, keys: &CardKeys) {
+    w.put(field::CARD_ID, keys.card_id.as_bytes())
+        .put(field::SIGNING_SEED, keys.signing.seed().expose())
+        .put(field::SEALING_SECRET, keys.sealing.secret().expose());
+}
+
+fn aes_key(r: &mut TlvReader<'_>, tag: u32) -> Result<AesKey, StateError> {
+    let mut raw: [u8; 16] = r.expect_array(tag).map_err(|_| StateError("aes key"))?;
+    let key = AesKey::from_slice(&raw).map_err(|_| StateError("aes key"));
+    raw.zeroize();
+    key
+}
+
+fn decode_keys(r: &mut TlvReader<'_>) -> Result<CardKeys, StateError> {
+    let card_id = CardId(r.expect_array(field::CARD_ID).map_err(|_| StateError("card id"))?);
+    let mut seed: [u8; 32] = r.expect_array(field::SIGNING_SEED).map_err(|_| StateError("signing seed"))?;
+    let signing = SigningKeyPair::from_seed(&seed);
+    seed.zeroize();
+    let mut secret: [u8; 32] = r.expect_array(field::SEALING_SECRET).map_err(|_| StateError("sealing secret"))?;
+    let sealing = SealingKeyPair::from_secret(secret);
+    secret.zeroize();
+    Ok(CardKeys { card_id, signing, sealing })
+}
+
+fn decode_purse(r: &mut TlvReader<'_>) -> Result<Purse, StateError> {
+    let keys = decode_keys(r)?;
+    let card_key = aes_key(r, field::CARD_KEY)?;
+    let common_key = aes_key(r, field::COMMON_KEY)?;
+    let center = DeviceId(r.expect_array(field::ANCHOR_ID).map_err(|_| StateError("anchor id"))?);
+    let public_key = PublicKey::from_bytes(r.expect(field::ANCHOR_KEY).map_err(|_| StateError("anchor key"))?)
+        .map_err(|_| StateError("anchor key"))?;
+    let certificate = Certificate::decode_value(
+        r.expect(valuecard_core::cert::TAG_CERTIFICATE).map_err(|_| StateError("certificate"))?,
+    )
+    .map_err(|_| StateError("certificate"))?;
+    let dispenser_id = DeviceId(r.expect_array(field::DISPENSER_ID).map_err(|_| StateError("dispenser id"))?);
+    let balance = r
+        .expect(field::BALANCE)
+        .ok()
+        .and_then(|v| be_u64(field::BALANCE, v).ok())
+        .and_then(|v| Amount::new(v).ok())
+        .ok_or(StateError("balance"))?;
+    let counter = r.expect(field::COUNTER).ok().and_then(|v| be_u32(field::COUNTER, v).ok()).ok_or(StateError("counter"))?;
+    let known_date = r
+        .expect(field::KNOWN_DATE)
+        .ok()
+        .and_then(|v| be_u32(field::KNOWN_DATE, v).ok())
+        .map(Date)
+        .ok_or(StateError("known date"))?;
+    let [blocked] = r.expect_array::<1>(field::BLOCKED).map_err(|_| StateError("blocked"))?;
+    let abnormal_bytes = r.expect(field::ABNORMAL).map_err(|_| StateError("abnormal events"))?;
+    if abnormal_bytes.len() % 5 != 0 || abnormal_bytes.len() / 5 > CARD_ABNORMAL_EVENTS_MAX {
+        return Err(StateError("abnormal events"));
+    }
+    let mut abnormal_events = VecDeque::new();
+    for chunk in abnormal_bytes.chunks(5) {
+        let code = AbnormalCode::from_u8(chunk[0]).ok_or(StateError("abnormal code"))?;
+        let counter = u32::from_be_bytes([chunk[1], chunk[2], chunk[3], chunk[4]]);
+        abnormal_events.push_back(AbnormalEvent { code, counter });
+    }
+    let log = LogEntry::decode_list(r.expect(field::LOG).map_err(|_| StateError("log"))?)
+        .map_err(|_| StateError("log"))?
+        .into();
+    let last_usage = r
+        .optional(field::LAST_USAGE)
+        .map_err(|_| StateError("last usage"))?
+        .map(UsageRecord::decode)
+        .transpose()
+        .map_err(|_| StateError("last usage"))?;
+    let last_writer_certificate = r
+        .optional(field::LAST_WRITER_CERTIFICATE)
+        .map_err(|_| StateError("last writer certificate"))?
+        .map(Certificate::decode)
+        .transpose()
+        .map_err(|_| StateError("last writer certificate"))?;
+    Ok(Purse {
+        keys,
+        card_key,
+        common_key,
+        anchor: TrustAnchor { center, public_key },
+        certificate,
+        dispenser_id,
+        balance,
+        counter,
+        known_date,
+        last_usage,
+        last_writer_certificate,
+        log,
+        abnormal_events,
+        blocked: match blocked {
+            0 => false,
+            1 => true,
+            _ => return Err(StateError("blocked")),
+        },
+    })
+}

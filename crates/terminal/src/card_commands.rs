@@ -1,0 +1,38 @@
+//! Building the purse's command APDUs and checking their answers, in one place for every
+//! terminal role.
+
+use valuecard_core::apdu::Command;
+use valuecard_core::messages::purse::{ins, CLA_ISO, CLA_PROPRIETARY, PURSE_AID};
+use valuecard_core::StatusWord;
+use valuecard_reader::CardReader;
+
+use crate::TerminalError;
+
+/// Le for responses that may exceed 256 bytes (extended length).
+const LE_EXTENDED: u32 = 65_536;
+const LE_SHORT: u32 = 256;
+
+pub fn select() -> Command {
+    Command::new(CLA_ISO, ins::SELECT, 0x04, 0x00).with_data(PURSE_AID.to_vec()).with_le(LE_SHORT)
+}
+
+pub fn get_challenge() -> Command {
+    Command::new(CLA_ISO, ins::GET_CHALLENGE, 0, 0).with_le(16)
+}
+
+pub fn proprietary(instruction: u8, data: Vec<u8>) -> Command {
+    let command = Command::new(CLA_PROPRIETARY, instruction, 0, 0).with_data(data);
+    match instruction {
+        ins::INITIALIZE_PURCHASE | ins::READ_LOG | ins::READ_PURSE => command.with_le(LE_EXTENDED),
+        _ => command.with_le(LE_SHORT),
+    }
+}
+
+/// Sends a command and returns its data if the card answered 9000.
+pub fn run(reader: &mut impl CardReader, name: &'static str, command: &Command) -> Result<Vec<u8>, TerminalError> {
+    let response = reader.exchange(command)?;
+    if response.sw != StatusWord::SUCCESS {
+        return Err(TerminalError::Card { command: name, sw: response.sw });
+    }
+    Ok(response.data)
+}

@@ -1,0 +1,224 @@
+//! The card dispenser (seed 003): issues cards (Fig. 4B with the key delivery of Fig. 8) and
+//! loads value online through the center (Figs. 4C and 7).
+
+use rand_core::{CryptoRngCore, OsRng};
+use valuecard_core::cert::TrustAnchor;
+use valuecard_core::crypto::random_array;
+use valuecard_core::ids::{CardId, DeviceId};
+use valuecard_core::messages::center::{
+    CardCertificationRequest, CardIdRequest, CenterLink, LoadRequest, LoadSettlement,
+};
+use valuecard_core::messages::purse::{
+    ins, CardState, Challenge, CreditCommand, GenerateKeyPairCommand, GenerateKeyPairResponse, GetLastTransaction,
+    InitializeLoad, LastTransaction, LoadOffer, LogEntry, PersonalizeCommand, SelectResponse, TransactionKind,
+    UpdateConfirmation,
+};
+use valuecard_core::money::Amount;
+use valuecard_core::time::Clock;
+use valuecard_core::StatusWord;
+use valuecard_reader::{CardReader, ReaderError};
+use valuecard_sam::Sam;
+
+use crate::card_commands::{get_challenge, proprietary, run, select};
+use crate::payment::{verify_select, VerifiedCard};
+use crate::TerminalError;
+
+/// A completed load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadReceipt {
+    pub card_id: CardId,
+    pub load_number: u32,
+    pub amount: Amount,
+    pub balance_after: Amount,
+}
+
+/// A dispenser: SAM and clock; it reaches the center through a [`CenterLink`].
+pub struct Dispenser<S: Sam, R: CryptoRngCore = OsRng> {
+    sam: S,
+    clock: Box<dyn Clock>,
+    rng: R,
+}
+
+impl<S: Sam, R: CryptoRngCore> core::fmt::Debug for Dispenser<S, R> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Dispenser").field("device_id", &self.sam.device_id()).finish_non_exhaustive()
+    }
+}
+
+impl<S: Sam, R: CryptoRngCore> Dispenser<S, R> {
+    pub fn new(sam: S, clock: Box<dyn Clock>, rng: R) -> Result<Self, TerminalError> {
+        sam.certificate()?;
+        Ok(Dispenser { sam, clock, rng })
+    }
+
+    pub fn device_id(&self) -> DeviceId {
+        self.sam.device_id()
+    }
+
+    fn anchor(&self) -> Result<TrustAnchor, TerminalError> {
+        Ok(*self.sam.anchor()?)
+    }
+
+    fn challenge_from_card(reader: &mut impl CardReader) -> Result<Challenge, TerminalError> {
+        let data = run(reader, "GET CHALLENGE", &get_challenge())?;
+        data.as_slice().try_into().map_err(|_| TerminalError::Mismatch("GET CHALLENGE must return 16 bytes"))
+    }
+
+    /// Fig. 4B with Fig. 8: a manufactured card gets its ID from the center, generates its
+    /// key pair, and receives its certificate, the root key, this dispenser's ID, and KU and
+    /// KO under the transport key. The dispenser relays; it never sees a key.
+    pub fn issue_card(&mut self, reader: &mut impl CardReader, center: &mut impl CenterLink) -> Result<CardId, TerminalError> {
+        let fci = run(reader, "SELECT", &select())?;
+        let fci = SelectResponse::decode(&fci).map_err(|error| TerminalError::Malformed { message: "FCI", error })?;
+        let dispenser_id = self.sam.device_id();
+        let (card_id, keys) = match fci.state {
+            CardState::Manufactured => {
+                let challenge = Self::challenge_from_card(reader)?;
+                let assignment = center.assign_card_id(&CardIdRequest { dispenser_id }, &challenge)?;
+                let command = GenerateKeyPairCommand { card_id: assignment.card_id, mac: assignment.mac };
+                let data = run(reader, "GENERATE KEY PAIR", &proprietary(ins::GENERATE_KEY_PAIR, command.encode()))?;
+                let keys = GenerateKeyPairResponse::decode(&data)
+                    .map_err(|error| TerminalError::Malformed { message: "public keys", error })?;
+                (assignment.card_id, keys)
+            }
+            state => return Err(TerminalError::CardNotReady(state)),
+        };
+        let challenge = Self::challenge_from_card(reader)?;
+        let personalization = center.certify_card(&CardCertificationRequest {
+            dispenser_id,
+            card_id,
+            signing_key: keys.signing_key,
+            sealing_key: keys.sealing_key,
+            card_challenge: challenge,
+        })?;
+        let command = PersonalizeCommand {
+            certificate: personalization.certificate,
+            anchor: personalization.anchor,
+            dispenser_id,
+            date: personalization.date,
+            sealed_keys: personalization.sealed_keys,
+            mac: personalization.mac,
+        };
+        run(reader, "PERSONALIZE", &proprietary(ins::PERSONALIZE, command.encode()))?;
+        Ok(card_id)
+    }
+
+    /// Fig. 7: Y and the amount to the card; the card's SU(Y * X * V) to the center; the
+    /// center's SA(Y * X * V * IDU) (and KU MAC) back to the card; then the outcome to the
+    /// center. A lost answer leaves the load in doubt at the center until settled.
+    pub fn load(
+        &mut self,
+        reader: &mut impl CardReader,
+        center: &mut impl CenterLink,
+        amount: Amount,
+    ) -> Result<LoadReceipt, TerminalError> {
+        if amount == Amount::ZERO {
+            return Err(TerminalError::Amount("a load must be positive".into()));
+        }
+        let card = self.select(reader)?;
+        let challenge_dispenser: Challenge = random_array(&mut self.rng);
+        let dispenser_id = self.sam.device_id();
+        let request = InitializeLoad { challenge_dispenser, amount, dispenser_id };
+        let data = match run(reader, "INITIALIZE LOAD", &proprietary(ins::INITIALIZE_LOAD, request.encode())) {
+            Err(TerminalError::Card { sw: StatusWord::NOT_ENOUGH_MEMORY, .. }) => {
+                return Err(TerminalError::Amount(format!("the card cannot hold {amount} more")));
+            }
+            other => other?,
+        };
+        let offer = LoadOffer::decode(&data).map_err(|error| TerminalError::Malformed { message: "load offer", error })?;
+        let signed = LoadOffer::signed_message(&card.card_id(), &request, &offer.challenge_card, offer.balance, offer.counter);
+        card.public_key().verify(&signed, &offer.signature).map_err(|_| TerminalError::BadCardSignature)?;
+        let approval = center.authorize_load(&LoadRequest {
+            card_id: card.card_id(),
+            dispenser_id,
+            challenge_dispenser,
+            amount,
+            offer: offer.clone(),
+        })?;
+        let command = CreditCommand {
+            amount,
+            balance_after: approval.balance_after,
+            load_number: approval.load_number,
+            date: approval.date,
+            signature: approval.signature,
+            mac: approval.mac,
+        };
+        let in_doubt = TerminalError::LoadInDoubt { load_number: approval.load_number };
+        let response = match reader.exchange(&proprietary(ins::CREDIT, command.encode())) {
+            Ok(response) => response,
+            Err(ReaderError::CardRemoved | ReaderError::MalformedResponse(_) | ReaderError::Transport(_)) => {
+                return Err(in_doubt)
+            }
+            Err(other) => return Err(other.into()),
+        };
+        let settlement = |committed| LoadSettlement {
+            card_id: card.card_id(),
+            dispenser_id,
+            load_number: approval.load_number,
+            committed,
+        };
+        if response.sw != StatusWord::SUCCESS {
+            center.settle_load(&settlement(false))?;
+            return Err(TerminalError::Card { command: "CREDIT", sw: response.sw });
+        }
+        match UpdateConfirmation::decode(&response.data) {
+            Ok(confirmation) if confirmation.balance == approval.balance_after => {}
+            _ => return Err(in_doubt),
+        }
+        center.settle_load(&settlement(true))?;
+        Ok(LoadReceipt { card_id: card.card_id(), load_number: approval.load_number, amount, balance_after: approval.balance_after })
+    }
+
+    fn select(&mut self, reader: &mut impl CardReader) -> Result<VerifiedCard, TerminalError> {
+        let response = reader.exchange(&select())?;
+        if response.sw == StatusWord::FILE_DEACTIVATED {
+            return Err(TerminalError::CardBlocked);
+        }
+        if response.sw != StatusWord::SUCCESS {
+            return Err(TerminalError::Card { command: "SELECT", sw: response.sw });
+        }
+        verify_select(&response.data, &self.anchor()?, self.clock.today())
+    }
+
+    /// Settles a load the center holds as pending for the card in the reader, from the
+    /// card's signed last transaction (or its log). Returns whether it had committed, or
+    /// `None` when the card no longer has the evidence.
+    pub fn settle_pending_load(
+        &mut self,
+        reader: &mut impl CardReader,
+        center: &mut impl CenterLink,
+        load_number: u32,
+        card_counter: u32,
+        amount: Amount,
+    ) -> Result<Option<bool>, TerminalError> {
+        let card = self.select(reader)?;
+        let challenge: Challenge = random_array(&mut self.rng);
+        let request = GetLastTransaction { challenge };
+        let data = run(reader, "GET LAST TRANSACTION", &proprietary(ins::GET_LAST_TRANSACTION, request.encode()))?;
+        let last = LastTransaction::decode(&data).map_err(|error| TerminalError::Malformed { message: "last transaction", error })?;
+        card.public_key()
+            .verify(&LastTransaction::signed_message(&card.card_id(), &challenge, &last.record), &last.signature)
+            .map_err(|_| TerminalError::BadCardSignature)?;
+        let record = last.record;
+        let ours_would_be = card_counter.wrapping_add(1);
+        let committed = if record.counter == card_counter {
+            Some(false)
+        } else if record.counter == ours_would_be {
+            Some(record.kind == TransactionKind::Load && record.writer_sequence == load_number)
+        } else if record.counter < card_counter {
+            None
+        } else {
+            let data = run(reader, "READ LOG", &proprietary(ins::READ_LOG, Vec::new()))?;
+            let log = LogEntry::decode_list(&data).map_err(|error| TerminalError::Malformed { message: "log", error })?;
+            // Any dispenser may settle: a second load at the same counter would have cancelled
+            // this one at the center, so kind and amount at our counter identify it.
+            log.iter()
+                .find(|entry| entry.counter == ours_would_be)
+                .map(|entry| entry.kind == TransactionKind::Load && entry.amount == amount)
+        };
+        if let Some(committed) = committed {
+            center.settle_load(&LoadSettlement { card_id: card.card_id(), dispenser_id: self.sam.device_id(), load_number, committed })?;
+        }
+        Ok(committed)
+    }
+}

@@ -1,0 +1,323 @@
+//! What a terminal remembers: its transaction sequence and a record of every purchase, kept
+//! durably before the DEBIT is sent so that a purchase whose answer was lost is never
+//! forgotten (it stays "in doubt" until the card is seen again).
+
+use std::path::Path;
+
+use rusqlite::{params, Connection, OptionalExtension};
+use valuecard_core::ids::CardId;
+use valuecard_core::messages::purse::{Challenge, UsageRecord};
+use valuecard_core::money::Amount;
+use valuecard_core::time::Date;
+
+use crate::TerminalError;
+
+/// Where a purchase stands at the terminal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PurchaseStatus {
+    /// DEBIT sent, answer not received: the card may or may not have committed.
+    InDoubt,
+    /// The card confirmed the debit (directly, or later from its last transaction).
+    Committed,
+    /// The card shows it never applied the debit.
+    Cancelled,
+}
+
+impl PurchaseStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PurchaseStatus::InDoubt => "in_doubt",
+            PurchaseStatus::Committed => "committed",
+            PurchaseStatus::Cancelled => "cancelled",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "in_doubt" => PurchaseStatus::InDoubt,
+            "committed" => PurchaseStatus::Committed,
+            "cancelled" => PurchaseStatus::Cancelled,
+            _ => return None,
+        })
+    }
+}
+
+/// One purchase as the terminal recorded it, with the card's previous usage record: the
+/// usage-management record of Fig. 9 that goes to the center.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PurchaseRecord {
+    pub sequence: u32,
+    pub card_id: CardId,
+    /// The card's counter before the debit.
+    pub card_counter: u32,
+    pub amount: Amount,
+    pub balance_before: Amount,
+    pub balance_after: Amount,
+    pub challenge_terminal: Challenge,
+    pub challenge_card: Challenge,
+    pub date: Date,
+    pub status: PurchaseStatus,
+    pub previous_usage: Option<UsageRecord>,
+}
+
+/// Sum of committed purchases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TerminalTotals {
+    pub committed_count: u64,
+    pub committed_minor: u64,
+    pub in_doubt_count: u64,
+    pub in_doubt_minor: u64,
+}
+
+pub trait TerminalStore: Send {
+    /// Takes the next transaction sequence number; never returns the same one twice, even
+    /// across a crash.
+    fn next_sequence(&mut self) -> Result<u32, TerminalError>;
+    /// Stores a purchase (status `InDoubt`) before its DEBIT is sent.
+    fn record(&mut self, record: &PurchaseRecord) -> Result<(), TerminalError>;
+    fn set_status(&mut self, sequence: u32, status: PurchaseStatus) -> Result<(), TerminalError>;
+    fn in_doubt_for_card(&self, card_id: &CardId) -> Result<Vec<PurchaseRecord>, TerminalError>;
+    fn records(&self) -> Result<Vec<PurchaseRecord>, TerminalError>;
+    fn totals(&self) -> Result<TerminalTotals, TerminalError> {
+        let mut totals = TerminalTotals::default();
+        for record in self.records()? {
+            match record.status {
+                PurchaseStatus::Committed => {
+                    totals.committed_count += 1;
+                    totals.committed_minor += record.amount.minor();
+                }
+                PurchaseStatus::InDoubt => {
+                    totals.in_doubt_count += 1;
+                    totals.in_doubt_minor += record.amount.minor();
+                }
+                PurchaseStatus::Cancelled => {}
+            }
+        }
+        Ok(totals)
+    }
+}
+
+impl TerminalStore for Box<dyn TerminalStore> {
+    fn next_sequence(&mut self) -> Result<u32, TerminalError> {
+        (**self).next_sequence()
+    }
+    fn record(&mut self, record: &PurchaseRecord) -> Result<(), TerminalError> {
+        (**self).record(record)
+    }
+    fn set_status(&mut self, sequence: u32, status: PurchaseStatus) -> Result<(), TerminalError> {
+        (**self).set_status(sequence, status)
+    }
+    fn in_doubt_for_card(&self, card_id: &CardId) -> Result<Vec<PurchaseRecord>, TerminalError> {
+        (**self).in_doubt_for_card(card_id)
+    }
+    fn records(&self) -> Result<Vec<PurchaseRecord>, TerminalError> {
+        (**self).records()
+    }
+}
+
+/// A store in memory: for benchmarks, simulations and tests.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    next: u32,
+    records: Vec<PurchaseRecord>,
+}
+
+impl TerminalStore for MemoryStore {
+    fn next_sequence(&mut self) -> Result<u32, TerminalError> {
+        self.next = self.next.checked_add(1).ok_or(TerminalError::Store("sequence exhausted".into()))?;
+        Ok(self.next)
+    }
+
+    fn record(&mut self, record: &PurchaseRecord) -> Result<(), TerminalError> {
+        self.records.push(record.clone());
+        Ok(())
+    }
+
+    fn set_status(&mut self, sequence: u32, status: PurchaseStatus) -> Result<(), TerminalError> {
+        let record = self
+            .records
+            .iter_mut()
+            .find(|record| record.sequence == sequence)
+            .ok_or_else(|| TerminalError::Store(format!("no purchase {sequence}")))?;
+        record.status = status;
+        Ok(())
+    }
+
+    fn in_doubt_for_card(&self, card_id: &CardId) -> Result<Vec<PurchaseRecord>, TerminalError> {
+        Ok(self
+            .records
+            .iter()
+            .filter(|record| record.card_id == *card_id && record.status == PurchaseStatus::InDoubt)
+            .cloned()
+            .collect())
+    }
+
+    fn records(&self) -> Result<Vec<PurchaseRecord>, TerminalError> {
+        Ok(self.records.clone())
+    }
+}
+
+const MIGRATIONS: &[&str] = &[r#"
+    CREATE TABLE purchases (
+        sequence             INTEGER PRIMARY KEY,
+        card_id              BLOB NOT NULL CHECK (length(card_id) = 8),
+        card_counter         INTEGER NOT NULL,
+        amount_minor         INTEGER NOT NULL CHECK (amount_minor > 0),
+        balance_before_minor INTEGER NOT NULL,
+        balance_after_minor  INTEGER NOT NULL,
+        challenge_terminal   BLOB NOT NULL,
+        challenge_card       BLOB NOT NULL,
+        date                 INTEGER NOT NULL,
+        status               TEXT NOT NULL CHECK (status IN ('in_doubt', 'committed', 'cancelled')),
+        previous_usage       BLOB,
+        UNIQUE (card_id, card_counter, challenge_card)
+    );
+    CREATE INDEX purchases_in_doubt ON purchases (card_id) WHERE status = 'in_doubt';
+    CREATE TABLE sequence (id INTEGER PRIMARY KEY CHECK (id = 1), next INTEGER NOT NULL);
+    INSERT INTO sequence (id, next) VALUES (1, 1);
+"#];
+
+/// The terminal's records in SQLite (WAL, synchronous FULL: a recorded purchase survives a
+/// power cut of the terminal).
+#[derive(Debug)]
+pub struct SqliteStore {
+    db: Connection,
+}
+
+fn storage(error: rusqlite::Error) -> TerminalError {
+    TerminalError::Store(error.to_string())
+}
+
+impl SqliteStore {
+    pub fn open(path: &Path) -> Result<Self, TerminalError> {
+        let mut db = Connection::open(path).map_err(storage)?;
+        db.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;").map_err(storage)?;
+        db.execute_batch("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY)")
+            .map_err(storage)?;
+        let applied: i64 = db
+            .query_row("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", [], |row| row.get(0))
+            .map_err(storage)?;
+        for (index, sql) in MIGRATIONS.iter().enumerate().skip(applied as usize) {
+            let transaction = db.transaction().map_err(storage)?;
+            transaction.execute_batch(sql).map_err(storage)?;
+            transaction
+                .execute("INSERT INTO schema_migrations (version) VALUES (?1)", [index as i64 + 1])
+                .map_err(storage)?;
+            transaction.commit().map_err(storage)?;
+        }
+        Ok(SqliteStore { db })
+    }
+
+    fn read_records(&self, filter: &str, card: Option<&CardId>) -> Result<Vec<PurchaseRecord>, TerminalError> {
+        let sql = format!(
+            "SELECT sequence, card_id, card_counter, amount_minor, balance_before_minor, balance_after_minor,
+                    challenge_terminal, challenge_card, date, status, previous_usage
+             FROM purchases {filter} ORDER BY sequence"
+        );
+        let mut statement = self.db.prepare(&sql).map_err(storage)?;
+        let mut rows = match card {
+            Some(card) => statement.query([&card.0[..]]),
+            None => statement.query([]),
+        }
+        .map_err(storage)?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(storage)? {
+            out.push(decode_row(row).map_err(storage)??);
+        }
+        Ok(out)
+    }
+}
+
+fn decode_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<PurchaseRecord, TerminalError>> {
+    let corrupt = |what: &str| TerminalError::Store(format!("stored purchase has an invalid {what}"));
+    let card: Vec<u8> = row.get(1)?;
+    let challenge_terminal: Vec<u8> = row.get(6)?;
+    let challenge_card: Vec<u8> = row.get(7)?;
+    let status: String = row.get(9)?;
+    let previous: Option<Vec<u8>> = row.get(10)?;
+    let amount = |index: usize| -> rusqlite::Result<Option<Amount>> {
+        Ok(Amount::new(row.get::<_, i64>(index)? as u64).ok())
+    };
+    let (Some(amount_value), Some(before), Some(after)) = (amount(3)?, amount(4)?, amount(5)?) else {
+        return Ok(Err(corrupt("amount")));
+    };
+    let record = (|| {
+        Ok(PurchaseRecord {
+            sequence: row.get::<_, i64>(0).map_err(storage)? as u32,
+            card_id: CardId::from_slice(&card).map_err(|_| corrupt("card id"))?,
+            card_counter: row.get::<_, i64>(2).map_err(storage)? as u32,
+            amount: amount_value,
+            balance_before: before,
+            balance_after: after,
+            challenge_terminal: challenge_terminal.as_slice().try_into().map_err(|_| corrupt("challenge"))?,
+            challenge_card: challenge_card.as_slice().try_into().map_err(|_| corrupt("challenge"))?,
+            date: Date(row.get::<_, i64>(8).map_err(storage)? as u32),
+            status: PurchaseStatus::parse(&status).ok_or_else(|| corrupt("status"))?,
+            previous_usage: previous
+                .map(|bytes| UsageRecord::decode(&bytes))
+                .transpose()
+                .map_err(|_| corrupt("usage record"))?,
+        })
+    })();
+    Ok(record)
+}
+
+impl TerminalStore for SqliteStore {
+    fn next_sequence(&mut self) -> Result<u32, TerminalError> {
+        let next: i64 = self
+            .db
+            .query_row("UPDATE sequence SET next = next + 1 WHERE id = 1 RETURNING next - 1", [], |row| row.get(0))
+            .map_err(storage)?;
+        u32::try_from(next).map_err(|_| TerminalError::Store("sequence exhausted".into()))
+    }
+
+    fn record(&mut self, record: &PurchaseRecord) -> Result<(), TerminalError> {
+        self.db
+            .execute(
+                "INSERT INTO purchases (sequence, card_id, card_counter, amount_minor, balance_before_minor,
+                     balance_after_minor, challenge_terminal, challenge_card, date, status, previous_usage)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                params![
+                    record.sequence,
+                    &record.card_id.0[..],
+                    record.card_counter,
+                    record.amount.minor() as i64,
+                    record.balance_before.minor() as i64,
+                    record.balance_after.minor() as i64,
+                    &record.challenge_terminal[..],
+                    &record.challenge_card[..],
+                    record.date.0,
+                    record.status.as_str(),
+                    record.previous_usage.as_ref().map(UsageRecord::encode),
+                ],
+            )
+            .map_err(storage)?;
+        Ok(())
+    }
+
+    fn set_status(&mut self, sequence: u32, status: PurchaseStatus) -> Result<(), TerminalError> {
+        let changed = self
+            .db
+            .execute("UPDATE purchases SET status = ?2 WHERE sequence = ?1", params![sequence, status.as_str()])
+            .map_err(storage)?;
+        if changed == 0 {
+            return Err(TerminalError::Store(format!("no purchase {sequence}")));
+        }
+        Ok(())
+    }
+
+    fn in_doubt_for_card(&self, card_id: &CardId) -> Result<Vec<PurchaseRecord>, TerminalError> {
+        self.read_records("WHERE card_id = ?1 AND status = 'in_doubt'", Some(card_id))
+    }
+
+    fn records(&self) -> Result<Vec<PurchaseRecord>, TerminalError> {
+        self.read_records("", None)
+    }
+}
+
+/// Whether a SQLite store exists at `path` (for tools that must not create one by accident).
+pub fn sqlite_store_exists(path: &Path) -> bool {
+    path.exists() && Connection::open(path).ok().and_then(|db| {
+        db.query_row("SELECT 1 FROM sqlite_master WHERE name = 'purchases'", [], |row| row.get::<_, i64>(0)).optional().ok().flatten()
+    }).is_some()
+}
