@@ -611,3 +611,17 @@ impl Center {
         &mut self.rng
     }
 }
+
+impl Center {
+    /// A center whose keys and database live only in memory: for tests, simulations and
+    /// benchmarks. Nothing survives the process.
+    pub fn ephemeral(clock: Box<dyn Clock>) -> Result<Self, CenterError> {
+        let mut center_id = [0u8; 8];
+        center_id[0] = 0xCE;
+        OsRng.fill_bytes(&mut center_id[1..]);
+        let keys = CenterKeys::generate(DeviceId(center_id), &mut OsRng);
+        let mut db = Connection::open_in_memory().map_err(storage)?;
+        db::migrate(&mut db)?;
+        Ok(Center { keys, db, clock, rng: OsRng })
+    }
+}

@@ -1,0 +1,224 @@
+//! The whole valuecard system in one process: a center, a dispenser, payment terminals and
+//! cards, wired through in-process readers. The demo, the conservation tests and the
+//! benchmarks all build on this, so they exercise exactly the production flows.
+
+#![forbid(unsafe_code)]
+
+pub mod attacks;
+
+use std::path::{Path, PathBuf};
+
+use rand_core::OsRng;
+use valuecard_card::eeprom::Eeprom;
+use valuecard_card::Card;
+use valuecard_center::Center;
+use valuecard_core::cert::Role;
+use valuecard_core::crypto::random_array;
+use valuecard_core::ids::{CardId, DeviceId};
+use valuecard_core::messages::center::{CenterError, InstallationRequest};
+use valuecard_core::messages::purse::PurseStatus;
+use valuecard_core::money::Amount;
+use valuecard_core::time::{Clock, Date, FixedClock};
+use valuecard_reader::CardReader;
+use valuecard_sam::{Sam, SamError, SoftwareSam};
+use valuecard_terminal::dispenser::Dispenser;
+use valuecard_terminal::payment::PaymentTerminal;
+use valuecard_terminal::store::{MemoryStore, SqliteStore, TerminalStore};
+use valuecard_terminal::TerminalError;
+
+/// A terminal as the world holds it.
+pub type Terminal = PaymentTerminal<SoftwareSam, Box<dyn TerminalStore>>;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WorldError {
+    #[error("center: {0}")]
+    Center(#[from] CenterError),
+    #[error("SAM: {0}")]
+    Sam(#[from] SamError),
+    #[error("terminal: {0}")]
+    Terminal(#[from] TerminalError),
+    #[error("card: {0}")]
+    Card(#[from] valuecard_card::CardError),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Where the world keeps its data.
+#[derive(Debug, Clone)]
+pub enum Storage {
+    /// Everything in a data directory (the demo): center SQLite, terminal SQLite.
+    Directory(PathBuf),
+    /// Everything in memory (benchmarks, property tests).
+    Memory,
+}
+
+/// The system: one center, one dispenser, some payment terminals.
+pub struct World {
+    pub center: Center,
+    pub dispenser: Dispenser<SoftwareSam>,
+    pub terminals: Vec<Terminal>,
+    today: Date,
+}
+
+impl core::fmt::Debug for World {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("World").field("terminals", &self.terminals.len()).finish_non_exhaustive()
+    }
+}
+
+/// Manufactures a SAM with the center's transport key and installs it (Figs. 4A and 8).
+pub fn install_sam(center: &mut Center, role: Role) -> Result<SoftwareSam, WorldError> {
+    let device_id = center.allocate_device_id()?;
+    let mut sam = SoftwareSam::manufacture(device_id, center.transport_key_for_manufacture(), &mut OsRng);
+    let challenge = random_array(&mut OsRng);
+    let request = InstallationRequest {
+        device_id,
+        signing_key: sam.signing_key(),
+        sealing_key: sam.sealing_key(),
+        challenge,
+    };
+    let installation = center.install_device(&request, role)?;
+    sam.install(&installation, &challenge, role, center.today())?;
+    Ok(sam)
+}
+
+impl World {
+    /// Sets up a center with `terminals` payment terminals and one dispenser.
+    pub fn create(storage: Storage, terminals: usize, today: Date) -> Result<Self, WorldError> {
+        let clock = || -> Box<dyn Clock> { Box::new(FixedClock(today)) };
+        let mut center = match &storage {
+            Storage::Directory(dir) => Center::init(&dir.join("center"), clock())?,
+            Storage::Memory => Center::ephemeral(clock())?,
+        };
+        let dispenser = Dispenser::new(install_sam(&mut center, Role::Dispenser)?, clock(), OsRng)?;
+        let mut installed = Vec::with_capacity(terminals);
+        for index in 0..terminals {
+            let sam = install_sam(&mut center, Role::PaymentTerminal)?;
+            let store: Box<dyn TerminalStore> = match &storage {
+                Storage::Directory(dir) => {
+                    let terminal_dir = dir.join(format!("terminal-{}", index + 1));
+                    std::fs::create_dir_all(&terminal_dir)
+                        .map_err(|error| WorldError::Other(format!("{}: {error}", terminal_dir.display())))?;
+                    Box::new(SqliteStore::open(&terminal_dir.join("purchases.sqlite"))?)
+                }
+                Storage::Memory => Box::new(MemoryStore::default()),
+            };
+            installed.push(PaymentTerminal::new(sam, store, clock(), OsRng)?);
+        }
+        Ok(World { center, dispenser, terminals: installed, today })
+    }
+
+    pub fn today(&self) -> Date {
+        self.today
+    }
+
+    /// A card fresh from the factory on the given memory (Fig. 8: it holds Ktemp only).
+    pub fn manufacture_card<E: Eeprom>(&self, eeprom: E) -> Result<Card<E>, WorldError> {
+        Ok(Card::manufacture(eeprom, self.center.transport_key_for_manufacture(), OsRng)?)
+    }
+
+    /// Issues the card in `reader` and loads its initial value (Figs. 4B, 4C, 7).
+    pub fn issue(&mut self, reader: &mut impl CardReader, initial: Amount) -> Result<CardId, WorldError> {
+        let card_id = self.dispenser.issue_card(reader, &mut self.center)?;
+        if initial > Amount::ZERO {
+            self.dispenser.load(reader, &mut self.center, initial)?;
+        }
+        Ok(card_id)
+    }
+
+    pub fn load(&mut self, reader: &mut impl CardReader, amount: Amount) -> Result<(), WorldError> {
+        self.dispenser.load(reader, &mut self.center, amount)?;
+        Ok(())
+    }
+
+    /// Total committed purchases over every terminal, and what is still in doubt.
+    pub fn spent(&self) -> Result<(u64, u64), WorldError> {
+        let mut committed = 0;
+        let mut in_doubt = 0;
+        for terminal in &self.terminals {
+            let totals = terminal.store().totals()?;
+            committed += totals.committed_minor;
+            in_doubt += totals.in_doubt_count;
+        }
+        Ok((committed, in_doubt))
+    }
+
+    /// Settles what the center and terminals hold in doubt for the card in `reader`.
+    pub fn settle_card(&mut self, reader: &mut impl CardReader, card_id: CardId) -> Result<(), WorldError> {
+        for pending in self.center.pending_loads()? {
+            if pending.card_id == card_id {
+                self.dispenser.settle_pending_load(
+                    reader,
+                    &mut self.center,
+                    pending.load_number,
+                    pending.card_counter,
+                    pending.amount,
+                )?;
+            }
+        }
+        for terminal in &mut self.terminals {
+            let card = match terminal.select_card(reader) {
+                Ok(card) => card,
+                Err(TerminalError::CardBlocked) => continue,
+                Err(error) => return Err(error.into()),
+            };
+            terminal.settle_in_doubt(reader, &card)?;
+        }
+        Ok(())
+    }
+
+    /// The reconciliation over `balances` (each card's balance as the card reports it).
+    pub fn reconcile(&self, balances: &[Amount]) -> Result<Reconciliation, WorldError> {
+        let totals = self.center.load_totals()?;
+        let (spent, purchases_in_doubt) = self.spent()?;
+        let balances_total: u64 = balances.iter().map(|amount| amount.minor()).sum();
+        let settled = totals.in_flight_count == 0 && purchases_in_doubt == 0;
+        Ok(Reconciliation {
+            issued: totals.issued,
+            loaded: totals.loaded,
+            spent,
+            balances_total,
+            loads_in_flight: totals.in_flight_count,
+            purchases_in_doubt,
+            conserved: settled && totals.issued + totals.loaded == spent + balances_total,
+        })
+    }
+}
+
+/// issued + loaded - spent = sum of card balances, once nothing is in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reconciliation {
+    pub issued: u64,
+    pub loaded: u64,
+    pub spent: u64,
+    pub balances_total: u64,
+    pub loads_in_flight: u64,
+    pub purchases_in_doubt: u64,
+    pub conserved: bool,
+}
+
+/// Reads a card's purse through a reader, as the holder would (SELECT, READ PURSE).
+pub fn read_purse(reader: &mut impl CardReader) -> Result<PurseStatus, WorldError> {
+    use valuecard_core::messages::purse::ins;
+    use valuecard_terminal::card_commands::{proprietary, select};
+    let response = reader.exchange(&select()).map_err(TerminalError::from)?;
+    if !matches!(response.sw.0, 0x9000 | 0x6283) {
+        return Err(WorldError::Other(format!("SELECT answered {}", response.sw)));
+    }
+    let response = reader.exchange(&proprietary(ins::READ_PURSE, Vec::new())).map_err(TerminalError::from)?;
+    if !response.sw.is_success() {
+        return Err(WorldError::Other(format!("READ PURSE answered {}", response.sw)));
+    }
+    PurseStatus::decode(&response.data).map_err(|error| WorldError::Other(error.to_string()))
+}
+
+/// The directory layout of a demo data directory.
+pub fn card_path(dir: &Path, index: usize) -> PathBuf {
+    dir.join("cards").join(format!("card-{index}.img"))
+}
+
+/// A terminal device ID, for display.
+pub fn terminal_ids(world: &World) -> Vec<DeviceId> {
+    world.terminals.iter().map(|terminal| terminal.device_id()).collect()
+}

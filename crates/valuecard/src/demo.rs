@@ -1,0 +1,183 @@
+//! `valuecard demo`: the whole system, end to end, in one data directory.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use valuecard_card::FileCard;
+use valuecard_core::money::Amount;
+use valuecard_core::time::{Clock, SystemClock};
+use valuecard_reader::InProcessReader;
+use valuecard_sim::attacks::{self, AttackOutcome};
+use valuecard_sim::{card_path, read_purse, Storage, World, WorldError};
+
+#[derive(clap::Args, Debug)]
+pub struct DemoArgs {
+    /// The data directory. A directory left by an earlier demo is replaced; any other
+    /// non-empty directory is refused.
+    #[arg(long, default_value = "valuecard-demo")]
+    data: PathBuf,
+    /// Print one JSON object instead of a readable account.
+    #[arg(long)]
+    json: bool,
+}
+
+const MARKER: &str = ".valuecard-demo";
+
+type Reader = InProcessReader<valuecard_card::eeprom::FileEeprom, rand_core::OsRng>;
+
+fn prepare(dir: &Path) -> Result<(), String> {
+    if dir.exists() {
+        let empty = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?.next().is_none();
+        if !empty {
+            if !dir.join(MARKER).exists() {
+                return Err(format!(
+                    "{} exists and was not made by `valuecard demo`; choose another --data directory",
+                    dir.display()
+                ));
+            }
+            std::fs::remove_dir_all(dir).map_err(|e| format!("cannot clear {}: {e}", dir.display()))?;
+        }
+    }
+    std::fs::create_dir_all(dir.join("cards")).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    std::fs::write(dir.join(MARKER), b"made by valuecard demo\n").map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+fn minor(value: u64) -> Amount {
+    // Every demo amount is a literal far below the purse maximum.
+    Amount::new(value).unwrap_or(Amount::ZERO)
+}
+
+struct Account {
+    lines: Vec<String>,
+    json: bool,
+}
+
+impl Account {
+    fn say(&mut self, line: impl Into<String>) {
+        let line = line.into();
+        if !self.json {
+            println!("{line}");
+        }
+        self.lines.push(line);
+    }
+}
+
+pub fn run(args: DemoArgs) -> Result<ExitCode, String> {
+    prepare(&args.data)?;
+    let mut out = Account { lines: Vec::new(), json: args.json };
+    let outcome = run_in(&args.data, &mut out).map_err(|error| error.to_string())?;
+    let (reconciliation, attacks, cards, purchases) = outcome;
+    let all_refused = attacks.iter().all(|attack| attack.refused);
+    if args.json {
+        let value = serde_json::json!({
+            "data_dir": args.data.display().to_string(),
+            "issued": reconciliation.issued,
+            "loaded": reconciliation.loaded,
+            "spent": reconciliation.spent,
+            "balances_total": reconciliation.balances_total,
+            "loads_in_flight": reconciliation.loads_in_flight,
+            "purchases_in_doubt": reconciliation.purchases_in_doubt,
+            "conserved": reconciliation.conserved,
+            "attacks": attacks.iter().map(|attack| serde_json::json!({
+                "name": attack.name,
+                "refused": attack.refused,
+                "detail": attack.detail,
+            })).collect::<Vec<_>>(),
+            "cards": cards,
+            "purchases": purchases,
+        });
+        println!("{value}");
+    } else {
+        println!();
+        println!("Reconciliation (minor units)");
+        println!("  issued {} + loaded {} - spent {} = {}", reconciliation.issued, reconciliation.loaded, reconciliation.spent,
+            (reconciliation.issued + reconciliation.loaded).saturating_sub(reconciliation.spent));
+        println!("  sum of card balances = {}", reconciliation.balances_total);
+        println!("  value conserved: {}", if reconciliation.conserved { "yes" } else { "NO" });
+        println!("  attacks refused: {}/{}", attacks.iter().filter(|a| a.refused).count(), attacks.len());
+    }
+    Ok(if reconciliation.conserved && all_refused { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+type Outcome = (valuecard_sim::Reconciliation, Vec<AttackOutcome>, Vec<serde_json::Value>, Vec<serde_json::Value>);
+
+fn run_in(dir: &Path, out: &mut Account) -> Result<Outcome, WorldError> {
+    let today = SystemClock.today();
+    let mut world = World::create(Storage::Directory(dir.to_path_buf()), 2, today)?;
+    let anchor = world.center.anchor();
+    out.say(format!("Center {} set up on {today} (root key {})", anchor.center, hex_prefix(&anchor.public_key.to_bytes())));
+    out.say(format!("Dispenser {} installed; terminals {} and {} installed (Fig. 4A, Fig. 8)",
+        world.dispenser.device_id(), world.terminals[0].device_id(), world.terminals[1].device_id()));
+
+    let initial = [5_000, 3_000, 2_000, 1_000];
+    let mut readers: Vec<Reader> = Vec::new();
+    let mut card_ids = Vec::new();
+    for (index, value) in initial.iter().enumerate() {
+        let path = card_path(dir, index + 1);
+        let card = FileCard::manufacture_file(&path, world.center.transport_key_for_manufacture())?;
+        let mut reader = InProcessReader::with_card(format!("reader {}", index + 1), card);
+        let card_id = world.issue(&mut reader, minor(*value))?;
+        out.say(format!("Card {card_id} issued with {} ({})", minor(*value), path.display()));
+        card_ids.push(card_id);
+        readers.push(reader);
+    }
+    for (index, amount) in [(0usize, 2_500u64), (1, 1_000)] {
+        world.load(&mut readers[index], minor(amount))?;
+        out.say(format!("Card {} loaded with {} through the center (Fig. 7)", card_ids[index], minor(amount)));
+    }
+
+    let plan: [(usize, usize, u64); 7] = [(0, 0, 1_250), (0, 1, 320), (1, 0, 780), (1, 2, 500), (0, 2, 90), (1, 1, 110), (0, 0, 999)];
+    let mut purchases = Vec::new();
+    for (terminal, card, amount) in plan {
+        let receipt = world.terminals[terminal].purchase(&mut readers[card], minor(amount))?;
+        out.say(format!(
+            "Terminal {} sold {} to card {}: balance {} -> {} (offline, 2 command pairs after SELECT)",
+            world.terminals[terminal].device_id(), receipt.amount, receipt.card_id, receipt.balance_before, receipt.balance_after
+        ));
+        purchases.push(serde_json::json!({
+            "terminal": world.terminals[terminal].device_id().to_string(),
+            "card": receipt.card_id.to_string(),
+            "amount": receipt.amount.minor(),
+            "balance_after": receipt.balance_after.minor(),
+            "sequence": receipt.sequence,
+        }));
+    }
+
+    out.say("");
+    out.say("Attacks");
+    let mut outcomes = Vec::new();
+    outcomes.push(attacks::rogue_terminal_certificate(&mut world, &mut readers[0])?);
+    outcomes.push(attacks::forged_card_signature(&mut world, &mut readers[1])?);
+    outcomes.push(attacks::replayed_purchase_commit(&mut world, &mut readers[0])?);
+    outcomes.push(attacks::balance_raised_by_terminal(&mut world, &mut readers[3])?);
+    outcomes.push(attacks::purchase_above_balance(&mut world, &mut readers[2])?);
+    outcomes.push(attacks::expired_terminal_certificate(&mut world, &mut readers[1])?);
+    outcomes.push(attacks::forged_load_authorization(&mut world, &mut readers[2])?);
+    for attack in &outcomes {
+        out.say(format!("  [{}] {}: {}", if attack.refused { "refused" } else { "NOT REFUSED" }, attack.name, attack.detail));
+    }
+
+    let mut balances = Vec::new();
+    let mut cards = Vec::new();
+    for (index, reader) in readers.iter_mut().enumerate() {
+        let status = read_purse(reader)?;
+        balances.push(status.balance);
+        cards.push(serde_json::json!({
+            "card": status.card_id.to_string(),
+            "balance": status.balance.minor(),
+            "counter": status.counter,
+            "state": format!("{:?}", status.state),
+            "abnormal_events": status.abnormal_events,
+            "image": card_path(dir, index + 1).display().to_string(),
+        }));
+        out.say(format!("Card {}: balance {}, {} updates, {:?}, {} abnormal events recorded",
+            status.card_id, status.balance, status.counter, status.state, status.abnormal_events));
+    }
+    let reconciliation = world.reconcile(&balances)?;
+    Ok((reconciliation, outcomes, cards, purchases))
+}
+
+fn hex_prefix(bytes: &[u8]) -> String {
+    bytes.iter().take(6).map(|b| format!("{b:02X}")).collect::<String>() + "..."
+}
