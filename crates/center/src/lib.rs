@@ -13,7 +13,7 @@ pub mod keys;
 
 use std::path::{Path, PathBuf};
 
-use rand_core::{CryptoRngCore, OsRng, RngCore};
+use rand_core::CryptoRngCore;
 use rusqlite::{params, Connection, OptionalExtension};
 use valuecard_core::cert::{Certificate, CertificateBody, Role, TrustAnchor};
 use valuecard_core::crypto::{
@@ -79,7 +79,6 @@ pub struct Center {
     keys: CenterKeys,
     db: Connection,
     clock: Box<dyn Clock>,
-    rng: OsRng,
 }
 
 impl core::fmt::Debug for Center {
@@ -99,7 +98,7 @@ pub fn db_path(dir: &Path) -> PathBuf {
 
 impl Center {
     /// Creates a new center (Fig. 4A: the master key pair) in `dir`. Refuses to overwrite.
-    pub fn init(dir: &Path, clock: Box<dyn Clock>) -> Result<Self, CenterError> {
+    pub fn init(dir: &Path, clock: Box<dyn Clock>, rng: &mut impl CryptoRngCore) -> Result<Self, CenterError> {
         std::fs::create_dir_all(dir)
             .map_err(|error| CenterError::Setup(format!("cannot create {}: {error}", dir.display())))?;
         if key_path(dir).exists() {
@@ -107,17 +106,17 @@ impl Center {
         }
         let mut center_id = [0u8; 8];
         center_id[0] = 0xCE;
-        OsRng.fill_bytes(&mut center_id[1..]);
-        let keys = CenterKeys::generate(DeviceId(center_id), &mut OsRng);
+        rng.fill_bytes(&mut center_id[1..]);
+        let keys = CenterKeys::generate(DeviceId(center_id), rng);
         keys.save(&key_path(dir))?;
         let db = db::open(&db_path(dir))?;
-        Ok(Center { keys, db, clock, rng: OsRng })
+        Ok(Center { keys, db, clock })
     }
 
     pub fn open(dir: &Path, clock: Box<dyn Clock>) -> Result<Self, CenterError> {
         let keys = CenterKeys::load(&key_path(dir))?;
         let db = db::open(&db_path(dir))?;
-        Ok(Center { keys, db, clock, rng: OsRng })
+        Ok(Center { keys, db, clock })
     }
 
     pub fn today(&self) -> Date {
@@ -605,23 +604,18 @@ impl Center {
         let mac = aes_cmac(&self.card_key(&request.card_id), &authorization.signed_message());
         Ok(Some(LoadApproval { balance_after, load_number: load_number as u32, date: Date(date as u32), signature, mac }))
     }
-
-    /// Draws fresh random bytes from the center's source (for tests and tools).
-    pub fn rng(&mut self) -> &mut impl CryptoRngCore {
-        &mut self.rng
-    }
 }
 
 impl Center {
     /// A center whose keys and database live only in memory: for tests, simulations and
     /// benchmarks. Nothing survives the process.
-    pub fn ephemeral(clock: Box<dyn Clock>) -> Result<Self, CenterError> {
+    pub fn ephemeral(clock: Box<dyn Clock>, rng: &mut impl CryptoRngCore) -> Result<Self, CenterError> {
         let mut center_id = [0u8; 8];
         center_id[0] = 0xCE;
-        OsRng.fill_bytes(&mut center_id[1..]);
-        let keys = CenterKeys::generate(DeviceId(center_id), &mut OsRng);
+        rng.fill_bytes(&mut center_id[1..]);
+        let keys = CenterKeys::generate(DeviceId(center_id), rng);
         let mut db = Connection::open_in_memory().map_err(storage)?;
         db::migrate(&mut db)?;
-        Ok(Center { keys, db, clock, rng: OsRng })
+        Ok(Center { keys, db, clock })
     }
 }

@@ -8,7 +8,8 @@ pub mod attacks;
 
 use std::path::{Path, PathBuf};
 
-use rand_core::OsRng;
+use rand_chacha::ChaCha20Rng;
+use rand_core::{OsRng, SeedableRng};
 use valuecard_card::eeprom::Eeprom;
 use valuecard_card::Card;
 use valuecard_center::Center;
@@ -27,7 +28,11 @@ use valuecard_terminal::store::{MemoryStore, SqliteStore, TerminalStore};
 use valuecard_terminal::TerminalError;
 
 /// A terminal as the world holds it.
-pub type Terminal = PaymentTerminal<SoftwareSam, Box<dyn TerminalStore>>;
+pub type Terminal = PaymentTerminal<SoftwareSam, Box<dyn TerminalStore>, ChaCha20Rng>;
+
+/// The random source of every simulated party: a CSPRNG seeded from the operating system,
+/// or from a fixed seed when a run must be reproducible (documentation transcripts).
+pub type WorldRng = ChaCha20Rng;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -56,9 +61,10 @@ pub enum Storage {
 /// The system: one center, one dispenser, some payment terminals.
 pub struct World {
     pub center: Center,
-    pub dispenser: Dispenser<SoftwareSam>,
+    pub dispenser: Dispenser<SoftwareSam, WorldRng>,
     pub terminals: Vec<Terminal>,
     today: Date,
+    rng: WorldRng,
 }
 
 impl core::fmt::Debug for World {
@@ -68,10 +74,10 @@ impl core::fmt::Debug for World {
 }
 
 /// Manufactures a SAM with the center's transport key and installs it (Figs. 4A and 8).
-pub fn install_sam(center: &mut Center, role: Role) -> Result<SoftwareSam, WorldError> {
+pub fn install_sam(center: &mut Center, role: Role, rng: &mut WorldRng) -> Result<SoftwareSam, WorldError> {
     let device_id = center.allocate_device_id()?;
-    let mut sam = SoftwareSam::manufacture(device_id, center.transport_key_for_manufacture(), &mut OsRng);
-    let challenge = random_array(&mut OsRng);
+    let mut sam = SoftwareSam::manufacture(device_id, center.transport_key_for_manufacture(), rng);
+    let challenge = random_array(rng);
     let request = InstallationRequest {
         device_id,
         signing_key: sam.signing_key(),
@@ -86,15 +92,22 @@ pub fn install_sam(center: &mut Center, role: Role) -> Result<SoftwareSam, World
 impl World {
     /// Sets up a center with `terminals` payment terminals and one dispenser.
     pub fn create(storage: Storage, terminals: usize, today: Date) -> Result<Self, WorldError> {
+        Self::create_seeded(storage, terminals, today, ChaCha20Rng::from_rng(OsRng).map_err(|e| WorldError::Other(e.to_string()))?)
+    }
+
+    /// Like [`World::create`], with every party's randomness drawn from `rng`: the same seed
+    /// gives the same keys, IDs, challenges and signatures.
+    pub fn create_seeded(storage: Storage, terminals: usize, today: Date, mut rng: WorldRng) -> Result<Self, WorldError> {
         let clock = || -> Box<dyn Clock> { Box::new(FixedClock(today)) };
         let mut center = match &storage {
-            Storage::Directory(dir) => Center::init(&dir.join("center"), clock())?,
-            Storage::Memory => Center::ephemeral(clock())?,
+            Storage::Directory(dir) => Center::init(&dir.join("center"), clock(), &mut rng)?,
+            Storage::Memory => Center::ephemeral(clock(), &mut rng)?,
         };
-        let dispenser = Dispenser::new(install_sam(&mut center, Role::Dispenser)?, clock(), OsRng)?;
+        let dispenser_sam = install_sam(&mut center, Role::Dispenser, &mut rng)?;
+        let dispenser = Dispenser::new(dispenser_sam, clock(), fork(&mut rng))?;
         let mut installed = Vec::with_capacity(terminals);
         for index in 0..terminals {
-            let sam = install_sam(&mut center, Role::PaymentTerminal)?;
+            let sam = install_sam(&mut center, Role::PaymentTerminal, &mut rng)?;
             let store: Box<dyn TerminalStore> = match &storage {
                 Storage::Directory(dir) => {
                     let terminal_dir = dir.join(format!("terminal-{}", index + 1));
@@ -104,9 +117,9 @@ impl World {
                 }
                 Storage::Memory => Box::new(MemoryStore::default()),
             };
-            installed.push(PaymentTerminal::new(sam, store, clock(), OsRng)?);
+            installed.push(PaymentTerminal::new(sam, store, clock(), fork(&mut rng))?);
         }
-        Ok(World { center, dispenser, terminals: installed, today })
+        Ok(World { center, dispenser, terminals: installed, today, rng })
     }
 
     pub fn today(&self) -> Date {
@@ -114,8 +127,14 @@ impl World {
     }
 
     /// A card fresh from the factory on the given memory (Fig. 8: it holds Ktemp only).
-    pub fn manufacture_card<E: Eeprom>(&self, eeprom: E) -> Result<Card<E>, WorldError> {
-        Ok(Card::manufacture(eeprom, self.center.transport_key_for_manufacture(), OsRng)?)
+    pub fn manufacture_card<E: Eeprom>(&mut self, eeprom: E) -> Result<Card<E, WorldRng>, WorldError> {
+        let rng = fork(&mut self.rng);
+        Ok(Card::manufacture(eeprom, self.center.transport_key_for_manufacture(), rng)?)
+    }
+
+    /// A random source for a new party, drawn from the world's.
+    pub fn fork_rng(&mut self) -> WorldRng {
+        fork(&mut self.rng)
     }
 
     /// Issues the card in `reader` and loads its initial value (Figs. 4B, 4C, 7).
@@ -184,6 +203,12 @@ impl World {
             conserved: settled && totals.issued + totals.loaded == spent + balances_total,
         })
     }
+}
+
+fn fork(rng: &mut WorldRng) -> WorldRng {
+    let mut seed = [0u8; 32];
+    rand_core::RngCore::fill_bytes(rng, &mut seed);
+    WorldRng::from_seed(seed)
 }
 
 /// issued + loaded - spent = sum of card balances, once nothing is in flight.
