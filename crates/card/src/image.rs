@@ -133,6 +133,11 @@ impl<E: Eeprom> ImageStore<E> {
     pub fn eeprom(&self) -> &E {
         &self.eeprom
     }
+
+    /// The memory itself, for fault injection in tests and simulations.
+    pub fn eeprom_mut(&mut self) -> &mut E {
+        &mut self.eeprom
+    }
 }
 
 fn read_slot<E: Eeprom>(eeprom: &E, index: usize) -> Result<SlotRead, StorageError> {

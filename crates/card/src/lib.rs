@@ -120,6 +120,11 @@ impl<E: Eeprom, R: CryptoRngCore> Card<E, R> {
         &self.store
     }
 
+    /// The card's memory, for fault injection in tests and simulations.
+    pub fn eeprom_mut(&mut self) -> &mut E {
+        self.store.eeprom_mut()
+    }
+
     pub fn is_powered(&self) -> bool {
         self.powered
     }

@@ -376,12 +376,31 @@ impl CenterLink for Center {
         Ok(CardIdAssignment { card_id, mac })
     }
 
+    fn resume_card_id(&mut self, request: &CardIdRequest, card_id: &CardId, card_challenge: &Challenge) -> Result<CardIdAssignment, CenterError> {
+        self.require_dispenser(request.dispenser_id)?;
+        let (status, _, dispenser) = self.card_record(card_id)?;
+        // "issued" too: the center certified the card, but the card may have lost power
+        // before its PERSONALIZE committed.
+        if !matches!(status.as_str(), "assigned" | "issued") {
+            return Err(CenterError::Mismatch(format!("card {card_id} is {status}")));
+        }
+        if dispenser != request.dispenser_id {
+            return Err(CenterError::NotAuthorized(request.dispenser_id));
+        }
+        let mac = aes_cmac(&self.keys.transport_key, &GenerateKeyPairCommand::mac_input(card_challenge, card_id));
+        Ok(CardIdAssignment { card_id: *card_id, mac })
+    }
+
     /// Fig. 4B, second half, with Fig. 8's delivery of KU and KO.
     fn certify_card(&mut self, request: &CardCertificationRequest) -> Result<CardPersonalization, CenterError> {
         self.require_dispenser(request.dispenser_id)?;
-        let (status, _, dispenser) = self.card_record(&request.card_id)?;
-        if status != "assigned" {
-            return Err(CenterError::Mismatch(format!("card {} is already {status}", request.card_id)));
+        let (status, stored_key, dispenser) = self.card_record(&request.card_id)?;
+        match (status.as_str(), stored_key) {
+            ("assigned", _) => {}
+            // A repeated request after a power loss at the card: the same key is certified
+            // again; a different key would be a second card under one ID.
+            ("issued", Some(key)) if key == request.signing_key.to_bytes() => {}
+            _ => return Err(CenterError::Mismatch(format!("card {} is already {status}", request.card_id))),
         }
         if dispenser != request.dispenser_id {
             return Err(CenterError::NotAuthorized(request.dispenser_id));
@@ -416,7 +435,7 @@ impl CenterLink for Center {
         self.db
             .execute(
                 "UPDATE cards SET signing_key = ?2, sealing_key = ?3, certificate = ?4, status = 'issued', issued_on = ?5
-                 WHERE card_id = ?1 AND status = 'assigned'",
+                 WHERE card_id = ?1 AND status IN ('assigned', 'issued')",
                 params![
                     &request.card_id.0[..],
                     &request.signing_key.to_bytes()[..],

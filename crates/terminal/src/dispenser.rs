@@ -71,18 +71,24 @@ impl<S: Sam, R: CryptoRngCore> Dispenser<S, R> {
         let fci = run(reader, "SELECT", &select())?;
         let fci = SelectResponse::decode(&fci).map_err(|error| TerminalError::Malformed { message: "FCI", error })?;
         let dispenser_id = self.sam.device_id();
-        let (card_id, keys) = match fci.state {
-            CardState::Manufactured => {
-                let challenge = Self::challenge_from_card(reader)?;
-                let assignment = center.assign_card_id(&CardIdRequest { dispenser_id }, &challenge)?;
-                let command = GenerateKeyPairCommand { card_id: assignment.card_id, mac: assignment.mac };
-                let data = run(reader, "GENERATE KEY PAIR", &proprietary(ins::GENERATE_KEY_PAIR, command.encode()))?;
-                let keys = GenerateKeyPairResponse::decode(&data)
-                    .map_err(|error| TerminalError::Malformed { message: "public keys", error })?;
-                (assignment.card_id, keys)
-            }
+        let challenge = match fci.state {
+            CardState::Manufactured | CardState::KeysGenerated => Self::challenge_from_card(reader)?,
             state => return Err(TerminalError::CardNotReady(state)),
         };
+        // A card that already generated its keys (power was lost before PERSONALIZE) is
+        // resumed under the ID it holds; GENERATE KEY PAIR then returns the same keys.
+        let assignment = match (fci.state, fci.card_id) {
+            (CardState::KeysGenerated, Some(card_id)) => {
+                center.resume_card_id(&CardIdRequest { dispenser_id }, &card_id, &challenge)?
+            }
+            (CardState::KeysGenerated, None) => return Err(TerminalError::Mismatch("a card with keys must name its ID")),
+            _ => center.assign_card_id(&CardIdRequest { dispenser_id }, &challenge)?,
+        };
+        let command = GenerateKeyPairCommand { card_id: assignment.card_id, mac: assignment.mac };
+        let data = run(reader, "GENERATE KEY PAIR", &proprietary(ins::GENERATE_KEY_PAIR, command.encode()))?;
+        let keys = GenerateKeyPairResponse::decode(&data)
+            .map_err(|error| TerminalError::Malformed { message: "public keys", error })?;
+        let card_id = assignment.card_id;
         let challenge = Self::challenge_from_card(reader)?;
         let personalization = center.certify_card(&CardCertificationRequest {
             dispenser_id,
