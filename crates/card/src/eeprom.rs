@@ -16,7 +16,11 @@ pub enum StorageError {
     #[error("power lost during a write")]
     PowerLost,
     #[error("write outside the memory ({offset}+{len} > {size})")]
-    OutOfRange { offset: usize, len: usize, size: usize },
+    OutOfRange {
+        offset: usize,
+        len: usize,
+        size: usize,
+    },
     #[error("storage I/O: {0}")]
     Io(String),
 }
@@ -57,7 +61,9 @@ impl MemoryEeprom {
     fn bytes(&self) -> MutexGuard<'_, Vec<u8>> {
         // A panic while holding the lock cannot leave the bytes inconsistent in a way that
         // matters more than a torn write, which the image store already tolerates.
-        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub fn snapshot(&self) -> Vec<u8> {
@@ -180,7 +186,13 @@ pub struct FaultInjectingEeprom<E> {
 
 impl<E: Eeprom> FaultInjectingEeprom<E> {
     pub fn new(inner: E) -> Self {
-        FaultInjectingEeprom { inner, writes: 0, cut_at: None, torn_fraction: (1, 2), powered: true }
+        FaultInjectingEeprom {
+            inner,
+            writes: 0,
+            cut_at: None,
+            torn_fraction: (1, 2),
+            powered: true,
+        }
     }
 
     /// Power will be cut at write number `write` from now on (1 = the next write), leaving

@@ -74,21 +74,38 @@ impl<E: Eeprom> ImageStore<E> {
         let mut erased = 0;
         for (index, slot) in slots.into_iter().enumerate() {
             match slot {
-                SlotRead::Valid { generation, payload } => {
+                SlotRead::Valid {
+                    generation,
+                    payload,
+                } => {
                     if best.as_ref().is_none_or(|(_, g, _)| generation > *g) {
                         best = Some((index, generation, payload));
                     }
                 }
-                SlotRead::Unsupported(version) => return Err(ImageError::UnsupportedVersion(version)),
+                SlotRead::Unsupported(version) => {
+                    return Err(ImageError::UnsupportedVersion(version))
+                }
                 SlotRead::Erased => erased += 1,
                 SlotRead::Invalid => {}
             }
         }
         match best {
-            Some((index, generation, payload)) => {
-                Ok((ImageStore { eeprom, active_slot: Some(index), generation }, Some(payload)))
-            }
-            None if erased == 2 => Ok((ImageStore { eeprom, active_slot: None, generation: 0 }, None)),
+            Some((index, generation, payload)) => Ok((
+                ImageStore {
+                    eeprom,
+                    active_slot: Some(index),
+                    generation,
+                },
+                Some(payload),
+            )),
+            None if erased == 2 => Ok((
+                ImageStore {
+                    eeprom,
+                    active_slot: None,
+                    generation: 0,
+                },
+                None,
+            )),
             None => Err(ImageError::Corrupt),
         }
     }
@@ -171,7 +188,10 @@ fn read_slot<E: Eeprom>(eeprom: &E, index: usize) -> Result<SlotRead, StorageErr
         return Ok(SlotRead::Unsupported(version));
     }
     rest.truncate(len);
-    Ok(SlotRead::Valid { generation, payload: rest })
+    Ok(SlotRead::Valid {
+        generation,
+        payload: rest,
+    })
 }
 
 #[cfg(test)]
@@ -198,9 +218,11 @@ mod tests {
         for cut in 1..=12 {
             for (numerator, denominator) in [(0, 1), (1, 2), (1, 1)] {
                 let memory = MemoryEeprom::new(EEPROM_SIZE);
-                let (mut store, _) = ImageStore::open(FaultInjectingEeprom::new(memory.clone())).unwrap();
+                let (mut store, _) =
+                    ImageStore::open(FaultInjectingEeprom::new(memory.clone())).unwrap();
                 store.commit(&old).unwrap();
-                let (mut store, _) = ImageStore::open(FaultInjectingEeprom::new(memory.clone())).unwrap();
+                let (mut store, _) =
+                    ImageStore::open(FaultInjectingEeprom::new(memory.clone())).unwrap();
                 let mut eeprom = FaultInjectingEeprom::new(memory.clone());
                 eeprom.cut_power_at(cut, numerator, denominator);
                 store.eeprom = eeprom;
@@ -242,6 +264,9 @@ mod tests {
         let mut bytes = memory.snapshot();
         bytes[..slot.len()].copy_from_slice(&slot);
         memory.restore(&bytes);
-        assert!(matches!(ImageStore::open(memory), Err(ImageError::UnsupportedVersion(9))));
+        assert!(matches!(
+            ImageStore::open(memory),
+            Err(ImageError::UnsupportedVersion(9))
+        ));
     }
 }

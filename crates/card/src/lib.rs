@@ -77,10 +77,9 @@ impl FileCard {
 
     pub fn open_file(path: &Path) -> Result<Self, CardError> {
         if !path.exists() {
-            return Err(CardError::Image(ImageError::Storage(StorageError::Io(format!(
-                "{}: no such card image",
-                path.display()
-            )))));
+            return Err(CardError::Image(ImageError::Storage(StorageError::Io(
+                format!("{}: no such card image", path.display()),
+            ))));
         }
         let eeprom = FileEeprom::open(path, EEPROM_SIZE).map_err(ImageError::from)?;
         Card::open(eeprom, OsRng)
@@ -96,7 +95,13 @@ impl<E: Eeprom, R: CryptoRngCore> Card<E, R> {
         }
         let state = PersistentState::Manufactured { transport_key };
         store.commit(&state.encode()).map_err(power_or_image)?;
-        Ok(Card { store, state, volatile: Volatile::default(), rng, powered: true })
+        Ok(Card {
+            store,
+            state,
+            volatile: Volatile::default(),
+            rng,
+            powered: true,
+        })
     }
 
     /// Powers up a card from its memory.
@@ -104,7 +109,13 @@ impl<E: Eeprom, R: CryptoRngCore> Card<E, R> {
         let (store, payload) = ImageStore::open(eeprom)?;
         let payload = payload.ok_or(CardError::Blank)?;
         let state = PersistentState::decode(&payload)?;
-        Ok(Card { store, state, volatile: Volatile::default(), rng, powered: true })
+        Ok(Card {
+            store,
+            state,
+            volatile: Volatile::default(),
+            rng,
+            powered: true,
+        })
     }
 
     /// A warm reset (or a new power-up on the same memory): volatile state is lost.
@@ -163,7 +174,10 @@ impl<E: Eeprom, R: CryptoRngCore> Card<E, R> {
                 Err(_) => return Ok(Response::error(StatusWord::MEMORY_FAILURE)),
             }
         }
-        Ok(Response { data: effect.data, sw: effect.sw })
+        Ok(Response {
+            data: effect.data,
+            sw: effect.sw,
+        })
     }
 
     fn dispatch(&mut self, command: &Command) -> Result<purse::Effect, StatusWord> {

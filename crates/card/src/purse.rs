@@ -6,20 +6,20 @@
 use rand_core::CryptoRngCore;
 use valuecard_core::apdu::Command;
 use valuecard_core::cert::{CertError, Certificate, Role};
+use valuecard_core::crypto::PublicKey;
 use valuecard_core::crypto::{
-    aes_cmac_verify, aes_gcm_open, derivation, diversify_key, random_array, AesKey, SealingKeyPair, SigningKeyPair,
-    GCM_NONCE_LEN,
+    aes_cmac_verify, aes_gcm_open, derivation, diversify_key, random_array, AesKey, SealingKeyPair,
+    SigningKeyPair, GCM_NONCE_LEN,
 };
 use valuecard_core::ids::{CardId, DeviceId};
 use valuecard_core::messages::purse::{
     ins, Challenge, CreditCommand, DebitCommand, GenerateKeyPairCommand, GenerateKeyPairResponse,
-    GetLastTransaction, InitializeLoad, InitializePurchase, LastTransaction, LoadAuthorization, LoadOffer, LogEntry,
-    PersonalizeCommand, PurchaseCommit, PurchaseOffer, PurseStatus, SelectResponse, TransactionKind,
-    UpdateConfirmation, UsageRecord, SEALED_KEYS_PLAINTEXT_LEN,
+    GetLastTransaction, InitializeLoad, InitializePurchase, LastTransaction, LoadAuthorization,
+    LoadOffer, LogEntry, PersonalizeCommand, PurchaseCommit, PurchaseOffer, PurseStatus,
+    SelectResponse, TransactionKind, UpdateConfirmation, UsageRecord, SEALED_KEYS_PLAINTEXT_LEN,
 };
 use valuecard_core::money::Amount;
 use valuecard_core::time::Date;
-use valuecard_core::crypto::PublicKey;
 use valuecard_core::StatusWord;
 
 use crate::state::{AbnormalCode, CardKeys, PersistentState, Purse};
@@ -36,15 +36,27 @@ pub struct Effect {
 
 impl Effect {
     fn reply(data: Vec<u8>) -> Self {
-        Effect { data, sw: StatusWord::SUCCESS, commit: None }
+        Effect {
+            data,
+            sw: StatusWord::SUCCESS,
+            commit: None,
+        }
     }
 
     fn commit(data: Vec<u8>, state: PersistentState) -> Self {
-        Effect { data, sw: StatusWord::SUCCESS, commit: Some(state) }
+        Effect {
+            data,
+            sw: StatusWord::SUCCESS,
+            commit: Some(state),
+        }
     }
 
     fn refuse_and_record(sw: StatusWord, state: PersistentState) -> Self {
-        Effect { data: Vec::new(), sw, commit: Some(state) }
+        Effect {
+            data: Vec::new(),
+            sw,
+            commit: Some(state),
+        }
     }
 }
 
@@ -86,7 +98,10 @@ pub fn check_allowed(ins: u8, state: &PersistentState) -> Result<(), StatusWord>
         (ins::GENERATE_KEY_PAIR, S::Manufactured { .. } | S::KeysGenerated { .. }) => true,
         (ins::PERSONALIZE, S::KeysGenerated { .. }) => true,
         (ins::READ_PURSE | ins::READ_LOG | ins::GET_LAST_TRANSACTION, S::Personalized(_)) => true,
-        (ins::INITIALIZE_PURCHASE | ins::DEBIT | ins::INITIALIZE_LOAD | ins::CREDIT, S::Personalized(purse)) => {
+        (
+            ins::INITIALIZE_PURCHASE | ins::DEBIT | ins::INITIALIZE_LOAD | ins::CREDIT,
+            S::Personalized(purse),
+        ) => {
             if purse.blocked {
                 return Err(StatusWord::FUNCTION_NOT_SUPPORTED);
             }
@@ -113,7 +128,11 @@ pub fn select_response(state: &PersistentState) -> Effect {
     let blocked = matches!(state, PersistentState::Personalized(purse) if purse.blocked);
     Effect {
         data: response.encode(),
-        sw: if blocked { StatusWord::FILE_DEACTIVATED } else { StatusWord::SUCCESS },
+        sw: if blocked {
+            StatusWord::FILE_DEACTIVATED
+        } else {
+            StatusWord::SUCCESS
+        },
         commit: None,
     }
 }
@@ -138,25 +157,39 @@ pub fn handle(
         | (ins::GENERATE_KEY_PAIR, PersistentState::KeysGenerated { transport_key, .. }) => {
             generate_key_pair(command, state, transport_key, volatile, rng)
         }
-        (ins::PERSONALIZE, PersistentState::KeysGenerated { transport_key, keys }) => {
-            personalize(command, transport_key, keys, volatile)
+        (
+            ins::PERSONALIZE,
+            PersistentState::KeysGenerated {
+                transport_key,
+                keys,
+            },
+        ) => personalize(command, transport_key, keys, volatile),
+        (ins::READ_PURSE, PersistentState::Personalized(purse)) => {
+            Ok(Effect::reply(read_purse(purse)))
         }
-        (ins::READ_PURSE, PersistentState::Personalized(purse)) => Ok(Effect::reply(read_purse(purse))),
         (ins::READ_LOG, PersistentState::Personalized(purse)) => {
             let entries: Vec<LogEntry> = purse.log.iter().cloned().collect();
             Ok(Effect::reply(LogEntry::encode_list(&entries)))
         }
-        (ins::GET_LAST_TRANSACTION, PersistentState::Personalized(purse)) => get_last_transaction(command, purse),
+        (ins::GET_LAST_TRANSACTION, PersistentState::Personalized(purse)) => {
+            get_last_transaction(command, purse)
+        }
         (ins::INITIALIZE_PURCHASE, PersistentState::Personalized(purse)) => {
             initialize_purchase(command, purse, volatile, rng)
         }
-        (ins::DEBIT, PersistentState::Personalized(purse)) => {
-            debit(command, purse, purchase.ok_or(StatusWord::CONDITIONS_NOT_SATISFIED)?)
+        (ins::DEBIT, PersistentState::Personalized(purse)) => debit(
+            command,
+            purse,
+            purchase.ok_or(StatusWord::CONDITIONS_NOT_SATISFIED)?,
+        ),
+        (ins::INITIALIZE_LOAD, PersistentState::Personalized(purse)) => {
+            initialize_load(command, purse, volatile, rng)
         }
-        (ins::INITIALIZE_LOAD, PersistentState::Personalized(purse)) => initialize_load(command, purse, volatile, rng),
-        (ins::CREDIT, PersistentState::Personalized(purse)) => {
-            credit(command, purse, load.ok_or(StatusWord::CONDITIONS_NOT_SATISFIED)?)
-        }
+        (ins::CREDIT, PersistentState::Personalized(purse)) => credit(
+            command,
+            purse,
+            load.ok_or(StatusWord::CONDITIONS_NOT_SATISFIED)?,
+        ),
         _ => {
             let _ = (purchase, load);
             Err(StatusWord::INS_NOT_SUPPORTED)
@@ -168,7 +201,11 @@ fn wrong_data<E>(_: E) -> StatusWord {
     StatusWord::WRONG_DATA
 }
 
-fn get_challenge(command: &Command, volatile: &mut Volatile, rng: &mut impl CryptoRngCore) -> Result<Effect, StatusWord> {
+fn get_challenge(
+    command: &Command,
+    volatile: &mut Volatile,
+    rng: &mut impl CryptoRngCore,
+) -> Result<Effect, StatusWord> {
     if !command.data.is_empty() || !matches!(command.le, Some(16) | Some(256) | Some(65_536)) {
         return Err(StatusWord::WRONG_LENGTH);
     }
@@ -178,7 +215,10 @@ fn get_challenge(command: &Command, volatile: &mut Volatile, rng: &mut impl Cryp
 }
 
 fn take_challenge(volatile: &mut Volatile) -> Result<Challenge, StatusWord> {
-    volatile.challenge.take().ok_or(StatusWord::CONDITIONS_NOT_SATISFIED)
+    volatile
+        .challenge
+        .take()
+        .ok_or(StatusWord::CONDITIONS_NOT_SATISFIED)
 }
 
 /// Fig. 4B, adapted so that the private key is born in the card: the center's MAC under the
@@ -193,8 +233,12 @@ fn generate_key_pair(
 ) -> Result<Effect, StatusWord> {
     let challenge = take_challenge(volatile)?;
     let request = GenerateKeyPairCommand::decode(&command.data).map_err(wrong_data)?;
-    aes_cmac_verify(transport_key, &GenerateKeyPairCommand::mac_input(&challenge, &request.card_id), &request.mac)
-        .map_err(|_| StatusWord::SECURITY_STATUS_NOT_SATISFIED)?;
+    aes_cmac_verify(
+        transport_key,
+        &GenerateKeyPairCommand::mac_input(&challenge, &request.card_id),
+        &request.mac,
+    )
+    .map_err(|_| StatusWord::SECURITY_STATUS_NOT_SATISFIED)?;
     match state {
         PersistentState::KeysGenerated { keys, .. } => {
             if keys.card_id != request.card_id {
@@ -209,13 +253,23 @@ fn generate_key_pair(
                 sealing: SealingKeyPair::generate(rng),
             };
             let data = public_keys(&keys);
-            Ok(Effect::commit(data, PersistentState::KeysGenerated { transport_key: transport_key.clone(), keys }))
+            Ok(Effect::commit(
+                data,
+                PersistentState::KeysGenerated {
+                    transport_key: transport_key.clone(),
+                    keys: Box::new(keys),
+                },
+            ))
         }
     }
 }
 
 fn public_keys(keys: &CardKeys) -> Vec<u8> {
-    GenerateKeyPairResponse { signing_key: keys.signing.public_key(), sealing_key: keys.sealing.public_key() }.encode()
+    GenerateKeyPairResponse {
+        signing_key: keys.signing.public_key(),
+        sealing_key: keys.sealing.public_key(),
+    }
+    .encode()
 }
 
 /// Fig. 4B (certificate, root key, IDC) with Fig. 8 (KU and KO under the transport key).
@@ -228,10 +282,15 @@ fn personalize(
     let challenge = take_challenge(volatile)?;
     let request = PersonalizeCommand::decode(&command.data).map_err(wrong_data)?;
     let mac_input = PersonalizeCommand::mac_input(&challenge, &request.encode_unmacced());
-    aes_cmac_verify(transport_key, &mac_input, &request.mac).map_err(|_| StatusWord::SECURITY_STATUS_NOT_SATISFIED)?;
+    aes_cmac_verify(transport_key, &mac_input, &request.mac)
+        .map_err(|_| StatusWord::SECURITY_STATUS_NOT_SATISFIED)?;
     let verified = request
         .anchor
-        .verify(core::slice::from_ref(&request.certificate), Role::Card, request.date)
+        .verify(
+            core::slice::from_ref(&request.certificate),
+            Role::Card,
+            request.date,
+        )
         .map_err(cert_status)?;
     if verified.subject().0 != keys.card_id.0
         || verified.signing_key() != &keys.signing.public_key()
@@ -247,10 +306,16 @@ fn personalize(
         &request.sealed_keys,
     )
     .map_err(|_| StatusWord::SECURITY_STATUS_NOT_SATISFIED)?;
-    let split = (plain.len() == SEALED_KEYS_PLAINTEXT_LEN)
-        .then(|| (AesKey::from_slice(&plain[..16]), AesKey::from_slice(&plain[16..])));
+    let split = (plain.len() == SEALED_KEYS_PLAINTEXT_LEN).then(|| {
+        (
+            AesKey::from_slice(&plain[..16]),
+            AesKey::from_slice(&plain[16..]),
+        )
+    });
     zeroize::Zeroize::zeroize(&mut plain);
-    let (Some(Ok(card_key)), Some(Ok(common_key))) = (split.as_ref().map(|s| s.0.clone()), split.map(|s| s.1)) else {
+    let (Some(Ok(card_key)), Some(Ok(common_key))) =
+        (split.as_ref().map(|s| s.0.clone()), split.map(|s| s.1))
+    else {
         return Err(StatusWord::WRONG_DATA);
     };
     let purse = Purse {
@@ -269,15 +334,19 @@ fn personalize(
         abnormal_events: Default::default(),
         blocked: false,
     };
-    Ok(Effect::commit(Vec::new(), PersistentState::Personalized(Box::new(purse))))
+    Ok(Effect::commit(
+        Vec::new(),
+        PersistentState::Personalized(Box::new(purse)),
+    ))
 }
 
 fn cert_status(error: CertError) -> StatusWord {
     match error {
         CertError::Expired { .. } => StatusWord::REFERENCE_DATA_NOT_USABLE,
-        CertError::Encoding(_) | CertError::TooLong | CertError::Profile(_) | CertError::UnknownRole(_) => {
-            StatusWord::WRONG_DATA
-        }
+        CertError::Encoding(_)
+        | CertError::TooLong
+        | CertError::Profile(_)
+        | CertError::UnknownRole(_) => StatusWord::WRONG_DATA,
         _ => StatusWord::SECURITY_STATUS_NOT_SATISFIED,
     }
 }
@@ -300,10 +369,18 @@ fn read_purse(purse: &Purse) -> Vec<u8> {
 
 fn get_last_transaction(command: &Command, purse: &Purse) -> Result<Effect, StatusWord> {
     let request = GetLastTransaction::decode(&command.data).map_err(wrong_data)?;
-    let record = purse.last_usage.clone().ok_or(StatusWord::REFERENCED_DATA_NOT_FOUND)?;
-    let signature =
-        purse.keys.signing.sign(&LastTransaction::signed_message(&purse.keys.card_id, &request.challenge, &record));
-    Ok(Effect::reply(LastTransaction { record, signature }.encode()))
+    let record = purse
+        .last_usage
+        .clone()
+        .ok_or(StatusWord::REFERENCED_DATA_NOT_FOUND)?;
+    let signature = purse.keys.signing.sign(&LastTransaction::signed_message(
+        &purse.keys.card_id,
+        &request.challenge,
+        &record,
+    ));
+    Ok(Effect::reply(
+        LastTransaction { record, signature }.encode(),
+    ))
 }
 
 fn with_abnormal(purse: &Purse, code: AbnormalCode, block: bool) -> PersistentState {
@@ -390,7 +467,11 @@ fn debit(command: &Command, purse: &Purse, session: PurchaseSession) -> Result<E
         terminal_sequence: request.terminal_sequence,
         date: session.date,
     };
-    if session.terminal_key.verify(&commit.signed_message(), &request.signature).is_err() {
+    if session
+        .terminal_key
+        .verify(&commit.signed_message(), &request.signature)
+        .is_err()
+    {
         return Ok(Effect::refuse_and_record(
             StatusWord::SECURITY_STATUS_NOT_SATISFIED,
             with_abnormal(purse, AbnormalCode::ForgedTerminalSignature, false),
@@ -405,13 +486,19 @@ fn debit(command: &Command, purse: &Purse, session: PurchaseSession) -> Result<E
     if request.amount == Amount::ZERO || request.amount > session.amount_max {
         return Err(StatusWord::WRONG_DATA);
     }
-    let expected = purse.balance.checked_sub(request.amount).map_err(|_| StatusWord::INSUFFICIENT_FUNDS)?;
+    let expected = purse
+        .balance
+        .checked_sub(request.amount)
+        .map_err(|_| StatusWord::INSUFFICIENT_FUNDS)?;
     if expected != request.balance_after {
         return Err(StatusWord::WRONG_DATA);
     }
     let mut next = purse.clone();
     next.balance = request.balance_after;
-    next.counter = purse.counter.checked_add(1).ok_or(StatusWord::CONDITIONS_NOT_SATISFIED)?;
+    next.counter = purse
+        .counter
+        .checked_add(1)
+        .ok_or(StatusWord::CONDITIONS_NOT_SATISFIED)?;
     next.last_usage = Some(UsageRecord {
         kind: TransactionKind::Purchase,
         counter: next.counter,
@@ -433,8 +520,15 @@ fn debit(command: &Command, purse: &Purse, session: PurchaseSession) -> Result<E
         party: session.terminal_id,
         date: session.date,
     });
-    let data = UpdateConfirmation { counter: next.counter, balance: next.balance }.encode();
-    Ok(Effect::commit(data, PersistentState::Personalized(Box::new(next))))
+    let data = UpdateConfirmation {
+        counter: next.counter,
+        balance: next.balance,
+    }
+    .encode();
+    Ok(Effect::commit(
+        data,
+        PersistentState::Personalized(Box::new(next)),
+    ))
 }
 
 /// Fig. 7, card side of the first exchange: draw X and sign (Y, X, V).
@@ -459,8 +553,17 @@ fn initialize_load(
         purse.balance,
         purse.counter,
     ));
-    let offer = LoadOffer { challenge_card, balance: purse.balance, counter: purse.counter, signature };
-    volatile.load = Some(LoadSession { request, challenge_card, counter: purse.counter });
+    let offer = LoadOffer {
+        challenge_card,
+        balance: purse.balance,
+        counter: purse.counter,
+        signature,
+    };
+    volatile.load = Some(LoadSession {
+        request,
+        challenge_card,
+        counter: purse.counter,
+    });
     Ok(Effect::reply(offer.encode()))
 }
 
@@ -485,8 +588,17 @@ fn credit(command: &Command, purse: &Purse, session: LoadSession) -> Result<Effe
         date: request.date,
     };
     let message = authorization.signed_message();
-    let authentic = purse.anchor.public_key.verify(&message, &request.signature).is_ok()
-        && aes_cmac_verify(&purse.card_key, &load_mac_input(&authorization), &request.mac).is_ok();
+    let authentic = purse
+        .anchor
+        .public_key
+        .verify(&message, &request.signature)
+        .is_ok()
+        && aes_cmac_verify(
+            &purse.card_key,
+            &load_mac_input(&authorization),
+            &request.mac,
+        )
+        .is_ok();
     if !authentic {
         return Ok(Effect::refuse_and_record(
             StatusWord::SECURITY_STATUS_NOT_SATISFIED,
@@ -496,13 +608,19 @@ fn credit(command: &Command, purse: &Purse, session: LoadSession) -> Result<Effe
     if request.amount != session.request.amount {
         return Err(StatusWord::WRONG_DATA);
     }
-    let expected = purse.balance.checked_add(request.amount).map_err(|_| StatusWord::NOT_ENOUGH_MEMORY)?;
+    let expected = purse
+        .balance
+        .checked_add(request.amount)
+        .map_err(|_| StatusWord::NOT_ENOUGH_MEMORY)?;
     if expected != request.balance_after {
         return Err(StatusWord::WRONG_DATA);
     }
     let mut next = purse.clone();
     next.balance = request.balance_after;
-    next.counter = purse.counter.checked_add(1).ok_or(StatusWord::CONDITIONS_NOT_SATISFIED)?;
+    next.counter = purse
+        .counter
+        .checked_add(1)
+        .ok_or(StatusWord::CONDITIONS_NOT_SATISFIED)?;
     next.known_date = next.known_date.max(request.date);
     next.last_usage = Some(UsageRecord {
         kind: TransactionKind::Load,
@@ -525,8 +643,15 @@ fn credit(command: &Command, purse: &Purse, session: LoadSession) -> Result<Effe
         party: session.request.dispenser_id,
         date: request.date,
     });
-    let data = UpdateConfirmation { counter: next.counter, balance: next.balance }.encode();
-    Ok(Effect::commit(data, PersistentState::Personalized(Box::new(next))))
+    let data = UpdateConfirmation {
+        counter: next.counter,
+        balance: next.balance,
+    }
+    .encode();
+    Ok(Effect::commit(
+        data,
+        PersistentState::Personalized(Box::new(next)),
+    ))
 }
 
 /// The card ID as a certificate subject.

@@ -57,7 +57,9 @@ pub struct CardKeys {
 
 impl core::fmt::Debug for CardKeys {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("CardKeys").field("card_id", &self.card_id).finish_non_exhaustive()
+        f.debug_struct("CardKeys")
+            .field("card_id", &self.card_id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -96,7 +98,10 @@ impl Purse {
     }
 
     pub fn record_abnormal(&mut self, code: AbnormalCode) {
-        self.abnormal_events.push_front(AbnormalEvent { code, counter: self.counter });
+        self.abnormal_events.push_front(AbnormalEvent {
+            code,
+            counter: self.counter,
+        });
         self.abnormal_events.truncate(CARD_ABNORMAL_EVENTS_MAX);
     }
 }
@@ -108,7 +113,10 @@ pub enum PersistentState {
     /// From the factory: only the transport key Ktemp.
     Manufactured { transport_key: AesKey },
     /// Card ID assigned and key pair generated on the card.
-    KeysGenerated { transport_key: AesKey, keys: CardKeys },
+    KeysGenerated {
+        transport_key: AesKey,
+        keys: Box<CardKeys>,
+    },
     /// Personalized (possibly blocked). The transport key is gone.
     Personalized(Box<Purse>),
 }
@@ -167,7 +175,10 @@ impl PersistentState {
                 w.put_u8(field::STATE, CardState::Manufactured as u8)
                     .put(field::TRANSPORT_KEY, transport_key.expose());
             }
-            PersistentState::KeysGenerated { transport_key, keys } => {
+            PersistentState::KeysGenerated {
+                transport_key,
+                keys,
+            } => {
                 w.put_u8(field::STATE, CardState::KeysGenerated as u8)
                     .put(field::TRANSPORT_KEY, transport_key.expose());
                 encode_keys(&mut w, keys);
@@ -206,14 +217,23 @@ impl PersistentState {
 
     pub fn decode(bytes: &[u8]) -> Result<Self, StateError> {
         let mut r = TlvReader::new(bytes);
-        let [state] = r.expect_array::<1>(field::STATE).map_err(|_| StateError("state"))?;
+        let [state] = r
+            .expect_array::<1>(field::STATE)
+            .map_err(|_| StateError("state"))?;
         let state = match CardState::from_u8(state).map_err(|_| StateError("state"))? {
-            CardState::Manufactured => PersistentState::Manufactured { transport_key: aes_key(&mut r, field::TRANSPORT_KEY)? },
+            CardState::Manufactured => PersistentState::Manufactured {
+                transport_key: aes_key(&mut r, field::TRANSPORT_KEY)?,
+            },
             CardState::KeysGenerated => {
                 let transport_key = aes_key(&mut r, field::TRANSPORT_KEY)?;
-                PersistentState::KeysGenerated { transport_key, keys: decode_keys(&mut r)? }
+                PersistentState::KeysGenerated {
+                    transport_key,
+                    keys: Box::new(decode_keys(&mut r)?),
+                }
             }
-            CardState::Active | CardState::Blocked => PersistentState::Personalized(Box::new(decode_purse(&mut r)?)),
+            CardState::Active | CardState::Blocked => {
+                PersistentState::Personalized(Box::new(decode_purse(&mut r)?))
+            }
         };
         r.finish().map_err(|_| StateError("trailing bytes"))?;
         Ok(state)
@@ -234,43 +254,72 @@ fn aes_key(r: &mut TlvReader<'_>, tag: u32) -> Result<AesKey, StateError> {
 }
 
 fn decode_keys(r: &mut TlvReader<'_>) -> Result<CardKeys, StateError> {
-    let card_id = CardId(r.expect_array(field::CARD_ID).map_err(|_| StateError("card id"))?);
-    let mut seed: [u8; 32] = r.expect_array(field::SIGNING_SEED).map_err(|_| StateError("signing seed"))?;
+    let card_id = CardId(
+        r.expect_array(field::CARD_ID)
+            .map_err(|_| StateError("card id"))?,
+    );
+    let mut seed: [u8; 32] = r
+        .expect_array(field::SIGNING_SEED)
+        .map_err(|_| StateError("signing seed"))?;
     let signing = SigningKeyPair::from_seed(&seed);
     seed.zeroize();
-    let mut secret: [u8; 32] = r.expect_array(field::SEALING_SECRET).map_err(|_| StateError("sealing secret"))?;
+    let mut secret: [u8; 32] = r
+        .expect_array(field::SEALING_SECRET)
+        .map_err(|_| StateError("sealing secret"))?;
     let sealing = SealingKeyPair::from_secret(secret);
     secret.zeroize();
-    Ok(CardKeys { card_id, signing, sealing })
+    Ok(CardKeys {
+        card_id,
+        signing,
+        sealing,
+    })
 }
 
 fn decode_purse(r: &mut TlvReader<'_>) -> Result<Purse, StateError> {
     let keys = decode_keys(r)?;
     let card_key = aes_key(r, field::CARD_KEY)?;
     let common_key = aes_key(r, field::COMMON_KEY)?;
-    let center = DeviceId(r.expect_array(field::ANCHOR_ID).map_err(|_| StateError("anchor id"))?);
-    let public_key = PublicKey::from_bytes(r.expect(field::ANCHOR_KEY).map_err(|_| StateError("anchor key"))?)
-        .map_err(|_| StateError("anchor key"))?;
+    let center = DeviceId(
+        r.expect_array(field::ANCHOR_ID)
+            .map_err(|_| StateError("anchor id"))?,
+    );
+    let public_key = PublicKey::from_bytes(
+        r.expect(field::ANCHOR_KEY)
+            .map_err(|_| StateError("anchor key"))?,
+    )
+    .map_err(|_| StateError("anchor key"))?;
     let certificate = Certificate::decode_value(
-        r.expect(valuecard_core::cert::TAG_CERTIFICATE).map_err(|_| StateError("certificate"))?,
+        r.expect(valuecard_core::cert::TAG_CERTIFICATE)
+            .map_err(|_| StateError("certificate"))?,
     )
     .map_err(|_| StateError("certificate"))?;
-    let dispenser_id = DeviceId(r.expect_array(field::DISPENSER_ID).map_err(|_| StateError("dispenser id"))?);
+    let dispenser_id = DeviceId(
+        r.expect_array(field::DISPENSER_ID)
+            .map_err(|_| StateError("dispenser id"))?,
+    );
     let balance = r
         .expect(field::BALANCE)
         .ok()
         .and_then(|v| be_u64(field::BALANCE, v).ok())
         .and_then(|v| Amount::new(v).ok())
         .ok_or(StateError("balance"))?;
-    let counter = r.expect(field::COUNTER).ok().and_then(|v| be_u32(field::COUNTER, v).ok()).ok_or(StateError("counter"))?;
+    let counter = r
+        .expect(field::COUNTER)
+        .ok()
+        .and_then(|v| be_u32(field::COUNTER, v).ok())
+        .ok_or(StateError("counter"))?;
     let known_date = r
         .expect(field::KNOWN_DATE)
         .ok()
         .and_then(|v| be_u32(field::KNOWN_DATE, v).ok())
         .map(Date)
         .ok_or(StateError("known date"))?;
-    let [blocked] = r.expect_array::<1>(field::BLOCKED).map_err(|_| StateError("blocked"))?;
-    let abnormal_bytes = r.expect(field::ABNORMAL).map_err(|_| StateError("abnormal events"))?;
+    let [blocked] = r
+        .expect_array::<1>(field::BLOCKED)
+        .map_err(|_| StateError("blocked"))?;
+    let abnormal_bytes = r
+        .expect(field::ABNORMAL)
+        .map_err(|_| StateError("abnormal events"))?;
     if abnormal_bytes.len() % 5 != 0 || abnormal_bytes.len() / 5 > CARD_ABNORMAL_EVENTS_MAX {
         return Err(StateError("abnormal events"));
     }

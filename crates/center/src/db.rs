@@ -67,9 +67,13 @@ pub const MIGRATIONS: &[&str] = &[
 pub fn open(path: &std::path::Path) -> Result<Connection, CenterError> {
     let mut connection = Connection::open(path).map_err(storage)?;
     connection
-        .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
+        .execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
+        )
         .map_err(storage)?;
-    connection.busy_timeout(std::time::Duration::from_secs(5)).map_err(storage)?;
+    connection
+        .busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(storage)?;
     migrate(&mut connection)?;
     Ok(connection)
 }
@@ -79,7 +83,11 @@ pub fn migrate(connection: &mut Connection) -> Result<usize, CenterError> {
         .execute_batch("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP)")
         .map_err(storage)?;
     let applied: i64 = connection
-        .query_row("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", [], |row| row.get(0))
+        .query_row(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+            [],
+            |row| row.get(0),
+        )
         .map_err(storage)?;
     if applied as usize > MIGRATIONS.len() {
         return Err(CenterError::Setup(format!(
@@ -92,7 +100,10 @@ pub fn migrate(connection: &mut Connection) -> Result<usize, CenterError> {
         let transaction = connection.transaction().map_err(storage)?;
         transaction.execute_batch(sql).map_err(storage)?;
         transaction
-            .execute("INSERT INTO schema_migrations (version) VALUES (?1)", [index as i64 + 1])
+            .execute(
+                "INSERT INTO schema_migrations (version) VALUES (?1)",
+                [index as i64 + 1],
+            )
             .map_err(storage)?;
         transaction.commit().map_err(storage)?;
         count += 1;
@@ -105,9 +116,16 @@ pub fn storage(error: rusqlite::Error) -> CenterError {
 }
 
 /// Takes the next value of a named sequence inside the caller's transaction.
-pub fn next_in_sequence(transaction: &rusqlite::Transaction<'_>, name: &str) -> Result<i64, CenterError> {
+pub fn next_in_sequence(
+    transaction: &rusqlite::Transaction<'_>,
+    name: &str,
+) -> Result<i64, CenterError> {
     let next: i64 = transaction
-        .query_row("UPDATE sequences SET next = next + 1 WHERE name = ?1 RETURNING next - 1", [name], |row| row.get(0))
+        .query_row(
+            "UPDATE sequences SET next = next + 1 WHERE name = ?1 RETURNING next - 1",
+            [name],
+            |row| row.get(0),
+        )
         .map_err(storage)?;
     Ok(next)
 }

@@ -67,7 +67,13 @@ impl CenterKeys {
         let master_key = AesKey::from_slice(r.expect(0x84).ok()?).ok()?;
         let common_key = AesKey::from_slice(r.expect(0x85).ok()?).ok()?;
         r.finish().ok()?;
-        Some(CenterKeys { center_id, root, transport_key, master_key, common_key })
+        Some(CenterKeys {
+            center_id,
+            root,
+            transport_key,
+            master_key,
+            common_key,
+        })
     }
 
     /// Writes the key file readable by its owner only. Refuses to overwrite.
@@ -79,20 +85,28 @@ impl CenterKeys {
             use std::os::unix::fs::OpenOptionsExt;
             options.mode(0o600);
         }
-        let mut file = options
-            .open(path)
-            .map_err(|error| CenterError::Setup(format!("cannot create {}: {error}", path.display())))?;
+        let mut file = options.open(path).map_err(|error| {
+            CenterError::Setup(format!("cannot create {}: {error}", path.display()))
+        })?;
         let mut bytes = self.encode();
         let outcome = file.write_all(&bytes).and_then(|()| file.sync_all());
         bytes.zeroize();
-        outcome.map_err(|error| CenterError::Setup(format!("cannot write {}: {error}", path.display())))
+        outcome.map_err(|error| {
+            CenterError::Setup(format!("cannot write {}: {error}", path.display()))
+        })
     }
 
     pub fn load(path: &Path) -> Result<Self, CenterError> {
-        let mut bytes = std::fs::read(path)
-            .map_err(|error| CenterError::Setup(format!("cannot read {}: {error}", path.display())))?;
+        let mut bytes = std::fs::read(path).map_err(|error| {
+            CenterError::Setup(format!("cannot read {}: {error}", path.display()))
+        })?;
         let keys = CenterKeys::decode(&bytes);
         bytes.zeroize();
-        keys.ok_or_else(|| CenterError::Setup(format!("{} is not a valuecard center key file", path.display())))
+        keys.ok_or_else(|| {
+            CenterError::Setup(format!(
+                "{} is not a valuecard center key file",
+                path.display()
+            ))
+        })
     }
 }

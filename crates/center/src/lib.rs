@@ -20,13 +20,14 @@ use valuecard_core::crypto::{
     aes_cmac, aes_gcm_seal, derivation, diversify_key, PublicKey, Signature, GCM_NONCE_LEN,
 };
 use valuecard_core::ids::{CardId, DeviceId};
-use valuecard_core::messages::center::{
-    CardCertificationRequest, CardIdAssignment, CardIdRequest, CardPersonalization, CenterLink, Installation,
-    InstallationRequest, LoadApproval, LoadRequest, LoadSettlement,
-};
 pub use valuecard_core::messages::center::CenterError as LinkError;
+use valuecard_core::messages::center::{
+    CardCertificationRequest, CardIdAssignment, CardIdRequest, CardPersonalization, CenterLink,
+    Installation, InstallationRequest, LoadApproval, LoadRequest, LoadSettlement,
+};
 use valuecard_core::messages::purse::{
-    Challenge, GenerateKeyPairCommand, InitializeLoad, LoadAuthorization, LoadOffer, PersonalizeCommand,
+    Challenge, GenerateKeyPairCommand, InitializeLoad, LoadAuthorization, LoadOffer,
+    PersonalizeCommand,
 };
 use valuecard_core::money::Amount;
 use valuecard_core::time::{Clock, Date};
@@ -83,7 +84,9 @@ pub struct Center {
 
 impl core::fmt::Debug for Center {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("Center").field("keys", &self.keys).finish_non_exhaustive()
+        f.debug_struct("Center")
+            .field("keys", &self.keys)
+            .finish_non_exhaustive()
     }
 }
 
@@ -98,11 +101,19 @@ pub fn db_path(dir: &Path) -> PathBuf {
 
 impl Center {
     /// Creates a new center (Fig. 4A: the master key pair) in `dir`. Refuses to overwrite.
-    pub fn init(dir: &Path, clock: Box<dyn Clock>, rng: &mut impl CryptoRngCore) -> Result<Self, CenterError> {
-        std::fs::create_dir_all(dir)
-            .map_err(|error| CenterError::Setup(format!("cannot create {}: {error}", dir.display())))?;
+    pub fn init(
+        dir: &Path,
+        clock: Box<dyn Clock>,
+        rng: &mut impl CryptoRngCore,
+    ) -> Result<Self, CenterError> {
+        std::fs::create_dir_all(dir).map_err(|error| {
+            CenterError::Setup(format!("cannot create {}: {error}", dir.display()))
+        })?;
         if key_path(dir).exists() {
-            return Err(CenterError::Setup(format!("{} already holds a center", dir.display())));
+            return Err(CenterError::Setup(format!(
+                "{} already holds a center",
+                dir.display()
+            )));
         }
         let mut center_id = [0u8; 8];
         center_id[0] = 0xCE;
@@ -129,7 +140,10 @@ impl Center {
 
     /// nA: the root every card and terminal trusts.
     pub fn anchor(&self) -> TrustAnchor {
-        TrustAnchor { center: self.keys.center_id, public_key: self.keys.root.public_key() }
+        TrustAnchor {
+            center: self.keys.center_id,
+            public_key: self.keys.root.public_key(),
+        }
     }
 
     /// The transport key Ktemp, for the factory that manufactures cards and SAMs (Fig. 8).
@@ -138,7 +152,13 @@ impl Center {
         self.keys.transport_key.clone()
     }
 
-    fn certificate(&self, subject: DeviceId, role: Role, signing_key: PublicKey, sealing_key: [u8; 32]) -> Certificate {
+    fn certificate(
+        &self,
+        subject: DeviceId,
+        role: Role,
+        signing_key: PublicKey,
+        sealing_key: [u8; 32],
+    ) -> Certificate {
         let today = self.today();
         CertificateBody {
             issuer: self.keys.center_id,
@@ -163,8 +183,16 @@ impl Center {
         effective: Date,
         expiry: Date,
     ) -> Certificate {
-        CertificateBody { issuer: self.keys.center_id, subject, role, effective, expiry, signing_key, sealing_key }
-            .sign(&self.keys.root)
+        CertificateBody {
+            issuer: self.keys.center_id,
+            subject,
+            role,
+            effective,
+            expiry,
+            signing_key,
+            sealing_key,
+        }
+        .sign(&self.keys.root)
     }
 
     /// Allocates an ID for a new terminal or dispenser (before its SAM is manufactured).
@@ -177,18 +205,38 @@ impl Center {
 
     /// Fig. 4A with Fig. 8: certify a device's public key for `role`, and deliver KT
     /// (diversified from its ID under KA) and KO sealed under the transport key.
-    pub fn install_device(&mut self, request: &InstallationRequest, role: Role) -> Result<Installation, CenterError> {
-        if !matches!(role, Role::PaymentTerminal | Role::Dispenser | Role::SettlementTerminal) {
+    pub fn install_device(
+        &mut self,
+        request: &InstallationRequest,
+        role: Role,
+    ) -> Result<Installation, CenterError> {
+        if !matches!(
+            role,
+            Role::PaymentTerminal | Role::Dispenser | Role::SettlementTerminal
+        ) {
             return Err(CenterError::NotAuthorized(request.device_id));
         }
-        let certificate = self.certificate(request.device_id, role, request.signing_key, request.sealing_key);
-        let terminal_key = diversify_key(&self.keys.master_key, derivation::TERMINAL_KEY, request.device_id.as_bytes());
+        let certificate = self.certificate(
+            request.device_id,
+            role,
+            request.signing_key,
+            request.sealing_key,
+        );
+        let terminal_key = diversify_key(
+            &self.keys.master_key,
+            derivation::TERMINAL_KEY,
+            request.device_id.as_bytes(),
+        );
         let mut plain = [0u8; 32];
         plain[..16].copy_from_slice(terminal_key.expose());
         plain[16..].copy_from_slice(self.keys.common_key.expose());
         let session = transport_session_key(&self.keys.transport_key, &request.challenge);
-        let sealed_keys =
-            aes_gcm_seal(&session, &[0u8; GCM_NONCE_LEN], &installation_keys_aad(&request.device_id), &plain);
+        let sealed_keys = aes_gcm_seal(
+            &session,
+            &[0u8; GCM_NONCE_LEN],
+            &installation_keys_aad(&request.device_id),
+            &plain,
+        );
         zeroize::Zeroize::zeroize(&mut plain);
         let changed = self
             .db
@@ -207,9 +255,16 @@ impl Center {
             )
             .map_err(storage)?;
         if changed == 0 {
-            return Err(CenterError::Mismatch(format!("device {} is already installed", request.device_id)));
+            return Err(CenterError::Mismatch(format!(
+                "device {} is already installed",
+                request.device_id
+            )));
         }
-        Ok(Installation { certificate, anchor: self.anchor(), sealed_keys })
+        Ok(Installation {
+            certificate,
+            anchor: self.anchor(),
+            sealed_keys,
+        })
     }
 
     fn device_role(&self, device_id: DeviceId) -> Result<Role, CenterError> {
@@ -222,7 +277,8 @@ impl Center {
             )
             .optional()
             .map_err(storage)?;
-        role.and_then(Role::from_u8).ok_or(CenterError::UnknownDevice(device_id))
+        role.and_then(Role::from_u8)
+            .ok_or(CenterError::UnknownDevice(device_id))
     }
 
     fn require_dispenser(&self, device_id: DeviceId) -> Result<(), CenterError> {
@@ -233,10 +289,17 @@ impl Center {
     }
 
     fn card_key(&self, card_id: &CardId) -> valuecard_core::crypto::AesKey {
-        diversify_key(&self.keys.master_key, derivation::CARD_KEY, card_id.as_bytes())
+        diversify_key(
+            &self.keys.master_key,
+            derivation::CARD_KEY,
+            card_id.as_bytes(),
+        )
     }
 
-    fn card_record(&self, card_id: &CardId) -> Result<(String, Option<Vec<u8>>, DeviceId), CenterError> {
+    fn card_record(
+        &self,
+        card_id: &CardId,
+    ) -> Result<(String, Option<Vec<u8>>, DeviceId), CenterError> {
         let row: Option<(String, Option<Vec<u8>>, Vec<u8>)> = self
             .db
             .query_row(
@@ -247,7 +310,8 @@ impl Center {
             .optional()
             .map_err(storage)?;
         let (status, key, dispenser) = row.ok_or(CenterError::UnknownCard(*card_id))?;
-        let dispenser = DeviceId::from_slice(&dispenser).map_err(|e| CenterError::Storage(e.to_string()))?;
+        let dispenser =
+            DeviceId::from_slice(&dispenser).map_err(|e| CenterError::Storage(e.to_string()))?;
         Ok((status, key, dispenser))
     }
 
@@ -255,17 +319,23 @@ impl Center {
     pub fn card_public_key(&self, card_id: &CardId) -> Result<PublicKey, CenterError> {
         let (status, key, _) = self.card_record(card_id)?;
         if status == "assigned" {
-            return Err(CenterError::Mismatch(format!("card {card_id} is not issued yet")));
+            return Err(CenterError::Mismatch(format!(
+                "card {card_id} is not issued yet"
+            )));
         }
         let key = key.ok_or(CenterError::UnknownCard(*card_id))?;
-        PublicKey::from_bytes(&key).map_err(|_| CenterError::Storage(format!("stored key of card {card_id} is invalid")))
+        PublicKey::from_bytes(&key)
+            .map_err(|_| CenterError::Storage(format!("stored key of card {card_id} is invalid")))
     }
 
     /// Marks a card blocked at the center: no further loads are authorized.
     pub fn block_card(&mut self, card_id: &CardId) -> Result<(), CenterError> {
         let changed = self
             .db
-            .execute("UPDATE cards SET status = 'blocked' WHERE card_id = ?1", [&card_id.0[..]])
+            .execute(
+                "UPDATE cards SET status = 'blocked' WHERE card_id = ?1",
+                [&card_id.0[..]],
+            )
             .map_err(storage)?;
         if changed == 0 {
             return Err(CenterError::UnknownCard(*card_id));
@@ -281,7 +351,14 @@ impl Center {
             .prepare("SELECT kind, status, COALESCE(SUM(amount_minor), 0), COUNT(*) FROM loads GROUP BY kind, status")
             .map_err(storage)?;
         let rows = statement
-            .query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?, row.get::<_, i64>(2)?, row.get::<_, i64>(3)?)))
+            .query_map([], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, i64>(2)?,
+                    row.get::<_, i64>(3)?,
+                ))
+            })
             .map_err(storage)?;
         for row in rows {
             let (kind, status, sum, count) = row.map_err(storage)?;
@@ -306,16 +383,25 @@ impl Center {
             .prepare("SELECT card_id, load_number, card_counter, amount_minor FROM loads WHERE status = 'pending' ORDER BY load_number")
             .map_err(storage)?;
         let rows = statement
-            .query_map([], |row| Ok((row.get::<_, Vec<u8>>(0)?, row.get::<_, i64>(1)?, row.get::<_, i64>(2)?, row.get::<_, i64>(3)?)))
+            .query_map([], |row| {
+                Ok((
+                    row.get::<_, Vec<u8>>(0)?,
+                    row.get::<_, i64>(1)?,
+                    row.get::<_, i64>(2)?,
+                    row.get::<_, i64>(3)?,
+                ))
+            })
             .map_err(storage)?;
         let mut out = Vec::new();
         for row in rows {
             let (card, number, counter, amount) = row.map_err(storage)?;
             out.push(PendingLoad {
-                card_id: CardId::from_slice(&card).map_err(|e| CenterError::Storage(e.to_string()))?,
+                card_id: CardId::from_slice(&card)
+                    .map_err(|e| CenterError::Storage(e.to_string()))?,
                 load_number: number as u32,
                 card_counter: counter as u32,
-                amount: Amount::new(amount as u64).map_err(|e| CenterError::Storage(e.to_string()))?,
+                amount: Amount::new(amount as u64)
+                    .map_err(|e| CenterError::Storage(e.to_string()))?,
             });
         }
         Ok(out)
@@ -345,7 +431,11 @@ impl Center {
     /// Number of cards in each status.
     pub fn card_count(&self) -> Result<u64, CenterError> {
         self.db
-            .query_row("SELECT COUNT(*) FROM cards WHERE status != 'assigned'", [], |row| row.get::<_, i64>(0))
+            .query_row(
+                "SELECT COUNT(*) FROM cards WHERE status != 'assigned'",
+                [],
+                |row| row.get::<_, i64>(0),
+            )
             .map(|count| count as u64)
             .map_err(storage)
     }
@@ -359,7 +449,11 @@ fn sequential_id(prefix: u8, number: i64) -> DeviceId {
 
 impl CenterLink for Center {
     /// Fig. 4B, first half.
-    fn assign_card_id(&mut self, request: &CardIdRequest, card_challenge: &Challenge) -> Result<CardIdAssignment, CenterError> {
+    fn assign_card_id(
+        &mut self,
+        request: &CardIdRequest,
+        card_challenge: &Challenge,
+    ) -> Result<CardIdAssignment, CenterError> {
         self.require_dispenser(request.dispenser_id)?;
         let today = self.today().0;
         let transaction = self.db.transaction().map_err(storage)?;
@@ -372,11 +466,19 @@ impl CenterLink for Center {
             )
             .map_err(storage)?;
         transaction.commit().map_err(storage)?;
-        let mac = aes_cmac(&self.keys.transport_key, &GenerateKeyPairCommand::mac_input(card_challenge, &card_id));
+        let mac = aes_cmac(
+            &self.keys.transport_key,
+            &GenerateKeyPairCommand::mac_input(card_challenge, &card_id),
+        );
         Ok(CardIdAssignment { card_id, mac })
     }
 
-    fn resume_card_id(&mut self, request: &CardIdRequest, card_id: &CardId, card_challenge: &Challenge) -> Result<CardIdAssignment, CenterError> {
+    fn resume_card_id(
+        &mut self,
+        request: &CardIdRequest,
+        card_id: &CardId,
+        card_challenge: &Challenge,
+    ) -> Result<CardIdAssignment, CenterError> {
         self.require_dispenser(request.dispenser_id)?;
         let (status, _, dispenser) = self.card_record(card_id)?;
         // "issued" too: the center certified the card, but the card may have lost power
@@ -387,12 +489,21 @@ impl CenterLink for Center {
         if dispenser != request.dispenser_id {
             return Err(CenterError::NotAuthorized(request.dispenser_id));
         }
-        let mac = aes_cmac(&self.keys.transport_key, &GenerateKeyPairCommand::mac_input(card_challenge, card_id));
-        Ok(CardIdAssignment { card_id: *card_id, mac })
+        let mac = aes_cmac(
+            &self.keys.transport_key,
+            &GenerateKeyPairCommand::mac_input(card_challenge, card_id),
+        );
+        Ok(CardIdAssignment {
+            card_id: *card_id,
+            mac,
+        })
     }
 
     /// Fig. 4B, second half, with Fig. 8's delivery of KU and KO.
-    fn certify_card(&mut self, request: &CardCertificationRequest) -> Result<CardPersonalization, CenterError> {
+    fn certify_card(
+        &mut self,
+        request: &CardCertificationRequest,
+    ) -> Result<CardPersonalization, CenterError> {
         self.require_dispenser(request.dispenser_id)?;
         let (status, stored_key, dispenser) = self.card_record(&request.card_id)?;
         match (status.as_str(), stored_key) {
@@ -400,13 +511,22 @@ impl CenterLink for Center {
             // A repeated request after a power loss at the card: the same key is certified
             // again; a different key would be a second card under one ID.
             ("issued", Some(key)) if key == request.signing_key.to_bytes() => {}
-            _ => return Err(CenterError::Mismatch(format!("card {} is already {status}", request.card_id))),
+            _ => {
+                return Err(CenterError::Mismatch(format!(
+                    "card {} is already {status}",
+                    request.card_id
+                )))
+            }
         }
         if dispenser != request.dispenser_id {
             return Err(CenterError::NotAuthorized(request.dispenser_id));
         }
-        let certificate =
-            self.certificate(DeviceId(request.card_id.0), Role::Card, request.signing_key, request.sealing_key);
+        let certificate = self.certificate(
+            DeviceId(request.card_id.0),
+            Role::Card,
+            request.signing_key,
+            request.sealing_key,
+        );
         let card_key = self.card_key(&request.card_id);
         let mut plain = [0u8; 32];
         plain[..16].copy_from_slice(card_key.expose());
@@ -462,7 +582,12 @@ impl CenterLink for Center {
         match status.as_str() {
             "issued" => {}
             "blocked" => return Err(CenterError::CardBlocked(request.card_id)),
-            other => return Err(CenterError::Mismatch(format!("card {} is {other}", request.card_id))),
+            other => {
+                return Err(CenterError::Mismatch(format!(
+                    "card {} is {other}",
+                    request.card_id
+                )))
+            }
         }
         let card_key = self.card_public_key(&request.card_id)?;
         let init = InitializeLoad {
@@ -471,8 +596,16 @@ impl CenterLink for Center {
             dispenser_id: request.dispenser_id,
         };
         let offer = &request.offer;
-        let signed = LoadOffer::signed_message(&request.card_id, &init, &offer.challenge_card, offer.balance, offer.counter);
-        card_key.verify(&signed, &offer.signature).map_err(|_| CenterError::BadCardSignature)?;
+        let signed = LoadOffer::signed_message(
+            &request.card_id,
+            &init,
+            &offer.challenge_card,
+            offer.balance,
+            offer.counter,
+        );
+        card_key
+            .verify(&signed, &offer.signature)
+            .map_err(|_| CenterError::BadCardSignature)?;
         if request.amount == Amount::ZERO {
             return Err(CenterError::Amount("a load must be positive".into()));
         }
@@ -515,7 +648,11 @@ impl CenterLink for Center {
         };
         let message = authorization.signed_message();
         let signature = self.keys.root.sign(&message);
-        let kind = if offer.counter == 0 { "initial" } else { "recharge" };
+        let kind = if offer.counter == 0 {
+            "initial"
+        } else {
+            "recharge"
+        };
         transaction
             .execute(
                 "INSERT INTO loads (card_id, load_number, card_counter, challenge_card, challenge_dispenser, dispenser_id,
@@ -538,7 +675,13 @@ impl CenterLink for Center {
             .map_err(storage)?;
         transaction.commit().map_err(storage)?;
         let mac = aes_cmac(&self.card_key(&request.card_id), &message);
-        Ok(LoadApproval { balance_after, load_number, date, signature, mac })
+        Ok(LoadApproval {
+            balance_after,
+            load_number,
+            date,
+            signature,
+            mac,
+        })
     }
 
     fn settle_load(&mut self, settlement: &LoadSettlement) -> Result<(), CenterError> {
@@ -552,12 +695,20 @@ impl CenterLink for Center {
             )
             .optional()
             .map_err(storage)?;
-        let (card, status, counter, balance_after) =
-            row.ok_or_else(|| CenterError::Mismatch(format!("no load number {}", settlement.load_number)))?;
+        let (card, status, counter, balance_after) = row.ok_or_else(|| {
+            CenterError::Mismatch(format!("no load number {}", settlement.load_number))
+        })?;
         if card != settlement.card_id.0 {
-            return Err(CenterError::Mismatch(format!("load {} is not for card {}", settlement.load_number, settlement.card_id)));
+            return Err(CenterError::Mismatch(format!(
+                "load {} is not for card {}",
+                settlement.load_number, settlement.card_id
+            )));
         }
-        let outcome = if settlement.committed { "committed" } else { "cancelled" };
+        let outcome = if settlement.committed {
+            "committed"
+        } else {
+            "cancelled"
+        };
         match status.as_str() {
             "pending" => {}
             same if same == outcome => return Ok(()),
@@ -569,7 +720,10 @@ impl CenterLink for Center {
             }
         }
         transaction
-            .execute("UPDATE loads SET status = ?2 WHERE load_number = ?1", params![settlement.load_number, outcome])
+            .execute(
+                "UPDATE loads SET status = ?2 WHERE load_number = ?1",
+                params![settlement.load_number, outcome],
+            )
             .map_err(storage)?;
         if settlement.committed {
             transaction
@@ -588,7 +742,11 @@ impl CenterLink for Center {
 }
 
 impl Center {
-    fn existing_approval(&self, request: &LoadRequest, balance_after: Amount) -> Result<Option<LoadApproval>, CenterError> {
+    fn existing_approval(
+        &self,
+        request: &LoadRequest,
+        balance_after: Amount,
+    ) -> Result<Option<LoadApproval>, CenterError> {
         let row: Option<(i64, i64, i64, i64, Vec<u8>, String)> = self
             .db
             .query_row(
@@ -602,13 +760,19 @@ impl Center {
         let Some((load_number, amount, stored_balance, date, signature, status)) = row else {
             return Ok(None);
         };
-        if amount as u64 != request.amount.minor() || stored_balance as u64 != balance_after.minor() {
-            return Err(CenterError::Mismatch("this card offer was already authorized with a different amount".into()));
+        if amount as u64 != request.amount.minor() || stored_balance as u64 != balance_after.minor()
+        {
+            return Err(CenterError::Mismatch(
+                "this card offer was already authorized with a different amount".into(),
+            ));
         }
         if status == "cancelled" {
-            return Err(CenterError::Mismatch("this card offer was cancelled".into()));
+            return Err(CenterError::Mismatch(
+                "this card offer was cancelled".into(),
+            ));
         }
-        let signature = Signature::from_slice(&signature).map_err(|_| CenterError::Storage("stored signature".into()))?;
+        let signature = Signature::from_slice(&signature)
+            .map_err(|_| CenterError::Storage("stored signature".into()))?;
         let authorization = LoadAuthorization {
             card_id: request.card_id,
             dispenser_id: request.dispenser_id,
@@ -620,15 +784,27 @@ impl Center {
             load_number: load_number as u32,
             date: Date(date as u32),
         };
-        let mac = aes_cmac(&self.card_key(&request.card_id), &authorization.signed_message());
-        Ok(Some(LoadApproval { balance_after, load_number: load_number as u32, date: Date(date as u32), signature, mac }))
+        let mac = aes_cmac(
+            &self.card_key(&request.card_id),
+            &authorization.signed_message(),
+        );
+        Ok(Some(LoadApproval {
+            balance_after,
+            load_number: load_number as u32,
+            date: Date(date as u32),
+            signature,
+            mac,
+        }))
     }
 }
 
 impl Center {
     /// A center whose keys and database live only in memory: for tests, simulations and
     /// benchmarks. Nothing survives the process.
-    pub fn ephemeral(clock: Box<dyn Clock>, rng: &mut impl CryptoRngCore) -> Result<Self, CenterError> {
+    pub fn ephemeral(
+        clock: Box<dyn Clock>,
+        rng: &mut impl CryptoRngCore,
+    ) -> Result<Self, CenterError> {
         let mut center_id = [0u8; 8];
         center_id[0] = 0xCE;
         rng.fill_bytes(&mut center_id[1..]);

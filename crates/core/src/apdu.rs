@@ -44,7 +44,14 @@ impl ApduError {
 
 impl Command {
     pub fn new(cla: u8, ins: u8, p1: u8, p2: u8) -> Self {
-        Command { cla, ins, p1, p2, data: Vec::new(), le: None }
+        Command {
+            cla,
+            ins,
+            p1,
+            p2,
+            data: Vec::new(),
+            le: None,
+        }
     }
 
     pub fn with_data(mut self, data: Vec<u8>) -> Self {
@@ -100,7 +107,14 @@ impl Command {
         if data.len() > APDU_COMMAND_DATA_MAX {
             return Err(ApduError::DataTooLong(data.len()));
         }
-        Ok(Command { cla, ins, p1, p2, data: data.to_vec(), le })
+        Ok(Command {
+            cla,
+            ins,
+            p1,
+            p2,
+            data: data.to_vec(),
+            le,
+        })
     }
 
     /// Encodes in the short form when data and Le fit, the extended form otherwise.
@@ -158,20 +172,32 @@ pub struct Response {
 
 impl Response {
     pub fn success(data: Vec<u8>) -> Self {
-        Response { data, sw: StatusWord::SUCCESS }
+        Response {
+            data,
+            sw: StatusWord::SUCCESS,
+        }
     }
 
     pub fn error(sw: StatusWord) -> Self {
-        Response { data: Vec::new(), sw }
+        Response {
+            data: Vec::new(),
+            sw,
+        }
     }
 
     pub fn parse(bytes: &[u8]) -> Result<Response, ApduError> {
-        let split = bytes.len().checked_sub(2).ok_or(ApduError::ResponseTooShort)?;
+        let split = bytes
+            .len()
+            .checked_sub(2)
+            .ok_or(ApduError::ResponseTooShort)?;
         if split > APDU_RESPONSE_DATA_MAX {
             return Err(ApduError::ResponseTooLong(split));
         }
         let (data, sw) = bytes.split_at(split);
-        Ok(Response { data: data.to_vec(), sw: StatusWord::from_bytes(sw[0], sw[1]) })
+        Ok(Response {
+            data: data.to_vec(),
+            sw: StatusWord::from_bytes(sw[0], sw[1]),
+        })
     }
 
     pub fn encode(&self) -> Vec<u8> {
@@ -196,7 +222,10 @@ mod tests {
         assert_eq!((case3s.data, case3s.le), (vec![0xAA, 0xBB], None));
         let case4s = Command::parse(&[0, 0xA4, 4, 0, 1, 0xAA, 0x10]).unwrap();
         assert_eq!((case4s.data, case4s.le), (vec![0xAA], Some(16)));
-        assert_eq!(Command::parse(&[0, 0xB0, 0, 0, 0, 0, 0]).unwrap().le, Some(65_536));
+        assert_eq!(
+            Command::parse(&[0, 0xB0, 0, 0, 0, 0, 0]).unwrap().le,
+            Some(65_536)
+        );
         let case3e = Command::parse(&[0, 0xD6, 0, 0, 0, 0, 1, 0x55]).unwrap();
         assert_eq!((case3e.data, case3e.le), (vec![0x55], None));
         let case4e = Command::parse(&[0, 0xD6, 0, 0, 0, 0, 1, 0x55, 0x01, 0x00]).unwrap();
@@ -218,7 +247,10 @@ mod tests {
 
     #[test]
     fn response_round_trip() {
-        let response = Response { data: vec![1, 2, 3], sw: StatusWord::SUCCESS };
+        let response = Response {
+            data: vec![1, 2, 3],
+            sw: StatusWord::SUCCESS,
+        };
         assert_eq!(response.encode(), vec![1, 2, 3, 0x90, 0x00]);
         assert_eq!(Response::parse(&response.encode()).unwrap(), response);
     }

@@ -95,11 +95,24 @@ pub enum CertError {
     #[error("certificate signature does not verify under {issuer}")]
     BadSignature { issuer: DeviceId },
     #[error("certificate of {subject} was issued by {found}, expected {expected}")]
-    WrongIssuer { subject: DeviceId, expected: DeviceId, found: DeviceId },
+    WrongIssuer {
+        subject: DeviceId,
+        expected: DeviceId,
+        found: DeviceId,
+    },
     #[error("certificate of {subject} is not valid on {today} (valid {effective} to {expiry})")]
-    Expired { subject: DeviceId, today: Date, effective: Date, expiry: Date },
+    Expired {
+        subject: DeviceId,
+        today: Date,
+        effective: Date,
+        expiry: Date,
+    },
     #[error("certificate of {subject} has role {found:?}, expected {expected:?}")]
-    WrongRole { subject: DeviceId, expected: Role, found: Role },
+    WrongRole {
+        subject: DeviceId,
+        expected: Role,
+        found: Role,
+    },
     #[error("certificate chain is empty or longer than {CERTIFICATE_CHAIN_MAX}")]
     ChainLength,
     #[error("certificate of {0} may not issue certificates")]
@@ -152,24 +165,37 @@ impl CertificateBody {
         let expiry = Date(be_u32(TAG_EXPIRY, r.expect(TAG_EXPIRY)?)?);
         let mut keys = TlvReader::new(r.expect(TAG_PUBLIC_KEYS)?);
         r.finish()?;
-        let signing_key = PublicKey::from_bytes(keys.expect(TAG_SIGNING_KEY)?).map_err(CertError::Key)?;
+        let signing_key =
+            PublicKey::from_bytes(keys.expect(TAG_SIGNING_KEY)?).map_err(CertError::Key)?;
         let sealing_key = match keys.optional(TAG_SEALING_KEY)? {
-            Some(bytes) => Some(
-                bytes
-                    .try_into()
-                    .map_err(|_| TlvError::WrongValueLength { tag: TAG_SEALING_KEY, expected: 32, got: bytes.len() })?,
-            ),
+            Some(bytes) => Some(bytes.try_into().map_err(|_| TlvError::WrongValueLength {
+                tag: TAG_SEALING_KEY,
+                expected: 32,
+                got: bytes.len(),
+            })?),
             None => None,
         };
         keys.finish()?;
-        Ok(CertificateBody { issuer, subject, role, effective, expiry, signing_key, sealing_key })
+        Ok(CertificateBody {
+            issuer,
+            subject,
+            role,
+            effective,
+            expiry,
+            signing_key,
+            sealing_key,
+        })
     }
 
     /// Signs this body with the issuer's key.
     pub fn sign(self, issuer_key: &SigningKeyPair) -> Certificate {
         let body_bytes = self.encode();
         let signature = issuer_key.sign(&signed_message(&body_bytes));
-        Certificate { body: self, body_bytes, signature }
+        Certificate {
+            body: self,
+            body_bytes,
+            signature,
+        }
     }
 }
 
@@ -193,7 +219,8 @@ impl Certificate {
     pub fn encode(&self) -> Vec<u8> {
         let mut w = TlvWriter::with_capacity(self.body_bytes.len() + 72);
         w.nested(TAG_CERTIFICATE, |cert| {
-            cert.put_raw(&self.body_bytes).put(TAG_SIGNATURE, &self.signature.0);
+            cert.put_raw(&self.body_bytes)
+                .put(TAG_SIGNATURE, &self.signature.0);
         });
         w.into_bytes()
     }
@@ -220,7 +247,11 @@ impl Certificate {
         let signature = Signature(r.expect_array(TAG_SIGNATURE)?);
         r.finish()?;
         let body = CertificateBody::decode_value(body_value)?;
-        Ok(Certificate { body, body_bytes, signature })
+        Ok(Certificate {
+            body,
+            body_bytes,
+            signature,
+        })
     }
 
     pub fn subject(&self) -> DeviceId {
@@ -286,10 +317,17 @@ impl TrustAnchor {
         for (depth, certificate) in chain.iter().enumerate().rev() {
             let body = &certificate.body;
             if body.issuer != issuer_id {
-                return Err(CertError::WrongIssuer { subject: body.subject, expected: issuer_id, found: body.issuer });
+                return Err(CertError::WrongIssuer {
+                    subject: body.subject,
+                    expected: issuer_id,
+                    found: body.issuer,
+                });
             }
             issuer_key
-                .verify(&signed_message(&certificate.body_bytes), &certificate.signature)
+                .verify(
+                    &signed_message(&certificate.body_bytes),
+                    &certificate.signature,
+                )
                 .map_err(|_| CertError::BadSignature { issuer: issuer_id })?;
             if today < body.effective || today > body.expiry {
                 return Err(CertError::Expired {
@@ -307,7 +345,11 @@ impl TrustAnchor {
         }
         let leaf = &chain[0].body;
         if leaf.role != expected_role {
-            return Err(CertError::WrongRole { subject: leaf.subject, expected: expected_role, found: leaf.role });
+            return Err(CertError::WrongRole {
+                subject: leaf.subject,
+                expected: expected_role,
+                found: leaf.role,
+            });
         }
         Ok(VerifiedCertificate { body: leaf.clone() })
     }
@@ -320,7 +362,10 @@ mod tests {
 
     fn root() -> (SigningKeyPair, TrustAnchor) {
         let key = SigningKeyPair::generate(&mut OsRng);
-        let anchor = TrustAnchor { center: DeviceId([0xCE; 8]), public_key: key.public_key() };
+        let anchor = TrustAnchor {
+            center: DeviceId([0xCE; 8]),
+            public_key: key.public_key(),
+        };
         (key, anchor)
     }
 
@@ -343,7 +388,9 @@ mod tests {
         let certificate = body(anchor.center, Role::PaymentTerminal, &leaf_key).sign(&root_key);
         let decoded = Certificate::decode(&certificate.encode()).unwrap();
         assert_eq!(decoded, certificate);
-        let verified = anchor.verify(&[decoded], Role::PaymentTerminal, Date(20_500)).unwrap();
+        let verified = anchor
+            .verify(&[decoded], Role::PaymentTerminal, Date(20_500))
+            .unwrap();
         assert_eq!(verified.signing_key(), &leaf_key.public_key());
     }
 
@@ -353,14 +400,40 @@ mod tests {
         let leaf_key = SigningKeyPair::generate(&mut OsRng);
         let good = body(anchor.center, Role::PaymentTerminal, &leaf_key).sign(&root_key);
         let today = Date(20_500);
-        assert!(matches!(anchor.verify(&[good.clone()], Role::Card, today), Err(CertError::WrongRole { .. })));
-        assert!(matches!(anchor.verify(&[good.clone()], Role::PaymentTerminal, Date(21_001)), Err(CertError::Expired { .. })));
-        assert!(matches!(anchor.verify(&[good.clone()], Role::PaymentTerminal, Date(19_999)), Err(CertError::Expired { .. })));
+        assert!(matches!(
+            anchor.verify(std::slice::from_ref(&good), Role::Card, today),
+            Err(CertError::WrongRole { .. })
+        ));
+        assert!(matches!(
+            anchor.verify(
+                std::slice::from_ref(&good),
+                Role::PaymentTerminal,
+                Date(21_001)
+            ),
+            Err(CertError::Expired { .. })
+        ));
+        assert!(matches!(
+            anchor.verify(
+                std::slice::from_ref(&good),
+                Role::PaymentTerminal,
+                Date(19_999)
+            ),
+            Err(CertError::Expired { .. })
+        ));
         let forged = body(anchor.center, Role::PaymentTerminal, &leaf_key).sign(&leaf_key);
-        assert!(matches!(anchor.verify(&[forged], Role::PaymentTerminal, today), Err(CertError::BadSignature { .. })));
+        assert!(matches!(
+            anchor.verify(&[forged], Role::PaymentTerminal, today),
+            Err(CertError::BadSignature { .. })
+        ));
         let other_issuer = body(DeviceId([1; 8]), Role::PaymentTerminal, &leaf_key).sign(&root_key);
-        assert!(matches!(anchor.verify(&[other_issuer], Role::PaymentTerminal, today), Err(CertError::WrongIssuer { .. })));
-        assert_eq!(anchor.verify(&[], Role::Card, today), Err(CertError::ChainLength));
+        assert!(matches!(
+            anchor.verify(&[other_issuer], Role::PaymentTerminal, today),
+            Err(CertError::WrongIssuer { .. })
+        ));
+        assert_eq!(
+            anchor.verify(&[], Role::Card, today),
+            Err(CertError::ChainLength)
+        );
         let mut bytes = good.encode();
         bytes.push(0);
         assert!(Certificate::decode(&bytes).is_err());
@@ -368,15 +441,23 @@ mod tests {
         let last = flipped.len() - 1;
         flipped[last] ^= 1;
         let flipped = Certificate::decode(&flipped).unwrap();
-        assert!(matches!(anchor.verify(&[flipped], Role::PaymentTerminal, today), Err(CertError::BadSignature { .. })));
+        assert!(matches!(
+            anchor.verify(&[flipped], Role::PaymentTerminal, today),
+            Err(CertError::BadSignature { .. })
+        ));
     }
 
     #[test]
     fn every_truncation_is_refused() {
         let (root_key, anchor) = root();
-        let bytes = body(anchor.center, Role::Card, &root_key).sign(&root_key).encode();
+        let bytes = body(anchor.center, Role::Card, &root_key)
+            .sign(&root_key)
+            .encode();
         for cut in 0..bytes.len() {
-            assert!(Certificate::decode(&bytes[..cut]).is_err(), "accepted truncation at {cut}");
+            assert!(
+                Certificate::decode(&bytes[..cut]).is_err(),
+                "accepted truncation at {cut}"
+            );
         }
     }
 

@@ -55,7 +55,10 @@ pub struct Signature(pub [u8; SIGNATURE_LEN]);
 
 impl Signature {
     pub fn from_slice(bytes: &[u8]) -> Result<Self, CryptoError> {
-        bytes.try_into().map(Signature).map_err(|_| CryptoError::BadLength)
+        bytes
+            .try_into()
+            .map(Signature)
+            .map_err(|_| CryptoError::BadLength)
     }
 }
 
@@ -89,7 +92,9 @@ impl PublicKey {
     /// Strict verification (RFC 8032 § 5.1.7 with canonical S and R, and no small-order R).
     pub fn verify(&self, message: &[u8], signature: &Signature) -> Result<(), CryptoError> {
         let signature = ed25519_dalek::Signature::from_bytes(&signature.0);
-        self.0.verify_strict(message, &signature).map_err(|_| CryptoError::BadSignature)
+        self.0
+            .verify_strict(message, &signature)
+            .map_err(|_| CryptoError::BadSignature)
     }
 }
 
@@ -139,7 +144,10 @@ pub struct SecretBytes<const N: usize>(pub [u8; N]);
 
 impl<const N: usize> SecretBytes<N> {
     pub fn from_slice(bytes: &[u8]) -> Result<Self, CryptoError> {
-        bytes.try_into().map(SecretBytes).map_err(|_| CryptoError::BadLength)
+        bytes
+            .try_into()
+            .map(SecretBytes)
+            .map_err(|_| CryptoError::BadLength)
     }
 
     pub fn random(rng: &mut impl CryptoRngCore) -> Self {
@@ -164,11 +172,22 @@ pub type AesKey = SecretBytes<AES_KEY_LEN>;
 
 /// AES-128-GCM encryption with a 96-bit nonce. The caller guarantees nonce uniqueness per
 /// key (every valuecard use derives a fresh key or a counter nonce).
-pub fn aes_gcm_seal(key: &AesKey, nonce: &[u8; GCM_NONCE_LEN], aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
+pub fn aes_gcm_seal(
+    key: &AesKey,
+    nonce: &[u8; GCM_NONCE_LEN],
+    aad: &[u8],
+    plaintext: &[u8],
+) -> Vec<u8> {
     let cipher = Aes128Gcm::new(GenericArray::from_slice(key.expose()));
     // Encryption fails only for plaintexts over 64 GiB, far beyond every bound in limits.rs.
     cipher
-        .encrypt(GenericArray::from_slice(nonce), Payload { msg: plaintext, aad })
+        .encrypt(
+            GenericArray::from_slice(nonce),
+            Payload {
+                msg: plaintext,
+                aad,
+            },
+        )
         .unwrap_or_default()
 }
 
@@ -180,7 +199,13 @@ pub fn aes_gcm_open(
 ) -> Result<Vec<u8>, CryptoError> {
     let cipher = Aes128Gcm::new(GenericArray::from_slice(key.expose()));
     cipher
-        .decrypt(GenericArray::from_slice(nonce), Payload { msg: ciphertext, aad })
+        .decrypt(
+            GenericArray::from_slice(nonce),
+            Payload {
+                msg: ciphertext,
+                aad,
+            },
+        )
         .map_err(|_| CryptoError::DecryptFailed)
 }
 
@@ -268,7 +293,12 @@ pub fn diversify_key(master: &AesKey, derivation_constant: u8, identifier: &[u8]
 }
 
 /// HKDF-SHA256 (RFC 5869). Fails only when more than 255 * 32 bytes are requested.
-pub fn hkdf_sha256(salt: &[u8], ikm: &[u8], info: &[u8], output: &mut [u8]) -> Result<(), CryptoError> {
+pub fn hkdf_sha256(
+    salt: &[u8],
+    ikm: &[u8],
+    info: &[u8],
+    output: &mut [u8],
+) -> Result<(), CryptoError> {
     hkdf::Hkdf::<Sha256>::new(Some(salt), ikm)
         .expand(info, output)
         .map_err(|_| CryptoError::BadLength)
@@ -318,7 +348,10 @@ impl SealingKeyPair {
     }
 
     /// Raw X25519 (RFC 7748 § 5) with the all-zero output refused.
-    pub fn diffie_hellman(&self, peer: &[u8; PUBLIC_KEY_LEN]) -> Result<SecretBytes<32>, CryptoError> {
+    pub fn diffie_hellman(
+        &self,
+        peer: &[u8; PUBLIC_KEY_LEN],
+    ) -> Result<SecretBytes<32>, CryptoError> {
         let shared = self.0.diffie_hellman(&x25519_dalek::PublicKey::from(*peer));
         if !shared.was_contributory() {
             return Err(CryptoError::WeakSharedSecret);
@@ -332,8 +365,11 @@ impl SealingKeyPair {
             return Err(CryptoError::DecryptFailed);
         }
         let (ephemeral, ciphertext) = sealed.split_at(PUBLIC_KEY_LEN);
-        let ephemeral: [u8; PUBLIC_KEY_LEN] = ephemeral.try_into().map_err(|_| CryptoError::BadLength)?;
-        let shared = self.diffie_hellman(&ephemeral).map_err(|_| CryptoError::DecryptFailed)?;
+        let ephemeral: [u8; PUBLIC_KEY_LEN] =
+            ephemeral.try_into().map_err(|_| CryptoError::BadLength)?;
+        let shared = self
+            .diffie_hellman(&ephemeral)
+            .map_err(|_| CryptoError::DecryptFailed)?;
         let key = seal_key(&shared, &ephemeral, &self.public_key())?;
         aes_gcm_open(&key, &[0u8; GCM_NONCE_LEN], aad, ciphertext)
     }
@@ -341,13 +377,21 @@ impl SealingKeyPair {
 
 impl core::fmt::Debug for SealingKeyPair {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "SealingKeyPair(public: {})", hex::encode(self.public_key()))
+        write!(
+            f,
+            "SealingKeyPair(public: {})",
+            hex::encode(self.public_key())
+        )
     }
 }
 
 const SEAL_INFO: &[u8] = b"valuecard seal v1 X25519-HKDF-SHA256-AES128GCM";
 
-fn seal_key(shared: &SecretBytes<32>, ephemeral: &[u8; 32], recipient: &[u8; 32]) -> Result<AesKey, CryptoError> {
+fn seal_key(
+    shared: &SecretBytes<32>,
+    ephemeral: &[u8; 32],
+    recipient: &[u8; 32],
+) -> Result<AesKey, CryptoError> {
     let mut salt = [0u8; 64];
     salt[..32].copy_from_slice(ephemeral);
     salt[32..].copy_from_slice(recipient);
@@ -398,7 +442,10 @@ mod tests {
         let pair = SigningKeyPair::generate(&mut OsRng);
         let signature = pair.sign(b"message");
         pair.public_key().verify(b"message", &signature).unwrap();
-        assert_eq!(pair.public_key().verify(b"messagf", &signature), Err(CryptoError::BadSignature));
+        assert_eq!(
+            pair.public_key().verify(b"messagf", &signature),
+            Err(CryptoError::BadSignature)
+        );
         let again = SigningKeyPair::from_seed(pair.seed().expose());
         assert_eq!(again.public_key(), pair.public_key());
         assert!(!format!("{:?}", pair.seed()).contains(&hex::encode(pair.seed().expose())));
@@ -409,12 +456,24 @@ mod tests {
         let recipient = SealingKeyPair::generate(&mut OsRng);
         let mut sealed = seal_to(&mut OsRng, &recipient.public_key(), b"aad", b"secret").unwrap();
         assert_eq!(recipient.open(b"aad", &sealed).unwrap(), b"secret");
-        assert_eq!(recipient.open(b"aae", &sealed), Err(CryptoError::DecryptFailed));
+        assert_eq!(
+            recipient.open(b"aae", &sealed),
+            Err(CryptoError::DecryptFailed)
+        );
         let last = sealed.len() - 1;
         sealed[last] ^= 1;
-        assert_eq!(recipient.open(b"aad", &sealed), Err(CryptoError::DecryptFailed));
-        assert_eq!(recipient.open(b"aad", &sealed[..10]), Err(CryptoError::DecryptFailed));
-        assert_eq!(seal_to(&mut OsRng, &[0u8; 32], b"", b"x"), Err(CryptoError::WeakSharedSecret));
+        assert_eq!(
+            recipient.open(b"aad", &sealed),
+            Err(CryptoError::DecryptFailed)
+        );
+        assert_eq!(
+            recipient.open(b"aad", &sealed[..10]),
+            Err(CryptoError::DecryptFailed)
+        );
+        assert_eq!(
+            seal_to(&mut OsRng, &[0u8; 32], b"", b"x"),
+            Err(CryptoError::WeakSharedSecret)
+        );
     }
 
     #[test]
@@ -433,7 +492,13 @@ mod tests {
         let key = AesKey::random(&mut OsRng);
         let tag = aes_cmac(&key, b"data");
         aes_cmac_verify(&key, b"data", &tag[..8]).unwrap();
-        assert_eq!(aes_cmac_verify(&key, b"data", &tag[..7]), Err(CryptoError::BadMac));
-        assert_eq!(aes_cmac_verify(&key, b"datb", &tag), Err(CryptoError::BadMac));
+        assert_eq!(
+            aes_cmac_verify(&key, b"data", &tag[..7]),
+            Err(CryptoError::BadMac)
+        );
+        assert_eq!(
+            aes_cmac_verify(&key, b"datb", &tag),
+            Err(CryptoError::BadMac)
+        );
     }
 }

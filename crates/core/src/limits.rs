@@ -27,4 +27,7 @@ pub const CARD_IMAGE_LEN_MAX: usize = 64 * 1024;
 
 const _: () = assert!(CERTIFICATE_LEN_MAX <= TLV_VALUE_MAX);
 const _: () = assert!(TLV_VALUE_MAX <= APDU_COMMAND_DATA_MAX);
-const _: () = assert!(BALANCE_MAX_MINOR < (1u64 << 53), "balances must stay exact in JSON numbers");
+const _: () = assert!(
+    BALANCE_MAX_MINOR < (1u64 << 53),
+    "balances must stay exact in JSON numbers"
+);

@@ -44,7 +44,10 @@ impl Amount {
     }
 
     pub fn checked_add(self, other: Amount) -> Result<Amount, AmountError> {
-        let sum = self.0.checked_add(other.0).ok_or(AmountError::TooLarge(u64::MAX))?;
+        let sum = self
+            .0
+            .checked_add(other.0)
+            .ok_or(AmountError::TooLarge(u64::MAX))?;
         Amount::new(sum)
     }
 
@@ -52,7 +55,10 @@ impl Amount {
         self.0
             .checked_sub(other.0)
             .map(Amount)
-            .ok_or(AmountError::Insufficient { minuend: self.0, subtrahend: other.0 })
+            .ok_or(AmountError::Insufficient {
+                minuend: self.0,
+                subtrahend: other.0,
+            })
     }
 
     /// Big-endian encoding used inside every signed message (fixed 8 bytes).
@@ -61,7 +67,9 @@ impl Amount {
     }
 
     pub fn from_be_slice(bytes: &[u8]) -> Result<Amount, AmountError> {
-        let raw: [u8; 8] = bytes.try_into().map_err(|_| AmountError::TooLarge(u64::MAX))?;
+        let raw: [u8; 8] = bytes
+            .try_into()
+            .map_err(|_| AmountError::TooLarge(u64::MAX))?;
         Amount::new(u64::from_be_bytes(raw))
     }
 }
@@ -86,7 +94,10 @@ mod tests {
     #[test]
     fn bounds_are_enforced() {
         assert!(Amount::new(BALANCE_MAX_MINOR).is_ok());
-        assert_eq!(Amount::new(BALANCE_MAX_MINOR + 1), Err(AmountError::TooLarge(BALANCE_MAX_MINOR + 1)));
+        assert_eq!(
+            Amount::new(BALANCE_MAX_MINOR + 1),
+            Err(AmountError::TooLarge(BALANCE_MAX_MINOR + 1))
+        );
         assert_eq!(Amount::new_positive(0), Err(AmountError::Zero));
         assert!(Amount::MAX.checked_add(Amount(1)).is_err());
         assert!(Amount(5).checked_sub(Amount(6)).is_err());

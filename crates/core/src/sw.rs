@@ -117,12 +117,19 @@ mod tests {
 
     #[test]
     fn bytes_round_trip() {
-        for sw in [StatusWord::SUCCESS, StatusWord::WRONG_DATA, StatusWord(0x6C10)] {
+        for sw in [
+            StatusWord::SUCCESS,
+            StatusWord::WRONG_DATA,
+            StatusWord(0x6C10),
+        ] {
             let [a, b] = sw.to_bytes();
             assert_eq!(StatusWord::from_bytes(a, b), sw);
         }
         assert_eq!(StatusWord::WRONG_DATA.sw1(), 0x6A);
         assert_eq!(StatusWord::WRONG_DATA.sw2(), 0x80);
-        assert_eq!(StatusWord::INSUFFICIENT_FUNDS.to_string(), "6A85 (insufficient balance)");
+        assert_eq!(
+            StatusWord::INSUFFICIENT_FUNDS.to_string(),
+            "6A85 (insufficient balance)"
+        );
     }
 }

@@ -52,7 +52,11 @@ pub enum TlvError {
     #[error("missing tag {0:02X}")]
     Missing(u32),
     #[error("tag {tag:02X}: value must be {expected} bytes, got {got}")]
-    WrongValueLength { tag: u32, expected: usize, got: usize },
+    WrongValueLength {
+        tag: u32,
+        expected: usize,
+        got: usize,
+    },
     #[error("tag {tag:02X}: invalid value")]
     InvalidValue { tag: u32 },
     #[error("{0} trailing bytes after the last expected TLV")]
@@ -95,8 +99,13 @@ impl<'a> TlvReader<'a> {
         let tag = self.read_tag()?;
         let len = self.read_len()?;
         let start = self.offset;
-        let end = start.checked_add(len).ok_or(TlvError::Truncated { offset: start })?;
-        let value = self.input.get(start..end).ok_or(TlvError::Truncated { offset: start })?;
+        let end = start
+            .checked_add(len)
+            .ok_or(TlvError::Truncated { offset: start })?;
+        let value = self
+            .input
+            .get(start..end)
+            .ok_or(TlvError::Truncated { offset: start })?;
         self.offset = end;
         Ok(Some(Tlv { tag, value }))
     }
@@ -105,7 +114,10 @@ impl<'a> TlvReader<'a> {
     pub fn expect(&mut self, tag: u32) -> Result<&'a [u8], TlvError> {
         match self.next_tlv()? {
             Some(tlv) if tlv.tag.0 == tag => Ok(tlv.value),
-            Some(tlv) => Err(TlvError::UnexpectedTag { expected: tag, found: tlv.tag.0 }),
+            Some(tlv) => Err(TlvError::UnexpectedTag {
+                expected: tag,
+                found: tlv.tag.0,
+            }),
             None => Err(TlvError::Missing(tag)),
         }
     }
@@ -113,9 +125,11 @@ impl<'a> TlvReader<'a> {
     /// The next TLV, which must carry `tag` and a value of exactly `N` bytes.
     pub fn expect_array<const N: usize>(&mut self, tag: u32) -> Result<[u8; N], TlvError> {
         let value = self.expect(tag)?;
-        value
-            .try_into()
-            .map_err(|_| TlvError::WrongValueLength { tag, expected: N, got: value.len() })
+        value.try_into().map_err(|_| TlvError::WrongValueLength {
+            tag,
+            expected: N,
+            got: value.len(),
+        })
     }
 
     /// The next TLV if it carries `tag`; otherwise nothing is consumed.
@@ -139,7 +153,9 @@ impl<'a> TlvReader<'a> {
     }
 
     fn byte(&mut self) -> Result<u8, TlvError> {
-        let b = *self.input.get(self.offset).ok_or(TlvError::Truncated { offset: self.offset })?;
+        let b = *self.input.get(self.offset).ok_or(TlvError::Truncated {
+            offset: self.offset,
+        })?;
         self.offset += 1;
         Ok(b)
     }
@@ -213,7 +229,9 @@ impl TlvWriter {
     }
 
     pub fn with_capacity(capacity: usize) -> Self {
-        TlvWriter { buf: Vec::with_capacity(capacity) }
+        TlvWriter {
+            buf: Vec::with_capacity(capacity),
+        }
     }
 
     pub fn put(&mut self, tag: u32, value: &[u8]) -> &mut Self {
@@ -268,16 +286,20 @@ fn encode_len(len: usize, out: &mut Vec<u8>) {
 
 /// Reads a big-endian unsigned integer of exactly `N` bytes from a TLV value.
 pub fn be_u32(tag: u32, value: &[u8]) -> Result<u32, TlvError> {
-    let raw: [u8; 4] = value
-        .try_into()
-        .map_err(|_| TlvError::WrongValueLength { tag, expected: 4, got: value.len() })?;
+    let raw: [u8; 4] = value.try_into().map_err(|_| TlvError::WrongValueLength {
+        tag,
+        expected: 4,
+        got: value.len(),
+    })?;
     Ok(u32::from_be_bytes(raw))
 }
 
 pub fn be_u64(tag: u32, value: &[u8]) -> Result<u64, TlvError> {
-    let raw: [u8; 8] = value
-        .try_into()
-        .map_err(|_| TlvError::WrongValueLength { tag, expected: 8, got: value.len() })?;
+    let raw: [u8; 8] = value.try_into().map_err(|_| TlvError::WrongValueLength {
+        tag,
+        expected: 8,
+        got: value.len(),
+    })?;
     Ok(u64::from_be_bytes(raw))
 }
 
@@ -289,7 +311,9 @@ mod tests {
     #[test]
     fn encodes_tags_and_lengths_minimally() {
         let mut w = TlvWriter::new();
-        w.put(0x84, &[1, 2]).put(0x5F20, &[]).put(0x9F8101, &[0xAA; 200]);
+        w.put(0x84, &[1, 2])
+            .put(0x5F20, &[])
+            .put(0x9F8101, &[0xAA; 200]);
         let bytes = w.into_bytes();
         assert_eq!(&bytes[..4], &[0x84, 0x02, 1, 2]);
         assert_eq!(&bytes[4..7], &[0x5F, 0x20, 0x00]);
@@ -303,13 +327,34 @@ mod tests {
 
     #[test]
     fn rejects_non_minimal_lengths_and_tags() {
-        assert_eq!(TlvReader::new(&[0x84, 0x81, 0x05, 0, 0, 0, 0, 0]).next_tlv(), Err(TlvError::BadLength { offset: 1 }));
-        assert_eq!(TlvReader::new(&[0x84, 0x82, 0x00, 0x05]).next_tlv(), Err(TlvError::BadLength { offset: 1 }));
-        assert_eq!(TlvReader::new(&[0x84, 0x83, 0, 0, 1]).next_tlv(), Err(TlvError::BadLength { offset: 1 }));
-        assert_eq!(TlvReader::new(&[0x84, 0x80]).next_tlv(), Err(TlvError::BadLength { offset: 1 }));
-        assert_eq!(TlvReader::new(&[0x5F, 0x05, 0x00]).next_tlv(), Err(TlvError::BadTag { offset: 0 }));
-        assert_eq!(TlvReader::new(&[0x5F, 0x81, 0x81, 0x81, 0x00]).next_tlv(), Err(TlvError::BadTag { offset: 0 }));
-        assert_eq!(TlvReader::new(&[0x00, 0x00]).next_tlv(), Err(TlvError::BadTag { offset: 0 }));
+        assert_eq!(
+            TlvReader::new(&[0x84, 0x81, 0x05, 0, 0, 0, 0, 0]).next_tlv(),
+            Err(TlvError::BadLength { offset: 1 })
+        );
+        assert_eq!(
+            TlvReader::new(&[0x84, 0x82, 0x00, 0x05]).next_tlv(),
+            Err(TlvError::BadLength { offset: 1 })
+        );
+        assert_eq!(
+            TlvReader::new(&[0x84, 0x83, 0, 0, 1]).next_tlv(),
+            Err(TlvError::BadLength { offset: 1 })
+        );
+        assert_eq!(
+            TlvReader::new(&[0x84, 0x80]).next_tlv(),
+            Err(TlvError::BadLength { offset: 1 })
+        );
+        assert_eq!(
+            TlvReader::new(&[0x5F, 0x05, 0x00]).next_tlv(),
+            Err(TlvError::BadTag { offset: 0 })
+        );
+        assert_eq!(
+            TlvReader::new(&[0x5F, 0x81, 0x81, 0x81, 0x00]).next_tlv(),
+            Err(TlvError::BadTag { offset: 0 })
+        );
+        assert_eq!(
+            TlvReader::new(&[0x00, 0x00]).next_tlv(),
+            Err(TlvError::BadTag { offset: 0 })
+        );
     }
 
     #[test]
@@ -336,9 +381,18 @@ mod tests {
         r.expect(0x80).unwrap();
         assert_eq!(r.finish(), Err(TlvError::Trailing(1)));
         let mut r = TlvReader::new(&[0x80, 0x01, 0x00]);
-        assert_eq!(r.expect(0x81), Err(TlvError::UnexpectedTag { expected: 0x81, found: 0x80 }));
+        assert_eq!(
+            r.expect(0x81),
+            Err(TlvError::UnexpectedTag {
+                expected: 0x81,
+                found: 0x80
+            })
+        );
         let mut r = TlvReader::new(&[0x80, 0x02, 0x00, 0x01]);
-        assert!(matches!(r.expect_array::<1>(0x80), Err(TlvError::WrongValueLength { .. })));
+        assert!(matches!(
+            r.expect_array::<1>(0x80),
+            Err(TlvError::WrongValueLength { .. })
+        ));
         let mut r = TlvReader::new(&[0x80, 0x01, 0x00]);
         assert_eq!(r.optional(0x81).unwrap(), None);
         assert_eq!(r.optional(0x80).unwrap(), Some(&[0u8][..]));

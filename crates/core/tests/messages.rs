@@ -12,12 +12,12 @@ use std::collections::BTreeSet;
 use std::sync::OnceLock;
 
 use proptest::prelude::*;
-use rand_core::OsRng;
+use rand_core::{CryptoRng, CryptoRngCore, OsRng, RngCore};
 
 use valuecard_core::apdu::{Command, Response};
 use valuecard_core::cert::{CertError, Certificate, CertificateBody, Role, TrustAnchor};
 use valuecard_core::crypto::{
-    aes_cmac, aes_gcm_seal, random_array, AesKey, PublicKey, SealingKeyPair, Signature,
+    aes_cmac, aes_gcm_seal, random_array, sha256, AesKey, PublicKey, SealingKeyPair, Signature,
     SigningKeyPair, GCM_NONCE_LEN,
 };
 use valuecard_core::ids::{CardId, DeviceId};
@@ -283,7 +283,7 @@ struct Fixture {
 
 fn fixture() -> &'static Fixture {
     static FIXTURE: OnceLock<Fixture> = OnceLock::new();
-    FIXTURE.get_or_init(build_fixture)
+    FIXTURE.get_or_init(|| build_fixture(OsRng))
 }
 
 fn log_entries(count: usize) -> Vec<LogEntry> {
@@ -309,8 +309,52 @@ fn log_entries(count: usize) -> Vec<LogEntry> {
         .collect()
 }
 
-fn build_fixture() -> Fixture {
-    let mut rng = OsRng;
+/// A reproducible generator (SHA-256 in counter mode), used only to write the fuzz seeds so
+/// that rewriting them gives the same files. The tests draw their keys from `OsRng`.
+struct SeedRng {
+    counter: u64,
+    pending: Vec<u8>,
+}
+
+impl SeedRng {
+    fn new() -> Self {
+        SeedRng {
+            counter: 0,
+            pending: Vec::new(),
+        }
+    }
+}
+
+impl RngCore for SeedRng {
+    fn next_u32(&mut self) -> u32 {
+        rand_core::impls::next_u32_via_fill(self)
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        rand_core::impls::next_u64_via_fill(self)
+    }
+
+    fn fill_bytes(&mut self, dest: &mut [u8]) {
+        for byte in dest {
+            if self.pending.is_empty() {
+                let mut block = b"valuecard fuzz seeds".to_vec();
+                block.extend_from_slice(&self.counter.to_be_bytes());
+                self.pending = sha256(&block).to_vec();
+                self.counter += 1;
+            }
+            *byte = self.pending.remove(0);
+        }
+    }
+
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand_core::Error> {
+        self.fill_bytes(dest);
+        Ok(())
+    }
+}
+
+impl CryptoRng for SeedRng {}
+
+fn build_fixture(mut rng: impl CryptoRngCore) -> Fixture {
     let root_key = SigningKeyPair::generate(&mut rng);
     let terminal_key = SigningKeyPair::generate(&mut rng);
     let card_key = SigningKeyPair::generate(&mut rng);
@@ -492,7 +536,25 @@ fn build_fixture() -> Fixture {
     };
     load_record.signature = log.sign(&root_key, load_record.signed_message(&CARD_ID));
 
-    // The second purchase's offer carries the load as the previous usage (Fig. 9).
+    // An offer made between the purchase and the load carries the purchase as the previous
+    // usage, with the certificate of the terminal that wrote it (Fig. 9).
+    let between_challenge_terminal: Challenge = random_array(&mut rng);
+    let between_challenge_card: Challenge = random_array(&mut rng);
+    let between_offer_signature = log.sign(
+        &card_key,
+        PurchaseOffer::signed_message(
+            &CARD_ID,
+            &TERMINAL_ID,
+            &between_challenge_terminal,
+            &between_challenge_card,
+            after_purchase,
+            8,
+            amount_max,
+        ),
+    );
+
+    // The second purchase's offer carries the load as the previous usage; the center wrote
+    // it, so no writer certificate comes with it.
     let second_challenge_terminal: Challenge = random_array(&mut rng);
     let second_challenge_card: Challenge = random_array(&mut rng);
     let second_offer_signature = log.sign(
@@ -564,6 +626,15 @@ fn build_fixture() -> Fixture {
         counter: 7,
         signature: offer_signature,
         last_usage: None,
+        last_writer_certificate: None,
+    };
+    let between_offer = PurchaseOffer {
+        challenge_card: between_challenge_card,
+        balance: after_purchase,
+        counter: 8,
+        signature: between_offer_signature,
+        last_usage: Some(purchase_record.clone()),
+        last_writer_certificate: Some(terminal_certificate.clone()),
     };
     let second_offer = PurchaseOffer {
         challenge_card: second_challenge_card,
@@ -571,6 +642,7 @@ fn build_fixture() -> Fixture {
         counter: 9,
         signature: second_offer_signature,
         last_usage: Some(load_record.clone()),
+        last_writer_certificate: None,
     };
 
     let mut samples = vec![
@@ -655,6 +727,19 @@ fn build_fixture() -> Fixture {
         .with_shorter(Message::PurchaseOffer(PurchaseOffer {
             last_usage: None,
             ..second_offer
+        })),
+        Sample::new(
+            "purchase_offer_with_writer_certificate",
+            Message::PurchaseOffer(between_offer.clone()),
+        )
+        .with_shorter(Message::PurchaseOffer(PurchaseOffer {
+            last_writer_certificate: None,
+            ..between_offer.clone()
+        }))
+        .with_shorter(Message::PurchaseOffer(PurchaseOffer {
+            last_usage: None,
+            last_writer_certificate: None,
+            ..between_offer
         })),
         Sample::new("debit", Message::Debit(debit)),
         Sample::new(
@@ -1140,7 +1225,7 @@ fn write_fuzz_seeds() {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join(name), bytes).unwrap();
     };
-    let fixture = fixture();
+    let fixture = &build_fixture(SeedRng::new());
     let encoding_of = |name: &str| {
         fixture
             .samples
@@ -1243,7 +1328,7 @@ fn write_fuzz_seeds() {
         ("read_log", Response::success(encoding_of("log_full"))),
         (
             "purchase_offer",
-            Response::success(encoding_of("purchase_offer_with_last_usage")),
+            Response::success(encoding_of("purchase_offer_with_writer_certificate")),
         ),
         ("ok_empty", Response::success(Vec::new())),
         ("wrong_data", Response::error(StatusWord::WRONG_DATA)),

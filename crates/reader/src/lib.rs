@@ -60,11 +60,17 @@ pub struct InProcessReader<E: Eeprom, R: CryptoRngCore> {
 
 impl<E: Eeprom, R: CryptoRngCore> InProcessReader<E, R> {
     pub fn new(name: impl Into<String>) -> Self {
-        InProcessReader { name: name.into(), card: None }
+        InProcessReader {
+            name: name.into(),
+            card: None,
+        }
     }
 
     pub fn with_card(name: impl Into<String>, card: Card<E, R>) -> Self {
-        InProcessReader { name: name.into(), card: Some(card) }
+        InProcessReader {
+            name: name.into(),
+            card: Some(card),
+        }
     }
 
     /// Inserts a card: it powers up, so its volatile state starts fresh.

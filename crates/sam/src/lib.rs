@@ -10,8 +10,8 @@
 use rand_core::{CryptoRngCore, OsRng};
 use valuecard_core::cert::{CertError, Certificate, Role, TrustAnchor, VerifiedCertificate};
 use valuecard_core::crypto::{
-    aes_gcm_open, derivation, diversify_key, AesKey, PublicKey, SealingKeyPair, SecretBytes, Signature,
-    SigningKeyPair, GCM_NONCE_LEN, PUBLIC_KEY_LEN,
+    aes_gcm_open, derivation, diversify_key, AesKey, PublicKey, SealingKeyPair, SecretBytes,
+    Signature, SigningKeyPair, GCM_NONCE_LEN, PUBLIC_KEY_LEN,
 };
 use valuecard_core::ids::DeviceId;
 use valuecard_core::messages::center::Installation;
@@ -96,7 +96,11 @@ mod image_tag {
 
 impl SoftwareSam {
     /// A SAM as it leaves the factory: its own fresh key pairs and the transport key Ktemp.
-    pub fn manufacture(device_id: DeviceId, transport_key: AesKey, rng: &mut impl CryptoRngCore) -> Self {
+    pub fn manufacture(
+        device_id: DeviceId,
+        transport_key: AesKey,
+        rng: &mut impl CryptoRngCore,
+    ) -> Self {
         SoftwareSam {
             device_id,
             signing: SigningKeyPair::generate(rng),
@@ -147,24 +151,40 @@ impl SoftwareSam {
         let sealing = SealingKeyPair::from_secret(secret);
         secret.zeroize();
         let mut key = |tag| -> Result<Option<AesKey>, SamError> {
-            Ok(r.optional(tag).map_err(bad)?.map(AesKey::from_slice).transpose().map_err(|_| SamError::Image("key length"))?)
+            r.optional(tag)
+                .map_err(bad)?
+                .map(AesKey::from_slice)
+                .transpose()
+                .map_err(|_| SamError::Image("key length"))
         };
         let transport_key = key(image_tag::TRANSPORT_KEY)?;
         let terminal_key = key(image_tag::TERMINAL_KEY)?;
         let common_key = key(image_tag::COMMON_KEY)?;
         let (anchor, certificate) = match r.optional(image_tag::ANCHOR_ID).map_err(bad)? {
             Some(center) => {
-                let center = DeviceId::from_slice(center).map_err(|_| SamError::Image("anchor id"))?;
-                let public_key = PublicKey::from_bytes(r.expect(image_tag::ANCHOR_KEY).map_err(bad)?)
-                    .map_err(|_| SamError::Image("anchor key"))?;
-                let certificate = Certificate::decode_value(r.expect(image_tag::CERTIFICATE).map_err(bad)?)
-                    .map_err(|_| SamError::Image("certificate"))?;
+                let center =
+                    DeviceId::from_slice(center).map_err(|_| SamError::Image("anchor id"))?;
+                let public_key =
+                    PublicKey::from_bytes(r.expect(image_tag::ANCHOR_KEY).map_err(bad)?)
+                        .map_err(|_| SamError::Image("anchor key"))?;
+                let certificate =
+                    Certificate::decode_value(r.expect(image_tag::CERTIFICATE).map_err(bad)?)
+                        .map_err(|_| SamError::Image("certificate"))?;
                 (Some(TrustAnchor { center, public_key }), Some(certificate))
             }
             None => (None, None),
         };
         r.finish().map_err(bad)?;
-        Ok(SoftwareSam { device_id, signing, sealing, transport_key, terminal_key, common_key, certificate, anchor })
+        Ok(SoftwareSam {
+            device_id,
+            signing,
+            sealing,
+            transport_key,
+            terminal_key,
+            common_key,
+            certificate,
+            anchor,
+        })
     }
 
     /// Whether the key KT and the common key KO were delivered (Fig. 8).
@@ -221,7 +241,11 @@ impl Sam for SoftwareSam {
         role: Role,
         today: Date,
     ) -> Result<VerifiedCertificate, SamError> {
-        let verified = installation.anchor.verify(core::slice::from_ref(&installation.certificate), role, today)?;
+        let verified = installation.anchor.verify(
+            core::slice::from_ref(&installation.certificate),
+            role,
+            today,
+        )?;
         if verified.subject() != self.device_id
             || verified.signing_key() != &self.signing.public_key()
             || verified.sealing_key() != Some(&self.sealing.public_key())
@@ -241,8 +265,10 @@ impl Sam for SoftwareSam {
             keys.zeroize();
             return Err(SamError::BadSealedKeys);
         }
-        self.terminal_key = Some(SecretBytes::from_slice(&keys[..16]).map_err(|_| SamError::BadSealedKeys)?);
-        self.common_key = Some(SecretBytes::from_slice(&keys[16..]).map_err(|_| SamError::BadSealedKeys)?);
+        self.terminal_key =
+            Some(SecretBytes::from_slice(&keys[..16]).map_err(|_| SamError::BadSealedKeys)?);
+        self.common_key =
+            Some(SecretBytes::from_slice(&keys[16..]).map_err(|_| SamError::BadSealedKeys)?);
         keys.zeroize();
         self.transport_key = None;
         self.certificate = Some(installation.certificate.clone());

@@ -9,7 +9,8 @@ use valuecard_core::apdu::{Command, Response};
 use valuecard_core::cert::{CertificateBody, Role};
 use valuecard_core::crypto::{random_array, SigningKeyPair};
 use valuecard_core::messages::purse::{
-    ins, CreditCommand, DebitCommand, InitializeLoad, InitializePurchase, PurchaseCommit, PurchaseOffer, PurseStatus,
+    ins, CreditCommand, DebitCommand, InitializeLoad, InitializePurchase, PurchaseCommit,
+    PurchaseOffer, PurseStatus,
 };
 use valuecard_core::money::Amount;
 use valuecard_core::StatusWord;
@@ -29,7 +30,9 @@ pub struct AttackOutcome {
 }
 
 fn send(reader: &mut impl CardReader, command: &Command) -> Result<Response, WorldError> {
-    reader.exchange(command).map_err(|error| WorldError::Terminal(error.into()))
+    reader
+        .exchange(command)
+        .map_err(|error| WorldError::Terminal(error.into()))
 }
 
 fn balance_and_counter(status: &PurseStatus) -> (Amount, u32) {
@@ -50,52 +53,78 @@ fn judge<C: CardReader>(
     let detail = if unchanged {
         detail
     } else {
-        format!("{detail}; VALUE CHANGED: balance {} -> {}", before.0, after.0)
+        format!(
+            "{detail}; VALUE CHANGED: balance {} -> {}",
+            before.0, after.0
+        )
     };
-    Ok(AttackOutcome { name, refused: rejected && unchanged, detail })
+    Ok(AttackOutcome {
+        name,
+        refused: rejected && unchanged,
+        detail,
+    })
 }
 
 /// A terminal certificate signed by a key that is not the center's.
-pub fn rogue_terminal_certificate(world: &mut World, reader: &mut impl CardReader) -> Result<AttackOutcome, WorldError> {
+pub fn rogue_terminal_certificate(
+    world: &mut World,
+    reader: &mut impl CardReader,
+) -> Result<AttackOutcome, WorldError> {
     let anchor = world.center.anchor();
     let today = world.today();
-    judge("terminal certificate not signed by the center", reader, |reader| {
-        let rogue_root = SigningKeyPair::generate(&mut OsRng);
-        let rogue_terminal = SigningKeyPair::generate(&mut OsRng);
-        let certificate = CertificateBody {
-            issuer: anchor.center,
-            subject: valuecard_core::ids::DeviceId(*b"ROGUE001"),
-            role: Role::PaymentTerminal,
-            effective: today,
-            expiry: today.add_days(365),
-            signing_key: rogue_terminal.public_key(),
-            sealing_key: None,
-        }
-        .sign(&rogue_root);
-        send(reader, &select())?;
-        let request = InitializePurchase {
-            terminal_certificate: certificate,
-            challenge_terminal: random_array(&mut OsRng),
-            amount_max: Amount::new(100).map_err(|e| WorldError::Other(e.to_string()))?,
-            date: today,
-        };
-        let response = send(reader, &proprietary(ins::INITIALIZE_PURCHASE, request.encode()))?;
-        Ok((
-            response.sw == StatusWord::SECURITY_STATUS_NOT_SATISFIED,
-            format!("card answered INITIALIZE PURCHASE with {}", response.sw),
-        ))
-    })
+    judge(
+        "terminal certificate not signed by the center",
+        reader,
+        |reader| {
+            let rogue_root = SigningKeyPair::generate(&mut OsRng);
+            let rogue_terminal = SigningKeyPair::generate(&mut OsRng);
+            let certificate = CertificateBody {
+                issuer: anchor.center,
+                subject: valuecard_core::ids::DeviceId(*b"ROGUE001"),
+                role: Role::PaymentTerminal,
+                effective: today,
+                expiry: today.add_days(365),
+                signing_key: rogue_terminal.public_key(),
+                sealing_key: None,
+            }
+            .sign(&rogue_root);
+            send(reader, &select())?;
+            let request = InitializePurchase {
+                terminal_certificate: certificate,
+                challenge_terminal: random_array(&mut OsRng),
+                amount_max: Amount::new(100).map_err(|e| WorldError::Other(e.to_string()))?,
+                date: today,
+            };
+            let response = send(
+                reader,
+                &proprietary(ins::INITIALIZE_PURCHASE, request.encode()),
+            )?;
+            Ok((
+                response.sw == StatusWord::SECURITY_STATUS_NOT_SATISFIED,
+                format!("card answered INITIALIZE PURCHASE with {}", response.sw),
+            ))
+        },
+    )
 }
 
 /// A card answer whose balance was altered on the way: the card's signature no longer
 /// covers it, and the terminal must notice before it serves anything.
-pub fn forged_card_signature(world: &mut World, reader: &mut impl CardReader) -> Result<AttackOutcome, WorldError> {
+pub fn forged_card_signature(
+    world: &mut World,
+    reader: &mut impl CardReader,
+) -> Result<AttackOutcome, WorldError> {
     let terminal = &mut world.terminals[0];
     judge("forged card signature", reader, |reader| {
         let mut tampering = TamperingReader { inner: reader };
-        let outcome = terminal.purchase(&mut tampering, Amount::new(100).map_err(|e| WorldError::Other(e.to_string()))?);
+        let outcome = terminal.purchase(
+            &mut tampering,
+            Amount::new(100).map_err(|e| WorldError::Other(e.to_string()))?,
+        );
         Ok(match outcome {
-            Err(TerminalError::BadCardSignature) => (true, "terminal refused: the card's signature does not verify".into()),
+            Err(TerminalError::BadCardSignature) => (
+                true,
+                "terminal refused: the card's signature does not verify".into(),
+            ),
             other => (false, format!("terminal answered {other:?}")),
         })
     })
@@ -110,11 +139,20 @@ impl<R: CardReader> CardReader for TamperingReader<'_, R> {
     fn transmit_raw(&mut self, apdu: &[u8]) -> Result<Vec<u8>, ReaderError> {
         let response = self.inner.transmit_raw(apdu)?;
         let is_initialize = apdu.get(1) == Some(&ins::INITIALIZE_PURCHASE);
-        let Ok(parsed) = Response::parse(&response) else { return Ok(response) };
+        let Ok(parsed) = Response::parse(&response) else {
+            return Ok(response);
+        };
         match PurchaseOffer::decode(&parsed.data) {
             Ok(mut offer) if is_initialize && parsed.sw.is_success() => {
-                offer.balance = offer.balance.checked_add(Amount::new(100_000).unwrap_or(Amount::ZERO)).unwrap_or(offer.balance);
-                Ok(Response { data: offer.encode(), sw: parsed.sw }.encode())
+                offer.balance = offer
+                    .balance
+                    .checked_add(Amount::new(100_000).unwrap_or(Amount::ZERO))
+                    .unwrap_or(offer.balance);
+                Ok(Response {
+                    data: offer.encode(),
+                    sw: parsed.sw,
+                }
+                .encode())
             }
             _ => Ok(response),
         }
@@ -146,28 +184,47 @@ impl<R: CardReader> CardReader for RecordingReader<'_, R> {
 
 /// A DEBIT captured from a completed purchase, sent again: with no session, and inside a
 /// fresh session (new R and X).
-pub fn replayed_purchase_commit(world: &mut World, reader: &mut impl CardReader) -> Result<AttackOutcome, WorldError> {
+pub fn replayed_purchase_commit(
+    world: &mut World,
+    reader: &mut impl CardReader,
+) -> Result<AttackOutcome, WorldError> {
     let one = Amount::new(100).map_err(|e| WorldError::Other(e.to_string()))?;
     let captured = {
-        let mut recording = RecordingReader { inner: reader, debit: None };
+        let mut recording = RecordingReader {
+            inner: reader,
+            debit: None,
+        };
         world.terminals[0].purchase(&mut recording, one)?;
-        recording.debit.ok_or_else(|| WorldError::Other("no DEBIT was sent".into()))?
+        recording
+            .debit
+            .ok_or_else(|| WorldError::Other("no DEBIT was sent".into()))?
     };
     let terminal_certificate = world.terminals[0].sam().certificate()?.clone();
     let today = world.today();
     judge("replayed purchase commit", reader, |reader| {
         send(reader, &select())?;
-        let without_session = Response::parse(&reader.transmit_raw(&captured).map_err(|e| WorldError::Terminal(e.into()))?)
-            .map_err(|e| WorldError::Other(e.to_string()))?;
+        let without_session = Response::parse(
+            &reader
+                .transmit_raw(&captured)
+                .map_err(|e| WorldError::Terminal(e.into()))?,
+        )
+        .map_err(|e| WorldError::Other(e.to_string()))?;
         let request = InitializePurchase {
             terminal_certificate,
             challenge_terminal: random_array(&mut OsRng),
             amount_max: one,
             date: today,
         };
-        let init = send(reader, &proprietary(ins::INITIALIZE_PURCHASE, request.encode()))?;
-        let in_session = Response::parse(&reader.transmit_raw(&captured).map_err(|e| WorldError::Terminal(e.into()))?)
-            .map_err(|e| WorldError::Other(e.to_string()))?;
+        let init = send(
+            reader,
+            &proprietary(ins::INITIALIZE_PURCHASE, request.encode()),
+        )?;
+        let in_session = Response::parse(
+            &reader
+                .transmit_raw(&captured)
+                .map_err(|e| WorldError::Terminal(e.into()))?,
+        )
+        .map_err(|e| WorldError::Other(e.to_string()))?;
         Ok((
             without_session.sw == StatusWord::CONDITIONS_NOT_SATISFIED
                 && init.sw.is_success()
@@ -182,12 +239,19 @@ pub fn replayed_purchase_commit(world: &mut World, reader: &mut impl CardReader)
 
 /// A certified terminal (its SAM's key) signs a new balance above the old one. The card
 /// refuses, records the abnormal event, and blocks itself (Fig. 5).
-pub fn balance_raised_by_terminal(world: &mut World, reader: &mut impl CardReader) -> Result<AttackOutcome, WorldError> {
+pub fn balance_raised_by_terminal(
+    world: &mut World,
+    reader: &mut impl CardReader,
+) -> Result<AttackOutcome, WorldError> {
     let today = world.today();
     let outcome = judge("balance raised by a terminal", reader, |reader| {
         let terminal = &mut world.terminals[1];
         let select_response = send(reader, &select())?;
-        let card = valuecard_terminal::payment::verify_select(&select_response.data, &world.center.anchor(), today)?;
+        let card = valuecard_terminal::payment::verify_select(
+            &select_response.data,
+            &world.center.anchor(),
+            today,
+        )?;
         let challenge_terminal = random_array(&mut OsRng);
         let one = Amount::new(100).map_err(|e| WorldError::Other(e.to_string()))?;
         let request = InitializePurchase {
@@ -196,9 +260,15 @@ pub fn balance_raised_by_terminal(world: &mut World, reader: &mut impl CardReade
             amount_max: one,
             date: today,
         };
-        let response = send(reader, &proprietary(ins::INITIALIZE_PURCHASE, request.encode()))?;
-        let offer = PurchaseOffer::decode(&response.data).map_err(|e| WorldError::Other(e.to_string()))?;
-        let raised = offer.balance.checked_add(Amount::new(100_000).map_err(|e| WorldError::Other(e.to_string()))?)
+        let response = send(
+            reader,
+            &proprietary(ins::INITIALIZE_PURCHASE, request.encode()),
+        )?;
+        let offer =
+            PurchaseOffer::decode(&response.data).map_err(|e| WorldError::Other(e.to_string()))?;
+        let raised = offer
+            .balance
+            .checked_add(Amount::new(100_000).map_err(|e| WorldError::Other(e.to_string()))?)
             .map_err(|e| WorldError::Other(e.to_string()))?;
         let commit = PurchaseCommit {
             card_id: card.card_id(),
@@ -212,27 +282,41 @@ pub fn balance_raised_by_terminal(world: &mut World, reader: &mut impl CardReade
             date: today,
         };
         let signature = terminal.sam_mut().sign(&commit.signed_message())?;
-        let debit = DebitCommand { amount: one, balance_after: raised, terminal_sequence: 1_000_000, signature };
+        let debit = DebitCommand {
+            amount: one,
+            balance_after: raised,
+            terminal_sequence: 1_000_000,
+            signature,
+        };
         let answer = send(reader, &proprietary(ins::DEBIT, debit.encode()))?;
         let reselect = send(reader, &select())?;
         Ok((
-            answer.sw == StatusWord::FUNCTION_NOT_SUPPORTED && reselect.sw == StatusWord::FILE_DEACTIVATED,
-            format!("card answered DEBIT with {} and now SELECT with {} (blocked)", answer.sw, reselect.sw),
+            answer.sw == StatusWord::FUNCTION_NOT_SUPPORTED
+                && reselect.sw == StatusWord::FILE_DEACTIVATED,
+            format!(
+                "card answered DEBIT with {} and now SELECT with {} (blocked)",
+                answer.sw, reselect.sw
+            ),
         ))
     })?;
     Ok(outcome)
 }
 
 /// A purchase for more than the card holds.
-pub fn purchase_above_balance(world: &mut World, reader: &mut impl CardReader) -> Result<AttackOutcome, WorldError> {
+pub fn purchase_above_balance(
+    world: &mut World,
+    reader: &mut impl CardReader,
+) -> Result<AttackOutcome, WorldError> {
     judge("purchase above the balance", reader, |reader| {
         let balance = read_purse(reader)?.balance;
-        let too_much = balance.checked_add(Amount::new(1).map_err(|e| WorldError::Other(e.to_string()))?)
+        let too_much = balance
+            .checked_add(Amount::new(1).map_err(|e| WorldError::Other(e.to_string()))?)
             .map_err(|e| WorldError::Other(e.to_string()))?;
         Ok(match world.terminals[0].purchase(reader, too_much) {
-            Err(TerminalError::InsufficientBalance { balance, amount }) => {
-                (true, format!("refused: the card holds {balance}, the purchase needs {amount}"))
-            }
+            Err(TerminalError::InsufficientBalance { balance, amount }) => (
+                true,
+                format!("refused: the card holds {balance}, the purchase needs {amount}"),
+            ),
             other => (false, format!("terminal answered {other:?}")),
         })
     })
@@ -240,7 +324,10 @@ pub fn purchase_above_balance(world: &mut World, reader: &mut impl CardReader) -
 
 /// A terminal certificate that the center signed, but that expired before the date the card
 /// last learned from the center.
-pub fn expired_terminal_certificate(world: &mut World, reader: &mut impl CardReader) -> Result<AttackOutcome, WorldError> {
+pub fn expired_terminal_certificate(
+    world: &mut World,
+    reader: &mut impl CardReader,
+) -> Result<AttackOutcome, WorldError> {
     let today = world.today();
     let key = SigningKeyPair::generate(&mut OsRng);
     let expired = world.center.issue_certificate_with_validity(
@@ -259,7 +346,10 @@ pub fn expired_terminal_certificate(world: &mut World, reader: &mut impl CardRea
             amount_max: Amount::new(100).map_err(|e| WorldError::Other(e.to_string()))?,
             date: today,
         };
-        let response = send(reader, &proprietary(ins::INITIALIZE_PURCHASE, request.encode()))?;
+        let response = send(
+            reader,
+            &proprietary(ins::INITIALIZE_PURCHASE, request.encode()),
+        )?;
         Ok((
             response.sw == StatusWord::REFERENCE_DATA_NOT_USABLE,
             format!("card answered INITIALIZE PURCHASE with {}", response.sw),
@@ -268,17 +358,27 @@ pub fn expired_terminal_certificate(world: &mut World, reader: &mut impl CardRea
 }
 
 /// A CREDIT signed by a key that is not the center's: value from nowhere.
-pub fn forged_load_authorization(world: &mut World, reader: &mut impl CardReader) -> Result<AttackOutcome, WorldError> {
+pub fn forged_load_authorization(
+    world: &mut World,
+    reader: &mut impl CardReader,
+) -> Result<AttackOutcome, WorldError> {
     let dispenser_id = world.dispenser.device_id();
     let today = world.today();
     judge("forged load authorization", reader, |reader| {
         send(reader, &select())?;
         let amount = Amount::new(500_000).map_err(|e| WorldError::Other(e.to_string()))?;
-        let request = InitializeLoad { challenge_dispenser: random_array(&mut OsRng), amount, dispenser_id };
+        let request = InitializeLoad {
+            challenge_dispenser: random_array(&mut OsRng),
+            amount,
+            dispenser_id,
+        };
         let response = send(reader, &proprietary(ins::INITIALIZE_LOAD, request.encode()))?;
         let offer = valuecard_core::messages::purse::LoadOffer::decode(&response.data)
             .map_err(|e| WorldError::Other(e.to_string()))?;
-        let balance_after = offer.balance.checked_add(amount).map_err(|e| WorldError::Other(e.to_string()))?;
+        let balance_after = offer
+            .balance
+            .checked_add(amount)
+            .map_err(|e| WorldError::Other(e.to_string()))?;
         let rogue = SigningKeyPair::generate(&mut OsRng);
         let credit = CreditCommand {
             amount,

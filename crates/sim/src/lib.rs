@@ -69,12 +69,18 @@ pub struct World {
 
 impl core::fmt::Debug for World {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("World").field("terminals", &self.terminals.len()).finish_non_exhaustive()
+        f.debug_struct("World")
+            .field("terminals", &self.terminals.len())
+            .finish_non_exhaustive()
     }
 }
 
 /// Manufactures a SAM with the center's transport key and installs it (Figs. 4A and 8).
-pub fn install_sam(center: &mut Center, role: Role, rng: &mut WorldRng) -> Result<SoftwareSam, WorldError> {
+pub fn install_sam(
+    center: &mut Center,
+    role: Role,
+    rng: &mut WorldRng,
+) -> Result<SoftwareSam, WorldError> {
     let device_id = center.allocate_device_id()?;
     let mut sam = SoftwareSam::manufacture(device_id, center.transport_key_for_manufacture(), rng);
     let challenge = random_array(rng);
@@ -92,12 +98,22 @@ pub fn install_sam(center: &mut Center, role: Role, rng: &mut WorldRng) -> Resul
 impl World {
     /// Sets up a center with `terminals` payment terminals and one dispenser.
     pub fn create(storage: Storage, terminals: usize, today: Date) -> Result<Self, WorldError> {
-        Self::create_seeded(storage, terminals, today, ChaCha20Rng::from_rng(OsRng).map_err(|e| WorldError::Other(e.to_string()))?)
+        Self::create_seeded(
+            storage,
+            terminals,
+            today,
+            ChaCha20Rng::from_rng(OsRng).map_err(|e| WorldError::Other(e.to_string()))?,
+        )
     }
 
     /// Like [`World::create`], with every party's randomness drawn from `rng`: the same seed
     /// gives the same keys, IDs, challenges and signatures.
-    pub fn create_seeded(storage: Storage, terminals: usize, today: Date, mut rng: WorldRng) -> Result<Self, WorldError> {
+    pub fn create_seeded(
+        storage: Storage,
+        terminals: usize,
+        today: Date,
+        mut rng: WorldRng,
+    ) -> Result<Self, WorldError> {
         let clock = || -> Box<dyn Clock> { Box::new(FixedClock(today)) };
         let mut center = match &storage {
             Storage::Directory(dir) => Center::init(&dir.join("center"), clock(), &mut rng)?,
@@ -111,15 +127,22 @@ impl World {
             let store: Box<dyn TerminalStore> = match &storage {
                 Storage::Directory(dir) => {
                     let terminal_dir = dir.join(format!("terminal-{}", index + 1));
-                    std::fs::create_dir_all(&terminal_dir)
-                        .map_err(|error| WorldError::Other(format!("{}: {error}", terminal_dir.display())))?;
+                    std::fs::create_dir_all(&terminal_dir).map_err(|error| {
+                        WorldError::Other(format!("{}: {error}", terminal_dir.display()))
+                    })?;
                     Box::new(SqliteStore::open(&terminal_dir.join("purchases.sqlite"))?)
                 }
                 Storage::Memory => Box::new(MemoryStore::default()),
             };
             installed.push(PaymentTerminal::new(sam, store, clock(), fork(&mut rng))?);
         }
-        Ok(World { center, dispenser, terminals: installed, today, rng })
+        Ok(World {
+            center,
+            dispenser,
+            terminals: installed,
+            today,
+            rng,
+        })
     }
 
     pub fn today(&self) -> Date {
@@ -127,9 +150,16 @@ impl World {
     }
 
     /// A card fresh from the factory on the given memory (Fig. 8: it holds Ktemp only).
-    pub fn manufacture_card<E: Eeprom>(&mut self, eeprom: E) -> Result<Card<E, WorldRng>, WorldError> {
+    pub fn manufacture_card<E: Eeprom>(
+        &mut self,
+        eeprom: E,
+    ) -> Result<Card<E, WorldRng>, WorldError> {
         let rng = fork(&mut self.rng);
-        Ok(Card::manufacture(eeprom, self.center.transport_key_for_manufacture(), rng)?)
+        Ok(Card::manufacture(
+            eeprom,
+            self.center.transport_key_for_manufacture(),
+            rng,
+        )?)
     }
 
     /// A random source for a new party, drawn from the world's.
@@ -138,7 +168,11 @@ impl World {
     }
 
     /// Issues the card in `reader` and loads its initial value (Figs. 4B, 4C, 7).
-    pub fn issue(&mut self, reader: &mut impl CardReader, initial: Amount) -> Result<CardId, WorldError> {
+    pub fn issue(
+        &mut self,
+        reader: &mut impl CardReader,
+        initial: Amount,
+    ) -> Result<CardId, WorldError> {
         let card_id = self.dispenser.issue_card(reader, &mut self.center)?;
         if initial > Amount::ZERO {
             self.dispenser.load(reader, &mut self.center, initial)?;
@@ -164,7 +198,11 @@ impl World {
     }
 
     /// Settles what the center and terminals hold in doubt for the card in `reader`.
-    pub fn settle_card(&mut self, reader: &mut impl CardReader, card_id: CardId) -> Result<(), WorldError> {
+    pub fn settle_card(
+        &mut self,
+        reader: &mut impl CardReader,
+        card_id: CardId,
+    ) -> Result<(), WorldError> {
         for pending in self.center.pending_loads()? {
             if pending.card_id == card_id {
                 self.dispenser.settle_pending_load(
@@ -229,11 +267,19 @@ pub fn read_purse(reader: &mut impl CardReader) -> Result<PurseStatus, WorldErro
     use valuecard_terminal::card_commands::{proprietary, select};
     let response = reader.exchange(&select()).map_err(TerminalError::from)?;
     if !matches!(response.sw.0, 0x9000 | 0x6283) {
-        return Err(WorldError::Other(format!("SELECT answered {}", response.sw)));
+        return Err(WorldError::Other(format!(
+            "SELECT answered {}",
+            response.sw
+        )));
     }
-    let response = reader.exchange(&proprietary(ins::READ_PURSE, Vec::new())).map_err(TerminalError::from)?;
+    let response = reader
+        .exchange(&proprietary(ins::READ_PURSE, Vec::new()))
+        .map_err(TerminalError::from)?;
     if !response.sw.is_success() {
-        return Err(WorldError::Other(format!("READ PURSE answered {}", response.sw)));
+        return Err(WorldError::Other(format!(
+            "READ PURSE answered {}",
+            response.sw
+        )));
     }
     PurseStatus::decode(&response.data).map_err(|error| WorldError::Other(error.to_string()))
 }
@@ -245,5 +291,9 @@ pub fn card_path(dir: &Path, index: usize) -> PathBuf {
 
 /// A terminal device ID, for display.
 pub fn terminal_ids(world: &World) -> Vec<DeviceId> {
-    world.terminals.iter().map(|terminal| terminal.device_id()).collect()
+    world
+        .terminals
+        .iter()
+        .map(|terminal| terminal.device_id())
+        .collect()
 }

@@ -13,12 +13,35 @@ use valuecard_sim::read_purse;
 
 #[derive(Debug, Clone)]
 enum Op {
-    Load { card: usize, amount: u64 },
-    Purchase { terminal: usize, card: usize, amount: u64 },
-    CutDuringLoad { card: usize, amount: u64, write: u64, half: bool },
-    CutDuringPurchase { terminal: usize, card: usize, amount: u64, write: u64, half: bool },
-    BadApdu { card: usize, bytes: Vec<u8> },
-    Settle { card: usize },
+    Load {
+        card: usize,
+        amount: u64,
+    },
+    Purchase {
+        terminal: usize,
+        card: usize,
+        amount: u64,
+    },
+    CutDuringLoad {
+        card: usize,
+        amount: u64,
+        write: u64,
+        half: bool,
+    },
+    CutDuringPurchase {
+        terminal: usize,
+        card: usize,
+        amount: u64,
+        write: u64,
+        half: bool,
+    },
+    BadApdu {
+        card: usize,
+        bytes: Vec<u8>,
+    },
+    Settle {
+        card: usize,
+    },
 }
 
 const CARDS: usize = 3;
@@ -52,11 +75,30 @@ fn op() -> impl Strategy<Value = Op> {
     let terminal = 0..TERMINALS;
     prop_oneof![
         (card.clone(), 1u64..3_000).prop_map(|(card, amount)| Op::Load { card, amount }),
-        (terminal.clone(), card.clone(), 1u64..2_000).prop_map(|(terminal, card, amount)| Op::Purchase { terminal, card, amount }),
-        (card.clone(), 1u64..3_000, 1u64..12, any::<bool>())
-            .prop_map(|(card, amount, write, half)| Op::CutDuringLoad { card, amount, write, half }),
-        (terminal, card.clone(), 1u64..2_000, 1u64..12, any::<bool>())
-            .prop_map(|(terminal, card, amount, write, half)| Op::CutDuringPurchase { terminal, card, amount, write, half }),
+        (terminal.clone(), card.clone(), 1u64..2_000).prop_map(|(terminal, card, amount)| {
+            Op::Purchase {
+                terminal,
+                card,
+                amount,
+            }
+        }),
+        (card.clone(), 1u64..3_000, 1u64..12, any::<bool>()).prop_map(
+            |(card, amount, write, half)| Op::CutDuringLoad {
+                card,
+                amount,
+                write,
+                half
+            }
+        ),
+        (terminal, card.clone(), 1u64..2_000, 1u64..12, any::<bool>()).prop_map(
+            |(terminal, card, amount, write, half)| Op::CutDuringPurchase {
+                terminal,
+                card,
+                amount,
+                write,
+                half
+            }
+        ),
         (card.clone(), bad_apdu()).prop_map(|(card, bytes)| Op::BadApdu { card, bytes }),
         card.prop_map(|card| Op::Settle { card }),
     ]

@@ -29,7 +29,12 @@ fn summary(reader: &TestReader) -> Summary {
             counter: purse.counter,
             abnormal: purse.abnormal_events.len(),
         },
-        other => Summary { state: other.card_state(), balance: 0, counter: 0, abnormal: 0 },
+        other => Summary {
+            state: other.card_state(),
+            balance: 0,
+            counter: 0,
+            abnormal: 0,
+        },
     }
 }
 
@@ -62,7 +67,10 @@ fn tear_every_write(
             assert_eq!(summary(&reader), before);
             arm_cut(&mut reader, cut, numerator, denominator);
             act(&mut world, &mut reader);
-            assert!(!reader.card().unwrap().is_powered(), "cut at write {cut} was not reached");
+            assert!(
+                !reader.card().unwrap().is_powered(),
+                "cut at write {cut} was not reached"
+            );
             power_up(&mut world, &mut reader, &memory);
             let state = summary(&reader);
             assert!(
@@ -94,13 +102,19 @@ fn issuance_survives_a_cut_at_every_write() {
             let _ = world.dispenser.issue_card(reader, &mut world.center);
         },
         |before, after| {
-            let keys = Summary { state: CardState::KeysGenerated, ..before.clone() };
+            let keys = Summary {
+                state: CardState::KeysGenerated,
+                ..before.clone()
+            };
             vec![before.clone(), keys, after.clone()]
         },
         |world, reader| {
             // Issuance resumes from whatever state the card kept, and completes.
             if reader.card().unwrap().state().card_state() != CardState::Active {
-                world.dispenser.issue_card(reader, &mut world.center).unwrap();
+                world
+                    .dispenser
+                    .issue_card(reader, &mut world.center)
+                    .unwrap();
             }
             assert_eq!(summary(reader).state, CardState::Active);
         },
@@ -141,15 +155,23 @@ fn purchase_survives_a_cut_at_every_write() {
             let balance = read_purse(reader).unwrap().balance.minor();
             settle_and_check_conservation(world, reader);
             // The terminal's record agrees with the card: committed exactly when debited.
-            let totals = valuecard_terminal::store::TerminalStore::totals(world.terminals[0].store()).unwrap();
+            let totals =
+                valuecard_terminal::store::TerminalStore::totals(world.terminals[0].store())
+                    .unwrap();
             assert_eq!(totals.committed_minor, 1_000 - balance);
         },
     );
 }
 
 fn abnormal_record_allowed(before: &Summary, _after: &Summary) -> Vec<Summary> {
-    let recorded = Summary { abnormal: before.abnormal + 1, ..before.clone() };
-    let blocked = Summary { state: CardState::Blocked, ..recorded.clone() };
+    let recorded = Summary {
+        abnormal: before.abnormal + 1,
+        ..before.clone()
+    };
+    let blocked = Summary {
+        state: CardState::Blocked,
+        ..recorded.clone()
+    };
     vec![before.clone(), recorded, blocked]
 }
 

@@ -13,7 +13,9 @@ const LE_EXTENDED: u32 = 65_536;
 const LE_SHORT: u32 = 256;
 
 pub fn select() -> Command {
-    Command::new(CLA_ISO, ins::SELECT, 0x04, 0x00).with_data(PURSE_AID.to_vec()).with_le(LE_SHORT)
+    Command::new(CLA_ISO, ins::SELECT, 0x04, 0x00)
+        .with_data(PURSE_AID.to_vec())
+        .with_le(LE_SHORT)
 }
 
 pub fn get_challenge() -> Command {
@@ -29,10 +31,17 @@ pub fn proprietary(instruction: u8, data: Vec<u8>) -> Command {
 }
 
 /// Sends a command and returns its data if the card answered 9000.
-pub fn run(reader: &mut impl CardReader, name: &'static str, command: &Command) -> Result<Vec<u8>, TerminalError> {
+pub fn run(
+    reader: &mut impl CardReader,
+    name: &'static str,
+    command: &Command,
+) -> Result<Vec<u8>, TerminalError> {
     let response = reader.exchange(command)?;
     if response.sw != StatusWord::SUCCESS {
-        return Err(TerminalError::Card { command: name, sw: response.sw });
+        return Err(TerminalError::Card {
+            command: name,
+            sw: response.sw,
+        });
     }
     Ok(response.data)
 }

@@ -9,9 +9,9 @@ use valuecard_core::messages::center::{
     CardCertificationRequest, CardIdRequest, CenterLink, LoadRequest, LoadSettlement,
 };
 use valuecard_core::messages::purse::{
-    ins, CardState, Challenge, CreditCommand, GenerateKeyPairCommand, GenerateKeyPairResponse, GetLastTransaction,
-    InitializeLoad, LastTransaction, LoadOffer, LogEntry, PersonalizeCommand, SelectResponse, TransactionKind,
-    UpdateConfirmation,
+    ins, CardState, Challenge, CreditCommand, GenerateKeyPairCommand, GenerateKeyPairResponse,
+    GetLastTransaction, InitializeLoad, LastTransaction, LoadOffer, LogEntry, PersonalizeCommand,
+    SelectResponse, TransactionKind, UpdateConfirmation,
 };
 use valuecard_core::money::Amount;
 use valuecard_core::time::Clock;
@@ -41,7 +41,9 @@ pub struct Dispenser<S: Sam, R: CryptoRngCore = OsRng> {
 
 impl<S: Sam, R: CryptoRngCore> core::fmt::Debug for Dispenser<S, R> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("Dispenser").field("device_id", &self.sam.device_id()).finish_non_exhaustive()
+        f.debug_struct("Dispenser")
+            .field("device_id", &self.sam.device_id())
+            .finish_non_exhaustive()
     }
 }
 
@@ -61,18 +63,29 @@ impl<S: Sam, R: CryptoRngCore> Dispenser<S, R> {
 
     fn challenge_from_card(reader: &mut impl CardReader) -> Result<Challenge, TerminalError> {
         let data = run(reader, "GET CHALLENGE", &get_challenge())?;
-        data.as_slice().try_into().map_err(|_| TerminalError::Mismatch("GET CHALLENGE must return 16 bytes"))
+        data.as_slice()
+            .try_into()
+            .map_err(|_| TerminalError::Mismatch("GET CHALLENGE must return 16 bytes"))
     }
 
     /// Fig. 4B with Fig. 8: a manufactured card gets its ID from the center, generates its
     /// key pair, and receives its certificate, the root key, this dispenser's ID, and KU and
     /// KO under the transport key. The dispenser relays; it never sees a key.
-    pub fn issue_card(&mut self, reader: &mut impl CardReader, center: &mut impl CenterLink) -> Result<CardId, TerminalError> {
+    pub fn issue_card(
+        &mut self,
+        reader: &mut impl CardReader,
+        center: &mut impl CenterLink,
+    ) -> Result<CardId, TerminalError> {
         let fci = run(reader, "SELECT", &select())?;
-        let fci = SelectResponse::decode(&fci).map_err(|error| TerminalError::Malformed { message: "FCI", error })?;
+        let fci = SelectResponse::decode(&fci).map_err(|error| TerminalError::Malformed {
+            message: "FCI",
+            error,
+        })?;
         let dispenser_id = self.sam.device_id();
         let challenge = match fci.state {
-            CardState::Manufactured | CardState::KeysGenerated => Self::challenge_from_card(reader)?,
+            CardState::Manufactured | CardState::KeysGenerated => {
+                Self::challenge_from_card(reader)?
+            }
             state => return Err(TerminalError::CardNotReady(state)),
         };
         // A card that already generated its keys (power was lost before PERSONALIZE) is
@@ -81,13 +94,25 @@ impl<S: Sam, R: CryptoRngCore> Dispenser<S, R> {
             (CardState::KeysGenerated, Some(card_id)) => {
                 center.resume_card_id(&CardIdRequest { dispenser_id }, &card_id, &challenge)?
             }
-            (CardState::KeysGenerated, None) => return Err(TerminalError::Mismatch("a card with keys must name its ID")),
+            (CardState::KeysGenerated, None) => {
+                return Err(TerminalError::Mismatch("a card with keys must name its ID"))
+            }
             _ => center.assign_card_id(&CardIdRequest { dispenser_id }, &challenge)?,
         };
-        let command = GenerateKeyPairCommand { card_id: assignment.card_id, mac: assignment.mac };
-        let data = run(reader, "GENERATE KEY PAIR", &proprietary(ins::GENERATE_KEY_PAIR, command.encode()))?;
-        let keys = GenerateKeyPairResponse::decode(&data)
-            .map_err(|error| TerminalError::Malformed { message: "public keys", error })?;
+        let command = GenerateKeyPairCommand {
+            card_id: assignment.card_id,
+            mac: assignment.mac,
+        };
+        let data = run(
+            reader,
+            "GENERATE KEY PAIR",
+            &proprietary(ins::GENERATE_KEY_PAIR, command.encode()),
+        )?;
+        let keys =
+            GenerateKeyPairResponse::decode(&data).map_err(|error| TerminalError::Malformed {
+                message: "public keys",
+                error,
+            })?;
         let card_id = assignment.card_id;
         let challenge = Self::challenge_from_card(reader)?;
         let personalization = center.certify_card(&CardCertificationRequest {
@@ -105,7 +130,11 @@ impl<S: Sam, R: CryptoRngCore> Dispenser<S, R> {
             sealed_keys: personalization.sealed_keys,
             mac: personalization.mac,
         };
-        run(reader, "PERSONALIZE", &proprietary(ins::PERSONALIZE, command.encode()))?;
+        run(
+            reader,
+            "PERSONALIZE",
+            &proprietary(ins::PERSONALIZE, command.encode()),
+        )?;
         Ok(card_id)
     }
 
@@ -124,16 +153,40 @@ impl<S: Sam, R: CryptoRngCore> Dispenser<S, R> {
         let card = self.select(reader)?;
         let challenge_dispenser: Challenge = random_array(&mut self.rng);
         let dispenser_id = self.sam.device_id();
-        let request = InitializeLoad { challenge_dispenser, amount, dispenser_id };
-        let data = match run(reader, "INITIALIZE LOAD", &proprietary(ins::INITIALIZE_LOAD, request.encode())) {
-            Err(TerminalError::Card { sw: StatusWord::NOT_ENOUGH_MEMORY, .. }) => {
-                return Err(TerminalError::Amount(format!("the card cannot hold {amount} more")));
+        let request = InitializeLoad {
+            challenge_dispenser,
+            amount,
+            dispenser_id,
+        };
+        let data = match run(
+            reader,
+            "INITIALIZE LOAD",
+            &proprietary(ins::INITIALIZE_LOAD, request.encode()),
+        ) {
+            Err(TerminalError::Card {
+                sw: StatusWord::NOT_ENOUGH_MEMORY,
+                ..
+            }) => {
+                return Err(TerminalError::Amount(format!(
+                    "the card cannot hold {amount} more"
+                )));
             }
             other => other?,
         };
-        let offer = LoadOffer::decode(&data).map_err(|error| TerminalError::Malformed { message: "load offer", error })?;
-        let signed = LoadOffer::signed_message(&card.card_id(), &request, &offer.challenge_card, offer.balance, offer.counter);
-        card.public_key().verify(&signed, &offer.signature).map_err(|_| TerminalError::BadCardSignature)?;
+        let offer = LoadOffer::decode(&data).map_err(|error| TerminalError::Malformed {
+            message: "load offer",
+            error,
+        })?;
+        let signed = LoadOffer::signed_message(
+            &card.card_id(),
+            &request,
+            &offer.challenge_card,
+            offer.balance,
+            offer.counter,
+        );
+        card.public_key()
+            .verify(&signed, &offer.signature)
+            .map_err(|_| TerminalError::BadCardSignature)?;
         let approval = center.authorize_load(&LoadRequest {
             card_id: card.card_id(),
             dispenser_id,
@@ -149,12 +202,16 @@ impl<S: Sam, R: CryptoRngCore> Dispenser<S, R> {
             signature: approval.signature,
             mac: approval.mac,
         };
-        let in_doubt = TerminalError::LoadInDoubt { load_number: approval.load_number };
+        let in_doubt = TerminalError::LoadInDoubt {
+            load_number: approval.load_number,
+        };
         let response = match reader.exchange(&proprietary(ins::CREDIT, command.encode())) {
             Ok(response) => response,
-            Err(ReaderError::CardRemoved | ReaderError::MalformedResponse(_) | ReaderError::Transport(_)) => {
-                return Err(in_doubt)
-            }
+            Err(
+                ReaderError::CardRemoved
+                | ReaderError::MalformedResponse(_)
+                | ReaderError::Transport(_),
+            ) => return Err(in_doubt),
             Err(other) => return Err(other.into()),
         };
         let settlement = |committed| LoadSettlement {
@@ -165,14 +222,22 @@ impl<S: Sam, R: CryptoRngCore> Dispenser<S, R> {
         };
         if response.sw != StatusWord::SUCCESS {
             center.settle_load(&settlement(false))?;
-            return Err(TerminalError::Card { command: "CREDIT", sw: response.sw });
+            return Err(TerminalError::Card {
+                command: "CREDIT",
+                sw: response.sw,
+            });
         }
         match UpdateConfirmation::decode(&response.data) {
             Ok(confirmation) if confirmation.balance == approval.balance_after => {}
             _ => return Err(in_doubt),
         }
         center.settle_load(&settlement(true))?;
-        Ok(LoadReceipt { card_id: card.card_id(), load_number: approval.load_number, amount, balance_after: approval.balance_after })
+        Ok(LoadReceipt {
+            card_id: card.card_id(),
+            load_number: approval.load_number,
+            amount,
+            balance_after: approval.balance_after,
+        })
     }
 
     fn select(&mut self, reader: &mut impl CardReader) -> Result<VerifiedCard, TerminalError> {
@@ -181,7 +246,10 @@ impl<S: Sam, R: CryptoRngCore> Dispenser<S, R> {
             return Err(TerminalError::CardBlocked);
         }
         if response.sw != StatusWord::SUCCESS {
-            return Err(TerminalError::Card { command: "SELECT", sw: response.sw });
+            return Err(TerminalError::Card {
+                command: "SELECT",
+                sw: response.sw,
+            });
         }
         verify_select(&response.data, &self.anchor()?, self.clock.today())
     }
@@ -200,10 +268,20 @@ impl<S: Sam, R: CryptoRngCore> Dispenser<S, R> {
         let card = self.select(reader)?;
         let challenge: Challenge = random_array(&mut self.rng);
         let request = GetLastTransaction { challenge };
-        let data = run(reader, "GET LAST TRANSACTION", &proprietary(ins::GET_LAST_TRANSACTION, request.encode()))?;
-        let last = LastTransaction::decode(&data).map_err(|error| TerminalError::Malformed { message: "last transaction", error })?;
+        let data = run(
+            reader,
+            "GET LAST TRANSACTION",
+            &proprietary(ins::GET_LAST_TRANSACTION, request.encode()),
+        )?;
+        let last = LastTransaction::decode(&data).map_err(|error| TerminalError::Malformed {
+            message: "last transaction",
+            error,
+        })?;
         card.public_key()
-            .verify(&LastTransaction::signed_message(&card.card_id(), &challenge, &last.record), &last.signature)
+            .verify(
+                &LastTransaction::signed_message(&card.card_id(), &challenge, &last.record),
+                &last.signature,
+            )
             .map_err(|_| TerminalError::BadCardSignature)?;
         let record = last.record;
         let ours_would_be = card_counter.wrapping_add(1);
@@ -215,7 +293,10 @@ impl<S: Sam, R: CryptoRngCore> Dispenser<S, R> {
             None
         } else {
             let data = run(reader, "READ LOG", &proprietary(ins::READ_LOG, Vec::new()))?;
-            let log = LogEntry::decode_list(&data).map_err(|error| TerminalError::Malformed { message: "log", error })?;
+            let log = LogEntry::decode_list(&data).map_err(|error| TerminalError::Malformed {
+                message: "log",
+                error,
+            })?;
             // Any dispenser may settle: a second load at the same counter would have cancelled
             // this one at the center, so kind and amount at our counter identify it.
             log.iter()
@@ -223,7 +304,12 @@ impl<S: Sam, R: CryptoRngCore> Dispenser<S, R> {
                 .map(|entry| entry.kind == TransactionKind::Load && entry.amount == amount)
         };
         if let Some(committed) = committed {
-            center.settle_load(&LoadSettlement { card_id: card.card_id(), dispenser_id: self.sam.device_id(), load_number, committed })?;
+            center.settle_load(&LoadSettlement {
+                card_id: card.card_id(),
+                dispenser_id: self.sam.device_id(),
+                load_number,
+                committed,
+            })?;
         }
         Ok(committed)
     }

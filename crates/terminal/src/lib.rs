@@ -28,7 +28,10 @@ pub enum TerminalError {
     #[error("card reader: {0}")]
     Reader(#[from] ReaderError),
     #[error("the card answered {command} with {sw}")]
-    Card { command: &'static str, sw: StatusWord },
+    Card {
+        command: &'static str,
+        sw: StatusWord,
+    },
     #[error("the card is blocked")]
     CardBlocked,
     #[error("the card is not personalized (state {0:?})")]
@@ -40,7 +43,10 @@ pub enum TerminalError {
     #[error("the card's previous usage record does not verify: {0}")]
     BadUsageRecord(&'static str),
     #[error("the card sent a malformed {message}: {error}")]
-    Malformed { message: &'static str, error: DecodeError },
+    Malformed {
+        message: &'static str,
+        error: DecodeError,
+    },
     #[error("the card holds {balance}, the purchase needs {amount}")]
     InsufficientBalance { balance: Amount, amount: Amount },
     #[error("amount refused: {0}")]

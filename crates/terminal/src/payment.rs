@@ -6,8 +6,9 @@ use valuecard_core::cert::{Role, TrustAnchor, VerifiedCertificate};
 use valuecard_core::crypto::{random_array, PublicKey};
 use valuecard_core::ids::{CardId, DeviceId};
 use valuecard_core::messages::purse::{
-    ins, CardState, Challenge, DebitCommand, GetLastTransaction, InitializePurchase, LastTransaction, LogEntry,
-    PurchaseCommit, PurchaseOffer, PurseStatus, SelectResponse, TransactionKind, UpdateConfirmation, UsageRecord,
+    ins, CardState, Challenge, DebitCommand, GetLastTransaction, InitializePurchase,
+    LastTransaction, LogEntry, PurchaseCommit, PurchaseOffer, PurseStatus, SelectResponse,
+    TransactionKind, UpdateConfirmation, UsageRecord,
 };
 use valuecard_core::money::Amount;
 use valuecard_core::time::{Clock, Date};
@@ -92,7 +93,9 @@ pub struct PaymentTerminal<S: Sam, T: TerminalStore, R: CryptoRngCore = OsRng> {
 
 impl<S: Sam, T: TerminalStore, R: CryptoRngCore> core::fmt::Debug for PaymentTerminal<S, T, R> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("PaymentTerminal").field("device_id", &self.sam.device_id()).finish_non_exhaustive()
+        f.debug_struct("PaymentTerminal")
+            .field("device_id", &self.sam.device_id())
+            .finish_non_exhaustive()
     }
 }
 
@@ -100,7 +103,12 @@ impl<S: Sam, T: TerminalStore, R: CryptoRngCore> PaymentTerminal<S, T, R> {
     /// A terminal over an installed SAM.
     pub fn new(sam: S, store: T, clock: Box<dyn Clock>, rng: R) -> Result<Self, TerminalError> {
         sam.certificate()?;
-        Ok(PaymentTerminal { sam, store, clock, rng })
+        Ok(PaymentTerminal {
+            sam,
+            store,
+            clock,
+            rng,
+        })
     }
 
     pub fn device_id(&self) -> DeviceId {
@@ -124,21 +132,38 @@ impl<S: Sam, T: TerminalStore, R: CryptoRngCore> PaymentTerminal<S, T, R> {
     }
 
     /// Fig. 5, first step: SELECT the purse and verify SA(nU * IDU) with the root key.
-    pub fn select_card(&mut self, reader: &mut impl CardReader) -> Result<VerifiedCard, TerminalError> {
+    pub fn select_card(
+        &mut self,
+        reader: &mut impl CardReader,
+    ) -> Result<VerifiedCard, TerminalError> {
         let response = reader.exchange(&select())?;
         if response.sw == StatusWord::FILE_DEACTIVATED {
             return Err(TerminalError::CardBlocked);
         }
         if response.sw != StatusWord::SUCCESS {
-            return Err(TerminalError::Card { command: "SELECT", sw: response.sw });
+            return Err(TerminalError::Card {
+                command: "SELECT",
+                sw: response.sw,
+            });
         }
         verify_select(&response.data, &self.anchor()?, self.clock.today())
     }
 
     /// READ PURSE: the balance and state the holder may always read.
-    pub fn read_purse(&mut self, reader: &mut impl CardReader, card: &VerifiedCard) -> Result<PurseStatus, TerminalError> {
-        let data = run(reader, "READ PURSE", &proprietary(ins::READ_PURSE, Vec::new()))?;
-        let status = PurseStatus::decode(&data).map_err(|error| TerminalError::Malformed { message: "purse status", error })?;
+    pub fn read_purse(
+        &mut self,
+        reader: &mut impl CardReader,
+        card: &VerifiedCard,
+    ) -> Result<PurseStatus, TerminalError> {
+        let data = run(
+            reader,
+            "READ PURSE",
+            &proprietary(ins::READ_PURSE, Vec::new()),
+        )?;
+        let status = PurseStatus::decode(&data).map_err(|error| TerminalError::Malformed {
+            message: "purse status",
+            error,
+        })?;
         if status.card_id != card.card_id {
             return Err(TerminalError::Mismatch("READ PURSE names another card"));
         }
@@ -164,14 +189,27 @@ impl<S: Sam, T: TerminalStore, R: CryptoRngCore> PaymentTerminal<S, T, R> {
             amount_max,
             date,
         };
-        let data = match run(reader, "INITIALIZE PURCHASE", &proprietary(ins::INITIALIZE_PURCHASE, request.encode())) {
-            Err(TerminalError::Card { sw: StatusWord::INSUFFICIENT_FUNDS, .. }) => {
+        let data = match run(
+            reader,
+            "INITIALIZE PURCHASE",
+            &proprietary(ins::INITIALIZE_PURCHASE, request.encode()),
+        ) {
+            Err(TerminalError::Card {
+                sw: StatusWord::INSUFFICIENT_FUNDS,
+                ..
+            }) => {
                 let status = self.read_purse(reader, &card)?;
-                return Err(TerminalError::InsufficientBalance { balance: status.balance, amount: amount_max });
+                return Err(TerminalError::InsufficientBalance {
+                    balance: status.balance,
+                    amount: amount_max,
+                });
             }
             other => other?,
         };
-        let offer = PurchaseOffer::decode(&data).map_err(|error| TerminalError::Malformed { message: "purchase offer", error })?;
+        let offer = PurchaseOffer::decode(&data).map_err(|error| TerminalError::Malformed {
+            message: "purchase offer",
+            error,
+        })?;
         let signed = PurchaseOffer::signed_message(
             &card.card_id,
             &self.sam.device_id(),
@@ -181,12 +219,24 @@ impl<S: Sam, T: TerminalStore, R: CryptoRngCore> PaymentTerminal<S, T, R> {
             offer.counter,
             amount_max,
         );
-        card.public_key().verify(&signed, &offer.signature).map_err(|_| TerminalError::BadCardSignature)?;
+        card.public_key()
+            .verify(&signed, &offer.signature)
+            .map_err(|_| TerminalError::BadCardSignature)?;
         verify_previous_usage(&card, &offer, &self.anchor()?, date)?;
         if offer.balance < amount_max {
-            return Err(TerminalError::InsufficientBalance { balance: offer.balance, amount: amount_max });
+            return Err(TerminalError::InsufficientBalance {
+                balance: offer.balance,
+                amount: amount_max,
+            });
         }
-        Ok(PurchaseReady { card, challenge_terminal, offer, amount_max, date, _proof: CardSignatureVerified(()) })
+        Ok(PurchaseReady {
+            card,
+            challenge_terminal,
+            offer,
+            amount_max,
+            date,
+            _proof: CardSignatureVerified(()),
+        })
     }
 
     /// Fig. 6, second exchange: record the purchase durably as in doubt, sign
@@ -198,13 +248,17 @@ impl<S: Sam, T: TerminalStore, R: CryptoRngCore> PaymentTerminal<S, T, R> {
         amount: Amount,
     ) -> Result<PurchaseReceipt, TerminalError> {
         if amount == Amount::ZERO || amount > ready.amount_max {
-            return Err(TerminalError::Amount(format!("{amount} is not within the authorized {}", ready.amount_max)));
+            return Err(TerminalError::Amount(format!(
+                "{amount} is not within the authorized {}",
+                ready.amount_max
+            )));
         }
-        let balance_after = ready
-            .offer
-            .balance
-            .checked_sub(amount)
-            .map_err(|_| TerminalError::InsufficientBalance { balance: ready.offer.balance, amount })?;
+        let balance_after = ready.offer.balance.checked_sub(amount).map_err(|_| {
+            TerminalError::InsufficientBalance {
+                balance: ready.offer.balance,
+                amount,
+            }
+        })?;
         let sequence = self.store.next_sequence()?;
         let commit = PurchaseCommit {
             card_id: ready.card.card_id,
@@ -231,10 +285,19 @@ impl<S: Sam, T: TerminalStore, R: CryptoRngCore> PaymentTerminal<S, T, R> {
             status: PurchaseStatus::InDoubt,
             previous_usage: ready.offer.last_usage.clone(),
         })?;
-        let command = DebitCommand { amount, balance_after, terminal_sequence: sequence, signature };
+        let command = DebitCommand {
+            amount,
+            balance_after,
+            terminal_sequence: sequence,
+            signature,
+        };
         let response = match reader.exchange(&proprietary(ins::DEBIT, command.encode())) {
             Ok(response) => response,
-            Err(ReaderError::MalformedResponse(_) | ReaderError::CardRemoved | ReaderError::Transport(_)) => {
+            Err(
+                ReaderError::MalformedResponse(_)
+                | ReaderError::CardRemoved
+                | ReaderError::Transport(_),
+            ) => {
                 return Err(TerminalError::PurchaseInDoubt { sequence });
             }
             Err(other) => return Err(other.into()),
@@ -242,13 +305,18 @@ impl<S: Sam, T: TerminalStore, R: CryptoRngCore> PaymentTerminal<S, T, R> {
         if response.sw != StatusWord::SUCCESS {
             // The card refused: by the card's rule its balance did not change.
             self.store.set_status(sequence, PurchaseStatus::Cancelled)?;
-            return Err(TerminalError::Card { command: "DEBIT", sw: response.sw });
+            return Err(TerminalError::Card {
+                command: "DEBIT",
+                sw: response.sw,
+            });
         }
         let confirmation = match UpdateConfirmation::decode(&response.data) {
             Ok(confirmation) => confirmation,
             Err(_) => return Err(TerminalError::PurchaseInDoubt { sequence }),
         };
-        if confirmation.balance != balance_after || confirmation.counter != ready.offer.counter.wrapping_add(1) {
+        if confirmation.balance != balance_after
+            || confirmation.counter != ready.offer.counter.wrapping_add(1)
+        {
             return Err(TerminalError::PurchaseInDoubt { sequence });
         }
         self.store.set_status(sequence, PurchaseStatus::Committed)?;
@@ -264,7 +332,11 @@ impl<S: Sam, T: TerminalStore, R: CryptoRngCore> PaymentTerminal<S, T, R> {
 
     /// The whole purchase at the counter: SELECT, settle anything in doubt for this card,
     /// INITIALIZE PURCHASE, DEBIT.
-    pub fn purchase(&mut self, reader: &mut impl CardReader, amount: Amount) -> Result<PurchaseReceipt, TerminalError> {
+    pub fn purchase(
+        &mut self,
+        reader: &mut impl CardReader,
+        amount: Amount,
+    ) -> Result<PurchaseReceipt, TerminalError> {
         let card = self.select_card(reader)?;
         if !self.store.in_doubt_for_card(&card.card_id)?.is_empty() {
             self.settle_in_doubt(reader, &card)?;
@@ -285,7 +357,10 @@ impl<S: Sam, T: TerminalStore, R: CryptoRngCore> PaymentTerminal<S, T, R> {
             return Ok(Vec::new());
         }
         let last = read_last_transaction(reader, card, &mut self.rng)?;
-        let log = if pending.iter().any(|record| last.counter != record.card_counter.wrapping_add(1)) {
+        let log = if pending
+            .iter()
+            .any(|record| last.counter != record.card_counter.wrapping_add(1))
+        {
             read_log(reader)?
         } else {
             Vec::new()
@@ -295,7 +370,10 @@ impl<S: Sam, T: TerminalStore, R: CryptoRngCore> PaymentTerminal<S, T, R> {
             let status = decide(&record, &last, &log, self.sam.device_id());
             if let Some(status) = status {
                 self.store.set_status(record.sequence, status)?;
-                settled.push(Settlement { sequence: record.sequence, status });
+                settled.push(Settlement {
+                    sequence: record.sequence,
+                    status,
+                });
             }
         }
         Ok(settled)
@@ -303,7 +381,12 @@ impl<S: Sam, T: TerminalStore, R: CryptoRngCore> PaymentTerminal<S, T, R> {
 }
 
 /// Decides an in-doubt purchase from the card's evidence; `None` if the evidence is gone.
-fn decide(record: &PurchaseRecord, last: &UsageRecord, log: &[LogEntry], terminal: DeviceId) -> Option<PurchaseStatus> {
+fn decide(
+    record: &PurchaseRecord,
+    last: &UsageRecord,
+    log: &[LogEntry],
+    terminal: DeviceId,
+) -> Option<PurchaseStatus> {
     let ours_would_be = record.card_counter.wrapping_add(1);
     if last.counter == record.card_counter {
         // The card has not changed since it signed our offer: the debit never applied, and
@@ -315,15 +398,25 @@ fn decide(record: &PurchaseRecord, last: &UsageRecord, log: &[LogEntry], termina
             && last.writer == terminal
             && last.writer_sequence == record.sequence
             && last.challenge_card == record.challenge_card;
-        return Some(if ours { PurchaseStatus::Committed } else { PurchaseStatus::Cancelled });
+        return Some(if ours {
+            PurchaseStatus::Committed
+        } else {
+            PurchaseStatus::Cancelled
+        });
     }
     if last.counter < record.card_counter {
         // The card is behind our record: a restored or cloned image. Leave it for the center.
         return None;
     }
     let entry = log.iter().find(|entry| entry.counter == ours_would_be)?;
-    let ours = entry.kind == TransactionKind::Purchase && entry.party == terminal && entry.amount == record.amount;
-    Some(if ours { PurchaseStatus::Committed } else { PurchaseStatus::Cancelled })
+    let ours = entry.kind == TransactionKind::Purchase
+        && entry.party == terminal
+        && entry.amount == record.amount;
+    Some(if ours {
+        PurchaseStatus::Committed
+    } else {
+        PurchaseStatus::Cancelled
+    })
 }
 
 fn read_last_transaction(
@@ -333,67 +426,114 @@ fn read_last_transaction(
 ) -> Result<UsageRecord, TerminalError> {
     let challenge: Challenge = random_array(rng);
     let request = GetLastTransaction { challenge };
-    let data = run(reader, "GET LAST TRANSACTION", &proprietary(ins::GET_LAST_TRANSACTION, request.encode()))?;
-    let last = LastTransaction::decode(&data).map_err(|error| TerminalError::Malformed { message: "last transaction", error })?;
+    let data = run(
+        reader,
+        "GET LAST TRANSACTION",
+        &proprietary(ins::GET_LAST_TRANSACTION, request.encode()),
+    )?;
+    let last = LastTransaction::decode(&data).map_err(|error| TerminalError::Malformed {
+        message: "last transaction",
+        error,
+    })?;
     card.public_key()
-        .verify(&LastTransaction::signed_message(&card.card_id, &challenge, &last.record), &last.signature)
+        .verify(
+            &LastTransaction::signed_message(&card.card_id, &challenge, &last.record),
+            &last.signature,
+        )
         .map_err(|_| TerminalError::BadCardSignature)?;
     Ok(last.record)
 }
 
 fn read_log(reader: &mut impl CardReader) -> Result<Vec<LogEntry>, TerminalError> {
     let data = run(reader, "READ LOG", &proprietary(ins::READ_LOG, Vec::new()))?;
-    LogEntry::decode_list(&data).map_err(|error| TerminalError::Malformed { message: "log", error })
+    LogEntry::decode_list(&data).map_err(|error| TerminalError::Malformed {
+        message: "log",
+        error,
+    })
 }
 
 /// Verifies a SELECT answer: an active purse with a certificate from the center for the
 /// card ID it names.
-pub fn verify_select(data: &[u8], anchor: &TrustAnchor, today: Date) -> Result<VerifiedCard, TerminalError> {
-    let fci = SelectResponse::decode(data).map_err(|error| TerminalError::Malformed { message: "FCI", error })?;
+pub fn verify_select(
+    data: &[u8],
+    anchor: &TrustAnchor,
+    today: Date,
+) -> Result<VerifiedCard, TerminalError> {
+    let fci = SelectResponse::decode(data).map_err(|error| TerminalError::Malformed {
+        message: "FCI",
+        error,
+    })?;
     if fci.state != CardState::Active {
         return Err(TerminalError::CardNotReady(fci.state));
     }
     let (Some(card_id), Some(certificate)) = (fci.card_id, fci.certificate) else {
-        return Err(TerminalError::Mismatch("an active card must name its ID and certificate"));
+        return Err(TerminalError::Mismatch(
+            "an active card must name its ID and certificate",
+        ));
     };
     let verified = anchor
         .verify(core::slice::from_ref(&certificate), Role::Card, today)
         .map_err(TerminalError::CardCertificate)?;
     if verified.subject().0 != card_id.0 {
-        return Err(TerminalError::Mismatch("the card's certificate is for another card"));
+        return Err(TerminalError::Mismatch(
+            "the card's certificate is for another card",
+        ));
     }
-    Ok(VerifiedCard { certificate: verified, card_id })
+    Ok(VerifiedCard {
+        certificate: verified,
+        card_id,
+    })
 }
 
 /// Fig. 6 and Fig. 9: the balance the card reports must be the one its last writer signed,
 /// and that writer must be certified (a terminal) or be the center itself (a load).
-fn verify_previous_usage(card: &VerifiedCard, offer: &PurchaseOffer, anchor: &TrustAnchor, today: Date) -> Result<(), TerminalError> {
+fn verify_previous_usage(
+    card: &VerifiedCard,
+    offer: &PurchaseOffer,
+    anchor: &TrustAnchor,
+    today: Date,
+) -> Result<(), TerminalError> {
     let Some(record) = &offer.last_usage else {
         // Only a card that was never loaded has no record, and it holds nothing to spend.
         return if offer.balance == Amount::ZERO && offer.counter == 0 {
             Ok(())
         } else {
-            Err(TerminalError::BadUsageRecord("a card with value must show who wrote it"))
+            Err(TerminalError::BadUsageRecord(
+                "a card with value must show who wrote it",
+            ))
         };
     };
     if record.balance_after != offer.balance || record.counter != offer.counter {
-        return Err(TerminalError::BadUsageRecord("the record does not describe the current balance"));
+        return Err(TerminalError::BadUsageRecord(
+            "the record does not describe the current balance",
+        ));
     }
     let message = record.signed_message(&card.card_id);
     let writer_key = match record.kind {
         TransactionKind::Load => anchor.public_key,
         TransactionKind::Purchase => {
-            let certificate = offer
-                .last_writer_certificate
-                .as_ref()
-                .ok_or(TerminalError::BadUsageRecord("a purchase record needs its terminal's certificate"))?;
+            let certificate =
+                offer
+                    .last_writer_certificate
+                    .as_ref()
+                    .ok_or(TerminalError::BadUsageRecord(
+                        "a purchase record needs its terminal's certificate",
+                    ))?;
             // The writer's certificate may have expired since it wrote; what matters is that
             // the center certified it as a terminal, so validity is checked at the record's date.
             let verified = anchor
-                .verify(core::slice::from_ref(certificate), Role::PaymentTerminal, record.date.min(today))
-                .map_err(|_| TerminalError::BadUsageRecord("the writer's certificate does not verify"))?;
+                .verify(
+                    core::slice::from_ref(certificate),
+                    Role::PaymentTerminal,
+                    record.date.min(today),
+                )
+                .map_err(|_| {
+                    TerminalError::BadUsageRecord("the writer's certificate does not verify")
+                })?;
             if verified.subject() != record.writer {
-                return Err(TerminalError::BadUsageRecord("the writer's certificate names another terminal"));
+                return Err(TerminalError::BadUsageRecord(
+                    "the writer's certificate names another terminal",
+                ));
             }
             *verified.signing_key()
         }

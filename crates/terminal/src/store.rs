@@ -124,7 +124,10 @@ pub struct MemoryStore {
 
 impl TerminalStore for MemoryStore {
     fn next_sequence(&mut self) -> Result<u32, TerminalError> {
-        self.next = self.next.checked_add(1).ok_or(TerminalError::Store("sequence exhausted".into()))?;
+        self.next = self
+            .next
+            .checked_add(1)
+            .ok_or(TerminalError::Store("sequence exhausted".into()))?;
         Ok(self.next)
     }
 
@@ -191,24 +194,38 @@ fn storage(error: rusqlite::Error) -> TerminalError {
 impl SqliteStore {
     pub fn open(path: &Path) -> Result<Self, TerminalError> {
         let mut db = Connection::open(path).map_err(storage)?;
-        db.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;").map_err(storage)?;
-        db.execute_batch("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY)")
+        db.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;")
             .map_err(storage)?;
+        db.execute_batch(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY)",
+        )
+        .map_err(storage)?;
         let applied: i64 = db
-            .query_row("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", [], |row| row.get(0))
+            .query_row(
+                "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+                [],
+                |row| row.get(0),
+            )
             .map_err(storage)?;
         for (index, sql) in MIGRATIONS.iter().enumerate().skip(applied as usize) {
             let transaction = db.transaction().map_err(storage)?;
             transaction.execute_batch(sql).map_err(storage)?;
             transaction
-                .execute("INSERT INTO schema_migrations (version) VALUES (?1)", [index as i64 + 1])
+                .execute(
+                    "INSERT INTO schema_migrations (version) VALUES (?1)",
+                    [index as i64 + 1],
+                )
                 .map_err(storage)?;
             transaction.commit().map_err(storage)?;
         }
         Ok(SqliteStore { db })
     }
 
-    fn read_records(&self, filter: &str, card: Option<&CardId>) -> Result<Vec<PurchaseRecord>, TerminalError> {
+    fn read_records(
+        &self,
+        filter: &str,
+        card: Option<&CardId>,
+    ) -> Result<Vec<PurchaseRecord>, TerminalError> {
         let sql = format!(
             "SELECT sequence, card_id, card_counter, amount_minor, balance_before_minor, balance_after_minor,
                     challenge_terminal, challenge_card, date, status, previous_usage
@@ -229,7 +246,8 @@ impl SqliteStore {
 }
 
 fn decode_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<PurchaseRecord, TerminalError>> {
-    let corrupt = |what: &str| TerminalError::Store(format!("stored purchase has an invalid {what}"));
+    let corrupt =
+        |what: &str| TerminalError::Store(format!("stored purchase has an invalid {what}"));
     let card: Vec<u8> = row.get(1)?;
     let challenge_terminal: Vec<u8> = row.get(6)?;
     let challenge_card: Vec<u8> = row.get(7)?;
@@ -238,7 +256,8 @@ fn decode_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<PurchaseRecord
     let amount = |index: usize| -> rusqlite::Result<Option<Amount>> {
         Ok(Amount::new(row.get::<_, i64>(index)? as u64).ok())
     };
-    let (Some(amount_value), Some(before), Some(after)) = (amount(3)?, amount(4)?, amount(5)?) else {
+    let (Some(amount_value), Some(before), Some(after)) = (amount(3)?, amount(4)?, amount(5)?)
+    else {
         return Ok(Err(corrupt("amount")));
     };
     let record = (|| {
@@ -249,8 +268,14 @@ fn decode_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<PurchaseRecord
             amount: amount_value,
             balance_before: before,
             balance_after: after,
-            challenge_terminal: challenge_terminal.as_slice().try_into().map_err(|_| corrupt("challenge"))?,
-            challenge_card: challenge_card.as_slice().try_into().map_err(|_| corrupt("challenge"))?,
+            challenge_terminal: challenge_terminal
+                .as_slice()
+                .try_into()
+                .map_err(|_| corrupt("challenge"))?,
+            challenge_card: challenge_card
+                .as_slice()
+                .try_into()
+                .map_err(|_| corrupt("challenge"))?,
             date: Date(row.get::<_, i64>(8).map_err(storage)? as u32),
             status: PurchaseStatus::parse(&status).ok_or_else(|| corrupt("status"))?,
             previous_usage: previous
@@ -266,7 +291,11 @@ impl TerminalStore for SqliteStore {
     fn next_sequence(&mut self) -> Result<u32, TerminalError> {
         let next: i64 = self
             .db
-            .query_row("UPDATE sequence SET next = next + 1 WHERE id = 1 RETURNING next - 1", [], |row| row.get(0))
+            .query_row(
+                "UPDATE sequence SET next = next + 1 WHERE id = 1 RETURNING next - 1",
+                [],
+                |row| row.get(0),
+            )
             .map_err(storage)?;
         u32::try_from(next).map_err(|_| TerminalError::Store("sequence exhausted".into()))
     }
@@ -298,7 +327,10 @@ impl TerminalStore for SqliteStore {
     fn set_status(&mut self, sequence: u32, status: PurchaseStatus) -> Result<(), TerminalError> {
         let changed = self
             .db
-            .execute("UPDATE purchases SET status = ?2 WHERE sequence = ?1", params![sequence, status.as_str()])
+            .execute(
+                "UPDATE purchases SET status = ?2 WHERE sequence = ?1",
+                params![sequence, status.as_str()],
+            )
             .map_err(storage)?;
         if changed == 0 {
             return Err(TerminalError::Store(format!("no purchase {sequence}")));
@@ -317,7 +349,18 @@ impl TerminalStore for SqliteStore {
 
 /// Whether a SQLite store exists at `path` (for tools that must not create one by accident).
 pub fn sqlite_store_exists(path: &Path) -> bool {
-    path.exists() && Connection::open(path).ok().and_then(|db| {
-        db.query_row("SELECT 1 FROM sqlite_master WHERE name = 'purchases'", [], |row| row.get::<_, i64>(0)).optional().ok().flatten()
-    }).is_some()
+    path.exists()
+        && Connection::open(path)
+            .ok()
+            .and_then(|db| {
+                db.query_row(
+                    "SELECT 1 FROM sqlite_master WHERE name = 'purchases'",
+                    [],
+                    |row| row.get::<_, i64>(0),
+                )
+                .optional()
+                .ok()
+                .flatten()
+            })
+            .is_some()
 }

@@ -56,15 +56,24 @@ impl Floor {
     const SIGNS: usize = 2;
 
     fn new() -> Self {
-        let keys: Vec<_> = (0..Self::VERIFIES).map(|_| SigningKeyPair::generate(&mut OsRng)).collect();
+        let keys: Vec<_> = (0..Self::VERIFIES)
+            .map(|_| SigningKeyPair::generate(&mut OsRng))
+            .collect();
         // Message sizes of the real signed strings: certificate bodies (~130 bytes) and
         // protocol messages (~110 bytes).
-        let messages = (0..Self::VERIFIES).map(|i| vec![i as u8; if i % 2 == 0 { 130 } else { 110 }]).collect();
+        let messages = (0..Self::VERIFIES)
+            .map(|i| vec![i as u8; if i % 2 == 0 { 130 } else { 110 }])
+            .collect();
         Floor { keys, messages }
     }
 
     fn one_purchase(&self) {
-        let signatures: Vec<_> = self.keys.iter().zip(&self.messages).map(|(k, m)| (k.public_key(), k.sign(m))).collect();
+        let signatures: Vec<_> = self
+            .keys
+            .iter()
+            .zip(&self.messages)
+            .map(|(k, m)| (k.public_key(), k.sign(m)))
+            .collect();
         let start = Instant::now();
         let _ = start;
         for ((public, signature), message) in signatures.iter().zip(&self.messages) {
@@ -78,14 +87,21 @@ impl Floor {
 
 fn time_floor(floor: &Floor, iterations: u32) -> Duration {
     // Signatures to verify are made outside the timed loop.
-    let prepared: Vec<_> = floor.keys.iter().zip(&floor.messages).map(|(k, m)| (k.public_key(), k.sign(m))).collect();
+    let prepared: Vec<_> = floor
+        .keys
+        .iter()
+        .zip(&floor.messages)
+        .map(|(k, m)| (k.public_key(), k.sign(m)))
+        .collect();
     let start = Instant::now();
     for _ in 0..iterations {
         for ((public, signature), message) in prepared.iter().zip(&floor.messages) {
             let _ = std::hint::black_box(public.verify(std::hint::black_box(message), signature));
         }
         for index in 0..Floor::SIGNS {
-            std::hint::black_box(floor.keys[index].sign(std::hint::black_box(&floor.messages[index])));
+            std::hint::black_box(
+                floor.keys[index].sign(std::hint::black_box(&floor.messages[index])),
+            );
         }
     }
     start.elapsed()
@@ -101,16 +117,27 @@ pub fn purchase(args: PurchaseArgs) -> Result<ExitCode, String> {
     let rounds = args.rounds.max(1);
     let today = SystemClock.today();
     let mut world = World::create(Storage::Memory, 2, today).map_err(|e| e.to_string())?;
-    let card = world.manufacture_card(MemoryEeprom::new(EEPROM_SIZE)).map_err(|e| e.to_string())?;
-    let mut reader = CountingReader { inner: InProcessReader::with_card("bench", card), pairs: 0 };
+    let card = world
+        .manufacture_card(MemoryEeprom::new(EEPROM_SIZE))
+        .map_err(|e| e.to_string())?;
+    let mut reader = CountingReader {
+        inner: InProcessReader::with_card("bench", card),
+        pairs: 0,
+    };
     let needed = u64::from(iterations) * u64::from(rounds + 1) + 1;
     let initial = Amount::new(needed.min(Amount::MAX.minor())).map_err(|e| e.to_string())?;
-    world.issue(&mut reader, initial).map_err(|e| e.to_string())?;
+    world
+        .issue(&mut reader, initial)
+        .map_err(|e| e.to_string())?;
     let one = Amount::new(1).map_err(|e| e.to_string())?;
     // Warm-up purchase: afterwards the card's last writer is a terminal, as in steady use.
-    world.terminals[0].purchase(&mut reader, one).map_err(|e| e.to_string())?;
+    world.terminals[0]
+        .purchase(&mut reader, one)
+        .map_err(|e| e.to_string())?;
     reader.pairs = 0;
-    world.terminals[0].purchase(&mut reader, one).map_err(|e| e.to_string())?;
+    world.terminals[0]
+        .purchase(&mut reader, one)
+        .map_err(|e| e.to_string())?;
     let pairs_per_purchase = reader.pairs;
 
     let floor = Floor::new();
@@ -120,7 +147,9 @@ pub fn purchase(args: PurchaseArgs) -> Result<ExitCode, String> {
     for _ in 0..rounds {
         let start = Instant::now();
         for _ in 0..iterations {
-            world.terminals[0].purchase(&mut reader, one).map_err(|e| e.to_string())?;
+            world.terminals[0]
+                .purchase(&mut reader, one)
+                .map_err(|e| e.to_string())?;
         }
         purchase_times.push(start.elapsed());
         floor_times.push(time_floor(&floor, iterations));
@@ -147,7 +176,11 @@ pub fn purchase(args: PurchaseArgs) -> Result<ExitCode, String> {
         );
     } else {
         println!("offline purchase, in-process card, one core, median of {rounds} rounds x {iterations}:");
-        println!("  purchase:  {:8.1} us  ({:.0} purchases/s)", purchase_each.as_secs_f64() * 1e6, 1.0 / purchase_each.as_secs_f64());
+        println!(
+            "  purchase:  {:8.1} us  ({:.0} purchases/s)",
+            purchase_each.as_secs_f64() * 1e6,
+            1.0 / purchase_each.as_secs_f64()
+        );
         println!(
             "  floor:     {:8.1} us  ({} Ed25519 strict verifications + {} signatures)",
             floor_each.as_secs_f64() * 1e6,

@@ -7,17 +7,27 @@ use valuecard_card::FileCard;
 use valuecard_core::apdu::Response;
 
 fn parse_hex(text: &str) -> Result<Vec<u8>, String> {
-    let cleaned: String = text.chars().filter(|c| !c.is_whitespace() && *c != ':').collect();
+    let cleaned: String = text
+        .chars()
+        .filter(|c| !c.is_whitespace() && *c != ':')
+        .collect();
     hex::decode(&cleaned).map_err(|error| format!("{text:?} is not hex: {error}"))
 }
 
 pub fn apdu(card_path: &Path, json: bool, apdus: &[String]) -> Result<ExitCode, String> {
-    let commands = apdus.iter().map(|text| parse_hex(text)).collect::<Result<Vec<_>, _>>()?;
-    let mut card = FileCard::open_file(card_path).map_err(|error| format!("{}: {error}", card_path.display()))?;
+    let commands = apdus
+        .iter()
+        .map(|text| parse_hex(text))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut card = FileCard::open_file(card_path)
+        .map_err(|error| format!("{}: {error}", card_path.display()))?;
     let mut exchanges = Vec::new();
     for command in &commands {
-        let bytes = card.transmit(command).map_err(|error| format!("card: {error}"))?;
-        let response = Response::parse(&bytes).map_err(|error| format!("card answered malformed bytes: {error}"))?;
+        let bytes = card
+            .transmit(command)
+            .map_err(|error| format!("card: {error}"))?;
+        let response = Response::parse(&bytes)
+            .map_err(|error| format!("card answered malformed bytes: {error}"))?;
         if json {
             exchanges.push(serde_json::json!({
                 "command": hex::encode_upper(command),
@@ -34,7 +44,10 @@ pub fn apdu(card_path: &Path, json: bool, apdus: &[String]) -> Result<ExitCode, 
         }
     }
     if json {
-        println!("{}", serde_json::json!({ "card": card_path.display().to_string(), "exchanges": exchanges }));
+        println!(
+            "{}",
+            serde_json::json!({ "card": card_path.display().to_string(), "exchanges": exchanges })
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -27,7 +27,10 @@ type Reader = InProcessReader<valuecard_card::eeprom::FileEeprom, rand_core::OsR
 
 fn prepare(dir: &Path) -> Result<(), String> {
     if dir.exists() {
-        let empty = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?.next().is_none();
+        let empty = std::fs::read_dir(dir)
+            .map_err(|e| format!("{}: {e}", dir.display()))?
+            .next()
+            .is_none();
         if !empty {
             if !dir.join(MARKER).exists() {
                 return Err(format!(
@@ -35,10 +38,12 @@ fn prepare(dir: &Path) -> Result<(), String> {
                     dir.display()
                 ));
             }
-            std::fs::remove_dir_all(dir).map_err(|e| format!("cannot clear {}: {e}", dir.display()))?;
+            std::fs::remove_dir_all(dir)
+                .map_err(|e| format!("cannot clear {}: {e}", dir.display()))?;
         }
     }
-    std::fs::create_dir_all(dir.join("cards")).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    std::fs::create_dir_all(dir.join("cards"))
+        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     std::fs::write(dir.join(MARKER), b"made by valuecard demo\n").map_err(|e| e.to_string())?;
     Ok(())
 }
@@ -65,7 +70,10 @@ impl Account {
 
 pub fn run(args: DemoArgs) -> Result<ExitCode, String> {
     prepare(&args.data)?;
-    let mut out = Account { lines: Vec::new(), json: args.json };
+    let mut out = Account {
+        lines: Vec::new(),
+        json: args.json,
+    };
     let outcome = run_in(&args.data, &mut out).map_err(|error| error.to_string())?;
     let (reconciliation, attacks, cards, purchases) = outcome;
     let all_refused = attacks.iter().all(|attack| attack.refused);
@@ -91,24 +99,57 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, String> {
     } else {
         println!();
         println!("Reconciliation (minor units)");
-        println!("  issued {} + loaded {} - spent {} = {}", reconciliation.issued, reconciliation.loaded, reconciliation.spent,
-            (reconciliation.issued + reconciliation.loaded).saturating_sub(reconciliation.spent));
+        println!(
+            "  issued {} + loaded {} - spent {} = {}",
+            reconciliation.issued,
+            reconciliation.loaded,
+            reconciliation.spent,
+            (reconciliation.issued + reconciliation.loaded).saturating_sub(reconciliation.spent)
+        );
         println!("  sum of card balances = {}", reconciliation.balances_total);
-        println!("  value conserved: {}", if reconciliation.conserved { "yes" } else { "NO" });
-        println!("  attacks refused: {}/{}", attacks.iter().filter(|a| a.refused).count(), attacks.len());
+        println!(
+            "  value conserved: {}",
+            if reconciliation.conserved {
+                "yes"
+            } else {
+                "NO"
+            }
+        );
+        println!(
+            "  attacks refused: {}/{}",
+            attacks.iter().filter(|a| a.refused).count(),
+            attacks.len()
+        );
     }
-    Ok(if reconciliation.conserved && all_refused { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if reconciliation.conserved && all_refused {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
-type Outcome = (valuecard_sim::Reconciliation, Vec<AttackOutcome>, Vec<serde_json::Value>, Vec<serde_json::Value>);
+type Outcome = (
+    valuecard_sim::Reconciliation,
+    Vec<AttackOutcome>,
+    Vec<serde_json::Value>,
+    Vec<serde_json::Value>,
+);
 
 fn run_in(dir: &Path, out: &mut Account) -> Result<Outcome, WorldError> {
     let today = SystemClock.today();
     let mut world = World::create(Storage::Directory(dir.to_path_buf()), 2, today)?;
     let anchor = world.center.anchor();
-    out.say(format!("Center {} set up on {today} (root key {})", anchor.center, hex_prefix(&anchor.public_key.to_bytes())));
-    out.say(format!("Dispenser {} installed; terminals {} and {} installed (Fig. 4A, Fig. 8)",
-        world.dispenser.device_id(), world.terminals[0].device_id(), world.terminals[1].device_id()));
+    out.say(format!(
+        "Center {} set up on {today} (root key {})",
+        anchor.center,
+        hex_prefix(&anchor.public_key.to_bytes())
+    ));
+    out.say(format!(
+        "Dispenser {} installed; terminals {} and {} installed (Fig. 4A, Fig. 8)",
+        world.dispenser.device_id(),
+        world.terminals[0].device_id(),
+        world.terminals[1].device_id()
+    ));
 
     let initial = [5_000, 3_000, 2_000, 1_000];
     let mut readers: Vec<Reader> = Vec::new();
@@ -118,16 +159,32 @@ fn run_in(dir: &Path, out: &mut Account) -> Result<Outcome, WorldError> {
         let card = FileCard::manufacture_file(&path, world.center.transport_key_for_manufacture())?;
         let mut reader = InProcessReader::with_card(format!("reader {}", index + 1), card);
         let card_id = world.issue(&mut reader, minor(*value))?;
-        out.say(format!("Card {card_id} issued with {} ({})", minor(*value), path.display()));
+        out.say(format!(
+            "Card {card_id} issued with {} ({})",
+            minor(*value),
+            path.display()
+        ));
         card_ids.push(card_id);
         readers.push(reader);
     }
     for (index, amount) in [(0usize, 2_500u64), (1, 1_000)] {
         world.load(&mut readers[index], minor(amount))?;
-        out.say(format!("Card {} loaded with {} through the center (Fig. 7)", card_ids[index], minor(amount)));
+        out.say(format!(
+            "Card {} loaded with {} through the center (Fig. 7)",
+            card_ids[index],
+            minor(amount)
+        ));
     }
 
-    let plan: [(usize, usize, u64); 7] = [(0, 0, 1_250), (0, 1, 320), (1, 0, 780), (1, 2, 500), (0, 2, 90), (1, 1, 110), (0, 0, 999)];
+    let plan: [(usize, usize, u64); 7] = [
+        (0, 0, 1_250),
+        (0, 1, 320),
+        (1, 0, 780),
+        (1, 2, 500),
+        (0, 2, 90),
+        (1, 1, 110),
+        (0, 0, 999),
+    ];
     let mut purchases = Vec::new();
     for (terminal, card, amount) in plan {
         let receipt = world.terminals[terminal].purchase(&mut readers[card], minor(amount))?;
@@ -146,16 +203,26 @@ fn run_in(dir: &Path, out: &mut Account) -> Result<Outcome, WorldError> {
 
     out.say("");
     out.say("Attacks");
-    let mut outcomes = Vec::new();
-    outcomes.push(attacks::rogue_terminal_certificate(&mut world, &mut readers[0])?);
-    outcomes.push(attacks::forged_card_signature(&mut world, &mut readers[1])?);
-    outcomes.push(attacks::replayed_purchase_commit(&mut world, &mut readers[0])?);
-    outcomes.push(attacks::balance_raised_by_terminal(&mut world, &mut readers[3])?);
-    outcomes.push(attacks::purchase_above_balance(&mut world, &mut readers[2])?);
-    outcomes.push(attacks::expired_terminal_certificate(&mut world, &mut readers[1])?);
-    outcomes.push(attacks::forged_load_authorization(&mut world, &mut readers[2])?);
+    let outcomes = vec![
+        attacks::rogue_terminal_certificate(&mut world, &mut readers[0])?,
+        attacks::forged_card_signature(&mut world, &mut readers[1])?,
+        attacks::replayed_purchase_commit(&mut world, &mut readers[0])?,
+        attacks::balance_raised_by_terminal(&mut world, &mut readers[3])?,
+        attacks::purchase_above_balance(&mut world, &mut readers[2])?,
+        attacks::expired_terminal_certificate(&mut world, &mut readers[1])?,
+        attacks::forged_load_authorization(&mut world, &mut readers[2])?,
+    ];
     for attack in &outcomes {
-        out.say(format!("  [{}] {}: {}", if attack.refused { "refused" } else { "NOT REFUSED" }, attack.name, attack.detail));
+        out.say(format!(
+            "  [{}] {}: {}",
+            if attack.refused {
+                "refused"
+            } else {
+                "NOT REFUSED"
+            },
+            attack.name,
+            attack.detail
+        ));
     }
 
     let mut balances = Vec::new();
@@ -171,13 +238,20 @@ fn run_in(dir: &Path, out: &mut Account) -> Result<Outcome, WorldError> {
             "abnormal_events": status.abnormal_events,
             "image": card_path(dir, index + 1).display().to_string(),
         }));
-        out.say(format!("Card {}: balance {}, {} updates, {:?}, {} abnormal events recorded",
-            status.card_id, status.balance, status.counter, status.state, status.abnormal_events));
+        out.say(format!(
+            "Card {}: balance {}, {} updates, {:?}, {} abnormal events recorded",
+            status.card_id, status.balance, status.counter, status.state, status.abnormal_events
+        ));
     }
     let reconciliation = world.reconcile(&balances)?;
     Ok((reconciliation, outcomes, cards, purchases))
 }
 
 fn hex_prefix(bytes: &[u8]) -> String {
-    bytes.iter().take(6).map(|b| format!("{b:02X}")).collect::<String>() + "..."
+    bytes
+        .iter()
+        .take(6)
+        .map(|b| format!("{b:02X}"))
+        .collect::<String>()
+        + "..."
 }

@@ -12,7 +12,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "valuecard", version, about = "A stored-value smart-card electronic-money system")]
+#[command(
+    name = "valuecard",
+    version,
+    about = "A stored-value smart-card electronic-money system"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Commands,
@@ -58,7 +62,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
         Commands::Demo(args) => demo::run(args),
-        Commands::Card(CardCommands::Apdu { card, json, apdus }) => card_tool::apdu(&card, json, &apdus),
+        Commands::Card(CardCommands::Apdu { card, json, apdus }) => {
+            card_tool::apdu(&card, json, &apdus)
+        }
         Commands::Bench(BenchCommands::Purchase(args)) => bench::purchase(args),
     };
     match outcome {

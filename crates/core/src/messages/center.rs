@@ -127,23 +127,47 @@ pub struct LoadSettlement {
 
 /// How a dispenser reaches the center.
 pub trait CenterLink {
-    fn assign_card_id(&mut self, request: &CardIdRequest, card_challenge: &Challenge) -> Result<CardIdAssignment, CenterError>;
+    fn assign_card_id(
+        &mut self,
+        request: &CardIdRequest,
+        card_challenge: &Challenge,
+    ) -> Result<CardIdAssignment, CenterError>;
     /// For a card that generated its key pair but lost power before personalization: a new
     /// MAC for GENERATE KEY PAIR, which then returns the keys the card already holds.
-    fn resume_card_id(&mut self, request: &CardIdRequest, card_id: &CardId, card_challenge: &Challenge) -> Result<CardIdAssignment, CenterError>;
-    fn certify_card(&mut self, request: &CardCertificationRequest) -> Result<CardPersonalization, CenterError>;
+    fn resume_card_id(
+        &mut self,
+        request: &CardIdRequest,
+        card_id: &CardId,
+        card_challenge: &Challenge,
+    ) -> Result<CardIdAssignment, CenterError>;
+    fn certify_card(
+        &mut self,
+        request: &CardCertificationRequest,
+    ) -> Result<CardPersonalization, CenterError>;
     fn authorize_load(&mut self, request: &LoadRequest) -> Result<LoadApproval, CenterError>;
     fn settle_load(&mut self, settlement: &LoadSettlement) -> Result<(), CenterError>;
 }
 
 impl<T: CenterLink + ?Sized> CenterLink for &mut T {
-    fn assign_card_id(&mut self, request: &CardIdRequest, card_challenge: &Challenge) -> Result<CardIdAssignment, CenterError> {
+    fn assign_card_id(
+        &mut self,
+        request: &CardIdRequest,
+        card_challenge: &Challenge,
+    ) -> Result<CardIdAssignment, CenterError> {
         (**self).assign_card_id(request, card_challenge)
     }
-    fn resume_card_id(&mut self, request: &CardIdRequest, card_id: &CardId, card_challenge: &Challenge) -> Result<CardIdAssignment, CenterError> {
+    fn resume_card_id(
+        &mut self,
+        request: &CardIdRequest,
+        card_id: &CardId,
+        card_challenge: &Challenge,
+    ) -> Result<CardIdAssignment, CenterError> {
         (**self).resume_card_id(request, card_id, card_challenge)
     }
-    fn certify_card(&mut self, request: &CardCertificationRequest) -> Result<CardPersonalization, CenterError> {
+    fn certify_card(
+        &mut self,
+        request: &CardCertificationRequest,
+    ) -> Result<CardPersonalization, CenterError> {
         (**self).certify_card(request)
     }
     fn authorize_load(&mut self, request: &LoadRequest) -> Result<LoadApproval, CenterError> {

@@ -23,5 +23,8 @@ pub enum DecodeError {
     #[error("amount: {0}")]
     Amount(#[from] crate::money::AmountError),
     #[error("field {field}: {reason}")]
-    Field { field: &'static str, reason: &'static str },
+    Field {
+        field: &'static str,
+        reason: &'static str,
+    },
 }

@@ -87,7 +87,12 @@ impl CardState {
             0x02 => CardState::KeysGenerated,
             0x03 => CardState::Active,
             0x7F => CardState::Blocked,
-            _ => return Err(DecodeError::Field { field: "state", reason: "unknown card state" }),
+            _ => {
+                return Err(DecodeError::Field {
+                    field: "state",
+                    reason: "unknown card state",
+                })
+            }
         })
     }
 }
@@ -105,7 +110,10 @@ impl TransactionKind {
         match value {
             0x01 => Ok(TransactionKind::Purchase),
             0x02 => Ok(TransactionKind::Load),
-            _ => Err(DecodeError::Field { field: "kind", reason: "unknown transaction kind" }),
+            _ => Err(DecodeError::Field {
+                field: "kind",
+                reason: "unknown transaction kind",
+            }),
         }
     }
 }
@@ -123,7 +131,9 @@ fn u32_field(reader: &mut TlvReader<'_>, tag: u32) -> Result<u32, DecodeError> {
 }
 
 fn signature(reader: &mut TlvReader<'_>) -> Result<Signature, DecodeError> {
-    Ok(Signature(reader.expect_array::<SIGNATURE_LEN>(tag::SIGNATURE)?))
+    Ok(Signature(
+        reader.expect_array::<SIGNATURE_LEN>(tag::SIGNATURE)?,
+    ))
 }
 
 fn certificate(reader: &mut TlvReader<'_>) -> Result<Certificate, DecodeError> {
@@ -146,15 +156,16 @@ impl SelectResponse {
     pub fn encode(&self) -> Vec<u8> {
         let mut w = TlvWriter::with_capacity(300);
         w.nested(tag::FCI, |fci| {
-            fci.put(tag::DF_NAME, &PURSE_AID).nested(tag::FCI_PROPRIETARY, |p| {
-                p.put_u8(tag::STATE, self.state as u8);
-                if let Some(card_id) = &self.card_id {
-                    p.put(tag::CARD_ID, card_id.as_bytes());
-                }
-                if let Some(certificate) = &self.certificate {
-                    put_certificate(p, certificate);
-                }
-            });
+            fci.put(tag::DF_NAME, &PURSE_AID)
+                .nested(tag::FCI_PROPRIETARY, |p| {
+                    p.put_u8(tag::STATE, self.state as u8);
+                    if let Some(card_id) = &self.card_id {
+                        p.put(tag::CARD_ID, card_id.as_bytes());
+                    }
+                    if let Some(certificate) = &self.certificate {
+                        put_certificate(p, certificate);
+                    }
+                });
         });
         w.into_bytes()
     }
@@ -164,18 +175,33 @@ impl SelectResponse {
         let mut fci = TlvReader::new(outer.expect(tag::FCI)?);
         outer.finish()?;
         if fci.expect(tag::DF_NAME)? != PURSE_AID {
-            return Err(DecodeError::Field { field: "df_name", reason: "not the purse AID" });
+            return Err(DecodeError::Field {
+                field: "df_name",
+                reason: "not the purse AID",
+            });
         }
         let mut p = TlvReader::new(fci.expect(tag::FCI_PROPRIETARY)?);
         fci.finish()?;
         let [state] = p.expect_array::<1>(tag::STATE)?;
         let state = CardState::from_u8(state)?;
-        let card_id = p.optional(tag::CARD_ID)?.map(CardId::from_slice).transpose().map_err(|_| {
-            DecodeError::Field { field: "card_id", reason: "must be 8 bytes" }
-        })?;
-        let certificate = p.optional(tag::CERTIFICATE)?.map(Certificate::decode_value).transpose()?;
+        let card_id = p
+            .optional(tag::CARD_ID)?
+            .map(CardId::from_slice)
+            .transpose()
+            .map_err(|_| DecodeError::Field {
+                field: "card_id",
+                reason: "must be 8 bytes",
+            })?;
+        let certificate = p
+            .optional(tag::CERTIFICATE)?
+            .map(Certificate::decode_value)
+            .transpose()?;
         p.finish()?;
-        Ok(SelectResponse { state, card_id, certificate })
+        Ok(SelectResponse {
+            state,
+            card_id,
+            certificate,
+        })
     }
 }
 
@@ -198,7 +224,8 @@ impl GenerateKeyPairCommand {
 
     pub fn encode(&self) -> Vec<u8> {
         let mut w = TlvWriter::new();
-        w.put(tag::CARD_ID, self.card_id.as_bytes()).put(tag::MAC, &self.mac);
+        w.put(tag::CARD_ID, self.card_id.as_bytes())
+            .put(tag::MAC, &self.mac);
         w.into_bytes()
     }
 
@@ -221,17 +248,24 @@ pub struct GenerateKeyPairResponse {
 impl GenerateKeyPairResponse {
     pub fn encode(&self) -> Vec<u8> {
         let mut w = TlvWriter::new();
-        w.put(tag::SIGNING_KEY, &self.signing_key.to_bytes()).put(tag::SEALING_KEY, &self.sealing_key);
+        w.put(tag::SIGNING_KEY, &self.signing_key.to_bytes())
+            .put(tag::SEALING_KEY, &self.sealing_key);
         w.into_bytes()
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         let mut r = TlvReader::new(bytes);
-        let signing_key = PublicKey::from_bytes(r.expect(tag::SIGNING_KEY)?)
-            .map_err(|_| DecodeError::Field { field: "signing_key", reason: "invalid Ed25519 key" })?;
+        let signing_key =
+            PublicKey::from_bytes(r.expect(tag::SIGNING_KEY)?).map_err(|_| DecodeError::Field {
+                field: "signing_key",
+                reason: "invalid Ed25519 key",
+            })?;
         let sealing_key = r.expect_array(tag::SEALING_KEY)?;
         r.finish()?;
-        Ok(GenerateKeyPairResponse { signing_key, sealing_key })
+        Ok(GenerateKeyPairResponse {
+            signing_key,
+            sealing_key,
+        })
     }
 }
 
@@ -284,8 +318,11 @@ impl PersonalizeCommand {
         let certificate = certificate(&mut r)?;
         let mut a = TlvReader::new(r.expect(tag::ANCHOR)?);
         let center = DeviceId(a.expect_array(tag::DEVICE_ID)?);
-        let public_key = PublicKey::from_bytes(a.expect(tag::SIGNING_KEY)?)
-            .map_err(|_| DecodeError::Field { field: "anchor", reason: "invalid Ed25519 key" })?;
+        let public_key =
+            PublicKey::from_bytes(a.expect(tag::SIGNING_KEY)?).map_err(|_| DecodeError::Field {
+                field: "anchor",
+                reason: "invalid Ed25519 key",
+            })?;
         a.finish()?;
         let dispenser_id = DeviceId(r.expect_array(tag::DEVICE_ID)?);
         let date = Date(u32_field(&mut r, tag::DATE)?);
@@ -446,7 +483,10 @@ impl PurseStatus {
             balance: amount(&mut r, tag::BALANCE)?,
             counter: u32_field(&mut r, tag::COUNTER)?,
             abnormal_events: r.expect_array::<1>(tag::ABNORMAL_EVENTS)?[0],
-            last_usage: r.optional(tag::USAGE_RECORD)?.map(UsageRecord::decode_value).transpose()?,
+            last_usage: r
+                .optional(tag::USAGE_RECORD)?
+                .map(UsageRecord::decode_value)
+                .transpose()?,
         };
         r.finish()?;
         Ok(status)
@@ -504,7 +544,10 @@ impl LogEntry {
         let mut entries = Vec::new();
         while !r.is_empty() {
             if entries.len() >= crate::limits::CARD_LOG_ENTRIES_MAX {
-                return Err(DecodeError::Field { field: "log", reason: "too many entries" });
+                return Err(DecodeError::Field {
+                    field: "log",
+                    reason: "too many entries",
+                });
             }
             entries.push(LogEntry::decode_value(r.expect(tag::LOG_ENTRY)?)?);
         }
@@ -605,8 +648,14 @@ impl PurchaseOffer {
             balance: amount(&mut r, tag::BALANCE)?,
             counter: u32_field(&mut r, tag::COUNTER)?,
             signature: signature(&mut r)?,
-            last_usage: r.optional(tag::USAGE_RECORD)?.map(UsageRecord::decode_value).transpose()?,
-            last_writer_certificate: r.optional(tag::CERTIFICATE)?.map(Certificate::decode_value).transpose()?,
+            last_usage: r
+                .optional(tag::USAGE_RECORD)?
+                .map(UsageRecord::decode_value)
+                .transpose()?,
+            last_writer_certificate: r
+                .optional(tag::CERTIFICATE)?
+                .map(Certificate::decode_value)
+                .transpose()?,
         };
         r.finish()?;
         Ok(message)
@@ -688,7 +737,8 @@ pub struct UpdateConfirmation {
 impl UpdateConfirmation {
     pub fn encode(&self) -> Vec<u8> {
         let mut w = TlvWriter::new();
-        w.put_u32(tag::COUNTER, self.counter).put_u64(tag::BALANCE, self.balance.minor());
+        w.put_u32(tag::COUNTER, self.counter)
+            .put_u64(tag::BALANCE, self.balance.minor());
         w.into_bytes()
     }
 
@@ -889,7 +939,11 @@ pub struct LastTransaction {
 }
 
 impl LastTransaction {
-    pub fn signed_message(card_id: &CardId, challenge: &Challenge, record: &UsageRecord) -> Vec<u8> {
+    pub fn signed_message(
+        card_id: &CardId,
+        challenge: &Challenge,
+        record: &UsageRecord,
+    ) -> Vec<u8> {
         let mut m = b"valuecard/last-transaction/v1".to_vec();
         m.extend_from_slice(card_id.as_bytes());
         m.extend_from_slice(challenge);

@@ -22,13 +22,21 @@ pub fn amount(minor: u64) -> Amount {
 }
 
 pub fn world(seed: u64, terminals: usize) -> World {
-    World::create_seeded(Storage::Memory, terminals, today(), WorldRng::seed_from_u64(seed)).unwrap()
+    World::create_seeded(
+        Storage::Memory,
+        terminals,
+        today(),
+        WorldRng::seed_from_u64(seed),
+    )
+    .unwrap()
 }
 
 /// A manufactured (not yet issued) card in a reader, and a handle on its memory.
 pub fn blank_card(world: &mut World, name: &str) -> (TestReader, MemoryEeprom) {
     let memory = MemoryEeprom::new(EEPROM_SIZE);
-    let card = world.manufacture_card(FaultInjectingEeprom::new(memory.clone())).unwrap();
+    let card = world
+        .manufacture_card(FaultInjectingEeprom::new(memory.clone()))
+        .unwrap();
     (InProcessReader::with_card(name, card), memory)
 }
 
@@ -48,5 +56,9 @@ pub fn power_up(world: &mut World, reader: &mut TestReader, memory: &MemoryEepro
 
 /// Arms a power cut at the `write`-th write from now, leaving `numerator/denominator` of it.
 pub fn arm_cut(reader: &mut TestReader, write: u64, numerator: usize, denominator: usize) {
-    reader.card_mut().unwrap().eeprom_mut().cut_power_at(write, numerator, denominator);
+    reader
+        .card_mut()
+        .unwrap()
+        .eeprom_mut()
+        .cut_power_at(write, numerator, denominator);
 }

@@ -1,0 +1,151 @@
+//! The command-line program as a user runs it.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::process::Command;
+
+fn valuecard() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_valuecard"))
+}
+
+#[test]
+fn demo_json_reports_conservation_and_refused_attacks() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("demo");
+    let output = valuecard()
+        .args(["demo", "--json", "--data"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let number = |key: &str| {
+        report[key]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{key} missing in {report}"))
+    };
+    assert_eq!(report["conserved"], true);
+    assert_eq!(
+        number("issued") + number("loaded") - number("spent"),
+        number("balances_total")
+    );
+    assert!(number("spent") > 0 && number("loaded") > 0);
+    let attacks = report["attacks"].as_array().unwrap();
+    let names: Vec<&str> = attacks
+        .iter()
+        .map(|a| a["name"].as_str().unwrap())
+        .collect();
+    for expected in [
+        "terminal certificate not signed by the center",
+        "forged card signature",
+        "replayed purchase commit",
+        "balance raised by a terminal",
+        "purchase above the balance",
+        "expired certificate",
+    ] {
+        assert!(
+            names.contains(&expected),
+            "attack {expected:?} missing from {names:?}"
+        );
+    }
+    assert!(attacks.iter().all(|a| a["refused"] == true), "{attacks:?}");
+    // The card images the demo leaves can be driven by hand.
+    let card = data.join("cards").join("card-1.img");
+    let output = valuecard()
+        .args(["card", "apdu", "--json", "--card"])
+        .arg(&card)
+        .args(["00A4040008F05643505552534500", "80 30 00 00 00", "80FF0000"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let transcript: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let exchanges = transcript["exchanges"].as_array().unwrap();
+    assert_eq!(exchanges[0]["sw"], "9000");
+    assert!(exchanges[0]["data"].as_str().unwrap().starts_with("6F"));
+    assert_eq!(exchanges[1]["sw"], "9000");
+    assert_eq!(exchanges[2]["sw"], "6D00");
+}
+
+#[test]
+fn demo_refuses_a_foreign_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("precious.txt"), b"not a demo").unwrap();
+    let output = valuecard()
+        .args(["demo", "--data"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("was not made by `valuecard demo`"));
+    assert!(dir.path().join("precious.txt").exists());
+}
+
+#[test]
+fn card_apdu_rejects_bad_hex_and_missing_images() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("none.img");
+    let output = valuecard()
+        .args(["card", "apdu", "--card"])
+        .arg(&missing)
+        .arg("00A40400")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("no such card image"));
+    assert!(!missing.exists(), "a missing image must not be created");
+
+    let output = valuecard()
+        .args(["card", "apdu", "--card"])
+        .arg(&missing)
+        .arg("00A4ZZ")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("is not hex"));
+
+    let garbage = dir.path().join("garbage.img");
+    std::fs::write(&garbage, vec![0x55u8; 16 * 1024]).unwrap();
+    let output = valuecard()
+        .args(["card", "apdu", "--card"])
+        .arg(&garbage)
+        .arg("00A40400")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("corrupt"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn bench_prints_its_ratio_to_the_floor() {
+    let output = valuecard()
+        .args([
+            "bench",
+            "purchase",
+            "--iterations",
+            "5",
+            "--rounds",
+            "1",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert!(report["ratio_to_floor"].as_f64().unwrap() > 0.0);
+    assert_eq!(report["command_pairs_after_select"], 2);
+}
