@@ -12,6 +12,8 @@ pub mod eeprom;
 pub mod image;
 pub mod purse;
 pub mod state;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 use std::path::Path;
 
@@ -94,6 +96,23 @@ impl<E: Eeprom, R: CryptoRngCore> Card<E, R> {
             return Err(CardError::AlreadyManufactured);
         }
         let state = PersistentState::Manufactured { transport_key };
+        store.commit(&state.encode()).map_err(power_or_image)?;
+        Ok(Card {
+            store,
+            state,
+            volatile: Volatile::default(),
+            rng,
+            powered: true,
+        })
+    }
+
+    /// Writes `state` into blank memory as the card's first image (tests and fuzzing start
+    /// cards in any life-cycle state this way).
+    pub fn with_state(eeprom: E, state: PersistentState, rng: R) -> Result<Self, CardError> {
+        let (mut store, payload) = ImageStore::open(eeprom)?;
+        if payload.is_some() {
+            return Err(CardError::AlreadyManufactured);
+        }
         store.commit(&state.encode()).map_err(power_or_image)?;
         Ok(Card {
             store,

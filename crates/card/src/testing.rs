@@ -1,0 +1,85 @@
+//! Deterministic card states for fuzzing and golden-file tests: a personalized purse built
+//! directly from fixed keys, without a center. Compiled only for tests and with the
+//! `testing` feature; never part of a production card.
+
+use valuecard_core::cert::{Certificate, CertificateBody, Role, TrustAnchor};
+use valuecard_core::crypto::{AesKey, SealingKeyPair, SigningKeyPair};
+use valuecard_core::ids::{CardId, DeviceId};
+use valuecard_core::money::Amount;
+use valuecard_core::time::Date;
+
+use crate::state::{CardKeys, PersistentState, Purse};
+
+/// The fixed root key of the test scheme.
+pub fn root_key() -> SigningKeyPair {
+    SigningKeyPair::from_seed(&[0x52; 32])
+}
+
+pub fn anchor() -> TrustAnchor {
+    TrustAnchor {
+        center: DeviceId(*b"CENTER01"),
+        public_key: root_key().public_key(),
+    }
+}
+
+pub fn today() -> Date {
+    Date(20_600)
+}
+
+/// A terminal key and its certificate from the test root.
+pub fn terminal() -> (SigningKeyPair, Certificate) {
+    let key = SigningKeyPair::from_seed(&[0x54; 32]);
+    let certificate = CertificateBody {
+        issuer: anchor().center,
+        subject: DeviceId(*b"TERMINAL"),
+        role: Role::PaymentTerminal,
+        effective: today(),
+        expiry: today().add_days(365),
+        signing_key: key.public_key(),
+        sealing_key: None,
+    }
+    .sign(&root_key());
+    (key, certificate)
+}
+
+/// A personalized, unblocked purse holding `balance`, with no transactions yet.
+pub fn personalized(balance: Amount) -> PersistentState {
+    let signing = SigningKeyPair::from_seed(&[0x43; 32]);
+    let sealing = SealingKeyPair::from_secret([0x45; 32]);
+    let card_id = CardId(*b"CARD0001");
+    let certificate = CertificateBody {
+        issuer: anchor().center,
+        subject: DeviceId(card_id.0),
+        role: Role::Card,
+        effective: today(),
+        expiry: today().add_days(5 * 365),
+        signing_key: signing.public_key(),
+        sealing_key: Some(sealing.public_key()),
+    }
+    .sign(&root_key());
+    PersistentState::Personalized(Box::new(Purse {
+        keys: CardKeys {
+            card_id,
+            signing,
+            sealing,
+        },
+        card_key: AesKey::from_slice(&[0x4B; 16]).unwrap_or_else(|_| unreachable_key()),
+        common_key: AesKey::from_slice(&[0x4F; 16]).unwrap_or_else(|_| unreachable_key()),
+        anchor: anchor(),
+        certificate,
+        dispenser_id: DeviceId(*b"DISPENSR"),
+        balance,
+        counter: 0,
+        known_date: today(),
+        last_usage: None,
+        last_writer_certificate: None,
+        log: Default::default(),
+        abnormal_events: Default::default(),
+        blocked: false,
+    }))
+}
+
+fn unreachable_key() -> AesKey {
+    // Invariant: a 16-byte slice always makes an AES-128 key.
+    AesKey::random(&mut rand_core::OsRng)
+}

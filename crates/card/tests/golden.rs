@@ -1,0 +1,123 @@
+//! Golden card images, one per image format version. Every version this build can read must
+//! have a golden file, and the current build must still write the current golden file byte
+//! for byte: a change of the persisted format without a new version fails here.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::PathBuf;
+
+use rand_core::SeedableRng;
+use valuecard_card::eeprom::MemoryEeprom;
+use valuecard_card::image::{EEPROM_SIZE, FORMAT_VERSION};
+use valuecard_card::state::PersistentState;
+use valuecard_card::{testing, Card};
+use valuecard_core::apdu::{Command, Response};
+use valuecard_core::messages::purse::{
+    ins, DebitCommand, InitializePurchase, PurchaseCommit, PurchaseOffer, PURSE_AID,
+};
+use valuecard_core::money::Amount;
+
+fn golden_path(version: u16) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(format!("image-v{version}.bin"))
+}
+
+fn send(card: &mut Card<MemoryEeprom, rand_chacha::ChaCha20Rng>, command: Command) -> Response {
+    Response::parse(&card.transmit(&command.encode()).unwrap()).unwrap()
+}
+
+/// A purse with one purchase behind it: every persisted field is present.
+fn reference_image() -> Vec<u8> {
+    let memory = MemoryEeprom::new(EEPROM_SIZE);
+    let rng = rand_chacha::ChaCha20Rng::seed_from_u64(42);
+    let mut card = Card::with_state(
+        memory.clone(),
+        testing::personalized(Amount::new(12_345).unwrap()),
+        rng,
+    )
+    .unwrap();
+    send(
+        &mut card,
+        Command::new(0x00, ins::SELECT, 0x04, 0x00)
+            .with_data(PURSE_AID.to_vec())
+            .with_le(256),
+    );
+    let (terminal_key, certificate) = testing::terminal();
+    let request = InitializePurchase {
+        terminal_certificate: certificate,
+        challenge_terminal: [0x11; 16],
+        amount_max: Amount::new(345).unwrap(),
+        date: testing::today(),
+    };
+    let offer = send(
+        &mut card,
+        Command::new(0x80, ins::INITIALIZE_PURCHASE, 0, 0)
+            .with_data(request.encode())
+            .with_le(65_536),
+    );
+    assert!(offer.sw.is_success());
+    let offer = PurchaseOffer::decode(&offer.data).unwrap();
+    let commit = PurchaseCommit {
+        card_id: valuecard_core::ids::CardId(*b"CARD0001"),
+        terminal_id: valuecard_core::ids::DeviceId(*b"TERMINAL"),
+        challenge_terminal: [0x11; 16],
+        challenge_card: offer.challenge_card,
+        counter: 0,
+        amount: Amount::new(345).unwrap(),
+        balance_after: Amount::new(12_000).unwrap(),
+        terminal_sequence: 7,
+        date: testing::today(),
+    };
+    let debit = DebitCommand {
+        amount: commit.amount,
+        balance_after: commit.balance_after,
+        terminal_sequence: 7,
+        signature: terminal_key.sign(&commit.signed_message()),
+    };
+    let answer = send(
+        &mut card,
+        Command::new(0x80, ins::DEBIT, 0, 0)
+            .with_data(debit.encode())
+            .with_le(256),
+    );
+    assert!(answer.sw.is_success(), "{}", answer.sw);
+    memory.snapshot()
+}
+
+#[test]
+#[ignore = "writes the golden file of the current format version; run once per new version"]
+fn write_golden_image() {
+    std::fs::write(golden_path(FORMAT_VERSION), reference_image()).unwrap();
+}
+
+#[test]
+fn every_format_version_has_a_golden_image_that_loads() {
+    for version in 1..=FORMAT_VERSION {
+        let path = golden_path(version);
+        let bytes = std::fs::read(&path).unwrap_or_else(|_| {
+            panic!(
+                "no golden image for format version {version} at {}",
+                path.display()
+            )
+        });
+        let memory = MemoryEeprom::new(EEPROM_SIZE);
+        memory.restore(&bytes);
+        let card = Card::open(memory, rand_core::OsRng).unwrap();
+        let PersistentState::Personalized(purse) = card.state() else {
+            panic!("golden v{version} is not a personalized purse")
+        };
+        assert_eq!(purse.balance.minor(), 12_000);
+        assert_eq!(purse.counter, 1);
+        assert_eq!(purse.log.len(), 1);
+        assert!(purse.last_usage.is_some() && purse.last_writer_certificate.is_some());
+    }
+}
+
+#[test]
+fn the_current_build_writes_the_current_golden_image() {
+    let golden = std::fs::read(golden_path(FORMAT_VERSION)).unwrap();
+    assert!(
+        reference_image() == golden,
+        "the persisted card format changed: bump image::FORMAT_VERSION, keep reading the old version, and add a golden file"
+    );
+}

@@ -1,0 +1,59 @@
+//! A sequence of arbitrary APDUs against a RAM-backed personalized purse. The card must never
+//! panic, must answer every APDU with a status word, and must never hold more value than it
+//! started with: no byte sequence can forge a load.
+//!
+//! Input: the first byte chooses whether a genuine INITIALIZE PURCHASE from a certified
+//! terminal opens the sequence (so DEBIT parsing and checks run inside a live session); the
+//! rest is APDUs, each preceded by a one-byte length.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use rand_core::SeedableRng;
+use valuecard_card::eeprom::MemoryEeprom;
+use valuecard_card::image::EEPROM_SIZE;
+use valuecard_card::state::PersistentState;
+use valuecard_card::{testing, Card};
+use valuecard_core::apdu::{Command, Response};
+use valuecard_core::messages::purse::{ins, InitializePurchase, PURSE_AID};
+use valuecard_core::money::Amount;
+
+const INITIAL_MINOR: u64 = 10_000;
+
+fn balance<R: rand_core::CryptoRngCore>(card: &Card<MemoryEeprom, R>) -> u64 {
+    match card.state() {
+        PersistentState::Personalized(purse) => purse.balance.minor(),
+        _ => 0,
+    }
+}
+
+fuzz_target!(|input: &[u8]| {
+    let Some((&mode, mut rest)) = input.split_first() else { return };
+    let state = testing::personalized(Amount::new(INITIAL_MINOR).unwrap());
+    let rng = rand_chacha::ChaCha20Rng::seed_from_u64(1);
+    let mut card = Card::with_state(MemoryEeprom::new(EEPROM_SIZE), state, rng).unwrap();
+    let select = Command::new(0x00, ins::SELECT, 0x04, 0x00).with_data(PURSE_AID.to_vec()).with_le(256);
+    card.transmit(&select.encode()).unwrap();
+    if mode & 1 == 1 {
+        let (_, certificate) = testing::terminal();
+        let request = InitializePurchase {
+            terminal_certificate: certificate,
+            challenge_terminal: [mode; 16],
+            amount_max: Amount::new(500).unwrap(),
+            date: testing::today(),
+        };
+        let command = Command::new(0x80, ins::INITIALIZE_PURCHASE, 0, 0).with_data(request.encode()).with_le(65_536);
+        let response = Response::parse(&card.transmit(&command.encode()).unwrap()).unwrap();
+        assert!(response.sw.is_success(), "genuine INITIALIZE PURCHASE refused: {}", response.sw);
+    }
+    while let Some((&len, tail)) = rest.split_first() {
+        let len = (len as usize).min(tail.len());
+        let (apdu, next) = tail.split_at(len);
+        rest = next;
+        let bytes = card.transmit(apdu).expect("RAM memory never loses power");
+        let response = Response::parse(&bytes).expect("every answer ends with a status word");
+        if !response.sw.is_success() {
+            assert!(response.data.is_empty() || response.sw.0 == 0x6283, "error answers carry no data");
+        }
+        assert!(balance(&card) <= INITIAL_MINOR, "value was created");
+    }
+});
