@@ -39,6 +39,39 @@ impl Amount {
         Self::new(minor)
     }
 
+    /// Parses an amount written in currency units with at most two decimals: `12`, `12.5`,
+    /// `12.50`. Refuses signs, exponents, more decimals, and values above the purse maximum.
+    pub fn parse_decimal(text: &str) -> Result<Amount, AmountParseError> {
+        let bad = || AmountParseError(text.to_owned());
+        let (units, cents) = match text.split_once('.') {
+            Some((units, cents)) => (units, cents),
+            None => (text, ""),
+        };
+        let digits = |part: &str| part.bytes().all(|b| b.is_ascii_digit());
+        if units.is_empty()
+            || units.len() > 12
+            || !digits(units)
+            || cents.len() > 2
+            || !digits(cents)
+        {
+            return Err(bad());
+        }
+        if text.contains('.') && cents.is_empty() {
+            return Err(bad());
+        }
+        let units: u64 = units.parse().map_err(|_| bad())?;
+        let cents: u64 = match cents.len() {
+            0 => 0,
+            1 => cents.parse::<u64>().map_err(|_| bad())? * 10,
+            _ => cents.parse().map_err(|_| bad())?,
+        };
+        let minor = units
+            .checked_mul(100)
+            .and_then(|m| m.checked_add(cents))
+            .ok_or_else(bad)?;
+        Amount::new(minor).map_err(|_| bad())
+    }
+
     pub fn minor(self) -> u64 {
         self.0
     }
@@ -74,6 +107,11 @@ impl Amount {
     }
 }
 
+/// An amount that could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not an amount: write currency units with up to two decimals, like 12.50, at most 1000000.00")]
+pub struct AmountParseError(pub String);
+
 impl fmt::Display for Amount {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}.{:02}", self.0 / 100, self.0 % 100)
@@ -105,7 +143,37 @@ mod tests {
         assert!(Amount::from_be_slice(&[0; 7]).is_err());
     }
 
+    #[test]
+    fn parses_decimal_amounts_strictly() {
+        assert_eq!(Amount::parse_decimal("12.50").unwrap(), Amount(1250));
+        assert_eq!(Amount::parse_decimal("12.5").unwrap(), Amount(1250));
+        assert_eq!(Amount::parse_decimal("12").unwrap(), Amount(1200));
+        assert_eq!(Amount::parse_decimal("0.01").unwrap(), Amount(1));
+        assert_eq!(Amount::parse_decimal("1000000.00").unwrap(), Amount::MAX);
+        for bad in [
+            "",
+            ".",
+            "12.",
+            ".5",
+            "-1",
+            "+1",
+            "1e3",
+            "12.345",
+            "1,00",
+            "1000000.01",
+            "99999999999999",
+            " 1",
+        ] {
+            assert!(Amount::parse_decimal(bad).is_err(), "accepted {bad:?}");
+        }
+    }
+
     proptest! {
+        #[test]
+        fn display_then_parse_is_identity(minor in 0..=BALANCE_MAX_MINOR) {
+            prop_assert_eq!(Amount::parse_decimal(&Amount(minor).to_string()).unwrap(), Amount(minor));
+        }
+
         #[test]
         fn add_then_sub_is_identity(a in 0..=BALANCE_MAX_MINOR, b in 0..=BALANCE_MAX_MINOR) {
             let (a, b) = (Amount(a), Amount(b));

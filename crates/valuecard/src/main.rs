@@ -4,7 +4,10 @@
 
 mod bench;
 mod card_tool;
+mod datadir;
 mod demo;
+mod lifecycle;
+mod pcsc;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -27,16 +30,140 @@ enum Commands {
     /// Run the whole system embedded in a data directory: center, terminals, dispenser, cards,
     /// purchases, loads, the attacks a purse operator fears, and the reconciliation.
     Demo(demo::DemoArgs),
-    /// Tools for card developers.
+    /// The management center: set-up and status.
+    #[command(subcommand)]
+    Center(CenterCommands),
+    /// Cards: issue them, drive them by hand.
     #[command(subcommand)]
     Card(CardCommands),
+    /// The cashier's commands at a payment terminal or dispenser.
+    #[command(subcommand)]
+    Terminal(TerminalCommands),
     /// Benchmarks that print their ratio to the crypto floor measured in the same run.
     #[command(subcommand)]
     Bench(BenchCommands),
 }
 
 #[derive(Subcommand, Debug)]
+enum CenterCommands {
+    /// Create a center (root key pair, transport and master keys, database) in a data
+    /// directory, with one dispenser and payment terminals installed (Figs. 4A and 8).
+    Init {
+        #[arg(long)]
+        data: PathBuf,
+        /// How many payment terminals to install (named terminal-1, terminal-2, ...).
+        #[arg(long, default_value_t = 1)]
+        terminals: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cards, loads, loads in flight and devices.
+    Status {
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum TerminalCommands {
+    /// List the PC/SC readers.
+    Readers {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Install another payment terminal (or, with --dispenser, a dispenser) at the center.
+    Install {
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        dispenser: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the card in the reader: balance, state and its transaction log.
+    Info {
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long, default_value = "terminal-1")]
+        terminal: String,
+        #[command(flatten)]
+        reader: lifecycle::ReaderArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Sell: debit the card offline (Figs. 5 and 6).
+    Purchase {
+        #[arg(long)]
+        data: PathBuf,
+        /// Amount in currency units with up to two decimals, e.g. 12.50.
+        #[arg(long)]
+        amount: String,
+        #[arg(long, default_value = "terminal-1")]
+        terminal: String,
+        #[command(flatten)]
+        reader: lifecycle::ReaderArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Load value onto the card through the center (Fig. 7), at a dispenser.
+    Load {
+        #[arg(long)]
+        data: PathBuf,
+        /// Amount in currency units with up to two decimals, e.g. 20.00.
+        #[arg(long)]
+        amount: String,
+        #[arg(long, default_value = "dispenser-1")]
+        dispenser: String,
+        #[command(flatten)]
+        reader: lifecycle::ReaderArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Settle purchases and loads left in doubt for the card in the reader.
+    Settle {
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long, default_value = "terminal-1")]
+        terminal: String,
+        #[arg(long, default_value = "dispenser-1")]
+        dispenser: String,
+        #[command(flatten)]
+        reader: lifecycle::ReaderArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The terminal's purchase records.
+    History {
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long, default_value = "terminal-1")]
+        terminal: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 enum CardCommands {
+    /// Manufacture a card image and issue it through a dispenser (Figs. 4B, 4C, 7, 8).
+    Issue {
+        #[arg(long)]
+        data: PathBuf,
+        /// Where to write the new card image (never overwritten).
+        #[arg(long)]
+        out: PathBuf,
+        /// Initial value in currency units, e.g. 50.00.
+        #[arg(long)]
+        value: Option<String>,
+        #[arg(long, default_value = "dispenser-1")]
+        dispenser: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Send raw command APDUs (hex) to a card image and print each response.
     Apdu {
         /// The card image file (for example one the demo left in DATA/cards/).
@@ -58,6 +185,50 @@ enum BenchCommands {
     Purchase(bench::PurchaseArgs),
 }
 
+fn terminal(command: TerminalCommands) -> Result<ExitCode, String> {
+    match command {
+        TerminalCommands::Readers { json } => pcsc::list_readers(json),
+        TerminalCommands::Install {
+            data,
+            name,
+            dispenser,
+            json,
+        } => lifecycle::terminal_install(&data, &name, dispenser, json),
+        TerminalCommands::Info {
+            data,
+            terminal,
+            reader,
+            json,
+        } => lifecycle::terminal_info(&data, &terminal, &reader, json),
+        TerminalCommands::Purchase {
+            data,
+            amount,
+            terminal,
+            reader,
+            json,
+        } => lifecycle::terminal_purchase(&data, &terminal, &amount, &reader, json),
+        TerminalCommands::Load {
+            data,
+            amount,
+            dispenser,
+            reader,
+            json,
+        } => lifecycle::terminal_load(&data, &dispenser, &amount, &reader, json),
+        TerminalCommands::Settle {
+            data,
+            terminal,
+            dispenser,
+            reader,
+            json,
+        } => lifecycle::terminal_settle(&data, &terminal, &dispenser, &reader, json),
+        TerminalCommands::History {
+            data,
+            terminal,
+            json,
+        } => lifecycle::terminal_history(&data, &terminal, json),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
@@ -65,6 +236,22 @@ fn main() -> ExitCode {
         Commands::Card(CardCommands::Apdu { card, json, apdus }) => {
             card_tool::apdu(&card, json, &apdus)
         }
+        Commands::Card(CardCommands::Issue {
+            data,
+            out,
+            value,
+            dispenser,
+            json,
+        }) => lifecycle::card_issue(&data, &out, value.as_deref(), &dispenser, json),
+        Commands::Center(CenterCommands::Init {
+            data,
+            terminals,
+            json,
+        }) => lifecycle::center_init(&data, terminals, json),
+        Commands::Center(CenterCommands::Status { data, json }) => {
+            lifecycle::center_status(&data, json)
+        }
+        Commands::Terminal(command) => terminal(command),
         Commands::Bench(BenchCommands::Purchase(args)) => bench::purchase(args),
     };
     match outcome {

@@ -149,3 +149,138 @@ fn bench_prints_its_ratio_to_the_floor() {
     assert!(report["ratio_to_floor"].as_f64().unwrap() > 0.0);
     assert_eq!(report["command_pairs_after_select"], 2);
 }
+
+#[test]
+fn life_cycle_step_by_step_against_a_data_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let card = dir.path().join("card.img");
+    let json = |args: &[&str]| -> serde_json::Value {
+        let output = valuecard().args(args).arg("--json").output().unwrap();
+        assert!(
+            output.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout).unwrap()
+    };
+    let data_arg = data.to_str().unwrap();
+    let card_arg = card.to_str().unwrap();
+    let init = json(&["center", "init", "--data", data_arg, "--terminals", "2"]);
+    assert_eq!(init["devices"].as_array().unwrap().len(), 3);
+    let issued = json(&[
+        "card", "issue", "--data", data_arg, "--out", card_arg, "--value", "50.00",
+    ]);
+    assert_eq!(issued["balance"], 5000);
+    let sale = json(&[
+        "terminal", "purchase", "--data", data_arg, "--card", card_arg, "--amount", "12.50",
+    ]);
+    assert_eq!(
+        (
+            sale["balance_before"].as_u64(),
+            sale["balance_after"].as_u64()
+        ),
+        (Some(5000), Some(3750))
+    );
+    let load = json(&[
+        "terminal", "load", "--data", data_arg, "--card", card_arg, "--amount", "20",
+    ]);
+    assert_eq!(load["balance_after"], 5750);
+    let sale = json(&[
+        "terminal",
+        "purchase",
+        "--data",
+        data_arg,
+        "--terminal",
+        "terminal-2",
+        "--card",
+        card_arg,
+        "--amount",
+        "0.75",
+    ]);
+    assert_eq!(sale["balance_after"], 5675);
+    let info = json(&["terminal", "info", "--data", data_arg, "--card", card_arg]);
+    assert_eq!(info["balance"], 5675);
+    assert_eq!(info["log"].as_array().unwrap().len(), 4);
+    let history = json(&["terminal", "history", "--data", data_arg]);
+    assert_eq!(history["committed_minor"], 1250);
+    let status = json(&["center", "status", "--data", data_arg]);
+    assert_eq!(
+        (status["issued"].as_u64(), status["loaded"].as_u64()),
+        (Some(5000), Some(2000))
+    );
+    assert_eq!(status["loads_in_flight"], 0);
+
+    // Refusals: a clear message, a non-zero exit, and nothing changed.
+    for (args, message) in [
+        (
+            vec![
+                "terminal", "purchase", "--data", data_arg, "--card", card_arg, "--amount", "1000",
+            ],
+            "the card holds",
+        ),
+        (
+            vec![
+                "terminal", "purchase", "--data", data_arg, "--card", card_arg, "--amount", "1.234",
+            ],
+            "is not an amount",
+        ),
+        (
+            vec![
+                "terminal",
+                "purchase",
+                "--data",
+                data_arg,
+                "--terminal",
+                "nobody",
+                "--card",
+                card_arg,
+                "--amount",
+                "1",
+            ],
+            "no device named",
+        ),
+        (
+            vec!["card", "issue", "--data", data_arg, "--out", card_arg],
+            "never overwritten",
+        ),
+        (
+            vec!["center", "init", "--data", data_arg],
+            "already holds a center",
+        ),
+    ] {
+        let output = valuecard().args(&args).output().unwrap();
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(message), "{args:?}: {stderr}");
+    }
+    let info = json(&["terminal", "info", "--data", data_arg, "--card", card_arg]);
+    assert_eq!(info["balance"], 5675);
+}
+
+#[test]
+fn every_command_has_help() {
+    for args in [
+        vec!["--help"],
+        vec!["demo", "--help"],
+        vec!["center", "init", "--help"],
+        vec!["center", "status", "--help"],
+        vec!["card", "issue", "--help"],
+        vec!["card", "apdu", "--help"],
+        vec!["terminal", "readers", "--help"],
+        vec!["terminal", "purchase", "--help"],
+        vec!["terminal", "load", "--help"],
+        vec!["terminal", "info", "--help"],
+        vec!["terminal", "settle", "--help"],
+        vec!["terminal", "history", "--help"],
+        vec!["terminal", "install", "--help"],
+        vec!["bench", "purchase", "--help"],
+    ] {
+        let output = valuecard().args(&args).output().unwrap();
+        assert!(output.status.success(), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&output.stdout).contains("Usage:"),
+            "{args:?}"
+        );
+    }
+}

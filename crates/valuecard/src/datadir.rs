@@ -1,0 +1,186 @@
+//! The layout of a valuecard data directory, and opening each party from it.
+//!
+//! ```text
+//! DIR/center/center.keys        the center's keys (owner-only)
+//! DIR/center/center.sqlite      the center's database
+//! DIR/devices/NAME/role         "payment-terminal" or "dispenser"
+//! DIR/devices/NAME/sam.key      the device's software SAM image (owner-only)
+//! DIR/devices/NAME/purchases.sqlite   a payment terminal's records
+//! ```
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use rand_core::OsRng;
+use valuecard_center::Center;
+use valuecard_core::cert::Role;
+use valuecard_core::crypto::random_array;
+use valuecard_core::ids::DeviceId;
+use valuecard_core::messages::center::InstallationRequest;
+use valuecard_core::time::{Clock, SystemClock};
+use valuecard_sam::{Sam, SoftwareSam};
+use valuecard_terminal::dispenser::Dispenser;
+use valuecard_terminal::payment::PaymentTerminal;
+use valuecard_terminal::store::SqliteStore;
+
+pub type CliTerminal = PaymentTerminal<SoftwareSam, SqliteStore>;
+pub type CliDispenser = Dispenser<SoftwareSam>;
+
+pub fn center_dir(data: &Path) -> PathBuf {
+    data.join("center")
+}
+
+pub fn device_dir(data: &Path, name: &str) -> PathBuf {
+    data.join("devices").join(name)
+}
+
+fn clock() -> Box<dyn Clock> {
+    Box::new(SystemClock)
+}
+
+pub fn init_center(data: &Path) -> Result<Center, String> {
+    Center::init(&center_dir(data), clock(), &mut OsRng).map_err(|e| e.to_string())
+}
+
+pub fn open_center(data: &Path) -> Result<Center, String> {
+    let dir = center_dir(data);
+    if !valuecard_center::key_path(&dir).exists() {
+        return Err(format!(
+            "{} holds no center: run `valuecard center init --data {}` first",
+            data.display(),
+            data.display()
+        ));
+    }
+    Center::open(&dir, clock()).map_err(|e| e.to_string())
+}
+
+fn valid_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name:?} is not a device name: use letters, digits, '-' and '_' (at most 64)"
+        ))
+    }
+}
+
+fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Dispenser => "dispenser",
+        _ => "payment-terminal",
+    }
+}
+
+/// Writes a file readable by its owner only, atomically (temporary file, then rename).
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    let temporary = path.with_extension("tmp");
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options
+        .open(&temporary)
+        .map_err(|e| format!("{}: {e}", temporary.display()))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| format!("{}: {e}", temporary.display()))?;
+    std::fs::rename(&temporary, path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Manufactures a SAM for a new device, installs it at the center (Figs. 4A and 8), and
+/// stores it under `DIR/devices/NAME`.
+pub fn install_device(
+    data: &Path,
+    center: &mut Center,
+    name: &str,
+    role: Role,
+) -> Result<DeviceId, String> {
+    valid_name(name)?;
+    let dir = device_dir(data, name);
+    if dir.exists() {
+        return Err(format!(
+            "a device named {name:?} already exists in {}",
+            data.display()
+        ));
+    }
+    let device_id = center.allocate_device_id().map_err(|e| e.to_string())?;
+    let mut sam = SoftwareSam::manufacture(
+        device_id,
+        center.transport_key_for_manufacture(),
+        &mut OsRng,
+    );
+    let challenge = random_array(&mut OsRng);
+    let request = InstallationRequest {
+        device_id,
+        signing_key: sam.signing_key(),
+        sealing_key: sam.sealing_key(),
+        challenge,
+    };
+    let installation = center
+        .install_device(&request, role)
+        .map_err(|e| e.to_string())?;
+    sam.install(&installation, &challenge, role, center.today())
+        .map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    write_private(&dir.join("sam.key"), &sam.to_image())?;
+    std::fs::write(dir.join("role"), role_name(role))
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
+    Ok(device_id)
+}
+
+fn open_sam(data: &Path, name: &str, role: Role) -> Result<SoftwareSam, String> {
+    valid_name(name)?;
+    let dir = device_dir(data, name);
+    let stored_role = std::fs::read_to_string(dir.join("role")).map_err(|_| {
+        format!(
+            "no device named {name:?} in {} (see `valuecard terminal install`)",
+            data.display()
+        )
+    })?;
+    if stored_role.trim() != role_name(role) {
+        return Err(format!(
+            "device {name:?} is a {}, not a {}",
+            stored_role.trim(),
+            role_name(role)
+        ));
+    }
+    let image =
+        std::fs::read(dir.join("sam.key")).map_err(|e| format!("{}: {e}", dir.display()))?;
+    SoftwareSam::from_image(&image).map_err(|e| format!("device {name:?}: {e}"))
+}
+
+pub fn open_terminal(data: &Path, name: &str) -> Result<CliTerminal, String> {
+    let sam = open_sam(data, name, Role::PaymentTerminal)?;
+    let store = SqliteStore::open(&device_dir(data, name).join("purchases.sqlite"))
+        .map_err(|e| e.to_string())?;
+    PaymentTerminal::new(sam, store, clock(), OsRng).map_err(|e| e.to_string())
+}
+
+pub fn open_dispenser(data: &Path, name: &str) -> Result<CliDispenser, String> {
+    let sam = open_sam(data, name, Role::Dispenser)?;
+    Dispenser::new(sam, clock(), OsRng).map_err(|e| e.to_string())
+}
+
+/// Every installed device: (name, role).
+pub fn devices(data: &Path) -> Result<Vec<(String, String)>, String> {
+    let dir = data.join("devices");
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(&dir) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Ok(role) = std::fs::read_to_string(entry.path().join("role")) {
+                out.push((name, role.trim().to_owned()));
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}

@@ -1,0 +1,407 @@
+//! The life cycle step by step against a data directory: center set-up, device installation,
+//! card issuance, and the cashier's commands at a terminal.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use serde_json::json;
+use valuecard_card::FileCard;
+use valuecard_core::cert::Role;
+use valuecard_core::messages::purse::{ins, LogEntry};
+use valuecard_core::money::Amount;
+use valuecard_reader::{CardReader, InProcessReader};
+use valuecard_terminal::card_commands::{proprietary, run};
+use valuecard_terminal::store::TerminalStore;
+use valuecard_terminal::TerminalError;
+
+use crate::datadir;
+
+/// Where the card is: an image file in this process, or a PC/SC reader.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ReaderArgs {
+    /// Use this card image in-process instead of a PC/SC reader.
+    #[arg(long, conflicts_with = "reader")]
+    pub card: Option<PathBuf>,
+    /// PC/SC reader: a name (or part of one) or an index from `valuecard terminal readers`.
+    #[arg(long)]
+    pub reader: Option<String>,
+    /// Seconds to wait for a card in the reader.
+    #[arg(long, default_value_t = 10)]
+    pub wait: u64,
+}
+
+pub fn open_reader(args: &ReaderArgs) -> Result<Box<dyn CardReader>, String> {
+    if let Some(path) = &args.card {
+        let card = FileCard::open_file(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        return Ok(Box::new(InProcessReader::with_card(
+            path.display().to_string(),
+            card,
+        )));
+    }
+    crate::pcsc::open(args.reader.as_deref(), args.wait)
+}
+
+pub fn parse_amount(text: &str) -> Result<Amount, String> {
+    Amount::parse_decimal(text).map_err(|e| e.to_string())
+}
+
+fn print(json_output: bool, value: serde_json::Value, text: impl FnOnce()) {
+    if json_output {
+        println!("{value}");
+    } else {
+        text();
+    }
+}
+
+/// A terminal error in words a cashier can act on.
+pub fn explain(error: &TerminalError) -> String {
+    match error {
+        TerminalError::PurchaseInDoubt { sequence } => format!(
+            "the card was removed (or lost power) before it answered: purchase {sequence} is recorded as in doubt \
+             and is settled automatically the next time this card is presented (or with `valuecard terminal settle`)"
+        ),
+        TerminalError::LoadInDoubt { load_number } => format!(
+            "the card was removed before it confirmed the load: load {load_number} is pending at the center \
+             and is settled with `valuecard terminal settle` when the card is presented again"
+        ),
+        TerminalError::Reader(valuecard_reader::ReaderError::CardRemoved) => {
+            "the card was removed before the transaction started; nothing was changed".to_owned()
+        }
+        other => other.to_string(),
+    }
+}
+
+pub fn center_init(data: &Path, terminals: usize, json_output: bool) -> Result<ExitCode, String> {
+    let mut center = datadir::init_center(data)?;
+    let mut devices = Vec::new();
+    let dispenser = datadir::install_device(data, &mut center, "dispenser-1", Role::Dispenser)?;
+    devices.push(("dispenser-1".to_owned(), "dispenser", dispenser));
+    for index in 1..=terminals {
+        let name = format!("terminal-{index}");
+        let id = datadir::install_device(data, &mut center, &name, Role::PaymentTerminal)?;
+        devices.push((name, "payment-terminal", id));
+    }
+    let anchor = center.anchor();
+    print(
+        json_output,
+        json!({
+            "center": anchor.center.to_string(),
+            "root_public_key": hex::encode_upper(anchor.public_key.to_bytes()),
+            "devices": devices.iter().map(|(name, role, id)| json!({"name": name, "role": role, "device_id": id.to_string()})).collect::<Vec<_>>(),
+        }),
+        || {
+            println!("center {} created in {}", anchor.center, data.display());
+            for (name, role, id) in &devices {
+                println!("  {role} {name}: {id}");
+            }
+        },
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn center_status(data: &Path, json_output: bool) -> Result<ExitCode, String> {
+    let center = datadir::open_center(data)?;
+    let totals = center.load_totals().map_err(|e| e.to_string())?;
+    let pending = center.pending_loads().map_err(|e| e.to_string())?;
+    let cards = center.card_count().map_err(|e| e.to_string())?;
+    print(
+        json_output,
+        json!({
+            "center": center.anchor().center.to_string(),
+            "cards": cards,
+            "issued": totals.issued,
+            "loaded": totals.loaded,
+            "loads_in_flight": totals.in_flight_count,
+            "loads_in_flight_minor": totals.in_flight,
+            "pending_loads": pending.iter().map(|p| json!({"card": p.card_id.to_string(), "load_number": p.load_number, "amount": p.amount.minor()})).collect::<Vec<_>>(),
+            "devices": datadir::devices(data)?.iter().map(|(name, role)| json!({"name": name, "role": role})).collect::<Vec<_>>(),
+        }),
+        || {
+            println!("center {}: {cards} cards", center.anchor().center);
+            println!(
+                "  issued {}  loaded {}  in flight {} ({} loads)",
+                Amount::new(totals.issued).unwrap_or(Amount::ZERO),
+                Amount::new(totals.loaded).unwrap_or(Amount::ZERO),
+                Amount::new(totals.in_flight).unwrap_or(Amount::ZERO),
+                totals.in_flight_count
+            );
+        },
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn terminal_install(
+    data: &Path,
+    name: &str,
+    dispenser: bool,
+    json_output: bool,
+) -> Result<ExitCode, String> {
+    let mut center = datadir::open_center(data)?;
+    let role = if dispenser {
+        Role::Dispenser
+    } else {
+        Role::PaymentTerminal
+    };
+    let id = datadir::install_device(data, &mut center, name, role)?;
+    print(
+        json_output,
+        json!({"name": name, "device_id": id.to_string(), "role": if dispenser { "dispenser" } else { "payment-terminal" }}),
+        || {
+            println!("installed {name}: {id}");
+        },
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Manufactures a card image and issues it through a dispenser (Figs. 4B, 4C, 7, 8).
+pub fn card_issue(
+    data: &Path,
+    out: &Path,
+    value: Option<&str>,
+    dispenser: &str,
+    json_output: bool,
+) -> Result<ExitCode, String> {
+    let value = value.map(parse_amount).transpose()?.unwrap_or(Amount::ZERO);
+    let mut center = datadir::open_center(data)?;
+    let mut dispenser = datadir::open_dispenser(data, dispenser)?;
+    if out.exists() {
+        return Err(format!(
+            "{} already exists; a card image is never overwritten",
+            out.display()
+        ));
+    }
+    let card = FileCard::manufacture_file(out, center.transport_key_for_manufacture())
+        .map_err(|e| format!("{}: {e}", out.display()))?;
+    let mut reader = InProcessReader::with_card("dispenser", card);
+    let card_id = dispenser
+        .issue_card(&mut reader, &mut center)
+        .map_err(|e| explain(&e))?;
+    if value > Amount::ZERO {
+        dispenser
+            .load(&mut reader, &mut center, value)
+            .map_err(|e| explain(&e))?;
+    }
+    print(
+        json_output,
+        json!({"card": card_id.to_string(), "image": out.display().to_string(), "balance": value.minor()}),
+        || {
+            println!("card {card_id} issued with {value} into {}", out.display());
+        },
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn terminal_info(
+    data: &Path,
+    terminal: &str,
+    reader_args: &ReaderArgs,
+    json_output: bool,
+) -> Result<ExitCode, String> {
+    let mut terminal = datadir::open_terminal(data, terminal)?;
+    let mut boxed = open_reader(reader_args)?;
+    let mut reader: &mut dyn CardReader = &mut *boxed;
+    let card = terminal.select_card(&mut reader).map_err(|e| explain(&e))?;
+    let status = terminal
+        .read_purse(&mut reader, &card)
+        .map_err(|e| explain(&e))?;
+    let log = run(
+        &mut reader,
+        "READ LOG",
+        &proprietary(ins::READ_LOG, Vec::new()),
+    )
+    .map_err(|e| explain(&e))?;
+    let log =
+        LogEntry::decode_list(&log).map_err(|e| format!("the card sent a malformed log: {e}"))?;
+    print(
+        json_output,
+        json!({
+            "card": status.card_id.to_string(),
+            "balance": status.balance.minor(),
+            "state": format!("{:?}", status.state),
+            "counter": status.counter,
+            "abnormal_events": status.abnormal_events,
+            "log": log.iter().map(|e| json!({"kind": format!("{:?}", e.kind), "counter": e.counter, "amount": e.amount.minor(), "balance_after": e.balance_after.minor(), "party": e.party.to_string(), "date": e.date.to_string()})).collect::<Vec<_>>(),
+        }),
+        || {
+            println!(
+                "card {}: balance {} ({:?}, {} updates, {} abnormal events)",
+                status.card_id,
+                status.balance,
+                status.state,
+                status.counter,
+                status.abnormal_events
+            );
+            for entry in &log {
+                println!(
+                    "  #{:<4} {} {:?} {:>10} -> {:>10}  {}",
+                    entry.counter,
+                    entry.date,
+                    entry.kind,
+                    entry.amount,
+                    entry.balance_after,
+                    entry.party
+                );
+            }
+        },
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn terminal_purchase(
+    data: &Path,
+    terminal: &str,
+    amount: &str,
+    reader_args: &ReaderArgs,
+    json_output: bool,
+) -> Result<ExitCode, String> {
+    let amount = parse_amount(amount)?;
+    let mut terminal = datadir::open_terminal(data, terminal)?;
+    let mut boxed = open_reader(reader_args)?;
+    let mut reader: &mut dyn CardReader = &mut *boxed;
+    let receipt = terminal
+        .purchase(&mut reader, amount)
+        .map_err(|e| explain(&e))?;
+    print(
+        json_output,
+        json!({"terminal": terminal.device_id().to_string(), "sequence": receipt.sequence, "card": receipt.card_id.to_string(), "amount": receipt.amount.minor(), "balance_before": receipt.balance_before.minor(), "balance_after": receipt.balance_after.minor()}),
+        || {
+            println!(
+                "sold {} to card {}: balance {} -> {} (receipt {})",
+                receipt.amount,
+                receipt.card_id,
+                receipt.balance_before,
+                receipt.balance_after,
+                receipt.sequence
+            )
+        },
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn terminal_load(
+    data: &Path,
+    dispenser: &str,
+    amount: &str,
+    reader_args: &ReaderArgs,
+    json_output: bool,
+) -> Result<ExitCode, String> {
+    let amount = parse_amount(amount)?;
+    let mut center = datadir::open_center(data)?;
+    let mut dispenser = datadir::open_dispenser(data, dispenser)?;
+    let mut boxed = open_reader(reader_args)?;
+    let mut reader: &mut dyn CardReader = &mut *boxed;
+    let receipt = dispenser
+        .load(&mut reader, &mut center, amount)
+        .map_err(|e| explain(&e))?;
+    print(
+        json_output,
+        json!({"card": receipt.card_id.to_string(), "load_number": receipt.load_number, "amount": receipt.amount.minor(), "balance_after": receipt.balance_after.minor()}),
+        || {
+            println!(
+                "loaded {} onto card {}: balance now {} (load {})",
+                receipt.amount, receipt.card_id, receipt.balance_after, receipt.load_number
+            )
+        },
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Settles everything in doubt for the presented card: this terminal's purchases and the
+/// center's pending loads.
+pub fn terminal_settle(
+    data: &Path,
+    terminal: &str,
+    dispenser: &str,
+    reader_args: &ReaderArgs,
+    json_output: bool,
+) -> Result<ExitCode, String> {
+    let mut terminal = datadir::open_terminal(data, terminal)?;
+    let mut boxed = open_reader(reader_args)?;
+    let mut reader: &mut dyn CardReader = &mut *boxed;
+    let card = terminal.select_card(&mut reader).map_err(|e| explain(&e))?;
+    let purchases = terminal
+        .settle_in_doubt(&mut reader, &card)
+        .map_err(|e| explain(&e))?;
+    let mut loads = Vec::new();
+    if datadir::center_dir(data).exists() {
+        let mut center = datadir::open_center(data)?;
+        let mut dispenser = datadir::open_dispenser(data, dispenser)?;
+        for pending in center.pending_loads().map_err(|e| e.to_string())? {
+            if pending.card_id == card.card_id() {
+                let outcome = dispenser
+                    .settle_pending_load(
+                        &mut reader,
+                        &mut center,
+                        pending.load_number,
+                        pending.card_counter,
+                        pending.amount,
+                    )
+                    .map_err(|e| explain(&e))?;
+                loads.push((pending.load_number, outcome));
+            }
+        }
+    }
+    print(
+        json_output,
+        json!({
+            "card": card.card_id().to_string(),
+            "purchases": purchases.iter().map(|s| json!({"sequence": s.sequence, "status": s.status.as_str()})).collect::<Vec<_>>(),
+            "loads": loads.iter().map(|(n, o)| json!({"load_number": n, "status": match o { Some(true) => "committed", Some(false) => "cancelled", None => "unknown" }})).collect::<Vec<_>>(),
+        }),
+        || {
+            println!(
+                "card {}: {} purchases and {} loads settled",
+                card.card_id(),
+                purchases.len(),
+                loads.len()
+            );
+            for settlement in &purchases {
+                println!(
+                    "  purchase {}: {}",
+                    settlement.sequence,
+                    settlement.status.as_str()
+                );
+            }
+        },
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn terminal_history(
+    data: &Path,
+    terminal: &str,
+    json_output: bool,
+) -> Result<ExitCode, String> {
+    let terminal = datadir::open_terminal(data, terminal)?;
+    let records = terminal.store().records().map_err(|e| e.to_string())?;
+    let totals = terminal.store().totals().map_err(|e| e.to_string())?;
+    print(
+        json_output,
+        json!({
+            "terminal": terminal.device_id().to_string(),
+            "committed_minor": totals.committed_minor,
+            "in_doubt": totals.in_doubt_count,
+            "purchases": records.iter().map(|r| json!({"sequence": r.sequence, "card": r.card_id.to_string(), "amount": r.amount.minor(), "balance_after": r.balance_after.minor(), "date": r.date.to_string(), "status": r.status.as_str()})).collect::<Vec<_>>(),
+        }),
+        || {
+            println!(
+                "terminal {}: {} committed ({}), {} in doubt",
+                terminal.device_id(),
+                records.len(),
+                Amount::new(totals.committed_minor).unwrap_or(Amount::ZERO),
+                totals.in_doubt_count
+            );
+            for r in &records {
+                println!(
+                    "  {:>6} {} card {} {:>10} {}",
+                    r.sequence,
+                    r.date,
+                    r.card_id,
+                    r.amount,
+                    r.status.as_str()
+                );
+            }
+        },
+    );
+    Ok(ExitCode::SUCCESS)
+}
