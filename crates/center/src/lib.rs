@@ -10,11 +10,11 @@
 
 pub mod db;
 pub mod keys;
+pub mod sql;
 
 use std::path::{Path, PathBuf};
 
 use rand_core::CryptoRngCore;
-use rusqlite::{params, Connection, OptionalExtension};
 use valuecard_core::cert::{Certificate, CertificateBody, Role, TrustAnchor};
 use valuecard_core::crypto::{
     aes_cmac, aes_gcm_seal, derivation, diversify_key, PublicKey, Signature, GCM_NONCE_LEN,
@@ -33,8 +33,9 @@ use valuecard_core::money::Amount;
 use valuecard_core::time::{Clock, Date};
 use valuecard_sam::{installation_keys_aad, transport_session_key};
 
-use crate::db::{next_in_sequence, storage};
+use crate::db::next_in_sequence;
 use crate::keys::CenterKeys;
+use crate::sql::{Database, Executor, Value};
 
 pub use valuecard_core::messages::center::CenterError;
 
@@ -78,7 +79,7 @@ pub struct PendingLoad {
 /// The management center over its key file and database.
 pub struct Center {
     keys: CenterKeys,
-    db: Connection,
+    db: Database,
     clock: Box<dyn Clock>,
 }
 
@@ -100,9 +101,11 @@ pub fn db_path(dir: &Path) -> PathBuf {
 }
 
 impl Center {
-    /// Creates a new center (Fig. 4A: the master key pair) in `dir`. Refuses to overwrite.
+    /// Creates a new center (Fig. 4A: the master key pair) in `dir`, on a SQLite database
+    /// in `dir` or on `database` (PostgreSQL). Refuses to overwrite.
     pub fn init(
         dir: &Path,
+        database: Option<Database>,
         clock: Box<dyn Clock>,
         rng: &mut impl CryptoRngCore,
     ) -> Result<Self, CenterError> {
@@ -119,15 +122,31 @@ impl Center {
         center_id[0] = 0xCE;
         rng.fill_bytes(&mut center_id[1..]);
         let keys = CenterKeys::generate(DeviceId(center_id), rng);
+        let db = match database {
+            Some(db) => db,
+            None => Database::open_sqlite(&db_path(dir))?,
+        };
         keys.save(&key_path(dir))?;
-        let db = db::open(&db_path(dir))?;
         Ok(Center { keys, db, clock })
     }
 
-    pub fn open(dir: &Path, clock: Box<dyn Clock>) -> Result<Self, CenterError> {
+    /// Opens the center in `dir`, on its SQLite database there or on `database`.
+    pub fn open(
+        dir: &Path,
+        database: Option<Database>,
+        clock: Box<dyn Clock>,
+    ) -> Result<Self, CenterError> {
         let keys = CenterKeys::load(&key_path(dir))?;
-        let db = db::open(&db_path(dir))?;
+        let db = match database {
+            Some(db) => db,
+            None => Database::open_sqlite(&db_path(dir))?,
+        };
         Ok(Center { keys, db, clock })
+    }
+
+    /// Which database the center runs on.
+    pub fn database(&self) -> &Database {
+        &self.db
     }
 
     pub fn today(&self) -> Date {
@@ -197,9 +216,7 @@ impl Center {
 
     /// Allocates an ID for a new terminal or dispenser (before its SAM is manufactured).
     pub fn allocate_device_id(&mut self) -> Result<DeviceId, CenterError> {
-        let transaction = self.db.transaction().map_err(storage)?;
-        let number = next_in_sequence(&transaction, "device")?;
-        transaction.commit().map_err(storage)?;
+        let number = self.db.transaction(|tx| next_in_sequence(tx, "device"))?;
         Ok(sequential_id(DEVICE_ID_PREFIX, number))
     }
 
@@ -238,22 +255,19 @@ impl Center {
             &plain,
         );
         zeroize::Zeroize::zeroize(&mut plain);
-        let changed = self
-            .db
-            .execute(
-                "INSERT INTO devices (device_id, role, signing_key, sealing_key, certificate, status, installed_on)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 'installed', ?6)
-                 ON CONFLICT (device_id) DO NOTHING",
-                params![
-                    &request.device_id.0[..],
-                    role as u8,
-                    &request.signing_key.to_bytes()[..],
-                    &request.sealing_key[..],
-                    certificate.encode(),
-                    self.today().0
-                ],
-            )
-            .map_err(storage)?;
+        let changed = self.db.execute(
+            "INSERT INTO devices (device_id, role, signing_key, sealing_key, certificate, status, installed_on)
+             VALUES ($1, $2, $3, $4, $5, 'installed', $6)
+             ON CONFLICT (device_id) DO NOTHING",
+            &[
+                request.device_id.0[..].into(),
+                (role as u8).into(),
+                request.signing_key.to_bytes()[..].into(),
+                request.sealing_key[..].into(),
+                certificate.encode().into(),
+                self.today().0.into(),
+            ],
+        )?;
         if changed == 0 {
             return Err(CenterError::Mismatch(format!(
                 "device {} is already installed",
@@ -267,21 +281,19 @@ impl Center {
         })
     }
 
-    fn device_role(&self, device_id: DeviceId) -> Result<Role, CenterError> {
-        let role: Option<u8> = self
-            .db
-            .query_row(
-                "SELECT role FROM devices WHERE device_id = ?1 AND status = 'installed'",
-                [&device_id.0[..]],
-                |row| row.get(0),
-            )
-            .optional()
-            .map_err(storage)?;
-        role.and_then(Role::from_u8)
-            .ok_or(CenterError::UnknownDevice(device_id))
+    fn device_role(&mut self, device_id: DeviceId) -> Result<Role, CenterError> {
+        let row = self.db.query_optional(
+            "SELECT role FROM devices WHERE device_id = $1 AND status = 'installed'",
+            &[device_id.0[..].into()],
+        )?;
+        let role = match row {
+            Some(row) => u8::try_from(row.int(0)?).ok().and_then(Role::from_u8),
+            None => None,
+        };
+        role.ok_or(CenterError::UnknownDevice(device_id))
     }
 
-    fn require_dispenser(&self, device_id: DeviceId) -> Result<(), CenterError> {
+    fn require_dispenser(&mut self, device_id: DeviceId) -> Result<(), CenterError> {
         match self.device_role(device_id)? {
             Role::Dispenser => Ok(()),
             _ => Err(CenterError::NotAuthorized(device_id)),
@@ -297,26 +309,23 @@ impl Center {
     }
 
     fn card_record(
-        &self,
+        &mut self,
         card_id: &CardId,
     ) -> Result<(String, Option<Vec<u8>>, DeviceId), CenterError> {
-        let row: Option<(String, Option<Vec<u8>>, Vec<u8>)> = self
+        let row = self
             .db
-            .query_row(
-                "SELECT status, signing_key, dispenser_id FROM cards WHERE card_id = ?1",
-                [&card_id.0[..]],
-                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
-            )
-            .optional()
-            .map_err(storage)?;
-        let (status, key, dispenser) = row.ok_or(CenterError::UnknownCard(*card_id))?;
-        let dispenser =
-            DeviceId::from_slice(&dispenser).map_err(|e| CenterError::Storage(e.to_string()))?;
-        Ok((status, key, dispenser))
+            .query_optional(
+                "SELECT status, signing_key, dispenser_id FROM cards WHERE card_id = $1",
+                &[card_id.0[..].into()],
+            )?
+            .ok_or(CenterError::UnknownCard(*card_id))?;
+        let dispenser = DeviceId::from_slice(&row.bytes(2)?)
+            .map_err(|e| CenterError::Storage(e.to_string()))?;
+        Ok((row.text(0)?, row.optional_bytes(1)?, dispenser))
     }
 
     /// A card's certified public key, for verifying what the card signed.
-    pub fn card_public_key(&self, card_id: &CardId) -> Result<PublicKey, CenterError> {
+    pub fn card_public_key(&mut self, card_id: &CardId) -> Result<PublicKey, CenterError> {
         let (status, key, _) = self.card_record(card_id)?;
         if status == "assigned" {
             return Err(CenterError::Mismatch(format!(
@@ -330,13 +339,10 @@ impl Center {
 
     /// Marks a card blocked at the center: no further loads are authorized.
     pub fn block_card(&mut self, card_id: &CardId) -> Result<(), CenterError> {
-        let changed = self
-            .db
-            .execute(
-                "UPDATE cards SET status = 'blocked' WHERE card_id = ?1",
-                [&card_id.0[..]],
-            )
-            .map_err(storage)?;
+        let changed = self.db.execute(
+            "UPDATE cards SET status = 'blocked' WHERE card_id = $1",
+            &[card_id.0[..].into()],
+        )?;
         if changed == 0 {
             return Err(CenterError::UnknownCard(*card_id));
         }
@@ -344,31 +350,22 @@ impl Center {
     }
 
     /// Totals of every load, by kind and outcome.
-    pub fn load_totals(&self) -> Result<LoadTotals, CenterError> {
+    pub fn load_totals(&mut self) -> Result<LoadTotals, CenterError> {
         let mut totals = LoadTotals::default();
-        let mut statement = self
-            .db
-            .prepare("SELECT kind, status, COALESCE(SUM(amount_minor), 0), COUNT(*) FROM loads GROUP BY kind, status")
-            .map_err(storage)?;
-        let rows = statement
-            .query_map([], |row| {
-                Ok((
-                    row.get::<_, String>(0)?,
-                    row.get::<_, String>(1)?,
-                    row.get::<_, i64>(2)?,
-                    row.get::<_, i64>(3)?,
-                ))
-            })
-            .map_err(storage)?;
+        let rows = self.db.query(
+            "SELECT kind, status, CAST(COALESCE(SUM(amount_minor), 0) AS BIGINT), CAST(COUNT(*) AS BIGINT)
+             FROM loads GROUP BY kind, status",
+            &[],
+        )?;
         for row in rows {
-            let (kind, status, sum, count) = row.map_err(storage)?;
-            let sum = sum as u64;
-            match (kind.as_str(), status.as_str()) {
+            let sum = row.int(2)? as u64;
+            let count = row.int(3)? as u64;
+            match (row.text(0)?.as_str(), row.text(1)?.as_str()) {
                 ("initial", "committed") => totals.issued += sum,
                 ("recharge", "committed") => totals.loaded += sum,
                 (_, "pending") => {
                     totals.in_flight += sum;
-                    totals.in_flight_count += count as u64;
+                    totals.in_flight_count += count;
                 }
                 _ => totals.cancelled += sum,
             }
@@ -377,67 +374,55 @@ impl Center {
     }
 
     /// Loads authorized but not yet settled, oldest first.
-    pub fn pending_loads(&self) -> Result<Vec<PendingLoad>, CenterError> {
-        let mut statement = self
-            .db
-            .prepare("SELECT card_id, load_number, card_counter, amount_minor FROM loads WHERE status = 'pending' ORDER BY load_number")
-            .map_err(storage)?;
-        let rows = statement
-            .query_map([], |row| {
-                Ok((
-                    row.get::<_, Vec<u8>>(0)?,
-                    row.get::<_, i64>(1)?,
-                    row.get::<_, i64>(2)?,
-                    row.get::<_, i64>(3)?,
-                ))
+    pub fn pending_loads(&mut self) -> Result<Vec<PendingLoad>, CenterError> {
+        let rows = self.db.query(
+            "SELECT card_id, load_number, card_counter, amount_minor FROM loads WHERE status = 'pending' ORDER BY load_number",
+            &[],
+        )?;
+        rows.iter()
+            .map(|row| {
+                Ok(PendingLoad {
+                    card_id: CardId::from_slice(&row.bytes(0)?)
+                        .map_err(|e| CenterError::Storage(e.to_string()))?,
+                    load_number: row.int(1)? as u32,
+                    card_counter: row.int(2)? as u32,
+                    amount: Amount::new(row.int(3)? as u64)
+                        .map_err(|e| CenterError::Storage(e.to_string()))?,
+                })
             })
-            .map_err(storage)?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (card, number, counter, amount) = row.map_err(storage)?;
-            out.push(PendingLoad {
-                card_id: CardId::from_slice(&card)
-                    .map_err(|e| CenterError::Storage(e.to_string()))?,
-                load_number: number as u32,
-                card_counter: counter as u32,
-                amount: Amount::new(amount as u64)
-                    .map_err(|e| CenterError::Storage(e.to_string()))?,
-            });
-        }
-        Ok(out)
+            .collect()
     }
 
     /// The remaining-value record of a card: the balance after its last settled load.
-    pub fn remaining_value(&self, card_id: &CardId) -> Result<Option<RemainingValue>, CenterError> {
-        self.db
-            .query_row(
-                "SELECT balance_minor, card_counter, updated_on FROM remaining_values WHERE card_id = ?1",
-                [&card_id.0[..]],
-                |row| Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?, row.get::<_, i64>(2)?)),
-            )
-            .optional()
-            .map_err(storage)?
-            .map(|(balance, counter, updated)| {
-                Ok(RemainingValue {
-                    card_id: *card_id,
-                    balance: Amount::new(balance as u64).map_err(|e| CenterError::Storage(e.to_string()))?,
-                    card_counter: counter as u32,
-                    updated_on: Date(updated as u32),
-                })
+    pub fn remaining_value(
+        &mut self,
+        card_id: &CardId,
+    ) -> Result<Option<RemainingValue>, CenterError> {
+        let row = self.db.query_optional(
+            "SELECT balance_minor, card_counter, updated_on FROM remaining_values WHERE card_id = $1",
+            &[card_id.0[..].into()],
+        )?;
+        row.map(|row| {
+            Ok(RemainingValue {
+                card_id: *card_id,
+                balance: Amount::new(row.int(0)? as u64)
+                    .map_err(|e| CenterError::Storage(e.to_string()))?,
+                card_counter: row.int(1)? as u32,
+                updated_on: Date(row.int(2)? as u32),
             })
-            .transpose()
+        })
+        .transpose()
     }
 
-    /// Number of cards in each status.
-    pub fn card_count(&self) -> Result<u64, CenterError> {
-        self.db
-            .query_row(
-                "SELECT COUNT(*) FROM cards WHERE status != 'assigned'",
-                [],
-                |row| row.get::<_, i64>(0),
-            )
-            .map(|count| count as u64)
-            .map_err(storage)
+    /// Number of issued cards.
+    pub fn card_count(&mut self) -> Result<u64, CenterError> {
+        Ok(self
+            .db
+            .query_one(
+                "SELECT CAST(COUNT(*) AS BIGINT) FROM cards WHERE status != 'assigned'",
+                &[],
+            )?
+            .int(0)? as u64)
     }
 }
 
@@ -456,16 +441,15 @@ impl CenterLink for Center {
     ) -> Result<CardIdAssignment, CenterError> {
         self.require_dispenser(request.dispenser_id)?;
         let today = self.today().0;
-        let transaction = self.db.transaction().map_err(storage)?;
-        let number = next_in_sequence(&transaction, "card")?;
-        let card_id = CardId(sequential_id(CARD_ID_PREFIX, number).0);
-        transaction
-            .execute(
-                "INSERT INTO cards (card_id, dispenser_id, status, assigned_on) VALUES (?1, ?2, 'assigned', ?3)",
-                params![&card_id.0[..], &request.dispenser_id.0[..], today],
-            )
-            .map_err(storage)?;
-        transaction.commit().map_err(storage)?;
+        let card_id = self.db.transaction(|tx| {
+            let number = next_in_sequence(tx, "card")?;
+            let card_id = CardId(sequential_id(CARD_ID_PREFIX, number).0);
+            tx.execute(
+                "INSERT INTO cards (card_id, dispenser_id, status, assigned_on) VALUES ($1, $2, 'assigned', $3)",
+                &[card_id.0[..].into(), request.dispenser_id.0[..].into(), today.into()],
+            )?;
+            Ok(card_id)
+        })?;
         let mac = aes_cmac(
             &self.keys.transport_key,
             &GenerateKeyPairCommand::mac_input(card_challenge, &card_id),
@@ -552,19 +536,17 @@ impl CenterLink for Center {
             &self.keys.transport_key,
             &PersonalizeCommand::mac_input(&request.card_challenge, &command.encode_unmacced()),
         );
-        self.db
-            .execute(
-                "UPDATE cards SET signing_key = ?2, sealing_key = ?3, certificate = ?4, status = 'issued', issued_on = ?5
-                 WHERE card_id = ?1 AND status IN ('assigned', 'issued')",
-                params![
-                    &request.card_id.0[..],
-                    &request.signing_key.to_bytes()[..],
-                    &request.sealing_key[..],
-                    certificate.encode(),
-                    date.0
-                ],
-            )
-            .map_err(storage)?;
+        self.db.execute(
+            "UPDATE cards SET signing_key = $2, sealing_key = $3, certificate = $4, status = 'issued', issued_on = $5
+             WHERE card_id = $1 AND status IN ('assigned', 'issued')",
+            &[
+                request.card_id.0[..].into(),
+                request.signing_key.to_bytes()[..].into(),
+                request.sealing_key[..].into(),
+                certificate.encode().into(),
+                date.0.into(),
+            ],
+        )?;
         Ok(CardPersonalization {
             certificate,
             anchor: command.anchor,
@@ -625,59 +607,56 @@ impl CenterLink for Center {
             return Ok(existing);
         }
         let date = self.today();
-        let transaction = self.db.transaction().map_err(storage)?;
-        // A new offer at the same counter proves the card dropped any earlier session at
-        // that counter: those earlier approvals can never be applied.
-        transaction
-            .execute(
-                "UPDATE loads SET status = 'cancelled' WHERE card_id = ?1 AND card_counter = ?2 AND status = 'pending'",
-                params![&request.card_id.0[..], offer.counter],
-            )
-            .map_err(storage)?;
-        let load_number = next_in_sequence(&transaction, "load")? as u32;
-        let authorization = LoadAuthorization {
-            card_id: request.card_id,
-            dispenser_id: request.dispenser_id,
-            challenge_dispenser: request.challenge_dispenser,
-            challenge_card: offer.challenge_card,
-            counter: offer.counter,
-            amount: request.amount,
-            balance_after,
-            load_number,
-            date,
-        };
-        let message = authorization.signed_message();
-        let signature = self.keys.root.sign(&message);
-        let kind = if offer.counter == 0 {
-            "initial"
-        } else {
-            "recharge"
-        };
-        transaction
-            .execute(
+        let root = &self.keys.root;
+        let (authorization, signature) = self.db.transaction(|tx| {
+            // A new offer at the same counter proves the card dropped any earlier session at
+            // that counter: those earlier approvals can never be applied.
+            tx.execute(
+                "UPDATE loads SET status = 'cancelled' WHERE card_id = $1 AND card_counter = $2 AND status = 'pending'",
+                &[request.card_id.0[..].into(), offer.counter.into()],
+            )?;
+            let load_number = u32::try_from(next_in_sequence(tx, "load")?)
+                .map_err(|_| CenterError::Storage("load numbers exhausted".into()))?;
+            let authorization = LoadAuthorization {
+                card_id: request.card_id,
+                dispenser_id: request.dispenser_id,
+                challenge_dispenser: request.challenge_dispenser,
+                challenge_card: offer.challenge_card,
+                counter: offer.counter,
+                amount: request.amount,
+                balance_after,
+                load_number,
+                date,
+            };
+            let signature = root.sign(&authorization.signed_message());
+            let kind = if offer.counter == 0 { "initial" } else { "recharge" };
+            tx.execute(
                 "INSERT INTO loads (card_id, load_number, card_counter, challenge_card, challenge_dispenser, dispenser_id,
                                     amount_minor, balance_after_minor, kind, status, authorized_on, signature)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'pending', ?10, ?11)",
-                params![
-                    &request.card_id.0[..],
-                    load_number,
-                    offer.counter,
-                    &offer.challenge_card[..],
-                    &request.challenge_dispenser[..],
-                    &request.dispenser_id.0[..],
-                    request.amount.minor() as i64,
-                    balance_after.minor() as i64,
-                    kind,
-                    date.0,
-                    &signature.0[..]
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', $10, $11)",
+                &[
+                    request.card_id.0[..].into(),
+                    load_number.into(),
+                    offer.counter.into(),
+                    offer.challenge_card[..].into(),
+                    request.challenge_dispenser[..].into(),
+                    request.dispenser_id.0[..].into(),
+                    Value::Int(request.amount.minor() as i64),
+                    Value::Int(balance_after.minor() as i64),
+                    kind.into(),
+                    date.0.into(),
+                    signature.0[..].into(),
                 ],
-            )
-            .map_err(storage)?;
-        transaction.commit().map_err(storage)?;
-        let mac = aes_cmac(&self.card_key(&request.card_id), &message);
+            )?;
+            Ok((authorization, signature))
+        })?;
+        let mac = aes_cmac(
+            &self.card_key(&request.card_id),
+            &authorization.signed_message(),
+        );
         Ok(LoadApproval {
             balance_after,
-            load_number,
+            load_number: authorization.load_number,
             date,
             signature,
             mac,
@@ -686,92 +665,75 @@ impl CenterLink for Center {
 
     fn settle_load(&mut self, settlement: &LoadSettlement) -> Result<(), CenterError> {
         self.require_dispenser(settlement.dispenser_id)?;
-        let transaction = self.db.transaction().map_err(storage)?;
-        let row: Option<(Vec<u8>, String, i64, i64)> = transaction
-            .query_row(
-                "SELECT card_id, status, card_counter, balance_after_minor FROM loads WHERE load_number = ?1",
-                [settlement.load_number],
-                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
-            )
-            .optional()
-            .map_err(storage)?;
-        let (card, status, counter, balance_after) = row.ok_or_else(|| {
-            CenterError::Mismatch(format!("no load number {}", settlement.load_number))
-        })?;
-        if card != settlement.card_id.0 {
-            return Err(CenterError::Mismatch(format!(
-                "load {} is not for card {}",
-                settlement.load_number, settlement.card_id
-            )));
-        }
-        let outcome = if settlement.committed {
-            "committed"
-        } else {
-            "cancelled"
-        };
-        match status.as_str() {
-            "pending" => {}
-            same if same == outcome => return Ok(()),
-            other => {
+        let today = self.clock.today().0;
+        self.db.transaction(|tx| {
+            let row = tx
+                .query_optional(
+                    "SELECT card_id, status, card_counter, balance_after_minor FROM loads WHERE load_number = $1",
+                    &[settlement.load_number.into()],
+                )?
+                .ok_or_else(|| CenterError::Mismatch(format!("no load number {}", settlement.load_number)))?;
+            let (card, status, counter, balance_after) = (row.bytes(0)?, row.text(1)?, row.int(2)?, row.int(3)?);
+            if card != settlement.card_id.0 {
                 return Err(CenterError::Mismatch(format!(
-                    "load {} is already {other}, cannot become {outcome}",
-                    settlement.load_number
-                )))
+                    "load {} is not for card {}",
+                    settlement.load_number, settlement.card_id
+                )));
             }
-        }
-        transaction
-            .execute(
-                "UPDATE loads SET status = ?2 WHERE load_number = ?1",
-                params![settlement.load_number, outcome],
-            )
-            .map_err(storage)?;
-        if settlement.committed {
-            transaction
-                .execute(
-                    "INSERT INTO remaining_values (card_id, balance_minor, card_counter, updated_on) VALUES (?1, ?2, ?3, ?4)
+            let outcome = if settlement.committed { "committed" } else { "cancelled" };
+            match status.as_str() {
+                "pending" => {}
+                same if same == outcome => return Ok(()),
+                other => {
+                    return Err(CenterError::Mismatch(format!(
+                        "load {} is already {other}, cannot become {outcome}",
+                        settlement.load_number
+                    )))
+                }
+            }
+            tx.execute("UPDATE loads SET status = $2 WHERE load_number = $1", &[settlement.load_number.into(), outcome.into()])?;
+            if settlement.committed {
+                tx.execute(
+                    "INSERT INTO remaining_values (card_id, balance_minor, card_counter, updated_on) VALUES ($1, $2, $3, $4)
                      ON CONFLICT (card_id) DO UPDATE SET balance_minor = excluded.balance_minor,
                          card_counter = excluded.card_counter, updated_on = excluded.updated_on
                      WHERE excluded.card_counter > remaining_values.card_counter",
-                    params![&card[..], balance_after, counter + 1, self.clock.today().0],
-                )
-                .map_err(storage)?;
-        }
-        transaction.commit().map_err(storage)?;
-        Ok(())
+                    &[card.into(), balance_after.into(), (counter + 1).into(), today.into()],
+                )?;
+            }
+            Ok(())
+        })
     }
 }
 
 impl Center {
     fn existing_approval(
-        &self,
+        &mut self,
         request: &LoadRequest,
         balance_after: Amount,
     ) -> Result<Option<LoadApproval>, CenterError> {
-        let row: Option<(i64, i64, i64, i64, Vec<u8>, String)> = self
-            .db
-            .query_row(
-                "SELECT load_number, amount_minor, balance_after_minor, authorized_on, signature, status FROM loads
-                 WHERE card_id = ?1 AND card_counter = ?2 AND challenge_card = ?3",
-                params![&request.card_id.0[..], request.offer.counter, &request.offer.challenge_card[..]],
-                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?, row.get(5)?)),
-            )
-            .optional()
-            .map_err(storage)?;
-        let Some((load_number, amount, stored_balance, date, signature, status)) = row else {
+        let row = self.db.query_optional(
+            "SELECT load_number, amount_minor, balance_after_minor, authorized_on, signature, status FROM loads
+             WHERE card_id = $1 AND card_counter = $2 AND challenge_card = $3",
+            &[request.card_id.0[..].into(), request.offer.counter.into(), request.offer.challenge_card[..].into()],
+        )?;
+        let Some(row) = row else {
             return Ok(None);
         };
+        let (load_number, amount, stored_balance, date) =
+            (row.int(0)?, row.int(1)?, row.int(2)?, row.int(3)?);
         if amount as u64 != request.amount.minor() || stored_balance as u64 != balance_after.minor()
         {
             return Err(CenterError::Mismatch(
                 "this card offer was already authorized with a different amount".into(),
             ));
         }
-        if status == "cancelled" {
+        if row.text(5)? == "cancelled" {
             return Err(CenterError::Mismatch(
                 "this card offer was cancelled".into(),
             ));
         }
-        let signature = Signature::from_slice(&signature)
+        let signature = Signature::from_slice(&row.bytes(4)?)
             .map_err(|_| CenterError::Storage("stored signature".into()))?;
         let authorization = LoadAuthorization {
             card_id: request.card_id,
@@ -796,12 +758,18 @@ impl Center {
             mac,
         }))
     }
-}
 
-impl Center {
-    /// A center whose keys and database live only in memory: for tests, simulations and
-    /// benchmarks. Nothing survives the process.
+    /// A center whose keys and database live only in memory (or on `database`): for tests,
+    /// simulations and benchmarks. The keys do not survive the process.
     pub fn ephemeral(
+        clock: Box<dyn Clock>,
+        rng: &mut impl CryptoRngCore,
+    ) -> Result<Self, CenterError> {
+        Self::ephemeral_on(Database::open_sqlite_in_memory()?, clock, rng)
+    }
+
+    pub fn ephemeral_on(
+        db: Database,
         clock: Box<dyn Clock>,
         rng: &mut impl CryptoRngCore,
     ) -> Result<Self, CenterError> {
@@ -809,8 +777,6 @@ impl Center {
         center_id[0] = 0xCE;
         rng.fill_bytes(&mut center_id[1..]);
         let keys = CenterKeys::generate(DeviceId(center_id), rng);
-        let mut db = Connection::open_in_memory().map_err(storage)?;
-        db::migrate(&mut db)?;
         Ok(Center { keys, db, clock })
     }
 }

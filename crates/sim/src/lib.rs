@@ -56,6 +56,15 @@ pub enum Storage {
     Directory(PathBuf),
     /// Everything in memory (benchmarks, property tests).
     Memory,
+    /// The center on this database (PostgreSQL tests); terminals in memory.
+    Database(std::sync::Arc<std::sync::Mutex<Option<valuecard_center::sql::Database>>>),
+}
+
+impl Storage {
+    /// The center on `database`, terminals in memory.
+    pub fn on(database: valuecard_center::sql::Database) -> Self {
+        Storage::Database(std::sync::Arc::new(std::sync::Mutex::new(Some(database))))
+    }
 }
 
 /// The system: one center, one dispenser, some payment terminals.
@@ -116,8 +125,18 @@ impl World {
     ) -> Result<Self, WorldError> {
         let clock = || -> Box<dyn Clock> { Box::new(FixedClock(today)) };
         let mut center = match &storage {
-            Storage::Directory(dir) => Center::init(&dir.join("center"), clock(), &mut rng)?,
+            Storage::Directory(dir) => Center::init(&dir.join("center"), None, clock(), &mut rng)?,
             Storage::Memory => Center::ephemeral(clock(), &mut rng)?,
+            Storage::Database(slot) => {
+                let database = slot
+                    .lock()
+                    .map_err(|_| WorldError::Other("database slot poisoned".into()))?
+                    .take()
+                    .ok_or_else(|| {
+                        WorldError::Other("this database was already given to a world".into())
+                    })?;
+                Center::ephemeral_on(database, clock(), &mut rng)?
+            }
         };
         let dispenser_sam = install_sam(&mut center, Role::Dispenser, &mut rng)?;
         let dispenser = Dispenser::new(dispenser_sam, clock(), fork(&mut rng))?;
@@ -132,7 +151,7 @@ impl World {
                     })?;
                     Box::new(SqliteStore::open(&terminal_dir.join("purchases.sqlite"))?)
                 }
-                Storage::Memory => Box::new(MemoryStore::default()),
+                Storage::Memory | Storage::Database(_) => Box::new(MemoryStore::default()),
             };
             installed.push(PaymentTerminal::new(sam, store, clock(), fork(&mut rng))?);
         }
@@ -226,7 +245,7 @@ impl World {
     }
 
     /// The reconciliation over `balances` (each card's balance as the card reports it).
-    pub fn reconcile(&self, balances: &[Amount]) -> Result<Reconciliation, WorldError> {
+    pub fn reconcile(&mut self, balances: &[Amount]) -> Result<Reconciliation, WorldError> {
         let totals = self.center.load_totals()?;
         let (spent, purchases_in_doubt) = self.spent()?;
         let balances_total: u64 = balances.iter().map(|amount| amount.minor()).sum();

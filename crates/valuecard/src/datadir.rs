@@ -39,7 +39,7 @@ fn clock() -> Box<dyn Clock> {
 }
 
 pub fn init_center(data: &Path) -> Result<Center, String> {
-    Center::init(&center_dir(data), clock(), &mut OsRng).map_err(|e| e.to_string())
+    Center::init(&center_dir(data), None, clock(), &mut OsRng).map_err(|e| e.to_string())
 }
 
 pub fn open_center(data: &Path) -> Result<Center, String> {
@@ -51,7 +51,7 @@ pub fn open_center(data: &Path) -> Result<Center, String> {
             data.display()
         ));
     }
-    Center::open(&dir, clock()).map_err(|e| e.to_string())
+    Center::open(&dir, None, clock()).map_err(|e| e.to_string())
 }
 
 fn valid_name(name: &str) -> Result<(), String> {

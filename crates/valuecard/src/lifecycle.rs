@@ -100,7 +100,7 @@ pub fn center_init(data: &Path, terminals: usize, json_output: bool) -> Result<E
 }
 
 pub fn center_status(data: &Path, json_output: bool) -> Result<ExitCode, String> {
-    let center = datadir::open_center(data)?;
+    let mut center = datadir::open_center(data)?;
     let totals = center.load_totals().map_err(|e| e.to_string())?;
     let pending = center.pending_loads().map_err(|e| e.to_string())?;
     let cards = center.card_count().map_err(|e| e.to_string())?;

@@ -1,0 +1,434 @@
+//! One SQL layer over SQLite (embedded, the default) and PostgreSQL (production): the same
+//! migrations and the same statements, written once in the portable subset of SQL both
+//! understand. Statements use `$1, $2, ...` placeholders; for SQLite they become `?1, ?2`.
+//! Migrations use `BYTEA` for binary columns; for SQLite that becomes `BLOB`.
+
+use crate::CenterError;
+
+/// A value bound to a statement or read from a row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Value {
+    Null,
+    Int(i64),
+    Bytes(Vec<u8>),
+    Text(String),
+}
+
+impl From<i64> for Value {
+    fn from(value: i64) -> Self {
+        Value::Int(value)
+    }
+}
+
+impl From<u32> for Value {
+    fn from(value: u32) -> Self {
+        Value::Int(i64::from(value))
+    }
+}
+
+impl From<u8> for Value {
+    fn from(value: u8) -> Self {
+        Value::Int(i64::from(value))
+    }
+}
+
+impl From<&[u8]> for Value {
+    fn from(value: &[u8]) -> Self {
+        Value::Bytes(value.to_vec())
+    }
+}
+
+impl From<Vec<u8>> for Value {
+    fn from(value: Vec<u8>) -> Self {
+        Value::Bytes(value)
+    }
+}
+
+impl From<&str> for Value {
+    fn from(value: &str) -> Self {
+        Value::Text(value.to_owned())
+    }
+}
+
+/// One result row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row(pub Vec<Value>);
+
+fn corrupt(what: &str, index: usize) -> CenterError {
+    CenterError::Storage(format!("column {index} is not {what}"))
+}
+
+impl Row {
+    pub fn int(&self, index: usize) -> Result<i64, CenterError> {
+        match self.0.get(index) {
+            Some(Value::Int(value)) => Ok(*value),
+            _ => Err(corrupt("an integer", index)),
+        }
+    }
+
+    pub fn bytes(&self, index: usize) -> Result<Vec<u8>, CenterError> {
+        match self.0.get(index) {
+            Some(Value::Bytes(value)) => Ok(value.clone()),
+            _ => Err(corrupt("bytes", index)),
+        }
+    }
+
+    pub fn optional_bytes(&self, index: usize) -> Result<Option<Vec<u8>>, CenterError> {
+        match self.0.get(index) {
+            Some(Value::Bytes(value)) => Ok(Some(value.clone())),
+            Some(Value::Null) => Ok(None),
+            _ => Err(corrupt("bytes or null", index)),
+        }
+    }
+
+    pub fn text(&self, index: usize) -> Result<String, CenterError> {
+        match self.0.get(index) {
+            Some(Value::Text(value)) => Ok(value.clone()),
+            _ => Err(corrupt("text", index)),
+        }
+    }
+}
+
+/// Runs statements: a connection in autocommit mode, or an open transaction.
+pub trait Executor {
+    fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, CenterError>;
+    fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>, CenterError>;
+
+    fn query_optional(&mut self, sql: &str, params: &[Value]) -> Result<Option<Row>, CenterError> {
+        Ok(self.query(sql, params)?.into_iter().next())
+    }
+
+    fn query_one(&mut self, sql: &str, params: &[Value]) -> Result<Row, CenterError> {
+        self.query_optional(sql, params)?.ok_or_else(|| {
+            CenterError::Storage("a statement that returns one row returned none".into())
+        })
+    }
+}
+
+fn storage_error(error: impl std::fmt::Display) -> CenterError {
+    CenterError::Storage(error.to_string())
+}
+
+/// `$1` placeholders to SQLite's numbered `?1`.
+fn sqlite_dialect(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '$' && chars.peek().is_some_and(|next| next.is_ascii_digit()) {
+            out.push('?');
+        } else {
+            out.push(c);
+        }
+    }
+    out.replace("BYTEA", "BLOB")
+}
+
+impl rusqlite::ToSql for Value {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        use rusqlite::types::{ToSqlOutput, ValueRef};
+        Ok(match self {
+            Value::Null => ToSqlOutput::Borrowed(ValueRef::Null),
+            Value::Int(value) => ToSqlOutput::Borrowed(ValueRef::Integer(*value)),
+            Value::Bytes(value) => ToSqlOutput::Borrowed(ValueRef::Blob(value)),
+            Value::Text(value) => ToSqlOutput::Borrowed(ValueRef::Text(value.as_bytes())),
+        })
+    }
+}
+
+/// Statements on a SQLite connection or inside one of its transactions (rusqlite runs both
+/// through a shared reference).
+struct SqliteExecutor<'a>(&'a rusqlite::Connection);
+
+impl Executor for SqliteExecutor<'_> {
+    fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, CenterError> {
+        let mut statement = self
+            .0
+            .prepare_cached(&sqlite_dialect(sql))
+            .map_err(storage_error)?;
+        statement
+            .execute(rusqlite::params_from_iter(params.iter()))
+            .map(|changed| changed as u64)
+            .map_err(storage_error)
+    }
+
+    fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>, CenterError> {
+        use rusqlite::types::ValueRef;
+        let mut statement = self
+            .0
+            .prepare_cached(&sqlite_dialect(sql))
+            .map_err(storage_error)?;
+        let columns = statement.column_count();
+        let mut rows = statement
+            .query(rusqlite::params_from_iter(params.iter()))
+            .map_err(storage_error)?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(storage_error)? {
+            let mut values = Vec::with_capacity(columns);
+            for index in 0..columns {
+                values.push(match row.get_ref(index).map_err(storage_error)? {
+                    ValueRef::Null => Value::Null,
+                    ValueRef::Integer(value) => Value::Int(value),
+                    ValueRef::Blob(value) => Value::Bytes(value.to_vec()),
+                    ValueRef::Text(value) => {
+                        Value::Text(String::from_utf8_lossy(value).into_owned())
+                    }
+                    ValueRef::Real(_) => {
+                        return Err(CenterError::Storage("unexpected REAL column".into()))
+                    }
+                });
+            }
+            out.push(Row(values));
+        }
+        Ok(out)
+    }
+}
+
+impl postgres::types::ToSql for Value {
+    fn to_sql(
+        &self,
+        ty: &postgres::types::Type,
+        out: &mut postgres::types::private::BytesMut,
+    ) -> Result<postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        use postgres::types::Type;
+        match self {
+            Value::Null => Ok(postgres::types::IsNull::Yes),
+            Value::Int(value) => match *ty {
+                Type::INT2 => i16::try_from(*value)?.to_sql(ty, out),
+                Type::INT4 => i32::try_from(*value)?.to_sql(ty, out),
+                _ => value.to_sql(ty, out),
+            },
+            Value::Bytes(value) => value.to_sql(ty, out),
+            Value::Text(value) => value.to_sql(ty, out),
+        }
+    }
+
+    fn accepts(_: &postgres::types::Type) -> bool {
+        true
+    }
+
+    postgres::types::to_sql_checked!();
+}
+
+fn postgres_rows(rows: Vec<postgres::Row>) -> Result<Vec<Row>, CenterError> {
+    use postgres::types::Type;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let mut values = Vec::with_capacity(row.len());
+        for (index, column) in row.columns().iter().enumerate() {
+            let value = match *column.type_() {
+                Type::INT8 => row
+                    .try_get::<_, Option<i64>>(index)
+                    .map_err(storage_error)?
+                    .map(Value::Int),
+                Type::INT4 => row
+                    .try_get::<_, Option<i32>>(index)
+                    .map_err(storage_error)?
+                    .map(|v| Value::Int(v.into())),
+                Type::INT2 => row
+                    .try_get::<_, Option<i16>>(index)
+                    .map_err(storage_error)?
+                    .map(|v| Value::Int(v.into())),
+                Type::BYTEA => row
+                    .try_get::<_, Option<Vec<u8>>>(index)
+                    .map_err(storage_error)?
+                    .map(Value::Bytes),
+                Type::TEXT | Type::VARCHAR => row
+                    .try_get::<_, Option<String>>(index)
+                    .map_err(storage_error)?
+                    .map(Value::Text),
+                ref other => {
+                    return Err(CenterError::Storage(format!(
+                        "unexpected column type {other}"
+                    )))
+                }
+            };
+            values.push(value.unwrap_or(Value::Null));
+        }
+        out.push(Row(values));
+    }
+    Ok(out)
+}
+
+fn postgres_params(params: &[Value]) -> Vec<&(dyn postgres::types::ToSql + Sync)> {
+    params
+        .iter()
+        .map(|value| value as &(dyn postgres::types::ToSql + Sync))
+        .collect()
+}
+
+macro_rules! postgres_executor {
+    ($type:ty) => {
+        impl Executor for $type {
+            fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, CenterError> {
+                postgres::GenericClient::execute(self, sql, &postgres_params(params))
+                    .map_err(storage_error)
+            }
+
+            fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>, CenterError> {
+                postgres_rows(
+                    postgres::GenericClient::query(self, sql, &postgres_params(params))
+                        .map_err(storage_error)?,
+                )
+            }
+        }
+    };
+}
+
+postgres_executor!(postgres::Client);
+postgres_executor!(postgres::Transaction<'_>);
+
+/// The center's database.
+pub enum Database {
+    Sqlite(rusqlite::Connection),
+    Postgres(Box<postgres::Client>),
+}
+
+impl core::fmt::Debug for Database {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            Database::Sqlite(_) => "Database(SQLite)",
+            Database::Postgres(_) => "Database(PostgreSQL)",
+        })
+    }
+}
+
+impl Database {
+    /// SQLite in WAL mode with full synchronous commits: an acknowledged write survives a
+    /// power cut of the center.
+    pub fn open_sqlite(path: &std::path::Path) -> Result<Self, CenterError> {
+        let connection = rusqlite::Connection::open(path).map_err(storage_error)?;
+        connection
+            .execute_batch(
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
+            )
+            .map_err(storage_error)?;
+        connection
+            .busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(storage_error)?;
+        let mut database = Database::Sqlite(connection);
+        database.migrate()?;
+        Ok(database)
+    }
+
+    pub fn open_sqlite_in_memory() -> Result<Self, CenterError> {
+        let mut database =
+            Database::Sqlite(rusqlite::Connection::open_in_memory().map_err(storage_error)?);
+        database.migrate()?;
+        Ok(database)
+    }
+
+    /// PostgreSQL at a `postgres://` URL (no TLS: a local socket or a trusted network).
+    pub fn connect_postgres(url: &str) -> Result<Self, CenterError> {
+        let client = postgres::Client::connect(url, postgres::NoTls).map_err(|error| {
+            CenterError::Setup(format!("cannot connect to PostgreSQL: {error}"))
+        })?;
+        let mut database = Database::Postgres(Box::new(client));
+        database.migrate()?;
+        Ok(database)
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        matches!(self, Database::Postgres(_))
+    }
+
+    /// Runs `work` in one transaction: all of it commits, or none of it.
+    pub fn transaction<T>(
+        &mut self,
+        work: impl FnOnce(&mut dyn Executor) -> Result<T, CenterError>,
+    ) -> Result<T, CenterError> {
+        match self {
+            Database::Sqlite(connection) => {
+                let transaction = connection.transaction().map_err(storage_error)?;
+                let out = work(&mut SqliteExecutor(&transaction))?;
+                transaction.commit().map_err(storage_error)?;
+                Ok(out)
+            }
+            Database::Postgres(client) => {
+                let mut transaction = client.transaction().map_err(storage_error)?;
+                let out = work(&mut transaction)?;
+                transaction.commit().map_err(storage_error)?;
+                Ok(out)
+            }
+        }
+    }
+
+    fn batch(&mut self, sql: &str) -> Result<(), CenterError> {
+        match self {
+            Database::Sqlite(connection) => connection
+                .execute_batch(&sqlite_dialect(sql))
+                .map_err(storage_error),
+            Database::Postgres(client) => client.batch_execute(sql).map_err(storage_error),
+        }
+    }
+
+    /// Applies every migration not yet applied, each in its own transaction.
+    pub fn migrate(&mut self) -> Result<usize, CenterError> {
+        self.batch("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY)")?;
+        let applied = self
+            .query_one(
+                "SELECT CAST(COALESCE(MAX(version), 0) AS BIGINT) FROM schema_migrations",
+                &[],
+            )?
+            .int(0)?;
+        let migrations = crate::db::MIGRATIONS;
+        if applied as usize > migrations.len() {
+            return Err(CenterError::Setup(format!(
+                "database schema version {applied} is newer than this build ({})",
+                migrations.len()
+            )));
+        }
+        let mut count = 0;
+        for (index, sql) in migrations.iter().enumerate().skip(applied as usize) {
+            let dialect = match self {
+                Database::Sqlite(_) => sqlite_dialect(sql),
+                Database::Postgres(_) => (*sql).to_owned(),
+            };
+            self.transaction(|tx| {
+                for statement in dialect.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+                    tx.execute(statement, &[])?;
+                }
+                tx.execute(
+                    "INSERT INTO schema_migrations (version) VALUES ($1)",
+                    &[Value::Int(index as i64 + 1)],
+                )?;
+                Ok(())
+            })?;
+            count += 1;
+        }
+        Ok(count)
+    }
+}
+
+impl Executor for Database {
+    fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, CenterError> {
+        match self {
+            Database::Sqlite(connection) => SqliteExecutor(connection).execute(sql, params),
+            Database::Postgres(client) => Executor::execute(client.as_mut(), sql, params),
+        }
+    }
+
+    fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>, CenterError> {
+        match self {
+            Database::Sqlite(connection) => SqliteExecutor(connection).query(sql, params),
+            Database::Postgres(client) => Executor::query(client.as_mut(), sql, params),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_and_types_become_sqlite() {
+        assert_eq!(
+            sqlite_dialect("SELECT $1, $12 FROM t WHERE b = $2::x"),
+            "SELECT ?1, ?12 FROM t WHERE b = ?2::x"
+        );
+        assert_eq!(
+            sqlite_dialect("CREATE TABLE t (k BYTEA)"),
+            "CREATE TABLE t (k BLOB)"
+        );
+        assert_eq!(sqlite_dialect("SELECT '$'"), "SELECT '$'");
+    }
+}
