@@ -59,6 +59,17 @@ pub const MIGRATIONS: &[&str] = &[
     );
     INSERT INTO sequences (name, next) VALUES ('card', 1), ('device', 1), ('load', 1);
     "#,
+    // 2: usage-management records (Fig. 9) and the versioned lists.
+    crate::usage::MIGRATION,
+    // 3: the last request sequence accepted from each device over HTTP (replay protection,
+    // see `auth.rs`).
+    r#"
+    CREATE TABLE device_sequences (
+        device_id     BYTEA PRIMARY KEY CHECK (length(device_id) = 8),
+        last_sequence BIGINT NOT NULL CHECK (last_sequence >= 0),
+        updated_on    BIGINT NOT NULL
+    );
+    "#,
 ];
 
 /// Takes the next value of a named sequence inside the caller's transaction.

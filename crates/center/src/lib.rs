@@ -8,9 +8,12 @@
 
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod db;
 pub mod keys;
+pub mod lists;
 pub mod sql;
+pub mod usage;
 
 use std::path::{Path, PathBuf};
 
@@ -432,6 +435,24 @@ fn sequential_id(prefix: u8, number: i64) -> DeviceId {
     DeviceId(id)
 }
 
+impl valuecard_core::messages::center::TerminalLink for Center {
+    fn upload_usage(
+        &mut self,
+        upload: &valuecard_core::messages::center::UsageUpload,
+    ) -> Result<valuecard_core::messages::center::UploadReceipt, CenterError> {
+        self.ingest_usage(upload)
+    }
+
+    fn list_delta(
+        &mut self,
+        terminal_id: DeviceId,
+        since: u64,
+    ) -> Result<valuecard_core::messages::center::ListDelta, CenterError> {
+        self.device_role(terminal_id)?;
+        self.list_delta_since(since)
+    }
+}
+
 impl CenterLink for Center {
     /// Fig. 4B, first half.
     fn assign_card_id(
@@ -590,6 +611,27 @@ impl CenterLink for Center {
             .map_err(|_| CenterError::BadCardSignature)?;
         if request.amount == Amount::ZERO {
             return Err(CenterError::Amount("a load must be positive".into()));
+        }
+        // A purchase already spent this card state: the card offering it now is a copy.
+        let today = self.today().0;
+        let cloned = self.db.transaction(|tx| {
+            if Center::state_consumed(tx, &request.card_id, offer.counter)? {
+                crate::usage::list_card(
+                    tx,
+                    &request.card_id,
+                    valuecard_core::messages::center::ListReason::Cloned,
+                    today,
+                )?;
+                tx.execute(
+                    "UPDATE cards SET status = 'blocked' WHERE card_id = $1",
+                    &[request.card_id.0[..].into()],
+                )?;
+                return Ok(true);
+            }
+            Ok(false)
+        })?;
+        if cloned {
+            return Err(CenterError::CardBlocked(request.card_id));
         }
         let balance_after = offer
             .balance

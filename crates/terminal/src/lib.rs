@@ -34,6 +34,11 @@ pub enum TerminalError {
     },
     #[error("the card is blocked")]
     CardBlocked,
+    #[error("card {card_id} is on the center's list ({}): refused", reason.as_str())]
+    CardListed {
+        card_id: valuecard_core::ids::CardId,
+        reason: valuecard_core::messages::center::ListReason,
+    },
     #[error("the card is not personalized (state {0:?})")]
     CardNotReady(valuecard_core::messages::purse::CardState),
     #[error("the card's certificate was refused: {0}")]

@@ -19,6 +19,9 @@ use valuecard_sam::Sam;
 use crate::card_commands::{proprietary, run, select};
 use crate::store::{PurchaseRecord, PurchaseStatus, TerminalStore};
 use crate::TerminalError;
+use valuecard_core::messages::center::{
+    TerminalLink, UploadReceipt, UsageItem, UsageUpload, USAGE_BATCH_MAX,
+};
 
 /// A card whose certificate (nU, IDU, SA(nU * IDU)) verified under the center root: the
 /// state after the first step of Fig. 5.
@@ -89,6 +92,8 @@ pub struct PaymentTerminal<S: Sam, T: TerminalStore, R: CryptoRngCore = OsRng> {
     store: T,
     clock: Box<dyn Clock>,
     rng: R,
+    /// The center's lists as last loaded from the store.
+    lists: Option<crate::store::LocalLists>,
 }
 
 impl<S: Sam, T: TerminalStore, R: CryptoRngCore> core::fmt::Debug for PaymentTerminal<S, T, R> {
@@ -108,6 +113,7 @@ impl<S: Sam, T: TerminalStore, R: CryptoRngCore> PaymentTerminal<S, T, R> {
             store,
             clock,
             rng,
+            lists: None,
         })
     }
 
@@ -146,7 +152,75 @@ impl<S: Sam, T: TerminalStore, R: CryptoRngCore> PaymentTerminal<S, T, R> {
                 sw: response.sw,
             });
         }
-        verify_select(&response.data, &self.anchor()?, self.clock.today())
+        let card = verify_select(&response.data, &self.anchor()?, self.clock.today())?;
+        // Fig. 9: a card on the center's list is refused before anything else happens.
+        if let Some(reason) = self.lists()?.cards.get(&card.card_id) {
+            return Err(TerminalError::CardListed {
+                card_id: card.card_id,
+                reason: *reason,
+            });
+        }
+        Ok(card)
+    }
+
+    fn lists(&mut self) -> Result<&crate::store::LocalLists, TerminalError> {
+        if self.lists.is_none() {
+            self.lists = Some(self.store.lists()?);
+        }
+        // Invariant: filled just above.
+        self.lists
+            .as_ref()
+            .ok_or_else(|| TerminalError::Store("lists unavailable".into()))
+    }
+
+    /// Fetches the list entries the terminal does not have yet and stores them.
+    pub fn update_lists(&mut self, link: &mut impl TerminalLink) -> Result<u64, TerminalError> {
+        let mut lists = self.lists()?.clone();
+        loop {
+            let delta = link.list_delta(self.sam.device_id(), lists.version)?;
+            let before = lists.version;
+            lists.apply(&delta);
+            if delta.entries.is_empty() || lists.version == before {
+                break;
+            }
+        }
+        self.store.save_lists(&lists)?;
+        let version = lists.version;
+        self.lists = Some(lists);
+        Ok(version)
+    }
+
+    /// Uploads every committed purchase the center has not acknowledged, in batches; a
+    /// failure leaves the rest for next time, and a retried batch is not counted twice.
+    pub fn upload_usage(
+        &mut self,
+        link: &mut impl TerminalLink,
+    ) -> Result<UploadReceipt, TerminalError> {
+        let mut total = UploadReceipt::default();
+        loop {
+            let records = self.store.pending_uploads(USAGE_BATCH_MAX)?;
+            if records.is_empty() {
+                return Ok(total);
+            }
+            let items: Vec<UsageItem> = records.iter().filter_map(usage_item).collect();
+            let upload = UsageUpload {
+                terminal_id: self.sam.device_id(),
+                items,
+            };
+            let receipt = link.upload_usage(&upload)?;
+            // Refused items are marked too: they were answered, and retrying cannot change
+            // the answer; the receipt carries the reasons.
+            let answered: Vec<u32> = records.iter().map(|record| record.sequence).collect();
+            self.store.mark_uploaded(&answered)?;
+            total.stored += receipt.stored;
+            total.duplicates += receipt.duplicates;
+            total.refused.extend(receipt.refused);
+            for card in receipt.clones_detected {
+                if !total.clones_detected.contains(&card) {
+                    total.clones_detected.push(card);
+                }
+            }
+        }
     }
 
     /// READ PURSE: the balance and state the holder may always read.
@@ -284,6 +358,8 @@ impl<S: Sam, T: TerminalStore, R: CryptoRngCore> PaymentTerminal<S, T, R> {
             date: ready.date,
             status: PurchaseStatus::InDoubt,
             previous_usage: ready.offer.last_usage.clone(),
+            terminal_signature: signature,
+            uploaded: false,
         })?;
         let command = DebitCommand {
             amount,
@@ -378,6 +454,23 @@ impl<S: Sam, T: TerminalStore, R: CryptoRngCore> PaymentTerminal<S, T, R> {
         }
         Ok(settled)
     }
+}
+
+/// The usage item of a committed purchase, if the card showed a previous usage record.
+fn usage_item(record: &PurchaseRecord) -> Option<UsageItem> {
+    Some(UsageItem {
+        terminal_sequence: record.sequence,
+        card_id: record.card_id,
+        card_counter: record.card_counter,
+        amount: record.amount,
+        balance_before: record.balance_before,
+        balance_after: record.balance_after,
+        challenge_terminal: record.challenge_terminal,
+        challenge_card: record.challenge_card,
+        date: record.date,
+        terminal_signature: record.terminal_signature,
+        previous_usage: record.previous_usage.clone()?,
+    })
 }
 
 /// Decides an in-doubt purchase from the card's evidence; `None` if the evidence is gone.

@@ -5,7 +5,9 @@
 use std::path::Path;
 
 use rusqlite::{params, Connection, OptionalExtension};
-use valuecard_core::ids::CardId;
+use valuecard_core::crypto::Signature;
+use valuecard_core::ids::{CardId, DeviceId};
+use valuecard_core::messages::center::{ListDelta, ListEntry, ListReason};
 use valuecard_core::messages::purse::{Challenge, UsageRecord};
 use valuecard_core::money::Amount;
 use valuecard_core::time::Date;
@@ -58,6 +60,47 @@ pub struct PurchaseRecord {
     pub date: Date,
     pub status: PurchaseStatus,
     pub previous_usage: Option<UsageRecord>,
+    /// ST: the terminal's signature over the purchase commit.
+    pub terminal_signature: Signature,
+    /// Whether the center has acknowledged this record.
+    pub uploaded: bool,
+}
+
+/// What a terminal keeps of the center's lists.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LocalLists {
+    pub version: u64,
+    pub cards: std::collections::HashMap<CardId, ListReason>,
+    pub terminals: std::collections::HashMap<DeviceId, ([u8; 32], u32)>,
+}
+
+impl LocalLists {
+    /// Applies a delta; entries at or below the held version are ignored, so a repeated
+    /// delta changes nothing.
+    pub fn apply(&mut self, delta: &ListDelta) {
+        for entry in &delta.entries {
+            if entry.version() <= self.version {
+                continue;
+            }
+            match entry {
+                ListEntry::Card {
+                    card_id, reason, ..
+                } => {
+                    self.cards.entry(*card_id).or_insert(*reason);
+                }
+                ListEntry::Terminal {
+                    device_id,
+                    first_stamp,
+                    stamp_count,
+                    ..
+                } => {
+                    self.terminals
+                        .insert(*device_id, (*first_stamp, *stamp_count));
+                }
+            }
+        }
+        self.version = self.version.max(delta.version);
+    }
 }
 
 /// Sum of committed purchases.
@@ -78,6 +121,18 @@ pub trait TerminalStore: Send {
     fn set_status(&mut self, sequence: u32, status: PurchaseStatus) -> Result<(), TerminalError>;
     fn in_doubt_for_card(&self, card_id: &CardId) -> Result<Vec<PurchaseRecord>, TerminalError>;
     fn records(&self) -> Result<Vec<PurchaseRecord>, TerminalError>;
+    /// Committed purchases the center has not acknowledged yet, oldest first.
+    fn pending_uploads(&self, limit: usize) -> Result<Vec<PurchaseRecord>, TerminalError> {
+        Ok(self
+            .records()?
+            .into_iter()
+            .filter(|record| record.status == PurchaseStatus::Committed && !record.uploaded)
+            .take(limit)
+            .collect())
+    }
+    fn mark_uploaded(&mut self, sequences: &[u32]) -> Result<(), TerminalError>;
+    fn lists(&self) -> Result<LocalLists, TerminalError>;
+    fn save_lists(&mut self, lists: &LocalLists) -> Result<(), TerminalError>;
     fn totals(&self) -> Result<TerminalTotals, TerminalError> {
         let mut totals = TerminalTotals::default();
         for record in self.records()? {
@@ -113,6 +168,18 @@ impl TerminalStore for Box<dyn TerminalStore> {
     fn records(&self) -> Result<Vec<PurchaseRecord>, TerminalError> {
         (**self).records()
     }
+    fn pending_uploads(&self, limit: usize) -> Result<Vec<PurchaseRecord>, TerminalError> {
+        (**self).pending_uploads(limit)
+    }
+    fn mark_uploaded(&mut self, sequences: &[u32]) -> Result<(), TerminalError> {
+        (**self).mark_uploaded(sequences)
+    }
+    fn lists(&self) -> Result<LocalLists, TerminalError> {
+        (**self).lists()
+    }
+    fn save_lists(&mut self, lists: &LocalLists) -> Result<(), TerminalError> {
+        (**self).save_lists(lists)
+    }
 }
 
 /// A store in memory: for benchmarks, simulations and tests.
@@ -120,6 +187,7 @@ impl TerminalStore for Box<dyn TerminalStore> {
 pub struct MemoryStore {
     next: u32,
     records: Vec<PurchaseRecord>,
+    lists: LocalLists,
 }
 
 impl TerminalStore for MemoryStore {
@@ -158,9 +226,28 @@ impl TerminalStore for MemoryStore {
     fn records(&self) -> Result<Vec<PurchaseRecord>, TerminalError> {
         Ok(self.records.clone())
     }
+
+    fn mark_uploaded(&mut self, sequences: &[u32]) -> Result<(), TerminalError> {
+        for record in &mut self.records {
+            if sequences.contains(&record.sequence) {
+                record.uploaded = true;
+            }
+        }
+        Ok(())
+    }
+
+    fn lists(&self) -> Result<LocalLists, TerminalError> {
+        Ok(self.lists.clone())
+    }
+
+    fn save_lists(&mut self, lists: &LocalLists) -> Result<(), TerminalError> {
+        self.lists = lists.clone();
+        Ok(())
+    }
 }
 
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
     CREATE TABLE purchases (
         sequence             INTEGER PRIMARY KEY,
         card_id              BLOB NOT NULL CHECK (length(card_id) = 8),
@@ -178,7 +265,17 @@ const MIGRATIONS: &[&str] = &[r#"
     CREATE INDEX purchases_in_doubt ON purchases (card_id) WHERE status = 'in_doubt';
     CREATE TABLE sequence (id INTEGER PRIMARY KEY CHECK (id = 1), next INTEGER NOT NULL);
     INSERT INTO sequence (id, next) VALUES (1, 1);
-"#];
+"#,
+    r#"
+    ALTER TABLE purchases ADD COLUMN terminal_signature BLOB;
+    ALTER TABLE purchases ADD COLUMN uploaded INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX purchases_to_upload ON purchases (sequence) WHERE status = 'committed' AND uploaded = 0;
+    CREATE TABLE listed_cards (card_id BLOB PRIMARY KEY, reason TEXT NOT NULL) WITHOUT ROWID;
+    CREATE TABLE troubled_terminals (device_id BLOB PRIMARY KEY, first_stamp BLOB NOT NULL, stamp_count INTEGER NOT NULL) WITHOUT ROWID;
+    CREATE TABLE list_state (id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL);
+    INSERT INTO list_state (id, version) VALUES (1, 0);
+"#,
+];
 
 /// The terminal's records in SQLite (WAL, synchronous FULL: a recorded purchase survives a
 /// power cut of the terminal).
@@ -228,7 +325,7 @@ impl SqliteStore {
     ) -> Result<Vec<PurchaseRecord>, TerminalError> {
         let sql = format!(
             "SELECT sequence, card_id, card_counter, amount_minor, balance_before_minor, balance_after_minor,
-                    challenge_terminal, challenge_card, date, status, previous_usage
+                    challenge_terminal, challenge_card, date, status, previous_usage, terminal_signature, uploaded
              FROM purchases {filter} ORDER BY sequence"
         );
         let mut statement = self.db.prepare(&sql).map_err(storage)?;
@@ -253,6 +350,8 @@ fn decode_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<PurchaseRecord
     let challenge_card: Vec<u8> = row.get(7)?;
     let status: String = row.get(9)?;
     let previous: Option<Vec<u8>> = row.get(10)?;
+    let signature: Option<Vec<u8>> = row.get(11)?;
+    let uploaded: i64 = row.get(12)?;
     let amount = |index: usize| -> rusqlite::Result<Option<Amount>> {
         Ok(Amount::new(row.get::<_, i64>(index)? as u64).ok())
     };
@@ -282,6 +381,13 @@ fn decode_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<PurchaseRecord
                 .map(|bytes| UsageRecord::decode(&bytes))
                 .transpose()
                 .map_err(|_| corrupt("usage record"))?,
+            terminal_signature: signature
+                .as_deref()
+                .map(Signature::from_slice)
+                .transpose()
+                .map_err(|_| corrupt("signature"))?
+                .ok_or_else(|| corrupt("signature"))?,
+            uploaded: uploaded != 0,
         })
     })();
     Ok(record)
@@ -304,8 +410,9 @@ impl TerminalStore for SqliteStore {
         self.db
             .execute(
                 "INSERT INTO purchases (sequence, card_id, card_counter, amount_minor, balance_before_minor,
-                     balance_after_minor, challenge_terminal, challenge_card, date, status, previous_usage)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                     balance_after_minor, challenge_terminal, challenge_card, date, status, previous_usage,
+                     terminal_signature, uploaded)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
                 params![
                     record.sequence,
                     &record.card_id.0[..],
@@ -318,6 +425,8 @@ impl TerminalStore for SqliteStore {
                     record.date.0,
                     record.status.as_str(),
                     record.previous_usage.as_ref().map(UsageRecord::encode),
+                    &record.terminal_signature.0[..],
+                    record.uploaded as i64,
                 ],
             )
             .map_err(storage)?;
@@ -344,6 +453,106 @@ impl TerminalStore for SqliteStore {
 
     fn records(&self) -> Result<Vec<PurchaseRecord>, TerminalError> {
         self.read_records("", None)
+    }
+
+    fn pending_uploads(&self, limit: usize) -> Result<Vec<PurchaseRecord>, TerminalError> {
+        let mut records = self.read_records("WHERE status = 'committed' AND uploaded = 0", None)?;
+        records.truncate(limit);
+        Ok(records)
+    }
+
+    fn mark_uploaded(&mut self, sequences: &[u32]) -> Result<(), TerminalError> {
+        let transaction = self.db.transaction().map_err(storage)?;
+        for sequence in sequences {
+            transaction
+                .execute(
+                    "UPDATE purchases SET uploaded = 1 WHERE sequence = ?1",
+                    [sequence],
+                )
+                .map_err(storage)?;
+        }
+        transaction.commit().map_err(storage)
+    }
+
+    fn lists(&self) -> Result<LocalLists, TerminalError> {
+        let mut lists = LocalLists {
+            version: self
+                .db
+                .query_row("SELECT version FROM list_state WHERE id = 1", [], |row| {
+                    row.get::<_, i64>(0)
+                })
+                .map_err(storage)? as u64,
+            ..LocalLists::default()
+        };
+        let mut statement = self
+            .db
+            .prepare("SELECT card_id, reason FROM listed_cards")
+            .map_err(storage)?;
+        let rows = statement
+            .query_map([], |row| {
+                Ok((row.get::<_, Vec<u8>>(0)?, row.get::<_, String>(1)?))
+            })
+            .map_err(storage)?;
+        for row in rows {
+            let (card, reason) = row.map_err(storage)?;
+            let card =
+                CardId::from_slice(&card).map_err(|e| TerminalError::Store(e.to_string()))?;
+            let reason = ListReason::parse(&reason)
+                .ok_or_else(|| TerminalError::Store("invalid list reason".into()))?;
+            lists.cards.insert(card, reason);
+        }
+        let mut statement = self
+            .db
+            .prepare("SELECT device_id, first_stamp, stamp_count FROM troubled_terminals")
+            .map_err(storage)?;
+        let rows = statement
+            .query_map([], |row| {
+                Ok((
+                    row.get::<_, Vec<u8>>(0)?,
+                    row.get::<_, Vec<u8>>(1)?,
+                    row.get::<_, i64>(2)?,
+                ))
+            })
+            .map_err(storage)?;
+        for row in rows {
+            let (device, stamp, count) = row.map_err(storage)?;
+            let device =
+                DeviceId::from_slice(&device).map_err(|e| TerminalError::Store(e.to_string()))?;
+            let stamp: [u8; 32] = stamp
+                .as_slice()
+                .try_into()
+                .map_err(|_| TerminalError::Store("invalid stamp".into()))?;
+            lists.terminals.insert(device, (stamp, count as u32));
+        }
+        Ok(lists)
+    }
+
+    fn save_lists(&mut self, lists: &LocalLists) -> Result<(), TerminalError> {
+        let transaction = self.db.transaction().map_err(storage)?;
+        for (card, reason) in &lists.cards {
+            transaction
+                .execute(
+                    "INSERT INTO listed_cards (card_id, reason) VALUES (?1, ?2) ON CONFLICT (card_id) DO NOTHING",
+                    params![&card.0[..], reason.as_str()],
+                )
+                .map_err(storage)?;
+        }
+        for (device, (stamp, count)) in &lists.terminals {
+            transaction
+                .execute(
+                    "INSERT INTO troubled_terminals (device_id, first_stamp, stamp_count) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (device_id) DO UPDATE SET first_stamp = excluded.first_stamp, stamp_count = excluded.stamp_count",
+                    params![&device.0[..], &stamp[..], count],
+                )
+                .map_err(storage)?;
+        }
+        transaction
+            .execute(
+                "UPDATE list_state SET version = ?1 WHERE id = 1",
+                [lists.version as i64],
+            )
+            .map_err(storage)?;
+        transaction.commit().map_err(storage)
     }
 }
 

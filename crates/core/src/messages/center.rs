@@ -177,3 +177,159 @@ impl<T: CenterLink + ?Sized> CenterLink for &mut T {
         (**self).settle_load(settlement)
     }
 }
+
+/// One committed purchase as a terminal reports it to the center (Fig. 9): the purchase
+/// itself with the terminal's signature ST over it, and the card's previous usage record
+/// from which the usage-management information h is derived.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageItem {
+    pub terminal_sequence: u32,
+    pub card_id: CardId,
+    /// The card's counter before the purchase: the card state this purchase consumed.
+    pub card_counter: u32,
+    pub amount: Amount,
+    pub balance_before: Amount,
+    pub balance_after: Amount,
+    pub challenge_terminal: Challenge,
+    pub challenge_card: Challenge,
+    pub date: Date,
+    /// ST over the [`crate::messages::purse::PurchaseCommit`] this item describes.
+    pub terminal_signature: Signature,
+    pub previous_usage: crate::messages::purse::UsageRecord,
+}
+
+impl UsageItem {
+    /// The purchase commit the terminal signed.
+    pub fn commit(&self, terminal_id: DeviceId) -> crate::messages::purse::PurchaseCommit {
+        crate::messages::purse::PurchaseCommit {
+            card_id: self.card_id,
+            terminal_id,
+            challenge_terminal: self.challenge_terminal,
+            challenge_card: self.challenge_card,
+            counter: self.card_counter,
+            amount: self.amount,
+            balance_after: self.balance_after,
+            terminal_sequence: self.terminal_sequence,
+            date: self.date,
+        }
+    }
+
+    /// h of Fig. 9: a digest of (IDU, R^a, X, IDT^a, V^a) from the previous usage record.
+    pub fn usage_management_digest(&self) -> [u8; 32] {
+        let previous = &self.previous_usage;
+        let mut input = Vec::with_capacity(96);
+        input.extend_from_slice(b"valuecard/usage-management/v1");
+        input.extend_from_slice(self.card_id.as_bytes());
+        input.extend_from_slice(&previous.challenge_writer);
+        input.extend_from_slice(&previous.challenge_card);
+        input.extend_from_slice(previous.writer.as_bytes());
+        input.extend_from_slice(&previous.balance_after.to_be_bytes());
+        input.extend_from_slice(&previous.counter.to_be_bytes());
+        crate::crypto::sha256(&input)
+    }
+}
+
+/// A batch of usage items from one terminal (offline for days is normal: batches resume).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageUpload {
+    pub terminal_id: DeviceId,
+    pub items: Vec<UsageItem>,
+}
+
+/// What the center did with a batch. Every item is accounted for: stored, already stored
+/// (a retry), or refused with a reason; cards found cloned are listed.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UploadReceipt {
+    pub stored: u32,
+    pub duplicates: u32,
+    pub refused: Vec<(u32, String)>,
+    pub clones_detected: Vec<CardId>,
+}
+
+/// Why a card or terminal is on a list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ListReason {
+    /// The same card state was spent twice (Fig. 9).
+    Cloned,
+    /// Reported lost by its holder.
+    Lost,
+    /// Reported stolen, or replaced by a restored card.
+    Stolen,
+    /// A terminal reported stolen or otherwise troubled (Figs. 10-12).
+    TroubledTerminal,
+}
+
+impl ListReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ListReason::Cloned => "cloned",
+            ListReason::Lost => "lost",
+            ListReason::Stolen => "stolen",
+            ListReason::TroubledTerminal => "troubled-terminal",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "cloned" => ListReason::Cloned,
+            "lost" => ListReason::Lost,
+            "stolen" => ListReason::Stolen,
+            "troubled-terminal" => ListReason::TroubledTerminal,
+            _ => return None,
+        })
+    }
+}
+
+/// One entry of the center's lists, in version order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListEntry {
+    /// A card that every terminal must refuse.
+    Card {
+        version: u64,
+        card_id: CardId,
+        reason: ListReason,
+    },
+    /// A troubled terminal (Fig. 10): its first time stamp TS0 and its update count t at
+    /// the report; cards it wrote with a later count are refused.
+    Terminal {
+        version: u64,
+        device_id: DeviceId,
+        first_stamp: [u8; 32],
+        stamp_count: u32,
+    },
+}
+
+impl ListEntry {
+    pub fn version(&self) -> u64 {
+        match self {
+            ListEntry::Card { version, .. } | ListEntry::Terminal { version, .. } => *version,
+        }
+    }
+}
+
+/// The entries added after a version, and the version they bring a terminal to.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ListDelta {
+    pub version: u64,
+    pub entries: Vec<ListEntry>,
+}
+
+/// Largest number of items in one usage upload.
+pub const USAGE_BATCH_MAX: usize = 4096;
+/// Largest number of entries in one list delta.
+pub const LIST_DELTA_MAX: usize = 10_000;
+
+/// How a payment terminal reaches the center: usage uploads and list updates.
+pub trait TerminalLink {
+    fn upload_usage(&mut self, upload: &UsageUpload) -> Result<UploadReceipt, CenterError>;
+    fn list_delta(&mut self, terminal_id: DeviceId, since: u64) -> Result<ListDelta, CenterError>;
+}
+
+impl<T: TerminalLink + ?Sized> TerminalLink for &mut T {
+    fn upload_usage(&mut self, upload: &UsageUpload) -> Result<UploadReceipt, CenterError> {
+        (**self).upload_usage(upload)
+    }
+    fn list_delta(&mut self, terminal_id: DeviceId, since: u64) -> Result<ListDelta, CenterError> {
+        (**self).list_delta(terminal_id, since)
+    }
+}

@@ -1,0 +1,288 @@
+//! Usage-management records and clone detection (seed 003, Fig. 9), and the remaining-value
+//! record per card.
+//!
+//! Every committed balance update consumes one card state: the card's counter before it. A
+//! purchase consumes the state its previous usage record describes; a load consumes the state
+//! at the counter the card signed. Two different updates that consume the same state of one
+//! card can only come from two copies of that card: the card is flagged cloned and listed.
+
+use valuecard_core::ids::{CardId, DeviceId};
+use valuecard_core::messages::center::{
+    CenterError, ListReason, UploadReceipt, UsageItem, UsageUpload, USAGE_BATCH_MAX,
+};
+use valuecard_core::messages::purse::TransactionKind;
+
+use crate::sql::{Executor, Value};
+use crate::Center;
+
+/// Migration: usage records and the lists (appended to `db::MIGRATIONS`).
+pub const MIGRATION: &str = r#"
+    CREATE TABLE usage_records (
+        terminal_id         BYTEA NOT NULL,
+        terminal_sequence   BIGINT NOT NULL,
+        card_id             BYTEA NOT NULL,
+        card_counter        BIGINT NOT NULL,
+        amount_minor        BIGINT NOT NULL CHECK (amount_minor > 0),
+        balance_after_minor BIGINT NOT NULL CHECK (balance_after_minor >= 0),
+        usage_digest        BYTEA NOT NULL CHECK (length(usage_digest) = 32),
+        purchase_date       BIGINT NOT NULL,
+        terminal_signature  BYTEA NOT NULL CHECK (length(terminal_signature) = 64),
+        previous_writer     BYTEA NOT NULL,
+        PRIMARY KEY (terminal_id, terminal_sequence)
+    );
+    CREATE INDEX usage_records_by_state ON usage_records (card_id, card_counter);
+
+    CREATE TABLE list_entries (
+        version      BIGINT PRIMARY KEY,
+        kind         TEXT NOT NULL CHECK (kind IN ('card', 'terminal')),
+        subject      BYTEA NOT NULL CHECK (length(subject) = 8),
+        reason       TEXT NOT NULL,
+        first_stamp  BYTEA,
+        stamp_count  BIGINT,
+        added_on     BIGINT NOT NULL,
+        UNIQUE (kind, subject)
+    );
+    INSERT INTO sequences (name, next) VALUES ('list', 1)
+"#;
+
+/// Why one usage item was refused (the rest of the batch goes on).
+fn refuse(item: &UsageItem, reason: impl Into<String>) -> (u32, String) {
+    (item.terminal_sequence, reason.into())
+}
+
+impl Center {
+    /// Verifies and stores a batch of usage items from one terminal, idempotently: an item
+    /// already stored with the same content counts as a duplicate, one stored with other
+    /// content is refused. Signatures are checked before anything is stored.
+    pub fn ingest_usage(&mut self, upload: &UsageUpload) -> Result<UploadReceipt, CenterError> {
+        if upload.items.len() > USAGE_BATCH_MAX {
+            return Err(CenterError::Mismatch(format!(
+                "at most {USAGE_BATCH_MAX} items per upload"
+            )));
+        }
+        let terminal_key = self.device_key(upload.terminal_id)?;
+        let mut receipt = UploadReceipt::default();
+        let mut verified = Vec::with_capacity(upload.items.len());
+        for item in &upload.items {
+            match self.verify_item(upload.terminal_id, &terminal_key, item) {
+                Ok(()) => verified.push(item),
+                Err(reason) => receipt.refused.push(refuse(item, reason)),
+            }
+        }
+        let today = self.today().0;
+        let terminal_id = upload.terminal_id;
+        let outcome = self.db.transaction(|tx| {
+            let mut stored = 0;
+            let mut duplicates = 0;
+            let mut refused = Vec::new();
+            let mut clones = Vec::new();
+            for item in verified {
+                match store_item(tx, terminal_id, item, today)? {
+                    Stored::New { clone } => {
+                        stored += 1;
+                        if clone && !clones.contains(&item.card_id) {
+                            clones.push(item.card_id);
+                        }
+                    }
+                    Stored::Duplicate => duplicates += 1,
+                    Stored::Conflict => refused.push(refuse(
+                        item,
+                        "an item with this sequence was stored with other content",
+                    )),
+                }
+            }
+            for card_id in &clones {
+                list_card(tx, card_id, ListReason::Cloned, today)?;
+                tx.execute(
+                    "UPDATE cards SET status = 'blocked' WHERE card_id = $1",
+                    &[card_id.0[..].into()],
+                )?;
+            }
+            Ok((stored, duplicates, refused, clones))
+        })?;
+        receipt.stored = outcome.0;
+        receipt.duplicates = outcome.1;
+        receipt.refused.extend(outcome.2);
+        receipt.clones_detected = outcome.3;
+        Ok(receipt)
+    }
+
+    /// The uploading terminal signed the purchase, and the card's previous usage record was
+    /// written by a certified terminal or by the center, for exactly the balance spent from.
+    fn verify_item(
+        &mut self,
+        terminal_id: DeviceId,
+        terminal_key: &valuecard_core::crypto::PublicKey,
+        item: &UsageItem,
+    ) -> Result<(), String> {
+        let commit = item.commit(terminal_id);
+        terminal_key
+            .verify(&commit.signed_message(), &item.terminal_signature)
+            .map_err(|_| "the terminal's signature over the purchase does not verify".to_owned())?;
+        let expected_after = item
+            .balance_before
+            .checked_sub(item.amount)
+            .map_err(|_| "the amount exceeds the balance".to_owned())?;
+        if expected_after != item.balance_after {
+            return Err("balances do not add up".into());
+        }
+        let previous = &item.previous_usage;
+        if previous.counter != item.card_counter || previous.balance_after != item.balance_before {
+            return Err("the previous usage record does not describe the state spent from".into());
+        }
+        let writer_key = match previous.kind {
+            TransactionKind::Load => self.anchor().public_key,
+            TransactionKind::Purchase => self
+                .device_key(previous.writer)
+                .map_err(|error| error.to_string())?,
+        };
+        writer_key
+            .verify(&previous.signed_message(&item.card_id), &previous.signature)
+            .map_err(|_| "the previous usage record's signature does not verify".to_owned())
+    }
+
+    /// The certified signing key of an installed device.
+    pub fn device_key(
+        &mut self,
+        device_id: DeviceId,
+    ) -> Result<valuecard_core::crypto::PublicKey, CenterError> {
+        let row = self
+            .db
+            .query_optional(
+                "SELECT signing_key FROM devices WHERE device_id = $1 AND status = 'installed'",
+                &[device_id.0[..].into()],
+            )?
+            .ok_or(CenterError::UnknownDevice(device_id))?;
+        valuecard_core::crypto::PublicKey::from_bytes(&row.bytes(0)?).map_err(|_| {
+            CenterError::Storage(format!("stored key of device {device_id} is invalid"))
+        })
+    }
+
+    /// Whether some committed update already consumed this card state, other than `except`.
+    pub(crate) fn state_consumed(
+        tx: &mut dyn Executor,
+        card_id: &CardId,
+        card_counter: u32,
+    ) -> Result<bool, CenterError> {
+        let purchases = tx.query_one(
+            "SELECT CAST(COUNT(*) AS BIGINT) FROM usage_records WHERE card_id = $1 AND card_counter = $2",
+            &[card_id.0[..].into(), card_counter.into()],
+        )?;
+        Ok(purchases.int(0)? > 0)
+    }
+
+    /// Clones found so far.
+    pub fn cloned_cards(&mut self) -> Result<Vec<CardId>, CenterError> {
+        let rows = self.db.query(
+            "SELECT subject FROM list_entries WHERE kind = 'card' AND reason = 'cloned' ORDER BY version",
+            &[],
+        )?;
+        rows.iter()
+            .map(|row| {
+                CardId::from_slice(&row.bytes(0)?).map_err(|e| CenterError::Storage(e.to_string()))
+            })
+            .collect()
+    }
+
+    /// Committed purchases the center has received, in minor units and count.
+    pub fn reported_spending(&mut self) -> Result<(u64, u64), CenterError> {
+        let row = self.db.query_one(
+            "SELECT CAST(COALESCE(SUM(amount_minor), 0) AS BIGINT), CAST(COUNT(*) AS BIGINT) FROM usage_records",
+            &[],
+        )?;
+        Ok((row.int(0)? as u64, row.int(1)? as u64))
+    }
+}
+
+enum Stored {
+    New { clone: bool },
+    Duplicate,
+    Conflict,
+}
+
+fn store_item(
+    tx: &mut dyn Executor,
+    terminal_id: DeviceId,
+    item: &UsageItem,
+    today: u32,
+) -> Result<Stored, CenterError> {
+    let digest = item.usage_management_digest();
+    if let Some(existing) = tx.query_optional(
+        "SELECT card_id, card_counter, amount_minor, usage_digest FROM usage_records
+         WHERE terminal_id = $1 AND terminal_sequence = $2",
+        &[terminal_id.0[..].into(), item.terminal_sequence.into()],
+    )? {
+        let same = existing.bytes(0)? == item.card_id.0
+            && existing.int(1)? == i64::from(item.card_counter)
+            && existing.int(2)? == item.amount.minor() as i64
+            && existing.bytes(3)? == digest;
+        return Ok(if same {
+            Stored::Duplicate
+        } else {
+            Stored::Conflict
+        });
+    }
+    // Seen twice: the same card state spent by another purchase, or by a load.
+    let spent_by_purchase = Center::state_consumed(tx, &item.card_id, item.card_counter)?;
+    let spent_by_load = tx
+        .query_one(
+            "SELECT CAST(COUNT(*) AS BIGINT) FROM loads WHERE card_id = $1 AND card_counter = $2 AND status = 'committed'",
+            &[item.card_id.0[..].into(), item.card_counter.into()],
+        )?
+        .int(0)?
+        > 0;
+    tx.execute(
+        "INSERT INTO usage_records (terminal_id, terminal_sequence, card_id, card_counter, amount_minor,
+             balance_after_minor, usage_digest, purchase_date, terminal_signature, previous_writer)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        &[
+            terminal_id.0[..].into(),
+            item.terminal_sequence.into(),
+            item.card_id.0[..].into(),
+            item.card_counter.into(),
+            Value::Int(item.amount.minor() as i64),
+            Value::Int(item.balance_after.minor() as i64),
+            digest[..].into(),
+            item.date.0.into(),
+            item.terminal_signature.0[..].into(),
+            item.previous_usage.writer.0[..].into(),
+        ],
+    )?;
+    tx.execute(
+        "INSERT INTO remaining_values (card_id, balance_minor, card_counter, updated_on) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (card_id) DO UPDATE SET balance_minor = excluded.balance_minor,
+             card_counter = excluded.card_counter, updated_on = excluded.updated_on
+         WHERE excluded.card_counter > remaining_values.card_counter",
+        &[
+            item.card_id.0[..].into(),
+            Value::Int(item.balance_after.minor() as i64),
+            (item.card_counter + 1).into(),
+            today.into(),
+        ],
+    )?;
+    Ok(Stored::New {
+        clone: spent_by_purchase || spent_by_load,
+    })
+}
+
+/// Adds a card to the list (once; a later reason does not replace the first).
+pub(crate) fn list_card(
+    tx: &mut dyn Executor,
+    card_id: &CardId,
+    reason: ListReason,
+    today: u32,
+) -> Result<bool, CenterError> {
+    let listed = tx.query_optional(
+        "SELECT version FROM list_entries WHERE kind = 'card' AND subject = $1",
+        &[card_id.0[..].into()],
+    )?;
+    if listed.is_some() {
+        return Ok(false);
+    }
+    let version = crate::db::next_in_sequence(tx, "list")?;
+    tx.execute(
+        "INSERT INTO list_entries (version, kind, subject, reason, added_on) VALUES ($1, 'card', $2, $3, $4)",
+        &[version.into(), card_id.0[..].into(), reason.as_str().into(), today.into()],
+    )?;
+    Ok(true)
+}
