@@ -27,7 +27,10 @@ const HEADER_LEN: usize = 20;
 const DIGEST_LEN: usize = 32;
 pub const PAYLOAD_MAX: usize = SLOT_SIZE - HEADER_LEN - DIGEST_LEN;
 /// The format version this build writes.
-pub const FORMAT_VERSION: u16 = 1;
+pub const FORMAT_VERSION: u16 = 2;
+/// The oldest format version this build still reads. Version 2 added the terminal stamp to
+/// the stored usage record, as an optional field, so version 1 payloads decode unchanged.
+pub const FORMAT_VERSION_MIN: u16 = 1;
 
 /// Why an image could not be opened.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -134,12 +137,21 @@ impl<E: Eeprom> ImageStore<E> {
             self.eeprom.write(base + index * PAGE_SIZE, page)?;
         }
         self.eeprom.flush()?;
-        if let Some(old) = self.active_slot {
-            self.eeprom.write(old * SLOT_SIZE, &[0u8; HEADER_LEN])?;
-            self.eeprom.flush()?;
-        }
-        self.active_slot = Some(target);
+        // The new slot is durable: from here on the commit has happened, whatever follows.
+        let old = self.active_slot.replace(target);
         self.generation = generation;
+        if let Some(old) = old {
+            // Erasing the old header keeps a later bit flip in the new slot from silently
+            // resurrecting the old state. If the erase fails, the new slot still wins by its
+            // higher generation; only a power cut is reported, because the card is then off.
+            let erased = self
+                .eeprom
+                .write(old * SLOT_SIZE, &[0u8; HEADER_LEN])
+                .and_then(|()| self.eeprom.flush());
+            if let Err(StorageError::PowerLost) = erased {
+                return Err(ImageError::Storage(StorageError::PowerLost));
+            }
+        }
         Ok(())
     }
 
@@ -183,7 +195,7 @@ fn read_slot<E: Eeprom>(eeprom: &E, index: usize) -> Result<SlotRead, StorageErr
     if sha256(&signed)[..] != rest[len..] {
         return Ok(SlotRead::Invalid);
     }
-    if version != FORMAT_VERSION {
+    if !(FORMAT_VERSION_MIN..=FORMAT_VERSION).contains(&version) {
         // The checksum holds, so this is a real image of another version, not damage.
         return Ok(SlotRead::Unsupported(version));
     }

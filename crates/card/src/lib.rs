@@ -177,11 +177,6 @@ impl<E: Eeprom, R: CryptoRngCore> Card<E, R> {
             Ok(effect) => effect,
             Err(sw) => return Ok(Response::error(sw)),
         };
-        if let Some(le) = command.le {
-            if effect.commit.is_none() && effect.data.len() > le as usize {
-                return Ok(Response::error(StatusWord::WRONG_LENGTH));
-            }
-        }
         if let Some(next) = effect.commit {
             match self.store.commit(&next.encode()) {
                 Ok(()) => self.state = next,
@@ -200,19 +195,33 @@ impl<E: Eeprom, R: CryptoRngCore> Card<E, R> {
     }
 
     fn dispatch(&mut self, command: &Command) -> Result<purse::Effect, StatusWord> {
+        if (command.cla, command.ins) == (CLA_ISO, ins::SELECT) {
+            return self.select(command);
+        }
+        // A purchase or load session lives exactly until the next command, whatever that
+        // command is and however it ends.
+        let sessions = purse::Sessions {
+            purchase: self.volatile.purchase.take(),
+            load: self.volatile.load.take(),
+        };
         match (command.cla, command.ins) {
-            (CLA_ISO, ins::SELECT) => self.select(command),
             (CLA_ISO, ins::GET_CHALLENGE) | (CLA_PROPRIETARY, _) => {
-                if !self.volatile.selected {
-                    return Err(StatusWord::CONDITIONS_NOT_SATISFIED);
-                }
                 if command.ins == ins::GET_CHALLENGE && command.cla != CLA_ISO {
                     return Err(StatusWord::INS_NOT_SUPPORTED);
                 }
                 if !is_purse_instruction(command.ins) {
                     return Err(StatusWord::INS_NOT_SUPPORTED);
                 }
-                purse::handle(command, &self.state, &mut self.volatile, &mut self.rng)
+                if !self.volatile.selected {
+                    return Err(StatusWord::CONDITIONS_NOT_SATISFIED);
+                }
+                purse::handle(
+                    command,
+                    &self.state,
+                    &mut self.volatile,
+                    sessions,
+                    &mut self.rng,
+                )
             }
             (CLA_ISO, _) => Err(StatusWord::INS_NOT_SUPPORTED),
             _ => Err(StatusWord::CLA_NOT_SUPPORTED),

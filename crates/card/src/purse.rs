@@ -8,8 +8,7 @@ use valuecard_core::apdu::Command;
 use valuecard_core::cert::{CertError, Certificate, Role};
 use valuecard_core::crypto::PublicKey;
 use valuecard_core::crypto::{
-    aes_cmac_verify, aes_gcm_open, derivation, diversify_key, random_array, AesKey, SealingKeyPair,
-    SigningKeyPair, GCM_NONCE_LEN,
+    aes_cmac_verify, delivery, derivation, random_array, AesKey, SealingKeyPair, SigningKeyPair,
 };
 use valuecard_core::ids::{CardId, DeviceId};
 use valuecard_core::messages::purse::{
@@ -81,6 +80,13 @@ pub struct LoadSession {
     counter: u32,
 }
 
+/// The sessions taken out of volatile memory for the one command that may use them.
+#[derive(Debug, Default)]
+pub struct Sessions {
+    pub purchase: Option<PurchaseSession>,
+    pub load: Option<LoadSession>,
+}
+
 /// Everything the card forgets at power-off or reset.
 #[derive(Debug, Default)]
 pub struct Volatile {
@@ -142,15 +148,17 @@ pub fn handle(
     command: &Command,
     state: &PersistentState,
     volatile: &mut Volatile,
+    sessions: Sessions,
     rng: &mut impl CryptoRngCore,
 ) -> Result<Effect, StatusWord> {
     if command.p1 != 0 || command.p2 != 0 {
         return Err(StatusWord::INCORRECT_P1_P2);
     }
     check_allowed(command.ins, state)?;
-    // A purchase or load session survives only until the very next command.
-    let purchase = volatile.purchase.take();
-    let load = volatile.load.take();
+    if matches!(command.ins, ins::READ_PURSE | ins::READ_LOG) && !command.data.is_empty() {
+        return Err(StatusWord::WRONG_LENGTH);
+    }
+    let Sessions { purchase, load } = sessions;
     match (command.ins, state) {
         (ins::GET_CHALLENGE, _) => get_challenge(command, volatile, rng),
         (ins::GENERATE_KEY_PAIR, PersistentState::Manufactured { transport_key })
@@ -298,10 +306,14 @@ fn personalize(
     {
         return Err(StatusWord::WRONG_DATA);
     }
-    let session = diversify_key(transport_key, derivation::TRANSPORT_SESSION, &challenge);
-    let mut plain = aes_gcm_open(
+    let session = delivery::session_key(
+        transport_key,
+        derivation::CARD_DELIVERY,
+        &challenge,
+        keys.card_id.as_bytes(),
+    );
+    let mut plain = delivery::open(
         &session,
-        &[0u8; GCM_NONCE_LEN],
         &PersonalizeCommand::sealed_keys_aad(&keys.card_id),
         &request.sealed_keys,
     )
@@ -399,7 +411,7 @@ fn initialize_purchase(
     rng: &mut impl CryptoRngCore,
 ) -> Result<Effect, StatusWord> {
     let request = InitializePurchase::decode(&command.data).map_err(wrong_data)?;
-    let terminal = match purse.anchor.verify(
+    let terminal = match purse.anchor.verify_unexpired(
         core::slice::from_ref(&request.terminal_certificate),
         Role::PaymentTerminal,
         purse.known_date,
@@ -466,6 +478,7 @@ fn debit(command: &Command, purse: &Purse, session: PurchaseSession) -> Result<E
         balance_after: request.balance_after,
         terminal_sequence: request.terminal_sequence,
         date: session.date,
+        stamp: request.stamp,
     };
     if session
         .terminal_key
@@ -510,6 +523,7 @@ fn debit(command: &Command, purse: &Purse, session: PurchaseSession) -> Result<E
         writer_sequence: request.terminal_sequence,
         date: session.date,
         signature: request.signature,
+        stamp: Some(request.stamp),
     });
     next.last_writer_certificate = Some(session.terminal_certificate);
     next.push_log(LogEntry {
@@ -633,6 +647,7 @@ fn credit(command: &Command, purse: &Purse, session: LoadSession) -> Result<Effe
         writer_sequence: request.load_number,
         date: request.date,
         signature: request.signature,
+        stamp: None,
     });
     next.last_writer_certificate = None;
     next.push_log(LogEntry {

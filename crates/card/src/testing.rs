@@ -42,6 +42,22 @@ pub fn terminal() -> (SigningKeyPair, Certificate) {
     (key, certificate)
 }
 
+/// The test terminal's signed time stamp at `count`, on a chain from a fixed TS0.
+pub fn terminal_stamp(count: u32) -> valuecard_core::messages::purse::TerminalStamp {
+    use valuecard_core::messages::purse::TerminalStamp;
+    let first = [0x53; 32];
+    let current = TerminalStamp::at(&first, count).unwrap_or(first);
+    let (key, _) = terminal();
+    TerminalStamp {
+        count,
+        signature: key.sign(&TerminalStamp::signed_message(
+            &DeviceId(*b"TERMINAL"),
+            count,
+            &current,
+        )),
+    }
+}
+
 /// A personalized, unblocked purse holding `balance`, with no transactions yet.
 pub fn personalized(balance: Amount) -> PersistentState {
     let signing = SigningKeyPair::from_seed(&[0x43; 32]);

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use rand_core::SeedableRng;
 use valuecard_card::eeprom::MemoryEeprom;
-use valuecard_card::image::{EEPROM_SIZE, FORMAT_VERSION};
+use valuecard_card::image::{EEPROM_SIZE, FORMAT_VERSION, FORMAT_VERSION_MIN};
 use valuecard_card::state::PersistentState;
 use valuecard_card::{testing, Card};
 use valuecard_core::apdu::{Command, Response};
@@ -57,6 +57,7 @@ fn reference_image() -> Vec<u8> {
     );
     assert!(offer.sw.is_success());
     let offer = PurchaseOffer::decode(&offer.data).unwrap();
+    let stamp = testing::terminal_stamp(3);
     let commit = PurchaseCommit {
         card_id: valuecard_core::ids::CardId(*b"CARD0001"),
         terminal_id: valuecard_core::ids::DeviceId(*b"TERMINAL"),
@@ -67,11 +68,13 @@ fn reference_image() -> Vec<u8> {
         balance_after: Amount::new(12_000).unwrap(),
         terminal_sequence: 7,
         date: testing::today(),
+        stamp,
     };
     let debit = DebitCommand {
         amount: commit.amount,
         balance_after: commit.balance_after,
         terminal_sequence: 7,
+        stamp,
         signature: terminal_key.sign(&commit.signed_message()),
     };
     let answer = send(
@@ -92,7 +95,7 @@ fn write_golden_image() {
 
 #[test]
 fn every_format_version_has_a_golden_image_that_loads() {
-    for version in 1..=FORMAT_VERSION {
+    for version in FORMAT_VERSION_MIN..=FORMAT_VERSION {
         let path = golden_path(version);
         let bytes = std::fs::read(&path).unwrap_or_else(|_| {
             panic!(

@@ -70,6 +70,8 @@ pub const MIGRATIONS: &[&str] = &[
         updated_on    BIGINT NOT NULL
     );
     "#,
+    // 4: the time-stamp registry of stolen-terminal detection (Figs. 10-12).
+    crate::stamps::MIGRATION,
 ];
 
 /// Takes the next value of a named sequence inside the caller's transaction.

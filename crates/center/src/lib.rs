@@ -13,15 +13,14 @@ pub mod db;
 pub mod keys;
 pub mod lists;
 pub mod sql;
+pub mod stamps;
 pub mod usage;
 
 use std::path::{Path, PathBuf};
 
 use rand_core::CryptoRngCore;
 use valuecard_core::cert::{Certificate, CertificateBody, Role, TrustAnchor};
-use valuecard_core::crypto::{
-    aes_cmac, aes_gcm_seal, derivation, diversify_key, PublicKey, Signature, GCM_NONCE_LEN,
-};
+use valuecard_core::crypto::{aes_cmac, delivery, derivation, diversify_key, PublicKey, Signature};
 use valuecard_core::ids::{CardId, DeviceId};
 pub use valuecard_core::messages::center::CenterError as LinkError;
 use valuecard_core::messages::center::{
@@ -34,7 +33,7 @@ use valuecard_core::messages::purse::{
 };
 use valuecard_core::money::Amount;
 use valuecard_core::time::{Clock, Date};
-use valuecard_sam::{installation_keys_aad, transport_session_key};
+use valuecard_sam::{installation_keys_aad, installation_session_key};
 
 use crate::db::next_in_sequence;
 use crate::keys::CenterKeys;
@@ -84,6 +83,9 @@ pub struct Center {
     keys: CenterKeys,
     db: Database,
     clock: Box<dyn Clock>,
+    /// Randomness for first stamps and delivery nonces, seeded from the caller's source
+    /// (the operating system, or a fixed seed in reproducible simulations).
+    rng: rand_chacha::ChaCha20Rng,
 }
 
 impl core::fmt::Debug for Center {
@@ -130,7 +132,12 @@ impl Center {
             None => Database::open_sqlite(&db_path(dir))?,
         };
         keys.save(&key_path(dir))?;
-        Ok(Center { keys, db, clock })
+        Ok(Center {
+            keys,
+            db,
+            clock,
+            rng: seeded(rng),
+        })
     }
 
     /// Opens the center in `dir`, on its SQLite database there or on `database`.
@@ -144,7 +151,12 @@ impl Center {
             Some(db) => db,
             None => Database::open_sqlite(&db_path(dir))?,
         };
-        Ok(Center { keys, db, clock })
+        Ok(Center {
+            keys,
+            db,
+            clock,
+            rng: seeded(&mut rand_core::OsRng),
+        })
     }
 
     /// Which database the center runs on.
@@ -247,15 +259,22 @@ impl Center {
             derivation::TERMINAL_KEY,
             request.device_id.as_bytes(),
         );
-        let mut plain = [0u8; 32];
+        // KT || KO || TS0: the first time stamp of Fig. 10 travels with the keys.
+        let first_stamp: [u8; 32] = valuecard_core::crypto::random_array(&mut self.rng);
+        let mut plain = [0u8; 64];
         plain[..16].copy_from_slice(terminal_key.expose());
-        plain[16..].copy_from_slice(self.keys.common_key.expose());
-        let session = transport_session_key(&self.keys.transport_key, &request.challenge);
-        let sealed_keys = aes_gcm_seal(
+        plain[16..32].copy_from_slice(self.keys.common_key.expose());
+        plain[32..].copy_from_slice(&first_stamp);
+        let session = installation_session_key(
+            &self.keys.transport_key,
+            &request.challenge,
+            &request.device_id,
+        );
+        let sealed_keys = delivery::seal(
             &session,
-            &[0u8; GCM_NONCE_LEN],
-            &installation_keys_aad(&request.device_id),
+            &installation_keys_aad(&request.device_id, &self.anchor()),
             &plain,
+            &mut self.rng,
         );
         zeroize::Zeroize::zeroize(&mut plain);
         let changed = self.db.execute(
@@ -277,6 +296,7 @@ impl Center {
                 request.device_id
             )));
         }
+        self.register_first_stamp(request.device_id, &first_stamp)?;
         Ok(Installation {
             certificate,
             anchor: self.anchor(),
@@ -284,7 +304,7 @@ impl Center {
         })
     }
 
-    fn device_role(&mut self, device_id: DeviceId) -> Result<Role, CenterError> {
+    pub(crate) fn device_role(&mut self, device_id: DeviceId) -> Result<Role, CenterError> {
         let row = self.db.query_optional(
             "SELECT role FROM devices WHERE device_id = $1 AND status = 'installed'",
             &[device_id.0[..].into()],
@@ -429,6 +449,12 @@ impl Center {
     }
 }
 
+fn seeded(rng: &mut impl CryptoRngCore) -> rand_chacha::ChaCha20Rng {
+    let mut seed = [0u8; 32];
+    rng.fill_bytes(&mut seed);
+    <rand_chacha::ChaCha20Rng as rand_core::SeedableRng>::from_seed(seed)
+}
+
 fn sequential_id(prefix: u8, number: i64) -> DeviceId {
     let mut id = (number as u64).to_be_bytes();
     id[0] = prefix;
@@ -450,6 +476,10 @@ impl valuecard_core::messages::center::TerminalLink for Center {
     ) -> Result<valuecard_core::messages::center::ListDelta, CenterError> {
         self.device_role(terminal_id)?;
         self.list_delta_since(since)
+    }
+
+    fn report_stamp(&mut self, terminal_id: DeviceId, count: u32) -> Result<u32, CenterError> {
+        self.record_stamp_count(terminal_id, count)
     }
 }
 
@@ -536,12 +566,17 @@ impl CenterLink for Center {
         let mut plain = [0u8; 32];
         plain[..16].copy_from_slice(card_key.expose());
         plain[16..].copy_from_slice(self.keys.common_key.expose());
-        let session = transport_session_key(&self.keys.transport_key, &request.card_challenge);
-        let sealed_keys = aes_gcm_seal(
+        let session = delivery::session_key(
+            &self.keys.transport_key,
+            derivation::CARD_DELIVERY,
+            &request.card_challenge,
+            request.card_id.as_bytes(),
+        );
+        let sealed_keys = delivery::seal(
             &session,
-            &[0u8; GCM_NONCE_LEN],
             &PersonalizeCommand::sealed_keys_aad(&request.card_id),
             &plain,
+            &mut self.rng,
         );
         zeroize::Zeroize::zeroize(&mut plain);
         let date = self.today();
@@ -819,6 +854,11 @@ impl Center {
         center_id[0] = 0xCE;
         rng.fill_bytes(&mut center_id[1..]);
         let keys = CenterKeys::generate(DeviceId(center_id), rng);
-        Ok(Center { keys, db, clock })
+        Ok(Center {
+            keys,
+            db,
+            clock,
+            rng: seeded(rng),
+        })
     }
 }

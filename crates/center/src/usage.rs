@@ -60,6 +60,9 @@ impl Center {
                 "at most {USAGE_BATCH_MAX} items per upload"
             )));
         }
+        if self.device_role(upload.terminal_id)? != valuecard_core::cert::Role::PaymentTerminal {
+            return Err(CenterError::NotAuthorized(upload.terminal_id));
+        }
         let terminal_key = self.device_key(upload.terminal_id)?;
         let mut receipt = UploadReceipt::default();
         let mut verified = Vec::with_capacity(upload.items.len());

@@ -308,6 +308,29 @@ impl TrustAnchor {
         expected_role: Role,
         today: Date,
     ) -> Result<VerifiedCertificate, CertError> {
+        self.verify_with(chain, expected_role, today, true)
+    }
+
+    /// As [`TrustAnchor::verify`], for a verifier without a clock: a card knows only the
+    /// latest date an authenticated party told it, which lags behind today. It refuses
+    /// certificates that expired before that date but cannot judge a start date, so a
+    /// terminal installed after the card last heard from the center is still accepted.
+    pub fn verify_unexpired(
+        &self,
+        chain: &[Certificate],
+        expected_role: Role,
+        known_date: Date,
+    ) -> Result<VerifiedCertificate, CertError> {
+        self.verify_with(chain, expected_role, known_date, false)
+    }
+
+    fn verify_with(
+        &self,
+        chain: &[Certificate],
+        expected_role: Role,
+        today: Date,
+        check_effective: bool,
+    ) -> Result<VerifiedCertificate, CertError> {
         if chain.is_empty() || chain.len() > CERTIFICATE_CHAIN_MAX {
             return Err(CertError::ChainLength);
         }
@@ -329,7 +352,7 @@ impl TrustAnchor {
                     &certificate.signature,
                 )
                 .map_err(|_| CertError::BadSignature { issuer: issuer_id })?;
-            if today < body.effective || today > body.expiry {
+            if (check_effective && today < body.effective) || today > body.expiry {
                 return Err(CertError::Expired {
                     subject: body.subject,
                     today,
@@ -444,6 +467,25 @@ mod tests {
         assert!(matches!(
             anchor.verify(&[flipped], Role::PaymentTerminal, today),
             Err(CertError::BadSignature { .. })
+        ));
+    }
+
+    #[test]
+    fn a_verifier_without_a_clock_ignores_start_dates_but_not_expiry() {
+        let (root_key, anchor) = root();
+        let leaf_key = SigningKeyPair::generate(&mut OsRng);
+        let certificate = body(anchor.center, Role::PaymentTerminal, &leaf_key).sign(&root_key);
+        let slice = std::slice::from_ref(&certificate);
+        assert!(anchor
+            .verify_unexpired(slice, Role::PaymentTerminal, Date(19_000))
+            .is_ok());
+        assert!(matches!(
+            anchor.verify(slice, Role::PaymentTerminal, Date(19_000)),
+            Err(CertError::Expired { .. })
+        ));
+        assert!(matches!(
+            anchor.verify_unexpired(slice, Role::PaymentTerminal, Date(21_001)),
+            Err(CertError::Expired { .. })
         ));
     }
 

@@ -10,12 +10,12 @@
 use rand_core::{CryptoRngCore, OsRng};
 use valuecard_core::cert::{CertError, Certificate, Role, TrustAnchor, VerifiedCertificate};
 use valuecard_core::crypto::{
-    aes_gcm_open, derivation, diversify_key, AesKey, PublicKey, SealingKeyPair, SecretBytes,
-    Signature, SigningKeyPair, GCM_NONCE_LEN, PUBLIC_KEY_LEN,
+    delivery, derivation, AesKey, PublicKey, SealingKeyPair, SecretBytes, Signature,
+    SigningKeyPair, PUBLIC_KEY_LEN,
 };
 use valuecard_core::ids::DeviceId;
 use valuecard_core::messages::center::Installation;
-use valuecard_core::messages::purse::Challenge;
+use valuecard_core::messages::purse::{Challenge, TerminalStamp};
 use valuecard_core::time::Date;
 use valuecard_core::tlv::{TlvReader, TlvWriter};
 use zeroize::Zeroize;
@@ -46,6 +46,10 @@ pub trait Sam: Send {
     fn anchor(&self) -> Result<&TrustAnchor, SamError>;
     /// Signs a protocol message. Only installed SAMs sign.
     fn sign(&mut self, message: &[u8]) -> Result<Signature, SamError>;
+    /// The device's current signed time stamp (Figs. 10-12).
+    fn stamp(&self) -> Result<TerminalStamp, SamError>;
+    /// Moves the time stamp one step along its one-way chain and forgets the old one.
+    fn advance_stamp(&mut self) -> Result<TerminalStamp, SamError>;
     /// Fig. 4A with Fig. 8: checks the certificate against the anchor (it must name this
     /// device and this key, with `role`), opens KT and KO with the transport key, and stores
     /// them. After this the transport key is erased.
@@ -69,6 +73,8 @@ pub struct SoftwareSam {
     common_key: Option<AesKey>,
     certificate: Option<Certificate>,
     anchor: Option<TrustAnchor>,
+    /// The current time stamp TS_t and its signed form; earlier stamps are gone.
+    stamp: Option<(TerminalStamp, [u8; 32])>,
 }
 
 impl core::fmt::Debug for SoftwareSam {
@@ -91,6 +97,8 @@ mod image_tag {
     pub const COMMON_KEY: u32 = 0x85;
     pub const ANCHOR_ID: u32 = 0x86;
     pub const ANCHOR_KEY: u32 = 0x87;
+    pub const STAMP_COUNT: u32 = 0x88;
+    pub const STAMP: u32 = 0x89;
     pub const CERTIFICATE: u32 = valuecard_core::cert::TAG_CERTIFICATE;
 }
 
@@ -110,7 +118,17 @@ impl SoftwareSam {
             common_key: None,
             certificate: None,
             anchor: None,
+            stamp: None,
         }
+    }
+
+    fn signed_stamp(&self, count: u32, current: &[u8; 32]) -> TerminalStamp {
+        let signature = self.signing.sign(&TerminalStamp::signed_message(
+            &self.device_id,
+            count,
+            current,
+        ));
+        TerminalStamp { count, signature }
     }
 
     /// The persistent image (keys included), for the SAM's own protected storage.
@@ -133,6 +151,10 @@ impl SoftwareSam {
             w.put(image_tag::ANCHOR_ID, anchor.center.as_bytes())
                 .put(image_tag::ANCHOR_KEY, &anchor.public_key.to_bytes())
                 .put_raw(&certificate.encode());
+        }
+        if let Some((stamp, current)) = &self.stamp {
+            w.put_u32(image_tag::STAMP_COUNT, stamp.count)
+                .put(image_tag::STAMP, current);
         }
         w.into_bytes()
     }
@@ -174,8 +196,17 @@ impl SoftwareSam {
             }
             None => (None, None),
         };
+        let stamp = match r.optional(image_tag::STAMP_COUNT).map_err(bad)? {
+            Some(count) => {
+                let count =
+                    valuecard_core::tlv::be_u32(image_tag::STAMP_COUNT, count).map_err(bad)?;
+                let current: [u8; 32] = r.expect_array(image_tag::STAMP).map_err(bad)?;
+                Some((count, current))
+            }
+            None => None,
+        };
         r.finish().map_err(bad)?;
-        Ok(SoftwareSam {
+        let mut sam = SoftwareSam {
             device_id,
             signing,
             sealing,
@@ -184,7 +215,10 @@ impl SoftwareSam {
             common_key,
             certificate,
             anchor,
-        })
+            stamp: None,
+        };
+        sam.stamp = stamp.map(|(count, current)| (sam.signed_stamp(count, &current), current));
+        Ok(sam)
     }
 
     /// Whether the key KT and the common key KO were delivered (Fig. 8).
@@ -193,16 +227,28 @@ impl SoftwareSam {
     }
 }
 
-/// The session key that protects a delivery under a transport key (Fig. 8): diversified from
-/// Ktemp with the receiver's fresh challenge, so each delivery uses its own key.
-pub fn transport_session_key(transport_key: &AesKey, challenge: &Challenge) -> AesKey {
-    diversify_key(transport_key, derivation::TRANSPORT_SESSION, challenge)
+/// The session key of an installation delivery (Fig. 8): diversified from Ktemp for this
+/// device and its fresh challenge.
+pub fn installation_session_key(
+    transport_key: &AesKey,
+    challenge: &Challenge,
+    device_id: &DeviceId,
+) -> AesKey {
+    delivery::session_key(
+        transport_key,
+        derivation::DEVICE_DELIVERY,
+        challenge,
+        device_id.as_bytes(),
+    )
 }
 
-/// Associated data binding a sealed KT || KO delivery to one device.
-pub fn installation_keys_aad(device_id: &DeviceId) -> Vec<u8> {
+/// Associated data of a sealed KT || KO || TS0 delivery: it binds the keys to one device and
+/// authenticates, under the transport key, the root key that comes with them.
+pub fn installation_keys_aad(device_id: &DeviceId, anchor: &TrustAnchor) -> Vec<u8> {
     let mut aad = b"valuecard/device-keys/v1".to_vec();
     aad.extend_from_slice(device_id.as_bytes());
+    aad.extend_from_slice(anchor.center.as_bytes());
+    aad.extend_from_slice(&anchor.public_key.to_bytes());
     aad
 }
 
@@ -234,6 +280,25 @@ impl Sam for SoftwareSam {
         Ok(self.signing.sign(message))
     }
 
+    fn stamp(&self) -> Result<TerminalStamp, SamError> {
+        self.stamp
+            .as_ref()
+            .map(|(stamp, _)| *stamp)
+            .ok_or(SamError::NotInstalled)
+    }
+
+    fn advance_stamp(&mut self) -> Result<TerminalStamp, SamError> {
+        let (stamp, current) = self.stamp.as_ref().ok_or(SamError::NotInstalled)?;
+        let count = stamp
+            .count
+            .checked_add(1)
+            .ok_or(SamError::Image("stamp count exhausted"))?;
+        let next = TerminalStamp::next(current);
+        let signed = self.signed_stamp(count, &next);
+        self.stamp = Some((signed, next));
+        Ok(signed)
+    }
+
     fn install(
         &mut self,
         installation: &Installation,
@@ -253,22 +318,25 @@ impl Sam for SoftwareSam {
             return Err(SamError::ForeignCertificate);
         }
         let transport_key = self.transport_key.as_ref().ok_or(SamError::BadSealedKeys)?;
-        let session = transport_session_key(transport_key, challenge);
-        let mut keys = aes_gcm_open(
+        let session = installation_session_key(transport_key, challenge, &self.device_id);
+        let mut keys = delivery::open(
             &session,
-            &[0u8; GCM_NONCE_LEN],
-            &installation_keys_aad(&self.device_id),
+            &installation_keys_aad(&self.device_id, &installation.anchor),
             &installation.sealed_keys,
         )
         .map_err(|_| SamError::BadSealedKeys)?;
-        if keys.len() != 32 {
+        // KT || KO, then the first time stamp TS0 (Fig. 10).
+        if keys.len() != 64 {
             keys.zeroize();
             return Err(SamError::BadSealedKeys);
         }
+        let mut first_stamp = [0u8; 32];
+        first_stamp.copy_from_slice(&keys[32..]);
+        self.stamp = Some((self.signed_stamp(0, &first_stamp), first_stamp));
         self.terminal_key =
             Some(SecretBytes::from_slice(&keys[..16]).map_err(|_| SamError::BadSealedKeys)?);
         self.common_key =
-            Some(SecretBytes::from_slice(&keys[16..]).map_err(|_| SamError::BadSealedKeys)?);
+            Some(SecretBytes::from_slice(&keys[16..32]).map_err(|_| SamError::BadSealedKeys)?);
         keys.zeroize();
         self.transport_key = None;
         self.certificate = Some(installation.certificate.clone());

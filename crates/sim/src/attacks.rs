@@ -270,6 +270,7 @@ pub fn balance_raised_by_terminal(
             .balance
             .checked_add(Amount::new(100_000).map_err(|e| WorldError::Other(e.to_string()))?)
             .map_err(|e| WorldError::Other(e.to_string()))?;
+        let stamp = terminal.sam().stamp()?;
         let commit = PurchaseCommit {
             card_id: card.card_id(),
             terminal_id: terminal.device_id(),
@@ -280,12 +281,14 @@ pub fn balance_raised_by_terminal(
             balance_after: raised,
             terminal_sequence: 1_000_000,
             date: today,
+            stamp,
         };
         let signature = terminal.sam_mut().sign(&commit.signed_message())?;
         let debit = DebitCommand {
             amount: one,
             balance_after: raised,
             terminal_sequence: 1_000_000,
+            stamp,
             signature,
         };
         let answer = send(reader, &proprietary(ins::DEBIT, debit.encode()))?;

@@ -234,11 +234,7 @@ impl World {
             }
         }
         for terminal in &mut self.terminals {
-            let card = match terminal.select_card(reader) {
-                Ok(card) => card,
-                Err(TerminalError::CardBlocked) => continue,
-                Err(error) => return Err(error.into()),
-            };
+            let card = terminal.select_for_settlement(reader)?;
             terminal.settle_in_doubt(reader, &card)?;
         }
         Ok(())

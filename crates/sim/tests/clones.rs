@@ -156,6 +156,14 @@ impl TerminalLink for FlakyLink<'_> {
     ) -> Result<ListDelta, CenterError> {
         self.inner.list_delta(terminal_id, since)
     }
+
+    fn report_stamp(
+        &mut self,
+        terminal_id: valuecard_core::ids::DeviceId,
+        count: u32,
+    ) -> Result<u32, CenterError> {
+        self.inner.report_stamp(terminal_id, count)
+    }
 }
 
 #[test]
@@ -206,6 +214,7 @@ fn forged_and_inconsistent_usage_items_are_refused_and_not_stored() {
         challenge_terminal: record.challenge_terminal,
         challenge_card: record.challenge_card,
         date: record.date,
+        stamp: record.stamp,
         terminal_signature: record.terminal_signature,
         previous_usage: record.previous_usage.clone().unwrap(),
     };

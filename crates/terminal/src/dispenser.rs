@@ -228,7 +228,9 @@ impl<S: Sam, R: CryptoRngCore> Dispenser<S, R> {
             });
         }
         match UpdateConfirmation::decode(&response.data) {
-            Ok(confirmation) if confirmation.balance == approval.balance_after => {}
+            Ok(confirmation)
+                if confirmation.balance == approval.balance_after
+                    && confirmation.counter == offer.counter.wrapping_add(1) => {}
             _ => return Err(in_doubt),
         }
         center.settle_load(&settlement(true))?;
@@ -265,7 +267,8 @@ impl<S: Sam, R: CryptoRngCore> Dispenser<S, R> {
         card_counter: u32,
         amount: Amount,
     ) -> Result<Option<bool>, TerminalError> {
-        let card = self.select(reader)?;
+        let card =
+            crate::payment::select_for_settlement(reader, &self.anchor()?, self.clock.today())?;
         let challenge: Challenge = random_array(&mut self.rng);
         let request = GetLastTransaction { challenge };
         let data = run(

@@ -45,6 +45,12 @@ pub enum TerminalError {
     CardCertificate(CertError),
     #[error("the card's signature does not verify")]
     BadCardSignature,
+    #[error("the card was last written by stolen terminal {terminal} after its theft (stamp {stamp_count} > {listed_count})")]
+    WrittenByStolenTerminal {
+        terminal: valuecard_core::ids::DeviceId,
+        stamp_count: u32,
+        listed_count: u32,
+    },
     #[error("the card's previous usage record does not verify: {0}")]
     BadUsageRecord(&'static str),
     #[error("the card sent a malformed {message}: {error}")]

@@ -8,7 +8,7 @@ use valuecard_core::ids::{CardId, DeviceId};
 use valuecard_core::messages::purse::{
     ins, CardState, Challenge, DebitCommand, GetLastTransaction, InitializePurchase,
     LastTransaction, LogEntry, PurchaseCommit, PurchaseOffer, PurseStatus, SelectResponse,
-    TransactionKind, UpdateConfirmation, UsageRecord,
+    TerminalStamp, TransactionKind, UpdateConfirmation, UsageRecord,
 };
 use valuecard_core::money::Amount;
 use valuecard_core::time::{Clock, Date};
@@ -173,6 +173,15 @@ impl<S: Sam, T: TerminalStore, R: CryptoRngCore> PaymentTerminal<S, T, R> {
             .ok_or_else(|| TerminalError::Store("lists unavailable".into()))
     }
 
+    /// Advances the terminal's time stamp one step (daily, by the seed) and reports the new
+    /// count to the center. A report that fails is repeated at the next advance, because
+    /// the center keeps the highest count it heard.
+    pub fn advance_stamp(&mut self, link: &mut impl TerminalLink) -> Result<u32, TerminalError> {
+        let stamp = self.sam.advance_stamp()?;
+        link.report_stamp(self.sam.device_id(), stamp.count)?;
+        Ok(stamp.count)
+    }
+
     /// Fetches the list entries the terminal does not have yet and stores them.
     pub fn update_lists(&mut self, link: &mut impl TerminalLink) -> Result<u64, TerminalError> {
         let mut lists = self.lists()?.clone();
@@ -296,7 +305,13 @@ impl<S: Sam, T: TerminalStore, R: CryptoRngCore> PaymentTerminal<S, T, R> {
         card.public_key()
             .verify(&signed, &offer.signature)
             .map_err(|_| TerminalError::BadCardSignature)?;
-        verify_previous_usage(&card, &offer, &self.anchor()?, date)?;
+        let anchor = self.anchor()?;
+        self.lists()?;
+        let lists = self
+            .lists
+            .as_ref()
+            .ok_or_else(|| TerminalError::Store("lists unavailable".into()))?;
+        verify_previous_usage(&card, &offer, &anchor, date, lists)?;
         if offer.balance < amount_max {
             return Err(TerminalError::InsufficientBalance {
                 balance: offer.balance,
@@ -334,6 +349,7 @@ impl<S: Sam, T: TerminalStore, R: CryptoRngCore> PaymentTerminal<S, T, R> {
             }
         })?;
         let sequence = self.store.next_sequence()?;
+        let stamp = self.sam.stamp()?;
         let commit = PurchaseCommit {
             card_id: ready.card.card_id,
             terminal_id: self.sam.device_id(),
@@ -344,6 +360,7 @@ impl<S: Sam, T: TerminalStore, R: CryptoRngCore> PaymentTerminal<S, T, R> {
             balance_after,
             terminal_sequence: sequence,
             date: ready.date,
+            stamp,
         };
         let signature = self.sam.sign(&commit.signed_message())?;
         self.store.record(&PurchaseRecord {
@@ -359,12 +376,14 @@ impl<S: Sam, T: TerminalStore, R: CryptoRngCore> PaymentTerminal<S, T, R> {
             status: PurchaseStatus::InDoubt,
             previous_usage: ready.offer.last_usage.clone(),
             terminal_signature: signature,
+            stamp,
             uploaded: false,
         })?;
         let command = DebitCommand {
             amount,
             balance_after,
             terminal_sequence: sequence,
+            stamp,
             signature,
         };
         let response = match reader.exchange(&proprietary(ins::DEBIT, command.encode())) {
@@ -421,6 +440,15 @@ impl<S: Sam, T: TerminalStore, R: CryptoRngCore> PaymentTerminal<S, T, R> {
         self.debit(reader, ready, amount)
     }
 
+    /// SELECT a card only to settle what is in doubt with it (blocked and listed cards too).
+    pub fn select_for_settlement(
+        &mut self,
+        reader: &mut impl CardReader,
+    ) -> Result<VerifiedCard, TerminalError> {
+        let anchor = self.anchor()?;
+        select_for_settlement(reader, &anchor, self.clock.today())
+    }
+
     /// Settles every purchase this terminal holds in doubt for `card`, from the card's signed
     /// last transaction (and its log when the card has moved on since).
     pub fn settle_in_doubt(
@@ -468,6 +496,7 @@ fn usage_item(record: &PurchaseRecord) -> Option<UsageItem> {
         challenge_terminal: record.challenge_terminal,
         challenge_card: record.challenge_card,
         date: record.date,
+        stamp: record.stamp,
         terminal_signature: record.terminal_signature,
         previous_usage: record.previous_usage.clone()?,
     })
@@ -559,6 +588,38 @@ pub fn verify_select(
     if fci.state != CardState::Active {
         return Err(TerminalError::CardNotReady(fci.state));
     }
+    verify_fci(fci, anchor, today)
+}
+
+/// SELECT for settlement: blocked cards (SELECT answers 6283 with the FCI) and listed cards
+/// are accepted too, because what they committed must still be settled.
+pub fn select_for_settlement(
+    reader: &mut impl CardReader,
+    anchor: &TrustAnchor,
+    today: Date,
+) -> Result<VerifiedCard, TerminalError> {
+    let response = reader.exchange(&select())?;
+    if response.sw != StatusWord::SUCCESS && response.sw != StatusWord::FILE_DEACTIVATED {
+        return Err(TerminalError::Card {
+            command: "SELECT",
+            sw: response.sw,
+        });
+    }
+    let fci = SelectResponse::decode(&response.data).map_err(|error| TerminalError::Malformed {
+        message: "FCI",
+        error,
+    })?;
+    if !matches!(fci.state, CardState::Active | CardState::Blocked) {
+        return Err(TerminalError::CardNotReady(fci.state));
+    }
+    verify_fci(fci, anchor, today)
+}
+
+fn verify_fci(
+    fci: SelectResponse,
+    anchor: &TrustAnchor,
+    today: Date,
+) -> Result<VerifiedCard, TerminalError> {
     let (Some(card_id), Some(certificate)) = (fci.card_id, fci.certificate) else {
         return Err(TerminalError::Mismatch(
             "an active card must name its ID and certificate",
@@ -585,6 +646,7 @@ fn verify_previous_usage(
     offer: &PurchaseOffer,
     anchor: &TrustAnchor,
     today: Date,
+    lists: &crate::store::LocalLists,
 ) -> Result<(), TerminalError> {
     let Some(record) = &offer.last_usage else {
         // Only a card that was never loaded has no record, and it holds nothing to spend.
@@ -628,10 +690,47 @@ fn verify_previous_usage(
                     "the writer's certificate names another terminal",
                 ));
             }
+            check_troubled_writer(record, verified.signing_key(), lists)?;
             *verified.signing_key()
         }
     };
     writer_key
         .verify(&message, &record.signature)
         .map_err(|_| TerminalError::BadUsageRecord("the writer's signature does not verify"))
+}
+
+/// Figs. 10-12: if the card was last written by a terminal on the troubled list, walk that
+/// terminal's stamp chain from TS0 to the count the card shows, check the terminal's
+/// signature over that stamp, and accept the card only if it was written no later than the
+/// count at the report.
+fn check_troubled_writer(
+    record: &UsageRecord,
+    writer_key: &PublicKey,
+    lists: &crate::store::LocalLists,
+) -> Result<(), TerminalError> {
+    let Some((first_stamp, listed_count)) = lists.terminals.get(&record.writer) else {
+        return Ok(());
+    };
+    let stamp = record.stamp.ok_or(TerminalError::BadUsageRecord(
+        "a purchase record must carry its terminal's stamp",
+    ))?;
+    let current = TerminalStamp::at(first_stamp, stamp.count).ok_or(
+        TerminalError::BadUsageRecord("the stamp count is beyond any real terminal's"),
+    )?;
+    writer_key
+        .verify(
+            &TerminalStamp::signed_message(&record.writer, stamp.count, &current),
+            &stamp.signature,
+        )
+        .map_err(|_| {
+            TerminalError::BadUsageRecord("the troubled terminal's stamp signature does not verify")
+        })?;
+    if stamp.count > *listed_count {
+        return Err(TerminalError::WrittenByStolenTerminal {
+            terminal: record.writer,
+            stamp_count: stamp.count,
+            listed_count: *listed_count,
+        });
+    }
+    Ok(())
 }

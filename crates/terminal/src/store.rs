@@ -8,7 +8,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use valuecard_core::crypto::Signature;
 use valuecard_core::ids::{CardId, DeviceId};
 use valuecard_core::messages::center::{ListDelta, ListEntry, ListReason};
-use valuecard_core::messages::purse::{Challenge, UsageRecord};
+use valuecard_core::messages::purse::{Challenge, TerminalStamp, UsageRecord};
 use valuecard_core::money::Amount;
 use valuecard_core::time::Date;
 
@@ -62,6 +62,8 @@ pub struct PurchaseRecord {
     pub previous_usage: Option<UsageRecord>,
     /// ST: the terminal's signature over the purchase commit.
     pub terminal_signature: Signature,
+    /// The terminal's stamp the purchase carried (Figs. 10-12).
+    pub stamp: TerminalStamp,
     /// Whether the center has acknowledged this record.
     pub uploaded: bool,
 }
@@ -325,7 +327,8 @@ impl SqliteStore {
     ) -> Result<Vec<PurchaseRecord>, TerminalError> {
         let sql = format!(
             "SELECT sequence, card_id, card_counter, amount_minor, balance_before_minor, balance_after_minor,
-                    challenge_terminal, challenge_card, date, status, previous_usage, terminal_signature, uploaded
+                    challenge_terminal, challenge_card, date, status, previous_usage, terminal_signature, uploaded,
+                    stamp_count, stamp_signature
              FROM purchases {filter} ORDER BY sequence"
         );
         let mut statement = self.db.prepare(&sql).map_err(storage)?;
@@ -352,6 +355,8 @@ fn decode_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<PurchaseRecord
     let previous: Option<Vec<u8>> = row.get(10)?;
     let signature: Option<Vec<u8>> = row.get(11)?;
     let uploaded: i64 = row.get(12)?;
+    let stamp_count: Option<i64> = row.get(13)?;
+    let stamp_signature: Option<Vec<u8>> = row.get(14)?;
     let amount = |index: usize| -> rusqlite::Result<Option<Amount>> {
         Ok(Amount::new(row.get::<_, i64>(index)? as u64).ok())
     };
@@ -388,6 +393,17 @@ fn decode_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<PurchaseRecord
                 .map_err(|_| corrupt("signature"))?
                 .ok_or_else(|| corrupt("signature"))?,
             uploaded: uploaded != 0,
+            stamp: TerminalStamp {
+                count: stamp_count
+                    .and_then(|count| u32::try_from(count).ok())
+                    .ok_or_else(|| corrupt("stamp count"))?,
+                signature: stamp_signature
+                    .as_deref()
+                    .map(Signature::from_slice)
+                    .transpose()
+                    .map_err(|_| corrupt("stamp signature"))?
+                    .ok_or_else(|| corrupt("stamp signature"))?,
+            },
         })
     })();
     Ok(record)
@@ -411,8 +427,8 @@ impl TerminalStore for SqliteStore {
             .execute(
                 "INSERT INTO purchases (sequence, card_id, card_counter, amount_minor, balance_before_minor,
                      balance_after_minor, challenge_terminal, challenge_card, date, status, previous_usage,
-                     terminal_signature, uploaded)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                     terminal_signature, uploaded, stamp_count, stamp_signature)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
                 params![
                     record.sequence,
                     &record.card_id.0[..],
@@ -427,6 +443,8 @@ impl TerminalStore for SqliteStore {
                     record.previous_usage.as_ref().map(UsageRecord::encode),
                     &record.terminal_signature.0[..],
                     record.uploaded as i64,
+                    record.stamp.count,
+                    &record.stamp.signature.0[..],
                 ],
             )
             .map_err(storage)?;

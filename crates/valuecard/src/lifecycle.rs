@@ -318,7 +318,9 @@ pub fn terminal_settle(
     let mut terminal = datadir::open_terminal(data, terminal)?;
     let mut boxed = open_reader(reader_args)?;
     let mut reader: &mut dyn CardReader = &mut *boxed;
-    let card = terminal.select_card(&mut reader).map_err(|e| explain(&e))?;
+    let card = terminal
+        .select_for_settlement(&mut reader)
+        .map_err(|e| explain(&e))?;
     let purchases = terminal
         .settle_in_doubt(&mut reader, &card)
         .map_err(|e| explain(&e))?;

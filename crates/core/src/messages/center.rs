@@ -193,6 +193,8 @@ pub struct UsageItem {
     pub challenge_terminal: Challenge,
     pub challenge_card: Challenge,
     pub date: Date,
+    /// The terminal's stamp at the time of the purchase (Figs. 10-12).
+    pub stamp: crate::messages::purse::TerminalStamp,
     /// ST over the [`crate::messages::purse::PurchaseCommit`] this item describes.
     pub terminal_signature: Signature,
     pub previous_usage: crate::messages::purse::UsageRecord,
@@ -211,6 +213,7 @@ impl UsageItem {
             balance_after: self.balance_after,
             terminal_sequence: self.terminal_sequence,
             date: self.date,
+            stamp: self.stamp,
         }
     }
 
@@ -323,6 +326,9 @@ pub const LIST_DELTA_MAX: usize = 10_000;
 pub trait TerminalLink {
     fn upload_usage(&mut self, upload: &UsageUpload) -> Result<UploadReceipt, CenterError>;
     fn list_delta(&mut self, terminal_id: DeviceId, since: u64) -> Result<ListDelta, CenterError>;
+    /// The terminal advanced its time stamp to `count` (Fig. 10: it calls the center at each
+    /// update). Returns the count the center now holds.
+    fn report_stamp(&mut self, terminal_id: DeviceId, count: u32) -> Result<u32, CenterError>;
 }
 
 impl<T: TerminalLink + ?Sized> TerminalLink for &mut T {
@@ -331,5 +337,8 @@ impl<T: TerminalLink + ?Sized> TerminalLink for &mut T {
     }
     fn list_delta(&mut self, terminal_id: DeviceId, since: u64) -> Result<ListDelta, CenterError> {
         (**self).list_delta(terminal_id, since)
+    }
+    fn report_stamp(&mut self, terminal_id: DeviceId, count: u32) -> Result<u32, CenterError> {
+        (**self).report_stamp(terminal_id, count)
     }
 }

@@ -56,6 +56,8 @@ pub mod tag {
     pub const SEALING_KEY: u32 = 0x8C;
     pub const SEALED_KEYS: u32 = 0x8D;
     pub const ABNORMAL_EVENTS: u32 = 0x8E;
+    pub const STAMP_COUNT: u32 = 0x8F;
+    pub const STAMP_SIGNATURE: u32 = 0x9C;
     pub const MAC: u32 = 0x9D;
     pub const SIGNATURE: u32 = 0x9E;
     pub const ANCHOR: u32 = 0xA1;
@@ -347,6 +349,70 @@ impl PersonalizeCommand {
     }
 }
 
+/// A terminal's signed time stamp (seed 003, Figs. 10-12): its update count t and its
+/// signature ST(TS_t) over its current stamp TS_t. Stamps form a one-way chain
+/// (TS_{t+1} = SHA-256(label || TS_t)) from a first stamp TS_0 that only the center keeps,
+/// so a stolen terminal cannot produce a stamp older than the one it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TerminalStamp {
+    pub count: u32,
+    pub signature: Signature,
+}
+
+/// Longest chain walk a verifier does (about 270 years of daily stamps).
+pub const STAMP_COUNT_MAX: u32 = 100_000;
+
+impl TerminalStamp {
+    /// TS_{t+1} from TS_t.
+    pub fn next(stamp: &[u8; 32]) -> [u8; 32] {
+        let mut input = [0u8; 52];
+        input[..20].copy_from_slice(b"valuecard/stamp/next");
+        input[20..].copy_from_slice(stamp);
+        crate::crypto::sha256(&input)
+    }
+
+    /// TS_t, walked from TS_0; `None` beyond [`STAMP_COUNT_MAX`].
+    pub fn at(first: &[u8; 32], count: u32) -> Option<[u8; 32]> {
+        if count > STAMP_COUNT_MAX {
+            return None;
+        }
+        let mut stamp = *first;
+        for _ in 0..count {
+            stamp = Self::next(&stamp);
+        }
+        Some(stamp)
+    }
+
+    /// What the terminal signs: ST(TS_t), bound to the terminal and the count.
+    pub fn signed_message(terminal_id: &DeviceId, count: u32, stamp: &[u8; 32]) -> Vec<u8> {
+        let mut m = Vec::with_capacity(64);
+        m.extend_from_slice(b"valuecard/stamp/v1");
+        m.extend_from_slice(terminal_id.as_bytes());
+        m.extend_from_slice(&count.to_be_bytes());
+        m.extend_from_slice(stamp);
+        m
+    }
+
+    fn encode_into(&self, w: &mut TlvWriter) {
+        w.put_u32(tag::STAMP_COUNT, self.count)
+            .put(tag::STAMP_SIGNATURE, &self.signature.0);
+    }
+
+    fn decode_optional(r: &mut TlvReader<'_>) -> Result<Option<Self>, DecodeError> {
+        let Some(count) = r.optional(tag::STAMP_COUNT)? else {
+            return Ok(None);
+        };
+        let count = be_u32(tag::STAMP_COUNT, count)?;
+        let signature = Signature(r.expect_array::<SIGNATURE_LEN>(tag::STAMP_SIGNATURE)?);
+        Ok(Some(TerminalStamp { count, signature }))
+    }
+
+    fn extend(&self, m: &mut Vec<u8>) {
+        m.extend_from_slice(&self.count.to_be_bytes());
+        m.extend_from_slice(&self.signature.0);
+    }
+}
+
 /// The card's record of its last balance update: the usage information of Fig. 9 that the
 /// next terminal reads and later uploads, so the center can see a record used twice.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -367,6 +433,8 @@ pub struct UsageRecord {
     pub date: Date,
     /// The writer's signature: ST of Fig. 6, or SA of Fig. 7 by the center.
     pub signature: Signature,
+    /// The writing terminal's stamp (purchases only; Figs. 10-12).
+    pub stamp: Option<TerminalStamp>,
 }
 
 impl UsageRecord {
@@ -382,11 +450,14 @@ impl UsageRecord {
                 .put_u32(tag::SEQUENCE, self.writer_sequence)
                 .put_u32(tag::DATE, self.date.0)
                 .put(tag::SIGNATURE, &self.signature.0);
+            if let Some(stamp) = &self.stamp {
+                stamp.encode_into(r);
+            }
         });
     }
 
     pub fn encode(&self) -> Vec<u8> {
-        let mut w = TlvWriter::with_capacity(160);
+        let mut w = TlvWriter::with_capacity(240);
         self.encode_into(&mut w);
         w.into_bytes()
     }
@@ -405,7 +476,16 @@ impl UsageRecord {
             writer_sequence: u32_field(&mut r, tag::SEQUENCE)?,
             date: Date(u32_field(&mut r, tag::DATE)?),
             signature: signature(&mut r)?,
+            stamp: TerminalStamp::decode_optional(&mut r)?,
         };
+        // Records written before stamps existed (card image format 1) have none; a load
+        // never has one.
+        if record.kind == TransactionKind::Load && record.stamp.is_some() {
+            return Err(DecodeError::Field {
+                field: "stamp",
+                reason: "loads carry no stamp",
+            });
+        }
         r.finish()?;
         Ok(record)
     }
@@ -419,8 +499,13 @@ impl UsageRecord {
 
     /// The byte string the writer signed for this record.
     pub fn signed_message(&self, card_id: &CardId) -> Vec<u8> {
+        let stamp = self.stamp.unwrap_or(TerminalStamp {
+            count: 0,
+            signature: Signature([0; SIGNATURE_LEN]),
+        });
         match self.kind {
             TransactionKind::Purchase => PurchaseCommit {
+                stamp,
                 card_id: *card_id,
                 terminal_id: self.writer,
                 challenge_terminal: self.challenge_writer,
@@ -675,12 +760,14 @@ pub struct PurchaseCommit {
     pub balance_after: Amount,
     pub terminal_sequence: u32,
     pub date: Date,
+    /// The terminal's current stamp, which the card keeps with the record.
+    pub stamp: TerminalStamp,
 }
 
 impl PurchaseCommit {
     pub fn signed_message(&self) -> Vec<u8> {
-        let mut m = Vec::with_capacity(128);
-        m.extend_from_slice(b"valuecard/purchase/terminal/v1");
+        let mut m = Vec::with_capacity(200);
+        m.extend_from_slice(b"valuecard/purchase/terminal/v2");
         m.extend_from_slice(self.card_id.as_bytes());
         m.extend_from_slice(self.terminal_id.as_bytes());
         m.extend_from_slice(&self.challenge_terminal);
@@ -690,6 +777,7 @@ impl PurchaseCommit {
         m.extend_from_slice(&self.balance_after.to_be_bytes());
         m.extend_from_slice(&self.terminal_sequence.to_be_bytes());
         m.extend_from_slice(&self.date.0.to_be_bytes());
+        self.stamp.extend(&mut m);
         m
     }
 }
@@ -700,16 +788,18 @@ pub struct DebitCommand {
     pub amount: Amount,
     pub balance_after: Amount,
     pub terminal_sequence: u32,
+    pub stamp: TerminalStamp,
     pub signature: Signature,
 }
 
 impl DebitCommand {
     pub fn encode(&self) -> Vec<u8> {
-        let mut w = TlvWriter::with_capacity(100);
+        let mut w = TlvWriter::with_capacity(180);
         w.put_u64(tag::AMOUNT, self.amount.minor())
             .put_u64(tag::BALANCE, self.balance_after.minor())
-            .put_u32(tag::SEQUENCE, self.terminal_sequence)
-            .put(tag::SIGNATURE, &self.signature.0);
+            .put_u32(tag::SEQUENCE, self.terminal_sequence);
+        self.stamp.encode_into(&mut w);
+        w.put(tag::SIGNATURE, &self.signature.0);
         w.into_bytes()
     }
 
@@ -719,6 +809,10 @@ impl DebitCommand {
             amount: amount(&mut r, tag::AMOUNT)?,
             balance_after: amount(&mut r, tag::BALANCE)?,
             terminal_sequence: u32_field(&mut r, tag::SEQUENCE)?,
+            stamp: TerminalStamp::decode_optional(&mut r)?.ok_or(DecodeError::Field {
+                field: "stamp",
+                reason: "a DEBIT carries the terminal's stamp",
+            })?,
             signature: signature(&mut r)?,
         };
         r.finish()?;
