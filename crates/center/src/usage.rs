@@ -6,6 +6,7 @@
 //! at the counter the card signed. Two different updates that consume the same state of one
 //! card can only come from two copies of that card: the card is flagged cloned and listed.
 
+use valuecard_core::crypto::{verify_batch, PublicKey, Signature};
 use valuecard_core::ids::{CardId, DeviceId};
 use valuecard_core::messages::center::{
     CenterError, ListReason, UploadReceipt, UsageItem, UsageUpload, USAGE_BATCH_MAX,
@@ -65,13 +66,43 @@ impl Center {
         }
         let terminal_key = self.device_key(upload.terminal_id)?;
         let mut receipt = UploadReceipt::default();
-        let mut verified = Vec::with_capacity(upload.items.len());
+        let mut writer_keys = std::collections::HashMap::new();
+        // Cheap checks first, then every signature of the batch at once.
+        let mut candidates = Vec::with_capacity(upload.items.len());
         for item in &upload.items {
-            match self.verify_item(upload.terminal_id, &terminal_key, item) {
-                Ok(()) => verified.push(item),
+            match self.check_item(upload.terminal_id, &terminal_key, item, &mut writer_keys) {
+                Ok(signed) => candidates.push((item, signed)),
                 Err(reason) => receipt.refused.push(refuse(item, reason)),
             }
         }
+        let batch: Vec<(PublicKey, &[u8], Signature)> = candidates
+            .iter()
+            .flat_map(|(_, signed)| {
+                signed
+                    .iter()
+                    .map(|(key, message, signature)| (*key, message.as_slice(), *signature))
+            })
+            .collect();
+        let threads = std::thread::available_parallelism().map_or(1, usize::from);
+        let verified: Vec<&UsageItem> = if verify_batch(&batch, threads).is_ok() {
+            candidates.iter().map(|(item, _)| *item).collect()
+        } else {
+            // Some signature is bad: find which, one by one, strictly.
+            let mut good = Vec::with_capacity(candidates.len());
+            for (item, signed) in &candidates {
+                if signed
+                    .iter()
+                    .all(|(key, message, signature)| key.verify(message, signature).is_ok())
+                {
+                    good.push(*item);
+                } else {
+                    receipt
+                        .refused
+                        .push(refuse(item, "a signature does not verify"));
+                }
+            }
+            good
+        };
         let today = self.today().0;
         let terminal_id = upload.terminal_id;
         let outcome = self.db.transaction(|tx| {
@@ -110,23 +141,23 @@ impl Center {
         Ok(receipt)
     }
 
-    /// The uploading terminal signed the purchase, and the card's previous usage record was
-    /// written by a certified terminal or by the center, for exactly the balance spent from.
-    fn verify_item(
+    /// The consistency checks of one item, and the two signatures it must carry: the
+    /// uploading terminal's ST over the purchase, and the previous writer's signature over
+    /// the state the card spent from (a certified terminal, or the center for a load).
+    fn check_item(
         &mut self,
         terminal_id: DeviceId,
-        terminal_key: &valuecard_core::crypto::PublicKey,
+        terminal_key: &PublicKey,
         item: &UsageItem,
-    ) -> Result<(), String> {
-        let commit = item.commit(terminal_id);
-        terminal_key
-            .verify(&commit.signed_message(), &item.terminal_signature)
-            .map_err(|_| "the terminal's signature over the purchase does not verify".to_owned())?;
+        writer_keys: &mut std::collections::HashMap<DeviceId, PublicKey>,
+    ) -> Result<[(PublicKey, Vec<u8>, Signature); 2], String> {
         let expected_after = item
             .balance_before
             .checked_sub(item.amount)
             .map_err(|_| "the amount exceeds the balance".to_owned())?;
-        if expected_after != item.balance_after {
+        if expected_after != item.balance_after
+            || item.amount == valuecard_core::money::Amount::ZERO
+        {
             return Err("balances do not add up".into());
         }
         let previous = &item.previous_usage;
@@ -135,13 +166,44 @@ impl Center {
         }
         let writer_key = match previous.kind {
             TransactionKind::Load => self.anchor().public_key,
-            TransactionKind::Purchase => self
-                .device_key(previous.writer)
-                .map_err(|error| error.to_string())?,
+            TransactionKind::Purchase => match writer_keys.get(&previous.writer) {
+                Some(key) => *key,
+                None => {
+                    let key = self
+                        .any_device_key(previous.writer)
+                        .map_err(|error| error.to_string())?;
+                    writer_keys.insert(previous.writer, key);
+                    key
+                }
+            },
         };
-        writer_key
-            .verify(&previous.signed_message(&item.card_id), &previous.signature)
-            .map_err(|_| "the previous usage record's signature does not verify".to_owned())
+        Ok([
+            (
+                *terminal_key,
+                item.commit(terminal_id).signed_message(),
+                item.terminal_signature,
+            ),
+            (
+                writer_key,
+                previous.signed_message(&item.card_id),
+                previous.signature,
+            ),
+        ])
+    }
+
+    /// The key of a device that was ever installed (a retired terminal's earlier records
+    /// stay verifiable).
+    fn any_device_key(&mut self, device_id: DeviceId) -> Result<PublicKey, CenterError> {
+        let row = self
+            .db
+            .query_optional(
+                "SELECT signing_key FROM devices WHERE device_id = $1",
+                &[device_id.0[..].into()],
+            )?
+            .ok_or(CenterError::UnknownDevice(device_id))?;
+        PublicKey::from_bytes(&row.bytes(0)?).map_err(|_| {
+            CenterError::Storage(format!("stored key of device {device_id} is invalid"))
+        })
     }
 
     /// The certified signing key of an installed device.
