@@ -6,6 +6,10 @@
 
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "pcsc")]
+pub mod pcsc_reader;
+pub mod vpcd;
+
 use rand_core::CryptoRngCore;
 use valuecard_card::eeprom::Eeprom;
 use valuecard_card::{Card, CardError};

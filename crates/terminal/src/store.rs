@@ -277,6 +277,10 @@ const MIGRATIONS: &[&str] = &[
     CREATE TABLE list_state (id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL);
     INSERT INTO list_state (id, version) VALUES (1, 0);
 "#,
+    r#"
+    ALTER TABLE purchases ADD COLUMN stamp_count INTEGER;
+    ALTER TABLE purchases ADD COLUMN stamp_signature BLOB;
+"#,
 ];
 
 /// The terminal's records in SQLite (WAL, synchronous FULL: a recorded purchase survives a

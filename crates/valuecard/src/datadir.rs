@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! DIR/center/center.keys        the center's keys (owner-only)
-//! DIR/center/center.sqlite      the center's database
+//! DIR/center/center.sqlite      the center's database (unless it runs on PostgreSQL)
+//! DIR/center/database           "postgresql" when it does (the URL is given each time)
 //! DIR/devices/NAME/role         "payment-terminal" or "dispenser"
 //! DIR/devices/NAME/sam.key      the device's software SAM image (owner-only)
 //! DIR/devices/NAME/purchases.sqlite   a payment terminal's records
@@ -12,9 +13,12 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use rand_core::OsRng;
+use valuecard_center::keys::CenterKeys;
+use valuecard_center::sql::Database;
 use valuecard_center::Center;
+use valuecard_center_http::HttpCenterLink;
 use valuecard_core::cert::Role;
-use valuecard_core::crypto::random_array;
+use valuecard_core::crypto::{random_array, AesKey};
 use valuecard_core::ids::DeviceId;
 use valuecard_core::messages::center::InstallationRequest;
 use valuecard_core::time::{Clock, SystemClock};
@@ -38,11 +42,36 @@ fn clock() -> Box<dyn Clock> {
     Box::new(SystemClock)
 }
 
-pub fn init_center(data: &Path) -> Result<Center, String> {
-    Center::init(&center_dir(data), None, clock(), &mut OsRng).map_err(|e| e.to_string())
+/// Marks a center whose records live in PostgreSQL, so that opening it without the URL
+/// fails instead of starting an empty SQLite database beside its keys.
+fn database_marker(data: &Path) -> PathBuf {
+    center_dir(data).join("database")
+}
+
+fn connect_database(url: Option<&str>) -> Result<Option<Database>, String> {
+    url.map(|url| Database::connect_postgres(url).map_err(|e| e.to_string()))
+        .transpose()
+}
+
+/// A new center with its keys in DIR/center and its records in SQLite there, or in the
+/// PostgreSQL database at `database`.
+pub fn init_center_on(data: &Path, database: Option<&str>) -> Result<Center, String> {
+    let db = connect_database(database)?;
+    let center =
+        Center::init(&center_dir(data), db, clock(), &mut OsRng).map_err(|e| e.to_string())?;
+    if database.is_some() {
+        std::fs::write(database_marker(data), "postgresql\n")
+            .map_err(|e| format!("{}: {e}", database_marker(data).display()))?;
+    }
+    Ok(center)
 }
 
 pub fn open_center(data: &Path) -> Result<Center, String> {
+    open_center_on(data, None)
+}
+
+/// Opens the center in DIR/center, on PostgreSQL at `database` if it was set up there.
+pub fn open_center_on(data: &Path, database: Option<&str>) -> Result<Center, String> {
     let dir = center_dir(data);
     if !valuecard_center::key_path(&dir).exists() {
         return Err(format!(
@@ -51,7 +80,44 @@ pub fn open_center(data: &Path) -> Result<Center, String> {
             data.display()
         ));
     }
-    Center::open(&dir, None, clock()).map_err(|e| e.to_string())
+    match (database_marker(data).exists(), database) {
+        (true, None) => {
+            return Err(format!(
+                "the center in {} keeps its records in PostgreSQL: pass --database URL",
+                data.display()
+            ))
+        }
+        (false, Some(_)) => {
+            return Err(format!(
+                "the center in {} keeps its records in SQLite there, not in PostgreSQL",
+                data.display()
+            ))
+        }
+        _ => {}
+    }
+    Center::open(&dir, connect_database(database)?, clock()).map_err(|e| e.to_string())
+}
+
+/// The transport key Ktemp from the center's key file, for manufacturing cards when the
+/// center itself is reached over HTTP (the factory is part of the issuer's set-up).
+pub fn transport_key(data: &Path) -> Result<AesKey, String> {
+    let path = valuecard_center::key_path(&center_dir(data));
+    if !path.exists() {
+        return Err(format!(
+            "{} holds no center keys: cards are manufactured where the center was initialized",
+            data.display()
+        ));
+    }
+    Ok(CenterKeys::load(&path)
+        .map_err(|e| e.to_string())?
+        .transport_key)
+}
+
+/// The dispenser's link to the center's HTTP service, signing with the dispenser's SAM
+/// (loaded a second time: the dispenser holds the first).
+pub fn open_center_link(data: &Path, dispenser: &str, url: &str) -> Result<HttpCenterLink, String> {
+    let sam = open_sam(data, dispenser, Role::Dispenser)?;
+    HttpCenterLink::new(url, Box::new(sam)).map_err(|e| e.to_string())
 }
 
 fn valid_name(name: &str) -> Result<(), String> {

@@ -6,7 +6,11 @@ use std::process::ExitCode;
 
 use serde_json::json;
 use valuecard_card::FileCard;
+use valuecard_center::{Center, PendingLoad};
+use valuecard_center_http::HttpCenterLink;
 use valuecard_core::cert::Role;
+use valuecard_core::ids::CardId;
+use valuecard_core::messages::center::CenterLink;
 use valuecard_core::messages::purse::{ins, LogEntry};
 use valuecard_core::money::Amount;
 use valuecard_reader::{CardReader, InProcessReader};
@@ -71,8 +75,51 @@ pub fn explain(error: &TerminalError) -> String {
     }
 }
 
-pub fn center_init(data: &Path, terminals: usize, json_output: bool) -> Result<ExitCode, String> {
-    let mut center = datadir::init_center(data)?;
+/// How a dispenser reaches the center: the center's own files, opened in this process, or
+/// the center's HTTP service (`--center URL`).
+enum CenterAccess {
+    Local(Box<Center>),
+    Http(Box<HttpCenterLink>),
+}
+
+impl CenterAccess {
+    fn open(data: &Path, dispenser: &str, center_url: Option<&str>) -> Result<Self, String> {
+        Ok(match center_url {
+            Some(url) => {
+                CenterAccess::Http(Box::new(datadir::open_center_link(data, dispenser, url)?))
+            }
+            None => CenterAccess::Local(Box::new(datadir::open_center(data)?)),
+        })
+    }
+
+    fn link(&mut self) -> &mut dyn CenterLink {
+        match self {
+            CenterAccess::Local(center) => center.as_mut(),
+            CenterAccess::Http(link) => link.as_mut(),
+        }
+    }
+
+    /// The card's loads the center holds in flight.
+    fn pending_loads(&mut self, card_id: &CardId) -> Result<Vec<PendingLoad>, String> {
+        match self {
+            CenterAccess::Local(center) => Ok(center
+                .pending_loads()
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .filter(|pending| pending.card_id == *card_id)
+                .collect()),
+            CenterAccess::Http(link) => link.pending_loads(card_id).map_err(|e| e.to_string()),
+        }
+    }
+}
+
+pub fn center_init(
+    data: &Path,
+    terminals: usize,
+    database: Option<&str>,
+    json_output: bool,
+) -> Result<ExitCode, String> {
+    let mut center = datadir::init_center_on(data, database)?;
     let mut devices = Vec::new();
     let dispenser = datadir::install_device(data, &mut center, "dispenser-1", Role::Dispenser)?;
     devices.push(("dispenser-1".to_owned(), "dispenser", dispenser));
@@ -99,8 +146,12 @@ pub fn center_init(data: &Path, terminals: usize, json_output: bool) -> Result<E
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn center_status(data: &Path, json_output: bool) -> Result<ExitCode, String> {
-    let mut center = datadir::open_center(data)?;
+pub fn center_status(
+    data: &Path,
+    database: Option<&str>,
+    json_output: bool,
+) -> Result<ExitCode, String> {
+    let mut center = datadir::open_center_on(data, database)?;
     let totals = center.load_totals().map_err(|e| e.to_string())?;
     let pending = center.pending_loads().map_err(|e| e.to_string())?;
     let cards = center.card_count().map_err(|e| e.to_string())?;
@@ -130,13 +181,33 @@ pub fn center_status(data: &Path, json_output: bool) -> Result<ExitCode, String>
     Ok(ExitCode::SUCCESS)
 }
 
+/// Serves the center over HTTP until SIGINT or SIGTERM; requests in flight are finished
+/// (and committed) before it exits.
+pub fn center_serve(data: &Path, listen: &str, database: Option<&str>) -> Result<ExitCode, String> {
+    let center = datadir::open_center_on(data, database)?;
+    let listener = std::net::TcpListener::bind(listen)
+        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    let address = listener.local_addr().map_err(|e| e.to_string())?;
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(tracing_subscriber::filter::LevelFilter::INFO)
+        .with_target(false)
+        .try_init();
+    println!("center {} serving http://{address}", center.anchor().center);
+    std::io::Write::flush(&mut std::io::stdout()).map_err(|e| e.to_string())?;
+    valuecard_center_http::server::run_until_signal(listener, center)
+        .map_err(|e| format!("center service: {e}"))?;
+    Ok(ExitCode::SUCCESS)
+}
+
 pub fn terminal_install(
     data: &Path,
     name: &str,
     dispenser: bool,
+    database: Option<&str>,
     json_output: bool,
 ) -> Result<ExitCode, String> {
-    let mut center = datadir::open_center(data)?;
+    let mut center = datadir::open_center_on(data, database)?;
     let role = if dispenser {
         Role::Dispenser
     } else {
@@ -158,27 +229,32 @@ pub fn card_issue(
     data: &Path,
     out: &Path,
     value: Option<&str>,
-    dispenser: &str,
+    dispenser_name: &str,
+    center_url: Option<&str>,
     json_output: bool,
 ) -> Result<ExitCode, String> {
     let value = value.map(parse_amount).transpose()?.unwrap_or(Amount::ZERO);
-    let mut center = datadir::open_center(data)?;
-    let mut dispenser = datadir::open_dispenser(data, dispenser)?;
+    let mut center = CenterAccess::open(data, dispenser_name, center_url)?;
+    let mut dispenser = datadir::open_dispenser(data, dispenser_name)?;
     if out.exists() {
         return Err(format!(
             "{} already exists; a card image is never overwritten",
             out.display()
         ));
     }
-    let card = FileCard::manufacture_file(out, center.transport_key_for_manufacture())
+    let transport_key = match &center {
+        CenterAccess::Local(center) => center.transport_key_for_manufacture(),
+        CenterAccess::Http(_) => datadir::transport_key(data)?,
+    };
+    let card = FileCard::manufacture_file(out, transport_key)
         .map_err(|e| format!("{}: {e}", out.display()))?;
     let mut reader = InProcessReader::with_card("dispenser", card);
     let card_id = dispenser
-        .issue_card(&mut reader, &mut center)
+        .issue_card(&mut reader, &mut center.link())
         .map_err(|e| explain(&e))?;
     if value > Amount::ZERO {
         dispenser
-            .load(&mut reader, &mut center, value)
+            .load(&mut reader, &mut center.link(), value)
             .map_err(|e| explain(&e))?;
     }
     print(
@@ -283,15 +359,16 @@ pub fn terminal_load(
     dispenser: &str,
     amount: &str,
     reader_args: &ReaderArgs,
+    center_url: Option<&str>,
     json_output: bool,
 ) -> Result<ExitCode, String> {
     let amount = parse_amount(amount)?;
-    let mut center = datadir::open_center(data)?;
+    let mut center = CenterAccess::open(data, dispenser, center_url)?;
     let mut dispenser = datadir::open_dispenser(data, dispenser)?;
     let mut boxed = open_reader(reader_args)?;
     let mut reader: &mut dyn CardReader = &mut *boxed;
     let receipt = dispenser
-        .load(&mut reader, &mut center, amount)
+        .load(&mut reader, &mut center.link(), amount)
         .map_err(|e| explain(&e))?;
     print(
         json_output,
@@ -313,6 +390,7 @@ pub fn terminal_settle(
     terminal: &str,
     dispenser: &str,
     reader_args: &ReaderArgs,
+    center_url: Option<&str>,
     json_output: bool,
 ) -> Result<ExitCode, String> {
     let mut terminal = datadir::open_terminal(data, terminal)?;
@@ -325,22 +403,20 @@ pub fn terminal_settle(
         .settle_in_doubt(&mut reader, &card)
         .map_err(|e| explain(&e))?;
     let mut loads = Vec::new();
-    if datadir::center_dir(data).exists() {
-        let mut center = datadir::open_center(data)?;
+    if center_url.is_some() || datadir::center_dir(data).exists() {
+        let mut center = CenterAccess::open(data, dispenser, center_url)?;
         let mut dispenser = datadir::open_dispenser(data, dispenser)?;
-        for pending in center.pending_loads().map_err(|e| e.to_string())? {
-            if pending.card_id == card.card_id() {
-                let outcome = dispenser
-                    .settle_pending_load(
-                        &mut reader,
-                        &mut center,
-                        pending.load_number,
-                        pending.card_counter,
-                        pending.amount,
-                    )
-                    .map_err(|e| explain(&e))?;
-                loads.push((pending.load_number, outcome));
-            }
+        for pending in center.pending_loads(&card.card_id())? {
+            let outcome = dispenser
+                .settle_pending_load(
+                    &mut reader,
+                    &mut center.link(),
+                    pending.load_number,
+                    pending.card_counter,
+                    pending.amount,
+                )
+                .map_err(|e| explain(&e))?;
+            loads.push((pending.load_number, outcome));
         }
     }
     print(

@@ -2,7 +2,9 @@
 
 #![forbid(unsafe_code)]
 
+mod attach;
 mod bench;
+mod bench_ingest;
 mod card_tool;
 mod datadir;
 mod demo;
@@ -54,6 +56,9 @@ enum CenterCommands {
         /// How many payment terminals to install (named terminal-1, terminal-2, ...).
         #[arg(long, default_value_t = 1)]
         terminals: usize,
+        /// Keep the center's records in PostgreSQL at this URL instead of SQLite in DATA.
+        #[arg(long, value_name = "URL")]
+        database: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -61,8 +66,21 @@ enum CenterCommands {
     Status {
         #[arg(long)]
         data: PathBuf,
+        /// The center's records are in PostgreSQL at this URL (as given to `center init`).
+        #[arg(long, value_name = "URL")]
+        database: Option<String>,
         #[arg(long)]
         json: bool,
+    },
+    /// Serve the center over HTTP to dispensers (until SIGINT or SIGTERM).
+    Serve {
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// The center's records are in PostgreSQL at this URL (as given to `center init`).
+        #[arg(long, value_name = "URL")]
+        database: Option<String>,
     },
 }
 
@@ -81,6 +99,9 @@ enum TerminalCommands {
         name: String,
         #[arg(long)]
         dispenser: bool,
+        /// The center's records are in PostgreSQL at this URL (as given to `center init`).
+        #[arg(long, value_name = "URL")]
+        database: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -118,6 +139,9 @@ enum TerminalCommands {
         amount: String,
         #[arg(long, default_value = "dispenser-1")]
         dispenser: String,
+        /// Reach the center's HTTP service at this URL instead of opening its database.
+        #[arg(long, value_name = "URL")]
+        center: Option<String>,
         #[command(flatten)]
         reader: lifecycle::ReaderArgs,
         #[arg(long)]
@@ -131,6 +155,9 @@ enum TerminalCommands {
         terminal: String,
         #[arg(long, default_value = "dispenser-1")]
         dispenser: String,
+        /// Reach the center's HTTP service at this URL instead of opening its database.
+        #[arg(long, value_name = "URL")]
+        center: Option<String>,
         #[command(flatten)]
         reader: lifecycle::ReaderArgs,
         #[arg(long)]
@@ -161,6 +188,9 @@ enum CardCommands {
         value: Option<String>,
         #[arg(long, default_value = "dispenser-1")]
         dispenser: String,
+        /// Reach the center's HTTP service at this URL instead of opening its database.
+        #[arg(long, value_name = "URL")]
+        center: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -176,6 +206,23 @@ enum CardCommands {
         #[arg(required = true)]
         apdus: Vec<String>,
     },
+    /// Put a card image into a PC/SC reader: serve it to pcscd through vsmartcard's vpcd
+    /// driver until interrupted. While attached, the image belongs to this process: do not
+    /// also use it with --card.
+    Attach {
+        /// The card image file.
+        #[arg(long)]
+        card: PathBuf,
+        /// Where vpcd listens for reader slot 0, as HOST:PORT.
+        #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:35963")]
+        vpcd: String,
+        /// The vpcd reader slot: slot N is the port of slot 0 plus N.
+        #[arg(long, default_value_t = 0)]
+        slot: u16,
+        /// Also log every command APDU and its status word.
+        #[arg(long, short)]
+        verbose: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -183,6 +230,8 @@ enum BenchCommands {
     /// Host CPU per offline purchase (terminal, card and APDU encoding together), against
     /// the signature operations a purchase needs.
     Purchase(bench::PurchaseArgs),
+    /// Center ingestion of signed usage records against Ed25519 batch verification.
+    Ingest(bench_ingest::IngestArgs),
 }
 
 fn terminal(command: TerminalCommands) -> Result<ExitCode, String> {
@@ -192,8 +241,9 @@ fn terminal(command: TerminalCommands) -> Result<ExitCode, String> {
             data,
             name,
             dispenser,
+            database,
             json,
-        } => lifecycle::terminal_install(&data, &name, dispenser, json),
+        } => lifecycle::terminal_install(&data, &name, dispenser, database.as_deref(), json),
         TerminalCommands::Info {
             data,
             terminal,
@@ -212,15 +262,24 @@ fn terminal(command: TerminalCommands) -> Result<ExitCode, String> {
             amount,
             dispenser,
             reader,
+            center,
             json,
-        } => lifecycle::terminal_load(&data, &dispenser, &amount, &reader, json),
+        } => lifecycle::terminal_load(&data, &dispenser, &amount, &reader, center.as_deref(), json),
         TerminalCommands::Settle {
             data,
             terminal,
             dispenser,
             reader,
+            center,
             json,
-        } => lifecycle::terminal_settle(&data, &terminal, &dispenser, &reader, json),
+        } => lifecycle::terminal_settle(
+            &data,
+            &terminal,
+            &dispenser,
+            &reader,
+            center.as_deref(),
+            json,
+        ),
         TerminalCommands::History {
             data,
             terminal,
@@ -236,23 +295,46 @@ fn main() -> ExitCode {
         Commands::Card(CardCommands::Apdu { card, json, apdus }) => {
             card_tool::apdu(&card, json, &apdus)
         }
+        Commands::Card(CardCommands::Attach {
+            card,
+            vpcd,
+            slot,
+            verbose,
+        }) => attach::run(&card, &vpcd, slot, verbose),
         Commands::Card(CardCommands::Issue {
             data,
             out,
             value,
             dispenser,
+            center,
             json,
-        }) => lifecycle::card_issue(&data, &out, value.as_deref(), &dispenser, json),
+        }) => lifecycle::card_issue(
+            &data,
+            &out,
+            value.as_deref(),
+            &dispenser,
+            center.as_deref(),
+            json,
+        ),
         Commands::Center(CenterCommands::Init {
             data,
             terminals,
+            database,
             json,
-        }) => lifecycle::center_init(&data, terminals, json),
-        Commands::Center(CenterCommands::Status { data, json }) => {
-            lifecycle::center_status(&data, json)
-        }
+        }) => lifecycle::center_init(&data, terminals, database.as_deref(), json),
+        Commands::Center(CenterCommands::Status {
+            data,
+            database,
+            json,
+        }) => lifecycle::center_status(&data, database.as_deref(), json),
+        Commands::Center(CenterCommands::Serve {
+            data,
+            listen,
+            database,
+        }) => lifecycle::center_serve(&data, &listen, database.as_deref()),
         Commands::Terminal(command) => terminal(command),
         Commands::Bench(BenchCommands::Purchase(args)) => bench::purchase(args),
+        Commands::Bench(BenchCommands::Ingest(args)) => bench_ingest::ingest(args),
     };
     match outcome {
         Ok(code) => code,

@@ -1,0 +1,314 @@
+//! The device's link to the center over HTTP: a blocking client that signs every request
+//! with the device's SAM (see the crate documentation for the scheme) and maps the center's
+//! problem documents back to [`CenterError`].
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use valuecard_center::auth::request_signing_input;
+use valuecard_center::PendingLoad;
+use valuecard_core::ids::{CardId, DeviceId};
+use valuecard_core::messages::center::{
+    CardCertificationRequest, CardIdAssignment, CardIdRequest, CardPersonalization, CenterError,
+    CenterLink, LoadApproval, LoadRequest, LoadSettlement,
+};
+use valuecard_core::messages::purse::Challenge;
+use valuecard_sam::Sam;
+
+use crate::problem::{ProblemDocument, ProblemKind};
+use crate::wire::{self, WireError};
+use crate::{content_type, headers, paths};
+
+/// How long one request may take, connection included, unless set otherwise.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// The largest answer the client reads.
+const MAX_ANSWER_BYTES: u64 = 1024 * 1024;
+
+/// A [`CenterLink`] to the center's HTTP service.
+pub struct HttpCenterLink {
+    agent: ureq::Agent,
+    /// `http://host:port`, without a trailing slash.
+    origin: String,
+    /// The path the service is mounted under (empty at the root), without a trailing slash.
+    prefix: String,
+    sam: Box<dyn Sam>,
+    device_id: DeviceId,
+    next_sequence: u64,
+}
+
+impl core::fmt::Debug for HttpCenterLink {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("HttpCenterLink")
+            .field("center", &format_args!("{}{}", self.origin, self.prefix))
+            .field("device_id", &self.device_id)
+            .field("next_sequence", &self.next_sequence)
+            .finish_non_exhaustive()
+    }
+}
+
+fn agent(timeout: Duration) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .timeout_global(Some(timeout))
+        .build()
+        .into()
+}
+
+/// Microseconds since the Unix epoch: where a device's sequence starts, so that a restarted
+/// device still moves forward.
+fn now_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+fn malformed_answer(what: &str, error: impl core::fmt::Display) -> CenterError {
+    CenterError::Setup(format!(
+        "the center's answer to {what} is malformed: {error}"
+    ))
+}
+
+impl HttpCenterLink {
+    /// A link to the service at `center_url` (`http://host:port`, optionally with a path
+    /// prefix), signing with `sam`. The SAM must be installed.
+    pub fn new(center_url: &str, sam: Box<dyn Sam>) -> Result<Self, CenterError> {
+        let uri: ureq::http::Uri = center_url
+            .parse()
+            .map_err(|error| CenterError::Setup(format!("{center_url:?} is not a URL: {error}")))?;
+        match uri.scheme_str() {
+            Some("http") => {}
+            Some(other) => {
+                return Err(CenterError::Setup(format!(
+                    "{center_url}: only http:// is supported, not {other}://"
+                )))
+            }
+            None => {
+                return Err(CenterError::Setup(format!(
+                    "{center_url:?} needs a scheme: http://HOST:PORT"
+                )))
+            }
+        }
+        let authority = uri
+            .authority()
+            .ok_or_else(|| CenterError::Setup(format!("{center_url:?} names no host")))?;
+        if uri.query().is_some() {
+            return Err(CenterError::Setup(format!(
+                "{center_url:?}: a center URL has no query"
+            )));
+        }
+        sam.certificate()
+            .map_err(|error| CenterError::Setup(format!("the device's SAM: {error}")))?;
+        let device_id = sam.device_id();
+        Ok(HttpCenterLink {
+            agent: agent(DEFAULT_TIMEOUT),
+            origin: format!("http://{authority}"),
+            prefix: uri.path().trim_end_matches('/').to_owned(),
+            sam,
+            device_id,
+            next_sequence: now_micros(),
+        })
+    }
+
+    /// Sets how long one request may take.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.agent = agent(timeout);
+        self
+    }
+
+    pub fn device_id(&self) -> DeviceId {
+        self.device_id
+    }
+
+    /// The sequence the next request will carry.
+    pub fn next_sequence(&self) -> u64 {
+        self.next_sequence
+    }
+
+    /// The card's loads the center holds in flight, for settling from the card's evidence.
+    pub fn pending_loads(&mut self, card_id: &CardId) -> Result<Vec<PendingLoad>, CenterError> {
+        let answer: wire::PendingLoadsBody =
+            self.call("GET", &paths::pending_loads(card_id), None)?;
+        let loads = answer
+            .decode()
+            .map_err(|error| malformed_answer("pending loads", error))?;
+        if loads.iter().any(|load| load.card_id != *card_id) {
+            return Err(malformed_answer("pending loads", "another card's loads"));
+        }
+        Ok(loads)
+    }
+
+    /// Sends one signed request and decodes the answer. A refusal as a replay (another
+    /// process of the same device moved its sequence past ours) changed nothing at the
+    /// center: the request is signed again once, from the current time.
+    fn call<A: DeserializeOwned>(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: Option<&dyn ErasedBody>,
+    ) -> Result<A, CenterError> {
+        let body = match body {
+            Some(body) => body.to_json()?,
+            None => Vec::new(),
+        };
+        let path = format!("{}{path}", self.prefix);
+        let mut retried = false;
+        loop {
+            match self.send(method, &path, &body)? {
+                Ok(answer) => {
+                    return serde_json::from_slice(&answer)
+                        .map_err(|error| malformed_answer(&path, error))
+                }
+                Err(problem) if !retried && problem.kind() == Some(ProblemKind::Replayed) => {
+                    retried = true;
+                    self.next_sequence = self.next_sequence.max(now_micros());
+                }
+                Err(problem) => return Err(problem.into_center_error(self.device_id)),
+            }
+        }
+    }
+
+    /// One signed exchange: the body of a 200 answer, or the center's problem document.
+    fn send(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: &[u8],
+    ) -> Result<Result<Vec<u8>, ProblemDocument>, CenterError> {
+        let sequence = self.next_sequence;
+        self.next_sequence = self.next_sequence.saturating_add(1);
+        let signature = self
+            .sam
+            .sign(&request_signing_input(method, path, sequence, body))
+            .map_err(|error| {
+                CenterError::Setup(format!("the device's SAM cannot sign: {error}"))
+            })?;
+        let url = format!("{}{path}", self.origin);
+        let unreachable = |error: ureq::Error| CenterError::Unreachable(format!("{url}: {error}"));
+        let accept = "application/json, application/problem+json";
+        let mut response = match method {
+            "GET" => self
+                .agent
+                .get(&url)
+                .header("accept", accept)
+                .header(headers::DEVICE, self.device_id.to_hex())
+                .header(headers::SEQUENCE, sequence.to_string())
+                .header(headers::SIGNATURE, hex::encode(signature.0))
+                .call(),
+            _ => self
+                .agent
+                .post(&url)
+                .header("accept", accept)
+                .header("content-type", content_type::JSON)
+                .header(headers::DEVICE, self.device_id.to_hex())
+                .header(headers::SEQUENCE, sequence.to_string())
+                .header(headers::SIGNATURE, hex::encode(signature.0))
+                .send(body),
+        }
+        .map_err(unreachable)?;
+        let status = response.status().as_u16();
+        let kind = response
+            .headers()
+            .get("content-type")
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        let answer = response
+            .body_mut()
+            .with_config()
+            .limit(MAX_ANSWER_BYTES)
+            .read_to_vec()
+            .map_err(unreachable)?;
+        if status == 200 {
+            return Ok(Ok(answer));
+        }
+        if kind.starts_with(content_type::PROBLEM) {
+            if let Ok(problem) = serde_json::from_slice::<ProblemDocument>(&answer) {
+                return Ok(Err(problem));
+            }
+        }
+        if status >= 500 {
+            Err(CenterError::Unreachable(format!("{url}: HTTP {status}")))
+        } else {
+            Err(CenterError::Setup(format!(
+                "{url}: unexpected HTTP {status} from the center"
+            )))
+        }
+    }
+}
+
+/// A request body, serialized on demand.
+trait ErasedBody {
+    fn to_json(&self) -> Result<Vec<u8>, CenterError>;
+}
+
+impl<T: Serialize> ErasedBody for T {
+    fn to_json(&self) -> Result<Vec<u8>, CenterError> {
+        serde_json::to_vec(self)
+            .map_err(|error| CenterError::Setup(format!("cannot encode a request: {error}")))
+    }
+}
+
+fn decoded<T>(what: &str, result: Result<T, WireError>) -> Result<T, CenterError> {
+    result.map_err(|error| malformed_answer(what, error))
+}
+
+impl CenterLink for HttpCenterLink {
+    fn assign_card_id(
+        &mut self,
+        request: &CardIdRequest,
+        card_challenge: &Challenge,
+    ) -> Result<CardIdAssignment, CenterError> {
+        let body = wire::AssignBody::new(request, card_challenge);
+        let answer: wire::AssignmentBody = self.call("POST", paths::ASSIGN, Some(&body))?;
+        decoded(paths::ASSIGN, answer.decode())
+    }
+
+    fn resume_card_id(
+        &mut self,
+        request: &CardIdRequest,
+        card_id: &CardId,
+        card_challenge: &Challenge,
+    ) -> Result<CardIdAssignment, CenterError> {
+        let body = wire::ResumeBody::new(request, card_id, card_challenge);
+        let answer: wire::AssignmentBody = self.call("POST", paths::RESUME, Some(&body))?;
+        decoded(paths::RESUME, answer.decode())
+    }
+
+    fn certify_card(
+        &mut self,
+        request: &CardCertificationRequest,
+    ) -> Result<CardPersonalization, CenterError> {
+        let body = wire::CertifyBody::new(request);
+        let answer: wire::PersonalizationBody = self.call("POST", paths::CERTIFY, Some(&body))?;
+        decoded(paths::CERTIFY, answer.decode())
+    }
+
+    fn authorize_load(&mut self, request: &LoadRequest) -> Result<LoadApproval, CenterError> {
+        let body = wire::AuthorizeBody::new(request);
+        let answer: wire::ApprovalBody = self.call("POST", paths::AUTHORIZE, Some(&body))?;
+        decoded(paths::AUTHORIZE, answer.decode())
+    }
+
+    fn settle_load(&mut self, settlement: &LoadSettlement) -> Result<(), CenterError> {
+        let body = wire::SettleBody::new(settlement);
+        let answer: wire::SettledBody = self.call("POST", paths::SETTLE, Some(&body))?;
+        let expected = if settlement.committed {
+            "committed"
+        } else {
+            "cancelled"
+        };
+        if answer.load_number != settlement.load_number || answer.status != expected {
+            return Err(malformed_answer(
+                paths::SETTLE,
+                format!(
+                    "load {} {}, asked {} {expected}",
+                    answer.load_number, answer.status, settlement.load_number
+                ),
+            ));
+        }
+        Ok(())
+    }
+}

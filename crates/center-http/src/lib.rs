@@ -1,0 +1,90 @@
+//! The management center as an HTTP/JSON service ([`server`]), and the devices' link to it
+//! ([`client::HttpCenterLink`], a [`valuecard_core::messages::center::CenterLink`]).
+//!
+//! # Endpoints
+//!
+//! | method and path | does | answers |
+//! | --- | --- | --- |
+//! | `POST /v1/cards/assign` | `CenterLink::assign_card_id` | [`wire::AssignmentBody`] |
+//! | `POST /v1/cards/resume` | `CenterLink::resume_card_id` | [`wire::AssignmentBody`] |
+//! | `POST /v1/cards/certify` | `CenterLink::certify_card` | [`wire::PersonalizationBody`] |
+//! | `POST /v1/loads/authorize` | `CenterLink::authorize_load` | [`wire::ApprovalBody`] |
+//! | `POST /v1/loads/settle` | `CenterLink::settle_load` | [`wire::SettledBody`] |
+//! | `GET /v1/cards/{card_id}/pending-loads` | the card's loads in flight, for settling | [`wire::PendingLoadsBody`] |
+//! | `GET /health` | `SELECT 1` on the database | 200 [`wire::HealthBody`], or 503 |
+//! | `GET /metrics` | Prometheus text exposition | `text/plain; version=0.0.4` |
+//!
+//! Bodies are JSON. Binary fields are hex; signed protocol objects travel as their canonical
+//! TLV encoding in hex (the certificate as `Certificate::encode()`, the card's load offer as
+//! `LoadOffer::encode()`), so what a card or the center signed crosses the wire byte for byte.
+//! Amounts are integers in minor units; dates are `YYYY-MM-DD`. Bodies above
+//! [`MAX_BODY_BYTES`] are refused with 413.
+//!
+//! # Device authentication
+//!
+//! Every `/v1/` request carries three headers:
+//!
+//! - `Valuecard-Device`: the device ID, hex;
+//! - `Valuecard-Sequence`: a decimal `u64`, strictly increasing per device;
+//! - `Valuecard-Signature`: hex Ed25519 signature, by the device's SAM, over
+//!   `"valuecard/http/v1" || method || 0x00 || path || 0x00 || sequence (8 bytes big-endian)
+//!   || SHA-256(body)` (see [`valuecard_center::auth`]).
+//!
+//! The center verifies the signature with the key it certified when it installed the device
+//! and advances the device's last sequence in the same step; a missing header, a forged
+//! signature, an unknown device or a sequence not above the last one is refused with 401 and
+//! changes nothing. The device a body names (`dispenser_id`) must be the authenticated
+//! device, and only dispensers may call these endpoints (403 otherwise).
+//!
+//! # Errors
+//!
+//! Every refusal is an RFC 9457 problem document (`application/problem+json`), mapped in one
+//! place ([`problem`]); see [`problem::ProblemKind`] for the types and status codes. Storage
+//! and set-up failures answer 500 with a generic detail; their cause is logged with `tracing`
+//! and never reaches a client.
+
+#![forbid(unsafe_code)]
+
+pub mod client;
+mod metrics;
+pub mod problem;
+pub mod server;
+pub mod wire;
+
+pub use client::HttpCenterLink;
+pub use server::BackgroundServer;
+
+/// The largest request body the service reads.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Header names of the device authentication.
+pub mod headers {
+    pub const DEVICE: &str = "valuecard-device";
+    pub const SEQUENCE: &str = "valuecard-sequence";
+    pub const SIGNATURE: &str = "valuecard-signature";
+}
+
+/// The paths of the service.
+pub mod paths {
+    pub const ASSIGN: &str = "/v1/cards/assign";
+    pub const RESUME: &str = "/v1/cards/resume";
+    pub const CERTIFY: &str = "/v1/cards/certify";
+    pub const AUTHORIZE: &str = "/v1/loads/authorize";
+    pub const SETTLE: &str = "/v1/loads/settle";
+    /// `/v1/cards/{card_id}/pending-loads`: see [`pending_loads`].
+    pub const PENDING_LOADS_ROUTE: &str = "/v1/cards/{card_id}/pending-loads";
+    pub const HEALTH: &str = "/health";
+    pub const METRICS: &str = "/metrics";
+
+    /// The path of one card's pending loads.
+    pub fn pending_loads(card_id: &valuecard_core::ids::CardId) -> String {
+        format!("/v1/cards/{card_id}/pending-loads")
+    }
+}
+
+/// Content types of the service.
+pub mod content_type {
+    pub const JSON: &str = "application/json";
+    pub const PROBLEM: &str = "application/problem+json";
+    pub const PROMETHEUS: &str = "text/plain; version=0.0.4; charset=utf-8";
+}
