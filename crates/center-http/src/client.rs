@@ -312,3 +312,66 @@ impl CenterLink for HttpCenterLink {
         Ok(())
     }
 }
+
+/// Usage items per HTTP upload, so one body stays far below the service's size limit.
+pub const USAGE_ITEMS_PER_REQUEST: usize = 48;
+
+impl valuecard_core::messages::center::TerminalLink for HttpCenterLink {
+    fn upload_usage(
+        &mut self,
+        upload: &valuecard_core::messages::center::UsageUpload,
+    ) -> Result<valuecard_core::messages::center::UploadReceipt, CenterError> {
+        let mut total = valuecard_core::messages::center::UploadReceipt::default();
+        // An empty upload still asks the center (it answers whether this terminal may upload).
+        let empty: [valuecard_core::messages::center::UsageItem; 0] = [];
+        let chunks: Vec<&[valuecard_core::messages::center::UsageItem]> = if upload.items.is_empty()
+        {
+            vec![&empty[..]]
+        } else {
+            upload.items.chunks(USAGE_ITEMS_PER_REQUEST).collect()
+        };
+        for chunk in chunks {
+            let part = valuecard_core::messages::center::UsageUpload {
+                terminal_id: upload.terminal_id,
+                items: chunk.to_vec(),
+            };
+            let body = crate::terminal_wire::UsageUploadBody::new(&part);
+            let answer: crate::terminal_wire::UploadReceiptBody =
+                self.call("POST", paths::USAGE, Some(&body))?;
+            let receipt = decoded(paths::USAGE, answer.decode())?;
+            total.stored += receipt.stored;
+            total.duplicates += receipt.duplicates;
+            total.refused.extend(receipt.refused);
+            for card in receipt.clones_detected {
+                if !total.clones_detected.contains(&card) {
+                    total.clones_detected.push(card);
+                }
+            }
+        }
+        Ok(total)
+    }
+
+    fn list_delta(
+        &mut self,
+        terminal_id: DeviceId,
+        since: u64,
+    ) -> Result<valuecard_core::messages::center::ListDelta, CenterError> {
+        let body = crate::terminal_wire::ListRequestBody {
+            terminal_id: hex::encode(terminal_id.as_bytes()),
+            since,
+        };
+        let answer: crate::terminal_wire::ListDeltaBody =
+            self.call("POST", paths::LISTS, Some(&body))?;
+        decoded(paths::LISTS, answer.decode())
+    }
+
+    fn report_stamp(&mut self, terminal_id: DeviceId, count: u32) -> Result<u32, CenterError> {
+        let body = crate::terminal_wire::StampBody {
+            terminal_id: hex::encode(terminal_id.as_bytes()),
+            count,
+        };
+        let answer: crate::terminal_wire::StampBody =
+            self.call("POST", paths::STAMPS, Some(&body))?;
+        Ok(answer.count)
+    }
+}

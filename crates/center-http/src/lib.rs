@@ -11,6 +11,9 @@
 //! | `POST /v1/loads/authorize` | `CenterLink::authorize_load` | [`wire::ApprovalBody`] |
 //! | `POST /v1/loads/settle` | `CenterLink::settle_load` | [`wire::SettledBody`] |
 //! | `GET /v1/cards/{card_id}/pending-loads` | the card's loads in flight, for settling | [`wire::PendingLoadsBody`] |
+//! | `POST /v1/usage` | `TerminalLink::upload_usage` (payment terminals) | [`terminal_wire::UploadReceiptBody`] |
+//! | `POST /v1/lists/delta` | `TerminalLink::list_delta` (payment terminals) | [`terminal_wire::ListDeltaBody`] |
+//! | `POST /v1/stamps` | `TerminalLink::report_stamp` (payment terminals) | [`terminal_wire::StampBody`] |
 //! | `GET /health` | `SELECT 1` on the database | 200 [`wire::HealthBody`], or 503 |
 //! | `GET /metrics` | Prometheus text exposition | `text/plain; version=0.0.4` |
 //!
@@ -33,8 +36,9 @@
 //! The center verifies the signature with the key it certified when it installed the device
 //! and advances the device's last sequence in the same step; a missing header, a forged
 //! signature, an unknown device or a sequence not above the last one is refused with 401 and
-//! changes nothing. The device a body names (`dispenser_id`) must be the authenticated
-//! device, and only dispensers may call these endpoints (403 otherwise).
+//! changes nothing. The device a body names (`dispenser_id`, `terminal_id`) must be the
+//! authenticated device; the card and load endpoints are for dispensers, the usage, list and
+//! stamp endpoints for payment terminals (403 otherwise).
 //!
 //! # Errors
 //!
@@ -49,6 +53,7 @@ pub mod client;
 mod metrics;
 pub mod problem;
 pub mod server;
+pub mod terminal_wire;
 pub mod wire;
 
 pub use client::HttpCenterLink;
@@ -73,6 +78,9 @@ pub mod paths {
     pub const SETTLE: &str = "/v1/loads/settle";
     /// `/v1/cards/{card_id}/pending-loads`: see [`pending_loads`].
     pub const PENDING_LOADS_ROUTE: &str = "/v1/cards/{card_id}/pending-loads";
+    pub const USAGE: &str = "/v1/usage";
+    pub const LISTS: &str = "/v1/lists/delta";
+    pub const STAMPS: &str = "/v1/stamps";
     pub const HEALTH: &str = "/health";
     pub const METRICS: &str = "/metrics";
 

@@ -24,6 +24,9 @@ pub(crate) fn endpoint_label(path: &str) -> &'static str {
         paths::CERTIFY => paths::CERTIFY,
         paths::AUTHORIZE => paths::AUTHORIZE,
         paths::SETTLE => paths::SETTLE,
+        paths::USAGE => paths::USAGE,
+        paths::LISTS => paths::LISTS,
+        paths::STAMPS => paths::STAMPS,
         paths::HEALTH => paths::HEALTH,
         paths::METRICS => paths::METRICS,
         _ if path

@@ -31,7 +31,7 @@ use valuecard_core::messages::center::CenterLink;
 
 use crate::metrics::{endpoint_label, Metrics};
 use crate::problem::{Problem, ProblemKind, Refusal, INTERNAL_DETAIL};
-use crate::{content_type, headers, paths, wire, MAX_BODY_BYTES};
+use crate::{content_type, headers, paths, terminal_wire, wire, MAX_BODY_BYTES};
 
 /// What every handler shares.
 #[derive(Debug, Clone)]
@@ -76,6 +76,9 @@ fn build(app: App) -> Router {
         .route(paths::AUTHORIZE, post(authorize))
         .route(paths::SETTLE, post(settle))
         .route(paths::PENDING_LOADS_ROUTE, get(pending_loads))
+        .route(paths::USAGE, post(usage))
+        .route(paths::LISTS, post(lists))
+        .route(paths::STAMPS, post(stamps))
         .route(paths::HEALTH, get(health))
         .route(paths::METRICS, get(metrics))
         .fallback(not_found)
@@ -428,13 +431,35 @@ where
     T: Serialize + Send + 'static,
     F: FnOnce(&mut Center, &AuthenticatedDevice, &[u8]) -> Result<T, Problem> + Send + 'static,
 {
-    match dispenser_request_inner(app, request, work).await {
+    device_request(app, request, Role::Dispenser, work).await
+}
+
+/// Runs `work` for an authenticated payment terminal's request.
+async fn terminal_request<T, F>(app: App, request: Request, work: F) -> Response
+where
+    T: Serialize + Send + 'static,
+    F: FnOnce(&mut Center, &AuthenticatedDevice, &[u8]) -> Result<T, Problem> + Send + 'static,
+{
+    device_request(app, request, Role::PaymentTerminal, work).await
+}
+
+async fn device_request<T, F>(app: App, request: Request, role: Role, work: F) -> Response
+where
+    T: Serialize + Send + 'static,
+    F: FnOnce(&mut Center, &AuthenticatedDevice, &[u8]) -> Result<T, Problem> + Send + 'static,
+{
+    match dispenser_request_inner(app, request, role, work).await {
         Ok(answer) => json_response(&answer),
         Err(problem) => problem.into_response(),
     }
 }
 
-async fn dispenser_request_inner<T, F>(app: App, request: Request, work: F) -> Result<T, Problem>
+async fn dispenser_request_inner<T, F>(
+    app: App,
+    request: Request,
+    role: Role,
+    work: F,
+) -> Result<T, Problem>
 where
     T: Serialize + Send + 'static,
     F: FnOnce(&mut Center, &AuthenticatedDevice, &[u8]) -> Result<T, Problem> + Send + 'static,
@@ -459,10 +484,15 @@ where
             body: &body,
             signature: &credentials.signature,
         })?;
-        if device.role != Role::Dispenser {
+        if device.role != role {
+            let wanted = if role == Role::Dispenser {
+                "a dispenser"
+            } else {
+                "a payment terminal"
+            };
             return Err(Problem::new(
                 ProblemKind::NotAuthorized,
-                format!("device {} is not a dispenser", device.device_id),
+                format!("device {} is not {wanted}", device.device_id),
             )
             .device(device.device_id));
         }
@@ -550,6 +580,39 @@ async fn pending_loads(State(app): State<App>, request: Request) -> Response {
         let card = wire::card_id_segment(segment)?;
         let loads = center.pending_loads()?;
         Ok(wire::PendingLoadsBody::new(&card, &loads))
+    })
+    .await
+}
+
+async fn usage(State(app): State<App>, request: Request) -> Response {
+    terminal_request(app, request, |center, device, body| {
+        let upload = parse_json::<terminal_wire::UsageUploadBody>(body)?.decode()?;
+        same_device(device, upload.terminal_id)?;
+        let receipt = center.ingest_usage(&upload)?;
+        Ok(terminal_wire::UploadReceiptBody::new(&receipt))
+    })
+    .await
+}
+
+async fn lists(State(app): State<App>, request: Request) -> Response {
+    terminal_request(app, request, |center, device, body| {
+        let (terminal_id, since) = parse_json::<terminal_wire::ListRequestBody>(body)?.decode()?;
+        same_device(device, terminal_id)?;
+        let delta = center.list_delta_since(since)?;
+        Ok(terminal_wire::ListDeltaBody::new(&delta))
+    })
+    .await
+}
+
+async fn stamps(State(app): State<App>, request: Request) -> Response {
+    terminal_request(app, request, |center, device, body| {
+        let (terminal_id, count) = parse_json::<terminal_wire::StampBody>(body)?.decode()?;
+        same_device(device, terminal_id)?;
+        let count = center.record_stamp_count(terminal_id, count)?;
+        Ok(terminal_wire::StampBody {
+            terminal_id: hex::encode(terminal_id.as_bytes()),
+            count,
+        })
     })
     .await
 }

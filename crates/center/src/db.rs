@@ -72,6 +72,8 @@ pub const MIGRATIONS: &[&str] = &[
     "#,
     // 4: the time-stamp registry of stolen-terminal detection (Figs. 10-12).
     crate::stamps::MIGRATION,
+    // 5: restorations of destroyed cards, one per card.
+    crate::lists::RESTORATION_MIGRATION,
 ];
 
 /// Takes the next value of a named sequence inside the caller's transaction.

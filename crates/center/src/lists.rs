@@ -90,3 +90,60 @@ impl Center {
         Ok(row.int(0)? as u64)
     }
 }
+
+/// Migration: each restored card, once (appended to `db::MIGRATIONS`).
+pub const RESTORATION_MIGRATION: &str = r#"
+    CREATE TABLE card_restorations (
+        card_id      BYTEA PRIMARY KEY CHECK (length(card_id) = 8),
+        amount_minor BIGINT NOT NULL CHECK (amount_minor >= 0),
+        restored_on  BIGINT NOT NULL
+    )
+"#;
+
+impl Center {
+    /// The restore procedure for a card whose chip is destroyed (Fig. 9, remaining-value
+    /// database): the old card is listed (so the chip, should it still work, is refused
+    /// everywhere) and blocked, and the amount to put on a replacement card is its
+    /// remaining value as the center last knew it. Refused while a load of the card is in
+    /// flight, because then the remaining value is not known yet.
+    pub fn restore_card(
+        &mut self,
+        card_id: &CardId,
+    ) -> Result<valuecard_core::money::Amount, CenterError> {
+        let (status, _, _) = self.card_record(card_id)?;
+        if status == "assigned" {
+            return Err(CenterError::Mismatch(format!(
+                "card {card_id} was never issued"
+            )));
+        }
+        if self
+            .pending_loads()?
+            .iter()
+            .any(|load| load.card_id == *card_id)
+        {
+            return Err(CenterError::Mismatch(format!(
+                "card {card_id} has a load in flight: settle it before restoring the card"
+            )));
+        }
+        let value = self
+            .remaining_value(card_id)?
+            .map(|record| record.balance)
+            .unwrap_or(valuecard_core::money::Amount::ZERO);
+        let today = self.today().0;
+        self.db.transaction(|tx| {
+            // Once per card: a second restoration would put the same value on two cards.
+            let inserted = tx.execute(
+                "INSERT INTO card_restorations (card_id, amount_minor, restored_on) VALUES ($1, $2, $3)
+                 ON CONFLICT (card_id) DO NOTHING",
+                &[card_id.0[..].into(), crate::sql::Value::Int(value.minor() as i64), today.into()],
+            )?;
+            if inserted == 0 {
+                return Err(CenterError::Mismatch(format!("card {card_id} was already restored")));
+            }
+            list_card(tx, card_id, ListReason::Stolen, today)?;
+            tx.execute("UPDATE cards SET status = 'blocked' WHERE card_id = $1", &[card_id.0[..].into()])?;
+            Ok(())
+        })?;
+        Ok(value)
+    }
+}

@@ -120,6 +120,25 @@ pub fn open_center_link(data: &Path, dispenser: &str, url: &str) -> Result<HttpC
     HttpCenterLink::new(url, Box::new(sam)).map_err(|e| e.to_string())
 }
 
+/// A payment terminal's link to the center's HTTP service (its SAM loaded a second time).
+pub fn open_terminal_link(
+    data: &Path,
+    terminal: &str,
+    url: &str,
+) -> Result<HttpCenterLink, String> {
+    let sam = open_sam(data, terminal, Role::PaymentTerminal)?;
+    HttpCenterLink::new(url, Box::new(sam)).map_err(|e| e.to_string())
+}
+
+/// Stores the terminal's SAM image again (after its time stamp advanced).
+pub fn save_terminal_sam(data: &Path, name: &str, terminal: &CliTerminal) -> Result<(), String> {
+    valid_name(name)?;
+    write_private(
+        &device_dir(data, name).join("sam.key"),
+        &terminal.sam().to_image(),
+    )
+}
+
 fn valid_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 64

@@ -9,6 +9,7 @@ mod card_tool;
 mod datadir;
 mod demo;
 mod lifecycle;
+mod operations;
 mod pcsc;
 
 use std::path::PathBuf;
@@ -72,7 +73,53 @@ enum CenterCommands {
         #[arg(long)]
         json: bool,
     },
-    /// Serve the center over HTTP to dispensers (until SIGINT or SIGTERM).
+    /// List a card every terminal must refuse: reported lost or stolen by its holder.
+    ReportCard {
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long, value_name = "URL")]
+        database: Option<String>,
+        /// The card ID (16 hex digits).
+        #[arg(long)]
+        card: String,
+        /// lost or stolen.
+        #[arg(long, default_value = "lost")]
+        reason: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List a terminal as stolen (Figs. 10-12): cards it writes after its last reported
+    /// time stamp are refused everywhere; cards it wrote before stay good.
+    ReportTerminal {
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long, value_name = "URL")]
+        database: Option<String>,
+        /// The terminal's device ID (16 hex digits).
+        #[arg(long)]
+        device: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replace a destroyed card: list the old card, issue a new card image holding its
+    /// remaining value (see docs/operations.md).
+    Restore {
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long, value_name = "URL")]
+        database: Option<String>,
+        /// The destroyed card's ID.
+        #[arg(long)]
+        card: String,
+        /// Where to write the replacement card image.
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value = "dispenser-1")]
+        dispenser: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Serve the center over HTTP to dispensers and terminals (until SIGINT or SIGTERM).
     Serve {
         #[arg(long)]
         data: PathBuf,
@@ -169,6 +216,34 @@ enum TerminalCommands {
         data: PathBuf,
         #[arg(long, default_value = "terminal-1")]
         terminal: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Upload the terminal's purchases to the center (Fig. 9) and fetch the list entries
+    /// it lacks (run it daily, or whenever the terminal is online).
+    Sync {
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long, default_value = "terminal-1")]
+        terminal: String,
+        /// Reach the center's HTTP service at this URL instead of opening its database.
+        #[arg(long, value_name = "URL")]
+        center: Option<String>,
+        #[arg(long, value_name = "URL")]
+        database: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Advance the terminal's one-way time stamp (daily) and report it to the center.
+    AdvanceStamp {
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long, default_value = "terminal-1")]
+        terminal: String,
+        #[arg(long, value_name = "URL")]
+        center: Option<String>,
+        #[arg(long, value_name = "URL")]
+        database: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -285,6 +360,32 @@ fn terminal(command: TerminalCommands) -> Result<ExitCode, String> {
             terminal,
             json,
         } => lifecycle::terminal_history(&data, &terminal, json),
+        TerminalCommands::Sync {
+            data,
+            terminal,
+            center,
+            database,
+            json,
+        } => operations::terminal_sync(
+            &data,
+            &terminal,
+            database.as_deref(),
+            center.as_deref(),
+            json,
+        ),
+        TerminalCommands::AdvanceStamp {
+            data,
+            terminal,
+            center,
+            database,
+            json,
+        } => operations::terminal_advance_stamp(
+            &data,
+            &terminal,
+            database.as_deref(),
+            center.as_deref(),
+            json,
+        ),
     }
 }
 
@@ -322,6 +423,27 @@ fn main() -> ExitCode {
             database,
             json,
         }) => lifecycle::center_init(&data, terminals, database.as_deref(), json),
+        Commands::Center(CenterCommands::ReportCard {
+            data,
+            database,
+            card,
+            reason,
+            json,
+        }) => operations::center_report_card(&data, database.as_deref(), &card, &reason, json),
+        Commands::Center(CenterCommands::ReportTerminal {
+            data,
+            database,
+            device,
+            json,
+        }) => operations::center_report_terminal(&data, database.as_deref(), &device, json),
+        Commands::Center(CenterCommands::Restore {
+            data,
+            database,
+            card,
+            out,
+            dispenser,
+            json,
+        }) => operations::center_restore(&data, database.as_deref(), &card, &out, &dispenser, json),
         Commands::Center(CenterCommands::Status {
             data,
             database,

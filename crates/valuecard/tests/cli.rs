@@ -284,3 +284,160 @@ fn every_command_has_help() {
         );
     }
 }
+
+#[test]
+fn operations_clone_detection_lost_cards_stolen_terminals_and_restore() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data_arg = data.to_str().unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    let run = |args: &[&str]| -> std::process::Output { valuecard().args(args).output().unwrap() };
+    let json = |args: &[&str]| -> serde_json::Value {
+        let output = valuecard().args(args).arg("--json").output().unwrap();
+        assert!(
+            output.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout).unwrap()
+    };
+    json(&["center", "init", "--data", data_arg, "--terminals", "2"]);
+    let a = json(&[
+        "card",
+        "issue",
+        "--data",
+        data_arg,
+        "--out",
+        &path("a.img"),
+        "--value",
+        "50",
+    ]);
+    let b = json(&[
+        "card",
+        "issue",
+        "--data",
+        data_arg,
+        "--out",
+        &path("b.img"),
+        "--value",
+        "20",
+    ]);
+    std::fs::copy(path("a.img"), path("a-copy.img")).unwrap();
+    json(&[
+        "terminal",
+        "purchase",
+        "--data",
+        data_arg,
+        "--card",
+        &path("a.img"),
+        "--amount",
+        "5",
+    ]);
+    json(&[
+        "terminal",
+        "purchase",
+        "--data",
+        data_arg,
+        "--terminal",
+        "terminal-2",
+        "--card",
+        &path("a-copy.img"),
+        "--amount",
+        "7",
+    ]);
+    json(&["terminal", "sync", "--data", data_arg]);
+    let sync = json(&[
+        "terminal",
+        "sync",
+        "--data",
+        data_arg,
+        "--terminal",
+        "terminal-2",
+    ]);
+    assert_eq!(sync["clones_detected"][0], a["card"]);
+    json(&["terminal", "sync", "--data", data_arg]);
+    let refused = run(&[
+        "terminal",
+        "purchase",
+        "--data",
+        data_arg,
+        "--card",
+        &path("a.img"),
+        "--amount",
+        "1",
+    ]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("cloned"));
+
+    // A lost card, then its restoration onto a new card with the same value.
+    let card_b = b["card"].as_str().unwrap();
+    json(&[
+        "center",
+        "report-card",
+        "--data",
+        data_arg,
+        "--card",
+        card_b,
+        "--reason",
+        "lost",
+    ]);
+    json(&["terminal", "sync", "--data", data_arg]);
+    let refused = run(&[
+        "terminal",
+        "purchase",
+        "--data",
+        data_arg,
+        "--card",
+        &path("b.img"),
+        "--amount",
+        "1",
+    ]);
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("lost"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let restored = json(&[
+        "center",
+        "restore",
+        "--data",
+        data_arg,
+        "--card",
+        card_b,
+        "--out",
+        &path("b2.img"),
+    ]);
+    assert_eq!(restored["value"], 2000);
+    let info = json(&[
+        "terminal",
+        "info",
+        "--data",
+        data_arg,
+        "--card",
+        &path("b2.img"),
+    ]);
+    assert_eq!(info["balance"], 2000);
+    let again = run(&[
+        "center",
+        "restore",
+        "--data",
+        data_arg,
+        "--card",
+        card_b,
+        "--out",
+        &path("b3.img"),
+    ]);
+    assert_eq!(again.status.code(), Some(2), "a card is restored once");
+    assert!(!dir.path().join("b3.img").exists());
+
+    // A stolen terminal: cards it writes after the report are refused by the others.
+    let stamp = json(&[
+        "terminal",
+        "advance-stamp",
+        "--data",
+        data_arg,
+        "--terminal",
+        "terminal-2",
+    ]);
+    assert_eq!(stamp["stamp_count"], 1);
+}

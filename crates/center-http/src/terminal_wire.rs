@@ -1,0 +1,327 @@
+//! The JSON bodies of the payment terminals' endpoints: usage uploads (Fig. 9), list
+//! deltas, and time-stamp reports (Figs. 10-12). Signed protocol objects (the card's previous
+//! usage record) travel as their TLV encoding in hex.
+
+use serde::{Deserialize, Serialize};
+use valuecard_core::crypto::{Signature, SIGNATURE_LEN};
+use valuecard_core::ids::{CardId, DeviceId};
+use valuecard_core::messages::center::{
+    ListDelta, ListEntry, ListReason, UploadReceipt, UsageItem, UsageUpload, LIST_DELTA_MAX,
+    USAGE_BATCH_MAX,
+};
+use valuecard_core::messages::purse::{TerminalStamp, UsageRecord};
+use valuecard_core::money::Amount;
+use valuecard_core::time::Date;
+
+use crate::wire::WireError;
+
+fn refuse(field: &'static str, reason: impl Into<String>) -> WireError {
+    WireError {
+        field,
+        reason: reason.into(),
+    }
+}
+
+fn array<const N: usize>(field: &'static str, text: &str) -> Result<[u8; N], WireError> {
+    let bytes = hex::decode(text).map_err(|error| refuse(field, format!("not hex: {error}")))?;
+    <[u8; N]>::try_from(bytes.as_slice())
+        .map_err(|_| refuse(field, format!("expected {N} bytes, got {}", bytes.len())))
+}
+
+fn amount(field: &'static str, minor: u64) -> Result<Amount, WireError> {
+    Amount::new(minor).map_err(|error| refuse(field, error.to_string()))
+}
+
+fn date(field: &'static str, text: &str) -> Result<Date, WireError> {
+    Date::parse(text).ok_or_else(|| refuse(field, "expected a date YYYY-MM-DD"))
+}
+
+/// One usage item.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsageItemBody {
+    pub terminal_sequence: u32,
+    pub card_id: String,
+    pub card_counter: u32,
+    pub amount: u64,
+    pub balance_before: u64,
+    pub balance_after: u64,
+    pub challenge_terminal: String,
+    pub challenge_card: String,
+    pub date: String,
+    pub stamp_count: u32,
+    pub stamp_signature: String,
+    pub terminal_signature: String,
+    /// The card's previous usage record, `UsageRecord::encode()` in hex.
+    pub previous_usage: String,
+}
+
+impl UsageItemBody {
+    pub fn new(item: &UsageItem) -> Self {
+        UsageItemBody {
+            terminal_sequence: item.terminal_sequence,
+            card_id: hex::encode(item.card_id.as_bytes()),
+            card_counter: item.card_counter,
+            amount: item.amount.minor(),
+            balance_before: item.balance_before.minor(),
+            balance_after: item.balance_after.minor(),
+            challenge_terminal: hex::encode(item.challenge_terminal),
+            challenge_card: hex::encode(item.challenge_card),
+            date: item.date.to_string(),
+            stamp_count: item.stamp.count,
+            stamp_signature: hex::encode(item.stamp.signature.0),
+            terminal_signature: hex::encode(item.terminal_signature.0),
+            previous_usage: hex::encode(item.previous_usage.encode()),
+        }
+    }
+
+    pub fn decode(&self) -> Result<UsageItem, WireError> {
+        let previous = hex::decode(&self.previous_usage)
+            .map_err(|e| refuse("previous_usage", format!("not hex: {e}")))?;
+        Ok(UsageItem {
+            terminal_sequence: self.terminal_sequence,
+            card_id: CardId(array("card_id", &self.card_id)?),
+            card_counter: self.card_counter,
+            amount: amount("amount", self.amount)?,
+            balance_before: amount("balance_before", self.balance_before)?,
+            balance_after: amount("balance_after", self.balance_after)?,
+            challenge_terminal: array("challenge_terminal", &self.challenge_terminal)?,
+            challenge_card: array("challenge_card", &self.challenge_card)?,
+            date: date("date", &self.date)?,
+            stamp: TerminalStamp {
+                count: self.stamp_count,
+                signature: Signature(array::<SIGNATURE_LEN>(
+                    "stamp_signature",
+                    &self.stamp_signature,
+                )?),
+            },
+            terminal_signature: Signature(array::<SIGNATURE_LEN>(
+                "terminal_signature",
+                &self.terminal_signature,
+            )?),
+            previous_usage: UsageRecord::decode(&previous)
+                .map_err(|e| refuse("previous_usage", e.to_string()))?,
+        })
+    }
+}
+
+/// `POST /v1/usage`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsageUploadBody {
+    pub terminal_id: String,
+    pub items: Vec<UsageItemBody>,
+}
+
+impl UsageUploadBody {
+    pub fn new(upload: &UsageUpload) -> Self {
+        UsageUploadBody {
+            terminal_id: hex::encode(upload.terminal_id.as_bytes()),
+            items: upload.items.iter().map(UsageItemBody::new).collect(),
+        }
+    }
+
+    pub fn decode(&self) -> Result<UsageUpload, WireError> {
+        if self.items.len() > USAGE_BATCH_MAX {
+            return Err(refuse(
+                "items",
+                format!("at most {USAGE_BATCH_MAX} per upload"),
+            ));
+        }
+        Ok(UsageUpload {
+            terminal_id: DeviceId(array("terminal_id", &self.terminal_id)?),
+            items: self
+                .items
+                .iter()
+                .map(UsageItemBody::decode)
+                .collect::<Result<_, _>>()?,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefusedItemBody {
+    pub terminal_sequence: u32,
+    pub reason: String,
+}
+
+/// The answer to an upload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UploadReceiptBody {
+    pub stored: u32,
+    pub duplicates: u32,
+    pub refused: Vec<RefusedItemBody>,
+    pub clones_detected: Vec<String>,
+}
+
+impl UploadReceiptBody {
+    pub fn new(receipt: &UploadReceipt) -> Self {
+        UploadReceiptBody {
+            stored: receipt.stored,
+            duplicates: receipt.duplicates,
+            refused: receipt
+                .refused
+                .iter()
+                .map(|(terminal_sequence, reason)| RefusedItemBody {
+                    terminal_sequence: *terminal_sequence,
+                    reason: reason.clone(),
+                })
+                .collect(),
+            clones_detected: receipt
+                .clones_detected
+                .iter()
+                .map(|card| hex::encode(card.as_bytes()))
+                .collect(),
+        }
+    }
+
+    pub fn decode(&self) -> Result<UploadReceipt, WireError> {
+        Ok(UploadReceipt {
+            stored: self.stored,
+            duplicates: self.duplicates,
+            refused: self
+                .refused
+                .iter()
+                .map(|item| (item.terminal_sequence, item.reason.clone()))
+                .collect(),
+            clones_detected: self
+                .clones_detected
+                .iter()
+                .map(|card| array("clones_detected", card).map(CardId))
+                .collect::<Result<_, _>>()?,
+        })
+    }
+}
+
+/// `POST /v1/lists/delta`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListRequestBody {
+    pub terminal_id: String,
+    pub since: u64,
+}
+
+impl ListRequestBody {
+    pub fn decode(&self) -> Result<(DeviceId, u64), WireError> {
+        Ok((
+            DeviceId(array("terminal_id", &self.terminal_id)?),
+            self.since,
+        ))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListEntryBody {
+    pub version: u64,
+    pub kind: String,
+    pub subject: String,
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_stamp: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stamp_count: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListDeltaBody {
+    pub version: u64,
+    pub entries: Vec<ListEntryBody>,
+}
+
+impl ListDeltaBody {
+    pub fn new(delta: &ListDelta) -> Self {
+        let entries = delta
+            .entries
+            .iter()
+            .map(|entry| match entry {
+                ListEntry::Card {
+                    version,
+                    card_id,
+                    reason,
+                } => ListEntryBody {
+                    version: *version,
+                    kind: "card".into(),
+                    subject: hex::encode(card_id.as_bytes()),
+                    reason: reason.as_str().into(),
+                    first_stamp: None,
+                    stamp_count: None,
+                },
+                ListEntry::Terminal {
+                    version,
+                    device_id,
+                    first_stamp,
+                    stamp_count,
+                } => ListEntryBody {
+                    version: *version,
+                    kind: "terminal".into(),
+                    subject: hex::encode(device_id.as_bytes()),
+                    reason: ListReason::TroubledTerminal.as_str().into(),
+                    first_stamp: Some(hex::encode(first_stamp)),
+                    stamp_count: Some(*stamp_count),
+                },
+            })
+            .collect();
+        ListDeltaBody {
+            version: delta.version,
+            entries,
+        }
+    }
+
+    pub fn decode(&self) -> Result<ListDelta, WireError> {
+        if self.entries.len() > LIST_DELTA_MAX {
+            return Err(refuse(
+                "entries",
+                format!("at most {LIST_DELTA_MAX} per delta"),
+            ));
+        }
+        let entries = self
+            .entries
+            .iter()
+            .map(|entry| match entry.kind.as_str() {
+                "card" => Ok(ListEntry::Card {
+                    version: entry.version,
+                    card_id: CardId(array("subject", &entry.subject)?),
+                    reason: ListReason::parse(&entry.reason)
+                        .ok_or_else(|| refuse("reason", "unknown reason"))?,
+                }),
+                "terminal" => Ok(ListEntry::Terminal {
+                    version: entry.version,
+                    device_id: DeviceId(array("subject", &entry.subject)?),
+                    first_stamp: array(
+                        "first_stamp",
+                        entry.first_stamp.as_deref().unwrap_or_default(),
+                    )?,
+                    stamp_count: entry
+                        .stamp_count
+                        .ok_or_else(|| refuse("stamp_count", "missing"))?,
+                }),
+                _ => Err(refuse("kind", "expected card or terminal")),
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(ListDelta {
+            version: self.version,
+            entries,
+        })
+    }
+}
+
+/// `POST /v1/stamps`, and its answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StampBody {
+    pub terminal_id: String,
+    pub count: u32,
+}
+
+impl StampBody {
+    pub fn decode(&self) -> Result<(DeviceId, u32), WireError> {
+        Ok((
+            DeviceId(array("terminal_id", &self.terminal_id)?),
+            self.count,
+        ))
+    }
+}

@@ -1,0 +1,120 @@
+//! Payment terminals over HTTP: usage uploads with clone detection, list updates, stamp
+//! reports, and the refusals that keep dispensers and terminals to their own endpoints.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::*;
+use rand_core::SeedableRng;
+use valuecard_card::eeprom::MemoryEeprom;
+use valuecard_card::image::EEPROM_SIZE;
+use valuecard_card::Card;
+use valuecard_center::Center;
+use valuecard_core::messages::center::{CenterError, ListReason, TerminalLink, UsageUpload};
+use valuecard_reader::InProcessReader;
+use valuecard_sim::{read_purse, WorldRng};
+use valuecard_terminal::payment::PaymentTerminal;
+use valuecard_terminal::store::MemoryStore;
+use valuecard_terminal::TerminalError;
+
+#[test]
+fn terminals_upload_usage_and_fetch_lists_over_http() {
+    let center = Center::ephemeral(clock(), &mut WorldRng::seed_from_u64(41)).unwrap();
+    let mut h = Harness::start(center, 41);
+    let (mut reader, card_id) = issue_and_load(&mut h);
+    // A copy of the card's memory: a clone.
+    let memory = MemoryEeprom::new(EEPROM_SIZE);
+    memory.restore(&reader.card().unwrap().store().eeprom().snapshot());
+    let mut clone = InProcessReader::with_card(
+        "clone",
+        Card::open(memory, WorldRng::seed_from_u64(7)).unwrap(),
+    );
+
+    let mut terminal = PaymentTerminal::new(
+        sam(&h.terminal),
+        MemoryStore::default(),
+        clock(),
+        WorldRng::seed_from_u64(8),
+    )
+    .unwrap();
+    let mut link = h.link(&h.terminal);
+    terminal.purchase(&mut reader, amount(100)).unwrap();
+    terminal.purchase(&mut clone, amount(200)).unwrap();
+    let receipt = terminal.upload_usage(&mut link).unwrap();
+    assert_eq!((receipt.stored, receipt.duplicates), (2, 0), "{receipt:?}");
+    assert_eq!(receipt.clones_detected, vec![card_id]);
+    assert_eq!(
+        h.with_center(|center| center.cloned_cards().unwrap()),
+        vec![card_id]
+    );
+    // Nothing left to send; a repeated batch is recognized, not stored twice.
+    assert_eq!(terminal.upload_usage(&mut link).unwrap().stored, 0);
+
+    let version = terminal.update_lists(&mut link).unwrap();
+    assert!(version >= 1);
+    let refused = terminal.purchase(&mut reader, amount(1));
+    assert!(
+        matches!(
+            refused,
+            Err(TerminalError::CardListed {
+                reason: ListReason::Cloned,
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+
+    assert_eq!(terminal.advance_stamp(&mut link).unwrap(), 1);
+    let stamp_count =
+        h.with_center(|center| center.record_stamp_count(terminal.device_id(), 0).unwrap());
+    assert_eq!(stamp_count, 1);
+    assert_eq!(read_purse(&mut reader).unwrap().balance, amount(6_150));
+}
+
+#[test]
+fn terminal_endpoints_refuse_dispensers_and_other_terminals() {
+    let center = Center::ephemeral(clock(), &mut WorldRng::seed_from_u64(42)).unwrap();
+    let h = Harness::start(center, 42);
+    let terminal_id = device_id(&h.terminal);
+    // A dispenser may not upload usage or fetch lists.
+    let mut dispenser_link = h.link(&h.dispenser);
+    let upload = UsageUpload {
+        terminal_id: device_id(&h.dispenser),
+        items: Vec::new(),
+    };
+    assert!(matches!(
+        dispenser_link.upload_usage(&upload),
+        Err(CenterError::NotAuthorized(_))
+    ));
+    assert!(matches!(
+        dispenser_link.list_delta(device_id(&h.dispenser), 0),
+        Err(CenterError::NotAuthorized(_))
+    ));
+    // A terminal may not speak for another device.
+    let mut terminal_link = h.link(&h.terminal);
+    let foreign = UsageUpload {
+        terminal_id: device_id(&h.dispenser),
+        items: Vec::new(),
+    };
+    assert!(matches!(
+        terminal_link.upload_usage(&foreign),
+        Err(CenterError::NotAuthorized(_))
+    ));
+    assert!(terminal_link
+        .report_stamp(device_id(&h.dispenser), 5)
+        .is_err());
+    // Its own empty upload and list request are fine.
+    let own = UsageUpload {
+        terminal_id,
+        items: Vec::new(),
+    };
+    assert_eq!(terminal_link.upload_usage(&own).unwrap().stored, 0);
+    assert_eq!(
+        terminal_link
+            .list_delta(terminal_id, 0)
+            .unwrap()
+            .entries
+            .len(),
+        0
+    );
+}
