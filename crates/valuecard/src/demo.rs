@@ -8,6 +8,7 @@ use valuecard_core::money::Amount;
 use valuecard_core::time::{Clock, SystemClock};
 use valuecard_reader::InProcessReader;
 use valuecard_sim::attacks::{self, AttackOutcome};
+use valuecard_sim::scenarios::{self, ScenarioOutcome};
 use valuecard_sim::{card_path, read_purse, Storage, World, WorldError};
 
 #[derive(clap::Args, Debug)]
@@ -75,8 +76,17 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, String> {
         json: args.json,
     };
     let outcome = run_in(&args.data, &mut out).map_err(|error| error.to_string())?;
-    let (reconciliation, attacks, cards, purchases) = outcome;
+    let DemoReport {
+        reconciliation,
+        attacks,
+        scenarios,
+        clones_detected,
+        stolen_terminal_refusals,
+        cards,
+        purchases,
+    } = outcome;
     let all_refused = attacks.iter().all(|attack| attack.refused);
+    let all_held = scenarios.iter().all(|scenario| scenario.held);
     if args.json {
         let value = serde_json::json!({
             "data_dir": args.data.display().to_string(),
@@ -92,6 +102,13 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, String> {
                 "refused": attack.refused,
                 "detail": attack.detail,
             })).collect::<Vec<_>>(),
+            "scenarios": scenarios.iter().map(|scenario| serde_json::json!({
+                "name": scenario.name,
+                "held": scenario.held,
+                "detail": scenario.detail,
+            })).collect::<Vec<_>>(),
+            "clones_detected": clones_detected,
+            "stolen_terminal_refusals": stolen_terminal_refusals,
             "cards": cards,
             "purchases": purchases,
         });
@@ -120,22 +137,30 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, String> {
             attacks.iter().filter(|a| a.refused).count(),
             attacks.len()
         );
+        println!(
+            "  center controls held: {}/{}",
+            scenarios.iter().filter(|s| s.held).count(),
+            scenarios.len()
+        );
     }
-    Ok(if reconciliation.conserved && all_refused {
+    Ok(if reconciliation.conserved && all_refused && all_held {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
     })
 }
 
-type Outcome = (
-    valuecard_sim::Reconciliation,
-    Vec<AttackOutcome>,
-    Vec<serde_json::Value>,
-    Vec<serde_json::Value>,
-);
+struct DemoReport {
+    reconciliation: valuecard_sim::Reconciliation,
+    attacks: Vec<AttackOutcome>,
+    scenarios: Vec<ScenarioOutcome>,
+    clones_detected: usize,
+    stolen_terminal_refusals: usize,
+    cards: Vec<serde_json::Value>,
+    purchases: Vec<serde_json::Value>,
+}
 
-fn run_in(dir: &Path, out: &mut Account) -> Result<Outcome, WorldError> {
+fn run_in(dir: &Path, out: &mut Account) -> Result<DemoReport, WorldError> {
     let today = SystemClock.today();
     let mut world = World::create(Storage::Directory(dir.to_path_buf()), 2, today)?;
     let anchor = world.center.anchor();
@@ -225,6 +250,33 @@ fn run_in(dir: &Path, out: &mut Account) -> Result<Outcome, WorldError> {
         ));
     }
 
+    out.say("");
+    out.say("The center's controls (Figs. 9-12)");
+    let (clone_outcome, clones_detected) = scenarios::cloned_card_drill(today)?;
+    scenarios::sync_all(&mut world)?;
+    let (stolen_outcome, stolen_terminal_refusals) = {
+        let (first, rest) = readers.split_at_mut(2);
+        scenarios::stolen_terminal(&mut world, 1, &mut first[1], &mut rest[0])?
+    };
+    let lost_outcome = scenarios::lost_card(&mut world, &mut readers[0])?;
+    scenarios::sync_all(&mut world)?;
+    let scenario_list = vec![clone_outcome, lost_outcome, stolen_outcome];
+    for scenario in &scenario_list {
+        out.say(format!(
+            "  [{}] {}: {}",
+            if scenario.held { "held" } else { "FAILED" },
+            scenario.name,
+            scenario.detail
+        ));
+    }
+    let (reported, _) = world.center.reported_spending()?;
+    let (spent, _) = world.spent()?;
+    out.say(format!(
+        "  usage records at the center: {} of {} spent at terminals (the stolen terminal's later sales never arrive)",
+        Amount::new(reported).unwrap_or(Amount::ZERO),
+        Amount::new(spent).unwrap_or(Amount::ZERO)
+    ));
+
     let mut balances = Vec::new();
     let mut cards = Vec::new();
     for (index, reader) in readers.iter_mut().enumerate() {
@@ -244,7 +296,15 @@ fn run_in(dir: &Path, out: &mut Account) -> Result<Outcome, WorldError> {
         ));
     }
     let reconciliation = world.reconcile(&balances)?;
-    Ok((reconciliation, outcomes, cards, purchases))
+    Ok(DemoReport {
+        reconciliation,
+        attacks: outcomes,
+        scenarios: scenario_list,
+        clones_detected,
+        stolen_terminal_refusals,
+        cards,
+        purchases,
+    })
 }
 
 fn hex_prefix(bytes: &[u8]) -> String {

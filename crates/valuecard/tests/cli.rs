@@ -52,6 +52,13 @@ fn demo_json_reports_conservation_and_refused_attacks() {
         );
     }
     assert!(attacks.iter().all(|a| a["refused"] == true), "{attacks:?}");
+    assert!(number("clones_detected") >= 1);
+    assert!(number("stolen_terminal_refusals") >= 1);
+    let scenarios = report["scenarios"].as_array().unwrap();
+    assert!(
+        scenarios.len() >= 3 && scenarios.iter().all(|s| s["held"] == true),
+        "{scenarios:?}"
+    );
     // The card images the demo leaves can be driven by hand.
     let card = data.join("cards").join("card-1.img");
     let output = valuecard()
