@@ -10,8 +10,8 @@ use valuecard_core::messages::center::{
 };
 use valuecard_core::messages::purse::{
     ins, CardState, Challenge, CreditCommand, GenerateKeyPairCommand, GenerateKeyPairResponse,
-    GetLastTransaction, InitializeLoad, LastTransaction, LoadOffer, LogEntry, PersonalizeCommand,
-    SelectResponse, TransactionKind, UpdateConfirmation,
+    InitializeLoad, LoadOffer, PersonalizeCommand, SelectResponse, TransactionKind,
+    UpdateConfirmation,
 };
 use valuecard_core::money::Amount;
 use valuecard_core::time::Clock;
@@ -269,24 +269,7 @@ impl<S: Sam, R: CryptoRngCore> Dispenser<S, R> {
     ) -> Result<Option<bool>, TerminalError> {
         let card =
             crate::payment::select_for_settlement(reader, &self.anchor()?, self.clock.today())?;
-        let challenge: Challenge = random_array(&mut self.rng);
-        let request = GetLastTransaction { challenge };
-        let data = run(
-            reader,
-            "GET LAST TRANSACTION",
-            &proprietary(ins::GET_LAST_TRANSACTION, request.encode()),
-        )?;
-        let last = LastTransaction::decode(&data).map_err(|error| TerminalError::Malformed {
-            message: "last transaction",
-            error,
-        })?;
-        card.public_key()
-            .verify(
-                &LastTransaction::signed_message(&card.card_id(), &challenge, &last.record),
-                &last.signature,
-            )
-            .map_err(|_| TerminalError::BadCardSignature)?;
-        let record = last.record;
+        let record = crate::payment::read_last_transaction(reader, &card, &mut self.rng)?;
         let ours_would_be = card_counter.wrapping_add(1);
         let committed = if record.counter == card_counter {
             Some(false)
@@ -295,11 +278,7 @@ impl<S: Sam, R: CryptoRngCore> Dispenser<S, R> {
         } else if record.counter < card_counter {
             None
         } else {
-            let data = run(reader, "READ LOG", &proprietary(ins::READ_LOG, Vec::new()))?;
-            let log = LogEntry::decode_list(&data).map_err(|error| TerminalError::Malformed {
-                message: "log",
-                error,
-            })?;
+            let log = crate::payment::read_log(reader)?;
             // Any dispenser may settle: a second load at the same counter would have cancelled
             // this one at the center, so kind and amount at our counter identify it.
             log.iter()

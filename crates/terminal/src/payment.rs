@@ -541,7 +541,8 @@ fn decide(
     })
 }
 
-fn read_last_transaction(
+/// GET LAST TRANSACTION with a fresh challenge, the card's signature checked.
+pub(crate) fn read_last_transaction(
     reader: &mut impl CardReader,
     card: &VerifiedCard,
     rng: &mut impl CryptoRngCore,
@@ -566,7 +567,8 @@ fn read_last_transaction(
     Ok(last.record)
 }
 
-fn read_log(reader: &mut impl CardReader) -> Result<Vec<LogEntry>, TerminalError> {
+/// READ LOG (unsigned: used only where a signed answer is not available).
+pub(crate) fn read_log(reader: &mut impl CardReader) -> Result<Vec<LogEntry>, TerminalError> {
     let data = run(reader, "READ LOG", &proprietary(ins::READ_LOG, Vec::new()))?;
     LogEntry::decode_list(&data).map_err(|error| TerminalError::Malformed {
         message: "log",
