@@ -275,21 +275,64 @@ pub fn aes_cmac_verify(key: &AesKey, message: &[u8], tag: &[u8]) -> Result<(), C
 /// NIST SP 800-108 KDF in counter mode with AES-CMAC as the PRF, with the fixed input laid
 /// out as GlobalPlatform SCP03 (Amendment D § 6.2.2) does:
 /// `label (11 zero bytes || derivation constant) || 0x00 || L (16 bits) || i (8 bits) || context`.
-pub fn kdf_cmac_scp03(key: &AesKey, derivation_constant: u8, context: &[u8], output: &mut [u8]) {
-    let output_bits = (output.len() * 8) as u16;
-    let mut input = Vec::with_capacity(16 + context.len());
+///
+/// This is [`kdf_cmac_counter_middle_fixed`] with an 8-bit counter, the 15 bytes up to and
+/// including L before the counter and the context after it. Fails with
+/// [`CryptoError::BadLength`] when `output` is longer than the 8-bit counter can number
+/// (255 blocks, 4080 bytes).
+pub fn kdf_cmac_scp03(
+    key: &AesKey,
+    derivation_constant: u8,
+    context: &[u8],
+    output: &mut [u8],
+) -> Result<(), CryptoError> {
+    let output_bits = output
+        .len()
+        .checked_mul(8)
+        .and_then(|bits| u16::try_from(bits).ok())
+        .ok_or(CryptoError::BadLength)?;
+    let mut before_counter = [0u8; 15];
+    before_counter[11] = derivation_constant;
+    // before_counter[12] stays 0x00, the separation indicator.
+    before_counter[13..15].copy_from_slice(&output_bits.to_be_bytes());
+    kdf_cmac_counter_middle_fixed(key, 1, &before_counter, context, output)
+}
+
+/// NIST SP 800-108 counter-mode KDF with AES-CMAC and the counter in the middle of the fixed
+/// input (`data_before_counter || i || data_after_counter`), with a big-endian counter of
+/// `counter_len` bytes (1 to 4) starting at 1. This is the layout of the NIST CAVP `KDFCTR`
+/// vectors with `CTRLOCATION=MIDDLE_FIXED`.
+///
+/// Fails with [`CryptoError::BadLength`] if `counter_len` is not 1 to 4, or if `output` needs
+/// more blocks than a counter of `counter_len` bytes can number (it never wraps).
+pub fn kdf_cmac_counter_middle_fixed(
+    key: &AesKey,
+    counter_len: usize,
+    data_before_counter: &[u8],
+    data_after_counter: &[u8],
+    output: &mut [u8],
+) -> Result<(), CryptoError> {
+    if !(1..=4).contains(&counter_len) {
+        return Err(CryptoError::BadLength);
+    }
+    let max_blocks = (1u64 << (8 * counter_len)) - 1;
+    if output.len().div_ceil(MAC_LEN) as u64 > max_blocks {
+        return Err(CryptoError::BadLength);
+    }
+    let mut input =
+        Vec::with_capacity(data_before_counter.len() + counter_len + data_after_counter.len());
     for (index, chunk) in output.chunks_mut(MAC_LEN).enumerate() {
+        // At most 2^32 - 1 blocks were let through above, so the counter fits in a u32.
+        let counter = (index as u32 + 1).to_be_bytes();
         input.clear();
-        input.extend_from_slice(&[0u8; 11]);
-        input.push(derivation_constant);
-        input.push(0x00);
-        input.extend_from_slice(&output_bits.to_be_bytes());
-        input.push((index + 1) as u8);
-        input.extend_from_slice(context);
+        input.extend_from_slice(data_before_counter);
+        input.extend_from_slice(&counter[4 - counter_len..]);
+        input.extend_from_slice(data_after_counter);
         let block = aes_cmac(key, &input);
         chunk.copy_from_slice(&block[..chunk.len()]);
     }
     input.zeroize();
+    Ok(())
 }
 
 /// NIST SP 800-108 counter-mode KDF with AES-CMAC and the counter before the fixed input
@@ -373,7 +416,10 @@ pub mod delivery {
 /// Diversifies a 16-byte key from an identifier (card ID, terminal ID) under a master key.
 pub fn diversify_key(master: &AesKey, derivation_constant: u8, identifier: &[u8]) -> AesKey {
     let mut out = [0u8; AES_KEY_LEN];
-    kdf_cmac_scp03(master, derivation_constant, identifier, &mut out);
+    // One 16-byte block: L = 128 and i = 1 always fit, so the derivation cannot fail.
+    if kdf_cmac_scp03(master, derivation_constant, identifier, &mut out).is_err() {
+        unreachable_kdf();
+    }
     let key = SecretBytes(out);
     out.zeroize();
     key
@@ -407,6 +453,12 @@ pub fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
 fn unreachable_hmac() -> ! {
     // Invariant: HMAC's InvalidLength error is never returned for any key length.
     unreachable!("HMAC accepts keys of every length")
+}
+
+#[cold]
+fn unreachable_kdf() -> ! {
+    // Invariant: the SCP03 KDF only fails for outputs longer than 255 blocks.
+    unreachable!("a single-block SCP03 derivation always fits its counter and length")
 }
 
 pub fn sha256(data: &[u8]) -> [u8; 32] {
@@ -605,5 +657,70 @@ mod tests {
             aes_cmac_verify(&key, b"datb", &tag),
             Err(CryptoError::BadMac)
         );
+    }
+
+    /// `kdf_cmac_scp03` output as computed before it was re-expressed through
+    /// `kdf_cmac_counter_middle_fixed`, so that change is proven not to move a byte.
+    #[test]
+    fn scp03_kdf_output_is_pinned() {
+        let key =
+            AesKey::from_slice(&hex::decode("404142434445464748494a4b4c4d4e4f").unwrap()).unwrap();
+        let context = hex::decode("0001020304050607f0f1f2f3f4f5f6f7").unwrap();
+        let pinned = [
+            "433373b107c9992ee8d87a07c54d4b54",
+            "434f5114a7bbab48e36bc0ea8da53b7c31ac13d346fc2e2e2468ae34725efd05",
+            "450d03bb70f208cd342106e65c6711f412ba50db83f99fde82c845c86ee99f6c523c83e1c4327284",
+        ];
+        for expected in pinned {
+            let mut out = vec![0u8; expected.len() / 2];
+            kdf_cmac_scp03(&key, 0x04, &context, &mut out).unwrap();
+            assert_eq!(hex::encode(&out), expected, "{} bytes", out.len());
+        }
+        let mut diversified = [0u8; AES_KEY_LEN];
+        kdf_cmac_scp03(&key, derivation::CARD_KEY, b"card-one", &mut diversified).unwrap();
+        assert_eq!(
+            diversify_key(&key, derivation::CARD_KEY, b"card-one").expose(),
+            &diversified
+        );
+    }
+
+    #[test]
+    fn middle_fixed_kdf_checks_counter_length_and_range() {
+        let key = AesKey::from_slice(&[7u8; AES_KEY_LEN]).unwrap();
+        let mut out = [0u8; 16];
+        for bad in [0, 5] {
+            assert_eq!(
+                kdf_cmac_counter_middle_fixed(&key, bad, b"a", b"b", &mut out),
+                Err(CryptoError::BadLength)
+            );
+        }
+        // An 8-bit counter numbers 255 blocks and must not wrap to a 256th.
+        let mut most = vec![0u8; 255 * MAC_LEN];
+        kdf_cmac_counter_middle_fixed(&key, 1, b"a", b"b", &mut most).unwrap();
+        let mut too_long = vec![0u8; 255 * MAC_LEN + 1];
+        assert_eq!(
+            kdf_cmac_counter_middle_fixed(&key, 1, b"a", b"b", &mut too_long),
+            Err(CryptoError::BadLength)
+        );
+        let mut longer = vec![0u8; 256 * MAC_LEN];
+        kdf_cmac_counter_middle_fixed(&key, 2, b"a", b"b", &mut longer).unwrap();
+        assert_eq!(
+            kdf_cmac_scp03(&key, 0x04, b"", &mut too_long),
+            Err(CryptoError::BadLength)
+        );
+        kdf_cmac_scp03(&key, 0x04, b"", &mut most).unwrap();
+    }
+
+    #[test]
+    fn middle_fixed_kdf_with_nothing_before_is_counter_before_fixed() {
+        let key = AesKey::from_slice(&[9u8; AES_KEY_LEN]).unwrap();
+        for counter_len in 1..=4 {
+            let mut middle = [0u8; 40];
+            let mut before = [0u8; 40];
+            kdf_cmac_counter_middle_fixed(&key, counter_len, b"", b"fixed input", &mut middle)
+                .unwrap();
+            kdf_cmac_counter_before_fixed(&key, counter_len, b"fixed input", &mut before).unwrap();
+            assert_eq!(middle, before, "counter of {counter_len} bytes");
+        }
     }
 }

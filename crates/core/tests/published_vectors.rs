@@ -9,8 +9,8 @@
 
 use valuecard_core::crypto::{
     aes_cmac, aes_cmac_verify, aes_gcm_open, aes_gcm_seal, hkdf_sha256, hmac_sha256,
-    kdf_cmac_counter_before_fixed, AesKey, CryptoError, PublicKey, SealingKeyPair, Signature,
-    SigningKeyPair,
+    kdf_cmac_counter_before_fixed, kdf_cmac_counter_middle_fixed, kdf_cmac_scp03, AesKey,
+    CryptoError, PublicKey, SealingKeyPair, Signature, SigningKeyPair,
 };
 
 fn unhex(text: &str) -> Vec<u8> {
@@ -375,7 +375,8 @@ fn rfc4231_hmac_sha256() {
 
 // ---------------------------------------------------------------------------------------
 // NIST CAVP SP 800-108 KBKDF, KDFCTR_gen.rsp (CAVS 14.4), counter mode with
-// [PRF=CMAC_AES128] [CTRLOCATION=BEFORE_FIXED], [RLEN=8_BITS] and [RLEN=32_BITS]
+// [PRF=CMAC_AES128] [CTRLOCATION=BEFORE_FIXED], [RLEN=8_BITS] and [RLEN=32_BITS]; and
+// [PRF=CMAC_AES128] [CTRLOCATION=MIDDLE_FIXED] [RLEN=8_BITS]
 // ---------------------------------------------------------------------------------------
 
 struct KdfVector {
@@ -511,4 +512,135 @@ fn cavp_kbkdf_counter_cmac_aes128_rlen8() {
 #[test]
 fn cavp_kbkdf_counter_cmac_aes128_rlen32() {
     run_kdfctr(4, CAVP_KDFCTR_CMAC_AES128_BEFORE_FIXED_R32);
+}
+
+struct KdfMiddleVector {
+    count: u32,
+    l_bits: usize,
+    ki: &'static str,
+    data_before_counter: &'static str,
+    data_after_counter: &'static str,
+    ko: &'static str,
+}
+
+const CAVP_KDFCTR_CMAC_AES128_MIDDLE_FIXED_R8: &[KdfMiddleVector] = &[
+    KdfMiddleVector {
+        count: 0,
+        l_bits: 128,
+        ki: "b6e04abd1651f8794d4326f4c684e631",
+        data_before_counter: "93612f7256c46a3d856d3e951e32dbf15fe11159d0b389ad38d603850fee6d18\
+                              d22031435ed36ee20da76745fbea4b10fe1e",
+        data_after_counter: "99322aae605a5f01e32b",
+        ko: "dcb1db87a68762c6b3354779fa590bef",
+    },
+    KdfMiddleVector {
+        count: 1,
+        l_bits: 128,
+        ki: "f1e71b1dd502aad84728834bfcdb281c",
+        data_before_counter: "f9df43aaafc930f8b2a45a4bf6fb1e0f51237d4d4c2768304b407b7816e77ead\
+                              ab3030fd2cb21c619be5540250579f275a19",
+        data_after_counter: "2d965ea59a8b6cc432ad",
+        ko: "f405141e34dd81817c7b608fab372e6a",
+    },
+    KdfMiddleVector {
+        count: 10,
+        l_bits: 256,
+        ki: "a239154d967d7c9d852bd99589e1ac1c",
+        data_before_counter: "5d4cefc0dd8e954fe0f1645f19f8fc4654f88fa08b42eb67be98db3a228cdff0\
+                              0f0f5287fe32fb9a59f626d1984e33d6eacd",
+        data_after_counter: "a3e27c1764932ce58625",
+        ko: "f69af7108762cfb95a2282c12eb58d914a78369c8f4a91c7850c81c973f704e9",
+    },
+    KdfMiddleVector {
+        count: 11,
+        l_bits: 256,
+        ki: "9b9d6e830eba7a32a4d5779e0d2922ce",
+        data_before_counter: "6f5e1f091365aa9812b66f12efb800dc2e9426050730ac3107c77c8a506a43d4\
+                              51619adde69de79d32fba575b223f6d82180",
+        data_after_counter: "2244250b22d064952cf6",
+        ko: "420cb9e7c75704954e0d1a68fecabfea390f7b7d0ca2be6ddc4d3b911e6a8c62",
+    },
+    KdfMiddleVector {
+        count: 20,
+        l_bits: 160,
+        ki: "db6891ec19c0a5648c49cc214aa79a62",
+        data_before_counter: "0e9dc3c24d8fee4c8ebae8496dd74a8c43e98df9b44f5a87ca3e0e06f25316c4\
+                              2e40ab56f0514b41abafb62436df5e2a853b",
+        data_after_counter: "5e3b3bb3678e62841248",
+        ko: "4333fc7ffa48b574c623704306242b78e5bc07e3",
+    },
+    KdfMiddleVector {
+        count: 30,
+        l_bits: 320,
+        ki: "5f99dd55eaaedfd7660c72530730541f",
+        data_before_counter: "128ebf7d66d9d0b425038ca681bcad81698c173092ce07ff7d10e153bcd5a056\
+                              0e3a0314a18512143cdc6158131cf1b91db1",
+        data_after_counter: "5c482b7201779677533f",
+        ko: "1d5fc5fbb78aa813f90edc2fca584c135eaa1613cb52ba29bb7ce0fef0c46c6cf741ef793038a60f",
+    },
+    KdfMiddleVector {
+        count: 39,
+        l_bits: 320,
+        ki: "9007c206b8c2c2c359d503ced82773f9",
+        data_before_counter: "d65d5547776b251314bbf32ed3cbfe58f58fe9a1728bc9914f453adca19e7524\
+                              56e007acd084503066e2bb6525ad786ffa23",
+        data_after_counter: "6fa0efc7f7fcd6d3d7b1",
+        ko: "c1b8df19dbd5dba3363b59313a9a387809635a1f1fc54837a7bd90b7ffcf73c109c92e42f25b2da9",
+    },
+];
+
+#[test]
+fn cavp_kbkdf_counter_middle_fixed_cmac_aes128_rlen8() {
+    for v in CAVP_KDFCTR_CMAC_AES128_MIDDLE_FIXED_R8 {
+        let before = unhex(v.data_before_counter);
+        let after = unhex(v.data_after_counter);
+        assert_eq!(before.len(), 50, "COUNT={}: DataBeforeCtrLen", v.count);
+        assert_eq!(after.len(), 10, "COUNT={}: DataAfterCtrLen", v.count);
+        let expected = unhex(v.ko);
+        assert_eq!(expected.len() * 8, v.l_bits, "COUNT={}: L", v.count);
+        let mut out = vec![0u8; expected.len()];
+        kdf_cmac_counter_middle_fixed(&aes_key(v.ki), 1, &before, &after, &mut out).unwrap();
+        assert_eq!(hex::encode(&out), v.ko, "RLEN=8 COUNT={}", v.count);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// GlobalPlatform SCP03 (Amendment D § 6.2.2) derivation is the middle-fixed counter KDF
+// checked above, with an 8-bit counter, `11 zero bytes || constant || 0x00 || L (16 bits)`
+// before the counter and the context after it.
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn scp03_kdf_is_the_middle_fixed_kdf() {
+    // (key, derivation constant, context, output length in bytes)
+    let inputs = [
+        (
+            "b6e04abd1651f8794d4326f4c684e631",
+            0x04,
+            "0001020304050607f0f1f2f3f4f5f6f7",
+            16,
+        ),
+        ("a239154d967d7c9d852bd99589e1ac1c", 0x06, "", 32),
+        (
+            "9007c206b8c2c2c359d503ced82773f9",
+            0x11,
+            "6fa0efc7f7fcd6d3d7b1",
+            40,
+        ),
+    ];
+    for (key, constant, context, len) in inputs {
+        let key = aes_key(key);
+        let context = unhex(context);
+        let mut before = vec![0u8; 11];
+        before.push(constant);
+        before.push(0x00);
+        before.extend_from_slice(&u16::try_from(len * 8).unwrap().to_be_bytes());
+        assert_eq!(before.len(), 15);
+
+        let mut scp03 = vec![0u8; len];
+        kdf_cmac_scp03(&key, constant, &context, &mut scp03).unwrap();
+        let mut middle = vec![0u8; len];
+        kdf_cmac_counter_middle_fixed(&key, 1, &before, &context, &mut middle).unwrap();
+        assert_eq!(scp03, middle, "constant {constant:#04x}, {len} bytes");
+    }
 }
