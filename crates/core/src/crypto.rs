@@ -344,19 +344,9 @@ pub fn kdf_cmac_counter_before_fixed(
     fixed_input: &[u8],
     output: &mut [u8],
 ) -> Result<(), CryptoError> {
-    if !(1..=4).contains(&counter_len) {
-        return Err(CryptoError::BadLength);
-    }
-    let mut input = Vec::with_capacity(counter_len + fixed_input.len());
-    for (index, chunk) in output.chunks_mut(MAC_LEN).enumerate() {
-        let counter = (index as u32 + 1).to_be_bytes();
-        input.clear();
-        input.extend_from_slice(&counter[4 - counter_len..]);
-        input.extend_from_slice(fixed_input);
-        let block = aes_cmac(key, &input);
-        chunk.copy_from_slice(&block[..chunk.len()]);
-    }
-    Ok(())
+    // The counter-before layout is the middle layout with nothing before the counter; this
+    // also refuses outputs longer than the counter can number.
+    kdf_cmac_counter_middle_fixed(key, counter_len, &[], fixed_input, output)
 }
 
 /// Derivation constants for valuecard's key hierarchy (seed 003, Fig. 8).
