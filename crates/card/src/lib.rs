@@ -8,6 +8,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod credit;
 pub mod eeprom;
 pub mod image;
 pub mod purse;
@@ -173,25 +174,56 @@ impl<E: Eeprom, R: CryptoRngCore> Card<E, R> {
             Ok(command) => command,
             Err(error) => return Ok(Response::error(error.status_word())),
         };
-        let effect = match self.dispatch(&command) {
+        let mut effect = match self.dispatch(&command) {
             Ok(effect) => effect,
             Err(sw) => return Ok(Response::error(sw)),
         };
-        if let Some(next) = effect.commit {
-            match self.store.commit(&next.encode()) {
-                Ok(()) => self.state = next,
-                Err(ImageError::Storage(StorageError::PowerLost)) => {
-                    self.powered = false;
-                    self.volatile = Volatile::default();
-                    return Err(CardError::PowerLost);
-                }
-                Err(_) => return Ok(Response::error(StatusWord::MEMORY_FAILURE)),
+        if let Some(pending) = effect.compare_after_commit.take() {
+            // VERIFY: the decremented try counter is made durable before the presented
+            // secret is compared, so no answer (and no timing or write pattern) can reveal a
+            // wrong guess before it has cost a try.
+            if let Some(response) = self.commit_state(effect.commit.take())? {
+                return Ok(response);
             }
+            effect = match credit::compare(pending, &self.state, &mut self.volatile) {
+                Ok(effect) => effect,
+                Err(sw) => return Ok(Response::error(sw)),
+            };
+        }
+        if let Some(response) = self.commit_state(effect.commit)? {
+            return Ok(response);
         }
         Ok(Response {
             data: effect.data,
             sw: effect.sw,
         })
+    }
+
+    /// Commits `next` (if any) before the card answers. `Ok(Some(response))` is the answer to
+    /// give instead when the write failed; a power cut is `Err(PowerLost)`.
+    fn commit_state(
+        &mut self,
+        next: Option<PersistentState>,
+    ) -> Result<Option<Response>, CardError> {
+        let Some(next) = next else {
+            return Ok(None);
+        };
+        match self.store.commit(&next.encode()) {
+            Ok(()) => {
+                self.state = next;
+                Ok(None)
+            }
+            Err(ImageError::Storage(StorageError::PowerLost)) => {
+                self.powered = false;
+                self.volatile = Volatile::default();
+                Err(CardError::PowerLost)
+            }
+            Err(_) => {
+                // Nothing the failed command granted survives it.
+                self.volatile.credit_authorization = None;
+                Ok(Some(Response::error(StatusWord::MEMORY_FAILURE)))
+            }
+        }
     }
 
     fn dispatch(&mut self, command: &Command) -> Result<purse::Effect, StatusWord> {
@@ -203,6 +235,8 @@ impl<E: Eeprom, R: CryptoRngCore> Card<E, R> {
         let sessions = purse::Sessions {
             purchase: self.volatile.purchase.take(),
             load: self.volatile.load.take(),
+            password: self.volatile.password.take(),
+            service: self.volatile.service.take(),
         };
         match (command.cla, command.ins) {
             (CLA_ISO, ins::GET_CHALLENGE) | (CLA_PROPRIETARY, _) => {
@@ -256,6 +290,15 @@ fn is_purse_instruction(instruction: u8) -> bool {
             | ins::INITIALIZE_LOAD
             | ins::CREDIT
             | ins::GET_LAST_TRANSACTION
+            | ins::READ_CREDIT
+            | ins::READ_SERVICE_LOG
+            | ins::ENABLE_CREDIT
+            | ins::VERIFY_SETTING_NUMBER
+            | ins::VERIFY_PASSWORD
+            | ins::INITIALIZE_PASSWORD
+            | ins::SET_PASSWORD
+            | ins::INITIALIZE_SERVICE
+            | ins::RECORD_SERVICE
     )
 }
 

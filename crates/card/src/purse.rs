@@ -1,7 +1,8 @@
 //! The purse application (seed 003): personalization (Figs. 4B, 8), purchase (Figs. 5, 6),
-//! load (Figs. 4C, 7), and the read commands. Each handler is a pure function from the
-//! current state and one command to an [`Effect`]: response data, a status word, and the
-//! new persistent state to commit (if any). The runtime commits before it answers.
+//! load (Figs. 4C, 7), the read commands, and the dispatch of credit mode (Figs. 13-17,
+//! handlers in `credit.rs`). Each handler is a pure function from the current state and one
+//! command to an [`Effect`]: response data, a status word, and the new persistent state to
+//! commit (if any). The runtime commits before it answers.
 
 use rand_core::CryptoRngCore;
 use valuecard_core::apdu::Command;
@@ -21,6 +22,7 @@ use valuecard_core::money::Amount;
 use valuecard_core::time::Date;
 use valuecard_core::StatusWord;
 
+use crate::credit;
 use crate::state::{AbnormalCode, CardKeys, PersistentState, Purse};
 
 /// What a command does: the response and, if the command changes the card, the complete
@@ -31,22 +33,29 @@ pub struct Effect {
     pub data: Vec<u8>,
     pub sw: StatusWord,
     pub commit: Option<PersistentState>,
+    /// Set only by VERIFY SETTING NUMBER and VERIFY PASSWORD: `commit` then holds the try
+    /// counter already decremented, and only once that state is durable does the runtime
+    /// compare the presented secret ([`credit::compare`]), which gives the answer. A power
+    /// cut between the two can cost the holder a try but never gives one away.
+    pub compare_after_commit: Option<credit::PendingComparison>,
 }
 
 impl Effect {
-    fn reply(data: Vec<u8>) -> Self {
+    pub(crate) fn reply(data: Vec<u8>) -> Self {
         Effect {
             data,
             sw: StatusWord::SUCCESS,
             commit: None,
+            compare_after_commit: None,
         }
     }
 
-    fn commit(data: Vec<u8>, state: PersistentState) -> Self {
+    pub(crate) fn commit(data: Vec<u8>, state: PersistentState) -> Self {
         Effect {
             data,
             sw: StatusWord::SUCCESS,
             commit: Some(state),
+            compare_after_commit: None,
         }
     }
 
@@ -55,6 +64,20 @@ impl Effect {
             data: Vec::new(),
             sw,
             commit: Some(state),
+            compare_after_commit: None,
+        }
+    }
+
+    /// Commit `decremented` first; compare `pending` only after it is durable.
+    pub(crate) fn decrement_then_compare(
+        decremented: PersistentState,
+        pending: credit::PendingComparison,
+    ) -> Self {
+        Effect {
+            data: Vec::new(),
+            sw: StatusWord::SUCCESS,
+            commit: Some(decremented),
+            compare_after_commit: Some(pending),
         }
     }
 }
@@ -85,6 +108,10 @@ pub struct LoadSession {
 pub struct Sessions {
     pub purchase: Option<PurchaseSession>,
     pub load: Option<LoadSession>,
+    /// Between INITIALIZE PASSWORD and SET PASSWORD.
+    pub password: Option<credit::PasswordSession>,
+    /// Between INITIALIZE SERVICE and RECORD SERVICE.
+    pub service: Option<credit::ServiceSession>,
 }
 
 /// Everything the card forgets at power-off or reset.
@@ -94,6 +121,11 @@ pub struct Volatile {
     pub challenge: Option<Challenge>,
     pub purchase: Option<PurchaseSession>,
     pub load: Option<LoadSession>,
+    pub password: Option<credit::PasswordSession>,
+    pub service: Option<credit::ServiceSession>,
+    /// A successful VERIFY SETTING NUMBER or VERIFY PASSWORD, until the next INITIALIZE
+    /// PASSWORD or INITIALIZE SERVICE consumes it, the next VERIFY replaces it, or SELECT.
+    pub credit_authorization: Option<credit::Authorization>,
 }
 
 /// Which commands each life-cycle state allows: the one place that decides it.
@@ -103,9 +135,26 @@ pub fn check_allowed(ins: u8, state: &PersistentState) -> Result<(), StatusWord>
         (ins::GET_CHALLENGE, S::Manufactured { .. } | S::KeysGenerated { .. }) => true,
         (ins::GENERATE_KEY_PAIR, S::Manufactured { .. } | S::KeysGenerated { .. }) => true,
         (ins::PERSONALIZE, S::KeysGenerated { .. }) => true,
-        (ins::READ_PURSE | ins::READ_LOG | ins::GET_LAST_TRANSACTION, S::Personalized(_)) => true,
         (
-            ins::INITIALIZE_PURCHASE | ins::DEBIT | ins::INITIALIZE_LOAD | ins::CREDIT,
+            ins::READ_PURSE
+            | ins::READ_LOG
+            | ins::GET_LAST_TRANSACTION
+            | ins::READ_CREDIT
+            | ins::READ_SERVICE_LOG,
+            S::Personalized(_),
+        ) => true,
+        (
+            ins::INITIALIZE_PURCHASE
+            | ins::DEBIT
+            | ins::INITIALIZE_LOAD
+            | ins::CREDIT
+            | ins::ENABLE_CREDIT
+            | ins::VERIFY_SETTING_NUMBER
+            | ins::VERIFY_PASSWORD
+            | ins::INITIALIZE_PASSWORD
+            | ins::SET_PASSWORD
+            | ins::INITIALIZE_SERVICE
+            | ins::RECORD_SERVICE,
             S::Personalized(purse),
         ) => {
             if purse.blocked {
@@ -140,6 +189,7 @@ pub fn select_response(state: &PersistentState) -> Effect {
             StatusWord::SUCCESS
         },
         commit: None,
+        compare_after_commit: None,
     }
 }
 
@@ -155,10 +205,19 @@ pub fn handle(
         return Err(StatusWord::INCORRECT_P1_P2);
     }
     check_allowed(command.ins, state)?;
-    if matches!(command.ins, ins::READ_PURSE | ins::READ_LOG) && !command.data.is_empty() {
+    if matches!(
+        command.ins,
+        ins::READ_PURSE | ins::READ_LOG | ins::READ_CREDIT | ins::READ_SERVICE_LOG
+    ) && !command.data.is_empty()
+    {
         return Err(StatusWord::WRONG_LENGTH);
     }
-    let Sessions { purchase, load } = sessions;
+    let Sessions {
+        purchase,
+        load,
+        password,
+        service,
+    } = sessions;
     match (command.ins, state) {
         (ins::GET_CHALLENGE, _) => get_challenge(command, volatile, rng),
         (ins::GENERATE_KEY_PAIR, PersistentState::Manufactured { transport_key })
@@ -198,14 +257,43 @@ pub fn handle(
             purse,
             load.ok_or(StatusWord::CONDITIONS_NOT_SATISFIED)?,
         ),
+        (ins::READ_CREDIT, PersistentState::Personalized(purse)) => credit::read_credit(purse),
+        (ins::READ_SERVICE_LOG, PersistentState::Personalized(purse)) => {
+            credit::read_service_log(purse)
+        }
+        (ins::ENABLE_CREDIT, PersistentState::Personalized(purse)) => {
+            credit::enable_credit(command, purse)
+        }
+        (ins::VERIFY_SETTING_NUMBER, PersistentState::Personalized(purse)) => {
+            credit::verify(command, purse, volatile, credit::Secret::SettingNumber)
+        }
+        (ins::VERIFY_PASSWORD, PersistentState::Personalized(purse)) => {
+            credit::verify(command, purse, volatile, credit::Secret::Password)
+        }
+        (ins::INITIALIZE_PASSWORD, PersistentState::Personalized(purse)) => {
+            credit::initialize_password(command, purse, volatile, rng)
+        }
+        (ins::SET_PASSWORD, PersistentState::Personalized(purse)) => credit::set_password(
+            command,
+            purse,
+            password.ok_or(StatusWord::CONDITIONS_NOT_SATISFIED)?,
+        ),
+        (ins::INITIALIZE_SERVICE, PersistentState::Personalized(purse)) => {
+            credit::initialize_service(command, purse, volatile, rng)
+        }
+        (ins::RECORD_SERVICE, PersistentState::Personalized(purse)) => credit::record_service(
+            command,
+            purse,
+            service.ok_or(StatusWord::CONDITIONS_NOT_SATISFIED)?,
+        ),
         _ => {
-            let _ = (purchase, load);
+            let _ = (purchase, load, password, service);
             Err(StatusWord::INS_NOT_SUPPORTED)
         }
     }
 }
 
-fn wrong_data<E>(_: E) -> StatusWord {
+pub(crate) fn wrong_data<E>(_: E) -> StatusWord {
     StatusWord::WRONG_DATA
 }
 
@@ -345,6 +433,7 @@ fn personalize(
         log: Default::default(),
         abnormal_events: Default::default(),
         blocked: false,
+        credit: None,
     };
     Ok(Effect::commit(
         Vec::new(),
@@ -352,7 +441,7 @@ fn personalize(
     ))
 }
 
-fn cert_status(error: CertError) -> StatusWord {
+pub(crate) fn cert_status(error: CertError) -> StatusWord {
     match error {
         CertError::Expired { .. } => StatusWord::REFERENCE_DATA_NOT_USABLE,
         CertError::Encoding(_)

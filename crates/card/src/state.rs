@@ -4,9 +4,12 @@
 use std::collections::VecDeque;
 
 use valuecard_core::cert::{Certificate, TrustAnchor};
-use valuecard_core::crypto::{AesKey, PublicKey, SealingKeyPair, SigningKeyPair};
+use valuecard_core::crypto::{AesKey, PublicKey, SealingKeyPair, Signature, SigningKeyPair};
 use valuecard_core::ids::{CardId, DeviceId};
-use valuecard_core::limits::{CARD_ABNORMAL_EVENTS_MAX, CARD_LOG_ENTRIES_MAX};
+use valuecard_core::limits::{
+    CARD_ABNORMAL_EVENTS_MAX, CARD_LOG_ENTRIES_MAX, CARD_SERVICE_LOG_ENTRIES_MAX,
+};
+use valuecard_core::messages::credit::{ServiceLogEntry, CREDIT_TRIES, SETTING_SALT_LEN};
 use valuecard_core::messages::purse::{CardState, LogEntry, UsageRecord};
 use valuecard_core::money::Amount;
 use valuecard_core::time::Date;
@@ -63,6 +66,50 @@ impl core::fmt::Debug for CardKeys {
     }
 }
 
+/// The credit function (seed 003, Figs. 13-17), present once the center enabled it.
+#[derive(Clone)]
+pub struct Credit {
+    /// Last day on which the card records a service.
+    pub expiry: Date,
+    /// The secret salt of the setting commitment (sealed to the card with Ns).
+    pub setting_salt: [u8; SETTING_SALT_LEN],
+    /// C = SHA-256(label || card ID || salt || Ns); Ns itself is not kept.
+    pub setting_commitment: [u8; 32],
+    /// SA: the center's signature over (card ID, expiry, C).
+    pub enablement_signature: Signature,
+    /// Presentations left, shared by the setting number and the password; 0 blocks the
+    /// credit function for good.
+    pub tries_left: u8,
+    /// H(Nc), once a password is registered; the password itself is never stored.
+    pub password_digest: Option<[u8; 32]>,
+    /// Service records signed so far (the number of the newest).
+    pub services_recorded: u32,
+    /// Newest first, at most `CARD_SERVICE_LOG_ENTRIES_MAX`.
+    pub service_log: VecDeque<ServiceLogEntry>,
+}
+
+impl Credit {
+    pub fn blocked(&self) -> bool {
+        self.tries_left == 0
+    }
+
+    pub fn push_service(&mut self, entry: ServiceLogEntry) {
+        self.service_log.push_front(entry);
+        self.service_log.truncate(CARD_SERVICE_LOG_ENTRIES_MAX);
+    }
+}
+
+impl core::fmt::Debug for Credit {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Credit")
+            .field("expiry", &self.expiry)
+            .field("tries_left", &self.tries_left)
+            .field("password_registered", &self.password_digest.is_some())
+            .field("services_recorded", &self.services_recorded)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A personalized purse.
 #[derive(Clone, Debug)]
 pub struct Purse {
@@ -89,6 +136,8 @@ pub struct Purse {
     /// Newest first, at most `CARD_ABNORMAL_EVENTS_MAX`.
     pub abnormal_events: VecDeque<AbnormalEvent>,
     pub blocked: bool,
+    /// The credit function, absent until ENABLE CREDIT (image format 3).
+    pub credit: Option<Credit>,
 }
 
 impl Purse {
@@ -165,6 +214,19 @@ mod field {
     pub const LOG: u32 = 0xA0;
     pub const LAST_USAGE: u32 = 0xA1;
     pub const LAST_WRITER_CERTIFICATE: u32 = 0xA2;
+    pub const CREDIT: u32 = 0xA3;
+}
+
+/// Fields inside the credit template.
+mod credit_field {
+    pub const EXPIRY: u32 = 0x80;
+    pub const SALT: u32 = 0x81;
+    pub const COMMITMENT: u32 = 0x82;
+    pub const SIGNATURE: u32 = 0x83;
+    pub const TRIES_LEFT: u32 = 0x84;
+    pub const PASSWORD_DIGEST: u32 = 0x85;
+    pub const SERVICES_RECORDED: u32 = 0x86;
+    pub const SERVICE_LOG: u32 = 0xA0;
 }
 
 impl PersistentState {
@@ -210,6 +272,9 @@ impl PersistentState {
                 if let Some(certificate) = &purse.last_writer_certificate {
                     w.put(field::LAST_WRITER_CERTIFICATE, &certificate.encode());
                 }
+                if let Some(credit) = &purse.credit {
+                    encode_credit(&mut w, credit);
+                }
             }
         }
         w.into_bytes()
@@ -238,6 +303,70 @@ impl PersistentState {
         r.finish().map_err(|_| StateError("trailing bytes"))?;
         Ok(state)
     }
+}
+
+fn encode_credit(w: &mut TlvWriter, credit: &Credit) {
+    w.nested(field::CREDIT, |c| {
+        c.put_u32(credit_field::EXPIRY, credit.expiry.0)
+            .put(credit_field::SALT, &credit.setting_salt)
+            .put(credit_field::COMMITMENT, &credit.setting_commitment)
+            .put(credit_field::SIGNATURE, &credit.enablement_signature.0)
+            .put_u8(credit_field::TRIES_LEFT, credit.tries_left);
+        if let Some(digest) = &credit.password_digest {
+            c.put(credit_field::PASSWORD_DIGEST, digest);
+        }
+        let log: Vec<ServiceLogEntry> = credit.service_log.iter().cloned().collect();
+        c.put_u32(credit_field::SERVICES_RECORDED, credit.services_recorded)
+            .put(
+                credit_field::SERVICE_LOG,
+                &ServiceLogEntry::encode_list(&log),
+            );
+    });
+}
+
+fn decode_credit(value: &[u8]) -> Result<Credit, StateError> {
+    let bad = |_| StateError("credit");
+    let mut r = TlvReader::new(value);
+    let expiry = Date(
+        be_u32(
+            credit_field::EXPIRY,
+            r.expect(credit_field::EXPIRY).map_err(bad)?,
+        )
+        .map_err(bad)?,
+    );
+    let setting_salt = r.expect_array(credit_field::SALT).map_err(bad)?;
+    let setting_commitment = r.expect_array(credit_field::COMMITMENT).map_err(bad)?;
+    let enablement_signature = Signature(r.expect_array(credit_field::SIGNATURE).map_err(bad)?);
+    let [tries_left] = r.expect_array::<1>(credit_field::TRIES_LEFT).map_err(bad)?;
+    if tries_left > CREDIT_TRIES {
+        return Err(StateError("credit tries"));
+    }
+    let password_digest = r
+        .optional(credit_field::PASSWORD_DIGEST)
+        .map_err(bad)?
+        .map(<[u8; 32]>::try_from)
+        .transpose()
+        .map_err(|_| StateError("credit password digest"))?;
+    let services_recorded = be_u32(
+        credit_field::SERVICES_RECORDED,
+        r.expect(credit_field::SERVICES_RECORDED).map_err(bad)?,
+    )
+    .map_err(bad)?;
+    let service_log =
+        ServiceLogEntry::decode_list(r.expect(credit_field::SERVICE_LOG).map_err(bad)?)
+            .map_err(|_| StateError("credit service log"))?
+            .into();
+    r.finish().map_err(bad)?;
+    Ok(Credit {
+        expiry,
+        setting_salt,
+        setting_commitment,
+        enablement_signature,
+        tries_left,
+        password_digest,
+        services_recorded,
+        service_log,
+    })
 }
 
 fn encode_keys(w: &mut TlvWriter, keys: &CardKeys) {
@@ -344,6 +473,12 @@ fn decode_purse(r: &mut TlvReader<'_>) -> Result<Purse, StateError> {
         .map(Certificate::decode)
         .transpose()
         .map_err(|_| StateError("last writer certificate"))?;
+    // Images before format 3 have no credit template.
+    let credit = r
+        .optional(field::CREDIT)
+        .map_err(|_| StateError("credit"))?
+        .map(decode_credit)
+        .transpose()?;
     Ok(Purse {
         keys,
         card_key,
@@ -363,5 +498,6 @@ fn decode_purse(r: &mut TlvReader<'_>) -> Result<Purse, StateError> {
             1 => true,
             _ => return Err(StateError("blocked")),
         },
+        credit,
     })
 }

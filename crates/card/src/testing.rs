@@ -92,7 +92,34 @@ pub fn personalized(balance: Amount) -> PersistentState {
         log: Default::default(),
         abnormal_events: Default::default(),
         blocked: false,
+        credit: None,
     }))
+}
+
+/// ENABLE CREDIT data for the card of [`personalized`], signed by the test root: the center's
+/// side of Fig. 13, for tests that start from a personalized card.
+pub fn enable_credit(
+    setting_number: &valuecard_core::messages::credit::SettingNumber,
+    expiry: Date,
+    rng: &mut impl rand_core::CryptoRngCore,
+) -> valuecard_core::messages::credit::EnableCredit {
+    use valuecard_core::messages::credit::{
+        sealed_setting_aad, setting_commitment, EnableCredit, SETTING_SALT_LEN,
+    };
+    let card_id = CardId(*b"CARD0001");
+    let salt: [u8; SETTING_SALT_LEN] = valuecard_core::crypto::random_array(rng);
+    let mut plain = salt.to_vec();
+    plain.extend_from_slice(setting_number.as_bytes());
+    let recipient = SealingKeyPair::from_secret([0x45; 32]).public_key();
+    let sealed_setting =
+        valuecard_core::crypto::seal_to(rng, &recipient, &sealed_setting_aad(&card_id), &plain)
+            .unwrap_or_default();
+    let commitment = setting_commitment(&card_id, &salt, setting_number);
+    EnableCredit {
+        expiry,
+        signature: root_key().sign(&EnableCredit::signed_message(&card_id, expiry, &commitment)),
+        sealed_setting,
+    }
 }
 
 fn unreachable_key() -> AesKey {

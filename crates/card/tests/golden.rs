@@ -11,6 +11,11 @@ use valuecard_card::image::{EEPROM_SIZE, FORMAT_VERSION, FORMAT_VERSION_MIN};
 use valuecard_card::state::PersistentState;
 use valuecard_card::{testing, Card};
 use valuecard_core::apdu::{Command, Response};
+use valuecard_core::ids::{CardId, DeviceId};
+use valuecard_core::messages::credit::{
+    CreditSessionOffer, CreditSessionRequest, Password, RecordService, SetPassword, SettingNumber,
+    VerifyPassword, VerifySettingNumber,
+};
 use valuecard_core::messages::purse::{
     ins, DebitCommand, InitializePurchase, PurchaseCommit, PurchaseOffer, PURSE_AID,
 };
@@ -84,7 +89,84 @@ fn reference_image() -> Vec<u8> {
             .with_le(256),
     );
     assert!(answer.sw.is_success(), "{}", answer.sw);
+    credit_with_one_service(&mut card);
     memory.snapshot()
+}
+
+/// Format 3: credit enabled, a password registered (after one wrong setting number), and one
+/// service recorded.
+fn credit_with_one_service(card: &mut Card<MemoryEeprom, rand_chacha::ChaCha20Rng>) {
+    let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(43);
+    let proprietary =
+        |ins: u8, data: Vec<u8>| Command::new(0x80, ins, 0, 0).with_data(data).with_le(256);
+    let setting_number = SettingNumber::parse("27182818").unwrap();
+    let enable = testing::enable_credit(&setting_number, testing::today().add_days(365), &mut rng);
+    let ok = |response: Response| {
+        assert!(response.sw.is_success(), "{}", response.sw);
+        response.data
+    };
+    ok(send(card, proprietary(ins::ENABLE_CREDIT, enable.encode())));
+    let wrong = VerifySettingNumber {
+        setting_number: SettingNumber::parse("00000000").unwrap(),
+    };
+    let answer = send(
+        card,
+        proprietary(ins::VERIFY_SETTING_NUMBER, wrong.encode()),
+    );
+    assert_eq!(answer.sw.0, 0x63C2);
+    ok(send(
+        card,
+        proprietary(
+            ins::VERIFY_SETTING_NUMBER,
+            VerifySettingNumber { setting_number }.encode(),
+        ),
+    ));
+    let (terminal_key, certificate) = testing::terminal();
+    let request = CreditSessionRequest {
+        terminal_certificate: certificate,
+        challenge_terminal: [0x22; 16],
+    };
+    let offer = CreditSessionOffer::decode(&ok(send(
+        card,
+        proprietary(ins::INITIALIZE_PASSWORD, request.encode()),
+    )))
+    .unwrap();
+    let password = Password::parse("1414").unwrap();
+    let signature = terminal_key.sign(&SetPassword::signed_message(
+        &CardId(*b"CARD0001"),
+        &DeviceId(*b"TERMINAL"),
+        &[0x22; 16],
+        &offer.challenge_card,
+        &password,
+    ));
+    ok(send(
+        card,
+        proprietary(
+            ins::SET_PASSWORD,
+            SetPassword {
+                password: password.clone(),
+                signature,
+            }
+            .encode(),
+        ),
+    ));
+    ok(send(
+        card,
+        proprietary(ins::VERIFY_PASSWORD, VerifyPassword { password }.encode()),
+    ));
+    ok(send(
+        card,
+        proprietary(ins::INITIALIZE_SERVICE, request.encode()),
+    ));
+    let record = RecordService {
+        amount: Amount::new(260).unwrap(),
+        date: testing::today(),
+        terminal_sequence: 8,
+    };
+    ok(send(
+        card,
+        proprietary(ins::RECORD_SERVICE, record.encode()),
+    ));
 }
 
 #[test]
@@ -113,6 +195,15 @@ fn every_format_version_has_a_golden_image_that_loads() {
         assert_eq!(purse.counter, 1);
         assert_eq!(purse.log.len(), 1);
         assert!(purse.last_usage.is_some() && purse.last_writer_certificate.is_some());
+        if version >= 3 {
+            let credit = purse.credit.as_ref().expect("format 3 holds credit");
+            assert_eq!(credit.tries_left, 3);
+            assert!(credit.password_digest.is_some());
+            assert_eq!(credit.services_recorded, 1);
+            assert_eq!(credit.service_log.len(), 1);
+        } else {
+            assert!(purse.credit.is_none());
+        }
     }
 }
 

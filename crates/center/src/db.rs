@@ -74,6 +74,8 @@ pub const MIGRATIONS: &[&str] = &[
     crate::stamps::MIGRATION,
     // 5: restorations of destroyed cards, one per card.
     crate::lists::RESTORATION_MIGRATION,
+    // 6: credit mode (Figs. 13-17): credit accounts and the cards' signed service records.
+    crate::credit::MIGRATION,
 ];
 
 /// Takes the next value of a named sequence inside the caller's transaction.

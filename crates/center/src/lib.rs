@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod credit;
 pub mod db;
 pub mod keys;
 pub mod lists;
@@ -86,6 +87,10 @@ pub struct Center {
     /// Randomness for first stamps and delivery nonces, seeded from the caller's source
     /// (the operating system, or a fixed seed in reproducible simulations).
     rng: rand_chacha::ChaCha20Rng,
+    /// Setting numbers drawn in this process and not yet handed to their holders
+    /// (`credit.rs`); never stored.
+    setting_letters:
+        std::collections::HashMap<CardId, valuecard_core::messages::credit::SettingNumber>,
 }
 
 impl core::fmt::Debug for Center {
@@ -137,6 +142,7 @@ impl Center {
             db,
             clock,
             rng: seeded(rng),
+            setting_letters: Default::default(),
         })
     }
 
@@ -156,6 +162,7 @@ impl Center {
             db,
             clock,
             rng: seeded(&mut rand_core::OsRng),
+            setting_letters: Default::default(),
         })
     }
 
@@ -859,6 +866,7 @@ impl Center {
             db,
             clock,
             rng: seeded(rng),
+            setting_letters: Default::default(),
         })
     }
 }

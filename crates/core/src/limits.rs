@@ -18,6 +18,8 @@ pub const CERTIFICATE_CHAIN_MAX: usize = 3;
 pub const BALANCE_MAX_MINOR: u64 = 100_000_000;
 /// Entries kept in the card's transaction log (a ring: the oldest is dropped).
 pub const CARD_LOG_ENTRIES_MAX: usize = 16;
+/// Service records kept in the card's service log (credit mode; a ring: the oldest is dropped).
+pub const CARD_SERVICE_LOG_ENTRIES_MAX: usize = 16;
 /// Entries kept in the card's abnormal-event record.
 pub const CARD_ABNORMAL_EVENTS_MAX: usize = 8;
 /// Length of every protocol challenge (R, X, Y in seed 003).

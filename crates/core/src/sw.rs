@@ -51,6 +51,16 @@ impl StatusWord {
     /// 6A85: Nc inconsistent with TLV structure (used for an insufficient balance, see docs).
     pub const INSUFFICIENT_FUNDS: StatusWord = StatusWord(0x6A85);
 
+    /// 63Cx: verification failed, `x` tries left (ISO/IEC 7816-4 § 5.6); at most 15.
+    pub fn verification_failed(tries_left: u8) -> StatusWord {
+        StatusWord(0x63C0 | u16::from(tries_left.min(0x0F)))
+    }
+
+    /// The tries left of a 63Cx answer, `None` for any other status word.
+    pub fn tries_left(self) -> Option<u8> {
+        (self.0 & 0xFFF0 == 0x63C0).then_some((self.0 & 0x000F) as u8)
+    }
+
     pub fn from_bytes(sw1: u8, sw2: u8) -> StatusWord {
         StatusWord(u16::from_be_bytes([sw1, sw2]))
     }
@@ -73,6 +83,9 @@ impl StatusWord {
 
     /// A short English meaning, for tools and error messages.
     pub fn meaning(self) -> &'static str {
+        if self.tries_left().is_some() {
+            return "verification failed (tries left in the low digit)";
+        }
         match self {
             StatusWord::SUCCESS => "success",
             StatusWord::DATA_CORRUPTED => "data may be corrupted",
@@ -131,5 +144,8 @@ mod tests {
             StatusWord::INSUFFICIENT_FUNDS.to_string(),
             "6A85 (insufficient balance)"
         );
+        assert_eq!(StatusWord::verification_failed(2), StatusWord(0x63C2));
+        assert_eq!(StatusWord(0x63C2).tries_left(), Some(2));
+        assert_eq!(StatusWord::AUTHENTICATION_BLOCKED.tries_left(), None);
     }
 }

@@ -26,7 +26,10 @@
 //!   image through the caller's `open` function and connects again;
 //! - a dropped connection (pcscd stopped or restarted) is a power off; the bridge
 //!   reconnects with a growing back-off until told to stop;
-//! - a frame longer than [`MAX_FRAME_LEN`] is refused by closing the connection.
+//! - a frame longer than [`MAX_FRAME_LEN`] is refused by closing the connection;
+//! - for tests of terminals, an [`InjectedDrop`] makes the bridge drop the connection on
+//!   purpose at a chosen command APDU (before the card sees it, or after it committed and
+//!   instead of its answer) and then stop serving: to pcscd the card was pulled out.
 //!
 //! Everything is blocking `std::net` I/O with a short read timeout, so a stop flag set from
 //! another thread or a signal handler is seen within [`BridgeConfig::poll`].
@@ -135,6 +138,30 @@ impl Default for BridgeConfig {
     }
 }
 
+/// A connection drop the bridge injects on purpose, to test what a terminal does when the
+/// card leaves in the middle of a command (`valuecard card attach --danger-drop-after N`,
+/// `--danger-drop-after-commit N`). Command APDUs are counted from 1 over the bridge's whole
+/// life, across connections; control messages do not count. After the drop the bridge
+/// stops serving: [`VpcdBridge::run_until`] returns, and a new bridge on the same image is
+/// the card's next power-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InjectedDrop {
+    /// When the Nth command APDU arrives, drop the connection before the card sees it.
+    BeforeApdu(u64),
+    /// Let the card process the Nth command APDU, committing whatever it changes, then drop
+    /// the connection instead of sending the response.
+    AfterApdu(u64),
+}
+
+impl InjectedDrop {
+    /// The number of the command APDU the drop happens at.
+    pub fn apdu(self) -> u64 {
+        match self {
+            InjectedDrop::BeforeApdu(n) | InjectedDrop::AfterApdu(n) => n,
+        }
+    }
+}
+
 /// Something that happened at the bridge, for a log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -168,6 +195,12 @@ pub enum BridgeEvent {
     PowerLost,
     /// The card was opened again from its image after a power cut.
     CardReopened,
+    /// The connection was dropped on purpose at command APDU `apdu` (an [`InjectedDrop`]);
+    /// `processed` says whether the card processed that command first.
+    DroppedOnPurpose {
+        apdu: u64,
+        processed: bool,
+    },
 }
 
 impl fmt::Display for BridgeEvent {
@@ -200,6 +233,21 @@ impl fmt::Display for BridgeEvent {
                 "the card lost power during a write and did not answer; dropping the connection",
             ),
             BridgeEvent::CardReopened => f.write_str("card re-opened from its image"),
+            BridgeEvent::DroppedOnPurpose {
+                apdu,
+                processed: false,
+            } => write!(
+                f,
+                "dropping the connection on purpose at command APDU {apdu}, before the card saw it"
+            ),
+            BridgeEvent::DroppedOnPurpose {
+                apdu,
+                processed: true,
+            } => write!(
+                f,
+                "dropping the connection on purpose after the card processed command APDU \
+                 {apdu}, instead of its response"
+            ),
         }
     }
 }
@@ -298,6 +346,8 @@ enum End {
     Closed,
     TooLong(usize),
     PowerLost,
+    /// An [`InjectedDrop`].
+    Dropped,
     Io(io::Error),
 }
 
@@ -311,6 +361,7 @@ impl fmt::Display for End {
                 "refused a {len}-byte frame, longer than {MAX_FRAME_LEN} bytes"
             ),
             End::PowerLost => f.write_str("card lost power"),
+            End::Dropped => f.write_str("dropped on purpose"),
             End::Io(error) => write!(f, "I/O error: {error}"),
         }
     }
@@ -332,6 +383,10 @@ where
     stream: Option<TcpStream>,
     config: BridgeConfig,
     observer: Option<Observer>,
+    injected_drop: Option<InjectedDrop>,
+    /// Command APDUs received so far, over all connections.
+    apdus: u64,
+    dropped: bool,
 }
 
 impl<E, R, F> fmt::Debug for VpcdBridge<E, R, F>
@@ -367,6 +422,9 @@ where
             stream: None,
             config: BridgeConfig::default(),
             observer: None,
+            injected_drop: None,
+            apdus: 0,
+            dropped: false,
         })
     }
 
@@ -384,6 +442,18 @@ where
     pub fn with_config(mut self, config: BridgeConfig) -> Self {
         self.config = config;
         self
+    }
+
+    /// Drops the connection on purpose at a chosen command APDU, then stops (see
+    /// [`InjectedDrop`]).
+    pub fn with_injected_drop(mut self, drop: InjectedDrop) -> Self {
+        self.injected_drop = Some(drop);
+        self
+    }
+
+    /// Whether the bridge stopped because of its [`InjectedDrop`].
+    pub fn dropped_on_purpose(&self) -> bool {
+        self.dropped
     }
 
     /// Calls `observer` with every event (connections, power, APDUs).
@@ -434,9 +504,9 @@ where
         }))
     }
 
-    /// Serves the card until `stop` is set: connects, answers vpcd, and after a dropped
-    /// connection or a power cut connects again. Returns an error only if the card cannot
-    /// be re-opened from its image.
+    /// Serves the card until `stop` is set (or its [`InjectedDrop`] happened): connects,
+    /// answers vpcd, and after a dropped connection or a power cut connects again. Returns
+    /// an error only if the card cannot be re-opened from its image.
     pub fn run_until(&mut self, stop: &AtomicBool) -> Result<(), BridgeError> {
         let mut backoff = self.config.initial_backoff;
         let mut attempt = 0u32;
@@ -466,7 +536,8 @@ where
             let (end, frames) = self.serve(stream, stop);
             // Whatever ended the connection, the card is no longer powered by this reader.
             self.card.reset();
-            let stopped = matches!(end, End::Stopped);
+            let stopped = matches!(end, End::Stopped | End::Dropped);
+            self.dropped |= matches!(end, End::Dropped);
             let power_lost = matches!(end, End::PowerLost);
             self.emit(BridgeEvent::Disconnected {
                 reason: end.to_string(),
@@ -511,6 +582,7 @@ where
                     }
                 }
                 Answer::PowerLost => break End::PowerLost,
+                Answer::Drop => break End::Dropped,
             }
         };
         let _ = stream.shutdown(Shutdown::Both);
@@ -545,6 +617,14 @@ where
                 }
             },
             apdu => {
+                self.apdus = self.apdus.saturating_add(1);
+                if self.injected_drop == Some(InjectedDrop::BeforeApdu(self.apdus)) {
+                    self.emit(BridgeEvent::DroppedOnPurpose {
+                        apdu: self.apdus,
+                        processed: false,
+                    });
+                    return Answer::Drop;
+                }
                 let response = match self.card.transmit(apdu) {
                     Ok(response) => response,
                     Err(CardError::PowerLost) => {
@@ -562,6 +642,13 @@ where
                     ins: apdu[1],
                     sw,
                 });
+                if self.injected_drop == Some(InjectedDrop::AfterApdu(self.apdus)) {
+                    self.emit(BridgeEvent::DroppedOnPurpose {
+                        apdu: self.apdus,
+                        processed: true,
+                    });
+                    return Answer::Drop;
+                }
                 Answer::Frame(response)
             }
         }
@@ -572,6 +659,8 @@ enum Answer {
     None,
     Frame(Vec<u8>),
     PowerLost,
+    /// An [`InjectedDrop`]: close the connection without an answer.
+    Drop,
 }
 
 fn sleep_unless_stopped(total: Duration, stop: &AtomicBool, step: Duration) {
@@ -1004,6 +1093,136 @@ mod tests {
         apdu.push(0x00);
         vpcd.send(&apdu);
         !vpcd.closed_by_card()
+    }
+
+    /// A manufactured card behind a bridge that drops at `drop`; the bridge runs in a thread
+    /// that reports, when it ends, whether it ended because of the drop.
+    fn drop_test(
+        drop: InjectedDrop,
+    ) -> (
+        MemoryEeprom,
+        AesKey,
+        TcpListener,
+        Arc<AtomicBool>,
+        mpsc::Receiver<Result<bool, BridgeError>>,
+        Events,
+    ) {
+        let transport_key = AesKey::from_slice(&[0x44; 16]).unwrap();
+        let memory = MemoryEeprom::new(EEPROM_SIZE);
+        Card::manufacture(memory.clone(), transport_key.clone(), OsRng).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let stop = Arc::new(AtomicBool::new(false));
+        let events: Events = Arc::default();
+        let (done_tx, done) = mpsc::channel();
+        let thread_memory = memory.clone();
+        let thread_stop = Arc::clone(&stop);
+        let thread_events = Arc::clone(&events);
+        thread::spawn(move || {
+            let result = VpcdBridge::new(addr, move || Card::open(thread_memory.clone(), OsRng))
+                .map(|bridge| {
+                    bridge
+                        .with_config(fast())
+                        .with_injected_drop(drop)
+                        .on_event(move |event| thread_events.lock().unwrap().push(event.clone()))
+                })
+                .and_then(|mut bridge| {
+                    bridge.run_until(&thread_stop)?;
+                    Ok(bridge.dropped_on_purpose())
+                });
+            let _ = done_tx.send(result);
+        });
+        (memory, transport_key, listener, stop, done, events)
+    }
+
+    /// The bridge ended by itself (no stop flag) and does not connect again.
+    fn assert_bridge_ended_by_the_drop(
+        listener: &TcpListener,
+        done: &mpsc::Receiver<Result<bool, BridgeError>>,
+    ) {
+        let dropped = done
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the bridge stops after its injected drop")
+            .unwrap();
+        assert!(dropped, "the bridge reports the drop");
+        listener.set_nonblocking(true).unwrap();
+        thread::sleep(fast().initial_backoff * 5);
+        assert!(
+            matches!(listener.accept(), Err(error) if error.kind() == io::ErrorKind::WouldBlock),
+            "no new connection after the drop"
+        );
+    }
+
+    #[test]
+    fn injected_drop_before_an_apdu_leaves_it_unprocessed_and_ends_the_bridge() {
+        // SELECT is command APDU 1, GET CHALLENGE 2, GENERATE KEY PAIR 3.
+        let (memory, transport_key, listener, stop, done, events) =
+            drop_test(InjectedDrop::BeforeApdu(3));
+        let mut vpcd = FakeVpcd::accept(&listener);
+        // Control messages are not counted.
+        vpcd.send(&[ctrl::POWER_ON]);
+        vpcd.send(&[ctrl::GET_ATR]);
+        assert_eq!(vpcd.recv(), ATR.to_vec());
+        assert!(
+            !generate_key_pair(&mut vpcd, &transport_key),
+            "dropped instead of answering"
+        );
+        assert_bridge_ended_by_the_drop(&listener, &done);
+        stop.store(true, Ordering::SeqCst);
+        let card = Card::open(memory.clone(), OsRng).unwrap();
+        assert!(
+            matches!(card.state(), PersistentState::Manufactured { .. }),
+            "the dropped command never reached the card"
+        );
+        let events = events.lock().unwrap();
+        assert!(events.contains(&BridgeEvent::DroppedOnPurpose {
+            apdu: 3,
+            processed: false
+        }));
+        assert!(!events
+            .iter()
+            .any(|event| matches!(event, BridgeEvent::Apdu { ins: 0x46, .. })));
+        assert!(matches!(
+            events.last(),
+            Some(BridgeEvent::Disconnected { reason }) if reason == "dropped on purpose"
+        ));
+    }
+
+    #[test]
+    fn injected_drop_after_an_apdu_commits_it_withholds_the_answer_and_ends_the_bridge() {
+        let (memory, transport_key, listener, stop, done, events) =
+            drop_test(InjectedDrop::AfterApdu(3));
+        let mut vpcd = FakeVpcd::accept(&listener);
+        assert!(
+            !generate_key_pair(&mut vpcd, &transport_key),
+            "dropped instead of answering"
+        );
+        assert_bridge_ended_by_the_drop(&listener, &done);
+        stop.store(true, Ordering::SeqCst);
+        let card = Card::open(memory.clone(), OsRng).unwrap();
+        assert!(
+            matches!(card.state(), PersistentState::KeysGenerated { .. }),
+            "the card committed the command before the drop"
+        );
+        let events = events.lock().unwrap();
+        let dropped = events
+            .iter()
+            .position(|event| {
+                *event
+                    == BridgeEvent::DroppedOnPurpose {
+                        apdu: 3,
+                        processed: true,
+                    }
+            })
+            .expect("drop event");
+        assert!(matches!(
+            events[dropped - 1],
+            BridgeEvent::Apdu {
+                ins: 0x46,
+                sw: 0x9000,
+                ..
+            }
+        ));
     }
 
     #[test]

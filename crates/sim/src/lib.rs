@@ -205,6 +205,36 @@ impl World {
         Ok(())
     }
 
+    /// Enables the credit function of the card in `reader` (Fig. 13's issuance data) until
+    /// `expiry` (the center's default when `None`), and returns the setting number the
+    /// holder receives from the center.
+    pub fn enable_credit(
+        &mut self,
+        reader: &mut impl CardReader,
+        expiry: Option<Date>,
+    ) -> Result<valuecard_core::messages::credit::SettingNumber, WorldError> {
+        let enabled = self
+            .dispenser
+            .enable_credit(reader, &mut self.center, expiry)?;
+        self.center
+            .take_setting_number(&enabled.card_id)
+            .ok_or_else(|| WorldError::Other("the center handed out no setting number".into()))
+    }
+
+    /// Every terminal sends its signed service records to the center.
+    pub fn upload_service_records(
+        &mut self,
+    ) -> Result<valuecard_core::messages::credit::ServiceReceipt, WorldError> {
+        let mut total = valuecard_core::messages::credit::ServiceReceipt::default();
+        for terminal in &mut self.terminals {
+            let receipt = terminal.upload_service_records(&mut self.center)?;
+            total.stored += receipt.stored;
+            total.duplicates += receipt.duplicates;
+            total.refused.extend(receipt.refused);
+        }
+        Ok(total)
+    }
+
     /// Total committed purchases over every terminal, and what is still in doubt.
     pub fn spent(&self) -> Result<(u64, u64), WorldError> {
         let mut committed = 0;

@@ -167,3 +167,84 @@ pub fn stolen_terminal(
         usize::from(refused),
     ))
 }
+
+/// Credit mode (Figs. 13-17): card `a` gets its credit function, its holder registers a
+/// password with the setting number and is served twice; the center's statement for the
+/// month sums the card-signed records. Card `b`'s holder registers a password and then types
+/// a wrong one three times: the credit function locks, and the right password no longer
+/// opens it. Returns both outcomes and the statement.
+pub fn credit_mode(
+    world: &mut World,
+    a: &mut impl CardReader,
+    b: &mut impl CardReader,
+) -> Result<
+    (
+        ScenarioOutcome,
+        ScenarioOutcome,
+        valuecard_center::credit::Statement,
+    ),
+    WorldError,
+> {
+    use valuecard_core::messages::credit::Password;
+    let password = |text: &str| Password::parse(text).map_err(|e| WorldError::Other(e.to_string()));
+    let setting_a = world.enable_credit(a, None)?;
+    let session = world.terminals[0].open_credit(a)?;
+    world.terminals[0].register_password(a, &session, &setting_a, &password("4321")?)?;
+    world.terminals[0].credit_service(a, &password("4321")?, amount(1_200)?)?;
+    world.terminals[0].credit_service(a, &password("4321")?, amount(350)?)?;
+    world.upload_service_records()?;
+    let month = {
+        let (year, month, _) = world.today().to_ymd();
+        format!("{year:04}-{month:02}")
+    };
+    let statement = world.center.statement(&month)?;
+    let billed = statement
+        .cards
+        .iter()
+        .find(|card| Some(card.card_id) == read_purse(a).ok().map(|s| s.card_id));
+    let statement_held =
+        billed.is_some_and(|card| card.total_minor == 1_550 && card.lines.len() == 2);
+    let statement_outcome = ScenarioOutcome {
+        name: "monthly statement",
+        held: statement_held,
+        detail: format!(
+            "two services (12.00 and 3.50) signed by the card with its password verified; the center's statement for \
+             {month} charges the card {}",
+            billed.map_or("nothing".to_owned(), |card| Amount::new(card.total_minor).map_or(String::new(), |a| a.to_string()))
+        ),
+    };
+
+    let setting_b = world.enable_credit(b, None)?;
+    let session = world.terminals[0].open_credit(b)?;
+    world.terminals[0].register_password(b, &session, &setting_b, &password("2468")?)?;
+    let mut answers = Vec::new();
+    for wrong in ["1111", "2222", "3333"] {
+        answers.push(
+            match world.terminals[0].credit_service(b, &password(wrong)?, amount(100)?) {
+                Err(TerminalError::WrongPassword { tries_left }) => {
+                    format!("wrong, {tries_left} left")
+                }
+                Err(TerminalError::CreditBlocked) => "locked".to_owned(),
+                other => format!("{other:?}"),
+            },
+        );
+    }
+    let right_refused = matches!(
+        world.terminals[0].credit_service(b, &password("2468")?, amount(100)?),
+        Err(TerminalError::CreditBlocked)
+    );
+    let lock_outcome = ScenarioOutcome {
+        name: "password locked after three wrong tries",
+        held: answers.last().is_some_and(|answer| answer == "locked") && right_refused,
+        detail: format!(
+            "three wrong passwords: {}; the right password afterwards: {}",
+            answers.join(", "),
+            if right_refused {
+                "refused (locked)"
+            } else {
+                "ACCEPTED"
+            }
+        ),
+    };
+    Ok((lock_outcome, statement_outcome, statement))
+}

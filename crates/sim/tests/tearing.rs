@@ -7,17 +7,30 @@
 mod common;
 
 use common::*;
+use valuecard_card::eeprom::MemoryEeprom;
 use valuecard_card::state::PersistentState;
+use valuecard_core::messages::credit::{Password, SettingNumber};
 use valuecard_core::messages::purse::CardState;
 use valuecard_sim::{attacks, read_purse, World};
+use valuecard_terminal::store::{ServiceStatus, TerminalStore};
 
-/// What must be either old or new: the life-cycle state, balance, counter, abnormal events.
+/// What must be either old or new: the life-cycle state, balance, counter, abnormal events,
+/// and the credit function (tries left, password digest, services recorded, log length).
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Summary {
     state: CardState,
     balance: u64,
     counter: u32,
     abnormal: usize,
+    credit: Option<CreditSummary>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct CreditSummary {
+    tries: u8,
+    password: Option<[u8; 32]>,
+    services: u32,
+    log: usize,
 }
 
 fn summary(reader: &TestReader) -> Summary {
@@ -28,12 +41,19 @@ fn summary(reader: &TestReader) -> Summary {
             balance: purse.balance.minor(),
             counter: purse.counter,
             abnormal: purse.abnormal_events.len(),
+            credit: purse.credit.as_ref().map(|credit| CreditSummary {
+                tries: credit.tries_left,
+                password: credit.password_digest,
+                services: credit.services_recorded,
+                log: credit.service_log.len(),
+            }),
         },
         other => Summary {
             state: other.card_state(),
             balance: 0,
             counter: 0,
             abnormal: 0,
+            credit: None,
         },
     }
 }
@@ -213,6 +233,219 @@ fn a_raised_balance_blocks_atomically_at_every_write() {
         |_, reader| {
             let status = read_purse(reader).unwrap();
             assert_eq!(status.balance.minor(), 1_000);
+        },
+    );
+}
+
+/// An issued card whose credit function is enabled and whose holder registered `1234` at
+/// terminal 0.
+fn credit_card(world: &mut World, name: &str) -> (TestReader, MemoryEeprom) {
+    let (mut reader, memory) = issued_card(world, name, 1_000);
+    let setting = world.enable_credit(&mut reader, None).unwrap();
+    let session = world.terminals[0].open_credit(&mut reader).unwrap();
+    world.terminals[0]
+        .register_password(&mut reader, &session, &setting, &password("1234"))
+        .unwrap();
+    (reader, memory)
+}
+
+fn password(text: &str) -> Password {
+    Password::parse(text).unwrap()
+}
+
+fn with_credit(summary: &Summary, change: impl FnOnce(&mut CreditSummary)) -> Summary {
+    let mut next = summary.clone();
+    change(next.credit.as_mut().unwrap());
+    next
+}
+
+/// The states a presentation may leave: untouched, or its try spent (the decrement is
+/// durable, the restore or the rest is not).
+fn spent_a_try(before: &Summary) -> Summary {
+    with_credit(before, |credit| credit.tries -= 1)
+}
+
+#[test]
+fn credit_enablement_survives_a_cut_at_every_write() {
+    tear_every_write(
+        7,
+        |world| issued_card(world, "enable", 1_000),
+        |world, reader| {
+            let _ = world
+                .dispenser
+                .enable_credit(reader, &mut world.center, None);
+        },
+        |before, after| {
+            assert!(before.credit.is_none());
+            assert_eq!(after.credit.as_ref().unwrap().tries, 3);
+            vec![before.clone(), after.clone()]
+        },
+        |world, reader| {
+            // The dispenser asks again: the center answers with the same enablement, which the
+            // card takes whether or not it had committed, and the one setting number letter
+            // registers a password.
+            let enabled = world
+                .dispenser
+                .enable_credit(reader, &mut world.center, None)
+                .unwrap();
+            let setting = world.center.take_setting_number(&enabled.card_id).unwrap();
+            let session = world.terminals[0].open_credit(reader).unwrap();
+            world.terminals[0]
+                .register_password(reader, &session, &setting, &password("1234"))
+                .unwrap();
+        },
+    );
+}
+
+#[test]
+fn password_registration_survives_a_cut_at_every_write() {
+    // Three commits: the decrement, the restore, the password.
+    tear_every_write(
+        8,
+        |world| {
+            let (mut reader, memory) = issued_card(world, "register", 1_000);
+            world
+                .dispenser
+                .enable_credit(&mut reader, &mut world.center, None)
+                .unwrap();
+            (reader, memory)
+        },
+        |world, reader| {
+            let card_id = read_purse(reader).unwrap().card_id;
+            let setting = world.center.take_setting_number(&card_id).unwrap();
+            let Ok(session) = world.terminals[0].open_credit(reader) else {
+                return;
+            };
+            let _ =
+                world.terminals[0].register_password(reader, &session, &setting, &password("1234"));
+        },
+        |before, after| {
+            assert!(after.credit.as_ref().unwrap().password.is_some());
+            vec![before.clone(), spent_a_try(before), after.clone()]
+        },
+        |world, reader| {
+            // Whatever the card kept, the holder can still use or register the password.
+            let outcome = world.terminals[0].credit_service(reader, &password("1234"), amount(10));
+            match outcome {
+                Ok(_) => {}
+                Err(valuecard_terminal::TerminalError::NoPasswordRegistered) => {
+                    assert!(summary(reader).credit.unwrap().tries >= 2);
+                }
+                Err(other) => panic!("{other}"),
+            }
+        },
+    );
+}
+
+#[test]
+fn a_wrong_setting_number_survives_a_cut_at_every_write() {
+    tear_every_write(
+        9,
+        |world| {
+            let (mut reader, memory) = issued_card(world, "wrong setting", 1_000);
+            world.enable_credit(&mut reader, None).unwrap();
+            (reader, memory)
+        },
+        |world, reader| {
+            let Ok(session) = world.terminals[0].open_credit(reader) else {
+                return;
+            };
+            let wrong = SettingNumber::parse("99999999").unwrap();
+            let _ =
+                world.terminals[0].register_password(reader, &session, &wrong, &password("1234"));
+        },
+        |before, after| {
+            assert_eq!(after, &spent_a_try(before));
+            vec![before.clone(), after.clone()]
+        },
+        |_, _| {},
+    );
+}
+
+#[test]
+fn a_credit_service_survives_a_cut_at_every_write() {
+    // Three commits: the decrement, the restore, the service record.
+    tear_every_write(
+        10,
+        |world| credit_card(world, "service"),
+        |world, reader| {
+            let _ = world.terminals[0].credit_service(reader, &password("1234"), amount(640));
+        },
+        |before, after| {
+            assert_eq!(after.credit.as_ref().unwrap().services, 1);
+            vec![before.clone(), spent_a_try(before), after.clone()]
+        },
+        |world, reader| {
+            // Presented again, the terminal settles what it holds in doubt from the card's
+            // signed log: it ends with a signed record exactly when the card signed one, and
+            // the center charges exactly that.
+            world.terminals[0].open_credit(reader).unwrap();
+            let recorded = summary(reader).credit.unwrap().services;
+            let services = world.terminals[0].store().services().unwrap();
+            assert!(services.iter().all(|s| s.status != ServiceStatus::InDoubt));
+            let signed = services
+                .iter()
+                .filter(|s| s.status == ServiceStatus::Signed)
+                .count() as u32;
+            assert_eq!(signed, recorded);
+            assert_eq!(world.upload_service_records().unwrap().stored, recorded);
+            let charged = world.center.statement("2026-06").unwrap().total_minor;
+            assert_eq!(charged, 640 * u64::from(recorded));
+        },
+    );
+}
+
+#[test]
+fn a_wrong_password_survives_a_cut_at_every_write() {
+    tear_every_write(
+        11,
+        |world| credit_card(world, "wrong password"),
+        |world, reader| {
+            let _ = world.terminals[0].credit_service(reader, &password("9999"), amount(10));
+        },
+        |before, after| {
+            assert_eq!(after, &spent_a_try(before));
+            vec![before.clone(), after.clone()]
+        },
+        |world, reader| {
+            world.terminals[0]
+                .credit_service(reader, &password("1234"), amount(10))
+                .unwrap();
+        },
+    );
+}
+
+#[test]
+fn a_password_change_survives_a_cut_at_every_write() {
+    tear_every_write(
+        12,
+        |world| credit_card(world, "change"),
+        |world, reader| {
+            let Ok(session) = world.terminals[0].open_credit(reader) else {
+                return;
+            };
+            let _ = world.terminals[0].change_password(
+                reader,
+                &session,
+                &password("1234"),
+                &password("98765"),
+            );
+        },
+        |before, after| {
+            assert_ne!(
+                before.credit.as_ref().unwrap().password,
+                after.credit.as_ref().unwrap().password
+            );
+            vec![before.clone(), spent_a_try(before), after.clone()]
+        },
+        |world, reader| {
+            // Exactly one of the two passwords is the card's.
+            let new = world.terminals[0].credit_service(reader, &password("98765"), amount(10));
+            if new.is_err() {
+                world.terminals[0]
+                    .credit_service(reader, &password("1234"), amount(10))
+                    .unwrap();
+            }
         },
     );
 }

@@ -25,7 +25,9 @@ pub fn get_challenge() -> Command {
 pub fn proprietary(instruction: u8, data: Vec<u8>) -> Command {
     let command = Command::new(CLA_PROPRIETARY, instruction, 0, 0).with_data(data);
     match instruction {
-        ins::INITIALIZE_PURCHASE | ins::READ_LOG | ins::READ_PURSE => command.with_le(LE_EXTENDED),
+        ins::INITIALIZE_PURCHASE | ins::READ_LOG | ins::READ_PURSE | ins::READ_SERVICE_LOG => {
+            command.with_le(LE_EXTENDED)
+        }
         _ => command.with_le(LE_SHORT),
     }
 }

@@ -1,5 +1,6 @@
-//! The card dispenser (seed 003): issues cards (Fig. 4B with the key delivery of Fig. 8) and
-//! loads value online through the center (Figs. 4C and 7).
+//! The card dispenser (seed 003): issues cards (Fig. 4B with the key delivery of Fig. 8),
+//! enables their credit function (Fig. 13's issuance data), and loads value online through
+//! the center (Figs. 4C and 7).
 
 use rand_core::{CryptoRngCore, OsRng};
 use valuecard_core::cert::TrustAnchor;
@@ -8,13 +9,14 @@ use valuecard_core::ids::{CardId, DeviceId};
 use valuecard_core::messages::center::{
     CardCertificationRequest, CardIdRequest, CenterLink, LoadRequest, LoadSettlement,
 };
+use valuecard_core::messages::credit::{CreditLink, CreditRequest};
 use valuecard_core::messages::purse::{
     ins, CardState, Challenge, CreditCommand, GenerateKeyPairCommand, GenerateKeyPairResponse,
     InitializeLoad, LoadOffer, PersonalizeCommand, SelectResponse, TransactionKind,
     UpdateConfirmation,
 };
 use valuecard_core::money::Amount;
-use valuecard_core::time::Clock;
+use valuecard_core::time::{Clock, Date};
 use valuecard_core::StatusWord;
 use valuecard_reader::{CardReader, ReaderError};
 use valuecard_sam::Sam;
@@ -30,6 +32,14 @@ pub struct LoadReceipt {
     pub load_number: u32,
     pub amount: Amount,
     pub balance_after: Amount,
+}
+
+/// A card whose credit function the center enabled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreditEnabled {
+    pub card_id: CardId,
+    /// The last day the card records services.
+    pub expiry: Date,
 }
 
 /// A dispenser: SAM and clock; it reaches the center through a [`CenterLink`].
@@ -239,6 +249,34 @@ impl<S: Sam, R: CryptoRngCore> Dispenser<S, R> {
             load_number: approval.load_number,
             amount,
             balance_after: approval.balance_after,
+        })
+    }
+
+    /// Fig. 13's issuance data: the center draws the setting number Ns for the card in the
+    /// reader, seals it (with a secret salt) to the card's certified X25519 key and signs
+    /// SA(IDU, expiry, C); the dispenser relays ENABLE CREDIT and never sees Ns. `expiry` is
+    /// the operator's choice of last day, or the center's default. Asking again for an
+    /// enabled card relays the same data, which the card accepts without change.
+    pub fn enable_credit(
+        &mut self,
+        reader: &mut impl CardReader,
+        center: &mut impl CreditLink,
+        expiry: Option<Date>,
+    ) -> Result<CreditEnabled, TerminalError> {
+        let card = self.select(reader)?;
+        let command = center.enable_credit(&CreditRequest {
+            dispenser_id: self.sam.device_id(),
+            card_id: card.card_id(),
+            expiry,
+        })?;
+        run(
+            reader,
+            "ENABLE CREDIT",
+            &proprietary(ins::ENABLE_CREDIT, command.encode()),
+        )?;
+        Ok(CreditEnabled {
+            card_id: card.card_id(),
+            expiry: command.expiry,
         })
     }
 

@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod card_commands;
+pub mod credit;
 pub mod dispenser;
 pub mod payment;
 pub mod store;
@@ -74,4 +75,23 @@ pub enum TerminalError {
     Center(#[from] CenterError),
     #[error("terminal storage: {0}")]
     Store(String),
+    #[error("the card has no credit function")]
+    CreditNotEnabled,
+    #[error("the card's credit expired on {expiry} (today is {today})")]
+    CreditExpired {
+        expiry: valuecard_core::time::Date,
+        today: valuecard_core::time::Date,
+    },
+    #[error("the card's credit function is blocked after three wrong entries")]
+    CreditBlocked,
+    #[error("no password is registered on the card: register one with the setting number")]
+    NoPasswordRegistered,
+    #[error("wrong setting number: {tries_left} tries left")]
+    WrongSettingNumber { tries_left: u8 },
+    #[error("wrong password: {tries_left} tries left")]
+    WrongPassword { tries_left: u8 },
+    #[error("the center's credit enablement on the card does not verify")]
+    BadCreditEnablement,
+    #[error("service {sequence} is in doubt: the card may have signed it; present the card again to settle it")]
+    ServiceInDoubt { sequence: u32 },
 }

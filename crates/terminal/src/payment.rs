@@ -88,10 +88,10 @@ pub struct Settlement {
 
 /// A payment terminal: SAM, records and clock.
 pub struct PaymentTerminal<S: Sam, T: TerminalStore, R: CryptoRngCore = OsRng> {
-    sam: S,
-    store: T,
-    clock: Box<dyn Clock>,
-    rng: R,
+    pub(crate) sam: S,
+    pub(crate) store: T,
+    pub(crate) clock: Box<dyn Clock>,
+    pub(crate) rng: R,
     /// The center's lists as last loaded from the store.
     lists: Option<crate::store::LocalLists>,
 }
@@ -133,7 +133,12 @@ impl<S: Sam, T: TerminalStore, R: CryptoRngCore> PaymentTerminal<S, T, R> {
         &mut self.sam
     }
 
-    fn anchor(&self) -> Result<TrustAnchor, TerminalError> {
+    /// Replaces the terminal's calendar (tests and simulations move time this way).
+    pub fn set_clock(&mut self, clock: Box<dyn Clock>) {
+        self.clock = clock;
+    }
+
+    pub(crate) fn anchor(&self) -> Result<TrustAnchor, TerminalError> {
         Ok(*self.sam.anchor()?)
     }
 

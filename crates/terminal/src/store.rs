@@ -8,6 +8,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use valuecard_core::crypto::Signature;
 use valuecard_core::ids::{CardId, DeviceId};
 use valuecard_core::messages::center::{ListDelta, ListEntry, ListReason};
+use valuecard_core::messages::credit::ServiceRecord;
 use valuecard_core::messages::purse::{Challenge, TerminalStamp, UsageRecord};
 use valuecard_core::money::Amount;
 use valuecard_core::time::Date;
@@ -66,6 +67,76 @@ pub struct PurchaseRecord {
     pub stamp: TerminalStamp,
     /// Whether the center has acknowledged this record.
     pub uploaded: bool,
+}
+
+/// Where a credit service (Fig. 17) stands at the terminal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ServiceStatus {
+    /// RECORD SERVICE sent, answer not received: the card may or may not have signed it.
+    InDoubt,
+    /// The card's SU(M * IDU) is held: ready for the center.
+    Signed,
+    /// The card shows it never recorded the service.
+    Cancelled,
+}
+
+impl ServiceStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceStatus::InDoubt => "in_doubt",
+            ServiceStatus::Signed => "signed",
+            ServiceStatus::Cancelled => "cancelled",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "in_doubt" => ServiceStatus::InDoubt,
+            "signed" => ServiceStatus::Signed,
+            "cancelled" => ServiceStatus::Cancelled,
+            _ => return None,
+        })
+    }
+}
+
+/// One credit service as the terminal recorded it: stored in doubt before RECORD SERVICE is
+/// sent, then with the card's signature once the card answered (or its log showed it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceEntry {
+    /// The terminal's sequence number (shared with purchases).
+    pub sequence: u32,
+    pub card_id: CardId,
+    pub amount: Amount,
+    pub date: Date,
+    /// The number the card gives this record: its count before the service, plus one.
+    pub service_number: u32,
+    pub status: ServiceStatus,
+    /// SU(M * IDU), when signed.
+    pub card_signature: Option<Signature>,
+    /// Whether the center has acknowledged this record.
+    pub uploaded: bool,
+}
+
+impl ServiceEntry {
+    /// The signed record for the center, once the card signed it.
+    pub fn record(&self, terminal_id: DeviceId) -> Option<ServiceRecord> {
+        if self.status != ServiceStatus::Signed {
+            return None;
+        }
+        Some(ServiceRecord {
+            card_id: self.card_id,
+            terminal_id,
+            terminal_sequence: self.sequence,
+            service_number: self.service_number,
+            amount: self.amount,
+            date: self.date,
+            card_signature: self.card_signature?,
+        })
+    }
+}
+
+fn no_service_records() -> TerminalError {
+    TerminalError::Store("this store keeps no credit service records".into())
 }
 
 /// What a terminal keeps of the center's lists.
@@ -135,6 +206,44 @@ pub trait TerminalStore: Send {
     fn mark_uploaded(&mut self, sequences: &[u32]) -> Result<(), TerminalError>;
     fn lists(&self) -> Result<LocalLists, TerminalError>;
     fn save_lists(&mut self, lists: &LocalLists) -> Result<(), TerminalError>;
+    /// Stores a credit service (status `InDoubt`) before its RECORD SERVICE is sent.
+    fn record_service(&mut self, _service: &ServiceEntry) -> Result<(), TerminalError> {
+        Err(no_service_records())
+    }
+    /// How a service in doubt ended: signed by the card (`Some`), or never recorded (`None`).
+    fn settle_service(
+        &mut self,
+        _sequence: u32,
+        _signature: Option<Signature>,
+    ) -> Result<(), TerminalError> {
+        Err(no_service_records())
+    }
+    /// Every credit service, oldest first.
+    fn services(&self) -> Result<Vec<ServiceEntry>, TerminalError> {
+        Ok(Vec::new())
+    }
+    fn services_in_doubt_for_card(
+        &self,
+        card_id: &CardId,
+    ) -> Result<Vec<ServiceEntry>, TerminalError> {
+        Ok(self
+            .services()?
+            .into_iter()
+            .filter(|s| s.card_id == *card_id && s.status == ServiceStatus::InDoubt)
+            .collect())
+    }
+    /// Signed services the center has not acknowledged yet, oldest first.
+    fn pending_service_uploads(&self, limit: usize) -> Result<Vec<ServiceEntry>, TerminalError> {
+        Ok(self
+            .services()?
+            .into_iter()
+            .filter(|s| s.status == ServiceStatus::Signed && !s.uploaded)
+            .take(limit)
+            .collect())
+    }
+    fn mark_services_uploaded(&mut self, _sequences: &[u32]) -> Result<(), TerminalError> {
+        Err(no_service_records())
+    }
     fn totals(&self) -> Result<TerminalTotals, TerminalError> {
         let mut totals = TerminalTotals::default();
         for record in self.records()? {
@@ -182,6 +291,31 @@ impl TerminalStore for Box<dyn TerminalStore> {
     fn save_lists(&mut self, lists: &LocalLists) -> Result<(), TerminalError> {
         (**self).save_lists(lists)
     }
+    fn record_service(&mut self, service: &ServiceEntry) -> Result<(), TerminalError> {
+        (**self).record_service(service)
+    }
+    fn settle_service(
+        &mut self,
+        sequence: u32,
+        signature: Option<Signature>,
+    ) -> Result<(), TerminalError> {
+        (**self).settle_service(sequence, signature)
+    }
+    fn services(&self) -> Result<Vec<ServiceEntry>, TerminalError> {
+        (**self).services()
+    }
+    fn services_in_doubt_for_card(
+        &self,
+        card_id: &CardId,
+    ) -> Result<Vec<ServiceEntry>, TerminalError> {
+        (**self).services_in_doubt_for_card(card_id)
+    }
+    fn pending_service_uploads(&self, limit: usize) -> Result<Vec<ServiceEntry>, TerminalError> {
+        (**self).pending_service_uploads(limit)
+    }
+    fn mark_services_uploaded(&mut self, sequences: &[u32]) -> Result<(), TerminalError> {
+        (**self).mark_services_uploaded(sequences)
+    }
 }
 
 /// A store in memory: for benchmarks, simulations and tests.
@@ -190,6 +324,7 @@ pub struct MemoryStore {
     next: u32,
     records: Vec<PurchaseRecord>,
     lists: LocalLists,
+    services: Vec<ServiceEntry>,
 }
 
 impl TerminalStore for MemoryStore {
@@ -246,6 +381,48 @@ impl TerminalStore for MemoryStore {
         self.lists = lists.clone();
         Ok(())
     }
+
+    fn record_service(&mut self, service: &ServiceEntry) -> Result<(), TerminalError> {
+        if self.services.iter().any(|s| s.sequence == service.sequence) {
+            return Err(TerminalError::Store(format!(
+                "service {} is already recorded",
+                service.sequence
+            )));
+        }
+        self.services.push(service.clone());
+        Ok(())
+    }
+
+    fn settle_service(
+        &mut self,
+        sequence: u32,
+        signature: Option<Signature>,
+    ) -> Result<(), TerminalError> {
+        let service = self
+            .services
+            .iter_mut()
+            .find(|s| s.sequence == sequence)
+            .ok_or_else(|| TerminalError::Store(format!("no service {sequence}")))?;
+        service.status = match signature {
+            Some(_) => ServiceStatus::Signed,
+            None => ServiceStatus::Cancelled,
+        };
+        service.card_signature = signature;
+        Ok(())
+    }
+
+    fn services(&self) -> Result<Vec<ServiceEntry>, TerminalError> {
+        Ok(self.services.clone())
+    }
+
+    fn mark_services_uploaded(&mut self, sequences: &[u32]) -> Result<(), TerminalError> {
+        for service in &mut self.services {
+            if sequences.contains(&service.sequence) {
+                service.uploaded = true;
+            }
+        }
+        Ok(())
+    }
 }
 
 const MIGRATIONS: &[&str] = &[
@@ -280,6 +457,21 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE purchases ADD COLUMN stamp_count INTEGER;
     ALTER TABLE purchases ADD COLUMN stamp_signature BLOB;
+"#,
+    // Credit services (Fig. 17) with the card's signature, for upload to the center.
+    r#"
+    CREATE TABLE services (
+        sequence        INTEGER PRIMARY KEY,
+        card_id         BLOB NOT NULL CHECK (length(card_id) = 8),
+        amount_minor    INTEGER NOT NULL CHECK (amount_minor > 0),
+        date            INTEGER NOT NULL,
+        service_number  INTEGER NOT NULL,
+        status          TEXT NOT NULL CHECK (status IN ('in_doubt', 'signed', 'cancelled')),
+        card_signature  BLOB CHECK (card_signature IS NULL OR length(card_signature) = 64),
+        uploaded        INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX services_in_doubt ON services (card_id) WHERE status = 'in_doubt';
+    CREATE INDEX services_to_upload ON services (sequence) WHERE status = 'signed' AND uploaded = 0;
 "#,
 ];
 
@@ -344,6 +536,52 @@ impl SqliteStore {
         let mut out = Vec::new();
         while let Some(row) = rows.next().map_err(storage)? {
             out.push(decode_row(row).map_err(storage)??);
+        }
+        Ok(out)
+    }
+}
+
+impl SqliteStore {
+    fn read_services(
+        &self,
+        filter: &str,
+        card: Option<&CardId>,
+    ) -> Result<Vec<ServiceEntry>, TerminalError> {
+        let sql = format!(
+            "SELECT sequence, card_id, amount_minor, date, service_number, status, card_signature, uploaded
+             FROM services {filter} ORDER BY sequence"
+        );
+        let mut statement = self.db.prepare(&sql).map_err(storage)?;
+        let mut rows = match card {
+            Some(card) => statement.query([&card.0[..]]),
+            None => statement.query([]),
+        }
+        .map_err(storage)?;
+        let corrupt =
+            |what: &str| TerminalError::Store(format!("stored service has an invalid {what}"));
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(storage)? {
+            let card: Vec<u8> = row.get(1).map_err(storage)?;
+            let status: String = row.get(5).map_err(storage)?;
+            let signature: Option<Vec<u8>> = row.get(6).map_err(storage)?;
+            let number = |index: usize, what: &str| -> Result<u32, TerminalError> {
+                u32::try_from(row.get::<_, i64>(index).map_err(storage)?).map_err(|_| corrupt(what))
+            };
+            out.push(ServiceEntry {
+                sequence: number(0, "sequence")?,
+                card_id: CardId::from_slice(&card).map_err(|_| corrupt("card id"))?,
+                amount: Amount::new(row.get::<_, i64>(2).map_err(storage)? as u64)
+                    .map_err(|_| corrupt("amount"))?,
+                date: Date(number(3, "date")?),
+                service_number: number(4, "service number")?,
+                status: ServiceStatus::parse(&status).ok_or_else(|| corrupt("status"))?,
+                card_signature: signature
+                    .as_deref()
+                    .map(Signature::from_slice)
+                    .transpose()
+                    .map_err(|_| corrupt("signature"))?,
+                uploaded: row.get::<_, i64>(7).map_err(storage)? != 0,
+            });
         }
         Ok(out)
     }
@@ -574,6 +812,82 @@ impl TerminalStore for SqliteStore {
                 [lists.version as i64],
             )
             .map_err(storage)?;
+        transaction.commit().map_err(storage)
+    }
+
+    fn record_service(&mut self, service: &ServiceEntry) -> Result<(), TerminalError> {
+        self.db
+            .execute(
+                "INSERT INTO services (sequence, card_id, amount_minor, date, service_number, status, card_signature, uploaded)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    service.sequence,
+                    &service.card_id.0[..],
+                    service.amount.minor() as i64,
+                    service.date.0,
+                    service.service_number,
+                    service.status.as_str(),
+                    service.card_signature.as_ref().map(|s| s.0.to_vec()),
+                    service.uploaded as i64,
+                ],
+            )
+            .map_err(storage)?;
+        Ok(())
+    }
+
+    fn settle_service(
+        &mut self,
+        sequence: u32,
+        signature: Option<Signature>,
+    ) -> Result<(), TerminalError> {
+        let status = match signature {
+            Some(_) => ServiceStatus::Signed,
+            None => ServiceStatus::Cancelled,
+        };
+        let changed = self
+            .db
+            .execute(
+                "UPDATE services SET status = ?2, card_signature = ?3 WHERE sequence = ?1",
+                params![
+                    sequence,
+                    status.as_str(),
+                    signature.as_ref().map(|s| s.0.to_vec())
+                ],
+            )
+            .map_err(storage)?;
+        if changed == 0 {
+            return Err(TerminalError::Store(format!("no service {sequence}")));
+        }
+        Ok(())
+    }
+
+    fn services(&self) -> Result<Vec<ServiceEntry>, TerminalError> {
+        self.read_services("", None)
+    }
+
+    fn services_in_doubt_for_card(
+        &self,
+        card_id: &CardId,
+    ) -> Result<Vec<ServiceEntry>, TerminalError> {
+        self.read_services("WHERE card_id = ?1 AND status = 'in_doubt'", Some(card_id))
+    }
+
+    fn pending_service_uploads(&self, limit: usize) -> Result<Vec<ServiceEntry>, TerminalError> {
+        let mut services = self.read_services("WHERE status = 'signed' AND uploaded = 0", None)?;
+        services.truncate(limit);
+        Ok(services)
+    }
+
+    fn mark_services_uploaded(&mut self, sequences: &[u32]) -> Result<(), TerminalError> {
+        let transaction = self.db.transaction().map_err(storage)?;
+        for sequence in sequences {
+            transaction
+                .execute(
+                    "UPDATE services SET uploaded = 1 WHERE sequence = ?1",
+                    [sequence],
+                )
+                .map_err(storage)?;
+        }
         transaction.commit().map_err(storage)
     }
 }

@@ -1,6 +1,11 @@
 //! `valuecard card attach`: put a card image into a PC/SC reader. The card is served to
 //! vsmartcard's virtual reader driver vpcd (loaded by pcscd) until the process is
 //! interrupted or terminated; every PC/SC application then sees it in vpcd's reader slot.
+//!
+//! The `--danger-*` options inject faults for tests of terminals: the bridge drops its
+//! connection to vpcd at a chosen command APDU, which pcscd and the terminal see as the card
+//! being pulled out, and the process exits. Attaching the same image again is the card's
+//! next power-up.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -9,7 +14,38 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use valuecard_card::FileCard;
-use valuecard_reader::vpcd::{BridgeEvent, VpcdBridge, ATR};
+use valuecard_reader::vpcd::{BridgeEvent, InjectedDrop, VpcdBridge, ATR};
+
+/// Fault injection, for tests of what a terminal does when the card leaves mid-command.
+/// Named `danger`: a card served this way misbehaves on purpose.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct DangerArgs {
+    /// DANGER, for tests: when the Nth command APDU arrives (counted from 1 since the start),
+    /// drop the connection to vpcd before the card sees it (to pcscd and the terminal, the
+    /// card was pulled out), then exit.
+    #[arg(
+        long,
+        value_name = "N",
+        value_parser = clap::value_parser!(u64).range(1..),
+        conflicts_with = "danger_drop_after_commit"
+    )]
+    pub danger_drop_after: Option<u64>,
+    /// DANGER, for tests: let the card process the Nth command APDU (counted from 1 since
+    /// the start) and commit what it changes, then drop the connection to vpcd instead of
+    /// answering, and exit.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub danger_drop_after_commit: Option<u64>,
+}
+
+impl DangerArgs {
+    fn injected_drop(&self) -> Option<InjectedDrop> {
+        match (self.danger_drop_after, self.danger_drop_after_commit) {
+            (Some(n), _) => Some(InjectedDrop::BeforeApdu(n)),
+            (None, Some(n)) => Some(InjectedDrop::AfterApdu(n)),
+            (None, None) => None,
+        }
+    }
+}
 
 /// `HOST:PORT` of slot 0 plus `slot` on the port.
 fn slot_address(vpcd: &str, slot: u16) -> Result<String, String> {
@@ -38,7 +74,13 @@ fn worth_logging(event: &BridgeEvent, verbose: bool) -> bool {
     }
 }
 
-pub fn run(card_path: &Path, vpcd: &str, slot: u16, verbose: bool) -> Result<ExitCode, String> {
+pub fn run(
+    card_path: &Path,
+    vpcd: &str,
+    slot: u16,
+    verbose: bool,
+    danger: &DangerArgs,
+) -> Result<ExitCode, String> {
     let addr = slot_address(vpcd, slot)?;
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -62,6 +104,10 @@ pub fn run(card_path: &Path, vpcd: &str, slot: u16, verbose: bool) -> Result<Exi
                 );
             }
         });
+    let injected_drop = danger.injected_drop();
+    if let Some(drop) = injected_drop {
+        bridge = bridge.with_injected_drop(drop);
+    }
     let state = bridge.card().state();
     let card_id = state
         .card_id()
@@ -72,16 +118,67 @@ pub fn run(card_path: &Path, vpcd: &str, slot: u16, verbose: bool) -> Result<Exi
         state.card_state(),
         hex::encode_upper(ATR),
     );
+    if let Some(drop) = injected_drop {
+        let how = match drop {
+            InjectedDrop::BeforeApdu(_) => "before the card sees it",
+            InjectedDrop::AfterApdu(_) => "after the card processed it, instead of its answer",
+        };
+        eprintln!(
+            "valuecard attach: DANGER: will drop the connection at command APDU {}, {how}, \
+             and exit",
+            drop.apdu()
+        );
+    }
     bridge
         .run_until(&stop)
         .map_err(|error| format!("{label}: {error}"))?;
-    eprintln!("valuecard attach: stopped; the card is out of the reader");
+    if bridge.dropped_on_purpose() {
+        eprintln!(
+            "valuecard attach: dropped the connection on purpose; the card is out of the \
+             reader (attach the image again to power it up)"
+        );
+    } else {
+        eprintln!("valuecard attach: stopped; the card is out of the reader");
+    }
     Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(clap::Parser, Debug)]
+    struct DangerCli {
+        #[command(flatten)]
+        danger: DangerArgs,
+    }
+
+    fn parse_danger(args: &[&str]) -> Result<Option<InjectedDrop>, clap::Error> {
+        use clap::Parser;
+        let cli = DangerCli::try_parse_from(std::iter::once("attach").chain(args.iter().copied()))?;
+        Ok(cli.danger.injected_drop())
+    }
+
+    #[test]
+    fn danger_options_choose_the_drop() {
+        assert_eq!(parse_danger(&[]).unwrap(), None);
+        assert_eq!(
+            parse_danger(&["--danger-drop-after", "2"]).unwrap(),
+            Some(InjectedDrop::BeforeApdu(2))
+        );
+        assert_eq!(
+            parse_danger(&["--danger-drop-after-commit", "3"]).unwrap(),
+            Some(InjectedDrop::AfterApdu(3))
+        );
+        assert!(parse_danger(&["--danger-drop-after", "0"]).is_err());
+        assert!(parse_danger(&[
+            "--danger-drop-after",
+            "1",
+            "--danger-drop-after-commit",
+            "1"
+        ])
+        .is_err());
+    }
 
     #[test]
     fn slot_is_added_to_the_port() {

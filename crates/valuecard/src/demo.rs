@@ -82,6 +82,7 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, String> {
         scenarios,
         clones_detected,
         stolen_terminal_refusals,
+        statements,
         cards,
         purchases,
     } = outcome;
@@ -109,6 +110,7 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, String> {
             })).collect::<Vec<_>>(),
             "clones_detected": clones_detected,
             "stolen_terminal_refusals": stolen_terminal_refusals,
+            "statements": statements,
             "cards": cards,
             "purchases": purchases,
         });
@@ -156,6 +158,7 @@ struct DemoReport {
     scenarios: Vec<ScenarioOutcome>,
     clones_detected: usize,
     stolen_terminal_refusals: usize,
+    statements: Vec<serde_json::Value>,
     cards: Vec<serde_json::Value>,
     purchases: Vec<serde_json::Value>,
 }
@@ -251,8 +254,25 @@ fn run_in(dir: &Path, out: &mut Account) -> Result<DemoReport, WorldError> {
     }
 
     out.say("");
-    out.say("The center's controls (Figs. 9-12)");
+    out.say("The center's controls (Figs. 9-17)");
     let (clone_outcome, clones_detected) = scenarios::cloned_card_drill(today)?;
+    let (lock_outcome, statement_outcome, statement) = {
+        let (first, rest) = readers.split_at_mut(2);
+        scenarios::credit_mode(&mut world, &mut first[1], &mut rest[0])?
+    };
+    let statements = vec![serde_json::json!({
+        "month": statement.month,
+        "total": statement.total_minor,
+        "cards": statement.cards.iter().map(|card| serde_json::json!({
+            "card": card.card_id.to_string(),
+            "total": card.total_minor,
+            "lines": card.lines.iter().map(|line| serde_json::json!({
+                "date": line.date.to_string(),
+                "terminal": line.terminal_id.to_string(),
+                "amount": line.amount.minor(),
+            })).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+    })];
     scenarios::sync_all(&mut world)?;
     let (stolen_outcome, stolen_terminal_refusals) = {
         let (first, rest) = readers.split_at_mut(2);
@@ -260,7 +280,13 @@ fn run_in(dir: &Path, out: &mut Account) -> Result<DemoReport, WorldError> {
     };
     let lost_outcome = scenarios::lost_card(&mut world, &mut readers[0])?;
     scenarios::sync_all(&mut world)?;
-    let scenario_list = vec![clone_outcome, lost_outcome, stolen_outcome];
+    let scenario_list = vec![
+        clone_outcome,
+        lost_outcome,
+        stolen_outcome,
+        lock_outcome,
+        statement_outcome,
+    ];
     for scenario in &scenario_list {
         out.say(format!(
             "  [{}] {}: {}",
@@ -302,6 +328,7 @@ fn run_in(dir: &Path, out: &mut Account) -> Result<DemoReport, WorldError> {
         scenarios: scenario_list,
         clones_detected,
         stolen_terminal_refusals,
+        statements,
         cards,
         purchases,
     })

@@ -224,16 +224,29 @@ pub fn terminal_install(
     Ok(ExitCode::SUCCESS)
 }
 
-/// Manufactures a card image and issues it through a dispenser (Figs. 4B, 4C, 7, 8).
+/// Manufactures a card image and issues it through a dispenser (Figs. 4B, 4C, 7, 8); with
+/// `credit`, also enables its credit function (Fig. 13) until the given date or the center's
+/// default, and prints the setting number once.
 pub fn card_issue(
     data: &Path,
     out: &Path,
     value: Option<&str>,
     dispenser_name: &str,
     center_url: Option<&str>,
+    credit: Option<Option<&str>>,
     json_output: bool,
 ) -> Result<ExitCode, String> {
     let value = value.map(parse_amount).transpose()?.unwrap_or(Amount::ZERO);
+    let credit = credit
+        .map(|expiry| expiry.map(crate::credit_cli::parse_date).transpose())
+        .transpose()?;
+    if credit.is_some() && center_url.is_some() {
+        return Err(
+            "credit is enabled where the center's files are (without --center): the setting \
+             number is handed out there"
+                .into(),
+        );
+    }
     let mut center = CenterAccess::open(data, dispenser_name, center_url)?;
     let mut dispenser = datadir::open_dispenser(data, dispenser_name)?;
     if out.exists() {
@@ -257,13 +270,24 @@ pub fn card_issue(
             .load(&mut reader, &mut center.link(), value)
             .map_err(|e| explain(&e))?;
     }
-    print(
-        json_output,
-        json!({"card": card_id.to_string(), "image": out.display().to_string(), "balance": value.minor()}),
-        || {
-            println!("card {card_id} issued with {value} into {}", out.display());
-        },
-    );
+    let credit =
+        match (credit, &mut center) {
+            (Some(expiry), CenterAccess::Local(center)) => Some(
+                crate::credit_cli::enable_at_issuance(&mut dispenser, &mut reader, center, expiry)?,
+            ),
+            _ => None,
+        };
+    let mut report = json!({"card": card_id.to_string(), "image": out.display().to_string(), "balance": value.minor()});
+    if let Some((expiry, setting_number)) = &credit {
+        report["credit"] =
+            json!({"expiry": expiry.to_string(), "setting_number": setting_number.expose()});
+    }
+    print(json_output, report, || {
+        println!("card {card_id} issued with {value} into {}", out.display());
+        if let Some((expiry, setting_number)) = &credit {
+            println!("  credit until {expiry}; setting number {} (give it to the holder: it is not shown again)", setting_number.expose());
+        }
+    });
     Ok(ExitCode::SUCCESS)
 }
 

@@ -5,7 +5,9 @@
 mod attach;
 mod bench;
 mod bench_ingest;
+mod bench_pcsc;
 mod card_tool;
+mod credit_cli;
 mod datadir;
 mod demo;
 mod lifecycle;
@@ -116,6 +118,20 @@ enum CenterCommands {
         out: PathBuf,
         #[arg(long, default_value = "dispenser-1")]
         dispenser: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Monthly statements of credit mode (Figs. 13-17): per card, the service records dated in
+    /// the month and their total.
+    Statements {
+        #[arg(long)]
+        data: PathBuf,
+        /// The month, as YYYY-MM.
+        #[arg(long)]
+        month: String,
+        /// The center's records are in PostgreSQL at this URL (as given to `center init`).
+        #[arg(long, value_name = "URL")]
+        database: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -234,6 +250,55 @@ enum TerminalCommands {
         #[arg(long)]
         json: bool,
     },
+    /// Credit mode: register a password with the setting number from the center (Figs. 13
+    /// and 15), or change it with the current password.
+    CreditPassword {
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long, default_value = "terminal-1")]
+        terminal: String,
+        /// The 8-digit setting number the center gave the holder (first registration).
+        #[arg(long, conflicts_with = "current_password")]
+        setting_number: Option<String>,
+        /// The current password (to change it).
+        #[arg(long)]
+        current_password: Option<String>,
+        /// The new password: 4 to 12 digits.
+        #[arg(long)]
+        password: String,
+        #[command(flatten)]
+        reader: lifecycle::ReaderArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Credit mode: the holder's password, then a service charged to the card's account and
+    /// signed by the card (Figs. 16 and 17).
+    CreditService {
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long, default_value = "terminal-1")]
+        terminal: String,
+        #[arg(long)]
+        password: String,
+        /// The charge in currency units with up to two decimals, e.g. 3.20.
+        #[arg(long)]
+        amount: String,
+        #[command(flatten)]
+        reader: lifecycle::ReaderArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Credit mode: send the terminal's signed service records to the center.
+    CreditUpload {
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long, default_value = "terminal-1")]
+        terminal: String,
+        #[arg(long, value_name = "URL")]
+        database: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Advance the terminal's one-way time stamp (daily) and report it to the center.
     AdvanceStamp {
         #[arg(long)]
@@ -266,6 +331,12 @@ enum CardCommands {
         /// Reach the center's HTTP service at this URL instead of opening its database.
         #[arg(long, value_name = "URL")]
         center: Option<String>,
+        /// Also enable the card's credit function (Fig. 13) and print its setting number.
+        #[arg(long)]
+        credit: bool,
+        /// The last day of credit use, YYYY-MM-DD (default: the center's, two years).
+        #[arg(long, value_name = "DATE", requires = "credit")]
+        credit_expiry: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -297,6 +368,8 @@ enum CardCommands {
         /// Also log every command APDU and its status word.
         #[arg(long, short)]
         verbose: bool,
+        #[command(flatten)]
+        danger: attach::DangerArgs,
     },
 }
 
@@ -307,6 +380,9 @@ enum BenchCommands {
     Purchase(bench::PurchaseArgs),
     /// Center ingestion of signed usage records against Ed25519 batch verification.
     Ingest(bench_ingest::IngestArgs),
+    /// APDU round trips through pcscd and vpcd: a valuecard card in `card attach`, vsmartcard's
+    /// vicc, and a card that answers at once (needs the `pcsc` feature).
+    Pcsc(bench_pcsc::PcscArgs),
 }
 
 fn terminal(command: TerminalCommands) -> Result<ExitCode, String> {
@@ -373,6 +449,39 @@ fn terminal(command: TerminalCommands) -> Result<ExitCode, String> {
             center.as_deref(),
             json,
         ),
+        TerminalCommands::CreditPassword {
+            data,
+            terminal,
+            setting_number,
+            current_password,
+            password,
+            reader,
+            json,
+        } => credit_cli::terminal_credit_password(
+            &data,
+            &terminal,
+            &reader,
+            setting_number.as_deref(),
+            current_password.as_deref(),
+            &password,
+            json,
+        ),
+        TerminalCommands::CreditService {
+            data,
+            terminal,
+            password,
+            amount,
+            reader,
+            json,
+        } => {
+            credit_cli::terminal_credit_service(&data, &terminal, &reader, &password, &amount, json)
+        }
+        TerminalCommands::CreditUpload {
+            data,
+            terminal,
+            database,
+            json,
+        } => credit_cli::terminal_credit_upload(&data, &terminal, database.as_deref(), json),
         TerminalCommands::AdvanceStamp {
             data,
             terminal,
@@ -401,13 +510,16 @@ fn main() -> ExitCode {
             vpcd,
             slot,
             verbose,
-        }) => attach::run(&card, &vpcd, slot, verbose),
+            danger,
+        }) => attach::run(&card, &vpcd, slot, verbose, &danger),
         Commands::Card(CardCommands::Issue {
             data,
             out,
             value,
             dispenser,
             center,
+            credit,
+            credit_expiry,
             json,
         }) => lifecycle::card_issue(
             &data,
@@ -415,6 +527,7 @@ fn main() -> ExitCode {
             value.as_deref(),
             &dispenser,
             center.as_deref(),
+            credit.then_some(credit_expiry.as_deref()),
             json,
         ),
         Commands::Center(CenterCommands::Init {
@@ -449,6 +562,12 @@ fn main() -> ExitCode {
             database,
             json,
         }) => lifecycle::center_status(&data, database.as_deref(), json),
+        Commands::Center(CenterCommands::Statements {
+            data,
+            month,
+            database,
+            json,
+        }) => credit_cli::center_statements(&data, database.as_deref(), &month, json),
         Commands::Center(CenterCommands::Serve {
             data,
             listen,
@@ -457,6 +576,7 @@ fn main() -> ExitCode {
         Commands::Terminal(command) => terminal(command),
         Commands::Bench(BenchCommands::Purchase(args)) => bench::purchase(args),
         Commands::Bench(BenchCommands::Ingest(args)) => bench_ingest::ingest(args),
+        Commands::Bench(BenchCommands::Pcsc(args)) => bench_pcsc::run(args),
     };
     match outcome {
         Ok(code) => code,

@@ -3,11 +3,14 @@
 //! - [`purse`]: the purse application's APDUs (seed 003, Figs. 4B, 4C, 5, 6, 7, 8) and
 //!   the byte strings each party signs.
 //! - [`center`]: what dispensers and terminals exchange with the management center.
+//! - [`credit`]: credit mode (Figs. 13-17): the credit commands' data, the signed strings,
+//!   and the dispenser's and terminal's links to the center for it.
 //!
 //! Decoders refuse trailing bytes, unknown tags and out-of-range values; the card maps each
 //! decode error to `6A80`.
 
 pub mod center;
+pub mod credit;
 pub mod purse;
 
 use crate::tlv::TlvError;

@@ -34,6 +34,16 @@ pub mod ins {
     pub const INITIALIZE_LOAD: u8 = 0x54;
     pub const CREDIT: u8 = 0x56;
     pub const GET_LAST_TRANSACTION: u8 = 0x5C;
+    // Credit mode (Figs. 13-17; data in `messages::credit`).
+    pub const READ_CREDIT: u8 = 0x34;
+    pub const READ_SERVICE_LOG: u8 = 0x36;
+    pub const ENABLE_CREDIT: u8 = 0x70;
+    pub const VERIFY_SETTING_NUMBER: u8 = 0x72;
+    pub const VERIFY_PASSWORD: u8 = 0x74;
+    pub const INITIALIZE_PASSWORD: u8 = 0x76;
+    pub const SET_PASSWORD: u8 = 0x78;
+    pub const INITIALIZE_SERVICE: u8 = 0x7A;
+    pub const RECORD_SERVICE: u8 = 0x7C;
 }
 
 /// Tags used inside purse command and response data (context-specific within each command).
