@@ -375,3 +375,33 @@ impl valuecard_core::messages::center::TerminalLink for HttpCenterLink {
         Ok(answer.count)
     }
 }
+
+impl valuecard_core::messages::credit::ServiceLink for HttpCenterLink {
+    fn upload_service_records(
+        &mut self,
+        upload: &valuecard_core::messages::credit::ServiceUpload,
+    ) -> Result<valuecard_core::messages::credit::ServiceReceipt, CenterError> {
+        let mut total = valuecard_core::messages::credit::ServiceReceipt::default();
+        let empty: [valuecard_core::messages::credit::ServiceRecord; 0] = [];
+        let chunks: Vec<&[valuecard_core::messages::credit::ServiceRecord]> =
+            if upload.records.is_empty() {
+                vec![&empty[..]]
+            } else {
+                upload.records.chunks(USAGE_ITEMS_PER_REQUEST * 4).collect()
+            };
+        for chunk in chunks {
+            let part = valuecard_core::messages::credit::ServiceUpload {
+                terminal_id: upload.terminal_id,
+                records: chunk.to_vec(),
+            };
+            let body = crate::terminal_wire::ServiceUploadBody::new(&part);
+            let answer: crate::terminal_wire::ServiceReceiptBody =
+                self.call("POST", paths::SERVICES, Some(&body))?;
+            let receipt = answer.decode();
+            total.stored += receipt.stored;
+            total.duplicates += receipt.duplicates;
+            total.refused.extend(receipt.refused);
+        }
+        Ok(total)
+    }
+}

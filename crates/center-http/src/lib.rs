@@ -13,6 +13,7 @@
 //! | `GET /v1/cards/{card_id}/pending-loads` | the card's loads in flight, for settling | [`wire::PendingLoadsBody`] |
 //! | `POST /v1/usage` | `TerminalLink::upload_usage` (payment terminals) | [`terminal_wire::UploadReceiptBody`] |
 //! | `POST /v1/lists/delta` | `TerminalLink::list_delta` (payment terminals) | [`terminal_wire::ListDeltaBody`] |
+//! | `POST /v1/services` | `ServiceLink::upload_service_records` (payment terminals) | [`terminal_wire::ServiceReceiptBody`] |
 //! | `POST /v1/stamps` | `TerminalLink::report_stamp` (payment terminals) | [`terminal_wire::StampBody`] |
 //! | `GET /health` | `SELECT 1` on the database | 200 [`wire::HealthBody`], or 503 |
 //! | `GET /metrics` | Prometheus text exposition | `text/plain; version=0.0.4` |
@@ -81,6 +82,7 @@ pub mod paths {
     pub const USAGE: &str = "/v1/usage";
     pub const LISTS: &str = "/v1/lists/delta";
     pub const STAMPS: &str = "/v1/stamps";
+    pub const SERVICES: &str = "/v1/services";
     pub const HEALTH: &str = "/health";
     pub const METRICS: &str = "/metrics";
 

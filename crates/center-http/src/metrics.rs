@@ -27,6 +27,7 @@ pub(crate) fn endpoint_label(path: &str) -> &'static str {
         paths::USAGE => paths::USAGE,
         paths::LISTS => paths::LISTS,
         paths::STAMPS => paths::STAMPS,
+        paths::SERVICES => paths::SERVICES,
         paths::HEALTH => paths::HEALTH,
         paths::METRICS => paths::METRICS,
         _ if path

@@ -79,6 +79,7 @@ fn build(app: App) -> Router {
         .route(paths::USAGE, post(usage))
         .route(paths::LISTS, post(lists))
         .route(paths::STAMPS, post(stamps))
+        .route(paths::SERVICES, post(services))
         .route(paths::HEALTH, get(health))
         .route(paths::METRICS, get(metrics))
         .fallback(not_found)
@@ -613,6 +614,16 @@ async fn stamps(State(app): State<App>, request: Request) -> Response {
             terminal_id: hex::encode(terminal_id.as_bytes()),
             count,
         })
+    })
+    .await
+}
+
+async fn services(State(app): State<App>, request: Request) -> Response {
+    terminal_request(app, request, |center, device, body| {
+        let upload = parse_json::<terminal_wire::ServiceUploadBody>(body)?.decode()?;
+        same_device(device, upload.terminal_id)?;
+        let receipt = center.ingest_service_records(&upload)?;
+        Ok(terminal_wire::ServiceReceiptBody::new(&receipt))
     })
     .await
 }

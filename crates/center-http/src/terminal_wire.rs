@@ -325,3 +325,114 @@ impl StampBody {
         ))
     }
 }
+
+/// One card-signed service record (Fig. 17).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceRecordBody {
+    pub card_id: String,
+    pub terminal_id: String,
+    pub terminal_sequence: u32,
+    pub service_number: u32,
+    pub amount: u64,
+    pub date: String,
+    pub card_signature: String,
+}
+
+/// `POST /v1/services`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceUploadBody {
+    pub terminal_id: String,
+    pub records: Vec<ServiceRecordBody>,
+}
+
+impl ServiceUploadBody {
+    pub fn new(upload: &valuecard_core::messages::credit::ServiceUpload) -> Self {
+        ServiceUploadBody {
+            terminal_id: hex::encode(upload.terminal_id.as_bytes()),
+            records: upload
+                .records
+                .iter()
+                .map(|record| ServiceRecordBody {
+                    card_id: hex::encode(record.card_id.as_bytes()),
+                    terminal_id: hex::encode(record.terminal_id.as_bytes()),
+                    terminal_sequence: record.terminal_sequence,
+                    service_number: record.service_number,
+                    amount: record.amount.minor(),
+                    date: record.date.to_string(),
+                    card_signature: hex::encode(record.card_signature.0),
+                })
+                .collect(),
+        }
+    }
+
+    pub fn decode(&self) -> Result<valuecard_core::messages::credit::ServiceUpload, WireError> {
+        if self.records.len() > USAGE_BATCH_MAX {
+            return Err(refuse(
+                "records",
+                format!("at most {USAGE_BATCH_MAX} per upload"),
+            ));
+        }
+        let records = self
+            .records
+            .iter()
+            .map(|record| {
+                Ok(valuecard_core::messages::credit::ServiceRecord {
+                    card_id: CardId(array("card_id", &record.card_id)?),
+                    terminal_id: DeviceId(array("terminal_id", &record.terminal_id)?),
+                    terminal_sequence: record.terminal_sequence,
+                    service_number: record.service_number,
+                    amount: amount("amount", record.amount)?,
+                    date: date("date", &record.date)?,
+                    card_signature: Signature(array::<SIGNATURE_LEN>(
+                        "card_signature",
+                        &record.card_signature,
+                    )?),
+                })
+            })
+            .collect::<Result<_, WireError>>()?;
+        Ok(valuecard_core::messages::credit::ServiceUpload {
+            terminal_id: DeviceId(array("terminal_id", &self.terminal_id)?),
+            records,
+        })
+    }
+}
+
+/// The answer to a service upload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceReceiptBody {
+    pub stored: u32,
+    pub duplicates: u32,
+    pub refused: Vec<RefusedItemBody>,
+}
+
+impl ServiceReceiptBody {
+    pub fn new(receipt: &valuecard_core::messages::credit::ServiceReceipt) -> Self {
+        ServiceReceiptBody {
+            stored: receipt.stored,
+            duplicates: receipt.duplicates,
+            refused: receipt
+                .refused
+                .iter()
+                .map(|(terminal_sequence, reason)| RefusedItemBody {
+                    terminal_sequence: *terminal_sequence,
+                    reason: reason.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    pub fn decode(&self) -> valuecard_core::messages::credit::ServiceReceipt {
+        valuecard_core::messages::credit::ServiceReceipt {
+            stored: self.stored,
+            duplicates: self.duplicates,
+            refused: self
+                .refused
+                .iter()
+                .map(|item| (item.terminal_sequence, item.reason.clone()))
+                .collect(),
+        }
+    }
+}

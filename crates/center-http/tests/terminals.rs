@@ -118,3 +118,40 @@ fn terminal_endpoints_refuse_dispensers_and_other_terminals() {
         0
     );
 }
+
+#[test]
+fn service_records_reach_the_statement_over_http() {
+    use valuecard_core::messages::credit::Password;
+    let center = Center::ephemeral(clock(), &mut WorldRng::seed_from_u64(43)).unwrap();
+    let mut h = Harness::start(center, 43);
+    let (mut reader, card_id) = issue_and_load(&mut h);
+    let mut dispenser = h.dispenser();
+    let setting = h.with_center(|center| {
+        let enabled = dispenser.enable_credit(&mut reader, center, None).unwrap();
+        center.take_setting_number(&enabled.card_id).unwrap()
+    });
+    let mut terminal = PaymentTerminal::new(
+        sam(&h.terminal),
+        MemoryStore::default(),
+        clock(),
+        WorldRng::seed_from_u64(9),
+    )
+    .unwrap();
+    let password = Password::parse("5678").unwrap();
+    let session = terminal.open_credit(&mut reader).unwrap();
+    terminal
+        .register_password(&mut reader, &session, &setting, &password)
+        .unwrap();
+    terminal
+        .credit_service(&mut reader, &password, amount(990))
+        .unwrap();
+    let mut link = h.link(&h.terminal);
+    let receipt = terminal.upload_service_records(&mut link).unwrap();
+    assert_eq!((receipt.stored, receipt.duplicates), (1, 0), "{receipt:?}");
+    let statement = h.with_center(|center| center.statement("2026-06").unwrap());
+    assert_eq!(statement.cards.len(), 1);
+    assert_eq!(
+        (statement.cards[0].card_id, statement.cards[0].total_minor),
+        (card_id, 990)
+    );
+}

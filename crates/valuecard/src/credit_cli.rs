@@ -198,15 +198,23 @@ pub fn terminal_credit_service(
 /// `terminal credit-upload`: send the terminal's signed service records to the center.
 pub fn terminal_credit_upload(
     data: &Path,
-    terminal: &str,
+    terminal_name: &str,
     database: Option<&str>,
+    url: Option<&str>,
     json_output: bool,
 ) -> Result<ExitCode, String> {
-    let mut terminal = datadir::open_terminal(data, terminal)?;
-    let mut center = datadir::open_center_on(data, database)?;
-    let receipt = terminal
-        .upload_service_records(&mut center)
-        .map_err(|e| explain(&e))?;
+    let mut terminal = datadir::open_terminal(data, terminal_name)?;
+    let receipt = match url {
+        Some(url) => {
+            let mut link = datadir::open_terminal_link(data, terminal_name, url)?;
+            terminal.upload_service_records(&mut link)
+        }
+        None => {
+            let mut center = datadir::open_center_on(data, database)?;
+            terminal.upload_service_records(&mut center)
+        }
+    }
+    .map_err(|e| explain(&e))?;
     let in_doubt = terminal
         .store()
         .services()

@@ -294,6 +294,9 @@ enum TerminalCommands {
         data: PathBuf,
         #[arg(long, default_value = "terminal-1")]
         terminal: String,
+        /// Reach the center's HTTP service at this URL instead of opening its database.
+        #[arg(long, value_name = "URL")]
+        center: Option<String>,
         #[arg(long, value_name = "URL")]
         database: Option<String>,
         #[arg(long)]
@@ -479,9 +482,16 @@ fn terminal(command: TerminalCommands) -> Result<ExitCode, String> {
         TerminalCommands::CreditUpload {
             data,
             terminal,
+            center,
             database,
             json,
-        } => credit_cli::terminal_credit_upload(&data, &terminal, database.as_deref(), json),
+        } => credit_cli::terminal_credit_upload(
+            &data,
+            &terminal,
+            database.as_deref(),
+            center.as_deref(),
+            json,
+        ),
         TerminalCommands::AdvanceStamp {
             data,
             terminal,
