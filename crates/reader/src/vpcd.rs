@@ -1095,18 +1095,20 @@ mod tests {
         !vpcd.closed_by_card()
     }
 
-    /// A manufactured card behind a bridge that drops at `drop`; the bridge runs in a thread
-    /// that reports, when it ends, whether it ended because of the drop.
-    fn drop_test(
-        drop: InjectedDrop,
-    ) -> (
+    /// What a drop test works with: the card's memory and transport key, the fake vpcd, the
+    /// bridge's stop flag, its outcome, and its events.
+    type DropTest = (
         MemoryEeprom,
         AesKey,
         TcpListener,
         Arc<AtomicBool>,
         mpsc::Receiver<Result<bool, BridgeError>>,
         Events,
-    ) {
+    );
+
+    /// A manufactured card behind a bridge that drops at `drop`; the bridge runs in a thread
+    /// that reports, when it ends, whether it ended because of the drop.
+    fn drop_test(drop: InjectedDrop) -> DropTest {
         let transport_key = AesKey::from_slice(&[0x44; 16]).unwrap();
         let memory = MemoryEeprom::new(EEPROM_SIZE);
         Card::manufacture(memory.clone(), transport_key.clone(), OsRng).unwrap();
