@@ -254,6 +254,12 @@ impl CardReader for PcscReader {
         let card = self.card.as_mut().ok_or(ReaderError::NoCard)?;
         let mut buffer = vec![0u8; RECEIVE_BUFFER_LEN];
         match card.transmit(apdu, &mut buffer) {
+            // vpcd answers an empty response when the card vanished mid-command: that is a
+            // removal, not a malformed answer (every real answer carries a status word).
+            Ok([]) => {
+                self.card = None;
+                Err(ReaderError::CardRemoved)
+            }
             Ok(response) => Ok(response.to_vec()),
             Err(pcsc::Error::ResetCard) => {
                 // Someone reset the card: this session is over, but the handle can be kept.
