@@ -12,6 +12,7 @@ use valuecard_core::messages::center::{
     CenterError, ListReason, UploadReceipt, UsageItem, UsageUpload, USAGE_BATCH_MAX,
 };
 use valuecard_core::messages::purse::TransactionKind;
+use valuecard_core::money::Amount;
 
 use crate::sql::{Executor, Value};
 use crate::Center;
@@ -110,8 +111,9 @@ impl Center {
             let mut duplicates = 0;
             let mut refused = Vec::new();
             let mut clones = Vec::new();
+            let mut latest = std::collections::HashMap::new();
             for item in verified {
-                match store_item(tx, terminal_id, item, today)? {
+                match store_item(tx, terminal_id, item, &mut latest)? {
                     Stored::New { clone } => {
                         stored += 1;
                         if clone && !clones.contains(&item.card_id) {
@@ -125,6 +127,7 @@ impl Center {
                     )),
                 }
             }
+            update_remaining_values(tx, &latest, today)?;
             for card_id in &clones {
                 list_card(tx, card_id, ListReason::Cloned, today)?;
                 tx.execute(
@@ -269,37 +272,25 @@ fn store_item(
     tx: &mut dyn Executor,
     terminal_id: DeviceId,
     item: &UsageItem,
-    today: u32,
+    latest: &mut std::collections::HashMap<CardId, (u32, Amount)>,
 ) -> Result<Stored, CenterError> {
     let digest = item.usage_management_digest();
-    if let Some(existing) = tx.query_optional(
-        "SELECT card_id, card_counter, amount_minor, usage_digest FROM usage_records
-         WHERE terminal_id = $1 AND terminal_sequence = $2",
-        &[terminal_id.0[..].into(), item.terminal_sequence.into()],
-    )? {
-        let same = existing.bytes(0)? == item.card_id.0
-            && existing.int(1)? == i64::from(item.card_counter)
-            && existing.int(2)? == item.amount.minor() as i64
-            && existing.bytes(3)? == digest;
-        return Ok(if same {
-            Stored::Duplicate
-        } else {
-            Stored::Conflict
-        });
-    }
-    // Seen twice: the same card state spent by another purchase, or by a load.
-    let spent_by_purchase = Center::state_consumed(tx, &item.card_id, item.card_counter)?;
-    let spent_by_load = tx
+    // Seen twice: the same card state already spent by another purchase, or by a load. Asked
+    // before the insert, so the record does not find itself.
+    let spent = tx
         .query_one(
-            "SELECT CAST(COUNT(*) AS BIGINT) FROM loads WHERE card_id = $1 AND card_counter = $2 AND status = 'committed'",
+            "SELECT CAST(
+                 (SELECT COUNT(*) FROM usage_records WHERE card_id = $1 AND card_counter = $2)
+               + (SELECT COUNT(*) FROM loads WHERE card_id = $1 AND card_counter = $2 AND status = 'committed')
+             AS BIGINT)",
             &[item.card_id.0[..].into(), item.card_counter.into()],
         )?
-        .int(0)?
-        > 0;
-    tx.execute(
+        .int(0)?;
+    let inserted = tx.execute(
         "INSERT INTO usage_records (terminal_id, terminal_sequence, card_id, card_counter, amount_minor,
              balance_after_minor, usage_digest, purchase_date, terminal_signature, previous_writer)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+         ON CONFLICT (terminal_id, terminal_sequence) DO NOTHING",
         &[
             terminal_id.0[..].into(),
             item.terminal_sequence.into(),
@@ -313,21 +304,49 @@ fn store_item(
             item.previous_usage.writer.0[..].into(),
         ],
     )?;
-    tx.execute(
-        "INSERT INTO remaining_values (card_id, balance_minor, card_counter, updated_on) VALUES ($1, $2, $3, $4)
-         ON CONFLICT (card_id) DO UPDATE SET balance_minor = excluded.balance_minor,
-             card_counter = excluded.card_counter, updated_on = excluded.updated_on
-         WHERE excluded.card_counter > remaining_values.card_counter",
-        &[
-            item.card_id.0[..].into(),
-            Value::Int(item.balance_after.minor() as i64),
-            (item.card_counter + 1).into(),
-            today.into(),
-        ],
-    )?;
-    Ok(Stored::New {
-        clone: spent_by_purchase || spent_by_load,
-    })
+    if inserted == 0 {
+        // This terminal already sent this sequence: a retry, or different content under it.
+        let existing = tx.query_one(
+            "SELECT card_id, card_counter, amount_minor, usage_digest FROM usage_records
+             WHERE terminal_id = $1 AND terminal_sequence = $2",
+            &[terminal_id.0[..].into(), item.terminal_sequence.into()],
+        )?;
+        let same = existing.bytes(0)? == item.card_id.0
+            && existing.int(1)? == i64::from(item.card_counter)
+            && existing.int(2)? == item.amount.minor() as i64
+            && existing.bytes(3)? == digest;
+        return Ok(if same {
+            Stored::Duplicate
+        } else {
+            Stored::Conflict
+        });
+    }
+    let counter_after = item.card_counter.saturating_add(1);
+    let newest = latest
+        .entry(item.card_id)
+        .or_insert((counter_after, item.balance_after));
+    if counter_after > newest.0 {
+        *newest = (counter_after, item.balance_after);
+    }
+    Ok(Stored::New { clone: spent > 0 })
+}
+
+/// The remaining-value records of a batch, one statement per card: each moves forward only.
+fn update_remaining_values(
+    tx: &mut dyn Executor,
+    latest: &std::collections::HashMap<CardId, (u32, Amount)>,
+    today: u32,
+) -> Result<(), CenterError> {
+    for (card_id, (counter, balance)) in latest {
+        tx.execute(
+            "INSERT INTO remaining_values (card_id, balance_minor, card_counter, updated_on) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (card_id) DO UPDATE SET balance_minor = excluded.balance_minor,
+                 card_counter = excluded.card_counter, updated_on = excluded.updated_on
+             WHERE excluded.card_counter > remaining_values.card_counter",
+            &[card_id.0[..].into(), Value::Int(balance.minor() as i64), (*counter).into(), today.into()],
+        )?;
+    }
+    Ok(())
 }
 
 /// Adds a card to the list (once; a later reason does not replace the first).

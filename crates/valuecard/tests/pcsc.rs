@@ -12,6 +12,15 @@
 //! processes.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+/// Says that a test was skipped, on the process's stderr directly: the test harness captures
+/// `eprintln!` of passing tests, and CI must see every skip.
+macro_rules! skip_note {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -121,13 +130,13 @@ enum Needs {
 /// The readers lock if the stack is there; otherwise prints `SKIPPED:` and returns `None`.
 fn start(test: &str, needs: Needs) -> Option<ReadersLock> {
     if needs == Needs::PcscFeature && cfg!(not(feature = "pcsc")) {
-        eprintln!(
+        skip_note!(
             "SKIPPED: {test}: needs the pcsc feature (cargo test -p valuecard --features pcsc)"
         );
         return None;
     }
     if !vpcd_available() {
-        eprintln!("SKIPPED: {test}: pcscd with vpcd not available (scripts/start-pcscd.sh)");
+        skip_note!("SKIPPED: {test}: pcscd with vpcd not available (scripts/start-pcscd.sh)");
         return None;
     }
     Some(lock_readers())
@@ -798,7 +807,7 @@ fn attached_card_answers_pcsc_clients_through_pcscd_and_vpcd() {
     };
     let has_opensc = has_opensc_tool();
     if cfg!(not(feature = "pcsc")) && !has_opensc {
-        eprintln!(
+        skip_note!(
             "SKIPPED: {TEST}: opensc-tool not installed and PcscReader not built (needs the \
              pcsc feature)"
         );
@@ -950,7 +959,7 @@ fn documented_apdus_through_opensc_tool() {
         return;
     };
     if !has_opensc_tool() {
-        eprintln!("SKIPPED: {TEST}: opensc-tool not installed (Debian: opensc)");
+        skip_note!("SKIPPED: {TEST}: opensc-tool not installed (Debian: opensc)");
         return;
     }
     let site = Site::new();
@@ -1098,7 +1107,7 @@ fn pyscard_client_reads_the_purse_and_sees_a_purchase() {
         return;
     };
     let Some(python) = python_with_pyscard() else {
-        eprintln!("SKIPPED: {TEST}: no Python 3 with pyscard (Debian: python3-pyscard)");
+        skip_note!("SKIPPED: {TEST}: no Python 3 with pyscard (Debian: python3-pyscard)");
         return;
     };
     let site = Site::new();
@@ -1164,7 +1173,7 @@ fn malformed_and_unknown_apdus_get_their_status_words_and_change_nothing() {
         return;
     };
     let Some(python) = python_with_pyscard() else {
-        eprintln!("SKIPPED: {TEST}: no Python 3 with pyscard (Debian: python3-pyscard)");
+        skip_note!("SKIPPED: {TEST}: no Python 3 with pyscard (Debian: python3-pyscard)");
         return;
     };
     let site = Site::new();
