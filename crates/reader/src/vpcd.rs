@@ -86,25 +86,27 @@ pub const HISTORICAL_BYTES: &[u8; 9] = b"valuecard";
 /// F7                           TCK  XOR of T0 .. the last historical byte is F7, so the
 ///                              XOR of T0 .. TCK is 00 (required when T=1 is indicated)
 /// ```
-pub const ATR: [u8; 13] = build_atr();
+pub const ATR: [u8; 13] = t1_atr(HISTORICAL_BYTES);
 
-const fn build_atr() -> [u8; 13] {
-    let mut atr = [0u8; 13];
+/// A T=1 ATR: TS = 3B, T0 announcing TD1 and the historical bytes, TD1 = 01 (T=1), the
+/// historical bytes, and TCK (the XOR of T0 through TCK is 00). `N` is their number plus 4.
+pub const fn t1_atr<const N: usize>(historical: &[u8]) -> [u8; N] {
+    let mut atr = [0u8; N];
     atr[0] = 0x3B;
-    atr[1] = 0x80 | HISTORICAL_BYTES.len() as u8;
+    atr[1] = 0x80 | historical.len() as u8;
     atr[2] = 0x01;
     let mut i = 0;
-    while i < HISTORICAL_BYTES.len() {
-        atr[3 + i] = HISTORICAL_BYTES[i];
+    while i < historical.len() {
+        atr[3 + i] = historical[i];
         i += 1;
     }
     let mut tck = 0u8;
     let mut j = 1;
-    while j < 12 {
+    while j < N - 1 {
         tck ^= atr[j];
         j += 1;
     }
-    atr[12] = tck;
+    atr[N - 1] = tck;
     atr
 }
 

@@ -95,27 +95,7 @@ mod imp {
     /// The floor card's historical bytes.
     const FLOOR_HISTORICAL: &[u8; 5] = b"floor";
     /// The floor's ATR: like valuecard's (T=1 only), with its own historical bytes.
-    const FLOOR_ATR: [u8; 9] = floor_atr();
-
-    const fn floor_atr() -> [u8; 9] {
-        let mut atr = [0u8; 9];
-        atr[0] = 0x3B;
-        atr[1] = 0x80 | FLOOR_HISTORICAL.len() as u8;
-        atr[2] = 0x01;
-        let mut i = 0;
-        while i < FLOOR_HISTORICAL.len() {
-            atr[3 + i] = FLOOR_HISTORICAL[i];
-            i += 1;
-        }
-        let mut tck = 0u8;
-        let mut j = 1;
-        while j < 8 {
-            tck ^= atr[j];
-            j += 1;
-        }
-        atr[8] = tck;
-        atr
-    }
+    const FLOOR_ATR: [u8; 9] = valuecard_reader::vpcd::t1_atr(FLOOR_HISTORICAL);
 
     /// One card's run.
     struct Measurement {
