@@ -520,12 +520,14 @@ impl SqliteStore {
         &self,
         filter: &str,
         card: Option<&CardId>,
+        limit: Option<usize>,
     ) -> Result<Vec<PurchaseRecord>, TerminalError> {
         let sql = format!(
             "SELECT sequence, card_id, card_counter, amount_minor, balance_before_minor, balance_after_minor,
                     challenge_terminal, challenge_card, date, status, previous_usage, terminal_signature, uploaded,
                     stamp_count, stamp_signature
-             FROM purchases {filter} ORDER BY sequence"
+             FROM purchases {filter} ORDER BY sequence {}",
+            limit.map_or(String::new(), |limit| format!("LIMIT {limit}"))
         );
         let mut statement = self.db.prepare(&sql).map_err(storage)?;
         let mut rows = match card {
@@ -546,10 +548,12 @@ impl SqliteStore {
         &self,
         filter: &str,
         card: Option<&CardId>,
+        limit: Option<usize>,
     ) -> Result<Vec<ServiceEntry>, TerminalError> {
         let sql = format!(
             "SELECT sequence, card_id, amount_minor, date, service_number, status, card_signature, uploaded
-             FROM services {filter} ORDER BY sequence"
+             FROM services {filter} ORDER BY sequence {}",
+            limit.map_or(String::new(), |limit| format!("LIMIT {limit}"))
         );
         let mut statement = self.db.prepare(&sql).map_err(storage)?;
         let mut rows = match card {
@@ -708,17 +712,24 @@ impl TerminalStore for SqliteStore {
     }
 
     fn in_doubt_for_card(&self, card_id: &CardId) -> Result<Vec<PurchaseRecord>, TerminalError> {
-        self.read_records("WHERE card_id = ?1 AND status = 'in_doubt'", Some(card_id))
+        self.read_records(
+            "WHERE card_id = ?1 AND status = 'in_doubt'",
+            Some(card_id),
+            None,
+        )
     }
 
     fn records(&self) -> Result<Vec<PurchaseRecord>, TerminalError> {
-        self.read_records("", None)
+        self.read_records("", None, None)
     }
 
     fn pending_uploads(&self, limit: usize) -> Result<Vec<PurchaseRecord>, TerminalError> {
-        let mut records = self.read_records("WHERE status = 'committed' AND uploaded = 0", None)?;
-        records.truncate(limit);
-        Ok(records)
+        // The limit goes to SQLite: a terminal's history only grows, a sync reads one batch.
+        self.read_records(
+            "WHERE status = 'committed' AND uploaded = 0",
+            None,
+            Some(limit),
+        )
     }
 
     fn mark_uploaded(&mut self, sequences: &[u32]) -> Result<(), TerminalError> {
@@ -862,20 +873,26 @@ impl TerminalStore for SqliteStore {
     }
 
     fn services(&self) -> Result<Vec<ServiceEntry>, TerminalError> {
-        self.read_services("", None)
+        self.read_services("", None, None)
     }
 
     fn services_in_doubt_for_card(
         &self,
         card_id: &CardId,
     ) -> Result<Vec<ServiceEntry>, TerminalError> {
-        self.read_services("WHERE card_id = ?1 AND status = 'in_doubt'", Some(card_id))
+        self.read_services(
+            "WHERE card_id = ?1 AND status = 'in_doubt'",
+            Some(card_id),
+            None,
+        )
     }
 
     fn pending_service_uploads(&self, limit: usize) -> Result<Vec<ServiceEntry>, TerminalError> {
-        let mut services = self.read_services("WHERE status = 'signed' AND uploaded = 0", None)?;
-        services.truncate(limit);
-        Ok(services)
+        self.read_services(
+            "WHERE status = 'signed' AND uploaded = 0",
+            None,
+            Some(limit),
+        )
     }
 
     fn mark_services_uploaded(&mut self, sequences: &[u32]) -> Result<(), TerminalError> {
