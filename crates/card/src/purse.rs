@@ -595,15 +595,9 @@ fn debit(command: &Command, purse: &Purse, session: PurchaseSession) -> Result<E
     if expected != request.balance_after {
         return Err(StatusWord::WRONG_DATA);
     }
-    let mut next = purse.clone();
-    next.balance = request.balance_after;
-    next.counter = purse
-        .counter
-        .checked_add(1)
-        .ok_or(StatusWord::CONDITIONS_NOT_SATISFIED)?;
-    next.last_usage = Some(UsageRecord {
+    let record = UsageRecord {
         kind: TransactionKind::Purchase,
-        counter: next.counter,
+        counter: 0,
         challenge_writer: session.challenge_terminal,
         challenge_card: session.challenge_card,
         amount: request.amount,
@@ -613,16 +607,34 @@ fn debit(command: &Command, purse: &Purse, session: PurchaseSession) -> Result<E
         date: session.date,
         signature: request.signature,
         stamp: Some(request.stamp),
-    });
-    next.last_writer_certificate = Some(session.terminal_certificate);
+    };
+    commit_update(purse.clone(), record, Some(session.terminal_certificate))
+}
+
+/// Commits one balance update on `next`: the next counter, the new balance, the usage record
+/// (its counter filled in here), the writer's certificate, and the log entry the record
+/// implies; the answer is the confirmation of Fig. 5.
+fn commit_update(
+    mut next: Purse,
+    mut record: UsageRecord,
+    writer_certificate: Option<Certificate>,
+) -> Result<Effect, StatusWord> {
+    next.counter = next
+        .counter
+        .checked_add(1)
+        .ok_or(StatusWord::CONDITIONS_NOT_SATISFIED)?;
+    record.counter = next.counter;
+    next.balance = record.balance_after;
     next.push_log(LogEntry {
-        kind: TransactionKind::Purchase,
-        counter: next.counter,
-        amount: request.amount,
-        balance_after: request.balance_after,
-        party: session.terminal_id,
-        date: session.date,
+        kind: record.kind,
+        counter: record.counter,
+        amount: record.amount,
+        balance_after: record.balance_after,
+        party: record.writer,
+        date: record.date,
     });
+    next.last_usage = Some(record);
+    next.last_writer_certificate = writer_certificate;
     let data = UpdateConfirmation {
         counter: next.counter,
         balance: next.balance,
@@ -719,15 +731,10 @@ fn credit(command: &Command, purse: &Purse, session: LoadSession) -> Result<Effe
         return Err(StatusWord::WRONG_DATA);
     }
     let mut next = purse.clone();
-    next.balance = request.balance_after;
-    next.counter = purse
-        .counter
-        .checked_add(1)
-        .ok_or(StatusWord::CONDITIONS_NOT_SATISFIED)?;
     next.known_date = next.known_date.max(request.date);
-    next.last_usage = Some(UsageRecord {
+    let record = UsageRecord {
         kind: TransactionKind::Load,
-        counter: next.counter,
+        counter: 0,
         challenge_writer: session.request.challenge_dispenser,
         challenge_card: session.challenge_card,
         amount: request.amount,
@@ -737,25 +744,8 @@ fn credit(command: &Command, purse: &Purse, session: LoadSession) -> Result<Effe
         date: request.date,
         signature: request.signature,
         stamp: None,
-    });
-    next.last_writer_certificate = None;
-    next.push_log(LogEntry {
-        kind: TransactionKind::Load,
-        counter: next.counter,
-        amount: request.amount,
-        balance_after: request.balance_after,
-        party: session.request.dispenser_id,
-        date: request.date,
-    });
-    let data = UpdateConfirmation {
-        counter: next.counter,
-        balance: next.balance,
-    }
-    .encode();
-    Ok(Effect::commit(
-        data,
-        PersistentState::Personalized(Box::new(next)),
-    ))
+    };
+    commit_update(next, record, None)
 }
 
 /// The card ID as a certificate subject.
