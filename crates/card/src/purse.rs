@@ -646,7 +646,8 @@ fn commit_update(
     ))
 }
 
-/// Fig. 7, card side of the first exchange: draw X and sign (Y, X, V).
+/// Fig. 7, card side of the first exchange: draw X and sign (Y, X, V); hand over the last
+/// usage record, the writer's signed word for V.
 fn initialize_load(
     command: &Command,
     purse: &Purse,
@@ -673,6 +674,8 @@ fn initialize_load(
         balance: purse.balance,
         counter: purse.counter,
         signature,
+        last_usage: purse.last_usage.clone(),
+        last_writer_certificate: purse.last_writer_certificate.clone(),
     };
     volatile.load = Some(LoadSession {
         request,

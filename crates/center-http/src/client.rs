@@ -11,7 +11,7 @@ use valuecard_center::PendingLoad;
 use valuecard_core::ids::{CardId, DeviceId};
 use valuecard_core::messages::center::{
     CardCertificationRequest, CardIdAssignment, CardIdRequest, CardPersonalization, CenterError,
-    CenterLink, LoadApproval, LoadRequest, LoadSettlement,
+    CenterLink, LoadApproval, LoadOutcome, LoadRequest, LoadSettlement, SettlementChallengeRequest,
 };
 use valuecard_core::messages::purse::Challenge;
 use valuecard_sam::Sam;
@@ -292,24 +292,39 @@ impl CenterLink for HttpCenterLink {
         decoded(paths::AUTHORIZE, answer.decode())
     }
 
-    fn settle_load(&mut self, settlement: &LoadSettlement) -> Result<(), CenterError> {
-        let body = wire::SettleBody::new(settlement);
-        let answer: wire::SettledBody = self.call("POST", paths::SETTLE, Some(&body))?;
-        let expected = if settlement.committed {
-            "committed"
-        } else {
-            "cancelled"
-        };
-        if answer.load_number != settlement.load_number || answer.status != expected {
+    fn settlement_challenge(
+        &mut self,
+        request: &SettlementChallengeRequest,
+    ) -> Result<Challenge, CenterError> {
+        let body = wire::SettlementChallengeBody::new(request);
+        let answer: wire::ChallengeBody =
+            self.call("POST", paths::SETTLEMENT_CHALLENGE, Some(&body))?;
+        if answer.load_number != request.load_number {
             return Err(malformed_answer(
-                paths::SETTLE,
+                paths::SETTLEMENT_CHALLENGE,
                 format!(
-                    "load {} {}, asked {} {expected}",
-                    answer.load_number, answer.status, settlement.load_number
+                    "a challenge for load {}, asked {}",
+                    answer.load_number, request.load_number
                 ),
             ));
         }
-        Ok(())
+        decoded(paths::SETTLEMENT_CHALLENGE, answer.decode())
+    }
+
+    fn settle_load(&mut self, settlement: &LoadSettlement) -> Result<LoadOutcome, CenterError> {
+        let body = wire::SettleBody::new(settlement);
+        let answer: wire::SettledBody = self.call("POST", paths::SETTLE, Some(&body))?;
+        let outcome = LoadOutcome::parse(&answer.outcome);
+        match outcome {
+            Some(outcome) if answer.load_number == settlement.load_number => Ok(outcome),
+            _ => Err(malformed_answer(
+                paths::SETTLE,
+                format!(
+                    "load {} {}, asked {}",
+                    answer.load_number, answer.outcome, settlement.load_number
+                ),
+            )),
+        }
     }
 }
 

@@ -77,6 +77,7 @@ pub mod paths {
     pub const CERTIFY: &str = "/v1/cards/certify";
     pub const AUTHORIZE: &str = "/v1/loads/authorize";
     pub const SETTLE: &str = "/v1/loads/settle";
+    pub const SETTLEMENT_CHALLENGE: &str = "/v1/loads/challenge";
     /// `/v1/cards/{card_id}/pending-loads`: see [`pending_loads`].
     pub const PENDING_LOADS_ROUTE: &str = "/v1/cards/{card_id}/pending-loads";
     pub const USAGE: &str = "/v1/usage";

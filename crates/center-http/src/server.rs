@@ -75,6 +75,7 @@ fn build(app: App) -> Router {
         .route(paths::CERTIFY, post(certify))
         .route(paths::AUTHORIZE, post(authorize))
         .route(paths::SETTLE, post(settle))
+        .route(paths::SETTLEMENT_CHALLENGE, post(settlement_challenge))
         .route(paths::PENDING_LOADS_ROUTE, get(pending_loads))
         .route(paths::USAGE, post(usage))
         .route(paths::LISTS, post(lists))
@@ -546,20 +547,28 @@ async fn authorize(State(app): State<App>, request: Request) -> Response {
     .await
 }
 
+async fn settlement_challenge(State(app): State<App>, request: Request) -> Response {
+    dispenser_request(app, request, |center, device, body| {
+        let request = parse_json::<wire::SettlementChallengeBody>(body)?.decode()?;
+        same_device(device, request.dispenser_id)?;
+        let challenge = center.settlement_challenge(&request)?;
+        Ok(wire::ChallengeBody {
+            load_number: request.load_number,
+            challenge: hex::encode(challenge),
+        })
+    })
+    .await
+}
+
 async fn settle(State(app): State<App>, request: Request) -> Response {
     dispenser_request(app, request, |center, device, body| {
         let settlement = parse_json::<wire::SettleBody>(body)?.decode()?;
         same_device(device, settlement.dispenser_id)?;
-        center.settle_load(&settlement)?;
+        let outcome = center.settle_load(&settlement)?;
         Ok(wire::SettledBody {
             card_id: hex::encode(settlement.card_id.as_bytes()),
             load_number: settlement.load_number,
-            status: if settlement.committed {
-                "committed"
-            } else {
-                "cancelled"
-            }
-            .to_owned(),
+            outcome: outcome.as_str().to_owned(),
         })
     })
     .await

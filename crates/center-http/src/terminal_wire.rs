@@ -54,6 +54,10 @@ pub struct UsageItemBody {
     pub terminal_signature: String,
     /// The card's previous usage record, `UsageRecord::encode()` in hex.
     pub previous_usage: String,
+    /// The bound the card agreed to, minor units.
+    pub amount_max: u64,
+    /// The card's own signature over the state it spent from, hex.
+    pub card_signature: String,
 }
 
 impl UsageItemBody {
@@ -72,6 +76,8 @@ impl UsageItemBody {
             stamp_signature: hex::encode(item.stamp.signature.0),
             terminal_signature: hex::encode(item.terminal_signature.0),
             previous_usage: hex::encode(item.previous_usage.encode()),
+            amount_max: item.amount_max.minor(),
+            card_signature: hex::encode(item.card_signature.0),
         }
     }
 
@@ -101,6 +107,11 @@ impl UsageItemBody {
             )?),
             previous_usage: UsageRecord::decode(&previous)
                 .map_err(|e| refuse("previous_usage", e.to_string()))?,
+            amount_max: amount("amount_max", self.amount_max)?,
+            card_signature: Signature(array::<SIGNATURE_LEN>(
+                "card_signature",
+                &self.card_signature,
+            )?),
         })
     }
 }

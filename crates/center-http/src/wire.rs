@@ -11,9 +11,9 @@ use valuecard_core::crypto::{PublicKey, Signature, MAC_LEN, PUBLIC_KEY_LEN, SIGN
 use valuecard_core::ids::{CardId, DeviceId};
 use valuecard_core::messages::center::{
     CardCertificationRequest, CardIdAssignment, CardIdRequest, CardPersonalization, LoadApproval,
-    LoadRequest, LoadSettlement,
+    LoadRequest, LoadSettlement, SettlementChallengeRequest,
 };
-use valuecard_core::messages::purse::{Challenge, LoadOffer};
+use valuecard_core::messages::purse::{Challenge, LastTransaction, LoadOffer};
 use valuecard_core::money::Amount;
 use valuecard_core::time::Date;
 
@@ -319,14 +319,55 @@ impl ApprovalBody {
     }
 }
 
-/// `POST /v1/loads/settle`.
+/// `POST /v1/loads/challenge`: a fresh challenge to settle a pending load with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SettlementChallengeBody {
+    pub dispenser_id: String,
+    pub load_number: u32,
+}
+
+impl SettlementChallengeBody {
+    pub fn new(request: &SettlementChallengeRequest) -> Self {
+        SettlementChallengeBody {
+            dispenser_id: hex(request.dispenser_id.as_bytes()),
+            load_number: request.load_number,
+        }
+    }
+
+    pub fn decode(&self) -> Result<SettlementChallengeRequest, WireError> {
+        Ok(SettlementChallengeRequest {
+            dispenser_id: device_id("dispenser_id", &self.dispenser_id)?,
+            load_number: self.load_number,
+        })
+    }
+}
+
+/// The answer: the challenge, hex.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChallengeBody {
+    pub load_number: u32,
+    pub challenge: String,
+}
+
+impl ChallengeBody {
+    pub fn decode(&self) -> Result<Challenge, WireError> {
+        challenge("challenge", &self.challenge)
+    }
+}
+
+/// `POST /v1/loads/settle`: the card's signed last transaction as evidence.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SettleBody {
     pub dispenser_id: String,
     pub card_id: String,
     pub load_number: u32,
-    pub committed: bool,
+    /// The challenge the card signed over, hex.
+    pub challenge: String,
+    /// `LastTransaction::encode()`, hex.
+    pub evidence: String,
 }
 
 impl SettleBody {
@@ -335,28 +376,32 @@ impl SettleBody {
             dispenser_id: hex(settlement.dispenser_id.as_bytes()),
             card_id: hex(settlement.card_id.as_bytes()),
             load_number: settlement.load_number,
-            committed: settlement.committed,
+            challenge: hex(settlement.challenge),
+            evidence: hex(settlement.evidence.encode()),
         }
     }
 
     pub fn decode(&self) -> Result<LoadSettlement, WireError> {
+        let evidence = LastTransaction::decode(&hex_bytes("evidence", &self.evidence)?)
+            .map_err(|error| refuse("evidence", error.to_string()))?;
         Ok(LoadSettlement {
             card_id: card_id("card_id", &self.card_id)?,
             dispenser_id: device_id("dispenser_id", &self.dispenser_id)?,
             load_number: self.load_number,
-            committed: self.committed,
+            challenge: challenge("challenge", &self.challenge)?,
+            evidence,
         })
     }
 }
 
-/// The answer to settle: the outcome the center recorded.
+/// The answer to settle: the outcome the center read from the evidence.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SettledBody {
     pub card_id: String,
     pub load_number: u32,
-    /// `committed` or `cancelled`.
-    pub status: String,
+    /// `committed`, `cancelled` or `undecided`.
+    pub outcome: String,
 }
 
 /// One load in flight.
@@ -366,6 +411,8 @@ pub struct PendingLoadBody {
     pub load_number: u32,
     pub card_counter: u32,
     pub amount: u64,
+    /// The dispenser that holds the load (only it may settle it).
+    pub dispenser_id: String,
 }
 
 /// The answer to `GET /v1/cards/{card_id}/pending-loads`, oldest first.
@@ -387,6 +434,7 @@ impl PendingLoadsBody {
                     load_number: load.load_number,
                     card_counter: load.card_counter,
                     amount: load.amount.minor(),
+                    dispenser_id: hex(load.dispenser_id.as_bytes()),
                 })
                 .collect(),
         }
@@ -402,6 +450,7 @@ impl PendingLoadsBody {
                     load_number: load.load_number,
                     card_counter: load.card_counter,
                     amount: amount("loads.amount", load.amount)?,
+                    dispenser_id: device_id("loads.dispenser_id", &load.dispenser_id)?,
                 })
             })
             .collect()
@@ -457,7 +506,7 @@ mod tests {
     #[test]
     fn unknown_fields_are_refused() {
         let error = serde_json::from_str::<SettleBody>(
-            r#"{"dispenser_id":"d000000000000001","card_id":"c000000000000001","load_number":1,"committed":true,"extra":1}"#,
+            r#"{"dispenser_id":"d000000000000001","card_id":"c000000000000001","load_number":1,"challenge":"","evidence":"","extra":1}"#,
         )
         .unwrap_err();
         assert!(error.to_string().contains("extra"), "{error}");

@@ -14,7 +14,8 @@ use valuecard_center::Center;
 use valuecard_center_http::{HttpCenterLink, MAX_BODY_BYTES};
 use valuecard_core::ids::{CardId, DeviceId};
 use valuecard_core::messages::center::{CardIdRequest, CenterError, CenterLink};
-use valuecard_sim::{read_purse, WorldRng};
+use valuecard_core::messages::purse::LastTransaction;
+use valuecard_sim::{last_transaction, read_purse, WorldRng};
 use valuecard_terminal::TerminalError;
 
 fn harness(seed: u64) -> Harness {
@@ -22,12 +23,20 @@ fn harness(seed: u64) -> Harness {
     Harness::start(center, seed)
 }
 
-fn settle_body(card: &CardId, dispenser: DeviceId, load_number: u32, committed: bool) -> Vec<u8> {
+/// A settlement body carrying the card's signed last transaction over `challenge`.
+fn settle_body(
+    card: &CardId,
+    dispenser: DeviceId,
+    load_number: u32,
+    challenge: [u8; 16],
+    evidence: &LastTransaction,
+) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({
         "dispenser_id": dispenser.to_hex(),
         "card_id": card.to_hex(),
         "load_number": load_number,
-        "committed": committed,
+        "challenge": hex::encode(challenge),
+        "evidence": hex::encode(evidence.encode()),
     }))
     .unwrap()
 }
@@ -69,13 +78,7 @@ fn a_card_is_issued_loaded_and_settled_over_http() {
     assert_eq!(pending[0].load_number, load_number);
     assert_eq!(pending[0].amount, amount(300));
     let committed = dispenser
-        .settle_pending_load(
-            &mut reader,
-            &mut link,
-            pending[0].load_number,
-            pending[0].card_counter,
-            pending[0].amount,
-        )
+        .settle_pending_load(&mut reader, &mut link, pending[0].load_number)
         .unwrap();
     assert_eq!(committed, Some(true));
     assert!(link.pending_loads(&card_id).unwrap().is_empty());
@@ -180,7 +183,11 @@ fn refused_requests_change_nothing() {
     let b = device_id(&h.other_dispenser);
     let terminal = device_id(&h.terminal);
     let settle = "/v1/loads/settle";
-    let body = settle_body(&card_id, a, load_number, true);
+    // The card committed the load whose answer was lost: its signed last transaction is
+    // the evidence a settlement carries.
+    let challenge = [0x5E; 16];
+    let evidence = last_transaction(&mut reader, challenge).unwrap();
+    let body = settle_body(&card_id, a, load_number, challenge, &evidence);
     let before = h.snapshot();
     assert_eq!(before.pending.len(), 1);
     let sequences = |h: &Harness| {
@@ -235,7 +242,7 @@ fn refused_requests_change_nothing() {
         }
     }
     send(&url, "POST", settle, &headers, &body).problem(401, "bad-signature");
-    let cancel = settle_body(&card_id, a, load_number, false);
+    let cancel = settle_body(&card_id, a, load_number, [0x5F; 16], &evidence);
     let headers = signed_by(
         &h.dispenser,
         "POST",
@@ -273,21 +280,35 @@ fn refused_requests_change_nothing() {
     assert_eq!(sequences(&h), quiet);
     assert_eq!(h.snapshot(), before);
 
-    // Replay: a settlement of an already committed load is accepted once (it changes
-    // nothing), and the same bytes again are refused.
-    let replayable = settle_body(&card_id, a, 1, true);
+    // Another dispenser cannot settle A's load, even with the card's real evidence.
+    let by_b = settle_body(&card_id, b, load_number, challenge, &evidence);
+    let headers = signed_by(
+        &h.other_dispenser,
+        "POST",
+        settle,
+        h.next_sequence(&h.other_dispenser),
+        &by_b,
+    );
+    send(&url, "POST", settle, &headers, &by_b).problem(403, "not-authorized");
+    assert_eq!(h.snapshot(), before);
+
+    // Replay: the settlement is accepted once (the card's evidence commits the load), and
+    // the same bytes again are refused.
     let sequence = h.next_sequence(&h.dispenser);
-    let headers = signed_by(&h.dispenser, "POST", settle, sequence, &replayable);
-    let answer = send(&url, "POST", settle, &headers, &replayable);
+    let headers = signed_by(&h.dispenser, "POST", settle, sequence, &body);
+    let answer = send(&url, "POST", settle, &headers, &body);
     assert_eq!(answer.status, 200, "{}", answer.text());
     assert_eq!(answer.content_type, "application/json");
-    assert_eq!(answer.json()["status"], "committed");
+    assert_eq!(answer.json()["outcome"], "committed");
     assert_eq!(h.last_sequence(&h.dispenser), Some(sequence));
-    send(&url, "POST", settle, &headers, &replayable).problem(401, "replayed-request");
+    let settled = h.snapshot();
+    assert!(settled.pending.is_empty(), "{settled:?}");
+    send(&url, "POST", settle, &headers, &body).problem(401, "replayed-request");
     let older = signed_by(&h.dispenser, "POST", settle, sequence - 1, &body);
     send(&url, "POST", settle, &older, &body).problem(401, "replayed-request");
     assert_eq!(h.last_sequence(&h.dispenser), Some(sequence));
-    assert_eq!(h.snapshot(), before);
+    assert_eq!(h.snapshot(), settled);
+    let before = settled;
 
     // Authenticated, but refused: malformed JSON, bad hex, the body naming another device,
     // a payment terminal at a dispenser endpoint.
@@ -342,7 +363,7 @@ fn refused_requests_change_nothing() {
     );
     let document = send(&url, "POST", settle, &headers, &body).problem(403, "not-authorized");
     assert_eq!(document.device_id, Some(b.to_hex()));
-    let as_terminal = settle_body(&card_id, terminal, load_number, true);
+    let as_terminal = settle_body(&card_id, terminal, load_number, challenge, &evidence);
     let headers = signed_by(
         &h.terminal,
         "POST",
@@ -382,7 +403,7 @@ fn refused_requests_change_nothing() {
     );
     send_chunked(&url, settle, &headers, &huge).problem(413, "body-too-large");
     // Exactly at the limit is read (and then refused for what it says, not its size).
-    let mut at_limit = settle_body(&card_id, b, load_number, true);
+    let mut at_limit = settle_body(&card_id, b, load_number, challenge, &evidence);
     at_limit.resize(MAX_BODY_BYTES, b' ');
     let headers = signed_by(
         &h.dispenser,

@@ -74,11 +74,15 @@ fn issuance_and_loads_over_http_on_postgres() {
 
     // The sequence check and advance is one statement on PostgreSQL too.
     let settle = "/v1/loads/settle";
+    // A settlement of the committed recharge, on the card's own evidence, changes nothing.
+    let challenge = [0x11; 16];
+    let evidence = valuecard_sim::last_transaction(&mut reader, challenge).unwrap();
     let body = serde_json::to_vec(&serde_json::json!({
         "dispenser_id": device_id(&h.dispenser).to_hex(),
         "card_id": card_id.to_hex(),
-        "load_number": 1,
-        "committed": true,
+        "load_number": evidence.record.writer_sequence,
+        "challenge": hex::encode(challenge),
+        "evidence": hex::encode(evidence.encode()),
     }))
     .unwrap();
     let sequence = h.next_sequence(&h.dispenser);

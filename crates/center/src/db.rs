@@ -76,6 +76,9 @@ pub const MIGRATIONS: &[&str] = &[
     crate::lists::RESTORATION_MIGRATION,
     // 6: credit mode (Figs. 13-17): credit accounts and the cards' signed service records.
     crate::credit::MIGRATION,
+    // 7: alerts, settlement challenges of pending loads, the card's signature with each
+    // usage record, and the holding period of restorations.
+    crate::alerts::MIGRATION,
 ];
 
 /// Takes the next value of a named sequence inside the caller's transaction.

@@ -81,6 +81,14 @@ impl Row {
         }
     }
 
+    pub fn optional_int(&self, index: usize) -> Result<Option<i64>, CenterError> {
+        match self.0.get(index) {
+            Some(Value::Int(value)) => Ok(Some(*value)),
+            Some(Value::Null) => Ok(None),
+            _ => Err(corrupt("integer or null", index)),
+        }
+    }
+
     pub fn text(&self, index: usize) -> Result<String, CenterError> {
         match self.0.get(index) {
             Some(Value::Text(value)) => Ok(value.clone()),

@@ -515,6 +515,8 @@ fn build_fixture(mut rng: impl CryptoRngCore) -> Fixture {
                 8,
             ),
         ),
+        last_usage: Some(purchase_record.clone()),
+        last_writer_certificate: Some(terminal_certificate.clone()),
     };
     let authorization = LoadAuthorization {
         card_id: CARD_ID,
@@ -773,7 +775,16 @@ fn build_fixture(mut rng: impl CryptoRngCore) -> Fixture {
             }),
         ),
         Sample::new("initialize_load", Message::InitializeLoad(initialize_load)),
-        Sample::new("load_offer", Message::LoadOffer(load_offer)),
+        Sample::new("load_offer", Message::LoadOffer(load_offer.clone()))
+            .with_shorter(Message::LoadOffer(LoadOffer {
+                last_writer_certificate: None,
+                ..load_offer.clone()
+            }))
+            .with_shorter(Message::LoadOffer(LoadOffer {
+                last_usage: None,
+                last_writer_certificate: None,
+                ..load_offer
+            })),
         Sample::new("credit", Message::Credit(credit)),
         Sample::new(
             "get_last_transaction",
@@ -1115,6 +1126,7 @@ fn rejects_unknown_state_and_kind() {
         ("kind", Kind::PurseStatus),
         ("kind", Kind::Log),
         ("kind", Kind::PurchaseOffer),
+        ("kind", Kind::LoadOffer),
         ("kind", Kind::LastTransaction),
     ]
     .into_iter()

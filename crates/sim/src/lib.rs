@@ -247,26 +247,29 @@ impl World {
         Ok((committed, in_doubt))
     }
 
-    /// Settles what the center and terminals hold in doubt for the card in `reader`.
+    /// Settles what the center and terminals hold in doubt for the card in `reader`: the
+    /// terminals settle their purchases from the card's evidence and upload them (an upload
+    /// shows which update consumed a load's state), then the dispenser settles the loads it
+    /// holds from the card's signed last transaction.
     pub fn settle_card(
         &mut self,
         reader: &mut impl CardReader,
         card_id: CardId,
     ) -> Result<(), WorldError> {
+        for terminal in &mut self.terminals {
+            let card = terminal.select_for_settlement(reader)?;
+            terminal.settle_in_doubt(reader, &card)?;
+            terminal.upload_usage(&mut self.center)?;
+        }
         for pending in self.center.pending_loads()? {
-            if pending.card_id == card_id {
+            // Only the dispenser that holds a load may settle it.
+            if pending.card_id == card_id && pending.dispenser_id == self.dispenser.device_id() {
                 self.dispenser.settle_pending_load(
                     reader,
                     &mut self.center,
                     pending.load_number,
-                    pending.card_counter,
-                    pending.amount,
                 )?;
             }
-        }
-        for terminal in &mut self.terminals {
-            let card = terminal.select_for_settlement(reader)?;
-            terminal.settle_in_doubt(reader, &card)?;
         }
         Ok(())
     }
@@ -328,6 +331,31 @@ pub fn read_purse(reader: &mut impl CardReader) -> Result<PurseStatus, WorldErro
         )));
     }
     PurseStatus::decode(&response.data).map_err(|error| WorldError::Other(error.to_string()))
+}
+
+/// Asks the card in `reader` for its signed last transaction over `challenge` (SELECT, GET
+/// LAST TRANSACTION), as a dispenser gathering settlement evidence does. The signature is
+/// not checked here: the center checks it.
+pub fn last_transaction(
+    reader: &mut impl CardReader,
+    challenge: valuecard_core::messages::purse::Challenge,
+) -> Result<valuecard_core::messages::purse::LastTransaction, WorldError> {
+    use valuecard_core::messages::purse::{ins, GetLastTransaction, LastTransaction};
+    use valuecard_terminal::card_commands::{proprietary, select};
+    reader.exchange(&select()).map_err(TerminalError::from)?;
+    let response = reader
+        .exchange(&proprietary(
+            ins::GET_LAST_TRANSACTION,
+            GetLastTransaction { challenge }.encode(),
+        ))
+        .map_err(TerminalError::from)?;
+    if !response.sw.is_success() {
+        return Err(WorldError::Other(format!(
+            "GET LAST TRANSACTION answered {}",
+            response.sw
+        )));
+    }
+    LastTransaction::decode(&response.data).map_err(|error| WorldError::Other(error.to_string()))
 }
 
 /// The directory layout of a demo data directory.

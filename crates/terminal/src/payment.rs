@@ -383,6 +383,8 @@ impl<S: Sam, T: TerminalStore, R: CryptoRngCore> PaymentTerminal<S, T, R> {
             terminal_signature: signature,
             stamp,
             uploaded: false,
+            amount_max: ready.amount_max,
+            card_signature: Some(ready.offer.signature),
         })?;
         let command = DebitCommand {
             amount,
@@ -489,8 +491,9 @@ impl<S: Sam, T: TerminalStore, R: CryptoRngCore> PaymentTerminal<S, T, R> {
     }
 }
 
-/// The usage item of a committed purchase, if the card showed a previous usage record.
-fn usage_item(record: &PurchaseRecord) -> Option<UsageItem> {
+/// The usage item of a committed purchase, if the card showed a previous usage record and
+/// its signature was kept.
+pub fn usage_item(record: &PurchaseRecord) -> Option<UsageItem> {
     Some(UsageItem {
         terminal_sequence: record.sequence,
         card_id: record.card_id,
@@ -504,6 +507,8 @@ fn usage_item(record: &PurchaseRecord) -> Option<UsageItem> {
         stamp: record.stamp,
         terminal_signature: record.terminal_signature,
         previous_usage: record.previous_usage.clone()?,
+        amount_max: record.amount_max,
+        card_signature: record.card_signature?,
     })
 }
 
@@ -553,6 +558,16 @@ pub(crate) fn read_last_transaction(
     rng: &mut impl CryptoRngCore,
 ) -> Result<UsageRecord, TerminalError> {
     let challenge: Challenge = random_array(rng);
+    Ok(read_last_transaction_over(reader, card, challenge)?.record)
+}
+
+/// GET LAST TRANSACTION over a given challenge (the center's, when the answer is evidence
+/// for it), with the card's signature checked.
+pub(crate) fn read_last_transaction_over(
+    reader: &mut impl CardReader,
+    card: &VerifiedCard,
+    challenge: Challenge,
+) -> Result<LastTransaction, TerminalError> {
     let request = GetLastTransaction { challenge };
     let data = run(
         reader,
@@ -569,7 +584,7 @@ pub(crate) fn read_last_transaction(
             &last.signature,
         )
         .map_err(|_| TerminalError::BadCardSignature)?;
-    Ok(last.record)
+    Ok(last)
 }
 
 /// READ LOG (unsigned: used only where a signed answer is not available).

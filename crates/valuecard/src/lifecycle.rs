@@ -431,14 +431,12 @@ pub fn terminal_settle(
         let mut center = CenterAccess::open(data, dispenser, center_url)?;
         let mut dispenser = datadir::open_dispenser(data, dispenser)?;
         for pending in center.pending_loads(&card.card_id())? {
+            // A load is settled only by the dispenser that holds it.
+            if pending.dispenser_id != dispenser.device_id() {
+                continue;
+            }
             let outcome = dispenser
-                .settle_pending_load(
-                    &mut reader,
-                    &mut center.link(),
-                    pending.load_number,
-                    pending.card_counter,
-                    pending.amount,
-                )
+                .settle_pending_load(&mut reader, &mut center.link(), pending.load_number)
                 .map_err(|e| explain(&e))?;
             loads.push((pending.load_number, outcome));
         }

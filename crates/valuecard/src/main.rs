@@ -118,6 +118,11 @@ enum CenterCommands {
         out: PathBuf,
         #[arg(long, default_value = "dispenser-1")]
         dispenser: String,
+        /// Days the old card's value is held, while terminals sync the list and upload what
+        /// it spent, before it goes to the replacement (fixed at the first call; 0 only when
+        /// every terminal is known to have synced).
+        #[arg(long, default_value_t = valuecard_center::lists::RESTORE_HOLD_DAYS)]
+        hold_days: u32,
         #[arg(long)]
         json: bool,
     },
@@ -565,8 +570,19 @@ fn main() -> ExitCode {
             card,
             out,
             dispenser,
+            hold_days,
             json,
-        }) => operations::center_restore(&data, database.as_deref(), &card, &out, &dispenser, json),
+        }) => operations::center_restore(
+            &data,
+            database.as_deref(),
+            &card,
+            operations::RestoreTarget {
+                out: &out,
+                dispenser_name: &dispenser,
+                hold_days,
+            },
+            json,
+        ),
         Commands::Center(CenterCommands::Status {
             data,
             database,

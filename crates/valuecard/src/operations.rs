@@ -178,14 +178,26 @@ pub fn center_report_terminal(
 
 /// The restore procedure for a destroyed card: list the old card, issue a new card image
 /// with the old card's remaining value through a dispenser.
+/// Where a restored card's value goes, and the holding period before it does.
+#[derive(Debug)]
+pub struct RestoreTarget<'a> {
+    pub out: &'a Path,
+    pub dispenser_name: &'a str,
+    pub hold_days: u32,
+}
+
 pub fn center_restore(
     data: &Path,
     database: Option<&str>,
     card: &str,
-    out: &Path,
-    dispenser_name: &str,
+    target: RestoreTarget<'_>,
     json_output: bool,
 ) -> Result<ExitCode, String> {
+    let RestoreTarget {
+        out,
+        dispenser_name,
+        hold_days,
+    } = target;
     let old = parse_card(card)?;
     if out.exists() {
         return Err(format!(
@@ -195,7 +207,25 @@ pub fn center_restore(
     }
     let mut center = datadir::open_center_on(data, database)?;
     let mut dispenser = datadir::open_dispenser(data, dispenser_name)?;
-    let value = center.restore_card(&old).map_err(|e| e.to_string())?;
+    let value = match center
+        .restore_card_holding(&old, hold_days)
+        .map_err(|e| e.to_string())?
+    {
+        valuecard_center::lists::Restoration::Restored { amount } => amount,
+        valuecard_center::lists::Restoration::Held { until } => {
+            print(
+                json_output,
+                json!({"old_card": old.to_string(), "held_until": until.to_string()}),
+                || {
+                    println!(
+                        "card {old} is listed and blocked; its remaining value is held until {until} \
+                         while terminals sync and upload what it spent: run this again then"
+                    )
+                },
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
     let card = FileCard::manufacture_file(out, center.transport_key_for_manufacture())
         .map_err(|e| format!("{}: {e}", out.display()))?;
     let mut reader = InProcessReader::with_card("dispenser", card);

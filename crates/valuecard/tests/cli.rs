@@ -413,6 +413,8 @@ fn operations_clone_detection_lost_cards_stolen_terminals_and_restore() {
         card_b,
         "--out",
         &path("b2.img"),
+        "--hold-days",
+        "0",
     ]);
     assert_eq!(restored["value"], 2000);
     let info = json(&[
@@ -436,6 +438,21 @@ fn operations_clone_detection_lost_cards_stolen_terminals_and_restore() {
     ]);
     assert_eq!(again.status.code(), Some(2), "a card is restored once");
     assert!(!dir.path().join("b3.img").exists());
+    // By default a destroyed card's value is held while terminals sync and upload what the
+    // old chip spent: the first call lists it and says until when, and writes no card.
+    let held = json(&[
+        "center",
+        "restore",
+        "--data",
+        data_arg,
+        "--card",
+        a["card"].as_str().unwrap(),
+        "--out",
+        &path("a2.img"),
+    ]);
+    assert!(held["held_until"].is_string(), "{held}");
+    assert_eq!(held["value"], serde_json::Value::Null, "{held}");
+    assert!(!dir.path().join("a2.img").exists());
 
     // A stolen terminal: cards it writes after the report are refused by the others.
     let stamp = json(&[

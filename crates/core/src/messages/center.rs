@@ -6,7 +6,7 @@
 use crate::cert::{Certificate, TrustAnchor};
 use crate::crypto::{PublicKey, Signature, MAC_LEN, PUBLIC_KEY_LEN};
 use crate::ids::{CardId, DeviceId};
-use crate::messages::purse::{Challenge, LoadOffer};
+use crate::messages::purse::{Challenge, LastTransaction, LoadOffer};
 use crate::money::Amount;
 use crate::time::Date;
 
@@ -114,15 +114,60 @@ pub enum CenterError {
     Setup(String),
 }
 
-/// The dispenser's report of how a load ended: the card answered the CREDIT (committed),
-/// or the card shows it never applied it (cancelled). Until it arrives the load is value
-/// in flight.
+/// The dispenser's report of how a load ended, with the card's own evidence: its signed
+/// last transaction (GET LAST TRANSACTION). The center reads the outcome from the evidence,
+/// never from the dispenser's word: a record that is this load proves it committed; a
+/// record at the load's counter, signed over a challenge the center drew after it
+/// authorized the load ([`SettlementChallengeRequest`]), proves the card dropped the load
+/// session (GET LAST TRANSACTION ends it) and can never apply it; a different update at
+/// the counter the load would have written proves the state went elsewhere. Until then the
+/// load is value in flight, the liability of the dispenser that holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoadSettlement {
     pub card_id: CardId,
     pub dispenser_id: DeviceId,
     pub load_number: u32,
-    pub committed: bool,
+    /// The challenge the card signed its last transaction over.
+    pub challenge: Challenge,
+    pub evidence: LastTransaction,
+}
+
+/// A dispenser asks the center for a fresh challenge to settle one of its pending loads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettlementChallengeRequest {
+    pub dispenser_id: DeviceId,
+    pub load_number: u32,
+}
+
+/// What the center concluded from a settlement's evidence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoadOutcome {
+    /// The card holds this load.
+    Committed,
+    /// The card can never apply this load.
+    Cancelled,
+    /// The evidence does not decide (the card moved on past the load's counter): the load
+    /// stays pending until a usage upload shows which update consumed its state.
+    Undecided,
+}
+
+impl LoadOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LoadOutcome::Committed => "committed",
+            LoadOutcome::Cancelled => "cancelled",
+            LoadOutcome::Undecided => "undecided",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "committed" => LoadOutcome::Committed,
+            "cancelled" => LoadOutcome::Cancelled,
+            "undecided" => LoadOutcome::Undecided,
+            _ => return None,
+        })
+    }
 }
 
 /// How a dispenser reaches the center.
@@ -145,7 +190,12 @@ pub trait CenterLink {
         request: &CardCertificationRequest,
     ) -> Result<CardPersonalization, CenterError>;
     fn authorize_load(&mut self, request: &LoadRequest) -> Result<LoadApproval, CenterError>;
-    fn settle_load(&mut self, settlement: &LoadSettlement) -> Result<(), CenterError>;
+    /// A fresh challenge for settling a pending load this dispenser holds.
+    fn settlement_challenge(
+        &mut self,
+        request: &SettlementChallengeRequest,
+    ) -> Result<Challenge, CenterError>;
+    fn settle_load(&mut self, settlement: &LoadSettlement) -> Result<LoadOutcome, CenterError>;
 }
 
 impl<T: CenterLink + ?Sized> CenterLink for &mut T {
@@ -173,7 +223,13 @@ impl<T: CenterLink + ?Sized> CenterLink for &mut T {
     fn authorize_load(&mut self, request: &LoadRequest) -> Result<LoadApproval, CenterError> {
         (**self).authorize_load(request)
     }
-    fn settle_load(&mut self, settlement: &LoadSettlement) -> Result<(), CenterError> {
+    fn settlement_challenge(
+        &mut self,
+        request: &SettlementChallengeRequest,
+    ) -> Result<Challenge, CenterError> {
+        (**self).settlement_challenge(request)
+    }
+    fn settle_load(&mut self, settlement: &LoadSettlement) -> Result<LoadOutcome, CenterError> {
         (**self).settle_load(settlement)
     }
 }
@@ -198,6 +254,12 @@ pub struct UsageItem {
     /// ST over the [`crate::messages::purse::PurchaseCommit`] this item describes.
     pub terminal_signature: Signature,
     pub previous_usage: crate::messages::purse::UsageRecord,
+    /// The upper bound the terminal asked the card for (INITIALIZE PURCHASE).
+    pub amount_max: Amount,
+    /// The card's own SU over the state it spent from
+    /// ([`crate::messages::purse::PurchaseOffer::signed_message`]): without it a terminal
+    /// could invent a sale for any card, or frame a genuine card as a clone.
+    pub card_signature: Signature,
 }
 
 impl UsageItem {
@@ -215,6 +277,19 @@ impl UsageItem {
             date: self.date,
             stamp: self.stamp,
         }
+    }
+
+    /// What the card signed for the state this purchase spent from (SU of Fig. 6).
+    pub fn card_signed_message(&self, terminal_id: DeviceId) -> Vec<u8> {
+        crate::messages::purse::PurchaseOffer::signed_message(
+            &self.card_id,
+            &terminal_id,
+            &self.challenge_terminal,
+            &self.challenge_card,
+            self.balance_before,
+            self.card_counter,
+            self.amount_max,
+        )
     }
 
     /// h of Fig. 9: a digest of (IDU, R^a, X, IDT^a, V^a) from the previous usage record.
@@ -260,6 +335,9 @@ pub enum ListReason {
     Stolen,
     /// A terminal reported stolen or otherwise troubled (Figs. 10-12).
     TroubledTerminal,
+    /// The card claimed a balance no writer signed, or above what the center ever loaded
+    /// onto it: its chip was opened and its image edited.
+    Tampered,
 }
 
 impl ListReason {
@@ -269,6 +347,7 @@ impl ListReason {
             ListReason::Lost => "lost",
             ListReason::Stolen => "stolen",
             ListReason::TroubledTerminal => "troubled-terminal",
+            ListReason::Tampered => "tampered",
         }
     }
 
@@ -278,6 +357,7 @@ impl ListReason {
             "lost" => ListReason::Lost,
             "stolen" => ListReason::Stolen,
             "troubled-terminal" => ListReason::TroubledTerminal,
+            "tampered" => ListReason::Tampered,
             _ => return None,
         })
     }

@@ -887,13 +887,18 @@ impl InitializeLoad {
     }
 }
 
-/// INITIALIZE LOAD response: X, the current balance and counter, and SU(Y * X * V).
+/// INITIALIZE LOAD response: X, the current balance and counter, SU(Y * X * V), and, as in
+/// a purchase, the card's last usage record with the certificate of the terminal that wrote
+/// it. The record is the writer's signed word for the balance the card claims: the center
+/// refuses to add value to a balance that no writer signed (a card whose image was edited).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoadOffer {
     pub challenge_card: Challenge,
     pub balance: Amount,
     pub counter: u32,
     pub signature: Signature,
+    pub last_usage: Option<UsageRecord>,
+    pub last_writer_certificate: Option<Certificate>,
 }
 
 impl LoadOffer {
@@ -917,11 +922,17 @@ impl LoadOffer {
     }
 
     pub fn encode(&self) -> Vec<u8> {
-        let mut w = TlvWriter::with_capacity(110);
+        let mut w = TlvWriter::with_capacity(300);
         w.put(tag::CHALLENGE_CARD, &self.challenge_card)
             .put_u64(tag::BALANCE, self.balance.minor())
             .put_u32(tag::COUNTER, self.counter)
             .put(tag::SIGNATURE, &self.signature.0);
+        if let Some(record) = &self.last_usage {
+            record.encode_into(&mut w);
+        }
+        if let Some(certificate) = &self.last_writer_certificate {
+            put_certificate(&mut w, certificate);
+        }
         w.into_bytes()
     }
 
@@ -932,6 +943,14 @@ impl LoadOffer {
             balance: amount(&mut r, tag::BALANCE)?,
             counter: u32_field(&mut r, tag::COUNTER)?,
             signature: signature(&mut r)?,
+            last_usage: r
+                .optional(tag::USAGE_RECORD)?
+                .map(UsageRecord::decode_value)
+                .transpose()?,
+            last_writer_certificate: r
+                .optional(tag::CERTIFICATE)?
+                .map(Certificate::decode_value)
+                .transpose()?,
         };
         r.finish()?;
         Ok(message)
