@@ -13,6 +13,7 @@ pub mod credit;
 pub mod db;
 pub mod keys;
 pub mod lists;
+pub mod reconcile;
 pub mod sql;
 pub mod stamps;
 pub mod usage;

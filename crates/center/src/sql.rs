@@ -277,6 +277,27 @@ macro_rules! postgres_executor {
 postgres_executor!(postgres::Client);
 postgres_executor!(postgres::Transaction<'_>);
 
+/// Creates an empty file with mode 0600 unless it exists. SQLite would create it with the
+/// process's umask (usually world-readable), and the center's records (card keys, balances,
+/// who bought what where) are nobody else's business.
+fn create_private(path: &std::path::Path) -> Result<(), CenterError> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(error) => Err(CenterError::Setup(format!(
+            "cannot create {}: {error}",
+            path.display()
+        ))),
+    }
+}
+
 /// The center's database.
 pub enum Database {
     Sqlite(rusqlite::Connection),
@@ -295,7 +316,10 @@ impl core::fmt::Debug for Database {
 impl Database {
     /// SQLite in WAL mode with full synchronous commits: an acknowledged write survives a
     /// power cut of the center.
+    /// A new database file is created readable by its owner only; SQLite gives its -wal and
+    /// -shm files the permissions of the database file, so they are owner-only too.
     pub fn open_sqlite(path: &std::path::Path) -> Result<Self, CenterError> {
+        create_private(path)?;
         let connection = rusqlite::Connection::open(path).map_err(storage_error)?;
         connection
             .execute_batch(

@@ -202,9 +202,8 @@ enum TerminalCommands {
         amount: String,
         #[arg(long, default_value = "dispenser-1")]
         dispenser: String,
-        /// Reach the center's HTTP service at this URL instead of opening its database.
-        #[arg(long, value_name = "URL")]
-        center: Option<String>,
+        #[command(flatten)]
+        center: datadir::CenterArgs,
         #[command(flatten)]
         reader: lifecycle::ReaderArgs,
         #[arg(long)]
@@ -218,9 +217,8 @@ enum TerminalCommands {
         terminal: String,
         #[arg(long, default_value = "dispenser-1")]
         dispenser: String,
-        /// Reach the center's HTTP service at this URL instead of opening its database.
-        #[arg(long, value_name = "URL")]
-        center: Option<String>,
+        #[command(flatten)]
+        center: datadir::CenterArgs,
         #[command(flatten)]
         reader: lifecycle::ReaderArgs,
         #[arg(long)]
@@ -242,11 +240,8 @@ enum TerminalCommands {
         data: PathBuf,
         #[arg(long, default_value = "terminal-1")]
         terminal: String,
-        /// Reach the center's HTTP service at this URL instead of opening its database.
-        #[arg(long, value_name = "URL")]
-        center: Option<String>,
-        #[arg(long, value_name = "URL")]
-        database: Option<String>,
+        #[command(flatten)]
+        center: datadir::CenterArgs,
         #[arg(long)]
         json: bool,
     },
@@ -294,11 +289,8 @@ enum TerminalCommands {
         data: PathBuf,
         #[arg(long, default_value = "terminal-1")]
         terminal: String,
-        /// Reach the center's HTTP service at this URL instead of opening its database.
-        #[arg(long, value_name = "URL")]
-        center: Option<String>,
-        #[arg(long, value_name = "URL")]
-        database: Option<String>,
+        #[command(flatten)]
+        center: datadir::CenterArgs,
         #[arg(long)]
         json: bool,
     },
@@ -308,10 +300,8 @@ enum TerminalCommands {
         data: PathBuf,
         #[arg(long, default_value = "terminal-1")]
         terminal: String,
-        #[arg(long, value_name = "URL")]
-        center: Option<String>,
-        #[arg(long, value_name = "URL")]
-        database: Option<String>,
+        #[command(flatten)]
+        center: datadir::CenterArgs,
         #[arg(long)]
         json: bool,
     },
@@ -331,9 +321,8 @@ enum CardCommands {
         value: Option<String>,
         #[arg(long, default_value = "dispenser-1")]
         dispenser: String,
-        /// Reach the center's HTTP service at this URL instead of opening its database.
-        #[arg(long, value_name = "URL")]
-        center: Option<String>,
+        #[command(flatten)]
+        center: datadir::CenterArgs,
         /// Also enable the card's credit function (Fig. 13) and print its setting number.
         #[arg(long)]
         credit: bool,
@@ -418,7 +407,7 @@ fn terminal(command: TerminalCommands) -> Result<ExitCode, String> {
             reader,
             center,
             json,
-        } => lifecycle::terminal_load(&data, &dispenser, &amount, &reader, center.as_deref(), json),
+        } => lifecycle::terminal_load(&data, &dispenser, &amount, &reader, &center, json),
         TerminalCommands::Settle {
             data,
             terminal,
@@ -426,14 +415,7 @@ fn terminal(command: TerminalCommands) -> Result<ExitCode, String> {
             reader,
             center,
             json,
-        } => lifecycle::terminal_settle(
-            &data,
-            &terminal,
-            &dispenser,
-            &reader,
-            center.as_deref(),
-            json,
-        ),
+        } => lifecycle::terminal_settle(&data, &terminal, &dispenser, &reader, &center, json),
         TerminalCommands::History {
             data,
             terminal,
@@ -443,15 +425,8 @@ fn terminal(command: TerminalCommands) -> Result<ExitCode, String> {
             data,
             terminal,
             center,
-            database,
             json,
-        } => operations::terminal_sync(
-            &data,
-            &terminal,
-            database.as_deref(),
-            center.as_deref(),
-            json,
-        ),
+        } => operations::terminal_sync(&data, &terminal, &center, json),
         TerminalCommands::CreditPassword {
             data,
             terminal,
@@ -483,28 +458,14 @@ fn terminal(command: TerminalCommands) -> Result<ExitCode, String> {
             data,
             terminal,
             center,
-            database,
             json,
-        } => credit_cli::terminal_credit_upload(
-            &data,
-            &terminal,
-            database.as_deref(),
-            center.as_deref(),
-            json,
-        ),
+        } => credit_cli::terminal_credit_upload(&data, &terminal, &center, json),
         TerminalCommands::AdvanceStamp {
             data,
             terminal,
             center,
-            database,
             json,
-        } => operations::terminal_advance_stamp(
-            &data,
-            &terminal,
-            database.as_deref(),
-            center.as_deref(),
-            json,
-        ),
+        } => operations::terminal_advance_stamp(&data, &terminal, &center, json),
     }
 }
 
@@ -536,7 +497,7 @@ fn main() -> ExitCode {
             &out,
             value.as_deref(),
             &dispenser,
-            center.as_deref(),
+            &center,
             credit.then_some(credit_expiry.as_deref()),
             json,
         ),
@@ -571,7 +532,7 @@ fn main() -> ExitCode {
             data,
             database,
             json,
-        }) => lifecycle::center_status(&data, database.as_deref(), json),
+        }) => operations::center_status(&data, database.as_deref(), json),
         Commands::Center(CenterCommands::Statements {
             data,
             month,
