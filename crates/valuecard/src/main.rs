@@ -2,6 +2,10 @@
 
 #![forbid(unsafe_code)]
 
+// First, so that its `println!` and friends replace std's in every module below (see there).
+#[macro_use]
+mod output;
+
 mod attach;
 mod bench;
 mod bench_ingest;

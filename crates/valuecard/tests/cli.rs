@@ -448,3 +448,80 @@ fn operations_clone_detection_lost_cards_stolen_terminals_and_restore() {
     ]);
     assert_eq!(stamp["stamp_count"], 1);
 }
+
+/// A standard output whose reader is already gone: a socket whose other end is closed, so
+/// that every write fails with a broken pipe, deterministically (no race with a reader).
+#[cfg(unix)]
+fn closed_reader() -> std::process::Stdio {
+    let (reader, writer) = std::os::unix::net::UnixStream::pair().unwrap();
+    drop(reader);
+    std::process::Stdio::from(std::os::fd::OwnedFd::from(writer))
+}
+
+#[cfg(unix)]
+#[test]
+fn a_reader_that_goes_away_ends_every_command_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let card = dir.path().join("card.img");
+    let (data_arg, card_arg) = (data.to_str().unwrap(), card.to_str().unwrap());
+    for args in [
+        vec!["center", "init", "--data", data_arg],
+        vec![
+            "card", "issue", "--data", data_arg, "--out", card_arg, "--value", "20",
+        ],
+    ] {
+        let output = valuecard().args(&args).output().unwrap();
+        assert!(output.status.success(), "{args:?}");
+    }
+    let demo = dir.path().join("demo");
+    for args in [
+        vec!["terminal", "info", "--data", data_arg, "--card", card_arg],
+        vec![
+            "terminal", "info", "--data", data_arg, "--card", card_arg, "--json",
+        ],
+        vec![
+            "terminal", "purchase", "--data", data_arg, "--card", card_arg, "--amount", "2",
+        ],
+        vec!["terminal", "history", "--data", data_arg],
+        vec!["center", "status", "--data", data_arg],
+        vec![
+            "card",
+            "apdu",
+            "--card",
+            card_arg,
+            "00A4040008F05643505552534500",
+        ],
+        vec!["demo", "--data", demo.to_str().unwrap()],
+    ] {
+        let output = valuecard()
+            .args(&args)
+            .stdout(closed_reader())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert_eq!(stderr, "", "{args:?}: nothing to say on stderr");
+        assert_eq!(
+            output.status.code(),
+            Some(141),
+            "{args:?}: the exit status of a program stopped by SIGPIPE"
+        );
+    }
+    // What a command committed before its output found no reader stays committed.
+    let output = valuecard()
+        .args([
+            "terminal", "info", "--json", "--data", data_arg, "--card", card_arg,
+        ])
+        .output()
+        .unwrap();
+    let info: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(info["balance"], 1800);
+    // Help goes through clap, which gives up quietly on its own.
+    let output = valuecard()
+        .arg("--help")
+        .stdout(closed_reader())
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&output.stderr).contains("panicked"));
+}
