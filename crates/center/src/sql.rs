@@ -105,8 +105,24 @@ pub trait Executor {
     }
 }
 
-fn storage_error(error: impl std::fmt::Display) -> CenterError {
-    CenterError::Storage(error.to_string())
+fn storage_error(error: impl std::error::Error) -> CenterError {
+    CenterError::Storage(describe(&error))
+}
+
+/// An error with its causes: the postgres crate's own message is only "db error", the server's
+/// words (what failed and why) are in its source.
+fn describe(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// `$1` placeholders to SQLite's numbered `?1`.
@@ -344,7 +360,10 @@ impl Database {
     /// PostgreSQL at a `postgres://` URL (no TLS: a local socket or a trusted network).
     pub fn connect_postgres(url: &str) -> Result<Self, CenterError> {
         let client = postgres::Client::connect(url, postgres::NoTls).map_err(|error| {
-            CenterError::Setup(format!("cannot connect to PostgreSQL: {error}"))
+            CenterError::Setup(format!(
+                "cannot connect to PostgreSQL: {}",
+                describe(&error)
+            ))
         })?;
         let mut database = Database::Postgres(Box::new(client));
         database.migrate()?;

@@ -61,8 +61,19 @@ fn database_marker(data: &Path) -> PathBuf {
 }
 
 fn connect_database(url: Option<&str>) -> Result<Option<Database>, String> {
-    url.map(|url| Database::connect_postgres(url).map_err(|e| e.to_string()))
-        .transpose()
+    url.map(|url| {
+        Database::connect_postgres(url).map_err(|error| {
+            let text = error.to_string();
+            // The one set-up step valuecard cannot do for the operator (it would need rights
+            // on the server beyond its own database): say what to run.
+            if text.contains("database") && text.contains("does not exist") {
+                format!("{text} (create it first, e.g. `createdb NAME`; see docs/operations.md)")
+            } else {
+                text
+            }
+        })
+    })
+    .transpose()
 }
 
 /// A new center with its keys in DIR/center and its records in SQLite there, or in the

@@ -363,4 +363,26 @@ fn every_center_command_works_on_postgres() {
     ]);
     assert_eq!(both.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&both.stderr).contains("cannot be used with"));
+
+    // The database must exist before `center init`: the message says so and nothing is made.
+    let base = postgres_base_url();
+    if !base.starts_with("postgres") {
+        let missing = format!("{base} dbname=valuecard_no_such_database");
+        let elsewhere = dir.path().join("elsewhere");
+        let output = valuecard(&[
+            "center",
+            "init",
+            "--data",
+            elsewhere.to_str().unwrap(),
+            "--database",
+            &missing,
+        ]);
+        assert_eq!(output.status.code(), Some(2));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("does not exist") && stderr.contains("createdb"),
+            "{stderr}"
+        );
+        assert!(!elsewhere.exists());
+    }
 }
