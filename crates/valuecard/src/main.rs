@@ -69,7 +69,8 @@ enum CenterCommands {
         #[arg(long)]
         json: bool,
     },
-    /// Cards, loads, loads in flight and devices.
+    /// Cards, devices, loads in flight, and the reconciliation of what was issued, loaded and
+    /// spent against the remaining value on record.
     Status {
         #[arg(long)]
         data: PathBuf,

@@ -525,3 +525,63 @@ fn a_reader_that_goes_away_ends_every_command_quietly() {
         .unwrap();
     assert!(!String::from_utf8_lossy(&output.stderr).contains("panicked"));
 }
+
+/// docs/operations.md: every command that reports a result takes --json; the two that run
+/// until stopped do not.
+#[test]
+fn every_command_that_reports_takes_json() {
+    let reporting: &[&[&str]] = &[
+        &["demo"],
+        &["center", "init"],
+        &["center", "status"],
+        &["center", "report-card"],
+        &["center", "report-terminal"],
+        &["center", "restore"],
+        &["center", "statements"],
+        &["card", "issue"],
+        &["card", "apdu"],
+        &["terminal", "readers"],
+        &["terminal", "install"],
+        &["terminal", "info"],
+        &["terminal", "purchase"],
+        &["terminal", "load"],
+        &["terminal", "settle"],
+        &["terminal", "history"],
+        &["terminal", "sync"],
+        &["terminal", "credit-password"],
+        &["terminal", "credit-service"],
+        &["terminal", "credit-upload"],
+        &["terminal", "advance-stamp"],
+        &["bench", "purchase"],
+        &["bench", "ingest"],
+        &["bench", "pcsc"],
+    ];
+    let help = |command: &[&str]| {
+        let output = valuecard().args(command).arg("--help").output().unwrap();
+        assert!(output.status.success(), "{command:?}");
+        String::from_utf8(output.stdout).unwrap()
+    };
+    for command in reporting {
+        assert!(help(command).contains("--json"), "{command:?} lacks --json");
+    }
+    for command in [["card", "attach"], ["center", "serve"]] {
+        assert!(!help(&command).contains("--json"), "{command:?}");
+    }
+    // And no command is missing from the lists above.
+    let long_running = [["card", "attach"], ["center", "serve"]];
+    for group in ["center", "card", "terminal", "bench"] {
+        let text = help(&[group]);
+        let names = text
+            .lines()
+            .skip_while(|line| !line.starts_with("Commands:"))
+            .skip(1)
+            .take_while(|line| line.starts_with("  "))
+            .filter_map(|line| line.split_whitespace().next())
+            .filter(|name| *name != "help");
+        for name in names {
+            let known = reporting.iter().any(|c| c == &[group, name])
+                || long_running.iter().any(|c| c == &[group, name]);
+            assert!(known, "{group} {name} is in neither list");
+        }
+    }
+}
