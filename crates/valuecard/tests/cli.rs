@@ -517,6 +517,20 @@ fn a_reader_that_goes_away_ends_every_command_quietly() {
         .unwrap();
     let info: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(info["balance"], 1800);
+    // Any other failure to write the output is an error like any other, not a panic.
+    if let Ok(full) = std::fs::OpenOptions::new().write(true).open("/dev/full") {
+        let output = valuecard()
+            .args(["center", "status", "--data", data_arg])
+            .stdout(full)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.starts_with("valuecard: cannot write standard output"),
+            "{stderr}"
+        );
+    }
     // Help goes through clap, which gives up quietly on its own.
     let output = valuecard()
         .arg("--help")
