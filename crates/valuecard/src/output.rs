@@ -3,11 +3,13 @@
 //!
 //! Rust ignores SIGPIPE, so a write to a pipe whose reader has closed (`valuecard terminal
 //! info | head -2`) fails with `BrokenPipe`, and std's `println!` panics on that. Resetting
-//! SIGPIPE would need unsafe code (forbidden here) and would also let a closed socket kill
-//! `center serve` or a PC/SC client. Instead this module defines `println!`, `print!`,
-//! `eprintln!` and `eprint!` for the whole crate: `main.rs` declares it first with
-//! `#[macro_use]`, and a macro in textual scope takes precedence over the standard prelude's
-//! macro of the same name, so every module writes through the functions below unchanged.
+//! SIGPIPE would need unsafe code (forbidden here), and would let a write to any other closed
+//! pipe or socket end the process without a word (the PC/SC client library's Unix socket to
+//! pcscd, for one) where today it is an error the command reports. Instead this module
+//! defines `println!`, `print!`, `eprintln!` and `eprint!` for the whole crate: `main.rs`
+//! declares it first with `#[macro_use]`, and a macro in textual scope takes precedence over
+//! the standard prelude's macro of the same name, so every module writes through the
+//! functions below unchanged.
 //!
 //! When standard output is closed the program stops at once, quietly, with exit status 141
 //! (128 + SIGPIPE, what a shell reports for a program that SIGPIPE stopped): whatever the
