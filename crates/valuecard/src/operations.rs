@@ -229,9 +229,9 @@ fn json_int(value: i128) -> i64 {
 }
 
 /// What the center cannot see from its own records, said with every status.
-const NOT_KNOWN_HERE: &str = "purchases at terminals that have not synced: the center learns of \
-     them only from the uploads; until then the remaining value overstates what the cards hold \
-     (or, for a card loaded since, falls short of the uploaded spending)";
+const NOT_KNOWN_HERE: &str = "purchases at terminals that have not synced: until they are \
+     uploaded, spent misses them and the remaining value overstates what those cards hold \
+     (unless a later load already showed a card's lower balance)";
 
 /// `center status`: cards, devices, the loads in flight, and the reconciliation of value
 /// (issued + loaded - restored - spent against the remaining value on record).
