@@ -15,6 +15,7 @@ pub mod db;
 pub mod keys;
 pub mod lists;
 pub mod loads;
+pub mod reconcile;
 pub mod sql;
 pub mod stamps;
 pub mod usage;

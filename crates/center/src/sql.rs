@@ -113,8 +113,24 @@ pub trait Executor {
     }
 }
 
-fn storage_error(error: impl std::fmt::Display) -> CenterError {
-    CenterError::Storage(error.to_string())
+fn storage_error(error: impl std::error::Error) -> CenterError {
+    CenterError::Storage(describe(&error))
+}
+
+/// An error with its causes: the postgres crate's own message is only "db error", the server's
+/// words (what failed and why) are in its source.
+fn describe(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// `$1` placeholders to SQLite's numbered `?1`.
@@ -285,6 +301,27 @@ macro_rules! postgres_executor {
 postgres_executor!(postgres::Client);
 postgres_executor!(postgres::Transaction<'_>);
 
+/// Creates an empty file with mode 0600 unless it exists. SQLite would create it with the
+/// process's umask (usually world-readable), and the center's records (card keys, balances,
+/// who bought what where) are nobody else's business.
+fn create_private(path: &std::path::Path) -> Result<(), CenterError> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(error) => Err(CenterError::Setup(format!(
+            "cannot create {}: {error}",
+            path.display()
+        ))),
+    }
+}
+
 /// The center's database.
 pub enum Database {
     Sqlite(rusqlite::Connection),
@@ -303,7 +340,10 @@ impl core::fmt::Debug for Database {
 impl Database {
     /// SQLite in WAL mode with full synchronous commits: an acknowledged write survives a
     /// power cut of the center.
+    /// A new database file is created readable by its owner only; SQLite gives its -wal and
+    /// -shm files the permissions of the database file, so they are owner-only too.
     pub fn open_sqlite(path: &std::path::Path) -> Result<Self, CenterError> {
+        create_private(path)?;
         let connection = rusqlite::Connection::open(path).map_err(storage_error)?;
         connection
             .execute_batch(
@@ -328,7 +368,10 @@ impl Database {
     /// PostgreSQL at a `postgres://` URL (no TLS: a local socket or a trusted network).
     pub fn connect_postgres(url: &str) -> Result<Self, CenterError> {
         let client = postgres::Client::connect(url, postgres::NoTls).map_err(|error| {
-            CenterError::Setup(format!("cannot connect to PostgreSQL: {error}"))
+            CenterError::Setup(format!(
+                "cannot connect to PostgreSQL: {}",
+                describe(&error)
+            ))
         })?;
         let mut database = Database::Postgres(Box::new(client));
         database.migrate()?;

@@ -38,6 +38,18 @@ pub fn device_dir(data: &Path, name: &str) -> PathBuf {
     data.join("devices").join(name)
 }
 
+/// How a command reaches the center: its HTTP service, or its database opened in this
+/// process (the SQLite file in DIR, or PostgreSQL at `--database`).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct CenterArgs {
+    /// Reach the center's HTTP service at this URL instead of opening its database.
+    #[arg(long, value_name = "URL", conflicts_with = "database")]
+    pub center: Option<String>,
+    /// The center's records are in PostgreSQL at this URL (as given to `center init`).
+    #[arg(long, value_name = "URL")]
+    pub database: Option<String>,
+}
+
 fn clock() -> Box<dyn Clock> {
     Box::new(SystemClock)
 }
@@ -49,14 +61,28 @@ fn database_marker(data: &Path) -> PathBuf {
 }
 
 fn connect_database(url: Option<&str>) -> Result<Option<Database>, String> {
-    url.map(|url| Database::connect_postgres(url).map_err(|e| e.to_string()))
-        .transpose()
+    url.map(|url| {
+        Database::connect_postgres(url).map_err(|error| {
+            let text = error.to_string();
+            // The one set-up step valuecard cannot do for the operator (it would need rights
+            // on the server beyond its own database): say what to run.
+            if text.contains("database") && text.contains("does not exist") {
+                format!("{text} (create it first, e.g. `createdb NAME`; see docs/operations.md)")
+            } else {
+                text
+            }
+        })
+    })
+    .transpose()
 }
 
 /// A new center with its keys in DIR/center and its records in SQLite there, or in the
 /// PostgreSQL database at `database`.
 pub fn init_center_on(data: &Path, database: Option<&str>) -> Result<Center, String> {
     let db = connect_database(database)?;
+    create_private_dir(data)?;
+    create_owned_dir(&center_dir(data))?;
+    create_owned_dir(&data.join("devices"))?;
     let center =
         Center::init(&center_dir(data), db, clock(), &mut OsRng).map_err(|e| e.to_string())?;
     if database.is_some() {
@@ -64,10 +90,6 @@ pub fn init_center_on(data: &Path, database: Option<&str>) -> Result<Center, Str
             .map_err(|e| format!("{}: {e}", database_marker(data).display()))?;
     }
     Ok(center)
-}
-
-pub fn open_center(data: &Path) -> Result<Center, String> {
-    open_center_on(data, None)
 }
 
 /// Opens the center in DIR/center, on PostgreSQL at `database` if it was set up there.
@@ -161,6 +183,35 @@ fn role_name(role: Role) -> &'static str {
     }
 }
 
+/// Creates a directory, and its missing parents, that only its owner may enter: the center's
+/// records and the devices' SAM images and purchase records live below it. A directory that
+/// already exists keeps its mode (the data directory may be one the user made).
+fn create_private_dir(path: &Path) -> Result<(), String> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder
+        .create(path)
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Creates a directory valuecard owns (`center`, `devices`, a device's) owner-only, and
+/// makes it so if it existed.
+fn create_owned_dir(path: &Path) -> Result<(), String> {
+    create_private_dir(path)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
 /// Writes a file readable by its owner only, atomically (temporary file, then rename).
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
     let temporary = path.with_extension("tmp");
@@ -214,7 +265,7 @@ pub fn install_device(
         .map_err(|e| e.to_string())?;
     sam.install(&installation, &challenge, role, center.today())
         .map_err(|e| e.to_string())?;
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    create_owned_dir(&dir)?;
     write_private(&dir.join("sam.key"), &sam.to_image())?;
     std::fs::write(dir.join("role"), role_name(role))
         .map_err(|e| format!("{}: {e}", dir.display()))?;

@@ -2,6 +2,10 @@
 
 #![forbid(unsafe_code)]
 
+// First, so that its `println!` and friends replace std's in every module below (see there).
+#[macro_use]
+mod output;
+
 mod attach;
 mod bench;
 mod bench_ingest;
@@ -65,7 +69,8 @@ enum CenterCommands {
         #[arg(long)]
         json: bool,
     },
-    /// Cards, loads, loads in flight and devices.
+    /// Cards, devices, loads in flight, and the reconciliation of what was issued, loaded and
+    /// spent against the remaining value on record.
     Status {
         #[arg(long)]
         data: PathBuf,
@@ -207,9 +212,8 @@ enum TerminalCommands {
         amount: String,
         #[arg(long, default_value = "dispenser-1")]
         dispenser: String,
-        /// Reach the center's HTTP service at this URL instead of opening its database.
-        #[arg(long, value_name = "URL")]
-        center: Option<String>,
+        #[command(flatten)]
+        center: datadir::CenterArgs,
         #[command(flatten)]
         reader: lifecycle::ReaderArgs,
         #[arg(long)]
@@ -223,9 +227,8 @@ enum TerminalCommands {
         terminal: String,
         #[arg(long, default_value = "dispenser-1")]
         dispenser: String,
-        /// Reach the center's HTTP service at this URL instead of opening its database.
-        #[arg(long, value_name = "URL")]
-        center: Option<String>,
+        #[command(flatten)]
+        center: datadir::CenterArgs,
         #[command(flatten)]
         reader: lifecycle::ReaderArgs,
         #[arg(long)]
@@ -247,11 +250,8 @@ enum TerminalCommands {
         data: PathBuf,
         #[arg(long, default_value = "terminal-1")]
         terminal: String,
-        /// Reach the center's HTTP service at this URL instead of opening its database.
-        #[arg(long, value_name = "URL")]
-        center: Option<String>,
-        #[arg(long, value_name = "URL")]
-        database: Option<String>,
+        #[command(flatten)]
+        center: datadir::CenterArgs,
         #[arg(long)]
         json: bool,
     },
@@ -299,11 +299,8 @@ enum TerminalCommands {
         data: PathBuf,
         #[arg(long, default_value = "terminal-1")]
         terminal: String,
-        /// Reach the center's HTTP service at this URL instead of opening its database.
-        #[arg(long, value_name = "URL")]
-        center: Option<String>,
-        #[arg(long, value_name = "URL")]
-        database: Option<String>,
+        #[command(flatten)]
+        center: datadir::CenterArgs,
         #[arg(long)]
         json: bool,
     },
@@ -313,10 +310,8 @@ enum TerminalCommands {
         data: PathBuf,
         #[arg(long, default_value = "terminal-1")]
         terminal: String,
-        #[arg(long, value_name = "URL")]
-        center: Option<String>,
-        #[arg(long, value_name = "URL")]
-        database: Option<String>,
+        #[command(flatten)]
+        center: datadir::CenterArgs,
         #[arg(long)]
         json: bool,
     },
@@ -336,9 +331,8 @@ enum CardCommands {
         value: Option<String>,
         #[arg(long, default_value = "dispenser-1")]
         dispenser: String,
-        /// Reach the center's HTTP service at this URL instead of opening its database.
-        #[arg(long, value_name = "URL")]
-        center: Option<String>,
+        #[command(flatten)]
+        center: datadir::CenterArgs,
         /// Also enable the card's credit function (Fig. 13) and print its setting number.
         #[arg(long)]
         credit: bool,
@@ -423,7 +417,7 @@ fn terminal(command: TerminalCommands) -> Result<ExitCode, String> {
             reader,
             center,
             json,
-        } => lifecycle::terminal_load(&data, &dispenser, &amount, &reader, center.as_deref(), json),
+        } => lifecycle::terminal_load(&data, &dispenser, &amount, &reader, &center, json),
         TerminalCommands::Settle {
             data,
             terminal,
@@ -431,14 +425,7 @@ fn terminal(command: TerminalCommands) -> Result<ExitCode, String> {
             reader,
             center,
             json,
-        } => lifecycle::terminal_settle(
-            &data,
-            &terminal,
-            &dispenser,
-            &reader,
-            center.as_deref(),
-            json,
-        ),
+        } => lifecycle::terminal_settle(&data, &terminal, &dispenser, &reader, &center, json),
         TerminalCommands::History {
             data,
             terminal,
@@ -448,15 +435,8 @@ fn terminal(command: TerminalCommands) -> Result<ExitCode, String> {
             data,
             terminal,
             center,
-            database,
             json,
-        } => operations::terminal_sync(
-            &data,
-            &terminal,
-            database.as_deref(),
-            center.as_deref(),
-            json,
-        ),
+        } => operations::terminal_sync(&data, &terminal, &center, json),
         TerminalCommands::CreditPassword {
             data,
             terminal,
@@ -488,28 +468,14 @@ fn terminal(command: TerminalCommands) -> Result<ExitCode, String> {
             data,
             terminal,
             center,
-            database,
             json,
-        } => credit_cli::terminal_credit_upload(
-            &data,
-            &terminal,
-            database.as_deref(),
-            center.as_deref(),
-            json,
-        ),
+        } => credit_cli::terminal_credit_upload(&data, &terminal, &center, json),
         TerminalCommands::AdvanceStamp {
             data,
             terminal,
             center,
-            database,
             json,
-        } => operations::terminal_advance_stamp(
-            &data,
-            &terminal,
-            database.as_deref(),
-            center.as_deref(),
-            json,
-        ),
+        } => operations::terminal_advance_stamp(&data, &terminal, &center, json),
     }
 }
 
@@ -541,7 +507,7 @@ fn main() -> ExitCode {
             &out,
             value.as_deref(),
             &dispenser,
-            center.as_deref(),
+            &center,
             credit.then_some(credit_expiry.as_deref()),
             json,
         ),
@@ -587,7 +553,7 @@ fn main() -> ExitCode {
             data,
             database,
             json,
-        }) => lifecycle::center_status(&data, database.as_deref(), json),
+        }) => operations::center_status(&data, database.as_deref(), json),
         Commands::Center(CenterCommands::Statements {
             data,
             month,
