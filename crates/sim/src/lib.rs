@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod attacks;
+pub mod insider_attacks;
 pub mod scenarios;
 
 use std::path::{Path, PathBuf};
