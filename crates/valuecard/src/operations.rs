@@ -275,6 +275,7 @@ pub fn center_status(
     let pending = center.pending_loads().map_err(|e| e.to_string())?;
     let cards = center.card_count().map_err(|e| e.to_string())?;
     let devices = datadir::devices(data)?;
+    let alerts = center.alerts().map_err(|e| e.to_string())?;
     let status = totals.status();
     let center_id = center.anchor().center;
     let verdict = match status {
@@ -313,7 +314,8 @@ pub fn center_status(
             "reconciliation": status.as_str(),
             "reconciled": status == ReconciliationStatus::Reconciled,
             "not_known_here": NOT_KNOWN_HERE,
-            "pending_loads": pending.iter().map(|p| json!({"card": p.card_id.to_string(), "load_number": p.load_number, "amount": p.amount.minor()})).collect::<Vec<_>>(),
+            "pending_loads": pending.iter().map(|p| json!({"card": p.card_id.to_string(), "load_number": p.load_number, "amount": p.amount.minor(), "dispenser": p.dispenser_id.to_string()})).collect::<Vec<_>>(),
+            "alerts": alerts.iter().map(|a| json!({"subject": hex::encode_upper(a.subject), "kind": a.kind, "detail": a.detail, "raised_on": valuecard_core::time::Date(a.raised_on).to_string()})).collect::<Vec<_>>(),
             "devices": devices.iter().map(|(name, role)| json!({"name": name, "role": role})).collect::<Vec<_>>(),
         }),
         || {
@@ -336,8 +338,8 @@ pub fn center_status(
             );
             for load in &pending {
                 println!(
-                    "    load {} of card {}: {}",
-                    load.load_number, load.card_id, load.amount
+                    "    load {} of card {}: {} (held by dispenser {} until the card's evidence settles it)",
+                    load.load_number, load.card_id, load.amount, load.dispenser_id
                 );
             }
             println!(
@@ -350,6 +352,16 @@ pub fn center_status(
                 money(totals.expected_remaining())
             );
             println!("  not known here: {NOT_KNOWN_HERE}");
+            println!("  alerts: {}", alerts.len());
+            for alert in &alerts {
+                println!(
+                    "    {} {} {}: {}",
+                    valuecard_core::time::Date(alert.raised_on),
+                    hex::encode_upper(alert.subject),
+                    alert.kind,
+                    alert.detail
+                );
+            }
         },
     );
     Ok(ExitCode::SUCCESS)

@@ -362,6 +362,15 @@ fn operations_clone_detection_lost_cards_stolen_terminals_and_restore() {
         "terminal-2",
     ]);
     assert_eq!(sync["clones_detected"][0], a["card"]);
+    // The operator sees what the center detected.
+    let status = json(&["center", "status", "--data", data_arg]);
+    let alerts = status["alerts"].as_array().unwrap();
+    assert!(
+        alerts
+            .iter()
+            .any(|alert| alert["kind"] == "cloned" && alert["subject"] == a["card"]),
+        "{status}"
+    );
     json(&["terminal", "sync", "--data", data_arg]);
     let refused = run(&[
         "terminal",
