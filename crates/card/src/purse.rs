@@ -9,7 +9,7 @@ use valuecard_core::apdu::Command;
 use valuecard_core::cert::{CertError, Certificate, Role};
 use valuecard_core::crypto::PublicKey;
 use valuecard_core::crypto::{
-    aes_cmac_verify, delivery, derivation, random_array, AesKey, SealingKeyPair, SigningKeyPair,
+    aes_cmac_verify, random_array, AesKey, SealingKeyPair, SigningKeyPair,
 };
 use valuecard_core::ids::{CardId, DeviceId};
 use valuecard_core::messages::purse::{
@@ -394,18 +394,16 @@ fn personalize(
     {
         return Err(StatusWord::WRONG_DATA);
     }
-    let session = delivery::session_key(
-        transport_key,
-        derivation::CARD_DELIVERY,
-        &challenge,
-        keys.card_id.as_bytes(),
-    );
-    let mut plain = delivery::open(
-        &session,
-        &PersonalizeCommand::sealed_keys_aad(&keys.card_id),
-        &request.sealed_keys,
-    )
-    .map_err(|_| StatusWord::SECURITY_STATUS_NOT_SATISFIED)?;
+    // KU || KO come sealed to the key pair this card generated, with an ephemeral key of
+    // the center: the transport key authenticates the delivery (the MAC above) but does not
+    // open it, so a sniffer who knows Ktemp learns nothing of KU and KO.
+    let mut plain = keys
+        .sealing
+        .open(
+            &PersonalizeCommand::sealed_keys_aad(&keys.card_id),
+            &request.sealed_keys,
+        )
+        .map_err(|_| StatusWord::SECURITY_STATUS_NOT_SATISFIED)?;
     let split = (plain.len() == SEALED_KEYS_PLAINTEXT_LEN).then(|| {
         (
             AesKey::from_slice(&plain[..16]),

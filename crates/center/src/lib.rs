@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 
 use rand_core::CryptoRngCore;
 use valuecard_core::cert::{Certificate, CertificateBody, Role, TrustAnchor};
-use valuecard_core::crypto::{aes_cmac, delivery, derivation, diversify_key, PublicKey, Signature};
+use valuecard_core::crypto::{aes_cmac, derivation, diversify_key, seal_to, PublicKey, Signature};
 use valuecard_core::ids::{CardId, DeviceId};
 pub use valuecard_core::messages::center::CenterError as LinkError;
 use valuecard_core::messages::center::{
@@ -34,7 +34,7 @@ use valuecard_core::messages::purse::{
 };
 use valuecard_core::money::Amount;
 use valuecard_core::time::{Clock, Date};
-use valuecard_sam::{installation_keys_aad, installation_session_key};
+use valuecard_sam::{installation_keys_aad, installation_mac_input};
 
 use crate::db::next_in_sequence;
 use crate::keys::CenterKeys;
@@ -187,10 +187,20 @@ impl Center {
         }
     }
 
-    /// The transport key Ktemp, for the factory that manufactures cards and SAMs (Fig. 8).
-    /// The factory is part of the issuer's trusted set-up; nothing else receives it.
-    pub fn transport_key_for_manufacture(&self) -> valuecard_core::crypto::AesKey {
-        self.keys.transport_key.clone()
+    /// The transport key Ktemp of one device, for the factory that manufactures it (Fig. 8):
+    /// diversified from the device's manufacture identifier (a SAM's device ID) under the
+    /// center's manufacture key, so each device holds its own. The factory is part of the
+    /// issuer's trusted set-up; nothing else receives one.
+    pub fn transport_key_for_device(&self, device_id: &DeviceId) -> valuecard_core::crypto::AesKey {
+        self.keys.transport_key(&device_id.0)
+    }
+
+    /// The transport key of unissued cards, for the card factory (Fig. 8). Cards have no
+    /// identifier before issuance, so they share this one; it authenticates the center's
+    /// GENERATE KEY PAIR and PERSONALIZE, while the keys KU and KO are sealed to each card's
+    /// own X25519 key and cannot be opened with it.
+    pub fn transport_key_for_cards(&self) -> valuecard_core::crypto::AesKey {
+        self.keys.card_transport_key()
     }
 
     fn certificate(
@@ -243,7 +253,11 @@ impl Center {
     }
 
     /// Fig. 4A with Fig. 8: certify a device's public key for `role`, and deliver KT
-    /// (diversified from its ID under KA) and KO sealed under the transport key.
+    /// (diversified from its ID under KA), KO and the first time stamp TS0 sealed to the
+    /// SAM's own X25519 key with an ephemeral key of the center, the whole MACed under the
+    /// device's own transport key. A sniffer of the installation who holds any transport key,
+    /// even this device's, cannot open the keys (that needs the SAM's X25519 secret), and
+    /// one device's transport key says nothing about another's.
     pub fn install_device(
         &mut self,
         request: &InstallationRequest,
@@ -272,18 +286,27 @@ impl Center {
         plain[..16].copy_from_slice(terminal_key.expose());
         plain[16..32].copy_from_slice(self.keys.common_key.expose());
         plain[32..].copy_from_slice(&first_stamp);
-        let session = installation_session_key(
-            &self.keys.transport_key,
-            &request.challenge,
-            &request.device_id,
-        );
-        let sealed_keys = delivery::seal(
-            &session,
-            &installation_keys_aad(&request.device_id, &self.anchor()),
-            &plain,
+        let anchor = self.anchor();
+        let sealed = seal_to(
             &mut self.rng,
+            &request.sealing_key,
+            &installation_keys_aad(&request.device_id, &anchor, &request.challenge),
+            &plain,
         );
         zeroize::Zeroize::zeroize(&mut plain);
+        let sealed_keys = sealed.map_err(|_| {
+            CenterError::Mismatch("the device's sealing key is not a usable X25519 key".into())
+        })?;
+        let mac = aes_cmac(
+            &self.keys.transport_key(&request.device_id.0),
+            &installation_mac_input(
+                &request.device_id,
+                &request.challenge,
+                &certificate,
+                &anchor,
+                &sealed_keys,
+            ),
+        );
         let changed = self.db.execute(
             "INSERT INTO devices (device_id, role, signing_key, sealing_key, certificate, status, installed_on)
              VALUES ($1, $2, $3, $4, $5, 'installed', $6)
@@ -306,8 +329,9 @@ impl Center {
         self.register_first_stamp(request.device_id, &first_stamp)?;
         Ok(Installation {
             certificate,
-            anchor: self.anchor(),
+            anchor,
             sealed_keys,
+            mac,
         })
     }
 
@@ -485,8 +509,12 @@ impl valuecard_core::messages::center::TerminalLink for Center {
         self.list_delta_since(since)
     }
 
-    fn report_stamp(&mut self, terminal_id: DeviceId, count: u32) -> Result<u32, CenterError> {
-        self.record_stamp_count(terminal_id, count)
+    fn report_stamp(
+        &mut self,
+        terminal_id: DeviceId,
+        stamp: &valuecard_core::messages::purse::TerminalStamp,
+    ) -> Result<u32, CenterError> {
+        self.record_stamp(terminal_id, stamp)
     }
 }
 
@@ -509,7 +537,7 @@ impl CenterLink for Center {
             Ok(card_id)
         })?;
         let mac = aes_cmac(
-            &self.keys.transport_key,
+            &self.keys.card_transport_key(),
             &GenerateKeyPairCommand::mac_input(card_challenge, &card_id),
         );
         Ok(CardIdAssignment { card_id, mac })
@@ -532,7 +560,7 @@ impl CenterLink for Center {
             return Err(CenterError::NotAuthorized(request.dispenser_id));
         }
         let mac = aes_cmac(
-            &self.keys.transport_key,
+            &self.keys.card_transport_key(),
             &GenerateKeyPairCommand::mac_input(card_challenge, card_id),
         );
         Ok(CardIdAssignment {
@@ -573,19 +601,19 @@ impl CenterLink for Center {
         let mut plain = [0u8; 32];
         plain[..16].copy_from_slice(card_key.expose());
         plain[16..].copy_from_slice(self.keys.common_key.expose());
-        let session = delivery::session_key(
-            &self.keys.transport_key,
-            derivation::CARD_DELIVERY,
-            &request.card_challenge,
-            request.card_id.as_bytes(),
-        );
-        let sealed_keys = delivery::seal(
-            &session,
+        // Sealed to the card's freshly generated X25519 key with an ephemeral key of the
+        // center: a sniffer of the personalisation who holds the transport key still cannot
+        // open KU and KO.
+        let sealed = seal_to(
+            &mut self.rng,
+            &request.sealing_key,
             &PersonalizeCommand::sealed_keys_aad(&request.card_id),
             &plain,
-            &mut self.rng,
         );
         zeroize::Zeroize::zeroize(&mut plain);
+        let sealed_keys = sealed.map_err(|_| {
+            CenterError::Mismatch("the card's sealing key is not a usable X25519 key".into())
+        })?;
         let date = self.today();
         let mut command = PersonalizeCommand {
             certificate: certificate.clone(),
@@ -596,7 +624,7 @@ impl CenterLink for Center {
             mac: [0; 16],
         };
         command.mac = aes_cmac(
-            &self.keys.transport_key,
+            &self.keys.card_transport_key(),
             &PersonalizeCommand::mac_input(&request.card_challenge, &command.encode_unmacced()),
         );
         self.db.execute(

@@ -359,6 +359,10 @@ pub mod derivation {
     pub const CARD_DELIVERY: u8 = 0x13;
     /// The session key of a delivery to a terminal or dispenser SAM under Ktemp.
     pub const DEVICE_DELIVERY: u8 = 0x14;
+    /// Ktemp: one device's (card's or SAM's) own transport key, diversified from its
+    /// manufacture identifier under the center's manufacture key, so that the key read out
+    /// of one unissued device opens nothing of another.
+    pub const TRANSPORT_KEY: u8 = 0x15;
 }
 
 /// Deliveries of keys under the transport key Ktemp (seed 003, Fig. 8): a session key

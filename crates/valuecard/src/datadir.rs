@@ -98,8 +98,8 @@ pub fn open_center_on(data: &Path, database: Option<&str>) -> Result<Center, Str
     Center::open(&dir, connect_database(database)?, clock()).map_err(|e| e.to_string())
 }
 
-/// The transport key Ktemp from the center's key file, for manufacturing cards when the
-/// center itself is reached over HTTP (the factory is part of the issuer's set-up).
+/// The cards' transport key Ktemp from the center's key file, for manufacturing cards when
+/// the center itself is reached over HTTP (the factory is part of the issuer's set-up).
 pub fn transport_key(data: &Path) -> Result<AesKey, String> {
     let path = valuecard_center::key_path(&center_dir(data));
     if !path.exists() {
@@ -110,7 +110,7 @@ pub fn transport_key(data: &Path) -> Result<AesKey, String> {
     }
     Ok(CenterKeys::load(&path)
         .map_err(|e| e.to_string())?
-        .transport_key)
+        .card_transport_key())
 }
 
 /// The dispenser's link to the center's HTTP service, signing with the dispenser's SAM
@@ -199,7 +199,7 @@ pub fn install_device(
     let device_id = center.allocate_device_id().map_err(|e| e.to_string())?;
     let mut sam = SoftwareSam::manufacture(
         device_id,
-        center.transport_key_for_manufacture(),
+        center.transport_key_for_device(&device_id),
         &mut OsRng,
     );
     let challenge = random_array(&mut OsRng);

@@ -184,7 +184,7 @@ fn run_in(dir: &Path, out: &mut Account) -> Result<DemoReport, WorldError> {
     let mut card_ids = Vec::new();
     for (index, value) in initial.iter().enumerate() {
         let path = card_path(dir, index + 1);
-        let card = FileCard::manufacture_file(&path, world.center.transport_key_for_manufacture())?;
+        let card = FileCard::manufacture_file(&path, world.center.transport_key_for_cards())?;
         let mut reader = InProcessReader::with_card(format!("reader {}", index + 1), card);
         let card_id = world.issue(&mut reader, minor(*value))?;
         out.say(format!(

@@ -256,7 +256,7 @@ pub fn card_issue(
         ));
     }
     let transport_key = match &center {
-        CenterAccess::Local(center) => center.transport_key_for_manufacture(),
+        CenterAccess::Local(center) => center.transport_key_for_cards(),
         CenterAccess::Http(_) => datadir::transport_key(data)?,
     };
     let card = FileCard::manufacture_file(out, transport_key)

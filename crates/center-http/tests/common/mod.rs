@@ -9,7 +9,6 @@ use rand_core::SeedableRng;
 use valuecard_card::eeprom::MemoryEeprom;
 use valuecard_card::image::EEPROM_SIZE;
 use valuecard_card::Card;
-use valuecard_center::auth::request_signing_input;
 use valuecard_center::{Center, LoadTotals, PendingLoad};
 use valuecard_center_http::problem::ProblemDocument;
 use valuecard_center_http::{BackgroundServer, HttpCenterLink};
@@ -264,7 +263,7 @@ pub fn signed_headers(
     body: &[u8],
 ) -> Vec<(String, String)> {
     let signature = signer
-        .sign(&request_signing_input(method, path, sequence, body))
+        .sign_device_request(method, path, sequence, body)
         .unwrap();
     vec![
         ("content-type".into(), "application/json".into()),

@@ -6,7 +6,7 @@
 use crate::cert::{Certificate, TrustAnchor};
 use crate::crypto::{PublicKey, Signature, MAC_LEN, PUBLIC_KEY_LEN};
 use crate::ids::{CardId, DeviceId};
-use crate::messages::purse::{Challenge, LoadOffer};
+use crate::messages::purse::{Challenge, LoadOffer, TerminalStamp};
 use crate::money::Amount;
 use crate::time::Date;
 
@@ -84,8 +84,12 @@ pub struct InstallationRequest {
 pub struct Installation {
     pub certificate: Certificate,
     pub anchor: TrustAnchor,
-    /// KT || KO, AES-128-GCM under a session key derived from Ktemp and the challenge.
+    /// KT || KO || TS0, sealed to the SAM's own X25519 key with an ephemeral key of the
+    /// center (X25519 + HKDF-SHA256 + AES-128-GCM).
     pub sealed_keys: Vec<u8>,
+    /// AES-CMAC under the device's own transport key over the whole installation and the
+    /// device's challenge: the SAM knows the keys come from the center.
+    pub mac: [u8; MAC_LEN],
 }
 
 /// Why the center refused a request. Split by who is at fault, as every error here is.
@@ -104,6 +108,8 @@ pub enum CenterError {
     BadCardSignature,
     #[error("request does not match the center's records: {0}")]
     Mismatch(String),
+    #[error("time stamp refused: {0}")]
+    BadStamp(String),
     #[error("amount refused: {0}")]
     Amount(String),
     #[error("center storage failed: {0}")]
@@ -326,9 +332,14 @@ pub const LIST_DELTA_MAX: usize = 10_000;
 pub trait TerminalLink {
     fn upload_usage(&mut self, upload: &UsageUpload) -> Result<UploadReceipt, CenterError>;
     fn list_delta(&mut self, terminal_id: DeviceId, since: u64) -> Result<ListDelta, CenterError>;
-    /// The terminal advanced its time stamp to `count` (Fig. 10: it calls the center at each
-    /// update). Returns the count the center now holds.
-    fn report_stamp(&mut self, terminal_id: DeviceId, count: u32) -> Result<u32, CenterError>;
+    /// The terminal reports its signed time stamp (Fig. 10: it calls the center at each
+    /// update). The center checks it against the chain from TS0 and the terminal's key.
+    /// Returns the count the center now holds.
+    fn report_stamp(
+        &mut self,
+        terminal_id: DeviceId,
+        stamp: &TerminalStamp,
+    ) -> Result<u32, CenterError>;
 }
 
 impl<T: TerminalLink + ?Sized> TerminalLink for &mut T {
@@ -338,7 +349,11 @@ impl<T: TerminalLink + ?Sized> TerminalLink for &mut T {
     fn list_delta(&mut self, terminal_id: DeviceId, since: u64) -> Result<ListDelta, CenterError> {
         (**self).list_delta(terminal_id, since)
     }
-    fn report_stamp(&mut self, terminal_id: DeviceId, count: u32) -> Result<u32, CenterError> {
-        (**self).report_stamp(terminal_id, count)
+    fn report_stamp(
+        &mut self,
+        terminal_id: DeviceId,
+        stamp: &TerminalStamp,
+    ) -> Result<u32, CenterError> {
+        (**self).report_stamp(terminal_id, stamp)
     }
 }
