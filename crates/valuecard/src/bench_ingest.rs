@@ -186,7 +186,8 @@ pub fn ingest(args: IngestArgs) -> Result<ExitCode, String> {
         "SQLite (WAL, synchronous=FULL)"
     };
     let mut center = Center::init(dir.path(), database, clock(), &mut rng).map_err(error)?;
-    let mut seller = install_sam(&mut center, Role::PaymentTerminal, clock(), &mut rng).map_err(error)?;
+    let mut seller =
+        install_sam(&mut center, Role::PaymentTerminal, clock(), &mut rng).map_err(error)?;
     let mut first_writer =
         install_sam(&mut center, Role::PaymentTerminal, clock(), &mut rng).map_err(error)?;
     let keys = [

@@ -38,7 +38,7 @@ pub fn amount(minor: u64) -> Amount {
 
 /// A SAM from its image: every party that needs the device's keys gets its own copy.
 pub fn sam(image: &[u8]) -> SoftwareSam {
-    SoftwareSam::from_image(image).unwrap()
+    SoftwareSam::from_image(image).unwrap().with_clock(clock())
 }
 
 /// The center's records that a refused request must leave as they were.
@@ -62,10 +62,10 @@ impl Harness {
     /// Installs the devices on `center` and serves it on a free loopback port.
     pub fn start(mut center: Center, seed: u64) -> Self {
         let mut rng = WorldRng::seed_from_u64(seed);
-        let dispenser = install_sam(&mut center, Role::Dispenser, &mut rng).unwrap();
-        let other_dispenser = install_sam(&mut center, Role::Dispenser, &mut rng).unwrap();
-        let terminal = install_sam(&mut center, Role::PaymentTerminal, &mut rng).unwrap();
-        let transport_key = center.transport_key_for_manufacture();
+        let dispenser = install_sam(&mut center, Role::Dispenser, clock(), &mut rng).unwrap();
+        let other_dispenser = install_sam(&mut center, Role::Dispenser, clock(), &mut rng).unwrap();
+        let terminal = install_sam(&mut center, Role::PaymentTerminal, clock(), &mut rng).unwrap();
+        let transport_key = center.transport_key_for_cards();
         let server = BackgroundServer::bind("127.0.0.1:0", Arc::new(Mutex::new(center))).unwrap();
         Harness {
             server,
