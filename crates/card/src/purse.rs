@@ -175,6 +175,7 @@ pub fn select_response(state: &PersistentState) -> Effect {
     let response = SelectResponse {
         state: state.card_state(),
         card_id: state.card_id(),
+        chip_serial: state.chip_serial(),
         certificate: match state {
             PersistentState::Personalized(purse) => Some(purse.certificate.clone()),
             _ => None,
@@ -220,7 +221,7 @@ pub fn handle(
     } = sessions;
     match (command.ins, state) {
         (ins::GET_CHALLENGE, _) => get_challenge(command, volatile, rng),
-        (ins::GENERATE_KEY_PAIR, PersistentState::Manufactured { transport_key })
+        (ins::GENERATE_KEY_PAIR, PersistentState::Manufactured { transport_key, .. })
         | (ins::GENERATE_KEY_PAIR, PersistentState::KeysGenerated { transport_key, .. }) => {
             generate_key_pair(command, state, transport_key, volatile, rng)
         }
@@ -229,6 +230,7 @@ pub fn handle(
             PersistentState::KeysGenerated {
                 transport_key,
                 keys,
+                ..
             },
         ) => personalize(command, transport_key, keys, volatile),
         (ins::READ_PURSE, PersistentState::Personalized(purse)) => {
@@ -353,6 +355,7 @@ fn generate_key_pair(
                 data,
                 PersistentState::KeysGenerated {
                     transport_key: transport_key.clone(),
+                    chip_serial: state.chip_serial(),
                     keys: Box::new(keys),
                 },
             ))

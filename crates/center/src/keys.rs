@@ -12,15 +12,23 @@ use std::path::Path;
 use rand_core::CryptoRngCore;
 use valuecard_core::crypto::{derivation, diversify_key, AesKey, SigningKeyPair};
 use valuecard_core::ids::DeviceId;
+use valuecard_core::messages::purse::ChipSerial;
 use valuecard_core::tlv::{TlvReader, TlvWriter};
 use zeroize::Zeroize;
 
 use crate::CenterError;
 
 const MAGIC: &[u8] = b"valuecard-center-keys-v1";
-/// The manufacture identifier under which cards' transport key is diversified; no device ID
-/// has this value (device IDs start with 0xD0, card IDs with 0xC0, the center's with 0xCE).
-const CARD_TRANSPORT_ID: &[u8; 8] = b"\0cards\0\0";
+/// The first byte of every chip serial, so that no chip serial equals a device ID (0xD0…) and
+/// no chip shares a transport key with a SAM.
+pub const CHIP_SERIAL_PREFIX: u8 = 0xC5;
+
+/// A fresh chip serial: the prefix and seven random bytes.
+pub fn chip_serial(rng: &mut impl CryptoRngCore) -> ChipSerial {
+    let mut serial: ChipSerial = valuecard_core::crypto::random_array(rng);
+    serial[0] = CHIP_SERIAL_PREFIX;
+    serial
+}
 
 pub struct CenterKeys {
     pub center_id: DeviceId,
@@ -60,11 +68,6 @@ impl CenterKeys {
             derivation::TRANSPORT_KEY,
             manufacture_id,
         )
-    }
-
-    /// The transport key of unissued cards (see `Center::transport_key_for_cards`).
-    pub fn card_transport_key(&self) -> AesKey {
-        self.transport_key(CARD_TRANSPORT_ID)
     }
 
     fn encode(&self) -> Vec<u8> {

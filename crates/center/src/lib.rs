@@ -29,7 +29,7 @@ use valuecard_core::messages::center::{
     Installation, InstallationRequest, LoadApproval, LoadRequest, LoadSettlement,
 };
 use valuecard_core::messages::purse::{
-    Challenge, GenerateKeyPairCommand, InitializeLoad, LoadAuthorization, LoadOffer,
+    Challenge, ChipSerial, GenerateKeyPairCommand, InitializeLoad, LoadAuthorization, LoadOffer,
     PersonalizeCommand,
 };
 use valuecard_core::money::Amount;
@@ -195,12 +195,36 @@ impl Center {
         self.keys.transport_key(&device_id.0)
     }
 
-    /// The transport key of unissued cards, for the card factory (Fig. 8). Cards have no
-    /// identifier before issuance, so they share this one; it authenticates the center's
-    /// GENERATE KEY PAIR and PERSONALIZE, while the keys KU and KO are sealed to each card's
-    /// own X25519 key and cannot be opened with it.
-    pub fn transport_key_for_cards(&self) -> valuecard_core::crypto::AesKey {
-        self.keys.card_transport_key()
+    /// A new chip for the card factory (Fig. 8): a fresh manufacture serial and the chip's own
+    /// transport key Ktemp, diversified from that serial under the manufacture key. Ktemp
+    /// authenticates the center's GENERATE KEY PAIR and PERSONALIZE to this chip only; the
+    /// keys KU and KO are sealed to the card's own X25519 key and cannot be opened with it.
+    pub fn manufacture_chip(&mut self) -> (ChipSerial, valuecard_core::crypto::AesKey) {
+        let serial = keys::chip_serial(&mut self.rng);
+        (serial, self.keys.transport_key(&serial))
+    }
+
+    /// The transport key Ktemp of the chip with this serial, for the card factory.
+    pub fn transport_key_for_chip(
+        &self,
+        serial: &ChipSerial,
+    ) -> Result<valuecard_core::crypto::AesKey, CenterError> {
+        self.chip_transport_key(serial)
+    }
+
+    /// The transport key of the chip a dispenser names. A serial without the chip prefix is
+    /// refused, so that no request makes the center MAC under a SAM's transport key.
+    fn chip_transport_key(
+        &self,
+        serial: &ChipSerial,
+    ) -> Result<valuecard_core::crypto::AesKey, CenterError> {
+        if serial[0] != keys::CHIP_SERIAL_PREFIX {
+            return Err(CenterError::Mismatch(format!(
+                "{} is not a chip serial",
+                hex_serial(serial)
+            )));
+        }
+        Ok(self.keys.transport_key(serial))
     }
 
     fn certificate(
@@ -480,6 +504,10 @@ impl Center {
     }
 }
 
+fn hex_serial(serial: &ChipSerial) -> String {
+    serial.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
 fn seeded(rng: &mut impl CryptoRngCore) -> rand_chacha::ChaCha20Rng {
     let mut seed = [0u8; 32];
     rng.fill_bytes(&mut seed);
@@ -537,7 +565,7 @@ impl CenterLink for Center {
             Ok(card_id)
         })?;
         let mac = aes_cmac(
-            &self.keys.card_transport_key(),
+            &self.chip_transport_key(&request.chip_serial)?,
             &GenerateKeyPairCommand::mac_input(card_challenge, &card_id),
         );
         Ok(CardIdAssignment { card_id, mac })
@@ -560,7 +588,7 @@ impl CenterLink for Center {
             return Err(CenterError::NotAuthorized(request.dispenser_id));
         }
         let mac = aes_cmac(
-            &self.keys.card_transport_key(),
+            &self.chip_transport_key(&request.chip_serial)?,
             &GenerateKeyPairCommand::mac_input(card_challenge, card_id),
         );
         Ok(CardIdAssignment {
@@ -624,7 +652,7 @@ impl CenterLink for Center {
             mac: [0; 16],
         };
         command.mac = aes_cmac(
-            &self.keys.card_transport_key(),
+            &self.chip_transport_key(&request.chip_serial)?,
             &PersonalizeCommand::mac_input(&request.card_challenge, &command.encode_unmacced()),
         );
         self.db.execute(

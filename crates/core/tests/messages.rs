@@ -667,6 +667,7 @@ fn build_fixture(mut rng: impl CryptoRngCore) -> Fixture {
             Message::Select(SelectResponse {
                 state: CardState::Manufactured,
                 card_id: None,
+                chip_serial: Some([0xC5, 1, 2, 3, 4, 5, 6, 7]),
                 certificate: None,
             }),
         ),
@@ -675,6 +676,7 @@ fn build_fixture(mut rng: impl CryptoRngCore) -> Fixture {
             Message::Select(SelectResponse {
                 state: CardState::KeysGenerated,
                 card_id: Some(CARD_ID),
+                chip_serial: Some([0xC5, 1, 2, 3, 4, 5, 6, 7]),
                 certificate: None,
             }),
         ),
@@ -683,6 +685,7 @@ fn build_fixture(mut rng: impl CryptoRngCore) -> Fixture {
             Message::Select(SelectResponse {
                 state: CardState::Active,
                 card_id: Some(CARD_ID),
+                chip_serial: None,
                 certificate: Some(card_certificate.clone()),
             }),
         ),
@@ -691,6 +694,7 @@ fn build_fixture(mut rng: impl CryptoRngCore) -> Fixture {
             Message::Select(SelectResponse {
                 state: CardState::Blocked,
                 card_id: None,
+                chip_serial: None,
                 certificate: Some(card_certificate.clone()),
             }),
         ),

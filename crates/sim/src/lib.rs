@@ -212,17 +212,15 @@ impl World {
         Box::new(self.clock.clone())
     }
 
-    /// A card fresh from the factory on the given memory (Fig. 8: it holds Ktemp only).
+    /// A card fresh from the factory on the given memory (Fig. 8: it holds its chip serial and
+    /// its own Ktemp only).
     pub fn manufacture_card<E: Eeprom>(
         &mut self,
         eeprom: E,
     ) -> Result<Card<E, WorldRng>, WorldError> {
         let rng = fork(&mut self.rng);
-        Ok(Card::manufacture(
-            eeprom,
-            self.center.transport_key_for_cards(),
-            rng,
-        )?)
+        let (serial, transport_key) = self.center.manufacture_chip();
+        Ok(Card::manufacture(eeprom, serial, transport_key, rng)?)
     }
 
     /// A random source for a new party, drawn from the world's.

@@ -15,7 +15,10 @@ use valuecard_core::crypto::{
     aes_cmac, delivery, derivation, random_array, seal_to, SealingKeyPair, SEAL_OVERHEAD,
 };
 use valuecard_core::messages::center::{Installation, InstallationRequest};
-use valuecard_core::messages::purse::{ins, PersonalizeCommand};
+use valuecard_core::messages::purse::{
+    ins, GenerateKeyPairCommand, PersonalizeCommand, SelectResponse, PURSE_AID,
+};
+use valuecard_core::StatusWord;
 use valuecard_reader::{CardReader, ReaderError};
 use valuecard_sam::{installation_keys_aad, installation_mac_input, Sam, SamError, SoftwareSam};
 use valuecard_sim::{read_purse, World, WorldRng};
@@ -79,8 +82,11 @@ fn a_sniffer_with_the_transport_key_cannot_open_a_cards_ku_and_ko() {
     );
     let challenge = Response::parse(challenge_answer).unwrap().data;
 
-    // The attacker holds the cards' transport key and the whole transcript.
-    let transport_key = world.center.transport_key_for_cards();
+    // The attacker holds this chip's transport key (its serial is in the SELECT answer of
+    // the transcript) and the whole transcript.
+    let select = SelectResponse::decode(&Response::parse(&log[0].1).unwrap().data).unwrap();
+    let serial = select.chip_serial.unwrap();
+    let transport_key = world.center.transport_key_for_chip(&serial).unwrap();
     let aad = PersonalizeCommand::sealed_keys_aad(&card_id);
     assert!(
         !open_with_transport_key(
@@ -104,6 +110,60 @@ fn a_sniffer_with_the_transport_key_cannot_open_a_cards_ku_and_ko() {
         .purchase(&mut reader, amount(250))
         .unwrap();
     assert_eq!(read_purse(&mut reader).unwrap().balance, amount(750));
+}
+
+#[test]
+fn one_chips_transport_key_does_not_open_another_chip_for_issuance() {
+    let mut world = world(73, 1);
+    // The attacker bought a blank card and read its Ktemp out of the chip.
+    let (mine, _) = blank_card(&mut world, "attacker's");
+    let serial_mine = mine.card().unwrap().state().chip_serial().unwrap();
+    let key_mine = world.center.transport_key_for_chip(&serial_mine).unwrap();
+    // Another blank card, still at the factory or in a dispenser.
+    let (mut victim, _) = blank_card(&mut world, "victim");
+    let select = SelectResponse::decode(&victim.exchange(&select_purse()).unwrap().data).unwrap();
+    let serial_victim = select.chip_serial.unwrap();
+    assert_ne!(serial_mine, serial_victim);
+    assert_ne!(
+        key_mine.expose(),
+        world
+            .center
+            .transport_key_for_chip(&serial_victim)
+            .unwrap()
+            .expose()
+    );
+    // He authorizes GENERATE KEY PAIR for the victim chip with his own chip's key.
+    let challenge = victim
+        .exchange(&Command::new(0x00, ins::GET_CHALLENGE, 0, 0).with_le(16))
+        .unwrap()
+        .data;
+    let challenge: [u8; 16] = challenge.try_into().unwrap();
+    let card_id = valuecard_core::ids::CardId([0xC0, 0, 0, 0, 0, 0, 0, 0x77]);
+    let forged = GenerateKeyPairCommand {
+        card_id,
+        mac: aes_cmac(
+            &key_mine,
+            &GenerateKeyPairCommand::mac_input(&challenge, &card_id),
+        ),
+    };
+    let answer = victim
+        .exchange(&Command::new(0x80, ins::GENERATE_KEY_PAIR, 0, 0).with_data(forged.encode()))
+        .unwrap();
+    assert_eq!(answer.sw, StatusWord::SECURITY_STATUS_NOT_SATISFIED);
+    // The center refuses a serial that is not a chip's (a SAM's device ID, say).
+    assert!(world
+        .center
+        .transport_key_for_chip(&[0xD0, 0, 0, 0, 0, 0, 0, 1])
+        .is_err());
+    // The victim is still blank and issues normally.
+    world.issue(&mut victim, amount(500)).unwrap();
+    assert_eq!(read_purse(&mut victim).unwrap().balance, amount(500));
+}
+
+fn select_purse() -> Command {
+    Command::new(0x00, ins::SELECT, 0x04, 0x00)
+        .with_data(PURSE_AID.to_vec())
+        .with_le(256)
 }
 
 /// A SAM fresh from the factory for a new device ID, with its own transport key.

@@ -196,7 +196,8 @@ pub fn center_restore(
     let mut center = datadir::open_center_on(data, database)?;
     let mut dispenser = datadir::open_dispenser(data, dispenser_name)?;
     let value = center.restore_card(&old).map_err(|e| e.to_string())?;
-    let card = FileCard::manufacture_file(out, center.transport_key_for_cards())
+    let (serial, transport_key) = center.manufacture_chip();
+    let card = FileCard::manufacture_file(out, serial, transport_key)
         .map_err(|e| format!("{}: {e}", out.display()))?;
     let mut reader = InProcessReader::with_card("dispenser", card);
     let new = dispenser

@@ -13,7 +13,6 @@ use valuecard_center::{Center, LoadTotals, PendingLoad};
 use valuecard_center_http::problem::ProblemDocument;
 use valuecard_center_http::{BackgroundServer, HttpCenterLink};
 use valuecard_core::cert::Role;
-use valuecard_core::crypto::AesKey;
 use valuecard_core::ids::DeviceId;
 use valuecard_core::money::Amount;
 use valuecard_core::time::{Clock, Date, FixedClock};
@@ -55,7 +54,6 @@ pub struct Harness {
     pub dispenser: Vec<u8>,
     pub other_dispenser: Vec<u8>,
     pub terminal: Vec<u8>,
-    pub transport_key: AesKey,
 }
 
 impl Harness {
@@ -65,7 +63,6 @@ impl Harness {
         let dispenser = install_sam(&mut center, Role::Dispenser, clock(), &mut rng).unwrap();
         let other_dispenser = install_sam(&mut center, Role::Dispenser, clock(), &mut rng).unwrap();
         let terminal = install_sam(&mut center, Role::PaymentTerminal, clock(), &mut rng).unwrap();
-        let transport_key = center.transport_key_for_cards();
         let server = BackgroundServer::bind("127.0.0.1:0", Arc::new(Mutex::new(center))).unwrap();
         Harness {
             server,
@@ -73,7 +70,6 @@ impl Harness {
             dispenser: dispenser.to_image(),
             other_dispenser: other_dispenser.to_image(),
             terminal: terminal.to_image(),
-            transport_key,
         }
     }
 
@@ -93,12 +89,9 @@ impl Harness {
     /// A card fresh from the factory, in a reader.
     pub fn blank_card(&mut self, name: &str) -> Reader {
         let rng = WorldRng::seed_from_u64(rand_core::RngCore::next_u64(&mut self.rng));
-        let card = Card::manufacture(
-            MemoryEeprom::new(EEPROM_SIZE),
-            self.transport_key.clone(),
-            rng,
-        )
-        .unwrap();
+        let (serial, transport_key) = self.with_center(|center| center.manufacture_chip());
+        let card =
+            Card::manufacture(MemoryEeprom::new(EEPROM_SIZE), serial, transport_key, rng).unwrap();
         InProcessReader::with_card(name, card)
     }
 

@@ -6,7 +6,7 @@
 use crate::cert::{Certificate, TrustAnchor};
 use crate::crypto::{PublicKey, Signature, MAC_LEN, PUBLIC_KEY_LEN};
 use crate::ids::{CardId, DeviceId};
-use crate::messages::purse::{Challenge, LoadOffer, TerminalStamp};
+use crate::messages::purse::{Challenge, ChipSerial, LoadOffer, TerminalStamp};
 use crate::money::Amount;
 use crate::time::Date;
 
@@ -14,6 +14,9 @@ use crate::time::Date;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CardIdRequest {
     pub dispenser_id: DeviceId,
+    /// The blank chip's manufacture serial (from its SELECT answer): the center MACs GENERATE
+    /// KEY PAIR under this chip's own transport key.
+    pub chip_serial: ChipSerial,
 }
 
 /// Fig. 4B, second half: the card generated its key pair; the dispenser asks the center to
@@ -21,6 +24,8 @@ pub struct CardIdRequest {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CardCertificationRequest {
     pub dispenser_id: DeviceId,
+    /// The chip's manufacture serial: PERSONALIZE is MACed under its own transport key.
+    pub chip_serial: ChipSerial,
     pub card_id: CardId,
     pub signing_key: PublicKey,
     pub sealing_key: [u8; PUBLIC_KEY_LEN],
