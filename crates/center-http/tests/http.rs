@@ -351,6 +351,7 @@ fn refused_requests_change_nothing() {
     assert!(document.detail.contains("card_id"), "{document:?}");
     let short = serde_json::to_vec(&serde_json::json!({
         "dispenser_id": a.to_hex(),
+        "chip_serial": "c500000000000001",
         "card_challenge": "00ff",
     }))
     .unwrap();
