@@ -12,7 +12,8 @@ use rand_core::{OsRng, SeedableRng};
 use valuecard_core::apdu::{Command, Response};
 use valuecard_core::cert::Role;
 use valuecard_core::crypto::{
-    aes_cmac, delivery, derivation, random_array, seal_to, SealingKeyPair, SEAL_OVERHEAD,
+    aes_cmac, aes_gcm_open, diversify_key, random_array, seal_to, SealingKeyPair, GCM_NONCE_LEN,
+    SEAL_OVERHEAD,
 };
 use valuecard_core::messages::center::{Installation, InstallationRequest};
 use valuecard_core::messages::purse::{
@@ -41,6 +42,10 @@ impl<R: CardReader> CardReader for Tap<'_, R> {
     }
 }
 
+/// The derivation constants of the former deliveries under Ktemp.
+const CARD_DELIVERY: u8 = 0x13;
+const DEVICE_DELIVERY: u8 = 0x14;
+
 /// What the old scheme let a holder of Ktemp do: derive the delivery session key from the
 /// transport key, the sniffed challenge and the recipient, and open the sealed keys.
 fn open_with_transport_key(
@@ -51,8 +56,14 @@ fn open_with_transport_key(
     aad: &[u8],
     sealed: &[u8],
 ) -> bool {
-    let session = delivery::session_key(transport_key, purpose, challenge, recipient);
-    delivery::open(&session, aad, sealed).is_ok()
+    let mut context = challenge.to_vec();
+    context.extend_from_slice(recipient);
+    let session = diversify_key(transport_key, purpose, &context);
+    if sealed.len() < GCM_NONCE_LEN {
+        return false;
+    }
+    let (nonce, ciphertext) = sealed.split_at(GCM_NONCE_LEN);
+    aes_gcm_open(&session, &nonce.try_into().unwrap(), aad, ciphertext).is_ok()
 }
 
 #[test]
@@ -91,7 +102,7 @@ fn a_sniffer_with_the_transport_key_cannot_open_a_cards_ku_and_ko() {
     assert!(
         !open_with_transport_key(
             &transport_key,
-            derivation::CARD_DELIVERY,
+            CARD_DELIVERY,
             &challenge,
             card_id.as_bytes(),
             &aad,
@@ -217,7 +228,7 @@ fn one_devices_transport_key_opens_nothing_and_forges_nothing_for_another() {
         // Ktemp of A opens neither A's own delivery nor B's (ECDH), ...
         assert!(!open_with_transport_key(
             &key_a,
-            derivation::DEVICE_DELIVERY,
+            DEVICE_DELIVERY,
             &request.challenge,
             request.device_id.as_bytes(),
             &aad,
