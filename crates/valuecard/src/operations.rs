@@ -86,7 +86,8 @@ pub fn terminal_sync(
     Ok(ExitCode::SUCCESS)
 }
 
-/// Advance the terminal's time stamp (daily) and report it to the center.
+/// Report the terminal's time stamp (daily) to the center; the SAM has advanced it on its own
+/// clock.
 pub fn terminal_advance_stamp(
     data: &Path,
     terminal_name: &str,
@@ -106,7 +107,7 @@ pub fn terminal_advance_stamp(
         json!({"terminal": terminal.device_id().to_string(), "stamp_count": count}),
         || {
             println!(
-                "terminal {}: time stamp advanced to {count} and reported",
+                "terminal {}: time stamp {count} (days since installation) reported",
                 terminal.device_id()
             );
         },
