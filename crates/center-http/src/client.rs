@@ -6,7 +6,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use valuecard_center::auth::request_signing_input;
 use valuecard_center::PendingLoad;
 use valuecard_core::ids::{CardId, DeviceId};
 use valuecard_core::messages::center::{
@@ -181,7 +180,7 @@ impl HttpCenterLink {
         self.next_sequence = self.next_sequence.saturating_add(1);
         let signature = self
             .sam
-            .sign(&request_signing_input(method, path, sequence, body))
+            .sign_device_request(method, path, sequence, body)
             .map_err(|error| {
                 CenterError::Setup(format!("the device's SAM cannot sign: {error}"))
             })?;
@@ -380,11 +379,12 @@ impl valuecard_core::messages::center::TerminalLink for HttpCenterLink {
         decoded(paths::LISTS, answer.decode())
     }
 
-    fn report_stamp(&mut self, terminal_id: DeviceId, count: u32) -> Result<u32, CenterError> {
-        let body = crate::terminal_wire::StampBody {
-            terminal_id: hex::encode(terminal_id.as_bytes()),
-            count,
-        };
+    fn report_stamp(
+        &mut self,
+        terminal_id: DeviceId,
+        stamp: &valuecard_core::messages::purse::TerminalStamp,
+    ) -> Result<u32, CenterError> {
+        let body = crate::terminal_wire::StampBody::new(terminal_id, stamp);
         let answer: crate::terminal_wire::StampBody =
             self.call("POST", paths::STAMPS, Some(&body))?;
         Ok(answer.count)

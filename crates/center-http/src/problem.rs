@@ -272,6 +272,7 @@ impl Problem {
             }
             CenterError::BadCardSignature => Problem::new(ProblemKind::BadCardSignature, detail),
             CenterError::Mismatch(reason) => Problem::new(ProblemKind::Mismatch, reason),
+            CenterError::BadStamp(_) => Problem::new(ProblemKind::Mismatch, detail),
             CenterError::Amount(reason) => Problem::new(ProblemKind::Amount, reason),
             other => {
                 tracing::error!(error = %other, "center failure");

@@ -616,12 +616,13 @@ async fn lists(State(app): State<App>, request: Request) -> Response {
 
 async fn stamps(State(app): State<App>, request: Request) -> Response {
     terminal_request(app, request, |center, device, body| {
-        let (terminal_id, count) = parse_json::<terminal_wire::StampBody>(body)?.decode()?;
+        let (terminal_id, stamp) = parse_json::<terminal_wire::StampBody>(body)?.decode()?;
         same_device(device, terminal_id)?;
-        let count = center.record_stamp_count(terminal_id, count)?;
+        let count = center.record_stamp(terminal_id, &stamp)?;
         Ok(terminal_wire::StampBody {
             terminal_id: hex::encode(terminal_id.as_bytes()),
             count,
+            signature: None,
         })
     })
     .await

@@ -320,19 +320,38 @@ impl ListDeltaBody {
     }
 }
 
-/// `POST /v1/stamps`, and its answer.
+/// `POST /v1/stamps` (with the terminal's signature over its stamp), and its answer (the
+/// count the center holds, without a signature).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StampBody {
     pub terminal_id: String,
     pub count: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
 }
 
 impl StampBody {
-    pub fn decode(&self) -> Result<(DeviceId, u32), WireError> {
+    pub fn new(terminal_id: DeviceId, stamp: &TerminalStamp) -> Self {
+        StampBody {
+            terminal_id: hex::encode(terminal_id.as_bytes()),
+            count: stamp.count,
+            signature: Some(hex::encode(stamp.signature.0)),
+        }
+    }
+
+    /// A report: the stamp must carry its signature.
+    pub fn decode(&self) -> Result<(DeviceId, TerminalStamp), WireError> {
+        let signature = self
+            .signature
+            .as_deref()
+            .ok_or_else(|| refuse("signature", "missing"))?;
         Ok((
             DeviceId(array("terminal_id", &self.terminal_id)?),
-            self.count,
+            TerminalStamp {
+                count: self.count,
+                signature: Signature(array::<SIGNATURE_LEN>("signature", signature)?),
+            },
         ))
     }
 }

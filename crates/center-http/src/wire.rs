@@ -92,6 +92,7 @@ fn hex(bytes: impl AsRef<[u8]>) -> String {
 #[serde(deny_unknown_fields)]
 pub struct AssignBody {
     pub dispenser_id: String,
+    pub chip_serial: String,
     pub card_challenge: String,
 }
 
@@ -99,6 +100,7 @@ impl AssignBody {
     pub fn new(request: &CardIdRequest, card_challenge: &Challenge) -> Self {
         AssignBody {
             dispenser_id: hex(request.dispenser_id.as_bytes()),
+            chip_serial: hex(request.chip_serial),
             card_challenge: hex(card_challenge),
         }
     }
@@ -107,6 +109,7 @@ impl AssignBody {
         Ok((
             CardIdRequest {
                 dispenser_id: device_id("dispenser_id", &self.dispenser_id)?,
+                chip_serial: hex_array("chip_serial", &self.chip_serial)?,
             },
             challenge("card_challenge", &self.card_challenge)?,
         ))
@@ -118,6 +121,7 @@ impl AssignBody {
 #[serde(deny_unknown_fields)]
 pub struct ResumeBody {
     pub dispenser_id: String,
+    pub chip_serial: String,
     pub card_id: String,
     pub card_challenge: String,
 }
@@ -126,6 +130,7 @@ impl ResumeBody {
     pub fn new(request: &CardIdRequest, card: &CardId, card_challenge: &Challenge) -> Self {
         ResumeBody {
             dispenser_id: hex(request.dispenser_id.as_bytes()),
+            chip_serial: hex(request.chip_serial),
             card_id: hex(card.as_bytes()),
             card_challenge: hex(card_challenge),
         }
@@ -135,6 +140,7 @@ impl ResumeBody {
         Ok((
             CardIdRequest {
                 dispenser_id: device_id("dispenser_id", &self.dispenser_id)?,
+                chip_serial: hex_array("chip_serial", &self.chip_serial)?,
             },
             card_id("card_id", &self.card_id)?,
             challenge("card_challenge", &self.card_challenge)?,
@@ -171,6 +177,7 @@ impl AssignmentBody {
 #[serde(deny_unknown_fields)]
 pub struct CertifyBody {
     pub dispenser_id: String,
+    pub chip_serial: String,
     pub card_id: String,
     pub signing_key: String,
     pub sealing_key: String,
@@ -181,6 +188,7 @@ impl CertifyBody {
     pub fn new(request: &CardCertificationRequest) -> Self {
         CertifyBody {
             dispenser_id: hex(request.dispenser_id.as_bytes()),
+            chip_serial: hex(request.chip_serial),
             card_id: hex(request.card_id.as_bytes()),
             signing_key: hex(request.signing_key.to_bytes()),
             sealing_key: hex(request.sealing_key),
@@ -191,6 +199,7 @@ impl CertifyBody {
     pub fn decode(&self) -> Result<CardCertificationRequest, WireError> {
         Ok(CardCertificationRequest {
             dispenser_id: device_id("dispenser_id", &self.dispenser_id)?,
+            chip_serial: hex_array("chip_serial", &self.chip_serial)?,
             card_id: card_id("card_id", &self.card_id)?,
             signing_key: public_key("signing_key", &self.signing_key)?,
             sealing_key: hex_array("sealing_key", &self.sealing_key)?,
@@ -481,17 +490,20 @@ mod tests {
     fn fields_are_checked_by_name() {
         let body = AssignBody {
             dispenser_id: "d000000000000001".into(),
+            chip_serial: "c5".repeat(8),
             card_challenge: "00".repeat(15),
         };
         let error = body.decode().unwrap_err();
         assert_eq!(error.field, "card_challenge");
         let body = AssignBody {
             dispenser_id: "zz".into(),
+            chip_serial: "c5".repeat(8),
             card_challenge: "00".repeat(16),
         };
         assert_eq!(body.decode().unwrap_err().field, "dispenser_id");
         let good = AssignBody {
             dispenser_id: "D000000000000001".into(),
+            chip_serial: "c5".repeat(8),
             card_challenge: "ab".repeat(16),
         };
         let (request, challenge) = good.decode().unwrap();

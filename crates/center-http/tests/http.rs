@@ -18,6 +18,9 @@ use valuecard_core::messages::purse::LastTransaction;
 use valuecard_sim::{last_transaction, read_purse, WorldRng};
 use valuecard_terminal::TerminalError;
 
+/// A chip serial for requests that never reach a real chip.
+const CHIP: [u8; 8] = [0xC5, 0, 0, 0, 0, 0, 0, 1];
+
 fn harness(seed: u64) -> Harness {
     let center = Center::ephemeral(clock(), &mut WorldRng::seed_from_u64(seed)).unwrap();
     Harness::start(center, seed)
@@ -96,13 +99,27 @@ fn the_centers_refusals_come_back_as_center_errors() {
 
     let unknown = CardId([0xC0, 0, 0, 0, 0, 0, 0x7F, 0xFF]);
     assert_eq!(
-        link.resume_card_id(&CardIdRequest { dispenser_id }, &unknown, &[1; 16]),
+        link.resume_card_id(
+            &CardIdRequest {
+                dispenser_id,
+                chip_serial: CHIP,
+            },
+            &unknown,
+            &[1; 16]
+        ),
         Err(CenterError::UnknownCard(unknown))
     );
     // Resuming an issued card is allowed (its PERSONALIZE may have been cut), but only at
     // the dispenser that issued it.
     let resumed = link
-        .resume_card_id(&CardIdRequest { dispenser_id }, &card_id, &[1; 16])
+        .resume_card_id(
+            &CardIdRequest {
+                dispenser_id,
+                chip_serial: CHIP,
+            },
+            &card_id,
+            &[1; 16],
+        )
         .unwrap();
     assert_eq!(resumed.card_id, card_id);
     let mut other = h.link(&h.other_dispenser);
@@ -110,7 +127,8 @@ fn the_centers_refusals_come_back_as_center_errors() {
     assert_eq!(
         other.resume_card_id(
             &CardIdRequest {
-                dispenser_id: other_id
+                dispenser_id: other_id,
+                chip_serial: CHIP,
             },
             &card_id,
             &[1; 16]
@@ -119,7 +137,13 @@ fn the_centers_refusals_come_back_as_center_errors() {
     );
     // A body naming another device than the one that signs: refused, as the center would.
     assert_eq!(
-        other.assign_card_id(&CardIdRequest { dispenser_id }, &[1; 16]),
+        other.assign_card_id(
+            &CardIdRequest {
+                dispenser_id,
+                chip_serial: CHIP,
+            },
+            &[1; 16]
+        ),
         Err(CenterError::NotAuthorized(other_id))
     );
     // A payment terminal is not a dispenser.
@@ -128,7 +152,8 @@ fn the_centers_refusals_come_back_as_center_errors() {
     assert_eq!(
         terminal.assign_card_id(
             &CardIdRequest {
-                dispenser_id: terminal_id
+                dispenser_id: terminal_id,
+                chip_serial: CHIP,
             },
             &[1; 16]
         ),
@@ -152,7 +177,13 @@ fn the_centers_refusals_come_back_as_center_errors() {
         .unwrap()
         .with_timeout(Duration::from_secs(5));
     assert!(matches!(
-        nowhere.assign_card_id(&CardIdRequest { dispenser_id }, &[1; 16]),
+        nowhere.assign_card_id(
+            &CardIdRequest {
+                dispenser_id,
+                chip_serial: CHIP,
+            },
+            &[1; 16]
+        ),
         Err(CenterError::Unreachable(_))
     ));
     assert!(matches!(
@@ -341,6 +372,7 @@ fn refused_requests_change_nothing() {
     assert!(document.detail.contains("card_id"), "{document:?}");
     let short = serde_json::to_vec(&serde_json::json!({
         "dispenser_id": a.to_hex(),
+        "chip_serial": "c500000000000001",
         "card_challenge": "00ff",
     }))
     .unwrap();
@@ -453,8 +485,15 @@ fn a_request_in_flight_when_shutdown_starts_is_answered_and_committed() {
     let center = Arc::clone(h.server.center());
     // Hold the center so that the request waits inside the service.
     let held = center.lock().unwrap();
-    let worker =
-        std::thread::spawn(move || link.assign_card_id(&CardIdRequest { dispenser_id }, &[5; 16]));
+    let worker = std::thread::spawn(move || {
+        link.assign_card_id(
+            &CardIdRequest {
+                dispenser_id,
+                chip_serial: CHIP,
+            },
+            &[5; 16],
+        )
+    });
     let deadline = Instant::now() + Duration::from_secs(20);
     while h.server.requests_in_flight() < 1 {
         assert!(Instant::now() < deadline, "the request never arrived");
@@ -474,7 +513,8 @@ fn a_request_in_flight_when_shutdown_starts_is_answered_and_committed() {
     assert!(matches!(
         late.assign_card_id(
             &CardIdRequest {
-                dispenser_id: late_id
+                dispenser_id: late_id,
+                chip_serial: CHIP,
             },
             &[6; 16]
         ),
@@ -617,13 +657,25 @@ fn two_links_of_one_device_both_get_through() {
     let mut second = h.link(&h.dispenser);
     assert!(second.next_sequence() > first.next_sequence());
     second
-        .assign_card_id(&CardIdRequest { dispenser_id }, &[1; 16])
+        .assign_card_id(
+            &CardIdRequest {
+                dispenser_id,
+                chip_serial: CHIP,
+            },
+            &[1; 16],
+        )
         .unwrap();
     // The first link's next sequence is below the second's: refused as a replay, which
     // changed nothing, so the link signs again from the current time once.
     let stale = first.next_sequence();
     first
-        .assign_card_id(&CardIdRequest { dispenser_id }, &[2; 16])
+        .assign_card_id(
+            &CardIdRequest {
+                dispenser_id,
+                chip_serial: CHIP,
+            },
+            &[2; 16],
+        )
         .unwrap();
     assert!(first.next_sequence() > stale + 1);
     let refusals = send(&h.url(), "GET", "/metrics", &[], b"").text();

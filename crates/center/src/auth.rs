@@ -16,27 +16,15 @@
 //! request changes nothing.
 
 use valuecard_core::cert::Role;
-use valuecard_core::crypto::{sha256, PublicKey, Signature};
+use valuecard_core::crypto::{PublicKey, Signature};
 use valuecard_core::ids::DeviceId;
 
 use crate::sql::Executor;
 use crate::{Center, CenterError};
 
-/// The context label of a signed request.
-pub const REQUEST_CONTEXT: &[u8] = b"valuecard/http/v1";
-
-/// The byte string a device signs for one request.
-pub fn request_signing_input(method: &str, path: &str, sequence: u64, body: &[u8]) -> Vec<u8> {
-    let mut input = Vec::with_capacity(REQUEST_CONTEXT.len() + method.len() + path.len() + 42);
-    input.extend_from_slice(REQUEST_CONTEXT);
-    input.extend_from_slice(method.as_bytes());
-    input.push(0);
-    input.extend_from_slice(path.as_bytes());
-    input.push(0);
-    input.extend_from_slice(&sequence.to_be_bytes());
-    input.extend_from_slice(&sha256(body));
-    input
-}
+/// The SAM builds the signed byte string itself (`Sam::sign_device_request`); the center
+/// checks the same bytes.
+pub use valuecard_sam::{request_signing_input, REQUEST_CONTEXT};
 
 /// A request as it arrived: who claims to send it, its sequence, what it asks, and the
 /// signature over all of that.

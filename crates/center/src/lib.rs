@@ -12,6 +12,7 @@ pub mod alerts;
 pub mod auth;
 pub mod credit;
 pub mod db;
+pub mod devices;
 pub mod keys;
 pub mod lists;
 pub mod loads;
@@ -24,18 +25,16 @@ use std::path::{Path, PathBuf};
 
 use rand_core::CryptoRngCore;
 use valuecard_core::cert::{Certificate, CertificateBody, Role, TrustAnchor};
-use valuecard_core::crypto::{aes_cmac, delivery, derivation, diversify_key, PublicKey};
+use valuecard_core::crypto::{aes_cmac, derivation, diversify_key, seal_to, PublicKey};
 use valuecard_core::ids::{CardId, DeviceId};
 pub use valuecard_core::messages::center::CenterError as LinkError;
 use valuecard_core::messages::center::{
     CardCertificationRequest, CardIdAssignment, CardIdRequest, CardPersonalization, CenterLink,
-    Installation, InstallationRequest, LoadApproval, LoadOutcome, LoadRequest, LoadSettlement,
-    SettlementChallengeRequest,
+    LoadApproval, LoadOutcome, LoadRequest, LoadSettlement, SettlementChallengeRequest,
 };
 use valuecard_core::messages::purse::{Challenge, GenerateKeyPairCommand, PersonalizeCommand};
 use valuecard_core::money::Amount;
 use valuecard_core::time::{Clock, Date};
-use valuecard_sam::{installation_keys_aad, installation_session_key};
 
 use crate::db::next_in_sequence;
 use crate::keys::CenterKeys;
@@ -190,12 +189,6 @@ impl Center {
         }
     }
 
-    /// The transport key Ktemp, for the factory that manufactures cards and SAMs (Fig. 8).
-    /// The factory is part of the issuer's trusted set-up; nothing else receives it.
-    pub fn transport_key_for_manufacture(&self) -> valuecard_core::crypto::AesKey {
-        self.keys.transport_key.clone()
-    }
-
     fn certificate(
         &self,
         subject: DeviceId,
@@ -243,75 +236,6 @@ impl Center {
     pub fn allocate_device_id(&mut self) -> Result<DeviceId, CenterError> {
         let number = self.db.transaction(|tx| next_in_sequence(tx, "device"))?;
         Ok(sequential_id(DEVICE_ID_PREFIX, number))
-    }
-
-    /// Fig. 4A with Fig. 8: certify a device's public key for `role`, and deliver KT
-    /// (diversified from its ID under KA) and KO sealed under the transport key.
-    pub fn install_device(
-        &mut self,
-        request: &InstallationRequest,
-        role: Role,
-    ) -> Result<Installation, CenterError> {
-        if !matches!(
-            role,
-            Role::PaymentTerminal | Role::Dispenser | Role::SettlementTerminal
-        ) {
-            return Err(CenterError::NotAuthorized(request.device_id));
-        }
-        let certificate = self.certificate(
-            request.device_id,
-            role,
-            request.signing_key,
-            request.sealing_key,
-        );
-        let terminal_key = diversify_key(
-            &self.keys.master_key,
-            derivation::TERMINAL_KEY,
-            request.device_id.as_bytes(),
-        );
-        // KT || KO || TS0: the first time stamp of Fig. 10 travels with the keys.
-        let first_stamp: [u8; 32] = valuecard_core::crypto::random_array(&mut self.rng);
-        let mut plain = [0u8; 64];
-        plain[..16].copy_from_slice(terminal_key.expose());
-        plain[16..32].copy_from_slice(self.keys.common_key.expose());
-        plain[32..].copy_from_slice(&first_stamp);
-        let session = installation_session_key(
-            &self.keys.transport_key,
-            &request.challenge,
-            &request.device_id,
-        );
-        let sealed_keys = delivery::seal(
-            &session,
-            &installation_keys_aad(&request.device_id, &self.anchor()),
-            &plain,
-            &mut self.rng,
-        );
-        zeroize::Zeroize::zeroize(&mut plain);
-        let changed = self.db.execute(
-            "INSERT INTO devices (device_id, role, signing_key, sealing_key, certificate, status, installed_on)
-             VALUES ($1, $2, $3, $4, $5, 'installed', $6)
-             ON CONFLICT (device_id) DO NOTHING",
-            &[
-                request.device_id.0[..].into(),
-                (role as u8).into(),
-                request.signing_key.to_bytes()[..].into(),
-                request.sealing_key[..].into(),
-                certificate.encode().into(),
-                self.today().0.into(),
-            ],
-        )?;
-        if changed == 0 {
-            return Err(CenterError::Mismatch(format!(
-                "device {} is already installed",
-                request.device_id
-            )));
-        }
-        self.register_first_stamp(request.device_id, &first_stamp)?;
-        Ok(Installation {
-            certificate,
-            anchor: self.anchor(),
-            sealed_keys,
-        })
     }
 
     pub(crate) fn device_role(&mut self, device_id: DeviceId) -> Result<Role, CenterError> {
@@ -444,8 +368,12 @@ impl valuecard_core::messages::center::TerminalLink for Center {
         self.list_delta_since(since)
     }
 
-    fn report_stamp(&mut self, terminal_id: DeviceId, count: u32) -> Result<u32, CenterError> {
-        self.record_stamp_count(terminal_id, count)
+    fn report_stamp(
+        &mut self,
+        terminal_id: DeviceId,
+        stamp: &valuecard_core::messages::purse::TerminalStamp,
+    ) -> Result<u32, CenterError> {
+        self.record_stamp(terminal_id, stamp)
     }
 }
 
@@ -468,7 +396,7 @@ impl CenterLink for Center {
             Ok(card_id)
         })?;
         let mac = aes_cmac(
-            &self.keys.transport_key,
+            &self.chip_transport_key(&request.chip_serial)?,
             &GenerateKeyPairCommand::mac_input(card_challenge, &card_id),
         );
         Ok(CardIdAssignment { card_id, mac })
@@ -491,7 +419,7 @@ impl CenterLink for Center {
             return Err(CenterError::NotAuthorized(request.dispenser_id));
         }
         let mac = aes_cmac(
-            &self.keys.transport_key,
+            &self.chip_transport_key(&request.chip_serial)?,
             &GenerateKeyPairCommand::mac_input(card_challenge, card_id),
         );
         Ok(CardIdAssignment {
@@ -532,19 +460,19 @@ impl CenterLink for Center {
         let mut plain = [0u8; 32];
         plain[..16].copy_from_slice(card_key.expose());
         plain[16..].copy_from_slice(self.keys.common_key.expose());
-        let session = delivery::session_key(
-            &self.keys.transport_key,
-            derivation::CARD_DELIVERY,
-            &request.card_challenge,
-            request.card_id.as_bytes(),
-        );
-        let sealed_keys = delivery::seal(
-            &session,
+        // Sealed to the card's freshly generated X25519 key with an ephemeral key of the
+        // center: a sniffer of the personalisation who holds the transport key still cannot
+        // open KU and KO.
+        let sealed = seal_to(
+            &mut self.rng,
+            &request.sealing_key,
             &PersonalizeCommand::sealed_keys_aad(&request.card_id),
             &plain,
-            &mut self.rng,
         );
         zeroize::Zeroize::zeroize(&mut plain);
+        let sealed_keys = sealed.map_err(|_| {
+            CenterError::Mismatch("the card's sealing key is not a usable X25519 key".into())
+        })?;
         let date = self.today();
         let mut command = PersonalizeCommand {
             certificate: certificate.clone(),
@@ -555,7 +483,7 @@ impl CenterLink for Center {
             mac: [0; 16],
         };
         command.mac = aes_cmac(
-            &self.keys.transport_key,
+            &self.chip_transport_key(&request.chip_serial)?,
             &PersonalizeCommand::mac_input(&request.card_challenge, &command.encode_unmacced()),
         );
         self.db.execute(

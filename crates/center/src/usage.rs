@@ -73,11 +73,17 @@ impl Center {
             return Err(CenterError::NotAuthorized(upload.terminal_id));
         }
         let terminal_key = self.device_key(upload.terminal_id)?;
+        let troubled = self.troubled_terminals()?;
         let mut receipt = UploadReceipt::default();
         let mut keys = KeyCache::default();
         // Cheap checks first, then every signature of the batch at once.
         let mut candidates = Vec::with_capacity(upload.items.len());
         for item in &upload.items {
+            // Figs. 10-12: a card last written by a listed terminal after its listing.
+            if let Err(refusal) = troubled.check_record(&item.previous_usage) {
+                receipt.refused.push(refuse(item, refusal.to_string()));
+                continue;
+            }
             match self.check_item(upload.terminal_id, &terminal_key, item, &mut keys) {
                 Ok(signed) => candidates.push((item, signed)),
                 Err(reason) => receipt.refused.push(refuse(item, reason)),

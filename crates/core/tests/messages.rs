@@ -669,6 +669,7 @@ fn build_fixture(mut rng: impl CryptoRngCore) -> Fixture {
             Message::Select(SelectResponse {
                 state: CardState::Manufactured,
                 card_id: None,
+                chip_serial: Some([0xC5, 1, 2, 3, 4, 5, 6, 7]),
                 certificate: None,
             }),
         ),
@@ -677,6 +678,7 @@ fn build_fixture(mut rng: impl CryptoRngCore) -> Fixture {
             Message::Select(SelectResponse {
                 state: CardState::KeysGenerated,
                 card_id: Some(CARD_ID),
+                chip_serial: Some([0xC5, 1, 2, 3, 4, 5, 6, 7]),
                 certificate: None,
             }),
         ),
@@ -685,6 +687,7 @@ fn build_fixture(mut rng: impl CryptoRngCore) -> Fixture {
             Message::Select(SelectResponse {
                 state: CardState::Active,
                 card_id: Some(CARD_ID),
+                chip_serial: None,
                 certificate: Some(card_certificate.clone()),
             }),
         ),
@@ -693,6 +696,7 @@ fn build_fixture(mut rng: impl CryptoRngCore) -> Fixture {
             Message::Select(SelectResponse {
                 state: CardState::Blocked,
                 card_id: None,
+                chip_serial: None,
                 certificate: Some(card_certificate.clone()),
             }),
         ),

@@ -1126,7 +1126,7 @@ mod tests {
     fn drop_test(drop: InjectedDrop) -> DropTest {
         let transport_key = AesKey::from_slice(&[0x44; 16]).unwrap();
         let memory = MemoryEeprom::new(EEPROM_SIZE);
-        Card::manufacture(memory.clone(), transport_key.clone(), OsRng).unwrap();
+        Card::manufacture(memory.clone(), [0xC5; 8], transport_key.clone(), OsRng).unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let stop = Arc::new(AtomicBool::new(false));
@@ -1246,7 +1246,7 @@ mod tests {
     fn power_cut_during_a_write_drops_the_connection_and_reopens_the_card_from_its_image() {
         let transport_key = AesKey::from_slice(&[0x33; 16]).unwrap();
         let memory = MemoryEeprom::new(EEPROM_SIZE);
-        Card::manufacture(memory.clone(), transport_key.clone(), OsRng).unwrap();
+        Card::manufacture(memory.clone(), [0xC5; 8], transport_key.clone(), OsRng).unwrap();
         let before = memory.snapshot();
         let bridge = Running::start(memory.clone(), |card| {
             card.eeprom_mut().cut_power_at(1, 1, 2);

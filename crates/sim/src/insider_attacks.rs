@@ -22,7 +22,6 @@ use valuecard_core::money::Amount;
 use valuecard_core::time::{Date, FixedClock};
 use valuecard_core::StatusWord;
 use valuecard_reader::{CardReader, InProcessReader, ReaderError};
-use valuecard_sam::Sam;
 use valuecard_terminal::card_commands::{proprietary, select};
 use valuecard_terminal::dispenser::Dispenser;
 use valuecard_terminal::TerminalError;
@@ -170,7 +169,12 @@ pub fn dishonest_dispenser(today: Date) -> Result<AttackOutcome, WorldError> {
         return Err(other("the load answer was not lost"));
     };
     let mut rng = world.fork_rng();
-    let rogue_sam = install_sam(&mut world.center, Role::Dispenser, &mut rng)?;
+    let rogue_sam = install_sam(
+        &mut world.center,
+        Role::Dispenser,
+        Box::new(FixedClock(today)),
+        &mut rng,
+    )?;
     let rogue = Dispenser::new(rogue_sam, Box::new(FixedClock(today)), world.fork_rng())?;
     let challenge = random_array(&mut OsRng);
     let evidence = last_transaction(&mut reader, challenge)?;
@@ -223,9 +227,10 @@ pub fn terminal_invents_a_sale(today: Date) -> Result<AttackOutcome, WorldError>
     invented.amount = amount(5_000)?;
     invented.amount_max = amount(5_000)?;
     invented.balance_after = Amount::ZERO;
-    invented.terminal_signature = world.terminals[0]
-        .sam_mut()
-        .sign(&invented.commit(terminal_id).signed_message())?;
+    // The terminal's key, copied out of its SAM: its SAM would sign only purchases it takes
+    // part in, so the owner of a dishonest terminal signs with the key itself.
+    let terminal_key = world.terminals[0].sam().extract_signing_key();
+    invented.terminal_signature = terminal_key.sign(&invented.commit(terminal_id).signed_message());
     let forged = world.center.ingest_usage(&UsageUpload {
         terminal_id,
         items: vec![invented],

@@ -160,9 +160,9 @@ impl TerminalLink for FlakyLink<'_> {
     fn report_stamp(
         &mut self,
         terminal_id: valuecard_core::ids::DeviceId,
-        count: u32,
+        stamp: &valuecard_core::messages::purse::TerminalStamp,
     ) -> Result<u32, CenterError> {
-        self.inner.report_stamp(terminal_id, count)
+        self.inner.report_stamp(terminal_id, stamp)
     }
 }
 

@@ -288,7 +288,13 @@ fn second_dispenser(
     world: &mut World,
 ) -> Dispenser<valuecard_sam::SoftwareSam, valuecard_sim::WorldRng> {
     let mut rng = world.fork_rng();
-    let sam = install_sam(&mut world.center, Role::Dispenser, &mut rng).unwrap();
+    let sam = install_sam(
+        &mut world.center,
+        Role::Dispenser,
+        Box::new(FixedClock(today())),
+        &mut rng,
+    )
+    .unwrap();
     Dispenser::new(sam, Box::new(FixedClock(today())), world.fork_rng()).unwrap()
 }
 
@@ -470,10 +476,9 @@ fn a_terminal_cannot_invent_a_sale_or_frame_a_card_as_a_clone() {
     invented.amount = amount(5_000);
     invented.amount_max = amount(5_000);
     invented.balance_after = amount(0);
-    invented.terminal_signature = world.terminals[0]
-        .sam_mut()
-        .sign(&invented.commit(terminal_id).signed_message())
-        .unwrap();
+    // The terminal's key copied out of its SAM, as the owner of a dishonest terminal has it.
+    let terminal_key = world.terminals[0].sam().extract_signing_key();
+    invented.terminal_signature = terminal_key.sign(&invented.commit(terminal_id).signed_message());
     let receipt = world
         .center
         .ingest_usage(&UsageUpload {
@@ -487,10 +492,8 @@ fn a_terminal_cannot_invent_a_sale_or_frame_a_card_as_a_clone() {
     let mut overcharged = genuine.clone();
     overcharged.amount = amount(400);
     overcharged.balance_after = amount(4_600);
-    overcharged.terminal_signature = world.terminals[0]
-        .sam_mut()
-        .sign(&overcharged.commit(terminal_id).signed_message())
-        .unwrap();
+    overcharged.terminal_signature =
+        terminal_key.sign(&overcharged.commit(terminal_id).signed_message());
     let receipt = world
         .center
         .ingest_usage(&UsageUpload {
@@ -531,16 +534,18 @@ fn a_purchase_record_signed_by_a_dispenser_is_not_a_previous_writer() {
     let records = world.terminals[0].store().pending_uploads(10).unwrap();
     let mut second = valuecard_terminal::payment::usage_item(&records[1]).unwrap();
     // A dispenser's key "writes" the previous purchase record instead of the terminal.
-    let mut rogue = second_dispenser(&mut world);
-    let _ = &mut rogue;
     let mut rng = world.fork_rng();
-    let mut sam = install_sam(&mut world.center, Role::Dispenser, &mut rng).unwrap();
-    second.previous_usage.writer = valuecard_sam::Sam::device_id(&sam);
-    second.previous_usage.signature = valuecard_sam::Sam::sign(
-        &mut sam,
-        &second.previous_usage.signed_message(&second.card_id),
+    let sam = install_sam(
+        &mut world.center,
+        Role::Dispenser,
+        Box::new(FixedClock(today())),
+        &mut rng,
     )
     .unwrap();
+    second.previous_usage.writer = sam.device_id();
+    second.previous_usage.signature = sam
+        .extract_signing_key()
+        .sign(&second.previous_usage.signed_message(&second.card_id));
     let terminal_id = world.terminals[0].device_id();
     let receipt = world
         .center

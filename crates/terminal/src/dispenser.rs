@@ -98,16 +98,31 @@ impl<S: Sam, R: CryptoRngCore> Dispenser<S, R> {
             }
             state => return Err(TerminalError::CardNotReady(state)),
         };
+        // The center MACs the issuance under this chip's own transport key.
+        let chip_serial = fci.chip_serial.ok_or(TerminalError::Mismatch(
+            "an unissued card must show its chip serial",
+        ))?;
         // A card that already generated its keys (power was lost before PERSONALIZE) is
         // resumed under the ID it holds; GENERATE KEY PAIR then returns the same keys.
         let assignment = match (fci.state, fci.card_id) {
-            (CardState::KeysGenerated, Some(card_id)) => {
-                center.resume_card_id(&CardIdRequest { dispenser_id }, &card_id, &challenge)?
-            }
+            (CardState::KeysGenerated, Some(card_id)) => center.resume_card_id(
+                &CardIdRequest {
+                    dispenser_id,
+                    chip_serial,
+                },
+                &card_id,
+                &challenge,
+            )?,
             (CardState::KeysGenerated, None) => {
                 return Err(TerminalError::Mismatch("a card with keys must name its ID"))
             }
-            _ => center.assign_card_id(&CardIdRequest { dispenser_id }, &challenge)?,
+            _ => center.assign_card_id(
+                &CardIdRequest {
+                    dispenser_id,
+                    chip_serial,
+                },
+                &challenge,
+            )?,
         };
         let command = GenerateKeyPairCommand {
             card_id: assignment.card_id,
@@ -127,6 +142,7 @@ impl<S: Sam, R: CryptoRngCore> Dispenser<S, R> {
         let challenge = Self::challenge_from_card(reader)?;
         let personalization = center.certify_card(&CardCertificationRequest {
             dispenser_id,
+            chip_serial,
             card_id,
             signing_key: keys.signing_key,
             sealing_key: keys.sealing_key,

@@ -21,6 +21,7 @@ use valuecard_core::cert::Role;
 use valuecard_core::crypto::{random_array, AesKey};
 use valuecard_core::ids::DeviceId;
 use valuecard_core::messages::center::InstallationRequest;
+use valuecard_core::messages::purse::ChipSerial;
 use valuecard_core::time::{Clock, SystemClock};
 use valuecard_sam::{Sam, SoftwareSam};
 use valuecard_terminal::dispenser::Dispenser;
@@ -120,9 +121,10 @@ pub fn open_center_on(data: &Path, database: Option<&str>) -> Result<Center, Str
     Center::open(&dir, connect_database(database)?, clock()).map_err(|e| e.to_string())
 }
 
-/// The transport key Ktemp from the center's key file, for manufacturing cards when the
-/// center itself is reached over HTTP (the factory is part of the issuer's set-up).
-pub fn transport_key(data: &Path) -> Result<AesKey, String> {
+/// A new chip's serial and its own transport key Ktemp, from the center's key file, for
+/// manufacturing cards when the center itself is reached over HTTP (the factory is part of
+/// the issuer's set-up).
+pub fn manufacture_chip(data: &Path) -> Result<(ChipSerial, AesKey), String> {
     let path = valuecard_center::key_path(&center_dir(data));
     if !path.exists() {
         return Err(format!(
@@ -130,9 +132,9 @@ pub fn transport_key(data: &Path) -> Result<AesKey, String> {
             data.display()
         ));
     }
-    Ok(CenterKeys::load(&path)
-        .map_err(|e| e.to_string())?
-        .transport_key)
+    let keys = CenterKeys::load(&path).map_err(|e| e.to_string())?;
+    let serial = valuecard_center::keys::chip_serial(&mut OsRng);
+    Ok((serial, keys.transport_key(&serial)))
 }
 
 /// The dispenser's link to the center's HTTP service, signing with the dispenser's SAM
@@ -250,7 +252,7 @@ pub fn install_device(
     let device_id = center.allocate_device_id().map_err(|e| e.to_string())?;
     let mut sam = SoftwareSam::manufacture(
         device_id,
-        center.transport_key_for_manufacture(),
+        center.transport_key_for_device(&device_id),
         &mut OsRng,
     );
     let challenge = random_array(&mut OsRng);

@@ -185,7 +185,8 @@ fn run_in(dir: &Path, out: &mut Account) -> Result<DemoReport, WorldError> {
     let mut card_ids = Vec::new();
     for (index, value) in initial.iter().enumerate() {
         let path = card_path(dir, index + 1);
-        let card = FileCard::manufacture_file(&path, world.center.transport_key_for_manufacture())?;
+        let (serial, transport_key) = world.center.manufacture_chip();
+        let card = FileCard::manufacture_file(&path, serial, transport_key)?;
         let mut reader = InProcessReader::with_card(format!("reader {}", index + 1), card);
         let card_id = world.issue(&mut reader, minor(*value))?;
         out.say(format!(

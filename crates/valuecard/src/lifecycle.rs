@@ -223,11 +223,11 @@ pub fn card_issue(
             out.display()
         ));
     }
-    let transport_key = match &center {
-        CenterAccess::Local(center) => center.transport_key_for_manufacture(),
-        CenterAccess::Http(_) => datadir::transport_key(data)?,
+    let (serial, transport_key) = match &mut center {
+        CenterAccess::Local(center) => center.manufacture_chip(),
+        CenterAccess::Http(_) => datadir::manufacture_chip(data)?,
     };
-    let card = FileCard::manufacture_file(out, transport_key)
+    let card = FileCard::manufacture_file(out, serial, transport_key)
         .map_err(|e| format!("{}: {e}", out.display()))?;
     let mut reader = InProcessReader::with_card("dispenser", card);
     let card_id = dispenser

@@ -304,7 +304,8 @@ enum TerminalCommands {
         #[arg(long)]
         json: bool,
     },
-    /// Advance the terminal's one-way time stamp (daily) and report it to the center.
+    /// Report the terminal's one-way time stamp to the center (daily). The SAM advances the
+    /// stamp itself, one step per day on its own clock.
     AdvanceStamp {
         #[arg(long)]
         data: PathBuf,

@@ -85,7 +85,8 @@ pub fn terminal_sync(
     Ok(ExitCode::SUCCESS)
 }
 
-/// Advance the terminal's time stamp (daily) and report it to the center.
+/// Report the terminal's time stamp (daily) to the center; the SAM has advanced it on its own
+/// clock.
 pub fn terminal_advance_stamp(
     data: &Path,
     terminal_name: &str,
@@ -104,7 +105,7 @@ pub fn terminal_advance_stamp(
         json!({"terminal": terminal.device_id().to_string(), "stamp_count": count}),
         || {
             println!(
-                "terminal {}: time stamp advanced to {count} and reported",
+                "terminal {}: time stamp {count} (days since installation) reported",
                 terminal.device_id()
             );
         },
@@ -224,7 +225,8 @@ pub fn center_restore(
             return Ok(ExitCode::SUCCESS);
         }
     };
-    let card = FileCard::manufacture_file(out, center.transport_key_for_manufacture())
+    let (serial, transport_key) = center.manufacture_chip();
+    let card = FileCard::manufacture_file(out, serial, transport_key)
         .map_err(|e| format!("{}: {e}", out.display()))?;
     let mut reader = InProcessReader::with_card("dispenser", card);
     let new = dispenser

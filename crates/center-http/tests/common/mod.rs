@@ -9,12 +9,10 @@ use rand_core::SeedableRng;
 use valuecard_card::eeprom::MemoryEeprom;
 use valuecard_card::image::EEPROM_SIZE;
 use valuecard_card::Card;
-use valuecard_center::auth::request_signing_input;
 use valuecard_center::{Center, LoadTotals, PendingLoad};
 use valuecard_center_http::problem::ProblemDocument;
 use valuecard_center_http::{BackgroundServer, HttpCenterLink};
 use valuecard_core::cert::Role;
-use valuecard_core::crypto::AesKey;
 use valuecard_core::ids::DeviceId;
 use valuecard_core::money::Amount;
 use valuecard_core::time::{Clock, Date, FixedClock};
@@ -39,7 +37,7 @@ pub fn amount(minor: u64) -> Amount {
 
 /// A SAM from its image: every party that needs the device's keys gets its own copy.
 pub fn sam(image: &[u8]) -> SoftwareSam {
-    SoftwareSam::from_image(image).unwrap()
+    SoftwareSam::from_image(image).unwrap().with_clock(clock())
 }
 
 /// The center's records that a refused request must leave as they were.
@@ -56,17 +54,15 @@ pub struct Harness {
     pub dispenser: Vec<u8>,
     pub other_dispenser: Vec<u8>,
     pub terminal: Vec<u8>,
-    pub transport_key: AesKey,
 }
 
 impl Harness {
     /// Installs the devices on `center` and serves it on a free loopback port.
     pub fn start(mut center: Center, seed: u64) -> Self {
         let mut rng = WorldRng::seed_from_u64(seed);
-        let dispenser = install_sam(&mut center, Role::Dispenser, &mut rng).unwrap();
-        let other_dispenser = install_sam(&mut center, Role::Dispenser, &mut rng).unwrap();
-        let terminal = install_sam(&mut center, Role::PaymentTerminal, &mut rng).unwrap();
-        let transport_key = center.transport_key_for_manufacture();
+        let dispenser = install_sam(&mut center, Role::Dispenser, clock(), &mut rng).unwrap();
+        let other_dispenser = install_sam(&mut center, Role::Dispenser, clock(), &mut rng).unwrap();
+        let terminal = install_sam(&mut center, Role::PaymentTerminal, clock(), &mut rng).unwrap();
         let server = BackgroundServer::bind("127.0.0.1:0", Arc::new(Mutex::new(center))).unwrap();
         Harness {
             server,
@@ -74,7 +70,6 @@ impl Harness {
             dispenser: dispenser.to_image(),
             other_dispenser: other_dispenser.to_image(),
             terminal: terminal.to_image(),
-            transport_key,
         }
     }
 
@@ -94,12 +89,9 @@ impl Harness {
     /// A card fresh from the factory, in a reader.
     pub fn blank_card(&mut self, name: &str) -> Reader {
         let rng = WorldRng::seed_from_u64(rand_core::RngCore::next_u64(&mut self.rng));
-        let card = Card::manufacture(
-            MemoryEeprom::new(EEPROM_SIZE),
-            self.transport_key.clone(),
-            rng,
-        )
-        .unwrap();
+        let (serial, transport_key) = self.with_center(|center| center.manufacture_chip());
+        let card =
+            Card::manufacture(MemoryEeprom::new(EEPROM_SIZE), serial, transport_key, rng).unwrap();
         InProcessReader::with_card(name, card)
     }
 
@@ -264,7 +256,7 @@ pub fn signed_headers(
     body: &[u8],
 ) -> Vec<(String, String)> {
     let signature = signer
-        .sign(&request_signing_input(method, path, sequence, body))
+        .sign_device_request(method, path, sequence, body)
         .unwrap();
     vec![
         ("content-type".into(), "application/json".into()),

@@ -6,7 +6,7 @@
 use crate::cert::{Certificate, TrustAnchor};
 use crate::crypto::{PublicKey, Signature, MAC_LEN, PUBLIC_KEY_LEN};
 use crate::ids::{CardId, DeviceId};
-use crate::messages::purse::{Challenge, LastTransaction, LoadOffer};
+use crate::messages::purse::{Challenge, ChipSerial, LastTransaction, LoadOffer, TerminalStamp};
 use crate::money::Amount;
 use crate::time::Date;
 
@@ -14,6 +14,9 @@ use crate::time::Date;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CardIdRequest {
     pub dispenser_id: DeviceId,
+    /// The blank chip's manufacture serial (from its SELECT answer): the center MACs GENERATE
+    /// KEY PAIR under this chip's own transport key.
+    pub chip_serial: ChipSerial,
 }
 
 /// Fig. 4B, second half: the card generated its key pair; the dispenser asks the center to
@@ -21,6 +24,8 @@ pub struct CardIdRequest {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CardCertificationRequest {
     pub dispenser_id: DeviceId,
+    /// The chip's manufacture serial: PERSONALIZE is MACed under its own transport key.
+    pub chip_serial: ChipSerial,
     pub card_id: CardId,
     pub signing_key: PublicKey,
     pub sealing_key: [u8; PUBLIC_KEY_LEN],
@@ -84,8 +89,12 @@ pub struct InstallationRequest {
 pub struct Installation {
     pub certificate: Certificate,
     pub anchor: TrustAnchor,
-    /// KT || KO, AES-128-GCM under a session key derived from Ktemp and the challenge.
+    /// KT || KO || TS0, sealed to the SAM's own X25519 key with an ephemeral key of the
+    /// center (X25519 + HKDF-SHA256 + AES-128-GCM).
     pub sealed_keys: Vec<u8>,
+    /// AES-CMAC under the device's own transport key over the whole installation and the
+    /// device's challenge: the SAM knows the keys come from the center.
+    pub mac: [u8; MAC_LEN],
 }
 
 /// Why the center refused a request. Split by who is at fault, as every error here is.
@@ -104,6 +113,8 @@ pub enum CenterError {
     BadCardSignature,
     #[error("request does not match the center's records: {0}")]
     Mismatch(String),
+    #[error("time stamp refused: {0}")]
+    BadStamp(String),
     #[error("amount refused: {0}")]
     Amount(String),
     #[error("center storage failed: {0}")]
@@ -406,9 +417,14 @@ pub const LIST_DELTA_MAX: usize = 10_000;
 pub trait TerminalLink {
     fn upload_usage(&mut self, upload: &UsageUpload) -> Result<UploadReceipt, CenterError>;
     fn list_delta(&mut self, terminal_id: DeviceId, since: u64) -> Result<ListDelta, CenterError>;
-    /// The terminal advanced its time stamp to `count` (Fig. 10: it calls the center at each
-    /// update). Returns the count the center now holds.
-    fn report_stamp(&mut self, terminal_id: DeviceId, count: u32) -> Result<u32, CenterError>;
+    /// The terminal reports its signed time stamp (Fig. 10: it calls the center at each
+    /// update). The center checks it against the chain from TS0 and the terminal's key.
+    /// Returns the count the center now holds.
+    fn report_stamp(
+        &mut self,
+        terminal_id: DeviceId,
+        stamp: &TerminalStamp,
+    ) -> Result<u32, CenterError>;
 }
 
 impl<T: TerminalLink + ?Sized> TerminalLink for &mut T {
@@ -418,7 +434,11 @@ impl<T: TerminalLink + ?Sized> TerminalLink for &mut T {
     fn list_delta(&mut self, terminal_id: DeviceId, since: u64) -> Result<ListDelta, CenterError> {
         (**self).list_delta(terminal_id, since)
     }
-    fn report_stamp(&mut self, terminal_id: DeviceId, count: u32) -> Result<u32, CenterError> {
-        (**self).report_stamp(terminal_id, count)
+    fn report_stamp(
+        &mut self,
+        terminal_id: DeviceId,
+        stamp: &TerminalStamp,
+    ) -> Result<u32, CenterError> {
+        (**self).report_stamp(terminal_id, stamp)
     }
 }
