@@ -53,12 +53,15 @@
 pub mod client;
 mod metrics;
 pub mod problem;
+pub mod serve;
 pub mod server;
 pub mod terminal_wire;
+pub mod tls;
 pub mod wire;
 
 pub use client::HttpCenterLink;
-pub use server::BackgroundServer;
+pub use serve::{BackgroundServer, ServiceLimits};
+pub use tls::{CenterPin, ServiceIdentity};
 
 /// The largest request body the service reads.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -68,6 +71,8 @@ pub mod headers {
     pub const DEVICE: &str = "valuecard-device";
     pub const SEQUENCE: &str = "valuecard-sequence";
     pub const SIGNATURE: &str = "valuecard-signature";
+    /// The center's signature over a 200 answer (see [`valuecard_center::auth`]).
+    pub const ANSWER_SIGNATURE: &str = "valuecard-answer-signature";
 }
 
 /// The paths of the service.

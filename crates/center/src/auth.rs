@@ -483,7 +483,7 @@ mod tests {
         let mut center = Center::ephemeral(clock, &mut OsRng).unwrap();
         let (device, key) = installed(&mut center, Role::PaymentTerminal);
         let body = b"{}";
-        let mut send = |center: &mut Center, sequence: u64| {
+        let send = |center: &mut Center, sequence: u64| {
             let signature = key.sign(&request_signing_input(
                 "POST",
                 "/v1/loads/settle",
