@@ -123,7 +123,7 @@ impl ServiceIdentity {
     }
 
     /// The server side of TLS: TLS 1.2 and 1.3 with rustls' safe defaults, HTTP/1.1.
-    pub(crate) fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    pub fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, TlsError> {
         let mut config = rustls::ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(|error| TlsError::Config(error.to_string()))?
@@ -173,6 +173,11 @@ impl CenterPin {
     /// SHA-256 of the certificate, hex: what an operator compares by eye.
     pub fn fingerprint(&self) -> String {
         hex::encode(valuecard_core::crypto::sha256(&self.certificate))
+    }
+
+    /// The certificate, DER-encoded.
+    pub fn certificate_der(&self) -> &[u8] {
+        &self.certificate
     }
 
     pub(crate) fn ureq_certificate(&self) -> ureq::tls::Certificate<'static> {
