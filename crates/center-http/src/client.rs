@@ -9,12 +9,12 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use valuecard_center::auth::{answer_signing_input, request_signing_input};
 use valuecard_center::PendingLoad;
+use valuecard_core::crypto::{PublicKey, Signature, SIGNATURE_LEN};
 use valuecard_core::ids::{CardId, DeviceId};
 use valuecard_core::messages::center::{
     CardCertificationRequest, CardIdAssignment, CardIdRequest, CardPersonalization, CenterError,
     CenterLink, LoadApproval, LoadRequest, LoadSettlement,
 };
-use valuecard_core::crypto::{PublicKey, Signature, SIGNATURE_LEN};
 use valuecard_core::messages::purse::Challenge;
 use valuecard_sam::Sam;
 

@@ -98,8 +98,7 @@ where
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             let handshake = acceptor.accept(stream);
-            let stream = match tokio::time::timeout(limits.tls_handshake_timeout, handshake).await
-            {
+            let stream = match tokio::time::timeout(limits.tls_handshake_timeout, handshake).await {
                 Ok(Ok(stream)) => stream,
                 Ok(Err(error)) => {
                     tracing::info!(%peer, %error, "TLS handshake refused");

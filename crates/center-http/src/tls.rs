@@ -72,7 +72,10 @@ impl ServiceIdentity {
     /// or IP addresses; [`DEFAULT_NAMES`] when empty).
     pub fn generate(names: &[String]) -> Result<Self, TlsError> {
         let names: Vec<String> = if names.is_empty() {
-            DEFAULT_NAMES.iter().map(|name| (*name).to_owned()).collect()
+            DEFAULT_NAMES
+                .iter()
+                .map(|name| (*name).to_owned())
+                .collect()
         } else {
             names.to_vec()
         };
@@ -150,11 +153,10 @@ impl core::fmt::Debug for CenterPin {
 impl CenterPin {
     /// From a PEM certificate.
     pub fn from_pem(pem: &[u8]) -> Result<Self, TlsError> {
-        let certificate =
-            CertificateDer::from_pem_slice(pem).map_err(|_| TlsError::Pem {
-                path: PathBuf::from("(certificate)"),
-                what: "certificate",
-            })?;
+        let certificate = CertificateDer::from_pem_slice(pem).map_err(|_| TlsError::Pem {
+            path: PathBuf::from("(certificate)"),
+            what: "certificate",
+        })?;
         Ok(CenterPin { certificate })
     }
 
@@ -167,7 +169,11 @@ impl CenterPin {
 
     /// Writes the pinned certificate (public) to `path`.
     pub fn save(&self, path: &Path) -> Result<(), TlsError> {
-        write_new(path, pem("CERTIFICATE", &self.certificate).as_bytes(), false)
+        write_new(
+            path,
+            pem("CERTIFICATE", &self.certificate).as_bytes(),
+            false,
+        )
     }
 
     /// SHA-256 of the certificate, hex: what an operator compares by eye.
@@ -208,7 +214,9 @@ fn write_new(path: &Path, bytes: &[u8], private: bool) -> Result<(), TlsError> {
     }
     #[cfg(not(unix))]
     let _ = private;
-    let mut file = options.open(path).map_err(|error| file_error(path, error))?;
+    let mut file = options
+        .open(path)
+        .map_err(|error| file_error(path, error))?;
     file.write_all(bytes)
         .and_then(|()| file.sync_all())
         .map_err(|error| file_error(path, error))

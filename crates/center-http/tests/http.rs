@@ -153,7 +153,11 @@ fn the_centers_refusals_come_back_as_center_errors() {
         Err(CenterError::Unreachable(_))
     ));
     assert!(matches!(
-        HttpCenterLink::new("http://127.0.0.1:1", h.server.pin(), Box::new(sam(&h.dispenser))),
+        HttpCenterLink::new(
+            "http://127.0.0.1:1",
+            h.server.pin(),
+            Box::new(sam(&h.dispenser))
+        ),
         Err(CenterError::Setup(_))
     ));
 }

@@ -225,8 +225,8 @@ fn a_man_in_the_middle_cannot_alter_forge_or_replay_what_devices_act_on() {
     .unwrap();
     let mut through_mitm =
         HttpCenterLink::new(&mitm.url, server.pin(), Box::new(sam(&h.terminal))).unwrap();
-    let mut direct = HttpCenterLink::new(&server.url(), server.pin(), Box::new(sam(&h.terminal)))
-        .unwrap();
+    let mut direct =
+        HttpCenterLink::new(&server.url(), server.pin(), Box::new(sam(&h.terminal))).unwrap();
 
     // Unchanged, the exchange works through the middle (the proxy itself is transparent).
     terminal.purchase(&mut reader, amount(100)).unwrap();
@@ -285,8 +285,8 @@ fn a_device_pinned_to_another_certificate_refuses_the_service() {
     // A man in the middle with a certificate of its own (the devices do not pin it) ...
     let impostor = ServiceIdentity::generate(&[]).unwrap();
     let mitm = start_mitm(&impostor, h.url());
-    let mut link = HttpCenterLink::new(&mitm.url, h.server.pin(), Box::new(sam(&h.dispenser)))
-        .unwrap();
+    let mut link =
+        HttpCenterLink::new(&mitm.url, h.server.pin(), Box::new(sam(&h.dispenser))).unwrap();
     let request = valuecard_core::messages::center::CardIdRequest {
         dispenser_id: device_id(&h.dispenser),
     };

@@ -516,7 +516,10 @@ mod tests {
             Err(AuthError::AheadOfWindow { .. })
         ));
         send(&mut center, last + 1).unwrap();
-        assert_eq!(center.last_request_sequence(&device).unwrap(), Some(last + 1));
+        assert_eq!(
+            center.last_request_sequence(&device).unwrap(),
+            Some(last + 1)
+        );
     }
 
     #[test]

@@ -549,7 +549,9 @@ mod tests {
         assert!(is_read_only("  SELECT 1"));
         assert!(is_read_only("select role FROM devices"));
         assert!(!is_read_only("SELECT x FROM t FOR UPDATE"));
-        assert!(!is_read_only("UPDATE sequences SET next = next + 1 RETURNING next"));
+        assert!(!is_read_only(
+            "UPDATE sequences SET next = next + 1 RETURNING next"
+        ));
         assert!(!is_read_only("INSERT INTO t VALUES (1)"));
     }
 

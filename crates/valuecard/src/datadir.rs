@@ -80,9 +80,8 @@ pub fn init_center_on(
 
 /// The center's HTTPS identity, for `center serve`.
 pub fn service_identity(data: &Path) -> Result<ServiceIdentity, String> {
-    ServiceIdentity::load(&center_dir(data)).map_err(|e| {
-        format!("{e} (the service certificate is made by `valuecard center init`)")
-    })
+    ServiceIdentity::load(&center_dir(data))
+        .map_err(|e| format!("{e} (the service certificate is made by `valuecard center init`)"))
 }
 
 /// Where a device keeps the certificate of the center's service that it pins.
@@ -152,7 +151,8 @@ pub fn transport_key(data: &Path) -> Result<AesKey, String> {
 /// (loaded a second time: the dispenser holds the first).
 pub fn open_center_link(data: &Path, dispenser: &str, url: &str) -> Result<HttpCenterLink, String> {
     let sam = open_sam(data, dispenser, Role::Dispenser)?;
-    HttpCenterLink::new(url, &device_pin(data, dispenser)?, Box::new(sam)).map_err(|e| e.to_string())
+    HttpCenterLink::new(url, &device_pin(data, dispenser)?, Box::new(sam))
+        .map_err(|e| e.to_string())
 }
 
 /// A payment terminal's link to the center's HTTP service (its SAM loaded a second time).

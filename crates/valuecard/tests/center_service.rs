@@ -55,7 +55,14 @@ fn center_init_refuses_a_database_that_already_holds_a_center() {
     let second = dir.path().join("second");
     let init = |data: &std::path::Path| {
         valuecard()
-            .args(["center", "init", "--json", "--database", &database, "--data"])
+            .args([
+                "center",
+                "init",
+                "--json",
+                "--database",
+                &database,
+                "--data",
+            ])
             .arg(data)
             .output()
             .unwrap()
@@ -80,7 +87,14 @@ fn center_init_refuses_a_database_that_already_holds_a_center() {
     // The first center is untouched: its status still shows it, with its one dispenser and
     // one terminal.
     let status = valuecard()
-        .args(["center", "status", "--json", "--database", &database, "--data"])
+        .args([
+            "center",
+            "status",
+            "--json",
+            "--database",
+            &database,
+            "--data",
+        ])
         .arg(&first)
         .output()
         .unwrap();
@@ -166,7 +180,9 @@ fn center_serve_speaks_https_to_the_devices_it_installed() {
     assert!(service.url.starts_with("https://127.0.0.1:"));
     let issue = |url: &str, out: &str| {
         valuecard()
-            .args(["card", "issue", "--value", "10.00", "--center", url, "--data"])
+            .args([
+                "card", "issue", "--value", "10.00", "--center", url, "--data",
+            ])
             .arg(&data)
             .arg("--out")
             .arg(dir.path().join(out))
@@ -225,7 +241,9 @@ fn center_serve_speaks_https_to_the_devices_it_installed() {
     let refused = issue(&service.url, "card-3.img");
     assert!(!refused.status.success());
     assert!(
-        text(&refused.stderr).to_ascii_lowercase().contains("certificate"),
+        text(&refused.stderr)
+            .to_ascii_lowercase()
+            .contains("certificate"),
         "{}",
         text(&refused.stderr)
     );
