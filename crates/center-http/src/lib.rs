@@ -53,6 +53,7 @@
 pub mod client;
 mod metrics;
 pub mod problem;
+mod request;
 pub mod serve;
 pub mod server;
 pub mod terminal_wire;

@@ -55,10 +55,11 @@ impl Mitm {
     }
 }
 
-/// Reads one HTTP/1.1 request: (method, path, headers, body).
-fn read_request(
-    reader: &mut impl BufRead,
-) -> Option<(String, String, Vec<(String, String)>, Vec<u8>)> {
+/// One HTTP/1.1 request: method, path, headers, body.
+type RawRequest = (String, String, Vec<(String, String)>, Vec<u8>);
+
+/// Reads one HTTP/1.1 request.
+fn read_request(reader: &mut impl BufRead) -> Option<RawRequest> {
     let mut line = String::new();
     reader.read_line(&mut line).ok()?;
     let mut parts = line.split_whitespace();
