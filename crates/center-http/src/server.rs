@@ -389,3 +389,55 @@ async fn method_not_allowed(method: Method, uri: Uri) -> Problem {
         format!("{method} is not allowed on {}", uri.path()),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+    use axum::body::Body;
+    use tower::ServiceExt;
+
+    /// Errors made inside the HTTP layer (not by the service's handlers) leave as problem
+    /// documents of the kind their status stands for; the service's own pass unchanged.
+    #[tokio::test]
+    async fn error_answers_of_the_http_layer_become_problem_documents() {
+        let routes = Router::new()
+            .route("/large", get(|| async { StatusCode::PAYLOAD_TOO_LARGE }))
+            .route(
+                "/slow",
+                get(|| async { (StatusCode::REQUEST_TIMEOUT, "timed out") }),
+            )
+            .route("/bad", get(|| async { (StatusCode::BAD_REQUEST, "no") }))
+            .route("/ok", get(|| async { "fine" }))
+            .route(
+                "/own",
+                get(|| async { Problem::new(ProblemKind::Mismatch, "load 3 is settled") }),
+            )
+            .layer(middleware::from_fn(problems_only));
+        for (path, status, slug) in [
+            ("/large", 413, "body-too-large"),
+            ("/slow", 408, "request-timeout"),
+            ("/bad", 400, "malformed-request"),
+            ("/own", 409, "mismatch"),
+        ] {
+            let request = Request::get(path).body(Body::empty()).unwrap();
+            let response = routes.clone().oneshot(request).await.unwrap();
+            assert_eq!(response.status().as_u16(), status, "{path}");
+            assert_eq!(
+                response.headers()[header::CONTENT_TYPE],
+                content_type::PROBLEM,
+                "{path}"
+            );
+            let body = axum::body::to_bytes(response.into_body(), 4096)
+                .await
+                .unwrap();
+            let document: crate::problem::ProblemDocument = serde_json::from_slice(&body).unwrap();
+            assert_eq!(document.kind().map(ProblemKind::slug), Some(slug), "{path}");
+            assert_eq!(document.status, status);
+        }
+        let request = Request::get("/ok").body(Body::empty()).unwrap();
+        let response = routes.oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+}
