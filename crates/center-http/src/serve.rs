@@ -100,12 +100,13 @@ where
             let handshake = acceptor.accept(stream);
             let stream = match tokio::time::timeout(limits.tls_handshake_timeout, handshake).await {
                 Ok(Ok(stream)) => stream,
+                // Probes and plain-HTTP clients are common: not worth more than a debug line.
                 Ok(Err(error)) => {
-                    tracing::info!(%peer, %error, "TLS handshake refused");
+                    tracing::debug!(%peer, %error, "TLS handshake refused");
                     return;
                 }
                 Err(_) => {
-                    tracing::info!(%peer, "TLS handshake timed out");
+                    tracing::debug!(%peer, "TLS handshake timed out");
                     return;
                 }
             };
