@@ -171,9 +171,9 @@ fn the_centers_refusals_come_back_as_center_errors() {
 
     // Nothing listens: the link says unreachable.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", closed.local_addr().unwrap());
+    let url = format!("https://{}", closed.local_addr().unwrap());
     drop(closed);
-    let mut nowhere = HttpCenterLink::new(&url, Box::new(sam(&h.dispenser)))
+    let mut nowhere = HttpCenterLink::new(&url, h.server.pin(), Box::new(sam(&h.dispenser)))
         .unwrap()
         .with_timeout(Duration::from_secs(5));
     assert!(matches!(
@@ -187,7 +187,11 @@ fn the_centers_refusals_come_back_as_center_errors() {
         Err(CenterError::Unreachable(_))
     ));
     assert!(matches!(
-        HttpCenterLink::new("https://127.0.0.1:1", Box::new(sam(&h.dispenser))),
+        HttpCenterLink::new(
+            "http://127.0.0.1:1",
+            h.server.pin(),
+            Box::new(sam(&h.dispenser))
+        ),
         Err(CenterError::Setup(_))
     ));
 }
@@ -231,7 +235,8 @@ fn refused_requests_change_nothing() {
 
     // Authentication refusals: nothing stored, and no sequence moves.
     let quiet = sequences(&h);
-    let answer = send(&url, "POST", settle, &[], &body);
+    let json = [("content-type".to_owned(), "application/json".to_owned())];
+    let answer = send(&url, "POST", settle, &json, &body);
     let document = answer.problem(401, "unauthenticated");
     assert!(document.detail.contains("valuecard-device"), "{document:?}");
     let mut headers = signed_by(
@@ -506,7 +511,7 @@ fn a_request_in_flight_when_shutdown_starts_is_answered_and_committed() {
         "the service must wait for the request in flight"
     );
     // No new connection is accepted meanwhile.
-    let mut late = HttpCenterLink::new(&url, Box::new(sam(&h.other_dispenser)))
+    let mut late = HttpCenterLink::new(&url, h.server.pin(), Box::new(sam(&h.other_dispenser)))
         .unwrap()
         .with_timeout(Duration::from_secs(5));
     let late_id = late.device_id();

@@ -70,6 +70,14 @@ impl CenterKeys {
         )
     }
 
+    /// The center's identity as recorded in its database.
+    pub fn identity(&self) -> crate::db::CenterIdentity {
+        crate::db::CenterIdentity {
+            center_id: self.center_id,
+            root_key: self.root.public_key(),
+        }
+    }
+
     fn encode(&self) -> Vec<u8> {
         let mut w = TlvWriter::new();
         w.put(0x80, MAGIC)

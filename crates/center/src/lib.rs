@@ -134,10 +134,12 @@ impl Center {
         center_id[0] = 0xCE;
         rng.fill_bytes(&mut center_id[1..]);
         let keys = CenterKeys::generate(DeviceId(center_id), rng);
-        let db = match database {
+        let mut db = match database {
             Some(db) => db,
             None => Database::open_sqlite(&db_path(dir))?,
         };
+        // Before the key file exists: a refused database leaves no half-made center behind.
+        crate::db::claim_for_new_center(&mut db, &keys.identity(), clock.today())?;
         keys.save(&key_path(dir))?;
         Ok(Center {
             keys,
@@ -155,10 +157,11 @@ impl Center {
         clock: Box<dyn Clock>,
     ) -> Result<Self, CenterError> {
         let keys = CenterKeys::load(&key_path(dir))?;
-        let db = match database {
+        let mut db = match database {
             Some(db) => db,
             None => Database::open_sqlite(&db_path(dir))?,
         };
+        crate::db::check_owner(&mut db, &keys.identity(), clock.today())?;
         Ok(Center {
             keys,
             db,

@@ -4,8 +4,11 @@
 //! DIR/center/center.keys        the center's keys (owner-only)
 //! DIR/center/center.sqlite      the center's database (unless it runs on PostgreSQL)
 //! DIR/center/database           "postgresql" when it does (the URL is given each time)
+//! DIR/center/service-certificate.pem   the HTTPS service's certificate (public)
+//! DIR/center/service-key.pem    its private key (owner-only)
 //! DIR/devices/NAME/role         "payment-terminal" or "dispenser"
 //! DIR/devices/NAME/sam.key      the device's software SAM image (owner-only)
+//! DIR/devices/NAME/center-certificate.pem   the service certificate the device pins
 //! DIR/devices/NAME/purchases.sqlite   a payment terminal's records
 //! ```
 
@@ -16,7 +19,7 @@ use rand_core::OsRng;
 use valuecard_center::keys::CenterKeys;
 use valuecard_center::sql::Database;
 use valuecard_center::Center;
-use valuecard_center_http::HttpCenterLink;
+use valuecard_center_http::{CenterPin, HttpCenterLink, ServiceIdentity};
 use valuecard_core::cert::Role;
 use valuecard_core::crypto::{random_array, AesKey};
 use valuecard_core::ids::DeviceId;
@@ -78,19 +81,51 @@ fn connect_database(url: Option<&str>) -> Result<Option<Database>, String> {
 }
 
 /// A new center with its keys in DIR/center and its records in SQLite there, or in the
-/// PostgreSQL database at `database`.
-pub fn init_center_on(data: &Path, database: Option<&str>) -> Result<Center, String> {
+/// PostgreSQL database at `database` (refused if that database already holds a center), and
+/// the certificate of its HTTPS service for `tls_names`.
+pub fn init_center_on(
+    data: &Path,
+    database: Option<&str>,
+    tls_names: &[String],
+) -> Result<(Center, CenterPin), String> {
     let db = connect_database(database)?;
     create_private_dir(data)?;
     create_owned_dir(&center_dir(data))?;
-    create_owned_dir(&data.join("devices"))?;
     let center =
         Center::init(&center_dir(data), db, clock(), &mut OsRng).map_err(|e| e.to_string())?;
+    // Only once the center exists: a refused init leaves no device directory behind.
+    create_owned_dir(&data.join("devices"))?;
+    let identity = ServiceIdentity::generate(tls_names).map_err(|e| e.to_string())?;
+    identity
+        .save(&center_dir(data))
+        .map_err(|e| e.to_string())?;
     if database.is_some() {
         std::fs::write(database_marker(data), "postgresql\n")
             .map_err(|e| format!("{}: {e}", database_marker(data).display()))?;
     }
-    Ok(center)
+    Ok((center, identity.pin()))
+}
+
+/// The center's HTTPS identity, for `center serve`.
+pub fn service_identity(data: &Path) -> Result<ServiceIdentity, String> {
+    ServiceIdentity::load(&center_dir(data))
+        .map_err(|e| format!("{e} (the service certificate is made by `valuecard center init`)"))
+}
+
+/// Where a device keeps the certificate of the center's service that it pins.
+fn pin_path(data: &Path, name: &str) -> PathBuf {
+    device_dir(data, name).join("center-certificate.pem")
+}
+
+/// The pinned certificate of a device's center.
+fn device_pin(data: &Path, name: &str) -> Result<CenterPin, String> {
+    let path = pin_path(data, name);
+    CenterPin::load(&path).map_err(|e| {
+        format!(
+            "{e}: device {name:?} holds no certificate of the center's service to trust \
+             (devices installed by `valuecard center init` or `terminal install` get one)"
+        )
+    })
 }
 
 /// Opens the center in DIR/center, on PostgreSQL at `database` if it was set up there.
@@ -141,7 +176,8 @@ pub fn manufacture_chip(data: &Path) -> Result<(ChipSerial, AesKey), String> {
 /// (loaded a second time: the dispenser holds the first).
 pub fn open_center_link(data: &Path, dispenser: &str, url: &str) -> Result<HttpCenterLink, String> {
     let sam = open_sam(data, dispenser, Role::Dispenser)?;
-    HttpCenterLink::new(url, Box::new(sam)).map_err(|e| e.to_string())
+    HttpCenterLink::new(url, &device_pin(data, dispenser)?, Box::new(sam))
+        .map_err(|e| e.to_string())
 }
 
 /// A payment terminal's link to the center's HTTP service (its SAM loaded a second time).
@@ -151,7 +187,7 @@ pub fn open_terminal_link(
     url: &str,
 ) -> Result<HttpCenterLink, String> {
     let sam = open_sam(data, terminal, Role::PaymentTerminal)?;
-    HttpCenterLink::new(url, Box::new(sam)).map_err(|e| e.to_string())
+    HttpCenterLink::new(url, &device_pin(data, terminal)?, Box::new(sam)).map_err(|e| e.to_string())
 }
 
 /// Stores the terminal's SAM image again (after its time stamp advanced).
@@ -269,6 +305,14 @@ pub fn install_device(
         .map_err(|e| e.to_string())?;
     create_owned_dir(&dir)?;
     write_private(&dir.join("sam.key"), &sam.to_image())?;
+    // The device trusts exactly the center's service certificate (a center made before the
+    // service had one gives none; its devices then cannot reach it over HTTPS).
+    let certificate = center_dir(data).join(valuecard_center_http::tls::CERTIFICATE_FILE);
+    if certificate.exists() {
+        CenterPin::load(&certificate)
+            .and_then(|pin| pin.save(&pin_path(data, name)))
+            .map_err(|e| e.to_string())?;
+    }
     std::fs::write(dir.join("role"), role_name(role))
         .map_err(|e| format!("{}: {e}", dir.display()))?;
     Ok(device_id)

@@ -120,9 +120,10 @@ pub fn center_init(
     data: &Path,
     terminals: usize,
     database: Option<&str>,
+    tls_names: &[String],
     json_output: bool,
 ) -> Result<ExitCode, String> {
-    let mut center = datadir::init_center_on(data, database)?;
+    let (mut center, pin) = datadir::init_center_on(data, database, tls_names)?;
     let mut devices = Vec::new();
     let dispenser = datadir::install_device(data, &mut center, "dispenser-1", Role::Dispenser)?;
     devices.push(("dispenser-1".to_owned(), "dispenser", dispenser));
@@ -137,10 +138,12 @@ pub fn center_init(
         json!({
             "center": anchor.center.to_string(),
             "root_public_key": hex::encode_upper(anchor.public_key.to_bytes()),
+            "service_certificate_sha256": pin.fingerprint(),
             "devices": devices.iter().map(|(name, role, id)| json!({"name": name, "role": role, "device_id": id.to_string()})).collect::<Vec<_>>(),
         }),
         || {
             println!("center {} created in {}", anchor.center, data.display());
+            println!("  service certificate sha256:{}", pin.fingerprint());
             for (name, role, id) in &devices {
                 println!("  {role} {name}: {id}");
             }
@@ -149,10 +152,11 @@ pub fn center_init(
     Ok(ExitCode::SUCCESS)
 }
 
-/// Serves the center over HTTP until SIGINT or SIGTERM; requests in flight are finished
+/// Serves the center over HTTPS until SIGINT or SIGTERM; requests in flight are finished
 /// (and committed) before it exits.
 pub fn center_serve(data: &Path, listen: &str, database: Option<&str>) -> Result<ExitCode, String> {
     let center = datadir::open_center_on(data, database)?;
+    let identity = datadir::service_identity(data)?;
     let listener = std::net::TcpListener::bind(listen)
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     let address = listener.local_addr().map_err(|e| e.to_string())?;
@@ -161,10 +165,19 @@ pub fn center_serve(data: &Path, listen: &str, database: Option<&str>) -> Result
         .with_max_level(tracing_subscriber::filter::LevelFilter::INFO)
         .with_target(false)
         .try_init();
-    println!("center {} serving http://{address}", center.anchor().center);
+    println!(
+        "center {} serving https://{address} (certificate sha256:{})",
+        center.anchor().center,
+        identity.pin().fingerprint()
+    );
     std::io::Write::flush(&mut std::io::stdout()).map_err(|e| e.to_string())?;
-    valuecard_center_http::server::run_until_signal(listener, center)
-        .map_err(|e| format!("center service: {e}"))?;
+    valuecard_center_http::serve::run_until_signal(
+        listener,
+        center,
+        &identity,
+        valuecard_center_http::ServiceLimits::default(),
+    )
+    .map_err(|e| format!("center service: {e}"))?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -64,8 +64,13 @@ enum CenterCommands {
         #[arg(long, default_value_t = 1)]
         terminals: usize,
         /// Keep the center's records in PostgreSQL at this URL instead of SQLite in DATA.
+        /// The database must exist and hold no other center.
         #[arg(long, value_name = "URL")]
         database: Option<String>,
+        /// A host name or IP address devices use to reach `center serve` (repeat for
+        /// several); the service certificate lists them. Default: localhost, 127.0.0.1, ::1.
+        #[arg(long = "tls-name", value_name = "NAME")]
+        tls_names: Vec<String>,
         #[arg(long)]
         json: bool,
     },
@@ -145,7 +150,8 @@ enum CenterCommands {
         #[arg(long)]
         json: bool,
     },
-    /// Serve the center over HTTP to dispensers and terminals (until SIGINT or SIGTERM).
+    /// Serve the center over HTTPS to dispensers and terminals (until SIGINT or SIGTERM),
+    /// with the service certificate made by `center init`.
     Serve {
         #[arg(long)]
         data: PathBuf,
@@ -516,8 +522,9 @@ fn main() -> ExitCode {
             data,
             terminals,
             database,
+            tls_names,
             json,
-        }) => lifecycle::center_init(&data, terminals, database.as_deref(), json),
+        }) => lifecycle::center_init(&data, terminals, database.as_deref(), &tls_names, json),
         Commands::Center(CenterCommands::ReportCard {
             data,
             database,
