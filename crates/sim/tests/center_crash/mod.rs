@@ -243,10 +243,11 @@ impl<'a> CrashLink<'a> {
         }
         self.faults += 1;
         let answer = if failed {
-            // A statement the center could not run must fail the request: an answer given
-            // anyway was decided on records the center could not read or write.
+            // A statement the center could not run must fail the request, as a storage
+            // failure: an answer given anyway, or another error, was decided on records the
+            // center could not read or write.
             assert!(
-                answer.is_err(),
+                matches!(answer, Err(CenterError::Storage(_))),
                 "{armed:?}: a statement failed, yet the request was answered {answer:?}"
             );
             answer
