@@ -61,12 +61,6 @@ enum ItemError {
     Center(CenterError),
 }
 
-impl From<String> for ItemError {
-    fn from(reason: String) -> Self {
-        ItemError::Refused(reason)
-    }
-}
-
 impl From<&str> for ItemError {
     fn from(reason: &str) -> Self {
         ItemError::Refused(reason.to_owned())
