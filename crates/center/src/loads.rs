@@ -417,6 +417,9 @@ impl Center {
             TransactionKind::Purchase => {
                 let writer_key = match self.terminal_key_any_status(record.writer) {
                     Ok(key) => key,
+                    // The center's own failure, not the card's: say so, so the dispenser
+                    // retries instead of the operator chasing a forged record.
+                    Err(error @ CenterError::Storage(_)) => return Err(error),
                     Err(_) => {
                         return Ok(Err(Claim::Refuse(
                             "the card's last purchase was not written by a payment terminal".into(),

@@ -54,6 +54,28 @@ struct KeyCache {
     cards: std::collections::HashMap<CardId, PublicKey>,
 }
 
+/// Why one usage item was not accepted: the item's own fault (refused, for good), or the
+/// center's (the whole upload fails, to be retried).
+enum ItemError {
+    Refused(String),
+    Center(CenterError),
+}
+
+impl From<&str> for ItemError {
+    fn from(reason: &str) -> Self {
+        ItemError::Refused(reason.to_owned())
+    }
+}
+
+/// A lookup about an item that failed: storage failures are the center's, anything else
+/// (an unknown card or writer) is the item's.
+fn lookup_failed(error: CenterError, what: &str) -> ItemError {
+    match error {
+        CenterError::Storage(_) => ItemError::Center(error),
+        other => ItemError::Refused(format!("{what}{other}")),
+    }
+}
+
 /// Why one usage item was refused (the rest of the batch goes on).
 fn refuse(item: &UsageItem, reason: impl Into<String>) -> (u32, String) {
     (item.terminal_sequence, reason.into())
@@ -86,7 +108,11 @@ impl Center {
             }
             match self.check_item(upload.terminal_id, &terminal_key, item, &mut keys) {
                 Ok(signed) => candidates.push((item, signed)),
-                Err(reason) => receipt.refused.push(refuse(item, reason)),
+                Err(ItemError::Refused(reason)) => receipt.refused.push(refuse(item, reason)),
+                // The center could not read its own records: the upload fails as a whole
+                // and the terminal sends it again. Answered as a refusal, the terminal
+                // would mark the item done and the purchase would never be counted.
+                Err(ItemError::Center(error)) => return Err(error),
             }
         }
         let batch: Vec<(PublicKey, &[u8], Signature)> = candidates
@@ -170,11 +196,11 @@ impl Center {
         terminal_key: &PublicKey,
         item: &UsageItem,
         keys: &mut KeyCache,
-    ) -> Result<[(PublicKey, Vec<u8>, Signature); 3], String> {
+    ) -> Result<[(PublicKey, Vec<u8>, Signature); 3], ItemError> {
         let expected_after = item
             .balance_before
             .checked_sub(item.amount)
-            .map_err(|_| "the amount exceeds the balance".to_owned())?;
+            .map_err(|_| "the amount exceeds the balance")?;
         if expected_after != item.balance_after
             || item.amount == valuecard_core::money::Amount::ZERO
         {
@@ -194,7 +220,7 @@ impl Center {
                 None => {
                     let key = self
                         .terminal_key_any_status(previous.writer)
-                        .map_err(|error| format!("the previous writer: {error}"))?;
+                        .map_err(|error| lookup_failed(error, "the previous writer: "))?;
                     keys.writers.insert(previous.writer, key);
                     key
                 }
@@ -205,7 +231,7 @@ impl Center {
             None => {
                 let key = self
                     .card_public_key(&item.card_id)
-                    .map_err(|error| error.to_string())?;
+                    .map_err(|error| lookup_failed(error, ""))?;
                 keys.cards.insert(item.card_id, key);
                 key
             }
