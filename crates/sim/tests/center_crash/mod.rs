@@ -89,7 +89,7 @@ pub fn clock(today: Date) -> Box<dyn Clock> {
 /// The center in `dir` on a fresh connection to its files, with the fault hooks installed.
 pub fn reopen(dir: &Path, today: Date) -> Center {
     let mut database = Database::open_sqlite(&db_path(dir)).unwrap();
-    let Database::Sqlite(connection) = &mut database else {
+    let Database::Sqlite { connection, .. } = &mut database else {
         panic!("the center in {} is not on SQLite", dir.display());
     };
     connection.trace(Some(on_statement));
@@ -316,7 +316,11 @@ impl TerminalLink for CrashLink<'_> {
         self.call(|center| center.list_delta(terminal_id, since))
     }
 
-    fn report_stamp(&mut self, terminal_id: DeviceId, count: u32) -> Result<u32, CenterError> {
-        self.call(|center| center.report_stamp(terminal_id, count))
+    fn report_stamp(
+        &mut self,
+        terminal_id: DeviceId,
+        stamp: &valuecard_core::messages::purse::TerminalStamp,
+    ) -> Result<u32, CenterError> {
+        self.call(|center| center.report_stamp(terminal_id, stamp))
     }
 }
