@@ -376,6 +376,24 @@ pub fn forged_load_authorizations(today: Date) -> Result<AttackOutcome, WorldErr
     })
 }
 
+/// A thief takes a terminal and never advances its stamp, hoping to sign every later card
+/// at the count the center listed. The terminal's SAM advances its chain on its own clock
+/// (one step a day), so a card it writes a day after the theft carries a later count and
+/// every synced terminal refuses it, while a card it wrote before stays good.
+pub fn thief_never_advances_the_stamp(today: Date) -> Result<AttackOutcome, WorldError> {
+    let (mut world, mut before, _) = world_with_card(today, 5_000)?;
+    let card = world.manufacture_card(MemoryEeprom::new(EEPROM_SIZE))?;
+    let mut after = InProcessReader::with_card("after", card);
+    world.issue(&mut after, amount(5_000)?)?;
+    let (outcome, refusals) =
+        crate::scenarios::stolen_terminal(&mut world, 1, &mut before, &mut after)?;
+    Ok(AttackOutcome {
+        name: "thief who never advances the stolen terminal's stamp",
+        refused: outcome.held && refusals == 1,
+        detail: outcome.detail,
+    })
+}
+
 /// Every insider attack, each in its own world.
 pub fn run_all(today: Date) -> Result<Vec<AttackOutcome>, WorldError> {
     Ok(vec![
@@ -384,6 +402,7 @@ pub fn run_all(today: Date) -> Result<Vec<AttackOutcome>, WorldError> {
         dishonest_dispenser(today)?,
         terminal_invents_a_sale(today)?,
         forged_load_authorizations(today)?,
+        thief_never_advances_the_stamp(today)?,
     ])
 }
 

@@ -303,7 +303,7 @@ fn a_lost_debit_answer_is_settled_from_the_card() {
 #[test]
 fn every_insider_attack_is_refused_and_seen() {
     let outcomes = valuecard_sim::insider_attacks::run_all(today()).unwrap();
-    assert_eq!(outcomes.len(), 5);
+    assert_eq!(outcomes.len(), 6);
     for outcome in outcomes {
         assert!(outcome.refused, "{}: {}", outcome.name, outcome.detail);
     }
