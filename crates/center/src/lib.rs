@@ -17,6 +17,7 @@ pub mod keys;
 pub mod lists;
 pub mod loads;
 pub mod reconcile;
+pub mod settlement;
 pub mod sql;
 pub mod stamps;
 pub mod usage;

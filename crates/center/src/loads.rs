@@ -7,21 +7,16 @@
 //! center adds value only to a balance that record vouches for and that stays under its own
 //! bound. A card whose claim exceeds the bound is listed as tampered.
 //!
-//! A load's outcome is read from the card's signed last transaction, never taken on the
-//! dispenser's word, and only the dispenser that holds the load may settle it: until then
-//! the load is value in flight, that dispenser's liability. Usage uploads settle loads too:
-//! a purchase that spends the state a load wrote proves the load committed, one that spends
-//! the state a load started from proves it never will (on that copy of the card).
+//! A load's outcome is read from the card's signed last transaction (`settlement.rs`).
+//! Usage uploads settle loads too: a purchase that spends the state a load wrote proves the
+//! load committed, one that spends the state a load started from proves it never will (on
+//! that copy of the card).
 
-use valuecard_core::crypto::{aes_cmac, random_array, Signature};
+use valuecard_core::crypto::{aes_cmac, Signature};
 use valuecard_core::ids::{CardId, DeviceId};
-use valuecard_core::messages::center::{
-    CenterError, ListReason, LoadApproval, LoadOutcome, LoadRequest, LoadSettlement,
-    SettlementChallengeRequest,
-};
+use valuecard_core::messages::center::{CenterError, ListReason, LoadApproval, LoadRequest};
 use valuecard_core::messages::purse::{
-    Challenge, InitializeLoad, LastTransaction, LoadAuthorization, LoadOffer, TransactionKind,
-    UsageRecord,
+    Challenge, InitializeLoad, LoadAuthorization, LoadOffer, TransactionKind, UsageRecord,
 };
 use valuecard_core::money::Amount;
 use valuecard_core::time::Date;
@@ -567,170 +562,6 @@ impl Center {
             signature: load.signature,
             mac,
         }))
-    }
-
-    /// The pending load `load_number`, which must be held by `dispenser_id`.
-    fn held_load(
-        &mut self,
-        dispenser_id: DeviceId,
-        load_number: u32,
-    ) -> Result<StoredLoad, CenterError> {
-        self.require_dispenser(dispenser_id)?;
-        let load = self
-            .db
-            .transaction(|tx| load_by_number(tx, load_number))?
-            .ok_or_else(|| CenterError::Mismatch(format!("no load number {load_number}")))?;
-        if load.dispenser_id != dispenser_id {
-            return Err(CenterError::NotAuthorized(dispenser_id));
-        }
-        Ok(load)
-    }
-
-    /// A fresh challenge for settling a pending load: the card's answer over it shows its
-    /// state after this moment, which is after the load was authorized.
-    pub(crate) fn issue_settlement_challenge(
-        &mut self,
-        request: &SettlementChallengeRequest,
-    ) -> Result<Challenge, CenterError> {
-        // Settled loads get one too: evidence that one turned up applied after all is
-        // what reveals a copy of the card.
-        let load = self.held_load(request.dispenser_id, request.load_number)?;
-        let challenge: Challenge = random_array(&mut self.rng);
-        self.db.execute(
-            "UPDATE loads SET settlement_challenge = $2 WHERE load_number = $1",
-            &[load.load_number.into(), challenge[..].into()],
-        )?;
-        Ok(challenge)
-    }
-
-    /// Settles a load on the card's signed last transaction (see [`LoadSettlement`]).
-    pub(crate) fn settle_load_on_evidence(
-        &mut self,
-        settlement: &LoadSettlement,
-    ) -> Result<LoadOutcome, CenterError> {
-        let load = self.held_load(settlement.dispenser_id, settlement.load_number)?;
-        if load.card_id != settlement.card_id {
-            return Err(CenterError::Mismatch(format!(
-                "load {} is not for card {}",
-                settlement.load_number, settlement.card_id
-            )));
-        }
-        let card_key = self.card_public_key(&load.card_id)?;
-        let evidence = &settlement.evidence;
-        card_key
-            .verify(
-                &LastTransaction::signed_message(
-                    &load.card_id,
-                    &settlement.challenge,
-                    &evidence.record,
-                ),
-                &evidence.signature,
-            )
-            .map_err(|_| CenterError::BadCardSignature)?;
-        let outcome = self.read_evidence(&load, settlement)?;
-        let today = self.today().0;
-        match outcome {
-            LoadOutcome::Committed => {
-                if self.db.transaction(|tx| commit_load(tx, &load, today))? {
-                    return Err(CenterError::CardBlocked(load.card_id));
-                }
-            }
-            LoadOutcome::Cancelled => {
-                let cloned = self.db.transaction(|tx| {
-                    if load.status == "committed" {
-                        // Applied on some copy, and this copy shows the state without it.
-                        list_and_block(
-                            tx,
-                            &load.card_id,
-                            ListReason::Cloned,
-                            AlertKind::Cloned,
-                            &format!(
-                                "load {} is applied, and the card shows its state without it",
-                                load.load_number
-                            ),
-                            today,
-                        )?;
-                        return Ok(true);
-                    }
-                    tx.execute(
-                        "UPDATE loads SET status = 'cancelled' WHERE load_number = $1 AND status = 'pending'",
-                        &[load.load_number.into()],
-                    )?;
-                    Ok(false)
-                })?;
-                if cloned {
-                    return Err(CenterError::CardBlocked(load.card_id));
-                }
-            }
-            LoadOutcome::Undecided => {}
-        }
-        Ok(outcome)
-    }
-
-    /// What the card's last transaction says about `load`. A record that is neither this
-    /// load nor the card's state before it must carry its own writer's signature, so a
-    /// card that lies with its own key cannot invent the update that replaced the load.
-    fn read_evidence(
-        &mut self,
-        load: &StoredLoad,
-        settlement: &LoadSettlement,
-    ) -> Result<LoadOutcome, CenterError> {
-        let record = &settlement.evidence.record;
-        let start = load.card_counter;
-        if load.is_record(record) {
-            return Ok(LoadOutcome::Committed);
-        }
-        if record.counter > start.wrapping_add(1) {
-            return Ok(LoadOutcome::Undecided);
-        }
-        if record.counter < start {
-            let today = self.today().0;
-            let detail = format!(
-                "the card shows counter {} after it offered counter {start} for load {}",
-                record.counter, load.load_number
-            );
-            self.db.transaction(|tx| {
-                raise(tx, &load.card_id.0, AlertKind::RolledBack, &detail, today)
-            })?;
-            return Err(CenterError::Mismatch(detail));
-        }
-        let fresh = load.settlement_challenge == Some(settlement.challenge);
-        if record.counter == start && !fresh {
-            return Err(CenterError::Mismatch(
-                "evidence that a card is still at the load's state must answer the center's settlement challenge"
-                    .into(),
-            ));
-        }
-        if !self.record_is_genuine(&load.card_id, record)? {
-            return Err(CenterError::Mismatch(
-                "the card's last transaction was not written by a party the center knows".into(),
-            ));
-        }
-        Ok(LoadOutcome::Cancelled)
-    }
-
-    /// Whether a usage record carries its writer's valid signature: the center's for a
-    /// load (checked against the stored load), a payment terminal's for a purchase.
-    fn record_is_genuine(
-        &mut self,
-        card_id: &CardId,
-        record: &UsageRecord,
-    ) -> Result<bool, CenterError> {
-        match record.kind {
-            TransactionKind::Load => {
-                let stored = self
-                    .db
-                    .transaction(|tx| load_by_number(tx, record.writer_sequence))?;
-                Ok(stored.is_some_and(|load| load.card_id == *card_id && load.is_record(record)))
-            }
-            TransactionKind::Purchase => match self.terminal_key_any_status(record.writer) {
-                Ok(key) => Ok(key
-                    .verify(&record.signed_message(card_id), &record.signature)
-                    .is_ok()),
-                Err(CenterError::UnknownDevice(_)) => Ok(false),
-                Err(other) => Err(other),
-            },
-        }
     }
 
     /// Totals of every load, by kind and outcome.
