@@ -151,8 +151,10 @@ impl Center {
             let mut refused = Vec::new();
             let mut clones = Vec::new();
             let mut latest = std::collections::HashMap::new();
+            let mut facts = std::collections::HashMap::new();
             for item in verified {
-                match store_item(tx, terminal_id, item, &mut latest, today)? {
+                let card = card_facts(tx, &mut facts, &item.card_id)?;
+                match store_item(tx, terminal_id, item, card, &mut latest, today)? {
                     Stored::New { clone } => {
                         stored += 1;
                         if clone && !clones.contains(&item.card_id) {
@@ -326,10 +328,44 @@ enum Stored {
     Conflict,
 }
 
+/// What ingestion needs to know about a card beyond its records, looked up once per batch:
+/// whether a load of it is pending (only then can a purchase settle one), and whether it
+/// was reported destroyed (and restored).
+#[derive(Debug, Clone, Copy)]
+struct CardFacts {
+    loads_pending: bool,
+    reported: bool,
+    restored: bool,
+}
+
+fn card_facts(
+    tx: &mut dyn Executor,
+    facts: &mut std::collections::HashMap<CardId, CardFacts>,
+    card_id: &CardId,
+) -> Result<CardFacts, CenterError> {
+    if let Some(known) = facts.get(card_id) {
+        return Ok(*known);
+    }
+    let row = tx.query_one(
+        "SELECT CAST((SELECT COUNT(*) FROM loads WHERE card_id = $1 AND status = 'pending') AS BIGINT),
+                CAST((SELECT COUNT(*) FROM restore_requests WHERE card_id = $1) AS BIGINT),
+                CAST((SELECT COUNT(*) FROM card_restorations WHERE card_id = $1) AS BIGINT)",
+        &[card_id.0[..].into()],
+    )?;
+    let known = CardFacts {
+        loads_pending: row.int(0)? > 0,
+        reported: row.int(1)? > 0,
+        restored: row.int(2)? > 0,
+    };
+    facts.insert(*card_id, known);
+    Ok(known)
+}
+
 fn store_item(
     tx: &mut dyn Executor,
     terminal_id: DeviceId,
     item: &UsageItem,
+    card: CardFacts,
     latest: &mut std::collections::HashMap<CardId, (u32, Amount)>,
     today: u32,
 ) -> Result<Stored, CenterError> {
@@ -377,7 +413,9 @@ fn store_item(
     // This purchase spent state `card_counter` on some copy of the card: a load still pending
     // there can never apply to that copy (if another copy holds it, that shows when it
     // surfaces, as a state consumed twice).
-    crate::loads::cancel_pending_at(tx, &item.card_id, item.card_counter)?;
+    if card.loads_pending {
+        crate::loads::cancel_pending_at(tx, &item.card_id, item.card_counter)?;
+    }
     // The state it spent from was written by a load: that load reached the card.
     if item.previous_usage.kind == TransactionKind::Load {
         if let Some(load) = crate::loads::load_by_number(tx, item.previous_usage.writer_sequence)? {
@@ -386,7 +424,9 @@ fn store_item(
             }
         }
     }
-    flag_reported_card(tx, item, today)?;
+    if card.reported {
+        flag_reported_card(tx, item, card.restored, today)?;
+    }
     let counter_after = item.card_counter.saturating_add(1);
     let newest = latest
         .entry(item.card_id)
@@ -402,17 +442,9 @@ fn store_item(
 fn flag_reported_card(
     tx: &mut dyn Executor,
     item: &UsageItem,
+    restored: bool,
     today: u32,
 ) -> Result<(), CenterError> {
-    let reported = tx.query_optional(
-        "SELECT r.requested_on, c.restored_on FROM restore_requests r
-         LEFT JOIN card_restorations c ON c.card_id = r.card_id WHERE r.card_id = $1",
-        &[item.card_id.0[..].into()],
-    )?;
-    let Some(row) = reported else {
-        return Ok(());
-    };
-    let restored = row.optional_int(1)?.is_some();
     let (kind, detail) = if restored {
         (
             crate::alerts::AlertKind::SpentAfterRestore,
