@@ -171,6 +171,7 @@ pub fn purchase(args: PurchaseArgs) -> Result<ExitCode, String> {
                 "floor_operations": { "ed25519_verify": Floor::VERIFIES, "ed25519_sign": Floor::SIGNS },
                 "ratio_to_floor": ratio,
                 "target_ratio": 0.8,
+                "target_met": ratio >= 0.8,
                 "command_pairs_after_select": pairs_after_select,
             })
         );
@@ -188,6 +189,9 @@ pub fn purchase(args: PurchaseArgs) -> Result<ExitCode, String> {
             Floor::SIGNS
         );
         println!("  ratio to floor: {ratio:.3} (target >= 0.8)");
+        if ratio < 0.8 {
+            println!("  BELOW TARGET: this run missed the target ratio");
+        }
         println!("  command/response pairs after SELECT: {pairs_after_select} (target <= 3)");
     }
     Ok(ExitCode::SUCCESS)
