@@ -21,13 +21,15 @@ use valuecard_core::messages::purse::{ins, CreditCommand, InitializeLoad, LoadOf
 use valuecard_core::money::Amount;
 use valuecard_core::time::{Date, FixedClock};
 use valuecard_core::StatusWord;
-use valuecard_reader::{CardReader, InProcessReader, ReaderError};
+use valuecard_reader::{CardReader, InProcessReader};
 use valuecard_terminal::card_commands::{proprietary, select};
 use valuecard_terminal::dispenser::Dispenser;
 use valuecard_terminal::TerminalError;
 
 use crate::attacks::AttackOutcome;
-use crate::{install_sam, last_transaction, read_purse, Storage, World, WorldError, WorldRng};
+use crate::{
+    install_sam, last_transaction, read_purse, LosingAnswer, Storage, World, WorldError, WorldRng,
+};
 
 type MemoryReader = InProcessReader<MemoryEeprom, WorldRng>;
 
@@ -124,8 +126,10 @@ pub fn edited_image_mint(today: Date) -> Result<AttackOutcome, WorldError> {
 pub fn pending_load_clone(today: Date) -> Result<AttackOutcome, WorldError> {
     let (mut world, mut original, card_id) = world_with_card(today, 5_000)?;
     let mut copy = card_from_state(&mut world, state_of(&original)?, "copy")?;
-    let mut losing = LosingCredit {
+    let mut losing = LosingAnswer {
         inner: &mut original,
+        ins: ins::CREDIT,
+        delivered: true,
     };
     let pending = world
         .dispenser
@@ -160,7 +164,11 @@ pub fn dishonest_dispenser(today: Date) -> Result<AttackOutcome, WorldError> {
     let (mut world, mut reader, card_id) = world_with_card(today, 5_000)?;
     let own_challenge = random_array(&mut OsRng);
     let before_credit = last_transaction(&mut reader, own_challenge)?;
-    let mut losing = LosingCredit { inner: &mut reader };
+    let mut losing = LosingAnswer {
+        inner: &mut reader,
+        ins: ins::CREDIT,
+        delivered: true,
+    };
     let Err(TerminalError::LoadInDoubt { load_number }) =
         world
             .dispenser
@@ -410,24 +418,5 @@ fn describe<T: std::fmt::Debug, E: std::fmt::Display>(outcome: &Result<T, E>) ->
     match outcome {
         Ok(value) => format!("accepted ({value:?})"),
         Err(error) => format!("refused ({error})"),
-    }
-}
-
-/// Loses the card's answer to CREDIT after the card committed it.
-struct LosingCredit<'a> {
-    inner: &'a mut MemoryReader,
-}
-
-impl CardReader for LosingCredit<'_> {
-    fn transmit_raw(&mut self, apdu: &[u8]) -> Result<Vec<u8>, ReaderError> {
-        let answer = self.inner.transmit_raw(apdu)?;
-        if apdu.get(1) == Some(&ins::CREDIT) {
-            return Err(ReaderError::CardRemoved);
-        }
-        Ok(answer)
-    }
-
-    fn name(&self) -> String {
-        self.inner.name()
     }
 }

@@ -400,6 +400,32 @@ pub fn last_transaction(
     LastTransaction::decode(&response.data).map_err(|error| WorldError::Other(error.to_string()))
 }
 
+/// A reader that loses the card's answer to one instruction, as a card pulled at that moment
+/// or a broken link would: with `delivered`, the card received and processed the command
+/// first (it may have committed); without, the command never reached it.
+#[derive(Debug)]
+pub struct LosingAnswer<'a, R: CardReader> {
+    pub inner: &'a mut R,
+    pub ins: u8,
+    pub delivered: bool,
+}
+
+impl<R: CardReader> CardReader for LosingAnswer<'_, R> {
+    fn transmit_raw(&mut self, apdu: &[u8]) -> Result<Vec<u8>, valuecard_reader::ReaderError> {
+        if apdu.get(1) != Some(&self.ins) {
+            return self.inner.transmit_raw(apdu);
+        }
+        if self.delivered {
+            self.inner.transmit_raw(apdu)?;
+        }
+        Err(valuecard_reader::ReaderError::CardRemoved)
+    }
+
+    fn name(&self) -> String {
+        self.inner.name()
+    }
+}
+
 /// The directory layout of a demo data directory.
 pub fn card_path(dir: &Path, index: usize) -> PathBuf {
     dir.join("cards").join(format!("card-{index}.img"))

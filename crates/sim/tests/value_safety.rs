@@ -22,7 +22,7 @@ use valuecard_core::messages::purse::{
     ins, CreditCommand, GetLastTransaction, InitializeLoad, LastTransaction, LoadOffer,
 };
 use valuecard_core::time::FixedClock;
-use valuecard_reader::{CardReader, InProcessReader, ReaderError};
+use valuecard_reader::{CardReader, InProcessReader};
 use valuecard_sam::Sam;
 use valuecard_sim::{install_sam, last_transaction, read_purse, World};
 use valuecard_terminal::card_commands::{proprietary, select};
@@ -52,25 +52,6 @@ fn edited_card(world: &mut World, reader: &TestReader, balance: u64) -> TestRead
     )
     .unwrap();
     InProcessReader::with_card("edited", card)
-}
-
-/// A reader that loses the card's answer to CREDIT after the card committed it.
-struct LosingCredit<'a> {
-    inner: &'a mut TestReader,
-}
-
-impl CardReader for LosingCredit<'_> {
-    fn transmit_raw(&mut self, apdu: &[u8]) -> Result<Vec<u8>, ReaderError> {
-        let answer = self.inner.transmit_raw(apdu)?;
-        if apdu.get(1) == Some(&ins::CREDIT) {
-            return Err(ReaderError::CardRemoved);
-        }
-        Ok(answer)
-    }
-
-    fn name(&self) -> String {
-        self.inner.name()
-    }
 }
 
 fn card_id(reader: &mut TestReader) -> CardId {
@@ -111,7 +92,11 @@ fn upload_all(world: &mut World) {
 
 /// Loads through a lost CREDIT answer: the card commits, the center holds the load pending.
 fn load_with_lost_answer(world: &mut World, reader: &mut TestReader, value: u64) -> u32 {
-    let mut losing = LosingCredit { inner: reader };
+    let mut losing = LosingAnswer {
+        inner: reader,
+        ins: ins::CREDIT,
+        delivered: true,
+    };
     match world
         .dispenser
         .load(&mut losing, &mut world.center, amount(value))

@@ -7,7 +7,7 @@ use valuecard_card::image::EEPROM_SIZE;
 use valuecard_card::Card;
 use valuecard_core::money::Amount;
 use valuecard_core::time::Date;
-use valuecard_reader::{CardReader, InProcessReader, ReaderError};
+use valuecard_reader::InProcessReader;
 use valuecard_sim::{Storage, World, WorldRng};
 
 pub type TestEeprom = FaultInjectingEeprom<MemoryEeprom>;
@@ -86,26 +86,5 @@ pub fn world_on_disk(seed: u64, terminals: usize) -> (tempfile::TempDir, World) 
     (dir, world)
 }
 
-/// A reader that loses the card's answer to `ins`: after the card ran the command
-/// (`delivered`), or before the command reached it.
-pub struct LosingAnswer<'a> {
-    pub inner: &'a mut TestReader,
-    pub ins: u8,
-    pub delivered: bool,
-}
-
-impl CardReader for LosingAnswer<'_> {
-    fn transmit_raw(&mut self, apdu: &[u8]) -> Result<Vec<u8>, ReaderError> {
-        if apdu.get(1) != Some(&self.ins) {
-            return self.inner.transmit_raw(apdu);
-        }
-        if self.delivered {
-            self.inner.transmit_raw(apdu)?;
-        }
-        Err(ReaderError::CardRemoved)
-    }
-
-    fn name(&self) -> String {
-        self.inner.name()
-    }
-}
+#[allow(unused_imports)]
+pub use valuecard_sim::LosingAnswer;
