@@ -171,6 +171,19 @@ impl PcscReader {
         Ok(pcsc_reader)
     }
 
+    /// Every reader and what it holds, in PC/SC order (the card in each is SELECTed; see
+    /// [`survey`]).
+    pub fn survey_all() -> Result<Vec<(String, Holding)>, ReaderError> {
+        let context = establish()?;
+        let names = reader_names(&context)?;
+        let holdings = survey(&context, &names)?;
+        Ok(names
+            .iter()
+            .map(|name| name.to_string_lossy().into_owned())
+            .zip(holdings)
+            .collect())
+    }
+
     /// The reader's name as PC/SC reports it.
     pub fn reader_name(&self) -> &str {
         &self.name
