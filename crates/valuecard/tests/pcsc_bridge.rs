@@ -10,17 +10,26 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::fs::File;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+#[cfg(feature = "pcsc")]
+use std::io::Read;
+use std::io::Write;
+use std::net::TcpListener;
+#[cfg(feature = "pcsc")]
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+#[cfg(feature = "pcsc")]
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+#[cfg(feature = "pcsc")]
+use std::sync::Arc;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use valuecard_reader::vpcd::{encode_frame, ATR, DEFAULT_PORT};
+#[cfg(feature = "pcsc")]
+use valuecard_reader::vpcd::encode_frame;
+use valuecard_reader::vpcd::{ATR, DEFAULT_PORT};
 
 /// Says that a test was skipped, on the process's stderr directly (the harness captures
 /// `eprintln!` of passing tests, and CI must see every skip).
@@ -32,6 +41,7 @@ macro_rules! skip_note {
 
 const READERS_LOCK_PORT: u16 = 35960;
 const SELECT: &str = "00A4040008F05643505552534500";
+#[cfg(feature = "pcsc")]
 /// How long a card attached again may take to be usable through pcscd. pcscd polls about
 /// every 450 ms and the bridge settles 1.2 s before it connects.
 const BACK_WITHIN: Duration = Duration::from_secs(6);
@@ -227,6 +237,7 @@ fn reader_index(slot: usize) -> String {
         .unwrap_or_else(|| panic!("no vpcd reader for slot {slot}: {listing}"))
 }
 
+#[cfg(feature = "pcsc")]
 /// Waits until `terminal info` on `reader` reads card `card_id`; returns how long it took.
 fn usable_within(site: &Site, reader: &str, card_id: &str, limit: Duration) -> Duration {
     let started = Instant::now();
@@ -245,6 +256,7 @@ fn usable_within(site: &Site, reader: &str, card_id: &str, limit: Duration) -> D
     }
 }
 
+#[cfg(feature = "pcsc")]
 /// A card that is no valuecard card, in vpcd's slot `slot`: it answers pcscd's ATR requests
 /// and every command APDU with 6A82 (file or application not found).
 struct OtherCard {
@@ -252,8 +264,10 @@ struct OtherCard {
     handle: Option<thread::JoinHandle<()>>,
 }
 
+#[cfg(feature = "pcsc")]
 const OTHER_ATR: [u8; 4] = [0x3B, 0x02, 0x14, 0x50];
 
+#[cfg(feature = "pcsc")]
 impl OtherCard {
     fn insert(slot: u16) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
@@ -298,6 +312,7 @@ impl OtherCard {
     }
 }
 
+#[cfg(feature = "pcsc")]
 impl Drop for OtherCard {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
