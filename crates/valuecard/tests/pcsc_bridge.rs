@@ -165,6 +165,7 @@ impl Site {
         (image, issued["card"].as_str().unwrap().to_owned())
     }
 
+    #[cfg(feature = "pcsc")]
     /// `valuecard terminal SUBCOMMAND --json --data DATA --wait WAIT ARGS` (no --reader
     /// unless `args` has one).
     fn terminal(&self, subcommand: &str, wait: &str, args: &[&str]) -> Command {
@@ -219,6 +220,7 @@ impl Drop for Attached {
     }
 }
 
+#[cfg(feature = "pcsc")]
 /// The index of vpcd's reader slot `slot` for `--reader`.
 fn reader_index(slot: usize) -> String {
     let listing = run_json(valuecard().args(["terminal", "readers", "--json"]));
@@ -445,9 +447,13 @@ fn one_byte_and_oversized_apdus_get_status_words_and_the_card_keeps_answering() 
             started.elapsed()
         );
     }
-    // The terminal reads the card normally after all that.
-    let info = run_json(&mut site.terminal("info", "10", &["--reader", &reader_index(0)]));
-    assert_eq!(info["balance"].as_u64(), Some(1000));
+    // A client reads the purse normally after all that.
+    let info = run_json(
+        Command::new(python)
+            .arg(repo_root().join("tests").join("pyscard_client.py"))
+            .args(["--reader", "Virtual PCD 00 00", "--wait", "30", "info"]),
+    );
+    assert_eq!(info["balance"].as_u64(), Some(1000), "{info}");
 }
 
 #[cfg(not(feature = "pcsc"))]
