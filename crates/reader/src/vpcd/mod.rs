@@ -1,4 +1,4 @@
-//! The vpcd bridge: puts an emulated [`Card`] into a PC/SC reader.
+//! The vpcd bridge: puts an emulated [`Card`](valuecard_card::Card) into a PC/SC reader.
 //!
 //! vsmartcard's virtual reader driver `vpcd` is loaded by pcscd and shows up as a reader
 //! ("Virtual PCD 00 00", ...). For every reader slot N it listens on TCP port
@@ -32,7 +32,7 @@
 //!
 //! Semantics of the emulated card:
 //!
-//! - power off, power on and reset all end the card's session: [`Card::reset`] drops its
+//! - power off, power on and reset all end the card's session: [`Card::reset`](valuecard_card::Card::reset) drops its
 //!   volatile state (selection, challenges, purchase and load sessions);
 //! - when the card loses power during a write (`CardError::PowerLost`), it sends nothing.
 //!   The bridge closes the connection, so pcscd sees the card vanish in the middle of the
@@ -44,7 +44,7 @@
 //!   the connection stays up;
 //! - before every connection the bridge stays away from vpcd for [`BridgeConfig::settle`],
 //!   and it reconnects if pcscd never powers the card up ([`BridgeConfig::announce_timeout`]):
-//!   see [`bridge`] for why a card that comes back too soon stays invisible in pcscd;
+//!   `bridge.rs` says why a card that comes back too soon stays invisible in pcscd;
 //! - for tests of terminals, an [`InjectedDrop`] makes the bridge drop the connection on
 //!   purpose at a chosen command APDU (before the card sees it, or after it committed and
 //!   instead of its answer) and then stop serving: to pcscd the card was pulled out.
@@ -189,7 +189,7 @@ impl Default for BridgeConfig {
 /// A connection drop the bridge injects on purpose, to test what a terminal does when the
 /// card leaves in the middle of a command (`valuecard card attach --danger-drop-after N`,
 /// `--danger-drop-after-commit N`). Command APDUs are counted from 1 over the bridge's whole
-/// life, across connections; control messages do not count. After the drop the bridge
+/// life, across connections; control messages and 1-byte commands do not count. After the drop the bridge
 /// stops serving: [`VpcdBridge::run_until`] returns, and a new bridge on the same image is
 /// the card's next power-up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
