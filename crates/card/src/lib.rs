@@ -21,7 +21,7 @@ use std::path::Path;
 use rand_core::{CryptoRngCore, OsRng};
 use valuecard_core::apdu::{Command, Response};
 use valuecard_core::crypto::AesKey;
-use valuecard_core::messages::purse::{ins, CLA_ISO, CLA_PROPRIETARY, PURSE_AID};
+use valuecard_core::messages::purse::{ins, ChipSerial, CLA_ISO, CLA_PROPRIETARY, PURSE_AID};
 use valuecard_core::StatusWord;
 
 use crate::eeprom::{Eeprom, FileEeprom, StorageError};
@@ -69,13 +69,18 @@ impl<E: Eeprom, R: CryptoRngCore> core::fmt::Debug for Card<E, R> {
 pub type FileCard = Card<FileEeprom>;
 
 impl FileCard {
-    /// Manufactures a new card image file holding only the transport key (Fig. 8).
-    pub fn manufacture_file(path: &Path, transport_key: AesKey) -> Result<Self, CardError> {
+    /// Manufactures a new card image file holding only its chip serial and its own
+    /// transport key (Fig. 8).
+    pub fn manufacture_file(
+        path: &Path,
+        chip_serial: ChipSerial,
+        transport_key: AesKey,
+    ) -> Result<Self, CardError> {
         if path.exists() {
             return Err(CardError::AlreadyManufactured);
         }
         let eeprom = FileEeprom::open(path, EEPROM_SIZE).map_err(ImageError::from)?;
-        Card::manufacture(eeprom, transport_key, OsRng)
+        Card::manufacture(eeprom, chip_serial, transport_key, OsRng)
     }
 
     pub fn open_file(path: &Path) -> Result<Self, CardError> {
@@ -90,13 +95,22 @@ impl FileCard {
 }
 
 impl<E: Eeprom, R: CryptoRngCore> Card<E, R> {
-    /// Writes the factory state into blank memory.
-    pub fn manufacture(eeprom: E, transport_key: AesKey, rng: R) -> Result<Self, CardError> {
+    /// Writes the factory state into blank memory: the chip's serial and its own transport
+    /// key, diversified from that serial by the center (`Center::transport_key_for_chip`).
+    pub fn manufacture(
+        eeprom: E,
+        chip_serial: ChipSerial,
+        transport_key: AesKey,
+        rng: R,
+    ) -> Result<Self, CardError> {
         let (mut store, payload) = ImageStore::open(eeprom)?;
         if payload.is_some() {
             return Err(CardError::AlreadyManufactured);
         }
-        let state = PersistentState::Manufactured { transport_key };
+        let state = PersistentState::Manufactured {
+            transport_key,
+            chip_serial: Some(chip_serial),
+        };
         store.commit(&state.encode()).map_err(power_or_image)?;
         Ok(Card {
             store,

@@ -9,7 +9,7 @@ use valuecard_core::apdu::Command;
 use valuecard_core::cert::{CertError, Certificate, Role};
 use valuecard_core::crypto::PublicKey;
 use valuecard_core::crypto::{
-    aes_cmac_verify, delivery, derivation, random_array, AesKey, SealingKeyPair, SigningKeyPair,
+    aes_cmac_verify, random_array, AesKey, SealingKeyPair, SigningKeyPair,
 };
 use valuecard_core::ids::{CardId, DeviceId};
 use valuecard_core::messages::purse::{
@@ -175,6 +175,7 @@ pub fn select_response(state: &PersistentState) -> Effect {
     let response = SelectResponse {
         state: state.card_state(),
         card_id: state.card_id(),
+        chip_serial: state.chip_serial(),
         certificate: match state {
             PersistentState::Personalized(purse) => Some(purse.certificate.clone()),
             _ => None,
@@ -220,7 +221,7 @@ pub fn handle(
     } = sessions;
     match (command.ins, state) {
         (ins::GET_CHALLENGE, _) => get_challenge(command, volatile, rng),
-        (ins::GENERATE_KEY_PAIR, PersistentState::Manufactured { transport_key })
+        (ins::GENERATE_KEY_PAIR, PersistentState::Manufactured { transport_key, .. })
         | (ins::GENERATE_KEY_PAIR, PersistentState::KeysGenerated { transport_key, .. }) => {
             generate_key_pair(command, state, transport_key, volatile, rng)
         }
@@ -229,6 +230,7 @@ pub fn handle(
             PersistentState::KeysGenerated {
                 transport_key,
                 keys,
+                ..
             },
         ) => personalize(command, transport_key, keys, volatile),
         (ins::READ_PURSE, PersistentState::Personalized(purse)) => {
@@ -353,6 +355,7 @@ fn generate_key_pair(
                 data,
                 PersistentState::KeysGenerated {
                     transport_key: transport_key.clone(),
+                    chip_serial: state.chip_serial(),
                     keys: Box::new(keys),
                 },
             ))
@@ -394,18 +397,16 @@ fn personalize(
     {
         return Err(StatusWord::WRONG_DATA);
     }
-    let session = delivery::session_key(
-        transport_key,
-        derivation::CARD_DELIVERY,
-        &challenge,
-        keys.card_id.as_bytes(),
-    );
-    let mut plain = delivery::open(
-        &session,
-        &PersonalizeCommand::sealed_keys_aad(&keys.card_id),
-        &request.sealed_keys,
-    )
-    .map_err(|_| StatusWord::SECURITY_STATUS_NOT_SATISFIED)?;
+    // KU || KO come sealed to the key pair this card generated, with an ephemeral key of
+    // the center: the transport key authenticates the delivery (the MAC above) but does not
+    // open it, so a sniffer who knows Ktemp learns nothing of KU and KO.
+    let mut plain = keys
+        .sealing
+        .open(
+            &PersonalizeCommand::sealed_keys_aad(&keys.card_id),
+            &request.sealed_keys,
+        )
+        .map_err(|_| StatusWord::SECURITY_STATUS_NOT_SATISFIED)?;
     let split = (plain.len() == SEALED_KEYS_PLAINTEXT_LEN).then(|| {
         (
             AesKey::from_slice(&plain[..16]),
@@ -646,7 +647,8 @@ fn commit_update(
     ))
 }
 
-/// Fig. 7, card side of the first exchange: draw X and sign (Y, X, V).
+/// Fig. 7, card side of the first exchange: draw X and sign (Y, X, V); hand over the last
+/// usage record, the writer's signed word for V.
 fn initialize_load(
     command: &Command,
     purse: &Purse,
@@ -673,6 +675,8 @@ fn initialize_load(
         balance: purse.balance,
         counter: purse.counter,
         signature,
+        last_usage: purse.last_usage.clone(),
+        last_writer_certificate: purse.last_writer_certificate.clone(),
     };
     volatile.load = Some(LoadSession {
         request,

@@ -10,7 +10,7 @@ use valuecard_core::limits::{
     CARD_ABNORMAL_EVENTS_MAX, CARD_LOG_ENTRIES_MAX, CARD_SERVICE_LOG_ENTRIES_MAX,
 };
 use valuecard_core::messages::credit::{ServiceLogEntry, CREDIT_TRIES, SETTING_SALT_LEN};
-use valuecard_core::messages::purse::{CardState, LogEntry, UsageRecord};
+use valuecard_core::messages::purse::{CardState, ChipSerial, LogEntry, UsageRecord};
 use valuecard_core::money::Amount;
 use valuecard_core::time::Date;
 use valuecard_core::tlv::{be_u32, be_u64, TlvReader, TlvWriter};
@@ -159,11 +159,16 @@ impl Purse {
 /// exists at that point.
 #[derive(Clone, Debug)]
 pub enum PersistentState {
-    /// From the factory: only the transport key Ktemp.
-    Manufactured { transport_key: AesKey },
+    /// From the factory: the chip's serial and its own transport key Ktemp, diversified from
+    /// that serial. Images of format 3 and older carry no serial (their Ktemp was shared).
+    Manufactured {
+        transport_key: AesKey,
+        chip_serial: Option<ChipSerial>,
+    },
     /// Card ID assigned and key pair generated on the card.
     KeysGenerated {
         transport_key: AesKey,
+        chip_serial: Option<ChipSerial>,
         keys: Box<CardKeys>,
     },
     /// Personalized (possibly blocked). The transport key is gone.
@@ -177,6 +182,15 @@ impl PersistentState {
             PersistentState::KeysGenerated { .. } => CardState::KeysGenerated,
             PersistentState::Personalized(purse) if purse.blocked => CardState::Blocked,
             PersistentState::Personalized(_) => CardState::Active,
+        }
+    }
+
+    /// The chip's manufacture serial, until personalization.
+    pub fn chip_serial(&self) -> Option<ChipSerial> {
+        match self {
+            PersistentState::Manufactured { chip_serial, .. }
+            | PersistentState::KeysGenerated { chip_serial, .. } => *chip_serial,
+            PersistentState::Personalized(_) => None,
         }
     }
 
@@ -215,6 +229,7 @@ mod field {
     pub const LAST_USAGE: u32 = 0xA1;
     pub const LAST_WRITER_CERTIFICATE: u32 = 0xA2;
     pub const CREDIT: u32 = 0xA3;
+    pub const CHIP_SERIAL: u32 = 0x8F;
 }
 
 /// Fields inside the credit template.
@@ -233,16 +248,26 @@ impl PersistentState {
     pub fn encode(&self) -> Vec<u8> {
         let mut w = TlvWriter::with_capacity(2048);
         match self {
-            PersistentState::Manufactured { transport_key } => {
+            PersistentState::Manufactured {
+                transport_key,
+                chip_serial,
+            } => {
                 w.put_u8(field::STATE, CardState::Manufactured as u8)
                     .put(field::TRANSPORT_KEY, transport_key.expose());
+                if let Some(serial) = chip_serial {
+                    w.put(field::CHIP_SERIAL, serial);
+                }
             }
             PersistentState::KeysGenerated {
                 transport_key,
+                chip_serial,
                 keys,
             } => {
                 w.put_u8(field::STATE, CardState::KeysGenerated as u8)
                     .put(field::TRANSPORT_KEY, transport_key.expose());
+                if let Some(serial) = chip_serial {
+                    w.put(field::CHIP_SERIAL, serial);
+                }
                 encode_keys(&mut w, keys);
             }
             PersistentState::Personalized(purse) => {
@@ -288,11 +313,14 @@ impl PersistentState {
         let state = match CardState::from_u8(state).map_err(|_| StateError("state"))? {
             CardState::Manufactured => PersistentState::Manufactured {
                 transport_key: aes_key(&mut r, field::TRANSPORT_KEY)?,
+                chip_serial: chip_serial(&mut r)?,
             },
             CardState::KeysGenerated => {
                 let transport_key = aes_key(&mut r, field::TRANSPORT_KEY)?;
+                let chip_serial = chip_serial(&mut r)?;
                 PersistentState::KeysGenerated {
                     transport_key,
+                    chip_serial,
                     keys: Box::new(decode_keys(&mut r)?),
                 }
             }
@@ -303,6 +331,15 @@ impl PersistentState {
         r.finish().map_err(|_| StateError("trailing bytes"))?;
         Ok(state)
     }
+}
+
+/// The chip serial, absent from images of format 3 and older.
+fn chip_serial(r: &mut TlvReader<'_>) -> Result<Option<ChipSerial>, StateError> {
+    r.optional(field::CHIP_SERIAL)
+        .map_err(|_| StateError("chip serial"))?
+        .map(<ChipSerial>::try_from)
+        .transpose()
+        .map_err(|_| StateError("chip serial"))
 }
 
 fn encode_credit(w: &mut TlvWriter, credit: &Credit) {

@@ -215,3 +215,30 @@ fn the_current_build_writes_the_current_golden_image() {
         "the persisted card format changed: bump image::FORMAT_VERSION, keep reading the old version, and add a golden file"
     );
 }
+
+/// Format 4 adds the chip serial of an unissued card; a blank card written by format 3 (no
+/// serial) still loads.
+#[test]
+fn an_unissued_card_keeps_its_chip_serial_and_older_blank_images_load() {
+    use valuecard_core::crypto::AesKey;
+    let key = AesKey::from_slice(&[0x44; 16]).unwrap();
+    let serial = [0xC5, 1, 2, 3, 4, 5, 6, 7];
+    let state = PersistentState::Manufactured {
+        transport_key: key.clone(),
+        chip_serial: Some(serial),
+    };
+    let decoded = PersistentState::decode(&state.encode()).unwrap();
+    assert_eq!(decoded.chip_serial(), Some(serial));
+    let old = PersistentState::Manufactured {
+        transport_key: key,
+        chip_serial: None,
+    };
+    let decoded = PersistentState::decode(&old.encode()).unwrap();
+    assert!(matches!(
+        decoded,
+        PersistentState::Manufactured {
+            chip_serial: None,
+            ..
+        }
+    ));
+}

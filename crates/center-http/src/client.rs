@@ -1,22 +1,25 @@
-//! The device's link to the center over HTTP: a blocking client that signs every request
-//! with the device's SAM (see the crate documentation for the scheme) and maps the center's
-//! problem documents back to [`CenterError`].
+//! The device's link to the center over HTTPS: a blocking client that accepts only the
+//! center's pinned certificate, signs every request with the device's SAM, accepts an answer
+//! only with the center's signature bound to that request (see the crate documentation for
+//! both schemes), and maps the center's problem documents back to [`CenterError`].
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use valuecard_center::auth::request_signing_input;
+use valuecard_center::auth::answer_signing_input;
 use valuecard_center::PendingLoad;
+use valuecard_core::crypto::{PublicKey, Signature, SIGNATURE_LEN};
 use valuecard_core::ids::{CardId, DeviceId};
 use valuecard_core::messages::center::{
     CardCertificationRequest, CardIdAssignment, CardIdRequest, CardPersonalization, CenterError,
-    CenterLink, LoadApproval, LoadRequest, LoadSettlement,
+    CenterLink, LoadApproval, LoadOutcome, LoadRequest, LoadSettlement, SettlementChallengeRequest,
 };
 use valuecard_core::messages::purse::Challenge;
 use valuecard_sam::Sam;
 
 use crate::problem::{ProblemDocument, ProblemKind};
+use crate::tls::CenterPin;
 use crate::wire::{self, WireError};
 use crate::{content_type, headers, paths};
 
@@ -28,7 +31,11 @@ const MAX_ANSWER_BYTES: u64 = 1024 * 1024;
 /// A [`CenterLink`] to the center's HTTP service.
 pub struct HttpCenterLink {
     agent: ureq::Agent,
-    /// `http://host:port`, without a trailing slash.
+    /// The one certificate the center's service may present.
+    pin: CenterPin,
+    /// The center's root key, from the SAM's trust anchor: every answer is signed with it.
+    center_key: PublicKey,
+    /// `https://host:port`, without a trailing slash.
     origin: String,
     /// The path the service is mounted under (empty at the root), without a trailing slash.
     prefix: String,
@@ -47,11 +54,22 @@ impl core::fmt::Debug for HttpCenterLink {
     }
 }
 
-fn agent(timeout: Duration) -> ureq::Agent {
+/// An agent that speaks only TLS to a server holding the pinned certificate's key: the
+/// certificate is the only root, so no other certificate authority can vouch for anyone.
+fn agent(timeout: Duration, pin: &CenterPin) -> ureq::Agent {
+    let tls = ureq::tls::TlsConfig::builder()
+        .provider(ureq::tls::TlsProvider::Rustls)
+        .root_certs(ureq::tls::RootCerts::Specific(std::sync::Arc::new(vec![
+            pin.ureq_certificate(),
+        ])))
+        .unversioned_rustls_crypto_provider(crate::tls::provider())
+        .build();
     ureq::Agent::config_builder()
         .http_status_as_error(false)
+        .https_only(true)
         .max_redirects(0)
         .timeout_global(Some(timeout))
+        .tls_config(tls)
         .build()
         .into()
 }
@@ -72,22 +90,23 @@ fn malformed_answer(what: &str, error: impl core::fmt::Display) -> CenterError {
 }
 
 impl HttpCenterLink {
-    /// A link to the service at `center_url` (`http://host:port`, optionally with a path
-    /// prefix), signing with `sam`. The SAM must be installed.
-    pub fn new(center_url: &str, sam: Box<dyn Sam>) -> Result<Self, CenterError> {
+    /// A link to the service at `center_url` (`https://host:port`, optionally with a path
+    /// prefix) that accepts only the certificate `pin`, signing with `sam`. The SAM must be
+    /// installed: its trust anchor is the key the center's answers must verify under.
+    pub fn new(center_url: &str, pin: &CenterPin, sam: Box<dyn Sam>) -> Result<Self, CenterError> {
         let uri: ureq::http::Uri = center_url
             .parse()
             .map_err(|error| CenterError::Setup(format!("{center_url:?} is not a URL: {error}")))?;
         match uri.scheme_str() {
-            Some("http") => {}
+            Some("https") => {}
             Some(other) => {
                 return Err(CenterError::Setup(format!(
-                    "{center_url}: only http:// is supported, not {other}://"
+                    "{center_url}: the center is reached over https:// only, not {other}://"
                 )))
             }
             None => {
                 return Err(CenterError::Setup(format!(
-                    "{center_url:?} needs a scheme: http://HOST:PORT"
+                    "{center_url:?} needs a scheme: https://HOST:PORT"
                 )))
             }
         }
@@ -101,10 +120,16 @@ impl HttpCenterLink {
         }
         sam.certificate()
             .map_err(|error| CenterError::Setup(format!("the device's SAM: {error}")))?;
+        let center_key = sam
+            .anchor()
+            .map_err(|error| CenterError::Setup(format!("the device's SAM: {error}")))?
+            .public_key;
         let device_id = sam.device_id();
         Ok(HttpCenterLink {
-            agent: agent(DEFAULT_TIMEOUT),
-            origin: format!("http://{authority}"),
+            agent: agent(DEFAULT_TIMEOUT, pin),
+            pin: pin.clone(),
+            center_key,
+            origin: format!("https://{authority}"),
             prefix: uri.path().trim_end_matches('/').to_owned(),
             sam,
             device_id,
@@ -114,7 +139,7 @@ impl HttpCenterLink {
 
     /// Sets how long one request may take.
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
-        self.agent = agent(timeout);
+        self.agent = agent(timeout, &self.pin);
         self
     }
 
@@ -179,12 +204,7 @@ impl HttpCenterLink {
     ) -> Result<Result<Vec<u8>, ProblemDocument>, CenterError> {
         let sequence = self.next_sequence;
         self.next_sequence = self.next_sequence.saturating_add(1);
-        let signature = self
-            .sam
-            .sign(&request_signing_input(method, path, sequence, body))
-            .map_err(|error| {
-                CenterError::Setup(format!("the device's SAM cannot sign: {error}"))
-            })?;
+        let signature = self.sign_request(method, path, sequence, body)?;
         let url = format!("{}{path}", self.origin);
         let unreachable = |error: ureq::Error| CenterError::Unreachable(format!("{url}: {error}"));
         let accept = "application/json, application/problem+json";
@@ -215,6 +235,11 @@ impl HttpCenterLink {
             .and_then(|value| value.to_str().ok())
             .unwrap_or_default()
             .to_ascii_lowercase();
+        let answer_signature = response
+            .headers()
+            .get(headers::ANSWER_SIGNATURE)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned);
         let answer = response
             .body_mut()
             .with_config()
@@ -222,6 +247,7 @@ impl HttpCenterLink {
             .read_to_vec()
             .map_err(unreachable)?;
         if status == 200 {
+            self.check_answer(sequence, method, path, &answer, answer_signature.as_deref())?;
             return Ok(Ok(answer));
         }
         if kind.starts_with(content_type::PROBLEM) {
@@ -236,6 +262,48 @@ impl HttpCenterLink {
                 "{url}: unexpected HTTP {status} from the center"
             )))
         }
+    }
+}
+
+impl HttpCenterLink {
+    /// The SAM's signature over one request: the one place this link asks the SAM to sign.
+    fn sign_request(
+        &mut self,
+        method: &str,
+        path: &str,
+        sequence: u64,
+        body: &[u8],
+    ) -> Result<Signature, CenterError> {
+        self.sam
+            .sign_device_request(method, path, sequence, body)
+            .map_err(|error| CenterError::Setup(format!("the device's SAM cannot sign: {error}")))
+    }
+
+    /// An answer is acted on only if the center signed it, for this device and this
+    /// request: an answer altered on the way, or one the center gave to another request,
+    /// is refused and nothing of it is used.
+    fn check_answer(
+        &self,
+        sequence: u64,
+        method: &str,
+        path: &str,
+        answer: &[u8],
+        signature: Option<&str>,
+    ) -> Result<(), CenterError> {
+        let refused = |why: &str| {
+            CenterError::Setup(format!(
+                "the answer to {method} {path} (sequence {sequence}) is refused: {why}"
+            ))
+        };
+        let signature = signature
+            .and_then(|text| hex::decode(text).ok())
+            .and_then(|bytes| <[u8; SIGNATURE_LEN]>::try_from(bytes.as_slice()).ok())
+            .map(Signature)
+            .ok_or_else(|| refused("it carries no signature of the center"))?;
+        let signed = answer_signing_input(&self.device_id, sequence, method, path, answer);
+        self.center_key
+            .verify(&signed, &signature)
+            .map_err(|_| refused("the center's signature does not verify over it"))
     }
 }
 
@@ -292,24 +360,39 @@ impl CenterLink for HttpCenterLink {
         decoded(paths::AUTHORIZE, answer.decode())
     }
 
-    fn settle_load(&mut self, settlement: &LoadSettlement) -> Result<(), CenterError> {
-        let body = wire::SettleBody::new(settlement);
-        let answer: wire::SettledBody = self.call("POST", paths::SETTLE, Some(&body))?;
-        let expected = if settlement.committed {
-            "committed"
-        } else {
-            "cancelled"
-        };
-        if answer.load_number != settlement.load_number || answer.status != expected {
+    fn settlement_challenge(
+        &mut self,
+        request: &SettlementChallengeRequest,
+    ) -> Result<Challenge, CenterError> {
+        let body = wire::SettlementChallengeBody::new(request);
+        let answer: wire::ChallengeBody =
+            self.call("POST", paths::SETTLEMENT_CHALLENGE, Some(&body))?;
+        if answer.load_number != request.load_number {
             return Err(malformed_answer(
-                paths::SETTLE,
+                paths::SETTLEMENT_CHALLENGE,
                 format!(
-                    "load {} {}, asked {} {expected}",
-                    answer.load_number, answer.status, settlement.load_number
+                    "a challenge for load {}, asked {}",
+                    answer.load_number, request.load_number
                 ),
             ));
         }
-        Ok(())
+        decoded(paths::SETTLEMENT_CHALLENGE, answer.decode())
+    }
+
+    fn settle_load(&mut self, settlement: &LoadSettlement) -> Result<LoadOutcome, CenterError> {
+        let body = wire::SettleBody::new(settlement);
+        let answer: wire::SettledBody = self.call("POST", paths::SETTLE, Some(&body))?;
+        let outcome = LoadOutcome::parse(&answer.outcome);
+        match outcome {
+            Some(outcome) if answer.load_number == settlement.load_number => Ok(outcome),
+            _ => Err(malformed_answer(
+                paths::SETTLE,
+                format!(
+                    "load {} {}, asked {}",
+                    answer.load_number, answer.outcome, settlement.load_number
+                ),
+            )),
+        }
     }
 }
 
@@ -365,11 +448,12 @@ impl valuecard_core::messages::center::TerminalLink for HttpCenterLink {
         decoded(paths::LISTS, answer.decode())
     }
 
-    fn report_stamp(&mut self, terminal_id: DeviceId, count: u32) -> Result<u32, CenterError> {
-        let body = crate::terminal_wire::StampBody {
-            terminal_id: hex::encode(terminal_id.as_bytes()),
-            count,
-        };
+    fn report_stamp(
+        &mut self,
+        terminal_id: DeviceId,
+        stamp: &valuecard_core::messages::purse::TerminalStamp,
+    ) -> Result<u32, CenterError> {
+        let body = crate::terminal_wire::StampBody::new(terminal_id, stamp);
         let answer: crate::terminal_wire::StampBody =
             self.call("POST", paths::STAMPS, Some(&body))?;
         Ok(answer.count)

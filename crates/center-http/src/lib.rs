@@ -1,5 +1,14 @@
-//! The management center as an HTTP/JSON service ([`server`]), and the devices' link to it
-//! ([`client::HttpCenterLink`], a [`valuecard_core::messages::center::CenterLink`]).
+//! The management center as an HTTPS/JSON service ([`server`], run by [`serve`]), and the
+//! devices' link to it ([`client::HttpCenterLink`], a
+//! [`valuecard_core::messages::center::CenterLink`]).
+//!
+//! # Transport
+//!
+//! Only TLS (rustls with the ring provider), with the service certificate that `center init`
+//! makes ([`tls::ServiceIdentity`]); a device trusts exactly that certificate
+//! ([`tls::CenterPin`]), given to it at installation. Connections must finish the handshake
+//! and each request head within [`ServiceLimits`], bodies arrive within the body timeout
+//! (else 408), and shutdown closes what is still open at its deadline.
 //!
 //! # Endpoints
 //!
@@ -15,14 +24,14 @@
 //! | `POST /v1/lists/delta` | `TerminalLink::list_delta` (payment terminals) | [`terminal_wire::ListDeltaBody`] |
 //! | `POST /v1/services` | `ServiceLink::upload_service_records` (payment terminals) | [`terminal_wire::ServiceReceiptBody`] |
 //! | `POST /v1/stamps` | `TerminalLink::report_stamp` (payment terminals) | [`terminal_wire::StampBody`] |
-//! | `GET /health` | `SELECT 1` on the database | 200 [`wire::HealthBody`], or 503 |
+//! | `GET /health` | `SELECT 1` on the service's own database connection | 200 [`wire::HealthBody`], or 503 while the database is away |
 //! | `GET /metrics` | Prometheus text exposition | `text/plain; version=0.0.4` |
 //!
 //! Bodies are JSON. Binary fields are hex; signed protocol objects travel as their canonical
 //! TLV encoding in hex (the certificate as `Certificate::encode()`, the card's load offer as
 //! `LoadOffer::encode()`), so what a card or the center signed crosses the wire byte for byte.
-//! Amounts are integers in minor units; dates are `YYYY-MM-DD`. Bodies above
-//! [`MAX_BODY_BYTES`] are refused with 413.
+//! Amounts are integers in minor units; dates are `YYYY-MM-DD`. A request body must be declared
+//! `application/json` (else 415); bodies above [`MAX_BODY_BYTES`] are refused with 413.
 //!
 //! # Device authentication
 //!
@@ -34,10 +43,17 @@
 //!   `"valuecard/http/v1" || method || 0x00 || path || 0x00 || sequence (8 bytes big-endian)
 //!   || SHA-256(body)` (see [`valuecard_center::auth`]).
 //!
-//! The center verifies the signature with the key it certified when it installed the device
-//! and advances the device's last sequence in the same step; a missing header, a forged
-//! signature, an unknown device or a sequence not above the last one is refused with 401 and
-//! changes nothing. The device a body names (`dispenser_id`, `terminal_id`) must be the
+//! The service verifies the signature with the key the center certified when it installed the
+//! device, before it takes the center's lock; then the center accepts the sequence (above the
+//! last one, and inside the window of [`valuecard_center::auth`]) and advances it in one
+//! statement. A missing header, a forged signature, an unknown device, a sequence not above
+//! the last one or too far ahead is refused with 401 and changes nothing.
+//!
+//! Every 200 answer carries `Valuecard-Answer-Signature`: the center's root-key signature over
+//! `"valuecard/http/v1/answer" || device ID || sequence (8 bytes big-endian) || method || 0x00
+//! || path || 0x00 || SHA-256(answer body)`. The client verifies it against the device's trust
+//! anchor and refuses any answer that does not verify, so an answer altered on the way, or
+//! replayed from another request, is never acted on. The device a body names (`dispenser_id`, `terminal_id`) must be the
 //! authenticated device; the card and load endpoints are for dispensers, the usage, list and
 //! stamp endpoints for payment terminals (403 otherwise).
 //!
@@ -53,12 +69,16 @@
 pub mod client;
 mod metrics;
 pub mod problem;
+mod request;
+pub mod serve;
 pub mod server;
 pub mod terminal_wire;
+pub mod tls;
 pub mod wire;
 
 pub use client::HttpCenterLink;
-pub use server::BackgroundServer;
+pub use serve::{BackgroundServer, ServiceLimits};
+pub use tls::{CenterPin, ServiceIdentity};
 
 /// The largest request body the service reads.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -68,6 +88,8 @@ pub mod headers {
     pub const DEVICE: &str = "valuecard-device";
     pub const SEQUENCE: &str = "valuecard-sequence";
     pub const SIGNATURE: &str = "valuecard-signature";
+    /// The center's signature over a 200 answer (see [`valuecard_center::auth`]).
+    pub const ANSWER_SIGNATURE: &str = "valuecard-answer-signature";
 }
 
 /// The paths of the service.
@@ -77,6 +99,7 @@ pub mod paths {
     pub const CERTIFY: &str = "/v1/cards/certify";
     pub const AUTHORIZE: &str = "/v1/loads/authorize";
     pub const SETTLE: &str = "/v1/loads/settle";
+    pub const SETTLEMENT_CHALLENGE: &str = "/v1/loads/challenge";
     /// `/v1/cards/{card_id}/pending-loads`: see [`pending_loads`].
     pub const PENDING_LOADS_ROUTE: &str = "/v1/cards/{card_id}/pending-loads";
     pub const USAGE: &str = "/v1/usage";

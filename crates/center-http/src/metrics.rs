@@ -24,6 +24,7 @@ pub(crate) fn endpoint_label(path: &str) -> &'static str {
         paths::CERTIFY => paths::CERTIFY,
         paths::AUTHORIZE => paths::AUTHORIZE,
         paths::SETTLE => paths::SETTLE,
+        paths::SETTLEMENT_CHALLENGE => paths::SETTLEMENT_CHALLENGE,
         paths::USAGE => paths::USAGE,
         paths::LISTS => paths::LISTS,
         paths::STAMPS => paths::STAMPS,

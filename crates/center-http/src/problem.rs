@@ -17,6 +17,9 @@
 //! | `card-blocked` | 409 | [`CenterError::CardBlocked`]: the request is valid, the card's state at the center refuses it |
 //! | `mismatch` | 409 | [`CenterError::Mismatch`] |
 //! | `body-too-large` | 413 | a body above [`crate::MAX_BODY_BYTES`] |
+//! | `request-timeout` | 408 | the body did not arrive within the service's body timeout |
+//! | `unsupported-media-type` | 415 | a request body that is not `application/json` |
+//! | `sequence-out-of-window` | 401 | a sequence too far ahead (see [`valuecard_center::auth`]); nothing recorded |
 //! | `bad-card-signature` | 422 | [`CenterError::BadCardSignature`] |
 //! | `amount` | 422 | [`CenterError::Amount`] |
 //! | `internal` | 500 | [`CenterError::Storage`], [`CenterError::Setup`]: a generic detail; the cause is logged |
@@ -57,10 +60,13 @@ pub enum ProblemKind {
     Amount,
     Internal,
     Unavailable,
+    Timeout,
+    UnsupportedMediaType,
+    SequenceWindow,
 }
 
 impl ProblemKind {
-    pub const ALL: [ProblemKind; 16] = [
+    pub const ALL: [ProblemKind; 19] = [
         ProblemKind::Malformed,
         ProblemKind::Unauthenticated,
         ProblemKind::UnknownDevice,
@@ -77,6 +83,9 @@ impl ProblemKind {
         ProblemKind::Amount,
         ProblemKind::Internal,
         ProblemKind::Unavailable,
+        ProblemKind::Timeout,
+        ProblemKind::UnsupportedMediaType,
+        ProblemKind::SequenceWindow,
     ];
 
     /// The last part of the type URI; also the `reason` label of the refusal metric.
@@ -98,6 +107,9 @@ impl ProblemKind {
             ProblemKind::Amount => "amount",
             ProblemKind::Internal => "internal",
             ProblemKind::Unavailable => "unavailable",
+            ProblemKind::Timeout => "request-timeout",
+            ProblemKind::UnsupportedMediaType => "unsupported-media-type",
+            ProblemKind::SequenceWindow => "sequence-out-of-window",
         }
     }
 
@@ -107,7 +119,8 @@ impl ProblemKind {
             ProblemKind::Unauthenticated
             | ProblemKind::UnknownDevice
             | ProblemKind::BadSignature
-            | ProblemKind::Replayed => StatusCode::UNAUTHORIZED,
+            | ProblemKind::Replayed
+            | ProblemKind::SequenceWindow => StatusCode::UNAUTHORIZED,
             ProblemKind::NotAuthorized => StatusCode::FORBIDDEN,
             ProblemKind::UnknownCard | ProblemKind::NotFound => StatusCode::NOT_FOUND,
             ProblemKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -116,6 +129,8 @@ impl ProblemKind {
             ProblemKind::BadCardSignature | ProblemKind::Amount => StatusCode::UNPROCESSABLE_ENTITY,
             ProblemKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             ProblemKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ProblemKind::Timeout => StatusCode::REQUEST_TIMEOUT,
+            ProblemKind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         }
     }
 
@@ -137,6 +152,26 @@ impl ProblemKind {
             ProblemKind::Amount => "Amount refused",
             ProblemKind::Internal => "Center failure",
             ProblemKind::Unavailable => "Center unavailable",
+            ProblemKind::Timeout => "Request not received in time",
+            ProblemKind::UnsupportedMediaType => "Request body is not JSON",
+            ProblemKind::SequenceWindow => "Request sequence too far ahead",
+        }
+    }
+
+    /// The kind an error status of the HTTP layer stands for, for answers that were not
+    /// made as problem documents (axum's own rejections).
+    pub fn for_status(status: StatusCode) -> Self {
+        match status {
+            StatusCode::NOT_FOUND => ProblemKind::NotFound,
+            StatusCode::METHOD_NOT_ALLOWED => ProblemKind::MethodNotAllowed,
+            StatusCode::PAYLOAD_TOO_LARGE => ProblemKind::TooLarge,
+            StatusCode::REQUEST_TIMEOUT => ProblemKind::Timeout,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => ProblemKind::UnsupportedMediaType,
+            StatusCode::UNAUTHORIZED => ProblemKind::Unauthenticated,
+            StatusCode::FORBIDDEN => ProblemKind::NotAuthorized,
+            StatusCode::SERVICE_UNAVAILABLE => ProblemKind::Unavailable,
+            status if status.is_client_error() => ProblemKind::Malformed,
+            _ => ProblemKind::Internal,
         }
     }
 
@@ -193,7 +228,8 @@ impl ProblemDocument {
                     ProblemKind::NotAuthorized
                     | ProblemKind::Unauthenticated
                     | ProblemKind::BadSignature
-                    | ProblemKind::Replayed,
+                    | ProblemKind::Replayed
+                    | ProblemKind::SequenceWindow,
                 ),
                 _,
             ) => CenterError::NotAuthorized(named_device),
@@ -272,6 +308,7 @@ impl Problem {
             }
             CenterError::BadCardSignature => Problem::new(ProblemKind::BadCardSignature, detail),
             CenterError::Mismatch(reason) => Problem::new(ProblemKind::Mismatch, reason),
+            CenterError::BadStamp(_) => Problem::new(ProblemKind::Mismatch, detail),
             CenterError::Amount(reason) => Problem::new(ProblemKind::Amount, reason),
             other => {
                 tracing::error!(error = %other, "center failure");
@@ -292,6 +329,9 @@ impl Problem {
             }
             AuthError::Replayed { device_id, .. } => {
                 Problem::new(ProblemKind::Replayed, detail).device(device_id)
+            }
+            AuthError::AheadOfWindow { device_id, .. } => {
+                Problem::new(ProblemKind::SequenceWindow, detail).device(device_id)
             }
             AuthError::SequenceOutOfRange(_) => Problem::new(ProblemKind::Unauthenticated, detail),
             AuthError::Center(error) => Problem::from_center(error),

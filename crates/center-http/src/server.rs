@@ -1,80 +1,126 @@
-//! The center's HTTP service: axum on a tokio runtime, the [`Center`] behind a mutex and
-//! called on the blocking pool (it is not `Sync`, and its database calls block).
+//! The center's HTTP service: the routes and the way every request goes. The center sits
+//! behind a mutex and is called on the blocking pool (it is not `Sync`, and its database
+//! calls block); [`crate::serve`] runs the routes over TLS.
 //!
-//! Every `/v1/` request goes the same way: its body is read up to [`MAX_BODY_BYTES`], the
-//! center authenticates the device (signature and sequence, see [`valuecard_center::auth`]),
-//! the body is parsed and checked against the authenticated device, and the center does the
-//! work and commits before the answer is sent. On shutdown the service stops accepting,
-//! finishes the requests in flight, and returns: an acknowledged request is committed.
+//! Every `/v1/` request goes the same way: a body must be declared `application/json`; it is
+//! read up to [`crate::MAX_BODY_BYTES`] within the body timeout; the device's signature is checked
+//! with its certified key, looked up on a database connection of the service's own, before
+//! the center is locked (a flood of forged requests never waits for, nor holds, the center);
+//! then, under the lock, the sequence is accepted, the body is parsed and checked against the
+//! authenticated device, the center does the work and commits, and it signs the answer,
+//! bound to the request. `/health` asks the database on the service's own connection and
+//! never waits for the center either.
 
-use std::future::Future;
-use std::io;
-use std::net::{SocketAddr, TcpListener as StdTcpListener, ToSocketAddrs};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::http::{header, HeaderValue, Method, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use valuecard_center::auth::{AuthenticatedDevice, SignedRequest};
+use valuecard_center::auth::{AuthenticatedDevice, DeviceDirectory};
 use valuecard_center::Center;
-use valuecard_core::cert::Role;
-use valuecard_core::crypto::Signature;
 use valuecard_core::ids::DeviceId;
 use valuecard_core::messages::center::CenterLink;
 
 use crate::metrics::{endpoint_label, Metrics};
 use crate::problem::{Problem, ProblemKind, Refusal, INTERNAL_DETAIL};
-use crate::{content_type, headers, paths, terminal_wire, wire, MAX_BODY_BYTES};
+use crate::request::{dispenser_request, terminal_request};
+use crate::{content_type, paths, terminal_wire, wire};
 
 /// What every handler shares.
 #[derive(Debug, Clone)]
-struct App {
-    center: Arc<Mutex<Center>>,
-    metrics: Arc<Metrics>,
+pub(crate) struct App {
+    pub(crate) center: Arc<Mutex<Center>>,
+    /// Device keys and health on a connection of their own.
+    pub(crate) directory: Arc<Mutex<Directory>>,
+    pub(crate) metrics: Arc<Metrics>,
     /// `sqlite` or `postgresql`.
     database: &'static str,
+    /// How long a request body may take to arrive.
+    pub(crate) body_read_timeout: Duration,
 }
 
 impl App {
-    fn new(center: Arc<Mutex<Center>>) -> Self {
-        let database = if lock(&center).database().is_postgres() {
-            "postgresql"
-        } else {
-            "sqlite"
+    pub(crate) fn new(
+        center: Arc<Mutex<Center>>,
+        body_read_timeout: Duration,
+    ) -> Result<Self, valuecard_center::CenterError> {
+        let (database, directory) = {
+            let center = lock(&center);
+            let database = if center.database().is_postgres() {
+                "postgresql"
+            } else {
+                "sqlite"
+            };
+            (database, center.device_directory()?)
         };
-        App {
+        Ok(App {
             center,
+            directory: Arc::new(Mutex::new(Directory(Some(directory)))),
             metrics: Arc::new(Metrics::default()),
             database,
+            body_read_timeout,
+        })
+    }
+}
+
+/// The service's [`DeviceDirectory`], closed off the runtime: the routes are dropped on a
+/// thread that drives the runtime, where a PostgreSQL client must not block to close.
+#[derive(Debug)]
+pub(crate) struct Directory(Option<DeviceDirectory>);
+
+impl Directory {
+    pub(crate) fn device_key(
+        &mut self,
+        device: DeviceId,
+    ) -> Option<Result<valuecard_center::auth::DeviceKey, valuecard_center::auth::AuthError>> {
+        self.0.as_mut()?.device_key(device)
+    }
+
+    fn check_database(&mut self) -> Option<Result<(), valuecard_center::CenterError>> {
+        self.0.as_mut()?.check_database()
+    }
+}
+
+impl Drop for Directory {
+    fn drop(&mut self) {
+        if let Some(directory) = self.0.take() {
+            if tokio::runtime::Handle::try_current().is_ok() && directory.has_own_connection() {
+                let _ = std::thread::Builder::new()
+                    .name("valuecard-directory-close".into())
+                    .spawn(move || drop(directory));
+            }
         }
     }
 }
 
-/// The center, also after a panic in another request: every change it makes is one database
-/// transaction, which a panic rolls back, so what it holds stays consistent.
-fn lock(center: &Mutex<Center>) -> std::sync::MutexGuard<'_, Center> {
-    center.lock().unwrap_or_else(PoisonError::into_inner)
+/// The center (or the directory), also after a panic in another request: every change the
+/// center makes is one database transaction, which a panic rolls back, so what it holds
+/// stays consistent.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// The service's routes, on a center shared with the caller.
-pub fn router(center: Arc<Mutex<Center>>) -> Router {
-    build(App::new(center))
+/// The service's routes, on a center shared with the caller, without TLS (for embedding
+/// behind a TLS terminator of one's own; [`crate::serve`] adds TLS).
+pub fn router(center: Arc<Mutex<Center>>) -> Result<Router, valuecard_center::CenterError> {
+    let limits = crate::serve::ServiceLimits::default();
+    Ok(build(App::new(center, limits.body_read_timeout)?))
 }
 
-fn build(app: App) -> Router {
+pub(crate) fn build(app: App) -> Router {
     Router::new()
         .route(paths::ASSIGN, post(assign))
         .route(paths::RESUME, post(resume))
         .route(paths::CERTIFY, post(certify))
         .route(paths::AUTHORIZE, post(authorize))
         .route(paths::SETTLE, post(settle))
+        .route(paths::SETTLEMENT_CHALLENGE, post(settlement_challenge))
         .route(paths::PENDING_LOADS_ROUTE, get(pending_loads))
         .route(paths::USAGE, post(usage))
         .route(paths::LISTS, post(lists))
@@ -84,188 +130,29 @@ fn build(app: App) -> Router {
         .route(paths::METRICS, get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(problems_only))
         .layer(middleware::from_fn_with_state(app.clone(), track))
         .with_state(app)
 }
 
-/// Serves on `listener` until `shutdown` completes; then stops accepting, finishes the
-/// requests in flight, and returns. Keep a clone of `center` and drop it outside the
-/// runtime: a center on PostgreSQL blocks when it closes its connection.
-pub async fn serve<F>(
-    listener: tokio::net::TcpListener,
-    center: Arc<Mutex<Center>>,
-    shutdown: F,
-) -> io::Result<()>
-where
-    F: Future<Output = ()> + Send + 'static,
-{
-    serve_app(listener, App::new(center), shutdown).await
-}
-
-async fn serve_app<F>(listener: tokio::net::TcpListener, app: App, shutdown: F) -> io::Result<()>
-where
-    F: Future<Output = ()> + Send + 'static,
-{
-    axum::serve(listener, build(app))
-        .with_graceful_shutdown(shutdown)
-        .await
-}
-
-/// Completes on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let interrupt = async {
-        if let Err(error) = tokio::signal::ctrl_c().await {
-            tracing::error!(%error, "cannot listen for SIGINT");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(error) => {
-                tracing::error!(%error, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = interrupt => tracing::info!("SIGINT: shutting down"),
-        () = terminate => tracing::info!("SIGTERM: shutting down"),
+/// Every error answer is a problem document: one the service did not make as one (a
+/// rejection inside axum) is replaced by the problem its status stands for.
+async fn problems_only(request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with(content_type::PROBLEM));
+    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+        return response;
     }
-}
-
-fn runtime() -> io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-}
-
-/// Serves `center` on `listener` on the calling thread until SIGINT or SIGTERM, then
-/// finishes the requests in flight and returns.
-pub fn run_until_signal(listener: StdTcpListener, center: Center) -> io::Result<()> {
-    listener.set_nonblocking(true)?;
-    let center = Arc::new(Mutex::new(center));
-    let runtime = runtime()?;
-    let served = runtime.block_on({
-        let center = Arc::clone(&center);
-        async move {
-            let listener = tokio::net::TcpListener::from_std(listener)?;
-            tracing::info!(address = %listener.local_addr()?, "center listening");
-            serve(listener, center, shutdown_signal()).await?;
-            tracing::info!("requests in flight finished; stopped");
-            Ok(())
-        }
-    });
-    // The center is dropped here, outside the runtime: its PostgreSQL client closes its
-    // connection by blocking, which a thread driving the runtime must not do.
-    drop(runtime);
-    drop(center);
-    served
-}
-
-/// The service on a thread of its own (tests, and programs that embed the center).
-/// Dropping it shuts it down gracefully and waits.
-#[derive(Debug)]
-pub struct BackgroundServer {
-    address: SocketAddr,
-    center: Arc<Mutex<Center>>,
-    metrics: Arc<Metrics>,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<io::Result<()>>>,
-}
-
-impl BackgroundServer {
-    /// Binds `address` (port 0 picks a free one) and starts serving.
-    pub fn bind(address: impl ToSocketAddrs, center: Arc<Mutex<Center>>) -> io::Result<Self> {
-        Self::start(StdTcpListener::bind(address)?, center)
-    }
-
-    pub fn start(listener: StdTcpListener, center: Arc<Mutex<Center>>) -> io::Result<Self> {
-        listener.set_nonblocking(true)?;
-        let address = listener.local_addr()?;
-        let app = App::new(Arc::clone(&center));
-        let metrics = Arc::clone(&app.metrics);
-        let (shutdown, signal) = tokio::sync::oneshot::channel::<()>();
-        let runtime = runtime()?;
-        let thread = std::thread::Builder::new()
-            .name("valuecard-center-http".into())
-            .spawn(move || {
-                runtime.block_on(async move {
-                    let listener = tokio::net::TcpListener::from_std(listener)?;
-                    serve_app(listener, app, async {
-                        let _ = signal.await;
-                    })
-                    .await
-                })
-            })?;
-        Ok(BackgroundServer {
-            address,
-            center,
-            metrics,
-            shutdown: Some(shutdown),
-            thread: Some(thread),
-        })
-    }
-
-    pub fn local_addr(&self) -> SocketAddr {
-        self.address
-    }
-
-    /// `http://ADDRESS`, for [`crate::HttpCenterLink::new`].
-    pub fn url(&self) -> String {
-        format!("http://{}", self.address)
-    }
-
-    /// The center the service runs on (lock it to inspect or change it in process).
-    pub fn center(&self) -> &Arc<Mutex<Center>> {
-        &self.center
-    }
-
-    /// `/v1/` requests being processed now.
-    pub fn requests_in_flight(&self) -> i64 {
-        self.metrics.in_flight()
-    }
-
-    /// Stops accepting; requests in flight go on to their answer.
-    pub fn begin_shutdown(&mut self) {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
-        }
-    }
-
-    /// Whether the service has stopped.
-    pub fn is_finished(&self) -> bool {
-        self.thread
-            .as_ref()
-            .is_none_or(std::thread::JoinHandle::is_finished)
-    }
-
-    /// Shuts down gracefully and waits until every request in flight is answered.
-    pub fn shutdown(mut self) -> io::Result<()> {
-        self.begin_shutdown();
-        self.join()
-    }
-
-    fn join(&mut self) -> io::Result<()> {
-        match self.thread.take() {
-            Some(thread) => thread
-                .join()
-                .map_err(|_| io::Error::other("the server thread panicked"))?,
-            None => Ok(()),
-        }
-    }
-}
-
-impl Drop for BackgroundServer {
-    fn drop(&mut self) {
-        self.begin_shutdown();
-        let _ = self.join();
-    }
+    let kind = ProblemKind::for_status(status);
+    let detail = format!("{method} {path}: {}", kind.title().to_lowercase());
+    Problem::new(kind, detail).into_response()
 }
 
 /// Metrics and the access log around every request.
@@ -293,7 +180,7 @@ async fn track(State(app): State<App>, request: Request, next: Next) -> Response
     response
 }
 
-fn json_response<T: Serialize>(body: &T) -> Response {
+pub(crate) fn json_response<T: Serialize>(body: &T) -> Response {
     match serde_json::to_vec(body) {
         Ok(bytes) => (
             StatusCode::OK,
@@ -309,98 +196,6 @@ fn json_response<T: Serialize>(body: &T) -> Response {
             Problem::new(ProblemKind::Internal, INTERNAL_DETAIL).into_response()
         }
     }
-}
-
-/// The authentication headers of a request.
-#[derive(Debug, Clone, Copy)]
-struct Credentials {
-    device_id: DeviceId,
-    sequence: u64,
-    signature: Signature,
-}
-
-fn unauthenticated(detail: impl Into<String>) -> Problem {
-    Problem::new(ProblemKind::Unauthenticated, detail)
-}
-
-fn single_header<'a>(headers: &'a HeaderMap, name: &str) -> Result<&'a str, Problem> {
-    let mut values = headers.get_all(name).iter();
-    let value = values
-        .next()
-        .ok_or_else(|| unauthenticated(format!("the {name} header is missing")))?;
-    if values.next().is_some() {
-        return Err(unauthenticated(format!("the {name} header is repeated")));
-    }
-    value
-        .to_str()
-        .map(str::trim)
-        .map_err(|_| unauthenticated(format!("the {name} header is not text")))
-}
-
-fn credentials(headers: &HeaderMap) -> Result<Credentials, Problem> {
-    let device_id = single_header(headers, headers::DEVICE)?
-        .parse::<DeviceId>()
-        .map_err(|error| unauthenticated(format!("{}: {error}", headers::DEVICE)))?;
-    let sequence = single_header(headers, headers::SEQUENCE)?;
-    let sequence = if !sequence.is_empty()
-        && sequence.len() <= 20
-        && sequence.bytes().all(|b| b.is_ascii_digit())
-    {
-        sequence.parse::<u64>().ok()
-    } else {
-        None
-    }
-    .ok_or_else(|| {
-        unauthenticated(format!(
-            "{}: expected a decimal number below 2^64",
-            headers::SEQUENCE
-        ))
-    })?;
-    let signature = hex::decode(single_header(headers, headers::SIGNATURE)?)
-        .ok()
-        .and_then(|bytes| Signature::from_slice(&bytes).ok())
-        .ok_or_else(|| {
-            unauthenticated(format!("{}: expected 64 bytes of hex", headers::SIGNATURE))
-        })?;
-    Ok(Credentials {
-        device_id,
-        sequence,
-        signature,
-    })
-}
-
-fn too_large() -> Problem {
-    Problem::new(
-        ProblemKind::TooLarge,
-        format!("a request body may hold at most {MAX_BODY_BYTES} bytes"),
-    )
-}
-
-fn declares_too_large(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.parse::<u64>().ok())
-        .is_some_and(|length| length > MAX_BODY_BYTES as u64)
-}
-
-/// The body, refused with 413 above [`MAX_BODY_BYTES`] whether or not it declares a length.
-async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, Problem> {
-    if declares_too_large(headers) {
-        return Err(too_large());
-    }
-    axum::body::to_bytes(body, MAX_BODY_BYTES)
-        .await
-        .map_err(|error| {
-            let mut source = std::error::Error::source(&error);
-            while let Some(cause) = source {
-                if cause.is::<http_body_util::LengthLimitError>() {
-                    return too_large();
-                }
-                source = cause.source();
-            }
-            Problem::new(ProblemKind::Malformed, "the request body could not be read")
-        })
 }
 
 fn parse_json<B: DeserializeOwned>(body: &[u8]) -> Result<B, Problem> {
@@ -422,88 +217,6 @@ fn same_device(device: &AuthenticatedDevice, named: DeviceId) -> Result<(), Prob
         )
         .device(device.device_id))
     }
-}
-
-/// Runs `work` for an authenticated dispenser's request, on the blocking pool with the
-/// center locked: authentication (which advances the device's sequence) and the work happen
-/// under one lock, in that order.
-async fn dispenser_request<T, F>(app: App, request: Request, work: F) -> Response
-where
-    T: Serialize + Send + 'static,
-    F: FnOnce(&mut Center, &AuthenticatedDevice, &[u8]) -> Result<T, Problem> + Send + 'static,
-{
-    device_request(app, request, Role::Dispenser, work).await
-}
-
-/// Runs `work` for an authenticated payment terminal's request.
-async fn terminal_request<T, F>(app: App, request: Request, work: F) -> Response
-where
-    T: Serialize + Send + 'static,
-    F: FnOnce(&mut Center, &AuthenticatedDevice, &[u8]) -> Result<T, Problem> + Send + 'static,
-{
-    device_request(app, request, Role::PaymentTerminal, work).await
-}
-
-async fn device_request<T, F>(app: App, request: Request, role: Role, work: F) -> Response
-where
-    T: Serialize + Send + 'static,
-    F: FnOnce(&mut Center, &AuthenticatedDevice, &[u8]) -> Result<T, Problem> + Send + 'static,
-{
-    match dispenser_request_inner(app, request, role, work).await {
-        Ok(answer) => json_response(&answer),
-        Err(problem) => problem.into_response(),
-    }
-}
-
-async fn dispenser_request_inner<T, F>(
-    app: App,
-    request: Request,
-    role: Role,
-    work: F,
-) -> Result<T, Problem>
-where
-    T: Serialize + Send + 'static,
-    F: FnOnce(&mut Center, &AuthenticatedDevice, &[u8]) -> Result<T, Problem> + Send + 'static,
-{
-    let (parts, body) = request.into_parts();
-    // A body declared too large is refused before anything else, unread.
-    if declares_too_large(&parts.headers) {
-        return Err(too_large());
-    }
-    let credentials = credentials(&parts.headers)?;
-    let body = read_body(&parts.headers, body).await?;
-    let method = parts.method.as_str().to_owned();
-    let path = parts.uri.path().to_owned();
-    let center = Arc::clone(&app.center);
-    tokio::task::spawn_blocking(move || {
-        let mut center = lock(&center);
-        let device = center.authenticate_request(&SignedRequest {
-            device_id: credentials.device_id,
-            sequence: credentials.sequence,
-            method: &method,
-            path: &path,
-            body: &body,
-            signature: &credentials.signature,
-        })?;
-        if device.role != role {
-            let wanted = if role == Role::Dispenser {
-                "a dispenser"
-            } else {
-                "a payment terminal"
-            };
-            return Err(Problem::new(
-                ProblemKind::NotAuthorized,
-                format!("device {} is not {wanted}", device.device_id),
-            )
-            .device(device.device_id));
-        }
-        work(&mut center, &device, &body)
-    })
-    .await
-    .map_err(|error| {
-        tracing::error!(%error, "request worker failed");
-        Problem::new(ProblemKind::Internal, INTERNAL_DETAIL)
-    })?
 }
 
 async fn assign(State(app): State<App>, request: Request) -> Response {
@@ -546,20 +259,28 @@ async fn authorize(State(app): State<App>, request: Request) -> Response {
     .await
 }
 
+async fn settlement_challenge(State(app): State<App>, request: Request) -> Response {
+    dispenser_request(app, request, |center, device, body| {
+        let request = parse_json::<wire::SettlementChallengeBody>(body)?.decode()?;
+        same_device(device, request.dispenser_id)?;
+        let challenge = center.settlement_challenge(&request)?;
+        Ok(wire::ChallengeBody {
+            load_number: request.load_number,
+            challenge: hex::encode(challenge),
+        })
+    })
+    .await
+}
+
 async fn settle(State(app): State<App>, request: Request) -> Response {
     dispenser_request(app, request, |center, device, body| {
         let settlement = parse_json::<wire::SettleBody>(body)?.decode()?;
         same_device(device, settlement.dispenser_id)?;
-        center.settle_load(&settlement)?;
+        let outcome = center.settle_load(&settlement)?;
         Ok(wire::SettledBody {
             card_id: hex::encode(settlement.card_id.as_bytes()),
             load_number: settlement.load_number,
-            status: if settlement.committed {
-                "committed"
-            } else {
-                "cancelled"
-            }
-            .to_owned(),
+            outcome: outcome.as_str().to_owned(),
         })
     })
     .await
@@ -607,12 +328,13 @@ async fn lists(State(app): State<App>, request: Request) -> Response {
 
 async fn stamps(State(app): State<App>, request: Request) -> Response {
     terminal_request(app, request, |center, device, body| {
-        let (terminal_id, count) = parse_json::<terminal_wire::StampBody>(body)?.decode()?;
+        let (terminal_id, stamp) = parse_json::<terminal_wire::StampBody>(body)?.decode()?;
         same_device(device, terminal_id)?;
-        let count = center.record_stamp_count(terminal_id, count)?;
+        let count = center.record_stamp(terminal_id, &stamp)?;
         Ok(terminal_wire::StampBody {
             terminal_id: hex::encode(terminal_id.as_bytes()),
             count,
+            signature: None,
         })
     })
     .await
@@ -628,27 +350,28 @@ async fn services(State(app): State<App>, request: Request) -> Response {
     .await
 }
 
+/// Whether the database answers, asked on the service's own connection (which reconnects
+/// after the database came back): never waits for the center, so a long request does not
+/// make the service look down. A database in memory is always there.
 async fn health(State(app): State<App>) -> Response {
-    let center = Arc::clone(&app.center);
-    let outcome = tokio::task::spawn_blocking(move || lock(&center).check_database()).await;
-    match outcome {
-        Ok(Ok(())) => json_response(&wire::HealthBody {
-            status: "ok".to_owned(),
-            database: app.database.to_owned(),
-        }),
-        Ok(Err(error)) => {
-            tracing::error!(%error, "health check: the database does not answer");
-            Problem::new(ProblemKind::Unavailable, "the database does not answer")
-                .database(app.database)
-                .into_response()
+    let directory = Arc::clone(&app.directory);
+    let outcome =
+        tokio::task::spawn_blocking(move || lock(&directory).check_database().unwrap_or(Ok(())))
+            .await;
+    let failure = match outcome {
+        Ok(Ok(())) => {
+            return json_response(&wire::HealthBody {
+                status: "ok".to_owned(),
+                database: app.database.to_owned(),
+            })
         }
-        Err(error) => {
-            tracing::error!(%error, "health check failed");
-            Problem::new(ProblemKind::Unavailable, "the database does not answer")
-                .database(app.database)
-                .into_response()
-        }
-    }
+        Ok(Err(error)) => error.to_string(),
+        Err(error) => error.to_string(),
+    };
+    tracing::error!(error = %failure, "health check: the database does not answer");
+    Problem::new(ProblemKind::Unavailable, "the database does not answer")
+        .database(app.database)
+        .into_response()
 }
 
 async fn metrics(State(app): State<App>) -> Response {
@@ -675,4 +398,56 @@ async fn method_not_allowed(method: Method, uri: Uri) -> Problem {
         ProblemKind::MethodNotAllowed,
         format!("{method} is not allowed on {}", uri.path()),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+    use axum::body::Body;
+    use tower::ServiceExt;
+
+    /// Errors made inside the HTTP layer (not by the service's handlers) leave as problem
+    /// documents of the kind their status stands for; the service's own pass unchanged.
+    #[tokio::test]
+    async fn error_answers_of_the_http_layer_become_problem_documents() {
+        let routes = Router::new()
+            .route("/large", get(|| async { StatusCode::PAYLOAD_TOO_LARGE }))
+            .route(
+                "/slow",
+                get(|| async { (StatusCode::REQUEST_TIMEOUT, "timed out") }),
+            )
+            .route("/bad", get(|| async { (StatusCode::BAD_REQUEST, "no") }))
+            .route("/ok", get(|| async { "fine" }))
+            .route(
+                "/own",
+                get(|| async { Problem::new(ProblemKind::Mismatch, "load 3 is settled") }),
+            )
+            .layer(middleware::from_fn(problems_only));
+        for (path, status, slug) in [
+            ("/large", 413, "body-too-large"),
+            ("/slow", 408, "request-timeout"),
+            ("/bad", 400, "malformed-request"),
+            ("/own", 409, "mismatch"),
+        ] {
+            let request = Request::get(path).body(Body::empty()).unwrap();
+            let response = routes.clone().oneshot(request).await.unwrap();
+            assert_eq!(response.status().as_u16(), status, "{path}");
+            assert_eq!(
+                response.headers()[header::CONTENT_TYPE],
+                content_type::PROBLEM,
+                "{path}"
+            );
+            let body = axum::body::to_bytes(response.into_body(), 4096)
+                .await
+                .unwrap();
+            let document: crate::problem::ProblemDocument = serde_json::from_slice(&body).unwrap();
+            assert_eq!(document.kind().map(ProblemKind::slug), Some(slug), "{path}");
+            assert_eq!(document.status, status);
+        }
+        let request = Request::get("/ok").body(Body::empty()).unwrap();
+        let response = routes.oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
 }

@@ -54,6 +54,10 @@ pub struct UsageItemBody {
     pub terminal_signature: String,
     /// The card's previous usage record, `UsageRecord::encode()` in hex.
     pub previous_usage: String,
+    /// The bound the card agreed to, minor units.
+    pub amount_max: u64,
+    /// The card's own signature over the state it spent from, hex.
+    pub card_signature: String,
 }
 
 impl UsageItemBody {
@@ -72,6 +76,8 @@ impl UsageItemBody {
             stamp_signature: hex::encode(item.stamp.signature.0),
             terminal_signature: hex::encode(item.terminal_signature.0),
             previous_usage: hex::encode(item.previous_usage.encode()),
+            amount_max: item.amount_max.minor(),
+            card_signature: hex::encode(item.card_signature.0),
         }
     }
 
@@ -101,6 +107,11 @@ impl UsageItemBody {
             )?),
             previous_usage: UsageRecord::decode(&previous)
                 .map_err(|e| refuse("previous_usage", e.to_string()))?,
+            amount_max: amount("amount_max", self.amount_max)?,
+            card_signature: Signature(array::<SIGNATURE_LEN>(
+                "card_signature",
+                &self.card_signature,
+            )?),
         })
     }
 }
@@ -309,19 +320,38 @@ impl ListDeltaBody {
     }
 }
 
-/// `POST /v1/stamps`, and its answer.
+/// `POST /v1/stamps` (with the terminal's signature over its stamp), and its answer (the
+/// count the center holds, without a signature).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StampBody {
     pub terminal_id: String,
     pub count: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
 }
 
 impl StampBody {
-    pub fn decode(&self) -> Result<(DeviceId, u32), WireError> {
+    pub fn new(terminal_id: DeviceId, stamp: &TerminalStamp) -> Self {
+        StampBody {
+            terminal_id: hex::encode(terminal_id.as_bytes()),
+            count: stamp.count,
+            signature: Some(hex::encode(stamp.signature.0)),
+        }
+    }
+
+    /// A report: the stamp must carry its signature.
+    pub fn decode(&self) -> Result<(DeviceId, TerminalStamp), WireError> {
+        let signature = self
+            .signature
+            .as_deref()
+            .ok_or_else(|| refuse("signature", "missing"))?;
         Ok((
             DeviceId(array("terminal_id", &self.terminal_id)?),
-            self.count,
+            TerminalStamp {
+                count: self.count,
+                signature: Signature(array::<SIGNATURE_LEN>("signature", signature)?),
+            },
         ))
     }
 }

@@ -11,9 +11,9 @@ use valuecard_core::crypto::{PublicKey, Signature, MAC_LEN, PUBLIC_KEY_LEN, SIGN
 use valuecard_core::ids::{CardId, DeviceId};
 use valuecard_core::messages::center::{
     CardCertificationRequest, CardIdAssignment, CardIdRequest, CardPersonalization, LoadApproval,
-    LoadRequest, LoadSettlement,
+    LoadRequest, LoadSettlement, SettlementChallengeRequest,
 };
-use valuecard_core::messages::purse::{Challenge, LoadOffer};
+use valuecard_core::messages::purse::{Challenge, LastTransaction, LoadOffer};
 use valuecard_core::money::Amount;
 use valuecard_core::time::Date;
 
@@ -92,6 +92,7 @@ fn hex(bytes: impl AsRef<[u8]>) -> String {
 #[serde(deny_unknown_fields)]
 pub struct AssignBody {
     pub dispenser_id: String,
+    pub chip_serial: String,
     pub card_challenge: String,
 }
 
@@ -99,6 +100,7 @@ impl AssignBody {
     pub fn new(request: &CardIdRequest, card_challenge: &Challenge) -> Self {
         AssignBody {
             dispenser_id: hex(request.dispenser_id.as_bytes()),
+            chip_serial: hex(request.chip_serial),
             card_challenge: hex(card_challenge),
         }
     }
@@ -107,6 +109,7 @@ impl AssignBody {
         Ok((
             CardIdRequest {
                 dispenser_id: device_id("dispenser_id", &self.dispenser_id)?,
+                chip_serial: hex_array("chip_serial", &self.chip_serial)?,
             },
             challenge("card_challenge", &self.card_challenge)?,
         ))
@@ -118,6 +121,7 @@ impl AssignBody {
 #[serde(deny_unknown_fields)]
 pub struct ResumeBody {
     pub dispenser_id: String,
+    pub chip_serial: String,
     pub card_id: String,
     pub card_challenge: String,
 }
@@ -126,6 +130,7 @@ impl ResumeBody {
     pub fn new(request: &CardIdRequest, card: &CardId, card_challenge: &Challenge) -> Self {
         ResumeBody {
             dispenser_id: hex(request.dispenser_id.as_bytes()),
+            chip_serial: hex(request.chip_serial),
             card_id: hex(card.as_bytes()),
             card_challenge: hex(card_challenge),
         }
@@ -135,6 +140,7 @@ impl ResumeBody {
         Ok((
             CardIdRequest {
                 dispenser_id: device_id("dispenser_id", &self.dispenser_id)?,
+                chip_serial: hex_array("chip_serial", &self.chip_serial)?,
             },
             card_id("card_id", &self.card_id)?,
             challenge("card_challenge", &self.card_challenge)?,
@@ -171,6 +177,7 @@ impl AssignmentBody {
 #[serde(deny_unknown_fields)]
 pub struct CertifyBody {
     pub dispenser_id: String,
+    pub chip_serial: String,
     pub card_id: String,
     pub signing_key: String,
     pub sealing_key: String,
@@ -181,6 +188,7 @@ impl CertifyBody {
     pub fn new(request: &CardCertificationRequest) -> Self {
         CertifyBody {
             dispenser_id: hex(request.dispenser_id.as_bytes()),
+            chip_serial: hex(request.chip_serial),
             card_id: hex(request.card_id.as_bytes()),
             signing_key: hex(request.signing_key.to_bytes()),
             sealing_key: hex(request.sealing_key),
@@ -191,6 +199,7 @@ impl CertifyBody {
     pub fn decode(&self) -> Result<CardCertificationRequest, WireError> {
         Ok(CardCertificationRequest {
             dispenser_id: device_id("dispenser_id", &self.dispenser_id)?,
+            chip_serial: hex_array("chip_serial", &self.chip_serial)?,
             card_id: card_id("card_id", &self.card_id)?,
             signing_key: public_key("signing_key", &self.signing_key)?,
             sealing_key: hex_array("sealing_key", &self.sealing_key)?,
@@ -319,14 +328,55 @@ impl ApprovalBody {
     }
 }
 
-/// `POST /v1/loads/settle`.
+/// `POST /v1/loads/challenge`: a fresh challenge to settle a pending load with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SettlementChallengeBody {
+    pub dispenser_id: String,
+    pub load_number: u32,
+}
+
+impl SettlementChallengeBody {
+    pub fn new(request: &SettlementChallengeRequest) -> Self {
+        SettlementChallengeBody {
+            dispenser_id: hex(request.dispenser_id.as_bytes()),
+            load_number: request.load_number,
+        }
+    }
+
+    pub fn decode(&self) -> Result<SettlementChallengeRequest, WireError> {
+        Ok(SettlementChallengeRequest {
+            dispenser_id: device_id("dispenser_id", &self.dispenser_id)?,
+            load_number: self.load_number,
+        })
+    }
+}
+
+/// The answer: the challenge, hex.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChallengeBody {
+    pub load_number: u32,
+    pub challenge: String,
+}
+
+impl ChallengeBody {
+    pub fn decode(&self) -> Result<Challenge, WireError> {
+        challenge("challenge", &self.challenge)
+    }
+}
+
+/// `POST /v1/loads/settle`: the card's signed last transaction as evidence.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SettleBody {
     pub dispenser_id: String,
     pub card_id: String,
     pub load_number: u32,
-    pub committed: bool,
+    /// The challenge the card signed over, hex.
+    pub challenge: String,
+    /// `LastTransaction::encode()`, hex.
+    pub evidence: String,
 }
 
 impl SettleBody {
@@ -335,28 +385,32 @@ impl SettleBody {
             dispenser_id: hex(settlement.dispenser_id.as_bytes()),
             card_id: hex(settlement.card_id.as_bytes()),
             load_number: settlement.load_number,
-            committed: settlement.committed,
+            challenge: hex(settlement.challenge),
+            evidence: hex(settlement.evidence.encode()),
         }
     }
 
     pub fn decode(&self) -> Result<LoadSettlement, WireError> {
+        let evidence = LastTransaction::decode(&hex_bytes("evidence", &self.evidence)?)
+            .map_err(|error| refuse("evidence", error.to_string()))?;
         Ok(LoadSettlement {
             card_id: card_id("card_id", &self.card_id)?,
             dispenser_id: device_id("dispenser_id", &self.dispenser_id)?,
             load_number: self.load_number,
-            committed: self.committed,
+            challenge: challenge("challenge", &self.challenge)?,
+            evidence,
         })
     }
 }
 
-/// The answer to settle: the outcome the center recorded.
+/// The answer to settle: the outcome the center read from the evidence.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SettledBody {
     pub card_id: String,
     pub load_number: u32,
-    /// `committed` or `cancelled`.
-    pub status: String,
+    /// `committed`, `cancelled` or `undecided`.
+    pub outcome: String,
 }
 
 /// One load in flight.
@@ -366,6 +420,8 @@ pub struct PendingLoadBody {
     pub load_number: u32,
     pub card_counter: u32,
     pub amount: u64,
+    /// The dispenser that holds the load (only it may settle it).
+    pub dispenser_id: String,
 }
 
 /// The answer to `GET /v1/cards/{card_id}/pending-loads`, oldest first.
@@ -387,6 +443,7 @@ impl PendingLoadsBody {
                     load_number: load.load_number,
                     card_counter: load.card_counter,
                     amount: load.amount.minor(),
+                    dispenser_id: hex(load.dispenser_id.as_bytes()),
                 })
                 .collect(),
         }
@@ -402,6 +459,7 @@ impl PendingLoadsBody {
                     load_number: load.load_number,
                     card_counter: load.card_counter,
                     amount: amount("loads.amount", load.amount)?,
+                    dispenser_id: device_id("loads.dispenser_id", &load.dispenser_id)?,
                 })
             })
             .collect()
@@ -432,17 +490,20 @@ mod tests {
     fn fields_are_checked_by_name() {
         let body = AssignBody {
             dispenser_id: "d000000000000001".into(),
+            chip_serial: "c5".repeat(8),
             card_challenge: "00".repeat(15),
         };
         let error = body.decode().unwrap_err();
         assert_eq!(error.field, "card_challenge");
         let body = AssignBody {
             dispenser_id: "zz".into(),
+            chip_serial: "c5".repeat(8),
             card_challenge: "00".repeat(16),
         };
         assert_eq!(body.decode().unwrap_err().field, "dispenser_id");
         let good = AssignBody {
             dispenser_id: "D000000000000001".into(),
+            chip_serial: "c5".repeat(8),
             card_challenge: "ab".repeat(16),
         };
         let (request, challenge) = good.decode().unwrap();
@@ -457,7 +518,7 @@ mod tests {
     #[test]
     fn unknown_fields_are_refused() {
         let error = serde_json::from_str::<SettleBody>(
-            r#"{"dispenser_id":"d000000000000001","card_id":"c000000000000001","load_number":1,"committed":true,"extra":1}"#,
+            r#"{"dispenser_id":"d000000000000001","card_id":"c000000000000001","load_number":1,"challenge":"","evidence":"","extra":1}"#,
         )
         .unwrap_err();
         assert!(error.to_string().contains("extra"), "{error}");

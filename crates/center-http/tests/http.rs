@@ -14,20 +14,32 @@ use valuecard_center::Center;
 use valuecard_center_http::{HttpCenterLink, MAX_BODY_BYTES};
 use valuecard_core::ids::{CardId, DeviceId};
 use valuecard_core::messages::center::{CardIdRequest, CenterError, CenterLink};
-use valuecard_sim::{read_purse, WorldRng};
+use valuecard_core::messages::purse::LastTransaction;
+use valuecard_sim::{last_transaction, read_purse, WorldRng};
 use valuecard_terminal::TerminalError;
+
+/// A chip serial for requests that never reach a real chip.
+const CHIP: [u8; 8] = [0xC5, 0, 0, 0, 0, 0, 0, 1];
 
 fn harness(seed: u64) -> Harness {
     let center = Center::ephemeral(clock(), &mut WorldRng::seed_from_u64(seed)).unwrap();
     Harness::start(center, seed)
 }
 
-fn settle_body(card: &CardId, dispenser: DeviceId, load_number: u32, committed: bool) -> Vec<u8> {
+/// A settlement body carrying the card's signed last transaction over `challenge`.
+fn settle_body(
+    card: &CardId,
+    dispenser: DeviceId,
+    load_number: u32,
+    challenge: [u8; 16],
+    evidence: &LastTransaction,
+) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({
         "dispenser_id": dispenser.to_hex(),
         "card_id": card.to_hex(),
         "load_number": load_number,
-        "committed": committed,
+        "challenge": hex::encode(challenge),
+        "evidence": hex::encode(evidence.encode()),
     }))
     .unwrap()
 }
@@ -69,13 +81,7 @@ fn a_card_is_issued_loaded_and_settled_over_http() {
     assert_eq!(pending[0].load_number, load_number);
     assert_eq!(pending[0].amount, amount(300));
     let committed = dispenser
-        .settle_pending_load(
-            &mut reader,
-            &mut link,
-            pending[0].load_number,
-            pending[0].card_counter,
-            pending[0].amount,
-        )
+        .settle_pending_load(&mut reader, &mut link, pending[0].load_number)
         .unwrap();
     assert_eq!(committed, Some(true));
     assert!(link.pending_loads(&card_id).unwrap().is_empty());
@@ -93,13 +99,27 @@ fn the_centers_refusals_come_back_as_center_errors() {
 
     let unknown = CardId([0xC0, 0, 0, 0, 0, 0, 0x7F, 0xFF]);
     assert_eq!(
-        link.resume_card_id(&CardIdRequest { dispenser_id }, &unknown, &[1; 16]),
+        link.resume_card_id(
+            &CardIdRequest {
+                dispenser_id,
+                chip_serial: CHIP,
+            },
+            &unknown,
+            &[1; 16]
+        ),
         Err(CenterError::UnknownCard(unknown))
     );
     // Resuming an issued card is allowed (its PERSONALIZE may have been cut), but only at
     // the dispenser that issued it.
     let resumed = link
-        .resume_card_id(&CardIdRequest { dispenser_id }, &card_id, &[1; 16])
+        .resume_card_id(
+            &CardIdRequest {
+                dispenser_id,
+                chip_serial: CHIP,
+            },
+            &card_id,
+            &[1; 16],
+        )
         .unwrap();
     assert_eq!(resumed.card_id, card_id);
     let mut other = h.link(&h.other_dispenser);
@@ -107,7 +127,8 @@ fn the_centers_refusals_come_back_as_center_errors() {
     assert_eq!(
         other.resume_card_id(
             &CardIdRequest {
-                dispenser_id: other_id
+                dispenser_id: other_id,
+                chip_serial: CHIP,
             },
             &card_id,
             &[1; 16]
@@ -116,7 +137,13 @@ fn the_centers_refusals_come_back_as_center_errors() {
     );
     // A body naming another device than the one that signs: refused, as the center would.
     assert_eq!(
-        other.assign_card_id(&CardIdRequest { dispenser_id }, &[1; 16]),
+        other.assign_card_id(
+            &CardIdRequest {
+                dispenser_id,
+                chip_serial: CHIP,
+            },
+            &[1; 16]
+        ),
         Err(CenterError::NotAuthorized(other_id))
     );
     // A payment terminal is not a dispenser.
@@ -125,7 +152,8 @@ fn the_centers_refusals_come_back_as_center_errors() {
     assert_eq!(
         terminal.assign_card_id(
             &CardIdRequest {
-                dispenser_id: terminal_id
+                dispenser_id: terminal_id,
+                chip_serial: CHIP,
             },
             &[1; 16]
         ),
@@ -143,17 +171,27 @@ fn the_centers_refusals_come_back_as_center_errors() {
 
     // Nothing listens: the link says unreachable.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", closed.local_addr().unwrap());
+    let url = format!("https://{}", closed.local_addr().unwrap());
     drop(closed);
-    let mut nowhere = HttpCenterLink::new(&url, Box::new(sam(&h.dispenser)))
+    let mut nowhere = HttpCenterLink::new(&url, h.server.pin(), Box::new(sam(&h.dispenser)))
         .unwrap()
         .with_timeout(Duration::from_secs(5));
     assert!(matches!(
-        nowhere.assign_card_id(&CardIdRequest { dispenser_id }, &[1; 16]),
+        nowhere.assign_card_id(
+            &CardIdRequest {
+                dispenser_id,
+                chip_serial: CHIP,
+            },
+            &[1; 16]
+        ),
         Err(CenterError::Unreachable(_))
     ));
     assert!(matches!(
-        HttpCenterLink::new("https://127.0.0.1:1", Box::new(sam(&h.dispenser))),
+        HttpCenterLink::new(
+            "http://127.0.0.1:1",
+            h.server.pin(),
+            Box::new(sam(&h.dispenser))
+        ),
         Err(CenterError::Setup(_))
     ));
 }
@@ -180,7 +218,11 @@ fn refused_requests_change_nothing() {
     let b = device_id(&h.other_dispenser);
     let terminal = device_id(&h.terminal);
     let settle = "/v1/loads/settle";
-    let body = settle_body(&card_id, a, load_number, true);
+    // The card committed the load whose answer was lost: its signed last transaction is
+    // the evidence a settlement carries.
+    let challenge = [0x5E; 16];
+    let evidence = last_transaction(&mut reader, challenge).unwrap();
+    let body = settle_body(&card_id, a, load_number, challenge, &evidence);
     let before = h.snapshot();
     assert_eq!(before.pending.len(), 1);
     let sequences = |h: &Harness| {
@@ -193,7 +235,8 @@ fn refused_requests_change_nothing() {
 
     // Authentication refusals: nothing stored, and no sequence moves.
     let quiet = sequences(&h);
-    let answer = send(&url, "POST", settle, &[], &body);
+    let json = [("content-type".to_owned(), "application/json".to_owned())];
+    let answer = send(&url, "POST", settle, &json, &body);
     let document = answer.problem(401, "unauthenticated");
     assert!(document.detail.contains("valuecard-device"), "{document:?}");
     let mut headers = signed_by(
@@ -235,7 +278,7 @@ fn refused_requests_change_nothing() {
         }
     }
     send(&url, "POST", settle, &headers, &body).problem(401, "bad-signature");
-    let cancel = settle_body(&card_id, a, load_number, false);
+    let cancel = settle_body(&card_id, a, load_number, [0x5F; 16], &evidence);
     let headers = signed_by(
         &h.dispenser,
         "POST",
@@ -273,21 +316,35 @@ fn refused_requests_change_nothing() {
     assert_eq!(sequences(&h), quiet);
     assert_eq!(h.snapshot(), before);
 
-    // Replay: a settlement of an already committed load is accepted once (it changes
-    // nothing), and the same bytes again are refused.
-    let replayable = settle_body(&card_id, a, 1, true);
+    // Another dispenser cannot settle A's load, even with the card's real evidence.
+    let by_b = settle_body(&card_id, b, load_number, challenge, &evidence);
+    let headers = signed_by(
+        &h.other_dispenser,
+        "POST",
+        settle,
+        h.next_sequence(&h.other_dispenser),
+        &by_b,
+    );
+    send(&url, "POST", settle, &headers, &by_b).problem(403, "not-authorized");
+    assert_eq!(h.snapshot(), before);
+
+    // Replay: the settlement is accepted once (the card's evidence commits the load), and
+    // the same bytes again are refused.
     let sequence = h.next_sequence(&h.dispenser);
-    let headers = signed_by(&h.dispenser, "POST", settle, sequence, &replayable);
-    let answer = send(&url, "POST", settle, &headers, &replayable);
+    let headers = signed_by(&h.dispenser, "POST", settle, sequence, &body);
+    let answer = send(&url, "POST", settle, &headers, &body);
     assert_eq!(answer.status, 200, "{}", answer.text());
     assert_eq!(answer.content_type, "application/json");
-    assert_eq!(answer.json()["status"], "committed");
+    assert_eq!(answer.json()["outcome"], "committed");
     assert_eq!(h.last_sequence(&h.dispenser), Some(sequence));
-    send(&url, "POST", settle, &headers, &replayable).problem(401, "replayed-request");
+    let settled = h.snapshot();
+    assert!(settled.pending.is_empty(), "{settled:?}");
+    send(&url, "POST", settle, &headers, &body).problem(401, "replayed-request");
     let older = signed_by(&h.dispenser, "POST", settle, sequence - 1, &body);
     send(&url, "POST", settle, &older, &body).problem(401, "replayed-request");
     assert_eq!(h.last_sequence(&h.dispenser), Some(sequence));
-    assert_eq!(h.snapshot(), before);
+    assert_eq!(h.snapshot(), settled);
+    let before = settled;
 
     // Authenticated, but refused: malformed JSON, bad hex, the body naming another device,
     // a payment terminal at a dispenser endpoint.
@@ -320,6 +377,7 @@ fn refused_requests_change_nothing() {
     assert!(document.detail.contains("card_id"), "{document:?}");
     let short = serde_json::to_vec(&serde_json::json!({
         "dispenser_id": a.to_hex(),
+        "chip_serial": "c500000000000001",
         "card_challenge": "00ff",
     }))
     .unwrap();
@@ -342,7 +400,7 @@ fn refused_requests_change_nothing() {
     );
     let document = send(&url, "POST", settle, &headers, &body).problem(403, "not-authorized");
     assert_eq!(document.device_id, Some(b.to_hex()));
-    let as_terminal = settle_body(&card_id, terminal, load_number, true);
+    let as_terminal = settle_body(&card_id, terminal, load_number, challenge, &evidence);
     let headers = signed_by(
         &h.terminal,
         "POST",
@@ -382,7 +440,7 @@ fn refused_requests_change_nothing() {
     );
     send_chunked(&url, settle, &headers, &huge).problem(413, "body-too-large");
     // Exactly at the limit is read (and then refused for what it says, not its size).
-    let mut at_limit = settle_body(&card_id, b, load_number, true);
+    let mut at_limit = settle_body(&card_id, b, load_number, challenge, &evidence);
     at_limit.resize(MAX_BODY_BYTES, b' ');
     let headers = signed_by(
         &h.dispenser,
@@ -432,8 +490,15 @@ fn a_request_in_flight_when_shutdown_starts_is_answered_and_committed() {
     let center = Arc::clone(h.server.center());
     // Hold the center so that the request waits inside the service.
     let held = center.lock().unwrap();
-    let worker =
-        std::thread::spawn(move || link.assign_card_id(&CardIdRequest { dispenser_id }, &[5; 16]));
+    let worker = std::thread::spawn(move || {
+        link.assign_card_id(
+            &CardIdRequest {
+                dispenser_id,
+                chip_serial: CHIP,
+            },
+            &[5; 16],
+        )
+    });
     let deadline = Instant::now() + Duration::from_secs(20);
     while h.server.requests_in_flight() < 1 {
         assert!(Instant::now() < deadline, "the request never arrived");
@@ -446,14 +511,15 @@ fn a_request_in_flight_when_shutdown_starts_is_answered_and_committed() {
         "the service must wait for the request in flight"
     );
     // No new connection is accepted meanwhile.
-    let mut late = HttpCenterLink::new(&url, Box::new(sam(&h.other_dispenser)))
+    let mut late = HttpCenterLink::new(&url, h.server.pin(), Box::new(sam(&h.other_dispenser)))
         .unwrap()
         .with_timeout(Duration::from_secs(5));
     let late_id = late.device_id();
     assert!(matches!(
         late.assign_card_id(
             &CardIdRequest {
-                dispenser_id: late_id
+                dispenser_id: late_id,
+                chip_serial: CHIP,
             },
             &[6; 16]
         ),
@@ -596,13 +662,25 @@ fn two_links_of_one_device_both_get_through() {
     let mut second = h.link(&h.dispenser);
     assert!(second.next_sequence() > first.next_sequence());
     second
-        .assign_card_id(&CardIdRequest { dispenser_id }, &[1; 16])
+        .assign_card_id(
+            &CardIdRequest {
+                dispenser_id,
+                chip_serial: CHIP,
+            },
+            &[1; 16],
+        )
         .unwrap();
     // The first link's next sequence is below the second's: refused as a replay, which
     // changed nothing, so the link signs again from the current time once.
     let stale = first.next_sequence();
     first
-        .assign_card_id(&CardIdRequest { dispenser_id }, &[2; 16])
+        .assign_card_id(
+            &CardIdRequest {
+                dispenser_id,
+                chip_serial: CHIP,
+            },
+            &[2; 16],
+        )
         .unwrap();
     assert!(first.next_sequence() > stale + 1);
     let refusals = send(&h.url(), "GET", "/metrics", &[], b"").text();

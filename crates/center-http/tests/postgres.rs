@@ -29,7 +29,7 @@ fn base_url() -> String {
 
 /// A fresh schema for this test, a connection to it under a name the admin connection can
 /// find, and the admin connection.
-fn fresh_database() -> Option<(Database, postgres::Client, String)> {
+fn fresh_database() -> Option<(Database, postgres::Client, String, String)> {
     let url = base_url();
     let mut admin = match postgres::Client::connect(&url, postgres::NoTls) {
         Ok(client) => client,
@@ -48,12 +48,12 @@ fn fresh_database() -> Option<(Database, postgres::Client, String)> {
         "{url} application_name={application} options='-c search_path={schema}'"
     ))
     .unwrap();
-    Some((database, admin, application))
+    Some((database, admin, application, schema))
 }
 
 #[test]
 fn issuance_and_loads_over_http_on_postgres() {
-    let Some((database, mut admin, application)) = fresh_database() else {
+    let Some((database, mut admin, application, _)) = fresh_database() else {
         return;
     };
     let center = Center::ephemeral_on(database, clock(), &mut WorldRng::seed_from_u64(21)).unwrap();
@@ -74,11 +74,15 @@ fn issuance_and_loads_over_http_on_postgres() {
 
     // The sequence check and advance is one statement on PostgreSQL too.
     let settle = "/v1/loads/settle";
+    // A settlement of the committed recharge, on the card's own evidence, changes nothing.
+    let challenge = [0x11; 16];
+    let evidence = valuecard_sim::last_transaction(&mut reader, challenge).unwrap();
     let body = serde_json::to_vec(&serde_json::json!({
         "dispenser_id": device_id(&h.dispenser).to_hex(),
         "card_id": card_id.to_hex(),
-        "load_number": 1,
-        "committed": true,
+        "load_number": evidence.record.writer_sequence,
+        "challenge": hex::encode(challenge),
+        "evidence": hex::encode(evidence.encode()),
     }))
     .unwrap();
     let sequence = h.next_sequence(&h.dispenser);
@@ -98,19 +102,143 @@ fn issuance_and_loads_over_http_on_postgres() {
     assert_eq!(h.last_sequence(&h.dispenser), Some(sequence));
     assert_eq!(h.snapshot(), before);
 
-    // The database goes away: health says 503, a device gets a generic 500, and neither
-    // carries the database's words.
+    // The center's backends are terminated (a database restart looks the same to them):
+    // the service connects again, and the next requests succeed.
     let terminated = admin
         .query(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
             &[&application],
         )
         .unwrap();
-    assert_eq!(terminated.len(), 1, "the center's connection was found");
+    assert_eq!(
+        terminated.len(),
+        2,
+        "the center's connection and the service's own were found"
+    );
     let health = send(&url, "GET", "/health", &[], b"");
-    let document = health.problem(503, "unavailable");
-    assert_eq!(document.database.as_deref(), Some("postgresql"));
+    assert_eq!(health.status, 200, "{}", health.text());
     let headers = signed_by(&h.dispenser, "POST", settle, sequence + 1, &body);
+    let answer = send(&url, "POST", settle, &headers, &body);
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(h.last_sequence(&h.dispenser), Some(sequence + 1));
+    let (mut reader, _) = issue_and_load(&mut h);
+    assert_eq!(read_purse(&mut reader).unwrap().balance, amount(6_250));
+}
+
+/// A TCP forwarder in front of PostgreSQL that can be cut (every connection through it
+/// closed, new ones refused) and restored: the database "goes away" for this test's
+/// connections only, without touching the server that others use.
+struct CuttableLink {
+    port: u16,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    open: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl CuttableLink {
+    fn start(target: std::net::SocketAddr) -> Self {
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let open = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (accept_up, accept_open) = (up.clone(), open.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                if !accept_up.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let Ok(server) = std::net::TcpStream::connect(target) else {
+                    continue;
+                };
+                let mut open = accept_open.lock().unwrap();
+                open.push(client.try_clone().unwrap());
+                open.push(server.try_clone().unwrap());
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        CuttableLink { port, up, open }
+    }
+
+    fn cut(&self) {
+        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        for stream in self.open.lock().unwrap().drain(..) {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    fn restore(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn the_service_reports_the_database_away_and_recovers_when_it_returns() {
+    let base = base_url();
+    let config: postgres::Config = base.parse().unwrap();
+    let target = match (config.get_hosts().first(), config.get_ports().first()) {
+        (Some(postgres::config::Host::Tcp(host)), port) => {
+            use std::net::ToSocketAddrs;
+            (host.as_str(), port.copied().unwrap_or(5432))
+                .to_socket_addrs()
+                .unwrap()
+                .next()
+                .unwrap()
+        }
+        _ => {
+            skip_note!("SKIPPED: the PostgreSQL URL names no TCP host to put a link in front of");
+            return;
+        }
+    };
+    let Some((_, _admin, _, schema)) = fresh_database() else {
+        return;
+    };
+    let link = CuttableLink::start(target);
+    let mut through = format!(
+        "host=127.0.0.1 port={} user={} dbname={} options='-c search_path={schema}'",
+        link.port,
+        config.get_user().unwrap_or("postgres"),
+        config.get_dbname().unwrap_or("postgres"),
+    );
+    if let Some(password) = config.get_password() {
+        through.push_str(&format!(" password={}", String::from_utf8_lossy(password)));
+    }
+    let database = Database::connect_postgres(&through).unwrap();
+    let center = Center::ephemeral_on(database, clock(), &mut WorldRng::seed_from_u64(22)).unwrap();
+    let mut h = Harness::start(center, 22);
+    let url = h.url();
+    let (mut card, card_id) = issue_and_load(&mut h);
+    let settle = "/v1/loads/settle";
+    // The card's own evidence for its last load (a settlement that changes nothing).
+    let challenge = [0x22; 16];
+    let evidence = valuecard_sim::last_transaction(&mut card, challenge).unwrap();
+    let body = serde_json::to_vec(&serde_json::json!({
+        "dispenser_id": device_id(&h.dispenser).to_hex(),
+        "card_id": card_id.to_hex(),
+        "load_number": evidence.record.writer_sequence,
+        "challenge": hex::encode(challenge),
+        "evidence": hex::encode(evidence.encode()),
+    }))
+    .unwrap();
+
+    // Away: health says 503 (every time, not only once), a device gets a generic 500, and
+    // neither carries the database's words.
+    let sequence = h.next_sequence(&h.dispenser);
+    link.cut();
+    for _ in 0..2 {
+        let document = send(&url, "GET", "/health", &[], b"").problem(503, "unavailable");
+        assert_eq!(document.database.as_deref(), Some("postgresql"));
+    }
+    let headers = signed_by(&h.dispenser, "POST", settle, sequence, &body);
     let answer = send(&url, "POST", settle, &headers, &body);
     let document = answer.problem(500, "internal");
     assert_eq!(document.detail, INTERNAL_DETAIL);
@@ -118,4 +246,16 @@ fn issuance_and_loads_over_http_on_postgres() {
     for word in ["postgres", "connection", "terminat", "sql"] {
         assert!(!text.contains(word), "{word} leaked: {text}");
     }
+
+    // Back: healthy again, and requests succeed on new connections.
+    link.restore();
+    let health = send(&url, "GET", "/health", &[], b"");
+    assert_eq!(health.status, 200, "{}", health.text());
+    let sequence = h.next_sequence(&h.dispenser);
+    let headers = signed_by(&h.dispenser, "POST", settle, sequence, &body);
+    let answer = send(&url, "POST", settle, &headers, &body);
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(h.last_sequence(&h.dispenser), Some(sequence));
+    let (mut reader, _) = issue_and_load(&mut h);
+    assert_eq!(read_purse(&mut reader).unwrap().balance, amount(6_250));
 }

@@ -1,39 +1,77 @@
 //! Device authentication for requests that reach the center over a network (the HTTP
 //! service): each request is signed by the device's SAM with the key the center certified at
 //! installation, and carries a sequence number that must rise strictly per device, so that a
-//! captured request can never be played again.
+//! captured request can never be played again. The center's answers are signed in turn with
+//! its root key and bound to the request they answer, so that a device acts only on what the
+//! center itself said, to it, for this request.
 //!
-//! The signed byte string is
+//! The byte string a device signs is
 //!
 //! ```text
 //! "valuecard/http/v1" || method || 0x00 || path || 0x00 || sequence (8 bytes, big-endian)
 //!     || SHA-256(body)
 //! ```
 //!
-//! A request is accepted only when the device is installed, the signature verifies under its
-//! certified key, and the sequence is above the last one accepted from it; the check and the
-//! advance are one statement, so two requests with one sequence never both pass. A refused
-//! request changes nothing.
+//! and the one the center signs for its answer
+//!
+//! ```text
+//! "valuecard/http/v1/answer" || device ID (8 bytes) || sequence (8 bytes, big-endian)
+//!     || method || 0x00 || path || 0x00 || SHA-256(answer body)
+//! ```
+//!
+//! Authentication has two steps, so that the expensive and attacker-driven one needs no
+//! lock on the center: [`DeviceKey::verify`] checks the signature with the device's
+//! certified key (looked up through a [`DeviceDirectory`], a connection of its own) and gives
+//! a [`VerifiedRequest`]; only that proof enters [`Center::accept_request`], which checks and
+//! advances the sequence in one statement, so two requests with one sequence never both
+//! pass. A refused request changes nothing.
+//!
+//! # The sequence window
+//!
+//! A sequence is accepted when it is above the last one accepted from the device and at
+//! most [`SEQUENCE_WINDOW_MICROS`] above the later of that last sequence and the center's
+//! clock in microseconds since the Unix epoch (devices start their sequences at their own
+//! clock, see `HttpCenterLink`). A request further ahead is refused and not recorded: a
+//! device whose clock ran far ahead, or that sent a sequence near 2^63, cannot lock itself
+//! out, since nothing it was refused raised the bar for its later requests.
 
 use valuecard_core::cert::Role;
 use valuecard_core::crypto::{sha256, PublicKey, Signature};
 use valuecard_core::ids::DeviceId;
 
-use crate::sql::Executor;
+use crate::sql::{Database, Executor};
 use crate::{Center, CenterError};
 
-/// The context label of a signed request.
-pub const REQUEST_CONTEXT: &[u8] = b"valuecard/http/v1";
+/// The SAM builds the signed byte string itself (`Sam::sign_device_request`); the center
+/// checks the same bytes.
+pub use valuecard_sam::{request_signing_input, REQUEST_CONTEXT};
 
-/// The byte string a device signs for one request.
-pub fn request_signing_input(method: &str, path: &str, sequence: u64, body: &[u8]) -> Vec<u8> {
-    let mut input = Vec::with_capacity(REQUEST_CONTEXT.len() + method.len() + path.len() + 42);
-    input.extend_from_slice(REQUEST_CONTEXT);
+/// The context label of a signed answer.
+pub const ANSWER_CONTEXT: &[u8] = b"valuecard/http/v1/answer";
+
+/// How far (in sequence steps, which devices count in microseconds) a request may run
+/// ahead of the later of the device's last accepted sequence and the center's clock: one
+/// hour of clock difference between a device and the center.
+pub const SEQUENCE_WINDOW_MICROS: u64 = 3_600_000_000;
+
+/// The byte string the center signs for its answer to one request: bound to the device and
+/// the sequence of the request (which the center accepts once), so that an answer cannot be
+/// replayed for another request or another device, nor altered.
+pub fn answer_signing_input(
+    device_id: &DeviceId,
+    sequence: u64,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> Vec<u8> {
+    let mut input = Vec::with_capacity(ANSWER_CONTEXT.len() + method.len() + path.len() + 50);
+    input.extend_from_slice(ANSWER_CONTEXT);
+    input.extend_from_slice(device_id.as_bytes());
+    input.extend_from_slice(&sequence.to_be_bytes());
     input.extend_from_slice(method.as_bytes());
     input.push(0);
     input.extend_from_slice(path.as_bytes());
     input.push(0);
-    input.extend_from_slice(&sequence.to_be_bytes());
     input.extend_from_slice(&sha256(body));
     input
 }
@@ -48,6 +86,54 @@ pub struct SignedRequest<'a> {
     pub path: &'a str,
     pub body: &'a [u8],
     pub signature: &'a Signature,
+}
+
+/// An installed device's certified key and role, as the center holds them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeviceKey {
+    pub device_id: DeviceId,
+    pub role: Role,
+    pub signing_key: PublicKey,
+}
+
+/// Proof that a request's signature verified under an installed device's certified key;
+/// only [`DeviceKey::verify`] makes one. Its sequence is not checked yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VerifiedRequest {
+    device: DeviceKey,
+    sequence: u64,
+}
+
+impl VerifiedRequest {
+    pub fn device_id(&self) -> DeviceId {
+        self.device.device_id
+    }
+
+    pub fn role(&self) -> Role {
+        self.device.role
+    }
+
+    pub fn sequence(&self) -> u64 {
+        self.sequence
+    }
+}
+
+impl DeviceKey {
+    /// Verifies the request's signature with this key.
+    pub fn verify(&self, request: &SignedRequest<'_>) -> Result<VerifiedRequest, AuthError> {
+        if request.device_id != self.device_id {
+            return Err(AuthError::BadSignature(request.device_id));
+        }
+        let signed =
+            request_signing_input(request.method, request.path, request.sequence, request.body);
+        self.signing_key
+            .verify(&signed, request.signature)
+            .map_err(|_| AuthError::BadSignature(self.device_id))?;
+        Ok(VerifiedRequest {
+            device: *self,
+            sequence: request.sequence,
+        })
+    }
 }
 
 /// A device whose request passed authentication.
@@ -68,40 +154,137 @@ pub enum AuthError {
     BadSignature(DeviceId),
     #[error("sequence {sequence} of device {device_id} is not above the last one accepted")]
     Replayed { device_id: DeviceId, sequence: u64 },
+    #[error(
+        "sequence {sequence} of device {device_id} is more than the window above the last one \
+         accepted and the center's clock (at most {ceiling}): check the device's clock"
+    )]
+    AheadOfWindow {
+        device_id: DeviceId,
+        sequence: u64,
+        ceiling: u64,
+    },
     #[error("sequence {0} is out of range")]
     SequenceOutOfRange(u64),
     #[error(transparent)]
     Center(#[from] CenterError),
 }
 
+/// The installed device's key and role, if the device is installed.
+fn lookup_device(
+    db: &mut dyn Executor,
+    device: DeviceId,
+) -> Result<Option<DeviceKey>, CenterError> {
+    let Some(row) = db.query_optional(
+        "SELECT role, signing_key FROM devices WHERE device_id = $1 AND status = 'installed'",
+        &[device.0[..].into()],
+    )?
+    else {
+        return Ok(None);
+    };
+    let role = u8::try_from(row.int(0)?)
+        .ok()
+        .and_then(Role::from_u8)
+        .ok_or_else(|| CenterError::Storage(format!("stored role of device {device}")))?;
+    let key_bytes = <[u8; 32]>::try_from(row.bytes(1)?.as_slice())
+        .map_err(|_| CenterError::Storage(format!("stored key of device {device}")))?;
+    let signing_key = PublicKey::from_bytes(&key_bytes)
+        .map_err(|_| CenterError::Storage(format!("stored key of device {device}")))?;
+    Ok(Some(DeviceKey {
+        device_id: device,
+        role,
+        signing_key,
+    }))
+}
+
+/// Device keys and the health of the database, on a connection of its own: requests are
+/// verified and health is answered without waiting for the connection the center works on.
+#[derive(Debug)]
+pub struct DeviceDirectory {
+    /// `None` when the database is in memory (tests and simulations): then lookups go
+    /// through the center.
+    reader: Option<Database>,
+}
+
+impl DeviceDirectory {
+    /// Whether the directory reaches the database by itself.
+    pub fn has_own_connection(&self) -> bool {
+        self.reader.is_some()
+    }
+
+    /// The installed device's key; `None` when the directory has no connection of its own.
+    pub fn device_key(&mut self, device: DeviceId) -> Option<Result<DeviceKey, AuthError>> {
+        let reader = self.reader.as_mut()?;
+        Some(match lookup_device(reader, device) {
+            Ok(Some(key)) => Ok(key),
+            Ok(None) => Err(AuthError::UnknownDevice(device)),
+            Err(error) => Err(AuthError::Center(error)),
+        })
+    }
+
+    /// Whether the database answers (`SELECT 1`); `None` when the directory has no
+    /// connection of its own.
+    pub fn check_database(&mut self) -> Option<Result<(), CenterError>> {
+        self.reader.as_mut().map(select_one)
+    }
+}
+
+fn select_one(db: &mut Database) -> Result<(), CenterError> {
+    match db.query_one("SELECT 1", &[])?.int(0)? {
+        1 => Ok(()),
+        other => Err(CenterError::Storage(format!("SELECT 1 returned {other}"))),
+    }
+}
+
 impl Center {
-    /// Verifies a device's signed request and advances its sequence. Nothing changes unless
-    /// every check passes.
-    pub fn authenticate_request(
+    /// A directory of device keys on its own connection to the center's database.
+    pub fn device_directory(&self) -> Result<DeviceDirectory, CenterError> {
+        Ok(DeviceDirectory {
+            reader: self.db.open_reader()?,
+        })
+    }
+
+    /// The installed device's key, through the center's own connection.
+    pub fn installed_device_key(&mut self, device: DeviceId) -> Result<DeviceKey, AuthError> {
+        lookup_device(&mut self.db, device)?.ok_or(AuthError::UnknownDevice(device))
+    }
+
+    /// Accepts a verified request: the device must still be installed with the key that
+    /// verified it, and the sequence must lie in the window (see the module documentation);
+    /// then the device's last sequence advances. `now_micros` is the center's clock in
+    /// microseconds since the Unix epoch. Nothing changes unless every check passes.
+    pub fn accept_request(
         &mut self,
-        request: &SignedRequest<'_>,
+        request: &VerifiedRequest,
+        now_micros: u64,
     ) -> Result<AuthenticatedDevice, AuthError> {
-        let device = request.device_id;
+        let device = request.device_id();
+        // The directory may have read the key just before the device was retired.
+        if lookup_device(&mut self.db, device)? != Some(request.device) {
+            return Err(AuthError::UnknownDevice(device));
+        }
         let sequence = i64::try_from(request.sequence)
             .map_err(|_| AuthError::SequenceOutOfRange(request.sequence))?;
-        let row = self
-            .db
-            .query_optional(
-                "SELECT role, signing_key FROM devices WHERE device_id = $1 AND status = 'installed'",
-                &[device.0[..].into()],
-            )?
-            .ok_or(AuthError::UnknownDevice(device))?;
-        let role = u8::try_from(row.int(0)?)
-            .ok()
-            .and_then(Role::from_u8)
-            .ok_or_else(|| CenterError::Storage(format!("stored role of device {device}")))?;
-        let key = PublicKey::from_bytes(&row.bytes(1)?)
-            .map_err(|_| CenterError::Storage(format!("stored key of device {device}")))?;
-        let signed =
-            request_signing_input(request.method, request.path, request.sequence, request.body);
-        key.verify(&signed, request.signature)
-            .map_err(|_| AuthError::BadSignature(device))?;
+        let last = self.last_request_sequence(&device)?;
+        if last.is_some_and(|last| request.sequence <= last) {
+            return Err(AuthError::Replayed {
+                device_id: device,
+                sequence: request.sequence,
+            });
+        }
+        let ceiling = last
+            .unwrap_or(0)
+            .max(now_micros)
+            .saturating_add(SEQUENCE_WINDOW_MICROS);
+        if request.sequence > ceiling {
+            return Err(AuthError::AheadOfWindow {
+                device_id: device,
+                sequence: request.sequence,
+                ceiling,
+            });
+        }
         let today = self.today().0;
+        // The condition is in the statement too: another process on the same database
+        // may have advanced the sequence since it was read.
         let advanced = self.db.execute(
             "INSERT INTO device_sequences (device_id, last_sequence, updated_on) VALUES ($1, $2, $3)
              ON CONFLICT (device_id) DO UPDATE SET last_sequence = excluded.last_sequence,
@@ -117,9 +300,40 @@ impl Center {
         }
         Ok(AuthenticatedDevice {
             device_id: device,
-            role,
+            role: request.role(),
             sequence: request.sequence,
         })
+    }
+
+    /// Verifies a device's signed request and advances its sequence, in one call on the
+    /// center (in-process use; the HTTP service verifies before it takes the center).
+    pub fn authenticate_request(
+        &mut self,
+        request: &SignedRequest<'_>,
+        now_micros: u64,
+    ) -> Result<AuthenticatedDevice, AuthError> {
+        let verified = self
+            .installed_device_key(request.device_id)?
+            .verify(request)?;
+        self.accept_request(&verified, now_micros)
+    }
+
+    /// The center's signature over its answer to an accepted request, with the root key the
+    /// device trusts (see [`answer_signing_input`]).
+    pub fn sign_answer(
+        &self,
+        device: &AuthenticatedDevice,
+        method: &str,
+        path: &str,
+        body: &[u8],
+    ) -> Signature {
+        self.keys.root.sign(&answer_signing_input(
+            &device.device_id,
+            device.sequence,
+            method,
+            path,
+            body,
+        ))
     }
 
     /// The last request sequence accepted from a device, if it ever sent one.
@@ -131,16 +345,16 @@ impl Center {
             "SELECT last_sequence FROM device_sequences WHERE device_id = $1",
             &[device_id.0[..].into()],
         )?;
-        row.map(|row| Ok(row.int(0)? as u64)).transpose()
+        row.map(|row| {
+            u64::try_from(row.int(0)?)
+                .map_err(|_| CenterError::Storage(format!("last sequence of device {device_id}")))
+        })
+        .transpose()
     }
 
     /// Whether the database answers (`SELECT 1`), for health checks.
     pub fn check_database(&mut self) -> Result<(), CenterError> {
-        let row = self.db.query_one("SELECT 1", &[])?;
-        match row.int(0)? {
-            1 => Ok(()),
-            other => Err(CenterError::Storage(format!("SELECT 1 returned {other}"))),
-        }
+        select_one(&mut self.db)
     }
 }
 
@@ -153,6 +367,9 @@ mod tests {
     use valuecard_core::crypto::{random_array, SigningKeyPair};
     use valuecard_core::messages::center::InstallationRequest;
     use valuecard_core::time::{Date, FixedClock};
+
+    /// The center's clock in the tests: 2026-06-01 in microseconds since the epoch.
+    const NOW: u64 = 1_780_272_000_000_000;
 
     fn installed(center: &mut Center, role: Role) -> (DeviceId, SigningKeyPair) {
         let device_id = center.allocate_device_id().unwrap();
@@ -200,13 +417,13 @@ mod tests {
 
         let first = sign(10);
         let accepted = center
-            .authenticate_request(&signed(device, 10, body, &first))
+            .authenticate_request(&signed(device, 10, body, &first), NOW)
             .unwrap();
         assert_eq!(accepted.role, Role::Dispenser);
         assert_eq!(center.last_request_sequence(&device).unwrap(), Some(10));
         // The same request again, and an older one, are replays.
         assert_eq!(
-            center.authenticate_request(&signed(device, 10, body, &first)),
+            center.authenticate_request(&signed(device, 10, body, &first), NOW),
             Err(AuthError::Replayed {
                 device_id: device,
                 sequence: 10
@@ -214,13 +431,13 @@ mod tests {
         );
         let older = sign(9);
         assert!(matches!(
-            center.authenticate_request(&signed(device, 9, body, &older)),
+            center.authenticate_request(&signed(device, 9, body, &older), NOW),
             Err(AuthError::Replayed { .. })
         ));
         // A signature over another body, or by another key, does not verify and moves nothing.
         let other_body = sign(11);
         assert_eq!(
-            center.authenticate_request(&signed(device, 11, b"{\"x\":1}", &other_body)),
+            center.authenticate_request(&signed(device, 11, b"{\"x\":1}", &other_body), NOW),
             Err(AuthError::BadSignature(device))
         );
         let stranger = SigningKeyPair::generate(&mut OsRng).sign(&request_signing_input(
@@ -230,21 +447,82 @@ mod tests {
             body,
         ));
         assert_eq!(
-            center.authenticate_request(&signed(device, 12, body, &stranger)),
+            center.authenticate_request(&signed(device, 12, body, &stranger), NOW),
             Err(AuthError::BadSignature(device))
         );
         assert_eq!(center.last_request_sequence(&device).unwrap(), Some(10));
         let next = sign(11);
         center
-            .authenticate_request(&signed(device, 11, body, &next))
+            .authenticate_request(&signed(device, 11, body, &next), NOW)
             .unwrap();
         assert_eq!(center.last_request_sequence(&device).unwrap(), Some(11));
         // An unknown device is refused before anything else.
         let unknown = DeviceId([0xD0, 0, 0, 0, 0, 0, 0, 0x77]);
         assert_eq!(
-            center.authenticate_request(&signed(unknown, 50, body, &next)),
+            center.authenticate_request(&signed(unknown, 50, body, &next), NOW),
             Err(AuthError::UnknownDevice(unknown))
         );
         center.check_database().unwrap();
+    }
+
+    #[test]
+    fn a_sequence_far_ahead_is_refused_and_does_not_lock_the_device_out() {
+        let clock = Box::new(FixedClock(Date::from_ymd(2026, 6, 1).unwrap()));
+        let mut center = Center::ephemeral(clock, &mut OsRng).unwrap();
+        let (device, key) = installed(&mut center, Role::PaymentTerminal);
+        let body = b"{}";
+        let send = |center: &mut Center, sequence: u64| {
+            let signature = key.sign(&request_signing_input(
+                "POST",
+                "/v1/loads/settle",
+                sequence,
+                body,
+            ));
+            center.authenticate_request(&signed(device, sequence, body, &signature), NOW)
+        };
+        // Far ahead of the center's clock (a device clock in 2099, or a sequence near the
+        // end of the range): refused, and nothing recorded.
+        for far in [
+            NOW + SEQUENCE_WINDOW_MICROS + 1,
+            i64::MAX as u64,
+            i64::MAX as u64 - 1,
+        ] {
+            assert!(
+                matches!(send(&mut center, far), Err(AuthError::AheadOfWindow { .. })),
+                "{far}"
+            );
+            assert_eq!(center.last_request_sequence(&device).unwrap(), None);
+        }
+        // The device goes on from its own clock; the edge of the window is accepted.
+        send(&mut center, NOW).unwrap();
+        assert_eq!(center.last_request_sequence(&device).unwrap(), Some(NOW));
+        send(&mut center, NOW + SEQUENCE_WINDOW_MICROS).unwrap();
+        // The window also moves with the last accepted sequence.
+        let last = NOW + SEQUENCE_WINDOW_MICROS;
+        assert!(matches!(
+            send(&mut center, last + SEQUENCE_WINDOW_MICROS + 1),
+            Err(AuthError::AheadOfWindow { .. })
+        ));
+        send(&mut center, last + 1).unwrap();
+        assert_eq!(
+            center.last_request_sequence(&device).unwrap(),
+            Some(last + 1)
+        );
+    }
+
+    #[test]
+    fn answers_are_bound_to_their_request() {
+        let device = DeviceId([0xD0, 0, 0, 0, 0, 0, 0, 1]);
+        let other = DeviceId([0xD0, 0, 0, 0, 0, 0, 0, 2]);
+        let base = answer_signing_input(&device, 7, "POST", "/v1/usage", b"{}");
+        for changed in [
+            answer_signing_input(&other, 7, "POST", "/v1/usage", b"{}"),
+            answer_signing_input(&device, 8, "POST", "/v1/usage", b"{}"),
+            answer_signing_input(&device, 7, "POST", "/v1/lists/delta", b"{}"),
+            answer_signing_input(&device, 7, "POST", "/v1/usage", b"{\"stored\":1}"),
+        ] {
+            assert_ne!(base, changed);
+        }
+        assert!(!base.starts_with(&request_signing_input("POST", "/v1/usage", 7, b"{}")[..20]));
     }
 }

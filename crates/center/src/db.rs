@@ -76,7 +76,110 @@ pub const MIGRATIONS: &[&str] = &[
     crate::lists::RESTORATION_MIGRATION,
     // 6: credit mode (Figs. 13-17): credit accounts and the cards' signed service records.
     crate::credit::MIGRATION,
+    // 7: alerts, settlement challenges of pending loads, the card's signature with each
+    // usage record, and the holding period of restorations.
+    crate::alerts::MIGRATION,
+    // 8: which center the database belongs to, so that a second `center init` on a
+    // database that already holds a center is refused (see `claim_for_new_center`).
+    r#"
+    CREATE TABLE center_identity (
+        singleton  BIGINT PRIMARY KEY CHECK (singleton = 1),
+        center_id  BYTEA NOT NULL CHECK (length(center_id) = 8),
+        root_key   BYTEA NOT NULL CHECK (length(root_key) = 32),
+        created_on BIGINT NOT NULL
+    );
+    "#,
 ];
+
+/// The center a database belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CenterIdentity {
+    pub center_id: valuecard_core::ids::DeviceId,
+    pub root_key: valuecard_core::crypto::PublicKey,
+}
+
+fn stored_identity(
+    tx: &mut dyn crate::sql::Executor,
+) -> Result<Option<valuecard_core::ids::DeviceId>, crate::CenterError> {
+    let Some(row) = tx.query_optional(
+        "SELECT center_id FROM center_identity WHERE singleton = 1",
+        &[],
+    )?
+    else {
+        return Ok(None);
+    };
+    let id = <[u8; 8]>::try_from(row.bytes(0)?.as_slice())
+        .map_err(|_| crate::CenterError::Storage("stored center ID".into()))?;
+    Ok(Some(valuecard_core::ids::DeviceId(id)))
+}
+
+/// Records that a new center owns `db`. Refused, changing nothing, when the database
+/// already belongs to a center: recorded as such, or (a database from before identities
+/// were recorded) holding any device or card. A second center merged into one database
+/// would have its devices accepted by the first center's service.
+pub fn claim_for_new_center(
+    db: &mut crate::sql::Database,
+    identity: &CenterIdentity,
+    today: valuecard_core::time::Date,
+) -> Result<(), crate::CenterError> {
+    db.transaction(|tx| {
+        if let Some(owner) = stored_identity(tx)? {
+            return Err(crate::CenterError::Setup(format!(
+                "this database already holds center {owner}: refusing to create a second center in it \
+                 (use an empty database, or open center {owner} from its own data directory)"
+            )));
+        }
+        let used = tx
+            .query_one(
+                "SELECT CAST((SELECT COUNT(*) FROM devices) + (SELECT COUNT(*) FROM cards) AS BIGINT)",
+                &[],
+            )?
+            .int(0)?;
+        if used > 0 {
+            return Err(crate::CenterError::Setup(
+                "this database already holds a center's devices and cards: refusing to create a \
+                 second center in it (use an empty database)"
+                    .into(),
+            ));
+        }
+        tx.execute(
+            "INSERT INTO center_identity (singleton, center_id, root_key, created_on) VALUES (1, $1, $2, $3)",
+            &[
+                identity.center_id.0[..].into(),
+                identity.root_key.to_bytes()[..].into(),
+                i64::from(today.0).into(),
+            ],
+        )?;
+        Ok(())
+    })
+}
+
+/// Checks that `db` belongs to the center opening it. A database from before identities
+/// were recorded is claimed by the first center that opens it.
+pub fn check_owner(
+    db: &mut crate::sql::Database,
+    identity: &CenterIdentity,
+    today: valuecard_core::time::Date,
+) -> Result<(), crate::CenterError> {
+    db.transaction(|tx| match stored_identity(tx)? {
+        Some(owner) if owner == identity.center_id => Ok(()),
+        Some(owner) => Err(crate::CenterError::Setup(format!(
+            "this database belongs to center {owner}, not to center {}",
+            identity.center_id
+        ))),
+        None => {
+            tx.execute(
+                "INSERT INTO center_identity (singleton, center_id, root_key, created_on) VALUES (1, $1, $2, $3)",
+                &[
+                    identity.center_id.0[..].into(),
+                    identity.root_key.to_bytes()[..].into(),
+                    i64::from(today.0).into(),
+                ],
+            )?;
+            Ok(())
+        }
+    })
+}
 
 /// Takes the next value of a named sequence inside the caller's transaction.
 pub fn next_in_sequence(

@@ -1,24 +1,40 @@
 //! The center's secret keys (seed 003, Figs. 4A and 8): the root signing key (pA, qA), the
-//! transport key Ktemp built into devices and cards at manufacture, the master key KA from
-//! which every card key KU and terminal key KT is diversified, and the common key KO.
+//! manufacture key from which each card's and SAM's own transport key Ktemp is diversified
+//! (from its manufacture identifier), the master key KA from which every card key KU and
+//! terminal key KT is diversified, and the common key KO.
+//!
+//! The key file keeps its format: what version 1 stored as the one shared Ktemp is read as
+//! the manufacture key, so devices made before per-device transport keys must be made again.
 
 use std::io::Write;
 use std::path::Path;
 
 use rand_core::CryptoRngCore;
-use valuecard_core::crypto::{AesKey, SigningKeyPair};
+use valuecard_core::crypto::{derivation, diversify_key, AesKey, SigningKeyPair};
 use valuecard_core::ids::DeviceId;
+use valuecard_core::messages::purse::ChipSerial;
 use valuecard_core::tlv::{TlvReader, TlvWriter};
 use zeroize::Zeroize;
 
 use crate::CenterError;
 
 const MAGIC: &[u8] = b"valuecard-center-keys-v1";
+/// The first byte of every chip serial, so that no chip serial equals a device ID (0xD0…) and
+/// no chip shares a transport key with a SAM.
+pub const CHIP_SERIAL_PREFIX: u8 = 0xC5;
+
+/// A fresh chip serial: the prefix and seven random bytes.
+pub fn chip_serial(rng: &mut impl CryptoRngCore) -> ChipSerial {
+    let mut serial: ChipSerial = valuecard_core::crypto::random_array(rng);
+    serial[0] = CHIP_SERIAL_PREFIX;
+    serial
+}
 
 pub struct CenterKeys {
     pub center_id: DeviceId,
     pub root: SigningKeyPair,
-    pub transport_key: AesKey,
+    /// Never leaves the center: the factory receives one diversified Ktemp per device.
+    pub manufacture_key: AesKey,
     pub master_key: AesKey,
     pub common_key: AesKey,
 }
@@ -37,9 +53,28 @@ impl CenterKeys {
         CenterKeys {
             center_id,
             root: SigningKeyPair::generate(rng),
-            transport_key: AesKey::random(rng),
+            manufacture_key: AesKey::random(rng),
             master_key: AesKey::random(rng),
             common_key: AesKey::random(rng),
+        }
+    }
+
+    /// One device's own transport key Ktemp (Fig. 8): the SP 800-108 CMAC KDF of its
+    /// manufacture identifier (a SAM's device ID, a card chip's serial) under the
+    /// manufacture key.
+    pub fn transport_key(&self, manufacture_id: &[u8; 8]) -> AesKey {
+        diversify_key(
+            &self.manufacture_key,
+            derivation::TRANSPORT_KEY,
+            manufacture_id,
+        )
+    }
+
+    /// The center's identity as recorded in its database.
+    pub fn identity(&self) -> crate::db::CenterIdentity {
+        crate::db::CenterIdentity {
+            center_id: self.center_id,
+            root_key: self.root.public_key(),
         }
     }
 
@@ -48,7 +83,7 @@ impl CenterKeys {
         w.put(0x80, MAGIC)
             .put(0x81, self.center_id.as_bytes())
             .put(0x82, self.root.seed().expose())
-            .put(0x83, self.transport_key.expose())
+            .put(0x83, self.manufacture_key.expose())
             .put(0x84, self.master_key.expose())
             .put(0x85, self.common_key.expose());
         w.into_bytes()
@@ -63,14 +98,14 @@ impl CenterKeys {
         let mut seed: [u8; 32] = r.expect_array(0x82).ok()?;
         let root = SigningKeyPair::from_seed(&seed);
         seed.zeroize();
-        let transport_key = AesKey::from_slice(r.expect(0x83).ok()?).ok()?;
+        let manufacture_key = AesKey::from_slice(r.expect(0x83).ok()?).ok()?;
         let master_key = AesKey::from_slice(r.expect(0x84).ok()?).ok()?;
         let common_key = AesKey::from_slice(r.expect(0x85).ok()?).ok()?;
         r.finish().ok()?;
         Some(CenterKeys {
             center_id,
             root,
-            transport_key,
+            manufacture_key,
             master_key,
             common_key,
         })

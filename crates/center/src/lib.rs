@@ -8,11 +8,15 @@
 
 #![forbid(unsafe_code)]
 
+pub mod alerts;
 pub mod auth;
 pub mod credit;
 pub mod db;
+pub mod devices;
 pub mod keys;
 pub mod lists;
+pub mod loads;
+pub mod reconcile;
 pub mod sql;
 pub mod stamps;
 pub mod usage;
@@ -21,24 +25,20 @@ use std::path::{Path, PathBuf};
 
 use rand_core::CryptoRngCore;
 use valuecard_core::cert::{Certificate, CertificateBody, Role, TrustAnchor};
-use valuecard_core::crypto::{aes_cmac, delivery, derivation, diversify_key, PublicKey, Signature};
+use valuecard_core::crypto::{aes_cmac, derivation, diversify_key, seal_to, PublicKey};
 use valuecard_core::ids::{CardId, DeviceId};
 pub use valuecard_core::messages::center::CenterError as LinkError;
 use valuecard_core::messages::center::{
     CardCertificationRequest, CardIdAssignment, CardIdRequest, CardPersonalization, CenterLink,
-    Installation, InstallationRequest, LoadApproval, LoadRequest, LoadSettlement,
+    LoadApproval, LoadOutcome, LoadRequest, LoadSettlement, SettlementChallengeRequest,
 };
-use valuecard_core::messages::purse::{
-    Challenge, GenerateKeyPairCommand, InitializeLoad, LoadAuthorization, LoadOffer,
-    PersonalizeCommand,
-};
+use valuecard_core::messages::purse::{Challenge, GenerateKeyPairCommand, PersonalizeCommand};
 use valuecard_core::money::Amount;
 use valuecard_core::time::{Clock, Date};
-use valuecard_sam::{installation_keys_aad, installation_session_key};
 
 use crate::db::next_in_sequence;
 use crate::keys::CenterKeys;
-use crate::sql::{Database, Executor, Value};
+use crate::sql::{Database, Executor};
 
 pub use valuecard_core::messages::center::CenterError;
 
@@ -77,6 +77,8 @@ pub struct PendingLoad {
     pub load_number: u32,
     pub card_counter: u32,
     pub amount: Amount,
+    /// The dispenser that holds the load: the value in flight is its liability.
+    pub dispenser_id: DeviceId,
 }
 
 /// The management center over its key file and database.
@@ -132,10 +134,12 @@ impl Center {
         center_id[0] = 0xCE;
         rng.fill_bytes(&mut center_id[1..]);
         let keys = CenterKeys::generate(DeviceId(center_id), rng);
-        let db = match database {
+        let mut db = match database {
             Some(db) => db,
             None => Database::open_sqlite(&db_path(dir))?,
         };
+        // Before the key file exists: a refused database leaves no half-made center behind.
+        crate::db::claim_for_new_center(&mut db, &keys.identity(), clock.today())?;
         keys.save(&key_path(dir))?;
         Ok(Center {
             keys,
@@ -153,10 +157,11 @@ impl Center {
         clock: Box<dyn Clock>,
     ) -> Result<Self, CenterError> {
         let keys = CenterKeys::load(&key_path(dir))?;
-        let db = match database {
+        let mut db = match database {
             Some(db) => db,
             None => Database::open_sqlite(&db_path(dir))?,
         };
+        crate::db::check_owner(&mut db, &keys.identity(), clock.today())?;
         Ok(Center {
             keys,
             db,
@@ -185,12 +190,6 @@ impl Center {
             center: self.keys.center_id,
             public_key: self.keys.root.public_key(),
         }
-    }
-
-    /// The transport key Ktemp, for the factory that manufactures cards and SAMs (Fig. 8).
-    /// The factory is part of the issuer's trusted set-up; nothing else receives it.
-    pub fn transport_key_for_manufacture(&self) -> valuecard_core::crypto::AesKey {
-        self.keys.transport_key.clone()
     }
 
     fn certificate(
@@ -240,75 +239,6 @@ impl Center {
     pub fn allocate_device_id(&mut self) -> Result<DeviceId, CenterError> {
         let number = self.db.transaction(|tx| next_in_sequence(tx, "device"))?;
         Ok(sequential_id(DEVICE_ID_PREFIX, number))
-    }
-
-    /// Fig. 4A with Fig. 8: certify a device's public key for `role`, and deliver KT
-    /// (diversified from its ID under KA) and KO sealed under the transport key.
-    pub fn install_device(
-        &mut self,
-        request: &InstallationRequest,
-        role: Role,
-    ) -> Result<Installation, CenterError> {
-        if !matches!(
-            role,
-            Role::PaymentTerminal | Role::Dispenser | Role::SettlementTerminal
-        ) {
-            return Err(CenterError::NotAuthorized(request.device_id));
-        }
-        let certificate = self.certificate(
-            request.device_id,
-            role,
-            request.signing_key,
-            request.sealing_key,
-        );
-        let terminal_key = diversify_key(
-            &self.keys.master_key,
-            derivation::TERMINAL_KEY,
-            request.device_id.as_bytes(),
-        );
-        // KT || KO || TS0: the first time stamp of Fig. 10 travels with the keys.
-        let first_stamp: [u8; 32] = valuecard_core::crypto::random_array(&mut self.rng);
-        let mut plain = [0u8; 64];
-        plain[..16].copy_from_slice(terminal_key.expose());
-        plain[16..32].copy_from_slice(self.keys.common_key.expose());
-        plain[32..].copy_from_slice(&first_stamp);
-        let session = installation_session_key(
-            &self.keys.transport_key,
-            &request.challenge,
-            &request.device_id,
-        );
-        let sealed_keys = delivery::seal(
-            &session,
-            &installation_keys_aad(&request.device_id, &self.anchor()),
-            &plain,
-            &mut self.rng,
-        );
-        zeroize::Zeroize::zeroize(&mut plain);
-        let changed = self.db.execute(
-            "INSERT INTO devices (device_id, role, signing_key, sealing_key, certificate, status, installed_on)
-             VALUES ($1, $2, $3, $4, $5, 'installed', $6)
-             ON CONFLICT (device_id) DO NOTHING",
-            &[
-                request.device_id.0[..].into(),
-                (role as u8).into(),
-                request.signing_key.to_bytes()[..].into(),
-                request.sealing_key[..].into(),
-                certificate.encode().into(),
-                self.today().0.into(),
-            ],
-        )?;
-        if changed == 0 {
-            return Err(CenterError::Mismatch(format!(
-                "device {} is already installed",
-                request.device_id
-            )));
-        }
-        self.register_first_stamp(request.device_id, &first_stamp)?;
-        Ok(Installation {
-            certificate,
-            anchor: self.anchor(),
-            sealed_keys,
-        })
     }
 
     pub(crate) fn device_role(&mut self, device_id: DeviceId) -> Result<Role, CenterError> {
@@ -379,50 +309,6 @@ impl Center {
         Ok(())
     }
 
-    /// Totals of every load, by kind and outcome.
-    pub fn load_totals(&mut self) -> Result<LoadTotals, CenterError> {
-        let mut totals = LoadTotals::default();
-        let rows = self.db.query(
-            "SELECT kind, status, CAST(COALESCE(SUM(amount_minor), 0) AS BIGINT), CAST(COUNT(*) AS BIGINT)
-             FROM loads GROUP BY kind, status",
-            &[],
-        )?;
-        for row in rows {
-            let sum = row.int(2)? as u64;
-            let count = row.int(3)? as u64;
-            match (row.text(0)?.as_str(), row.text(1)?.as_str()) {
-                ("initial", "committed") => totals.issued += sum,
-                ("recharge", "committed") => totals.loaded += sum,
-                (_, "pending") => {
-                    totals.in_flight += sum;
-                    totals.in_flight_count += count;
-                }
-                _ => totals.cancelled += sum,
-            }
-        }
-        Ok(totals)
-    }
-
-    /// Loads authorized but not yet settled, oldest first.
-    pub fn pending_loads(&mut self) -> Result<Vec<PendingLoad>, CenterError> {
-        let rows = self.db.query(
-            "SELECT card_id, load_number, card_counter, amount_minor FROM loads WHERE status = 'pending' ORDER BY load_number",
-            &[],
-        )?;
-        rows.iter()
-            .map(|row| {
-                Ok(PendingLoad {
-                    card_id: CardId::from_slice(&row.bytes(0)?)
-                        .map_err(|e| CenterError::Storage(e.to_string()))?,
-                    load_number: row.int(1)? as u32,
-                    card_counter: row.int(2)? as u32,
-                    amount: Amount::new(row.int(3)? as u64)
-                        .map_err(|e| CenterError::Storage(e.to_string()))?,
-                })
-            })
-            .collect()
-    }
-
     /// The remaining-value record of a card: the balance after its last settled load.
     pub fn remaining_value(
         &mut self,
@@ -485,8 +371,12 @@ impl valuecard_core::messages::center::TerminalLink for Center {
         self.list_delta_since(since)
     }
 
-    fn report_stamp(&mut self, terminal_id: DeviceId, count: u32) -> Result<u32, CenterError> {
-        self.record_stamp_count(terminal_id, count)
+    fn report_stamp(
+        &mut self,
+        terminal_id: DeviceId,
+        stamp: &valuecard_core::messages::purse::TerminalStamp,
+    ) -> Result<u32, CenterError> {
+        self.record_stamp(terminal_id, stamp)
     }
 }
 
@@ -509,7 +399,7 @@ impl CenterLink for Center {
             Ok(card_id)
         })?;
         let mac = aes_cmac(
-            &self.keys.transport_key,
+            &self.chip_transport_key(&request.chip_serial)?,
             &GenerateKeyPairCommand::mac_input(card_challenge, &card_id),
         );
         Ok(CardIdAssignment { card_id, mac })
@@ -532,7 +422,7 @@ impl CenterLink for Center {
             return Err(CenterError::NotAuthorized(request.dispenser_id));
         }
         let mac = aes_cmac(
-            &self.keys.transport_key,
+            &self.chip_transport_key(&request.chip_serial)?,
             &GenerateKeyPairCommand::mac_input(card_challenge, card_id),
         );
         Ok(CardIdAssignment {
@@ -573,19 +463,19 @@ impl CenterLink for Center {
         let mut plain = [0u8; 32];
         plain[..16].copy_from_slice(card_key.expose());
         plain[16..].copy_from_slice(self.keys.common_key.expose());
-        let session = delivery::session_key(
-            &self.keys.transport_key,
-            derivation::CARD_DELIVERY,
-            &request.card_challenge,
-            request.card_id.as_bytes(),
-        );
-        let sealed_keys = delivery::seal(
-            &session,
+        // Sealed to the card's freshly generated X25519 key with an ephemeral key of the
+        // center: a sniffer of the personalisation who holds the transport key still cannot
+        // open KU and KO.
+        let sealed = seal_to(
+            &mut self.rng,
+            &request.sealing_key,
             &PersonalizeCommand::sealed_keys_aad(&request.card_id),
             &plain,
-            &mut self.rng,
         );
         zeroize::Zeroize::zeroize(&mut plain);
+        let sealed_keys = sealed.map_err(|_| {
+            CenterError::Mismatch("the card's sealing key is not a usable X25519 key".into())
+        })?;
         let date = self.today();
         let mut command = PersonalizeCommand {
             certificate: certificate.clone(),
@@ -596,7 +486,7 @@ impl CenterLink for Center {
             mac: [0; 16],
         };
         command.mac = aes_cmac(
-            &self.keys.transport_key,
+            &self.chip_transport_key(&request.chip_serial)?,
             &PersonalizeCommand::mac_input(&request.card_challenge, &command.encode_unmacced()),
         );
         self.db.execute(
@@ -619,230 +509,23 @@ impl CenterLink for Center {
         })
     }
 
-    /// Fig. 7: verify SU(Y * X * V) with the card's certified key, then sign
-    /// SA(Y * X * V * IDU) and MAC it under KU. A retried request gets the same answer.
     fn authorize_load(&mut self, request: &LoadRequest) -> Result<LoadApproval, CenterError> {
-        self.require_dispenser(request.dispenser_id)?;
-        let (status, _, _) = self.card_record(&request.card_id)?;
-        match status.as_str() {
-            "issued" => {}
-            "blocked" => return Err(CenterError::CardBlocked(request.card_id)),
-            other => {
-                return Err(CenterError::Mismatch(format!(
-                    "card {} is {other}",
-                    request.card_id
-                )))
-            }
-        }
-        let card_key = self.card_public_key(&request.card_id)?;
-        let init = InitializeLoad {
-            challenge_dispenser: request.challenge_dispenser,
-            amount: request.amount,
-            dispenser_id: request.dispenser_id,
-        };
-        let offer = &request.offer;
-        let signed = LoadOffer::signed_message(
-            &request.card_id,
-            &init,
-            &offer.challenge_card,
-            offer.balance,
-            offer.counter,
-        );
-        card_key
-            .verify(&signed, &offer.signature)
-            .map_err(|_| CenterError::BadCardSignature)?;
-        if request.amount == Amount::ZERO {
-            return Err(CenterError::Amount("a load must be positive".into()));
-        }
-        // A purchase already spent this card state: the card offering it now is a copy.
-        let today = self.today().0;
-        let cloned = self.db.transaction(|tx| {
-            if Center::state_consumed(tx, &request.card_id, offer.counter)? {
-                crate::usage::list_card(
-                    tx,
-                    &request.card_id,
-                    valuecard_core::messages::center::ListReason::Cloned,
-                    today,
-                )?;
-                tx.execute(
-                    "UPDATE cards SET status = 'blocked' WHERE card_id = $1",
-                    &[request.card_id.0[..].into()],
-                )?;
-                return Ok(true);
-            }
-            Ok(false)
-        })?;
-        if cloned {
-            return Err(CenterError::CardBlocked(request.card_id));
-        }
-        let balance_after = offer
-            .balance
-            .checked_add(request.amount)
-            .map_err(|error| CenterError::Amount(error.to_string()))?;
-        if let Some(record) = self.remaining_value(&request.card_id)? {
-            if offer.counter < record.card_counter {
-                return Err(CenterError::Mismatch(format!(
-                    "card {} reports counter {} below the center's record {}",
-                    request.card_id, offer.counter, record.card_counter
-                )));
-            }
-        }
-        if let Some(existing) = self.existing_approval(request, balance_after)? {
-            return Ok(existing);
-        }
-        let date = self.today();
-        let root = &self.keys.root;
-        let (authorization, signature) = self.db.transaction(|tx| {
-            // A new offer at the same counter proves the card dropped any earlier session at
-            // that counter: those earlier approvals can never be applied.
-            tx.execute(
-                "UPDATE loads SET status = 'cancelled' WHERE card_id = $1 AND card_counter = $2 AND status = 'pending'",
-                &[request.card_id.0[..].into(), offer.counter.into()],
-            )?;
-            let load_number = u32::try_from(next_in_sequence(tx, "load")?)
-                .map_err(|_| CenterError::Storage("load numbers exhausted".into()))?;
-            let authorization = LoadAuthorization {
-                card_id: request.card_id,
-                dispenser_id: request.dispenser_id,
-                challenge_dispenser: request.challenge_dispenser,
-                challenge_card: offer.challenge_card,
-                counter: offer.counter,
-                amount: request.amount,
-                balance_after,
-                load_number,
-                date,
-            };
-            let signature = root.sign(&authorization.signed_message());
-            let kind = if offer.counter == 0 { "initial" } else { "recharge" };
-            tx.execute(
-                "INSERT INTO loads (card_id, load_number, card_counter, challenge_card, challenge_dispenser, dispenser_id,
-                                    amount_minor, balance_after_minor, kind, status, authorized_on, signature)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', $10, $11)",
-                &[
-                    request.card_id.0[..].into(),
-                    load_number.into(),
-                    offer.counter.into(),
-                    offer.challenge_card[..].into(),
-                    request.challenge_dispenser[..].into(),
-                    request.dispenser_id.0[..].into(),
-                    Value::Int(request.amount.minor() as i64),
-                    Value::Int(balance_after.minor() as i64),
-                    kind.into(),
-                    date.0.into(),
-                    signature.0[..].into(),
-                ],
-            )?;
-            Ok((authorization, signature))
-        })?;
-        let mac = aes_cmac(
-            &self.card_key(&request.card_id),
-            &authorization.signed_message(),
-        );
-        Ok(LoadApproval {
-            balance_after,
-            load_number: authorization.load_number,
-            date,
-            signature,
-            mac,
-        })
+        self.authorize_load_checked(request)
     }
 
-    fn settle_load(&mut self, settlement: &LoadSettlement) -> Result<(), CenterError> {
-        self.require_dispenser(settlement.dispenser_id)?;
-        let today = self.clock.today().0;
-        self.db.transaction(|tx| {
-            let row = tx
-                .query_optional(
-                    "SELECT card_id, status, card_counter, balance_after_minor FROM loads WHERE load_number = $1",
-                    &[settlement.load_number.into()],
-                )?
-                .ok_or_else(|| CenterError::Mismatch(format!("no load number {}", settlement.load_number)))?;
-            let (card, status, counter, balance_after) = (row.bytes(0)?, row.text(1)?, row.int(2)?, row.int(3)?);
-            if card != settlement.card_id.0 {
-                return Err(CenterError::Mismatch(format!(
-                    "load {} is not for card {}",
-                    settlement.load_number, settlement.card_id
-                )));
-            }
-            let outcome = if settlement.committed { "committed" } else { "cancelled" };
-            match status.as_str() {
-                "pending" => {}
-                same if same == outcome => return Ok(()),
-                other => {
-                    return Err(CenterError::Mismatch(format!(
-                        "load {} is already {other}, cannot become {outcome}",
-                        settlement.load_number
-                    )))
-                }
-            }
-            tx.execute("UPDATE loads SET status = $2 WHERE load_number = $1", &[settlement.load_number.into(), outcome.into()])?;
-            if settlement.committed {
-                tx.execute(
-                    "INSERT INTO remaining_values (card_id, balance_minor, card_counter, updated_on) VALUES ($1, $2, $3, $4)
-                     ON CONFLICT (card_id) DO UPDATE SET balance_minor = excluded.balance_minor,
-                         card_counter = excluded.card_counter, updated_on = excluded.updated_on
-                     WHERE excluded.card_counter > remaining_values.card_counter",
-                    &[card.into(), balance_after.into(), (counter + 1).into(), today.into()],
-                )?;
-            }
-            Ok(())
-        })
+    fn settlement_challenge(
+        &mut self,
+        request: &SettlementChallengeRequest,
+    ) -> Result<Challenge, CenterError> {
+        self.issue_settlement_challenge(request)
+    }
+
+    fn settle_load(&mut self, settlement: &LoadSettlement) -> Result<LoadOutcome, CenterError> {
+        self.settle_load_on_evidence(settlement)
     }
 }
 
 impl Center {
-    fn existing_approval(
-        &mut self,
-        request: &LoadRequest,
-        balance_after: Amount,
-    ) -> Result<Option<LoadApproval>, CenterError> {
-        let row = self.db.query_optional(
-            "SELECT load_number, amount_minor, balance_after_minor, authorized_on, signature, status FROM loads
-             WHERE card_id = $1 AND card_counter = $2 AND challenge_card = $3",
-            &[request.card_id.0[..].into(), request.offer.counter.into(), request.offer.challenge_card[..].into()],
-        )?;
-        let Some(row) = row else {
-            return Ok(None);
-        };
-        let (load_number, amount, stored_balance, date) =
-            (row.int(0)?, row.int(1)?, row.int(2)?, row.int(3)?);
-        if amount as u64 != request.amount.minor() || stored_balance as u64 != balance_after.minor()
-        {
-            return Err(CenterError::Mismatch(
-                "this card offer was already authorized with a different amount".into(),
-            ));
-        }
-        if row.text(5)? == "cancelled" {
-            return Err(CenterError::Mismatch(
-                "this card offer was cancelled".into(),
-            ));
-        }
-        let signature = Signature::from_slice(&row.bytes(4)?)
-            .map_err(|_| CenterError::Storage("stored signature".into()))?;
-        let authorization = LoadAuthorization {
-            card_id: request.card_id,
-            dispenser_id: request.dispenser_id,
-            challenge_dispenser: request.challenge_dispenser,
-            challenge_card: request.offer.challenge_card,
-            counter: request.offer.counter,
-            amount: request.amount,
-            balance_after,
-            load_number: load_number as u32,
-            date: Date(date as u32),
-        };
-        let mac = aes_cmac(
-            &self.card_key(&request.card_id),
-            &authorization.signed_message(),
-        );
-        Ok(Some(LoadApproval {
-            balance_after,
-            load_number: load_number as u32,
-            date: Date(date as u32),
-            signature,
-            mac,
-        }))
-    }
-
     /// A center whose keys and database live only in memory (or on `database`): for tests,
     /// simulations and benchmarks. The keys do not survive the process.
     pub fn ephemeral(

@@ -100,21 +100,68 @@ pub const RESTORATION_MIGRATION: &str = r#"
     )
 "#;
 
+/// How long a card reported destroyed is held before its value goes to a replacement:
+/// long enough for every terminal to sync the list and upload what the old chip spent
+/// before the report reached it. Those late uploads lower the remaining value, so the
+/// replacement gets what the old card really held at the end.
+pub const RESTORE_HOLD_DAYS: u32 = 14;
+
+/// Where a restore stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Restoration {
+    /// The card is listed and blocked; its value is paid out from this day on.
+    Held { until: valuecard_core::time::Date },
+    /// The amount to put on the replacement card, paid once.
+    Restored {
+        amount: valuecard_core::money::Amount,
+    },
+}
+
 impl Center {
     /// The restore procedure for a card whose chip is destroyed (Fig. 9, remaining-value
-    /// database): the old card is listed (so the chip, should it still work, is refused
-    /// everywhere) and blocked, and the amount to put on a replacement card is its
-    /// remaining value as the center last knew it. Refused while a load of the card is in
-    /// flight, because then the remaining value is not known yet.
-    pub fn restore_card(
+    /// database), in two steps. The first call lists and blocks the old card (so the chip,
+    /// should it still work, is refused everywhere once terminals sync) and starts a
+    /// holding period of [`RESTORE_HOLD_DAYS`]. A call after the holding period pays out
+    /// the remaining value as the center knows it then, late uploads netted, once. Any
+    /// later spending by the old chip raises an alert. Refused while a load of the card is
+    /// in flight, because then the remaining value is not known yet.
+    pub fn restore_card(&mut self, card_id: &CardId) -> Result<Restoration, CenterError> {
+        self.restore_card_holding(card_id, RESTORE_HOLD_DAYS)
+    }
+
+    /// [`Center::restore_card`] with the operator's own holding period, fixed at the first
+    /// call (0 pays out at once: only for an operator who knows every terminal has synced
+    /// and uploaded).
+    pub fn restore_card_holding(
         &mut self,
         card_id: &CardId,
-    ) -> Result<valuecard_core::money::Amount, CenterError> {
+        hold_days: u32,
+    ) -> Result<Restoration, CenterError> {
         let (status, _, _) = self.card_record(card_id)?;
         if status == "assigned" {
             return Err(CenterError::Mismatch(format!(
                 "card {card_id} was never issued"
             )));
+        }
+        let today = self.today().0;
+        let hold_until = self.db.transaction(|tx| {
+            tx.execute(
+                "INSERT INTO restore_requests (card_id, requested_on, hold_until) VALUES ($1, $2, $3)
+                 ON CONFLICT (card_id) DO NOTHING",
+                &[card_id.0[..].into(), today.into(), today.saturating_add(hold_days).into()],
+            )?;
+            list_card(tx, card_id, ListReason::Stolen, today)?;
+            tx.execute("UPDATE cards SET status = 'blocked' WHERE card_id = $1", &[card_id.0[..].into()])?;
+            let row = tx.query_one(
+                "SELECT hold_until FROM restore_requests WHERE card_id = $1",
+                &[card_id.0[..].into()],
+            )?;
+            Ok(row.int(0)? as u32)
+        })?;
+        if today < hold_until {
+            return Ok(Restoration::Held {
+                until: valuecard_core::time::Date(hold_until),
+            });
         }
         if self
             .pending_loads()?
@@ -129,7 +176,6 @@ impl Center {
             .remaining_value(card_id)?
             .map(|record| record.balance)
             .unwrap_or(valuecard_core::money::Amount::ZERO);
-        let today = self.today().0;
         self.db.transaction(|tx| {
             // Once per card: a second restoration would put the same value on two cards.
             let inserted = tx.execute(
@@ -140,10 +186,8 @@ impl Center {
             if inserted == 0 {
                 return Err(CenterError::Mismatch(format!("card {card_id} was already restored")));
             }
-            list_card(tx, card_id, ListReason::Stolen, today)?;
-            tx.execute("UPDATE cards SET status = 'blocked' WHERE card_id = $1", &[card_id.0[..].into()])?;
             Ok(())
         })?;
-        Ok(value)
+        Ok(Restoration::Restored { amount: value })
     }
 }

@@ -81,6 +81,14 @@ impl Row {
         }
     }
 
+    pub fn optional_int(&self, index: usize) -> Result<Option<i64>, CenterError> {
+        match self.0.get(index) {
+            Some(Value::Int(value)) => Ok(Some(*value)),
+            Some(Value::Null) => Ok(None),
+            _ => Err(corrupt("integer or null", index)),
+        }
+    }
+
     pub fn text(&self, index: usize) -> Result<String, CenterError> {
         match self.0.get(index) {
             Some(Value::Text(value)) => Ok(value.clone()),
@@ -105,8 +113,24 @@ pub trait Executor {
     }
 }
 
-fn storage_error(error: impl std::fmt::Display) -> CenterError {
-    CenterError::Storage(error.to_string())
+fn storage_error(error: impl std::error::Error) -> CenterError {
+    CenterError::Storage(describe(&error))
+}
+
+/// An error with its causes: the postgres crate's own message is only "db error", the server's
+/// words (what failed and why) are in its source.
+fn describe(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// `$1` placeholders to SQLite's numbered `?1`.
@@ -277,25 +301,112 @@ macro_rules! postgres_executor {
 postgres_executor!(postgres::Client);
 postgres_executor!(postgres::Transaction<'_>);
 
+/// Creates an empty file with mode 0600 unless it exists. SQLite would create it with the
+/// process's umask (usually world-readable), and the center's records (card keys, balances,
+/// who bought what where) are nobody else's business.
+fn create_private(path: &std::path::Path) -> Result<(), CenterError> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(error) => Err(CenterError::Setup(format!(
+            "cannot create {}: {error}",
+            path.display()
+        ))),
+    }
+}
+
+/// How long a connection attempt to PostgreSQL may take unless the URL says otherwise: the
+/// service tries again while the database is away, and must not hang on each attempt.
+pub const POSTGRES_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// A PostgreSQL connection that opens itself again after it was lost (a database restart,
+/// a terminated backend, a network cut), from the configuration it was first opened with.
+pub struct PostgresConnection {
+    client: postgres::Client,
+    config: postgres::Config,
+}
+
+impl core::fmt::Debug for PostgresConnection {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("PostgresConnection")
+            .field("closed", &self.client.is_closed())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PostgresConnection {
+    fn connect(config: postgres::Config) -> Result<Self, CenterError> {
+        let client = config.connect(postgres::NoTls).map_err(|error| {
+            CenterError::Setup(format!(
+                "cannot connect to PostgreSQL: {}",
+                describe(&error)
+            ))
+        })?;
+        Ok(PostgresConnection { client, config })
+    }
+
+    /// A client that is open: a connection found closed is replaced first. While the
+    /// database is away this fails (after at most the connect timeout), and the next call
+    /// tries again.
+    fn open_client(&mut self) -> Result<&mut postgres::Client, CenterError> {
+        if self.client.is_closed() {
+            tracing::warn!("the PostgreSQL connection was lost; connecting again");
+            self.client = self.config.connect(postgres::NoTls).map_err(|error| {
+                CenterError::Storage(format!(
+                    "cannot reconnect to PostgreSQL: {}",
+                    describe(&error)
+                ))
+            })?;
+            tracing::info!("connected to PostgreSQL again");
+        }
+        Ok(&mut self.client)
+    }
+
+    fn is_closed(&self) -> bool {
+        self.client.is_closed()
+    }
+}
+
 /// The center's database.
 pub enum Database {
-    Sqlite(rusqlite::Connection),
-    Postgres(Box<postgres::Client>),
+    Sqlite {
+        connection: rusqlite::Connection,
+        /// The file, for opening a second connection; `None` in memory.
+        path: Option<std::path::PathBuf>,
+    },
+    Postgres(Box<PostgresConnection>),
 }
 
 impl core::fmt::Debug for Database {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.write_str(match self {
-            Database::Sqlite(_) => "Database(SQLite)",
+            Database::Sqlite { .. } => "Database(SQLite)",
             Database::Postgres(_) => "Database(PostgreSQL)",
         })
     }
 }
 
+/// Whether a statement only reads, so that running it a second time on a new connection
+/// cannot apply anything twice.
+fn is_read_only(sql: &str) -> bool {
+    let head = sql.trim_start();
+    head.get(..6)
+        .is_some_and(|word| word.eq_ignore_ascii_case("select"))
+        && !head.to_ascii_lowercase().contains("for update")
+}
+
 impl Database {
-    /// SQLite in WAL mode with full synchronous commits: an acknowledged write survives a
-    /// power cut of the center.
-    pub fn open_sqlite(path: &std::path::Path) -> Result<Self, CenterError> {
+    /// A new database file is created readable by its owner only; SQLite gives its -wal and
+    /// -shm files the permissions of the database file, so they are owner-only too.
+    fn sqlite_connection(path: &std::path::Path) -> Result<rusqlite::Connection, CenterError> {
+        create_private(path)?;
         let connection = rusqlite::Connection::open(path).map_err(storage_error)?;
         connection
             .execute_batch(
@@ -305,59 +416,116 @@ impl Database {
         connection
             .busy_timeout(std::time::Duration::from_secs(5))
             .map_err(storage_error)?;
-        let mut database = Database::Sqlite(connection);
+        Ok(connection)
+    }
+
+    /// SQLite in WAL mode with full synchronous commits: an acknowledged write survives a
+    /// power cut of the center.
+    pub fn open_sqlite(path: &std::path::Path) -> Result<Self, CenterError> {
+        let mut database = Database::Sqlite {
+            connection: Self::sqlite_connection(path)?,
+            path: Some(path.to_owned()),
+        };
         database.migrate()?;
         Ok(database)
     }
 
     pub fn open_sqlite_in_memory() -> Result<Self, CenterError> {
-        let mut database =
-            Database::Sqlite(rusqlite::Connection::open_in_memory().map_err(storage_error)?);
+        let mut database = Database::Sqlite {
+            connection: rusqlite::Connection::open_in_memory().map_err(storage_error)?,
+            path: None,
+        };
         database.migrate()?;
         Ok(database)
     }
 
-    /// PostgreSQL at a `postgres://` URL (no TLS: a local socket or a trusted network).
+    /// PostgreSQL at a `postgres://` URL or key-value string (no TLS: a local socket or a
+    /// trusted network). A lost connection is opened again on the next use.
     pub fn connect_postgres(url: &str) -> Result<Self, CenterError> {
-        let client = postgres::Client::connect(url, postgres::NoTls).map_err(|error| {
-            CenterError::Setup(format!("cannot connect to PostgreSQL: {error}"))
+        let mut config: postgres::Config = url.parse().map_err(|error| {
+            CenterError::Setup(format!(
+                "not a PostgreSQL connection string: {}",
+                describe(&error)
+            ))
         })?;
-        let mut database = Database::Postgres(Box::new(client));
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(POSTGRES_CONNECT_TIMEOUT);
+        }
+        let mut database = Database::Postgres(Box::new(PostgresConnection::connect(config)?));
         database.migrate()?;
         Ok(database)
+    }
+
+    /// A second connection to the same database, for lookups that must not wait for the
+    /// connection the center works on (device keys, health checks). `None` for a database
+    /// in memory, which no second connection can reach.
+    pub fn open_reader(&self) -> Result<Option<Database>, CenterError> {
+        match self {
+            Database::Sqlite { path: None, .. } => Ok(None),
+            Database::Sqlite {
+                path: Some(path), ..
+            } => Ok(Some(Database::Sqlite {
+                connection: Self::sqlite_connection(path)?,
+                path: Some(path.clone()),
+            })),
+            Database::Postgres(connection) => Ok(Some(Database::Postgres(Box::new(
+                PostgresConnection::connect(connection.config.clone())?,
+            )))),
+        }
     }
 
     pub fn is_postgres(&self) -> bool {
         matches!(self, Database::Postgres(_))
     }
 
-    /// Runs `work` in one transaction: all of it commits, or none of it.
+    /// Runs `work` in one transaction: all of it commits, or none of it. On PostgreSQL a
+    /// connection found lost when the transaction begins (nothing sent yet but BEGIN) is
+    /// opened again and the transaction begun once more.
     pub fn transaction<T>(
         &mut self,
         work: impl FnOnce(&mut dyn Executor) -> Result<T, CenterError>,
     ) -> Result<T, CenterError> {
         match self {
-            Database::Sqlite(connection) => {
+            Database::Sqlite { connection, .. } => {
                 let transaction = connection.transaction().map_err(storage_error)?;
                 let out = work(&mut SqliteExecutor(&transaction))?;
                 transaction.commit().map_err(storage_error)?;
                 Ok(out)
             }
-            Database::Postgres(client) => {
-                let mut transaction = client.transaction().map_err(storage_error)?;
-                let out = work(&mut transaction)?;
-                transaction.commit().map_err(storage_error)?;
-                Ok(out)
+            Database::Postgres(connection) => {
+                let mut work = Some(work);
+                for attempt in 0..2 {
+                    let begun = connection.open_client()?.transaction();
+                    let mut transaction = match begun {
+                        Ok(transaction) => transaction,
+                        // A failed BEGIN applied nothing: try once more, on a new
+                        // connection if this one was found closed.
+                        Err(_) if attempt == 0 => continue,
+                        Err(error) => return Err(storage_error(error)),
+                    };
+                    let work = work.take().ok_or_else(|| {
+                        CenterError::Storage("a transaction's work ran twice".into())
+                    })?;
+                    let out = work(&mut transaction)?;
+                    transaction.commit().map_err(storage_error)?;
+                    return Ok(out);
+                }
+                Err(CenterError::Storage(
+                    "the PostgreSQL connection was lost and could not be opened again".into(),
+                ))
             }
         }
     }
 
     fn batch(&mut self, sql: &str) -> Result<(), CenterError> {
         match self {
-            Database::Sqlite(connection) => connection
+            Database::Sqlite { connection, .. } => connection
                 .execute_batch(&sqlite_dialect(sql))
                 .map_err(storage_error),
-            Database::Postgres(client) => client.batch_execute(sql).map_err(storage_error),
+            Database::Postgres(connection) => connection
+                .open_client()?
+                .batch_execute(sql)
+                .map_err(storage_error),
         }
     }
 
@@ -380,7 +548,7 @@ impl Database {
         let mut count = 0;
         for (index, sql) in migrations.iter().enumerate().skip(applied as usize) {
             let dialect = match self {
-                Database::Sqlite(_) => sqlite_dialect(sql),
+                Database::Sqlite { .. } => sqlite_dialect(sql),
                 Database::Postgres(_) => (*sql).to_owned(),
             };
             self.transaction(|tx| {
@@ -400,17 +568,31 @@ impl Database {
 }
 
 impl Executor for Database {
+    /// A statement on its own. On PostgreSQL a connection found lost is opened again first;
+    /// a write that fails because the connection dropped under it is not sent again (it may
+    /// have been applied), the next call finds the connection closed and reconnects.
     fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, CenterError> {
         match self {
-            Database::Sqlite(connection) => SqliteExecutor(connection).execute(sql, params),
-            Database::Postgres(client) => Executor::execute(client.as_mut(), sql, params),
+            Database::Sqlite { connection, .. } => SqliteExecutor(connection).execute(sql, params),
+            Database::Postgres(connection) => {
+                Executor::execute(connection.open_client()?, sql, params)
+            }
         }
     }
 
+    /// A query on its own; a read-only one is asked once more on a new connection when the
+    /// connection was lost under it.
     fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>, CenterError> {
         match self {
-            Database::Sqlite(connection) => SqliteExecutor(connection).query(sql, params),
-            Database::Postgres(client) => Executor::query(client.as_mut(), sql, params),
+            Database::Sqlite { connection, .. } => SqliteExecutor(connection).query(sql, params),
+            Database::Postgres(connection) => {
+                match Executor::query(connection.open_client()?, sql, params) {
+                    Err(_) if connection.is_closed() && is_read_only(sql) => {
+                        Executor::query(connection.open_client()?, sql, params)
+                    }
+                    other => other,
+                }
+            }
         }
     }
 }
@@ -418,6 +600,17 @@ impl Executor for Database {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_plain_selects_count_as_read_only() {
+        assert!(is_read_only("  SELECT 1"));
+        assert!(is_read_only("select role FROM devices"));
+        assert!(!is_read_only("SELECT x FROM t FOR UPDATE"));
+        assert!(!is_read_only(
+            "UPDATE sequences SET next = next + 1 RETURNING next"
+        ));
+        assert!(!is_read_only("INSERT INTO t VALUES (1)"));
+    }
 
     #[test]
     fn placeholders_and_types_become_sqlite() {

@@ -47,6 +47,35 @@ pub const MIGRATION: &str = r#"
     INSERT INTO sequences (name, next) VALUES ('list', 1)
 "#;
 
+/// Keys looked up once per batch.
+#[derive(Default)]
+struct KeyCache {
+    writers: std::collections::HashMap<DeviceId, PublicKey>,
+    cards: std::collections::HashMap<CardId, PublicKey>,
+}
+
+/// Why one usage item was not accepted: the item's own fault (refused, for good), or the
+/// center's (the whole upload fails, to be retried).
+enum ItemError {
+    Refused(String),
+    Center(CenterError),
+}
+
+impl From<&str> for ItemError {
+    fn from(reason: &str) -> Self {
+        ItemError::Refused(reason.to_owned())
+    }
+}
+
+/// A lookup about an item that failed: storage failures are the center's, anything else
+/// (an unknown card or writer) is the item's.
+fn lookup_failed(error: CenterError, what: &str) -> ItemError {
+    match error {
+        CenterError::Storage(_) => ItemError::Center(error),
+        other => ItemError::Refused(format!("{what}{other}")),
+    }
+}
+
 /// Why one usage item was refused (the rest of the batch goes on).
 fn refuse(item: &UsageItem, reason: impl Into<String>) -> (u32, String) {
     (item.terminal_sequence, reason.into())
@@ -66,14 +95,24 @@ impl Center {
             return Err(CenterError::NotAuthorized(upload.terminal_id));
         }
         let terminal_key = self.device_key(upload.terminal_id)?;
+        let troubled = self.troubled_terminals()?;
         let mut receipt = UploadReceipt::default();
-        let mut writer_keys = std::collections::HashMap::new();
+        let mut keys = KeyCache::default();
         // Cheap checks first, then every signature of the batch at once.
         let mut candidates = Vec::with_capacity(upload.items.len());
         for item in &upload.items {
-            match self.check_item(upload.terminal_id, &terminal_key, item, &mut writer_keys) {
+            // Figs. 10-12: a card last written by a listed terminal after its listing.
+            if let Err(refusal) = troubled.check_record(&item.previous_usage) {
+                receipt.refused.push(refuse(item, refusal.to_string()));
+                continue;
+            }
+            match self.check_item(upload.terminal_id, &terminal_key, item, &mut keys) {
                 Ok(signed) => candidates.push((item, signed)),
-                Err(reason) => receipt.refused.push(refuse(item, reason)),
+                Err(ItemError::Refused(reason)) => receipt.refused.push(refuse(item, reason)),
+                // The center could not read its own records: the upload fails as a whole
+                // and the terminal sends it again. Answered as a refusal, the terminal
+                // would mark the item done and the purchase would never be counted.
+                Err(ItemError::Center(error)) => return Err(error),
             }
         }
         let batch: Vec<(PublicKey, &[u8], Signature)> = candidates
@@ -113,7 +152,7 @@ impl Center {
             let mut clones = Vec::new();
             let mut latest = std::collections::HashMap::new();
             for item in verified {
-                match store_item(tx, terminal_id, item, &mut latest)? {
+                match store_item(tx, terminal_id, item, &mut latest, today)? {
                     Stored::New { clone } => {
                         stored += 1;
                         if clone && !clones.contains(&item.card_id) {
@@ -129,10 +168,13 @@ impl Center {
             }
             update_remaining_values(tx, &latest, today)?;
             for card_id in &clones {
-                list_card(tx, card_id, ListReason::Cloned, today)?;
-                tx.execute(
-                    "UPDATE cards SET status = 'blocked' WHERE card_id = $1",
-                    &[card_id.0[..].into()],
+                crate::loads::list_and_block(
+                    tx,
+                    card_id,
+                    ListReason::Cloned,
+                    crate::alerts::AlertKind::Cloned,
+                    "one card state was spent twice in the usage records",
+                    today,
                 )?;
             }
             Ok((stored, duplicates, refused, clones))
@@ -144,24 +186,28 @@ impl Center {
         Ok(receipt)
     }
 
-    /// The consistency checks of one item, and the two signatures it must carry: the
-    /// uploading terminal's ST over the purchase, and the previous writer's signature over
-    /// the state the card spent from (a certified terminal, or the center for a load).
+    /// The consistency checks of one item, and the three signatures it must carry: the
+    /// card's SU over the state it spent from (so no terminal can invent a sale or frame a
+    /// card), the uploading terminal's ST over the purchase, and the previous writer's
+    /// signature over that state (a certified payment terminal, or the center for a load).
     fn check_item(
         &mut self,
         terminal_id: DeviceId,
         terminal_key: &PublicKey,
         item: &UsageItem,
-        writer_keys: &mut std::collections::HashMap<DeviceId, PublicKey>,
-    ) -> Result<[(PublicKey, Vec<u8>, Signature); 2], String> {
+        keys: &mut KeyCache,
+    ) -> Result<[(PublicKey, Vec<u8>, Signature); 3], ItemError> {
         let expected_after = item
             .balance_before
             .checked_sub(item.amount)
-            .map_err(|_| "the amount exceeds the balance".to_owned())?;
+            .map_err(|_| "the amount exceeds the balance")?;
         if expected_after != item.balance_after
             || item.amount == valuecard_core::money::Amount::ZERO
         {
             return Err("balances do not add up".into());
+        }
+        if item.amount > item.amount_max {
+            return Err("the amount exceeds what the card agreed to".into());
         }
         let previous = &item.previous_usage;
         if previous.counter != item.card_counter || previous.balance_after != item.balance_before {
@@ -169,18 +215,33 @@ impl Center {
         }
         let writer_key = match previous.kind {
             TransactionKind::Load => self.anchor().public_key,
-            TransactionKind::Purchase => match writer_keys.get(&previous.writer) {
+            TransactionKind::Purchase => match keys.writers.get(&previous.writer) {
                 Some(key) => *key,
                 None => {
                     let key = self
-                        .any_device_key(previous.writer)
-                        .map_err(|error| error.to_string())?;
-                    writer_keys.insert(previous.writer, key);
+                        .terminal_key_any_status(previous.writer)
+                        .map_err(|error| lookup_failed(error, "the previous writer: "))?;
+                    keys.writers.insert(previous.writer, key);
                     key
                 }
             },
         };
+        let card_key = match keys.cards.get(&item.card_id) {
+            Some(key) => *key,
+            None => {
+                let key = self
+                    .card_public_key(&item.card_id)
+                    .map_err(|error| lookup_failed(error, ""))?;
+                keys.cards.insert(item.card_id, key);
+                key
+            }
+        };
         Ok([
+            (
+                card_key,
+                item.card_signed_message(terminal_id),
+                item.card_signature,
+            ),
             (
                 *terminal_key,
                 item.commit(terminal_id).signed_message(),
@@ -194,16 +255,26 @@ impl Center {
         ])
     }
 
-    /// The key of a device that was ever installed (a retired terminal's earlier records
-    /// stay verifiable).
-    fn any_device_key(&mut self, device_id: DeviceId) -> Result<PublicKey, CenterError> {
+    /// The key of a payment terminal that was ever installed (a retired terminal's earlier
+    /// records stay verifiable). Any other device, a dispenser included, is refused: only a
+    /// payment terminal writes purchase records.
+    pub(crate) fn terminal_key_any_status(
+        &mut self,
+        device_id: DeviceId,
+    ) -> Result<PublicKey, CenterError> {
         let row = self
             .db
             .query_optional(
-                "SELECT signing_key FROM devices WHERE device_id = $1",
+                "SELECT signing_key, role FROM devices WHERE device_id = $1 AND status != 'allocated'",
                 &[device_id.0[..].into()],
             )?
             .ok_or(CenterError::UnknownDevice(device_id))?;
+        let role = u8::try_from(row.int(1)?)
+            .ok()
+            .and_then(valuecard_core::cert::Role::from_u8);
+        if role != Some(valuecard_core::cert::Role::PaymentTerminal) {
+            return Err(CenterError::NotAuthorized(device_id));
+        }
         PublicKey::from_bytes(&row.bytes(0)?).map_err(|_| {
             CenterError::Storage(format!("stored key of device {device_id} is invalid"))
         })
@@ -224,19 +295,6 @@ impl Center {
         valuecard_core::crypto::PublicKey::from_bytes(&row.bytes(0)?).map_err(|_| {
             CenterError::Storage(format!("stored key of device {device_id} is invalid"))
         })
-    }
-
-    /// Whether some committed update already consumed this card state, other than `except`.
-    pub(crate) fn state_consumed(
-        tx: &mut dyn Executor,
-        card_id: &CardId,
-        card_counter: u32,
-    ) -> Result<bool, CenterError> {
-        let purchases = tx.query_one(
-            "SELECT CAST(COUNT(*) AS BIGINT) FROM usage_records WHERE card_id = $1 AND card_counter = $2",
-            &[card_id.0[..].into(), card_counter.into()],
-        )?;
-        Ok(purchases.int(0)? > 0)
     }
 
     /// Clones found so far.
@@ -273,23 +331,16 @@ fn store_item(
     terminal_id: DeviceId,
     item: &UsageItem,
     latest: &mut std::collections::HashMap<CardId, (u32, Amount)>,
+    today: u32,
 ) -> Result<Stored, CenterError> {
     let digest = item.usage_management_digest();
-    // Seen twice: the same card state already spent by another purchase, or by a load. Asked
-    // before the insert, so the record does not find itself.
-    let spent = tx
-        .query_one(
-            "SELECT CAST(
-                 (SELECT COUNT(*) FROM usage_records WHERE card_id = $1 AND card_counter = $2)
-               + (SELECT COUNT(*) FROM loads WHERE card_id = $1 AND card_counter = $2 AND status = 'committed')
-             AS BIGINT)",
-            &[item.card_id.0[..].into(), item.card_counter.into()],
-        )?
-        .int(0)?;
+    // Seen twice: the same card state already spent by another purchase, or by a committed
+    // load. Asked before the insert, so the record does not find itself.
+    let spent = crate::loads::state_consumed_by_other(tx, &item.card_id, item.card_counter, None)?;
     let inserted = tx.execute(
         "INSERT INTO usage_records (terminal_id, terminal_sequence, card_id, card_counter, amount_minor,
-             balance_after_minor, usage_digest, purchase_date, terminal_signature, previous_writer)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+             balance_after_minor, usage_digest, purchase_date, terminal_signature, previous_writer, card_signature)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
          ON CONFLICT (terminal_id, terminal_sequence) DO NOTHING",
         &[
             terminal_id.0[..].into(),
@@ -302,6 +353,7 @@ fn store_item(
             item.date.0.into(),
             item.terminal_signature.0[..].into(),
             item.previous_usage.writer.0[..].into(),
+            item.card_signature.0[..].into(),
         ],
     )?;
     if inserted == 0 {
@@ -321,6 +373,20 @@ fn store_item(
             Stored::Conflict
         });
     }
+    let mut clone = spent;
+    // This purchase spent state `card_counter` on some copy of the card: a load still pending
+    // there can never apply to that copy (if another copy holds it, that shows when it
+    // surfaces, as a state consumed twice).
+    crate::loads::cancel_pending_at(tx, &item.card_id, item.card_counter)?;
+    // The state it spent from was written by a load: that load reached the card.
+    if item.previous_usage.kind == TransactionKind::Load {
+        if let Some(load) = crate::loads::load_by_number(tx, item.previous_usage.writer_sequence)? {
+            if load.card_id == item.card_id && load.is_record(&item.previous_usage) {
+                clone |= crate::loads::commit_load(tx, &load, today)?;
+            }
+        }
+    }
+    flag_reported_card(tx, item, today)?;
     let counter_after = item.card_counter.saturating_add(1);
     let newest = latest
         .entry(item.card_id)
@@ -328,7 +394,43 @@ fn store_item(
     if counter_after > newest.0 {
         *newest = (counter_after, item.balance_after);
     }
-    Ok(Stored::New { clone: spent > 0 })
+    Ok(Stored::New { clone })
+}
+
+/// A purchase by a card reported destroyed: before its value went to a replacement it is
+/// netted (the remaining value moves down with it); after, the amount is a loss to report.
+fn flag_reported_card(
+    tx: &mut dyn Executor,
+    item: &UsageItem,
+    today: u32,
+) -> Result<(), CenterError> {
+    let reported = tx.query_optional(
+        "SELECT r.requested_on, c.restored_on FROM restore_requests r
+         LEFT JOIN card_restorations c ON c.card_id = r.card_id WHERE r.card_id = $1",
+        &[item.card_id.0[..].into()],
+    )?;
+    let Some(row) = reported else {
+        return Ok(());
+    };
+    let restored = row.optional_int(1)?.is_some();
+    let (kind, detail) = if restored {
+        (
+            crate::alerts::AlertKind::SpentAfterRestore,
+            format!(
+                "spent {} at counter {} after its value went to a replacement card",
+                item.amount, item.card_counter
+            ),
+        )
+    } else {
+        (
+            crate::alerts::AlertKind::SpentAfterReport,
+            format!(
+                "spent {} at counter {} after it was reported destroyed (netted before restore)",
+                item.amount, item.card_counter
+            ),
+        )
+    };
+    crate::alerts::raise(tx, &item.card_id.0, kind, &detail, today)
 }
 
 /// The remaining-value records of a batch, one statement per card: each moves forward only.

@@ -355,52 +355,13 @@ pub mod derivation {
     pub const CARD_KEY: u8 = 0x11;
     /// KT: a terminal's own key, diversified from the terminal ID under KA.
     pub const TERMINAL_KEY: u8 = 0x12;
-    /// The session key of a delivery to a card under the transport key Ktemp.
-    pub const CARD_DELIVERY: u8 = 0x13;
-    /// The session key of a delivery to a terminal or dispenser SAM under Ktemp.
-    pub const DEVICE_DELIVERY: u8 = 0x14;
-}
-
-/// Deliveries of keys under the transport key Ktemp (seed 003, Fig. 8): a session key
-/// diversified from Ktemp for one purpose, one recipient and the recipient's fresh
-/// challenge, and AES-128-GCM with a random nonce carried in front of the ciphertext, so
-/// no (key, nonce) pair is ever used twice even if a challenge is replayed.
-pub mod delivery {
-    use super::*;
-
-    pub fn session_key(
-        transport_key: &AesKey,
-        purpose: u8,
-        challenge: &[u8],
-        recipient: &[u8],
-    ) -> AesKey {
-        let mut context = Vec::with_capacity(challenge.len() + recipient.len());
-        context.extend_from_slice(challenge);
-        context.extend_from_slice(recipient);
-        diversify_key(transport_key, purpose, &context)
-    }
-
-    pub fn seal(
-        key: &AesKey,
-        aad: &[u8],
-        plaintext: &[u8],
-        rng: &mut impl CryptoRngCore,
-    ) -> Vec<u8> {
-        let nonce: [u8; GCM_NONCE_LEN] = random_array(rng);
-        let mut out = nonce.to_vec();
-        out.extend_from_slice(&aes_gcm_seal(key, &nonce, aad, plaintext));
-        out
-    }
-
-    pub fn open(key: &AesKey, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
-        if sealed.len() < GCM_NONCE_LEN + GCM_TAG_LEN {
-            return Err(CryptoError::DecryptFailed);
-        }
-        let (nonce, ciphertext) = sealed.split_at(GCM_NONCE_LEN);
-        let nonce: [u8; GCM_NONCE_LEN] =
-            nonce.try_into().map_err(|_| CryptoError::DecryptFailed)?;
-        aes_gcm_open(key, &nonce, aad, ciphertext)
-    }
+    // 0x13 and 0x14 derived the session keys of deliveries enciphered under Ktemp, which
+    // any holder of the transport key could open; deliveries are now sealed to the
+    // receiver's X25519 key (`seal_to`). The constants stay retired.
+    /// Ktemp: one device's (card's or SAM's) own transport key, diversified from its
+    /// manufacture identifier under the center's manufacture key, so that the key read out
+    /// of one unissued device opens nothing of another.
+    pub const TRANSPORT_KEY: u8 = 0x15;
 }
 
 /// Diversifies a 16-byte key from an identifier (card ID, terminal ID) under a master key.

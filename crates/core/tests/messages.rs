@@ -515,6 +515,8 @@ fn build_fixture(mut rng: impl CryptoRngCore) -> Fixture {
                 8,
             ),
         ),
+        last_usage: Some(purchase_record.clone()),
+        last_writer_certificate: Some(terminal_certificate.clone()),
     };
     let authorization = LoadAuthorization {
         card_id: CARD_ID,
@@ -667,6 +669,7 @@ fn build_fixture(mut rng: impl CryptoRngCore) -> Fixture {
             Message::Select(SelectResponse {
                 state: CardState::Manufactured,
                 card_id: None,
+                chip_serial: Some([0xC5, 1, 2, 3, 4, 5, 6, 7]),
                 certificate: None,
             }),
         ),
@@ -675,6 +678,7 @@ fn build_fixture(mut rng: impl CryptoRngCore) -> Fixture {
             Message::Select(SelectResponse {
                 state: CardState::KeysGenerated,
                 card_id: Some(CARD_ID),
+                chip_serial: Some([0xC5, 1, 2, 3, 4, 5, 6, 7]),
                 certificate: None,
             }),
         ),
@@ -683,6 +687,7 @@ fn build_fixture(mut rng: impl CryptoRngCore) -> Fixture {
             Message::Select(SelectResponse {
                 state: CardState::Active,
                 card_id: Some(CARD_ID),
+                chip_serial: None,
                 certificate: Some(card_certificate.clone()),
             }),
         ),
@@ -691,6 +696,7 @@ fn build_fixture(mut rng: impl CryptoRngCore) -> Fixture {
             Message::Select(SelectResponse {
                 state: CardState::Blocked,
                 card_id: None,
+                chip_serial: None,
                 certificate: Some(card_certificate.clone()),
             }),
         ),
@@ -773,7 +779,16 @@ fn build_fixture(mut rng: impl CryptoRngCore) -> Fixture {
             }),
         ),
         Sample::new("initialize_load", Message::InitializeLoad(initialize_load)),
-        Sample::new("load_offer", Message::LoadOffer(load_offer)),
+        Sample::new("load_offer", Message::LoadOffer(load_offer.clone()))
+            .with_shorter(Message::LoadOffer(LoadOffer {
+                last_writer_certificate: None,
+                ..load_offer.clone()
+            }))
+            .with_shorter(Message::LoadOffer(LoadOffer {
+                last_usage: None,
+                last_writer_certificate: None,
+                ..load_offer
+            })),
         Sample::new("credit", Message::Credit(credit)),
         Sample::new(
             "get_last_transaction",
@@ -1115,6 +1130,7 @@ fn rejects_unknown_state_and_kind() {
         ("kind", Kind::PurseStatus),
         ("kind", Kind::Log),
         ("kind", Kind::PurchaseOffer),
+        ("kind", Kind::LoadOffer),
         ("kind", Kind::LastTransaction),
     ]
     .into_iter()

@@ -270,7 +270,10 @@ pub fn balance_raised_by_terminal(
             .balance
             .checked_add(Amount::new(100_000).map_err(|e| WorldError::Other(e.to_string()))?)
             .map_err(|e| WorldError::Other(e.to_string()))?;
-        let stamp = terminal.sam().stamp()?;
+        // A certified terminal's SAM refuses to sign this, so the attacker has copied the
+        // software SAM's key out of its image file and signs the commit himself.
+        let stolen_key = terminal.sam().extract_signing_key();
+        let stamp = terminal.sam_mut().stamp()?;
         let commit = PurchaseCommit {
             card_id: card.card_id(),
             terminal_id: terminal.device_id(),
@@ -283,7 +286,7 @@ pub fn balance_raised_by_terminal(
             date: today,
             stamp,
         };
-        let signature = terminal.sam_mut().sign(&commit.signed_message())?;
+        let signature = stolen_key.sign(&commit.signed_message());
         let debit = DebitCommand {
             amount: one,
             balance_after: raised,

@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod attacks;
+pub mod insider_attacks;
 pub mod scenarios;
 
 use std::path::{Path, PathBuf};
@@ -20,7 +21,7 @@ use valuecard_core::ids::{CardId, DeviceId};
 use valuecard_core::messages::center::{CenterError, InstallationRequest};
 use valuecard_core::messages::purse::PurseStatus;
 use valuecard_core::money::Amount;
-use valuecard_core::time::{Clock, Date, FixedClock};
+use valuecard_core::time::{Clock, Date};
 use valuecard_reader::CardReader;
 use valuecard_sam::{Sam, SamError, SoftwareSam};
 use valuecard_terminal::dispenser::Dispenser;
@@ -68,12 +69,39 @@ impl Storage {
     }
 }
 
+/// The simulated calendar: one date that every party of a world reads (the center, the
+/// dispenser, the terminals and their SAMs), moved only by [`World::pass_days`].
+#[derive(Debug, Clone)]
+pub struct SimClock(std::sync::Arc<std::sync::atomic::AtomicU32>);
+
+impl SimClock {
+    pub fn new(today: Date) -> Self {
+        SimClock(std::sync::Arc::new(std::sync::atomic::AtomicU32::new(
+            today.0,
+        )))
+    }
+
+    fn pass_days(&self, days: u32) {
+        let _ = self.0.fetch_update(
+            std::sync::atomic::Ordering::SeqCst,
+            std::sync::atomic::Ordering::SeqCst,
+            |day| Some(day.saturating_add(days)),
+        );
+    }
+}
+
+impl Clock for SimClock {
+    fn today(&self) -> Date {
+        Date(self.0.load(std::sync::atomic::Ordering::SeqCst))
+    }
+}
+
 /// The system: one center, one dispenser, some payment terminals.
 pub struct World {
     pub center: Center,
     pub dispenser: Dispenser<SoftwareSam, WorldRng>,
     pub terminals: Vec<Terminal>,
-    today: Date,
+    clock: SimClock,
     rng: WorldRng,
 }
 
@@ -85,14 +113,18 @@ impl core::fmt::Debug for World {
     }
 }
 
-/// Manufactures a SAM with the center's transport key and installs it (Figs. 4A and 8).
+/// Manufactures a SAM with its own transport key and installs it (Figs. 4A and 8). The SAM
+/// keeps its time-stamp chain on `clock`.
 pub fn install_sam(
     center: &mut Center,
     role: Role,
+    clock: Box<dyn Clock>,
     rng: &mut WorldRng,
 ) -> Result<SoftwareSam, WorldError> {
     let device_id = center.allocate_device_id()?;
-    let mut sam = SoftwareSam::manufacture(device_id, center.transport_key_for_manufacture(), rng);
+    let mut sam =
+        SoftwareSam::manufacture(device_id, center.transport_key_for_device(&device_id), rng)
+            .with_clock(clock);
     let challenge = random_array(rng);
     let request = InstallationRequest {
         device_id,
@@ -124,7 +156,8 @@ impl World {
         today: Date,
         mut rng: WorldRng,
     ) -> Result<Self, WorldError> {
-        let clock = || -> Box<dyn Clock> { Box::new(FixedClock(today)) };
+        let shared = SimClock::new(today);
+        let clock = || -> Box<dyn Clock> { Box::new(shared.clone()) };
         let mut center = match &storage {
             Storage::Directory(dir) => Center::init(&dir.join("center"), None, clock(), &mut rng)?,
             Storage::Memory => Center::ephemeral(clock(), &mut rng)?,
@@ -139,11 +172,11 @@ impl World {
                 Center::ephemeral_on(database, clock(), &mut rng)?
             }
         };
-        let dispenser_sam = install_sam(&mut center, Role::Dispenser, &mut rng)?;
+        let dispenser_sam = install_sam(&mut center, Role::Dispenser, clock(), &mut rng)?;
         let dispenser = Dispenser::new(dispenser_sam, clock(), fork(&mut rng))?;
         let mut installed = Vec::with_capacity(terminals);
         for index in 0..terminals {
-            let sam = install_sam(&mut center, Role::PaymentTerminal, &mut rng)?;
+            let sam = install_sam(&mut center, Role::PaymentTerminal, clock(), &mut rng)?;
             let store: Box<dyn TerminalStore> = match &storage {
                 Storage::Directory(dir) => {
                     let terminal_dir = dir.join(format!("terminal-{}", index + 1));
@@ -160,26 +193,35 @@ impl World {
             center,
             dispenser,
             terminals: installed,
-            today,
+            clock: shared,
             rng,
         })
     }
 
     pub fn today(&self) -> Date {
-        self.today
+        self.clock.today()
     }
 
-    /// A card fresh from the factory on the given memory (Fig. 8: it holds Ktemp only).
+    /// Moves the calendar of every party forward: the center, the dispenser, the terminals
+    /// and their SAMs, whose stamp chains then advance on their own.
+    pub fn pass_days(&mut self, days: u32) {
+        self.clock.pass_days(days);
+    }
+
+    /// The world's calendar, for a party added later.
+    pub fn clock(&self) -> Box<dyn Clock> {
+        Box::new(self.clock.clone())
+    }
+
+    /// A card fresh from the factory on the given memory (Fig. 8: it holds its chip serial and
+    /// its own Ktemp only).
     pub fn manufacture_card<E: Eeprom>(
         &mut self,
         eeprom: E,
     ) -> Result<Card<E, WorldRng>, WorldError> {
         let rng = fork(&mut self.rng);
-        Ok(Card::manufacture(
-            eeprom,
-            self.center.transport_key_for_manufacture(),
-            rng,
-        )?)
+        let (serial, transport_key) = self.center.manufacture_chip();
+        Ok(Card::manufacture(eeprom, serial, transport_key, rng)?)
     }
 
     /// A random source for a new party, drawn from the world's.
@@ -247,26 +289,29 @@ impl World {
         Ok((committed, in_doubt))
     }
 
-    /// Settles what the center and terminals hold in doubt for the card in `reader`.
+    /// Settles what the center and terminals hold in doubt for the card in `reader`: the
+    /// terminals settle their purchases from the card's evidence and upload them (an upload
+    /// shows which update consumed a load's state), then the dispenser settles the loads it
+    /// holds from the card's signed last transaction.
     pub fn settle_card(
         &mut self,
         reader: &mut impl CardReader,
         card_id: CardId,
     ) -> Result<(), WorldError> {
+        for terminal in &mut self.terminals {
+            let card = terminal.select_for_settlement(reader)?;
+            terminal.settle_in_doubt(reader, &card)?;
+            terminal.upload_usage(&mut self.center)?;
+        }
         for pending in self.center.pending_loads()? {
-            if pending.card_id == card_id {
+            // Only the dispenser that holds a load may settle it.
+            if pending.card_id == card_id && pending.dispenser_id == self.dispenser.device_id() {
                 self.dispenser.settle_pending_load(
                     reader,
                     &mut self.center,
                     pending.load_number,
-                    pending.card_counter,
-                    pending.amount,
                 )?;
             }
-        }
-        for terminal in &mut self.terminals {
-            let card = terminal.select_for_settlement(reader)?;
-            terminal.settle_in_doubt(reader, &card)?;
         }
         Ok(())
     }
@@ -328,6 +373,31 @@ pub fn read_purse(reader: &mut impl CardReader) -> Result<PurseStatus, WorldErro
         )));
     }
     PurseStatus::decode(&response.data).map_err(|error| WorldError::Other(error.to_string()))
+}
+
+/// Asks the card in `reader` for its signed last transaction over `challenge` (SELECT, GET
+/// LAST TRANSACTION), as a dispenser gathering settlement evidence does. The signature is
+/// not checked here: the center checks it.
+pub fn last_transaction(
+    reader: &mut impl CardReader,
+    challenge: valuecard_core::messages::purse::Challenge,
+) -> Result<valuecard_core::messages::purse::LastTransaction, WorldError> {
+    use valuecard_core::messages::purse::{ins, GetLastTransaction, LastTransaction};
+    use valuecard_terminal::card_commands::{proprietary, select};
+    reader.exchange(&select()).map_err(TerminalError::from)?;
+    let response = reader
+        .exchange(&proprietary(
+            ins::GET_LAST_TRANSACTION,
+            GetLastTransaction { challenge }.encode(),
+        ))
+        .map_err(TerminalError::from)?;
+    if !response.sw.is_success() {
+        return Err(WorldError::Other(format!(
+            "GET LAST TRANSACTION answered {}",
+            response.sw
+        )));
+    }
+    LastTransaction::decode(&response.data).map_err(|error| WorldError::Other(error.to_string()))
 }
 
 /// The directory layout of a demo data directory.

@@ -123,9 +123,11 @@ pub fn lost_card<E: Eeprom, R: rand_core::CryptoRngCore>(
     })
 }
 
-/// Terminal `stolen` sells to `before`, is reported stolen, keeps going (its stamp chain
-/// advances) and sells to `after`. Terminal 0, after its list update, accepts `before` and
-/// refuses `after`. Returns the outcome and the number of refusals.
+/// Terminal `stolen` reports its stamp and sells to `before`, and is stolen and reported
+/// the same day. The thief never advances or reports anything: a day passes on the world's
+/// calendar, the stolen terminal's SAM advances its own chain, and the thief sells to
+/// `after`. Terminal 0 (or 1), after its list update, accepts `before` and refuses `after`.
+/// Returns the outcome and the number of refusals.
 pub fn stolen_terminal(
     world: &mut World,
     stolen: usize,
@@ -133,11 +135,13 @@ pub fn stolen_terminal(
     after: &mut impl CardReader,
 ) -> Result<(ScenarioOutcome, usize), WorldError> {
     let stolen_id = world.terminals[stolen].device_id();
+    // The operator's daily routine while the terminal is still in honest hands.
     world.terminals[stolen].advance_stamp(&mut world.center)?;
     world.terminals[stolen].purchase(before, amount(120)?)?;
     sync_all(world)?;
     let listed_at = world.center.report_stolen_terminal(stolen_id)?;
-    valuecard_sam::Sam::advance_stamp(world.terminals[stolen].sam_mut())?;
+    // The thief does nothing to the stamp; only time passes.
+    world.pass_days(1);
     world.terminals[stolen].purchase(after, amount(80)?)?;
     let center = &mut world.center;
     for (index, terminal) in world.terminals.iter_mut().enumerate() {

@@ -79,7 +79,7 @@ fn expired_terminal_certificate_is_refused() {
 }
 
 #[test]
-fn forged_load_authorization_is_refused() {
+fn load_authorization_signed_by_a_stranger_is_refused() {
     run(attacks::forged_load_authorization);
 }
 
@@ -298,4 +298,13 @@ fn a_lost_debit_answer_is_settled_from_the_card() {
     );
     let reconciliation = world.reconcile(&[after.balance]).unwrap();
     assert!(reconciliation.conserved, "{reconciliation:?}");
+}
+
+#[test]
+fn every_insider_attack_is_refused_and_seen() {
+    let outcomes = valuecard_sim::insider_attacks::run_all(today()).unwrap();
+    assert_eq!(outcomes.len(), 6);
+    for outcome in outcomes {
+        assert!(outcome.refused, "{}: {}", outcome.name, outcome.detail);
+    }
 }

@@ -160,9 +160,9 @@ impl TerminalLink for FlakyLink<'_> {
     fn report_stamp(
         &mut self,
         terminal_id: valuecard_core::ids::DeviceId,
-        count: u32,
+        stamp: &valuecard_core::messages::purse::TerminalStamp,
     ) -> Result<u32, CenterError> {
-        self.inner.report_stamp(terminal_id, count)
+        self.inner.report_stamp(terminal_id, stamp)
     }
 }
 
@@ -204,20 +204,7 @@ fn forged_and_inconsistent_usage_items_are_refused_and_not_stored() {
         .pending_uploads(10)
         .unwrap()
         .remove(0);
-    let item = valuecard_core::messages::center::UsageItem {
-        terminal_sequence: record.sequence,
-        card_id: record.card_id,
-        card_counter: record.card_counter,
-        amount: record.amount,
-        balance_before: record.balance_before,
-        balance_after: record.balance_after,
-        challenge_terminal: record.challenge_terminal,
-        challenge_card: record.challenge_card,
-        date: record.date,
-        stamp: record.stamp,
-        terminal_signature: record.terminal_signature,
-        previous_usage: record.previous_usage.clone().unwrap(),
-    };
+    let item = valuecard_terminal::payment::usage_item(&record).unwrap();
     let terminal_id = world.terminals[0].device_id();
     let other_terminal = world.terminals[1].device_id();
     let mut forged_amount = item.clone();

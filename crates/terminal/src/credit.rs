@@ -253,13 +253,12 @@ impl<S: Sam, T: TerminalStore, R: CryptoRngCore> PaymentTerminal<S, T, R> {
                 &offer.signature,
             )
             .map_err(|_| TerminalError::BadCardSignature)?;
-        let signature = self.sam.sign(&SetPassword::signed_message(
+        let signature = self.sam.sign_set_password(
             &card.card_id(),
-            &self.sam.device_id(),
             &challenge_terminal,
             &offer.challenge_card,
             password,
-        ))?;
+        )?;
         let command = SetPassword {
             password: password.clone(),
             signature,

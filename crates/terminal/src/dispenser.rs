@@ -7,13 +7,13 @@ use valuecard_core::cert::TrustAnchor;
 use valuecard_core::crypto::random_array;
 use valuecard_core::ids::{CardId, DeviceId};
 use valuecard_core::messages::center::{
-    CardCertificationRequest, CardIdRequest, CenterLink, LoadRequest, LoadSettlement,
+    CardCertificationRequest, CardIdRequest, CenterLink, LoadOutcome, LoadRequest, LoadSettlement,
+    SettlementChallengeRequest,
 };
 use valuecard_core::messages::credit::{CreditLink, CreditRequest};
 use valuecard_core::messages::purse::{
     ins, CardState, Challenge, CreditCommand, GenerateKeyPairCommand, GenerateKeyPairResponse,
-    InitializeLoad, LoadOffer, PersonalizeCommand, SelectResponse, TransactionKind,
-    UpdateConfirmation,
+    InitializeLoad, LoadOffer, PersonalizeCommand, SelectResponse, UpdateConfirmation,
 };
 use valuecard_core::money::Amount;
 use valuecard_core::time::{Clock, Date};
@@ -98,16 +98,31 @@ impl<S: Sam, R: CryptoRngCore> Dispenser<S, R> {
             }
             state => return Err(TerminalError::CardNotReady(state)),
         };
+        // The center MACs the issuance under this chip's own transport key.
+        let chip_serial = fci.chip_serial.ok_or(TerminalError::Mismatch(
+            "an unissued card must show its chip serial",
+        ))?;
         // A card that already generated its keys (power was lost before PERSONALIZE) is
         // resumed under the ID it holds; GENERATE KEY PAIR then returns the same keys.
         let assignment = match (fci.state, fci.card_id) {
-            (CardState::KeysGenerated, Some(card_id)) => {
-                center.resume_card_id(&CardIdRequest { dispenser_id }, &card_id, &challenge)?
-            }
+            (CardState::KeysGenerated, Some(card_id)) => center.resume_card_id(
+                &CardIdRequest {
+                    dispenser_id,
+                    chip_serial,
+                },
+                &card_id,
+                &challenge,
+            )?,
             (CardState::KeysGenerated, None) => {
                 return Err(TerminalError::Mismatch("a card with keys must name its ID"))
             }
-            _ => center.assign_card_id(&CardIdRequest { dispenser_id }, &challenge)?,
+            _ => center.assign_card_id(
+                &CardIdRequest {
+                    dispenser_id,
+                    chip_serial,
+                },
+                &challenge,
+            )?,
         };
         let command = GenerateKeyPairCommand {
             card_id: assignment.card_id,
@@ -127,6 +142,7 @@ impl<S: Sam, R: CryptoRngCore> Dispenser<S, R> {
         let challenge = Self::challenge_from_card(reader)?;
         let personalization = center.certify_card(&CardCertificationRequest {
             dispenser_id,
+            chip_serial,
             card_id,
             signing_key: keys.signing_key,
             sealing_key: keys.sealing_key,
@@ -224,18 +240,19 @@ impl<S: Sam, R: CryptoRngCore> Dispenser<S, R> {
             ) => return Err(in_doubt),
             Err(other) => return Err(other.into()),
         };
-        let settlement = |committed| LoadSettlement {
-            card_id: card.card_id(),
-            dispenser_id,
-            load_number: approval.load_number,
-            committed,
-        };
         if response.sw != StatusWord::SUCCESS {
-            center.settle_load(&settlement(false))?;
-            return Err(TerminalError::Card {
+            // The card refused the CREDIT. Its word for that, over the center's fresh
+            // challenge, releases the load; without it the load stays this dispenser's.
+            let refused = TerminalError::Card {
                 command: "CREDIT",
                 sw: response.sw,
-            });
+            };
+            match self.settle_with_evidence(reader, center, &card, approval.load_number, true) {
+                Ok(_) => {}
+                Err(TerminalError::Card { .. } | TerminalError::Reader(_)) => {}
+                Err(other) => return Err(other),
+            }
+            return Err(refused);
         }
         match UpdateConfirmation::decode(&response.data) {
             Ok(confirmation)
@@ -243,13 +260,51 @@ impl<S: Sam, R: CryptoRngCore> Dispenser<S, R> {
                     && confirmation.counter == offer.counter.wrapping_add(1) => {}
             _ => return Err(in_doubt),
         }
-        center.settle_load(&settlement(true))?;
+        // The card's signed last transaction is the center's evidence that it committed.
+        match self.settle_with_evidence(reader, center, &card, approval.load_number, false) {
+            Ok(LoadOutcome::Committed) => {}
+            Ok(_) | Err(TerminalError::Card { .. } | TerminalError::Reader(_)) => {
+                return Err(in_doubt)
+            }
+            Err(other) => return Err(other),
+        }
         Ok(LoadReceipt {
             card_id: card.card_id(),
             load_number: approval.load_number,
             amount,
             balance_after: approval.balance_after,
         })
+    }
+
+    /// Reads the card's signed last transaction and hands it to the center as the evidence
+    /// of how load `load_number` ended. Evidence that the card is still at the load's
+    /// state must answer a challenge the center draws now (`fresh`); evidence of a commit
+    /// needs no freshness, since only a committed card can show the load's record.
+    fn settle_with_evidence(
+        &mut self,
+        reader: &mut impl CardReader,
+        center: &mut impl CenterLink,
+        card: &VerifiedCard,
+        load_number: u32,
+        fresh: bool,
+    ) -> Result<LoadOutcome, TerminalError> {
+        let dispenser_id = self.sam.device_id();
+        let challenge = if fresh {
+            center.settlement_challenge(&SettlementChallengeRequest {
+                dispenser_id,
+                load_number,
+            })?
+        } else {
+            random_array(&mut self.rng)
+        };
+        let evidence = crate::payment::read_last_transaction_over(reader, card, challenge)?;
+        Ok(center.settle_load(&LoadSettlement {
+            card_id: card.card_id(),
+            dispenser_id,
+            load_number,
+            challenge,
+            evidence,
+        })?)
     }
 
     /// Fig. 13's issuance data: the center draws the setting number Ns for the card in the
@@ -294,43 +349,24 @@ impl<S: Sam, R: CryptoRngCore> Dispenser<S, R> {
         verify_select(&response.data, &self.anchor()?, self.clock.today())
     }
 
-    /// Settles a load the center holds as pending for the card in the reader, from the
-    /// card's signed last transaction (or its log). Returns whether it had committed, or
-    /// `None` when the card no longer has the evidence.
+    /// Settles a load this dispenser holds as pending for the card in the reader, from the
+    /// card's signed last transaction over a challenge the center draws now. Returns
+    /// whether it had committed, or `None` when the evidence does not decide (the card has
+    /// moved on: a usage upload will show which update consumed the load's state).
     pub fn settle_pending_load(
         &mut self,
         reader: &mut impl CardReader,
         center: &mut impl CenterLink,
         load_number: u32,
-        card_counter: u32,
-        amount: Amount,
     ) -> Result<Option<bool>, TerminalError> {
         let card =
             crate::payment::select_for_settlement(reader, &self.anchor()?, self.clock.today())?;
-        let record = crate::payment::read_last_transaction(reader, &card, &mut self.rng)?;
-        let ours_would_be = card_counter.wrapping_add(1);
-        let committed = if record.counter == card_counter {
-            Some(false)
-        } else if record.counter == ours_would_be {
-            Some(record.kind == TransactionKind::Load && record.writer_sequence == load_number)
-        } else if record.counter < card_counter {
-            None
-        } else {
-            let log = crate::payment::read_log(reader)?;
-            // Any dispenser may settle: a second load at the same counter would have cancelled
-            // this one at the center, so kind and amount at our counter identify it.
-            log.iter()
-                .find(|entry| entry.counter == ours_would_be)
-                .map(|entry| entry.kind == TransactionKind::Load && entry.amount == amount)
-        };
-        if let Some(committed) = committed {
-            center.settle_load(&LoadSettlement {
-                card_id: card.card_id(),
-                dispenser_id: self.sam.device_id(),
-                load_number,
-                committed,
-            })?;
-        }
-        Ok(committed)
+        Ok(
+            match self.settle_with_evidence(reader, center, &card, load_number, true)? {
+                LoadOutcome::Committed => Some(true),
+                LoadOutcome::Cancelled => Some(false),
+                LoadOutcome::Undecided => None,
+            },
+        )
     }
 }

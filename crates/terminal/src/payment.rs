@@ -7,14 +7,14 @@ use valuecard_core::crypto::{random_array, PublicKey};
 use valuecard_core::ids::{CardId, DeviceId};
 use valuecard_core::messages::purse::{
     ins, CardState, Challenge, DebitCommand, GetLastTransaction, InitializePurchase,
-    LastTransaction, LogEntry, PurchaseCommit, PurchaseOffer, PurseStatus, SelectResponse,
-    TerminalStamp, TransactionKind, UpdateConfirmation, UsageRecord,
+    LastTransaction, LogEntry, PurchaseOffer, PurseStatus, SelectResponse, TerminalStamp,
+    TransactionKind, UpdateConfirmation, UsageRecord,
 };
 use valuecard_core::money::Amount;
 use valuecard_core::time::{Clock, Date};
 use valuecard_core::StatusWord;
 use valuecard_reader::{CardReader, ReaderError};
-use valuecard_sam::Sam;
+use valuecard_sam::{PurchaseOrder, Sam};
 
 use crate::card_commands::{proprietary, run, select};
 use crate::store::{PurchaseRecord, PurchaseStatus, TerminalStore};
@@ -178,12 +178,13 @@ impl<S: Sam, T: TerminalStore, R: CryptoRngCore> PaymentTerminal<S, T, R> {
             .ok_or_else(|| TerminalError::Store("lists unavailable".into()))
     }
 
-    /// Advances the terminal's time stamp one step (daily, by the seed) and reports the new
-    /// count to the center. A report that fails is repeated at the next advance, because
-    /// the center keeps the highest count it heard.
+    /// Reports the terminal's signed time stamp to the center (daily, by the seed). The SAM
+    /// advances its chain on its own clock, one step per day, whether or not this is run:
+    /// the report only lets the center list the terminal at its latest proven count. A report
+    /// that fails is repeated at the next one, because the center keeps the highest count.
     pub fn advance_stamp(&mut self, link: &mut impl TerminalLink) -> Result<u32, TerminalError> {
-        let stamp = self.sam.advance_stamp()?;
-        link.report_stamp(self.sam.device_id(), stamp.count)?;
+        let stamp = self.sam.stamp()?;
+        link.report_stamp(self.sam.device_id(), &stamp)?;
         Ok(stamp.count)
     }
 
@@ -353,21 +354,28 @@ impl<S: Sam, T: TerminalStore, R: CryptoRngCore> PaymentTerminal<S, T, R> {
                 amount,
             }
         })?;
-        let sequence = self.store.next_sequence()?;
-        let stamp = self.sam.stamp()?;
-        let commit = PurchaseCommit {
+        // The SAM builds what it signs: its own terminal ID, the stamp its clock says, and a
+        // sequence it never used; it refuses an amount outside the card's offer.
+        let floor = self.store.next_sequence()?;
+        let signed = self.sam.sign_purchase(&PurchaseOrder {
             card_id: ready.card.card_id,
-            terminal_id: self.sam.device_id(),
             challenge_terminal: ready.challenge_terminal,
             challenge_card: ready.offer.challenge_card,
             counter: ready.offer.counter,
+            balance_before: ready.offer.balance,
+            amount_max: ready.amount_max,
             amount,
-            balance_after,
-            terminal_sequence: sequence,
             date: ready.date,
-            stamp,
-        };
-        let signature = self.sam.sign(&commit.signed_message())?;
+            sequence_floor: floor,
+        })?;
+        if signed.commit.balance_after != balance_after {
+            return Err(TerminalError::Mismatch("the SAM signed another balance"));
+        }
+        let (sequence, stamp, signature) = (
+            signed.commit.terminal_sequence,
+            signed.commit.stamp,
+            signed.signature,
+        );
         self.store.record(&PurchaseRecord {
             sequence,
             card_id: ready.card.card_id,
@@ -383,6 +391,8 @@ impl<S: Sam, T: TerminalStore, R: CryptoRngCore> PaymentTerminal<S, T, R> {
             terminal_signature: signature,
             stamp,
             uploaded: false,
+            amount_max: ready.amount_max,
+            card_signature: Some(ready.offer.signature),
         })?;
         let command = DebitCommand {
             amount,
@@ -489,8 +499,9 @@ impl<S: Sam, T: TerminalStore, R: CryptoRngCore> PaymentTerminal<S, T, R> {
     }
 }
 
-/// The usage item of a committed purchase, if the card showed a previous usage record.
-fn usage_item(record: &PurchaseRecord) -> Option<UsageItem> {
+/// The usage item of a committed purchase, if the card showed a previous usage record and
+/// its signature was kept.
+pub fn usage_item(record: &PurchaseRecord) -> Option<UsageItem> {
     Some(UsageItem {
         terminal_sequence: record.sequence,
         card_id: record.card_id,
@@ -504,6 +515,8 @@ fn usage_item(record: &PurchaseRecord) -> Option<UsageItem> {
         stamp: record.stamp,
         terminal_signature: record.terminal_signature,
         previous_usage: record.previous_usage.clone()?,
+        amount_max: record.amount_max,
+        card_signature: record.card_signature?,
     })
 }
 
@@ -553,6 +566,16 @@ pub(crate) fn read_last_transaction(
     rng: &mut impl CryptoRngCore,
 ) -> Result<UsageRecord, TerminalError> {
     let challenge: Challenge = random_array(rng);
+    Ok(read_last_transaction_over(reader, card, challenge)?.record)
+}
+
+/// GET LAST TRANSACTION over a given challenge (the center's, when the answer is evidence
+/// for it), with the card's signature checked.
+pub(crate) fn read_last_transaction_over(
+    reader: &mut impl CardReader,
+    card: &VerifiedCard,
+    challenge: Challenge,
+) -> Result<LastTransaction, TerminalError> {
     let request = GetLastTransaction { challenge };
     let data = run(
         reader,
@@ -569,7 +592,7 @@ pub(crate) fn read_last_transaction(
             &last.signature,
         )
         .map_err(|_| TerminalError::BadCardSignature)?;
-    Ok(last.record)
+    Ok(last)
 }
 
 /// READ LOG (unsigned: used only where a signed answer is not available).

@@ -67,6 +67,11 @@ pub struct PurchaseRecord {
     pub stamp: TerminalStamp,
     /// Whether the center has acknowledged this record.
     pub uploaded: bool,
+    /// The upper bound the card agreed to in INITIALIZE PURCHASE.
+    pub amount_max: Amount,
+    /// The card's SU over the state it spent from; the center needs it to believe the
+    /// purchase happened. Records stored before it was kept have none and are not uploaded.
+    pub card_signature: Option<Signature>,
 }
 
 /// Where a credit service (Fig. 17) stands at the terminal.
@@ -458,6 +463,12 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE purchases ADD COLUMN stamp_count INTEGER;
     ALTER TABLE purchases ADD COLUMN stamp_signature BLOB;
 "#,
+    // The card's own signature over the state a purchase spent from, and the bound it
+    // signed, so the center can believe the purchase without trusting the terminal.
+    r#"
+    ALTER TABLE purchases ADD COLUMN amount_max_minor INTEGER;
+    ALTER TABLE purchases ADD COLUMN card_signature BLOB CHECK (card_signature IS NULL OR length(card_signature) = 64);
+"#,
     // Credit services (Fig. 17) with the card's signature, for upload to the center.
     r#"
     CREATE TABLE services (
@@ -525,7 +536,7 @@ impl SqliteStore {
         let sql = format!(
             "SELECT sequence, card_id, card_counter, amount_minor, balance_before_minor, balance_after_minor,
                     challenge_terminal, challenge_card, date, status, previous_usage, terminal_signature, uploaded,
-                    stamp_count, stamp_signature
+                    stamp_count, stamp_signature, amount_max_minor, card_signature
              FROM purchases {filter} ORDER BY sequence {}",
             limit.map_or(String::new(), |limit| format!("LIMIT {limit}"))
         );
@@ -603,6 +614,8 @@ fn decode_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<PurchaseRecord
     let uploaded: i64 = row.get(12)?;
     let stamp_count: Option<i64> = row.get(13)?;
     let stamp_signature: Option<Vec<u8>> = row.get(14)?;
+    let amount_max: Option<i64> = row.get(15)?;
+    let card_signature: Option<Vec<u8>> = row.get(16)?;
     let amount = |index: usize| -> rusqlite::Result<Option<Amount>> {
         Ok(Amount::new(row.get::<_, i64>(index)? as u64).ok())
     };
@@ -639,6 +652,19 @@ fn decode_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<PurchaseRecord
                 .map_err(|_| corrupt("signature"))?
                 .ok_or_else(|| corrupt("signature"))?,
             uploaded: uploaded != 0,
+            // Records from before the bound was kept spent exactly their amount's worth.
+            amount_max: match amount_max {
+                Some(minor) => u64::try_from(minor)
+                    .ok()
+                    .and_then(|minor| Amount::new(minor).ok())
+                    .ok_or_else(|| corrupt("amount bound"))?,
+                None => amount_value,
+            },
+            card_signature: card_signature
+                .as_deref()
+                .map(Signature::from_slice)
+                .transpose()
+                .map_err(|_| corrupt("card signature"))?,
             stamp: TerminalStamp {
                 count: stamp_count
                     .and_then(|count| u32::try_from(count).ok())
@@ -673,8 +699,8 @@ impl TerminalStore for SqliteStore {
             .execute(
                 "INSERT INTO purchases (sequence, card_id, card_counter, amount_minor, balance_before_minor,
                      balance_after_minor, challenge_terminal, challenge_card, date, status, previous_usage,
-                     terminal_signature, uploaded, stamp_count, stamp_signature)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                     terminal_signature, uploaded, stamp_count, stamp_signature, amount_max_minor, card_signature)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
                 params![
                     record.sequence,
                     &record.card_id.0[..],
@@ -691,6 +717,8 @@ impl TerminalStore for SqliteStore {
                     record.uploaded as i64,
                     record.stamp.count,
                     &record.stamp.signature.0[..],
+                    record.amount_max.minor() as i64,
+                    record.card_signature.as_ref().map(|signature| signature.0.to_vec()),
                 ],
             )
             .map_err(storage)?;

@@ -43,6 +43,8 @@ fn record(sequence: u32) -> PurchaseRecord {
         terminal_signature: Signature([9; 64]),
         stamp,
         uploaded: false,
+        amount_max: Amount::new(300).unwrap(),
+        card_signature: Some(Signature([3; 64])),
     }
 }
 

@@ -541,7 +541,7 @@ mod imp {
 
         // 1. valuecard: a fresh card image behind `card attach` in slot 0.
         let image = dir.path().join("bench-card.img");
-        FileCard::manufacture_file(&image, AesKey::random(&mut OsRng))
+        FileCard::manufacture_file(&image, [0xC5; 8], AesKey::random(&mut OsRng))
             .map_err(|e| format!("{}: {e}", image.display()))?;
         let exe = std::env::current_exe().map_err(|e| format!("this program's path: {e}"))?;
         let mut attach = Command::new(exe);

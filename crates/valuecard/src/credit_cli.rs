@@ -199,18 +199,17 @@ pub fn terminal_credit_service(
 pub fn terminal_credit_upload(
     data: &Path,
     terminal_name: &str,
-    database: Option<&str>,
-    url: Option<&str>,
+    at: &datadir::CenterArgs,
     json_output: bool,
 ) -> Result<ExitCode, String> {
     let mut terminal = datadir::open_terminal(data, terminal_name)?;
-    let receipt = match url {
+    let receipt = match &at.center {
         Some(url) => {
             let mut link = datadir::open_terminal_link(data, terminal_name, url)?;
             terminal.upload_service_records(&mut link)
         }
         None => {
-            let mut center = datadir::open_center_on(data, database)?;
+            let mut center = datadir::open_center_on(data, at.database.as_deref())?;
             terminal.upload_service_records(&mut center)
         }
     }

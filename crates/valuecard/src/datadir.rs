@@ -4,8 +4,11 @@
 //! DIR/center/center.keys        the center's keys (owner-only)
 //! DIR/center/center.sqlite      the center's database (unless it runs on PostgreSQL)
 //! DIR/center/database           "postgresql" when it does (the URL is given each time)
+//! DIR/center/service-certificate.pem   the HTTPS service's certificate (public)
+//! DIR/center/service-key.pem    its private key (owner-only)
 //! DIR/devices/NAME/role         "payment-terminal" or "dispenser"
 //! DIR/devices/NAME/sam.key      the device's software SAM image (owner-only)
+//! DIR/devices/NAME/center-certificate.pem   the service certificate the device pins
 //! DIR/devices/NAME/purchases.sqlite   a payment terminal's records
 //! ```
 
@@ -16,11 +19,12 @@ use rand_core::OsRng;
 use valuecard_center::keys::CenterKeys;
 use valuecard_center::sql::Database;
 use valuecard_center::Center;
-use valuecard_center_http::HttpCenterLink;
+use valuecard_center_http::{CenterPin, HttpCenterLink, ServiceIdentity};
 use valuecard_core::cert::Role;
 use valuecard_core::crypto::{random_array, AesKey};
 use valuecard_core::ids::DeviceId;
 use valuecard_core::messages::center::InstallationRequest;
+use valuecard_core::messages::purse::ChipSerial;
 use valuecard_core::time::{Clock, SystemClock};
 use valuecard_sam::{Sam, SoftwareSam};
 use valuecard_terminal::dispenser::Dispenser;
@@ -38,6 +42,18 @@ pub fn device_dir(data: &Path, name: &str) -> PathBuf {
     data.join("devices").join(name)
 }
 
+/// How a command reaches the center: its HTTP service, or its database opened in this
+/// process (the SQLite file in DIR, or PostgreSQL at `--database`).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct CenterArgs {
+    /// Reach the center's HTTP service at this URL instead of opening its database.
+    #[arg(long, value_name = "URL", conflicts_with = "database")]
+    pub center: Option<String>,
+    /// The center's records are in PostgreSQL at this URL (as given to `center init`).
+    #[arg(long, value_name = "URL")]
+    pub database: Option<String>,
+}
+
 fn clock() -> Box<dyn Clock> {
     Box::new(SystemClock)
 }
@@ -49,25 +65,67 @@ fn database_marker(data: &Path) -> PathBuf {
 }
 
 fn connect_database(url: Option<&str>) -> Result<Option<Database>, String> {
-    url.map(|url| Database::connect_postgres(url).map_err(|e| e.to_string()))
-        .transpose()
+    url.map(|url| {
+        Database::connect_postgres(url).map_err(|error| {
+            let text = error.to_string();
+            // The one set-up step valuecard cannot do for the operator (it would need rights
+            // on the server beyond its own database): say what to run.
+            if text.contains("database") && text.contains("does not exist") {
+                format!("{text} (create it first, e.g. `createdb NAME`; see docs/operations.md)")
+            } else {
+                text
+            }
+        })
+    })
+    .transpose()
 }
 
 /// A new center with its keys in DIR/center and its records in SQLite there, or in the
-/// PostgreSQL database at `database`.
-pub fn init_center_on(data: &Path, database: Option<&str>) -> Result<Center, String> {
+/// PostgreSQL database at `database` (refused if that database already holds a center), and
+/// the certificate of its HTTPS service for `tls_names`.
+pub fn init_center_on(
+    data: &Path,
+    database: Option<&str>,
+    tls_names: &[String],
+) -> Result<(Center, CenterPin), String> {
     let db = connect_database(database)?;
+    create_private_dir(data)?;
+    create_owned_dir(&center_dir(data))?;
     let center =
         Center::init(&center_dir(data), db, clock(), &mut OsRng).map_err(|e| e.to_string())?;
+    // Only once the center exists: a refused init leaves no device directory behind.
+    create_owned_dir(&data.join("devices"))?;
+    let identity = ServiceIdentity::generate(tls_names).map_err(|e| e.to_string())?;
+    identity
+        .save(&center_dir(data))
+        .map_err(|e| e.to_string())?;
     if database.is_some() {
         std::fs::write(database_marker(data), "postgresql\n")
             .map_err(|e| format!("{}: {e}", database_marker(data).display()))?;
     }
-    Ok(center)
+    Ok((center, identity.pin()))
 }
 
-pub fn open_center(data: &Path) -> Result<Center, String> {
-    open_center_on(data, None)
+/// The center's HTTPS identity, for `center serve`.
+pub fn service_identity(data: &Path) -> Result<ServiceIdentity, String> {
+    ServiceIdentity::load(&center_dir(data))
+        .map_err(|e| format!("{e} (the service certificate is made by `valuecard center init`)"))
+}
+
+/// Where a device keeps the certificate of the center's service that it pins.
+fn pin_path(data: &Path, name: &str) -> PathBuf {
+    device_dir(data, name).join("center-certificate.pem")
+}
+
+/// The pinned certificate of a device's center.
+fn device_pin(data: &Path, name: &str) -> Result<CenterPin, String> {
+    let path = pin_path(data, name);
+    CenterPin::load(&path).map_err(|e| {
+        format!(
+            "{e}: device {name:?} holds no certificate of the center's service to trust \
+             (devices installed by `valuecard center init` or `terminal install` get one)"
+        )
+    })
 }
 
 /// Opens the center in DIR/center, on PostgreSQL at `database` if it was set up there.
@@ -98,9 +156,10 @@ pub fn open_center_on(data: &Path, database: Option<&str>) -> Result<Center, Str
     Center::open(&dir, connect_database(database)?, clock()).map_err(|e| e.to_string())
 }
 
-/// The transport key Ktemp from the center's key file, for manufacturing cards when the
-/// center itself is reached over HTTP (the factory is part of the issuer's set-up).
-pub fn transport_key(data: &Path) -> Result<AesKey, String> {
+/// A new chip's serial and its own transport key Ktemp, from the center's key file, for
+/// manufacturing cards when the center itself is reached over HTTP (the factory is part of
+/// the issuer's set-up).
+pub fn manufacture_chip(data: &Path) -> Result<(ChipSerial, AesKey), String> {
     let path = valuecard_center::key_path(&center_dir(data));
     if !path.exists() {
         return Err(format!(
@@ -108,16 +167,17 @@ pub fn transport_key(data: &Path) -> Result<AesKey, String> {
             data.display()
         ));
     }
-    Ok(CenterKeys::load(&path)
-        .map_err(|e| e.to_string())?
-        .transport_key)
+    let keys = CenterKeys::load(&path).map_err(|e| e.to_string())?;
+    let serial = valuecard_center::keys::chip_serial(&mut OsRng);
+    Ok((serial, keys.transport_key(&serial)))
 }
 
 /// The dispenser's link to the center's HTTP service, signing with the dispenser's SAM
 /// (loaded a second time: the dispenser holds the first).
 pub fn open_center_link(data: &Path, dispenser: &str, url: &str) -> Result<HttpCenterLink, String> {
     let sam = open_sam(data, dispenser, Role::Dispenser)?;
-    HttpCenterLink::new(url, Box::new(sam)).map_err(|e| e.to_string())
+    HttpCenterLink::new(url, &device_pin(data, dispenser)?, Box::new(sam))
+        .map_err(|e| e.to_string())
 }
 
 /// A payment terminal's link to the center's HTTP service (its SAM loaded a second time).
@@ -127,7 +187,7 @@ pub fn open_terminal_link(
     url: &str,
 ) -> Result<HttpCenterLink, String> {
     let sam = open_sam(data, terminal, Role::PaymentTerminal)?;
-    HttpCenterLink::new(url, Box::new(sam)).map_err(|e| e.to_string())
+    HttpCenterLink::new(url, &device_pin(data, terminal)?, Box::new(sam)).map_err(|e| e.to_string())
 }
 
 /// Stores the terminal's SAM image again (after its time stamp advanced).
@@ -159,6 +219,35 @@ fn role_name(role: Role) -> &'static str {
         Role::Dispenser => "dispenser",
         _ => "payment-terminal",
     }
+}
+
+/// Creates a directory, and its missing parents, that only its owner may enter: the center's
+/// records and the devices' SAM images and purchase records live below it. A directory that
+/// already exists keeps its mode (the data directory may be one the user made).
+fn create_private_dir(path: &Path) -> Result<(), String> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder
+        .create(path)
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Creates a directory valuecard owns (`center`, `devices`, a device's) owner-only, and
+/// makes it so if it existed.
+fn create_owned_dir(path: &Path) -> Result<(), String> {
+    create_private_dir(path)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(())
 }
 
 /// Writes a file readable by its owner only, atomically (temporary file, then rename).
@@ -199,7 +288,7 @@ pub fn install_device(
     let device_id = center.allocate_device_id().map_err(|e| e.to_string())?;
     let mut sam = SoftwareSam::manufacture(
         device_id,
-        center.transport_key_for_manufacture(),
+        center.transport_key_for_device(&device_id),
         &mut OsRng,
     );
     let challenge = random_array(&mut OsRng);
@@ -214,8 +303,16 @@ pub fn install_device(
         .map_err(|e| e.to_string())?;
     sam.install(&installation, &challenge, role, center.today())
         .map_err(|e| e.to_string())?;
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    create_owned_dir(&dir)?;
     write_private(&dir.join("sam.key"), &sam.to_image())?;
+    // The device trusts exactly the center's service certificate (a center made before the
+    // service had one gives none; its devices then cannot reach it over HTTPS).
+    let certificate = center_dir(data).join(valuecard_center_http::tls::CERTIFICATE_FILE);
+    if certificate.exists() {
+        CenterPin::load(&certificate)
+            .and_then(|pin| pin.save(&pin_path(data, name)))
+            .map_err(|e| e.to_string())?;
+    }
     std::fs::write(dir.join("role"), role_name(role))
         .map_err(|e| format!("{}: {e}", dir.display()))?;
     Ok(device_id)

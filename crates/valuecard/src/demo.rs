@@ -8,6 +8,7 @@ use valuecard_core::money::Amount;
 use valuecard_core::time::{Clock, SystemClock};
 use valuecard_reader::InProcessReader;
 use valuecard_sim::attacks::{self, AttackOutcome};
+use valuecard_sim::insider_attacks;
 use valuecard_sim::scenarios::{self, ScenarioOutcome};
 use valuecard_sim::{card_path, read_purse, Storage, World, WorldError};
 
@@ -184,7 +185,8 @@ fn run_in(dir: &Path, out: &mut Account) -> Result<DemoReport, WorldError> {
     let mut card_ids = Vec::new();
     for (index, value) in initial.iter().enumerate() {
         let path = card_path(dir, index + 1);
-        let card = FileCard::manufacture_file(&path, world.center.transport_key_for_manufacture())?;
+        let (serial, transport_key) = world.center.manufacture_chip();
+        let card = FileCard::manufacture_file(&path, serial, transport_key)?;
         let mut reader = InProcessReader::with_card(format!("reader {}", index + 1), card);
         let card_id = world.issue(&mut reader, minor(*value))?;
         out.say(format!(
@@ -231,15 +233,17 @@ fn run_in(dir: &Path, out: &mut Account) -> Result<DemoReport, WorldError> {
 
     out.say("");
     out.say("Attacks");
-    let outcomes = vec![
+    let mut outcomes = vec![
         attacks::rogue_terminal_certificate(&mut world, &mut readers[0])?,
         attacks::forged_card_signature(&mut world, &mut readers[1])?,
         attacks::replayed_purchase_commit(&mut world, &mut readers[0])?,
         attacks::balance_raised_by_terminal(&mut world, &mut readers[3])?,
         attacks::purchase_above_balance(&mut world, &mut readers[2])?,
         attacks::expired_terminal_certificate(&mut world, &mut readers[1])?,
-        attacks::forged_load_authorization(&mut world, &mut readers[2])?,
     ];
+    // The insiders: a card's owner with its chip open, a dishonest dispenser or terminal,
+    // each in a world of its own so their attempts stay out of this reconciliation.
+    outcomes.extend(insider_attacks::run_all(today)?);
     for attack in &outcomes {
         out.say(format!(
             "  [{}] {}: {}",

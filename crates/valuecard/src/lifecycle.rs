@@ -83,12 +83,15 @@ enum CenterAccess {
 }
 
 impl CenterAccess {
-    fn open(data: &Path, dispenser: &str, center_url: Option<&str>) -> Result<Self, String> {
-        Ok(match center_url {
+    fn open(data: &Path, dispenser: &str, at: &datadir::CenterArgs) -> Result<Self, String> {
+        Ok(match &at.center {
             Some(url) => {
                 CenterAccess::Http(Box::new(datadir::open_center_link(data, dispenser, url)?))
             }
-            None => CenterAccess::Local(Box::new(datadir::open_center(data)?)),
+            None => CenterAccess::Local(Box::new(datadir::open_center_on(
+                data,
+                at.database.as_deref(),
+            )?)),
         })
     }
 
@@ -117,9 +120,10 @@ pub fn center_init(
     data: &Path,
     terminals: usize,
     database: Option<&str>,
+    tls_names: &[String],
     json_output: bool,
 ) -> Result<ExitCode, String> {
-    let mut center = datadir::init_center_on(data, database)?;
+    let (mut center, pin) = datadir::init_center_on(data, database, tls_names)?;
     let mut devices = Vec::new();
     let dispenser = datadir::install_device(data, &mut center, "dispenser-1", Role::Dispenser)?;
     devices.push(("dispenser-1".to_owned(), "dispenser", dispenser));
@@ -134,10 +138,12 @@ pub fn center_init(
         json!({
             "center": anchor.center.to_string(),
             "root_public_key": hex::encode_upper(anchor.public_key.to_bytes()),
+            "service_certificate_sha256": pin.fingerprint(),
             "devices": devices.iter().map(|(name, role, id)| json!({"name": name, "role": role, "device_id": id.to_string()})).collect::<Vec<_>>(),
         }),
         || {
             println!("center {} created in {}", anchor.center, data.display());
+            println!("  service certificate sha256:{}", pin.fingerprint());
             for (name, role, id) in &devices {
                 println!("  {role} {name}: {id}");
             }
@@ -146,45 +152,11 @@ pub fn center_init(
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn center_status(
-    data: &Path,
-    database: Option<&str>,
-    json_output: bool,
-) -> Result<ExitCode, String> {
-    let mut center = datadir::open_center_on(data, database)?;
-    let totals = center.load_totals().map_err(|e| e.to_string())?;
-    let pending = center.pending_loads().map_err(|e| e.to_string())?;
-    let cards = center.card_count().map_err(|e| e.to_string())?;
-    print(
-        json_output,
-        json!({
-            "center": center.anchor().center.to_string(),
-            "cards": cards,
-            "issued": totals.issued,
-            "loaded": totals.loaded,
-            "loads_in_flight": totals.in_flight_count,
-            "loads_in_flight_minor": totals.in_flight,
-            "pending_loads": pending.iter().map(|p| json!({"card": p.card_id.to_string(), "load_number": p.load_number, "amount": p.amount.minor()})).collect::<Vec<_>>(),
-            "devices": datadir::devices(data)?.iter().map(|(name, role)| json!({"name": name, "role": role})).collect::<Vec<_>>(),
-        }),
-        || {
-            println!("center {}: {cards} cards", center.anchor().center);
-            println!(
-                "  issued {}  loaded {}  in flight {} ({} loads)",
-                Amount::new(totals.issued).unwrap_or(Amount::ZERO),
-                Amount::new(totals.loaded).unwrap_or(Amount::ZERO),
-                Amount::new(totals.in_flight).unwrap_or(Amount::ZERO),
-                totals.in_flight_count
-            );
-        },
-    );
-    Ok(ExitCode::SUCCESS)
-}
-
-/// Serves the center over HTTP until SIGINT or SIGTERM; requests in flight are finished
+/// Serves the center over HTTPS until SIGINT or SIGTERM; requests in flight are finished
 /// (and committed) before it exits.
 pub fn center_serve(data: &Path, listen: &str, database: Option<&str>) -> Result<ExitCode, String> {
     let center = datadir::open_center_on(data, database)?;
+    let identity = datadir::service_identity(data)?;
     let listener = std::net::TcpListener::bind(listen)
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     let address = listener.local_addr().map_err(|e| e.to_string())?;
@@ -193,10 +165,19 @@ pub fn center_serve(data: &Path, listen: &str, database: Option<&str>) -> Result
         .with_max_level(tracing_subscriber::filter::LevelFilter::INFO)
         .with_target(false)
         .try_init();
-    println!("center {} serving http://{address}", center.anchor().center);
+    println!(
+        "center {} serving https://{address} (certificate sha256:{})",
+        center.anchor().center,
+        identity.pin().fingerprint()
+    );
     std::io::Write::flush(&mut std::io::stdout()).map_err(|e| e.to_string())?;
-    valuecard_center_http::server::run_until_signal(listener, center)
-        .map_err(|e| format!("center service: {e}"))?;
+    valuecard_center_http::serve::run_until_signal(
+        listener,
+        center,
+        &identity,
+        valuecard_center_http::ServiceLimits::default(),
+    )
+    .map_err(|e| format!("center service: {e}"))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -232,7 +213,7 @@ pub fn card_issue(
     out: &Path,
     value: Option<&str>,
     dispenser_name: &str,
-    center_url: Option<&str>,
+    at: &datadir::CenterArgs,
     credit: Option<Option<&str>>,
     json_output: bool,
 ) -> Result<ExitCode, String> {
@@ -240,14 +221,14 @@ pub fn card_issue(
     let credit = credit
         .map(|expiry| expiry.map(crate::credit_cli::parse_date).transpose())
         .transpose()?;
-    if credit.is_some() && center_url.is_some() {
+    if credit.is_some() && at.center.is_some() {
         return Err(
             "credit is enabled where the center's files are (without --center): the setting \
              number is handed out there"
                 .into(),
         );
     }
-    let mut center = CenterAccess::open(data, dispenser_name, center_url)?;
+    let mut center = CenterAccess::open(data, dispenser_name, at)?;
     let mut dispenser = datadir::open_dispenser(data, dispenser_name)?;
     if out.exists() {
         return Err(format!(
@@ -255,11 +236,11 @@ pub fn card_issue(
             out.display()
         ));
     }
-    let transport_key = match &center {
-        CenterAccess::Local(center) => center.transport_key_for_manufacture(),
-        CenterAccess::Http(_) => datadir::transport_key(data)?,
+    let (serial, transport_key) = match &mut center {
+        CenterAccess::Local(center) => center.manufacture_chip(),
+        CenterAccess::Http(_) => datadir::manufacture_chip(data)?,
     };
-    let card = FileCard::manufacture_file(out, transport_key)
+    let card = FileCard::manufacture_file(out, serial, transport_key)
         .map_err(|e| format!("{}: {e}", out.display()))?;
     let mut reader = InProcessReader::with_card("dispenser", card);
     let card_id = dispenser
@@ -383,11 +364,11 @@ pub fn terminal_load(
     dispenser: &str,
     amount: &str,
     reader_args: &ReaderArgs,
-    center_url: Option<&str>,
+    at: &datadir::CenterArgs,
     json_output: bool,
 ) -> Result<ExitCode, String> {
     let amount = parse_amount(amount)?;
-    let mut center = CenterAccess::open(data, dispenser, center_url)?;
+    let mut center = CenterAccess::open(data, dispenser, at)?;
     let mut dispenser = datadir::open_dispenser(data, dispenser)?;
     let mut boxed = open_reader(reader_args)?;
     let mut reader: &mut dyn CardReader = &mut *boxed;
@@ -414,7 +395,7 @@ pub fn terminal_settle(
     terminal: &str,
     dispenser: &str,
     reader_args: &ReaderArgs,
-    center_url: Option<&str>,
+    at: &datadir::CenterArgs,
     json_output: bool,
 ) -> Result<ExitCode, String> {
     let mut terminal = datadir::open_terminal(data, terminal)?;
@@ -427,18 +408,16 @@ pub fn terminal_settle(
         .settle_in_doubt(&mut reader, &card)
         .map_err(|e| explain(&e))?;
     let mut loads = Vec::new();
-    if center_url.is_some() || datadir::center_dir(data).exists() {
-        let mut center = CenterAccess::open(data, dispenser, center_url)?;
+    if at.center.is_some() || datadir::center_dir(data).exists() {
+        let mut center = CenterAccess::open(data, dispenser, at)?;
         let mut dispenser = datadir::open_dispenser(data, dispenser)?;
         for pending in center.pending_loads(&card.card_id())? {
+            // A load is settled only by the dispenser that holds it.
+            if pending.dispenser_id != dispenser.device_id() {
+                continue;
+            }
             let outcome = dispenser
-                .settle_pending_load(
-                    &mut reader,
-                    &mut center.link(),
-                    pending.load_number,
-                    pending.card_counter,
-                    pending.amount,
-                )
+                .settle_pending_load(&mut reader, &mut center.link(), pending.load_number)
                 .map_err(|e| explain(&e))?;
             loads.push((pending.load_number, outcome));
         }

@@ -2,6 +2,10 @@
 
 #![forbid(unsafe_code)]
 
+// First, so that its `println!` and friends replace std's in every module below (see there).
+#[macro_use]
+mod output;
+
 mod attach;
 mod bench;
 mod bench_ingest;
@@ -60,12 +64,18 @@ enum CenterCommands {
         #[arg(long, default_value_t = 1)]
         terminals: usize,
         /// Keep the center's records in PostgreSQL at this URL instead of SQLite in DATA.
+        /// The database must exist and hold no other center.
         #[arg(long, value_name = "URL")]
         database: Option<String>,
+        /// A host name or IP address devices use to reach `center serve` (repeat for
+        /// several); the service certificate lists them. Default: localhost, 127.0.0.1, ::1.
+        #[arg(long = "tls-name", value_name = "NAME")]
+        tls_names: Vec<String>,
         #[arg(long)]
         json: bool,
     },
-    /// Cards, loads, loads in flight and devices.
+    /// Cards, devices, loads in flight, and the reconciliation of what was issued, loaded and
+    /// spent against the remaining value on record.
     Status {
         #[arg(long)]
         data: PathBuf,
@@ -118,6 +128,11 @@ enum CenterCommands {
         out: PathBuf,
         #[arg(long, default_value = "dispenser-1")]
         dispenser: String,
+        /// Days the old card's value is held, while terminals sync the list and upload what
+        /// it spent, before it goes to the replacement (fixed at the first call; 0 only when
+        /// every terminal is known to have synced).
+        #[arg(long, default_value_t = valuecard_center::lists::RESTORE_HOLD_DAYS)]
+        hold_days: u32,
         #[arg(long)]
         json: bool,
     },
@@ -135,7 +150,8 @@ enum CenterCommands {
         #[arg(long)]
         json: bool,
     },
-    /// Serve the center over HTTP to dispensers and terminals (until SIGINT or SIGTERM).
+    /// Serve the center over HTTPS to dispensers and terminals (until SIGINT or SIGTERM),
+    /// with the service certificate made by `center init`.
     Serve {
         #[arg(long)]
         data: PathBuf,
@@ -202,9 +218,8 @@ enum TerminalCommands {
         amount: String,
         #[arg(long, default_value = "dispenser-1")]
         dispenser: String,
-        /// Reach the center's HTTP service at this URL instead of opening its database.
-        #[arg(long, value_name = "URL")]
-        center: Option<String>,
+        #[command(flatten)]
+        center: datadir::CenterArgs,
         #[command(flatten)]
         reader: lifecycle::ReaderArgs,
         #[arg(long)]
@@ -218,9 +233,8 @@ enum TerminalCommands {
         terminal: String,
         #[arg(long, default_value = "dispenser-1")]
         dispenser: String,
-        /// Reach the center's HTTP service at this URL instead of opening its database.
-        #[arg(long, value_name = "URL")]
-        center: Option<String>,
+        #[command(flatten)]
+        center: datadir::CenterArgs,
         #[command(flatten)]
         reader: lifecycle::ReaderArgs,
         #[arg(long)]
@@ -242,11 +256,8 @@ enum TerminalCommands {
         data: PathBuf,
         #[arg(long, default_value = "terminal-1")]
         terminal: String,
-        /// Reach the center's HTTP service at this URL instead of opening its database.
-        #[arg(long, value_name = "URL")]
-        center: Option<String>,
-        #[arg(long, value_name = "URL")]
-        database: Option<String>,
+        #[command(flatten)]
+        center: datadir::CenterArgs,
         #[arg(long)]
         json: bool,
     },
@@ -294,24 +305,20 @@ enum TerminalCommands {
         data: PathBuf,
         #[arg(long, default_value = "terminal-1")]
         terminal: String,
-        /// Reach the center's HTTP service at this URL instead of opening its database.
-        #[arg(long, value_name = "URL")]
-        center: Option<String>,
-        #[arg(long, value_name = "URL")]
-        database: Option<String>,
+        #[command(flatten)]
+        center: datadir::CenterArgs,
         #[arg(long)]
         json: bool,
     },
-    /// Advance the terminal's one-way time stamp (daily) and report it to the center.
+    /// Report the terminal's one-way time stamp to the center (daily). The SAM advances the
+    /// stamp itself, one step per day on its own clock.
     AdvanceStamp {
         #[arg(long)]
         data: PathBuf,
         #[arg(long, default_value = "terminal-1")]
         terminal: String,
-        #[arg(long, value_name = "URL")]
-        center: Option<String>,
-        #[arg(long, value_name = "URL")]
-        database: Option<String>,
+        #[command(flatten)]
+        center: datadir::CenterArgs,
         #[arg(long)]
         json: bool,
     },
@@ -331,9 +338,8 @@ enum CardCommands {
         value: Option<String>,
         #[arg(long, default_value = "dispenser-1")]
         dispenser: String,
-        /// Reach the center's HTTP service at this URL instead of opening its database.
-        #[arg(long, value_name = "URL")]
-        center: Option<String>,
+        #[command(flatten)]
+        center: datadir::CenterArgs,
         /// Also enable the card's credit function (Fig. 13) and print its setting number.
         #[arg(long)]
         credit: bool,
@@ -418,7 +424,7 @@ fn terminal(command: TerminalCommands) -> Result<ExitCode, String> {
             reader,
             center,
             json,
-        } => lifecycle::terminal_load(&data, &dispenser, &amount, &reader, center.as_deref(), json),
+        } => lifecycle::terminal_load(&data, &dispenser, &amount, &reader, &center, json),
         TerminalCommands::Settle {
             data,
             terminal,
@@ -426,14 +432,7 @@ fn terminal(command: TerminalCommands) -> Result<ExitCode, String> {
             reader,
             center,
             json,
-        } => lifecycle::terminal_settle(
-            &data,
-            &terminal,
-            &dispenser,
-            &reader,
-            center.as_deref(),
-            json,
-        ),
+        } => lifecycle::terminal_settle(&data, &terminal, &dispenser, &reader, &center, json),
         TerminalCommands::History {
             data,
             terminal,
@@ -443,15 +442,8 @@ fn terminal(command: TerminalCommands) -> Result<ExitCode, String> {
             data,
             terminal,
             center,
-            database,
             json,
-        } => operations::terminal_sync(
-            &data,
-            &terminal,
-            database.as_deref(),
-            center.as_deref(),
-            json,
-        ),
+        } => operations::terminal_sync(&data, &terminal, &center, json),
         TerminalCommands::CreditPassword {
             data,
             terminal,
@@ -483,28 +475,14 @@ fn terminal(command: TerminalCommands) -> Result<ExitCode, String> {
             data,
             terminal,
             center,
-            database,
             json,
-        } => credit_cli::terminal_credit_upload(
-            &data,
-            &terminal,
-            database.as_deref(),
-            center.as_deref(),
-            json,
-        ),
+        } => credit_cli::terminal_credit_upload(&data, &terminal, &center, json),
         TerminalCommands::AdvanceStamp {
             data,
             terminal,
             center,
-            database,
             json,
-        } => operations::terminal_advance_stamp(
-            &data,
-            &terminal,
-            database.as_deref(),
-            center.as_deref(),
-            json,
-        ),
+        } => operations::terminal_advance_stamp(&data, &terminal, &center, json),
     }
 }
 
@@ -536,7 +514,7 @@ fn main() -> ExitCode {
             &out,
             value.as_deref(),
             &dispenser,
-            center.as_deref(),
+            &center,
             credit.then_some(credit_expiry.as_deref()),
             json,
         ),
@@ -544,8 +522,9 @@ fn main() -> ExitCode {
             data,
             terminals,
             database,
+            tls_names,
             json,
-        }) => lifecycle::center_init(&data, terminals, database.as_deref(), json),
+        }) => lifecycle::center_init(&data, terminals, database.as_deref(), &tls_names, json),
         Commands::Center(CenterCommands::ReportCard {
             data,
             database,
@@ -565,13 +544,24 @@ fn main() -> ExitCode {
             card,
             out,
             dispenser,
+            hold_days,
             json,
-        }) => operations::center_restore(&data, database.as_deref(), &card, &out, &dispenser, json),
+        }) => operations::center_restore(
+            &data,
+            database.as_deref(),
+            &card,
+            operations::RestoreTarget {
+                out: &out,
+                dispenser_name: &dispenser,
+                hold_days,
+            },
+            json,
+        ),
         Commands::Center(CenterCommands::Status {
             data,
             database,
             json,
-        }) => lifecycle::center_status(&data, database.as_deref(), json),
+        }) => operations::center_status(&data, database.as_deref(), json),
         Commands::Center(CenterCommands::Statements {
             data,
             month,

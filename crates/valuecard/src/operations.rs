@@ -6,11 +6,12 @@ use std::process::ExitCode;
 
 use serde_json::json;
 use valuecard_card::FileCard;
+use valuecard_center::reconcile::ReconciliationStatus;
 use valuecard_core::ids::{CardId, DeviceId};
 use valuecard_core::messages::center::{ListReason, TerminalLink};
 use valuecard_reader::InProcessReader;
 
-use crate::datadir;
+use crate::datadir::{self, CenterArgs};
 use crate::lifecycle::explain;
 
 fn print(json_output: bool, value: serde_json::Value, text: impl FnOnce()) {
@@ -26,17 +27,16 @@ fn print(json_output: bool, value: serde_json::Value, text: impl FnOnce()) {
 fn with_terminal_link<T>(
     data: &Path,
     terminal: &str,
-    database: Option<&str>,
-    url: Option<&str>,
+    at: &CenterArgs,
     work: impl FnOnce(&mut dyn TerminalLink) -> Result<T, String>,
 ) -> Result<T, String> {
-    match url {
+    match &at.center {
         Some(url) => {
             let mut link = datadir::open_terminal_link(data, terminal, url)?;
             work(&mut link)
         }
         None => {
-            let mut center = datadir::open_center_on(data, database)?;
+            let mut center = datadir::open_center_on(data, at.database.as_deref())?;
             work(&mut center)
         }
     }
@@ -46,12 +46,11 @@ fn with_terminal_link<T>(
 pub fn terminal_sync(
     data: &Path,
     terminal_name: &str,
-    database: Option<&str>,
-    url: Option<&str>,
+    at: &CenterArgs,
     json_output: bool,
 ) -> Result<ExitCode, String> {
     let mut terminal = datadir::open_terminal(data, terminal_name)?;
-    let (receipt, version) = with_terminal_link(data, terminal_name, database, url, |link| {
+    let (receipt, version) = with_terminal_link(data, terminal_name, at, |link| {
         let receipt = terminal
             .upload_usage(&mut &mut *link)
             .map_err(|e| explain(&e))?;
@@ -86,16 +85,16 @@ pub fn terminal_sync(
     Ok(ExitCode::SUCCESS)
 }
 
-/// Advance the terminal's time stamp (daily) and report it to the center.
+/// Report the terminal's time stamp (daily) to the center; the SAM has advanced it on its own
+/// clock.
 pub fn terminal_advance_stamp(
     data: &Path,
     terminal_name: &str,
-    database: Option<&str>,
-    url: Option<&str>,
+    at: &CenterArgs,
     json_output: bool,
 ) -> Result<ExitCode, String> {
     let mut terminal = datadir::open_terminal(data, terminal_name)?;
-    let count = with_terminal_link(data, terminal_name, database, url, |link| {
+    let count = with_terminal_link(data, terminal_name, at, |link| {
         terminal
             .advance_stamp(&mut &mut *link)
             .map_err(|e| explain(&e))
@@ -106,7 +105,7 @@ pub fn terminal_advance_stamp(
         json!({"terminal": terminal.device_id().to_string(), "stamp_count": count}),
         || {
             println!(
-                "terminal {}: time stamp advanced to {count} and reported",
+                "terminal {}: time stamp {count} (days since installation) reported",
                 terminal.device_id()
             );
         },
@@ -178,14 +177,26 @@ pub fn center_report_terminal(
 
 /// The restore procedure for a destroyed card: list the old card, issue a new card image
 /// with the old card's remaining value through a dispenser.
+/// Where a restored card's value goes, and the holding period before it does.
+#[derive(Debug)]
+pub struct RestoreTarget<'a> {
+    pub out: &'a Path,
+    pub dispenser_name: &'a str,
+    pub hold_days: u32,
+}
+
 pub fn center_restore(
     data: &Path,
     database: Option<&str>,
     card: &str,
-    out: &Path,
-    dispenser_name: &str,
+    target: RestoreTarget<'_>,
     json_output: bool,
 ) -> Result<ExitCode, String> {
+    let RestoreTarget {
+        out,
+        dispenser_name,
+        hold_days,
+    } = target;
     let old = parse_card(card)?;
     if out.exists() {
         return Err(format!(
@@ -195,8 +206,27 @@ pub fn center_restore(
     }
     let mut center = datadir::open_center_on(data, database)?;
     let mut dispenser = datadir::open_dispenser(data, dispenser_name)?;
-    let value = center.restore_card(&old).map_err(|e| e.to_string())?;
-    let card = FileCard::manufacture_file(out, center.transport_key_for_manufacture())
+    let value = match center
+        .restore_card_holding(&old, hold_days)
+        .map_err(|e| e.to_string())?
+    {
+        valuecard_center::lists::Restoration::Restored { amount } => amount,
+        valuecard_center::lists::Restoration::Held { until } => {
+            print(
+                json_output,
+                json!({"old_card": old.to_string(), "held_until": until.to_string()}),
+                || {
+                    println!(
+                        "card {old} is listed and blocked; its remaining value is held until {until} \
+                         while terminals sync and upload what it spent: run this again then"
+                    )
+                },
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
+    let (serial, transport_key) = center.manufacture_chip();
+    let card = FileCard::manufacture_file(out, serial, transport_key)
         .map_err(|e| format!("{}: {e}", out.display()))?;
     let mut reader = InProcessReader::with_card("dispenser", card);
     let new = dispenser
@@ -212,6 +242,128 @@ pub fn center_restore(
         json!({"old_card": old.to_string(), "new_card": new.to_string(), "value": value.minor(), "image": out.display().to_string()}),
         || {
             println!("card {old} listed and replaced by card {new} holding its remaining value {value} ({})", out.display())
+        },
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Minor units as currency, for totals (which may exceed the largest card balance an
+/// `Amount` holds) and signed differences.
+fn money(minor: i128) -> String {
+    let sign = if minor < 0 { "-" } else { "" };
+    let minor = minor.unsigned_abs();
+    format!("{sign}{}.{:02}", minor / 100, minor % 100)
+}
+
+/// A signed total for JSON (whose integers a reader takes as i64 at most).
+fn json_int(value: i128) -> i64 {
+    i64::try_from(value).unwrap_or(if value < 0 { i64::MIN } else { i64::MAX })
+}
+
+/// What the center cannot see from its own records, said with every status.
+const NOT_KNOWN_HERE: &str = "purchases at terminals that have not synced: until they are \
+     uploaded, spent misses them and the remaining value overstates what those cards hold \
+     (unless a later load already showed a card's lower balance)";
+
+/// `center status`: cards, devices, the loads in flight, and the reconciliation of value
+/// (issued + loaded - restored - spent against the remaining value on record).
+pub fn center_status(
+    data: &Path,
+    database: Option<&str>,
+    json_output: bool,
+) -> Result<ExitCode, String> {
+    let mut center = datadir::open_center_on(data, database)?;
+    let totals = center.reconciliation().map_err(|e| e.to_string())?;
+    let pending = center.pending_loads().map_err(|e| e.to_string())?;
+    let cards = center.card_count().map_err(|e| e.to_string())?;
+    let devices = datadir::devices(data)?;
+    let alerts = center.alerts().map_err(|e| e.to_string())?;
+    let status = totals.status();
+    let center_id = center.anchor().center;
+    let verdict = match status {
+        ReconciliationStatus::Reconciled => "reconciled".to_owned(),
+        ReconciliationStatus::UploadsOutstanding => format!(
+            "{} short: loads showed that cards spent more than the terminals uploaded so far \
+             (run `terminal sync` at every terminal)",
+            money(-totals.difference())
+        ),
+        ReconciliationStatus::LoadsInFlight => format!(
+            "open while {} is in flight (settle those loads with `terminal settle`)",
+            money(totals.in_flight.into())
+        ),
+        ReconciliationStatus::Excess => format!(
+            "EXCESS of {}: cards on record hold more than was paid in and not spent (a copied \
+             card spending one state twice, or a card claiming more than it held)",
+            money(totals.difference())
+        ),
+    };
+    print(
+        json_output,
+        json!({
+            "center": center_id.to_string(),
+            "cards": cards,
+            "issued": totals.issued,
+            "loaded": totals.loaded,
+            "restored": totals.restored,
+            "spent": totals.spent,
+            "purchases": totals.purchases,
+            "loads_in_flight": totals.in_flight_count,
+            "loads_in_flight_minor": totals.in_flight,
+            "remaining": totals.remaining,
+            "cards_with_remaining": totals.cards_with_remaining,
+            "expected_remaining": json_int(totals.expected_remaining()),
+            "difference": json_int(totals.difference()),
+            "reconciliation": status.as_str(),
+            "reconciled": status == ReconciliationStatus::Reconciled,
+            "not_known_here": NOT_KNOWN_HERE,
+            "pending_loads": pending.iter().map(|p| json!({"card": p.card_id.to_string(), "load_number": p.load_number, "amount": p.amount.minor(), "dispenser": p.dispenser_id.to_string()})).collect::<Vec<_>>(),
+            "alerts": alerts.iter().map(|a| json!({"subject": hex::encode_upper(a.subject), "kind": a.kind, "detail": a.detail, "raised_on": valuecard_core::time::Date(a.raised_on).to_string()})).collect::<Vec<_>>(),
+            "devices": devices.iter().map(|(name, role)| json!({"name": name, "role": role})).collect::<Vec<_>>(),
+        }),
+        || {
+            println!(
+                "center {center_id}: {cards} cards, {} devices",
+                devices.len()
+            );
+            println!(
+                "  issued {}  loaded {}  restored {}  spent {} ({} purchases uploaded)",
+                money(totals.issued.into()),
+                money(totals.loaded.into()),
+                money(totals.restored.into()),
+                money(totals.spent.into()),
+                totals.purchases
+            );
+            println!(
+                "  in flight {} ({} loads)",
+                money(totals.in_flight.into()),
+                totals.in_flight_count
+            );
+            for load in &pending {
+                println!(
+                    "    load {} of card {}: {} (held by dispenser {} until the card's evidence settles it)",
+                    load.load_number, load.card_id, load.amount, load.dispenser_id
+                );
+            }
+            println!(
+                "  remaining value on record {} ({} cards)",
+                money(totals.remaining.into()),
+                totals.cards_with_remaining
+            );
+            println!(
+                "  issued + loaded - restored - spent = {}: {verdict}",
+                money(totals.expected_remaining())
+            );
+            println!("  not known here: {NOT_KNOWN_HERE}");
+            println!("  alerts: {}", alerts.len());
+            for alert in &alerts {
+                println!(
+                    "    {} {} {}: {}",
+                    valuecard_core::time::Date(alert.raised_on),
+                    hex::encode_upper(alert.subject),
+                    alert.kind,
+                    alert.detail
+                );
+            }
         },
     );
     Ok(ExitCode::SUCCESS)

@@ -362,6 +362,15 @@ fn operations_clone_detection_lost_cards_stolen_terminals_and_restore() {
         "terminal-2",
     ]);
     assert_eq!(sync["clones_detected"][0], a["card"]);
+    // The operator sees what the center detected.
+    let status = json(&["center", "status", "--data", data_arg]);
+    let alerts = status["alerts"].as_array().unwrap();
+    assert!(
+        alerts
+            .iter()
+            .any(|alert| alert["kind"] == "cloned" && alert["subject"] == a["card"]),
+        "{status}"
+    );
     json(&["terminal", "sync", "--data", data_arg]);
     let refused = run(&[
         "terminal",
@@ -413,6 +422,8 @@ fn operations_clone_detection_lost_cards_stolen_terminals_and_restore() {
         card_b,
         "--out",
         &path("b2.img"),
+        "--hold-days",
+        "0",
     ]);
     assert_eq!(restored["value"], 2000);
     let info = json(&[
@@ -436,6 +447,21 @@ fn operations_clone_detection_lost_cards_stolen_terminals_and_restore() {
     ]);
     assert_eq!(again.status.code(), Some(2), "a card is restored once");
     assert!(!dir.path().join("b3.img").exists());
+    // By default a destroyed card's value is held while terminals sync and upload what the
+    // old chip spent: the first call lists it and says until when, and writes no card.
+    let held = json(&[
+        "center",
+        "restore",
+        "--data",
+        data_arg,
+        "--card",
+        a["card"].as_str().unwrap(),
+        "--out",
+        &path("a2.img"),
+    ]);
+    assert!(held["held_until"].is_string(), "{held}");
+    assert_eq!(held["value"], serde_json::Value::Null, "{held}");
+    assert!(!dir.path().join("a2.img").exists());
 
     // A stolen terminal: cards it writes after the report are refused by the others.
     let stamp = json(&[
@@ -446,5 +472,6 @@ fn operations_clone_detection_lost_cards_stolen_terminals_and_restore() {
         "--terminal",
         "terminal-2",
     ]);
-    assert_eq!(stamp["stamp_count"], 1);
+    // Installed today: the SAM's chain counts days since installation, so it is at 0.
+    assert_eq!(stamp["stamp_count"], 0);
 }

@@ -9,12 +9,10 @@ use rand_core::SeedableRng;
 use valuecard_card::eeprom::MemoryEeprom;
 use valuecard_card::image::EEPROM_SIZE;
 use valuecard_card::Card;
-use valuecard_center::auth::request_signing_input;
 use valuecard_center::{Center, LoadTotals, PendingLoad};
 use valuecard_center_http::problem::ProblemDocument;
-use valuecard_center_http::{BackgroundServer, HttpCenterLink};
+use valuecard_center_http::{BackgroundServer, CenterPin, HttpCenterLink};
 use valuecard_core::cert::Role;
-use valuecard_core::crypto::AesKey;
 use valuecard_core::ids::DeviceId;
 use valuecard_core::money::Amount;
 use valuecard_core::time::{Clock, Date, FixedClock};
@@ -39,7 +37,7 @@ pub fn amount(minor: u64) -> Amount {
 
 /// A SAM from its image: every party that needs the device's keys gets its own copy.
 pub fn sam(image: &[u8]) -> SoftwareSam {
-    SoftwareSam::from_image(image).unwrap()
+    SoftwareSam::from_image(image).unwrap().with_clock(clock())
 }
 
 /// The center's records that a refused request must leave as they were.
@@ -56,25 +54,23 @@ pub struct Harness {
     pub dispenser: Vec<u8>,
     pub other_dispenser: Vec<u8>,
     pub terminal: Vec<u8>,
-    pub transport_key: AesKey,
 }
 
 impl Harness {
     /// Installs the devices on `center` and serves it on a free loopback port.
     pub fn start(mut center: Center, seed: u64) -> Self {
         let mut rng = WorldRng::seed_from_u64(seed);
-        let dispenser = install_sam(&mut center, Role::Dispenser, &mut rng).unwrap();
-        let other_dispenser = install_sam(&mut center, Role::Dispenser, &mut rng).unwrap();
-        let terminal = install_sam(&mut center, Role::PaymentTerminal, &mut rng).unwrap();
-        let transport_key = center.transport_key_for_manufacture();
+        let dispenser = install_sam(&mut center, Role::Dispenser, clock(), &mut rng).unwrap();
+        let other_dispenser = install_sam(&mut center, Role::Dispenser, clock(), &mut rng).unwrap();
+        let terminal = install_sam(&mut center, Role::PaymentTerminal, clock(), &mut rng).unwrap();
         let server = BackgroundServer::bind("127.0.0.1:0", Arc::new(Mutex::new(center))).unwrap();
+        register_pin(&server.url(), server.pin());
         Harness {
             server,
             rng,
             dispenser: dispenser.to_image(),
             other_dispenser: other_dispenser.to_image(),
             terminal: terminal.to_image(),
-            transport_key,
         }
     }
 
@@ -83,7 +79,7 @@ impl Harness {
     }
 
     pub fn link(&self, image: &[u8]) -> HttpCenterLink {
-        HttpCenterLink::new(&self.server.url(), Box::new(sam(image))).unwrap()
+        HttpCenterLink::new(&self.server.url(), self.server.pin(), Box::new(sam(image))).unwrap()
     }
 
     pub fn dispenser(&mut self) -> Dispenser<SoftwareSam, WorldRng> {
@@ -94,12 +90,9 @@ impl Harness {
     /// A card fresh from the factory, in a reader.
     pub fn blank_card(&mut self, name: &str) -> Reader {
         let rng = WorldRng::seed_from_u64(rand_core::RngCore::next_u64(&mut self.rng));
-        let card = Card::manufacture(
-            MemoryEeprom::new(EEPROM_SIZE),
-            self.transport_key.clone(),
-            rng,
-        )
-        .unwrap();
+        let (serial, transport_key) = self.with_center(|center| center.manufacture_chip());
+        let card =
+            Card::manufacture(MemoryEeprom::new(EEPROM_SIZE), serial, transport_key, rng).unwrap();
         InProcessReader::with_card(name, card)
     }
 
@@ -172,11 +165,46 @@ impl Answer {
     }
 }
 
-fn agent() -> ureq::Agent {
+/// The certificate each test server presents, by its base URL: the raw client below trusts
+/// exactly that one, like a device.
+fn pins() -> &'static Mutex<std::collections::HashMap<String, CenterPin>> {
+    static PINS: std::sync::OnceLock<Mutex<std::collections::HashMap<String, CenterPin>>> =
+        std::sync::OnceLock::new();
+    PINS.get_or_init(Default::default)
+}
+
+pub fn register_pin(base: &str, pin: &CenterPin) {
+    pins().lock().unwrap().insert(base.to_owned(), pin.clone());
+}
+
+/// A raw client for the server at `base`, trusting only its certificate.
+pub fn agent_for(base: &str) -> ureq::Agent {
+    let pin = pins().lock().unwrap().get(base).cloned();
+    let mut tls = ureq::tls::TlsConfig::builder()
+        .provider(ureq::tls::TlsProvider::Rustls)
+        .unversioned_rustls_crypto_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ));
+    if let Some(pin) = pin {
+        let pem = pem::parse(pin_pem(&pin)).unwrap();
+        let der = pem.contents().to_vec();
+        tls = tls.root_certs(ureq::tls::RootCerts::Specific(std::sync::Arc::new(vec![
+            ureq::tls::Certificate::from_der(&der).to_owned(),
+        ])));
+    }
     ureq::Agent::config_builder()
         .http_status_as_error(false)
+        .tls_config(tls.build())
         .build()
         .into()
+}
+
+/// The pinned certificate as PEM (through a file, as a device keeps it).
+pub fn pin_pem(pin: &CenterPin) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("center.pem");
+    pin.save(&path).unwrap();
+    std::fs::read_to_string(path).unwrap()
 }
 
 /// Any request, with exactly the headers given.
@@ -188,7 +216,7 @@ pub fn send(
     body: &[u8],
 ) -> Answer {
     let url = format!("{base}{path}");
-    let agent = agent();
+    let agent = agent_for(base);
     let response = match method {
         "GET" => {
             let mut request = agent.get(&url);
@@ -225,7 +253,7 @@ pub fn send(
 /// A POST whose body is streamed without a declared length (chunked).
 pub fn send_chunked(base: &str, path: &str, headers: &[(String, String)], body: &[u8]) -> Answer {
     let url = format!("{base}{path}");
-    let mut request = agent().post(&url);
+    let mut request = agent_for(base).post(&url);
     for (name, value) in headers {
         request = request.header(name, value);
     }
@@ -264,7 +292,7 @@ pub fn signed_headers(
     body: &[u8],
 ) -> Vec<(String, String)> {
     let signature = signer
-        .sign(&request_signing_input(method, path, sequence, body))
+        .sign_device_request(method, path, sequence, body)
         .unwrap();
     vec![
         ("content-type".into(), "application/json".into()),

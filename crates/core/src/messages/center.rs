@@ -6,7 +6,7 @@
 use crate::cert::{Certificate, TrustAnchor};
 use crate::crypto::{PublicKey, Signature, MAC_LEN, PUBLIC_KEY_LEN};
 use crate::ids::{CardId, DeviceId};
-use crate::messages::purse::{Challenge, LoadOffer};
+use crate::messages::purse::{Challenge, ChipSerial, LastTransaction, LoadOffer, TerminalStamp};
 use crate::money::Amount;
 use crate::time::Date;
 
@@ -14,6 +14,9 @@ use crate::time::Date;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CardIdRequest {
     pub dispenser_id: DeviceId,
+    /// The blank chip's manufacture serial (from its SELECT answer): the center MACs GENERATE
+    /// KEY PAIR under this chip's own transport key.
+    pub chip_serial: ChipSerial,
 }
 
 /// Fig. 4B, second half: the card generated its key pair; the dispenser asks the center to
@@ -21,6 +24,8 @@ pub struct CardIdRequest {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CardCertificationRequest {
     pub dispenser_id: DeviceId,
+    /// The chip's manufacture serial: PERSONALIZE is MACed under its own transport key.
+    pub chip_serial: ChipSerial,
     pub card_id: CardId,
     pub signing_key: PublicKey,
     pub sealing_key: [u8; PUBLIC_KEY_LEN],
@@ -84,8 +89,12 @@ pub struct InstallationRequest {
 pub struct Installation {
     pub certificate: Certificate,
     pub anchor: TrustAnchor,
-    /// KT || KO, AES-128-GCM under a session key derived from Ktemp and the challenge.
+    /// KT || KO || TS0, sealed to the SAM's own X25519 key with an ephemeral key of the
+    /// center (X25519 + HKDF-SHA256 + AES-128-GCM).
     pub sealed_keys: Vec<u8>,
+    /// AES-CMAC under the device's own transport key over the whole installation and the
+    /// device's challenge: the SAM knows the keys come from the center.
+    pub mac: [u8; MAC_LEN],
 }
 
 /// Why the center refused a request. Split by who is at fault, as every error here is.
@@ -104,6 +113,8 @@ pub enum CenterError {
     BadCardSignature,
     #[error("request does not match the center's records: {0}")]
     Mismatch(String),
+    #[error("time stamp refused: {0}")]
+    BadStamp(String),
     #[error("amount refused: {0}")]
     Amount(String),
     #[error("center storage failed: {0}")]
@@ -114,15 +125,60 @@ pub enum CenterError {
     Setup(String),
 }
 
-/// The dispenser's report of how a load ended: the card answered the CREDIT (committed),
-/// or the card shows it never applied it (cancelled). Until it arrives the load is value
-/// in flight.
+/// The dispenser's report of how a load ended, with the card's own evidence: its signed
+/// last transaction (GET LAST TRANSACTION). The center reads the outcome from the evidence,
+/// never from the dispenser's word: a record that is this load proves it committed; a
+/// record at the load's counter, signed over a challenge the center drew after it
+/// authorized the load ([`SettlementChallengeRequest`]), proves the card dropped the load
+/// session (GET LAST TRANSACTION ends it) and can never apply it; a different update at
+/// the counter the load would have written proves the state went elsewhere. Until then the
+/// load is value in flight, the liability of the dispenser that holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoadSettlement {
     pub card_id: CardId,
     pub dispenser_id: DeviceId,
     pub load_number: u32,
-    pub committed: bool,
+    /// The challenge the card signed its last transaction over.
+    pub challenge: Challenge,
+    pub evidence: LastTransaction,
+}
+
+/// A dispenser asks the center for a fresh challenge to settle one of its pending loads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettlementChallengeRequest {
+    pub dispenser_id: DeviceId,
+    pub load_number: u32,
+}
+
+/// What the center concluded from a settlement's evidence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoadOutcome {
+    /// The card holds this load.
+    Committed,
+    /// The card can never apply this load.
+    Cancelled,
+    /// The evidence does not decide (the card moved on past the load's counter): the load
+    /// stays pending until a usage upload shows which update consumed its state.
+    Undecided,
+}
+
+impl LoadOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LoadOutcome::Committed => "committed",
+            LoadOutcome::Cancelled => "cancelled",
+            LoadOutcome::Undecided => "undecided",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "committed" => LoadOutcome::Committed,
+            "cancelled" => LoadOutcome::Cancelled,
+            "undecided" => LoadOutcome::Undecided,
+            _ => return None,
+        })
+    }
 }
 
 /// How a dispenser reaches the center.
@@ -145,7 +201,12 @@ pub trait CenterLink {
         request: &CardCertificationRequest,
     ) -> Result<CardPersonalization, CenterError>;
     fn authorize_load(&mut self, request: &LoadRequest) -> Result<LoadApproval, CenterError>;
-    fn settle_load(&mut self, settlement: &LoadSettlement) -> Result<(), CenterError>;
+    /// A fresh challenge for settling a pending load this dispenser holds.
+    fn settlement_challenge(
+        &mut self,
+        request: &SettlementChallengeRequest,
+    ) -> Result<Challenge, CenterError>;
+    fn settle_load(&mut self, settlement: &LoadSettlement) -> Result<LoadOutcome, CenterError>;
 }
 
 impl<T: CenterLink + ?Sized> CenterLink for &mut T {
@@ -173,7 +234,13 @@ impl<T: CenterLink + ?Sized> CenterLink for &mut T {
     fn authorize_load(&mut self, request: &LoadRequest) -> Result<LoadApproval, CenterError> {
         (**self).authorize_load(request)
     }
-    fn settle_load(&mut self, settlement: &LoadSettlement) -> Result<(), CenterError> {
+    fn settlement_challenge(
+        &mut self,
+        request: &SettlementChallengeRequest,
+    ) -> Result<Challenge, CenterError> {
+        (**self).settlement_challenge(request)
+    }
+    fn settle_load(&mut self, settlement: &LoadSettlement) -> Result<LoadOutcome, CenterError> {
         (**self).settle_load(settlement)
     }
 }
@@ -198,6 +265,12 @@ pub struct UsageItem {
     /// ST over the [`crate::messages::purse::PurchaseCommit`] this item describes.
     pub terminal_signature: Signature,
     pub previous_usage: crate::messages::purse::UsageRecord,
+    /// The upper bound the terminal asked the card for (INITIALIZE PURCHASE).
+    pub amount_max: Amount,
+    /// The card's own SU over the state it spent from
+    /// ([`crate::messages::purse::PurchaseOffer::signed_message`]): without it a terminal
+    /// could invent a sale for any card, or frame a genuine card as a clone.
+    pub card_signature: Signature,
 }
 
 impl UsageItem {
@@ -215,6 +288,19 @@ impl UsageItem {
             date: self.date,
             stamp: self.stamp,
         }
+    }
+
+    /// What the card signed for the state this purchase spent from (SU of Fig. 6).
+    pub fn card_signed_message(&self, terminal_id: DeviceId) -> Vec<u8> {
+        crate::messages::purse::PurchaseOffer::signed_message(
+            &self.card_id,
+            &terminal_id,
+            &self.challenge_terminal,
+            &self.challenge_card,
+            self.balance_before,
+            self.card_counter,
+            self.amount_max,
+        )
     }
 
     /// h of Fig. 9: a digest of (IDU, R^a, X, IDT^a, V^a) from the previous usage record.
@@ -260,6 +346,9 @@ pub enum ListReason {
     Stolen,
     /// A terminal reported stolen or otherwise troubled (Figs. 10-12).
     TroubledTerminal,
+    /// The card claimed a balance no writer signed, or above what the center ever loaded
+    /// onto it: its chip was opened and its image edited.
+    Tampered,
 }
 
 impl ListReason {
@@ -269,6 +358,7 @@ impl ListReason {
             ListReason::Lost => "lost",
             ListReason::Stolen => "stolen",
             ListReason::TroubledTerminal => "troubled-terminal",
+            ListReason::Tampered => "tampered",
         }
     }
 
@@ -278,6 +368,7 @@ impl ListReason {
             "lost" => ListReason::Lost,
             "stolen" => ListReason::Stolen,
             "troubled-terminal" => ListReason::TroubledTerminal,
+            "tampered" => ListReason::Tampered,
             _ => return None,
         })
     }
@@ -326,9 +417,14 @@ pub const LIST_DELTA_MAX: usize = 10_000;
 pub trait TerminalLink {
     fn upload_usage(&mut self, upload: &UsageUpload) -> Result<UploadReceipt, CenterError>;
     fn list_delta(&mut self, terminal_id: DeviceId, since: u64) -> Result<ListDelta, CenterError>;
-    /// The terminal advanced its time stamp to `count` (Fig. 10: it calls the center at each
-    /// update). Returns the count the center now holds.
-    fn report_stamp(&mut self, terminal_id: DeviceId, count: u32) -> Result<u32, CenterError>;
+    /// The terminal reports its signed time stamp (Fig. 10: it calls the center at each
+    /// update). The center checks it against the chain from TS0 and the terminal's key.
+    /// Returns the count the center now holds.
+    fn report_stamp(
+        &mut self,
+        terminal_id: DeviceId,
+        stamp: &TerminalStamp,
+    ) -> Result<u32, CenterError>;
 }
 
 impl<T: TerminalLink + ?Sized> TerminalLink for &mut T {
@@ -338,7 +434,11 @@ impl<T: TerminalLink + ?Sized> TerminalLink for &mut T {
     fn list_delta(&mut self, terminal_id: DeviceId, since: u64) -> Result<ListDelta, CenterError> {
         (**self).list_delta(terminal_id, since)
     }
-    fn report_stamp(&mut self, terminal_id: DeviceId, count: u32) -> Result<u32, CenterError> {
-        (**self).report_stamp(terminal_id, count)
+    fn report_stamp(
+        &mut self,
+        terminal_id: DeviceId,
+        stamp: &TerminalStamp,
+    ) -> Result<u32, CenterError> {
+        (**self).report_stamp(terminal_id, stamp)
     }
 }

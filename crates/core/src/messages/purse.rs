@@ -73,10 +73,16 @@ pub mod tag {
     pub const ANCHOR: u32 = 0xA1;
     pub const USAGE_RECORD: u32 = 0xA2;
     pub const LOG_ENTRY: u32 = 0xA3;
+    pub const CHIP_SERIAL: u32 = 0x90;
     pub const CERTIFICATE: u32 = crate::cert::TAG_CERTIFICATE;
 }
 
 pub type Challenge = [u8; CHALLENGE_LEN];
+
+/// A chip's manufacture serial (Fig. 8): written at the factory, shown by SELECT until the
+/// card is personalized, and the identifier from which the chip's own transport key Ktemp is
+/// diversified (a card has no card ID before issuance).
+pub type ChipSerial = [u8; 8];
 
 /// The card's life-cycle state, as reported in the FCI and READ PURSE.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -156,11 +162,15 @@ fn put_certificate(w: &mut TlvWriter, certificate: &Certificate) {
     w.put_raw(&certificate.encode());
 }
 
-/// The FCI returned by SELECT: `6F { 84 AID, A5 { 89 state, [86 card ID], [7F21 cert] } }`.
+/// The FCI returned by SELECT:
+/// `6F { 84 AID, A5 { 89 state, [86 card ID], [90 chip serial], [7F21 cert] } }`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SelectResponse {
     pub state: CardState,
     pub card_id: Option<CardId>,
+    /// Present before personalization: the dispenser sends it to the center, which MACs the
+    /// issuance commands under this chip's own transport key.
+    pub chip_serial: Option<ChipSerial>,
     pub certificate: Option<Certificate>,
 }
 
@@ -173,6 +183,9 @@ impl SelectResponse {
                     p.put_u8(tag::STATE, self.state as u8);
                     if let Some(card_id) = &self.card_id {
                         p.put(tag::CARD_ID, card_id.as_bytes());
+                    }
+                    if let Some(serial) = &self.chip_serial {
+                        p.put(tag::CHIP_SERIAL, serial);
                     }
                     if let Some(certificate) = &self.certificate {
                         put_certificate(p, certificate);
@@ -204,6 +217,14 @@ impl SelectResponse {
                 field: "card_id",
                 reason: "must be 8 bytes",
             })?;
+        let chip_serial = p
+            .optional(tag::CHIP_SERIAL)?
+            .map(<ChipSerial>::try_from)
+            .transpose()
+            .map_err(|_| DecodeError::Field {
+                field: "chip_serial",
+                reason: "must be 8 bytes",
+            })?;
         let certificate = p
             .optional(tag::CERTIFICATE)?
             .map(Certificate::decode_value)
@@ -212,6 +233,7 @@ impl SelectResponse {
         Ok(SelectResponse {
             state,
             card_id,
+            chip_serial,
             certificate,
         })
     }
@@ -887,13 +909,18 @@ impl InitializeLoad {
     }
 }
 
-/// INITIALIZE LOAD response: X, the current balance and counter, and SU(Y * X * V).
+/// INITIALIZE LOAD response: X, the current balance and counter, SU(Y * X * V), and, as in
+/// a purchase, the card's last usage record with the certificate of the terminal that wrote
+/// it. The record is the writer's signed word for the balance the card claims: the center
+/// refuses to add value to a balance that no writer signed (a card whose image was edited).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoadOffer {
     pub challenge_card: Challenge,
     pub balance: Amount,
     pub counter: u32,
     pub signature: Signature,
+    pub last_usage: Option<UsageRecord>,
+    pub last_writer_certificate: Option<Certificate>,
 }
 
 impl LoadOffer {
@@ -917,11 +944,17 @@ impl LoadOffer {
     }
 
     pub fn encode(&self) -> Vec<u8> {
-        let mut w = TlvWriter::with_capacity(110);
+        let mut w = TlvWriter::with_capacity(300);
         w.put(tag::CHALLENGE_CARD, &self.challenge_card)
             .put_u64(tag::BALANCE, self.balance.minor())
             .put_u32(tag::COUNTER, self.counter)
             .put(tag::SIGNATURE, &self.signature.0);
+        if let Some(record) = &self.last_usage {
+            record.encode_into(&mut w);
+        }
+        if let Some(certificate) = &self.last_writer_certificate {
+            put_certificate(&mut w, certificate);
+        }
         w.into_bytes()
     }
 
@@ -932,6 +965,14 @@ impl LoadOffer {
             balance: amount(&mut r, tag::BALANCE)?,
             counter: u32_field(&mut r, tag::COUNTER)?,
             signature: signature(&mut r)?,
+            last_usage: r
+                .optional(tag::USAGE_RECORD)?
+                .map(UsageRecord::decode_value)
+                .transpose()?,
+            last_writer_certificate: r
+                .optional(tag::CERTIFICATE)?
+                .map(Certificate::decode_value)
+                .transpose()?,
         };
         r.finish()?;
         Ok(message)

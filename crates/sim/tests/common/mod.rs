@@ -7,7 +7,7 @@ use valuecard_card::image::EEPROM_SIZE;
 use valuecard_card::Card;
 use valuecard_core::money::Amount;
 use valuecard_core::time::Date;
-use valuecard_reader::InProcessReader;
+use valuecard_reader::{CardReader, InProcessReader, ReaderError};
 use valuecard_sim::{Storage, World, WorldRng};
 
 pub type TestEeprom = FaultInjectingEeprom<MemoryEeprom>;
@@ -61,4 +61,51 @@ pub fn arm_cut(reader: &mut TestReader, write: u64, numerator: usize, denominato
         .unwrap()
         .eeprom_mut()
         .cut_power_at(write, numerator, denominator);
+}
+
+/// A world whose center and terminals keep their records in SQLite files, as in production
+/// (`Storage::Directory`): the center under `dir/center`, terminal N's records in
+/// `dir/terminal-N/purchases.sqlite`. The directory goes away with the returned handle.
+pub fn world_on_disk(seed: u64, terminals: usize) -> (tempfile::TempDir, World) {
+    // In memory-backed files where the system has them: the tearing harnesses build hundreds
+    // of worlds, and on a disk SQLite's fsyncs dominate their time. They kill the process
+    // (its connections), not the machine, so what the fsyncs add is not under test there.
+    let shm = std::path::Path::new("/dev/shm");
+    let dir = if shm.is_dir() {
+        tempfile::tempdir_in(shm).unwrap()
+    } else {
+        tempfile::tempdir().unwrap()
+    };
+    let world = World::create_seeded(
+        Storage::Directory(dir.path().to_path_buf()),
+        terminals,
+        today(),
+        WorldRng::seed_from_u64(seed),
+    )
+    .unwrap();
+    (dir, world)
+}
+
+/// A reader that loses the card's answer to `ins`: after the card ran the command
+/// (`delivered`), or before the command reached it.
+pub struct LosingAnswer<'a> {
+    pub inner: &'a mut TestReader,
+    pub ins: u8,
+    pub delivered: bool,
+}
+
+impl CardReader for LosingAnswer<'_> {
+    fn transmit_raw(&mut self, apdu: &[u8]) -> Result<Vec<u8>, ReaderError> {
+        if apdu.get(1) != Some(&self.ins) {
+            return self.inner.transmit_raw(apdu);
+        }
+        if self.delivered {
+            self.inner.transmit_raw(apdu)?;
+        }
+        Err(ReaderError::CardRemoved)
+    }
+
+    fn name(&self) -> String {
+        self.inner.name()
+    }
 }

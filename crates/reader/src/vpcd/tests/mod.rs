@@ -453,7 +453,7 @@ type DropTest = (
 fn drop_test(drop: InjectedDrop) -> DropTest {
     let transport_key = AesKey::from_slice(&[0x44; 16]).unwrap();
     let memory = MemoryEeprom::new(EEPROM_SIZE);
-    Card::manufacture(memory.clone(), transport_key.clone(), OsRng).unwrap();
+    Card::manufacture(memory.clone(), [0xC5; 8], transport_key.clone(), OsRng).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let stop = Arc::new(AtomicBool::new(false));
@@ -573,7 +573,7 @@ fn injected_drop_after_an_apdu_commits_it_withholds_the_answer_and_ends_the_brid
 fn power_cut_during_a_write_drops_the_connection_and_reopens_the_card_from_its_image() {
     let transport_key = AesKey::from_slice(&[0x33; 16]).unwrap();
     let memory = MemoryEeprom::new(EEPROM_SIZE);
-    Card::manufacture(memory.clone(), transport_key.clone(), OsRng).unwrap();
+    Card::manufacture(memory.clone(), [0xC5; 8], transport_key.clone(), OsRng).unwrap();
     let before = memory.snapshot();
     let bridge = Running::start(memory.clone(), |card| {
         card.eeprom_mut().cut_power_at(1, 1, 2);

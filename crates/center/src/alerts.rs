@@ -1,0 +1,133 @@
+//! Alerts: what the center detected but could not prevent, kept for the operator.
+//!
+//! Offline value cannot stop a broken card from spending what it holds before the next list
+//! sync, nor a dishonest device from lying once. What the center can do is see it at the
+//! next upload and keep the evidence: a card that claimed a balance no writer signed, a load
+//! the card's evidence contradicts, a card spending after it was reported destroyed. Each
+//! alert names its subject (a card or a device) and says what was seen.
+
+use valuecard_core::messages::center::CenterError;
+
+use crate::sql::Executor;
+use crate::Center;
+
+/// Migration: the alert log, the settlement challenge of a pending load, the card's
+/// signature kept with each usage record, and the holding period of card restorations
+/// (appended to `db::MIGRATIONS`).
+pub const MIGRATION: &str = r#"
+    CREATE TABLE alerts (
+        alert_id  BIGINT PRIMARY KEY,
+        subject   BYTEA NOT NULL CHECK (length(subject) = 8),
+        kind      TEXT NOT NULL,
+        detail    TEXT NOT NULL,
+        raised_on BIGINT NOT NULL
+    );
+    CREATE INDEX alerts_by_subject ON alerts (subject, alert_id);
+    INSERT INTO sequences (name, next) VALUES ('alert', 1);
+    ALTER TABLE loads ADD COLUMN settlement_challenge BYTEA;
+    ALTER TABLE usage_records ADD COLUMN card_signature BYTEA;
+    CREATE TABLE restore_requests (
+        card_id      BYTEA PRIMARY KEY CHECK (length(card_id) = 8),
+        requested_on BIGINT NOT NULL,
+        hold_until   BIGINT NOT NULL
+    )
+"#;
+
+/// What an alert is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AlertKind {
+    /// A card claimed a balance above what the center ever loaded onto it, or one no writer
+    /// signed: its image was edited.
+    TamperedBalance,
+    /// The same card state was consumed by two updates (Fig. 9).
+    Cloned,
+    /// A load the center had cancelled on the card's evidence turned up applied.
+    CancelledLoadApplied,
+    /// A card's evidence shows a state older than the one it offered before.
+    RolledBack,
+    /// A card reported destroyed (restore requested) spent at a terminal.
+    SpentAfterReport,
+    /// A restored card spent at a terminal after its value was put on a replacement: the
+    /// amount is lost to the operator, bounded by what the terminals accept before they sync.
+    SpentAfterRestore,
+}
+
+impl AlertKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertKind::TamperedBalance => "tampered-balance",
+            AlertKind::Cloned => "cloned",
+            AlertKind::CancelledLoadApplied => "cancelled-load-applied",
+            AlertKind::RolledBack => "rolled-back",
+            AlertKind::SpentAfterReport => "spent-after-report",
+            AlertKind::SpentAfterRestore => "spent-after-restore",
+        }
+    }
+}
+
+/// One alert as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Alert {
+    pub alert_id: u64,
+    pub subject: [u8; 8],
+    pub kind: String,
+    pub detail: String,
+    pub raised_on: u32,
+}
+
+/// Records an alert inside the caller's transaction.
+pub(crate) fn raise(
+    tx: &mut dyn Executor,
+    subject: &[u8; 8],
+    kind: AlertKind,
+    detail: &str,
+    today: u32,
+) -> Result<(), CenterError> {
+    let alert_id = crate::db::next_in_sequence(tx, "alert")?;
+    tx.execute(
+        "INSERT INTO alerts (alert_id, subject, kind, detail, raised_on) VALUES ($1, $2, $3, $4, $5)",
+        &[
+            alert_id.into(),
+            subject[..].into(),
+            kind.as_str().into(),
+            detail.into(),
+            today.into(),
+        ],
+    )?;
+    Ok(())
+}
+
+impl Center {
+    /// Every alert raised so far, oldest first.
+    pub fn alerts(&mut self) -> Result<Vec<Alert>, CenterError> {
+        let rows = self.db.query(
+            "SELECT alert_id, subject, kind, detail, raised_on FROM alerts ORDER BY alert_id",
+            &[],
+        )?;
+        rows.iter()
+            .map(|row| {
+                let subject = row.bytes(1)?;
+                Ok(Alert {
+                    alert_id: row.int(0)? as u64,
+                    subject: subject
+                        .as_slice()
+                        .try_into()
+                        .map_err(|_| CenterError::Storage("alert subject".into()))?,
+                    kind: row.text(2)?,
+                    detail: row.text(3)?,
+                    raised_on: row.int(4)? as u32,
+                })
+            })
+            .collect()
+    }
+
+    /// The alerts about one card or device.
+    pub fn alerts_for(&mut self, subject: &[u8; 8]) -> Result<Vec<Alert>, CenterError> {
+        Ok(self
+            .alerts()?
+            .into_iter()
+            .filter(|alert| &alert.subject == subject)
+            .collect())
+    }
+}

@@ -1,0 +1,782 @@
+//! Loads (seed 003, Figs. 4C and 7): authorization bounded by what the center knows, and
+//! settlement on the card's own evidence.
+//!
+//! The center issued every load, so it knows an upper bound of every card's balance:
+//! balances only fall between loads. A load request carries the card's signed offer and the
+//! card's last usage record, the writer's signed word for the balance the card claims; the
+//! center adds value only to a balance that record vouches for and that stays under its own
+//! bound. A card whose claim exceeds the bound is listed as tampered.
+//!
+//! A load's outcome is read from the card's signed last transaction, never taken on the
+//! dispenser's word, and only the dispenser that holds the load may settle it: until then
+//! the load is value in flight, that dispenser's liability. Usage uploads settle loads too:
+//! a purchase that spends the state a load wrote proves the load committed, one that spends
+//! the state a load started from proves it never will (on that copy of the card).
+
+use valuecard_core::crypto::{aes_cmac, random_array, Signature};
+use valuecard_core::ids::{CardId, DeviceId};
+use valuecard_core::messages::center::{
+    CenterError, ListReason, LoadApproval, LoadOutcome, LoadRequest, LoadSettlement,
+    SettlementChallengeRequest,
+};
+use valuecard_core::messages::purse::{
+    Challenge, InitializeLoad, LastTransaction, LoadAuthorization, LoadOffer, TransactionKind,
+    UsageRecord,
+};
+use valuecard_core::money::Amount;
+use valuecard_core::time::Date;
+
+use crate::alerts::{raise, AlertKind};
+use crate::db::next_in_sequence;
+use crate::sql::{Executor, Row, Value};
+use crate::{Center, LoadTotals, PendingLoad};
+
+/// A load as the center stored it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct StoredLoad {
+    pub card_id: CardId,
+    pub load_number: u32,
+    /// The card state the load starts from; it writes `card_counter + 1`.
+    pub card_counter: u32,
+    pub challenge_card: Challenge,
+    pub challenge_dispenser: Challenge,
+    pub dispenser_id: DeviceId,
+    pub amount: Amount,
+    pub balance_after: Amount,
+    pub status: String,
+    pub date: Date,
+    pub signature: Signature,
+    pub settlement_challenge: Option<Challenge>,
+}
+
+const LOAD_COLUMNS: &str =
+    "card_id, load_number, card_counter, challenge_card, challenge_dispenser, dispenser_id,
+     amount_minor, balance_after_minor, status, authorized_on, signature, settlement_challenge";
+
+fn corrupt(what: &str) -> CenterError {
+    CenterError::Storage(format!("stored load: {what}"))
+}
+
+fn amount_from(value: i64) -> Result<Amount, CenterError> {
+    u64::try_from(value)
+        .ok()
+        .and_then(|minor| Amount::new(minor).ok())
+        .ok_or_else(|| corrupt("amount"))
+}
+
+impl StoredLoad {
+    fn from_row(row: &Row) -> Result<Self, CenterError> {
+        let array16 = |bytes: Vec<u8>| -> Result<Challenge, CenterError> {
+            bytes
+                .as_slice()
+                .try_into()
+                .map_err(|_| corrupt("challenge"))
+        };
+        Ok(StoredLoad {
+            card_id: CardId::from_slice(&row.bytes(0)?).map_err(|_| corrupt("card"))?,
+            load_number: u32::try_from(row.int(1)?).map_err(|_| corrupt("number"))?,
+            card_counter: u32::try_from(row.int(2)?).map_err(|_| corrupt("counter"))?,
+            challenge_card: array16(row.bytes(3)?)?,
+            challenge_dispenser: array16(row.bytes(4)?)?,
+            dispenser_id: DeviceId::from_slice(&row.bytes(5)?).map_err(|_| corrupt("dispenser"))?,
+            amount: amount_from(row.int(6)?)?,
+            balance_after: amount_from(row.int(7)?)?,
+            status: row.text(8)?,
+            date: Date(u32::try_from(row.int(9)?).map_err(|_| corrupt("date"))?),
+            signature: Signature::from_slice(&row.bytes(10)?).map_err(|_| corrupt("signature"))?,
+            settlement_challenge: row.optional_bytes(11)?.map(array16).transpose()?,
+        })
+    }
+
+    /// Whether `record` is the usage record this load writes on the card.
+    pub fn is_record(&self, record: &UsageRecord) -> bool {
+        record.kind == TransactionKind::Load
+            && record.writer_sequence == self.load_number
+            && record.writer == self.dispenser_id
+            && record.counter == self.card_counter.wrapping_add(1)
+            && record.challenge_writer == self.challenge_dispenser
+            && record.challenge_card == self.challenge_card
+            && record.amount == self.amount
+            && record.balance_after == self.balance_after
+            && record.date == self.date
+            && record.signature == self.signature
+    }
+}
+
+pub(crate) fn load_by_number(
+    tx: &mut dyn Executor,
+    load_number: u32,
+) -> Result<Option<StoredLoad>, CenterError> {
+    tx.query_optional(
+        &format!("SELECT {LOAD_COLUMNS} FROM loads WHERE load_number = $1"),
+        &[load_number.into()],
+    )?
+    .as_ref()
+    .map(StoredLoad::from_row)
+    .transpose()
+}
+
+/// Lists a card and blocks it at the center, with an alert saying why.
+pub(crate) fn list_and_block(
+    tx: &mut dyn Executor,
+    card_id: &CardId,
+    reason: ListReason,
+    alert: AlertKind,
+    detail: &str,
+    today: u32,
+) -> Result<(), CenterError> {
+    crate::usage::list_card(tx, card_id, reason, today)?;
+    tx.execute(
+        "UPDATE cards SET status = 'blocked' WHERE card_id = $1",
+        &[card_id.0[..].into()],
+    )?;
+    raise(tx, &card_id.0, alert, detail, today)
+}
+
+/// Whether an update other than load `except` already consumed the card state `counter`:
+/// a stored purchase that spent it, or another committed load that started from it.
+pub(crate) fn state_consumed_by_other(
+    tx: &mut dyn Executor,
+    card_id: &CardId,
+    counter: u32,
+    except_load: Option<u32>,
+) -> Result<bool, CenterError> {
+    let row = tx.query_one(
+        "SELECT CAST(
+             (SELECT COUNT(*) FROM usage_records WHERE card_id = $1 AND card_counter = $2)
+           + (SELECT COUNT(*) FROM loads WHERE card_id = $1 AND card_counter = $2
+                 AND status = 'committed' AND load_number != $3)
+         AS BIGINT)",
+        &[
+            card_id.0[..].into(),
+            counter.into(),
+            Value::Int(except_load.map_or(-1, i64::from)),
+        ],
+    )?;
+    Ok(row.int(0)? > 0)
+}
+
+/// A load proven applied (by a settlement's evidence or by a usage upload): mark it
+/// committed, move the remaining value forward, and see whether its starting state was
+/// consumed twice. Other loads still pending at the same state can then never apply to
+/// this card. Returns whether the card was found cloned.
+pub(crate) fn commit_load(
+    tx: &mut dyn Executor,
+    load: &StoredLoad,
+    today: u32,
+) -> Result<bool, CenterError> {
+    match load.status.as_str() {
+        "committed" => return Ok(false),
+        "cancelled" => {
+            // The center cancelled it on a card's evidence, so another copy of the card
+            // (or a card that lied with its own key) holds it.
+            tx.execute(
+                "UPDATE loads SET status = 'committed' WHERE load_number = $1",
+                &[load.load_number.into()],
+            )?;
+            list_and_block(
+                tx,
+                &load.card_id,
+                ListReason::Cloned,
+                AlertKind::CancelledLoadApplied,
+                &format!(
+                    "load {} was cancelled on the card's evidence and turned up applied",
+                    load.load_number
+                ),
+                today,
+            )?;
+            return Ok(true);
+        }
+        _ => {}
+    }
+    tx.execute(
+        "UPDATE loads SET status = 'committed' WHERE load_number = $1",
+        &[load.load_number.into()],
+    )?;
+    tx.execute(
+        "UPDATE loads SET status = 'cancelled' WHERE card_id = $1 AND card_counter = $2 AND status = 'pending'",
+        &[load.card_id.0[..].into(), load.card_counter.into()],
+    )?;
+    tx.execute(
+        "INSERT INTO remaining_values (card_id, balance_minor, card_counter, updated_on) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (card_id) DO UPDATE SET balance_minor = excluded.balance_minor,
+             card_counter = excluded.card_counter, updated_on = excluded.updated_on
+         WHERE excluded.card_counter > remaining_values.card_counter",
+        &[
+            load.card_id.0[..].into(),
+            Value::Int(load.balance_after.minor() as i64),
+            load.card_counter.wrapping_add(1).into(),
+            today.into(),
+        ],
+    )?;
+    if state_consumed_by_other(tx, &load.card_id, load.card_counter, Some(load.load_number))? {
+        list_and_block(
+            tx,
+            &load.card_id,
+            ListReason::Cloned,
+            AlertKind::Cloned,
+            &format!(
+                "load {} and another update both spent card state {}",
+                load.load_number, load.card_counter
+            ),
+            today,
+        )?;
+        return Ok(true);
+    }
+    Ok(false)
+}
+
+/// A card state consumed by an update proven on some copy of the card: every load still
+/// pending at that state can never apply to that copy.
+pub(crate) fn cancel_pending_at(
+    tx: &mut dyn Executor,
+    card_id: &CardId,
+    counter: u32,
+) -> Result<(), CenterError> {
+    tx.execute(
+        "UPDATE loads SET status = 'cancelled' WHERE card_id = $1 AND card_counter = $2 AND status = 'pending'",
+        &[card_id.0[..].into(), counter.into()],
+    )?;
+    Ok(())
+}
+
+/// Why a claimed balance was refused.
+enum Claim {
+    /// The request does not hold together (it may be the dispenser's doing): refuse only.
+    Refuse(String),
+    /// The card itself signed a balance the center never put there: list it.
+    Tampered(String),
+}
+
+impl Center {
+    /// Fig. 7 at the center: verify SU(Y * X * V) with the card's certified key and the
+    /// card's last usage record for V, bound V by the center's own records, then sign
+    /// SA(Y * X * V * IDU) and MAC it under KU. A retried request gets the same answer.
+    pub(crate) fn authorize_load_checked(
+        &mut self,
+        request: &LoadRequest,
+    ) -> Result<LoadApproval, CenterError> {
+        self.require_dispenser(request.dispenser_id)?;
+        let (status, _, _) = self.card_record(&request.card_id)?;
+        match status.as_str() {
+            "issued" => {}
+            "blocked" => return Err(CenterError::CardBlocked(request.card_id)),
+            other => {
+                return Err(CenterError::Mismatch(format!(
+                    "card {} is {other}",
+                    request.card_id
+                )))
+            }
+        }
+        let card_key = self.card_public_key(&request.card_id)?;
+        let init = InitializeLoad {
+            challenge_dispenser: request.challenge_dispenser,
+            amount: request.amount,
+            dispenser_id: request.dispenser_id,
+        };
+        let offer = &request.offer;
+        let signed = LoadOffer::signed_message(
+            &request.card_id,
+            &init,
+            &offer.challenge_card,
+            offer.balance,
+            offer.counter,
+        );
+        card_key
+            .verify(&signed, &offer.signature)
+            .map_err(|_| CenterError::BadCardSignature)?;
+        if request.amount == Amount::ZERO {
+            return Err(CenterError::Amount("a load must be positive".into()));
+        }
+        let today = self.today().0;
+        // A purchase or another committed load already spent this card state: the card
+        // offering it now is a copy.
+        let card_id = request.card_id;
+        let counter = offer.counter;
+        let cloned = self.db.transaction(|tx| {
+            let spent_by_purchase = tx
+                .query_one(
+                    "SELECT CAST(COUNT(*) AS BIGINT) FROM usage_records WHERE card_id = $1 AND card_counter = $2",
+                    &[card_id.0[..].into(), counter.into()],
+                )?
+                .int(0)?;
+            let spent_by_load = tx
+                .query_one(
+                    "SELECT CAST(COUNT(*) AS BIGINT) FROM loads WHERE card_id = $1 AND card_counter = $2
+                     AND status = 'committed' AND challenge_card != $3",
+                    &[card_id.0[..].into(), counter.into(), offer.challenge_card[..].into()],
+                )?
+                .int(0)?;
+            if spent_by_purchase + spent_by_load > 0 {
+                list_and_block(
+                    tx,
+                    &card_id,
+                    ListReason::Cloned,
+                    AlertKind::Cloned,
+                    &format!("a load was offered from card state {counter}, already spent"),
+                    today,
+                )?;
+                return Ok(true);
+            }
+            Ok(false)
+        })?;
+        if cloned {
+            return Err(CenterError::CardBlocked(request.card_id));
+        }
+        match self.check_claimed_balance(request)? {
+            Ok(()) => {}
+            Err(Claim::Refuse(reason)) => return Err(CenterError::Mismatch(reason)),
+            Err(Claim::Tampered(reason)) => {
+                let card_id = request.card_id;
+                self.db.transaction(|tx| {
+                    list_and_block(
+                        tx,
+                        &card_id,
+                        ListReason::Tampered,
+                        AlertKind::TamperedBalance,
+                        &reason,
+                        today,
+                    )
+                })?;
+                return Err(CenterError::CardBlocked(request.card_id));
+            }
+        }
+        let balance_after = offer
+            .balance
+            .checked_add(request.amount)
+            .map_err(|error| CenterError::Amount(error.to_string()))?;
+        if let Some(existing) = self.existing_approval(request, balance_after)? {
+            return Ok(existing);
+        }
+        self.insert_load(request, balance_after)
+    }
+
+    /// Whether the balance the card claims is one a writer signed for its current state and
+    /// one the center's own records allow. The outer error is the center's; the inner one
+    /// says why the claim is refused.
+    fn check_claimed_balance(
+        &mut self,
+        request: &LoadRequest,
+    ) -> Result<Result<(), Claim>, CenterError> {
+        let offer = &request.offer;
+        let card_id = request.card_id;
+        // Balances only fall between loads: the balance after the newest load that may
+        // have reached the card bounds every later balance.
+        let ceiling = self
+            .db
+            .query_one(
+                "SELECT CAST(COALESCE(MAX(balance_after_minor), 0) AS BIGINT) FROM loads
+                 WHERE card_id = $1 AND status != 'cancelled'",
+                &[card_id.0[..].into()],
+            )?
+            .int(0)?;
+        if offer.balance.minor() > ceiling as u64 {
+            return Ok(Err(Claim::Tampered(format!(
+                "the card claims {} but the center never loaded more than {}",
+                offer.balance,
+                amount_from(ceiling)?
+            ))));
+        }
+        let Some(record) = &offer.last_usage else {
+            return Ok(if offer.counter == 0 && offer.balance == Amount::ZERO {
+                Ok(())
+            } else {
+                Err(Claim::Refuse(
+                    "a card with value or history must show its last usage record".into(),
+                ))
+            });
+        };
+        if record.counter != offer.counter || record.balance_after != offer.balance {
+            return Ok(Err(Claim::Refuse(
+                "the card's last usage record does not describe the balance it claims".into(),
+            )));
+        }
+        match record.kind {
+            TransactionKind::Load => {
+                let stored = self
+                    .db
+                    .transaction(|tx| load_by_number(tx, record.writer_sequence))?;
+                match stored {
+                    Some(load) if load.card_id == card_id && load.is_record(record) => {
+                        // The card signed the balance and counter this load wrote: it
+                        // reached the card. A load still pending is settled by this.
+                        if load.status != "committed" {
+                            let today = self.today().0;
+                            if self.db.transaction(|tx| commit_load(tx, &load, today))? {
+                                return Err(CenterError::CardBlocked(card_id));
+                            }
+                        }
+                    }
+                    _ => {
+                        return Ok(Err(Claim::Refuse(
+                            "the card's last load record is not one the center signed".into(),
+                        )))
+                    }
+                }
+            }
+            TransactionKind::Purchase => {
+                let writer_key = match self.terminal_key_any_status(record.writer) {
+                    Ok(key) => key,
+                    // The center's own failure, not the card's: say so, so the dispenser
+                    // retries instead of the operator chasing a forged record.
+                    Err(error @ CenterError::Storage(_)) => return Err(error),
+                    Err(_) => {
+                        return Ok(Err(Claim::Refuse(
+                            "the card's last purchase was not written by a payment terminal".into(),
+                        )))
+                    }
+                };
+                if writer_key
+                    .verify(&record.signed_message(&card_id), &record.signature)
+                    .is_err()
+                {
+                    return Ok(Err(Claim::Refuse(
+                        "the card's last purchase record does not verify".into(),
+                    )));
+                }
+            }
+        }
+        if let Some(known) = self.remaining_value(&card_id)? {
+            if offer.counter < known.card_counter {
+                return Ok(Err(Claim::Refuse(format!(
+                    "card {card_id} reports counter {} below the center's record {}",
+                    offer.counter, known.card_counter
+                ))));
+            }
+            if offer.counter == known.card_counter && offer.balance != known.balance {
+                return Ok(Err(Claim::Refuse(format!(
+                    "card {card_id} claims {} at counter {} where the center knows {}",
+                    offer.balance, offer.counter, known.balance
+                ))));
+            }
+        }
+        Ok(Ok(()))
+    }
+
+    fn insert_load(
+        &mut self,
+        request: &LoadRequest,
+        balance_after: Amount,
+    ) -> Result<LoadApproval, CenterError> {
+        let date = self.today();
+        let offer = &request.offer;
+        let root = &self.keys.root;
+        // Loads pending at the same state stay pending: the card may have dropped their
+        // sessions, or a copy of it may hold one. Only the card's evidence settles them.
+        let (authorization, signature) = self.db.transaction(|tx| {
+            let load_number = u32::try_from(next_in_sequence(tx, "load")?)
+                .map_err(|_| CenterError::Storage("load numbers exhausted".into()))?;
+            let authorization = LoadAuthorization {
+                card_id: request.card_id,
+                dispenser_id: request.dispenser_id,
+                challenge_dispenser: request.challenge_dispenser,
+                challenge_card: offer.challenge_card,
+                counter: offer.counter,
+                amount: request.amount,
+                balance_after,
+                load_number,
+                date,
+            };
+            let signature = root.sign(&authorization.signed_message());
+            let kind = if offer.counter == 0 { "initial" } else { "recharge" };
+            tx.execute(
+                "INSERT INTO loads (card_id, load_number, card_counter, challenge_card, challenge_dispenser, dispenser_id,
+                                    amount_minor, balance_after_minor, kind, status, authorized_on, signature)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', $10, $11)",
+                &[
+                    request.card_id.0[..].into(),
+                    load_number.into(),
+                    offer.counter.into(),
+                    offer.challenge_card[..].into(),
+                    request.challenge_dispenser[..].into(),
+                    request.dispenser_id.0[..].into(),
+                    Value::Int(request.amount.minor() as i64),
+                    Value::Int(balance_after.minor() as i64),
+                    kind.into(),
+                    date.0.into(),
+                    signature.0[..].into(),
+                ],
+            )?;
+            Ok((authorization, signature))
+        })?;
+        let mac = aes_cmac(
+            &self.card_key(&request.card_id),
+            &authorization.signed_message(),
+        );
+        Ok(LoadApproval {
+            balance_after,
+            load_number: authorization.load_number,
+            date,
+            signature,
+            mac,
+        })
+    }
+
+    fn existing_approval(
+        &mut self,
+        request: &LoadRequest,
+        balance_after: Amount,
+    ) -> Result<Option<LoadApproval>, CenterError> {
+        let row = self.db.query_optional(
+            &format!(
+                "SELECT {LOAD_COLUMNS} FROM loads
+                 WHERE card_id = $1 AND card_counter = $2 AND challenge_card = $3"
+            ),
+            &[
+                request.card_id.0[..].into(),
+                request.offer.counter.into(),
+                request.offer.challenge_card[..].into(),
+            ],
+        )?;
+        let Some(load) = row.as_ref().map(StoredLoad::from_row).transpose()? else {
+            return Ok(None);
+        };
+        if load.amount != request.amount
+            || load.balance_after != balance_after
+            || load.dispenser_id != request.dispenser_id
+            || load.challenge_dispenser != request.challenge_dispenser
+        {
+            return Err(CenterError::Mismatch(
+                "this card offer was already authorized with other terms".into(),
+            ));
+        }
+        if load.status == "cancelled" {
+            return Err(CenterError::Mismatch(
+                "this card offer was cancelled".into(),
+            ));
+        }
+        let authorization = LoadAuthorization {
+            card_id: request.card_id,
+            dispenser_id: request.dispenser_id,
+            challenge_dispenser: request.challenge_dispenser,
+            challenge_card: request.offer.challenge_card,
+            counter: request.offer.counter,
+            amount: request.amount,
+            balance_after,
+            load_number: load.load_number,
+            date: load.date,
+        };
+        let mac = aes_cmac(
+            &self.card_key(&request.card_id),
+            &authorization.signed_message(),
+        );
+        Ok(Some(LoadApproval {
+            balance_after,
+            load_number: load.load_number,
+            date: load.date,
+            signature: load.signature,
+            mac,
+        }))
+    }
+
+    /// The pending load `load_number`, which must be held by `dispenser_id`.
+    fn held_load(
+        &mut self,
+        dispenser_id: DeviceId,
+        load_number: u32,
+    ) -> Result<StoredLoad, CenterError> {
+        self.require_dispenser(dispenser_id)?;
+        let load = self
+            .db
+            .transaction(|tx| load_by_number(tx, load_number))?
+            .ok_or_else(|| CenterError::Mismatch(format!("no load number {load_number}")))?;
+        if load.dispenser_id != dispenser_id {
+            return Err(CenterError::NotAuthorized(dispenser_id));
+        }
+        Ok(load)
+    }
+
+    /// A fresh challenge for settling a pending load: the card's answer over it shows its
+    /// state after this moment, which is after the load was authorized.
+    pub(crate) fn issue_settlement_challenge(
+        &mut self,
+        request: &SettlementChallengeRequest,
+    ) -> Result<Challenge, CenterError> {
+        // Settled loads get one too: evidence that one turned up applied after all is
+        // what reveals a copy of the card.
+        let load = self.held_load(request.dispenser_id, request.load_number)?;
+        let challenge: Challenge = random_array(&mut self.rng);
+        self.db.execute(
+            "UPDATE loads SET settlement_challenge = $2 WHERE load_number = $1",
+            &[load.load_number.into(), challenge[..].into()],
+        )?;
+        Ok(challenge)
+    }
+
+    /// Settles a load on the card's signed last transaction (see [`LoadSettlement`]).
+    pub(crate) fn settle_load_on_evidence(
+        &mut self,
+        settlement: &LoadSettlement,
+    ) -> Result<LoadOutcome, CenterError> {
+        let load = self.held_load(settlement.dispenser_id, settlement.load_number)?;
+        if load.card_id != settlement.card_id {
+            return Err(CenterError::Mismatch(format!(
+                "load {} is not for card {}",
+                settlement.load_number, settlement.card_id
+            )));
+        }
+        let card_key = self.card_public_key(&load.card_id)?;
+        let evidence = &settlement.evidence;
+        card_key
+            .verify(
+                &LastTransaction::signed_message(
+                    &load.card_id,
+                    &settlement.challenge,
+                    &evidence.record,
+                ),
+                &evidence.signature,
+            )
+            .map_err(|_| CenterError::BadCardSignature)?;
+        let outcome = self.read_evidence(&load, settlement)?;
+        let today = self.today().0;
+        match outcome {
+            LoadOutcome::Committed => {
+                if self.db.transaction(|tx| commit_load(tx, &load, today))? {
+                    return Err(CenterError::CardBlocked(load.card_id));
+                }
+            }
+            LoadOutcome::Cancelled => {
+                let cloned = self.db.transaction(|tx| {
+                    if load.status == "committed" {
+                        // Applied on some copy, and this copy shows the state without it.
+                        list_and_block(
+                            tx,
+                            &load.card_id,
+                            ListReason::Cloned,
+                            AlertKind::Cloned,
+                            &format!(
+                                "load {} is applied, and the card shows its state without it",
+                                load.load_number
+                            ),
+                            today,
+                        )?;
+                        return Ok(true);
+                    }
+                    tx.execute(
+                        "UPDATE loads SET status = 'cancelled' WHERE load_number = $1 AND status = 'pending'",
+                        &[load.load_number.into()],
+                    )?;
+                    Ok(false)
+                })?;
+                if cloned {
+                    return Err(CenterError::CardBlocked(load.card_id));
+                }
+            }
+            LoadOutcome::Undecided => {}
+        }
+        Ok(outcome)
+    }
+
+    /// What the card's last transaction says about `load`. A record that is neither this
+    /// load nor the card's state before it must carry its own writer's signature, so a
+    /// card that lies with its own key cannot invent the update that replaced the load.
+    fn read_evidence(
+        &mut self,
+        load: &StoredLoad,
+        settlement: &LoadSettlement,
+    ) -> Result<LoadOutcome, CenterError> {
+        let record = &settlement.evidence.record;
+        let start = load.card_counter;
+        if load.is_record(record) {
+            return Ok(LoadOutcome::Committed);
+        }
+        if record.counter > start.wrapping_add(1) {
+            return Ok(LoadOutcome::Undecided);
+        }
+        if record.counter < start {
+            let today = self.today().0;
+            let detail = format!(
+                "the card shows counter {} after it offered counter {start} for load {}",
+                record.counter, load.load_number
+            );
+            self.db.transaction(|tx| {
+                raise(tx, &load.card_id.0, AlertKind::RolledBack, &detail, today)
+            })?;
+            return Err(CenterError::Mismatch(detail));
+        }
+        let fresh = load.settlement_challenge == Some(settlement.challenge);
+        if record.counter == start && !fresh {
+            return Err(CenterError::Mismatch(
+                "evidence that a card is still at the load's state must answer the center's settlement challenge"
+                    .into(),
+            ));
+        }
+        if !self.record_is_genuine(&load.card_id, record)? {
+            return Err(CenterError::Mismatch(
+                "the card's last transaction was not written by a party the center knows".into(),
+            ));
+        }
+        Ok(LoadOutcome::Cancelled)
+    }
+
+    /// Whether a usage record carries its writer's valid signature: the center's for a
+    /// load (checked against the stored load), a payment terminal's for a purchase.
+    fn record_is_genuine(
+        &mut self,
+        card_id: &CardId,
+        record: &UsageRecord,
+    ) -> Result<bool, CenterError> {
+        match record.kind {
+            TransactionKind::Load => {
+                let stored = self
+                    .db
+                    .transaction(|tx| load_by_number(tx, record.writer_sequence))?;
+                Ok(stored.is_some_and(|load| load.card_id == *card_id && load.is_record(record)))
+            }
+            TransactionKind::Purchase => match self.terminal_key_any_status(record.writer) {
+                Ok(key) => Ok(key
+                    .verify(&record.signed_message(card_id), &record.signature)
+                    .is_ok()),
+                Err(CenterError::UnknownDevice(_)) => Ok(false),
+                Err(other) => Err(other),
+            },
+        }
+    }
+
+    /// Totals of every load, by kind and outcome.
+    pub fn load_totals(&mut self) -> Result<LoadTotals, CenterError> {
+        let mut totals = LoadTotals::default();
+        let rows = self.db.query(
+            "SELECT kind, status, CAST(COALESCE(SUM(amount_minor), 0) AS BIGINT), CAST(COUNT(*) AS BIGINT)
+             FROM loads GROUP BY kind, status",
+            &[],
+        )?;
+        for row in rows {
+            let sum = row.int(2)? as u64;
+            let count = row.int(3)? as u64;
+            match (row.text(0)?.as_str(), row.text(1)?.as_str()) {
+                ("initial", "committed") => totals.issued += sum,
+                ("recharge", "committed") => totals.loaded += sum,
+                (_, "pending") => {
+                    totals.in_flight += sum;
+                    totals.in_flight_count += count;
+                }
+                _ => totals.cancelled += sum,
+            }
+        }
+        Ok(totals)
+    }
+
+    /// Loads authorized but not yet settled, oldest first, each with the dispenser whose
+    /// liability it is until the card's evidence settles it.
+    pub fn pending_loads(&mut self) -> Result<Vec<PendingLoad>, CenterError> {
+        let rows = self.db.query(
+            &format!(
+                "SELECT {LOAD_COLUMNS} FROM loads WHERE status = 'pending' ORDER BY load_number"
+            ),
+            &[],
+        )?;
+        rows.iter()
+            .map(|row| {
+                let load = StoredLoad::from_row(row)?;
+                Ok(PendingLoad {
+                    card_id: load.card_id,
+                    load_number: load.load_number,
+                    card_counter: load.card_counter,
+                    amount: load.amount,
+                    dispenser_id: load.dispenser_id,
+                })
+            })
+            .collect()
+    }
+}

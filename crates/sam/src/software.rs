@@ -1,0 +1,450 @@
+//! The software SAM: keys in process memory and in a protected image file.
+
+use rand_core::CryptoRngCore;
+use valuecard_core::cert::{Certificate, Role, TrustAnchor, VerifiedCertificate};
+use valuecard_core::crypto::{
+    aes_cmac_verify, AesKey, PublicKey, SealingKeyPair, SecretBytes, Signature, SigningKeyPair,
+    PUBLIC_KEY_LEN,
+};
+use valuecard_core::ids::{CardId, DeviceId};
+use valuecard_core::messages::center::Installation;
+use valuecard_core::messages::credit::{Password, SetPassword};
+use valuecard_core::messages::purse::{Challenge, PurchaseCommit, TerminalStamp, STAMP_COUNT_MAX};
+use valuecard_core::money::Amount;
+use valuecard_core::time::{Clock, Date, SystemClock};
+use valuecard_core::tlv::{be_u32, TlvReader, TlvWriter};
+use zeroize::Zeroize;
+
+use crate::{
+    installation_keys_aad, installation_mac_input, request_signing_input, PurchaseOrder, Sam,
+    SamError, SignedPurchase,
+};
+
+/// The stamp chain as the SAM holds it: only the current TS_t, never an earlier one.
+#[derive(Clone, Copy)]
+struct StampChain {
+    /// The SAM's own date at installation: count = days since then on the SAM's clock.
+    installed_on: Date,
+    count: u32,
+    current: [u8; 32],
+    signed: TerminalStamp,
+}
+
+/// A SAM in software. Its persistent image holds the keys, so the file that stores it must
+/// be protected like the keys themselves.
+pub struct SoftwareSam {
+    device_id: DeviceId,
+    signing: SigningKeyPair,
+    sealing: SealingKeyPair,
+    /// This device's own transport key (diversified from its ID by the center), until
+    /// installation.
+    transport_key: Option<AesKey>,
+    terminal_key: Option<AesKey>,
+    common_key: Option<AesKey>,
+    certificate: Option<Certificate>,
+    anchor: Option<TrustAnchor>,
+    chain: Option<StampChain>,
+    /// The highest terminal sequence this SAM signed a purchase under.
+    last_sequence: u32,
+    clock: Box<dyn Clock>,
+}
+
+impl core::fmt::Debug for SoftwareSam {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("SoftwareSam")
+            .field("device_id", &self.device_id)
+            .field("installed", &self.certificate.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Version 1 had no installation date and no sequence; it still loads (see `from_image`).
+const IMAGE_MAGIC_V1: &[u8] = b"valuecard-sam-v1";
+const IMAGE_MAGIC: &[u8] = b"valuecard-sam-v2";
+mod image_tag {
+    pub const MAGIC: u32 = 0x8F;
+    pub const DEVICE_ID: u32 = 0x80;
+    pub const SIGNING_SEED: u32 = 0x81;
+    pub const SEALING_SECRET: u32 = 0x82;
+    pub const TRANSPORT_KEY: u32 = 0x83;
+    pub const TERMINAL_KEY: u32 = 0x84;
+    pub const COMMON_KEY: u32 = 0x85;
+    pub const ANCHOR_ID: u32 = 0x86;
+    pub const ANCHOR_KEY: u32 = 0x87;
+    pub const STAMP_COUNT: u32 = 0x88;
+    pub const STAMP: u32 = 0x89;
+    pub const INSTALLED_ON: u32 = 0x8A;
+    pub const LAST_SEQUENCE: u32 = 0x8B;
+    pub const CERTIFICATE: u32 = valuecard_core::cert::TAG_CERTIFICATE;
+}
+
+impl SoftwareSam {
+    /// A SAM as it leaves the factory: its own fresh key pairs and its own transport key
+    /// Ktemp (diversified from `device_id` under the center's manufacture key). It reads
+    /// the operating system's clock; [`SoftwareSam::set_clock`] gives it another.
+    pub fn manufacture(
+        device_id: DeviceId,
+        transport_key: AesKey,
+        rng: &mut impl CryptoRngCore,
+    ) -> Self {
+        SoftwareSam {
+            device_id,
+            signing: SigningKeyPair::generate(rng),
+            sealing: SealingKeyPair::generate(rng),
+            transport_key: Some(transport_key),
+            terminal_key: None,
+            common_key: None,
+            certificate: None,
+            anchor: None,
+            chain: None,
+            last_sequence: 0,
+            clock: Box::new(SystemClock),
+        }
+    }
+
+    /// The SAM's own calendar (the simulation gives every device one shared clock).
+    pub fn set_clock(&mut self, clock: Box<dyn Clock>) {
+        self.clock = clock;
+    }
+
+    pub fn with_clock(mut self, clock: Box<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The signing key pair, as anyone who copies a software SAM's image file gets it. Only
+    /// attack simulations and benchmarks that model a compromised terminal use this; the
+    /// [`Sam`] trait has no such method, and a hardware SAM cannot offer one.
+    pub fn extract_signing_key(&self) -> SigningKeyPair {
+        SigningKeyPair::from_seed(self.signing.seed().expose())
+    }
+
+    fn signed_stamp(&self, count: u32, current: &[u8; 32]) -> TerminalStamp {
+        let signature = self.signing.sign(&TerminalStamp::signed_message(
+            &self.device_id,
+            count,
+            current,
+        ));
+        TerminalStamp { count, signature }
+    }
+
+    /// Brings the chain up to the clock: one step per day elapsed since installation. The
+    /// count never goes down, whatever the clock says, and each step forgets TS_t.
+    fn advance_to_clock(&mut self) -> Result<TerminalStamp, SamError> {
+        let mut chain = self.chain.ok_or(SamError::NotInstalled)?;
+        let elapsed = self.clock.today().0.saturating_sub(chain.installed_on.0);
+        if elapsed > STAMP_COUNT_MAX {
+            return Err(SamError::StampExhausted);
+        }
+        if elapsed > chain.count {
+            while chain.count < elapsed {
+                chain.current = TerminalStamp::next(&chain.current);
+                chain.count += 1;
+            }
+            chain.signed = self.signed_stamp(chain.count, &chain.current);
+            self.chain = Some(chain);
+        }
+        Ok(chain.signed)
+    }
+
+    fn require_installed(&self) -> Result<(), SamError> {
+        if self.certificate.is_none() {
+            return Err(SamError::NotInstalled);
+        }
+        Ok(())
+    }
+
+    /// The persistent image (keys included), for the SAM's own protected storage.
+    pub fn to_image(&self) -> Vec<u8> {
+        let mut w = TlvWriter::new();
+        w.put(image_tag::MAGIC, IMAGE_MAGIC)
+            .put(image_tag::DEVICE_ID, self.device_id.as_bytes())
+            .put(image_tag::SIGNING_SEED, self.signing.seed().expose())
+            .put(image_tag::SEALING_SECRET, self.sealing.secret().expose());
+        for (tag, key) in [
+            (image_tag::TRANSPORT_KEY, &self.transport_key),
+            (image_tag::TERMINAL_KEY, &self.terminal_key),
+            (image_tag::COMMON_KEY, &self.common_key),
+        ] {
+            if let Some(key) = key {
+                w.put(tag, key.expose());
+            }
+        }
+        if let (Some(anchor), Some(certificate)) = (&self.anchor, &self.certificate) {
+            w.put(image_tag::ANCHOR_ID, anchor.center.as_bytes())
+                .put(image_tag::ANCHOR_KEY, &anchor.public_key.to_bytes())
+                .put_raw(&certificate.encode());
+        }
+        if let Some(chain) = &self.chain {
+            w.put_u32(image_tag::STAMP_COUNT, chain.count)
+                .put(image_tag::STAMP, &chain.current)
+                .put_u32(image_tag::INSTALLED_ON, chain.installed_on.0);
+        }
+        w.put_u32(image_tag::LAST_SEQUENCE, self.last_sequence);
+        w.into_bytes()
+    }
+
+    /// Loads an image of version 2, or of version 1 (which had no installation date: the
+    /// chain then counts from today minus the stored count, so it neither jumps nor goes
+    /// back). The SAM reads the operating system's clock; see [`SoftwareSam::set_clock`].
+    pub fn from_image(image: &[u8]) -> Result<Self, SamError> {
+        let mut r = TlvReader::new(image);
+        let bad = |_| SamError::Image("malformed");
+        let magic = r.expect(image_tag::MAGIC).map_err(bad)?;
+        let version_1 = magic == IMAGE_MAGIC_V1;
+        if magic != IMAGE_MAGIC && !version_1 {
+            return Err(SamError::Image("unknown version"));
+        }
+        let device_id = DeviceId(r.expect_array(image_tag::DEVICE_ID).map_err(bad)?);
+        let mut seed: [u8; 32] = r.expect_array(image_tag::SIGNING_SEED).map_err(bad)?;
+        let signing = SigningKeyPair::from_seed(&seed);
+        seed.zeroize();
+        let mut secret: [u8; 32] = r.expect_array(image_tag::SEALING_SECRET).map_err(bad)?;
+        let sealing = SealingKeyPair::from_secret(secret);
+        secret.zeroize();
+        let mut key = |tag| -> Result<Option<AesKey>, SamError> {
+            r.optional(tag)
+                .map_err(bad)?
+                .map(AesKey::from_slice)
+                .transpose()
+                .map_err(|_| SamError::Image("key length"))
+        };
+        let transport_key = key(image_tag::TRANSPORT_KEY)?;
+        let terminal_key = key(image_tag::TERMINAL_KEY)?;
+        let common_key = key(image_tag::COMMON_KEY)?;
+        let (anchor, certificate) = match r.optional(image_tag::ANCHOR_ID).map_err(bad)? {
+            Some(center) => {
+                let center =
+                    DeviceId::from_slice(center).map_err(|_| SamError::Image("anchor id"))?;
+                let public_key =
+                    PublicKey::from_bytes(r.expect(image_tag::ANCHOR_KEY).map_err(bad)?)
+                        .map_err(|_| SamError::Image("anchor key"))?;
+                let certificate =
+                    Certificate::decode_value(r.expect(image_tag::CERTIFICATE).map_err(bad)?)
+                        .map_err(|_| SamError::Image("certificate"))?;
+                (Some(TrustAnchor { center, public_key }), Some(certificate))
+            }
+            None => (None, None),
+        };
+        let clock: Box<dyn Clock> = Box::new(SystemClock);
+        let stamp = match r.optional(image_tag::STAMP_COUNT).map_err(bad)? {
+            Some(count) => {
+                let count = be_u32(image_tag::STAMP_COUNT, count).map_err(bad)?;
+                if count > STAMP_COUNT_MAX {
+                    return Err(SamError::Image("stamp count"));
+                }
+                let current: [u8; 32] = r.expect_array(image_tag::STAMP).map_err(bad)?;
+                let installed_on = if version_1 {
+                    Date(clock.today().0.saturating_sub(count))
+                } else {
+                    let value = r.expect(image_tag::INSTALLED_ON).map_err(bad)?;
+                    Date(be_u32(image_tag::INSTALLED_ON, value).map_err(bad)?)
+                };
+                Some((installed_on, count, current))
+            }
+            None => None,
+        };
+        let last_sequence = if version_1 {
+            0
+        } else {
+            let value = r.expect(image_tag::LAST_SEQUENCE).map_err(bad)?;
+            be_u32(image_tag::LAST_SEQUENCE, value).map_err(bad)?
+        };
+        r.finish().map_err(bad)?;
+        let mut sam = SoftwareSam {
+            device_id,
+            signing,
+            sealing,
+            transport_key,
+            terminal_key,
+            common_key,
+            certificate,
+            anchor,
+            chain: None,
+            last_sequence,
+            clock,
+        };
+        sam.chain = stamp.map(|(installed_on, count, current)| StampChain {
+            installed_on,
+            count,
+            current,
+            signed: sam.signed_stamp(count, &current),
+        });
+        Ok(sam)
+    }
+
+    /// Whether the key KT and the common key KO were delivered (Fig. 8).
+    pub fn has_link_keys(&self) -> bool {
+        self.terminal_key.is_some() && self.common_key.is_some()
+    }
+}
+
+/// The purchase a SAM agrees to sign, or why not.
+fn check_purchase(order: &PurchaseOrder) -> Result<Amount, SamError> {
+    if order.amount == Amount::ZERO {
+        return Err(SamError::PurchaseRefused("the amount must be positive"));
+    }
+    if order.amount > order.amount_max {
+        return Err(SamError::PurchaseRefused(
+            "the amount exceeds what the card agreed to",
+        ));
+    }
+    order
+        .balance_before
+        .checked_sub(order.amount)
+        .map_err(|_| SamError::PurchaseRefused("the amount exceeds the card's balance"))
+}
+
+impl Sam for SoftwareSam {
+    fn device_id(&self) -> DeviceId {
+        self.device_id
+    }
+
+    fn signing_key(&self) -> PublicKey {
+        self.signing.public_key()
+    }
+
+    fn sealing_key(&self) -> [u8; PUBLIC_KEY_LEN] {
+        self.sealing.public_key()
+    }
+
+    fn certificate(&self) -> Result<&Certificate, SamError> {
+        self.certificate.as_ref().ok_or(SamError::NotInstalled)
+    }
+
+    fn anchor(&self) -> Result<&TrustAnchor, SamError> {
+        self.anchor.as_ref().ok_or(SamError::NotInstalled)
+    }
+
+    fn stamp(&mut self) -> Result<TerminalStamp, SamError> {
+        self.advance_to_clock()
+    }
+
+    fn sign_purchase(&mut self, order: &PurchaseOrder) -> Result<SignedPurchase, SamError> {
+        self.require_installed()?;
+        let balance_after = check_purchase(order)?;
+        let stamp = self.advance_to_clock()?;
+        let next = self
+            .last_sequence
+            .checked_add(1)
+            .ok_or(SamError::SequenceExhausted)?;
+        let sequence = next.max(order.sequence_floor);
+        let commit = PurchaseCommit {
+            card_id: order.card_id,
+            terminal_id: self.device_id,
+            challenge_terminal: order.challenge_terminal,
+            challenge_card: order.challenge_card,
+            counter: order.counter,
+            amount: order.amount,
+            balance_after,
+            terminal_sequence: sequence,
+            date: order.date,
+            stamp,
+        };
+        let signature = self.signing.sign(&commit.signed_message());
+        self.last_sequence = sequence;
+        Ok(SignedPurchase { commit, signature })
+    }
+
+    fn sign_set_password(
+        &mut self,
+        card_id: &CardId,
+        challenge_terminal: &Challenge,
+        challenge_card: &Challenge,
+        password: &Password,
+    ) -> Result<Signature, SamError> {
+        self.require_installed()?;
+        Ok(self.signing.sign(&SetPassword::signed_message(
+            card_id,
+            &self.device_id,
+            challenge_terminal,
+            challenge_card,
+            password,
+        )))
+    }
+
+    fn sign_device_request(
+        &mut self,
+        method: &str,
+        path: &str,
+        sequence: u64,
+        body: &[u8],
+    ) -> Result<Signature, SamError> {
+        self.require_installed()?;
+        Ok(self
+            .signing
+            .sign(&request_signing_input(method, path, sequence, body)))
+    }
+
+    fn install(
+        &mut self,
+        installation: &Installation,
+        challenge: &Challenge,
+        role: Role,
+        today: Date,
+    ) -> Result<VerifiedCertificate, SamError> {
+        let verified = installation.anchor.verify(
+            core::slice::from_ref(&installation.certificate),
+            role,
+            today,
+        )?;
+        if verified.subject() != self.device_id
+            || verified.signing_key() != &self.signing.public_key()
+            || verified.sealing_key() != Some(&self.sealing.public_key())
+        {
+            return Err(SamError::ForeignCertificate);
+        }
+        let transport_key = self
+            .transport_key
+            .as_ref()
+            .ok_or(SamError::BadInstallationMac)?;
+        // The MAC under this device's own Ktemp says the delivery comes from the center; the
+        // keys themselves are sealed to this SAM's X25519 key, so neither Ktemp nor a
+        // recorded installation opens them.
+        aes_cmac_verify(
+            transport_key,
+            &installation_mac_input(
+                &self.device_id,
+                challenge,
+                &installation.certificate,
+                &installation.anchor,
+                &installation.sealed_keys,
+            ),
+            &installation.mac,
+        )
+        .map_err(|_| SamError::BadInstallationMac)?;
+        let mut keys = self
+            .sealing
+            .open(
+                &installation_keys_aad(&self.device_id, &installation.anchor, challenge),
+                &installation.sealed_keys,
+            )
+            .map_err(|_| SamError::BadSealedKeys)?;
+        // KT || KO, then the first time stamp TS0 (Fig. 10).
+        if keys.len() != 64 {
+            keys.zeroize();
+            return Err(SamError::BadSealedKeys);
+        }
+        let mut first_stamp = [0u8; 32];
+        first_stamp.copy_from_slice(&keys[32..]);
+        let terminal_key = SecretBytes::from_slice(&keys[..16]);
+        let common_key = SecretBytes::from_slice(&keys[16..32]);
+        keys.zeroize();
+        let (Ok(terminal_key), Ok(common_key)) = (terminal_key, common_key) else {
+            return Err(SamError::BadSealedKeys);
+        };
+        self.chain = Some(StampChain {
+            installed_on: self.clock.today(),
+            count: 0,
+            current: first_stamp,
+            signed: self.signed_stamp(0, &first_stamp),
+        });
+        first_stamp.zeroize();
+        self.terminal_key = Some(terminal_key);
+        self.common_key = Some(common_key);
+        self.transport_key = None;
+        self.certificate = Some(installation.certificate.clone());
+        self.anchor = Some(installation.anchor);
+        Ok(verified)
+    }
+}
