@@ -414,6 +414,27 @@ fn one_byte_and_oversized_apdus_get_status_words_and_the_card_keeps_answering() 
     let site = Site::new();
     let (image, _) = site.issue("card", "10.00");
     let _attached = Attached::spawn(&image, site.root.join("attach.log"), &[]);
+    // Wait for this card: a card of the test before may still show in the slot for a poll.
+    let client = repo_root().join("tests").join("pyscard_client.py");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let output = run(Command::new(python).arg(&client).args([
+            "--reader",
+            "Virtual PCD 00 00",
+            "--wait",
+            "30",
+            "info",
+        ]));
+        if output.status.success() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the card never answered: {}",
+            text(&output.stderr)
+        );
+        thread::sleep(Duration::from_millis(200));
+    }
     let oversized = format!("80300000{}", "AB".repeat(4996));
     let apdus = ["80", "00", "01", "02", "04", oversized.as_str(), SELECT];
     // Twice over, in two connections: the second proves the first left nothing behind.
