@@ -16,7 +16,9 @@ set -euo pipefail
 
 VPCD_PORT=35963
 LOG="${PCSCD_LOG:-/tmp/pcscd.log}"
-PACKAGES=(pcscd vsmartcard-vpcd libpcsclite-dev pkgconf opensc pcsc-tools)
+# python3-pyscard serves Debian's /usr/bin/python3 only (the interpreter tests/pyscard_client.py
+# names); another Python needs pyscard of its own (docs/operations.md, "Python clients").
+PACKAGES=(pcscd vsmartcard-vpcd libpcsclite-dev pkgconf opensc pcsc-tools python3-pyscard)
 
 say() { echo "start-pcscd: $*" >&2; }
 
@@ -24,7 +26,8 @@ have_stack() {
     command -v pcscd >/dev/null 2>&1 &&
         [ -e /etc/reader.conf.d/vpcd ] &&
         command -v opensc-tool >/dev/null 2>&1 &&
-        pkg-config --exists libpcsclite 2>/dev/null
+        pkg-config --exists libpcsclite 2>/dev/null &&
+        /usr/bin/python3 -c 'import smartcard.System' >/dev/null 2>&1
 }
 
 # Whether something listens on TCP port $1 (vpcd runs inside pcscd).

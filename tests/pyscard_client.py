@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """A PC/SC client of the valuecard purse, written from docs/card-commands.md alone.
 
 It talks to the card through pcscd with pyscard (Debian: python3-pyscard) and prints one
@@ -15,7 +15,15 @@ JSON object on standard output:
 
 R is a reader index (0-based, PC/SC order) or part of a reader's name; without --reader the
 first reader that holds a card is used. Exit status: 0 on success, 1 when the card refused a
-command of `info` or the reader could not be reached, 2 for bad arguments.
+command of `info` or the reader could not be reached, 2 for bad arguments, 3 when this Python
+cannot import pyscard.
+
+Which Python: Debian's python3-pyscard installs pyscard for /usr/bin/python3 only (hence the
+first line of this file). Another interpreter (pyenv, conda, a python3 earlier on PATH) needs
+pyscard of its own, best in a virtual environment:
+
+    python3 -m venv ~/.venvs/pyscard && ~/.venvs/pyscard/bin/pip install pyscard
+    ~/.venvs/pyscard/bin/python tests/pyscard_client.py readers
 """
 
 import argparse
@@ -23,8 +31,17 @@ import json
 import sys
 import time
 
-from smartcard.Exceptions import CardConnectionException, NoCardException
-from smartcard.System import readers as pcsc_readers
+try:
+    from smartcard.Exceptions import CardConnectionException, NoCardException
+    from smartcard.System import readers as pcsc_readers
+except ImportError as missing:
+    print(
+        f"pyscard_client: this Python ({sys.executable}) cannot import pyscard ({missing}); "
+        "run it with /usr/bin/python3 on Debian (package python3-pyscard), or with a virtual "
+        "environment's python after `pip install pyscard` (see the top of this file)",
+        file=sys.stderr,
+    )
+    sys.exit(3)
 
 # Section 1: "F0" + ASCII "VCPURSE".
 PURSE_AID = bytes.fromhex("F056435055525345")

@@ -23,6 +23,13 @@ pub enum StorageError {
     },
     #[error("storage I/O: {0}")]
     Io(String),
+    /// Another open of the same image file holds its lock: two processes (or two opens in
+    /// one process) serving one card could each commit and roll the other back.
+    #[error(
+        "card image {0} is in use: another process (a `card attach`, a terminal with --card, \
+         or `card apdu`) has it open; stop that one first"
+    )]
+    InUse(String),
 }
 
 impl From<std::io::Error> for StorageError {
@@ -103,6 +110,12 @@ impl Eeprom for MemoryEeprom {
 
 /// A card image file. Reads come from a copy in memory; writes go to the file at once and
 /// `flush` is `fdatasync`.
+///
+/// The file is locked exclusively (an OS advisory lock, `flock` on Unix, `LockFileEx` on
+/// Windows) for as long as this value lives, and the lock is taken before the image is read:
+/// the in-memory copy is only the truth while nobody else writes the file. A second opener
+/// gets [`StorageError::InUse`]. The kernel drops the lock when the process ends, however it
+/// ends, so a killed `card attach` never leaves the image locked.
 #[derive(Debug)]
 pub struct FileEeprom {
     file: File,
@@ -121,6 +134,7 @@ impl FileEeprom {
             options.mode(0o600);
         }
         let file = options.open(path)?;
+        lock_exclusively(&file, path)?;
         let len = file.metadata()?.len();
         if len == 0 {
             file.set_len(size as u64)?;
@@ -131,9 +145,38 @@ impl FileEeprom {
                 path.display()
             )));
         }
-        let cache = std::fs::read(path)?;
+        // Read through the locked handle: a path could name another file by now.
+        let mut cache = vec![0u8; size];
+        read_exact_at(&file, &mut cache)?;
         Ok(FileEeprom { file, cache })
     }
+}
+
+fn lock_exclusively(file: &File, path: &Path) -> Result<(), StorageError> {
+    match file.try_lock() {
+        Ok(()) => Ok(()),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            Err(StorageError::InUse(path.display().to_string()))
+        }
+        // A file system without locks: refuse rather than risk two writers.
+        Err(std::fs::TryLockError::Error(error)) => Err(StorageError::Io(format!(
+            "cannot lock the card image {}: {error}",
+            path.display()
+        ))),
+    }
+}
+
+#[cfg(unix)]
+fn read_exact_at(file: &File, buf: &mut [u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    file.read_exact_at(buf, 0)
+}
+
+#[cfg(not(unix))]
+fn read_exact_at(mut file: &File, buf: &mut [u8]) -> std::io::Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
+    file.seek(SeekFrom::Start(0))?;
+    file.read_exact(buf)
 }
 
 impl Eeprom for FileEeprom {
@@ -240,5 +283,48 @@ impl<E: Eeprom> Eeprom for FaultInjectingEeprom<E> {
             return Err(StorageError::PowerLost);
         }
         self.inner.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+
+    const SIZE: usize = 64;
+
+    #[test]
+    fn a_second_open_of_a_locked_image_is_refused_until_the_first_is_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("card.img");
+        let mut first = FileEeprom::open(&path, SIZE).unwrap();
+        first.write(0, &[0x11; 4]).unwrap();
+        first.flush().unwrap();
+
+        // The attack: a second holder of the same image, which could commit an old state
+        // over the first one's newer one.
+        let second = FileEeprom::open(&path, SIZE);
+        assert_eq!(
+            second.unwrap_err(),
+            StorageError::InUse(path.display().to_string())
+        );
+        // The refused opener changed nothing.
+        let mut byte = [0u8; 4];
+        first.read(0, &mut byte).unwrap();
+        assert_eq!(byte, [0x11; 4]);
+
+        drop(first);
+        let reopened = FileEeprom::open(&path, SIZE).unwrap();
+        let mut bytes = [0u8; 4];
+        reopened.read(0, &mut bytes).unwrap();
+        assert_eq!(bytes, [0x11; 4], "the lock is released with the file");
+    }
+
+    #[test]
+    fn the_message_names_the_image_and_what_may_hold_it() {
+        let message = StorageError::InUse("/tmp/card.img".to_owned()).to_string();
+        assert!(message.contains("/tmp/card.img"), "{message}");
+        assert!(message.contains("card attach"), "{message}");
     }
 }

@@ -28,6 +28,14 @@ pub enum ReaderError {
     MalformedResponse(#[from] ApduError),
     #[error("reader transport: {0}")]
     Transport(String),
+    /// No reader was named and none holds a valuecard purse card; `readers` says what each
+    /// holds.
+    #[error("no PC/SC reader holds a valuecard card; {readers}")]
+    NoPurseReader { readers: String },
+    /// No reader was named and several hold a valuecard purse card: which one is meant is
+    /// the cashier's choice (`--reader`), never a guess.
+    #[error("several PC/SC readers hold a valuecard card: choose one with --reader; {readers}")]
+    SeveralPurseReaders { readers: String },
 }
 
 /// A reader with (possibly) a card in it.

@@ -3,7 +3,10 @@
 //! WinSCard.
 //!
 //! [`PcscReader`] picks a reader by name or index, waits for a card, connects in shared mode
-//! with T=0 or T=1, and implements [`CardReader`]. Errors that mean the card went away or
+//! with T=0 or T=1, and implements [`CardReader`]. Without a selector it looks into every
+//! reader that holds a card (SELECT of the purse AID) and takes the one reader that holds a
+//! valuecard card; with none or several it names each reader and what it holds, and takes
+//! none. Errors that mean the card went away or
 //! was reset under the connection become [`ReaderError::CardRemoved`]; everything else
 //! becomes [`ReaderError::Transport`] with the PC/SC call and reader named.
 
@@ -11,6 +14,7 @@ use std::ffi::CString;
 use std::time::{Duration, Instant};
 
 use pcsc::{Context, Disposition, Protocols, ReaderState, Scope, ShareMode, State};
+use valuecard_core::messages::purse::{PurseStatus, PURSE_AID};
 
 use crate::{CardReader, ReaderError};
 
@@ -117,7 +121,9 @@ impl PcscReader {
 
     /// Connects to the card in the reader `selector` names (see [`select_readers`]),
     /// waiting up to `timeout` for one to be inserted. If the selector names several
-    /// readers, the first that holds a card is used.
+    /// readers, the first that holds a card is used. Without a selector, the one reader that
+    /// holds a valuecard card is used (see [`survey`]): waiting up to `timeout` for one, and
+    /// refusing to guess when several do.
     pub fn open(selector: Option<&str>, timeout: Duration) -> Result<Self, ReaderError> {
         let context = establish()?;
         let names = reader_names(&context)?;
@@ -149,7 +155,10 @@ impl PcscReader {
             .iter()
             .filter_map(|index| names.get(*index).cloned())
             .collect();
-        let reader = wait_for_card(&context, &chosen, timeout)?;
+        let reader = match selector {
+            Some(_) => wait_for_card(&context, &chosen, timeout)?,
+            None => wait_for_purse(&context, &chosen, timeout)?,
+        };
         let name = reader.to_string_lossy().into_owned();
         let mut pcsc_reader = PcscReader {
             context,
@@ -160,6 +169,19 @@ impl PcscReader {
         };
         pcsc_reader.connect()?;
         Ok(pcsc_reader)
+    }
+
+    /// Every reader and what it holds, in PC/SC order (the card in each is SELECTed; see
+    /// [`survey`]).
+    pub fn survey_all() -> Result<Vec<(String, Holding)>, ReaderError> {
+        let context = establish()?;
+        let names = reader_names(&context)?;
+        let holdings = survey(&context, &names)?;
+        Ok(names
+            .iter()
+            .map(|name| name.to_string_lossy().into_owned())
+            .zip(holdings)
+            .collect())
     }
 
     /// The reader's name as PC/SC reports it.
@@ -207,6 +229,172 @@ impl PcscReader {
                 .map_err(|(_, error)| transport("SCardDisconnect", Some(&self.name), error))?;
         }
         Ok(())
+    }
+}
+
+/// What a reader holds, as seen by [`survey`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Holding {
+    NoCard,
+    /// A card that could not be reached (mute, or in exclusive use by another program).
+    Unreachable(String),
+    /// A card without the valuecard purse: its ATR and its answer to the purse's SELECT.
+    OtherCard {
+        atr: Vec<u8>,
+        select_sw: u16,
+    },
+    /// A valuecard purse card, with its card ID when READ PURSE answered.
+    Purse {
+        atr: Vec<u8>,
+        card_id: Option<String>,
+    },
+}
+
+impl std::fmt::Display for Holding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Holding::NoCard => f.write_str("no card"),
+            Holding::Unreachable(why) => write!(f, "a card that cannot be reached ({why})"),
+            Holding::OtherCard { atr, select_sw } => write!(
+                f,
+                "a card without the valuecard purse (ATR {}, SELECT answered {select_sw:04X})",
+                hex_upper(atr)
+            ),
+            Holding::Purse {
+                card_id: Some(card_id),
+                ..
+            } => write!(f, "valuecard card {card_id}"),
+            Holding::Purse { atr, card_id: None } => {
+                write!(f, "a valuecard card (ATR {})", hex_upper(atr))
+            }
+        }
+    }
+}
+
+/// SELECT of the purse by its AID (docs/card-commands.md § 6.1).
+fn select_purse_apdu() -> Vec<u8> {
+    let mut apdu = vec![0x00, 0xA4, 0x04, 0x00, PURSE_AID.len() as u8];
+    apdu.extend_from_slice(&PURSE_AID);
+    apdu.push(0x00);
+    apdu
+}
+
+/// READ PURSE (docs/card-commands.md § 6.5).
+const READ_PURSE: [u8; 5] = [0x80, 0x30, 0x00, 0x00, 0x00];
+
+fn status_word(response: &[u8]) -> u16 {
+    match response {
+        [.., sw1, sw2] => u16::from_be_bytes([*sw1, *sw2]),
+        _ => 0,
+    }
+}
+
+/// Looks at the card in one reader: SELECT the purse and, if it is there, READ PURSE for
+/// its card ID. The card is left as it was found (no reset), so a session another program
+/// holds on it goes on; only its selection changes.
+fn probe(context: &Context, reader: &CString) -> Holding {
+    let card = match context.connect(reader, ShareMode::Shared, Protocols::T0 | Protocols::T1) {
+        Ok(card) => card,
+        Err(pcsc::Error::NoSmartcard | pcsc::Error::RemovedCard) => return Holding::NoCard,
+        Err(error) => return Holding::Unreachable(error.to_string()),
+    };
+    let atr = card
+        .status2_owned()
+        .map(|status| status.atr().to_vec())
+        .unwrap_or_default();
+    let mut buffer = vec![0u8; RECEIVE_BUFFER_LEN];
+    let holding = match card.transmit(&select_purse_apdu(), &mut buffer) {
+        Ok(response) if status_word(response) == 0x9000 => {
+            let card_id = card
+                .transmit(&READ_PURSE, &mut buffer)
+                .ok()
+                .filter(|response| status_word(response) == 0x9000)
+                .and_then(|response| PurseStatus::decode(&response[..response.len() - 2]).ok())
+                .map(|status| status.card_id.to_string());
+            Holding::Purse { atr, card_id }
+        }
+        Ok(response) => Holding::OtherCard {
+            select_sw: status_word(response),
+            atr,
+        },
+        Err(error) => Holding::Unreachable(error.to_string()),
+    };
+    let _ = card.disconnect(Disposition::LeaveCard);
+    holding
+}
+
+/// What each of `readers` holds, in their order.
+pub fn survey(context: &Context, readers: &[CString]) -> Result<Vec<Holding>, ReaderError> {
+    let mut states: Vec<ReaderState> = readers
+        .iter()
+        .map(|name| ReaderState::new(name.clone(), State::UNAWARE))
+        .collect();
+    match context.get_status_change(Duration::ZERO, &mut states) {
+        Ok(()) | Err(pcsc::Error::Timeout) => {}
+        Err(error) => return Err(transport("SCardGetStatusChange", None, error)),
+    }
+    Ok(states
+        .iter()
+        .map(|state| {
+            let event = state.event_state();
+            if !event.contains(State::PRESENT) {
+                Holding::NoCard
+            } else if event.contains(State::MUTE) {
+                Holding::Unreachable("mute".to_owned())
+            } else {
+                probe(context, &state.name().to_owned())
+            }
+        })
+        .collect())
+}
+
+/// "readers: 0: NAME (HOLDING), ...", for an error message.
+fn describe(readers: &[CString], holdings: &[Holding]) -> String {
+    let list: Vec<String> = readers
+        .iter()
+        .zip(holdings)
+        .enumerate()
+        .map(|(index, (name, holding))| {
+            format!("{index}: \"{}\" holds {holding}", name.to_string_lossy())
+        })
+        .collect();
+    format!("readers: {}", list.join("; "))
+}
+
+/// How often the readers are looked into again while waiting for a valuecard card.
+const SURVEY_INTERVAL: Duration = Duration::from_millis(300);
+
+/// Waits up to `timeout` until exactly one of `readers` holds a valuecard card; returns its
+/// name. Several at once is an error at once: which card is meant is not for the terminal
+/// to guess.
+fn wait_for_purse(
+    context: &Context,
+    readers: &[CString],
+    timeout: Duration,
+) -> Result<CString, ReaderError> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let holdings = survey(context, readers)?;
+        let purses: Vec<&CString> = readers
+            .iter()
+            .zip(&holdings)
+            .filter(|(_, holding)| matches!(holding, Holding::Purse { .. }))
+            .map(|(name, _)| name)
+            .collect();
+        match purses.as_slice() {
+            [only] => return Ok((*only).clone()),
+            [] if Instant::now() >= deadline => {
+                return Err(ReaderError::NoPurseReader {
+                    readers: describe(readers, &holdings),
+                })
+            }
+            [] => std::thread::sleep(SURVEY_INTERVAL.min(deadline - Instant::now())),
+            _ => {
+                return Err(ReaderError::SeveralPurseReaders {
+                    readers: describe(readers, &holdings),
+                })
+            }
+        }
     }
 }
 
@@ -290,6 +478,8 @@ impl CardReader for PcscReader {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     fn names() -> Vec<String> {
@@ -311,6 +501,45 @@ mod tests {
         // A number that is no index may still be part of a name.
         assert_eq!(select_readers(&names(), Some("39")), vec![2]);
         assert!(select_readers(&[], Some("0")).is_empty());
+    }
+
+    #[test]
+    fn holdings_and_the_reader_list_say_what_each_reader_holds() {
+        let readers = [
+            CString::new("Virtual PCD 00 00").unwrap(),
+            CString::new("Virtual PCD 00 01").unwrap(),
+        ];
+        let holdings = [
+            Holding::NoCard,
+            Holding::Purse {
+                atr: vec![0x3B],
+                card_id: Some("C000000000000001".to_owned()),
+            },
+        ];
+        assert_eq!(
+            describe(&readers, &holdings),
+            "readers: 0: \"Virtual PCD 00 00\" holds no card; 1: \"Virtual PCD 00 01\" holds \
+             valuecard card C000000000000001"
+        );
+        let other = Holding::OtherCard {
+            atr: vec![0x3B, 0x00],
+            select_sw: 0x6A82,
+        };
+        assert_eq!(
+            other.to_string(),
+            "a card without the valuecard purse (ATR 3B00, SELECT answered 6A82)"
+        );
+        assert_eq!(
+            select_purse_apdu(),
+            hex_bytes("00A4040008F05643505552534500")
+        );
+    }
+
+    fn hex_bytes(text: &str) -> Vec<u8> {
+        (0..text.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+            .collect()
     }
 
     #[test]

@@ -108,14 +108,18 @@ pub fn run(
     if let Some(drop) = injected_drop {
         bridge = bridge.with_injected_drop(drop);
     }
-    let state = bridge.card().state();
-    let card_id = state
-        .card_id()
-        .map_or_else(|| "without an ID".to_owned(), |id| id.to_string());
+    let (card_id, card_state) = match bridge.card() {
+        Some(card) => (
+            card.state()
+                .card_id()
+                .map_or_else(|| "without an ID".to_owned(), |id| id.to_string()),
+            format!("{:?}", card.state().card_state()),
+        ),
+        None => ("?".to_owned(), "not open".to_owned()),
+    };
     eprintln!(
-        "valuecard attach: card {card_id} ({:?}) from {label}, ATR {}; serving it to vpcd at \
-         {addr} (reader slot {slot}) until interrupted",
-        state.card_state(),
+        "valuecard attach: card {card_id} ({card_state}) from {label}, ATR {}; serving it to \
+         vpcd at {addr} (reader slot {slot}) until interrupted",
         hex::encode_upper(ATR),
     );
     if let Some(drop) = injected_drop {

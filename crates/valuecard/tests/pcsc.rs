@@ -221,12 +221,6 @@ fn slot_reaches(slot: usize, present: bool, timeout: Duration) -> bool {
     }
 }
 
-/// pcscd's status thread polls vpcd about every 400 ms. When a card vanished in the middle of
-/// a command, pcscd marks the slot empty at once, before that thread has seen it go; a card
-/// that vpcd takes within that window is never announced, and pcscd shows the slot empty as
-/// long as it stays. So a card is attached only after the slot has been empty this long.
-const SLOT_SETTLE: Duration = Duration::from_millis(1200);
-
 /// The `valuecard card attach` child process: killed and reaped however the test ends, with
 /// its log printed if the test failed.
 struct Attached {
@@ -246,38 +240,31 @@ impl Attached {
             .windows(2)
             .find(|pair| pair[0] == "--slot")
             .map_or(0, |pair| pair[1].parse().unwrap());
-        for attempt in 1..=3 {
-            assert!(
-                slot_reaches(slot, false, CARD_WAIT),
-                "vpcd's reader slot {slot} still holds a card after {} s (does something else \
-                 serve a card there?)",
-                CARD_WAIT.as_secs()
-            );
-            std::thread::sleep(SLOT_SETTLE);
-            let child = valuecard()
-                .args(["card", "attach", "--verbose", "--card"])
-                .arg(card)
-                .args(options)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(File::create(&log).unwrap())
-                .spawn()
-                .unwrap();
-            let attached = Attached {
-                child,
-                log: log.clone(),
-            };
-            attached.wait_for_log("connected to vpcd");
-            if slot_reaches(slot, true, Duration::from_secs(10)) {
-                return attached;
-            }
-            eprintln!(
-                "note: pcscd did not announce the card in slot {slot} (attempt {attempt}); \
-                 attaching it again"
-            );
-            drop(attached);
-        }
-        panic!("pcscd never announced the card attached in slot {slot}");
+        // The card before must have left, so that the next client meets this one. No pause
+        // and no second attempt after that: the bridge itself stays away long enough for
+        // pcscd to see the slot empty before it connects.
+        assert!(
+            slot_reaches(slot, false, CARD_WAIT),
+            "vpcd's reader slot {slot} still holds a card after {} s (does something else \
+             serve a card there?)",
+            CARD_WAIT.as_secs()
+        );
+        let child = valuecard()
+            .args(["card", "attach", "--verbose", "--card"])
+            .arg(card)
+            .args(options)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let attached = Attached { child, log };
+        attached.wait_for_log("connected to vpcd");
+        assert!(
+            slot_reaches(slot, true, Duration::from_secs(10)),
+            "pcscd did not announce the card attached in slot {slot}"
+        );
+        attached
     }
 
     fn log(&self) -> String {
