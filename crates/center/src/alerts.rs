@@ -13,7 +13,9 @@ use crate::Center;
 
 /// Migration: the alert log, the settlement challenge of a pending load, the card's
 /// signature kept with each usage record, and the holding period of card restorations
-/// (appended to `db::MIGRATIONS`).
+/// (appended to `db::MIGRATIONS`). The index on loads by card state serves the per-item
+/// question "did a load consume this state?": without it the planner walks every load with
+/// the same status.
 pub const MIGRATION: &str = r#"
     CREATE TABLE alerts (
         alert_id  BIGINT PRIMARY KEY,
@@ -25,6 +27,7 @@ pub const MIGRATION: &str = r#"
     CREATE INDEX alerts_by_subject ON alerts (subject, alert_id);
     INSERT INTO sequences (name, next) VALUES ('alert', 1);
     ALTER TABLE loads ADD COLUMN settlement_challenge BYTEA;
+    CREATE INDEX loads_by_state ON loads (card_id, card_counter, status);
     ALTER TABLE usage_records ADD COLUMN card_signature BYTEA;
     CREATE TABLE restore_requests (
         card_id      BYTEA PRIMARY KEY CHECK (length(card_id) = 8),
