@@ -107,6 +107,18 @@ impl Center {
                         "UPDATE loads SET status = 'cancelled' WHERE load_number = $1 AND status = 'pending'",
                         &[load.load_number.into()],
                     )?;
+                    // The update that took the state instead may be another load of the
+                    // center's, still pending: the evidence proves it reached the card.
+                    let record = &settlement.evidence.record;
+                    if record.kind == TransactionKind::Load
+                        && record.counter == load.card_counter.wrapping_add(1)
+                    {
+                        if let Some(other) = load_by_number(tx, record.writer_sequence)? {
+                            if other.card_id == load.card_id && other.is_record(record) {
+                                return commit_load(tx, &other, today);
+                            }
+                        }
+                    }
                     Ok(false)
                 })?;
                 if cloned {

@@ -594,3 +594,54 @@ fn a_restored_card_is_held_its_late_spending_netted_and_later_spending_flagged()
         ]
     );
 }
+
+#[test]
+fn evidence_of_another_load_settles_both() {
+    let mut world = world(111, 1);
+    let (mut reader, _) = issued_card(&mut world, "card", 5_000);
+    let card = card_id(&mut reader);
+    // The first CREDIT never reaches the card; the retry's does, but its answer is lost.
+    let mut dropped = LosingAnswer {
+        inner: &mut reader,
+        ins: ins::CREDIT,
+        delivered: false,
+    };
+    let first = match world
+        .dispenser
+        .load(&mut dropped, &mut world.center, amount(300))
+    {
+        Err(TerminalError::LoadInDoubt { load_number }) => load_number,
+        other => panic!("the first load must be in doubt: {other:?}"),
+    };
+    let second = load_with_lost_answer(&mut world, &mut reader, 400);
+    let pending: Vec<u32> = world
+        .center
+        .pending_loads()
+        .unwrap()
+        .iter()
+        .map(|load| load.load_number)
+        .collect();
+    assert_eq!(pending, vec![first, second]);
+    assert_eq!(read_purse(&mut reader).unwrap().balance, amount(5_400));
+    // Settling the first with the card's evidence shows the second took the state.
+    assert_eq!(
+        world
+            .dispenser
+            .settle_pending_load(&mut reader, &mut world.center, first)
+            .unwrap(),
+        Some(false)
+    );
+    assert!(world.center.pending_loads().unwrap().is_empty());
+    let totals = world.center.load_totals().unwrap();
+    assert_eq!((totals.loaded, totals.cancelled), (400, 300), "{totals:?}");
+    assert_eq!(
+        world
+            .center
+            .remaining_value(&card)
+            .unwrap()
+            .unwrap()
+            .balance,
+        amount(5_400)
+    );
+    assert_eq!(listed_reason(&mut world, card), None);
+}
