@@ -108,29 +108,31 @@ impl Center {
             "SELECT alert_id, subject, kind, detail, raised_on FROM alerts ORDER BY alert_id",
             &[],
         )?;
-        rows.iter()
-            .map(|row| {
-                let subject = row.bytes(1)?;
-                Ok(Alert {
-                    alert_id: row.int(0)? as u64,
-                    subject: subject
-                        .as_slice()
-                        .try_into()
-                        .map_err(|_| CenterError::Storage("alert subject".into()))?,
-                    kind: row.text(2)?,
-                    detail: row.text(3)?,
-                    raised_on: row.int(4)? as u32,
-                })
-            })
-            .collect()
+        rows.iter().map(alert_from_row).collect()
     }
 
-    /// The alerts about one card or device.
+    /// The alerts about one card or device, oldest first.
     pub fn alerts_for(&mut self, subject: &[u8; 8]) -> Result<Vec<Alert>, CenterError> {
-        Ok(self
-            .alerts()?
-            .into_iter()
-            .filter(|alert| &alert.subject == subject)
-            .collect())
+        let rows = self.db.query(
+            "SELECT alert_id, subject, kind, detail, raised_on FROM alerts
+             WHERE subject = $1 ORDER BY alert_id",
+            &[subject[..].into()],
+        )?;
+        rows.iter().map(alert_from_row).collect()
     }
+}
+
+fn alert_from_row(row: &crate::sql::Row) -> Result<Alert, CenterError> {
+    let corrupt = |what: &str| CenterError::Storage(format!("stored alert: {what}"));
+    Ok(Alert {
+        alert_id: u64::try_from(row.int(0)?).map_err(|_| corrupt("number"))?,
+        subject: row
+            .bytes(1)?
+            .as_slice()
+            .try_into()
+            .map_err(|_| corrupt("subject"))?,
+        kind: row.text(2)?,
+        detail: row.text(3)?,
+        raised_on: u32::try_from(row.int(4)?).map_err(|_| corrupt("date"))?,
+    })
 }

@@ -81,6 +81,21 @@ impl Center {
         Ok(delta)
     }
 
+    /// Why a card is on the list, if it is.
+    pub fn listed_reason(&mut self, card_id: &CardId) -> Result<Option<ListReason>, CenterError> {
+        self.db
+            .query_optional(
+                "SELECT reason FROM list_entries WHERE kind = 'card' AND subject = $1",
+                &[card_id.0[..].into()],
+            )?
+            .map(|row| {
+                let reason = row.text(0)?;
+                ListReason::parse(&reason)
+                    .ok_or_else(|| CenterError::Storage(format!("list reason {reason:?}")))
+            })
+            .transpose()
+    }
+
     /// The latest list version.
     pub fn list_version(&mut self) -> Result<u64, CenterError> {
         let row = self.db.query_one(

@@ -235,6 +235,40 @@ pub(crate) fn cancel_pending_at(
     Ok(())
 }
 
+/// Who wrote a usage record the center believes.
+pub(crate) enum Writer {
+    /// A load the center stored with exactly the record's fields.
+    Load(StoredLoad),
+    /// A payment terminal the center installed, whose signature verifies.
+    Terminal,
+}
+
+impl Center {
+    /// Whether a usage record carries its writer's valid signature: the center's for a load
+    /// (checked against the stored load, which is returned), an installed payment terminal's
+    /// for a purchase. `None` when neither holds; only the center's own storage failures are
+    /// errors, so that a device retries instead of being told the record is forged.
+    pub(crate) fn genuine_writer(
+        &mut self,
+        card_id: &CardId,
+        record: &UsageRecord,
+    ) -> Result<Option<Writer>, CenterError> {
+        match record.kind {
+            TransactionKind::Load => Ok(load_by_number(&mut self.db, record.writer_sequence)?
+                .filter(|load| load.card_id == *card_id && load.is_record(record))
+                .map(Writer::Load)),
+            TransactionKind::Purchase => match self.terminal_key_any_status(record.writer) {
+                Ok(key) => Ok(key
+                    .verify(&record.signed_message(card_id), &record.signature)
+                    .is_ok()
+                    .then_some(Writer::Terminal)),
+                Err(error @ CenterError::Storage(_)) => Err(error),
+                Err(_) => Ok(None),
+            },
+        }
+    }
+}
+
 /// Why a claimed balance was refused.
 enum Claim {
     /// The request does not hold together (it may be the dispenser's doing): refuse only.
@@ -386,50 +420,22 @@ impl Center {
                 "the card's last usage record does not describe the balance it claims".into(),
             )));
         }
-        match record.kind {
-            TransactionKind::Load => {
-                let stored = self
-                    .db
-                    .transaction(|tx| load_by_number(tx, record.writer_sequence))?;
-                match stored {
-                    Some(load) if load.card_id == card_id && load.is_record(record) => {
-                        // The card signed the balance and counter this load wrote: it
-                        // reached the card. A load still pending is settled by this.
-                        if load.status != "committed" {
-                            let today = self.today().0;
-                            if self.db.transaction(|tx| commit_load(tx, &load, today))? {
-                                return Err(CenterError::CardBlocked(card_id));
-                            }
-                        }
-                    }
-                    _ => {
-                        return Ok(Err(Claim::Refuse(
-                            "the card's last load record is not one the center signed".into(),
-                        )))
-                    }
+        match self.genuine_writer(&card_id, record)? {
+            None => {
+                return Ok(Err(Claim::Refuse(
+                    "the card's last usage record was not written by a party the center knows"
+                        .into(),
+                )))
+            }
+            // The card signed the balance and counter this load wrote: it reached the card.
+            // A load still pending is settled by this; one cancelled reveals a copy.
+            Some(Writer::Load(load)) if load.status != "committed" => {
+                let today = self.today().0;
+                if self.db.transaction(|tx| commit_load(tx, &load, today))? {
+                    return Err(CenterError::CardBlocked(card_id));
                 }
             }
-            TransactionKind::Purchase => {
-                let writer_key = match self.terminal_key_any_status(record.writer) {
-                    Ok(key) => key,
-                    // The center's own failure, not the card's: say so, so the dispenser
-                    // retries instead of the operator chasing a forged record.
-                    Err(error @ CenterError::Storage(_)) => return Err(error),
-                    Err(_) => {
-                        return Ok(Err(Claim::Refuse(
-                            "the card's last purchase was not written by a payment terminal".into(),
-                        )))
-                    }
-                };
-                if writer_key
-                    .verify(&record.signed_message(&card_id), &record.signature)
-                    .is_err()
-                {
-                    return Ok(Err(Claim::Refuse(
-                        "the card's last purchase record does not verify".into(),
-                    )));
-                }
-            }
+            Some(_) => {}
         }
         if let Some(known) = self.remaining_value(&card_id)? {
             if offer.counter < known.card_counter {

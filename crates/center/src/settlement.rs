@@ -8,11 +8,11 @@
 //! applied after that answer.
 
 use valuecard_core::crypto::random_array;
-use valuecard_core::ids::{CardId, DeviceId};
+use valuecard_core::ids::DeviceId;
 use valuecard_core::messages::center::{
     CenterError, ListReason, LoadOutcome, LoadSettlement, SettlementChallengeRequest,
 };
-use valuecard_core::messages::purse::{Challenge, LastTransaction, TransactionKind, UsageRecord};
+use valuecard_core::messages::purse::{Challenge, LastTransaction, TransactionKind};
 
 use crate::alerts::{raise, AlertKind};
 use crate::loads::{commit_load, list_and_block, load_by_number, StoredLoad};
@@ -27,9 +27,7 @@ impl Center {
         load_number: u32,
     ) -> Result<StoredLoad, CenterError> {
         self.require_dispenser(dispenser_id)?;
-        let load = self
-            .db
-            .transaction(|tx| load_by_number(tx, load_number))?
+        let load = load_by_number(&mut self.db, load_number)?
             .ok_or_else(|| CenterError::Mismatch(format!("no load number {load_number}")))?;
         if load.dispenser_id != dispenser_id {
             return Err(CenterError::NotAuthorized(dispenser_id));
@@ -164,35 +162,11 @@ impl Center {
                     .into(),
             ));
         }
-        if !self.record_is_genuine(&load.card_id, record)? {
+        if self.genuine_writer(&load.card_id, record)?.is_none() {
             return Err(CenterError::Mismatch(
                 "the card's last transaction was not written by a party the center knows".into(),
             ));
         }
         Ok(LoadOutcome::Cancelled)
-    }
-
-    /// Whether a usage record carries its writer's valid signature: the center's for a
-    /// load (checked against the stored load), a payment terminal's for a purchase.
-    fn record_is_genuine(
-        &mut self,
-        card_id: &CardId,
-        record: &UsageRecord,
-    ) -> Result<bool, CenterError> {
-        match record.kind {
-            TransactionKind::Load => {
-                let stored = self
-                    .db
-                    .transaction(|tx| load_by_number(tx, record.writer_sequence))?;
-                Ok(stored.is_some_and(|load| load.card_id == *card_id && load.is_record(record)))
-            }
-            TransactionKind::Purchase => match self.terminal_key_any_status(record.writer) {
-                Ok(key) => Ok(key
-                    .verify(&record.signed_message(card_id), &record.signature)
-                    .is_ok()),
-                Err(CenterError::UnknownDevice(_)) => Ok(false),
-                Err(other) => Err(other),
-            },
-        }
     }
 }

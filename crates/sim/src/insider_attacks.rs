@@ -14,8 +14,7 @@ use valuecard_core::cert::Role;
 use valuecard_core::crypto::random_array;
 use valuecard_core::ids::CardId;
 use valuecard_core::messages::center::{
-    CenterError, CenterLink, ListEntry, ListReason, LoadApproval, LoadRequest, LoadSettlement,
-    UsageUpload,
+    CenterError, CenterLink, ListReason, LoadApproval, LoadRequest, LoadSettlement, UsageUpload,
 };
 use valuecard_core::messages::purse::{ins, CreditCommand, InitializeLoad, LoadOffer};
 use valuecard_core::money::Amount;
@@ -69,17 +68,7 @@ fn state_of(reader: &MemoryReader) -> Result<PersistentState, WorldError> {
 }
 
 fn listed(world: &mut World, card: CardId) -> Result<Option<ListReason>, WorldError> {
-    Ok(world
-        .center
-        .list_delta_since(0)?
-        .entries
-        .into_iter()
-        .find_map(|entry| match entry {
-            ListEntry::Card {
-                card_id, reason, ..
-            } if card_id == card => Some(reason),
-            _ => None,
-        }))
+    Ok(world.center.listed_reason(&card)?)
 }
 
 /// What the center counts as value put on cards: committed loads (issue and recharge).

@@ -15,7 +15,7 @@ use valuecard_core::cert::Role;
 use valuecard_core::crypto::{random_array, Signature};
 use valuecard_core::ids::CardId;
 use valuecard_core::messages::center::{
-    CenterError, CenterLink, ListEntry, ListReason, LoadOutcome, LoadRequest, LoadSettlement,
+    CenterError, CenterLink, ListReason, LoadOutcome, LoadRequest, LoadSettlement,
     SettlementChallengeRequest, UsageUpload,
 };
 use valuecard_core::messages::purse::{
@@ -59,18 +59,7 @@ fn card_id(reader: &mut TestReader) -> CardId {
 }
 
 fn listed_reason(world: &mut World, card: CardId) -> Option<ListReason> {
-    world
-        .center
-        .list_delta_since(0)
-        .unwrap()
-        .entries
-        .into_iter()
-        .find_map(|entry| match entry {
-            ListEntry::Card {
-                card_id, reason, ..
-            } if card_id == card => Some(reason),
-            _ => None,
-        })
+    world.center.listed_reason(&card).unwrap()
 }
 
 fn alert_kinds(world: &mut World, card: CardId) -> Vec<String> {
@@ -288,6 +277,8 @@ fn a_dispenser_cannot_settle_a_load_on_its_word_or_another_dispensers_load() {
     let mut world = world(106, 1);
     let (mut reader, _) = issued_card(&mut world, "card", 5_000);
     let card = card_id(&mut reader);
+    // Genuine evidence of the card's state before the load, over the holder's own challenge.
+    let before_credit = last_transaction(&mut reader, [9; 16]).unwrap();
     let load_number = load_with_lost_answer(&mut world, &mut reader, 700);
     let holder = world.dispenser.device_id();
     let pending = world.center.pending_loads().unwrap();
@@ -325,20 +316,20 @@ fn a_dispenser_cannot_settle_a_load_on_its_word_or_another_dispensers_load() {
         }),
         Err(CenterError::BadCardSignature)
     );
-    // The holder claiming "cancelled" with the card's record from before the load: the
-    // card's signature over its own challenge is not fresh evidence.
-    let mut stale = evidence.clone();
-    let previous = read_purse(&mut reader).unwrap().last_usage.unwrap();
-    assert_eq!(previous.writer_sequence, load_number);
-    stale.record.counter = 1;
+    // The holder claiming "cancelled" with the card's genuine answer from before the load:
+    // a signature over the holder's own challenge is not fresh evidence.
+    assert_eq!(before_credit.record.counter + 1, evidence.record.counter);
     let refused = world.center.settle_load(&LoadSettlement {
         card_id: card,
         dispenser_id: holder,
         load_number,
-        challenge,
-        evidence: stale,
+        challenge: [9; 16],
+        evidence: before_credit,
     });
-    assert!(refused.is_err(), "{refused:?}");
+    assert!(
+        matches!(&refused, Err(CenterError::Mismatch(reason)) if reason.contains("challenge")),
+        "{refused:?}"
+    );
     assert_eq!(world.center.pending_loads().unwrap().len(), 1);
     // The card's own evidence settles it as committed.
     assert_eq!(
