@@ -3,13 +3,13 @@
 //! only with the center's signature bound to that request (see the crate documentation for
 //! both schemes), and maps the center's problem documents back to [`CenterError`].
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use valuecard_center::auth::answer_signing_input;
 use valuecard_center::PendingLoad;
-use valuecard_core::crypto::{PublicKey, Signature, SIGNATURE_LEN};
+use valuecard_core::crypto::{PublicKey, Signature};
 use valuecard_core::ids::{CardId, DeviceId};
 use valuecard_core::messages::center::{
     CardCertificationRequest, CardIdAssignment, CardIdRequest, CardPersonalization, CenterError,
@@ -76,13 +76,6 @@ fn agent(timeout: Duration, pin: &CenterPin) -> ureq::Agent {
 
 /// Microseconds since the Unix epoch: where a device's sequence starts, so that a restarted
 /// device still moves forward.
-fn now_micros() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|elapsed| u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
-
 fn malformed_answer(what: &str, error: impl core::fmt::Display) -> CenterError {
     CenterError::Setup(format!(
         "the center's answer to {what} is malformed: {error}"
@@ -133,7 +126,7 @@ impl HttpCenterLink {
             prefix: uri.path().trim_end_matches('/').to_owned(),
             sam,
             device_id,
-            next_sequence: now_micros(),
+            next_sequence: crate::now_micros(),
         })
     }
 
@@ -188,7 +181,7 @@ impl HttpCenterLink {
                 }
                 Err(problem) if !retried && problem.kind() == Some(ProblemKind::Replayed) => {
                     retried = true;
-                    self.next_sequence = self.next_sequence.max(now_micros());
+                    self.next_sequence = self.next_sequence.max(crate::now_micros());
                 }
                 Err(problem) => return Err(problem.into_center_error(self.device_id)),
             }
@@ -297,8 +290,7 @@ impl HttpCenterLink {
         };
         let signature = signature
             .and_then(|text| hex::decode(text).ok())
-            .and_then(|bytes| <[u8; SIGNATURE_LEN]>::try_from(bytes.as_slice()).ok())
-            .map(Signature)
+            .and_then(|bytes| Signature::from_slice(&bytes).ok())
             .ok_or_else(|| refused("it carries no signature of the center"))?;
         let signed = answer_signing_input(&self.device_id, sequence, method, path, answer);
         self.center_key

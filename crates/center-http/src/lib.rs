@@ -67,6 +67,15 @@
 #![forbid(unsafe_code)]
 
 pub mod client;
+
+/// The clock devices count their request sequences in and the service bounds them by
+/// (`valuecard_center::auth::SEQUENCE_WINDOW_MICROS`): microseconds since the Unix epoch.
+pub(crate) fn now_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
 mod metrics;
 pub mod problem;
 mod request;

@@ -4,7 +4,6 @@
 //! the lock the sequence is accepted, the work done and committed, and the answer signed.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::{Body, Bytes};
 use axum::extract::Request;
@@ -201,12 +200,6 @@ fn require_json(method: &Method, headers: &HeaderMap) -> Result<(), Problem> {
 }
 
 /// Microseconds since the Unix epoch on the center's clock, for the sequence window.
-fn now_micros() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|elapsed| u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
 
 fn worker_failed(error: tokio::task::JoinError) -> Problem {
     tracing::error!(%error, "request worker failed");
@@ -308,7 +301,7 @@ where
         .device(device_id));
     }
     let center = Arc::clone(&app.center);
-    let received_at = now_micros();
+    let received_at = crate::now_micros();
     tokio::task::spawn_blocking(move || {
         let mut center = lock(&center);
         let device = center.accept_request(&verified.request, received_at)?;

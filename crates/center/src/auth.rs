@@ -258,8 +258,20 @@ impl Center {
         now_micros: u64,
     ) -> Result<AuthenticatedDevice, AuthError> {
         let device = request.device_id();
-        // The directory may have read the key just before the device was retired.
-        if lookup_device(&mut self.db, device)? != Some(request.device) {
+        // The directory may have read the key just before the device was retired. The key
+        // is compared as stored bytes: no second decompression while the center is held.
+        let still_installed = self
+            .db
+            .query_optional(
+                "SELECT role FROM devices WHERE device_id = $1 AND status = 'installed' AND signing_key = $2",
+                &[
+                    device.0[..].into(),
+                    request.device.signing_key.to_bytes()[..].into(),
+                ],
+            )?
+            .map(|row| row.int(0))
+            .transpose()?;
+        if still_installed != Some(i64::from(request.role() as u8)) {
             return Err(AuthError::UnknownDevice(device));
         }
         let sequence = i64::try_from(request.sequence)

@@ -286,11 +286,7 @@ where
             } else {
                 backoff = (backoff * 2).min(self.config.max_backoff);
             }
-            sleep_unless_stopped(
-                self.config.settle.max(self.config.initial_backoff),
-                stop,
-                self.config.poll,
-            );
+            sleep_unless_stopped(self.config.settle.max(backoff), stop, self.config.poll);
         }
         Ok(())
     }
