@@ -199,8 +199,6 @@ fn require_json(method: &Method, headers: &HeaderMap) -> Result<(), Problem> {
     }
 }
 
-/// Microseconds since the Unix epoch on the center's clock, for the sequence window.
-
 fn worker_failed(error: tokio::task::JoinError) -> Problem {
     tracing::error!(%error, "request worker failed");
     Problem::new(ProblemKind::Internal, INTERNAL_DETAIL)
