@@ -1,0 +1,110 @@
+//! The terminal's store in memory: for benchmarks, simulations and tests.
+
+use super::*;
+
+/// A store in memory: for benchmarks, simulations and tests.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    next: u32,
+    records: Vec<PurchaseRecord>,
+    lists: LocalLists,
+    services: Vec<ServiceEntry>,
+}
+
+impl TerminalStore for MemoryStore {
+    fn next_sequence(&mut self) -> Result<u32, TerminalError> {
+        self.next = self
+            .next
+            .checked_add(1)
+            .ok_or(TerminalError::Store("sequence exhausted".into()))?;
+        Ok(self.next)
+    }
+
+    fn record(&mut self, record: &PurchaseRecord) -> Result<(), TerminalError> {
+        self.records.push(record.clone());
+        Ok(())
+    }
+
+    fn set_status(&mut self, sequence: u32, status: PurchaseStatus) -> Result<(), TerminalError> {
+        let record = self
+            .records
+            .iter_mut()
+            .find(|record| record.sequence == sequence)
+            .ok_or_else(|| TerminalError::Store(format!("no purchase {sequence}")))?;
+        record.status = status;
+        Ok(())
+    }
+
+    fn in_doubt_for_card(&self, card_id: &CardId) -> Result<Vec<PurchaseRecord>, TerminalError> {
+        Ok(self
+            .records
+            .iter()
+            .filter(|record| record.card_id == *card_id && record.status == PurchaseStatus::InDoubt)
+            .cloned()
+            .collect())
+    }
+
+    fn records(&self) -> Result<Vec<PurchaseRecord>, TerminalError> {
+        Ok(self.records.clone())
+    }
+
+    fn mark_uploaded(&mut self, sequences: &[u32]) -> Result<(), TerminalError> {
+        for record in &mut self.records {
+            if sequences.contains(&record.sequence) {
+                record.uploaded = true;
+            }
+        }
+        Ok(())
+    }
+
+    fn lists(&self) -> Result<LocalLists, TerminalError> {
+        Ok(self.lists.clone())
+    }
+
+    fn save_lists(&mut self, lists: &LocalLists) -> Result<(), TerminalError> {
+        self.lists = lists.clone();
+        Ok(())
+    }
+
+    fn record_service(&mut self, service: &ServiceEntry) -> Result<(), TerminalError> {
+        if self.services.iter().any(|s| s.sequence == service.sequence) {
+            return Err(TerminalError::Store(format!(
+                "service {} is already recorded",
+                service.sequence
+            )));
+        }
+        self.services.push(service.clone());
+        Ok(())
+    }
+
+    fn settle_service(
+        &mut self,
+        sequence: u32,
+        signature: Option<Signature>,
+    ) -> Result<(), TerminalError> {
+        let service = self
+            .services
+            .iter_mut()
+            .find(|s| s.sequence == sequence)
+            .ok_or_else(|| TerminalError::Store(format!("no service {sequence}")))?;
+        service.status = match signature {
+            Some(_) => ServiceStatus::Signed,
+            None => ServiceStatus::Cancelled,
+        };
+        service.card_signature = signature;
+        Ok(())
+    }
+
+    fn services(&self) -> Result<Vec<ServiceEntry>, TerminalError> {
+        Ok(self.services.clone())
+    }
+
+    fn mark_services_uploaded(&mut self, sequences: &[u32]) -> Result<(), TerminalError> {
+        for service in &mut self.services {
+            if sequences.contains(&service.sequence) {
+                service.uploaded = true;
+            }
+        }
+        Ok(())
+    }
+}
