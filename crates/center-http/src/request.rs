@@ -86,11 +86,7 @@ fn too_large() -> Problem {
 }
 
 fn declares_too_large(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.parse::<u64>().ok())
-        .is_some_and(|length| length > MAX_BODY_BYTES as u64)
+    declared_length(headers).is_some_and(|length| length > MAX_BODY_BYTES as u64)
 }
 
 /// How much of a refused body the service still reads and throws away, so that a client

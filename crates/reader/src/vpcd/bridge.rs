@@ -400,15 +400,24 @@ where
         self.emit(event);
     }
 
-    /// A 1-byte command APDU: the card answers it as any command shorter than 4 bytes.
-    fn one_byte_apdu(&mut self, byte: u8, waited: bool) -> Answer {
-        let response = match self.card.as_mut().map(|card| card.transmit(&[byte])) {
-            Some(Ok(response)) => response,
+    /// The card's answer to one command; a power cut ends the connection as a card pulled
+    /// would, and any other failure (or no card) answers 6F00.
+    fn transmit(&mut self, apdu: &[u8]) -> Result<Vec<u8>, Answer> {
+        match self.card.as_mut().map(|card| card.transmit(apdu)) {
+            Some(Ok(response)) => Ok(response),
             Some(Err(CardError::PowerLost)) => {
                 self.emit(BridgeEvent::PowerLost);
-                return Answer::PowerLost;
+                Err(Answer::PowerLost)
             }
-            Some(Err(_)) | None => SW_NO_DIAGNOSIS.to_vec(),
+            Some(Err(_)) | None => Ok(SW_NO_DIAGNOSIS.to_vec()),
+        }
+    }
+
+    /// A 1-byte command APDU: the card answers it as any command shorter than 4 bytes.
+    fn one_byte_apdu(&mut self, byte: u8, waited: bool) -> Answer {
+        let response = match self.transmit(&[byte]) {
+            Ok(response) => response,
+            Err(answer) => return answer,
         };
         self.emit(BridgeEvent::OneByteApdu {
             byte,
@@ -428,13 +437,9 @@ where
             });
             return Answer::Drop;
         }
-        let response = match self.card.as_mut().map(|card| card.transmit(apdu)) {
-            Some(Ok(response)) => response,
-            Some(Err(CardError::PowerLost)) => {
-                self.emit(BridgeEvent::PowerLost);
-                return Answer::PowerLost;
-            }
-            Some(Err(_)) | None => SW_NO_DIAGNOSIS.to_vec(),
+        let response = match self.transmit(apdu) {
+            Ok(response) => response,
+            Err(answer) => return answer,
         };
         let (cla, ins) = match apdu {
             [cla, ins, ..] => (*cla, *ins),
