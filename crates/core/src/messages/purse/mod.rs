@@ -166,6 +166,35 @@ fn certificate(reader: &mut TlvReader<'_>) -> Result<Certificate, DecodeError> {
     Ok(Certificate::decode_value(reader.expect(tag::CERTIFICATE)?)?)
 }
 
+/// The card's last usage record and the certificate of the terminal that wrote it, as both
+/// offers (purchase and load) carry them: each optional, in this order.
+fn put_last_writer(
+    w: &mut TlvWriter,
+    usage: &Option<UsageRecord>,
+    certificate: &Option<Certificate>,
+) {
+    if let Some(record) = usage {
+        record.encode_into(w);
+    }
+    if let Some(certificate) = certificate {
+        put_certificate(w, certificate);
+    }
+}
+
+fn last_writer(
+    r: &mut TlvReader<'_>,
+) -> Result<(Option<UsageRecord>, Option<Certificate>), DecodeError> {
+    let usage = r
+        .optional(tag::USAGE_RECORD)?
+        .map(UsageRecord::decode_value)
+        .transpose()?;
+    let certificate = r
+        .optional(tag::CERTIFICATE)?
+        .map(Certificate::decode_value)
+        .transpose()?;
+    Ok((usage, certificate))
+}
+
 fn put_certificate(w: &mut TlvWriter, certificate: &Certificate) {
     w.put_raw(&certificate.encode());
 }

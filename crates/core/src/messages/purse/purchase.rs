@@ -80,30 +80,24 @@ impl PurchaseOffer {
             .put_u64(tag::BALANCE, self.balance.minor())
             .put_u32(tag::COUNTER, self.counter)
             .put(tag::SIGNATURE, &self.signature.0);
-        if let Some(record) = &self.last_usage {
-            record.encode_into(&mut w);
-        }
-        if let Some(certificate) = &self.last_writer_certificate {
-            put_certificate(&mut w, certificate);
-        }
+        put_last_writer(&mut w, &self.last_usage, &self.last_writer_certificate);
         w.into_bytes()
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         let mut r = TlvReader::new(bytes);
+        let challenge_card = challenge(&mut r, tag::CHALLENGE_CARD)?;
+        let balance = amount(&mut r, tag::BALANCE)?;
+        let counter = u32_field(&mut r, tag::COUNTER)?;
+        let signature = signature(&mut r)?;
+        let (last_usage, last_writer_certificate) = last_writer(&mut r)?;
         let message = PurchaseOffer {
-            challenge_card: challenge(&mut r, tag::CHALLENGE_CARD)?,
-            balance: amount(&mut r, tag::BALANCE)?,
-            counter: u32_field(&mut r, tag::COUNTER)?,
-            signature: signature(&mut r)?,
-            last_usage: r
-                .optional(tag::USAGE_RECORD)?
-                .map(UsageRecord::decode_value)
-                .transpose()?,
-            last_writer_certificate: r
-                .optional(tag::CERTIFICATE)?
-                .map(Certificate::decode_value)
-                .transpose()?,
+            challenge_card,
+            balance,
+            counter,
+            signature,
+            last_usage,
+            last_writer_certificate,
         };
         r.finish()?;
         Ok(message)
