@@ -13,6 +13,8 @@ pub mod eeprom;
 pub mod image;
 pub mod purse;
 pub mod state;
+pub mod transfer;
+mod transfer_state;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
@@ -252,10 +254,27 @@ impl<E: Eeprom, R: CryptoRngCore> Card<E, R> {
             password: self.volatile.password.take(),
             service: self.volatile.service.take(),
         };
+        let transfer_sessions = transfer::TransferSessions {
+            key_update: self.volatile.key_update.take(),
+            transfer_in: self.volatile.transfer_in.take(),
+        };
         match (command.cla, command.ins) {
             (CLA_ISO, ins::GET_CHALLENGE) | (CLA_PROPRIETARY, _) => {
                 if command.ins == ins::GET_CHALLENGE && command.cla != CLA_ISO {
                     return Err(StatusWord::INS_NOT_SUPPORTED);
+                }
+                if command.cla == CLA_PROPRIETARY && transfer::is_transfer_instruction(command.ins)
+                {
+                    if !self.volatile.selected {
+                        return Err(StatusWord::CONDITIONS_NOT_SATISFIED);
+                    }
+                    return transfer::handle(
+                        command,
+                        &self.state,
+                        &mut self.volatile,
+                        transfer_sessions,
+                        &mut self.rng,
+                    );
                 }
                 if !is_purse_instruction(command.ins) {
                     return Err(StatusWord::INS_NOT_SUPPORTED);

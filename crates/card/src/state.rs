@@ -16,6 +16,8 @@ use valuecard_core::time::Date;
 use valuecard_core::tlv::{be_u32, be_u64, TlvReader, TlvWriter};
 use zeroize::Zeroize;
 
+pub use crate::transfer_state::{ReceivedTransfer, SentTransfer, TransferState};
+
 /// What went wrong, recorded in the card in code form (seed 003, Fig. 5: "the abnormal
 /// contents of the IC card are recorded in a code form").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,9 +140,22 @@ pub struct Purse {
     pub blocked: bool,
     /// The credit function, absent until ENABLE CREDIT (image format 3).
     pub credit: Option<Credit>,
+    /// Card-to-card transfer (seed 000): keys, pending-transfer log and receipts (image
+    /// format 5; empty on older images).
+    pub transfer: TransferState,
 }
 
 impl Purse {
+    /// The balance less the amount reserved by a transfer sent and not yet settled.
+    pub fn spendable(&self) -> Amount {
+        let reserved = self
+            .transfer
+            .sent
+            .as_ref()
+            .map_or(Amount::ZERO, |sent| sent.pending.amount);
+        self.balance.checked_sub(reserved).unwrap_or(Amount::ZERO)
+    }
+
     pub fn push_log(&mut self, entry: LogEntry) {
         self.log.push_front(entry);
         self.log.truncate(CARD_LOG_ENTRIES_MAX);
@@ -230,6 +245,7 @@ mod field {
     pub const LAST_WRITER_CERTIFICATE: u32 = 0xA2;
     pub const CREDIT: u32 = 0xA3;
     pub const CHIP_SERIAL: u32 = 0x8F;
+    pub const TRANSFER: u32 = 0xA4;
 }
 
 /// Fields inside the credit template.
@@ -299,6 +315,9 @@ impl PersistentState {
                 }
                 if let Some(credit) = &purse.credit {
                     encode_credit(&mut w, credit);
+                }
+                if !purse.transfer.is_empty() {
+                    w.put(field::TRANSFER, &purse.transfer.encode());
                 }
             }
         }
@@ -516,6 +535,13 @@ fn decode_purse(r: &mut TlvReader<'_>) -> Result<Purse, StateError> {
         .map_err(|_| StateError("credit"))?
         .map(decode_credit)
         .transpose()?;
+    // Images before format 5 have no transfer state.
+    let transfer = r
+        .optional(field::TRANSFER)
+        .map_err(|_| StateError("transfer"))?
+        .map(TransferState::decode)
+        .transpose()?
+        .unwrap_or_default();
     Ok(Purse {
         keys,
         card_key,
@@ -536,5 +562,6 @@ fn decode_purse(r: &mut TlvReader<'_>) -> Result<Purse, StateError> {
             _ => return Err(StateError("blocked")),
         },
         credit,
+        transfer,
     })
 }

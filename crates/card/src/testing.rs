@@ -93,6 +93,7 @@ pub fn personalized(balance: Amount) -> PersistentState {
         abnormal_events: Default::default(),
         blocked: false,
         credit: None,
+        transfer: Default::default(),
     }))
 }
 

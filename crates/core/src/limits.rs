@@ -33,3 +33,7 @@ const _: () = assert!(
     BALANCE_MAX_MINOR < (1u64 << 53),
     "balances must stay exact in JSON numbers"
 );
+
+/// Receipts of transfers in a card keeps, so that it can prove to a source that it applied a
+/// transfer (a ring: the oldest is dropped, and the card then answers no proof for it).
+pub const CARD_RECEIVED_TRANSFERS_MAX: usize = 8;

@@ -54,6 +54,7 @@ fn summary(reader: &TestReader) -> Summary {
             counter: 0,
             abnormal: 0,
             credit: None,
+        transfer: Default::default(),
         },
     }
 }

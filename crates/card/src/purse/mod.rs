@@ -135,6 +135,10 @@ pub struct Volatile {
     /// A successful VERIFY SETTING NUMBER or VERIFY PASSWORD, until the next INITIALIZE
     /// PASSWORD or INITIALIZE SERVICE consumes it, the next VERIFY replaces it, or SELECT.
     pub credit_authorization: Option<credit::Authorization>,
+    /// Between UPDATE PERMISSION and UPDATE TRANSFER KEY (seed 000).
+    pub key_update: Option<crate::transfer::KeyUpdateSession>,
+    /// Between INITIALIZE TRANSFER IN and TRANSFER IN (seed 000).
+    pub transfer_in: Option<crate::transfer::TransferInSession>,
 }
 
 /// Which commands each life-cycle state allows: the one place that decides it.
@@ -383,9 +387,29 @@ fn with_abnormal(purse: &Purse, code: AbnormalCode, block: bool) -> PersistentSt
 /// implies; the answer is the confirmation of Fig. 5.
 fn commit_update(
     mut next: Purse,
-    mut record: UsageRecord,
+    record: UsageRecord,
     writer_certificate: Option<Certificate>,
 ) -> Result<Effect, StatusWord> {
+    apply_update(&mut next, record, writer_certificate)?;
+    let data = UpdateConfirmation {
+        counter: next.counter,
+        balance: next.balance,
+    }
+    .encode();
+    Ok(Effect::commit(
+        data,
+        PersistentState::Personalized(Box::new(next)),
+    ))
+}
+
+/// One balance update on `next` (purchase, load, transfer): the next counter, the new
+/// balance, the usage record (its counter filled in here), the writer's certificate, and
+/// the log entry the record implies.
+pub(crate) fn apply_update(
+    next: &mut Purse,
+    mut record: UsageRecord,
+    writer_certificate: Option<Certificate>,
+) -> Result<(), StatusWord> {
     next.counter = next
         .counter
         .checked_add(1)
@@ -402,15 +426,7 @@ fn commit_update(
     });
     next.last_usage = Some(record);
     next.last_writer_certificate = writer_certificate;
-    let data = UpdateConfirmation {
-        counter: next.counter,
-        balance: next.balance,
-    }
-    .encode();
-    Ok(Effect::commit(
-        data,
-        PersistentState::Personalized(Box::new(next)),
-    ))
+    Ok(())
 }
 
 /// The card ID as a certificate subject.

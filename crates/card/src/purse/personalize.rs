@@ -1,6 +1,7 @@
 //! Fig. 4B with Fig. 8 on the card: GENERATE KEY PAIR and PERSONALIZE.
 
 use super::*;
+use valuecard_core::messages::transfer::{TransferKeySet, TRANSFER_KEY_SET_LEN};
 
 /// Fig. 4B, adapted so that the private key is born in the card: the center's MAC under the
 /// transport key authorizes the card ID, and the card returns only public keys. Asked again
@@ -90,18 +91,34 @@ pub(super) fn personalize(
             &request.sealed_keys,
         )
         .map_err(|_| StatusWord::SECURITY_STATUS_NOT_SATISFIED)?;
-    let split = (plain.len() == SEALED_KEYS_PLAINTEXT_LEN).then(|| {
+    // KU || KO, then (since seed 000) the transfer keys: the newest transfer-key generation,
+    // the upper limit of identifiers, and the update key.
+    let transfer = match plain.len() {
+        SEALED_KEYS_PLAINTEXT_LEN => Ok(None),
+        len if len == SEALED_KEYS_PLAINTEXT_LEN + TRANSFER_KEY_SET_LEN => {
+            TransferKeySet::from_bytes(&plain[SEALED_KEYS_PLAINTEXT_LEN..]).map(Some)
+        }
+        _ => Err(valuecard_core::messages::DecodeError::Field {
+            field: "sealed keys",
+            reason: "wrong length",
+        }),
+    };
+    let split = (plain.len() >= SEALED_KEYS_PLAINTEXT_LEN).then(|| {
         (
             AesKey::from_slice(&plain[..16]),
-            AesKey::from_slice(&plain[16..]),
+            AesKey::from_slice(&plain[16..32]),
         )
     });
     zeroize::Zeroize::zeroize(&mut plain);
-    let (Some(Ok(card_key)), Some(Ok(common_key))) =
-        (split.as_ref().map(|s| s.0.clone()), split.map(|s| s.1))
+    let (Some(Ok(card_key)), Some(Ok(common_key)), Ok(transfer_keys)) =
+        (split.as_ref().map(|s| s.0.clone()), split.map(|s| s.1), transfer)
     else {
         return Err(StatusWord::WRONG_DATA);
     };
+    let mut transfer = crate::state::TransferState::default();
+    if let Some(set) = transfer_keys {
+        transfer.accept_delivery(set.transfer, set.limit, set.update);
+    }
     let purse = Purse {
         keys: keys.clone(),
         card_key,
@@ -118,6 +135,7 @@ pub(super) fn personalize(
         abnormal_events: Default::default(),
         blocked: false,
         credit: None,
+        transfer,
     };
     Ok(Effect::commit(
         Vec::new(),

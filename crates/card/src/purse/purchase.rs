@@ -28,7 +28,7 @@ pub(super) fn initialize_purchase(
     if request.amount_max == Amount::ZERO {
         return Err(StatusWord::WRONG_DATA);
     }
-    if request.amount_max > purse.balance {
+    if request.amount_max > purse.spendable() {
         return Err(StatusWord::INSUFFICIENT_FUNDS);
     }
     let challenge_card: Challenge = random_array(rng);

@@ -12,6 +12,7 @@
 pub mod center;
 pub mod credit;
 pub mod purse;
+pub mod transfer;
 
 use crate::tlv::TlvError;
 

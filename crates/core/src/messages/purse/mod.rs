@@ -129,6 +129,10 @@ impl CardState {
 pub enum TransactionKind {
     Purchase = 0x01,
     Load = 0x02,
+    /// Value sent to another card (seed 000), written by a settlement terminal.
+    TransferOut = 0x03,
+    /// Value received from another card (seed 000), written by a settlement terminal.
+    TransferIn = 0x04,
 }
 
 impl TransactionKind {
@@ -136,6 +140,8 @@ impl TransactionKind {
         match value {
             0x01 => Ok(TransactionKind::Purchase),
             0x02 => Ok(TransactionKind::Load),
+            0x03 => Ok(TransactionKind::TransferOut),
+            0x04 => Ok(TransactionKind::TransferIn),
             _ => Err(DecodeError::Field {
                 field: "kind",
                 reason: "unknown transaction kind",
@@ -168,7 +174,7 @@ fn certificate(reader: &mut TlvReader<'_>) -> Result<Certificate, DecodeError> {
 
 /// The card's last usage record and the certificate of the terminal that wrote it, as both
 /// offers (purchase and load) carry them: each optional, in this order.
-fn put_last_writer(
+pub(crate) fn put_last_writer(
     w: &mut TlvWriter,
     usage: &Option<UsageRecord>,
     certificate: &Option<Certificate>,
@@ -181,7 +187,7 @@ fn put_last_writer(
     }
 }
 
-fn last_writer(
+pub(crate) fn last_writer(
     r: &mut TlvReader<'_>,
 ) -> Result<(Option<UsageRecord>, Option<Certificate>), DecodeError> {
     let usage = r

@@ -47,12 +47,12 @@ impl TerminalStamp {
         m
     }
 
-    pub(super) fn encode_into(&self, w: &mut TlvWriter) {
+    pub(crate) fn encode_into(&self, w: &mut TlvWriter) {
         w.put_u32(tag::STAMP_COUNT, self.count)
             .put(tag::STAMP_SIGNATURE, &self.signature.0);
     }
 
-    pub(super) fn decode_optional(r: &mut TlvReader<'_>) -> Result<Option<Self>, DecodeError> {
+    pub(crate) fn decode_optional(r: &mut TlvReader<'_>) -> Result<Option<Self>, DecodeError> {
         let Some(count) = r.optional(tag::STAMP_COUNT)? else {
             return Ok(None);
         };
@@ -183,6 +183,22 @@ impl UsageRecord {
                 date: self.date,
             }
             .signed_message(),
+            TransactionKind::TransferOut | TransactionKind::TransferIn => {
+                let mut m = Vec::with_capacity(180);
+                m.extend_from_slice(b"valuecard/transfer/record/v1");
+                m.push(self.kind as u8);
+                m.extend_from_slice(card_id.as_bytes());
+                m.extend_from_slice(self.writer.as_bytes());
+                m.extend_from_slice(&self.challenge_writer);
+                m.extend_from_slice(&self.challenge_card);
+                m.extend_from_slice(&self.counter.to_be_bytes());
+                m.extend_from_slice(&self.amount.to_be_bytes());
+                m.extend_from_slice(&self.balance_after.to_be_bytes());
+                m.extend_from_slice(&self.writer_sequence.to_be_bytes());
+                m.extend_from_slice(&self.date.0.to_be_bytes());
+                stamp.extend(&mut m);
+                m
+            }
         }
     }
 }
