@@ -13,10 +13,10 @@ pub mod eeprom;
 pub mod image;
 pub mod purse;
 pub mod state;
-pub mod transfer;
-mod transfer_state;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+pub mod transfer;
+mod transfer_state;
 
 use std::path::Path;
 

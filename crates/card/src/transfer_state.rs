@@ -141,7 +141,11 @@ impl TransferState {
         }
     }
 
-    pub fn receipt(&self, source: &CardId, challenge_source: &Challenge) -> Option<&ReceivedTransfer> {
+    pub fn receipt(
+        &self,
+        source: &CardId,
+        challenge_source: &Challenge,
+    ) -> Option<&ReceivedTransfer> {
         self.received
             .iter()
             .find(|r| r.source == *source && r.challenge_source == *challenge_source)
@@ -177,8 +181,13 @@ fn key_bytes(key: &TransferKey) -> [u8; KEY_ENTRY_LEN] {
 }
 
 fn key_from(bytes: &[u8]) -> Result<TransferKey, StateError> {
-    let id = u32::from_be_bytes(bytes[..4].try_into().map_err(|_| StateError("transfer key"))?);
-    let key = AesKey::from_slice(&bytes[4..KEY_ENTRY_LEN]).map_err(|_| StateError("transfer key"))?;
+    let id = u32::from_be_bytes(
+        bytes[..4]
+            .try_into()
+            .map_err(|_| StateError("transfer key"))?,
+    );
+    let key =
+        AesKey::from_slice(&bytes[4..KEY_ENTRY_LEN]).map_err(|_| StateError("transfer key"))?;
     if id == 0 {
         return Err(StateError("transfer key id"));
     }
@@ -240,7 +249,8 @@ impl TransferState {
         if keys.windows(2).any(|w| w[0].id >= w[1].id) {
             return Err(StateError("transfer keys order"));
         }
-        let selected = be_u32(field::SELECTED, r.expect(field::SELECTED).map_err(bad)?).map_err(bad)?;
+        let selected =
+            be_u32(field::SELECTED, r.expect(field::SELECTED).map_err(bad)?).map_err(bad)?;
         let limit = be_u32(field::LIMIT, r.expect(field::LIMIT).map_err(bad)?).map_err(bad)?;
         if selected != 0 && !keys.iter().any(|k| k.id == selected) {
             return Err(StateError("selected transfer key"));
@@ -256,7 +266,11 @@ impl TransferState {
                 }
             })
             .transpose()?;
-        let sent = r.optional(field::SENT).map_err(bad)?.map(decode_sent).transpose()?;
+        let sent = r
+            .optional(field::SENT)
+            .map_err(bad)?
+            .map(decode_sent)
+            .transpose()?;
         let received_bytes = r.expect(field::RECEIVED).map_err(bad)?;
         if received_bytes.len() % RECEIPT_LEN != 0
             || received_bytes.len() / RECEIPT_LEN > CARD_RECEIVED_TRANSFERS_MAX
@@ -281,8 +295,11 @@ impl TransferState {
                 counter: u32::from_be_bytes(counter),
             });
         }
-        let received_floor =
-            be_u32(field::RECEIVED_FLOOR, r.expect(field::RECEIVED_FLOOR).map_err(bad)?).map_err(bad)?;
+        let received_floor = be_u32(
+            field::RECEIVED_FLOOR,
+            r.expect(field::RECEIVED_FLOOR).map_err(bad)?,
+        )
+        .map_err(bad)?;
         r.finish().map_err(bad)?;
         Ok(TransferState {
             keys,
@@ -306,10 +323,9 @@ fn decode_sent(value: &[u8]) -> Result<SentTransfer, StateError> {
     )
     .map_err(bad)?;
     let challenge_source = r.expect_array(field::CHALLENGE).map_err(bad)?;
-    let amount = Amount::new(
-        be_u64(field::AMOUNT, r.expect(field::AMOUNT).map_err(bad)?).map_err(bad)?,
-    )
-    .map_err(|_| StateError("pending transfer amount"))?;
+    let amount =
+        Amount::new(be_u64(field::AMOUNT, r.expect(field::AMOUNT).map_err(bad)?).map_err(bad)?)
+            .map_err(|_| StateError("pending transfer amount"))?;
     let key_bytes = r.expect(field::KEY).map_err(bad)?;
     if key_bytes.len() != KEY_ENTRY_LEN {
         return Err(StateError("pending transfer key"));

@@ -304,6 +304,9 @@ pub struct ApprovalBody {
     pub date: String,
     pub signature: String,
     pub mac: String,
+    /// Hex of the sealed transfer keys (seed 000), when the center sends them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transfer_keys: Option<String>,
 }
 
 impl ApprovalBody {
@@ -314,6 +317,7 @@ impl ApprovalBody {
             date: approval.date.to_string(),
             signature: hex(approval.signature.0),
             mac: hex(approval.mac),
+            transfer_keys: approval.transfer_keys.as_ref().map(hex),
         }
     }
 
@@ -324,6 +328,11 @@ impl ApprovalBody {
             date: date("date", &self.date)?,
             signature: signature("signature", &self.signature)?,
             mac: mac("mac", &self.mac)?,
+            transfer_keys: self
+                .transfer_keys
+                .as_deref()
+                .map(|sealed| hex_bytes("transfer_keys", sealed))
+                .transpose()?,
         })
     }
 }

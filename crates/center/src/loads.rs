@@ -257,7 +257,9 @@ impl Center {
             TransactionKind::Load => Ok(load_by_number(&mut self.db, record.writer_sequence)?
                 .filter(|load| load.card_id == *card_id && load.is_record(record))
                 .map(Writer::Load)),
-            TransactionKind::Purchase => match self.terminal_key_any_status(record.writer) {
+            TransactionKind::Purchase
+            | TransactionKind::TransferOut
+            | TransactionKind::TransferIn => match self.terminal_key_any_status(record.writer) {
                 Ok(key) => Ok(key
                     .verify(&record.signed_message(card_id), &record.signature)
                     .is_ok()
@@ -510,6 +512,7 @@ impl Center {
             date,
             signature,
             mac,
+            transfer_keys: None,
         })
     }
 
@@ -567,6 +570,7 @@ impl Center {
             date: load.date,
             signature: load.signature,
             mac,
+            transfer_keys: None,
         }))
     }
 

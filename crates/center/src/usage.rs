@@ -217,7 +217,9 @@ impl Center {
         }
         let writer_key = match previous.kind {
             TransactionKind::Load => self.anchor().public_key,
-            TransactionKind::Purchase => match keys.writers.get(&previous.writer) {
+            TransactionKind::Purchase
+            | TransactionKind::TransferOut
+            | TransactionKind::TransferIn => match keys.writers.get(&previous.writer) {
                 Some(key) => *key,
                 None => {
                     let key = self

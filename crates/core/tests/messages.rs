@@ -538,6 +538,7 @@ fn build_fixture(mut rng: impl CryptoRngCore) -> Fixture {
         date: TODAY,
         signature: credit_signature,
         mac: credit_mac,
+        transfer_keys: None,
     };
     let mut load_record = UsageRecord {
         kind: TransactionKind::Load,

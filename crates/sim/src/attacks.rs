@@ -393,6 +393,7 @@ pub fn forged_load_authorization(
             date: today,
             signature: rogue.sign(b"not the center"),
             mac: [0; 16],
+            transfer_keys: None,
         };
         let answer = send(reader, &proprietary(ins::CREDIT, credit.encode()))?;
         Ok((

@@ -291,6 +291,7 @@ fn credit_for(approval: &LoadApproval, value: Amount) -> CreditCommand {
         date: approval.date,
         signature: approval.signature,
         mac: approval.mac,
+        transfer_keys: None,
     }
 }
 

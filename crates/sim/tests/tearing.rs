@@ -54,7 +54,6 @@ fn summary(reader: &TestReader) -> Summary {
             counter: 0,
             abnormal: 0,
             credit: None,
-        transfer: Default::default(),
         },
     }
 }

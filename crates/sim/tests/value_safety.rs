@@ -406,6 +406,7 @@ fn evidence_drawn_before_the_credit_kills_the_load_instead_of_hiding_it() {
         date: approval.date,
         signature: approval.signature,
         mac: approval.mac,
+        transfer_keys: None,
     };
     let answer = reader
         .exchange(&proprietary(ins::CREDIT, credit.encode()))

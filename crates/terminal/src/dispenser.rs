@@ -227,6 +227,7 @@ impl<S: Sam, R: CryptoRngCore> Dispenser<S, R> {
             date: approval.date,
             signature: approval.signature,
             mac: approval.mac,
+            transfer_keys: approval.transfer_keys.clone(),
         };
         let in_doubt = TerminalError::LoadInDoubt {
             load_number: approval.load_number,

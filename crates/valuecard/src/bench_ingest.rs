@@ -94,6 +94,9 @@ fn floor(
         let writer = match item.previous_usage.kind {
             TransactionKind::Load => center.anchor().public_key,
             TransactionKind::Purchase => seller.1,
+            TransactionKind::TransferOut | TransactionKind::TransferIn => {
+                return Err("the ingest workload holds no transfers".into())
+            }
         };
         messages.push([
             (

@@ -1,6 +1,7 @@
 //! Fig. 7 on the card: INITIALIZE LOAD and CREDIT.
 
 use super::*;
+use valuecard_core::messages::transfer::TransferKeySet;
 
 /// Fig. 7, card side of the first exchange: draw X and sign (Y, X, V); hand over the last
 /// usage record, the writer's signed word for V.
@@ -94,6 +95,23 @@ pub(super) fn credit(
         return Err(StatusWord::WRONG_DATA);
     }
     let mut next = purse.clone();
+    if let Some(sealed) = &request.transfer_keys {
+        // Seed 000: the center's newest transfer keys ride on the load, sealed under KU and
+        // bound to this authorization.
+        let Ok(set) = TransferKeySet::open_from_load(
+            &purse.card_key,
+            &session.challenge_card,
+            &message,
+            sealed,
+        ) else {
+            return Ok(Effect::refuse_and_record(
+                StatusWord::SECURITY_STATUS_NOT_SATISFIED,
+                with_abnormal(purse, AbnormalCode::ForgedLoadAuthorization, false),
+            ));
+        };
+        next.transfer
+            .accept_delivery(set.transfer, set.limit, set.update);
+    }
     next.known_date = next.known_date.max(request.date);
     let record = UsageRecord {
         kind: TransactionKind::Load,

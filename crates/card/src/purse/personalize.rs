@@ -110,9 +110,11 @@ pub(super) fn personalize(
         )
     });
     zeroize::Zeroize::zeroize(&mut plain);
-    let (Some(Ok(card_key)), Some(Ok(common_key)), Ok(transfer_keys)) =
-        (split.as_ref().map(|s| s.0.clone()), split.map(|s| s.1), transfer)
-    else {
+    let (Some(Ok(card_key)), Some(Ok(common_key)), Ok(transfer_keys)) = (
+        split.as_ref().map(|s| s.0.clone()),
+        split.map(|s| s.1),
+        transfer,
+    ) else {
         return Err(StatusWord::WRONG_DATA);
     };
     let mut transfer = crate::state::TransferState::default();

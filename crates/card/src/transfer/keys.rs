@@ -4,8 +4,7 @@
 
 use valuecard_core::crypto::{random_array, seal_to, GCM_NONCE_LEN};
 use valuecard_core::messages::transfer::{
-    GetTransferKey, PublicKeyExport, SymmetricKeyExport, UpdatePermission,
-    UpdatePermissionResponse,
+    GetTransferKey, PublicKeyExport, SymmetricKeyExport, UpdatePermission, UpdatePermissionResponse,
 };
 use zeroize::Zeroize;
 
@@ -59,8 +58,13 @@ pub(super) fn get_transfer_key(
             let (peer, _, sealing) = verify_peer_card(purse, certificate)?;
             let own = purse.keys.card_id;
             let mut plain = PublicKeyExport::plaintext(key);
-            let sealed = seal_to(rng, &sealing, &PublicKeyExport::sealed_aad(&own, &peer), &plain)
-                .map_err(|_| StatusWord::WRONG_DATA);
+            let sealed = seal_to(
+                rng,
+                &sealing,
+                &PublicKeyExport::sealed_aad(&own, &peer),
+                &plain,
+            )
+            .map_err(|_| StatusWord::WRONG_DATA);
             plain.zeroize();
             let sealed = sealed?;
             let signature = purse.keys.signing.sign(&PublicKeyExport::signed_message(
@@ -69,7 +73,9 @@ pub(super) fn get_transfer_key(
                 &request.random,
                 &sealed,
             ));
-            Ok(Effect::reply(PublicKeyExport { sealed, signature }.encode()))
+            Ok(Effect::reply(
+                PublicKeyExport { sealed, signature }.encode(),
+            ))
         }
         (KeyUpdateMode::PublicKey, None) | (_, Some(_)) => Err(StatusWord::WRONG_DATA),
         (_, None) => {
@@ -139,9 +145,10 @@ pub(super) fn update_transfer_key(
                 return Err(StatusWord::SECURITY_STATUS_NOT_SATISFIED);
             }
             if mode == KeyUpdateMode::Selection {
-                let held = purse.transfer.key(key.id).ok_or(key_refusal(
-                    crate::transfer_state::KeyRefusal::AboveLimit,
-                ))?;
+                let held = purse
+                    .transfer
+                    .key(key.id)
+                    .ok_or(key_refusal(crate::transfer_state::KeyRefusal::AboveLimit))?;
                 if !valuecard_core::crypto::constant_time_eq(held.key.expose(), key.key.expose()) {
                     return Err(StatusWord::SECURITY_STATUS_NOT_SATISFIED);
                 }

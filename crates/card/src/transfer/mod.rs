@@ -140,7 +140,11 @@ fn transfer_info(purse: &Purse) -> TransferInfo {
         held_key_ids: purse.transfer.held_ids(),
         update_key_id: purse.transfer.update_key_id(),
         certificate: purse.certificate.clone(),
-        pending: purse.transfer.sent.as_ref().map(|sent| sent.pending.clone()),
+        pending: purse
+            .transfer
+            .sent
+            .as_ref()
+            .map(|sent| sent.pending.clone()),
     }
 }
 
@@ -159,7 +163,11 @@ fn verify_peer_card(
 ) -> Result<(CardId, PublicKey, [u8; 32]), StatusWord> {
     let verified = purse
         .anchor
-        .verify_unexpired(core::slice::from_ref(certificate), Role::Card, purse.known_date)
+        .verify_unexpired(
+            core::slice::from_ref(certificate),
+            Role::Card,
+            purse.known_date,
+        )
         .map_err(cert_status)?;
     let peer = CardId(verified.subject().0);
     if peer == purse.keys.card_id {

@@ -11,9 +11,9 @@
 use valuecard_core::crypto::random_array;
 use valuecard_core::messages::purse::{TransactionKind, UpdateConfirmation, UsageRecord};
 use valuecard_core::messages::transfer::{
-    InitializeTransferIn, ProofStatus, ProofSubject, TransferBinding, TransferComplete,
-    TransferIn, TransferInOffer, TransferOut, TransferOutOffer, TransferProof,
-    TransferStatusQuery, ValueMessage, PendingTransfer,
+    InitializeTransferIn, PendingTransfer, ProofStatus, ProofSubject, TransferBinding,
+    TransferComplete, TransferIn, TransferInOffer, TransferOut, TransferOutOffer, TransferProof,
+    TransferStatusQuery, ValueMessage,
 };
 
 use super::*;
@@ -171,7 +171,11 @@ pub(super) fn transfer_in(
     if amount != session.amount {
         return Err(StatusWord::WRONG_DATA);
     }
-    if purse.transfer.receipt(&session.source, &request.challenge_source).is_some() {
+    if purse
+        .transfer
+        .receipt(&session.source, &request.challenge_source)
+        .is_some()
+    {
         return Err(StatusWord::CONDITIONS_NOT_SATISFIED);
     }
     let balance_after = purse
@@ -231,7 +235,10 @@ pub(super) fn transfer_status(command: &Command, purse: &Purse) -> Result<Effect
         .selected_key()
         .ok_or(StatusWord::CONDITIONS_NOT_SATISFIED)?;
     let own = purse.keys.card_id;
-    let proof = match purse.transfer.receipt(&query.source, &query.challenge_source) {
+    let proof = match purse
+        .transfer
+        .receipt(&query.source, &query.challenge_source)
+    {
         Some(receipt) => TransferProof::make(
             ProofStatus::Received,
             key,
@@ -311,8 +318,7 @@ pub(super) fn transfer_complete(command: &Command, purse: &Purse) -> Result<Effe
                 .proof
                 .verify(key, &subject(pending.amount))
                 .map_err(|_| StatusWord::SECURITY_STATUS_NOT_SATISFIED)?;
-            if Some(request.proof.destination_counter)
-                != pending.destination_counter.checked_add(1)
+            if Some(request.proof.destination_counter) != pending.destination_counter.checked_add(1)
             {
                 return Err(StatusWord::WRONG_DATA);
             }

@@ -72,6 +72,9 @@ pub struct LoadApproval {
     pub date: Date,
     pub signature: Signature,
     pub mac: [u8; MAC_LEN],
+    /// The newest transfer keys sealed for this card and load (seed 000), passed to the card
+    /// in CREDIT; `None` when the center has none to send.
+    pub transfer_keys: Option<Vec<u8>>,
 }
 
 /// Fig. 4A with Fig. 8: a terminal asks to be installed. Its SAM generated the key pair;

@@ -174,7 +174,12 @@ impl TransferKeySet {
 
     /// The key set encrypted under the card key KU for one load, bound to the load's signed
     /// authorization (`aad`) and to the card's fresh challenge X (the nonce).
-    pub fn seal_for_load(&self, card_key: &AesKey, challenge_card: &Challenge, aad: &[u8]) -> Vec<u8> {
+    pub fn seal_for_load(
+        &self,
+        card_key: &AesKey,
+        challenge_card: &Challenge,
+        aad: &[u8],
+    ) -> Vec<u8> {
         let key = diversify_key(card_key, derivation::LOAD_DELIVERY, b"transfer keys");
         let mut plain = self.to_bytes();
         let sealed = aes_gcm_seal(&key, &load_nonce(challenge_card), aad, &plain);
@@ -233,12 +238,13 @@ fn card_id_field(r: &mut TlvReader<'_>, tag: u32) -> Result<CardId, DecodeError>
 }
 
 fn certificate_field(r: &mut TlvReader<'_>) -> Result<Certificate, DecodeError> {
-    Ok(Certificate::decode_value(r.expect(purse_tag::CERTIFICATE)?)?)
+    Ok(Certificate::decode_value(
+        r.expect(purse_tag::CERTIFICATE)?,
+    )?)
 }
 
 fn optional_certificate(r: &mut TlvReader<'_>) -> Result<Option<Certificate>, DecodeError> {
-    Ok(r
-        .optional(purse_tag::CERTIFICATE)?
+    Ok(r.optional(purse_tag::CERTIFICATE)?
         .map(Certificate::decode_value)
         .transpose()?)
 }
@@ -248,7 +254,9 @@ fn put_certificate(w: &mut TlvWriter, certificate: &Certificate) {
 }
 
 fn signature_field(r: &mut TlvReader<'_>) -> Result<Signature, DecodeError> {
-    Ok(Signature(r.expect_array::<SIGNATURE_LEN>(purse_tag::SIGNATURE)?))
+    Ok(Signature(
+        r.expect_array::<SIGNATURE_LEN>(purse_tag::SIGNATURE)?,
+    ))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -346,7 +354,10 @@ impl TransferInfo {
         let key_limit = u32_field(&mut r, tag::KEY_LIMIT)?;
         let held = r.expect(tag::HELD_KEY_IDS)?;
         if held.len() % 4 != 0 || held.len() / 4 > HELD_TRANSFER_KEYS_MAX {
-            return Err(field("held key ids", "not a short list of 4-byte identifiers"));
+            return Err(field(
+                "held key ids",
+                "not a short list of 4-byte identifiers",
+            ));
         }
         let held_key_ids: Vec<u32> = held.chunks_exact(4).map(|c| u32_at(c, 0)).collect();
         if held_key_ids.windows(2).any(|w| w[0] >= w[1]) {
@@ -482,14 +493,16 @@ impl SymmetricKeyExport {
         random: &KeyUpdateRandom,
         key: &TransferKey,
     ) -> Self {
-        let export_key =
-            diversify_key(&update_key.key, derivation::KEY_EXPORT, &update_key.id.to_be_bytes());
+        let export_key = diversify_key(
+            &update_key.key,
+            derivation::KEY_EXPORT,
+            &update_key.id.to_be_bytes(),
+        );
         let mut plain = [0u8; KEY_EXPORT_PLAINTEXT_LEN];
         plain[..16].copy_from_slice(random);
         plain[16..20].copy_from_slice(&key.id.to_be_bytes());
         plain[20..].copy_from_slice(key.key.expose());
-        let ciphertext =
-            aes_gcm_seal(&export_key, &nonce, &Self::aad(mode, update_key.id), &plain);
+        let ciphertext = aes_gcm_seal(&export_key, &nonce, &Self::aad(mode, update_key.id), &plain);
         plain.zeroize();
         SymmetricKeyExport {
             update_key_id: update_key.id,
@@ -507,8 +520,11 @@ impl SymmetricKeyExport {
         if self.update_key_id != update_key.id {
             return Err(CryptoError::DecryptFailed);
         }
-        let export_key =
-            diversify_key(&update_key.key, derivation::KEY_EXPORT, &update_key.id.to_be_bytes());
+        let export_key = diversify_key(
+            &update_key.key,
+            derivation::KEY_EXPORT,
+            &update_key.id.to_be_bytes(),
+        );
         let mut plain = aes_gcm_open(
             &export_key,
             &self.nonce,
@@ -841,7 +857,11 @@ impl ValueMessage {
         }
     }
 
-    pub fn open(&self, key: &TransferKey, binding: &TransferBinding) -> Result<Amount, CryptoError> {
+    pub fn open(
+        &self,
+        key: &TransferKey,
+        binding: &TransferBinding,
+    ) -> Result<Amount, CryptoError> {
         if self.key_id != key.id || binding.key_id != key.id {
             return Err(CryptoError::DecryptFailed);
         }

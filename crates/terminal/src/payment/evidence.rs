@@ -186,20 +186,27 @@ pub(super) fn verify_previous_usage(
     let message = record.signed_message(&card.card_id);
     let writer_key = match record.kind {
         TransactionKind::Load => anchor.public_key,
-        TransactionKind::Purchase => {
+        TransactionKind::Purchase | TransactionKind::TransferOut | TransactionKind::TransferIn => {
+            // A purchase is written by a payment terminal, a transfer by a settlement
+            // terminal (seed 000); each role signs only its own kind.
+            let role = if record.kind == TransactionKind::Purchase {
+                Role::PaymentTerminal
+            } else {
+                Role::SettlementTerminal
+            };
             let certificate =
                 offer
                     .last_writer_certificate
                     .as_ref()
                     .ok_or(TerminalError::BadUsageRecord(
-                        "a purchase record needs its terminal's certificate",
+                        "a purchase or transfer record needs its terminal's certificate",
                     ))?;
             // The writer's certificate may have expired since it wrote; what matters is that
             // the center certified it as a terminal, so validity is checked at the record's date.
             let verified = anchor
                 .verify(
                     core::slice::from_ref(certificate),
-                    Role::PaymentTerminal,
+                    role,
                     record.date.min(today),
                 )
                 .map_err(|_| {

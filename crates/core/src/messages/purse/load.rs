@@ -142,6 +142,9 @@ pub struct CreditCommand {
     pub date: Date,
     pub signature: Signature,
     pub mac: [u8; MAC_LEN],
+    /// The center's newest transfer keys for the card (seed 000), sealed under KU for this
+    /// load (`TransferKeySet::seal_for_load`); absent when the center sends none.
+    pub transfer_keys: Option<Vec<u8>>,
 }
 
 impl CreditCommand {
@@ -153,6 +156,9 @@ impl CreditCommand {
             .put_u32(tag::DATE, self.date.0)
             .put(tag::SIGNATURE, &self.signature.0)
             .put(tag::MAC, &self.mac);
+        if let Some(sealed) = &self.transfer_keys {
+            w.put(crate::messages::transfer::tag::TRANSFER_KEYS, sealed);
+        }
         w.into_bytes()
     }
 
@@ -165,6 +171,9 @@ impl CreditCommand {
             date: Date(u32_field(&mut r, tag::DATE)?),
             signature: signature(&mut r)?,
             mac: r.expect_array(tag::MAC)?,
+            transfer_keys: r
+                .optional(crate::messages::transfer::tag::TRANSFER_KEYS)?
+                .map(<[u8]>::to_vec),
         };
         r.finish()?;
         Ok(message)
