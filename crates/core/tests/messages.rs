@@ -672,6 +672,7 @@ fn build_fixture(mut rng: impl CryptoRngCore) -> Fixture {
                 card_id: None,
                 chip_serial: Some([0xC5, 1, 2, 3, 4, 5, 6, 7]),
                 certificate: None,
+                transfer: None,
             }),
         ),
         Sample::new(
@@ -681,6 +682,7 @@ fn build_fixture(mut rng: impl CryptoRngCore) -> Fixture {
                 card_id: Some(CARD_ID),
                 chip_serial: Some([0xC5, 1, 2, 3, 4, 5, 6, 7]),
                 certificate: None,
+                transfer: None,
             }),
         ),
         Sample::new(
@@ -690,6 +692,22 @@ fn build_fixture(mut rng: impl CryptoRngCore) -> Fixture {
                 card_id: Some(CARD_ID),
                 chip_serial: None,
                 certificate: Some(card_certificate.clone()),
+                transfer: None,
+            }),
+        ),
+        Sample::new(
+            "select_active_with_transfer_keys",
+            Message::Select(SelectResponse {
+                state: CardState::Active,
+                card_id: Some(CARD_ID),
+                chip_serial: None,
+                certificate: Some(card_certificate.clone()),
+                transfer: Some(valuecard_core::messages::transfer::TransferSummary {
+                    transfer_key_id: 2,
+                    update_key_id: 1,
+                    key_limit: 3,
+                    pending: true,
+                }),
             }),
         ),
         Sample::new(
@@ -699,6 +717,7 @@ fn build_fixture(mut rng: impl CryptoRngCore) -> Fixture {
                 card_id: None,
                 chip_serial: None,
                 certificate: Some(card_certificate.clone()),
+                transfer: None,
             }),
         ),
         Sample::new(

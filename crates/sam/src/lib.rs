@@ -28,7 +28,9 @@ use valuecard_core::crypto::{sha256, PublicKey, Signature, PUBLIC_KEY_LEN};
 use valuecard_core::ids::{CardId, DeviceId};
 use valuecard_core::messages::center::Installation;
 use valuecard_core::messages::credit::Password;
-use valuecard_core::messages::purse::{Challenge, PurchaseCommit, TerminalStamp};
+use valuecard_core::messages::purse::{
+    Challenge, PurchaseCommit, TerminalStamp, TransactionKind, UsageRecord,
+};
 use valuecard_core::money::Amount;
 use valuecard_core::time::Date;
 
@@ -54,6 +56,8 @@ pub enum SamError {
     StampExhausted,
     #[error("the terminal sequence numbers are exhausted")]
     SequenceExhausted,
+    #[error("the SAM refuses to sign this transfer record: {0}")]
+    TransferRefused(&'static str),
 }
 
 /// What a terminal asks its SAM to sign at DEBIT (Fig. 6): only the values the SAM cannot
@@ -84,6 +88,26 @@ pub struct SignedPurchase {
     pub signature: Signature,
 }
 
+/// What a settlement terminal asks its SAM to sign for one card's half of a card-to-card
+/// transfer (seed 000): only what the SAM cannot know itself. The SAM adds its device ID as
+/// the writer, its current stamp and its own sequence number, computes the new balance and
+/// counter, and signs the usage record it built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransferRecordOrder {
+    pub card_id: CardId,
+    /// `TransferOut` (the source) or `TransferIn` (the destination).
+    pub kind: TransactionKind,
+    pub challenge_terminal: Challenge,
+    /// The card's own challenge of this transfer.
+    pub challenge_card: Challenge,
+    /// The card's counter and balance before this update, as the card showed them.
+    pub counter: u32,
+    pub balance_before: Amount,
+    pub amount: Amount,
+    pub date: Date,
+    pub sequence_floor: u32,
+}
+
 /// What every SAM offers.
 pub trait Sam: Send {
     fn device_id(&self) -> DeviceId;
@@ -98,6 +122,12 @@ pub trait Sam: Send {
     /// Fig. 6: builds and signs ST(R * X * V' * IDU) with this SAM's terminal ID, current
     /// stamp and next sequence, after checking the amount against the card's offer.
     fn sign_purchase(&mut self, order: &PurchaseOrder) -> Result<SignedPurchase, SamError>;
+    /// Seed 000: builds and signs one card's transfer record. Only a SAM certified as a
+    /// settlement terminal signs one.
+    fn sign_transfer_record(
+        &mut self,
+        order: &TransferRecordOrder,
+    ) -> Result<UsageRecord, SamError>;
     /// Fig. 15: signs ST(R * X * Nc) for a password registration at this terminal.
     fn sign_set_password(
         &mut self,

@@ -9,7 +9,9 @@ use valuecard_core::crypto::{
 use valuecard_core::ids::{CardId, DeviceId};
 use valuecard_core::messages::center::Installation;
 use valuecard_core::messages::credit::{Password, SetPassword};
-use valuecard_core::messages::purse::{Challenge, PurchaseCommit, TerminalStamp, STAMP_COUNT_MAX};
+use valuecard_core::messages::purse::{
+    Challenge, PurchaseCommit, TerminalStamp, TransactionKind, UsageRecord, STAMP_COUNT_MAX,
+};
 use valuecard_core::money::Amount;
 use valuecard_core::time::{Clock, Date, SystemClock};
 use valuecard_core::tlv::{be_u32, TlvReader, TlvWriter};
@@ -17,7 +19,7 @@ use zeroize::Zeroize;
 
 use crate::{
     installation_keys_aad, installation_mac_input, request_signing_input, PurchaseOrder, Sam,
-    SamError, SignedPurchase,
+    SamError, SignedPurchase, TransferRecordOrder,
 };
 
 /// The stamp chain as the SAM holds it: only the current TS_t, never an earlier one.
@@ -344,6 +346,53 @@ impl Sam for SoftwareSam {
         let signature = self.signing.sign(&commit.signed_message());
         self.last_sequence = sequence;
         Ok(SignedPurchase { commit, signature })
+    }
+
+    fn sign_transfer_record(
+        &mut self,
+        order: &TransferRecordOrder,
+    ) -> Result<UsageRecord, SamError> {
+        self.require_installed()?;
+        if self.certificate()?.body.role != Role::SettlementTerminal {
+            return Err(SamError::TransferRefused(
+                "only a settlement terminal signs transfer records",
+            ));
+        }
+        if order.amount == Amount::ZERO {
+            return Err(SamError::TransferRefused("the amount must be positive"));
+        }
+        let balance_after = match order.kind {
+            TransactionKind::TransferOut => order.balance_before.checked_sub(order.amount),
+            TransactionKind::TransferIn => order.balance_before.checked_add(order.amount),
+            _ => return Err(SamError::TransferRefused("not a transfer")),
+        }
+        .map_err(|_| SamError::TransferRefused("the balance would leave its bounds"))?;
+        let counter = order
+            .counter
+            .checked_add(1)
+            .ok_or(SamError::TransferRefused("the card's counter is exhausted"))?;
+        let stamp = self.advance_to_clock()?;
+        let next = self
+            .last_sequence
+            .checked_add(1)
+            .ok_or(SamError::SequenceExhausted)?;
+        let sequence = next.max(order.sequence_floor);
+        let mut record = UsageRecord {
+            kind: order.kind,
+            counter,
+            challenge_writer: order.challenge_terminal,
+            challenge_card: order.challenge_card,
+            amount: order.amount,
+            balance_after,
+            writer: self.device_id,
+            writer_sequence: sequence,
+            date: order.date,
+            signature: valuecard_core::crypto::Signature([0; 64]),
+            stamp: Some(stamp),
+        };
+        record.signature = self.signing.sign(&record.signed_message(&order.card_id));
+        self.last_sequence = sequence;
+        Ok(record)
     }
 
     fn sign_set_password(

@@ -193,6 +193,12 @@ pub fn select_response(state: &PersistentState) -> Effect {
             PersistentState::Personalized(purse) => Some(purse.certificate.clone()),
             _ => None,
         },
+        transfer: match state {
+            PersistentState::Personalized(purse) if !purse.transfer.is_empty() => {
+                Some(crate::transfer::summary(purse))
+            }
+            _ => None,
+        },
     };
     let blocked = matches!(state, PersistentState::Personalized(purse) if purse.blocked);
     Effect {

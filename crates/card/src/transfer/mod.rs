@@ -130,6 +130,16 @@ pub fn handle(
     }
 }
 
+/// The card information of the SELECT answer.
+pub fn summary(purse: &Purse) -> valuecard_core::messages::transfer::TransferSummary {
+    valuecard_core::messages::transfer::TransferSummary {
+        transfer_key_id: purse.transfer.selected,
+        update_key_id: purse.transfer.update_key_id(),
+        key_limit: purse.transfer.limit,
+        pending: purse.transfer.sent.is_some(),
+    }
+}
+
 fn transfer_info(purse: &Purse) -> TransferInfo {
     TransferInfo {
         card_id: purse.keys.card_id,

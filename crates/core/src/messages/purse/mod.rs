@@ -215,6 +215,10 @@ pub struct SelectResponse {
     /// issuance commands under this chip's own transport key.
     pub chip_serial: Option<ChipSerial>,
     pub certificate: Option<Certificate>,
+    /// Card information for a settlement terminal (seed 000, claims 2, 6): the transfer- and
+    /// update-key identifiers and whether a transfer is pending, so that a transfer needs no
+    /// extra command when the two cards' keys agree. Absent on a card without transfer keys.
+    pub transfer: Option<crate::messages::transfer::TransferSummary>,
 }
 
 impl SelectResponse {
@@ -232,6 +236,9 @@ impl SelectResponse {
                     }
                     if let Some(certificate) = &self.certificate {
                         put_certificate(p, certificate);
+                    }
+                    if let Some(summary) = &self.transfer {
+                        p.put(crate::messages::transfer::tag::SUMMARY, &summary.to_bytes());
                     }
                 });
         });
@@ -272,12 +279,17 @@ impl SelectResponse {
             .optional(tag::CERTIFICATE)?
             .map(Certificate::decode_value)
             .transpose()?;
+        let transfer = p
+            .optional(crate::messages::transfer::tag::SUMMARY)?
+            .map(crate::messages::transfer::TransferSummary::from_bytes)
+            .transpose()?;
         p.finish()?;
         Ok(SelectResponse {
             state,
             card_id,
             chip_serial,
             certificate,
+            transfer,
         })
     }
 }

@@ -64,6 +64,7 @@ pub mod tag {
     pub const PENDING: u32 = 0xBF2C;
     pub const SEALED: u32 = 0x9F2D;
     pub const TRANSFER_KEYS: u32 = 0x9F2E;
+    pub const SUMMARY: u32 = 0x9F2F;
 }
 
 /// P1 of UPDATE PERMISSION, GET TRANSFER KEY and UPDATE TRANSFER KEY: which of the seed's
@@ -269,6 +270,44 @@ fn signature_field(r: &mut TlvReader<'_>) -> Result<Signature, DecodeError> {
 
 // ---------------------------------------------------------------------------------------
 // Card information (claims 2, 4, 6, 9).
+
+/// The card information a SELECT answer carries (claims 2, 6): a fixed 13-byte layout of the
+/// transfer-key identifier, the update-key identifier, the upper limit and a pending flag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TransferSummary {
+    pub transfer_key_id: u32,
+    pub update_key_id: u32,
+    pub key_limit: u32,
+    /// A transfer sent and not yet settled: GET TRANSFER INFO shows it.
+    pub pending: bool,
+}
+
+impl TransferSummary {
+    pub fn to_bytes(&self) -> [u8; 13] {
+        let mut out = [0u8; 13];
+        out[..4].copy_from_slice(&self.transfer_key_id.to_be_bytes());
+        out[4..8].copy_from_slice(&self.update_key_id.to_be_bytes());
+        out[8..12].copy_from_slice(&self.key_limit.to_be_bytes());
+        out[12] = self.pending as u8;
+        out
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
+        if bytes.len() != 13 {
+            return Err(field("transfer summary", "must be 13 bytes"));
+        }
+        Ok(TransferSummary {
+            transfer_key_id: u32_at(bytes, 0),
+            update_key_id: u32_at(bytes, 4),
+            key_limit: u32_at(bytes, 8),
+            pending: match bytes[12] {
+                0 => false,
+                1 => true,
+                _ => return Err(field("transfer summary", "pending flag must be 0 or 1")),
+            },
+        })
+    }
+}
 
 /// A transfer the card sent out and whose outcome it does not know yet (the pending-transfer
 /// log): its value is reserved and the card changes no balance until a proof from the
