@@ -32,6 +32,18 @@ pub fn proprietary(instruction: u8, data: Vec<u8>) -> Command {
     }
 }
 
+/// A command of the transfer application (seed 000); `p1` selects the key-update form.
+pub fn transfer(instruction: u8, p1: u8, data: Vec<u8>) -> Command {
+    use valuecard_core::messages::transfer::ins as transfer_ins;
+    let command = Command::new(CLA_PROPRIETARY, instruction, p1, 0).with_data(data);
+    match instruction {
+        transfer_ins::GET_TRANSFER_INFO
+        | transfer_ins::INITIALIZE_TRANSFER_IN
+        | transfer_ins::TRANSFER_OUT => command.with_le(LE_EXTENDED),
+        _ => command.with_le(LE_SHORT),
+    }
+}
+
 /// Sends a command and returns its data if the card answered 9000.
 pub fn run(
     reader: &mut impl CardReader,

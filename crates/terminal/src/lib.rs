@@ -13,6 +13,7 @@ pub mod credit;
 pub mod dispenser;
 pub mod payment;
 pub mod store;
+pub mod transfer;
 
 use valuecard_core::cert::CertError;
 use valuecard_core::messages::center::CenterError;
@@ -94,4 +95,23 @@ pub enum TerminalError {
     BadCreditEnablement,
     #[error("service {sequence} is in doubt: the card may have signed it; present the card again to settle it")]
     ServiceInDoubt { sequence: u32 },
+    #[error("transfer {sequence} is in doubt: present both cards again to settle it")]
+    TransferInDoubt { sequence: u32 },
+    #[error("card {source_card} holds an unsettled transfer to card {destination}: present those two cards together first")]
+    TransferPendingElsewhere {
+        source_card: valuecard_core::ids::CardId,
+        destination: valuecard_core::ids::CardId,
+    },
+    #[error("card {0} has no transfer key yet: load it once at a dispenser")]
+    NoTransferKey(valuecard_core::ids::CardId),
+    #[error("card {card} cannot take transfer-key generation {key_id} (its limit is {limit}): load it at a dispenser first")]
+    TransferKeyAboveLimit {
+        card: valuecard_core::ids::CardId,
+        key_id: u32,
+        limit: u32,
+    },
+    #[error("the destination card cannot be told whether it received transfer {sequence}; the center settles it from the uploaded reports")]
+    TransferUnresolvable { sequence: u32 },
+    #[error("the two cards are the same card")]
+    SameCard,
 }

@@ -159,16 +159,38 @@ fn verify_fci(
     })
 }
 
+/// What a card claims about its current state, as an offer (purchase, load, transfer)
+/// shows it: the balance and counter, and the record of the writer that should have signed
+/// them, with that writer's certificate.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ClaimedState<'a> {
+    pub balance: Amount,
+    pub counter: u32,
+    pub last_usage: Option<&'a UsageRecord>,
+    pub last_writer_certificate: Option<&'a valuecard_core::cert::Certificate>,
+}
+
+impl<'a> ClaimedState<'a> {
+    pub(crate) fn of_purchase(offer: &'a PurchaseOffer) -> Self {
+        ClaimedState {
+            balance: offer.balance,
+            counter: offer.counter,
+            last_usage: offer.last_usage.as_ref(),
+            last_writer_certificate: offer.last_writer_certificate.as_ref(),
+        }
+    }
+}
+
 /// Fig. 6 and Fig. 9: the balance the card reports must be the one its last writer signed,
 /// and that writer must be certified (a terminal) or be the center itself (a load).
-pub(super) fn verify_previous_usage(
+pub(crate) fn verify_previous_usage(
     card: &VerifiedCard,
-    offer: &PurchaseOffer,
+    offer: ClaimedState<'_>,
     anchor: &TrustAnchor,
     today: Date,
     lists: &crate::store::LocalLists,
 ) -> Result<(), TerminalError> {
-    let Some(record) = &offer.last_usage else {
+    let Some(record) = offer.last_usage else {
         // Only a card that was never loaded has no record, and it holds nothing to spend.
         return if offer.balance == Amount::ZERO && offer.counter == 0 {
             Ok(())
@@ -197,7 +219,6 @@ pub(super) fn verify_previous_usage(
             let certificate =
                 offer
                     .last_writer_certificate
-                    .as_ref()
                     .ok_or(TerminalError::BadUsageRecord(
                         "a purchase or transfer record needs its terminal's certificate",
                     ))?;

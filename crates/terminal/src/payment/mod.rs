@@ -21,9 +21,10 @@ use crate::TerminalError;
 
 mod evidence;
 
-use evidence::{decide, verify_previous_usage};
+use evidence::decide;
 pub(crate) use evidence::{read_last_transaction, read_last_transaction_over, read_log};
 pub use evidence::{select_for_settlement, verify_select};
+pub(crate) use evidence::{verify_previous_usage, ClaimedState};
 use valuecard_core::messages::center::{
     TerminalLink, UploadReceipt, UsageItem, UsageUpload, USAGE_BATCH_MAX,
 };
@@ -322,7 +323,13 @@ impl<S: Sam, T: TerminalStore, R: CryptoRngCore> PaymentTerminal<S, T, R> {
             .lists
             .as_ref()
             .ok_or_else(|| TerminalError::Store("lists unavailable".into()))?;
-        verify_previous_usage(&card, &offer, &anchor, date, lists)?;
+        verify_previous_usage(
+            &card,
+            evidence::ClaimedState::of_purchase(&offer),
+            &anchor,
+            date,
+            lists,
+        )?;
         if offer.balance < amount_max {
             return Err(TerminalError::InsufficientBalance {
                 balance: offer.balance,

@@ -9,6 +9,7 @@ pub struct MemoryStore {
     records: Vec<PurchaseRecord>,
     lists: LocalLists,
     services: Vec<ServiceEntry>,
+    transfers: Vec<StoredTransfer>,
 }
 
 impl TerminalStore for MemoryStore {
@@ -52,6 +53,35 @@ impl TerminalStore for MemoryStore {
         for record in &mut self.records {
             if sequences.contains(&record.sequence) {
                 record.uploaded = true;
+            }
+        }
+        Ok(())
+    }
+
+    fn save_transfer(&mut self, report: &TransferReport) -> Result<(), TerminalError> {
+        let stored = StoredTransfer {
+            report: report.clone(),
+            uploaded: false,
+        };
+        match self
+            .transfers
+            .iter_mut()
+            .find(|t| t.report.sequence == report.sequence)
+        {
+            Some(existing) => *existing = stored,
+            None => self.transfers.push(stored),
+        }
+        Ok(())
+    }
+
+    fn transfers(&self) -> Result<Vec<StoredTransfer>, TerminalError> {
+        Ok(self.transfers.clone())
+    }
+
+    fn mark_transfers_uploaded(&mut self, sequences: &[u32]) -> Result<(), TerminalError> {
+        for transfer in &mut self.transfers {
+            if sequences.contains(&transfer.report.sequence) {
+                transfer.uploaded = true;
             }
         }
         Ok(())

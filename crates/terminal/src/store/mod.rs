@@ -7,6 +7,7 @@ use valuecard_core::ids::{CardId, DeviceId};
 use valuecard_core::messages::center::{ListDelta, ListEntry, ListReason};
 use valuecard_core::messages::credit::ServiceRecord;
 use valuecard_core::messages::purse::{Challenge, TerminalStamp, UsageRecord};
+use valuecard_core::messages::transfer::TransferReport;
 use valuecard_core::money::Amount;
 use valuecard_core::time::Date;
 
@@ -193,6 +194,17 @@ pub struct TerminalTotals {
     pub in_doubt_minor: u64,
 }
 
+/// A transfer report as the store holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredTransfer {
+    pub report: TransferReport,
+    pub uploaded: bool,
+}
+
+fn no_transfer_records() -> TerminalError {
+    TerminalError::Store("this store keeps no transfer reports".into())
+}
+
 pub trait TerminalStore: Send {
     /// Takes the next transaction sequence number; never returns the same one twice, even
     /// across a crash.
@@ -251,6 +263,28 @@ pub trait TerminalStore: Send {
     }
     fn mark_services_uploaded(&mut self, _sequences: &[u32]) -> Result<(), TerminalError> {
         Err(no_service_records())
+    }
+    /// Stores (or replaces, by sequence) a settlement terminal's transfer report, before each
+    /// command that can move value is sent; the report is then due for upload again.
+    fn save_transfer(&mut self, _report: &TransferReport) -> Result<(), TerminalError> {
+        Err(no_transfer_records())
+    }
+    /// Every transfer report with whether the center acknowledged it, oldest first.
+    fn transfers(&self) -> Result<Vec<StoredTransfer>, TerminalError> {
+        Ok(Vec::new())
+    }
+    /// Reports the center has not acknowledged in their current form, oldest first.
+    fn pending_transfer_uploads(&self, limit: usize) -> Result<Vec<TransferReport>, TerminalError> {
+        Ok(self
+            .transfers()?
+            .into_iter()
+            .filter(|t| !t.uploaded)
+            .map(|t| t.report)
+            .take(limit)
+            .collect())
+    }
+    fn mark_transfers_uploaded(&mut self, _sequences: &[u32]) -> Result<(), TerminalError> {
+        Err(no_transfer_records())
     }
     fn totals(&self) -> Result<TerminalTotals, TerminalError> {
         let mut totals = TerminalTotals::default();

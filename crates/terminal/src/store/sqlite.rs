@@ -61,6 +61,19 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX services_in_doubt ON services (card_id) WHERE status = 'in_doubt';
     CREATE INDEX services_to_upload ON services (sequence) WHERE status = 'signed' AND uploaded = 0;
 "#,
+    // Card-to-card transfers (seed 000): each report whole, replaced as the transfer moves
+    // on, and uploaded again after each change.
+    r#"
+    CREATE TABLE transfers (
+        sequence          INTEGER PRIMARY KEY,
+        source            BLOB NOT NULL CHECK (length(source) = 8),
+        challenge_source  BLOB NOT NULL CHECK (length(challenge_source) = 16),
+        report            BLOB NOT NULL,
+        uploaded          INTEGER NOT NULL DEFAULT 0,
+        UNIQUE (source, challenge_source)
+    );
+    CREATE INDEX transfers_to_upload ON transfers (sequence) WHERE uploaded = 0;
+"#,
 ];
 
 /// The terminal's records in SQLite (WAL, synchronous FULL: a recorded purchase survives a
@@ -343,6 +356,53 @@ impl TerminalStore for SqliteStore {
             transaction
                 .execute(
                     "UPDATE purchases SET uploaded = 1 WHERE sequence = ?1",
+                    [sequence],
+                )
+                .map_err(storage)?;
+        }
+        transaction.commit().map_err(storage)
+    }
+
+    fn save_transfer(&mut self, report: &TransferReport) -> Result<(), TerminalError> {
+        self.db
+            .execute(
+                "INSERT INTO transfers (sequence, source, challenge_source, report, uploaded)
+                 VALUES (?1, ?2, ?3, ?4, 0)
+                 ON CONFLICT (sequence) DO UPDATE SET report = excluded.report, uploaded = 0",
+                params![
+                    report.sequence,
+                    &report.source.0[..],
+                    &report.challenge_source[..],
+                    report.encode()
+                ],
+            )
+            .map_err(storage)?;
+        Ok(())
+    }
+
+    fn transfers(&self) -> Result<Vec<StoredTransfer>, TerminalError> {
+        let mut statement = self
+            .db
+            .prepare("SELECT report, uploaded FROM transfers ORDER BY sequence")
+            .map_err(storage)?;
+        let mut rows = statement.query([]).map_err(storage)?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(storage)? {
+            let bytes: Vec<u8> = row.get(0).map_err(storage)?;
+            let uploaded: bool = row.get(1).map_err(storage)?;
+            let report = TransferReport::decode(&bytes)
+                .map_err(|error| TerminalError::Store(format!("a stored transfer: {error}")))?;
+            out.push(StoredTransfer { report, uploaded });
+        }
+        Ok(out)
+    }
+
+    fn mark_transfers_uploaded(&mut self, sequences: &[u32]) -> Result<(), TerminalError> {
+        let transaction = self.db.transaction().map_err(storage)?;
+        for sequence in sequences {
+            transaction
+                .execute(
+                    "UPDATE transfers SET uploaded = 1 WHERE sequence = ?1",
                     [sequence],
                 )
                 .map_err(storage)?;

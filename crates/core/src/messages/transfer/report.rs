@@ -80,6 +80,153 @@ impl TransferReport {
     }
 }
 
+/// Tags inside an encoded report: each optional record in its own template, since records
+/// share one tag.
+mod report_tag {
+    pub const SEQUENCE: u32 = 0x9F31;
+    pub const VALUE: u32 = 0xBF32;
+    pub const PROOF: u32 = 0xBF33;
+    pub const DESTINATION_RECORD: u32 = 0xBF34;
+    pub const DESTINATION_PREVIOUS: u32 = 0xBF35;
+    pub const SOURCE_RECORD: u32 = 0xBF36;
+    pub const SOURCE_PREVIOUS: u32 = 0xBF37;
+    pub const SOURCE: u32 = 0x9F38;
+    pub const DESTINATION: u32 = 0x9F39;
+    pub const SOURCE_COUNTER: u32 = 0x9F3A;
+    pub const DESTINATION_CHALLENGE: u32 = 0x9F3B;
+}
+
+impl TransferBinding {
+    fn encode_into(&self, w: &mut TlvWriter) {
+        w.put_u32(tag::TRANSFER_KEY_ID, self.key_id)
+            .put(report_tag::SOURCE, self.source.as_bytes())
+            .put_u32(report_tag::SOURCE_COUNTER, self.source_counter)
+            .put(tag::PEER_CHALLENGE, &self.challenge_source)
+            .put(report_tag::DESTINATION, self.destination.as_bytes())
+            .put_u32(tag::PEER_COUNTER, self.destination_counter)
+            .put(
+                report_tag::DESTINATION_CHALLENGE,
+                &self.challenge_destination,
+            )
+            .put(purse_tag::CHALLENGE_TERMINAL, &self.challenge_terminal)
+            .put_u32(purse_tag::DATE, self.date.0);
+    }
+
+    fn decode_from(r: &mut TlvReader<'_>) -> Result<Self, DecodeError> {
+        Ok(TransferBinding {
+            key_id: u32_field(r, tag::TRANSFER_KEY_ID)?,
+            source: card_id_field(r, report_tag::SOURCE)?,
+            source_counter: u32_field(r, report_tag::SOURCE_COUNTER)?,
+            challenge_source: r.expect_array(tag::PEER_CHALLENGE)?,
+            destination: card_id_field(r, report_tag::DESTINATION)?,
+            destination_counter: u32_field(r, tag::PEER_COUNTER)?,
+            challenge_destination: r.expect_array(report_tag::DESTINATION_CHALLENGE)?,
+            challenge_terminal: r.expect_array(purse_tag::CHALLENGE_TERMINAL)?,
+            date: Date(u32_field(r, purse_tag::DATE)?),
+        })
+    }
+}
+
+fn put_record(w: &mut TlvWriter, template: u32, record: &Option<UsageRecord>) {
+    if let Some(record) = record {
+        w.nested(template, |t| record.encode_into(t));
+    }
+}
+
+fn record_in(r: &mut TlvReader<'_>, template: u32) -> Result<Option<UsageRecord>, DecodeError> {
+    r.optional(template)?.map(UsageRecord::decode).transpose()
+}
+
+impl TransferReport {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = TlvWriter::with_capacity(1200);
+        w.put_u32(report_tag::SEQUENCE, self.sequence)
+            .put(report_tag::SOURCE, self.source.as_bytes())
+            .put(report_tag::DESTINATION, self.destination.as_bytes())
+            .put(tag::PEER_CHALLENGE, &self.challenge_source)
+            .put_u64(purse_tag::AMOUNT, self.amount.minor())
+            .put_u32(tag::PEER_COUNTER, self.destination_counter);
+        if let Some(evidence) = &self.value {
+            w.nested(report_tag::VALUE, |v| {
+                evidence.binding.encode_into(v);
+                v.put(tag::CIPHERTEXT, &evidence.value.ciphertext);
+            });
+        }
+        if let Some(proof) = &self.proof {
+            w.nested(report_tag::PROOF, |p| proof.encode_into(p));
+        }
+        put_record(
+            &mut w,
+            report_tag::DESTINATION_RECORD,
+            &self.destination_record,
+        );
+        put_record(
+            &mut w,
+            report_tag::DESTINATION_PREVIOUS,
+            &self.destination_previous,
+        );
+        put_record(&mut w, report_tag::SOURCE_RECORD, &self.source_record);
+        put_record(&mut w, report_tag::SOURCE_PREVIOUS, &self.source_previous);
+        w.into_bytes()
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let mut r = TlvReader::new(bytes);
+        let sequence = u32_field(&mut r, report_tag::SEQUENCE)?;
+        let source = card_id_field(&mut r, report_tag::SOURCE)?;
+        let destination = card_id_field(&mut r, report_tag::DESTINATION)?;
+        let challenge_source = r.expect_array(tag::PEER_CHALLENGE)?;
+        let amount = amount_field(&mut r, purse_tag::AMOUNT)?;
+        let destination_counter = u32_field(&mut r, tag::PEER_COUNTER)?;
+        let value = r
+            .optional(report_tag::VALUE)?
+            .map(|bytes| -> Result<ValueEvidence, DecodeError> {
+                let mut v = TlvReader::new(bytes);
+                let binding = TransferBinding::decode_from(&mut v)?;
+                let ciphertext = v.expect_array(tag::CIPHERTEXT)?;
+                v.finish()?;
+                Ok(ValueEvidence {
+                    value: ValueMessage {
+                        key_id: binding.key_id,
+                        ciphertext,
+                    },
+                    binding,
+                })
+            })
+            .transpose()?;
+        let proof = r
+            .optional(report_tag::PROOF)?
+            .map(TransferProof::decode)
+            .transpose()?;
+        let report = TransferReport {
+            sequence,
+            source,
+            destination,
+            challenge_source,
+            amount,
+            destination_counter,
+            value,
+            proof,
+            destination_record: record_in(&mut r, report_tag::DESTINATION_RECORD)?,
+            destination_previous: record_in(&mut r, report_tag::DESTINATION_PREVIOUS)?,
+            source_record: record_in(&mut r, report_tag::SOURCE_RECORD)?,
+            source_previous: record_in(&mut r, report_tag::SOURCE_PREVIOUS)?,
+        };
+        r.finish()?;
+        if let Some(evidence) = &report.value {
+            let b = &evidence.binding;
+            if b.source != report.source
+                || b.destination != report.destination
+                || b.challenge_source != report.challenge_source
+                || b.destination_counter != report.destination_counter
+            {
+                return Err(field("value", "binding disagrees with the report"));
+            }
+        }
+        Ok(report)
+    }
+}
+
 /// One batch of a settlement terminal's transfer reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TransferUpload {

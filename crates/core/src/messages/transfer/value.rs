@@ -14,7 +14,7 @@ pub struct RecordSignature {
 }
 
 impl RecordSignature {
-    fn encode_into(&self, w: &mut TlvWriter) {
+    pub(super) fn encode_into(&self, w: &mut TlvWriter) {
         w.put_u32(purse_tag::SEQUENCE, self.writer_sequence)
             .put(purse_tag::SIGNATURE, &self.signature.0);
         if let Some(stamp) = &self.stamp {
@@ -22,7 +22,7 @@ impl RecordSignature {
         }
     }
 
-    fn decode_from(r: &mut TlvReader<'_>) -> Result<Self, DecodeError> {
+    pub(super) fn decode_from(r: &mut TlvReader<'_>) -> Result<Self, DecodeError> {
         Ok(RecordSignature {
             writer_sequence: u32_field(r, purse_tag::SEQUENCE)?,
             signature: signature_field(r)?,
@@ -231,12 +231,12 @@ impl ValueMessage {
         Amount::new(u64::from_be_bytes(bytes)).map_err(|_| CryptoError::BadLength)
     }
 
-    fn encode_into(&self, w: &mut TlvWriter) {
+    pub(super) fn encode_into(&self, w: &mut TlvWriter) {
         w.put_u32(tag::TRANSFER_KEY_ID, self.key_id)
             .put(tag::CIPHERTEXT, &self.ciphertext);
     }
 
-    fn decode_from(r: &mut TlvReader<'_>) -> Result<Self, DecodeError> {
+    pub(super) fn decode_from(r: &mut TlvReader<'_>) -> Result<Self, DecodeError> {
         Ok(ValueMessage {
             key_id: u32_field(r, tag::TRANSFER_KEY_ID)?,
             ciphertext: r.expect_array(tag::CIPHERTEXT)?,
@@ -410,14 +410,14 @@ impl TransferProof {
         )
     }
 
-    fn encode_into(&self, w: &mut TlvWriter) {
+    pub(super) fn encode_into(&self, w: &mut TlvWriter) {
         w.put_u8(tag::PROOF_STATUS, self.status as u8)
             .put_u32(tag::TRANSFER_KEY_ID, self.key_id)
             .put_u32(tag::PEER_COUNTER, self.destination_counter)
             .put(purse_tag::MAC, &self.mac);
     }
 
-    fn decode_from(r: &mut TlvReader<'_>) -> Result<Self, DecodeError> {
+    pub(super) fn decode_from(r: &mut TlvReader<'_>) -> Result<Self, DecodeError> {
         let [status] = r.expect_array::<1>(tag::PROOF_STATUS)?;
         Ok(TransferProof {
             status: ProofStatus::from_u8(status)?,

@@ -1,0 +1,237 @@
+//! Settling a transfer the source holds pending (the recovery rule of docs/protocols.md
+//! § 13): ask the destination whether it applied it (TRANSFER STATUS), then complete the
+//! source with that proof: debit against a receipt, release against a proof of non-receipt.
+//! Any settlement terminal can do it, in any later session with the same two cards.
+
+use valuecard_core::messages::purse::PurseStatus;
+use valuecard_core::messages::transfer::{PendingTransfer, TransferInfo};
+
+use super::*;
+
+/// How a pending transfer ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecoveryOutcome {
+    /// The destination had the value: the source debited it now.
+    Completed { sequence: u32, amount: Amount },
+    /// The destination never applied it: the source's reservation was released.
+    Undone { sequence: u32, amount: Amount },
+}
+
+impl<S: Sam, T: TerminalStore, R: CryptoRngCore> SettlementTerminal<S, T, R> {
+    /// GET TRANSFER INFO (claims 2, 4, 6).
+    pub fn transfer_info(
+        &mut self,
+        reader: &mut impl CardReader,
+    ) -> Result<TransferInfo, TerminalError> {
+        let data = self.exchange(
+            reader,
+            "GET TRANSFER INFO",
+            ins::GET_TRANSFER_INFO,
+            0,
+            Vec::new(),
+        )?;
+        TransferInfo::decode(&data).map_err(|error| TerminalError::Malformed {
+            message: "transfer information",
+            error,
+        })
+    }
+
+    /// Settles the transfer the card in `from` holds pending, with the card in `to` (its
+    /// destination). `None` when the source holds nothing pending.
+    pub fn settle(
+        &mut self,
+        from: &mut impl CardReader,
+        to: &mut impl CardReader,
+    ) -> Result<Option<RecoveryOutcome>, TerminalError> {
+        let mut source = self.read_card(from)?;
+        let mut destination = self.read_card(to)?;
+        if !source.pending() {
+            return Ok(None);
+        }
+        self.sync_keys(from, &mut source, to, &mut destination)?;
+        self.settle_pending(from, &source, to, &destination)
+    }
+
+    pub(super) fn settle_pending(
+        &mut self,
+        from: &mut impl CardReader,
+        source: &TransferCard,
+        to: &mut impl CardReader,
+        destination: &TransferCard,
+    ) -> Result<Option<RecoveryOutcome>, TerminalError> {
+        let info = self.transfer_info(from)?;
+        if info.card_id != source.card_id() {
+            return Err(TerminalError::Mismatch(
+                "GET TRANSFER INFO names another card",
+            ));
+        }
+        let Some(pending) = info.pending.clone() else {
+            return Ok(None);
+        };
+        if pending.destination != destination.card_id() {
+            return Err(TerminalError::TransferPendingElsewhere {
+                source_card: source.card_id(),
+                destination: pending.destination,
+            });
+        }
+        let mut report = self.report_for(source.card_id(), &pending)?;
+        let proof = self.ask_destination(to, source.card_id(), &pending, report.sequence)?;
+        report.proof = Some(proof.clone());
+        self.store.save_transfer(&report)?;
+        let sequence = report.sequence;
+        match proof.status {
+            ProofStatus::Received => {
+                // The state the source debits from is the one it has now (it may have been
+                // used since); its record is what the center chains the debit to.
+                let status = self.read_purse(from, source.card_id())?;
+                report.source_previous = status.last_usage.clone();
+                self.complete_received(
+                    from,
+                    source.card_id(),
+                    &mut report,
+                    proof,
+                    (status.counter, status.balance),
+                )?;
+                Ok(Some(RecoveryOutcome::Completed {
+                    sequence,
+                    amount: pending.amount,
+                }))
+            }
+            ProofStatus::NotReceived => {
+                self.release(from, &mut report, proof)?;
+                Ok(Some(RecoveryOutcome::Undone {
+                    sequence,
+                    amount: pending.amount,
+                }))
+            }
+        }
+    }
+
+    /// Undoes the transfer in `report` in this same session: the destination's proof that it
+    /// did not (and now cannot) apply it releases the source's reservation.
+    pub(super) fn undo(
+        &mut self,
+        from: &mut impl CardReader,
+        to: &mut impl CardReader,
+        report: &mut TransferReport,
+    ) -> Result<(), TerminalError> {
+        let pending = PendingTransfer {
+            destination: report.destination,
+            destination_counter: report.destination_counter,
+            challenge_source: report.challenge_source,
+            amount: report.amount,
+            key_id: report.value.as_ref().map_or(0, |v| v.value.key_id),
+        };
+        let proof = self.ask_destination(to, report.source, &pending, report.sequence)?;
+        report.proof = Some(proof.clone());
+        self.store.save_transfer(report)?;
+        match proof.status {
+            ProofStatus::NotReceived => self.release(from, report, proof),
+            ProofStatus::Received => Err(TerminalError::Mismatch(
+                "the destination reports a transfer it was never sent",
+            )),
+        }
+    }
+
+    fn ask_destination(
+        &mut self,
+        to: &mut impl CardReader,
+        source: CardId,
+        pending: &PendingTransfer,
+        sequence: u32,
+    ) -> Result<TransferProof, TerminalError> {
+        let query = TransferStatusQuery {
+            source,
+            challenge_source: pending.challenge_source,
+            destination_counter: pending.destination_counter,
+        };
+        let data = match self.exchange(
+            to,
+            "TRANSFER STATUS",
+            ins::TRANSFER_STATUS,
+            0,
+            query.encode(),
+        ) {
+            Err(TerminalError::Card {
+                sw: StatusWord::REFERENCED_DATA_NOT_FOUND,
+                ..
+            }) => return Err(TerminalError::TransferUnresolvable { sequence }),
+            other => other?,
+        };
+        TransferProof::decode(&data).map_err(|error| TerminalError::Malformed {
+            message: "transfer proof",
+            error,
+        })
+    }
+
+    fn release(
+        &mut self,
+        from: &mut impl CardReader,
+        report: &mut TransferReport,
+        proof: TransferProof,
+    ) -> Result<(), TerminalError> {
+        self.exchange(
+            from,
+            "TRANSFER COMPLETE",
+            ins::TRANSFER_COMPLETE,
+            0,
+            TransferComplete {
+                proof,
+                record: None,
+            }
+            .encode(),
+        )?;
+        self.store.save_transfer(report)
+    }
+
+    fn read_purse(
+        &mut self,
+        reader: &mut impl CardReader,
+        card_id: CardId,
+    ) -> Result<PurseStatus, TerminalError> {
+        self.pairs += 1;
+        let data = run(
+            reader,
+            "READ PURSE",
+            &crate::card_commands::proprietary(
+                valuecard_core::messages::purse::ins::READ_PURSE,
+                Vec::new(),
+            ),
+        )?;
+        let status = PurseStatus::decode(&data).map_err(|error| TerminalError::Malformed {
+            message: "purse status",
+            error,
+        })?;
+        if status.card_id != card_id {
+            return Err(TerminalError::Mismatch("READ PURSE names another card"));
+        }
+        Ok(status)
+    }
+
+    /// The report this terminal already keeps for the pending transfer, or a new one.
+    fn report_for(
+        &mut self,
+        source: CardId,
+        pending: &PendingTransfer,
+    ) -> Result<TransferReport, TerminalError> {
+        if let Some(stored) = self.store.transfers()?.into_iter().find(|t| {
+            t.report.source == source && t.report.challenge_source == pending.challenge_source
+        }) {
+            return Ok(stored.report);
+        }
+        Ok(TransferReport {
+            sequence: self.store.next_sequence()?,
+            source,
+            destination: pending.destination,
+            challenge_source: pending.challenge_source,
+            amount: pending.amount,
+            destination_counter: pending.destination_counter,
+            value: None,
+            proof: None,
+            destination_record: None,
+            destination_previous: None,
+            source_record: None,
+            source_previous: None,
+        })
+    }
+}
