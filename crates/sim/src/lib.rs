@@ -7,6 +7,9 @@
 pub mod attacks;
 pub mod insider_attacks;
 pub mod scenarios;
+mod transfers;
+
+pub use transfers::Settlement;
 
 use std::path::{Path, PathBuf};
 
@@ -101,6 +104,8 @@ pub struct World {
     pub center: Center,
     pub dispenser: Dispenser<SoftwareSam, WorldRng>,
     pub terminals: Vec<Terminal>,
+    /// The settlement terminal (seed 000), installed at its first use.
+    settlement: Option<Settlement>,
     clock: SimClock,
     rng: WorldRng,
 }
@@ -193,6 +198,7 @@ impl World {
             center,
             dispenser,
             terminals: installed,
+            settlement: None,
             clock: shared,
             rng,
         })

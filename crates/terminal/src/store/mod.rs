@@ -358,4 +358,16 @@ impl TerminalStore for Box<dyn TerminalStore> {
     fn mark_services_uploaded(&mut self, sequences: &[u32]) -> Result<(), TerminalError> {
         (**self).mark_services_uploaded(sequences)
     }
+    fn save_transfer(&mut self, report: &TransferReport) -> Result<(), TerminalError> {
+        (**self).save_transfer(report)
+    }
+    fn transfers(&self) -> Result<Vec<StoredTransfer>, TerminalError> {
+        (**self).transfers()
+    }
+    fn pending_transfer_uploads(&self, limit: usize) -> Result<Vec<TransferReport>, TerminalError> {
+        (**self).pending_transfer_uploads(limit)
+    }
+    fn mark_transfers_uploaded(&mut self, sequences: &[u32]) -> Result<(), TerminalError> {
+        (**self).mark_transfers_uploaded(sequences)
+    }
 }

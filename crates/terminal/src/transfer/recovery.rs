@@ -46,7 +46,7 @@ impl<S: Sam, T: TerminalStore, R: CryptoRngCore> SettlementTerminal<S, T, R> {
         let mut source = self.read_card(from)?;
         let mut destination = self.read_card(to)?;
         if !source.pending() {
-            return Ok(None);
+            return self.note_completed(from, &source);
         }
         self.sync_keys(from, &mut source, to, &mut destination)?;
         self.settle_pending(from, &source, to, &destination)
@@ -105,6 +105,52 @@ impl<S: Sam, T: TerminalStore, R: CryptoRngCore> SettlementTerminal<S, T, R> {
                 }))
             }
         }
+    }
+
+    /// The source holds nothing pending, but this terminal may hold a report whose
+    /// completion answer it lost: if the source's last record is that transfer's debit, the
+    /// report takes it (the center then sees the transfer completed).
+    fn note_completed(
+        &mut self,
+        from: &mut impl CardReader,
+        source: &TransferCard,
+    ) -> Result<Option<RecoveryOutcome>, TerminalError> {
+        let unfinished: Vec<TransferReport> = self
+            .store
+            .transfers()?
+            .into_iter()
+            .map(|stored| stored.report)
+            .filter(|report| {
+                report.source == source.card_id()
+                    && report.source_record.is_none()
+                    && report
+                        .proof
+                        .as_ref()
+                        .is_none_or(|proof| proof.status == ProofStatus::Received)
+            })
+            .collect();
+        if unfinished.is_empty() {
+            return Ok(None);
+        }
+        let status = self.read_purse(from, source.card_id())?;
+        let Some(last) = status.last_usage else {
+            return Ok(None);
+        };
+        for mut report in unfinished {
+            if last.kind == TransactionKind::TransferOut
+                && last.challenge_card == report.challenge_source
+                && last.writer == self.sam.device_id()
+            {
+                let amount = report.amount;
+                report.source_record = Some(last);
+                self.store.save_transfer(&report)?;
+                return Ok(Some(RecoveryOutcome::Completed {
+                    sequence: report.sequence,
+                    amount,
+                }));
+            }
+        }
+        Ok(None)
     }
 
     /// Undoes the transfer in `report` in this same session: the destination's proof that it

@@ -1,0 +1,143 @@
+//! Card-to-card transfer through the settlement terminal (seed 000), end to end in one
+//! process: one purse balance spent at terminals and passed on card to card, and every lost
+//! answer settled exactly once by a later session with the same two cards.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use rand_chacha::ChaCha20Rng;
+use valuecard_card::eeprom::MemoryEeprom;
+use valuecard_card::image::EEPROM_SIZE;
+use valuecard_core::messages::transfer::ins;
+use valuecard_core::money::Amount;
+use valuecard_core::time::Date;
+use valuecard_reader::InProcessReader;
+use valuecard_sim::WorldError;
+use valuecard_sim::{read_purse, LosingAnswer, Storage, World};
+use valuecard_terminal::transfer::RecoveryOutcome;
+use valuecard_terminal::TerminalError;
+
+type Reader = InProcessReader<MemoryEeprom, ChaCha20Rng>;
+
+fn amount(minor: u64) -> Amount {
+    Amount::new(minor).unwrap()
+}
+
+/// A world with two issued cards holding `a` and `b`.
+fn two_cards(a: u64, b: u64) -> (World, Reader, Reader) {
+    let mut world =
+        World::create(Storage::Memory, 1, Date::from_ymd(2026, 11, 30).unwrap()).unwrap();
+    let card_a = world
+        .manufacture_card(MemoryEeprom::new(EEPROM_SIZE))
+        .unwrap();
+    let card_b = world
+        .manufacture_card(MemoryEeprom::new(EEPROM_SIZE))
+        .unwrap();
+    let mut reader_a = InProcessReader::with_card("A", card_a);
+    let mut reader_b = InProcessReader::with_card("B", card_b);
+    world.issue(&mut reader_a, amount(a)).unwrap();
+    world.issue(&mut reader_b, amount(b)).unwrap();
+    (world, reader_a, reader_b)
+}
+
+fn balance(reader: &mut Reader) -> u64 {
+    read_purse(reader).unwrap().balance.minor()
+}
+
+#[test]
+fn value_moves_card_to_card_and_is_spent_at_a_terminal() {
+    let (mut world, mut a, mut b) = two_cards(10_000, 500);
+    let receipt = world.transfer(&mut a, &mut b, amount(2_500)).unwrap();
+    assert_eq!(receipt.source_balance_after, amount(7_500));
+    assert_eq!(receipt.destination_balance_after, amount(3_000));
+    assert_eq!(
+        receipt.command_pairs, 4,
+        "four command pairs after the SELECTs"
+    );
+    assert_eq!(receipt.key_update, None);
+    assert_eq!((balance(&mut a), balance(&mut b)), (7_500, 3_000));
+    // The received value is spent at a payment terminal, which checks the settlement
+    // terminal's record as the card's last writer ...
+    world.terminals[0].purchase(&mut b, amount(2_900)).unwrap();
+    assert_eq!(balance(&mut b), 100);
+    // ... and the source, whose last writer is the settlement terminal too.
+    world.terminals[0].purchase(&mut a, amount(500)).unwrap();
+    // Value passes on: back from A to B after both were used at a terminal.
+    world.transfer(&mut a, &mut b, amount(7_000)).unwrap();
+    assert_eq!((balance(&mut a), balance(&mut b)), (0, 7_100));
+    // A transfer beyond what the source holds is refused and changes nothing.
+    let refused = world.transfer(&mut a, &mut b, amount(1)).unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            WorldError::Terminal(TerminalError::InsufficientBalance { .. })
+        ),
+        "{refused}"
+    );
+    assert_eq!((balance(&mut a), balance(&mut b)), (0, 7_100));
+}
+
+/// Loses the answer to `instruction` (after the card processed it when `delivered`), then
+/// settles with a fresh session and checks that exactly `moved` went from A to B.
+fn lose_and_settle(instruction: u8, delivered: bool, moved: u64) {
+    let (mut world, mut a, mut b) = two_cards(10_000, 0);
+    let result = {
+        let (mut from, mut to);
+        let outcome = if instruction == ins::TRANSFER_IN || instruction == ins::TRANSFER_STATUS {
+            to = LosingAnswer {
+                inner: &mut b,
+                ins: instruction,
+                delivered,
+            };
+            world.transfer(&mut a, &mut to, amount(4_000))
+        } else {
+            from = LosingAnswer {
+                inner: &mut a,
+                ins: instruction,
+                delivered,
+            };
+            world.transfer(&mut from, &mut b, amount(4_000))
+        };
+        outcome
+    };
+    assert!(result.is_err(), "the lost answer must surface");
+    // Until it is settled, the reserved (or already sent) value cannot be spent from A.
+    if delivered || instruction != ins::TRANSFER_OUT {
+        let spend = world.terminals[0].purchase(&mut a, amount(10_000));
+        assert!(spend.is_err(), "reserved value was spendable");
+    }
+    let settled = world.settle_transfer(&mut a, &mut b).unwrap();
+    match (moved, settled) {
+        (0, None) | (0, Some(RecoveryOutcome::Undone { .. })) => {}
+        (4_000, Some(RecoveryOutcome::Completed { .. })) => {}
+        (_, other) => panic!("settlement {other:?} for a transfer that moved {moved}"),
+    }
+    assert_eq!(
+        (balance(&mut a), balance(&mut b)),
+        (10_000 - moved, moved),
+        "lost {instruction:02X} (delivered: {delivered})"
+    );
+    // Settling again changes nothing, and the cards are free for the next transfer.
+    assert_eq!(world.settle_transfer(&mut a, &mut b).unwrap(), None);
+    world.transfer(&mut a, &mut b, amount(1_000)).unwrap();
+    assert_eq!(
+        (balance(&mut a), balance(&mut b)),
+        (9_000 - moved, moved + 1_000)
+    );
+}
+
+#[test]
+fn a_lost_transfer_out_is_undone() {
+    lose_and_settle(ins::TRANSFER_OUT, true, 0);
+    lose_and_settle(ins::TRANSFER_OUT, false, 0);
+}
+
+#[test]
+fn a_lost_transfer_in_is_completed_or_undone_by_what_the_destination_did() {
+    lose_and_settle(ins::TRANSFER_IN, true, 4_000);
+    lose_and_settle(ins::TRANSFER_IN, false, 0);
+}
+
+#[test]
+fn a_lost_completion_is_completed() {
+    lose_and_settle(ins::TRANSFER_COMPLETE, true, 4_000);
+    lose_and_settle(ins::TRANSFER_COMPLETE, false, 4_000);
+}
