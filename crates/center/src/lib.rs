@@ -461,9 +461,25 @@ impl CenterLink for Center {
             request.sealing_key,
         );
         let card_key = self.card_key(&request.card_id);
-        let mut plain = [0u8; 32];
+        let mut plain = [0u8; 76];
         plain[..16].copy_from_slice(card_key.expose());
-        plain[16..].copy_from_slice(self.keys.common_key.expose());
+        plain[16..32].copy_from_slice(self.keys.common_key.expose());
+        let set = valuecard_core::messages::transfer::TransferKeySet {
+            transfer: valuecard_core::messages::transfer::TransferKey {
+                id: 1,
+                key: valuecard_core::crypto::diversify_key(
+                    &self.keys.master_key,
+                    0x16,
+                    b"transfer",
+                ),
+            },
+            limit: 2,
+            update: valuecard_core::messages::transfer::TransferKey {
+                id: 1,
+                key: valuecard_core::crypto::diversify_key(&self.keys.master_key, 0x17, b"update"),
+            },
+        };
+        plain[32..].copy_from_slice(&set.to_bytes());
         // Sealed to the card's freshly generated X25519 key with an ephemeral key of the
         // center: a sniffer of the personalisation who holds the transport key still cannot
         // open KU and KO.
