@@ -7,6 +7,7 @@
 pub mod attacks;
 pub mod insider_attacks;
 pub mod scenarios;
+pub mod transfer_attacks;
 mod transfers;
 
 pub use transfers::Settlement;

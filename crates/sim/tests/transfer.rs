@@ -79,24 +79,20 @@ fn value_moves_card_to_card_and_is_spent_at_a_terminal() {
 /// settles with a fresh session and checks that exactly `moved` went from A to B.
 fn lose_and_settle(instruction: u8, delivered: bool, moved: u64) {
     let (mut world, mut a, mut b) = two_cards(10_000, 0);
-    let result = {
-        let (mut from, mut to);
-        let outcome = if instruction == ins::TRANSFER_IN || instruction == ins::TRANSFER_STATUS {
-            to = LosingAnswer {
-                inner: &mut b,
-                ins: instruction,
-                delivered,
-            };
-            world.transfer(&mut a, &mut to, amount(4_000))
-        } else {
-            from = LosingAnswer {
-                inner: &mut a,
-                ins: instruction,
-                delivered,
-            };
-            world.transfer(&mut from, &mut b, amount(4_000))
+    let result = if instruction == ins::TRANSFER_IN {
+        let mut to = LosingAnswer {
+            inner: &mut b,
+            ins: instruction,
+            delivered,
         };
-        outcome
+        world.transfer(&mut a, &mut to, amount(4_000))
+    } else {
+        let mut from = LosingAnswer {
+            inner: &mut a,
+            ins: instruction,
+            delivered,
+        };
+        world.transfer(&mut from, &mut b, amount(4_000))
     };
     assert!(result.is_err(), "the lost answer must surface");
     // Until it is settled, the reserved (or already sent) value cannot be spent from A.

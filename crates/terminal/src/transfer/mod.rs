@@ -135,6 +135,10 @@ impl<S: Sam, T: TerminalStore, R: CryptoRngCore> SettlementTerminal<S, T, R> {
         &self.sam
     }
 
+    pub fn sam_mut(&mut self) -> &mut S {
+        &mut self.sam
+    }
+
     pub fn set_clock(&mut self, clock: Box<dyn Clock>) {
         self.clock = clock;
     }
