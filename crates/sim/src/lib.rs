@@ -328,7 +328,21 @@ impl World {
         let totals = self.center.load_totals()?;
         let (spent, purchases_in_doubt) = self.spent()?;
         let balances_total: u64 = balances.iter().map(|amount| amount.minor()).sum();
-        let settled = totals.in_flight_count == 0 && purchases_in_doubt == 0;
+        // A transfer the destination received while the source still holds it reserved is
+        // counted in both balances until it settles.
+        let transfers_in_flight = self
+            .transfer_reports()?
+            .iter()
+            .filter(|stored| {
+                matches!(
+                    stored.report.outcome(),
+                    valuecard_core::messages::transfer::TransferOutcome::Received
+                        | valuecard_core::messages::transfer::TransferOutcome::InDoubt
+                )
+            })
+            .count() as u64;
+        let settled =
+            totals.in_flight_count == 0 && purchases_in_doubt == 0 && transfers_in_flight == 0;
         Ok(Reconciliation {
             issued: totals.issued,
             loaded: totals.loaded,
@@ -336,6 +350,7 @@ impl World {
             balances_total,
             loads_in_flight: totals.in_flight_count,
             purchases_in_doubt,
+            transfers_in_flight,
             conserved: settled && totals.issued + totals.loaded == spent + balances_total,
         })
     }
@@ -356,6 +371,8 @@ pub struct Reconciliation {
     pub balances_total: u64,
     pub loads_in_flight: u64,
     pub purchases_in_doubt: u64,
+    /// Card-to-card transfers not yet settled on both cards (seed 000).
+    pub transfers_in_flight: u64,
     pub conserved: bool,
 }
 
