@@ -50,7 +50,8 @@ pub const MIGRATION: &str = r#"
 /// Keys looked up once per batch.
 #[derive(Default)]
 struct KeyCache {
-    writers: std::collections::HashMap<DeviceId, PublicKey>,
+    /// By writer and record kind: the role a writer needs depends on the kind.
+    writers: std::collections::HashMap<(DeviceId, TransactionKind), PublicKey>,
     cards: std::collections::HashMap<CardId, PublicKey>,
 }
 
@@ -219,16 +220,18 @@ impl Center {
             TransactionKind::Load => self.anchor().public_key,
             TransactionKind::Purchase
             | TransactionKind::TransferOut
-            | TransactionKind::TransferIn => match keys.writers.get(&previous.writer) {
-                Some(key) => *key,
-                None => {
-                    let key = self
-                        .terminal_key_any_status(previous.writer)
-                        .map_err(|error| lookup_failed(error, "the previous writer: "))?;
-                    keys.writers.insert(previous.writer, key);
-                    key
+            | TransactionKind::TransferIn => {
+                match keys.writers.get(&(previous.writer, previous.kind)) {
+                    Some(key) => *key,
+                    None => {
+                        let key = self
+                            .terminal_key_any_status(previous.writer, previous.kind)
+                            .map_err(|error| lookup_failed(error, "the previous writer: "))?;
+                        keys.writers.insert((previous.writer, previous.kind), key);
+                        key
+                    }
                 }
-            },
+            }
         };
         let card_key = match keys.cards.get(&item.card_id) {
             Some(key) => *key,
@@ -259,13 +262,23 @@ impl Center {
         ])
     }
 
-    /// The key of a payment terminal that was ever installed (a retired terminal's earlier
-    /// records stay verifiable). Any other device, a dispenser included, is refused: only a
-    /// payment terminal writes purchase records.
+    /// The key of the writer of a record of `kind` that was ever installed (a retired
+    /// terminal's earlier records stay verifiable): a payment terminal for a purchase, a
+    /// settlement terminal for a transfer. Any other device, a dispenser included, is
+    /// refused, so that no device's signature passes for a record its role never writes.
     pub(crate) fn terminal_key_any_status(
         &mut self,
         device_id: DeviceId,
+        kind: TransactionKind,
     ) -> Result<PublicKey, CenterError> {
+        let wanted = match kind {
+            TransactionKind::Purchase => valuecard_core::cert::Role::PaymentTerminal,
+            TransactionKind::TransferOut | TransactionKind::TransferIn => {
+                valuecard_core::cert::Role::SettlementTerminal
+            }
+            // The center writes loads itself; no device's key vouches for one.
+            TransactionKind::Load => return Err(CenterError::NotAuthorized(device_id)),
+        };
         let row = self
             .db
             .query_optional(
@@ -276,7 +289,7 @@ impl Center {
         let role = u8::try_from(row.int(1)?)
             .ok()
             .and_then(valuecard_core::cert::Role::from_u8);
-        if role != Some(valuecard_core::cert::Role::PaymentTerminal) {
+        if role != Some(wanted) {
             return Err(CenterError::NotAuthorized(device_id));
         }
         PublicKey::from_bytes(&row.bytes(0)?).map_err(|_| {
