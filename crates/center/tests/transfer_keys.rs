@@ -221,7 +221,10 @@ fn open_delivery(
         &card.card_key,
         &authorization.challenge_card,
         &authorization.signed_message(),
-        approval.transfer_keys.as_deref().expect("a load carries the transfer keys"),
+        approval
+            .transfer_keys
+            .as_deref()
+            .expect("a load carries the transfer keys"),
     )
     .unwrap()
 }
@@ -249,10 +252,7 @@ fn personalization_and_every_load_deliver_the_current_key_set() {
         challenge_card,
         challenge_dispenser,
     );
-    assert_eq!(
-        open_delivery(&card, &first, &authorization),
-        card.delivered
-    );
+    assert_eq!(open_delivery(&card, &first, &authorization), card.delivered);
     // Sealed for this load only: another load's authorization does not open it.
     let mut other = authorization.clone();
     other.load_number += 1;
@@ -307,7 +307,11 @@ fn a_card_issued_and_loaded_through_the_dispenser_holds_the_key_set() {
     };
     let before = info(&mut scene.a);
     assert_eq!(
-        (before.transfer_key_id, before.key_limit, before.update_key_id),
+        (
+            before.transfer_key_id,
+            before.key_limit,
+            before.update_key_id
+        ),
         (1, 2, 1)
     );
     scene.center().rotate_transfer_key().unwrap();

@@ -131,12 +131,7 @@ impl Scene {
         let mut b = blank(&mut world, "b");
         world.issue(&mut a, amount(1000)).unwrap();
         world.issue(&mut b, amount(500)).unwrap();
-        Scene {
-            world,
-            rng,
-            a,
-            b,
-        }
+        Scene { world, rng, a, b }
     }
 
     /// A device of `role` whose key the test holds.
