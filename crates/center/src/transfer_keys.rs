@@ -28,9 +28,10 @@ use crate::Center;
 pub const MIGRATION: &str = r#"
     CREATE TABLE key_generations (
         kind    TEXT PRIMARY KEY CHECK (kind IN ('transfer', 'update')),
-        current BIGINT NOT NULL CHECK (current >= 1 AND current < 4294967295)
+        current_generation BIGINT NOT NULL
+            CHECK (current_generation >= 1 AND current_generation < 4294967295)
     );
-    INSERT INTO key_generations (kind, current) VALUES ('transfer', 1), ('update', 1);
+    INSERT INTO key_generations (kind, current_generation) VALUES ('transfer', 1), ('update', 1);
     CREATE TABLE key_rotations (
         kind       TEXT NOT NULL CHECK (kind IN ('transfer', 'update')),
         generation BIGINT NOT NULL CHECK (generation > 1),
@@ -105,8 +106,8 @@ fn generation_from(value: i64) -> Result<u32, CenterError> {
 /// The current generations, read inside the caller's transaction.
 pub(crate) fn current_generations(tx: &mut dyn Executor) -> Result<KeyGenerations, CenterError> {
     let row = tx.query_one(
-        "SELECT (SELECT current FROM key_generations WHERE kind = 'transfer'),
-                (SELECT current FROM key_generations WHERE kind = 'update')",
+        "SELECT (SELECT current_generation FROM key_generations WHERE kind = 'transfer'),
+                (SELECT current_generation FROM key_generations WHERE kind = 'update')",
         &[],
     )?;
     Ok(KeyGenerations {
@@ -180,8 +181,8 @@ impl Center {
             // the history's primary key refuses a generation recorded twice.
             let generation = tx
                 .query_one(
-                    "UPDATE key_generations SET current = current + 1 WHERE kind = $1
-                     RETURNING current",
+                    "UPDATE key_generations SET current_generation = current_generation + 1
+                     WHERE kind = $1 RETURNING current_generation",
                     &[kind.as_str().into()],
                 )?
                 .int(0)?;

@@ -26,6 +26,9 @@ use crate::db::next_in_sequence;
 use crate::sql::{Executor, Row, Value};
 use crate::{Center, LoadTotals, PendingLoad};
 
+mod claim;
+use claim::Claim;
+
 /// A load as the center stored it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct StoredLoad {
@@ -277,14 +280,6 @@ impl Center {
     }
 }
 
-/// Why a claimed balance was refused.
-enum Claim {
-    /// The request does not hold together (it may be the dispenser's doing): refuse only.
-    Refuse(String),
-    /// The card itself signed a balance the center never put there: list it.
-    Tampered(String),
-}
-
 impl Center {
     /// Fig. 7 at the center: verify SU(Y * X * V) with the card's certified key and the
     /// card's last usage record for V, bound V by the center's own records, then sign
@@ -387,110 +382,6 @@ impl Center {
             return Ok(existing);
         }
         self.insert_load(request, balance_after)
-    }
-
-    /// Whether the balance the card claims is one a writer signed for its current state and
-    /// one the center's own records allow. The outer error is the center's; the inner one
-    /// says why the claim is refused.
-    fn check_claimed_balance(
-        &mut self,
-        request: &LoadRequest,
-    ) -> Result<Result<(), Claim>, CenterError> {
-        let offer = &request.offer;
-        let card_id = request.card_id;
-        // Balances only rise by loads and by transfers received (seed 000): the balance
-        // after the newest load that may have reached the card, plus every transfer the
-        // card received, bounds every later balance.
-        let ceiling = self
-            .db
-            .query_one(
-                "SELECT CAST(
-                     (SELECT COALESCE(MAX(balance_after_minor), 0) FROM loads
-                          WHERE card_id = $1 AND status != 'cancelled')
-                   + (SELECT COALESCE(SUM(amount_minor), 0) FROM transfers
-                          WHERE destination = $1 AND proof_status = 'received')
-                 AS BIGINT)",
-                &[card_id.0[..].into()],
-            )?
-            .int(0)?;
-        if offer.balance.minor() > ceiling as u64 {
-            // A settlement terminal that has not synced yet may hold a transfer this card
-            // received: a balance its genuine writer signed is then refused until it does,
-            // not listed. Only a balance nobody signed is the card's own edit.
-            let vouched = match &offer.last_usage {
-                Some(record)
-                    if record.counter == offer.counter
-                        && record.balance_after == offer.balance
-                        && matches!(
-                            record.kind,
-                            TransactionKind::TransferIn
-                                | TransactionKind::TransferOut
-                                | TransactionKind::Purchase
-                        ) =>
-                {
-                    self.genuine_writer(&card_id, record)?.is_some()
-                }
-                _ => false,
-            };
-            let reason = format!(
-                "the card claims {} but the center never loaded more than {}, transfers received included",
-                offer.balance,
-                amount_from(ceiling)?
-            );
-            return Ok(Err(if vouched {
-                Claim::Refuse(format!(
-                    "{reason}; a settlement terminal may still hold the card's transfers"
-                ))
-            } else {
-                Claim::Tampered(reason)
-            }));
-        }
-        let Some(record) = &offer.last_usage else {
-            return Ok(if offer.counter == 0 && offer.balance == Amount::ZERO {
-                Ok(())
-            } else {
-                Err(Claim::Refuse(
-                    "a card with value or history must show its last usage record".into(),
-                ))
-            });
-        };
-        if record.counter != offer.counter || record.balance_after != offer.balance {
-            return Ok(Err(Claim::Refuse(
-                "the card's last usage record does not describe the balance it claims".into(),
-            )));
-        }
-        match self.genuine_writer(&card_id, record)? {
-            None => {
-                return Ok(Err(Claim::Refuse(
-                    "the card's last usage record was not written by a party the center knows"
-                        .into(),
-                )))
-            }
-            // The card signed the balance and counter this load wrote: it reached the card.
-            // A load still pending is settled by this; one cancelled reveals a copy.
-            Some(Writer::Load(load)) if load.status != "committed" => {
-                let today = self.today().0;
-                if self.db.transaction(|tx| commit_load(tx, &load, today))? {
-                    return Err(CenterError::CardBlocked(card_id));
-                }
-            }
-            Some(_) => {}
-        }
-        if let Some(known) = self.remaining_value(&card_id)? {
-            if offer.counter < known.card_counter {
-                return Ok(Err(Claim::Refuse(format!(
-                    "card {card_id} reports counter {} below the center's record {}",
-                    offer.counter, known.card_counter
-                ))));
-            }
-            if offer.counter == known.card_counter && offer.balance != known.balance {
-                return Ok(Err(Claim::Refuse(format!(
-                    "card {card_id} claims {} at counter {} where the center knows {}",
-                    offer.balance, offer.counter, known.balance
-                ))));
-            }
-        }
-        Ok(Ok(()))
     }
 
     fn insert_load(
