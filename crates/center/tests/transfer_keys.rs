@@ -5,21 +5,15 @@
 
 mod common;
 
+use common::hand::{personalize, HandCard};
 use common::*;
 use rand_core::SeedableRng;
 use valuecard_center::transfer_keys::{KeyGenerations, KeyKind};
 use valuecard_center::Center;
-use valuecard_core::cert::Role;
-use valuecard_core::crypto::{aes_cmac, random_array, AesKey, SealingKeyPair, SigningKeyPair};
-use valuecard_core::ids::CardId;
-use valuecard_core::messages::center::{
-    CardCertificationRequest, CardIdRequest, CenterLink, LoadApproval, LoadRequest,
-};
-use valuecard_core::messages::purse::{
-    Challenge, InitializeLoad, LoadAuthorization, LoadOffer, PersonalizeCommand,
-    SEALED_KEYS_PLAINTEXT_LEN,
-};
-use valuecard_core::messages::transfer::{TransferKeySet, TRANSFER_KEY_SET_LEN};
+use valuecard_core::crypto::random_array;
+use valuecard_core::messages::center::{CenterLink, LoadApproval};
+use valuecard_core::messages::purse::{Challenge, LoadAuthorization};
+use valuecard_core::messages::transfer::TransferKeySet;
 use valuecard_core::time::FixedClock;
 use valuecard_sim::WorldRng;
 
@@ -112,103 +106,15 @@ fn rotations_from_two_centers_on_one_database_never_reuse_a_generation() {
     );
 }
 
-/// A card issued by hand: its key pairs stay with the test, as they stay on a card.
-struct HandCard {
-    id: CardId,
-    signing: SigningKeyPair,
-    card_key: AesKey,
-    delivered: TransferKeySet,
-}
-
-fn personalize(center: &mut Center, rng: &mut WorldRng) -> (HandCard, Device) {
-    let dispenser = Device::install(center, Role::Dispenser, rng);
-    let (serial, _) = center.manufacture_chip();
-    let card_challenge: Challenge = random_array(rng);
-    let request = CardIdRequest {
-        dispenser_id: dispenser.id,
-        chip_serial: serial,
-    };
-    let assignment = center.assign_card_id(&request, &card_challenge).unwrap();
-    let signing = SigningKeyPair::generate(rng);
-    let sealing = SealingKeyPair::generate(rng);
-    let personalization = center
-        .certify_card(&CardCertificationRequest {
-            dispenser_id: dispenser.id,
-            chip_serial: serial,
-            card_id: assignment.card_id,
-            signing_key: signing.public_key(),
-            sealing_key: sealing.public_key(),
-            card_challenge,
-        })
-        .unwrap();
-    // What PERSONALIZE carries opens only with the card's own X25519 key.
-    let plain = sealing
-        .open(
-            &PersonalizeCommand::sealed_keys_aad(&assignment.card_id),
-            &personalization.sealed_keys,
-        )
-        .unwrap();
-    assert_eq!(
-        plain.len(),
-        SEALED_KEYS_PLAINTEXT_LEN + TRANSFER_KEY_SET_LEN
-    );
-    let card_key = AesKey::from_slice(&plain[..16]).unwrap();
-    let delivered = TransferKeySet::from_bytes(&plain[SEALED_KEYS_PLAINTEXT_LEN..]).unwrap();
-    (
-        HandCard {
-            id: assignment.card_id,
-            signing,
-            card_key,
-            delivered,
-        },
-        dispenser,
-    )
-}
-
 fn load(
     center: &mut Center,
     card: &HandCard,
-    dispenser: &Device,
     challenge_card: Challenge,
     challenge_dispenser: Challenge,
 ) -> (LoadApproval, LoadAuthorization) {
-    let init = InitializeLoad {
-        challenge_dispenser,
-        amount: amount(300),
-        dispenser_id: dispenser.id,
-    };
-    let signed = LoadOffer::signed_message(&card.id, &init, &challenge_card, amount(0), 0);
-    let request = LoadRequest {
-        card_id: card.id,
-        dispenser_id: dispenser.id,
-        challenge_dispenser,
-        amount: amount(300),
-        offer: LoadOffer {
-            challenge_card,
-            balance: amount(0),
-            counter: 0,
-            signature: card.signing.sign(&signed),
-            last_usage: None,
-            last_writer_certificate: None,
-        },
-    };
+    let request = card.load_request(amount(300), challenge_card, challenge_dispenser);
     let approval = center.authorize_load(&request).unwrap();
-    let authorization = LoadAuthorization {
-        card_id: card.id,
-        dispenser_id: dispenser.id,
-        challenge_dispenser,
-        challenge_card,
-        counter: 0,
-        amount: amount(300),
-        balance_after: approval.balance_after,
-        load_number: approval.load_number,
-        date: approval.date,
-    };
-    // The card checks the center's MAC under KU before it opens anything.
-    assert_eq!(
-        approval.mac,
-        aes_cmac(&card.card_key, &authorization.signed_message())
-    );
+    let authorization = card.authorization(&request, &approval);
     (approval, authorization)
 }
 
@@ -232,7 +138,7 @@ fn open_delivery(
 #[test]
 fn personalization_and_every_load_deliver_the_current_key_set() {
     let (mut center, mut rng) = center(3);
-    let (card, dispenser) = personalize(&mut center, &mut rng);
+    let card = personalize(&mut center, &mut rng);
     assert_eq!(card.delivered, center.transfer_key_set().unwrap());
     assert_eq!(
         (
@@ -245,13 +151,7 @@ fn personalization_and_every_load_deliver_the_current_key_set() {
 
     let challenge_card: Challenge = random_array(&mut rng);
     let challenge_dispenser: Challenge = random_array(&mut rng);
-    let (first, authorization) = load(
-        &mut center,
-        &card,
-        &dispenser,
-        challenge_card,
-        challenge_dispenser,
-    );
+    let (first, authorization) = load(&mut center, &card, challenge_card, challenge_dispenser);
     assert_eq!(open_delivery(&card, &first, &authorization), card.delivered);
     // Sealed for this load only: another load's authorization does not open it.
     let mut other = authorization.clone();
@@ -268,18 +168,11 @@ fn personalization_and_every_load_deliver_the_current_key_set() {
     // the same nonce), and a new load the new generation with the limit above it.
     center.rotate_transfer_key().unwrap();
     center.rotate_update_key().unwrap();
-    let (retried, _) = load(
-        &mut center,
-        &card,
-        &dispenser,
-        challenge_card,
-        challenge_dispenser,
-    );
+    let (retried, _) = load(&mut center, &card, challenge_card, challenge_dispenser);
     assert_eq!(retried, first);
     let (fresh, fresh_authorization) = load(
         &mut center,
         &card,
-        &dispenser,
         random_array(&mut rng),
         random_array(&mut rng),
     );

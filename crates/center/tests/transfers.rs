@@ -8,6 +8,7 @@
 mod common;
 
 use common::*;
+use rand_core::SeedableRng;
 use valuecard_card::eeprom::MemoryEeprom;
 use valuecard_card::image::EEPROM_SIZE;
 use valuecard_card::Card;
@@ -522,4 +523,65 @@ fn a_proof_under_a_generation_the_card_had_left_behind_is_alerted() {
     assert_eq!(alerts[0].kind, "stale-transfer-key");
     // A has not been given generation 2: its value message under 1 is no sign of anything.
     assert!(scene.center().alerts_for(&a.id.0).unwrap().is_empty());
+}
+
+#[test]
+fn a_load_from_a_balance_raised_by_a_transfer_waits_for_the_report_and_is_never_taken_for_tampering(
+) {
+    use common::hand::personalize;
+    use valuecard_core::messages::center::CenterLink;
+    use valuecard_core::time::FixedClock;
+    let mut rng = valuecard_sim::WorldRng::seed_from_u64(18);
+    let mut center = Center::ephemeral(Box::new(FixedClock(today())), &mut rng).unwrap();
+    let mut terminal = Device::install(&mut center, Role::SettlementTerminal, &mut rng);
+    let mut source = personalize(&mut center, &mut rng);
+    source.load(&mut center, amount(500), &mut rng);
+    let mut card = personalize(&mut center, &mut rng);
+    card.load(&mut center, amount(300), &mut rng);
+    let key = center.transfer_key_set().unwrap().transfer;
+
+    // The card receives 100 at a settlement terminal that has not synced yet.
+    let mut scene_rng = valuecard_sim::WorldRng::seed_from_u64(19);
+    let report = received_report(
+        &mut terminal,
+        &mut scene_rng,
+        &source.state(),
+        &card.state(),
+        amount(100),
+        &key,
+    );
+    card.apply(report.destination_record.clone().unwrap());
+    assert_eq!(card.balance, amount(400));
+
+    // Above everything the center loaded, but signed by a settlement terminal: refused
+    // until the terminal reports, and the card is not listed.
+    let request = card.load_request(amount(50), random_array(&mut rng), random_array(&mut rng));
+    let refused = center.authorize_load(&request);
+    assert!(
+        matches!(&refused, Err(CenterError::Mismatch(reason)) if reason.contains("settlement terminal")),
+        "{refused:?}"
+    );
+    assert!(center.cloned_cards().unwrap().is_empty());
+    assert!(center.alerts().unwrap().is_empty());
+
+    // Once the report is in, the same card loads from its raised balance.
+    let receipt = upload(&mut center, &terminal, vec![report]);
+    assert_eq!(receipt.stored, 1, "{receipt:?}");
+    let (approval, _) = card.load(&mut center, amount(50), &mut rng);
+    assert_eq!(approval.balance_after, amount(450));
+
+    // A balance no writer signed is still the card's own edit: listed and blocked.
+    let mut forged = card.last.clone().unwrap();
+    forged.balance_after = amount(5000);
+    card.apply(forged);
+    let request = card.load_request(amount(1), random_array(&mut rng), random_array(&mut rng));
+    assert!(matches!(
+        center.authorize_load(&request),
+        Err(CenterError::CardBlocked(id)) if id == card.id
+    ));
+    assert!(center
+        .alerts_for(&card.id.0)
+        .unwrap()
+        .iter()
+        .any(|alert| alert.kind == "tampered-balance"));
 }

@@ -4,7 +4,9 @@
 //! builds them from the cards' answers.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use rand_core::SeedableRng;
+pub mod hand;
+
+use rand_core::{CryptoRngCore, SeedableRng};
 use valuecard_card::eeprom::MemoryEeprom;
 use valuecard_card::image::EEPROM_SIZE;
 use valuecard_center::Center;
@@ -42,6 +44,10 @@ pub struct Device {
 
 impl Device {
     pub fn install(center: &mut Center, role: Role, rng: &mut WorldRng) -> Self {
+        Self::install_with(center, role, rng)
+    }
+
+    pub fn install_with(center: &mut Center, role: Role, rng: &mut impl CryptoRngCore) -> Self {
         let id = center.allocate_device_id().unwrap();
         let key = SigningKeyPair::generate(rng);
         let request = InstallationRequest {
@@ -183,60 +189,74 @@ impl Scene {
         value: Amount,
         key: &TransferKey,
     ) -> TransferReport {
-        let challenge_source: Challenge = random_array(&mut self.rng);
-        let challenge_destination: Challenge = random_array(&mut self.rng);
-        let challenge_terminal: Challenge = random_array(&mut self.rng);
-        let binding = TransferBinding {
-            key_id: key.id,
+        received_report(terminal, &mut self.rng, source, destination, value, key)
+    }
+}
+
+/// The destination's half of a transfer as the terminal that ran TRANSFER OUT and
+/// TRANSFER IN holds it: value message, proof of receipt, the record it signed for the
+/// destination and the record the destination showed before.
+pub fn received_report(
+    terminal: &mut Device,
+    rng: &mut impl CryptoRngCore,
+    source: &CardState,
+    destination: &CardState,
+    value: Amount,
+    key: &TransferKey,
+) -> TransferReport {
+    let challenge_source: Challenge = random_array(rng);
+    let challenge_destination: Challenge = random_array(rng);
+    let challenge_terminal: Challenge = random_array(rng);
+    let binding = TransferBinding {
+        key_id: key.id,
+        source: source.id,
+        source_counter: source.counter,
+        challenge_source,
+        destination: destination.id,
+        destination_counter: destination.counter,
+        challenge_destination,
+        challenge_terminal,
+        date: today(),
+    };
+    let message = ValueMessage::seal(key, &binding, value);
+    let proof = TransferProof::make(
+        ProofStatus::Received,
+        key,
+        destination.counter + 1,
+        &ProofSubject {
             source: source.id,
-            source_counter: source.counter,
             challenge_source,
             destination: destination.id,
-            destination_counter: destination.counter,
-            challenge_destination,
-            challenge_terminal,
-            date: today(),
-        };
-        let message = ValueMessage::seal(key, &binding, value);
-        let proof = TransferProof::make(
-            ProofStatus::Received,
-            key,
-            destination.counter + 1,
-            &ProofSubject {
-                source: source.id,
-                challenge_source,
-                destination: destination.id,
-                amount: value,
-            },
-        );
-        let destination_record = terminal.record(
-            &destination.id,
-            RecordFields {
-                kind: TransactionKind::TransferIn,
-                counter: destination.counter + 1,
-                challenge_writer: challenge_terminal,
-                challenge_card: challenge_destination,
-                amount: value,
-                balance_after: destination.balance.checked_add(value).unwrap(),
-            },
-        );
-        TransferReport {
-            sequence: terminal.next_sequence(),
-            source: source.id,
-            destination: destination.id,
-            challenge_source,
             amount: value,
-            destination_counter: destination.counter,
-            value: Some(ValueEvidence {
-                binding,
-                value: message,
-            }),
-            proof: Some(proof),
-            destination_record: Some(destination_record),
-            destination_previous: destination.last.clone(),
-            source_record: None,
-            source_previous: None,
-        }
+        },
+    );
+    let destination_record = terminal.record(
+        &destination.id,
+        RecordFields {
+            kind: TransactionKind::TransferIn,
+            counter: destination.counter + 1,
+            challenge_writer: challenge_terminal,
+            challenge_card: challenge_destination,
+            amount: value,
+            balance_after: destination.balance.checked_add(value).unwrap(),
+        },
+    );
+    TransferReport {
+        sequence: terminal.next_sequence(),
+        source: source.id,
+        destination: destination.id,
+        challenge_source,
+        amount: value,
+        destination_counter: destination.counter,
+        value: Some(ValueEvidence {
+            binding,
+            value: message,
+        }),
+        proof: Some(proof),
+        destination_record: Some(destination_record),
+        destination_previous: destination.last.clone(),
+        source_record: None,
+        source_previous: None,
     }
 }
 
