@@ -129,10 +129,14 @@ pub struct Scene {
 impl Scene {
     /// Cards A (1000 minor units) and B (500), issued and loaded by the world's dispenser.
     pub fn new(seed: u64) -> Self {
+        Self::on(Storage::Memory, seed)
+    }
+
+    /// The same, with the center on `storage`.
+    pub fn on(storage: Storage, seed: u64) -> Self {
         let rng = WorldRng::seed_from_u64(seed);
         let mut world =
-            World::create_seeded(Storage::Memory, 1, today(), WorldRng::seed_from_u64(seed))
-                .unwrap();
+            World::create_seeded(storage, 1, today(), WorldRng::seed_from_u64(seed)).unwrap();
         let mut a = blank(&mut world, "a");
         let mut b = blank(&mut world, "b");
         world.issue(&mut a, amount(1000)).unwrap();
