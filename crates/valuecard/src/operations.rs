@@ -277,6 +277,11 @@ pub fn center_status(
     let pending = center.pending_loads().map_err(|e| e.to_string())?;
     let cards = center.card_count().map_err(|e| e.to_string())?;
     let devices = datadir::devices(data)?;
+    // Transfers received whose source has not shown the debit within the hold period are
+    // alerted when the center next looks, uploads or not.
+    center
+        .sweep_unsettled_transfers()
+        .map_err(|e| e.to_string())?;
     let alerts = center.alerts().map_err(|e| e.to_string())?;
     let generations = center.key_generations().map_err(|e| e.to_string())?;
     let status = totals.status();
