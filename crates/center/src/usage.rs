@@ -519,3 +519,53 @@ pub(crate) fn list_card(
     )?;
     Ok(true)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use rand_core::SeedableRng;
+    use valuecard_core::cert::Role;
+    use valuecard_core::crypto::{random_array, SealingKeyPair, SigningKeyPair};
+    use valuecard_core::messages::center::InstallationRequest;
+    use valuecard_core::time::{Date, FixedClock};
+
+    fn install(center: &mut Center, role: Role, rng: &mut rand_chacha::ChaCha20Rng) -> DeviceId {
+        let device_id = center.allocate_device_id().unwrap();
+        let request = InstallationRequest {
+            device_id,
+            signing_key: SigningKeyPair::generate(rng).public_key(),
+            sealing_key: SealingKeyPair::generate(rng).public_key(),
+            challenge: random_array(rng),
+        };
+        center.install_device(&request, role).unwrap();
+        device_id
+    }
+
+    #[test]
+    fn a_writer_key_is_given_only_for_the_records_its_role_writes() {
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(5);
+        let today = Date::from_ymd(2026, 6, 1).unwrap();
+        let mut center = Center::ephemeral(Box::new(FixedClock(today)), &mut rng).unwrap();
+        let payment = install(&mut center, Role::PaymentTerminal, &mut rng);
+        let settlement = install(&mut center, Role::SettlementTerminal, &mut rng);
+        let dispenser = install(&mut center, Role::Dispenser, &mut rng);
+        let cases = [
+            (payment, TransactionKind::Purchase, true),
+            (payment, TransactionKind::TransferIn, false),
+            (payment, TransactionKind::TransferOut, false),
+            (settlement, TransactionKind::TransferIn, true),
+            (settlement, TransactionKind::TransferOut, true),
+            (settlement, TransactionKind::Purchase, false),
+            (dispenser, TransactionKind::Purchase, false),
+            (dispenser, TransactionKind::Load, false),
+        ];
+        for (device, kind, allowed) in cases {
+            let key = center.terminal_key_any_status(device, kind);
+            assert_eq!(key.is_ok(), allowed, "{device} {kind:?}: {key:?}");
+            if !allowed {
+                assert!(matches!(key, Err(CenterError::NotAuthorized(d)) if d == device));
+            }
+        }
+    }
+}
