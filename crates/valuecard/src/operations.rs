@@ -294,8 +294,10 @@ pub fn center_status(
             money(-totals.difference())
         ),
         ReconciliationStatus::LoadsInFlight => format!(
-            "open while {} is in flight (settle those loads with `terminal settle`)",
-            money(totals.in_flight.into())
+            "open while {} in loads and {} in transfers is in flight (settle those loads with \
+             `terminal settle`; a transfer settles at its source card's next settlement session)",
+            money(totals.in_flight.into()),
+            money(totals.transfers.in_flight.into())
         ),
         ReconciliationStatus::Excess => format!(
             "EXCESS of {}: cards on record hold more than was paid in and not spent (a copied \
