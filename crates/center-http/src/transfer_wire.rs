@@ -200,3 +200,85 @@ impl TransferUploadBody {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use valuecard_core::crypto::{Signature, MAC_LEN, SIGNATURE_LEN};
+    use valuecard_core::messages::purse::{TerminalStamp, TransactionKind};
+    use valuecard_core::messages::transfer::ProofStatus;
+
+    /// A report with every optional part present and every number at its widest.
+    fn widest() -> TransferReport {
+        let record = UsageRecord {
+            kind: TransactionKind::TransferIn,
+            counter: u32::MAX,
+            challenge_writer: [0xFF; 16],
+            challenge_card: [0xFF; 16],
+            amount: Amount::MAX,
+            balance_after: Amount::MAX,
+            writer: DeviceId([0xFF; 8]),
+            writer_sequence: u32::MAX,
+            date: Date(u32::MAX),
+            signature: Signature([0xFF; SIGNATURE_LEN]),
+            stamp: Some(TerminalStamp {
+                count: u32::MAX,
+                signature: Signature([0xFF; SIGNATURE_LEN]),
+            }),
+        };
+        let source = CardId([0xFF; 8]);
+        let destination = CardId([0xFE; 8]);
+        TransferReport {
+            sequence: u32::MAX,
+            source,
+            destination,
+            challenge_source: [0xFF; 16],
+            amount: record.amount,
+            destination_counter: u32::MAX,
+            value: Some(ValueEvidence {
+                binding: TransferBinding {
+                    key_id: u32::MAX,
+                    source,
+                    source_counter: u32::MAX,
+                    challenge_source: [0xFF; 16],
+                    destination,
+                    destination_counter: u32::MAX,
+                    challenge_destination: [0xFF; 16],
+                    challenge_terminal: [0xFF; 16],
+                    date: Date::from_ymd(2099, 12, 31).unwrap(),
+                },
+                value: ValueMessage {
+                    key_id: u32::MAX,
+                    ciphertext: [0xFF; 24],
+                },
+            }),
+            proof: Some(TransferProof {
+                status: ProofStatus::NotReceived,
+                key_id: u32::MAX,
+                destination_counter: u32::MAX,
+                mac: [0xFF; MAC_LEN],
+            }),
+            destination_record: Some(record.clone()),
+            destination_previous: Some(record.clone()),
+            source_record: Some(record.clone()),
+            source_previous: Some(record),
+        }
+    }
+
+    #[test]
+    fn a_full_request_of_the_widest_reports_fits_the_body_limit() {
+        let report = widest();
+        assert_eq!(TransferReportBody::new(&report).decode().unwrap(), report);
+        let upload = TransferUpload {
+            terminal_id: DeviceId([0xFF; 8]),
+            reports: vec![report; TRANSFER_REPORTS_PER_REQUEST],
+        };
+        let body = serde_json::to_vec(&TransferUploadBody::new(&upload)).unwrap();
+        assert!(
+            body.len() < crate::MAX_BODY_BYTES,
+            "{} bytes for {TRANSFER_REPORTS_PER_REQUEST} reports",
+            body.len()
+        );
+    }
+}
