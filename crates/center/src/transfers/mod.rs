@@ -28,7 +28,9 @@ use check::ReportError;
 use store::{store_report, sweep_unsettled, Stored};
 
 /// Migration: transfers by name, and each terminal's reports by its own sequence (a retry is
-/// recognized as the same report; another report under a used sequence is refused).
+/// recognized as the same report; another report under a used sequence is refused). The
+/// partial index keeps the hold-period sweep that runs with every upload to the transfers
+/// still waiting for their source, not the whole table.
 pub const MIGRATION: &str = r#"
     CREATE TABLE transfers (
         source                     BYTEA NOT NULL CHECK (length(source) = 8),
@@ -54,6 +56,8 @@ pub const MIGRATION: &str = r#"
     );
     CREATE INDEX transfers_by_destination ON transfers (destination, destination_counter);
     CREATE INDEX transfers_by_source_state ON transfers (source, source_counter);
+    CREATE INDEX transfers_unsettled ON transfers (received_on)
+        WHERE proof_status = 'received' AND source_counter IS NULL AND alerted_on IS NULL;
     CREATE TABLE transfer_reports (
         terminal_id       BYTEA NOT NULL CHECK (length(terminal_id) = 8),
         terminal_sequence BIGINT NOT NULL,
