@@ -1,5 +1,5 @@
-//! The center service's JSON request and answer bodies (`valuecard_center_http::wire` and
-//! `terminal_wire`). The first byte selects the body, the rest is JSON. Whatever parses must
+//! The center service's JSON request and answer bodies (`valuecard_center_http::wire`,
+//! `terminal_wire` and `transfer_wire`). The first byte selects the body, the rest is JSON. Whatever parses must
 //! decode or be refused with a field name, never panic; a body that decodes must come back
 //! to the same message after one more encode and decode (one meaning per message).
 #![no_main]
@@ -11,12 +11,13 @@ use serde::de::DeserializeOwned;
 use valuecard_center_http::terminal_wire::{
     ListDeltaBody, StampBody, UploadReceiptBody, UsageUploadBody,
 };
+use valuecard_center_http::transfer_wire::TransferUploadBody;
 use valuecard_center_http::wire::{
     ApprovalBody, AuthorizeBody, CertifyBody, PersonalizationBody, SettleBody,
     SettlementChallengeBody, WireError,
 };
 
-const BODIES: u8 = 10;
+const BODIES: u8 = 11;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&selector, body)) = data.split_first() else {
@@ -36,6 +37,7 @@ fuzz_target!(|data: &[u8]| {
         6 => round_trip::<UsageUploadBody, _>(body, |b| b.decode(), UsageUploadBody::new),
         7 => round_trip::<UploadReceiptBody, _>(body, |b| b.decode(), UploadReceiptBody::new),
         8 => round_trip::<ListDeltaBody, _>(body, |b| b.decode(), ListDeltaBody::new),
+        10 => round_trip::<TransferUploadBody, _>(body, |b| b.decode(), TransferUploadBody::new),
         _ => {
             if let Ok(parsed) = serde_json::from_slice::<StampBody>(body) {
                 if let Ok((device, stamp)) = parsed.decode() {

@@ -452,6 +452,48 @@ impl valuecard_core::messages::center::TerminalLink for HttpCenterLink {
     }
 }
 
+impl valuecard_core::messages::transfer::TransferLink for HttpCenterLink {
+    /// In parts of [`crate::transfer_wire::TRANSFER_REPORTS_PER_REQUEST`]; the receipts add
+    /// up. A part that fails stops the upload: the parts before it are stored, and sending
+    /// the whole again makes them duplicates.
+    fn upload_transfers(
+        &mut self,
+        upload: &valuecard_core::messages::transfer::TransferUpload,
+    ) -> Result<valuecard_core::messages::center::UploadReceipt, CenterError> {
+        use valuecard_core::messages::transfer::{TransferReport, TransferUpload};
+        let mut total = valuecard_core::messages::center::UploadReceipt::default();
+        // An empty upload still asks the center (it answers whether this terminal may upload).
+        let empty: [TransferReport; 0] = [];
+        let chunks: Vec<&[TransferReport]> = if upload.reports.is_empty() {
+            vec![&empty[..]]
+        } else {
+            upload
+                .reports
+                .chunks(crate::transfer_wire::TRANSFER_REPORTS_PER_REQUEST)
+                .collect()
+        };
+        for chunk in chunks {
+            let part = TransferUpload {
+                terminal_id: upload.terminal_id,
+                reports: chunk.to_vec(),
+            };
+            let body = crate::transfer_wire::TransferUploadBody::new(&part);
+            let answer: crate::terminal_wire::UploadReceiptBody =
+                self.call("POST", paths::TRANSFERS, Some(&body))?;
+            let receipt = decoded(paths::TRANSFERS, answer.decode())?;
+            total.stored += receipt.stored;
+            total.duplicates += receipt.duplicates;
+            total.refused.extend(receipt.refused);
+            for card in receipt.clones_detected {
+                if !total.clones_detected.contains(&card) {
+                    total.clones_detected.push(card);
+                }
+            }
+        }
+        Ok(total)
+    }
+}
+
 impl valuecard_core::messages::credit::ServiceLink for HttpCenterLink {
     fn upload_service_records(
         &mut self,

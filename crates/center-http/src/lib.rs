@@ -24,6 +24,7 @@
 //! | `POST /v1/lists/delta` | `TerminalLink::list_delta` (payment terminals) | [`terminal_wire::ListDeltaBody`] |
 //! | `POST /v1/services` | `ServiceLink::upload_service_records` (payment terminals) | [`terminal_wire::ServiceReceiptBody`] |
 //! | `POST /v1/stamps` | `TerminalLink::report_stamp` (payment terminals) | [`terminal_wire::StampBody`] |
+//! | `POST /v1/transfers` | `TransferLink::upload_transfers` (settlement terminals) | [`terminal_wire::UploadReceiptBody`] |
 //! | `GET /health` | `SELECT 1` on the service's own database connection | 200 [`wire::HealthBody`], or 503 while the database is away |
 //! | `GET /metrics` | Prometheus text exposition | `text/plain; version=0.0.4` |
 //!
@@ -55,7 +56,8 @@
 //! anchor and refuses any answer that does not verify, so an answer altered on the way, or
 //! replayed from another request, is never acted on. The device a body names (`dispenser_id`, `terminal_id`) must be the
 //! authenticated device; the card and load endpoints are for dispensers, the usage, list and
-//! stamp endpoints for payment terminals (403 otherwise).
+//! stamp endpoints for payment terminals, the transfer endpoint for settlement terminals
+//! (403 otherwise).
 //!
 //! # Errors
 //!
@@ -83,6 +85,7 @@ pub mod serve;
 pub mod server;
 pub mod terminal_wire;
 pub mod tls;
+pub mod transfer_wire;
 pub mod wire;
 
 pub use client::HttpCenterLink;
@@ -115,6 +118,7 @@ pub mod paths {
     pub const LISTS: &str = "/v1/lists/delta";
     pub const STAMPS: &str = "/v1/stamps";
     pub const SERVICES: &str = "/v1/services";
+    pub const TRANSFERS: &str = "/v1/transfers";
     pub const HEALTH: &str = "/health";
     pub const METRICS: &str = "/metrics";
 

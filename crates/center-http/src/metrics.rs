@@ -29,6 +29,7 @@ pub(crate) fn endpoint_label(path: &str) -> &'static str {
         paths::LISTS => paths::LISTS,
         paths::STAMPS => paths::STAMPS,
         paths::SERVICES => paths::SERVICES,
+        paths::TRANSFERS => paths::TRANSFERS,
         paths::HEALTH => paths::HEALTH,
         paths::METRICS => paths::METRICS,
         _ if path

@@ -156,6 +156,15 @@ where
     device_request(app, request, Role::PaymentTerminal, work).await
 }
 
+/// Runs `work` for an authenticated settlement terminal's request (seed 000).
+pub(crate) async fn settlement_request<T, F>(app: App, request: Request, work: F) -> Response
+where
+    T: Serialize + Send + 'static,
+    F: FnOnce(&mut Center, &AuthenticatedDevice, &[u8]) -> Result<T, Problem> + Send + 'static,
+{
+    device_request(app, request, Role::SettlementTerminal, work).await
+}
+
 async fn device_request<T, F>(app: App, request: Request, role: Role, work: F) -> Response
 where
     T: Serialize + Send + 'static,
@@ -283,10 +292,10 @@ where
     let verified = verify_request(&app, credentials, method, path, body).await?;
     let device_id = verified.request.device_id();
     if verified.request.role() != role {
-        let wanted = if role == Role::Dispenser {
-            "a dispenser"
-        } else {
-            "a payment terminal"
+        let wanted = match role {
+            Role::Dispenser => "a dispenser",
+            Role::SettlementTerminal => "a settlement terminal",
+            _ => "a payment terminal",
         };
         return Err(Problem::new(
             ProblemKind::NotAuthorized,

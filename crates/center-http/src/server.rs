@@ -29,8 +29,8 @@ use valuecard_core::messages::center::CenterLink;
 
 use crate::metrics::{endpoint_label, Metrics};
 use crate::problem::{Problem, ProblemKind, Refusal, INTERNAL_DETAIL};
-use crate::request::{dispenser_request, terminal_request};
-use crate::{content_type, paths, terminal_wire, wire};
+use crate::request::{dispenser_request, settlement_request, terminal_request};
+use crate::{content_type, paths, terminal_wire, transfer_wire, wire};
 
 /// What every handler shares.
 #[derive(Debug, Clone)]
@@ -126,6 +126,7 @@ pub(crate) fn build(app: App) -> Router {
         .route(paths::LISTS, post(lists))
         .route(paths::STAMPS, post(stamps))
         .route(paths::SERVICES, post(services))
+        .route(paths::TRANSFERS, post(transfers))
         .route(paths::HEALTH, get(health))
         .route(paths::METRICS, get(metrics))
         .fallback(not_found)
@@ -311,6 +312,16 @@ async fn usage(State(app): State<App>, request: Request) -> Response {
         let upload = parse_json::<terminal_wire::UsageUploadBody>(body)?.decode()?;
         same_device(device, upload.terminal_id)?;
         let receipt = center.ingest_usage(&upload)?;
+        Ok(terminal_wire::UploadReceiptBody::new(&receipt))
+    })
+    .await
+}
+
+async fn transfers(State(app): State<App>, request: Request) -> Response {
+    settlement_request(app, request, |center, device, body| {
+        let upload = parse_json::<transfer_wire::TransferUploadBody>(body)?.decode()?;
+        same_device(device, upload.terminal_id)?;
+        let receipt = center.ingest_transfers(&upload)?;
         Ok(terminal_wire::UploadReceiptBody::new(&receipt))
     })
     .await

@@ -54,6 +54,14 @@ pub enum AlertKind {
     /// A restored card spent at a terminal after its value was put on a replacement: the
     /// amount is lost to the operator, bounded by what the terminals accept before they sync.
     SpentAfterRestore,
+    /// A card received value whose source never showed the debit within the hold period
+    /// (seed 000): a value message no genuine source made, under an extracted transfer key.
+    TransferUnsettled,
+    /// A transfer proof or value message under a transfer-key generation older than one the
+    /// card had already been given: no genuine card makes it.
+    StaleTransferKey,
+    /// One transfer proven both received and not received.
+    TransferContradiction,
 }
 
 impl AlertKind {
@@ -65,6 +73,9 @@ impl AlertKind {
             AlertKind::RolledBack => "rolled-back",
             AlertKind::SpentAfterReport => "spent-after-report",
             AlertKind::SpentAfterRestore => "spent-after-restore",
+            AlertKind::TransferUnsettled => "transfer-unsettled",
+            AlertKind::StaleTransferKey => "stale-transfer-key",
+            AlertKind::TransferContradiction => "transfer-contradiction",
         }
     }
 }

@@ -89,6 +89,11 @@ pub const MIGRATIONS: &[&str] = &[
         created_on BIGINT NOT NULL
     );
     "#,
+    // 9: transfer-key and update-key generations (seed 000) and what each card and load
+    // was given.
+    crate::transfer_keys::MIGRATION,
+    // 10: card-to-card transfers as settlement terminals report them (seed 000).
+    crate::transfers::MIGRATION,
 ];
 
 /// The center a database belongs to.

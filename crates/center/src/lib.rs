@@ -20,6 +20,8 @@ pub mod reconcile;
 pub mod settlement;
 pub mod sql;
 pub mod stamps;
+pub mod transfer_keys;
+pub mod transfers;
 pub mod usage;
 
 use std::path::{Path, PathBuf};
@@ -33,7 +35,10 @@ use valuecard_core::messages::center::{
     CardCertificationRequest, CardIdAssignment, CardIdRequest, CardPersonalization, CenterLink,
     LoadApproval, LoadOutcome, LoadRequest, LoadSettlement, SettlementChallengeRequest,
 };
-use valuecard_core::messages::purse::{Challenge, GenerateKeyPairCommand, PersonalizeCommand};
+use valuecard_core::messages::purse::{
+    Challenge, GenerateKeyPairCommand, PersonalizeCommand, SEALED_KEYS_PLAINTEXT_LEN,
+};
+use valuecard_core::messages::transfer::TRANSFER_KEY_SET_LEN;
 use valuecard_core::money::Amount;
 use valuecard_core::time::{Clock, Date};
 
@@ -461,25 +466,15 @@ impl CenterLink for Center {
             request.sealing_key,
         );
         let card_key = self.card_key(&request.card_id);
-        let mut plain = [0u8; 76];
+        // KU || KO || the transfer keys (seed 000): the card can take part in transfers
+        // from its first day, before any load.
+        let key_set = self.transfer_key_set()?;
+        let mut plain = [0u8; SEALED_KEYS_PLAINTEXT_LEN + TRANSFER_KEY_SET_LEN];
         plain[..16].copy_from_slice(card_key.expose());
         plain[16..32].copy_from_slice(self.keys.common_key.expose());
-        let set = valuecard_core::messages::transfer::TransferKeySet {
-            transfer: valuecard_core::messages::transfer::TransferKey {
-                id: 1,
-                key: valuecard_core::crypto::diversify_key(
-                    &self.keys.master_key,
-                    0x16,
-                    b"transfer",
-                ),
-            },
-            limit: 2,
-            update: valuecard_core::messages::transfer::TransferKey {
-                id: 1,
-                key: valuecard_core::crypto::diversify_key(&self.keys.master_key, 0x17, b"update"),
-            },
-        };
-        plain[32..].copy_from_slice(&set.to_bytes());
+        let mut set_bytes = key_set.to_bytes();
+        plain[32..].copy_from_slice(&set_bytes);
+        zeroize::Zeroize::zeroize(&mut set_bytes);
         // Sealed to the card's freshly generated X25519 key with an ephemeral key of the
         // center: a sniffer of the personalisation who holds the transport key still cannot
         // open KU and KO.
@@ -507,7 +502,8 @@ impl CenterLink for Center {
             &PersonalizeCommand::mac_input(&request.card_challenge, &command.encode_unmacced()),
         );
         self.db.execute(
-            "UPDATE cards SET signing_key = $2, sealing_key = $3, certificate = $4, status = 'issued', issued_on = $5
+            "UPDATE cards SET signing_key = $2, sealing_key = $3, certificate = $4, status = 'issued', issued_on = $5,
+                 transfer_key_id = $6
              WHERE card_id = $1 AND status IN ('assigned', 'issued')",
             &[
                 request.card_id.0[..].into(),
@@ -515,6 +511,7 @@ impl CenterLink for Center {
                 request.sealing_key[..].into(),
                 certificate.encode().into(),
                 date.0.into(),
+                key_set.transfer.id.into(),
             ],
         )?;
         Ok(CardPersonalization {

@@ -23,6 +23,14 @@
 //!   `spent` and from the remaining value alike: the equation holds, but the remaining value
 //!   overstates what the cards hold by that spending. Either way only the terminals' next
 //!   sync tells; nothing at the center can know it offline.
+//!
+//! Card-to-card transfers (seed 000) move value and create none: a destination's record
+//! raises its remaining value by the amount and the source's record lowers its own by the
+//! same, so the equation above holds with every completed transfer in it. A transfer the
+//! destination received while the source still holds the amount reserved (in flight)
+//! raises the remaining value until the source's debit is reported; like a load in flight it
+//! is tolerated up to its amount. A destination that received value no source ever debits
+//! shows as excess once the hold period is over, and is alerted (`transfers.rs`).
 
 use crate::sql::Executor;
 use crate::{Center, CenterError};
@@ -48,6 +56,9 @@ pub struct Reconciliation {
     pub remaining: u64,
     /// How many cards have a remaining-value record in that sum.
     pub cards_with_remaining: u64,
+    /// Card-to-card transfers: they move value between cards and add nothing to the
+    /// equation; those in flight are tolerated like loads in flight.
+    pub transfers: crate::transfers::TransferTotals,
 }
 
 /// How the totals stand against each other.
@@ -58,7 +69,8 @@ pub enum ReconciliationStatus {
     /// The remaining value on record falls short: loads showed card balances lower than the
     /// uploaded purchases explain, so terminals still hold purchases to upload.
     UploadsOutstanding,
-    /// Loads are in flight and the totals agree within them: they settle once those loads do.
+    /// Loads (or transfers whose source has not shown its debit yet) are in flight and the
+    /// totals agree within them: they settle once those do.
     LoadsInFlight,
     /// The remaining value on record exceeds what was paid in and not spent, beyond anything
     /// in flight: value was created (a copied card spent a state twice, or a card claimed
@@ -94,9 +106,10 @@ impl Reconciliation {
 
     pub fn status(&self) -> ReconciliationStatus {
         let difference = self.difference();
-        if difference > i128::from(self.in_flight) {
+        let tolerated = i128::from(self.in_flight) + i128::from(self.transfers.in_flight);
+        if difference > tolerated {
             ReconciliationStatus::Excess
-        } else if self.in_flight_count > 0 {
+        } else if self.in_flight_count > 0 || self.transfers.in_flight_count > 0 {
             ReconciliationStatus::LoadsInFlight
         } else if difference < 0 {
             ReconciliationStatus::UploadsOutstanding
@@ -118,7 +131,7 @@ impl Center {
     /// serving requests meanwhile still gives one consistent snapshot (PostgreSQL gives each
     /// statement its own snapshot under READ COMMITTED, so separate queries could disagree).
     pub fn reconciliation(&mut self) -> Result<Reconciliation, CenterError> {
-        let row = self.db.query_one(
+        let sql = format!(
             "SELECT
                  (SELECT CAST(COALESCE(SUM(amount_minor), 0) AS BIGINT) FROM loads
                       WHERE kind = 'initial' AND status = 'committed'),
@@ -133,9 +146,11 @@ impl Center {
                  (SELECT CAST(COALESCE(SUM(balance_minor), 0) AS BIGINT) FROM remaining_values
                       WHERE card_id NOT IN (SELECT card_id FROM card_restorations)),
                  (SELECT CAST(COUNT(*) AS BIGINT) FROM remaining_values
-                      WHERE card_id NOT IN (SELECT card_id FROM card_restorations))",
-            &[],
-        )?;
+                      WHERE card_id NOT IN (SELECT card_id FROM card_restorations)),
+                 {}",
+            crate::transfers::TOTALS_COLUMNS
+        );
+        let row = self.db.query_one(&sql, &[])?;
         Ok(Reconciliation {
             issued: total(&row, 0)?,
             loaded: total(&row, 1)?,
@@ -146,6 +161,7 @@ impl Center {
             in_flight_count: total(&row, 6)?,
             remaining: total(&row, 7)?,
             cards_with_remaining: total(&row, 8)?,
+            transfers: crate::transfers::totals_from(&row, 9)?,
         })
     }
 }
@@ -165,6 +181,7 @@ mod tests {
             in_flight_count: u64::from(in_flight > 0),
             remaining,
             cards_with_remaining: 1,
+            transfers: Default::default(),
         }
     }
 
@@ -194,6 +211,14 @@ mod tests {
             totals(1000, 300, 200, 901).status(),
             ReconciliationStatus::Excess
         );
+        // A transfer received whose source has not shown the debit yet: tolerated up to
+        // its amount, beyond it value was created.
+        let mut transfer = totals(1000, 0, 0, 1250);
+        transfer.transfers.in_flight = 250;
+        transfer.transfers.in_flight_count = 1;
+        assert_eq!(transfer.status(), ReconciliationStatus::LoadsInFlight);
+        transfer.remaining = 1251;
+        assert_eq!(transfer.status(), ReconciliationStatus::Excess);
         // Spending beyond everything paid in stays a number, not an overflow.
         assert_eq!(
             totals(0, u64::MAX, 0, 0).expected_remaining(),

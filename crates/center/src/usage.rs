@@ -50,7 +50,8 @@ pub const MIGRATION: &str = r#"
 /// Keys looked up once per batch.
 #[derive(Default)]
 struct KeyCache {
-    writers: std::collections::HashMap<DeviceId, PublicKey>,
+    /// By writer and record kind: the role a writer needs depends on the kind.
+    writers: std::collections::HashMap<(DeviceId, TransactionKind), PublicKey>,
     cards: std::collections::HashMap<CardId, PublicKey>,
 }
 
@@ -219,16 +220,18 @@ impl Center {
             TransactionKind::Load => self.anchor().public_key,
             TransactionKind::Purchase
             | TransactionKind::TransferOut
-            | TransactionKind::TransferIn => match keys.writers.get(&previous.writer) {
-                Some(key) => *key,
-                None => {
-                    let key = self
-                        .terminal_key_any_status(previous.writer)
-                        .map_err(|error| lookup_failed(error, "the previous writer: "))?;
-                    keys.writers.insert(previous.writer, key);
-                    key
+            | TransactionKind::TransferIn => {
+                match keys.writers.get(&(previous.writer, previous.kind)) {
+                    Some(key) => *key,
+                    None => {
+                        let key = self
+                            .terminal_key_any_status(previous.writer, previous.kind)
+                            .map_err(|error| lookup_failed(error, "the previous writer: "))?;
+                        keys.writers.insert((previous.writer, previous.kind), key);
+                        key
+                    }
                 }
-            },
+            }
         };
         let card_key = match keys.cards.get(&item.card_id) {
             Some(key) => *key,
@@ -259,13 +262,23 @@ impl Center {
         ])
     }
 
-    /// The key of a payment terminal that was ever installed (a retired terminal's earlier
-    /// records stay verifiable). Any other device, a dispenser included, is refused: only a
-    /// payment terminal writes purchase records.
+    /// The key of the writer of a record of `kind` that was ever installed (a retired
+    /// terminal's earlier records stay verifiable): a payment terminal for a purchase, a
+    /// settlement terminal for a transfer. Any other device, a dispenser included, is
+    /// refused, so that no device's signature passes for a record its role never writes.
     pub(crate) fn terminal_key_any_status(
         &mut self,
         device_id: DeviceId,
+        kind: TransactionKind,
     ) -> Result<PublicKey, CenterError> {
+        let wanted = match kind {
+            TransactionKind::Purchase => valuecard_core::cert::Role::PaymentTerminal,
+            TransactionKind::TransferOut | TransactionKind::TransferIn => {
+                valuecard_core::cert::Role::SettlementTerminal
+            }
+            // The center writes loads itself; no device's key vouches for one.
+            TransactionKind::Load => return Err(CenterError::NotAuthorized(device_id)),
+        };
         let row = self
             .db
             .query_optional(
@@ -276,7 +289,7 @@ impl Center {
         let role = u8::try_from(row.int(1)?)
             .ok()
             .and_then(valuecard_core::cert::Role::from_u8);
-        if role != Some(valuecard_core::cert::Role::PaymentTerminal) {
+        if role != Some(wanted) {
             return Err(CenterError::NotAuthorized(device_id));
         }
         PublicKey::from_bytes(&row.bytes(0)?).map_err(|_| {
@@ -505,4 +518,54 @@ pub(crate) fn list_card(
         &[version.into(), card_id.0[..].into(), reason.as_str().into(), today.into()],
     )?;
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use rand_core::SeedableRng;
+    use valuecard_core::cert::Role;
+    use valuecard_core::crypto::{random_array, SealingKeyPair, SigningKeyPair};
+    use valuecard_core::messages::center::InstallationRequest;
+    use valuecard_core::time::{Date, FixedClock};
+
+    fn install(center: &mut Center, role: Role, rng: &mut rand_chacha::ChaCha20Rng) -> DeviceId {
+        let device_id = center.allocate_device_id().unwrap();
+        let request = InstallationRequest {
+            device_id,
+            signing_key: SigningKeyPair::generate(rng).public_key(),
+            sealing_key: SealingKeyPair::generate(rng).public_key(),
+            challenge: random_array(rng),
+        };
+        center.install_device(&request, role).unwrap();
+        device_id
+    }
+
+    #[test]
+    fn a_writer_key_is_given_only_for_the_records_its_role_writes() {
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(5);
+        let today = Date::from_ymd(2026, 6, 1).unwrap();
+        let mut center = Center::ephemeral(Box::new(FixedClock(today)), &mut rng).unwrap();
+        let payment = install(&mut center, Role::PaymentTerminal, &mut rng);
+        let settlement = install(&mut center, Role::SettlementTerminal, &mut rng);
+        let dispenser = install(&mut center, Role::Dispenser, &mut rng);
+        let cases = [
+            (payment, TransactionKind::Purchase, true),
+            (payment, TransactionKind::TransferIn, false),
+            (payment, TransactionKind::TransferOut, false),
+            (settlement, TransactionKind::TransferIn, true),
+            (settlement, TransactionKind::TransferOut, true),
+            (settlement, TransactionKind::Purchase, false),
+            (dispenser, TransactionKind::Purchase, false),
+            (dispenser, TransactionKind::Load, false),
+        ];
+        for (device, kind, allowed) in cases {
+            let key = center.terminal_key_any_status(device, kind);
+            assert_eq!(key.is_ok(), allowed, "{device} {kind:?}: {key:?}");
+            if !allowed {
+                assert!(matches!(key, Err(CenterError::NotAuthorized(d)) if d == device));
+            }
+        }
+    }
 }

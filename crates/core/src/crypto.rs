@@ -362,6 +362,13 @@ pub mod derivation {
     /// manufacture identifier under the center's manufacture key, so that the key read out
     /// of one unissued device opens nothing of another.
     pub const TRANSPORT_KEY: u8 = 0x15;
+    /// Generation n of the transfer key all cards share (seed 000), diversified from
+    /// `b"transfer" || n` (n big-endian) under KA: the center re-derives any generation it
+    /// handed out, so it stores no transfer key and can check every value message and proof.
+    pub const TRANSFER_KEY: u8 = 0x16;
+    /// Generation m of the update key under which cards pass a newer transfer key to each
+    /// other (seed 000, claims 2, 6, 9), diversified from `b"update" || m` under KA.
+    pub const UPDATE_KEY: u8 = 0x17;
 }
 
 /// Diversifies a 16-byte key from an identifier (card ID, terminal ID) under a master key.

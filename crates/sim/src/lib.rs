@@ -8,6 +8,7 @@ pub mod attacks;
 pub mod insider_attacks;
 pub mod scenarios;
 pub mod transfer_attacks;
+pub mod transfer_scenarios;
 mod transfers;
 
 pub use transfers::Settlement;

@@ -134,7 +134,7 @@ pub fn attacks(today: Date) -> Result<Vec<AttackOutcome>, WorldError> {
     let mut cards = vec![
         issued(&mut world, "A", 5_000)?,
         issued(&mut world, "B", 1_000)?,
-        issued(&mut world, "C", 0)?,
+        issued(&mut world, "C", 500)?,
     ];
     let mut outcomes = Vec::new();
     {

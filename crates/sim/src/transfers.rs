@@ -1,6 +1,7 @@
 //! Card-to-card transfer in the simulated world (seed 000): one settlement terminal, two
 //! in-process readers, and its reports uploaded to the center.
 
+use valuecard_core::messages::center::UploadReceipt;
 use valuecard_terminal::store::{StoredTransfer, TerminalStore};
 use valuecard_terminal::transfer::{RecoveryOutcome, SettlementTerminal, TransferReceipt};
 
@@ -54,5 +55,13 @@ impl World {
             Some(settlement) => Ok(settlement.store().transfers()?),
             None => Ok(Vec::new()),
         }
+    }
+
+    /// The settlement terminal uploads its reports to the center.
+    pub fn upload_transfers(&mut self) -> Result<UploadReceipt, WorldError> {
+        let Some(settlement) = self.settlement.as_mut() else {
+            return Ok(UploadReceipt::default());
+        };
+        Ok(settlement.upload_transfers(&mut self.center)?)
     }
 }

@@ -113,7 +113,7 @@ fn a_sniffer_with_the_transport_key_cannot_open_a_cards_ku_and_ko() {
     // Nor with an X25519 key of his own: the box is sealed to the card's key.
     let own = SealingKeyPair::generate(&mut OsRng);
     assert!(own.open(&aad, &personalize.sealed_keys).is_err());
-    // KU || KO || the transfer keys (seed 000).
+    // KU || KO || the transfer key set (seed 000).
     assert_eq!(
         personalize.sealed_keys.len(),
         SEAL_OVERHEAD + 32 + valuecard_core::messages::transfer::TRANSFER_KEY_SET_LEN

@@ -118,3 +118,13 @@ fn key_update_attacks_are_refused() {
     );
     assert_refused(transfer_attacks::forged_peer_certificate(victim).unwrap());
 }
+
+#[test]
+fn every_attack_of_the_demo_is_refused_in_its_own_world() {
+    let outcomes =
+        valuecard_sim::transfer_scenarios::attacks(Date::from_ymd(2026, 11, 30).unwrap()).unwrap();
+    assert_eq!(outcomes.len(), 11);
+    for outcome in outcomes {
+        assert_refused(outcome);
+    }
+}

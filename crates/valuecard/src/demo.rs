@@ -10,6 +10,7 @@ use valuecard_reader::InProcessReader;
 use valuecard_sim::attacks::{self, AttackOutcome};
 use valuecard_sim::insider_attacks;
 use valuecard_sim::scenarios::{self, ScenarioOutcome};
+use valuecard_sim::transfer_scenarios;
 use valuecard_sim::{card_path, read_purse, Storage, World, WorldError};
 
 #[derive(clap::Args, Debug)]
@@ -86,6 +87,8 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, String> {
         statements,
         cards,
         purchases,
+        transfers,
+        key_updates,
     } = outcome;
     let all_refused = attacks.iter().all(|attack| attack.refused);
     let all_held = scenarios.iter().all(|scenario| scenario.held);
@@ -98,6 +101,7 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, String> {
             "balances_total": reconciliation.balances_total,
             "loads_in_flight": reconciliation.loads_in_flight,
             "purchases_in_doubt": reconciliation.purchases_in_doubt,
+            "transfers_in_flight": reconciliation.transfers_in_flight,
             "conserved": reconciliation.conserved,
             "attacks": attacks.iter().map(|attack| serde_json::json!({
                 "name": attack.name,
@@ -114,6 +118,8 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, String> {
             "statements": statements,
             "cards": cards,
             "purchases": purchases,
+            "transfers": transfers,
+            "key_updates": key_updates,
         });
         println!("{value}");
     } else {
@@ -162,6 +168,8 @@ struct DemoReport {
     statements: Vec<serde_json::Value>,
     cards: Vec<serde_json::Value>,
     purchases: Vec<serde_json::Value>,
+    transfers: Vec<serde_json::Value>,
+    key_updates: Vec<serde_json::Value>,
 }
 
 fn run_in(dir: &Path, out: &mut Account) -> Result<DemoReport, WorldError> {
@@ -232,6 +240,41 @@ fn run_in(dir: &Path, out: &mut Account) -> Result<DemoReport, WorldError> {
     }
 
     out.say("");
+    out.say("Card to card (seed 000)");
+    let show = transfer_scenarios::card_to_card(&mut world, &mut readers)?;
+    for line in &show.lines {
+        out.say(format!("  {line}"));
+    }
+    let transfers: Vec<serde_json::Value> = show
+        .transfers
+        .iter()
+        .map(|t| {
+            serde_json::json!({
+                "sequence": t.sequence,
+                "source": t.source.to_string(),
+                "destination": t.destination.to_string(),
+                "amount": t.amount.minor(),
+                "source_balance_after": t.source_balance_after.minor(),
+                "destination_balance_after": t.destination_balance_after.minor(),
+                "command_pairs": t.command_pairs,
+                "key_update": t.key_update.map(|u| u.path.as_str()),
+            })
+        })
+        .collect();
+    let key_updates: Vec<serde_json::Value> = show
+        .key_updates
+        .iter()
+        .map(|u| {
+            serde_json::json!({
+                "card": u.card.to_string(),
+                "from": u.from_key_id,
+                "to": u.to_key_id,
+                "path": u.path.as_str(),
+            })
+        })
+        .collect();
+
+    out.say("");
     out.say("Attacks");
     let mut outcomes = vec![
         attacks::rogue_terminal_certificate(&mut world, &mut readers[0])?,
@@ -244,6 +287,8 @@ fn run_in(dir: &Path, out: &mut Account) -> Result<DemoReport, WorldError> {
     // The insiders: a card's owner with its chip open, a dishonest dispenser or terminal,
     // each in a world of its own so their attempts stay out of this reconciliation.
     outcomes.extend(insider_attacks::run_all(today)?);
+    // Card-to-card transfer attacks (seed 000), in a world of their own as well.
+    outcomes.extend(transfer_scenarios::attacks(today)?);
     for attack in &outcomes {
         out.say(format!(
             "  [{}] {}: {}",
@@ -335,6 +380,8 @@ fn run_in(dir: &Path, out: &mut Account) -> Result<DemoReport, WorldError> {
         statements,
         cards,
         purchases,
+        transfers,
+        key_updates,
     })
 }
 

@@ -17,6 +17,7 @@ mod demo;
 mod lifecycle;
 mod operations;
 mod pcsc;
+mod transfer_cli;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -133,6 +134,28 @@ enum CenterCommands {
         /// every terminal is known to have synced).
         #[arg(long, default_value_t = valuecard_center::lists::RESTORE_HOLD_DAYS)]
         hold_days: u32,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move the transfer key of card-to-card transfer to its next generation (cards receive
+    /// it with their next load; the limit they accept from a peer moves with it).
+    RotateTransferKey {
+        #[arg(long)]
+        data: PathBuf,
+        /// The center's records are in PostgreSQL at this URL (as given to `center init`).
+        #[arg(long, value_name = "URL")]
+        database: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move the update key, under which cards pass a newer transfer key to each other, to its
+    /// next generation.
+    RotateUpdateKey {
+        #[arg(long)]
+        data: PathBuf,
+        /// The center's records are in PostgreSQL at this URL (as given to `center init`).
+        #[arg(long, value_name = "URL")]
+        database: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -562,6 +585,26 @@ fn main() -> ExitCode {
             database,
             json,
         }) => operations::center_status(&data, database.as_deref(), json),
+        Commands::Center(CenterCommands::RotateTransferKey {
+            data,
+            database,
+            json,
+        }) => transfer_cli::center_rotate(
+            &data,
+            database.as_deref(),
+            valuecard_center::transfer_keys::KeyKind::Transfer,
+            json,
+        ),
+        Commands::Center(CenterCommands::RotateUpdateKey {
+            data,
+            database,
+            json,
+        }) => transfer_cli::center_rotate(
+            &data,
+            database.as_deref(),
+            valuecard_center::transfer_keys::KeyKind::Update,
+            json,
+        ),
         Commands::Center(CenterCommands::Statements {
             data,
             month,

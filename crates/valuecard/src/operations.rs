@@ -249,7 +249,7 @@ pub fn center_restore(
 
 /// Minor units as currency, for totals (which may exceed the largest card balance an
 /// `Amount` holds) and signed differences.
-fn money(minor: i128) -> String {
+pub(crate) fn money(minor: i128) -> String {
     let sign = if minor < 0 { "-" } else { "" };
     let minor = minor.unsigned_abs();
     format!("{sign}{}.{:02}", minor / 100, minor % 100)
@@ -277,7 +277,13 @@ pub fn center_status(
     let pending = center.pending_loads().map_err(|e| e.to_string())?;
     let cards = center.card_count().map_err(|e| e.to_string())?;
     let devices = datadir::devices(data)?;
+    // Transfers received whose source has not shown the debit within the hold period are
+    // alerted when the center next looks, uploads or not.
+    center
+        .sweep_unsettled_transfers()
+        .map_err(|e| e.to_string())?;
     let alerts = center.alerts().map_err(|e| e.to_string())?;
+    let generations = center.key_generations().map_err(|e| e.to_string())?;
     let status = totals.status();
     let center_id = center.anchor().center;
     let verdict = match status {
@@ -288,8 +294,10 @@ pub fn center_status(
             money(-totals.difference())
         ),
         ReconciliationStatus::LoadsInFlight => format!(
-            "open while {} is in flight (settle those loads with `terminal settle`)",
-            money(totals.in_flight.into())
+            "open while {} in loads and {} in transfers is in flight (settle those loads with \
+             `terminal settle`; a transfer settles at its source card's next settlement session)",
+            money(totals.in_flight.into()),
+            money(totals.transfers.in_flight.into())
         ),
         ReconciliationStatus::Excess => format!(
             "EXCESS of {}: cards on record hold more than was paid in and not spent (a copied \
@@ -315,6 +323,7 @@ pub fn center_status(
             "difference": json_int(totals.difference()),
             "reconciliation": status.as_str(),
             "reconciled": status == ReconciliationStatus::Reconciled,
+            "transfers": crate::transfer_cli::status_json(&generations, &totals.transfers),
             "not_known_here": NOT_KNOWN_HERE,
             "pending_loads": pending.iter().map(|p| json!({"card": p.card_id.to_string(), "load_number": p.load_number, "amount": p.amount.minor(), "dispenser": p.dispenser_id.to_string()})).collect::<Vec<_>>(),
             "alerts": alerts.iter().map(|a| json!({"subject": hex::encode_upper(a.subject), "kind": a.kind, "detail": a.detail, "raised_on": valuecard_core::time::Date(a.raised_on).to_string()})).collect::<Vec<_>>(),
@@ -349,6 +358,7 @@ pub fn center_status(
                 money(totals.remaining.into()),
                 totals.cards_with_remaining
             );
+            crate::transfer_cli::print_status(&generations, &totals.transfers);
             println!(
                 "  issued + loaded - restored - spent = {}: {verdict}",
                 money(totals.expected_remaining())

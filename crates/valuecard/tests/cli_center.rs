@@ -137,6 +137,44 @@ fn center_status_reconciles_issued_loaded_spent_and_remaining_value() {
 }
 
 #[cfg(unix)]
+#[test]
+fn rotations_from_the_command_line_move_the_generations_status_shows() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    json(&["center", "init", "--data", data]);
+    let status = json(&["center", "status", "--data", data]);
+    let generations = |status: &serde_json::Value| {
+        ["transfer_key", "transfer_key_limit", "update_key"]
+            .map(|key| status["transfers"][key].as_i64().unwrap())
+    };
+    assert_eq!(generations(&status), [1, 2, 1], "{status}");
+    assert_eq!(status["transfers"]["completed"], 0);
+
+    let rotated = json(&["center", "rotate-transfer-key", "--data", data]);
+    assert_eq!(
+        (
+            &rotated["key"],
+            &rotated["generation"],
+            &rotated["transfer_key_limit"]
+        ),
+        (&"transfer".into(), &2.into(), &3.into()),
+        "{rotated}"
+    );
+    let said = text(&["center", "rotate-update-key", "--data", data]);
+    assert!(
+        said.contains("update key rotated to generation 2"),
+        "{said}"
+    );
+    let status = json(&["center", "status", "--data", data]);
+    assert_eq!(generations(&status), [2, 3, 2], "{status}");
+    let said = text(&["center", "status", "--data", data]);
+    assert!(
+        said.contains("transfer key generation 2 (cards accept up to 3), update key generation 2"),
+        "{said}"
+    );
+}
+
 fn mode(path: &Path) -> u32 {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(path)

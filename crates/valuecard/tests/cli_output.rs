@@ -111,6 +111,8 @@ fn every_command_that_reports_takes_json() {
         &["center", "report-terminal"],
         &["center", "restore"],
         &["center", "statements"],
+        &["center", "rotate-transfer-key"],
+        &["center", "rotate-update-key"],
         &["card", "issue"],
         &["card", "apdu"],
         &["terminal", "readers"],

@@ -26,6 +26,9 @@ use crate::db::next_in_sequence;
 use crate::sql::{Executor, Row, Value};
 use crate::{Center, LoadTotals, PendingLoad};
 
+mod claim;
+use claim::Claim;
+
 /// A load as the center stored it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct StoredLoad {
@@ -129,7 +132,8 @@ pub(crate) fn list_and_block(
 }
 
 /// Whether an update other than load `except` already consumed the card state `counter`:
-/// a stored purchase that spent it, or another committed load that started from it.
+/// a stored purchase that spent it, another committed load that started from it, or a
+/// transfer that the card received or sent from it (`transfers.rs`).
 pub(crate) fn state_consumed_by_other(
     tx: &mut dyn Executor,
     card_id: &CardId,
@@ -141,6 +145,9 @@ pub(crate) fn state_consumed_by_other(
              (SELECT COUNT(*) FROM usage_records WHERE card_id = $1 AND card_counter = $2)
            + (SELECT COUNT(*) FROM loads WHERE card_id = $1 AND card_counter = $2
                  AND status = 'committed' AND load_number != $3)
+           + (SELECT COUNT(*) FROM transfers WHERE destination = $1 AND destination_counter = $2
+                 AND proof_status = 'received')
+           + (SELECT COUNT(*) FROM transfers WHERE source = $1 AND source_counter = $2)
          AS BIGINT)",
         &[
             card_id.0[..].into(),
@@ -246,7 +253,7 @@ pub(crate) enum Writer {
 impl Center {
     /// Whether a usage record carries its writer's valid signature: the center's for a load
     /// (checked against the stored load, which is returned), an installed payment terminal's
-    /// for a purchase. `None` when neither holds; only the center's own storage failures are
+    /// for a purchase, an installed settlement terminal's for a transfer. `None` when neither holds; only the center's own storage failures are
     /// errors, so that a device retries instead of being told the record is forged.
     pub(crate) fn genuine_writer(
         &mut self,
@@ -259,24 +266,18 @@ impl Center {
                 .map(Writer::Load)),
             TransactionKind::Purchase
             | TransactionKind::TransferOut
-            | TransactionKind::TransferIn => match self.terminal_key_any_status(record.writer) {
-                Ok(key) => Ok(key
-                    .verify(&record.signed_message(card_id), &record.signature)
-                    .is_ok()
-                    .then_some(Writer::Terminal)),
-                Err(error @ CenterError::Storage(_)) => Err(error),
-                Err(_) => Ok(None),
-            },
+            | TransactionKind::TransferIn => {
+                match self.terminal_key_any_status(record.writer, record.kind) {
+                    Ok(key) => Ok(key
+                        .verify(&record.signed_message(card_id), &record.signature)
+                        .is_ok()
+                        .then_some(Writer::Terminal)),
+                    Err(error @ CenterError::Storage(_)) => Err(error),
+                    Err(_) => Ok(None),
+                }
+            }
         }
     }
-}
-
-/// Why a claimed balance was refused.
-enum Claim {
-    /// The request does not hold together (it may be the dispenser's doing): refuse only.
-    Refuse(String),
-    /// The card itself signed a balance the center never put there: list it.
-    Tampered(String),
 }
 
 impl Center {
@@ -338,7 +339,8 @@ impl Center {
                     &[card_id.0[..].into(), counter.into(), offer.challenge_card[..].into()],
                 )?
                 .int(0)?;
-            if spent_by_purchase + spent_by_load > 0 {
+            let spent_by_transfer = crate::transfers::transfers_at_state(tx, &card_id, counter)?;
+            if spent_by_purchase + spent_by_load + spent_by_transfer > 0 {
                 list_and_block(
                     tx,
                     &card_id,
@@ -382,80 +384,6 @@ impl Center {
         self.insert_load(request, balance_after)
     }
 
-    /// Whether the balance the card claims is one a writer signed for its current state and
-    /// one the center's own records allow. The outer error is the center's; the inner one
-    /// says why the claim is refused.
-    fn check_claimed_balance(
-        &mut self,
-        request: &LoadRequest,
-    ) -> Result<Result<(), Claim>, CenterError> {
-        let offer = &request.offer;
-        let card_id = request.card_id;
-        // Balances only fall between loads: the balance after the newest load that may
-        // have reached the card bounds every later balance.
-        let ceiling = self
-            .db
-            .query_one(
-                "SELECT CAST(COALESCE(MAX(balance_after_minor), 0) AS BIGINT) FROM loads
-                 WHERE card_id = $1 AND status != 'cancelled'",
-                &[card_id.0[..].into()],
-            )?
-            .int(0)?;
-        if offer.balance.minor() > ceiling as u64 {
-            return Ok(Err(Claim::Tampered(format!(
-                "the card claims {} but the center never loaded more than {}",
-                offer.balance,
-                amount_from(ceiling)?
-            ))));
-        }
-        let Some(record) = &offer.last_usage else {
-            return Ok(if offer.counter == 0 && offer.balance == Amount::ZERO {
-                Ok(())
-            } else {
-                Err(Claim::Refuse(
-                    "a card with value or history must show its last usage record".into(),
-                ))
-            });
-        };
-        if record.counter != offer.counter || record.balance_after != offer.balance {
-            return Ok(Err(Claim::Refuse(
-                "the card's last usage record does not describe the balance it claims".into(),
-            )));
-        }
-        match self.genuine_writer(&card_id, record)? {
-            None => {
-                return Ok(Err(Claim::Refuse(
-                    "the card's last usage record was not written by a party the center knows"
-                        .into(),
-                )))
-            }
-            // The card signed the balance and counter this load wrote: it reached the card.
-            // A load still pending is settled by this; one cancelled reveals a copy.
-            Some(Writer::Load(load)) if load.status != "committed" => {
-                let today = self.today().0;
-                if self.db.transaction(|tx| commit_load(tx, &load, today))? {
-                    return Err(CenterError::CardBlocked(card_id));
-                }
-            }
-            Some(_) => {}
-        }
-        if let Some(known) = self.remaining_value(&card_id)? {
-            if offer.counter < known.card_counter {
-                return Ok(Err(Claim::Refuse(format!(
-                    "card {card_id} reports counter {} below the center's record {}",
-                    offer.counter, known.card_counter
-                ))));
-            }
-            if offer.counter == known.card_counter && offer.balance != known.balance {
-                return Ok(Err(Claim::Refuse(format!(
-                    "card {card_id} claims {} at counter {} where the center knows {}",
-                    offer.balance, offer.counter, known.balance
-                ))));
-            }
-        }
-        Ok(Ok(()))
-    }
-
     fn insert_load(
         &mut self,
         request: &LoadRequest,
@@ -466,9 +394,12 @@ impl Center {
         let root = &self.keys.root;
         // Loads pending at the same state stay pending: the card may have dropped their
         // sessions, or a copy of it may hold one. Only the card's evidence settles them.
-        let (authorization, signature) = self.db.transaction(|tx| {
+        let (authorization, signature, generations) = self.db.transaction(|tx| {
             let load_number = u32::try_from(next_in_sequence(tx, "load")?)
                 .map_err(|_| CenterError::Storage("load numbers exhausted".into()))?;
+            // Stored with the load: a retried request must seal the very same key set, since
+            // the nonce (the card's challenge) and the key are the same.
+            let generations = crate::transfer_keys::current_generations(tx)?;
             let authorization = LoadAuthorization {
                 card_id: request.card_id,
                 dispenser_id: request.dispenser_id,
@@ -484,8 +415,9 @@ impl Center {
             let kind = if offer.counter == 0 { "initial" } else { "recharge" };
             tx.execute(
                 "INSERT INTO loads (card_id, load_number, card_counter, challenge_card, challenge_dispenser, dispenser_id,
-                                    amount_minor, balance_after_minor, kind, status, authorized_on, signature)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', $10, $11)",
+                                    amount_minor, balance_after_minor, kind, status, authorized_on, signature,
+                                    transfer_key_id, transfer_key_limit, update_key_id)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', $10, $11, $12, $13, $14)",
                 &[
                     request.card_id.0[..].into(),
                     load_number.into(),
@@ -498,13 +430,19 @@ impl Center {
                     kind.into(),
                     date.0.into(),
                     signature.0[..].into(),
+                    generations.transfer.into(),
+                    generations.limit().into(),
+                    generations.update.into(),
                 ],
             )?;
-            Ok((authorization, signature))
+            Ok((authorization, signature, generations))
         })?;
-        let mac = aes_cmac(
-            &self.card_key(&request.card_id),
-            &authorization.signed_message(),
+        let card_key = self.card_key(&request.card_id);
+        let mac = aes_cmac(&card_key, &authorization.signed_message());
+        let key_set = self.key_set_for(
+            generations.transfer,
+            generations.limit(),
+            generations.update,
         );
         Ok(LoadApproval {
             balance_after,
@@ -512,7 +450,11 @@ impl Center {
             date,
             signature,
             mac,
-            transfer_keys: None,
+            transfer_keys: Some(key_set.seal_for_load(
+                &card_key,
+                &offer.challenge_card,
+                &authorization.signed_message(),
+            )),
         })
     }
 
@@ -560,18 +502,48 @@ impl Center {
             load_number: load.load_number,
             date: load.date,
         };
-        let mac = aes_cmac(
-            &self.card_key(&request.card_id),
-            &authorization.signed_message(),
-        );
+        let card_key = self.card_key(&request.card_id);
+        let mac = aes_cmac(&card_key, &authorization.signed_message());
+        // The generations stored with the load, never the current ones: the same plaintext
+        // under the same key and nonce gives the same ciphertext. A load authorized before
+        // the center delivered transfer keys gets none, for the same reason.
+        let transfer_keys =
+            self.delivered_generations(load.load_number)?
+                .map(|(transfer, limit, update)| {
+                    self.key_set_for(transfer, limit, update).seal_for_load(
+                        &card_key,
+                        &request.offer.challenge_card,
+                        &authorization.signed_message(),
+                    )
+                });
         Ok(Some(LoadApproval {
             balance_after,
             load_number: load.load_number,
             date: load.date,
             signature: load.signature,
             mac,
-            transfer_keys: None,
+            transfer_keys,
         }))
+    }
+
+    /// The key generations a load delivered: (transfer key, limit, update key).
+    fn delivered_generations(
+        &mut self,
+        load_number: u32,
+    ) -> Result<Option<(u32, u32, u32)>, CenterError> {
+        let row = self.db.query_one(
+            "SELECT transfer_key_id, transfer_key_limit, update_key_id FROM loads WHERE load_number = $1",
+            &[load_number.into()],
+        )?;
+        let id = |index: usize| -> Result<Option<u32>, CenterError> {
+            row.optional_int(index)?
+                .map(|value| u32::try_from(value).map_err(|_| corrupt("key generation")))
+                .transpose()
+        };
+        Ok(match (id(0)?, id(1)?, id(2)?) {
+            (Some(transfer), Some(limit), Some(update)) => Some((transfer, limit, update)),
+            _ => None,
+        })
     }
 
     /// Totals of every load, by kind and outcome.

@@ -1,0 +1,284 @@
+//! The JSON bodies of the settlement terminals' endpoint (seed 000): transfer reports. The
+//! protocol objects the center verifies (the destination's proof, the usage records) travel
+//! as their TLV encoding in hex; the value message and its binding field by field.
+
+use serde::{Deserialize, Serialize};
+use valuecard_core::ids::{CardId, DeviceId};
+use valuecard_core::messages::center::USAGE_BATCH_MAX;
+use valuecard_core::messages::purse::UsageRecord;
+use valuecard_core::messages::transfer::{
+    TransferBinding, TransferProof, TransferReport, TransferUpload, ValueEvidence, ValueMessage,
+};
+use valuecard_core::money::Amount;
+use valuecard_core::time::Date;
+
+use crate::wire::WireError;
+
+/// Transfer reports per HTTP upload, so one body stays far below the service's size limit
+/// (a report with four records is about four times a usage item).
+pub const TRANSFER_REPORTS_PER_REQUEST: usize = 16;
+
+fn refuse(field: &'static str, reason: impl Into<String>) -> WireError {
+    WireError {
+        field,
+        reason: reason.into(),
+    }
+}
+
+fn bytes(field: &'static str, text: &str) -> Result<Vec<u8>, WireError> {
+    hex::decode(text).map_err(|error| refuse(field, format!("not hex: {error}")))
+}
+
+fn array<const N: usize>(field: &'static str, text: &str) -> Result<[u8; N], WireError> {
+    let bytes = bytes(field, text)?;
+    <[u8; N]>::try_from(bytes.as_slice())
+        .map_err(|_| refuse(field, format!("expected {N} bytes, got {}", bytes.len())))
+}
+
+fn record(field: &'static str, text: &Option<String>) -> Result<Option<UsageRecord>, WireError> {
+    text.as_deref()
+        .map(|text| {
+            UsageRecord::decode(&bytes(field, text)?).map_err(|e| refuse(field, e.to_string()))
+        })
+        .transpose()
+}
+
+fn encode_record(record: &Option<UsageRecord>) -> Option<String> {
+    record.as_ref().map(|r| hex::encode(r.encode()))
+}
+
+/// The source's value message and everything it is bound to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValueEvidenceBody {
+    pub key_id: u32,
+    pub source_counter: u32,
+    pub challenge_destination: String,
+    pub challenge_terminal: String,
+    pub date: String,
+    /// The value message's key generation and ciphertext (hex).
+    pub value_key_id: u32,
+    pub ciphertext: String,
+}
+
+/// One transfer report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransferReportBody {
+    pub sequence: u32,
+    pub source: String,
+    pub destination: String,
+    pub challenge_source: String,
+    pub amount: u64,
+    pub destination_counter: u32,
+    pub value: Option<ValueEvidenceBody>,
+    /// `TransferProof::encode()` in hex.
+    pub proof: Option<String>,
+    /// `UsageRecord::encode()` in hex, each.
+    pub destination_record: Option<String>,
+    pub destination_previous: Option<String>,
+    pub source_record: Option<String>,
+    pub source_previous: Option<String>,
+}
+
+impl TransferReportBody {
+    pub fn new(report: &TransferReport) -> Self {
+        TransferReportBody {
+            sequence: report.sequence,
+            source: hex::encode(report.source.as_bytes()),
+            destination: hex::encode(report.destination.as_bytes()),
+            challenge_source: hex::encode(report.challenge_source),
+            amount: report.amount.minor(),
+            destination_counter: report.destination_counter,
+            value: report.value.as_ref().map(|evidence| {
+                let b = &evidence.binding;
+                ValueEvidenceBody {
+                    key_id: b.key_id,
+                    source_counter: b.source_counter,
+                    challenge_destination: hex::encode(b.challenge_destination),
+                    challenge_terminal: hex::encode(b.challenge_terminal),
+                    date: b.date.to_string(),
+                    value_key_id: evidence.value.key_id,
+                    ciphertext: hex::encode(evidence.value.ciphertext),
+                }
+            }),
+            proof: report.proof.as_ref().map(|p| hex::encode(p.encode())),
+            destination_record: encode_record(&report.destination_record),
+            destination_previous: encode_record(&report.destination_previous),
+            source_record: encode_record(&report.source_record),
+            source_previous: encode_record(&report.source_previous),
+        }
+    }
+
+    pub fn decode(&self) -> Result<TransferReport, WireError> {
+        let source = CardId(array("source", &self.source)?);
+        let destination = CardId(array("destination", &self.destination)?);
+        let challenge_source = array("challenge_source", &self.challenge_source)?;
+        let destination_counter = self.destination_counter;
+        let value = self
+            .value
+            .as_ref()
+            .map(|v| -> Result<ValueEvidence, WireError> {
+                Ok(ValueEvidence {
+                    binding: TransferBinding {
+                        key_id: v.key_id,
+                        source,
+                        source_counter: v.source_counter,
+                        challenge_source,
+                        destination,
+                        destination_counter,
+                        challenge_destination: array(
+                            "challenge_destination",
+                            &v.challenge_destination,
+                        )?,
+                        challenge_terminal: array("challenge_terminal", &v.challenge_terminal)?,
+                        date: Date::parse(&v.date)
+                            .ok_or_else(|| refuse("date", "expected a date YYYY-MM-DD"))?,
+                    },
+                    value: ValueMessage {
+                        key_id: v.value_key_id,
+                        ciphertext: array("ciphertext", &v.ciphertext)?,
+                    },
+                })
+            })
+            .transpose()?;
+        let proof = self
+            .proof
+            .as_deref()
+            .map(|text| {
+                TransferProof::decode(&bytes("proof", text)?)
+                    .map_err(|e| refuse("proof", e.to_string()))
+            })
+            .transpose()?;
+        Ok(TransferReport {
+            sequence: self.sequence,
+            source,
+            destination,
+            challenge_source,
+            amount: Amount::new(self.amount).map_err(|e| refuse("amount", e.to_string()))?,
+            destination_counter,
+            value,
+            proof,
+            destination_record: record("destination_record", &self.destination_record)?,
+            destination_previous: record("destination_previous", &self.destination_previous)?,
+            source_record: record("source_record", &self.source_record)?,
+            source_previous: record("source_previous", &self.source_previous)?,
+        })
+    }
+}
+
+/// `POST /v1/transfers`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransferUploadBody {
+    pub terminal_id: String,
+    pub reports: Vec<TransferReportBody>,
+}
+
+impl TransferUploadBody {
+    pub fn new(upload: &TransferUpload) -> Self {
+        TransferUploadBody {
+            terminal_id: hex::encode(upload.terminal_id.as_bytes()),
+            reports: upload.reports.iter().map(TransferReportBody::new).collect(),
+        }
+    }
+
+    pub fn decode(&self) -> Result<TransferUpload, WireError> {
+        if self.reports.len() > USAGE_BATCH_MAX {
+            return Err(refuse(
+                "reports",
+                format!("at most {USAGE_BATCH_MAX} per upload"),
+            ));
+        }
+        Ok(TransferUpload {
+            terminal_id: DeviceId(array("terminal_id", &self.terminal_id)?),
+            reports: self
+                .reports
+                .iter()
+                .map(TransferReportBody::decode)
+                .collect::<Result<_, _>>()?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use valuecard_core::crypto::{Signature, MAC_LEN, SIGNATURE_LEN};
+    use valuecard_core::messages::purse::{TerminalStamp, TransactionKind};
+    use valuecard_core::messages::transfer::ProofStatus;
+
+    /// A report with every optional part present and every number at its widest.
+    fn widest() -> TransferReport {
+        let record = UsageRecord {
+            kind: TransactionKind::TransferIn,
+            counter: u32::MAX,
+            challenge_writer: [0xFF; 16],
+            challenge_card: [0xFF; 16],
+            amount: Amount::MAX,
+            balance_after: Amount::MAX,
+            writer: DeviceId([0xFF; 8]),
+            writer_sequence: u32::MAX,
+            date: Date(u32::MAX),
+            signature: Signature([0xFF; SIGNATURE_LEN]),
+            stamp: Some(TerminalStamp {
+                count: u32::MAX,
+                signature: Signature([0xFF; SIGNATURE_LEN]),
+            }),
+        };
+        let source = CardId([0xFF; 8]);
+        let destination = CardId([0xFE; 8]);
+        TransferReport {
+            sequence: u32::MAX,
+            source,
+            destination,
+            challenge_source: [0xFF; 16],
+            amount: record.amount,
+            destination_counter: u32::MAX,
+            value: Some(ValueEvidence {
+                binding: TransferBinding {
+                    key_id: u32::MAX,
+                    source,
+                    source_counter: u32::MAX,
+                    challenge_source: [0xFF; 16],
+                    destination,
+                    destination_counter: u32::MAX,
+                    challenge_destination: [0xFF; 16],
+                    challenge_terminal: [0xFF; 16],
+                    date: Date::from_ymd(2099, 12, 31).unwrap(),
+                },
+                value: ValueMessage {
+                    key_id: u32::MAX,
+                    ciphertext: [0xFF; 24],
+                },
+            }),
+            proof: Some(TransferProof {
+                status: ProofStatus::NotReceived,
+                key_id: u32::MAX,
+                destination_counter: u32::MAX,
+                mac: [0xFF; MAC_LEN],
+            }),
+            destination_record: Some(record.clone()),
+            destination_previous: Some(record.clone()),
+            source_record: Some(record.clone()),
+            source_previous: Some(record),
+        }
+    }
+
+    #[test]
+    fn a_full_request_of_the_widest_reports_fits_the_body_limit() {
+        let report = widest();
+        assert_eq!(TransferReportBody::new(&report).decode().unwrap(), report);
+        let upload = TransferUpload {
+            terminal_id: DeviceId([0xFF; 8]),
+            reports: vec![report; TRANSFER_REPORTS_PER_REQUEST],
+        };
+        let body = serde_json::to_vec(&TransferUploadBody::new(&upload)).unwrap();
+        assert!(
+            body.len() < crate::MAX_BODY_BYTES,
+            "{} bytes for {TRANSFER_REPORTS_PER_REQUEST} reports",
+            body.len()
+        );
+    }
+}
