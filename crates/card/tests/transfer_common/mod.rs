@@ -66,6 +66,24 @@ impl Device {
         device
     }
 
+    /// Test card `number` powered up from `memory` that already holds it.
+    pub fn open(number: u8, memory: MemoryEeprom) -> Self {
+        let seed = u64::from(number) * 1_000;
+        let card = Card::open(
+            FaultInjectingEeprom::new(memory.clone()),
+            ChaCha20Rng::seed_from_u64(seed),
+        )
+        .unwrap();
+        let mut device = Device {
+            number,
+            card,
+            memory,
+            seed,
+        };
+        device.select();
+        device
+    }
+
     pub fn id(&self) -> CardId {
         testing::card_id(self.number)
     }
