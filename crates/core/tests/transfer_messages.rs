@@ -115,8 +115,7 @@ type SameValue = Box<dyn Fn(&[u8]) -> Result<bool, DecodeError>>;
 /// Whether bytes decode at all.
 type Decodes = Box<dyn Fn(&[u8]) -> bool>;
 
-/// One sample: its encoding, whether decoding gives back the same value, and whether a
-/// shorter message could legitimately end where an optional field starts.
+/// One sample: its name, its encoding, and its decoder seen two ways.
 struct Sample {
     name: &'static str,
     bytes: Vec<u8>,
