@@ -36,7 +36,12 @@ pub struct Device {
     pub card: TestCard,
     pub memory: MemoryEeprom,
     seed: u64,
+    /// Where every exchange is recorded, when a test writes a transcript.
+    pub transcript: Option<Transcript>,
 }
+
+/// Exchanges of several cards in the order they happened: (card number, command, response).
+pub type Transcript = std::rc::Rc<std::cell::RefCell<Vec<(u8, Vec<u8>, Vec<u8>)>>>;
 
 impl Device {
     /// Test card `number`, personalized with `balance` and the transfer keys `keys`.
@@ -61,6 +66,7 @@ impl Device {
             card,
             memory,
             seed,
+            transcript: None,
         };
         device.select();
         device
@@ -79,6 +85,7 @@ impl Device {
             card,
             memory,
             seed,
+            transcript: None,
         };
         device.select();
         device
@@ -128,9 +135,14 @@ impl Device {
 
     /// Sends a command; a power cut is an error the caller sees.
     pub fn try_send(&mut self, command: Command) -> Result<Response, CardError> {
-        self.card
-            .transmit(&command.encode())
-            .map(|bytes| Response::parse(&bytes).unwrap())
+        let apdu = command.encode();
+        let bytes = self.card.transmit(&apdu)?;
+        if let Some(transcript) = &self.transcript {
+            transcript
+                .borrow_mut()
+                .push((self.number, apdu, bytes.clone()));
+        }
+        Ok(Response::parse(&bytes).unwrap())
     }
 
     pub fn send_command(&mut self, command: Command) -> Response {
