@@ -545,6 +545,31 @@ fn once_receipts_no_longer_cover_a_transfer_the_card_answers_6a88() {
 }
 
 #[test]
+fn a_blocked_destination_still_answers_the_status_of_a_transfer() {
+    let (mut a, mut b) = pair(10_000, 0);
+    let mut terminal = Terminal::default();
+    let mut flow = sent(&mut terminal, &mut a, &mut b, 300);
+    terminal.transfer_in(&mut b, &mut flow).unwrap();
+    // B is blocked afterwards (as a raised-balance DEBIT would), before A got the proof.
+    let mut state = b.card.state().clone();
+    if let valuecard_card::state::PersistentState::Personalized(purse) = &mut state {
+        purse.blocked = true;
+    }
+    let mut blocked = Device::with_state(2, state);
+    let proof = terminal.status(&mut blocked, &flow.status_query()).unwrap();
+    assert_eq!(proof.status, ProofStatus::Received);
+    terminal.complete_with(&mut a, &flow, proof).unwrap();
+    assert_eq!((a.balance(), a.reserved()), (9_700, 0));
+    // It still moves no value.
+    assert_eq!(
+        terminal
+            .initialize_in(&mut blocked, a.id(), amount(1))
+            .unwrap_err(),
+        StatusWord::FUNCTION_NOT_SUPPORTED
+    );
+}
+
+#[test]
 fn transfer_commands_need_a_selected_personalized_unblocked_card() {
     let (mut a, _) = pair(10_000, 0);
     // Not selected.

@@ -171,9 +171,14 @@ fn scenario() -> String {
         };
         let response = device.transfer(instruction, 0, data);
         assert_eq!(response.sw, expected, "{label}");
-        assert!(response.data.is_empty(), "{label}: a refusal carries no data");
+        assert!(
+            response.data.is_empty(),
+            "{label}: a refusal carries no data"
+        );
     }
-    recorder.labels.push("UPDATE PERMISSION with P1 = 03".to_owned());
+    recorder
+        .labels
+        .push("UPDATE PERMISSION with P1 = 03".to_owned());
     let response = a.transfer(ins::UPDATE_PERMISSION, 3, Vec::new());
     assert_eq!(response.sw, StatusWord::INCORRECT_P1_P2);
     recorder.step("6. Refused commands");
