@@ -127,10 +127,6 @@ fn recover_and_check(scene: &mut Scene, total: u64) {
     assert_eq!((state_bytes(a), state_bytes(b)), (state_a, state_b));
 }
 
-fn keys() -> valuecard_core::messages::transfer::TransferKeySet {
-    testing::key_set(1, 5, 1)
-}
-
 /// A holds 10.00 and B 3.00; B was asked to receive 2.50 from A.
 fn initialized() -> (Device, Device, Terminal, Flow) {
     let a = Device::new(1, 1_000, Some(&keys()));
