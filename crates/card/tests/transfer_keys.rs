@@ -492,18 +492,20 @@ fn a_forged_transfer_key_delivery_is_refused_and_recorded() {
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].code, AbnormalCode::ForgedLoadAuthorization);
 
-    // Sealed for another load (the card's challenge differs): refused the same way.
-    let command = credit_command(&mut card, 500, Delivery::Sealed(&testing::key_set(4, 9, 4)));
-    let replay = command.data.clone();
-    assert_eq!(card.send_command(command).sw, StatusWord::SUCCESS);
+    // Sealed under KU with the genuine authorization, but for another challenge of the
+    // card (moved from another load): refused and recorded the same way.
     let before = transfer_state(&card);
-    let _ = credit_command(&mut card, 500, Delivery::None);
-    let response = card.send_command(
-        Command::new(0x80, purse_ins::CREDIT, 0, 0)
-            .with_data(replay)
-            .with_le(256),
+    let response = load(
+        &mut card,
+        500,
+        Delivery::AnotherLoad(&testing::key_set(4, 9, 4)),
     );
     assert_eq!(response.sw, StatusWord::SECURITY_STATUS_NOT_SATISFIED);
+    assert_eq!((card.balance(), card.counter()), (1_000, 0));
     assert_eq!(transfer_state(&card), before);
-    assert_eq!(card.balance(), 1_500);
+    assert_eq!(card.purse().abnormal_events.len(), 2);
+    // The genuine delivery for this load goes through.
+    let response = load(&mut card, 500, Delivery::Sealed(&testing::key_set(4, 9, 4)));
+    assert_eq!(response.sw, StatusWord::SUCCESS);
+    assert_eq!((card.balance(), transfer_state(&card).selected), (1_500, 4));
 }

@@ -10,6 +10,9 @@ pub enum Delivery<'a> {
     Sealed(&'a TransferKeySet),
     /// Sealed under another key: what someone without KU could send.
     Forged(&'a TransferKeySet),
+    /// Sealed under KU for the same authorization but another challenge of the card: a
+    /// delivery moved from another load.
+    AnotherLoad(&'a TransferKeySet),
 }
 
 /// INITIALIZE LOAD and the CREDIT command the center would authorize for it (signed by the
@@ -48,6 +51,11 @@ pub fn credit_command(device: &mut Device, minor: u64, delivery: Delivery<'_>) -
         Delivery::None => None,
         Delivery::Sealed(set) => {
             Some(set.seal_for_load(&card_key, &offer.challenge_card, &message))
+        }
+        Delivery::AnotherLoad(set) => {
+            let mut challenge = offer.challenge_card;
+            challenge[0] ^= 0x01;
+            Some(set.seal_for_load(&card_key, &challenge, &message))
         }
         Delivery::Forged(set) => Some(set.seal_for_load(
             &testing::card_key(device.number.wrapping_add(40)),
