@@ -16,7 +16,7 @@ use valuecard_core::crypto::{aes_cmac, seal_to, AesKey, SigningKeyPair};
 use valuecard_core::ids::DeviceId;
 use valuecard_core::messages::purse::{ins as purse_ins, PersonalizeCommand};
 use valuecard_core::messages::transfer::{
-    ins, GetTransferKey, PublicKeyExport, SymmetricKeyExport, UpdatePermission,
+    ins, GetTransferKey, ProofStatus, PublicKeyExport, SymmetricKeyExport, UpdatePermission,
     UpdatePermissionResponse,
 };
 use valuecard_core::StatusWord;
@@ -508,4 +508,68 @@ fn a_forged_transfer_key_delivery_is_refused_and_recorded() {
     let response = load(&mut card, 500, Delivery::Sealed(&testing::key_set(4, 9, 4)));
     assert_eq!(response.sw, StatusWord::SUCCESS);
     assert_eq!((card.balance(), transfer_state(&card).selected), (1_500, 4));
+}
+
+#[test]
+fn a_broken_chip_can_push_a_key_only_up_to_the_limit_and_the_center_overrides_it() {
+    // The attacker owns card 9 (a genuine, certified chip) and rewrites its image: a key of
+    // their choosing under generation 9, then 5.
+    let mut victim = Device::new(1, 5_000, Some(&testing::key_set(1, 5, 1)));
+    let forged = |id: u32| {
+        let mut state = testing::personalized_card(9, amount(0), Some(&testing::key_set(1, 9, 7)));
+        if let PersistentState::Personalized(purse) = &mut state {
+            purse.transfer.keys = vec![valuecard_core::messages::transfer::TransferKey {
+                id,
+                key: AesKey::from_slice(&[0xEE; 16]).unwrap(),
+            }];
+            purse.transfer.selected = id;
+        }
+        Device::with_state(9, state)
+    };
+    let before = transfer_state(&victim);
+    assert_eq!(
+        key_update(&mut victim, &mut forged(9), PUBLIC_KEY),
+        Err(StatusWord::REFERENCE_DATA_NOT_USABLE)
+    );
+    assert_eq!(transfer_state(&victim), before);
+    // Within the limit it goes in: the victim now speaks a generation no honest card has.
+    key_update(&mut victim, &mut forged(5), PUBLIC_KEY).unwrap();
+    assert_eq!(transfer_state(&victim).selected, 5);
+    let mut honest = Device::new(2, 0, Some(&testing::key_set(5, 5, 1)));
+    let mut terminal = Terminal::default();
+    let mut flow = terminal
+        .initialize_in(&mut honest, victim.id(), amount(100))
+        .unwrap();
+    terminal.transfer_out(&mut victim, &mut flow).unwrap();
+    assert_eq!(
+        terminal.transfer_in(&mut honest, &mut flow),
+        Err(StatusWord::SECURITY_STATUS_NOT_SATISFIED)
+    );
+    assert_eq!(honest.balance(), 0);
+    // The honest card's proof of non-receipt is under the honest generation 5, which the
+    // victim cannot check: the reservation stays.
+    let proof = terminal.status(&mut honest, &flow.status_query()).unwrap();
+    assert_eq!(
+        terminal.complete_with(&mut victim, &flow, proof),
+        Err(StatusWord::SECURITY_STATUS_NOT_SATISFIED)
+    );
+    assert_eq!(victim.reserved(), 100);
+    // The center's next generation above the old limit replaces the pushed key on both cards,
+    // and the honest card's proof under it settles the transfer.
+    let next = testing::key_set(6, 8, 1);
+    assert_eq!(
+        load(&mut victim, 100, Delivery::Sealed(&next)).sw,
+        StatusWord::SUCCESS
+    );
+    assert_eq!(
+        load(&mut honest, 100, Delivery::Sealed(&next)).sw,
+        StatusWord::SUCCESS
+    );
+    let state = transfer_state(&victim);
+    assert_eq!(state.selected_key(), Some(&testing::transfer_key(6)));
+    assert_eq!(state.held_ids(), vec![6]);
+    let proof = terminal.status(&mut honest, &flow.status_query()).unwrap();
+    assert_eq!((proof.status, proof.key_id), (ProofStatus::NotReceived, 6));
+    terminal.complete_with(&mut victim, &flow, proof).unwrap();
+    assert_eq!((victim.balance(), victim.reserved()), (5_100, 0));
 }
