@@ -5,6 +5,7 @@
 use valuecard_core::cert::{Certificate, CertificateBody, Role, TrustAnchor};
 use valuecard_core::crypto::{AesKey, SealingKeyPair, SigningKeyPair};
 use valuecard_core::ids::{CardId, DeviceId};
+use valuecard_core::messages::transfer::{TransferKey, TransferKeySet};
 use valuecard_core::money::Amount;
 use valuecard_core::time::Date;
 
@@ -60,29 +61,16 @@ pub fn terminal_stamp(count: u32) -> valuecard_core::messages::purse::TerminalSt
 
 /// A personalized, unblocked purse holding `balance`, with no transactions yet.
 pub fn personalized(balance: Amount) -> PersistentState {
-    let signing = SigningKeyPair::from_seed(&[0x43; 32]);
-    let sealing = SealingKeyPair::from_secret([0x45; 32]);
-    let card_id = CardId(*b"CARD0001");
-    let certificate = CertificateBody {
-        issuer: anchor().center,
-        subject: DeviceId(card_id.0),
-        role: Role::Card,
-        effective: today(),
-        expiry: today().add_days(5 * 365),
-        signing_key: signing.public_key(),
-        sealing_key: Some(sealing.public_key()),
-    }
-    .sign(&root_key());
-    PersistentState::Personalized(Box::new(Purse {
-        keys: CardKeys {
-            card_id,
-            signing,
-            sealing,
-        },
-        card_key: AesKey::from_slice(&[0x4B; 16]).unwrap_or_else(|_| unreachable_key()),
-        common_key: AesKey::from_slice(&[0x4F; 16]).unwrap_or_else(|_| unreachable_key()),
+    PersistentState::Personalized(Box::new(purse(1, balance)))
+}
+
+fn purse(number: u8, balance: Amount) -> Purse {
+    Purse {
+        keys: card_keys(number),
+        card_key: card_key(number),
+        common_key: fixed_key(0x4F),
         anchor: anchor(),
-        certificate,
+        certificate: card_certificate(number),
         dispenser_id: DeviceId(*b"DISPENSR"),
         balance,
         counter: 0,
@@ -94,7 +82,7 @@ pub fn personalized(balance: Amount) -> PersistentState {
         blocked: false,
         credit: None,
         transfer: Default::default(),
-    }))
+    }
 }
 
 /// ENABLE CREDIT data for the card of [`personalized`], signed by the test root: the center's
@@ -121,6 +109,119 @@ pub fn enable_credit(
         signature: root_key().sign(&EnableCredit::signed_message(&card_id, expiry, &commitment)),
         sealed_setting,
     }
+}
+
+/// The settlement terminal of seed 000 (the one device that moves value between two cards):
+/// its key and its certificate from the test root.
+pub fn settlement_terminal() -> (SigningKeyPair, Certificate) {
+    let key = SigningKeyPair::from_seed(&[0x5E; 32]);
+    let certificate = CertificateBody {
+        issuer: anchor().center,
+        subject: DeviceId(*b"SETTLE01"),
+        role: Role::SettlementTerminal,
+        effective: today(),
+        expiry: today().add_days(365),
+        signing_key: key.public_key(),
+        sealing_key: None,
+    }
+    .sign(&root_key());
+    (key, certificate)
+}
+
+/// The card ID of test card `number` (`CARD0001` is the card of [`personalized`]).
+pub fn card_id(number: u8) -> CardId {
+    let mut id = *b"CARD0000";
+    id[6] = b'0' + number / 10 % 10;
+    id[7] = b'0' + number % 10;
+    CardId(id)
+}
+
+/// KU of test card `number`: the key under which the center seals what it delivers to that
+/// card with a load.
+pub fn card_key(number: u8) -> AesKey {
+    fixed_key(0x4B ^ number.wrapping_sub(1))
+}
+
+/// A transfer-key generation of the test scheme, its key bytes fixed by its identifier.
+pub fn transfer_key(id: u32) -> TransferKey {
+    let mut bytes = [0x70u8; 16];
+    bytes[12..].copy_from_slice(&id.to_be_bytes());
+    TransferKey {
+        id,
+        key: AesKey::from_slice(&bytes).unwrap_or_else(|_| unreachable_key()),
+    }
+}
+
+/// An update-key generation of the test scheme (distinct from every transfer key).
+pub fn update_key(id: u32) -> TransferKey {
+    let mut bytes = [0x75u8; 16];
+    bytes[12..].copy_from_slice(&id.to_be_bytes());
+    TransferKey {
+        id,
+        key: AesKey::from_slice(&bytes).unwrap_or_else(|_| unreachable_key()),
+    }
+}
+
+/// What the center would deliver: transfer key `transfer_id`, the upper limit `limit`, and
+/// update key `update_id`.
+pub fn key_set(transfer_id: u32, limit: u32, update_id: u32) -> TransferKeySet {
+    TransferKeySet {
+        transfer: transfer_key(transfer_id),
+        limit,
+        update: update_key(update_id),
+    }
+}
+
+/// The signing and sealing key pairs of test card `number`.
+pub fn card_keys(number: u8) -> CardKeys {
+    if number == 1 {
+        // The card of [`personalized`], whose golden images are fixed.
+        return CardKeys {
+            card_id: card_id(1),
+            signing: SigningKeyPair::from_seed(&[0x43; 32]),
+            sealing: SealingKeyPair::from_secret([0x45; 32]),
+        };
+    }
+    CardKeys {
+        card_id: card_id(number),
+        signing: SigningKeyPair::from_seed(&[0x43 ^ number; 32]),
+        sealing: SealingKeyPair::from_secret([0x45 ^ number; 32]),
+    }
+}
+
+/// The certificate of test card `number`, from the test root.
+pub fn card_certificate(number: u8) -> Certificate {
+    let keys = card_keys(number);
+    CertificateBody {
+        issuer: anchor().center,
+        subject: DeviceId(keys.card_id.0),
+        role: Role::Card,
+        effective: today(),
+        expiry: today().add_days(5 * 365),
+        signing_key: keys.signing.public_key(),
+        sealing_key: Some(keys.sealing.public_key()),
+    }
+    .sign(&root_key())
+}
+
+/// Test card `number` personalized with `balance` and, if given, the transfer keys the
+/// center delivered at personalization.
+pub fn personalized_card(
+    number: u8,
+    balance: Amount,
+    transfer_keys: Option<&TransferKeySet>,
+) -> PersistentState {
+    let mut purse = purse(number, balance);
+    if let Some(set) = transfer_keys {
+        purse
+            .transfer
+            .accept_delivery(set.transfer.clone(), set.limit, set.update.clone());
+    }
+    PersistentState::Personalized(Box::new(purse))
+}
+
+fn fixed_key(byte: u8) -> AesKey {
+    AesKey::from_slice(&[byte; 16]).unwrap_or_else(|_| unreachable_key())
 }
 
 fn unreachable_key() -> AesKey {

@@ -255,6 +255,11 @@ impl TransferState {
         if selected != 0 && !keys.iter().any(|k| k.id == selected) {
             return Err(StateError("selected transfer key"));
         }
+        // Keys are held only from the selected one up (older ones are retired when the
+        // selection moves), and none without a selection.
+        if keys.iter().any(|k| k.id < selected) || (selected == 0 && !keys.is_empty()) {
+            return Err(StateError("retired transfer key held"));
+        }
         let update_key = r
             .optional(field::UPDATE_KEY)
             .map_err(bad)?

@@ -3,6 +3,8 @@
 //! for byte: a change of the persisted format without a new version fails here.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod transfer_common;
+
 use std::path::PathBuf;
 
 use rand_core::SeedableRng;
@@ -31,13 +33,18 @@ fn send(card: &mut Card<MemoryEeprom, rand_chacha::ChaCha20Rng>, command: Comman
     Response::parse(&card.transmit(&command.encode()).unwrap()).unwrap()
 }
 
-/// A purse with one purchase behind it: every persisted field is present.
+/// A purse with one purchase, credit mode and two transfers behind it: every persisted field
+/// is present.
 fn reference_image() -> Vec<u8> {
     let memory = MemoryEeprom::new(EEPROM_SIZE);
     let rng = rand_chacha::ChaCha20Rng::seed_from_u64(42);
     let mut card = Card::with_state(
         memory.clone(),
-        testing::personalized(Amount::new(12_345).unwrap()),
+        testing::personalized_card(
+            1,
+            Amount::new(12_345).unwrap(),
+            Some(&testing::key_set(1, 5, 1)),
+        ),
         rng,
     )
     .unwrap();
@@ -90,7 +97,28 @@ fn reference_image() -> Vec<u8> {
     );
     assert!(answer.sw.is_success(), "{}", answer.sw);
     credit_with_one_service(&mut card);
+    drop(card);
+    two_transfers(memory.clone());
     memory.snapshot()
+}
+
+/// Format 5: the card received 5.00 from card 2 (a receipt) and sent 7.00 to card 3, which
+/// applied it, without the proof back yet (a pending transfer, its value reserved).
+fn two_transfers(memory: MemoryEeprom) {
+    use transfer_common::{Device, Terminal};
+    let keys = testing::key_set(1, 5, 1);
+    let mut card = Device::open(1, memory);
+    let mut from = Device::new(2, 1_000, Some(&keys));
+    let mut to = Device::new(3, 0, Some(&keys));
+    let mut terminal = Terminal::default();
+    terminal
+        .run(&mut from, &mut card, Amount::new(500).unwrap())
+        .unwrap();
+    let mut flow = terminal
+        .initialize_in(&mut to, card.id(), Amount::new(700).unwrap())
+        .unwrap();
+    terminal.transfer_out(&mut card, &mut flow).unwrap();
+    terminal.transfer_in(&mut to, &mut flow).unwrap();
 }
 
 /// Format 3: credit enabled, a password registered (after one wrong setting number), and one
@@ -191,9 +219,10 @@ fn every_format_version_has_a_golden_image_that_loads() {
         let PersistentState::Personalized(purse) = card.state() else {
             panic!("golden v{version} is not a personalized purse")
         };
-        assert_eq!(purse.balance.minor(), 12_000);
-        assert_eq!(purse.counter, 1);
-        assert_eq!(purse.log.len(), 1);
+        let transfers = u32::from(version >= 5);
+        assert_eq!(purse.balance.minor(), 12_000 + 500 * u64::from(transfers));
+        assert_eq!(purse.counter, 1 + transfers);
+        assert_eq!(purse.log.len(), 1 + transfers as usize);
         assert!(purse.last_usage.is_some() && purse.last_writer_certificate.is_some());
         if version >= 3 {
             let credit = purse.credit.as_ref().expect("format 3 holds credit");
@@ -203,6 +232,24 @@ fn every_format_version_has_a_golden_image_that_loads() {
             assert_eq!(credit.service_log.len(), 1);
         } else {
             assert!(purse.credit.is_none());
+        }
+        if version >= 5 {
+            let transfer = &purse.transfer;
+            assert_eq!(transfer.selected, 1);
+            assert_eq!(transfer.held_ids(), vec![1]);
+            assert_eq!((transfer.limit, transfer.update_key_id()), (5, 1));
+            let sent = transfer
+                .sent
+                .as_ref()
+                .expect("format 5 holds a pending transfer");
+            assert_eq!(sent.pending.destination, testing::card_id(3));
+            assert_eq!(sent.pending.amount.minor(), 700);
+            assert_eq!(purse.spendable().minor(), 11_800);
+            assert_eq!(transfer.received.len(), 1);
+            assert_eq!(transfer.received[0].source, testing::card_id(2));
+            assert_eq!(transfer.received[0].amount.minor(), 500);
+        } else {
+            assert!(purse.transfer.is_empty());
         }
     }
 }

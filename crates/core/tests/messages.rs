@@ -1122,6 +1122,7 @@ fn rejects_unknown_state_and_kind() {
         let kind = sample.message.kind();
         for (field_tag, field, valid) in [
             (tag::STATE, "state", &[0x01u8, 0x02, 0x03, 0x7F][..]),
+            // Purchase, load, and the transfer out and in of seed 000.
             (tag::KIND, "kind", &[0x01u8, 0x02, 0x03, 0x04][..]),
         ] {
             for value in 0..=u8::MAX {

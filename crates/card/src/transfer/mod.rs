@@ -96,8 +96,10 @@ pub fn handle(
         }
         return Ok(Effect::reply(transfer_info(purse).encode()));
     }
-    // Everything else changes keys or value: a blocked card does neither.
-    if purse.blocked {
+    // Everything else changes keys or value: a blocked card does neither. TRANSFER STATUS
+    // changes nothing and only tells the truth about receipts the card already holds, so a
+    // blocked destination still lets its source settle a pending transfer.
+    if purse.blocked && command.ins != ins::TRANSFER_STATUS {
         return Err(StatusWord::FUNCTION_NOT_SUPPORTED);
     }
     let TransferSessions {
