@@ -115,10 +115,11 @@ impl TransferState {
         Ok(())
     }
 
-    /// What the center delivers (personalization, load): a newer transfer key is held and,
-    /// if the card has none yet, selected; a newer generation beyond the selected one is
-    /// held for selection (claim 8) unless the card's selection is older than the limit it
-    /// had, in which case it is adopted at once. The limit and the update key only move up.
+    /// What the center delivers (personalization, load): the limit rises first, then a
+    /// generation newer than the selected one is adopted and selected at once (the center's
+    /// own delivery needs no peer to vouch for it), and a newer update key replaces the
+    /// old one. Nothing here moves down: an older delivery changes nothing. Keys held ahead
+    /// of their selection (claim 8) arrive only card to card, through the selection form.
     pub fn accept_delivery(&mut self, key: TransferKey, limit: u32, update: TransferKey) {
         self.limit = self.limit.max(limit);
         if key.id > self.selected {
