@@ -335,11 +335,12 @@ impl World {
             .transfer_reports()?
             .iter()
             .filter(|stored| {
-                matches!(
-                    stored.report.outcome(),
-                    valuecard_core::messages::transfer::TransferOutcome::Received
-                        | valuecard_core::messages::transfer::TransferOutcome::InDoubt
-                )
+                !stored.settled
+                    && matches!(
+                        stored.report.outcome(),
+                        valuecard_core::messages::transfer::TransferOutcome::Received
+                            | valuecard_core::messages::transfer::TransferOutcome::InDoubt
+                    )
             })
             .count() as u64;
         let settled =

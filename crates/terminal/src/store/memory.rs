@@ -59,23 +59,35 @@ impl TerminalStore for MemoryStore {
     }
 
     fn save_transfer(&mut self, report: &TransferReport) -> Result<(), TerminalError> {
-        let stored = StoredTransfer {
-            report: report.clone(),
-            uploaded: false,
-        };
         match self
             .transfers
             .iter_mut()
             .find(|t| t.report.sequence == report.sequence)
         {
-            Some(existing) => *existing = stored,
-            None => self.transfers.push(stored),
+            Some(existing) => {
+                existing.report = report.clone();
+                existing.uploaded = false;
+            }
+            None => self.transfers.push(StoredTransfer {
+                report: report.clone(),
+                uploaded: false,
+                settled: false,
+            }),
         }
         Ok(())
     }
 
     fn transfers(&self) -> Result<Vec<StoredTransfer>, TerminalError> {
         Ok(self.transfers.clone())
+    }
+
+    fn mark_transfer_settled(&mut self, sequence: u32) -> Result<(), TerminalError> {
+        for transfer in &mut self.transfers {
+            if transfer.report.sequence == sequence {
+                transfer.settled = true;
+            }
+        }
+        Ok(())
     }
 
     fn mark_transfers_uploaded(&mut self, sequences: &[u32]) -> Result<(), TerminalError> {

@@ -199,6 +199,11 @@ pub struct TerminalTotals {
 pub struct StoredTransfer {
     pub report: TransferReport,
     pub uploaded: bool,
+    /// The terminal saw the source settle this transfer (it holds it no longer, and the
+    /// destination proved receipt) even though its answer, with the source's record, was
+    /// lost: the value is no longer in flight. The center learns the debit from the
+    /// source's later records.
+    pub settled: bool,
 }
 
 fn no_transfer_records() -> TerminalError {
@@ -286,6 +291,9 @@ pub trait TerminalStore: Send {
     fn mark_transfers_uploaded(&mut self, _sequences: &[u32]) -> Result<(), TerminalError> {
         Err(no_transfer_records())
     }
+    fn mark_transfer_settled(&mut self, _sequence: u32) -> Result<(), TerminalError> {
+        Err(no_transfer_records())
+    }
     fn totals(&self) -> Result<TerminalTotals, TerminalError> {
         let mut totals = TerminalTotals::default();
         for record in self.records()? {
@@ -369,5 +377,8 @@ impl TerminalStore for Box<dyn TerminalStore> {
     }
     fn mark_transfers_uploaded(&mut self, sequences: &[u32]) -> Result<(), TerminalError> {
         (**self).mark_transfers_uploaded(sequences)
+    }
+    fn mark_transfer_settled(&mut self, sequence: u32) -> Result<(), TerminalError> {
+        (**self).mark_transfer_settled(sequence)
     }
 }

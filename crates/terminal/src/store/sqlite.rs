@@ -74,6 +74,10 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX transfers_to_upload ON transfers (sequence) WHERE uploaded = 0;
 "#,
+    // A transfer whose source the terminal saw settle after the answer was lost.
+    r#"
+    ALTER TABLE transfers ADD COLUMN settled INTEGER NOT NULL DEFAULT 0;
+"#,
 ];
 
 /// The terminal's records in SQLite (WAL, synchronous FULL: a recorded purchase survives a
@@ -383,18 +387,33 @@ impl TerminalStore for SqliteStore {
     fn transfers(&self) -> Result<Vec<StoredTransfer>, TerminalError> {
         let mut statement = self
             .db
-            .prepare("SELECT report, uploaded FROM transfers ORDER BY sequence")
+            .prepare("SELECT report, uploaded, settled FROM transfers ORDER BY sequence")
             .map_err(storage)?;
         let mut rows = statement.query([]).map_err(storage)?;
         let mut out = Vec::new();
         while let Some(row) = rows.next().map_err(storage)? {
             let bytes: Vec<u8> = row.get(0).map_err(storage)?;
             let uploaded: bool = row.get(1).map_err(storage)?;
+            let settled: bool = row.get(2).map_err(storage)?;
             let report = TransferReport::decode(&bytes)
                 .map_err(|error| TerminalError::Store(format!("a stored transfer: {error}")))?;
-            out.push(StoredTransfer { report, uploaded });
+            out.push(StoredTransfer {
+                report,
+                uploaded,
+                settled,
+            });
         }
         Ok(out)
+    }
+
+    fn mark_transfer_settled(&mut self, sequence: u32) -> Result<(), TerminalError> {
+        self.db
+            .execute(
+                "UPDATE transfers SET settled = 1 WHERE sequence = ?1",
+                [sequence],
+            )
+            .map_err(storage)?;
+        Ok(())
     }
 
     fn mark_transfers_uploaded(&mut self, sequences: &[u32]) -> Result<(), TerminalError> {

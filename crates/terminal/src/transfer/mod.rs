@@ -35,9 +35,11 @@ use crate::TerminalError;
 
 mod keys;
 mod recovery;
+mod steps;
 
 pub use keys::{KeyUpdate, KeyUpdatePath};
 pub use recovery::RecoveryOutcome;
+pub use steps::{DestinationReady, TransferPair, ValueDelivered, ValueReserved};
 
 /// Reports per upload batch.
 pub const TRANSFER_BATCH_MAX: usize = 64;
@@ -177,7 +179,7 @@ impl<S: Sam, T: TerminalStore, R: CryptoRngCore> SettlementTerminal<S, T, R> {
     }
 
     /// One command pair with a card, counted.
-    fn exchange(
+    pub(super) fn exchange(
         &mut self,
         reader: &mut impl CardReader,
         name: &'static str,
@@ -259,218 +261,22 @@ impl<S: Sam, T: TerminalStore, R: CryptoRngCore> SettlementTerminal<S, T, R> {
         if source.transfer_key_id() == 0 {
             return Err(TerminalError::NoTransferKey(source.card_id()));
         }
-        self.move_value(from, &source, to, &destination, amount)
-            .map(|mut receipt| {
-                receipt.key_update = key_update;
-                receipt.settled_first = settled_first;
-                receipt
-            })
-    }
-
-    /// The four command pairs of a transfer between two cards on one key generation.
-    fn move_value(
-        &mut self,
-        from: &mut impl CardReader,
-        source: &TransferCard,
-        to: &mut impl CardReader,
-        destination: &TransferCard,
-        amount: Amount,
-    ) -> Result<TransferReceipt, TerminalError> {
-        let challenge_terminal: Challenge = random_array(&mut self.rng);
-        let date = self.clock.today();
-        let terminal_certificate = self.sam.certificate()?.clone();
-        // 1. The destination: may it receive this much, and at what state.
-        let data = self.exchange(
-            to,
-            "INITIALIZE TRANSFER IN",
-            ins::INITIALIZE_TRANSFER_IN,
-            0,
-            InitializeTransferIn {
-                terminal_certificate: terminal_certificate.clone(),
-                challenge_terminal,
-                source: source.card_id(),
-                amount,
-                date,
-            }
-            .encode(),
-        )?;
-        let offer_in =
-            TransferInOffer::decode(&data).map_err(|error| TerminalError::Malformed {
-                message: "transfer-in offer",
-                error,
-            })?;
-        self.check_claim(
-            &destination.card,
-            ClaimedState {
-                balance: offer_in.balance,
-                counter: offer_in.counter,
-                last_usage: offer_in.last_usage.as_ref(),
-                last_writer_certificate: offer_in.last_writer_certificate.as_ref(),
-            },
-            date,
-        )?;
-        if offer_in.transfer_key_id != source.transfer_key_id() {
-            return Err(TerminalError::Mismatch(
-                "the destination's transfer key changed since SELECT",
-            ));
-        }
-        // 2. The source reserves the amount and answers the value message.
-        let data = match self.exchange(
-            from,
-            "TRANSFER OUT",
-            ins::TRANSFER_OUT,
-            0,
-            TransferOut {
-                challenge_terminal,
-                destination: destination.card_id(),
-                destination_counter: offer_in.counter,
-                challenge_destination: offer_in.challenge_destination,
-                amount,
-                date,
-            }
-            .encode(),
-        ) {
-            Err(TerminalError::Card {
-                sw: StatusWord::INSUFFICIENT_FUNDS,
-                ..
-            }) => {
-                return Err(TerminalError::InsufficientBalance {
-                    balance: self.spendable(from)?,
-                    amount,
-                })
-            }
-            other => other?,
+        let pair = TransferPair {
+            source,
+            destination,
         };
-        let offer_out =
-            TransferOutOffer::decode(&data).map_err(|error| TerminalError::Malformed {
-                message: "transfer-out offer",
-                error,
-            })?;
-        let sequence = self.store.next_sequence()?;
-        let mut report = TransferReport {
-            sequence,
-            source: source.card_id(),
-            destination: destination.card_id(),
-            challenge_source: offer_out.challenge_source,
-            amount,
-            destination_counter: offer_in.counter,
-            value: Some(ValueEvidence {
-                binding: TransferBinding {
-                    key_id: offer_out.value.key_id,
-                    source: source.card_id(),
-                    source_counter: offer_out.counter,
-                    challenge_source: offer_out.challenge_source,
-                    destination: destination.card_id(),
-                    destination_counter: offer_in.counter,
-                    challenge_destination: offer_in.challenge_destination,
-                    challenge_terminal,
-                    date,
-                },
-                value: offer_out.value.clone(),
-            }),
-            proof: None,
-            destination_record: None,
-            destination_previous: offer_in.last_usage.clone(),
-            source_record: None,
-            source_previous: offer_out.last_usage.clone(),
-        };
-        self.store.save_transfer(&report)?;
-        // The source's balance must be one its last writer signed before its value may
-        // reach another card; if not, the transfer is undone at once.
-        if let Err(refusal) = self.check_claim(
-            &source.card,
-            ClaimedState {
-                balance: offer_out.balance,
-                counter: offer_out.counter,
-                last_usage: offer_out.last_usage.as_ref(),
-                last_writer_certificate: offer_out.last_writer_certificate.as_ref(),
-            },
-            date,
-        ) {
-            self.undo(from, to, &mut report)?;
-            return Err(refusal);
-        }
-        // 3. The destination adds the value under the terminal's signed record.
-        let destination_record = self.sam.sign_transfer_record(&TransferRecordOrder {
-            card_id: destination.card_id(),
-            kind: TransactionKind::TransferIn,
-            challenge_terminal,
-            challenge_card: offer_in.challenge_destination,
-            counter: offer_in.counter,
-            balance_before: offer_in.balance,
-            amount,
-            date,
-            sequence_floor: self.store.next_sequence()?,
-        })?;
-        report.destination_record = Some(destination_record.clone());
-        self.store.save_transfer(&report)?;
-        let transfer_in = TransferIn {
-            source_counter: offer_out.counter,
-            challenge_source: offer_out.challenge_source,
-            value: offer_out.value.clone(),
-            record: record_signature(&destination_record),
-        };
-        self.pairs += 1;
-        let response = match to.exchange(&command(ins::TRANSFER_IN, 0, transfer_in.encode())) {
-            Ok(response) => response,
-            Err(
-                lost @ (ReaderError::MalformedResponse(_)
-                | ReaderError::CardRemoved
-                | ReaderError::Transport(_)),
-            ) => {
-                let _ = lost;
-                return Err(TerminalError::TransferInDoubt { sequence });
-            }
-            Err(other) => return Err(other.into()),
-        };
-        if response.sw != StatusWord::SUCCESS {
-            // The destination refused: nothing reached it, and the source's reservation is
-            // released against its proof of that.
-            self.undo(from, to, &mut report)?;
-            return Err(TerminalError::Card {
-                command: "TRANSFER IN",
-                sw: response.sw,
-            });
-        }
-        let proof =
-            TransferProof::decode(&response.data).map_err(|error| TerminalError::Malformed {
-                message: "transfer proof",
-                error,
-            })?;
-        if proof.status != ProofStatus::Received {
-            return Err(TerminalError::Mismatch("TRANSFER IN answered no receipt"));
-        }
-        report.proof = Some(proof.clone());
-        self.store.save_transfer(&report)?;
-        // 4. The source debits against the proof, under the terminal's signed record.
-        let confirmation = match self.complete_received(
-            from,
-            source.card_id(),
-            &mut report,
-            proof,
-            (offer_out.counter, offer_out.balance),
-        ) {
-            Err(TerminalError::Reader(_)) => {
-                return Err(TerminalError::TransferInDoubt { sequence })
-            }
-            other => other?,
-        };
-        Ok(TransferReceipt {
-            sequence,
-            source: source.card_id(),
-            destination: destination.card_id(),
-            amount,
-            source_balance_after: confirmation.balance,
-            destination_balance_after: destination_record.balance_after,
-            key_update: None,
-            settled_first: None,
-            command_pairs: self.pairs,
-        })
+        let ready = self.initialize_transfer_in(to, pair, amount)?;
+        let reserved = self.transfer_out(from, to, ready)?;
+        let delivered = self.deliver(from, to, reserved)?;
+        let mut receipt = self.complete(from, delivered)?;
+        receipt.key_update = key_update;
+        receipt.settled_first = settled_first;
+        Ok(receipt)
     }
 
     /// TRANSFER COMPLETE with a proof of receipt: the SAM signs the source's record from
     /// its state before, and the card's confirmation must match it.
-    fn complete_received(
+    pub(super) fn complete_received(
         &mut self,
         from: &mut impl CardReader,
         source: CardId,
@@ -525,7 +331,7 @@ impl<S: Sam, T: TerminalStore, R: CryptoRngCore> SettlementTerminal<S, T, R> {
     }
 
     /// Verifies what a card claims about its state against its last writer's record.
-    fn check_claim(
+    pub(super) fn check_claim(
         &mut self,
         card: &VerifiedCard,
         claim: ClaimedState<'_>,
@@ -537,7 +343,10 @@ impl<S: Sam, T: TerminalStore, R: CryptoRngCore> SettlementTerminal<S, T, R> {
     }
 
     /// What the source may still spend, for an error message.
-    fn spendable(&mut self, from: &mut impl CardReader) -> Result<Amount, TerminalError> {
+    pub(super) fn spendable(
+        &mut self,
+        from: &mut impl CardReader,
+    ) -> Result<Amount, TerminalError> {
         let info = self.transfer_info(from)?;
         let reserved = info.pending.map_or(Amount::ZERO, |p| p.amount);
         Ok(info.balance.checked_sub(reserved).unwrap_or(Amount::ZERO))
@@ -573,7 +382,7 @@ impl<S: Sam, T: TerminalStore, R: CryptoRngCore> SettlementTerminal<S, T, R> {
     }
 }
 
-fn record_signature(record: &UsageRecord) -> RecordSignature {
+pub(super) fn record_signature(record: &UsageRecord) -> RecordSignature {
     RecordSignature {
         writer_sequence: record.writer_sequence,
         signature: record.signature,

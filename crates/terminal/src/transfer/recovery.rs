@@ -4,7 +4,7 @@
 //! Any settlement terminal can do it, in any later session with the same two cards.
 
 use valuecard_core::messages::purse::PurseStatus;
-use valuecard_core::messages::transfer::{PendingTransfer, TransferInfo};
+use valuecard_core::messages::transfer::{PendingTransfer, TransferInfo, TransferOutcome};
 
 use super::*;
 
@@ -45,11 +45,28 @@ impl<S: Sam, T: TerminalStore, R: CryptoRngCore> SettlementTerminal<S, T, R> {
     ) -> Result<Option<RecoveryOutcome>, TerminalError> {
         let mut source = self.read_card(from)?;
         let mut destination = self.read_card(to)?;
-        if !source.pending() {
-            return self.note_completed(from, &source);
-        }
-        self.sync_keys(from, &mut source, to, &mut destination)?;
-        self.settle_pending(from, &source, to, &destination)
+        let pending = if source.pending() {
+            self.transfer_info(from)?.pending
+        } else {
+            None
+        };
+        // First the older transfers between the two whose answers this terminal lost (the
+        // source no longer holds them), then the one it holds pending.
+        let noted = self.note_completed(
+            from,
+            &source,
+            to,
+            &destination,
+            pending.as_ref().map(|p| p.challenge_source),
+        )?;
+        let settled = match pending {
+            Some(_) => {
+                self.sync_keys(from, &mut source, to, &mut destination)?;
+                self.settle_pending(from, &source, to, &destination)?
+            }
+            None => None,
+        };
+        Ok(settled.or(noted))
     }
 
     pub(super) fn settle_pending(
@@ -107,50 +124,68 @@ impl<S: Sam, T: TerminalStore, R: CryptoRngCore> SettlementTerminal<S, T, R> {
         }
     }
 
-    /// The source holds nothing pending, but this terminal may hold a report whose
-    /// completion answer it lost: if the source's last record is that transfer's debit, the
-    /// report takes it (the center then sees the transfer completed).
+    /// The source holds nothing pending, but this terminal may hold reports of its transfers
+    /// whose answers were lost. The destination tells which it applied (TRANSFER STATUS);
+    /// a transfer it applied and the source no longer holds was debited by the source (a
+    /// pending transfer is only released against a proof of non-receipt), so it is settled;
+    /// the source's record of it is taken when it is still the card's last.
     fn note_completed(
         &mut self,
         from: &mut impl CardReader,
         source: &TransferCard,
+        to: &mut impl CardReader,
+        destination: &TransferCard,
+        still_pending: Option<Challenge>,
     ) -> Result<Option<RecoveryOutcome>, TerminalError> {
         let unfinished: Vec<TransferReport> = self
             .store
             .transfers()?
             .into_iter()
-            .map(|stored| stored.report)
-            .filter(|report| {
-                report.source == source.card_id()
-                    && report.source_record.is_none()
-                    && report
-                        .proof
-                        .as_ref()
-                        .is_none_or(|proof| proof.status == ProofStatus::Received)
+            .filter(|stored| {
+                !stored.settled
+                    && Some(stored.report.challenge_source) != still_pending
+                    && stored.report.source == source.card_id()
+                    && stored.report.destination == destination.card_id()
+                    && matches!(
+                        stored.report.outcome(),
+                        TransferOutcome::Received | TransferOutcome::InDoubt
+                    )
             })
+            .map(|stored| stored.report)
             .collect();
-        if unfinished.is_empty() {
-            return Ok(None);
-        }
-        let status = self.read_purse(from, source.card_id())?;
-        let Some(last) = status.last_usage else {
-            return Ok(None);
-        };
+        let mut outcome = None;
         for mut report in unfinished {
-            if last.kind == TransactionKind::TransferOut
-                && last.challenge_card == report.challenge_source
-                && last.writer == self.sam.device_id()
-            {
-                let amount = report.amount;
+            if report.proof.is_none() {
+                let pending = PendingTransfer {
+                    destination: report.destination,
+                    destination_counter: report.destination_counter,
+                    challenge_source: report.challenge_source,
+                    amount: report.amount,
+                    key_id: report.value.as_ref().map_or(0, |v| v.value.key_id),
+                };
+                let proof =
+                    self.ask_destination(to, source.card_id(), &pending, report.sequence)?;
+                report.proof = Some(proof);
+                self.store.save_transfer(&report)?;
+            }
+            let sequence = report.sequence;
+            let amount = report.amount;
+            if report.outcome() != TransferOutcome::Received {
+                continue;
+            }
+            let status = self.read_purse(from, source.card_id())?;
+            if let Some(last) = status.last_usage.filter(|last| {
+                last.kind == TransactionKind::TransferOut
+                    && last.challenge_card == report.challenge_source
+            }) {
                 report.source_record = Some(last);
                 self.store.save_transfer(&report)?;
-                return Ok(Some(RecoveryOutcome::Completed {
-                    sequence: report.sequence,
-                    amount,
-                }));
+            } else {
+                self.store.mark_transfer_settled(sequence)?;
             }
+            outcome = Some(RecoveryOutcome::Completed { sequence, amount });
         }
-        Ok(None)
+        Ok(outcome)
     }
 
     /// Undoes the transfer in `report` in this same session: the destination's proof that it
