@@ -180,3 +180,53 @@ fn rotations_reach_cards_by_load_and_card_to_card_by_both_paths() {
     assert!(reconciliation.conserved, "{reconciliation:?}");
     assert_eq!(reconciliation.transfers_in_flight, 0);
 }
+
+/// The owner of a chip rolls its memory back after sending value (the card image from
+/// before TRANSFER OUT written back): the value now sits on both cards. The card cannot
+/// prevent it; the center sees the same card state consumed by the transfer and by a later
+/// purchase, lists the card as cloned, and every terminal refuses it after its list update.
+#[test]
+fn a_chip_rolled_back_after_sending_is_detected_as_a_clone() {
+    use valuecard_card::Card;
+    use valuecard_core::messages::center::ListReason;
+    let mut world =
+        World::create(Storage::Memory, 1, Date::from_ymd(2026, 11, 30).unwrap()).unwrap();
+    let memory = MemoryEeprom::new(EEPROM_SIZE);
+    let card = world.manufacture_card(memory.clone()).unwrap();
+    let mut a = InProcessReader::with_card("A", card);
+    let card_b = world
+        .manufacture_card(MemoryEeprom::new(EEPROM_SIZE))
+        .unwrap();
+    let mut b = InProcessReader::with_card("B", card_b);
+    let a_id = world.issue(&mut a, amount(5_000)).unwrap();
+    world.issue(&mut b, amount(0)).unwrap();
+    let before = memory.snapshot();
+    world.transfer(&mut a, &mut b, amount(4_000)).unwrap();
+    // The attacker writes the old image back: A holds 50.00 again, B holds 40.00.
+    a.remove();
+    memory.restore(&before);
+    a.insert(Card::open(memory.clone(), world.fork_rng()).unwrap());
+    assert_eq!(balance(&mut a), 5_000);
+    world.terminals[0].purchase(&mut a, amount(4_500)).unwrap();
+    let transfers = world.upload_transfers().unwrap();
+    assert_eq!(transfers.refused, vec![]);
+    let (clones, _) = valuecard_sim::scenarios::sync_all(&mut world).unwrap();
+    let mut detected = clones;
+    detected.extend(transfers.clones_detected);
+    assert!(
+        detected.contains(&a_id),
+        "the rolled-back card was not detected: {detected:?}"
+    );
+    // Listed everywhere: the terminal and the settlement terminal refuse it.
+    let refused = world.terminals[0].purchase(&mut a, amount(1));
+    assert!(
+        matches!(
+            refused,
+            Err(TerminalError::CardListed {
+                reason: ListReason::Cloned,
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+}
