@@ -1,0 +1,347 @@
+//! Card-to-card transfer at the settlement terminal from the command line (seed 000), with
+//! both cards as image files in the process (`--from-card`/`--to-card`).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn valuecard() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_valuecard"))
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A data directory made by `center init`, and two issued cards.
+struct Site {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    data: PathBuf,
+    init: Value,
+}
+
+impl Site {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        let data = root.join("data");
+        let init = json(
+            valuecard()
+                .args(["center", "init", "--json", "--data"])
+                .arg(&data),
+        );
+        Site {
+            _dir: dir,
+            root,
+            data,
+            init,
+        }
+    }
+
+    fn device(&self, name: &str) -> Value {
+        self.init["devices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|device| device["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no device {name} in {}", self.init))
+    }
+
+    /// Issues a card image holding `value`; its path and card ID.
+    fn issue(&self, name: &str, value: &str) -> (PathBuf, String) {
+        let image = self.root.join(format!("{name}.img"));
+        let issued = json(
+            valuecard()
+                .args(["card", "issue", "--json", "--value", value, "--data"])
+                .arg(&self.data)
+                .arg("--out")
+                .arg(&image),
+        );
+        (image, issued["card"].as_str().unwrap().to_owned())
+    }
+
+    /// `terminal transfer --data DATA --from-card FROM --to-card TO --amount AMOUNT ARGS`.
+    fn transfer(&self, from: &Path, to: &Path, amount: &str, args: &[&str]) -> Output {
+        valuecard()
+            .args(["terminal", "transfer", "--data"])
+            .arg(&self.data)
+            .arg("--from-card")
+            .arg(from)
+            .arg("--to-card")
+            .arg(to)
+            .args(["--amount", amount])
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn balance(&self, card: &Path) -> u64 {
+        let info = json(
+            valuecard()
+                .args(["terminal", "info", "--json", "--data"])
+                .arg(&self.data)
+                .arg("--card")
+                .arg(card),
+        );
+        info["balance"].as_u64().unwrap()
+    }
+}
+
+/// Runs a command that must succeed and print one JSON object.
+fn json(command: &mut Command) -> Value {
+    let output = command.output().unwrap();
+    assert!(
+        output.status.success(),
+        "{command:?}: {}{}",
+        text(&output.stdout),
+        text(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|error| panic!("{command:?}: not JSON ({error}): {}", text(&output.stdout)))
+}
+
+#[test]
+fn value_moves_between_two_card_images_and_back() {
+    let site = Site::new();
+    let settlement = site.device("settlement-1");
+    assert_eq!(settlement["role"], "settlement-terminal");
+    let (a, a_id) = site.issue("a", "50.00");
+    let (b, b_id) = site.issue("b", "5.00");
+
+    let output = site.transfer(&a, &b, "12.50", &["--json"]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let receipt: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(receipt["terminal"], settlement["device_id"]);
+    assert_eq!(receipt["source"], a_id.as_str());
+    assert_eq!(receipt["destination"], b_id.as_str());
+    assert_eq!(receipt["amount"], 1250);
+    assert_eq!(receipt["source_balance_after"], 3750);
+    assert_eq!(receipt["destination_balance_after"], 1750);
+    assert_eq!(receipt["command_pairs"], 4, "{receipt}");
+    assert_eq!(receipt["key_update"], Value::Null, "both cards hold key 1");
+    assert_eq!(receipt["settled_first"], Value::Null);
+    let first_sequence = receipt["sequence"].as_u64().unwrap();
+    // The cards themselves agree with the receipt.
+    assert_eq!((site.balance(&a), site.balance(&b)), (3750, 1750));
+
+    // Back again, in words this time.
+    let output = site.transfer(&b, &a, "7.25", &[]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let said = text(&output.stdout);
+    assert!(
+        said.contains(&format!("transferred 7.25 from card {b_id} to card {a_id}")),
+        "{said}"
+    );
+    assert!(said.contains("balance now 10.25"), "{said}");
+    assert!(said.contains("balance now 44.75"), "{said}");
+    assert!(said.contains("pairs after the two SELECTs: 4"), "{said}");
+    assert_eq!((site.balance(&a), site.balance(&b)), (4475, 1025));
+
+    // The received value is spent at a payment terminal, which accepts the settlement
+    // terminal as the card's last writer.
+    let sale = json(
+        valuecard()
+            .args([
+                "terminal", "purchase", "--json", "--amount", "10.00", "--data",
+            ])
+            .arg(&site.data)
+            .arg("--card")
+            .arg(&b),
+    );
+    assert_eq!(sale["balance_after"], 25);
+
+    // The settlement terminal's history lists both, completed and not yet uploaded.
+    let history = json(
+        valuecard()
+            .args([
+                "terminal",
+                "history",
+                "--json",
+                "--terminal",
+                "settlement-1",
+                "--data",
+            ])
+            .arg(&site.data),
+    );
+    let transfers = history["transfers"].as_array().unwrap();
+    assert_eq!(transfers.len(), 2, "{history}");
+    assert_eq!(transfers[0]["sequence"].as_u64(), Some(first_sequence));
+    assert_eq!(transfers[0]["amount"], 1250);
+    assert_eq!(transfers[1]["source"], b_id.as_str());
+    assert!(
+        transfers
+            .iter()
+            .all(|t| t["status"] == "completed" && t["uploaded"] == false),
+        "{history}"
+    );
+    assert_eq!(history["in_doubt"], 0);
+
+    // Nothing pending: settle-transfer says so and changes nothing.
+    let settled = json(
+        valuecard()
+            .args(["terminal", "settle-transfer", "--json", "--data"])
+            .arg(&site.data)
+            .arg("--from-card")
+            .arg(&a)
+            .arg("--to-card")
+            .arg(&b),
+    );
+    assert_eq!(settled["source"], a_id.as_str());
+    assert_eq!(settled["settled"], Value::Null);
+    assert_eq!((site.balance(&a), site.balance(&b)), (4475, 25));
+}
+
+#[test]
+fn refused_transfers_exit_non_zero_and_change_nothing() {
+    let site = Site::new();
+    let (a, _) = site.issue("a", "20.00");
+    let (b, _) = site.issue("b", "1.00");
+
+    // Above the source's balance: refused by the source card, one JSON object with --json.
+    let output = site.transfer(&a, &b, "20.01", &["--json"]);
+    assert_eq!(output.status.code(), Some(2));
+    let refusal: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let message = refusal["error"].as_str().unwrap();
+    assert!(
+        message.contains("can pass on 20.00") && message.contains("needs 20.01"),
+        "{refusal}"
+    );
+    assert_eq!(refusal["in_doubt"], Value::Null);
+    assert!(text(&output.stderr).contains("nothing was changed"));
+    assert_eq!((site.balance(&a), site.balance(&b)), (2000, 100));
+
+    // The same card as source and destination.
+    let output = site.transfer(&a, &a, "1.00", &[]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        text(&output.stderr).contains("name the same card image"),
+        "{}",
+        text(&output.stderr)
+    );
+
+    // A missing card image is refused, and not created.
+    let missing = site.root.join("missing.img");
+    let output = site.transfer(&a, &missing, "1.00", &["--json"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        text(&output.stderr).contains("no such card image"),
+        "{}",
+        text(&output.stderr)
+    );
+    let refusal: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert!(refusal["error"]
+        .as_str()
+        .unwrap()
+        .contains("no such card image"));
+    assert!(!missing.exists());
+
+    // No amount to move, an amount that is not one, and a payment terminal in the
+    // settlement terminal's place.
+    for (amount, args, expected) in [
+        ("0", &[][..], "must be positive"),
+        ("1.234", &[][..], "is not an amount"),
+        (
+            "1.00",
+            &["--terminal", "terminal-1"][..],
+            "is a payment-terminal, not a settlement-terminal",
+        ),
+    ] {
+        let output = site.transfer(&a, &b, amount, args);
+        assert_eq!(output.status.code(), Some(2), "{amount} {args:?}");
+        assert!(
+            text(&output.stderr).contains(expected),
+            "{amount} {args:?}: {}",
+            text(&output.stderr)
+        );
+    }
+
+    // Without both cards named.
+    let output = valuecard()
+        .args(["terminal", "transfer", "--amount", "1", "--data"])
+        .arg(&site.data)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(text(&output.stderr).contains("name the two cards"));
+
+    // Every refusal left both cards as they were, and the terminal recorded no transfer.
+    assert_eq!((site.balance(&a), site.balance(&b)), (2000, 100));
+    let history = json(
+        valuecard()
+            .args([
+                "terminal",
+                "history",
+                "--json",
+                "--terminal",
+                "settlement-1",
+                "--data",
+            ])
+            .arg(&site.data),
+    );
+    assert_eq!(history["transfers"], serde_json::json!([]), "{history}");
+}
+
+#[test]
+fn another_settlement_terminal_is_installed_and_used() {
+    let site = Site::new();
+    let installed = json(
+        valuecard()
+            .args([
+                "terminal",
+                "install",
+                "--json",
+                "--settlement",
+                "--name",
+                "settlement-2",
+                "--data",
+            ])
+            .arg(&site.data),
+    );
+    assert_eq!(installed["role"], "settlement-terminal");
+    let role = std::fs::read_to_string(site.data.join("devices").join("settlement-2").join("role"))
+        .unwrap();
+    assert_eq!(role.trim(), "settlement-terminal");
+    let (a, _) = site.issue("a", "3.00");
+    let (b, _) = site.issue("b", "0.00");
+    let output = site.transfer(&a, &b, "3.00", &["--json", "--terminal", "settlement-2"]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let receipt: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(receipt["terminal"], installed["device_id"]);
+    assert_eq!((site.balance(&a), site.balance(&b)), (0, 300));
+
+    // Its lists come from the center like a payment terminal's.
+    let synced = json(
+        valuecard()
+            .args([
+                "terminal",
+                "sync",
+                "--json",
+                "--terminal",
+                "settlement-2",
+                "--data",
+            ])
+            .arg(&site.data),
+    );
+    assert_eq!(synced["terminal"], installed["device_id"]);
+
+    // A dispenser cannot also be a settlement terminal.
+    let output = valuecard()
+        .args([
+            "terminal",
+            "install",
+            "--settlement",
+            "--dispenser",
+            "--name",
+            "both",
+            "--data",
+        ])
+        .arg(&site.data)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(!site.data.join("devices").join("both").exists());
+}
