@@ -282,7 +282,10 @@ fn every_command_has_help() {
         vec!["terminal", "settle", "--help"],
         vec!["terminal", "history", "--help"],
         vec!["terminal", "install", "--help"],
+        vec!["terminal", "transfer", "--help"],
+        vec!["terminal", "settle-transfer", "--help"],
         vec!["bench", "purchase", "--help"],
+        vec!["bench", "transfer", "--help"],
     ] {
         let output = valuecard().args(&args).output().unwrap();
         assert!(output.status.success(), "{args:?}");

@@ -345,3 +345,31 @@ fn another_settlement_terminal_is_installed_and_used() {
     assert_eq!(output.status.code(), Some(2));
     assert!(!site.data.join("devices").join("both").exists());
 }
+
+#[test]
+fn bench_transfer_counts_four_pairs_and_fails_below_its_bound() {
+    let bench = |args: &[&str]| {
+        valuecard()
+            .args(["bench", "transfer", "--iterations", "3", "--rounds", "1"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let output = bench(&["--json", "--min-ratio", "0"]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["benchmark"], "transfer");
+    assert_eq!(report["command_pairs_after_selects"], 4, "{report}");
+    assert_eq!(report["floor_operations"]["ed25519_verify"], 10);
+    assert_eq!(report["floor_operations"]["ed25519_sign"], 2);
+    assert!(report["ratio_to_floor"].as_f64().unwrap() > 0.0);
+    assert!(report["transfers_per_second"].as_f64().unwrap() > 0.0);
+    assert_eq!(report["verdict"], "ok");
+
+    // A bound no run meets: exit status 1, and the text says so.
+    let output = bench(&["--min-ratio", "1000"]);
+    assert_eq!(output.status.code(), Some(1));
+    let said = text(&output.stdout);
+    assert!(said.contains("BELOW TARGET"), "{said}");
+    assert!(said.contains("transfers/s"), "{said}");
+}
