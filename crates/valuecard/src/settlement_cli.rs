@@ -497,3 +497,62 @@ fn update_lists(
         .update_lists(&mut &mut *link)
         .map_err(|e| explain(&e))
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use valuecard_core::money::Amount;
+    use valuecard_terminal::transfer::KeyUpdatePath;
+
+    use super::*;
+
+    // A key update is only reached from the command line after the center rotates keys; its
+    // report is checked here.
+    #[test]
+    fn a_key_update_reports_card_path_and_generations() {
+        let update = KeyUpdate {
+            card: "C000000000000002".parse().unwrap(),
+            from_key_id: 1,
+            to_key_id: 3,
+            path: KeyUpdatePath::PublicKey,
+        };
+        assert_eq!(
+            key_update_json(&Some(update)),
+            json!({"card": "C000000000000002", "path": "public-key", "from_key": 1, "to_key": 3})
+        );
+        assert_eq!(key_update_json(&None), Value::Null);
+    }
+
+    #[test]
+    fn a_settled_transfer_reports_how_it_ended() {
+        let amount = Amount::new(250).unwrap();
+        let completed = RecoveryOutcome::Completed {
+            sequence: 7,
+            amount,
+        };
+        let undone = RecoveryOutcome::Undone {
+            sequence: 8,
+            amount,
+        };
+        assert_eq!(
+            outcome_json(&Some(completed)),
+            json!({"sequence": 7, "status": "completed", "amount": 250})
+        );
+        assert_eq!(outcome_json(&Some(undone))["status"], "undone");
+        assert!(outcome_text(undone).contains("reservation is released"));
+    }
+
+    #[test]
+    fn a_transfer_in_doubt_exits_with_its_own_status() {
+        let doubt = Failure::Terminal(TerminalError::TransferInDoubt { sequence: 4 });
+        assert_eq!(report_failure(&doubt, false), ExitCode::from(IN_DOUBT_EXIT));
+        assert!(explain(&TerminalError::TransferInDoubt { sequence: 4 })
+            .starts_with("transfer 4 is in doubt: present both cards again"));
+        let refused = Failure::Terminal(TerminalError::SameCard);
+        assert_eq!(
+            report_failure(&refused, false),
+            ExitCode::from(REFUSED_EXIT)
+        );
+    }
+}
