@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use serde_json::{json, Value};
 use valuecard_card::FileCard;
 use valuecard_core::messages::center::TerminalLink;
-use valuecard_core::messages::transfer::ProofStatus;
+use valuecard_core::messages::transfer::TransferOutcome;
 use valuecard_reader::{CardReader, InProcessReader};
 use valuecard_terminal::store::{StoredTransfer, TerminalStore};
 use valuecard_terminal::transfer::{KeyUpdate, RecoveryOutcome, TransferReceipt};
@@ -387,18 +387,14 @@ fn print_settled(settled: &Settled, json_output: bool) {
     }
 }
 
-/// Where a transfer report stands, from what the terminal holds of it.
+/// Where a transfer report stands, in the words of `TransferOutcome`.
 fn report_status(stored: &StoredTransfer) -> &'static str {
-    let report = &stored.report;
-    if report.source_record.is_some() {
-        "completed"
-    } else {
-        match report.proof.as_ref().map(|proof| proof.status) {
-            Some(ProofStatus::NotReceived) => "undone",
-            // The destination has the value; the source has still to debit it.
-            Some(ProofStatus::Received) => "received",
-            None => "in_doubt",
-        }
+    match stored.report.outcome() {
+        TransferOutcome::Completed => "completed",
+        // The destination has the value; the source has still to debit it.
+        TransferOutcome::Received => "received",
+        TransferOutcome::Undone => "undone",
+        TransferOutcome::InDoubt => "in_doubt",
     }
 }
 
@@ -408,7 +404,12 @@ pub fn settlement_history(data: &Path, name: &str, json_output: bool) -> Result<
     let transfers = terminal.store().transfers().map_err(|e| e.to_string())?;
     let in_doubt = transfers
         .iter()
-        .filter(|stored| matches!(report_status(stored), "in_doubt" | "received"))
+        .filter(|stored| {
+            matches!(
+                stored.report.outcome(),
+                TransferOutcome::InDoubt | TransferOutcome::Received
+            )
+        })
         .count();
     if json_output {
         println!(
