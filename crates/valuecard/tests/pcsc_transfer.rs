@@ -1,7 +1,8 @@
 //! Card-to-card transfer through two PC/SC readers at once (seed 000): `valuecard card
 //! attach` serves one card image in each of vpcd's two reader slots, and `valuecard terminal
-//! transfer --from-reader --to-reader` moves value between them, including a transfer whose
-//! last answer is lost and that `terminal settle-transfer` then settles.
+//! transfer --from-reader --to-reader` moves value between them; then either card leaves its
+//! reader at each command of a transfer that can change it (`card attach --danger-*`), and
+//! `terminal settle-transfer` settles, exactly once, what it had committed.
 //!
 //! Needs pcscd with vpcd (`scripts/start-pcscd.sh`) and the `pcsc` feature
 //! (`cargo test -p valuecard --features pcsc --test pcsc_transfer`); says `SKIPPED: ...` on
@@ -250,8 +251,8 @@ fn balance(data: &Path, image: &Path) -> u64 {
 }
 
 #[test]
-fn transfer_between_two_pcsc_readers_and_a_lost_answer_settled() {
-    const TEST: &str = "transfer_between_two_pcsc_readers_and_a_lost_answer_settled";
+fn transfer_between_two_pcsc_readers_and_lost_answers_settled() {
+    const TEST: &str = "transfer_between_two_pcsc_readers_and_lost_answers_settled";
     if cfg!(not(feature = "pcsc")) {
         skip_note!(
             "SKIPPED: {TEST}: needs the pcsc feature (cargo test -p valuecard --features pcsc)"
@@ -286,8 +287,8 @@ fn transfer_between_two_pcsc_readers_and_a_lost_answer_settled() {
     let (b, b_id) = issue("b", "5.00");
 
     // Both cards in readers at once: A in slot 0, B in slot 1.
-    let mut slot0 = Attached::start(&a, 0, root.join("attach-a.log"), &[]);
-    let mut slot1 = Attached::start(&b, 1, root.join("attach-b.log"), &[]);
+    let slot0 = Attached::start(&a, 0, root.join("attach-a.log"), &[]);
+    let slot1 = Attached::start(&b, 1, root.join("attach-b.log"), &[]);
     let (reader0, reader1) = (reader_index(0), reader_index(1));
     assert_ne!(reader0, reader1);
     let receipt = run_json(&mut two_readers(
@@ -317,61 +318,98 @@ fn transfer_between_two_pcsc_readers_and_a_lost_answer_settled() {
         "{stderr}"
     );
 
-    // B commits TRANSFER IN (its command APDU 3, after SELECT and INITIALIZE TRANSFER IN)
-    // and leaves the reader instead of answering: the transfer is in doubt.
-    slot1.terminate();
-    let mut dropping = Attached::start(
-        &b,
-        1,
-        root.join("attach-b-drop.log"),
-        &["--danger-drop-after-commit", "3"],
-    );
-    let (status, stdout, stderr) = run(&mut two_readers(
-        &data,
-        "transfer",
-        &reader0,
-        &reader1,
-        &["--amount", "2.00"],
-    ));
-    assert_eq!(status.code(), Some(3), "in doubt: {stdout}{stderr}");
-    let doubt: Value = serde_json::from_str(&stdout).unwrap();
-    let sequence = doubt["in_doubt"].as_u64().expect("the transfer's number");
-    assert!(
-        stderr.contains(&format!(
-            "transfer {sequence} is in doubt: present both cards again"
-        )),
-        "{stderr}"
-    );
-    dropping.wait_exit(Duration::from_secs(10));
-    drop(dropping);
+    // Lost answers, one card leaving its reader at a chosen command APDU (counted from its
+    // SELECT): each time the operator gets a clear error, the card comes back, and
+    // settle-transfer settles exactly once what either card committed.
+    let mut slots = [slot0, slot1];
+    let mut balances = [5000 - 1250, 500 + 1250];
+    let mut expected_history = vec!["completed"];
+    for case in LOST_ANSWERS {
+        let name = format!("{} {} {}", case.slot, case.option, case.apdu);
+        let image = if case.slot == 0 { &a } else { &b };
+        slots[case.slot].terminate();
+        let mut dropping = Attached::start(
+            image,
+            case.slot,
+            root.join(format!("attach-drop-{}-{}.log", case.slot, case.apdu)),
+            &[case.option, &case.apdu.to_string()],
+        );
+        let amount = format!("{}.{:02}", case.amount / 100, case.amount % 100);
+        let (status, stdout, stderr) = run(&mut two_readers(
+            &data,
+            "transfer",
+            &reader0,
+            &reader1,
+            &["--amount", &amount],
+        ));
+        let failure: Value = serde_json::from_str(&stdout)
+            .unwrap_or_else(|e| panic!("{name}: one JSON object ({e}): {stdout}{stderr}"));
+        if case.in_doubt {
+            assert_eq!(status.code(), Some(3), "{name}: {stdout}{stderr}");
+            let sequence = failure["in_doubt"].as_u64().expect("the transfer's number");
+            assert!(
+                stderr.contains(&format!(
+                    "transfer {sequence} is in doubt: present both cards again"
+                )),
+                "{name}: {stderr}"
+            );
+        } else {
+            assert_eq!(status.code(), Some(2), "{name}: {stdout}{stderr}");
+            assert_eq!(failure["in_doubt"], Value::Null, "{name}");
+            assert!(
+                stderr.contains("present both cards again"),
+                "{name}: {stderr}"
+            );
+        }
+        dropping.wait_exit(Duration::from_secs(10));
+        drop(dropping);
 
-    // B comes back: settle-transfer completes the source from B's proof of receipt.
-    let mut slot1 = Attached::start(&b, 1, root.join("attach-b-again.log"), &[]);
-    let settled = run_json(&mut two_readers(
-        &data,
-        "settle-transfer",
-        &reader0,
-        &reader1,
-        &[],
-    ));
-    assert_eq!(settled["settled"]["status"], "completed", "{settled}");
-    assert_eq!(settled["settled"]["sequence"].as_u64(), Some(sequence));
-    assert_eq!(settled["settled"]["amount"], 200);
-    // Settled once: a second settlement finds nothing pending.
-    let again = run_json(&mut two_readers(
-        &data,
-        "settle-transfer",
-        &reader0,
-        &reader1,
-        &[],
-    ));
-    assert_eq!(again["settled"], Value::Null, "{again}");
-    slot0.terminate();
-    slot1.terminate();
+        // The card comes back; settle-transfer decides, once.
+        slots[case.slot] = Attached::start(
+            image,
+            case.slot,
+            root.join(format!("attach-back-{}-{}.log", case.slot, case.apdu)),
+            &[],
+        );
+        let settled = run_json(&mut two_readers(
+            &data,
+            "settle-transfer",
+            &reader0,
+            &reader1,
+            &[],
+        ));
+        match case.settles_as {
+            Some(outcome) => {
+                assert_eq!(settled["settled"]["status"], outcome, "{name}: {settled}");
+                assert_eq!(settled["settled"]["amount"], case.amount, "{name}");
+                expected_history.push(outcome);
+            }
+            None => assert_eq!(settled["settled"], Value::Null, "{name}: {settled}"),
+        }
+        let again = run_json(&mut two_readers(
+            &data,
+            "settle-transfer",
+            &reader0,
+            &reader1,
+            &[],
+        ));
+        assert_eq!(
+            again["settled"],
+            Value::Null,
+            "{name}: settled twice: {again}"
+        );
+        if case.settles_as == Some("completed") {
+            balances[0] -= case.amount;
+            balances[1] += case.amount;
+        }
+    }
+    for slot in &mut slots {
+        slot.terminate();
+    }
 
-    // Exactly 2.00 moved in the interrupted transfer, on top of the 12.50 before.
-    assert_eq!(balance(&data, &a), 5000 - 1250 - 200);
-    assert_eq!(balance(&data, &b), 500 + 1250 + 200);
+    // What moved is exactly what the settlements say.
+    assert_eq!(balance(&data, &a), balances[0]);
+    assert_eq!(balance(&data, &b), balances[1]);
     let history = run_json(
         valuecard()
             .args([
@@ -384,10 +422,69 @@ fn transfer_between_two_pcsc_readers_and_a_lost_answer_settled() {
             ])
             .arg(&data),
     );
-    let transfers = history["transfers"].as_array().unwrap();
-    assert_eq!(transfers.len(), 2, "{history}");
-    assert!(
-        transfers.iter().all(|t| t["status"] == "completed"),
-        "{history}"
-    );
+    let statuses: Vec<&str> = history["transfers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, expected_history, "{history}");
+    assert_eq!(history["in_doubt"], 0, "{history}");
 }
+
+/// Where a card leaves its reader during a transfer, and what follows.
+struct LostAnswer {
+    /// The reader slot of the card that leaves: 0 the source, 1 the destination.
+    slot: usize,
+    option: &'static str,
+    /// The card's command APDU, counted from its SELECT.
+    apdu: u32,
+    amount: u64,
+    /// Whether the transfer is reported in doubt (exit 3) rather than failed (exit 2).
+    in_doubt: bool,
+    /// How settle-transfer ends it: completed, undone, or nothing to settle.
+    settles_as: Option<&'static str>,
+}
+
+const LOST_ANSWERS: [LostAnswer; 4] = [
+    // The destination applied TRANSFER IN (its SELECT, INITIALIZE TRANSFER IN, TRANSFER IN)
+    // but its answer was lost: the source debits against the destination's proof.
+    LostAnswer {
+        slot: 1,
+        option: "--danger-drop-after-commit",
+        apdu: 3,
+        amount: 200,
+        in_doubt: true,
+        settles_as: Some("completed"),
+    },
+    // The source debited at TRANSFER COMPLETE (its SELECT, TRANSFER OUT, TRANSFER
+    // COMPLETE) but its answer was lost: the terminal finds the debit as the source's last
+    // record.
+    LostAnswer {
+        slot: 0,
+        option: "--danger-drop-after-commit",
+        apdu: 3,
+        amount: 300,
+        in_doubt: true,
+        settles_as: Some("completed"),
+    },
+    // The source reserved the amount at TRANSFER OUT but its answer was lost: nothing
+    // reached the destination, whose proof of that releases the reservation.
+    LostAnswer {
+        slot: 0,
+        option: "--danger-drop-after-commit",
+        apdu: 2,
+        amount: 400,
+        in_doubt: false,
+        settles_as: Some("undone"),
+    },
+    // The source left before it saw TRANSFER OUT: nothing to settle.
+    LostAnswer {
+        slot: 0,
+        option: "--danger-drop-after",
+        apdu: 2,
+        amount: 500,
+        in_doubt: false,
+        settles_as: None,
+    },
+];
