@@ -453,7 +453,8 @@ pub fn settlement_history(data: &Path, name: &str, json_output: bool) -> Result<
     Ok(ExitCode::SUCCESS)
 }
 
-/// `terminal sync` for a settlement terminal: fetch the list entries it lacks.
+/// `terminal sync` for a settlement terminal: fetch the list entries it lacks, and say how
+/// many transfer reports wait for upload.
 pub fn settlement_sync(
     data: &Path,
     name: &str,
@@ -476,14 +477,26 @@ pub fn settlement_sync(
             update_lists(&mut terminal, &mut center)?
         }
     };
+    // The reports stay in the terminal's store, marked not uploaded, until they are.
+    let waiting = terminal
+        .store()
+        .transfers()
+        .map_err(|e| e.to_string())?
+        .iter()
+        .filter(|stored| !stored.uploaded)
+        .count();
     if json_output {
         println!(
             "{}",
-            json!({"terminal": terminal.device_id().to_string(), "list_version": version})
+            json!({
+                "terminal": terminal.device_id().to_string(),
+                "list_version": version,
+                "transfers_not_uploaded": waiting,
+            })
         );
     } else {
         println!(
-            "settlement terminal {}: lists at version {version}",
+            "settlement terminal {}: lists at version {version}; {waiting} transfer reports not uploaded",
             terminal.device_id()
         );
     }

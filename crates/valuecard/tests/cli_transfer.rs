@@ -327,6 +327,7 @@ fn another_settlement_terminal_is_installed_and_used() {
             .arg(&site.data),
     );
     assert_eq!(synced["terminal"], installed["device_id"]);
+    assert_eq!(synced["transfers_not_uploaded"], 1, "{synced}");
 
     // A dispenser cannot also be a settlement terminal.
     let output = valuecard()
