@@ -285,7 +285,7 @@ enum TerminalCommands {
     },
     /// Upload the terminal's purchases to the center (Fig. 9) and fetch the list entries
     /// it lacks (run it daily, or whenever the terminal is online). A settlement terminal
-    /// fetches its lists.
+    /// uploads its transfer reports instead.
     Sync {
         #[arg(long)]
         data: PathBuf,

@@ -12,8 +12,8 @@ use std::process::ExitCode;
 
 use serde_json::{json, Value};
 use valuecard_card::FileCard;
-use valuecard_core::messages::center::TerminalLink;
-use valuecard_core::messages::transfer::TransferOutcome;
+use valuecard_core::messages::center::{TerminalLink, UploadReceipt};
+use valuecard_core::messages::transfer::{TransferLink, TransferOutcome};
 use valuecard_reader::{CardReader, InProcessReader};
 use valuecard_terminal::store::{StoredTransfer, TerminalStore};
 use valuecard_terminal::transfer::{KeyUpdate, RecoveryOutcome, TransferReceipt};
@@ -453,8 +453,9 @@ pub fn settlement_history(data: &Path, name: &str, json_output: bool) -> Result<
     Ok(ExitCode::SUCCESS)
 }
 
-/// `terminal sync` for a settlement terminal: fetch the list entries it lacks, and say how
-/// many transfer reports wait for upload.
+/// `terminal sync` for a settlement terminal: upload the transfer reports the center has not
+/// acknowledged in their current form (seed 000; the center verifies and stores each transfer
+/// once, and lists a card whose state was moved twice), then fetch the list entries it lacks.
 pub fn settlement_sync(
     data: &Path,
     name: &str,
@@ -462,7 +463,7 @@ pub fn settlement_sync(
     json_output: bool,
 ) -> Result<ExitCode, String> {
     let mut terminal = datadir::open_settlement(data, name)?;
-    let version = match &at.center {
+    let (receipt, version) = match &at.center {
         Some(url) => {
             let mut link = datadir::open_device_link(
                 data,
@@ -470,14 +471,14 @@ pub fn settlement_sync(
                 valuecard_core::cert::Role::SettlementTerminal,
                 url,
             )?;
-            update_lists(&mut terminal, &mut link)?
+            exchange_with_center(&mut terminal, &mut link)?
         }
         None => {
             let mut center = datadir::open_center_on(data, at.database.as_deref())?;
-            update_lists(&mut terminal, &mut center)?
+            exchange_with_center(&mut terminal, &mut center)?
         }
     };
-    // The reports stay in the terminal's store, marked not uploaded, until they are.
+    // A report the center refused stays marked as not uploaded, for the operator to see.
     let waiting = terminal
         .store()
         .transfers()
@@ -490,28 +491,44 @@ pub fn settlement_sync(
             "{}",
             json!({
                 "terminal": terminal.device_id().to_string(),
+                "stored": receipt.stored,
+                "duplicates": receipt.duplicates,
+                "refused": receipt.refused.iter().map(|(sequence, reason)| json!({"sequence": sequence, "reason": reason})).collect::<Vec<_>>(),
+                "clones_detected": receipt.clones_detected.iter().map(ToString::to_string).collect::<Vec<_>>(),
                 "list_version": version,
                 "transfers_not_uploaded": waiting,
             })
         );
     } else {
         println!(
-            "settlement terminal {}: lists at version {version}; {waiting} transfer reports not uploaded",
-            terminal.device_id()
+            "settlement terminal {}: {} transfer reports stored, {} already there, {} refused; lists at version {version}",
+            terminal.device_id(),
+            receipt.stored,
+            receipt.duplicates,
+            receipt.refused.len()
         );
+        for (sequence, reason) in &receipt.refused {
+            println!("  transfer {sequence} refused: {reason}");
+        }
+        for card in &receipt.clones_detected {
+            println!("  card {card} found cloned: listed everywhere");
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn update_lists(
+/// Uploads the transfer reports, then fetches the lists: a card the upload shows cloned is
+/// on the lists the terminal takes home.
+fn exchange_with_center(
     terminal: &mut datadir::CliSettlement,
-    link: &mut dyn TerminalLink,
-) -> Result<u64, String> {
-    terminal
-        .update_lists(&mut &mut *link)
-        .map_err(|e| explain(&e))
+    link: &mut (impl TerminalLink + TransferLink),
+) -> Result<(UploadReceipt, u64), String> {
+    let receipt = terminal
+        .upload_transfers(&mut *link)
+        .map_err(|e| explain(&e))?;
+    let version = terminal.update_lists(&mut *link).map_err(|e| explain(&e))?;
+    Ok((receipt, version))
 }
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

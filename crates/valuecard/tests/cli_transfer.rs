@@ -180,6 +180,41 @@ fn value_moves_between_two_card_images_and_back() {
     );
     assert_eq!(history["in_doubt"], 0);
 
+    // The reports reach the center with the terminals' sync; a second sync sends nothing.
+    let sync = |terminal: &str| {
+        json(
+            valuecard()
+                .args([
+                    "terminal",
+                    "sync",
+                    "--json",
+                    "--terminal",
+                    terminal,
+                    "--data",
+                ])
+                .arg(&site.data),
+        )
+    };
+    let synced = sync("settlement-1");
+    assert_eq!(
+        (
+            synced["stored"].as_u64(),
+            synced["transfers_not_uploaded"].as_u64()
+        ),
+        (Some(2), Some(0)),
+        "{synced}"
+    );
+    assert_eq!(sync("settlement-1")["stored"], 0);
+    sync("terminal-1");
+    let status = json(
+        valuecard()
+            .args(["center", "status", "--json", "--data"])
+            .arg(&site.data),
+    );
+    assert_eq!(status["transfers"]["completed_count"], 2, "{status}");
+    assert_eq!(status["transfers"]["completed"], 1250 + 725, "{status}");
+    assert_eq!(status["reconciliation"], "reconciled", "{status}");
+
     // Nothing pending: settle-transfer says so and changes nothing.
     let settled = json(
         valuecard()
@@ -327,7 +362,8 @@ fn another_settlement_terminal_is_installed_and_used() {
             .arg(&site.data),
     );
     assert_eq!(synced["terminal"], installed["device_id"]);
-    assert_eq!(synced["transfers_not_uploaded"], 1, "{synced}");
+    assert_eq!(synced["stored"], 1, "{synced}");
+    assert_eq!(synced["transfers_not_uploaded"], 0, "{synced}");
 
     // A dispenser cannot also be a settlement terminal.
     let output = valuecard()
@@ -373,4 +409,82 @@ fn bench_transfer_counts_four_pairs_and_fails_below_its_bound() {
     let said = text(&output.stdout);
     assert!(said.contains("BELOW TARGET"), "{said}");
     assert!(said.contains("transfers/s"), "{said}");
+}
+
+#[test]
+fn cards_on_different_key_generations_are_brought_to_one_first() {
+    let site = Site::new();
+    let (a, a_id) = site.issue("a", "20.00");
+    let (b, b_id) = site.issue("b", "10.00");
+    let center = |command: &str| {
+        json(
+            valuecard()
+                .args(["center", command, "--json", "--data"])
+                .arg(&site.data),
+        )
+    };
+    let load = |card: &Path| {
+        json(
+            valuecard()
+                .args(["terminal", "load", "--json", "--amount", "1.00", "--data"])
+                .arg(&site.data)
+                .arg("--card")
+                .arg(card),
+        )
+    };
+
+    // A takes transfer key 2 with a load; B still holds 1, under the same update key.
+    assert_eq!(center("rotate-transfer-key")["generation"], 2);
+    load(&a);
+    let output = site.transfer(&a, &b, "5.00", &["--json"]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let receipt: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        receipt["key_update"],
+        serde_json::json!({"card": b_id, "path": "symmetric", "from_key": 1, "to_key": 2}),
+        "{receipt}"
+    );
+    assert_eq!(receipt["destination_balance_after"], 1500);
+
+    // Both keys move on and B takes them with a load: A is older now, and the two cards'
+    // update keys differ, so A takes the key under the cards' certified key pairs.
+    center("rotate-update-key");
+    assert_eq!(center("rotate-transfer-key")["generation"], 3);
+    // The center loads B only once it knows where B's received value came from.
+    let refused = valuecard()
+        .args(["terminal", "load", "--amount", "1.00", "--data"])
+        .arg(&site.data)
+        .arg("--card")
+        .arg(&b)
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(
+        text(&refused.stderr).contains("a settlement terminal may still hold the card's transfers"),
+        "{}",
+        text(&refused.stderr)
+    );
+    json(
+        valuecard()
+            .args([
+                "terminal",
+                "sync",
+                "--json",
+                "--terminal",
+                "settlement-1",
+                "--data",
+            ])
+            .arg(&site.data),
+    );
+    load(&b);
+    let output = site.transfer(&a, &b, "2.00", &[]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let said = text(&output.stdout);
+    assert!(
+        said.contains(&format!(
+            "key update first: card {a_id} took transfer key 3 (had 2), public-key path"
+        )),
+        "{said}"
+    );
+    assert_eq!((site.balance(&a), site.balance(&b)), (1400, 1800));
 }
