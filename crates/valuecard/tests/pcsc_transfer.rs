@@ -430,6 +430,39 @@ fn transfer_between_two_pcsc_readers_and_lost_answers_settled() {
         .collect();
     assert_eq!(statuses, expected_history, "{history}");
     assert_eq!(history["in_doubt"], 0, "{history}");
+
+    // The center takes every report, and value is conserved with the transfers in it.
+    let synced = run_json(
+        valuecard()
+            .args([
+                "terminal",
+                "sync",
+                "--json",
+                "--terminal",
+                "settlement-1",
+                "--data",
+            ])
+            .arg(&data),
+    );
+    assert_eq!(synced["refused"], serde_json::json!([]), "{synced}");
+    assert_eq!(synced["transfers_not_uploaded"], 0, "{synced}");
+    let status = run_json(
+        valuecard()
+            .args(["center", "status", "--json", "--data"])
+            .arg(&data),
+    );
+    let count = |outcome: &str| statuses.iter().filter(|s| **s == outcome).count();
+    assert_eq!(
+        status["transfers"]["completed_count"].as_u64(),
+        Some(count("completed") as u64),
+        "{status}"
+    );
+    assert_eq!(
+        status["transfers"]["undone_count"].as_u64(),
+        Some(count("undone") as u64),
+        "{status}"
+    );
+    assert_eq!(status["reconciliation"], "reconciled", "{status}");
 }
 
 /// Where a card leaves its reader during a transfer, and what follows.
