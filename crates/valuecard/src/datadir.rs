@@ -6,10 +6,11 @@
 //! DIR/center/database           "postgresql" when it does (the URL is given each time)
 //! DIR/center/service-certificate.pem   the HTTPS service's certificate (public)
 //! DIR/center/service-key.pem    its private key (owner-only)
-//! DIR/devices/NAME/role         "payment-terminal" or "dispenser"
+//! DIR/devices/NAME/role         "payment-terminal", "dispenser" or "settlement-terminal"
 //! DIR/devices/NAME/sam.key      the device's software SAM image (owner-only)
 //! DIR/devices/NAME/center-certificate.pem   the service certificate the device pins
 //! DIR/devices/NAME/purchases.sqlite   a payment terminal's records
+//! DIR/devices/NAME/transfers.sqlite   a settlement terminal's transfer reports and lists
 //! ```
 
 use std::io::Write;
@@ -30,9 +31,11 @@ use valuecard_sam::{Sam, SoftwareSam};
 use valuecard_terminal::dispenser::Dispenser;
 use valuecard_terminal::payment::PaymentTerminal;
 use valuecard_terminal::store::SqliteStore;
+use valuecard_terminal::transfer::SettlementTerminal;
 
 pub type CliTerminal = PaymentTerminal<SoftwareSam, SqliteStore>;
 pub type CliDispenser = Dispenser<SoftwareSam>;
+pub type CliSettlement = SettlementTerminal<SoftwareSam, SqliteStore>;
 
 pub fn center_dir(data: &Path) -> PathBuf {
     data.join("center")
@@ -186,8 +189,19 @@ pub fn open_terminal_link(
     terminal: &str,
     url: &str,
 ) -> Result<HttpCenterLink, String> {
-    let sam = open_sam(data, terminal, Role::PaymentTerminal)?;
-    HttpCenterLink::new(url, &device_pin(data, terminal)?, Box::new(sam)).map_err(|e| e.to_string())
+    open_device_link(data, terminal, Role::PaymentTerminal, url)
+}
+
+/// A device's link to the center's HTTP service, signing with its SAM (loaded a second
+/// time: the device holds the first).
+pub fn open_device_link(
+    data: &Path,
+    name: &str,
+    role: Role,
+    url: &str,
+) -> Result<HttpCenterLink, String> {
+    let sam = open_sam(data, name, role)?;
+    HttpCenterLink::new(url, &device_pin(data, name)?, Box::new(sam)).map_err(|e| e.to_string())
 }
 
 /// Stores the terminal's SAM image again (after its time stamp advanced).
@@ -217,8 +231,17 @@ fn valid_name(name: &str) -> Result<(), String> {
 fn role_name(role: Role) -> &'static str {
     match role {
         Role::Dispenser => "dispenser",
+        Role::SettlementTerminal => "settlement-terminal",
         _ => "payment-terminal",
     }
+}
+
+/// Whether the installed device `name` is a settlement terminal (false for any other
+/// device, and for a name no device has: the caller's own open reports that).
+pub fn is_settlement_terminal(data: &Path, name: &str) -> bool {
+    valid_name(name).is_ok()
+        && std::fs::read_to_string(device_dir(data, name).join("role"))
+            .is_ok_and(|role| role.trim() == role_name(Role::SettlementTerminal))
 }
 
 /// Creates a directory, and its missing parents, that only its owner may enter: the center's
@@ -344,6 +367,15 @@ pub fn open_terminal(data: &Path, name: &str) -> Result<CliTerminal, String> {
     let store = SqliteStore::open(&device_dir(data, name).join("purchases.sqlite"))
         .map_err(|e| e.to_string())?;
     PaymentTerminal::new(sam, store, clock(), OsRng).map_err(|e| e.to_string())
+}
+
+/// A settlement terminal (seed 000) with its transfer reports and lists in
+/// `transfers.sqlite`.
+pub fn open_settlement(data: &Path, name: &str) -> Result<CliSettlement, String> {
+    let sam = open_sam(data, name, Role::SettlementTerminal)?;
+    let store = SqliteStore::open(&device_dir(data, name).join("transfers.sqlite"))
+        .map_err(|e| e.to_string())?;
+    SettlementTerminal::new(sam, store, clock(), OsRng).map_err(|e| e.to_string())
 }
 
 pub fn open_dispenser(data: &Path, name: &str) -> Result<CliDispenser, String> {

@@ -132,6 +132,10 @@ pub fn center_init(
         let id = datadir::install_device(data, &mut center, &name, Role::PaymentTerminal)?;
         devices.push((name, "payment-terminal", id));
     }
+    // One settlement terminal (seed 000): card-to-card transfer between two readers.
+    let settlement =
+        datadir::install_device(data, &mut center, "settlement-1", Role::SettlementTerminal)?;
+    devices.push(("settlement-1".to_owned(), "settlement-terminal", settlement));
     let anchor = center.anchor();
     print(
         json_output,
@@ -181,23 +185,45 @@ pub fn center_serve(data: &Path, listen: &str, database: Option<&str>) -> Result
     Ok(ExitCode::SUCCESS)
 }
 
+/// What `terminal install` installs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceKind {
+    PaymentTerminal,
+    Dispenser,
+    /// Seed 000: card-to-card transfer between two readers.
+    SettlementTerminal,
+}
+
+impl DeviceKind {
+    fn role(self) -> Role {
+        match self {
+            DeviceKind::PaymentTerminal => Role::PaymentTerminal,
+            DeviceKind::Dispenser => Role::Dispenser,
+            DeviceKind::SettlementTerminal => Role::SettlementTerminal,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            DeviceKind::PaymentTerminal => "payment-terminal",
+            DeviceKind::Dispenser => "dispenser",
+            DeviceKind::SettlementTerminal => "settlement-terminal",
+        }
+    }
+}
+
 pub fn terminal_install(
     data: &Path,
     name: &str,
-    dispenser: bool,
+    kind: DeviceKind,
     database: Option<&str>,
     json_output: bool,
 ) -> Result<ExitCode, String> {
     let mut center = datadir::open_center_on(data, database)?;
-    let role = if dispenser {
-        Role::Dispenser
-    } else {
-        Role::PaymentTerminal
-    };
-    let id = datadir::install_device(data, &mut center, name, role)?;
+    let id = datadir::install_device(data, &mut center, name, kind.role())?;
     print(
         json_output,
-        json!({"name": name, "device_id": id.to_string(), "role": if dispenser { "dispenser" } else { "payment-terminal" }}),
+        json!({"name": name, "device_id": id.to_string(), "role": kind.as_str()}),
         || {
             println!("installed {name}: {id}");
         },

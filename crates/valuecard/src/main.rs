@@ -10,6 +10,7 @@ mod attach;
 mod bench;
 mod bench_ingest;
 mod bench_pcsc;
+mod bench_transfer;
 mod card_tool;
 mod credit_cli;
 mod datadir;
@@ -17,6 +18,7 @@ mod demo;
 mod lifecycle;
 mod operations;
 mod pcsc;
+mod settlement_cli;
 mod transfer_cli;
 
 use std::path::PathBuf;
@@ -46,7 +48,7 @@ enum Commands {
     /// Cards: issue them, drive them by hand.
     #[command(subcommand)]
     Card(CardCommands),
-    /// The cashier's commands at a payment terminal or dispenser.
+    /// The cashier's commands at a payment terminal, dispenser or settlement terminal.
     #[command(subcommand)]
     Terminal(TerminalCommands),
     /// Benchmarks that print their ratio to the crypto floor measured in the same run.
@@ -193,14 +195,18 @@ enum TerminalCommands {
         #[arg(long)]
         json: bool,
     },
-    /// Install another payment terminal (or, with --dispenser, a dispenser) at the center.
+    /// Install another payment terminal (or, with --dispenser, a dispenser; with
+    /// --settlement, a settlement terminal for card-to-card transfer) at the center.
     Install {
         #[arg(long)]
         data: PathBuf,
         #[arg(long)]
         name: String,
-        #[arg(long)]
+        #[arg(long, conflicts_with = "settlement")]
         dispenser: bool,
+        /// A settlement terminal: two readers, value moved card to card (seed 000).
+        #[arg(long)]
+        settlement: bool,
         /// The center's records are in PostgreSQL at this URL (as given to `center init`).
         #[arg(long, value_name = "URL")]
         database: Option<String>,
@@ -263,7 +269,12 @@ enum TerminalCommands {
         #[arg(long)]
         json: bool,
     },
-    /// The terminal's purchase records.
+    /// Card-to-card transfer at a settlement terminal: both cards brought to one
+    /// transfer-key generation, then the amount moved from the source to the destination.
+    Transfer(settlement_cli::TransferArgs),
+    /// Settle a transfer a lost answer left pending, with the same two cards.
+    SettleTransfer(settlement_cli::SettleTransferArgs),
+    /// The terminal's purchase records (a settlement terminal's: its transfers).
     History {
         #[arg(long)]
         data: PathBuf,
@@ -273,7 +284,8 @@ enum TerminalCommands {
         json: bool,
     },
     /// Upload the terminal's purchases to the center (Fig. 9) and fetch the list entries
-    /// it lacks (run it daily, or whenever the terminal is online).
+    /// it lacks (run it daily, or whenever the terminal is online). A settlement terminal
+    /// uploads its transfer reports instead.
     Sync {
         #[arg(long)]
         data: PathBuf,
@@ -415,6 +427,9 @@ enum BenchCommands {
     /// APDU round trips through pcscd and vpcd: a valuecard card in `card attach`, vsmartcard's
     /// vicc, and a card that answers at once (needs the `pcsc` feature).
     Pcsc(bench_pcsc::PcscArgs),
+    /// Host CPU per card-to-card transfer (settlement terminal and both cards), against the
+    /// signature and AES operations a transfer needs.
+    Transfer(bench_transfer::TransferArgs),
 }
 
 fn terminal(command: TerminalCommands) -> Result<ExitCode, String> {
@@ -424,9 +439,17 @@ fn terminal(command: TerminalCommands) -> Result<ExitCode, String> {
             data,
             name,
             dispenser,
+            settlement,
             database,
             json,
-        } => lifecycle::terminal_install(&data, &name, dispenser, database.as_deref(), json),
+        } => {
+            let kind = match (dispenser, settlement) {
+                (true, _) => lifecycle::DeviceKind::Dispenser,
+                (false, true) => lifecycle::DeviceKind::SettlementTerminal,
+                (false, false) => lifecycle::DeviceKind::PaymentTerminal,
+            };
+            lifecycle::terminal_install(&data, &name, kind, database.as_deref(), json)
+        }
         TerminalCommands::Info {
             data,
             terminal,
@@ -456,11 +479,28 @@ fn terminal(command: TerminalCommands) -> Result<ExitCode, String> {
             center,
             json,
         } => lifecycle::terminal_settle(&data, &terminal, &dispenser, &reader, &center, json),
+        TerminalCommands::Transfer(args) => settlement_cli::terminal_transfer(&args),
+        TerminalCommands::SettleTransfer(args) => settlement_cli::terminal_settle_transfer(&args),
+        TerminalCommands::History {
+            data,
+            terminal,
+            json,
+        } if datadir::is_settlement_terminal(&data, &terminal) => {
+            settlement_cli::settlement_history(&data, &terminal, json)
+        }
         TerminalCommands::History {
             data,
             terminal,
             json,
         } => lifecycle::terminal_history(&data, &terminal, json),
+        TerminalCommands::Sync {
+            data,
+            terminal,
+            center,
+            json,
+        } if datadir::is_settlement_terminal(&data, &terminal) => {
+            settlement_cli::settlement_sync(&data, &terminal, &center, json)
+        }
         TerminalCommands::Sync {
             data,
             terminal,
@@ -620,6 +660,7 @@ fn main() -> ExitCode {
         Commands::Bench(BenchCommands::Purchase(args)) => bench::purchase(args),
         Commands::Bench(BenchCommands::Ingest(args)) => bench_ingest::ingest(args),
         Commands::Bench(BenchCommands::Pcsc(args)) => bench_pcsc::run(args),
+        Commands::Bench(BenchCommands::Transfer(args)) => bench_transfer::transfer(args),
     };
     match outcome {
         Ok(code) => code,

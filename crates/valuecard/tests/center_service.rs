@@ -84,8 +84,8 @@ fn center_init_refuses_a_database_that_already_holds_a_center() {
     assert!(!second.join("center").join("center.keys").exists());
     assert!(!second.join("devices").exists());
 
-    // The first center is untouched: its status still shows it, with its one dispenser and
-    // one terminal.
+    // The first center is untouched: its status still shows it, with its one dispenser, one
+    // payment terminal and one settlement terminal.
     let status = valuecard()
         .args([
             "center",
@@ -101,7 +101,7 @@ fn center_init_refuses_a_database_that_already_holds_a_center() {
     assert!(status.status.success(), "{}", text(&status.stderr));
     let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
     assert_eq!(status["center"].as_str(), Some(center_id.as_str()));
-    assert_eq!(status["devices"].as_array().unwrap().len(), 2);
+    assert_eq!(status["devices"].as_array().unwrap().len(), 3);
 }
 
 /// `center serve` on a free port; the first line it prints names its URL.

@@ -174,7 +174,8 @@ fn life_cycle_step_by_step_against_a_data_directory() {
     let data_arg = data.to_str().unwrap();
     let card_arg = card.to_str().unwrap();
     let init = json(&["center", "init", "--data", data_arg, "--terminals", "2"]);
-    assert_eq!(init["devices"].as_array().unwrap().len(), 3);
+    // dispenser-1, terminal-1, terminal-2 and settlement-1.
+    assert_eq!(init["devices"].as_array().unwrap().len(), 4);
     let issued = json(&[
         "card", "issue", "--data", data_arg, "--out", card_arg, "--value", "50.00",
     ]);
@@ -281,7 +282,10 @@ fn every_command_has_help() {
         vec!["terminal", "settle", "--help"],
         vec!["terminal", "history", "--help"],
         vec!["terminal", "install", "--help"],
+        vec!["terminal", "transfer", "--help"],
+        vec!["terminal", "settle-transfer", "--help"],
         vec!["bench", "purchase", "--help"],
+        vec!["bench", "transfer", "--help"],
     ] {
         let output = valuecard().args(&args).output().unwrap();
         assert!(output.status.success(), "{args:?}");

@@ -127,7 +127,10 @@ fn every_command_that_reports_takes_json() {
         &["terminal", "credit-service"],
         &["terminal", "credit-upload"],
         &["terminal", "advance-stamp"],
+        &["terminal", "transfer"],
+        &["terminal", "settle-transfer"],
         &["bench", "purchase"],
+        &["bench", "transfer"],
         &["bench", "ingest"],
         &["bench", "pcsc"],
     ];

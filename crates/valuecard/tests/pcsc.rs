@@ -1003,13 +1003,13 @@ fn documented_apdus_through_opensc_tool() {
     assert_eq!(
         fci.len(),
         doc_fci.len(),
-        "an Active card's FCI is 217 bytes"
+        "an Active card's FCI is 233 bytes"
     );
-    assert_eq!(fci.len(), 217);
+    assert_eq!(fci.len(), 233);
     assert_eq!(
         fci[..19],
         doc_fci[..19],
-        "6F 81 D6, 84 08 AID, A5 81 C9, 89 01 03, 86 08"
+        "6F 81 E6, 84 08 AID, A5 81 D9, 89 01 03, 86 08"
     );
     let outer = tlv(fci);
     assert_eq!(tags(&outer), ["6F"]);
@@ -1017,7 +1017,8 @@ fn documented_apdus_through_opensc_tool() {
     assert_eq!(tags(&template), ["84", "A5"]);
     assert_eq!(hex_value(&template, "84"), PURSE_AID);
     let proprietary = tlv(value(&template, "A5"));
-    assert_eq!(tags(&proprietary), ["89", "86", "7F21"]);
+    // 9F2F: the card's transfer-key information for a settlement terminal (seed 000).
+    assert_eq!(tags(&proprietary), ["89", "86", "7F21", "9F2F"]);
     assert_eq!(hex_value(&proprietary, "89"), "03", "Active");
     assert_eq!(hex_value(&proprietary, "86"), card_id);
     let certificate = tlv(value(&proprietary, "7F21"));
@@ -1032,6 +1033,16 @@ fn documented_apdus_through_opensc_tool() {
     assert_eq!(hex_value(&body, "5F20"), card_id, "subject: the card");
     assert_eq!(hex_value(&body, "5F4C"), "04", "role: card");
     assert_eq!(value(&certificate, "5F37").len(), 64);
+    // Transfer key, update key, the limit of generations the card accepts (4 bytes each),
+    // and whether a transfer is pending: a new card holds the first generation of both keys.
+    let summary = value(&proprietary, "9F2F");
+    assert_eq!(summary.len(), 13);
+    assert_eq!(hex::encode(&summary[..8]), "0000000100000001");
+    assert!(
+        summary[8..12] >= summary[..4],
+        "the limit is at least the key held"
+    );
+    assert_eq!(summary[12], 0, "nothing pending");
 
     // READ PURSE (§ 6.5): the same objects as the document's, with this card's values.
     let purse = tlv(&received[1].data);
