@@ -414,14 +414,7 @@ impl valuecard_core::messages::center::TerminalLink for HttpCenterLink {
             let answer: crate::terminal_wire::UploadReceiptBody =
                 self.call("POST", paths::USAGE, Some(&body))?;
             let receipt = decoded(paths::USAGE, answer.decode())?;
-            total.stored += receipt.stored;
-            total.duplicates += receipt.duplicates;
-            total.refused.extend(receipt.refused);
-            for card in receipt.clones_detected {
-                if !total.clones_detected.contains(&card) {
-                    total.clones_detected.push(card);
-                }
-            }
+            total.absorb(receipt);
         }
         Ok(total)
     }
@@ -481,14 +474,7 @@ impl valuecard_core::messages::transfer::TransferLink for HttpCenterLink {
             let answer: crate::terminal_wire::UploadReceiptBody =
                 self.call("POST", paths::TRANSFERS, Some(&body))?;
             let receipt = decoded(paths::TRANSFERS, answer.decode())?;
-            total.stored += receipt.stored;
-            total.duplicates += receipt.duplicates;
-            total.refused.extend(receipt.refused);
-            for card in receipt.clones_detected {
-                if !total.clones_detected.contains(&card) {
-                    total.clones_detected.push(card);
-                }
-            }
+            total.absorb(receipt);
         }
         Ok(total)
     }

@@ -338,6 +338,20 @@ pub struct UploadReceipt {
     pub clones_detected: Vec<CardId>,
 }
 
+impl UploadReceipt {
+    /// Adds the answer to one more batch of the same upload (each clone listed once).
+    pub fn absorb(&mut self, batch: UploadReceipt) {
+        self.stored += batch.stored;
+        self.duplicates += batch.duplicates;
+        self.refused.extend(batch.refused);
+        for card in batch.clones_detected {
+            if !self.clones_detected.contains(&card) {
+                self.clones_detected.push(card);
+            }
+        }
+    }
+}
+
 /// Why a card or terminal is on a list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ListReason {

@@ -99,7 +99,7 @@ pub struct PaymentTerminal<S: Sam, T: TerminalStore, R: CryptoRngCore = OsRng> {
     pub(crate) clock: Box<dyn Clock>,
     pub(crate) rng: R,
     /// The center's lists as last loaded from the store.
-    lists: Option<crate::store::LocalLists>,
+    lists: crate::store::ListCache,
 }
 
 impl<S: Sam, T: TerminalStore, R: CryptoRngCore> core::fmt::Debug for PaymentTerminal<S, T, R> {
@@ -119,7 +119,7 @@ impl<S: Sam, T: TerminalStore, R: CryptoRngCore> PaymentTerminal<S, T, R> {
             store,
             clock,
             rng,
-            lists: None,
+            lists: Default::default(),
         })
     }
 
@@ -175,13 +175,7 @@ impl<S: Sam, T: TerminalStore, R: CryptoRngCore> PaymentTerminal<S, T, R> {
     }
 
     fn lists(&mut self) -> Result<&crate::store::LocalLists, TerminalError> {
-        if self.lists.is_none() {
-            self.lists = Some(self.store.lists()?);
-        }
-        // Invariant: filled just above.
-        self.lists
-            .as_ref()
-            .ok_or_else(|| TerminalError::Store("lists unavailable".into()))
+        self.lists.get(&self.store)
     }
 
     /// Reports the terminal's signed time stamp to the center (daily, by the seed). The SAM
@@ -196,19 +190,8 @@ impl<S: Sam, T: TerminalStore, R: CryptoRngCore> PaymentTerminal<S, T, R> {
 
     /// Fetches the list entries the terminal does not have yet and stores them.
     pub fn update_lists(&mut self, link: &mut impl TerminalLink) -> Result<u64, TerminalError> {
-        let mut lists = self.lists()?.clone();
-        loop {
-            let delta = link.list_delta(self.sam.device_id(), lists.version)?;
-            let before = lists.version;
-            lists.apply(&delta);
-            if delta.entries.is_empty() || lists.version == before {
-                break;
-            }
-        }
-        self.store.save_lists(&lists)?;
-        let version = lists.version;
-        self.lists = Some(lists);
-        Ok(version)
+        self.lists
+            .update(&mut self.store, link, self.sam.device_id())
     }
 
     /// Uploads every committed purchase the center has not acknowledged, in batches; a
@@ -233,14 +216,7 @@ impl<S: Sam, T: TerminalStore, R: CryptoRngCore> PaymentTerminal<S, T, R> {
             // the answer; the receipt carries the reasons.
             let answered: Vec<u32> = records.iter().map(|record| record.sequence).collect();
             self.store.mark_uploaded(&answered)?;
-            total.stored += receipt.stored;
-            total.duplicates += receipt.duplicates;
-            total.refused.extend(receipt.refused);
-            for card in receipt.clones_detected {
-                if !total.clones_detected.contains(&card) {
-                    total.clones_detected.push(card);
-                }
-            }
+            total.absorb(receipt);
         }
     }
 
@@ -318,11 +294,7 @@ impl<S: Sam, T: TerminalStore, R: CryptoRngCore> PaymentTerminal<S, T, R> {
             .verify(&signed, &offer.signature)
             .map_err(|_| TerminalError::BadCardSignature)?;
         let anchor = self.anchor()?;
-        self.lists()?;
-        let lists = self
-            .lists
-            .as_ref()
-            .ok_or_else(|| TerminalError::Store("lists unavailable".into()))?;
+        let lists = self.lists.get(&self.store)?;
         verify_previous_usage(
             &card,
             evidence::ClaimedState::of_purchase(&offer),

@@ -194,6 +194,45 @@ pub struct TerminalTotals {
     pub in_doubt_minor: u64,
 }
 
+/// The center's lists as a terminal last loaded them from its store: read once, kept in
+/// step with every update.
+#[derive(Debug, Default)]
+pub(crate) struct ListCache(Option<LocalLists>);
+
+impl ListCache {
+    pub(crate) fn get(&mut self, store: &impl TerminalStore) -> Result<&LocalLists, TerminalError> {
+        if self.0.is_none() {
+            self.0 = Some(store.lists()?);
+        }
+        self.0
+            .as_ref()
+            .ok_or_else(|| TerminalError::Store("lists unavailable".into()))
+    }
+
+    /// Fetches the entries the terminal does not have yet, stores them, and answers the new
+    /// list version.
+    pub(crate) fn update(
+        &mut self,
+        store: &mut impl TerminalStore,
+        link: &mut impl valuecard_core::messages::center::TerminalLink,
+        device_id: DeviceId,
+    ) -> Result<u64, TerminalError> {
+        let mut lists = self.get(store)?.clone();
+        loop {
+            let delta = link.list_delta(device_id, lists.version)?;
+            let before = lists.version;
+            lists.apply(&delta);
+            if delta.entries.is_empty() || lists.version == before {
+                break;
+            }
+        }
+        store.save_lists(&lists)?;
+        let version = lists.version;
+        self.0 = Some(lists);
+        Ok(version)
+    }
+}
+
 /// A transfer report as the store holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredTransfer {

@@ -94,7 +94,7 @@ pub struct SettlementTerminal<S: Sam, T: TerminalStore, R: CryptoRngCore = OsRng
     pub(crate) store: T,
     pub(crate) clock: Box<dyn Clock>,
     pub(crate) rng: R,
-    lists: Option<LocalLists>,
+    lists: crate::store::ListCache,
     /// Command pairs sent since the last count was taken (SELECTs excluded).
     pairs: u32,
 }
@@ -120,7 +120,7 @@ impl<S: Sam, T: TerminalStore, R: CryptoRngCore> SettlementTerminal<S, T, R> {
             store,
             clock,
             rng,
-            lists: None,
+            lists: Default::default(),
             pairs: 0,
         })
     }
@@ -150,12 +150,7 @@ impl<S: Sam, T: TerminalStore, R: CryptoRngCore> SettlementTerminal<S, T, R> {
     }
 
     fn lists(&mut self) -> Result<&LocalLists, TerminalError> {
-        if self.lists.is_none() {
-            self.lists = Some(self.store.lists()?);
-        }
-        self.lists
-            .as_ref()
-            .ok_or_else(|| TerminalError::Store("lists unavailable".into()))
+        self.lists.get(&self.store)
     }
 
     /// Fetches the list entries the terminal does not have yet and stores them.
@@ -163,19 +158,8 @@ impl<S: Sam, T: TerminalStore, R: CryptoRngCore> SettlementTerminal<S, T, R> {
         &mut self,
         link: &mut impl valuecard_core::messages::center::TerminalLink,
     ) -> Result<u64, TerminalError> {
-        let mut lists = self.lists()?.clone();
-        loop {
-            let delta = link.list_delta(self.sam.device_id(), lists.version)?;
-            let before = lists.version;
-            lists.apply(&delta);
-            if delta.entries.is_empty() || lists.version == before {
-                break;
-            }
-        }
-        self.store.save_lists(&lists)?;
-        let version = lists.version;
-        self.lists = Some(lists);
-        Ok(version)
+        self.lists
+            .update(&mut self.store, link, self.sam.device_id())
     }
 
     /// One command pair with a card, counted.
@@ -338,8 +322,8 @@ impl<S: Sam, T: TerminalStore, R: CryptoRngCore> SettlementTerminal<S, T, R> {
         today: Date,
     ) -> Result<(), TerminalError> {
         let anchor = self.anchor()?;
-        let lists = self.lists()?.clone();
-        verify_previous_usage(card, claim, &anchor, today, &lists)
+        let lists = self.lists.get(&self.store)?;
+        verify_previous_usage(card, claim, &anchor, today, lists)
     }
 
     /// What the source may still spend, for an error message.
@@ -370,14 +354,7 @@ impl<S: Sam, T: TerminalStore, R: CryptoRngCore> SettlementTerminal<S, T, R> {
             let receipt = link.upload_transfers(&upload)?;
             let answered: Vec<u32> = upload.reports.iter().map(|r| r.sequence).collect();
             self.store.mark_transfers_uploaded(&answered)?;
-            total.stored += receipt.stored;
-            total.duplicates += receipt.duplicates;
-            total.refused.extend(receipt.refused);
-            for card in receipt.clones_detected {
-                if !total.clones_detected.contains(&card) {
-                    total.clones_detected.push(card);
-                }
-            }
+            total.absorb(receipt);
         }
     }
 }
