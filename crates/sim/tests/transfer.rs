@@ -230,3 +230,33 @@ fn a_chip_rolled_back_after_sending_is_detected_as_a_clone() {
         "{refused:?}"
     );
 }
+
+/// Claims 8-9 through the settlement terminal: a card that already holds the newer
+/// generation (delivered ahead of its selection, here written into its memory as an issuer
+/// pre-distributing keys would) only moves its selection, by the selection form.
+#[test]
+fn a_card_holding_the_newer_generation_moves_its_selection() {
+    use valuecard_card::state::PersistentState;
+    use valuecard_card::Card;
+    use valuecard_terminal::transfer::KeyUpdatePath;
+    let (mut world, mut a, mut b) = two_cards(3_000, 1_000);
+    world.center.rotate_transfer_key().unwrap();
+    let newer = world.center.transfer_key_set().unwrap();
+    // B keeps generation 1 selected and holds generation 2 beside it.
+    let mut state = b.card().unwrap().state().clone();
+    let PersistentState::Personalized(purse) = &mut state else {
+        panic!("B is personalized")
+    };
+    purse.transfer.keys.push(newer.transfer.clone());
+    purse.transfer.limit = newer.limit;
+    let memory = MemoryEeprom::new(EEPROM_SIZE);
+    b.remove();
+    b.insert(Card::with_state(memory, state, world.fork_rng()).unwrap());
+    // A takes generation 2 with a load.
+    world.load(&mut a, amount(100)).unwrap();
+    let receipt = world.transfer(&mut a, &mut b, amount(1_000)).unwrap();
+    let update = receipt.key_update.expect("B had to move to generation 2");
+    assert_eq!(update.path, KeyUpdatePath::Selection);
+    assert_eq!((update.from_key_id, update.to_key_id), (1, 2));
+    assert_eq!((balance(&mut a), balance(&mut b)), (2_100, 2_000));
+}
