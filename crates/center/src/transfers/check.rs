@@ -83,11 +83,27 @@ impl Center {
         if report.source == report.destination {
             return Err("a card cannot transfer to itself".into());
         }
-        for card in [report.source, report.destination] {
-            self.require_issued(&card)?;
+        let released = match &report.release {
+            Some(release) => {
+                let root_key = self.keys.root.public_key();
+                if !super::release::release_given(&mut self.db, report, release, &root_key)? {
+                    return Err("a release the center never gave for this transfer".into());
+                }
+                true
+            }
+            None => false,
+        };
+        self.require_issued(&report.source)?;
+        // A released transfer's destination may be a card the center never issued: that is
+        // one ground of the release.
+        if !released {
+            self.require_issued(&report.destination)?;
         }
         let value_key_id = self.check_value(report, current)?;
         let received = self.check_proof(report, current)?;
+        if released && report.proof.is_some() {
+            return Err("a report holds either the destination's proof or the center's release".into());
+        }
         if !received
             && (report.destination_record.is_some()
                 || report.source_record.is_some()
