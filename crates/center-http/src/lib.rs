@@ -119,6 +119,7 @@ pub mod paths {
     pub const STAMPS: &str = "/v1/stamps";
     pub const SERVICES: &str = "/v1/services";
     pub const TRANSFERS: &str = "/v1/transfers";
+    pub const TRANSFER_RELEASE: &str = "/v1/transfers/release";
     pub const HEALTH: &str = "/health";
     pub const METRICS: &str = "/metrics";
 

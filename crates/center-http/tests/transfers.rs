@@ -67,6 +67,7 @@ fn report(
         destination_previous: None,
         source_record: None,
         source_previous: None,
+        release: None,
     }
 }
 

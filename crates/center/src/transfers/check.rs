@@ -104,11 +104,14 @@ impl Center {
         if released && report.proof.is_some() {
             return Err("a report holds either the destination's proof or the center's release".into());
         }
+        // A released transfer keeps the records each card showed at TRANSFER OUT: they
+        // prove nothing without a half that follows them, and none is stored.
+        let previous_shown =
+            report.destination_previous.is_some() || report.source_previous.is_some();
         if !received
             && (report.destination_record.is_some()
                 || report.source_record.is_some()
-                || report.destination_previous.is_some()
-                || report.source_previous.is_some())
+                || (previous_shown && !released))
         {
             return Err("a transfer record without the destination's proof of receipt".into());
         }
@@ -116,14 +119,14 @@ impl Center {
             Some(record) => {
                 Some(self.check_destination(terminal_id, terminal_key, report, record)?)
             }
-            None if report.destination_previous.is_some() => {
+            None if report.destination_previous.is_some() && !released => {
                 return Err("a previous record without the record that follows it".into())
             }
             None => None,
         };
         let source = match &report.source_record {
             Some(record) => Some(self.check_source(terminal_id, terminal_key, report, record)?),
-            None if report.source_previous.is_some() => {
+            None if report.source_previous.is_some() && !released => {
                 return Err("a previous record without the record that follows it".into())
             }
             None => None,

@@ -3,7 +3,8 @@
 //! with the older key up to the newer one (`keys.rs`: symmetric when both update keys agree,
 //! public-key otherwise, claim 14), then moves the value in four command pairs, signing each
 //! card's transfer record in its SAM. A transfer the source still holds pending is settled
-//! first (`recovery.rs`), from the destination's proof.
+//! first (`recovery.rs`), from the destination's proof; one whose destination will never
+//! come back is released by the center (`release.rs`).
 //!
 //! The terminal never holds a transfer key: value travels card to card under it. It keeps a
 //! report of each transfer before every command that can move value, and uploads the reports.
@@ -35,9 +36,11 @@ use crate::TerminalError;
 
 mod keys;
 mod recovery;
+mod release;
 
 pub use keys::{KeyUpdate, KeyUpdatePath};
 pub use recovery::RecoveryOutcome;
+pub use release::Released;
 
 /// Reports per upload batch.
 pub const TRANSFER_BATCH_MAX: usize = 64;
@@ -373,6 +376,7 @@ impl<S: Sam, T: TerminalStore, R: CryptoRngCore> SettlementTerminal<S, T, R> {
             destination_previous: offer_in.last_usage.clone(),
             source_record: None,
             source_previous: offer_out.last_usage.clone(),
+            release: None,
         };
         self.store.save_transfer(&report)?;
         // The source's balance must be one its last writer signed before its value may
