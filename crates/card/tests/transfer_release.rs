@@ -13,8 +13,7 @@ use valuecard_core::crypto::SigningKeyPair;
 use valuecard_core::ids::CardId;
 use valuecard_core::messages::purse::UpdateConfirmation;
 use valuecard_core::messages::transfer::{
-    complete_p1, ins, PendingTransfer, ProofStatus, TransferComplete, TransferOut,
-    TransferRelease,
+    complete_p1, ins, PendingTransfer, ProofStatus, TransferComplete, TransferOut, TransferRelease,
 };
 use valuecard_core::StatusWord;
 
@@ -48,8 +47,12 @@ fn center_release(source: &CardId, pending: &PendingTransfer) -> TransferRelease
 }
 
 fn release(a: &mut Device, release: &TransferRelease) -> StatusWord {
-    a.transfer(ins::TRANSFER_COMPLETE, complete_p1::RELEASE, release.encode())
-        .sw
+    a.transfer(
+        ins::TRANSFER_COMPLETE,
+        complete_p1::RELEASE,
+        release.encode(),
+    )
+    .sw
 }
 
 #[test]
@@ -66,7 +69,10 @@ fn a_reservation_toward_a_card_that_never_existed_is_released_by_the_center() {
     );
     assert_eq!(response.sw, StatusWord::SUCCESS);
     let confirmation = UpdateConfirmation::decode(&response.data).unwrap();
-    assert_eq!((confirmation.counter, confirmation.balance.minor()), (0, 1_000));
+    assert_eq!(
+        (confirmation.counter, confirmation.balance.minor()),
+        (0, 1_000)
+    );
     assert_eq!((a.balance(), a.counter(), a.reserved()), (1_000, 0, 0));
     assert_eq!(a.info().pending, None);
     // Committed: it holds after the card is pulled, and the value is spendable again.
@@ -108,7 +114,10 @@ fn a_forged_or_misdirected_release_changes_nothing() {
     let stranger = SigningKeyPair::from_seed(&[0x42; 32]);
     let mut forged = vec![
         ("another key", signed_by(&stranger, &a.id(), &pending)),
-        ("another card", center_release(&testing::card_id(2), &pending)),
+        (
+            "another card",
+            center_release(&testing::card_id(2), &pending),
+        ),
     ];
     let mut other = pending.clone();
     other.amount = amount(399);
@@ -159,13 +168,15 @@ fn p1_data_and_pending_are_checked() {
     let genuine = center_release(&a.id(), &pending);
     let before = value(&a);
     for p1 in [0x02, 0x80, 0xFF] {
-        let sw = a
-            .transfer(ins::TRANSFER_COMPLETE, p1, genuine.encode())
-            .sw;
+        let sw = a.transfer(ins::TRANSFER_COMPLETE, p1, genuine.encode()).sw;
         assert_eq!(sw, StatusWord::INCORRECT_P1_P2, "P1 {p1:02X}");
     }
     // P1 = 01 belongs to TRANSFER COMPLETE alone.
-    for instruction in [ins::TRANSFER_OUT, ins::TRANSFER_STATUS, ins::GET_TRANSFER_INFO] {
+    for instruction in [
+        ins::TRANSFER_OUT,
+        ins::TRANSFER_STATUS,
+        ins::GET_TRANSFER_INFO,
+    ] {
         let sw = a.transfer(instruction, complete_p1::RELEASE, Vec::new()).sw;
         assert_eq!(sw, StatusWord::INCORRECT_P1_P2, "INS {instruction:02X}");
     }

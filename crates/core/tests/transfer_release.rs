@@ -99,8 +99,7 @@ fn verifies_only_for_the_pending_transfer_it_names() {
         );
     }
 
-    let stranger =
-        SigningKeyPair::from_seed(&[0x77; 32]).public_key();
+    let stranger = SigningKeyPair::from_seed(&[0x77; 32]).public_key();
     assert!(release.verify(&stranger, &SOURCE, &pending()).is_err());
 }
 

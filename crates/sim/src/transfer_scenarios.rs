@@ -73,7 +73,9 @@ pub fn card_to_card<R: CardReader>(
 ) -> Result<TransferShow, WorldError> {
     let mut show = TransferShow::default();
     if readers.len() < 4 {
-        return Err(WorldError::Other("the transfer show needs four cards".into()));
+        return Err(WorldError::Other(
+            "the transfer show needs four cards".into(),
+        ));
     }
     // 1. Same key generation: four command pairs, then the received value is spent.
     let (a, b) = pair(readers, 0, 1);

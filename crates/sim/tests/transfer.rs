@@ -145,23 +145,35 @@ fn rotations_reach_cards_by_load_and_card_to_card_by_both_paths() {
         World::create(Storage::Memory, 1, Date::from_ymd(2026, 11, 30).unwrap()).unwrap();
     let mut readers: Vec<Reader> = (0..4)
         .map(|index| {
-            let card = world.manufacture_card(MemoryEeprom::new(EEPROM_SIZE)).unwrap();
+            let card = world
+                .manufacture_card(MemoryEeprom::new(EEPROM_SIZE))
+                .unwrap();
             let mut reader = InProcessReader::with_card(format!("card {index}"), card);
             world.issue(&mut reader, amount(5_000)).unwrap();
             reader
         })
         .collect();
-    let show =
-        valuecard_sim::transfer_scenarios::card_to_card(&mut world, &mut readers).unwrap();
+    let show = valuecard_sim::transfer_scenarios::card_to_card(&mut world, &mut readers).unwrap();
     assert_eq!(show.transfers.len(), 3);
     let paths: Vec<_> = show.key_updates.iter().map(|u| u.path).collect();
-    assert_eq!(paths, vec![KeyUpdatePath::Symmetric, KeyUpdatePath::PublicKey]);
+    assert_eq!(
+        paths,
+        vec![KeyUpdatePath::Symmetric, KeyUpdatePath::PublicKey]
+    );
     assert!(show.transfers.iter().all(|t| t.command_pairs >= 4));
     assert_eq!(show.transfers[0].command_pairs, 4);
     // 5,000 each, +10.00 loads to cards 3 and 1, 25.00 spent by card 2.
     let balances: Vec<u64> = readers.iter_mut().map(|r| balance(r)).collect();
     assert_eq!(balances.iter().sum::<u64>(), 20_000 + 2_000 - 2_500);
-    assert_eq!(balances, vec![5_000 - 2_000 + 1_000 - 750, 5_000 + 2_000 - 2_500 + 750, 5_000 + 1_000 - 500, 5_500]);
+    assert_eq!(
+        balances,
+        vec![
+            5_000 - 2_000 + 1_000 - 750,
+            5_000 + 2_000 - 2_500 + 750,
+            5_000 + 1_000 - 500,
+            5_500
+        ]
+    );
     let reconciliation = world
         .reconcile(&balances.iter().map(|b| amount(*b)).collect::<Vec<_>>())
         .unwrap();

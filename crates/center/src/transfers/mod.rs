@@ -21,8 +21,8 @@ mod store;
 pub use release::{ReleaseGround, RELEASE_HOLD_DAYS, RELEASE_MIGRATION};
 
 use valuecard_core::ids::CardId;
-use valuecard_core::messages::center::{CenterError, ListReason, UploadReceipt, USAGE_BATCH_MAX};
 use valuecard_core::ids::DeviceId;
+use valuecard_core::messages::center::{CenterError, ListReason, UploadReceipt, USAGE_BATCH_MAX};
 use valuecard_core::messages::transfer::{
     PendingTransfer, TransferLink, TransferRelease, TransferReport, TransferUpload,
 };
@@ -165,7 +165,13 @@ impl Center {
         }
         let today = self.today().0;
         let terminal_id = upload.terminal_id;
+        let doubts: Vec<&TransferReport> = upload
+            .reports
+            .iter()
+            .filter(|r| r.proof.is_none() && r.destination_record.is_some())
+            .collect();
         let outcome = self.db.transaction(|tx| {
+            release::note_destination_doubts(tx, terminal_id, &doubts, today)?;
             let mut outcome = (0u32, 0u32, Vec::new(), Vec::<CardId>::new());
             for item in &checked {
                 match store_report(tx, terminal_id, item, today)? {

@@ -10,8 +10,10 @@
 //!
 //! 1. the source is a card this center issued and is not listed (a listed source's value is
 //!    settled by the restore procedure, never by a release a thief could ask for);
-//! 2. no report of this transfer holds the destination's proof of receipt, and every report
-//!    of it agrees on its terms (destination, counter, amount);
+//! 2. no report of this transfer holds the destination's proof of receipt, none says that a
+//!    terminal sent the value to the destination (TRANSFER IN) and lost the answer unless a
+//!    proof of non-receipt followed, and every report of it agrees on its terms
+//!    (destination, counter, amount);
 //! 3. no other release of this transfer was given (the same one is given again: the
 //!    signature is deterministic, so a retry after a lost answer gets the same bytes);
 //! 4. and either
@@ -39,9 +41,9 @@
 //! destination: the amount at stake is known and bounded by this transfer.
 
 use valuecard_core::cert::Role;
+use valuecard_core::crypto::PublicKey;
 use valuecard_core::ids::{CardId, DeviceId};
 use valuecard_core::messages::center::{CenterError, ListReason};
-use valuecard_core::crypto::PublicKey;
 use valuecard_core::messages::transfer::{PendingTransfer, TransferRelease, TransferReport};
 use valuecard_core::money::Amount;
 
@@ -50,7 +52,9 @@ use crate::sql::{Executor, Value};
 use crate::Center;
 
 /// Migration: each release the center gave, once per transfer (its name: source and the
-/// source's challenge). `contradicted_on` is set when a proof of receipt arrives after it.
+/// source's challenge; `contradicted_on` is set when a proof of receipt arrives after it),
+/// and the transfers a settlement terminal reported sending to the destination (TRANSFER IN)
+/// with no answer: the destination may hold the value, so none of them is released.
 pub const RELEASE_MIGRATION: &str = r#"
     CREATE TABLE transfer_releases (
         source              BYTEA NOT NULL CHECK (length(source) = 8),
@@ -64,6 +68,13 @@ pub const RELEASE_MIGRATION: &str = r#"
         released_on         BIGINT NOT NULL,
         contradicted_on     BIGINT,
         PRIMARY KEY (source, challenge_source)
+    );
+    CREATE TABLE transfer_destination_doubts (
+        source           BYTEA NOT NULL CHECK (length(source) = 8),
+        challenge_source BYTEA NOT NULL CHECK (length(challenge_source) = 16),
+        terminal_id      BYTEA NOT NULL CHECK (length(terminal_id) = 8),
+        reported_on      BIGINT NOT NULL,
+        PRIMARY KEY (source, challenge_source, terminal_id)
     )
 "#;
 
@@ -173,14 +184,21 @@ pub(super) fn release_given(
 ) -> Result<bool, CenterError> {
     let row = tx.query_optional(
         "SELECT key_id FROM transfer_releases WHERE source = $1 AND challenge_source = $2",
-        &[report.source.0[..].into(), report.challenge_source[..].into()],
+        &[
+            report.source.0[..].into(),
+            report.challenge_source[..].into(),
+        ],
     )?;
     let Some(row) = row else {
         return Ok(false);
     };
     let key_id = u32::try_from(row.int(0)?)
         .map_err(|_| CenterError::Storage("transfer release: key id out of range".into()))?;
-    if report.value.as_ref().is_some_and(|v| v.value.key_id != key_id) {
+    if report
+        .value
+        .as_ref()
+        .is_some_and(|v| v.value.key_id != key_id)
+    {
         return Ok(false);
     }
     let pending = PendingTransfer {
@@ -190,8 +208,10 @@ pub(super) fn release_given(
         amount: report.amount,
         key_id,
     };
-    Ok(previous_release(tx, &report.source, &pending)? == Some(true)
-        && release.verify(root_key, &report.source, &pending).is_ok())
+    Ok(
+        previous_release(tx, &report.source, &pending)? == Some(true)
+            && release.verify(root_key, &report.source, &pending).is_ok(),
+    )
 }
 
 /// The release already given for this transfer: `Some(true)` with the same terms,
@@ -252,6 +272,20 @@ fn release_ground(
             ));
         }
     }
+    // A terminal sent the value to the destination and lost the answer: the destination may
+    // have applied it. Only its proof of non-receipt clears that doubt.
+    let doubted = tx.query_one(
+        "SELECT CAST(COUNT(*) AS BIGINT) FROM transfer_destination_doubts d
+         WHERE d.source = $1 AND d.challenge_source = $2
+             AND NOT EXISTS (SELECT 1 FROM transfers t WHERE t.source = d.source
+                 AND t.challenge_source = d.challenge_source AND t.proof_status = 'not_received')",
+        &[source.0[..].into(), pending.challenge_source[..].into()],
+    )?;
+    if doubted.int(0)? > 0 {
+        return Err(refused(
+            "a settlement terminal sent this transfer to the destination and lost the answer: present the destination card",
+        ));
+    }
     // 3. One release per transfer; the same one again.
     if previous_release(tx, source, pending)? == Some(false) {
         return Err(refused(
@@ -259,7 +293,8 @@ fn release_ground(
         ));
     }
     // 4. A destination that never existed, or that is listed since the hold period.
-    let issued = matches!(card_status(tx, &pending.destination)?, Some(status) if status != "assigned");
+    let issued =
+        matches!(card_status(tx, &pending.destination)?, Some(status) if status != "assigned");
     if !issued {
         return Ok(ReleaseGround::UnknownDestination);
     }
@@ -333,6 +368,31 @@ pub(super) fn contradict_release(
                 "transfer from {source} proven received after the center released the source's reservation"
             ),
             today,
+        )?;
+    }
+    Ok(())
+}
+
+/// Records the transfers of an upload that a terminal sent to the destination without an
+/// answer (the destination's record signed, no proof): such a report is refused as
+/// unfinished, but what it says still bars a release.
+pub(super) fn note_destination_doubts(
+    tx: &mut dyn Executor,
+    terminal_id: DeviceId,
+    reports: &[&TransferReport],
+    today: u32,
+) -> Result<(), CenterError> {
+    for report in reports {
+        tx.execute(
+            "INSERT INTO transfer_destination_doubts (source, challenge_source, terminal_id, reported_on)
+             VALUES ($1, $2, $3, $4)
+             ON CONFLICT (source, challenge_source, terminal_id) DO NOTHING",
+            &[
+                report.source.0[..].into(),
+                report.challenge_source[..].into(),
+                terminal_id.0[..].into(),
+                today.into(),
+            ],
         )?;
     }
     Ok(())

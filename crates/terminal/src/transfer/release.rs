@@ -37,13 +37,31 @@ impl<S: Sam, T: TerminalStore, R: CryptoRngCore> SettlementTerminal<S, T, R> {
         let Some(pending) = info.pending else {
             return Ok(None);
         };
+        let report = self.report_for(source.card_id(), &pending)?;
+        if report
+            .proof
+            .as_ref()
+            .is_some_and(|proof| proof.status == ProofStatus::Received)
+        {
+            // This terminal itself saw the destination apply it: no release can be right.
+            return Err(TerminalError::Mismatch(
+                "the destination received this transfer: complete it with the destination's proof",
+            ));
+        }
+        if report.destination_record.is_some() && report.proof.is_none() {
+            // This terminal sent the value to the destination and lost the answer: the
+            // destination may hold it, and only its proof of non-receipt says otherwise.
+            return Err(TerminalError::Mismatch(
+                "the destination may have applied this transfer: present the destination card",
+            ));
+        }
         let release = link.release_transfer(self.sam.device_id(), source.card_id(), &pending)?;
         // Checked here too, so that a wrong answer is the center's error and not the card's
         // 6982: the card would refuse it the same way.
         release
             .verify(&self.anchor()?.public_key, &source.card_id(), &pending)
             .map_err(|_| TerminalError::Mismatch("the center's release does not verify"))?;
-        let mut report = self.report_for(source.card_id(), &pending)?;
+        let mut report = report;
         // Kept before the card is told: the center already holds the release, and the
         // report says so whether or not the card's answer arrives.
         report.release = Some(release.clone());
