@@ -388,9 +388,9 @@ mod release_tests {
         short.challenge_source.pop();
         short.challenge_source.pop();
         assert_eq!(short.decode().unwrap_err().field, "challenge_source");
-        let mut zero = body.clone();
-        zero.amount = 0;
-        assert_eq!(zero.decode().unwrap_err().field, "amount");
+        let mut beyond = body.clone();
+        beyond.amount = u64::MAX;
+        assert_eq!(beyond.decode().unwrap_err().field, "amount");
         let unknown = json.replacen('{', "{\"extra\":1,", 1);
         assert!(serde_json::from_str::<ReleaseRequestBody>(&unknown).is_err());
 
