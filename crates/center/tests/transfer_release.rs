@@ -122,9 +122,10 @@ fn a_listed_destination_is_released_only_after_the_hold() {
     // The destination's half exists only on a terminal that never uploads it.
     let report = scene.received(&mut terminal, &source, &destination, amount(200), &key);
     let pending = pending_of(&report);
-    for reason in [ListReason::Cloned] {
-        scene.center().report_card(&destination.id, reason).unwrap();
-    }
+    scene
+        .center()
+        .report_card(&destination.id, ListReason::Cloned)
+        .unwrap();
     let reason = refusal(
         scene
             .center()

@@ -163,7 +163,7 @@ fn rotations_reach_cards_by_load_and_card_to_card_by_both_paths() {
     assert!(show.transfers.iter().all(|t| t.command_pairs >= 4));
     assert_eq!(show.transfers[0].command_pairs, 4);
     // 5,000 each, +10.00 loads to cards 3 and 1, 25.00 spent by card 2.
-    let balances: Vec<u64> = readers.iter_mut().map(|r| balance(r)).collect();
+    let balances: Vec<u64> = readers.iter_mut().map(balance).collect();
     assert_eq!(balances.iter().sum::<u64>(), 20_000 + 2_000 - 2_500);
     assert_eq!(
         balances,
