@@ -267,3 +267,55 @@ fn a_report_may_carry_only_a_release_the_center_gave() {
         (50, 1, 0)
     );
 }
+
+#[test]
+fn a_release_and_a_proof_of_non_receipt_in_one_report_agree() {
+    use valuecard_core::messages::transfer::{ProofStatus, ProofSubject, TransferProof};
+    let mut scene = Scene::new(86);
+    let source = CardState::read(&mut scene.a);
+    let destination = CardState::read(&mut scene.b);
+    let key = scene.key();
+    let mut terminal = scene.install(Role::SettlementTerminal);
+    let mut report = scene.received(&mut terminal, &source, &destination, amount(120), &key);
+    let pending = pending_of(&report);
+    scene
+        .center()
+        .report_card(&destination.id, ListReason::Lost)
+        .unwrap();
+    scene.world.pass_days(RELEASE_HOLD_DAYS);
+    let release = scene
+        .center()
+        .authorize_transfer_release(source.id, &pending)
+        .unwrap();
+    // The terminal kept the release, then the destination came back and proved it never
+    // applied the transfer.
+    report.destination_record = None;
+    report.destination_previous = None;
+    report.proof = Some(TransferProof::make(
+        ProofStatus::NotReceived,
+        &key,
+        report.destination_counter,
+        &ProofSubject {
+            source: source.id,
+            challenge_source: report.challenge_source,
+            destination: destination.id,
+            amount: amount(0),
+        },
+    ));
+    report.release = Some(release);
+    let receipt = scene
+        .center()
+        .upload_transfers(&TransferUpload {
+            terminal_id: terminal.id,
+            reports: vec![report],
+        })
+        .unwrap();
+    assert_eq!(receipt.stored, 1, "{receipt:?}");
+    let totals = scene.center().transfer_totals().unwrap();
+    // One undone transfer, counted once (by its proof, not again by its release).
+    assert_eq!(
+        (totals.undone, totals.undone_count, totals.in_doubt_count),
+        (120, 1, 0)
+    );
+    assert_eq!(contradictions(&mut scene, &destination.id), 0);
+}

@@ -101,11 +101,8 @@ impl Center {
         }
         let value_key_id = self.check_value(report, current)?;
         let received = self.check_proof(report, current)?;
-        if released && report.proof.is_some() {
-            return Err(
-                "a report holds either the destination's proof or the center's release".into(),
-            );
-        }
+        // A release next to a proof: not received agrees with it (nothing moved); received
+        // contradicts it, and is stored as the evidence it is (`release::contradict_release`).
         // A released transfer keeps the records each card showed at TRANSFER OUT: they
         // prove nothing without a half that follows them, and none is stored.
         let previous_shown =
