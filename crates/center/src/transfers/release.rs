@@ -145,8 +145,11 @@ impl Center {
         let today = self.today().0;
         let signed = TransferRelease::signed_message(&source, pending);
         // Every reading the decision rests on is made in the transaction that records it,
-        // so that a report stored meanwhile either is seen or sees the release.
+        // after taking the source card's row lock, which storing a report of the same source
+        // takes too (`store::store_report`): on PostgreSQL, under read committed, a report
+        // stored meanwhile is then either seen here or sees the release (and alerts).
         self.db.transaction(|tx| {
+            lock_source(tx, &source)?;
             let ground = release_ground(tx, &source, pending, today)?;
             tx.execute(
                 "INSERT INTO transfer_releases (source, challenge_source, destination, destination_counter,
@@ -171,6 +174,16 @@ impl Center {
             signature: self.keys.root.sign(&signed),
         })
     }
+}
+
+/// Takes the row lock of `source` in `cards` (a no-op update) for the rest of the
+/// transaction: releases and stored reports of one source card then run one after the other.
+pub(super) fn lock_source(tx: &mut dyn Executor, source: &CardId) -> Result<(), CenterError> {
+    tx.execute(
+        "UPDATE cards SET status = status WHERE card_id = $1",
+        &[source.0[..].into()],
+    )?;
+    Ok(())
 }
 
 /// Whether a report's release is one the center gave, for the transfer the report names:

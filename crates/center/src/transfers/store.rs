@@ -131,6 +131,8 @@ pub(super) fn store_report(
     today: u32,
 ) -> Result<Stored, CenterError> {
     let report = item.report;
+    // Serializes with a release of the same source (`release::lock_source`).
+    super::release::lock_source(tx, &report.source)?;
     let digest = report_digest(report);
     let known = tx.query_optional(
         "SELECT report_digest FROM transfer_reports WHERE terminal_id = $1 AND terminal_sequence = $2",
