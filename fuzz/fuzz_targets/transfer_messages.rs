@@ -11,10 +11,11 @@ use valuecard_card::state::TransferState;
 use valuecard_core::messages::transfer::{
     GetTransferKey, InitializeTransferIn, PublicKeyExport, SymmetricKeyExport, TransferComplete,
     TransferIn, TransferInOffer, TransferInfo, TransferKeySet, TransferOut, TransferOutOffer,
-    TransferProof, TransferStatusQuery, UpdatePermission, UpdatePermissionResponse,
+    TransferProof, TransferRelease, TransferReport, TransferStatusQuery, UpdatePermission,
+    UpdatePermissionResponse,
 };
 
-const DECODERS: u8 = 17;
+const DECODERS: u8 = 19;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&selector, body)) = data.split_first() else {
@@ -39,6 +40,8 @@ fuzz_target!(|data: &[u8]| {
             set.to_bytes().to_vec()
         }),
         15 => round_trip(body, TransferState::decode, TransferState::encode),
+        16 => round_trip(body, TransferRelease::decode, TransferRelease::encode),
+        17 => round_trip(body, TransferReport::decode, TransferReport::encode),
         _ => {
             // The held-key list and the pending transfer inside card information: whatever
             // decodes keeps the limits the card relies on.

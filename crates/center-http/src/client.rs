@@ -478,6 +478,18 @@ impl valuecard_core::messages::transfer::TransferLink for HttpCenterLink {
         }
         Ok(total)
     }
+
+    fn release_transfer(
+        &mut self,
+        terminal_id: DeviceId,
+        source: valuecard_core::ids::CardId,
+        pending: &valuecard_core::messages::transfer::PendingTransfer,
+    ) -> Result<valuecard_core::messages::transfer::TransferRelease, CenterError> {
+        let body = crate::transfer_wire::ReleaseRequestBody::new(terminal_id, source, pending);
+        let answer: crate::transfer_wire::ReleaseBody =
+            self.call("POST", paths::TRANSFER_RELEASE, Some(&body))?;
+        decoded(paths::TRANSFER_RELEASE, answer.decode())
+    }
 }
 
 impl valuecard_core::messages::credit::ServiceLink for HttpCenterLink {

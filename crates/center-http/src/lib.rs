@@ -25,6 +25,7 @@
 //! | `POST /v1/services` | `ServiceLink::upload_service_records` (payment terminals) | [`terminal_wire::ServiceReceiptBody`] |
 //! | `POST /v1/stamps` | `TerminalLink::report_stamp` (payment terminals) | [`terminal_wire::StampBody`] |
 //! | `POST /v1/transfers` | `TransferLink::upload_transfers` (settlement terminals) | [`terminal_wire::UploadReceiptBody`] |
+//! | `POST /v1/transfers/release` | `TransferLink::release_transfer` (settlement terminals); a refusal is `409 mismatch` | [`transfer_wire::ReleaseBody`] |
 //! | `GET /health` | `SELECT 1` on the service's own database connection | 200 [`wire::HealthBody`], or 503 while the database is away |
 //! | `GET /metrics` | Prometheus text exposition | `text/plain; version=0.0.4` |
 //!
@@ -119,6 +120,7 @@ pub mod paths {
     pub const STAMPS: &str = "/v1/stamps";
     pub const SERVICES: &str = "/v1/services";
     pub const TRANSFERS: &str = "/v1/transfers";
+    pub const TRANSFER_RELEASE: &str = "/v1/transfers/release";
     pub const HEALTH: &str = "/health";
     pub const METRICS: &str = "/metrics";
 

@@ -30,6 +30,7 @@ pub(crate) fn endpoint_label(path: &str) -> &'static str {
         paths::STAMPS => paths::STAMPS,
         paths::SERVICES => paths::SERVICES,
         paths::TRANSFERS => paths::TRANSFERS,
+        paths::TRANSFER_RELEASE => paths::TRANSFER_RELEASE,
         paths::HEALTH => paths::HEALTH,
         paths::METRICS => paths::METRICS,
         _ if path

@@ -127,6 +127,7 @@ pub(crate) fn build(app: App) -> Router {
         .route(paths::STAMPS, post(stamps))
         .route(paths::SERVICES, post(services))
         .route(paths::TRANSFERS, post(transfers))
+        .route(paths::TRANSFER_RELEASE, post(transfer_release))
         .route(paths::HEALTH, get(health))
         .route(paths::METRICS, get(metrics))
         .fallback(not_found)
@@ -323,6 +324,19 @@ async fn transfers(State(app): State<App>, request: Request) -> Response {
         same_device(device, upload.terminal_id)?;
         let receipt = center.ingest_transfers(&upload)?;
         Ok(terminal_wire::UploadReceiptBody::new(&receipt))
+    })
+    .await
+}
+
+/// A settlement terminal asks the center to release a transfer whose destination will never
+/// come back; a refusal is a problem document saying why (present the destination card).
+async fn transfer_release(State(app): State<App>, request: Request) -> Response {
+    settlement_request(app, request, |center, device, body| {
+        let (terminal_id, source, pending) =
+            parse_json::<transfer_wire::ReleaseRequestBody>(body)?.decode()?;
+        same_device(device, terminal_id)?;
+        let release = center.authorize_transfer_release_for(terminal_id, source, &pending)?;
+        Ok(transfer_wire::ReleaseBody::new(&release))
     })
     .await
 }

@@ -7,7 +7,8 @@ use valuecard_core::ids::{CardId, DeviceId};
 use valuecard_core::messages::center::USAGE_BATCH_MAX;
 use valuecard_core::messages::purse::UsageRecord;
 use valuecard_core::messages::transfer::{
-    TransferBinding, TransferProof, TransferReport, TransferUpload, ValueEvidence, ValueMessage,
+    PendingTransfer, TransferBinding, TransferProof, TransferRelease, TransferReport,
+    TransferUpload, ValueEvidence, ValueMessage,
 };
 use valuecard_core::money::Amount;
 use valuecard_core::time::Date;
@@ -79,6 +80,10 @@ pub struct TransferReportBody {
     pub destination_previous: Option<String>,
     pub source_record: Option<String>,
     pub source_previous: Option<String>,
+    /// `TransferRelease::encode()` in hex: the center's release the terminal gave the
+    /// source (absent in reports of terminals that never asked for one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<String>,
 }
 
 impl TransferReportBody {
@@ -107,6 +112,7 @@ impl TransferReportBody {
             destination_previous: encode_record(&report.destination_previous),
             source_record: encode_record(&report.source_record),
             source_previous: encode_record(&report.source_previous),
+            release: report.release.as_ref().map(|r| hex::encode(r.encode())),
         }
     }
 
@@ -163,6 +169,14 @@ impl TransferReportBody {
             destination_previous: record("destination_previous", &self.destination_previous)?,
             source_record: record("source_record", &self.source_record)?,
             source_previous: record("source_previous", &self.source_previous)?,
+            release: self
+                .release
+                .as_deref()
+                .map(|text| {
+                    TransferRelease::decode(&bytes("release", text)?)
+                        .map_err(|e| refuse("release", e.to_string()))
+                })
+                .transpose()?,
         })
     }
 }
@@ -197,6 +211,69 @@ impl TransferUploadBody {
                 .iter()
                 .map(TransferReportBody::decode)
                 .collect::<Result<_, _>>()?,
+        })
+    }
+}
+
+/// `POST /v1/transfers/release`: the source card and the pending transfer it showed
+/// (GET TRANSFER INFO), field by field.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseRequestBody {
+    pub terminal_id: String,
+    pub source: String,
+    pub destination: String,
+    pub destination_counter: u32,
+    pub challenge_source: String,
+    pub amount: u64,
+    pub key_id: u32,
+}
+
+impl ReleaseRequestBody {
+    pub fn new(terminal_id: DeviceId, source: CardId, pending: &PendingTransfer) -> Self {
+        ReleaseRequestBody {
+            terminal_id: hex::encode(terminal_id.as_bytes()),
+            source: hex::encode(source.as_bytes()),
+            destination: hex::encode(pending.destination.as_bytes()),
+            destination_counter: pending.destination_counter,
+            challenge_source: hex::encode(pending.challenge_source),
+            amount: pending.amount.minor(),
+            key_id: pending.key_id,
+        }
+    }
+
+    pub fn decode(&self) -> Result<(DeviceId, CardId, PendingTransfer), WireError> {
+        Ok((
+            DeviceId(array("terminal_id", &self.terminal_id)?),
+            CardId(array("source", &self.source)?),
+            PendingTransfer {
+                destination: CardId(array("destination", &self.destination)?),
+                destination_counter: self.destination_counter,
+                challenge_source: array("challenge_source", &self.challenge_source)?,
+                amount: Amount::new(self.amount).map_err(|e| refuse("amount", e.to_string()))?,
+                key_id: self.key_id,
+            },
+        ))
+    }
+}
+
+/// The answer to `POST /v1/transfers/release`: the center's signature (hex).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseBody {
+    pub signature: String,
+}
+
+impl ReleaseBody {
+    pub fn new(release: &TransferRelease) -> Self {
+        ReleaseBody {
+            signature: hex::encode(release.signature.0),
+        }
+    }
+
+    pub fn decode(&self) -> Result<TransferRelease, WireError> {
+        Ok(TransferRelease {
+            signature: valuecard_core::crypto::Signature(array("signature", &self.signature)?),
         })
     }
 }
@@ -263,6 +340,9 @@ mod tests {
             destination_previous: Some(record.clone()),
             source_record: Some(record.clone()),
             source_previous: Some(record),
+            release: Some(TransferRelease {
+                signature: Signature([0xFF; SIGNATURE_LEN]),
+            }),
         }
     }
 
@@ -280,5 +360,70 @@ mod tests {
             "{} bytes for {TRANSFER_REPORTS_PER_REQUEST} reports",
             body.len()
         );
+    }
+}
+
+#[cfg(test)]
+mod release_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_release_request_and_answer_round_trip_and_refuse_bad_fields() {
+        let pending = PendingTransfer {
+            destination: CardId(*b"NOBODY01"),
+            destination_counter: u32::MAX,
+            challenge_source: [0xA5; 16],
+            amount: Amount::MAX,
+            key_id: 7,
+        };
+        let body = ReleaseRequestBody::new(DeviceId(*b"SETTLE01"), CardId(*b"CARD0001"), &pending);
+        let json = serde_json::to_string(&body).unwrap();
+        let back: ReleaseRequestBody = serde_json::from_str(&json).unwrap();
+        assert_eq!(
+            back.decode().unwrap(),
+            (DeviceId(*b"SETTLE01"), CardId(*b"CARD0001"), pending)
+        );
+        let mut short = body.clone();
+        short.challenge_source.pop();
+        short.challenge_source.pop();
+        assert_eq!(short.decode().unwrap_err().field, "challenge_source");
+        let mut beyond = body.clone();
+        beyond.amount = u64::MAX;
+        assert_eq!(beyond.decode().unwrap_err().field, "amount");
+        let unknown = json.replacen('{', "{\"extra\":1,", 1);
+        assert!(serde_json::from_str::<ReleaseRequestBody>(&unknown).is_err());
+
+        let release = TransferRelease {
+            signature: valuecard_core::crypto::Signature([0x3C; 64]),
+        };
+        assert_eq!(ReleaseBody::new(&release).decode().unwrap(), release);
+        let bad = ReleaseBody {
+            signature: "00".into(),
+        };
+        assert_eq!(bad.decode().unwrap_err().field, "signature");
+    }
+
+    #[test]
+    fn a_report_without_a_release_serializes_as_before() {
+        let report = TransferReport {
+            sequence: 1,
+            source: CardId(*b"CARD0001"),
+            destination: CardId(*b"CARD0002"),
+            challenge_source: [1; 16],
+            amount: Amount::new(5).unwrap(),
+            destination_counter: 0,
+            value: None,
+            proof: None,
+            destination_record: None,
+            destination_previous: None,
+            source_record: None,
+            source_previous: None,
+            release: None,
+        };
+        let json = serde_json::to_string(&TransferReportBody::new(&report)).unwrap();
+        assert!(!json.contains("release"), "{json}");
+        let back: TransferReportBody = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.decode().unwrap(), report);
     }
 }

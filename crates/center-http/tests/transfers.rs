@@ -67,6 +67,7 @@ fn report(
         destination_previous: None,
         source_record: None,
         source_previous: None,
+        release: None,
     }
 }
 
@@ -196,4 +197,98 @@ fn only_settlement_terminals_upload_transfers_and_refusals_are_problem_documents
         h.with_center(|center| center.transfer_totals().unwrap()),
         Default::default()
     );
+}
+
+/// A pending transfer of `source` toward `destination`, as GET TRANSFER INFO shows it.
+fn pending_toward(
+    rng: &mut WorldRng,
+    destination: valuecard_core::ids::CardId,
+) -> valuecard_core::messages::transfer::PendingTransfer {
+    valuecard_core::messages::transfer::PendingTransfer {
+        destination,
+        destination_counter: 4,
+        challenge_source: random_array(rng),
+        amount: amount(700),
+        key_id: 1,
+    }
+}
+
+#[test]
+fn the_center_releases_over_http_and_refuses_with_a_problem_document() {
+    use valuecard_center_http::transfer_wire::ReleaseRequestBody;
+    use valuecard_core::messages::transfer::TransferRelease;
+
+    let center = Center::ephemeral(clock(), &mut WorldRng::seed_from_u64(65)).unwrap();
+    let mut h = Harness::start(center, 65);
+    let mut rng = WorldRng::seed_from_u64(66);
+    let settlement = h.with_center(|center| {
+        install_sam(center, Role::SettlementTerminal, clock(), &mut rng)
+            .unwrap()
+            .to_image()
+    });
+    let root_key = h.with_center(|center| center.anchor().public_key);
+    let (_a_reader, a) = issue_and_load(&mut h);
+    let (_b_reader, b) = issue_and_load(&mut h);
+    let terminal_id = device_id(&settlement);
+    let mut link = h.link(&settlement);
+
+    // Toward a card this center never issued: released, and the signature verifies under
+    // the root key for exactly that pending transfer.
+    let made_up = pending_toward(&mut rng, valuecard_core::ids::CardId(*b"NOBODY01"));
+    let release: TransferRelease = link.release_transfer(terminal_id, a, &made_up).unwrap();
+    release.verify(&root_key, &a, &made_up).unwrap();
+    // Asked again (a lost answer): the same release.
+    assert_eq!(
+        link.release_transfer(terminal_id, a, &made_up).unwrap(),
+        release
+    );
+    let totals = h.with_center(|center| center.transfer_totals().unwrap());
+    assert_eq!((totals.undone, totals.undone_count), (700, 1));
+
+    // Toward an issued card that is not listed: refused through the client ...
+    let toward_b = pending_toward(&mut rng, b);
+    assert!(matches!(
+        link.release_transfer(terminal_id, a, &toward_b),
+        Err(CenterError::Mismatch(reason)) if reason.contains("present the destination card")
+    ));
+    // ... and raw: a 409 problem document that says what to do.
+    let body = serde_json::to_vec(&ReleaseRequestBody::new(terminal_id, a, &toward_b)).unwrap();
+    let headers = signed_by(
+        &settlement,
+        "POST",
+        paths::TRANSFER_RELEASE,
+        h.next_sequence(&settlement),
+        &body,
+    );
+    let problem =
+        send(&h.url(), "POST", paths::TRANSFER_RELEASE, &headers, &body).problem(409, "mismatch");
+    assert!(
+        problem.detail.contains("present the destination card"),
+        "{problem:?}"
+    );
+
+    // A payment terminal may not ask, nor a settlement terminal in another's name.
+    let mut terminal_link = h.link(&h.terminal);
+    assert!(matches!(
+        terminal_link.release_transfer(device_id(&h.terminal), a, &made_up),
+        Err(CenterError::NotAuthorized(_))
+    ));
+    assert!(matches!(
+        link.release_transfer(device_id(&h.terminal), a, &made_up),
+        Err(CenterError::NotAuthorized(_))
+    ));
+    // A body that is not a release request: 400.
+    let body = br#"{"terminal_id":"00","source":"00"}"#;
+    let headers = signed_by(
+        &settlement,
+        "POST",
+        paths::TRANSFER_RELEASE,
+        h.next_sequence(&settlement),
+        body,
+    );
+    send(&h.url(), "POST", paths::TRANSFER_RELEASE, &headers, body)
+        .problem(400, "malformed-request");
+    // Nothing but the one release was recorded.
+    let totals = h.with_center(|center| center.transfer_totals().unwrap());
+    assert_eq!((totals.undone, totals.undone_count), (700, 1));
 }

@@ -94,6 +94,8 @@ pub const MIGRATIONS: &[&str] = &[
     crate::transfer_keys::MIGRATION,
     // 10: card-to-card transfers as settlement terminals report them (seed 000).
     crate::transfers::MIGRATION,
+    // 11: the center's releases of transfers whose destination will never come back.
+    crate::transfers::RELEASE_MIGRATION,
 ];
 
 /// The center a database belongs to.

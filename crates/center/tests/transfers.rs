@@ -356,6 +356,7 @@ fn halves_from_two_terminals_merge_into_one_transfer_and_the_hold_period_is_watc
         destination_previous: None,
         source_record: Some(source_record),
         source_previous: a.last.clone(),
+        release: None,
         ..received.clone()
     };
     let receipt = upload(scene.center(), &second, vec![completion.clone()]);

@@ -130,3 +130,73 @@ fn rotation_reports_merging_clones_and_reconciliation_on_postgres() {
     let cloned = scene.center().cloned_cards().unwrap();
     assert!(cloned.contains(&b.id), "{cloned:?}");
 }
+
+#[test]
+fn releases_their_rule_totals_and_contradiction_on_postgres() {
+    use valuecard_center::transfers::RELEASE_HOLD_DAYS;
+    use valuecard_core::ids::CardId;
+    use valuecard_core::messages::center::{CenterError, ListReason};
+    use valuecard_core::messages::transfer::PendingTransfer;
+
+    let Some(database) = fresh_database() else {
+        return;
+    };
+    let storage = Storage::Database(std::sync::Arc::new(std::sync::Mutex::new(Some(database))));
+    let mut scene = Scene::on(storage, 31);
+    assert!(scene.center().database().is_postgres());
+    let mut terminal = scene.install(Role::SettlementTerminal);
+    let a = CardState::read(&mut scene.a);
+    let b = CardState::read(&mut scene.b);
+    let key = scene.key();
+
+    // Toward a made-up card: released, twice the same, counted undone once.
+    let made_up = PendingTransfer {
+        destination: CardId(*b"NOBODY01"),
+        destination_counter: 0,
+        challenge_source: [0x42; 16],
+        amount: amount(75),
+        key_id: key.id,
+    };
+    let release = scene
+        .center()
+        .authorize_transfer_release(a.id, &made_up)
+        .unwrap();
+    assert_eq!(
+        scene
+            .center()
+            .authorize_transfer_release(a.id, &made_up)
+            .unwrap(),
+        release
+    );
+    // Toward B, which received it on a terminal that has not uploaded yet.
+    let late = scene.received(&mut terminal, &a, &b, amount(40), &key);
+    let toward_b = PendingTransfer {
+        destination: b.id,
+        destination_counter: late.destination_counter,
+        challenge_source: late.challenge_source,
+        amount: late.amount,
+        key_id: key.id,
+    };
+    assert!(matches!(
+        scene.center().authorize_transfer_release(a.id, &toward_b),
+        Err(CenterError::Mismatch(_))
+    ));
+    scene.center().report_card(&b.id, ListReason::Lost).unwrap();
+    scene.world.pass_days(RELEASE_HOLD_DAYS);
+    scene
+        .center()
+        .authorize_transfer_release(a.id, &toward_b)
+        .unwrap();
+    let totals = scene.center().transfer_totals().unwrap();
+    assert_eq!((totals.undone, totals.undone_count), (115, 2));
+    // The late report contradicts the second release: stored, alerted, counted received.
+    assert_eq!(send(&mut scene, &terminal, vec![late]), (1, 0));
+    let totals = scene.center().transfer_totals().unwrap();
+    assert_eq!((totals.undone, totals.received), (75, 40));
+    assert!(scene
+        .center()
+        .alerts_for(&b.id.0)
+        .unwrap()
+        .iter()
+        .any(|alert| alert.kind == "transfer-contradiction"));
+}

@@ -3,7 +3,9 @@
 
 use valuecard_core::messages::center::UploadReceipt;
 use valuecard_terminal::store::{StoredTransfer, TerminalStore};
-use valuecard_terminal::transfer::{RecoveryOutcome, SettlementTerminal, TransferReceipt};
+use valuecard_terminal::transfer::{
+    RecoveryOutcome, Released, SettlementTerminal, TransferReceipt,
+};
 
 use super::*;
 
@@ -47,6 +49,20 @@ impl World {
         to: &mut impl CardReader,
     ) -> Result<Option<RecoveryOutcome>, WorldError> {
         Ok(self.settlement()?.settle(from, to)?)
+    }
+
+    /// Asks the center to release the transfer the card in `from` holds pending toward a
+    /// destination that will never come back, and gives the card the release.
+    pub fn release_transfer(
+        &mut self,
+        from: &mut impl CardReader,
+    ) -> Result<Option<Released>, WorldError> {
+        self.settlement()?;
+        let settlement = self
+            .settlement
+            .as_mut()
+            .ok_or_else(|| WorldError::Other("no settlement terminal".into()))?;
+        Ok(settlement.release_with_center(from, &mut self.center)?)
     }
 
     /// The settlement terminal's reports, oldest first (none before its first use).

@@ -10,7 +10,9 @@ use valuecard_core::cert::{Certificate, Role};
 use valuecard_core::crypto::PublicKey;
 use valuecard_core::ids::{CardId, DeviceId};
 use valuecard_core::messages::purse::Challenge;
-use valuecard_core::messages::transfer::{ins, KeyUpdateMode, KeyUpdateRandom, TransferInfo};
+use valuecard_core::messages::transfer::{
+    complete_p1, ins, KeyUpdateMode, KeyUpdateRandom, TransferInfo,
+};
 use valuecard_core::money::Amount;
 use valuecard_core::time::Date;
 use valuecard_core::StatusWord;
@@ -87,6 +89,13 @@ pub fn handle(
         ins::UPDATE_PERMISSION | ins::GET_TRANSFER_KEY | ins::UPDATE_TRANSFER_KEY => {
             Some(KeyUpdateMode::from_p1(command.p1).ok_or(StatusWord::INCORRECT_P1_P2)?)
         }
+        // TRANSFER COMPLETE settles against the destination's proof (00) or the center's
+        // release (01).
+        ins::TRANSFER_COMPLETE
+            if matches!(command.p1, complete_p1::PROOF | complete_p1::RELEASE) =>
+        {
+            None
+        }
         _ if command.p1 != 0 => return Err(StatusWord::INCORRECT_P1_P2),
         _ => None,
     };
@@ -127,6 +136,9 @@ pub fn handle(
             transfer_in.ok_or(StatusWord::CONDITIONS_NOT_SATISFIED)?,
         ),
         (ins::TRANSFER_STATUS, _) => value::transfer_status(command, purse),
+        (ins::TRANSFER_COMPLETE, _) if command.p1 == complete_p1::RELEASE => {
+            value::transfer_release(command, purse)
+        }
         (ins::TRANSFER_COMPLETE, _) => value::transfer_complete(command, purse),
         _ => Err(StatusWord::INS_NOT_SUPPORTED),
     }

@@ -7,13 +7,15 @@
 //! value and keeps a receipt at TRANSFER IN; the source debits only against the
 //! destination's proof of receipt, and drops the reservation only against its proof of
 //! non-receipt. Either proof can be had again from the destination at any later session.
+//! When the destination will never come back, the center's signed release takes the place
+//! of the proof of non-receipt (TRANSFER COMPLETE, P1 = 01).
 
 use valuecard_core::crypto::random_array;
 use valuecard_core::messages::purse::{TransactionKind, UpdateConfirmation, UsageRecord};
 use valuecard_core::messages::transfer::{
     InitializeTransferIn, PendingTransfer, ProofStatus, ProofSubject, TransferBinding,
     TransferComplete, TransferIn, TransferInOffer, TransferOut, TransferOutOffer, TransferProof,
-    TransferStatusQuery, ValueMessage,
+    TransferRelease, TransferStatusQuery, ValueMessage,
 };
 
 use super::*;
@@ -358,6 +360,31 @@ pub(super) fn transfer_complete(command: &Command, purse: &Purse) -> Result<Effe
         }
         _ => return Err(StatusWord::WRONG_DATA),
     }
+    let data = UpdateConfirmation {
+        counter: next.counter,
+        balance: next.balance,
+    }
+    .encode();
+    Ok(Effect::commit(data, with_purse(next)))
+}
+
+/// Source, release: the center signed, under the root key this card trusts, that the value
+/// of exactly this pending transfer cannot have reached a card that could still spend it.
+/// The reservation is dropped with no balance change, as against a proof of non-receipt.
+pub(super) fn transfer_release(command: &Command, purse: &Purse) -> Result<Effect, StatusWord> {
+    let release = TransferRelease::decode(&command.data).map_err(wrong_data)?;
+    let sent = purse
+        .transfer
+        .sent
+        .as_ref()
+        .ok_or(StatusWord::CONDITIONS_NOT_SATISFIED)?;
+    // Checked against the card's own log, never against anything the terminal says: a
+    // release of another transfer (or another card's) does not verify.
+    release
+        .verify(&purse.anchor.public_key, &purse.keys.card_id, &sent.pending)
+        .map_err(|_| StatusWord::SECURITY_STATUS_NOT_SATISFIED)?;
+    let mut next = purse.clone();
+    next.transfer.sent = None;
     let data = UpdateConfirmation {
         counter: next.counter,
         balance: next.balance,

@@ -83,16 +83,34 @@ impl Center {
         if report.source == report.destination {
             return Err("a card cannot transfer to itself".into());
         }
-        for card in [report.source, report.destination] {
-            self.require_issued(&card)?;
+        let released = match &report.release {
+            Some(release) => {
+                let root_key = self.keys.root.public_key();
+                if !super::release::release_given(&mut self.db, report, release, &root_key)? {
+                    return Err("a release the center never gave for this transfer".into());
+                }
+                true
+            }
+            None => false,
+        };
+        self.require_issued(&report.source)?;
+        // A released transfer's destination may be a card the center never issued: that is
+        // one ground of the release.
+        if !released {
+            self.require_issued(&report.destination)?;
         }
         let value_key_id = self.check_value(report, current)?;
         let received = self.check_proof(report, current)?;
+        // A release next to a proof: not received agrees with it (nothing moved); received
+        // contradicts it, and is stored as the evidence it is (`release::contradict_release`).
+        // A released transfer keeps the records each card showed at TRANSFER OUT: they
+        // prove nothing without a half that follows them, and none is stored.
+        let previous_shown =
+            report.destination_previous.is_some() || report.source_previous.is_some();
         if !received
             && (report.destination_record.is_some()
                 || report.source_record.is_some()
-                || report.destination_previous.is_some()
-                || report.source_previous.is_some())
+                || (previous_shown && !released))
         {
             return Err("a transfer record without the destination's proof of receipt".into());
         }
@@ -100,14 +118,14 @@ impl Center {
             Some(record) => {
                 Some(self.check_destination(terminal_id, terminal_key, report, record)?)
             }
-            None if report.destination_previous.is_some() => {
+            None if report.destination_previous.is_some() && !released => {
                 return Err("a previous record without the record that follows it".into())
             }
             None => None,
         };
         let source = match &report.source_record {
             Some(record) => Some(self.check_source(terminal_id, terminal_key, report, record)?),
-            None if report.source_previous.is_some() => {
+            None if report.source_previous.is_some() && !released => {
                 return Err("a previous record without the record that follows it".into())
             }
             None => None,

@@ -15,11 +15,17 @@
 //! chip can make.
 
 mod check;
+mod release;
 mod store;
 
+pub use release::{ReleaseGround, RELEASE_HOLD_DAYS, RELEASE_MIGRATION};
+
 use valuecard_core::ids::CardId;
+use valuecard_core::ids::DeviceId;
 use valuecard_core::messages::center::{CenterError, ListReason, UploadReceipt, USAGE_BATCH_MAX};
-use valuecard_core::messages::transfer::{TransferLink, TransferReport, TransferUpload};
+use valuecard_core::messages::transfer::{
+    PendingTransfer, TransferLink, TransferRelease, TransferReport, TransferUpload,
+};
 
 use crate::alerts::AlertKind;
 use crate::sql::Executor;
@@ -87,10 +93,11 @@ pub struct TransferTotals {
     /// reserved.
     pub in_flight: u64,
     pub in_flight_count: u64,
-    /// Proven never applied by the destination: nothing moved.
+    /// Proven never applied by the destination, or released by the center with no proof
+    /// either way (`release.rs`): nothing moved.
     pub undone: u64,
     pub undone_count: u64,
-    /// Reported with no proof yet.
+    /// Reported with no proof yet and not released.
     pub in_doubt_count: u64,
 }
 
@@ -158,7 +165,13 @@ impl Center {
         }
         let today = self.today().0;
         let terminal_id = upload.terminal_id;
+        let doubts: Vec<&TransferReport> = upload
+            .reports
+            .iter()
+            .filter(|r| r.proof.is_none() && r.destination_record.is_some())
+            .collect();
         let outcome = self.db.transaction(|tx| {
+            release::note_destination_doubts(tx, terminal_id, &doubts, today)?;
             let mut outcome = (0u32, 0u32, Vec::new(), Vec::<CardId>::new());
             for item in &checked {
                 match store_report(tx, terminal_id, item, today)? {
@@ -223,9 +236,17 @@ pub(crate) const TOTALS_COLUMNS: &str = "
          WHERE proof_status = 'received' AND source_counter IS NULL),
     (SELECT CAST(COUNT(*) AS BIGINT) FROM transfers
          WHERE proof_status = 'received' AND source_counter IS NULL),
-    (SELECT CAST(COALESCE(SUM(amount_minor), 0) AS BIGINT) FROM transfers WHERE proof_status = 'not_received'),
-    (SELECT CAST(COUNT(*) AS BIGINT) FROM transfers WHERE proof_status = 'not_received'),
-    (SELECT CAST(COUNT(*) AS BIGINT) FROM transfers WHERE proof_status IS NULL)";
+    (SELECT CAST(COALESCE(SUM(amount_minor), 0) AS BIGINT) FROM transfers WHERE proof_status = 'not_received')
+        + (SELECT CAST(COALESCE(SUM(r.amount_minor), 0) AS BIGINT) FROM transfer_releases r
+               WHERE NOT EXISTS (SELECT 1 FROM transfers t WHERE t.source = r.source
+                   AND t.challenge_source = r.challenge_source AND t.proof_status IS NOT NULL)),
+    (SELECT CAST(COUNT(*) AS BIGINT) FROM transfers WHERE proof_status = 'not_received')
+        + (SELECT CAST(COUNT(*) AS BIGINT) FROM transfer_releases r
+               WHERE NOT EXISTS (SELECT 1 FROM transfers t WHERE t.source = r.source
+                   AND t.challenge_source = r.challenge_source AND t.proof_status IS NOT NULL)),
+    (SELECT CAST(COUNT(*) AS BIGINT) FROM transfers t WHERE t.proof_status IS NULL
+         AND NOT EXISTS (SELECT 1 FROM transfer_releases r WHERE r.source = t.source
+             AND r.challenge_source = t.challenge_source))";
 
 /// Reads the nine totals starting at column `at`.
 pub(crate) fn totals_from(row: &crate::sql::Row, at: usize) -> Result<TransferTotals, CenterError> {
@@ -249,5 +270,14 @@ pub(crate) fn totals_from(row: &crate::sql::Row, at: usize) -> Result<TransferTo
 impl TransferLink for Center {
     fn upload_transfers(&mut self, upload: &TransferUpload) -> Result<UploadReceipt, CenterError> {
         self.ingest_transfers(upload)
+    }
+
+    fn release_transfer(
+        &mut self,
+        terminal_id: DeviceId,
+        source: CardId,
+        pending: &PendingTransfer,
+    ) -> Result<TransferRelease, CenterError> {
+        self.authorize_transfer_release_for(terminal_id, source, pending)
     }
 }

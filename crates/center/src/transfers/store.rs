@@ -53,6 +53,12 @@ fn report_digest(report: &TransferReport) -> [u8; 32] {
     ] {
         put_record(&mut m, record);
     }
+    // Appended only when present, so that the digests of reports stored before releases
+    // existed stay what they were (a retry of one is still a duplicate).
+    if let Some(release) = &report.release {
+        m.extend_from_slice(b"release");
+        m.extend_from_slice(&release.signature.0);
+    }
     sha256(&m)
 }
 
@@ -125,6 +131,8 @@ pub(super) fn store_report(
     today: u32,
 ) -> Result<Stored, CenterError> {
     let report = item.report;
+    // Serializes with a release of the same source (`release::lock_source`).
+    super::release::lock_source(tx, &report.source)?;
     let digest = report_digest(report);
     let known = tx.query_optional(
         "SELECT report_digest FROM transfer_reports WHERE terminal_id = $1 AND terminal_sequence = $2",
@@ -259,6 +267,13 @@ fn merge_evidence(
             clones.push(report.destination);
         }
         crate::loads::cancel_pending_at(tx, &report.destination, report.destination_counter)?;
+        super::release::contradict_release(
+            tx,
+            &report.source,
+            &report.challenge_source,
+            &report.destination,
+            today,
+        )?;
         stale_key_check(
             tx,
             &report.destination,

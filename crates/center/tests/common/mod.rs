@@ -261,6 +261,7 @@ pub fn received_report(
         destination_previous: destination.last.clone(),
         source_record: None,
         source_previous: None,
+        release: None,
     }
 }
 

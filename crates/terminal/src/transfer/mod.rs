@@ -3,7 +3,8 @@
 //! with the older key up to the newer one (`keys.rs`: symmetric when both update keys agree,
 //! public-key otherwise, claim 14), then moves the value in four command pairs, signing each
 //! card's transfer record in its SAM. A transfer the source still holds pending is settled
-//! first (`recovery.rs`), from the destination's proof.
+//! first (`recovery.rs`), from the destination's proof; one whose destination will never
+//! come back is released by the center (`release.rs`).
 //!
 //! The terminal never holds a transfer key: value travels card to card under it. It keeps a
 //! report of each transfer before every command that can move value, and uploads the reports.
@@ -35,10 +36,12 @@ use crate::TerminalError;
 
 mod keys;
 mod recovery;
+mod release;
 mod steps;
 
 pub use keys::{KeyUpdate, KeyUpdatePath};
 pub use recovery::RecoveryOutcome;
+pub use release::Released;
 pub use steps::{DestinationReady, TransferPair, ValueDelivered, ValueReserved};
 
 /// Reports per upload batch.

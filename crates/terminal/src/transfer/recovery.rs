@@ -290,7 +290,7 @@ impl<S: Sam, T: TerminalStore, R: CryptoRngCore> SettlementTerminal<S, T, R> {
     }
 
     /// The report this terminal already keeps for the pending transfer, or a new one.
-    fn report_for(
+    pub(super) fn report_for(
         &mut self,
         source: CardId,
         pending: &PendingTransfer,
@@ -313,6 +313,7 @@ impl<S: Sam, T: TerminalStore, R: CryptoRngCore> SettlementTerminal<S, T, R> {
             destination_previous: None,
             source_record: None,
             source_previous: None,
+            release: None,
         })
     }
 }

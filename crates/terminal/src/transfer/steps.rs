@@ -169,6 +169,7 @@ impl<S: Sam, T: TerminalStore, R: CryptoRngCore> SettlementTerminal<S, T, R> {
             destination_previous: ready.offer_in.last_usage.clone(),
             source_record: None,
             source_previous: offer_out.last_usage.clone(),
+            release: None,
         };
         self.store.save_transfer(&report)?;
         // The source's balance must be one its last writer signed before its value may

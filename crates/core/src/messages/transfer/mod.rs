@@ -28,10 +28,12 @@ use crate::tlv::{be_u32, be_u64, TlvReader, TlvWriter};
 use zeroize::Zeroize;
 
 mod keys;
+mod release;
 mod report;
 mod value;
 
 pub use keys::*;
+pub use release::*;
 pub use report::*;
 pub use value::*;
 
@@ -46,6 +48,14 @@ pub mod ins {
     pub const TRANSFER_IN: u8 = 0x64;
     pub const TRANSFER_COMPLETE: u8 = 0x66;
     pub const TRANSFER_STATUS: u8 = 0x68;
+}
+
+/// P1 of TRANSFER COMPLETE: what settles the source's pending transfer.
+pub mod complete_p1 {
+    /// The destination's proof (received, with the terminal's record; or not received).
+    pub const PROOF: u8 = 0x00;
+    /// The center's [`super::TransferRelease`]: the destination will never come back.
+    pub const RELEASE: u8 = 0x01;
 }
 
 /// Tags of the transfer commands' data (two-byte context tags, distinct from the purse's).

@@ -40,6 +40,9 @@ pub struct TransferReport {
     /// and the record the source showed before it.
     pub source_record: Option<UsageRecord>,
     pub source_previous: Option<UsageRecord>,
+    /// The center's release this terminal gave the source: its reservation was dropped
+    /// with no proof from the destination (the center keeps its own record of it).
+    pub release: Option<TransferRelease>,
 }
 
 /// How far a reported transfer got.
@@ -49,7 +52,8 @@ pub enum TransferOutcome {
     Completed,
     /// The destination has the value; the source still holds it reserved (pending).
     Received,
-    /// The destination proved it never applied the transfer: nothing moved.
+    /// The destination proved it never applied the transfer, or the center released the
+    /// source's reservation: nothing moved.
     Undone,
     /// Nobody knows yet: the source holds it pending, the destination was not asked.
     InDoubt,
@@ -61,6 +65,7 @@ impl TransferReport {
             (Some(proof), _) if proof.status == ProofStatus::NotReceived => TransferOutcome::Undone,
             (Some(_), Some(_)) => TransferOutcome::Completed,
             (Some(_), None) => TransferOutcome::Received,
+            (None, _) if self.release.is_some() => TransferOutcome::Undone,
             (None, _) => TransferOutcome::InDoubt,
         }
     }
@@ -94,6 +99,7 @@ mod report_tag {
     pub const DESTINATION: u32 = 0x9F39;
     pub const SOURCE_COUNTER: u32 = 0x9F3A;
     pub const DESTINATION_CHALLENGE: u32 = 0x9F3B;
+    pub const RELEASE: u32 = 0xBF3C;
 }
 
 impl TransferBinding {
@@ -167,6 +173,11 @@ impl TransferReport {
         );
         put_record(&mut w, report_tag::SOURCE_RECORD, &self.source_record);
         put_record(&mut w, report_tag::SOURCE_PREVIOUS, &self.source_previous);
+        if let Some(release) = &self.release {
+            w.nested(report_tag::RELEASE, |t| {
+                t.put(purse_tag::SIGNATURE, &release.signature.0);
+            });
+        }
         w.into_bytes()
     }
 
@@ -211,6 +222,10 @@ impl TransferReport {
             destination_previous: record_in(&mut r, report_tag::DESTINATION_PREVIOUS)?,
             source_record: record_in(&mut r, report_tag::SOURCE_RECORD)?,
             source_previous: record_in(&mut r, report_tag::SOURCE_PREVIOUS)?,
+            release: r
+                .optional(report_tag::RELEASE)?
+                .map(TransferRelease::decode)
+                .transpose()?,
         };
         r.finish()?;
         if let Some(evidence) = &report.value {
@@ -240,10 +255,30 @@ pub trait TransferLink {
     /// it stores anything, stores each report once (a retry is a duplicate), and lists a
     /// card whose state was moved twice.
     fn upload_transfers(&mut self, upload: &TransferUpload) -> Result<UploadReceipt, CenterError>;
+
+    /// Asks the center to release the transfer `source` holds pending toward a destination
+    /// that will never come back (docs/protocols.md § 13). The center signs only when the
+    /// value cannot have reached a card that could still spend it, and records the release;
+    /// otherwise it refuses, and the terminal must present the destination card.
+    fn release_transfer(
+        &mut self,
+        terminal_id: DeviceId,
+        source: CardId,
+        pending: &PendingTransfer,
+    ) -> Result<TransferRelease, CenterError>;
 }
 
 impl<T: TransferLink + ?Sized> TransferLink for &mut T {
     fn upload_transfers(&mut self, upload: &TransferUpload) -> Result<UploadReceipt, CenterError> {
         (**self).upload_transfers(upload)
+    }
+
+    fn release_transfer(
+        &mut self,
+        terminal_id: DeviceId,
+        source: CardId,
+        pending: &PendingTransfer,
+    ) -> Result<TransferRelease, CenterError> {
+        (**self).release_transfer(terminal_id, source, pending)
     }
 }
