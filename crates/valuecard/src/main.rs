@@ -18,6 +18,7 @@ mod demo;
 mod lifecycle;
 mod operations;
 mod pcsc;
+mod release_cli;
 mod settlement_cli;
 mod transfer_cli;
 
@@ -274,6 +275,9 @@ enum TerminalCommands {
     Transfer(settlement_cli::TransferArgs),
     /// Settle a transfer a lost answer left pending, with the same two cards.
     SettleTransfer(settlement_cli::SettleTransferArgs),
+    /// Release, with the center's signature, a transfer the source card holds pending whose
+    /// destination will never come back (lost, destroyed, never issued).
+    ReleaseTransfer(release_cli::ReleaseTransferArgs),
     /// The terminal's purchase records (a settlement terminal's: its transfers).
     History {
         #[arg(long)]
@@ -481,6 +485,7 @@ fn terminal(command: TerminalCommands) -> Result<ExitCode, String> {
         } => lifecycle::terminal_settle(&data, &terminal, &dispenser, &reader, &center, json),
         TerminalCommands::Transfer(args) => settlement_cli::terminal_transfer(&args),
         TerminalCommands::SettleTransfer(args) => settlement_cli::terminal_settle_transfer(&args),
+        TerminalCommands::ReleaseTransfer(args) => release_cli::terminal_release_transfer(&args),
         TerminalCommands::History {
             data,
             terminal,

@@ -26,9 +26,9 @@ use crate::lifecycle;
 /// presenting both cards again tells. Refusals exit with 2, like every other command.
 pub const IN_DOUBT_EXIT: u8 = 3;
 /// Exit status of a refusal (nothing changed, or what changed is settled already).
-const REFUSED_EXIT: u8 = 2;
+pub(crate) const REFUSED_EXIT: u8 = 2;
 /// The settlement terminal `center init` installs.
-const DEFAULT_SETTLEMENT: &str = "settlement-1";
+pub(crate) const DEFAULT_SETTLEMENT: &str = "settlement-1";
 
 /// The two cards of a transfer: two card images in this process, or two PC/SC readers.
 #[derive(clap::Args, Debug, Clone)]
@@ -111,7 +111,7 @@ impl From<String> for Failure {
 }
 
 /// A terminal error in words the operator of a settlement terminal can act on.
-fn explain(error: &TerminalError) -> String {
+pub(crate) fn explain(error: &TerminalError) -> String {
     match error {
         TerminalError::TransferInDoubt { sequence } => format!(
             "transfer {sequence} is in doubt: present both cards again \
