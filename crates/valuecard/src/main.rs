@@ -150,6 +150,10 @@ enum CenterCommands {
         database: Option<String>,
         #[arg(long)]
         json: bool,
+        /// Which key rotates: set by the command's name, not an option, so that both rotate
+        /// commands share one dispatch.
+        #[arg(skip = valuecard_center::transfer_keys::KeyKind::Transfer)]
+        kind: valuecard_center::transfer_keys::KeyKind,
     },
     /// Move the update key, under which cards pass a newer transfer key to each other, to its
     /// next generation.
@@ -161,6 +165,9 @@ enum CenterCommands {
         database: Option<String>,
         #[arg(long)]
         json: bool,
+        /// Set by the command's name, as for `rotate-transfer-key`.
+        #[arg(skip = valuecard_center::transfer_keys::KeyKind::Update)]
+        kind: valuecard_center::transfer_keys::KeyKind,
     },
     /// Monthly statements of credit mode (Figs. 13-17): per card, the service records dated in
     /// the month and their total.
@@ -630,26 +637,20 @@ fn main() -> ExitCode {
             database,
             json,
         }) => operations::center_status(&data, database.as_deref(), json),
-        Commands::Center(CenterCommands::RotateTransferKey {
-            data,
-            database,
-            json,
-        }) => transfer_cli::center_rotate(
-            &data,
-            database.as_deref(),
-            valuecard_center::transfer_keys::KeyKind::Transfer,
-            json,
-        ),
-        Commands::Center(CenterCommands::RotateUpdateKey {
-            data,
-            database,
-            json,
-        }) => transfer_cli::center_rotate(
-            &data,
-            database.as_deref(),
-            valuecard_center::transfer_keys::KeyKind::Update,
-            json,
-        ),
+        Commands::Center(
+            CenterCommands::RotateTransferKey {
+                data,
+                database,
+                json,
+                kind,
+            }
+            | CenterCommands::RotateUpdateKey {
+                data,
+                database,
+                json,
+                kind,
+            },
+        ) => transfer_cli::center_rotate(&data, database.as_deref(), kind, json),
         Commands::Center(CenterCommands::Statements {
             data,
             month,

@@ -3,27 +3,14 @@
 //! certificate that `center init` made and the devices it installed pin.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::io::BufRead;
 use std::process::{Command, Stdio};
 
 use rand_core::RngCore;
 
-/// Says that a test was skipped, on the process's stderr directly (the harness captures
-/// `eprintln!` of passing tests, and CI must see every skip).
-macro_rules! skip_note {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), $($arg)*);
-    }};
-}
-
-fn valuecard() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_valuecard"))
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+use common::{skip_note, text, valuecard};
 
 /// A URL for a fresh, empty schema of the test server, or `None` (SKIPPED) without one.
 fn fresh_postgres(test: &str) -> Option<String> {

@@ -1,11 +1,9 @@
 //! The command-line program as a user runs it.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::process::Command;
+mod common;
 
-fn valuecard() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_valuecard"))
-}
+use common::valuecard;
 
 #[test]
 fn demo_json_reports_conservation_and_refused_attacks() {

@@ -5,36 +5,11 @@
 //! trust authentication); without one it says SKIPPED and passes, and CI refuses that.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Output};
 
-/// Says that a test was skipped, on the process's stderr directly: the test harness captures
-/// `eprintln!` of passing tests, and CI must see every skip.
-macro_rules! skip_note {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), $($arg)*);
-    }};
-}
-
-fn valuecard(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_valuecard"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn json(args: &[&str]) -> serde_json::Value {
-    let mut args = args.to_vec();
-    args.push("--json");
-    let output = valuecard(&args);
-    assert!(
-        output.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).unwrap()
-}
+use common::{json_args as json, skip_note, valuecard_args as valuecard};
 
 fn text(args: &[&str]) -> String {
     let output = valuecard(args);

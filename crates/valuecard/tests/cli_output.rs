@@ -2,11 +2,9 @@
 //! written, and which commands print JSON.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::process::Command;
+mod common;
 
-fn valuecard() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_valuecard"))
-}
+use common::valuecard;
 
 /// A standard output whose reader is already gone: a socket whose other end is closed, so
 /// that every write fails with a broken pipe, deterministically (no race with a reader).

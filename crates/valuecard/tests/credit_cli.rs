@@ -2,26 +2,9 @@
 //! services at two terminals, uploads, and the month's statement.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::process::{Command, Output};
+mod common;
 
-fn valuecard(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_valuecard"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn json(args: &[&str]) -> serde_json::Value {
-    let mut args = args.to_vec();
-    args.push("--json");
-    let output = valuecard(&args);
-    assert!(
-        output.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).unwrap()
-}
+use common::{json_args as json, valuecard_args as valuecard};
 
 #[test]
 fn credit_from_issuance_to_the_monthly_statement() {
