@@ -127,6 +127,7 @@ fn every_command_that_reports_takes_json() {
         &["terminal", "advance-stamp"],
         &["terminal", "transfer"],
         &["terminal", "settle-transfer"],
+        &["terminal", "release-transfer"],
         &["bench", "purchase"],
         &["bench", "transfer"],
         &["bench", "ingest"],
