@@ -260,3 +260,35 @@ fn a_card_holding_the_newer_generation_moves_its_selection() {
     assert_eq!((update.from_key_id, update.to_key_id), (1, 2));
     assert_eq!((balance(&mut a), balance(&mut b)), (2_100, 2_000));
 }
+
+/// A report uploaded while its transfer was still in flight goes out again, under a new
+/// sequence, once the transfer settles: the center keeps what a terminal reported under a
+/// sequence and merges the later report into the same transfer.
+#[test]
+fn a_report_uploaded_in_flight_is_uploaded_again_when_it_settles() {
+    let (mut world, mut a, mut b) = two_cards(10_000, 0);
+    let lost = {
+        let mut from = LosingAnswer {
+            inner: &mut a,
+            ins: ins::TRANSFER_COMPLETE,
+            delivered: false,
+        };
+        world.transfer(&mut from, &mut b, amount(4_000))
+    };
+    assert!(lost.is_err());
+    let first = world.upload_transfers().unwrap();
+    assert_eq!((first.stored, first.refused.len()), (1, 0), "{first:?}");
+    let totals = world.center.transfer_totals().unwrap();
+    assert_eq!((totals.in_flight, totals.completed), (4_000, 0));
+    world.settle_transfer(&mut a, &mut b).unwrap();
+    let second = world.upload_transfers().unwrap();
+    assert_eq!((second.stored, second.refused.len()), (1, 0), "{second:?}");
+    let totals = world.center.transfer_totals().unwrap();
+    assert_eq!(
+        (totals.in_flight, totals.completed, totals.completed_count),
+        (0, 4_000, 1)
+    );
+    // Nothing more to send.
+    let third = world.upload_transfers().unwrap();
+    assert_eq!((third.stored, third.duplicates), (0, 0));
+}

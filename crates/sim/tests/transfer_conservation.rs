@@ -50,6 +50,8 @@ enum Op {
         from: usize,
         to: usize,
     },
+    /// The settlement terminal uploads its reports, in whatever state they are.
+    Upload,
 }
 
 const CARDS: usize = 3;
@@ -94,6 +96,7 @@ fn op() -> impl Strategy<Value = Op> {
                 }
             ),
         pair().prop_map(|(from, to)| Op::Settle { from, to }),
+        Just(Op::Upload),
     ]
 }
 
@@ -176,6 +179,10 @@ proptest! {
                     let (a, b) = two(&mut cards, from, to);
                     let _ = world.settle_transfer(&mut a.0, &mut b.0);
                 }
+                Op::Upload => {
+                    let receipt = world.upload_transfers().unwrap();
+                    prop_assert!(receipt.refused.is_empty(), "{:?}", receipt.refused);
+                }
             }
         }
         // Every pair is presented to the settlement terminal: pending transfers settle with
@@ -210,5 +217,9 @@ proptest! {
         }
         let reconciliation = world.reconcile(&balances).unwrap();
         prop_assert!(reconciliation.conserved, "{:?}", reconciliation);
+        // Every report the settlement terminal made is taken by the center, whatever state
+        // it was uploaded in before.
+        let receipt = world.upload_transfers().unwrap();
+        prop_assert!(receipt.refused.is_empty(), "{:?}", receipt.refused);
     }
 }

@@ -59,11 +59,9 @@ impl TerminalStore for MemoryStore {
     }
 
     fn save_transfer(&mut self, report: &TransferReport) -> Result<(), TerminalError> {
-        match self
-            .transfers
-            .iter_mut()
-            .find(|t| t.report.sequence == report.sequence)
-        {
+        match self.transfers.iter_mut().find(|t| {
+            t.report.source == report.source && t.report.challenge_source == report.challenge_source
+        }) {
             Some(existing) => {
                 existing.report = report.clone();
                 existing.uploaded = false;

@@ -308,8 +308,9 @@ pub trait TerminalStore: Send {
     fn mark_services_uploaded(&mut self, _sequences: &[u32]) -> Result<(), TerminalError> {
         Err(no_service_records())
     }
-    /// Stores (or replaces, by sequence) a settlement terminal's transfer report, before each
-    /// command that can move value is sent; the report is then due for upload again.
+    /// Stores a settlement terminal's transfer report (replacing the one of the same transfer,
+    /// named by source and its challenge, sequence included) before each command that can
+    /// move value is sent; the report is then due for upload again.
     fn save_transfer(&mut self, _report: &TransferReport) -> Result<(), TerminalError> {
         Err(no_transfer_records())
     }

@@ -372,7 +372,8 @@ impl TerminalStore for SqliteStore {
             .execute(
                 "INSERT INTO transfers (sequence, source, challenge_source, report, uploaded)
                  VALUES (?1, ?2, ?3, ?4, 0)
-                 ON CONFLICT (sequence) DO UPDATE SET report = excluded.report, uploaded = 0",
+                 ON CONFLICT (source, challenge_source)
+                 DO UPDATE SET sequence = excluded.sequence, report = excluded.report, uploaded = 0",
                 params![
                     report.sequence,
                     &report.source.0[..],

@@ -313,8 +313,28 @@ impl<S: Sam, T: TerminalStore, R: CryptoRngCore> SettlementTerminal<S, T, R> {
             ));
         }
         report.source_record = Some(source_record);
-        self.store.save_transfer(report)?;
+        self.save_report(report)?;
         Ok(confirmation)
+    }
+
+    /// Stores `report`. One the center already has in an earlier form goes out again under a
+    /// new sequence: the center keeps what a terminal reported under a sequence unchanged,
+    /// and merges every report of one transfer.
+    pub(super) fn save_report(&mut self, report: &mut TransferReport) -> Result<(), TerminalError> {
+        let stored = self.store.transfers()?.into_iter().find(|stored| {
+            stored.report.source == report.source
+                && stored.report.challenge_source == report.challenge_source
+        });
+        if let Some(stored) = stored {
+            if stored.report == *report {
+                // Nothing new: it stays as uploaded (or not) as it was.
+                return Ok(());
+            }
+            if stored.uploaded {
+                report.sequence = self.store.next_sequence()?;
+            }
+        }
+        self.store.save_transfer(report)
     }
 
     /// Verifies what a card claims about its state against its last writer's record.
@@ -352,7 +372,7 @@ impl<S: Sam, T: TerminalStore, R: CryptoRngCore> SettlementTerminal<S, T, R> {
             }
             let upload = TransferUpload {
                 terminal_id: self.sam.device_id(),
-                reports,
+                reports: reports.iter().map(uploadable).collect(),
             };
             let receipt = link.upload_transfers(&upload)?;
             let answered: Vec<u32> = upload.reports.iter().map(|r| r.sequence).collect();
@@ -360,6 +380,28 @@ impl<S: Sam, T: TerminalStore, R: CryptoRngCore> SettlementTerminal<S, T, R> {
             total.absorb(receipt);
         }
     }
+}
+
+/// What of a report the center can take now: records only once the destination proved
+/// receipt, and a card's previous record only with the record that follows it. The rest
+/// goes out with the report's next form, under a new sequence (`save_report`).
+fn uploadable(report: &TransferReport) -> TransferReport {
+    let mut sent = report.clone();
+    let received = report
+        .proof
+        .as_ref()
+        .is_some_and(|proof| proof.status == ProofStatus::Received);
+    if !received {
+        sent.destination_record = None;
+        sent.source_record = None;
+    }
+    if sent.destination_record.is_none() {
+        sent.destination_previous = None;
+    }
+    if sent.source_record.is_none() {
+        sent.source_previous = None;
+    }
+    sent
 }
 
 pub(super) fn record_signature(record: &UsageRecord) -> RecordSignature {

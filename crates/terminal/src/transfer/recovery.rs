@@ -94,7 +94,7 @@ impl<S: Sam, T: TerminalStore, R: CryptoRngCore> SettlementTerminal<S, T, R> {
         let mut report = self.report_for(source.card_id(), &pending)?;
         let proof = self.ask_destination(to, source.card_id(), &pending, report.sequence)?;
         report.proof = Some(proof.clone());
-        self.store.save_transfer(&report)?;
+        self.save_report(&mut report)?;
         let sequence = report.sequence;
         match proof.status {
             ProofStatus::Received => {
@@ -166,7 +166,7 @@ impl<S: Sam, T: TerminalStore, R: CryptoRngCore> SettlementTerminal<S, T, R> {
                 let proof =
                     self.ask_destination(to, source.card_id(), &pending, report.sequence)?;
                 report.proof = Some(proof);
-                self.store.save_transfer(&report)?;
+                self.save_report(&mut report)?;
             }
             let sequence = report.sequence;
             let amount = report.amount;
@@ -174,12 +174,18 @@ impl<S: Sam, T: TerminalStore, R: CryptoRngCore> SettlementTerminal<S, T, R> {
                 continue;
             }
             let status = self.read_purse(from, source.card_id())?;
+            // The card's last record is this debit, and the report holds the record it
+            // debited from (the card may have been loaded since TRANSFER OUT; then only the
+            // source's later records can tell the center which state it debited).
             if let Some(last) = status.last_usage.filter(|last| {
                 last.kind == TransactionKind::TransferOut
                     && last.challenge_card == report.challenge_source
+                    && report.source_previous.as_ref().is_some_and(|previous| {
+                        previous.counter.checked_add(1) == Some(last.counter)
+                    })
             }) {
                 report.source_record = Some(last);
-                self.store.save_transfer(&report)?;
+                self.save_report(&mut report)?;
             } else {
                 self.store.mark_transfer_settled(sequence)?;
             }
@@ -205,7 +211,7 @@ impl<S: Sam, T: TerminalStore, R: CryptoRngCore> SettlementTerminal<S, T, R> {
         };
         let proof = self.ask_destination(to, report.source, &pending, report.sequence)?;
         report.proof = Some(proof.clone());
-        self.store.save_transfer(report)?;
+        self.save_report(report)?;
         match proof.status {
             ProofStatus::NotReceived => self.release(from, report, proof),
             ProofStatus::Received => Err(TerminalError::Mismatch(
@@ -262,7 +268,7 @@ impl<S: Sam, T: TerminalStore, R: CryptoRngCore> SettlementTerminal<S, T, R> {
             }
             .encode(),
         )?;
-        self.store.save_transfer(report)
+        self.save_report(report)
     }
 
     fn read_purse(

@@ -65,7 +65,7 @@ impl<S: Sam, T: TerminalStore, R: CryptoRngCore> SettlementTerminal<S, T, R> {
         // Kept before the card is told: the center already holds the release, and the
         // report says so whether or not the card's answer arrives.
         report.release = Some(release.clone());
-        self.store.save_transfer(&report)?;
+        self.save_report(&mut report)?;
         self.send_release(from, &release)?;
         Ok(Some(Released {
             sequence: report.sequence,

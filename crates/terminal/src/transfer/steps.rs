@@ -171,7 +171,7 @@ impl<S: Sam, T: TerminalStore, R: CryptoRngCore> SettlementTerminal<S, T, R> {
             source_previous: offer_out.last_usage.clone(),
             release: None,
         };
-        self.store.save_transfer(&report)?;
+        self.save_report(&mut report)?;
         // The source's balance must be one its last writer signed before its value may
         // reach another card.
         if let Err(refusal) = self.check_claim(
@@ -216,7 +216,7 @@ impl<S: Sam, T: TerminalStore, R: CryptoRngCore> SettlementTerminal<S, T, R> {
             sequence_floor: self.store.next_sequence()?,
         })?;
         reserved.report.destination_record = Some(destination_record.clone());
-        self.store.save_transfer(&reserved.report)?;
+        self.save_report(&mut reserved.report)?;
         let transfer_in = TransferIn {
             source_counter: reserved.offer_out.counter,
             challenge_source: reserved.offer_out.challenge_source,
@@ -252,7 +252,7 @@ impl<S: Sam, T: TerminalStore, R: CryptoRngCore> SettlementTerminal<S, T, R> {
             return Err(TerminalError::Mismatch("TRANSFER IN answered no receipt"));
         }
         reserved.report.proof = Some(proof.clone());
-        self.store.save_transfer(&reserved.report)?;
+        self.save_report(&mut reserved.report)?;
         Ok(ValueDelivered {
             reserved,
             proof,
