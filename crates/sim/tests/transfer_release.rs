@@ -389,10 +389,15 @@ fn a_transfer_in_sent_without_an_answer_is_never_released() {
         world.release_transfer(&mut a),
         Err(WorldError::Terminal(TerminalError::Mismatch(_)))
     ));
-    // Its report is refused as unfinished, but the center keeps what it says, and refuses
-    // any other terminal that asks.
+    // Its report is taken as in doubt, and what it says makes the center refuse any other
+    // terminal that asks.
     let receipt = world.upload_transfers().unwrap();
-    assert_eq!(receipt.refused.len(), 1, "{receipt:?}");
+    assert_eq!(
+        (receipt.stored, receipt.refused.len()),
+        (1, 0),
+        "{receipt:?}"
+    );
+    assert_eq!(world.center.transfer_totals().unwrap().in_doubt_count, 1);
     let refusal = world
         .center
         .authorize_transfer_release(source, &pending)

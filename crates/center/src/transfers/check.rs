@@ -107,7 +107,16 @@ impl Center {
         // prove nothing without a half that follows them, and none is stored.
         let previous_shown =
             report.destination_previous.is_some() || report.source_previous.is_some();
+        // A terminal that sent TRANSFER IN and lost the answer reports the destination's
+        // record with no proof: in doubt. It proves nothing yet and no half of it is stored,
+        // but it is taken (what it says bars a release, `release::note_destination_doubts`),
+        // and its next form, with the proof, follows under a new sequence.
+        let in_doubt = report.proof.is_none()
+            && !released
+            && report.destination_record.is_some()
+            && report.source_record.is_none();
         if !received
+            && !in_doubt
             && (report.destination_record.is_some()
                 || report.source_record.is_some()
                 || (previous_shown && !released))
@@ -115,6 +124,7 @@ impl Center {
             return Err("a transfer record without the destination's proof of receipt".into());
         }
         let destination = match &report.destination_record {
+            Some(_) if in_doubt => None,
             Some(record) => {
                 Some(self.check_destination(terminal_id, terminal_key, report, record)?)
             }
@@ -125,7 +135,7 @@ impl Center {
         };
         let source = match &report.source_record {
             Some(record) => Some(self.check_source(terminal_id, terminal_key, report, record)?),
-            None if report.source_previous.is_some() && !released => {
+            None if report.source_previous.is_some() && !released && !in_doubt => {
                 return Err("a previous record without the record that follows it".into())
             }
             None => None,

@@ -382,24 +382,31 @@ impl<S: Sam, T: TerminalStore, R: CryptoRngCore> SettlementTerminal<S, T, R> {
     }
 }
 
-/// What of a report the center can take now: records only once the destination proved
-/// receipt, and a card's previous record only with the record that follows it. The rest
-/// goes out with the report's next form, under a new sequence (`save_report`).
+/// What of a report the center can take now: a card's previous record only with the record
+/// that follows it, except while the destination's answer is in doubt (then the center
+/// keeps what was sent, which bars a release). The rest goes out with the report's next
+/// form, under a new sequence (`save_report`).
 fn uploadable(report: &TransferReport) -> TransferReport {
     let mut sent = report.clone();
-    let received = report
-        .proof
-        .as_ref()
-        .is_some_and(|proof| proof.status == ProofStatus::Received);
-    if !received {
-        sent.destination_record = None;
-        sent.source_record = None;
-    }
-    if sent.destination_record.is_none() {
-        sent.destination_previous = None;
-    }
-    if sent.source_record.is_none() {
-        sent.source_previous = None;
+    match report.proof.as_ref().map(|proof| proof.status) {
+        // Undone: no record of either card describes anything that happened.
+        Some(ProofStatus::NotReceived) => {
+            sent.destination_record = None;
+            sent.destination_previous = None;
+            sent.source_record = None;
+            sent.source_previous = None;
+        }
+        Some(ProofStatus::Received) => {
+            if sent.source_record.is_none() {
+                sent.source_previous = None;
+            }
+        }
+        None => {
+            if sent.destination_record.is_none() {
+                sent.destination_previous = None;
+                sent.source_previous = None;
+            }
+        }
     }
     sent
 }
