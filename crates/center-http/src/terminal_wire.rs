@@ -3,6 +3,7 @@
 //! usage record) travel as their TLV encoding in hex.
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use valuecard_core::crypto::{Signature, SIGNATURE_LEN};
 use valuecard_core::ids::{CardId, DeviceId};
 use valuecard_core::messages::center::{
@@ -37,7 +38,7 @@ fn date(field: &'static str, text: &str) -> Result<Date, WireError> {
 }
 
 /// One usage item.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UsageItemBody {
     pub terminal_sequence: u32,
@@ -117,7 +118,7 @@ impl UsageItemBody {
 }
 
 /// `POST /v1/usage`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UsageUploadBody {
     pub terminal_id: String,
@@ -150,7 +151,7 @@ impl UsageUploadBody {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RefusedItemBody {
     pub terminal_sequence: u32,
@@ -158,7 +159,7 @@ pub struct RefusedItemBody {
 }
 
 /// The answer to an upload.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UploadReceiptBody {
     pub stored: u32,
@@ -207,7 +208,7 @@ impl UploadReceiptBody {
 }
 
 /// `POST /v1/lists/delta`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListRequestBody {
     pub terminal_id: String,
@@ -223,7 +224,7 @@ impl ListRequestBody {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListEntryBody {
     pub version: u64,
@@ -236,7 +237,7 @@ pub struct ListEntryBody {
     pub stamp_count: Option<u32>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListDeltaBody {
     pub version: u64,
@@ -322,7 +323,7 @@ impl ListDeltaBody {
 
 /// `POST /v1/stamps` (with the terminal's signature over its stamp), and its answer (the
 /// count the center holds, without a signature).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StampBody {
     pub terminal_id: String,
@@ -357,7 +358,7 @@ impl StampBody {
 }
 
 /// One card-signed service record (Fig. 17).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceRecordBody {
     pub card_id: String,
@@ -370,7 +371,7 @@ pub struct ServiceRecordBody {
 }
 
 /// `POST /v1/services`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceUploadBody {
     pub terminal_id: String,
@@ -430,7 +431,7 @@ impl ServiceUploadBody {
 }
 
 /// The answer to a service upload.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceReceiptBody {
     pub stored: u32,

@@ -3,6 +3,7 @@
 //! as their TLV encoding in hex; the value message and its binding field by field.
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use valuecard_core::ids::{CardId, DeviceId};
 use valuecard_core::messages::center::USAGE_BATCH_MAX;
 use valuecard_core::messages::purse::UsageRecord;
@@ -49,7 +50,7 @@ fn encode_record(record: &Option<UsageRecord>) -> Option<String> {
 }
 
 /// The source's value message and everything it is bound to.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ValueEvidenceBody {
     pub key_id: u32,
@@ -63,7 +64,7 @@ pub struct ValueEvidenceBody {
 }
 
 /// One transfer report.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TransferReportBody {
     pub sequence: u32,
@@ -182,7 +183,7 @@ impl TransferReportBody {
 }
 
 /// `POST /v1/transfers`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TransferUploadBody {
     pub terminal_id: String,
@@ -217,7 +218,7 @@ impl TransferUploadBody {
 
 /// `POST /v1/transfers/release`: the source card and the pending transfer it showed
 /// (GET TRANSFER INFO), field by field.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReleaseRequestBody {
     pub terminal_id: String,
@@ -258,7 +259,7 @@ impl ReleaseRequestBody {
 }
 
 /// The answer to `POST /v1/transfers/release`: the center's signature (hex).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReleaseBody {
     pub signature: String,

@@ -5,6 +5,7 @@
 //! TLV encoding of signed objects) and names the field it refuses.
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use valuecard_center::PendingLoad;
 use valuecard_core::cert::{Certificate, TrustAnchor};
 use valuecard_core::crypto::{PublicKey, Signature, MAC_LEN, PUBLIC_KEY_LEN, SIGNATURE_LEN};
@@ -88,7 +89,7 @@ fn hex(bytes: impl AsRef<[u8]>) -> String {
 }
 
 /// `POST /v1/cards/assign`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AssignBody {
     pub dispenser_id: String,
@@ -117,7 +118,7 @@ impl AssignBody {
 }
 
 /// `POST /v1/cards/resume`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResumeBody {
     pub dispenser_id: String,
@@ -149,7 +150,7 @@ impl ResumeBody {
 }
 
 /// The answer to assign and resume.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AssignmentBody {
     pub card_id: String,
@@ -173,7 +174,7 @@ impl AssignmentBody {
 }
 
 /// `POST /v1/cards/certify`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CertifyBody {
     pub dispenser_id: String,
@@ -209,7 +210,7 @@ impl CertifyBody {
 }
 
 /// The center's root key as the card will hold it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AnchorBody {
     pub center: String,
@@ -217,7 +218,7 @@ pub struct AnchorBody {
 }
 
 /// The answer to certify: everything PERSONALIZE carries.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PersonalizationBody {
     /// `Certificate::encode()`, hex.
@@ -259,7 +260,7 @@ impl PersonalizationBody {
 }
 
 /// `POST /v1/loads/authorize`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AuthorizeBody {
     pub dispenser_id: String,
@@ -296,7 +297,7 @@ impl AuthorizeBody {
 }
 
 /// The answer to authorize: ready for the card's CREDIT command.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApprovalBody {
     pub balance_after: u64,
@@ -338,7 +339,7 @@ impl ApprovalBody {
 }
 
 /// `POST /v1/loads/challenge`: a fresh challenge to settle a pending load with.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SettlementChallengeBody {
     pub dispenser_id: String,
@@ -362,7 +363,7 @@ impl SettlementChallengeBody {
 }
 
 /// The answer: the challenge, hex.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChallengeBody {
     pub load_number: u32,
@@ -376,7 +377,7 @@ impl ChallengeBody {
 }
 
 /// `POST /v1/loads/settle`: the card's signed last transaction as evidence.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SettleBody {
     pub dispenser_id: String,
@@ -413,7 +414,7 @@ impl SettleBody {
 }
 
 /// The answer to settle: the outcome the center read from the evidence.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SettledBody {
     pub card_id: String,
@@ -423,7 +424,7 @@ pub struct SettledBody {
 }
 
 /// One load in flight.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PendingLoadBody {
     pub load_number: u32,
@@ -434,7 +435,7 @@ pub struct PendingLoadBody {
 }
 
 /// The answer to `GET /v1/cards/{card_id}/pending-loads`, oldest first.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PendingLoadsBody {
     pub card_id: String,
@@ -476,7 +477,7 @@ impl PendingLoadsBody {
 }
 
 /// The answer to `GET /health`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct HealthBody {
     /// `ok`.
     pub status: String,
