@@ -204,6 +204,7 @@ mod tests {
 
     use super::*;
     use axum::body::Body;
+    use axum::routing::get;
     use tower::ServiceExt;
 
     /// Errors made inside the HTTP layer (not by the service's handlers) leave as problem
