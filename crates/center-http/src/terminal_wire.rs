@@ -42,22 +42,29 @@ fn date(field: &'static str, text: &str) -> Result<Date, WireError> {
 #[serde(deny_unknown_fields)]
 pub struct UsageItemBody {
     pub terminal_sequence: u32,
+    #[schema(pattern = "^[0-9a-fA-F]{16}$")]
     pub card_id: String,
     pub card_counter: u32,
     pub amount: u64,
     pub balance_before: u64,
     pub balance_after: u64,
+    #[schema(pattern = "^[0-9a-fA-F]{32}$")]
     pub challenge_terminal: String,
+    #[schema(pattern = "^[0-9a-fA-F]{32}$")]
     pub challenge_card: String,
+    #[schema(pattern = "^[0-9]{4}-[0-9]{2}-[0-9]{2}$")]
     pub date: String,
     pub stamp_count: u32,
+    #[schema(pattern = "^[0-9a-fA-F]{128}$")]
     pub stamp_signature: String,
+    #[schema(pattern = "^[0-9a-fA-F]{128}$")]
     pub terminal_signature: String,
     /// The card's previous usage record, `UsageRecord::encode()` in hex.
     pub previous_usage: String,
     /// The bound the card agreed to, minor units.
     pub amount_max: u64,
     /// The card's own signature over the state it spent from, hex.
+    #[schema(pattern = "^[0-9a-fA-F]{128}$")]
     pub card_signature: String,
 }
 
@@ -121,6 +128,7 @@ impl UsageItemBody {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UsageUploadBody {
+    #[schema(pattern = "^[0-9a-fA-F]{16}$")]
     pub terminal_id: String,
     pub items: Vec<UsageItemBody>,
 }
@@ -211,6 +219,7 @@ impl UploadReceiptBody {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListRequestBody {
+    #[schema(pattern = "^[0-9a-fA-F]{16}$")]
     pub terminal_id: String,
     pub since: u64,
 }
@@ -326,9 +335,11 @@ impl ListDeltaBody {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StampBody {
+    #[schema(pattern = "^[0-9a-fA-F]{16}$")]
     pub terminal_id: String,
     pub count: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^[0-9a-fA-F]{128}$")]
     pub signature: Option<String>,
 }
 
@@ -361,12 +372,16 @@ impl StampBody {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceRecordBody {
+    #[schema(pattern = "^[0-9a-fA-F]{16}$")]
     pub card_id: String,
+    #[schema(pattern = "^[0-9a-fA-F]{16}$")]
     pub terminal_id: String,
     pub terminal_sequence: u32,
     pub service_number: u32,
     pub amount: u64,
+    #[schema(pattern = "^[0-9]{4}-[0-9]{2}-[0-9]{2}$")]
     pub date: String,
+    #[schema(pattern = "^[0-9a-fA-F]{128}$")]
     pub card_signature: String,
 }
 
@@ -374,6 +389,7 @@ pub struct ServiceRecordBody {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceUploadBody {
+    #[schema(pattern = "^[0-9a-fA-F]{16}$")]
     pub terminal_id: String,
     pub records: Vec<ServiceRecordBody>,
 }

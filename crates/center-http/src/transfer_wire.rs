@@ -55,8 +55,11 @@ fn encode_record(record: &Option<UsageRecord>) -> Option<String> {
 pub struct ValueEvidenceBody {
     pub key_id: u32,
     pub source_counter: u32,
+    #[schema(pattern = "^[0-9a-fA-F]{32}$")]
     pub challenge_destination: String,
+    #[schema(pattern = "^[0-9a-fA-F]{32}$")]
     pub challenge_terminal: String,
+    #[schema(pattern = "^[0-9]{4}-[0-9]{2}-[0-9]{2}$")]
     pub date: String,
     /// The value message's key generation and ciphertext (hex).
     pub value_key_id: u32,
@@ -68,8 +71,11 @@ pub struct ValueEvidenceBody {
 #[serde(deny_unknown_fields)]
 pub struct TransferReportBody {
     pub sequence: u32,
+    #[schema(pattern = "^[0-9a-fA-F]{16}$")]
     pub source: String,
+    #[schema(pattern = "^[0-9a-fA-F]{16}$")]
     pub destination: String,
+    #[schema(pattern = "^[0-9a-fA-F]{32}$")]
     pub challenge_source: String,
     pub amount: u64,
     pub destination_counter: u32,
@@ -186,6 +192,7 @@ impl TransferReportBody {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TransferUploadBody {
+    #[schema(pattern = "^[0-9a-fA-F]{16}$")]
     pub terminal_id: String,
     pub reports: Vec<TransferReportBody>,
 }
@@ -221,10 +228,14 @@ impl TransferUploadBody {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReleaseRequestBody {
+    #[schema(pattern = "^[0-9a-fA-F]{16}$")]
     pub terminal_id: String,
+    #[schema(pattern = "^[0-9a-fA-F]{16}$")]
     pub source: String,
+    #[schema(pattern = "^[0-9a-fA-F]{16}$")]
     pub destination: String,
     pub destination_counter: u32,
+    #[schema(pattern = "^[0-9a-fA-F]{32}$")]
     pub challenge_source: String,
     pub amount: u64,
     pub key_id: u32,
@@ -262,6 +273,7 @@ impl ReleaseRequestBody {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReleaseBody {
+    #[schema(pattern = "^[0-9a-fA-F]{128}$")]
     pub signature: String,
 }
 

@@ -92,8 +92,11 @@ fn hex(bytes: impl AsRef<[u8]>) -> String {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AssignBody {
+    #[schema(pattern = "^[0-9a-fA-F]{16}$")]
     pub dispenser_id: String,
+    #[schema(pattern = "^[0-9a-fA-F]{16}$")]
     pub chip_serial: String,
+    #[schema(pattern = "^[0-9a-fA-F]{32}$")]
     pub card_challenge: String,
 }
 
@@ -121,9 +124,13 @@ impl AssignBody {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResumeBody {
+    #[schema(pattern = "^[0-9a-fA-F]{16}$")]
     pub dispenser_id: String,
+    #[schema(pattern = "^[0-9a-fA-F]{16}$")]
     pub chip_serial: String,
+    #[schema(pattern = "^[0-9a-fA-F]{16}$")]
     pub card_id: String,
+    #[schema(pattern = "^[0-9a-fA-F]{32}$")]
     pub card_challenge: String,
 }
 
@@ -153,7 +160,9 @@ impl ResumeBody {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AssignmentBody {
+    #[schema(pattern = "^[0-9a-fA-F]{16}$")]
     pub card_id: String,
+    #[schema(pattern = "^[0-9a-fA-F]{32}$")]
     pub mac: String,
 }
 
@@ -177,11 +186,17 @@ impl AssignmentBody {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CertifyBody {
+    #[schema(pattern = "^[0-9a-fA-F]{16}$")]
     pub dispenser_id: String,
+    #[schema(pattern = "^[0-9a-fA-F]{16}$")]
     pub chip_serial: String,
+    #[schema(pattern = "^[0-9a-fA-F]{16}$")]
     pub card_id: String,
+    #[schema(pattern = "^[0-9a-fA-F]{64}$")]
     pub signing_key: String,
+    #[schema(pattern = "^[0-9a-fA-F]{64}$")]
     pub sealing_key: String,
+    #[schema(pattern = "^[0-9a-fA-F]{32}$")]
     pub card_challenge: String,
 }
 
@@ -213,7 +228,9 @@ impl CertifyBody {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AnchorBody {
+    #[schema(pattern = "^[0-9a-fA-F]{16}$")]
     pub center: String,
+    #[schema(pattern = "^[0-9a-fA-F]{64}$")]
     pub public_key: String,
 }
 
@@ -224,8 +241,10 @@ pub struct PersonalizationBody {
     /// `Certificate::encode()`, hex.
     pub certificate: String,
     pub anchor: AnchorBody,
+    #[schema(pattern = "^[0-9]{4}-[0-9]{2}-[0-9]{2}$")]
     pub date: String,
     pub sealed_keys: String,
+    #[schema(pattern = "^[0-9a-fA-F]{32}$")]
     pub mac: String,
 }
 
@@ -263,8 +282,11 @@ impl PersonalizationBody {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AuthorizeBody {
+    #[schema(pattern = "^[0-9a-fA-F]{16}$")]
     pub dispenser_id: String,
+    #[schema(pattern = "^[0-9a-fA-F]{16}$")]
     pub card_id: String,
+    #[schema(pattern = "^[0-9a-fA-F]{32}$")]
     pub challenge_dispenser: String,
     /// Minor units.
     pub amount: u64,
@@ -302,8 +324,11 @@ impl AuthorizeBody {
 pub struct ApprovalBody {
     pub balance_after: u64,
     pub load_number: u32,
+    #[schema(pattern = "^[0-9]{4}-[0-9]{2}-[0-9]{2}$")]
     pub date: String,
+    #[schema(pattern = "^[0-9a-fA-F]{128}$")]
     pub signature: String,
+    #[schema(pattern = "^[0-9a-fA-F]{32}$")]
     pub mac: String,
     /// Hex of the sealed transfer keys (seed 000), when the center sends them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -342,6 +367,7 @@ impl ApprovalBody {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SettlementChallengeBody {
+    #[schema(pattern = "^[0-9a-fA-F]{16}$")]
     pub dispenser_id: String,
     pub load_number: u32,
 }
@@ -367,6 +393,7 @@ impl SettlementChallengeBody {
 #[serde(deny_unknown_fields)]
 pub struct ChallengeBody {
     pub load_number: u32,
+    #[schema(pattern = "^[0-9a-fA-F]{32}$")]
     pub challenge: String,
 }
 
@@ -380,10 +407,13 @@ impl ChallengeBody {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SettleBody {
+    #[schema(pattern = "^[0-9a-fA-F]{16}$")]
     pub dispenser_id: String,
+    #[schema(pattern = "^[0-9a-fA-F]{16}$")]
     pub card_id: String,
     pub load_number: u32,
     /// The challenge the card signed over, hex.
+    #[schema(pattern = "^[0-9a-fA-F]{32}$")]
     pub challenge: String,
     /// `LastTransaction::encode()`, hex.
     pub evidence: String,
@@ -417,6 +447,7 @@ impl SettleBody {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SettledBody {
+    #[schema(pattern = "^[0-9a-fA-F]{16}$")]
     pub card_id: String,
     pub load_number: u32,
     /// `committed`, `cancelled` or `undecided`.
@@ -431,6 +462,7 @@ pub struct PendingLoadBody {
     pub card_counter: u32,
     pub amount: u64,
     /// The dispenser that holds the load (only it may settle it).
+    #[schema(pattern = "^[0-9a-fA-F]{16}$")]
     pub dispenser_id: String,
 }
 
@@ -438,6 +470,7 @@ pub struct PendingLoadBody {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PendingLoadsBody {
+    #[schema(pattern = "^[0-9a-fA-F]{16}$")]
     pub card_id: String,
     pub loads: Vec<PendingLoadBody>,
 }
