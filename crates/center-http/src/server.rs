@@ -1,6 +1,7 @@
-//! The center's HTTP service: the routes and the way every request goes. The center sits
-//! behind a mutex and is called on the blocking pool (it is not `Sync`, and its database
-//! calls block); [`crate::serve`] runs the routes over TLS.
+//! The center's HTTP service: the router (its handlers, each with its OpenAPI description,
+//! are in `routes.rs`) and the way every request goes. The center sits behind a mutex and
+//! is called on the blocking pool (it is not `Sync`, and its database calls block);
+//! [`crate::serve`] runs the routes over TLS.
 //!
 //! Every `/v1/` request goes the same way: a body must be declared `application/json`; it is
 //! read up to [`crate::MAX_BODY_BYTES`] within the body timeout; the device's signature is checked
