@@ -19,6 +19,7 @@
 //! | `POST /v1/cards/certify` | `CenterLink::certify_card` | [`wire::PersonalizationBody`] |
 //! | `POST /v1/loads/authorize` | `CenterLink::authorize_load` | [`wire::ApprovalBody`] |
 //! | `POST /v1/loads/settle` | `CenterLink::settle_load` | [`wire::SettledBody`] |
+//! | `POST /v1/loads/challenge` | `CenterLink::settlement_challenge`: a fresh challenge to settle a pending load with | [`wire::ChallengeBody`] |
 //! | `GET /v1/cards/{card_id}/pending-loads` | the card's loads in flight, for settling | [`wire::PendingLoadsBody`] |
 //! | `POST /v1/usage` | `TerminalLink::upload_usage` (payment terminals) | [`terminal_wire::UploadReceiptBody`] |
 //! | `POST /v1/lists/delta` | `TerminalLink::list_delta` (payment terminals) | [`terminal_wire::ListDeltaBody`] |
@@ -28,6 +29,7 @@
 //! | `POST /v1/transfers/release` | `TransferLink::release_transfer` (settlement terminals); a refusal is `409 mismatch` | [`transfer_wire::ReleaseBody`] |
 //! | `GET /health` | `SELECT 1` on the service's own database connection | 200 [`wire::HealthBody`], or 503 while the database is away |
 //! | `GET /metrics` | Prometheus text exposition | `text/plain; version=0.0.4` |
+//! | `GET /openapi.json` | this table as an OpenAPI 3.1 document ([`openapi`]), also published as `docs/openapi.json` | `application/json` |
 //!
 //! Bodies are JSON. Binary fields are hex; signed protocol objects travel as their canonical
 //! TLV encoding in hex (the certificate as `Certificate::encode()`, the card's load offer as
@@ -57,8 +59,8 @@
 //! anchor and refuses any answer that does not verify, so an answer altered on the way, or
 //! replayed from another request, is never acted on. The device a body names (`dispenser_id`, `terminal_id`) must be the
 //! authenticated device; the card and load endpoints are for dispensers, the usage, list and
-//! stamp endpoints for payment terminals, the transfer endpoint for settlement terminals
-//! (403 otherwise).
+//! stamp endpoints for payment terminals, the transfer endpoints for settlement terminals
+//! (403 otherwise). `/health`, `/metrics` and `/openapi.json` need no signature.
 //!
 //! # Errors
 //!
@@ -80,8 +82,10 @@ pub(crate) fn now_micros() -> u64 {
         .unwrap_or(0)
 }
 mod metrics;
+pub mod openapi;
 pub mod problem;
 mod request;
+mod routes;
 pub mod serve;
 pub mod server;
 pub mod terminal_wire;
@@ -123,6 +127,7 @@ pub mod paths {
     pub const TRANSFER_RELEASE: &str = "/v1/transfers/release";
     pub const HEALTH: &str = "/health";
     pub const METRICS: &str = "/metrics";
+    pub const OPENAPI: &str = "/openapi.json";
 
     /// The path of one card's pending loads.
     pub fn pending_loads(card_id: &valuecard_core::ids::CardId) -> String {

@@ -33,6 +33,7 @@ pub(crate) fn endpoint_label(path: &str) -> &'static str {
         paths::TRANSFER_RELEASE => paths::TRANSFER_RELEASE,
         paths::HEALTH => paths::HEALTH,
         paths::METRICS => paths::METRICS,
+        paths::OPENAPI => paths::OPENAPI,
         _ if path
             .strip_prefix("/v1/cards/")
             .and_then(|rest| rest.strip_suffix("/pending-loads"))

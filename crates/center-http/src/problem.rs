@@ -28,6 +28,7 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use valuecard_center::auth::AuthError;
 use valuecard_core::ids::{CardId, DeviceId};
 use valuecard_core::messages::center::CenterError;
@@ -186,7 +187,7 @@ impl ProblemKind {
 }
 
 /// A problem document as it travels.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ProblemDocument {
     #[serde(rename = "type")]
     pub type_uri: String,

@@ -6,16 +6,21 @@
 //! must arrive within [`ServiceLimits::body_read_timeout`] (else 408). On shutdown the service
 //! stops accepting, lets the requests in flight finish (an acknowledged request is
 //! committed), and closes whatever is still open at [`ServiceLimits::shutdown_deadline`].
+//! A connection that ends still reads, for a bounded time, what its client sends
+//! ([`LingeringClose`]), so a refusal reaches a client that was still sending its body.
 
 use std::future::Future;
 use std::io;
 use std::net::{SocketAddr, TcpListener as StdTcpListener, ToSocketAddrs};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use valuecard_center::Center;
 
 use crate::metrics::Metrics;
@@ -97,7 +102,7 @@ where
         let service = TowerToHyperService::new(router.clone());
         let watcher = graceful.watcher();
         tokio::spawn(async move {
-            let handshake = acceptor.accept(stream);
+            let handshake = acceptor.accept(LingeringClose::new(stream));
             let stream = match tokio::time::timeout(limits.tls_handshake_timeout, handshake).await {
                 Ok(Ok(stream)) => stream,
                 // Probes and plain-HTTP clients are common: not worth more than a debug line.
@@ -128,6 +133,107 @@ where
         tracing::warn!("connections still open at the shutdown deadline are closed");
     }
     Ok(())
+}
+
+/// How long, and how much, a closed connection still reads of what its client sends.
+const LINGER_TIME: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 1024 * 1024;
+
+/// A connection's TCP stream that closes the way a careful HTTP server does (a lingering
+/// close). When hyper refuses a request it cannot parse (a control character in a header,
+/// headers too large) it answers 400 or 431 and closes at once, while the client may still
+/// be sending its body; closing a socket with unread data resets the connection, and the
+/// client then fails on its next write and never reads the answer. So when the connection
+/// ends, the stream is not dropped but handed to a task that ends its sending side and
+/// reads and throws away what still arrives, bounded by [`LINGER_TIME`] and
+/// [`LINGER_BYTES`], before it closes.
+#[derive(Debug)]
+struct LingeringClose {
+    /// `None` only once dropped.
+    stream: Option<tokio::net::TcpStream>,
+}
+
+impl LingeringClose {
+    fn new(stream: tokio::net::TcpStream) -> Self {
+        LingeringClose {
+            stream: Some(stream),
+        }
+    }
+
+    fn stream(&mut self) -> io::Result<Pin<&mut tokio::net::TcpStream>> {
+        self.stream
+            .as_mut()
+            .map(Pin::new)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))
+    }
+}
+
+impl AsyncRead for LingeringClose {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut().stream() {
+            Ok(stream) => stream.poll_read(cx, buf),
+            Err(error) => Poll::Ready(Err(error)),
+        }
+    }
+}
+
+impl AsyncWrite for LingeringClose {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut().stream() {
+            Ok(stream) => stream.poll_write(cx, buf),
+            Err(error) => Poll::Ready(Err(error)),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut().stream() {
+            Ok(stream) => stream.poll_flush(cx),
+            Err(error) => Poll::Ready(Err(error)),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut().stream() {
+            Ok(stream) => stream.poll_shutdown(cx),
+            Err(error) => Poll::Ready(Err(error)),
+        }
+    }
+}
+
+impl Drop for LingeringClose {
+    fn drop(&mut self) {
+        let Some(mut stream) = self.stream.take() else {
+            return;
+        };
+        // Outside a runtime (it is shutting down) there is nothing left to answer.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            // The answer is complete: the client reads it up to this end of stream.
+            let _ = stream.shutdown().await;
+            let mut buffer = [0u8; 8192];
+            let mut left = LINGER_BYTES;
+            let drain = async {
+                while left > 0 {
+                    match stream.read(&mut buffer).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(read) => left = left.saturating_sub(read),
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(LINGER_TIME, drain).await;
+        });
+    }
 }
 
 /// Completes on SIGINT or SIGTERM.

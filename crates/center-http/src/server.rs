@@ -1,6 +1,7 @@
-//! The center's HTTP service: the routes and the way every request goes. The center sits
-//! behind a mutex and is called on the blocking pool (it is not `Sync`, and its database
-//! calls block); [`crate::serve`] runs the routes over TLS.
+//! The center's HTTP service: the router (its handlers, each with its OpenAPI description,
+//! are in `routes.rs`) and the way every request goes. The center sits behind a mutex and
+//! is called on the blocking pool (it is not `Sync`, and its database calls block);
+//! [`crate::serve`] runs the routes over TLS.
 //!
 //! Every `/v1/` request goes the same way: a body must be declared `application/json`; it is
 //! read up to [`crate::MAX_BODY_BYTES`] within the body timeout; the device's signature is checked
@@ -18,19 +19,15 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::Router;
-use serde::de::DeserializeOwned;
 use serde::Serialize;
-use valuecard_center::auth::{AuthenticatedDevice, DeviceDirectory};
+use valuecard_center::auth::DeviceDirectory;
 use valuecard_center::Center;
 use valuecard_core::ids::DeviceId;
-use valuecard_core::messages::center::CenterLink;
 
+use crate::content_type;
 use crate::metrics::{endpoint_label, Metrics};
 use crate::problem::{Problem, ProblemKind, Refusal, INTERNAL_DETAIL};
-use crate::request::{dispenser_request, settlement_request, terminal_request};
-use crate::{content_type, paths, terminal_wire, transfer_wire, wire};
 
 /// What every handler shares.
 #[derive(Debug, Clone)]
@@ -40,7 +37,7 @@ pub(crate) struct App {
     pub(crate) directory: Arc<Mutex<Directory>>,
     pub(crate) metrics: Arc<Metrics>,
     /// `sqlite` or `postgresql`.
-    database: &'static str,
+    pub(crate) database: &'static str,
     /// How long a request body may take to arrive.
     pub(crate) body_read_timeout: Duration,
 }
@@ -82,7 +79,7 @@ impl Directory {
         self.0.as_mut()?.device_key(device)
     }
 
-    fn check_database(&mut self) -> Option<Result<(), valuecard_center::CenterError>> {
+    pub(crate) fn check_database(&mut self) -> Option<Result<(), valuecard_center::CenterError>> {
         self.0.as_mut()?.check_database()
     }
 }
@@ -114,22 +111,10 @@ pub fn router(center: Arc<Mutex<Center>>) -> Result<Router, valuecard_center::Ce
 }
 
 pub(crate) fn build(app: App) -> Router {
-    Router::new()
-        .route(paths::ASSIGN, post(assign))
-        .route(paths::RESUME, post(resume))
-        .route(paths::CERTIFY, post(certify))
-        .route(paths::AUTHORIZE, post(authorize))
-        .route(paths::SETTLE, post(settle))
-        .route(paths::SETTLEMENT_CHALLENGE, post(settlement_challenge))
-        .route(paths::PENDING_LOADS_ROUTE, get(pending_loads))
-        .route(paths::USAGE, post(usage))
-        .route(paths::LISTS, post(lists))
-        .route(paths::STAMPS, post(stamps))
-        .route(paths::SERVICES, post(services))
-        .route(paths::TRANSFERS, post(transfers))
-        .route(paths::TRANSFER_RELEASE, post(transfer_release))
-        .route(paths::HEALTH, get(health))
-        .route(paths::METRICS, get(metrics))
+    // The routes come with their OpenAPI description (served by one of them); only the
+    // router is needed here.
+    let (routes, _document) = crate::routes::routes().split_for_parts();
+    routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(problems_only))
@@ -200,217 +185,6 @@ pub(crate) fn json_response<T: Serialize>(body: &T) -> Response {
     }
 }
 
-fn parse_json<B: DeserializeOwned>(body: &[u8]) -> Result<B, Problem> {
-    serde_json::from_slice(body)
-        .map_err(|error| Problem::new(ProblemKind::Malformed, format!("malformed JSON: {error}")))
-}
-
-/// The device a body names must be the one that signed the request.
-fn same_device(device: &AuthenticatedDevice, named: DeviceId) -> Result<(), Problem> {
-    if named == device.device_id {
-        Ok(())
-    } else {
-        Err(Problem::new(
-            ProblemKind::NotAuthorized,
-            format!(
-                "the body names device {named}, the request is signed by device {}",
-                device.device_id
-            ),
-        )
-        .device(device.device_id))
-    }
-}
-
-async fn assign(State(app): State<App>, request: Request) -> Response {
-    dispenser_request(app, request, |center, device, body| {
-        let (request, challenge) = parse_json::<wire::AssignBody>(body)?.decode()?;
-        same_device(device, request.dispenser_id)?;
-        let assignment = center.assign_card_id(&request, &challenge)?;
-        Ok(wire::AssignmentBody::new(&assignment))
-    })
-    .await
-}
-
-async fn resume(State(app): State<App>, request: Request) -> Response {
-    dispenser_request(app, request, |center, device, body| {
-        let (request, card, challenge) = parse_json::<wire::ResumeBody>(body)?.decode()?;
-        same_device(device, request.dispenser_id)?;
-        let assignment = center.resume_card_id(&request, &card, &challenge)?;
-        Ok(wire::AssignmentBody::new(&assignment))
-    })
-    .await
-}
-
-async fn certify(State(app): State<App>, request: Request) -> Response {
-    dispenser_request(app, request, |center, device, body| {
-        let request = parse_json::<wire::CertifyBody>(body)?.decode()?;
-        same_device(device, request.dispenser_id)?;
-        let personalization = center.certify_card(&request)?;
-        Ok(wire::PersonalizationBody::new(&personalization))
-    })
-    .await
-}
-
-async fn authorize(State(app): State<App>, request: Request) -> Response {
-    dispenser_request(app, request, |center, device, body| {
-        let request = parse_json::<wire::AuthorizeBody>(body)?.decode()?;
-        same_device(device, request.dispenser_id)?;
-        let approval = center.authorize_load(&request)?;
-        Ok(wire::ApprovalBody::new(&approval))
-    })
-    .await
-}
-
-async fn settlement_challenge(State(app): State<App>, request: Request) -> Response {
-    dispenser_request(app, request, |center, device, body| {
-        let request = parse_json::<wire::SettlementChallengeBody>(body)?.decode()?;
-        same_device(device, request.dispenser_id)?;
-        let challenge = center.settlement_challenge(&request)?;
-        Ok(wire::ChallengeBody {
-            load_number: request.load_number,
-            challenge: hex::encode(challenge),
-        })
-    })
-    .await
-}
-
-async fn settle(State(app): State<App>, request: Request) -> Response {
-    dispenser_request(app, request, |center, device, body| {
-        let settlement = parse_json::<wire::SettleBody>(body)?.decode()?;
-        same_device(device, settlement.dispenser_id)?;
-        let outcome = center.settle_load(&settlement)?;
-        Ok(wire::SettledBody {
-            card_id: hex::encode(settlement.card_id.as_bytes()),
-            load_number: settlement.load_number,
-            outcome: outcome.as_str().to_owned(),
-        })
-    })
-    .await
-}
-
-async fn pending_loads(State(app): State<App>, request: Request) -> Response {
-    let path = request.uri().path().to_owned();
-    dispenser_request(app, request, move |center, _device, body| {
-        if !body.is_empty() {
-            return Err(Problem::new(
-                ProblemKind::Malformed,
-                "this request carries no body",
-            ));
-        }
-        let segment = path
-            .strip_prefix("/v1/cards/")
-            .and_then(|rest| rest.strip_suffix("/pending-loads"))
-            .unwrap_or_default();
-        let card = wire::card_id_segment(segment)?;
-        let loads = center.pending_loads()?;
-        Ok(wire::PendingLoadsBody::new(&card, &loads))
-    })
-    .await
-}
-
-async fn usage(State(app): State<App>, request: Request) -> Response {
-    terminal_request(app, request, |center, device, body| {
-        let upload = parse_json::<terminal_wire::UsageUploadBody>(body)?.decode()?;
-        same_device(device, upload.terminal_id)?;
-        let receipt = center.ingest_usage(&upload)?;
-        Ok(terminal_wire::UploadReceiptBody::new(&receipt))
-    })
-    .await
-}
-
-async fn transfers(State(app): State<App>, request: Request) -> Response {
-    settlement_request(app, request, |center, device, body| {
-        let upload = parse_json::<transfer_wire::TransferUploadBody>(body)?.decode()?;
-        same_device(device, upload.terminal_id)?;
-        let receipt = center.ingest_transfers(&upload)?;
-        Ok(terminal_wire::UploadReceiptBody::new(&receipt))
-    })
-    .await
-}
-
-/// A settlement terminal asks the center to release a transfer whose destination will never
-/// come back; a refusal is a problem document saying why (present the destination card).
-async fn transfer_release(State(app): State<App>, request: Request) -> Response {
-    settlement_request(app, request, |center, device, body| {
-        let (terminal_id, source, pending) =
-            parse_json::<transfer_wire::ReleaseRequestBody>(body)?.decode()?;
-        same_device(device, terminal_id)?;
-        let release = center.authorize_transfer_release_for(terminal_id, source, &pending)?;
-        Ok(transfer_wire::ReleaseBody::new(&release))
-    })
-    .await
-}
-
-async fn lists(State(app): State<App>, request: Request) -> Response {
-    terminal_request(app, request, |center, device, body| {
-        let (terminal_id, since) = parse_json::<terminal_wire::ListRequestBody>(body)?.decode()?;
-        same_device(device, terminal_id)?;
-        let delta = center.list_delta_since(since)?;
-        Ok(terminal_wire::ListDeltaBody::new(&delta))
-    })
-    .await
-}
-
-async fn stamps(State(app): State<App>, request: Request) -> Response {
-    terminal_request(app, request, |center, device, body| {
-        let (terminal_id, stamp) = parse_json::<terminal_wire::StampBody>(body)?.decode()?;
-        same_device(device, terminal_id)?;
-        let count = center.record_stamp(terminal_id, &stamp)?;
-        Ok(terminal_wire::StampBody {
-            terminal_id: hex::encode(terminal_id.as_bytes()),
-            count,
-            signature: None,
-        })
-    })
-    .await
-}
-
-async fn services(State(app): State<App>, request: Request) -> Response {
-    terminal_request(app, request, |center, device, body| {
-        let upload = parse_json::<terminal_wire::ServiceUploadBody>(body)?.decode()?;
-        same_device(device, upload.terminal_id)?;
-        let receipt = center.ingest_service_records(&upload)?;
-        Ok(terminal_wire::ServiceReceiptBody::new(&receipt))
-    })
-    .await
-}
-
-/// Whether the database answers, asked on the service's own connection (which reconnects
-/// after the database came back): never waits for the center, so a long request does not
-/// make the service look down. A database in memory is always there.
-async fn health(State(app): State<App>) -> Response {
-    let directory = Arc::clone(&app.directory);
-    let outcome =
-        tokio::task::spawn_blocking(move || lock(&directory).check_database().unwrap_or(Ok(())))
-            .await;
-    let failure = match outcome {
-        Ok(Ok(())) => {
-            return json_response(&wire::HealthBody {
-                status: "ok".to_owned(),
-                database: app.database.to_owned(),
-            })
-        }
-        Ok(Err(error)) => error.to_string(),
-        Err(error) => error.to_string(),
-    };
-    tracing::error!(error = %failure, "health check: the database does not answer");
-    Problem::new(ProblemKind::Unavailable, "the database does not answer")
-        .database(app.database)
-        .into_response()
-}
-
-async fn metrics(State(app): State<App>) -> Response {
-    (
-        StatusCode::OK,
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static(content_type::PROMETHEUS),
-        )],
-        app.metrics.render(),
-    )
-        .into_response()
-}
-
 async fn not_found(uri: Uri) -> Problem {
     Problem::new(
         ProblemKind::NotFound,
@@ -431,6 +205,7 @@ mod tests {
 
     use super::*;
     use axum::body::Body;
+    use axum::routing::get;
     use tower::ServiceExt;
 
     /// Errors made inside the HTTP layer (not by the service's handlers) leave as problem

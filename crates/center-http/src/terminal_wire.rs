@@ -3,6 +3,7 @@
 //! usage record) travel as their TLV encoding in hex.
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use valuecard_core::crypto::{Signature, SIGNATURE_LEN};
 use valuecard_core::ids::{CardId, DeviceId};
 use valuecard_core::messages::center::{
@@ -37,26 +38,33 @@ fn date(field: &'static str, text: &str) -> Result<Date, WireError> {
 }
 
 /// One usage item.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UsageItemBody {
     pub terminal_sequence: u32,
+    #[schema(pattern = "^[0-9a-fA-F]{16}$")]
     pub card_id: String,
     pub card_counter: u32,
     pub amount: u64,
     pub balance_before: u64,
     pub balance_after: u64,
+    #[schema(pattern = "^[0-9a-fA-F]{32}$")]
     pub challenge_terminal: String,
+    #[schema(pattern = "^[0-9a-fA-F]{32}$")]
     pub challenge_card: String,
+    #[schema(pattern = "^[0-9]{4}-[0-9]{2}-[0-9]{2}$")]
     pub date: String,
     pub stamp_count: u32,
+    #[schema(pattern = "^[0-9a-fA-F]{128}$")]
     pub stamp_signature: String,
+    #[schema(pattern = "^[0-9a-fA-F]{128}$")]
     pub terminal_signature: String,
     /// The card's previous usage record, `UsageRecord::encode()` in hex.
     pub previous_usage: String,
     /// The bound the card agreed to, minor units.
     pub amount_max: u64,
     /// The card's own signature over the state it spent from, hex.
+    #[schema(pattern = "^[0-9a-fA-F]{128}$")]
     pub card_signature: String,
 }
 
@@ -117,9 +125,10 @@ impl UsageItemBody {
 }
 
 /// `POST /v1/usage`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UsageUploadBody {
+    #[schema(pattern = "^[0-9a-fA-F]{16}$")]
     pub terminal_id: String,
     pub items: Vec<UsageItemBody>,
 }
@@ -150,7 +159,7 @@ impl UsageUploadBody {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RefusedItemBody {
     pub terminal_sequence: u32,
@@ -158,7 +167,7 @@ pub struct RefusedItemBody {
 }
 
 /// The answer to an upload.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UploadReceiptBody {
     pub stored: u32,
@@ -207,9 +216,10 @@ impl UploadReceiptBody {
 }
 
 /// `POST /v1/lists/delta`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListRequestBody {
+    #[schema(pattern = "^[0-9a-fA-F]{16}$")]
     pub terminal_id: String,
     pub since: u64,
 }
@@ -223,7 +233,7 @@ impl ListRequestBody {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListEntryBody {
     pub version: u64,
@@ -236,7 +246,7 @@ pub struct ListEntryBody {
     pub stamp_count: Option<u32>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListDeltaBody {
     pub version: u64,
@@ -322,12 +332,14 @@ impl ListDeltaBody {
 
 /// `POST /v1/stamps` (with the terminal's signature over its stamp), and its answer (the
 /// count the center holds, without a signature).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StampBody {
+    #[schema(pattern = "^[0-9a-fA-F]{16}$")]
     pub terminal_id: String,
     pub count: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^[0-9a-fA-F]{128}$")]
     pub signature: Option<String>,
 }
 
@@ -357,22 +369,27 @@ impl StampBody {
 }
 
 /// One card-signed service record (Fig. 17).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceRecordBody {
+    #[schema(pattern = "^[0-9a-fA-F]{16}$")]
     pub card_id: String,
+    #[schema(pattern = "^[0-9a-fA-F]{16}$")]
     pub terminal_id: String,
     pub terminal_sequence: u32,
     pub service_number: u32,
     pub amount: u64,
+    #[schema(pattern = "^[0-9]{4}-[0-9]{2}-[0-9]{2}$")]
     pub date: String,
+    #[schema(pattern = "^[0-9a-fA-F]{128}$")]
     pub card_signature: String,
 }
 
 /// `POST /v1/services`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceUploadBody {
+    #[schema(pattern = "^[0-9a-fA-F]{16}$")]
     pub terminal_id: String,
     pub records: Vec<ServiceRecordBody>,
 }
@@ -430,7 +447,7 @@ impl ServiceUploadBody {
 }
 
 /// The answer to a service upload.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceReceiptBody {
     pub stored: u32,

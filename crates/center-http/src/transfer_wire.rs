@@ -3,6 +3,7 @@
 //! as their TLV encoding in hex; the value message and its binding field by field.
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use valuecard_core::ids::{CardId, DeviceId};
 use valuecard_core::messages::center::USAGE_BATCH_MAX;
 use valuecard_core::messages::purse::UsageRecord;
@@ -49,13 +50,16 @@ fn encode_record(record: &Option<UsageRecord>) -> Option<String> {
 }
 
 /// The source's value message and everything it is bound to.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ValueEvidenceBody {
     pub key_id: u32,
     pub source_counter: u32,
+    #[schema(pattern = "^[0-9a-fA-F]{32}$")]
     pub challenge_destination: String,
+    #[schema(pattern = "^[0-9a-fA-F]{32}$")]
     pub challenge_terminal: String,
+    #[schema(pattern = "^[0-9]{4}-[0-9]{2}-[0-9]{2}$")]
     pub date: String,
     /// The value message's key generation and ciphertext (hex).
     pub value_key_id: u32,
@@ -63,12 +67,15 @@ pub struct ValueEvidenceBody {
 }
 
 /// One transfer report.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TransferReportBody {
     pub sequence: u32,
+    #[schema(pattern = "^[0-9a-fA-F]{16}$")]
     pub source: String,
+    #[schema(pattern = "^[0-9a-fA-F]{16}$")]
     pub destination: String,
+    #[schema(pattern = "^[0-9a-fA-F]{32}$")]
     pub challenge_source: String,
     pub amount: u64,
     pub destination_counter: u32,
@@ -182,9 +189,10 @@ impl TransferReportBody {
 }
 
 /// `POST /v1/transfers`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TransferUploadBody {
+    #[schema(pattern = "^[0-9a-fA-F]{16}$")]
     pub terminal_id: String,
     pub reports: Vec<TransferReportBody>,
 }
@@ -217,13 +225,17 @@ impl TransferUploadBody {
 
 /// `POST /v1/transfers/release`: the source card and the pending transfer it showed
 /// (GET TRANSFER INFO), field by field.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReleaseRequestBody {
+    #[schema(pattern = "^[0-9a-fA-F]{16}$")]
     pub terminal_id: String,
+    #[schema(pattern = "^[0-9a-fA-F]{16}$")]
     pub source: String,
+    #[schema(pattern = "^[0-9a-fA-F]{16}$")]
     pub destination: String,
     pub destination_counter: u32,
+    #[schema(pattern = "^[0-9a-fA-F]{32}$")]
     pub challenge_source: String,
     pub amount: u64,
     pub key_id: u32,
@@ -258,9 +270,10 @@ impl ReleaseRequestBody {
 }
 
 /// The answer to `POST /v1/transfers/release`: the center's signature (hex).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReleaseBody {
+    #[schema(pattern = "^[0-9a-fA-F]{128}$")]
     pub signature: String,
 }
 

@@ -5,6 +5,7 @@
 //! TLV encoding of signed objects) and names the field it refuses.
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use valuecard_center::PendingLoad;
 use valuecard_core::cert::{Certificate, TrustAnchor};
 use valuecard_core::crypto::{PublicKey, Signature, MAC_LEN, PUBLIC_KEY_LEN, SIGNATURE_LEN};
@@ -88,11 +89,14 @@ fn hex(bytes: impl AsRef<[u8]>) -> String {
 }
 
 /// `POST /v1/cards/assign`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AssignBody {
+    #[schema(pattern = "^[0-9a-fA-F]{16}$")]
     pub dispenser_id: String,
+    #[schema(pattern = "^[0-9a-fA-F]{16}$")]
     pub chip_serial: String,
+    #[schema(pattern = "^[0-9a-fA-F]{32}$")]
     pub card_challenge: String,
 }
 
@@ -117,12 +121,16 @@ impl AssignBody {
 }
 
 /// `POST /v1/cards/resume`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResumeBody {
+    #[schema(pattern = "^[0-9a-fA-F]{16}$")]
     pub dispenser_id: String,
+    #[schema(pattern = "^[0-9a-fA-F]{16}$")]
     pub chip_serial: String,
+    #[schema(pattern = "^[0-9a-fA-F]{16}$")]
     pub card_id: String,
+    #[schema(pattern = "^[0-9a-fA-F]{32}$")]
     pub card_challenge: String,
 }
 
@@ -149,10 +157,12 @@ impl ResumeBody {
 }
 
 /// The answer to assign and resume.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AssignmentBody {
+    #[schema(pattern = "^[0-9a-fA-F]{16}$")]
     pub card_id: String,
+    #[schema(pattern = "^[0-9a-fA-F]{32}$")]
     pub mac: String,
 }
 
@@ -173,14 +183,20 @@ impl AssignmentBody {
 }
 
 /// `POST /v1/cards/certify`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CertifyBody {
+    #[schema(pattern = "^[0-9a-fA-F]{16}$")]
     pub dispenser_id: String,
+    #[schema(pattern = "^[0-9a-fA-F]{16}$")]
     pub chip_serial: String,
+    #[schema(pattern = "^[0-9a-fA-F]{16}$")]
     pub card_id: String,
+    #[schema(pattern = "^[0-9a-fA-F]{64}$")]
     pub signing_key: String,
+    #[schema(pattern = "^[0-9a-fA-F]{64}$")]
     pub sealing_key: String,
+    #[schema(pattern = "^[0-9a-fA-F]{32}$")]
     pub card_challenge: String,
 }
 
@@ -209,22 +225,26 @@ impl CertifyBody {
 }
 
 /// The center's root key as the card will hold it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AnchorBody {
+    #[schema(pattern = "^[0-9a-fA-F]{16}$")]
     pub center: String,
+    #[schema(pattern = "^[0-9a-fA-F]{64}$")]
     pub public_key: String,
 }
 
 /// The answer to certify: everything PERSONALIZE carries.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PersonalizationBody {
     /// `Certificate::encode()`, hex.
     pub certificate: String,
     pub anchor: AnchorBody,
+    #[schema(pattern = "^[0-9]{4}-[0-9]{2}-[0-9]{2}$")]
     pub date: String,
     pub sealed_keys: String,
+    #[schema(pattern = "^[0-9a-fA-F]{32}$")]
     pub mac: String,
 }
 
@@ -259,11 +279,14 @@ impl PersonalizationBody {
 }
 
 /// `POST /v1/loads/authorize`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AuthorizeBody {
+    #[schema(pattern = "^[0-9a-fA-F]{16}$")]
     pub dispenser_id: String,
+    #[schema(pattern = "^[0-9a-fA-F]{16}$")]
     pub card_id: String,
+    #[schema(pattern = "^[0-9a-fA-F]{32}$")]
     pub challenge_dispenser: String,
     /// Minor units.
     pub amount: u64,
@@ -296,13 +319,16 @@ impl AuthorizeBody {
 }
 
 /// The answer to authorize: ready for the card's CREDIT command.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApprovalBody {
     pub balance_after: u64,
     pub load_number: u32,
+    #[schema(pattern = "^[0-9]{4}-[0-9]{2}-[0-9]{2}$")]
     pub date: String,
+    #[schema(pattern = "^[0-9a-fA-F]{128}$")]
     pub signature: String,
+    #[schema(pattern = "^[0-9a-fA-F]{32}$")]
     pub mac: String,
     /// Hex of the sealed transfer keys (seed 000), when the center sends them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -338,9 +364,10 @@ impl ApprovalBody {
 }
 
 /// `POST /v1/loads/challenge`: a fresh challenge to settle a pending load with.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SettlementChallengeBody {
+    #[schema(pattern = "^[0-9a-fA-F]{16}$")]
     pub dispenser_id: String,
     pub load_number: u32,
 }
@@ -362,10 +389,11 @@ impl SettlementChallengeBody {
 }
 
 /// The answer: the challenge, hex.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChallengeBody {
     pub load_number: u32,
+    #[schema(pattern = "^[0-9a-fA-F]{32}$")]
     pub challenge: String,
 }
 
@@ -376,13 +404,16 @@ impl ChallengeBody {
 }
 
 /// `POST /v1/loads/settle`: the card's signed last transaction as evidence.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SettleBody {
+    #[schema(pattern = "^[0-9a-fA-F]{16}$")]
     pub dispenser_id: String,
+    #[schema(pattern = "^[0-9a-fA-F]{16}$")]
     pub card_id: String,
     pub load_number: u32,
     /// The challenge the card signed over, hex.
+    #[schema(pattern = "^[0-9a-fA-F]{32}$")]
     pub challenge: String,
     /// `LastTransaction::encode()`, hex.
     pub evidence: String,
@@ -413,9 +444,10 @@ impl SettleBody {
 }
 
 /// The answer to settle: the outcome the center read from the evidence.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SettledBody {
+    #[schema(pattern = "^[0-9a-fA-F]{16}$")]
     pub card_id: String,
     pub load_number: u32,
     /// `committed`, `cancelled` or `undecided`.
@@ -423,20 +455,22 @@ pub struct SettledBody {
 }
 
 /// One load in flight.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PendingLoadBody {
     pub load_number: u32,
     pub card_counter: u32,
     pub amount: u64,
     /// The dispenser that holds the load (only it may settle it).
+    #[schema(pattern = "^[0-9a-fA-F]{16}$")]
     pub dispenser_id: String,
 }
 
 /// The answer to `GET /v1/cards/{card_id}/pending-loads`, oldest first.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PendingLoadsBody {
+    #[schema(pattern = "^[0-9a-fA-F]{16}$")]
     pub card_id: String,
     pub loads: Vec<PendingLoadBody>,
 }
@@ -476,7 +510,7 @@ impl PendingLoadsBody {
 }
 
 /// The answer to `GET /health`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct HealthBody {
     /// `ok`.
     pub status: String,
@@ -490,117 +524,4 @@ pub fn card_id_segment(text: &str) -> Result<CardId, WireError> {
 }
 
 #[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-    use super::*;
-
-    #[test]
-    fn fields_are_checked_by_name() {
-        let body = AssignBody {
-            dispenser_id: "d000000000000001".into(),
-            chip_serial: "c5".repeat(8),
-            card_challenge: "00".repeat(15),
-        };
-        let error = body.decode().unwrap_err();
-        assert_eq!(error.field, "card_challenge");
-        let body = AssignBody {
-            dispenser_id: "zz".into(),
-            chip_serial: "c5".repeat(8),
-            card_challenge: "00".repeat(16),
-        };
-        assert_eq!(body.decode().unwrap_err().field, "dispenser_id");
-        let good = AssignBody {
-            dispenser_id: "D000000000000001".into(),
-            chip_serial: "c5".repeat(8),
-            card_challenge: "ab".repeat(16),
-        };
-        let (request, challenge) = good.decode().unwrap();
-        assert_eq!(request.dispenser_id.0[0], 0xD0);
-        assert_eq!(challenge, [0xAB; 16]);
-        assert_eq!(
-            AssignBody::new(&request, &challenge).dispenser_id,
-            "d000000000000001"
-        );
-    }
-
-    fn evidence() -> LastTransaction {
-        use valuecard_core::messages::purse::{TransactionKind, UsageRecord};
-        LastTransaction {
-            record: UsageRecord {
-                kind: TransactionKind::Load,
-                counter: 3,
-                challenge_writer: [1; 16],
-                challenge_card: [2; 16],
-                amount: Amount::new(500).unwrap(),
-                balance_after: Amount::new(1_500).unwrap(),
-                writer: DeviceId([0xD0, 0, 0, 0, 0, 0, 0, 1]),
-                writer_sequence: 7,
-                date: Date(20_600),
-                signature: Signature([3; 64]),
-                stamp: None,
-            },
-            signature: Signature([4; 64]),
-        }
-    }
-
-    #[test]
-    fn settlement_bodies_round_trip() {
-        let settlement = LoadSettlement {
-            card_id: CardId([0xC0, 0, 0, 0, 0, 0, 0, 9]),
-            dispenser_id: DeviceId([0xD0, 0, 0, 0, 0, 0, 0, 1]),
-            load_number: 7,
-            challenge: [5; 16],
-            evidence: evidence(),
-        };
-        let json = serde_json::to_string(&SettleBody::new(&settlement)).unwrap();
-        let body: SettleBody = serde_json::from_str(&json).unwrap();
-        assert_eq!(body.decode().unwrap(), settlement);
-        let request = SettlementChallengeRequest {
-            dispenser_id: DeviceId([0xD0, 0, 0, 0, 0, 0, 0, 2]),
-            load_number: 9,
-        };
-        let json = serde_json::to_string(&SettlementChallengeBody::new(&request)).unwrap();
-        let body: SettlementChallengeBody = serde_json::from_str(&json).unwrap();
-        assert_eq!(body.decode().unwrap(), request);
-        let answer = ChallengeBody {
-            load_number: 9,
-            challenge: "ab".repeat(16),
-        };
-        assert_eq!(answer.decode().unwrap(), [0xAB; 16]);
-    }
-
-    #[test]
-    fn settlement_bodies_refuse_bad_fields() {
-        let good = SettleBody::new(&LoadSettlement {
-            card_id: CardId([0xC0, 0, 0, 0, 0, 0, 0, 9]),
-            dispenser_id: DeviceId([0xD0, 0, 0, 0, 0, 0, 0, 1]),
-            load_number: 7,
-            challenge: [5; 16],
-            evidence: evidence(),
-        });
-        let mut truncated = good.clone();
-        truncated.evidence.truncate(truncated.evidence.len() - 2);
-        assert_eq!(truncated.decode().unwrap_err().field, "evidence");
-        let mut short = good.clone();
-        short.challenge = "ab".repeat(15);
-        assert_eq!(short.decode().unwrap_err().field, "challenge");
-        let mut not_hex = good;
-        not_hex.card_id = "xyz".into();
-        assert_eq!(not_hex.decode().unwrap_err().field, "card_id");
-        let answer = ChallengeBody {
-            load_number: 9,
-            challenge: "ab".repeat(17),
-        };
-        assert_eq!(answer.decode().unwrap_err().field, "challenge");
-    }
-
-    #[test]
-    fn unknown_fields_are_refused() {
-        let error = serde_json::from_str::<SettleBody>(
-            r#"{"dispenser_id":"d000000000000001","card_id":"c000000000000001","load_number":1,"challenge":"","evidence":"","extra":1}"#,
-        )
-        .unwrap_err();
-        assert!(error.to_string().contains("extra"), "{error}");
-    }
-}
+mod tests;
