@@ -133,11 +133,13 @@ fn set_up(
         "SQLite (WAL, synchronous=FULL)"
     };
     let mut center = Center::init(&dir.join("center"), db, clock(), rng).map_err(error)?;
-    let dispenser_sam =
-        install_sam(&mut center, Role::Dispenser, clock(), rng).map_err(error)?;
-    let dispenser =
-        Dispenser::new(dispenser_sam, clock(), WorldRng::from_rng(&mut *rng).map_err(error)?)
-            .map_err(error)?;
+    let dispenser_sam = install_sam(&mut center, Role::Dispenser, clock(), rng).map_err(error)?;
+    let dispenser = Dispenser::new(
+        dispenser_sam,
+        clock(),
+        WorldRng::from_rng(&mut *rng).map_err(error)?,
+    )
+    .map_err(error)?;
     let mut installed = Vec::with_capacity(terminals);
     for _ in 0..terminals {
         let sam = install_sam(&mut center, Role::PaymentTerminal, clock(), rng).map_err(error)?;
@@ -300,10 +302,7 @@ type SignedSet = [(PublicKey, Vec<u8>, Signature); 3];
 
 /// Seconds per record of Ed25519 batch verification of the three signatures of (a sample
 /// of) the records, on one core, as `bench ingest` measures its floor.
-fn floor_seconds_per_record(
-    pools: &[Pool],
-    center: &mut Center,
-) -> Result<(f64, usize), String> {
+fn floor_seconds_per_record(pools: &[Pool], center: &mut Center) -> Result<(f64, usize), String> {
     let mut keys = std::collections::HashMap::new();
     let mut key = |center: &mut Center, device: DeviceId| -> Result<PublicKey, String> {
         if let Some(key) = keys.get(&device) {
@@ -405,7 +404,9 @@ fn terminal_uploads(
     requests: &[UsageUpload],
     gate: &StartGate,
 ) -> Result<(Vec<Duration>, UploadReceipt), String> {
-    let go = *gate.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let go = *gate
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if !go {
         return Err("the run was called off".into());
     }
@@ -438,7 +439,9 @@ fn run(
 ) -> Result<RunResult, String> {
     let gate = StartGate::new(false);
     let (wall, outcomes) = std::thread::scope(|scope| {
-        let mut held = gate.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut held = gate
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut handles = Vec::with_capacity(uploads.len());
         let mut refused = None;
         for (terminal, requests) in terminals.iter().zip(uploads) {
@@ -628,9 +631,7 @@ pub fn http(args: HttpArgs) -> Result<ExitCode, String> {
     }
     server.shutdown().map_err(error)?;
     // What the center holds now, asked of the center itself rather than of the answers.
-    let (center_minor, center_records) = lock(&setup.center)
-        .reported_spending()
-        .map_err(error)?;
+    let (center_minor, center_records) = lock(&setup.center).reported_spending().map_err(error)?;
     let mut receipt = UploadReceipt::default();
     for run in &runs {
         receipt.absorb(run.receipt.clone());
@@ -743,9 +744,7 @@ pub fn http(args: HttpArgs) -> Result<ExitCode, String> {
                 run.records_per_second() / floor_per_second
             );
         }
-        println!(
-            "  every record stored once: {total} uploaded, the center holds {center_records}"
-        );
+        println!("  every record stored once: {total} uploaded, the center holds {center_records}");
         println!(
             "  target: ratio >= {TARGET_RATIO} at {RATIO_AT} terminals, p99 < {} ms at \
              {P99_AT}",
