@@ -10,35 +10,22 @@
 //! de-duplication), so the terminals' records are made, with real cards through the whole
 //! purchase protocol, before any run starts and outside every timed part.
 
+mod workload;
+
 use std::net::TcpListener;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand_core::{OsRng, RngCore, SeedableRng};
-use valuecard_card::eeprom::MemoryEeprom;
-use valuecard_card::image::EEPROM_SIZE;
-use valuecard_card::Card;
-use valuecard_center::sql::Database;
-use valuecard_center::Center;
 use valuecard_center_http::client::USAGE_ITEMS_PER_REQUEST;
 use valuecard_center_http::{BackgroundServer, HttpCenterLink, ServiceIdentity, ServiceLimits};
-use valuecard_core::cert::Role;
-use valuecard_core::crypto::{verify_batch, PublicKey, Signature};
-use valuecard_core::ids::DeviceId;
-use valuecard_core::messages::center::{
-    TerminalLink, UploadReceipt, UsageItem, UsageUpload, USAGE_BATCH_MAX,
-};
-use valuecard_core::messages::purse::TransactionKind;
-use valuecard_core::money::Amount;
-use valuecard_core::time::{Clock, SystemClock};
-use valuecard_reader::InProcessReader;
+use valuecard_core::messages::center::{TerminalLink, UploadReceipt, UsageUpload};
 use valuecard_sam::SoftwareSam;
-use valuecard_sim::{install_sam, WorldRng};
-use valuecard_terminal::dispenser::Dispenser;
-use valuecard_terminal::payment::{usage_item, PaymentTerminal};
-use valuecard_terminal::store::{MemoryStore, TerminalStore};
+use valuecard_sim::WorldRng;
 use zeroize::Zeroizing;
+
+use workload::{floor_seconds_per_record, generate, lock, plan_runs, set_up, BenchTerminal};
 
 /// The goal: records/s at [`RATIO_AT`] terminals at least this share of the floor...
 const TARGET_RATIO: f64 = 0.6;
@@ -49,13 +36,6 @@ const P99_AT: usize = RATIO_AT / 2;
 /// More terminals than this would measure the host's thread scheduler, not the service.
 const MAX_TERMINALS: usize = 1024;
 const MAX_RECORDS_PER_TERMINAL: usize = 100_000;
-/// The floor is a rate per record: a sample this large measures it as well as all would.
-const FLOOR_SAMPLE: usize = 8192;
-/// Purchases one card makes before the next card is issued (a card serves one terminal).
-const PURCHASES_PER_CARD: usize = 500;
-/// Purchase amounts cycle through 1..=this minor units, so the center's total is not merely
-/// the record count.
-const AMOUNT_CYCLE: u64 = 5;
 
 #[derive(clap::Args, Debug)]
 pub struct HttpArgs {
@@ -80,291 +60,6 @@ pub struct HttpArgs {
 
 fn error(e: impl std::fmt::Display) -> String {
     e.to_string()
-}
-
-type BenchTerminal = PaymentTerminal<SoftwareSam, MemoryStore, WorldRng>;
-
-/// One terminal's records for every run it takes part in, in the order it made them.
-struct Pool {
-    terminal_id: DeviceId,
-    items: Vec<UsageItem>,
-}
-
-/// The service, the center behind it, and what must be cleaned up after.
-struct Setup {
-    center: Arc<Mutex<Center>>,
-    terminals: Vec<BenchTerminal>,
-    /// PostgreSQL: the administrative connection and the schema to drop.
-    cleanup: Option<(postgres::Client, String)>,
-    store: &'static str,
-}
-
-fn clock() -> Box<dyn Clock> {
-    Box::new(SystemClock)
-}
-
-/// A center in `dir` (SQLite there, or PostgreSQL in a fresh schema), with `terminals`
-/// payment terminals installed.
-fn set_up(
-    dir: &std::path::Path,
-    database: Option<&str>,
-    terminals: usize,
-    rng: &mut WorldRng,
-) -> Result<(Setup, Dispenser<SoftwareSam, WorldRng>), String> {
-    let (db, cleanup) = match database {
-        Some(url) => {
-            let schema = format!("valuecard_bench_{:016x}", OsRng.next_u64());
-            let mut admin = postgres::Client::connect(url, postgres::NoTls)
-                .map_err(|e| format!("PostgreSQL: {e}"))?;
-            admin
-                .batch_execute(&format!("CREATE SCHEMA {schema}"))
-                .map_err(error)?;
-            let scoped = format!("{url} options='-c search_path={schema}'");
-            (
-                Some(Database::connect_postgres(&scoped).map_err(error)?),
-                Some((admin, schema)),
-            )
-        }
-        None => (None, None),
-    };
-    let store = if db.is_some() {
-        "PostgreSQL"
-    } else {
-        "SQLite (WAL, synchronous=FULL)"
-    };
-    let mut center = Center::init(&dir.join("center"), db, clock(), rng).map_err(error)?;
-    let dispenser_sam = install_sam(&mut center, Role::Dispenser, clock(), rng).map_err(error)?;
-    let dispenser = Dispenser::new(
-        dispenser_sam,
-        clock(),
-        WorldRng::from_rng(&mut *rng).map_err(error)?,
-    )
-    .map_err(error)?;
-    let mut installed = Vec::with_capacity(terminals);
-    for _ in 0..terminals {
-        let sam = install_sam(&mut center, Role::PaymentTerminal, clock(), rng).map_err(error)?;
-        let terminal_rng = WorldRng::from_rng(&mut *rng).map_err(error)?;
-        installed.push(
-            PaymentTerminal::new(sam, MemoryStore::default(), clock(), terminal_rng)
-                .map_err(error)?,
-        );
-    }
-    Ok((
-        Setup {
-            center: Arc::new(Mutex::new(center)),
-            terminals: installed,
-            cleanup,
-            store,
-        },
-        dispenser,
-    ))
-}
-
-fn lock(center: &Mutex<Center>) -> std::sync::MutexGuard<'_, Center> {
-    center
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-type BenchCard = InProcessReader<MemoryEeprom, WorldRng>;
-
-/// Cards issued and loaded by the dispenser, enough for `purchases` purchases at one
-/// terminal.
-fn issue_cards(
-    center: &Mutex<Center>,
-    dispenser: &mut Dispenser<SoftwareSam, WorldRng>,
-    purchases: usize,
-    rng: &mut WorldRng,
-) -> Result<Vec<BenchCard>, String> {
-    let value = Amount::new(PURCHASES_PER_CARD as u64 * AMOUNT_CYCLE).map_err(error)?;
-    let mut center = lock(center);
-    (0..purchases.div_ceil(PURCHASES_PER_CARD))
-        .map(|_| {
-            let (serial, transport_key) = center.manufacture_chip();
-            let card = Card::manufacture(
-                MemoryEeprom::new(EEPROM_SIZE),
-                serial,
-                transport_key,
-                WorldRng::from_rng(&mut *rng).map_err(error)?,
-            )
-            .map_err(error)?;
-            let mut reader = InProcessReader::with_card("bench", card);
-            dispenser
-                .issue_card(&mut reader, &mut *center)
-                .map_err(error)?;
-            dispenser
-                .load(&mut reader, &mut *center, value)
-                .map_err(error)?;
-            Ok(reader)
-        })
-        .collect()
-}
-
-/// `purchases` real purchases at `terminal` with `cards`, and the usage items the terminal
-/// would upload for them.
-fn purchase_all(
-    terminal: &mut BenchTerminal,
-    cards: &mut [BenchCard],
-    purchases: usize,
-) -> Result<Pool, String> {
-    for index in 0..purchases {
-        let amount = Amount::new(1 + index as u64 % AMOUNT_CYCLE).map_err(error)?;
-        let card = cards
-            .get_mut(index / PURCHASES_PER_CARD)
-            .ok_or("fewer cards than purchases need")?;
-        terminal.purchase(card, amount).map_err(error)?;
-    }
-    let pending = terminal.store().pending_uploads(purchases).map_err(error)?;
-    let items: Vec<UsageItem> = pending.iter().filter_map(usage_item).collect();
-    if items.len() != purchases {
-        return Err(format!("generated {} of {purchases} records", items.len()));
-    }
-    Ok(Pool {
-        terminal_id: terminal.device_id(),
-        items,
-    })
-}
-
-/// Every terminal's records: the cards are issued one after another (the center is one),
-/// then the terminals buy on every core, each with its own cards.
-fn generate(
-    setup: &mut Setup,
-    dispenser: &mut Dispenser<SoftwareSam, WorldRng>,
-    needs: &[usize],
-    rng: &mut WorldRng,
-) -> Result<Vec<Pool>, String> {
-    let mut cards = Vec::with_capacity(needs.len());
-    for &need in needs {
-        cards.push(issue_cards(&setup.center, dispenser, need, rng)?);
-    }
-    let workers = std::thread::available_parallelism().map_or(1, usize::from);
-    let mut jobs: Vec<Vec<(&mut BenchTerminal, &mut Vec<BenchCard>, usize)>> =
-        (0..workers).map(|_| Vec::new()).collect();
-    let mut loads = vec![0usize; workers];
-    // Longest first onto the least loaded worker: the workers finish together.
-    let mut work: Vec<_> = setup
-        .terminals
-        .iter_mut()
-        .zip(cards.iter_mut())
-        .zip(needs.iter().copied())
-        .enumerate()
-        .map(|(index, ((terminal, cards), need))| (index, terminal, cards, need))
-        .collect();
-    work.sort_by_key(|(_, _, _, need)| std::cmp::Reverse(*need));
-    let mut order = Vec::with_capacity(work.len());
-    for (index, terminal, cards, need) in work {
-        let worker = (0..workers).min_by_key(|&w| loads[w]).unwrap_or(0);
-        loads[worker] += need;
-        order.push((index, worker, jobs[worker].len()));
-        jobs[worker].push((terminal, cards, need));
-    }
-    let mut made: Vec<Vec<Pool>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = jobs
-            .into_iter()
-            .map(|job| {
-                scope.spawn(move || {
-                    job.into_iter()
-                        .map(|(terminal, cards, need)| purchase_all(terminal, cards, need))
-                        .collect::<Result<Vec<Pool>, String>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|handle| {
-                handle
-                    .join()
-                    .map_err(|_| "a purchase worker panicked".to_owned())?
-            })
-            .collect::<Result<_, String>>()
-    })?;
-    // Back into terminal order.
-    order.sort_by_key(|(index, _, _)| *index);
-    let mut pools = Vec::with_capacity(order.len());
-    for (_, worker, slot) in order {
-        let pool = made
-            .get_mut(worker)
-            .and_then(|pools| pools.get_mut(slot))
-            .ok_or("a terminal's records went missing")?;
-        pools.push(std::mem::replace(
-            pool,
-            Pool {
-                terminal_id: DeviceId([0; 8]),
-                items: Vec::new(),
-            },
-        ));
-    }
-    Ok(pools)
-}
-
-/// The signed strings of one record, with their keys and signatures.
-type SignedSet = [(PublicKey, Vec<u8>, Signature); 3];
-
-/// Seconds per record of Ed25519 batch verification of the three signatures of (a sample
-/// of) the records, on one core, as `bench ingest` measures its floor.
-fn floor_seconds_per_record(pools: &[Pool], center: &mut Center) -> Result<(f64, usize), String> {
-    let mut keys = std::collections::HashMap::new();
-    let mut key = |center: &mut Center, device: DeviceId| -> Result<PublicKey, String> {
-        if let Some(key) = keys.get(&device) {
-            return Ok(*key);
-        }
-        let found = center.device_key(device).map_err(error)?;
-        keys.insert(device, found);
-        Ok(found)
-    };
-    let mut card_keys = std::collections::HashMap::new();
-    let mut messages: Vec<SignedSet> = Vec::new();
-    let per_pool = FLOOR_SAMPLE.div_ceil(pools.len().max(1));
-    for pool in pools {
-        let seller = key(center, pool.terminal_id)?;
-        for item in pool.items.iter().take(per_pool) {
-            let card_key = match card_keys.get(&item.card_id) {
-                Some(key) => *key,
-                None => {
-                    let found = center.card_public_key(&item.card_id).map_err(error)?;
-                    card_keys.insert(item.card_id, found);
-                    found
-                }
-            };
-            let writer = match item.previous_usage.kind {
-                TransactionKind::Load => center.anchor().public_key,
-                TransactionKind::Purchase => key(center, item.previous_usage.writer)?,
-                TransactionKind::TransferOut | TransactionKind::TransferIn => {
-                    return Err("the upload workload holds no transfers".into())
-                }
-            };
-            messages.push([
-                (
-                    card_key,
-                    item.card_signed_message(pool.terminal_id),
-                    item.card_signature,
-                ),
-                (
-                    seller,
-                    item.commit(pool.terminal_id).signed_message(),
-                    item.terminal_signature,
-                ),
-                (
-                    writer,
-                    item.previous_usage.signed_message(&item.card_id),
-                    item.previous_usage.signature,
-                ),
-            ]);
-        }
-    }
-    let start = Instant::now();
-    for chunk in messages.chunks(USAGE_BATCH_MAX) {
-        let batch: Vec<(PublicKey, &[u8], Signature)> = chunk
-            .iter()
-            .flat_map(|set| {
-                set.iter()
-                    .map(|(key, message, signature)| (*key, message.as_slice(), *signature))
-            })
-            .collect();
-        verify_batch(&batch, 1).map_err(error)?;
-    }
-    let sampled = messages.len().max(1);
-    Ok((start.elapsed().as_secs_f64() / sampled as f64, sampled))
 }
 
 /// One run: `uploads[t]` is what terminal t sends, in the requests it sends it in.
@@ -496,40 +191,6 @@ fn run(
     })
 }
 
-/// Each run's requests, per terminal: terminal t takes the next `records` of its records in
-/// every run that has more than t terminals.
-fn plan_runs(
-    pools: &[Pool],
-    counts: &[usize],
-    records: usize,
-) -> Result<Vec<Vec<Vec<UsageUpload>>>, String> {
-    let mut next = vec![0usize; pools.len()];
-    counts
-        .iter()
-        .map(|&count| {
-            pools
-                .iter()
-                .zip(next.iter_mut())
-                .take(count)
-                .map(|(pool, next)| {
-                    let mine = pool
-                        .items
-                        .get(*next..*next + records)
-                        .ok_or("a terminal has too few records for its runs")?;
-                    *next += records;
-                    Ok(mine
-                        .chunks(USAGE_ITEMS_PER_REQUEST)
-                        .map(|chunk| UsageUpload {
-                            terminal_id: pool.terminal_id,
-                            items: chunk.to_vec(),
-                        })
-                        .collect())
-                })
-                .collect()
-        })
-        .collect()
-}
-
 /// The goal's verdict: each part is `None` when its number of terminals was not run.
 struct Verdict {
     ratio_at_goal: Option<f64>,
@@ -567,19 +228,36 @@ fn millis(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1e3
 }
 
-pub fn http(args: HttpArgs) -> Result<ExitCode, String> {
+/// Everything one invocation measured.
+struct Measured {
+    store: &'static str,
+    records_per_terminal: usize,
+    generation: Duration,
+    floor_per_second: f64,
+    floor_sample: usize,
+    runs: Vec<RunResult>,
+    /// Records uploaded over all runs, and their amounts.
+    total: usize,
+    uploaded_minor: u64,
+    /// The service's answers over all runs.
+    receipt: UploadReceipt,
+    /// What the center holds after the runs.
+    center_records: u64,
+    center_minor: u64,
+}
+
+/// The numbers of terminals to run, ascending, checked.
+fn terminal_counts(args: &HttpArgs) -> Result<Vec<usize>, String> {
     let mut counts = args.terminals.clone();
     counts.sort_unstable();
     counts.dedup();
     if counts.is_empty() || counts.first() == Some(&0) {
         return Err("--terminals takes numbers of terminals of at least 1".into());
     }
-    let most = counts.last().copied().unwrap_or(1);
-    if most > MAX_TERMINALS {
+    if counts.last().is_some_and(|&most| most > MAX_TERMINALS) {
         return Err(format!("--terminals: at most {MAX_TERMINALS} terminals"));
     }
-    let records = args.records_per_terminal;
-    if !(1..=MAX_RECORDS_PER_TERMINAL).contains(&records) {
+    if !(1..=MAX_RECORDS_PER_TERMINAL).contains(&args.records_per_terminal) {
         return Err(format!(
             "--records-per-terminal must be between 1 and {MAX_RECORDS_PER_TERMINAL}"
         ));
@@ -587,11 +265,16 @@ pub fn http(args: HttpArgs) -> Result<ExitCode, String> {
     if args.min_ratio.is_some_and(|ratio| !ratio.is_finite()) {
         return Err("--min-ratio must be a number".into());
     }
+    Ok(counts)
+}
+
+fn measure(args: &HttpArgs, counts: &[usize]) -> Result<Measured, String> {
+    let records = args.records_per_terminal;
+    let most = counts.last().copied().unwrap_or(1);
     // Terminal t uploads in every run with more than t terminals.
     let needs: Vec<usize> = (0..most)
         .map(|t| records * counts.iter().filter(|&&n| n > t).count())
         .collect();
-
     let dir = tempfile::tempdir().map_err(error)?;
     let mut rng = WorldRng::seed_from_u64(OsRng.next_u64());
     let (mut setup, mut dispenser) = set_up(dir.path(), args.database.as_deref(), most, &mut rng)?;
@@ -599,8 +282,7 @@ pub fn http(args: HttpArgs) -> Result<ExitCode, String> {
     let pools = generate(&mut setup, &mut dispenser, &needs, &mut rng)?;
     let generation = made.elapsed();
     let (floor_each, floor_sample) = floor_seconds_per_record(&pools, &mut lock(&setup.center))?;
-    let floor_per_second = 1.0 / floor_each.max(f64::MIN_POSITIVE);
-    let plans = plan_runs(&pools, &counts, records)?;
+    let plans = plan_runs(&pools, counts, records)?;
     let uploaded_minor: u64 = plans
         .iter()
         .flatten()
@@ -636,42 +318,54 @@ pub fn http(args: HttpArgs) -> Result<ExitCode, String> {
     for run in &runs {
         receipt.absorb(run.receipt.clone());
     }
-    let total: usize = runs.iter().map(|run| run.records).sum();
-    drop(setup.terminals);
-    drop(setup.center);
-    if let Some((mut admin, schema)) = setup.cleanup {
-        let _ = admin.batch_execute(&format!("DROP SCHEMA {schema} CASCADE"));
-    }
-    // A run whose records were not all stored, once, measured something else.
-    if receipt.stored as usize != total
-        || receipt.duplicates != 0
-        || !receipt.refused.is_empty()
-        || center_records != total as u64
-        || center_minor != uploaded_minor
-    {
-        return Err(format!(
-            "uploaded {total} records ({uploaded_minor} minor units): the center stored {}, \
-             {} duplicates, {} refused (first: {:?}); it holds {center_records} records of \
-             {center_minor} minor units",
+    Ok(Measured {
+        store: setup.store,
+        records_per_terminal: records,
+        generation,
+        floor_per_second: 1.0 / floor_each.max(f64::MIN_POSITIVE),
+        floor_sample,
+        total: runs.iter().map(|run| run.records).sum(),
+        runs,
+        uploaded_minor,
+        receipt,
+        center_records,
+        center_minor,
+    })
+}
+
+impl Measured {
+    /// Every record uploaded was stored, once: else the runs measured something else.
+    fn check_stored_once(&self) -> Result<(), String> {
+        let receipt = &self.receipt;
+        if receipt.stored as usize == self.total
+            && receipt.duplicates == 0
+            && receipt.refused.is_empty()
+            && self.center_records == self.total as u64
+            && self.center_minor == self.uploaded_minor
+        {
+            return Ok(());
+        }
+        Err(format!(
+            "uploaded {} records ({} minor units): the center stored {}, {} duplicates, {} \
+             refused (first: {:?}); it holds {} records of {} minor units",
+            self.total,
+            self.uploaded_minor,
             receipt.stored,
             receipt.duplicates,
             receipt.refused.len(),
-            receipt.refused.first()
-        ));
+            receipt.refused.first(),
+            self.center_records,
+            self.center_minor
+        ))
     }
 
-    let verdict = Verdict::new(&runs, floor_per_second);
-    // --min-ratio is judged where the goal is, or at the most terminals run.
-    let judged = runs
-        .iter()
-        .find(|run| run.terminals == RATIO_AT)
-        .or(runs.last())
-        .map(|run| (run.terminals, run.records_per_second() / floor_per_second));
-    let min_ratio_met = args
-        .min_ratio
-        .map(|min| judged.is_some_and(|(_, ratio)| ratio >= min));
-    if args.json {
-        let runs_json: Vec<_> = runs
+    fn ratio(&self, run: &RunResult) -> f64 {
+        run.records_per_second() / self.floor_per_second
+    }
+
+    fn print_json(&self, verdict: &Verdict, min_ratio: Option<f64>, min_ratio_met: Option<bool>) {
+        let runs: Vec<_> = self
+            .runs
             .iter()
             .map(|run| {
                 serde_json::json!({
@@ -683,7 +377,7 @@ pub fn http(args: HttpArgs) -> Result<ExitCode, String> {
                     "p50_ms": millis(run.percentile(50.0)),
                     "p99_ms": millis(run.percentile(99.0)),
                     "max_ms": millis(run.latencies.last().copied().unwrap_or_default()),
-                    "ratio_to_floor": run.records_per_second() / floor_per_second,
+                    "ratio_to_floor": self.ratio(run),
                     "stored": run.receipt.stored,
                 })
             })
@@ -692,23 +386,23 @@ pub fn http(args: HttpArgs) -> Result<ExitCode, String> {
             "{}",
             serde_json::json!({
                 "benchmark": "http",
-                "store": setup.store,
+                "store": self.store,
                 "transport": "HTTPS over loopback, one connection per terminal",
-                "records_per_terminal": records,
+                "records_per_terminal": self.records_per_terminal,
                 "records_per_request": USAGE_ITEMS_PER_REQUEST,
-                "generation_seconds": generation.as_secs_f64(),
-                "floor_records_per_second": floor_per_second,
+                "generation_seconds": self.generation.as_secs_f64(),
+                "floor_records_per_second": self.floor_per_second,
                 "floor_threads": 1,
-                "floor_sample_records": floor_sample,
+                "floor_sample_records": self.floor_sample,
                 "signatures_per_record": 3,
-                "runs": runs_json,
-                "records": total,
-                "stored": receipt.stored,
-                "duplicates": receipt.duplicates,
-                "refused": receipt.refused.len(),
-                "uploaded_amount_minor": uploaded_minor,
-                "center_records": center_records,
-                "center_amount_minor": center_minor,
+                "runs": runs,
+                "records": self.total,
+                "stored": self.receipt.stored,
+                "duplicates": self.receipt.duplicates,
+                "refused": self.receipt.refused.len(),
+                "uploaded_amount_minor": self.uploaded_minor,
+                "center_records": self.center_records,
+                "center_amount_minor": self.center_minor,
                 "target": {
                     "ratio": TARGET_RATIO,
                     "ratio_at_terminals": RATIO_AT,
@@ -719,32 +413,38 @@ pub fn http(args: HttpArgs) -> Result<ExitCode, String> {
                 "p99_ms_at_target": verdict.p99_at_goal.map(millis),
                 "target_met": verdict.met(),
                 "below_target": verdict.below(),
-                "min_ratio": args.min_ratio,
+                "min_ratio": min_ratio,
                 "min_ratio_met": min_ratio_met,
             })
         );
-    } else {
+    }
+
+    fn print_text(&self, verdict: &Verdict) {
         println!(
             "signed terminals uploading usage records to the center's HTTPS service on {}, \
-             {records} records per terminal in requests of {USAGE_ITEMS_PER_REQUEST}:",
-            setup.store
+             {} records per terminal in requests of {USAGE_ITEMS_PER_REQUEST}:",
+            self.store, self.records_per_terminal
         );
         println!(
-            "  floor: {floor_per_second:10.0} records/s (Ed25519 batch verification of 3 \
-             signatures per record, one core, {floor_sample} records)"
+            "  floor: {:10.0} records/s (Ed25519 batch verification of 3 signatures per \
+             record, one core, {} records)",
+            self.floor_per_second, self.floor_sample
         );
         println!("  terminals   records/s   p50 ms   p99 ms   ratio to floor");
-        for run in &runs {
+        for run in &self.runs {
             println!(
                 "  {:9}  {:10.0}  {:7.1}  {:7.1}  {:15.3}",
                 run.terminals,
                 run.records_per_second(),
                 millis(run.percentile(50.0)),
                 millis(run.percentile(99.0)),
-                run.records_per_second() / floor_per_second
+                self.ratio(run)
             );
         }
-        println!("  every record stored once: {total} uploaded, the center holds {center_records}");
+        println!(
+            "  every record stored once: {} uploaded, the center holds {}",
+            self.total, self.center_records
+        );
         println!(
             "  target: ratio >= {TARGET_RATIO} at {RATIO_AT} terminals, p99 < {} ms at \
              {P99_AT}",
@@ -756,17 +456,37 @@ pub fn http(args: HttpArgs) -> Result<ExitCode, String> {
             println!("  target not judged: it needs runs at {P99_AT} and {RATIO_AT} terminals");
         }
     }
-    match min_ratio_met {
-        Some(false) => {
-            if let Some((terminals, ratio)) = judged {
-                eprintln!(
-                    "valuecard: ratio to floor {ratio:.3} at {terminals} terminals is below \
-                     --min-ratio {}",
-                    args.min_ratio.unwrap_or_default()
-                );
-            }
+}
+
+pub fn http(args: HttpArgs) -> Result<ExitCode, String> {
+    let counts = terminal_counts(&args)?;
+    let measured = measure(&args, &counts)?;
+    measured.check_stored_once()?;
+    let verdict = Verdict::new(&measured.runs, measured.floor_per_second);
+    // --min-ratio is judged where the goal is, or at the most terminals run.
+    let judged = measured
+        .runs
+        .iter()
+        .find(|run| run.terminals == RATIO_AT)
+        .or(measured.runs.last())
+        .map(|run| (run.terminals, measured.ratio(run)));
+    let min_ratio_met = args
+        .min_ratio
+        .map(|min| judged.is_some_and(|(_, ratio)| ratio >= min));
+    if args.json {
+        measured.print_json(&verdict, args.min_ratio, min_ratio_met);
+    } else {
+        measured.print_text(&verdict);
+    }
+    match (min_ratio_met, judged, args.min_ratio) {
+        (Some(false), Some((terminals, ratio)), Some(min)) => {
+            eprintln!(
+                "valuecard: ratio to floor {ratio:.3} at {terminals} terminals is below \
+                 --min-ratio {min}"
+            );
             Ok(ExitCode::FAILURE)
         }
+        (Some(false), _, _) => Ok(ExitCode::FAILURE),
         _ => Ok(ExitCode::SUCCESS),
     }
 }
