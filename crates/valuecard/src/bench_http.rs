@@ -33,7 +33,8 @@ const RATIO_AT: usize = 64;
 /// ...and the 99th percentile of request latency at half that load below this.
 const P99_BOUND: Duration = Duration::from_millis(100);
 const P99_AT: usize = RATIO_AT / 2;
-/// More terminals than this would measure the host's thread scheduler, not the service.
+/// More terminals than this would measure the host's thread scheduler, not the service
+/// (and each holds two descriptors here: its connection and the service's end of it).
 const MAX_TERMINALS: usize = 1024;
 const MAX_RECORDS_PER_TERMINAL: usize = 100_000;
 
@@ -449,6 +450,15 @@ impl Measured {
             "  target: ratio >= {TARGET_RATIO} at {RATIO_AT} terminals, p99 < {} ms at \
              {P99_AT}",
             millis(P99_BOUND)
+        );
+        let ratio = verdict
+            .ratio_at_goal
+            .map_or("not run".to_owned(), |ratio| format!("{ratio:.3}"));
+        let p99 = verdict
+            .p99_at_goal
+            .map_or("not run".to_owned(), |p99| format!("{:.1} ms", millis(p99)));
+        println!(
+            "  measured: ratio at {RATIO_AT} terminals {ratio}, p99 at {P99_AT} terminals {p99}"
         );
         if verdict.below() {
             println!("  BELOW TARGET: this run missed the target");
