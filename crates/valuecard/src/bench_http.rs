@@ -63,7 +63,7 @@ fn error(e: impl std::fmt::Display) -> String {
     e.to_string()
 }
 
-/// One run: `uploads[t]` is what terminal t sends, in the requests it sends it in.
+/// What one run measured.
 struct RunResult {
     terminals: usize,
     records: usize,
