@@ -8,6 +8,7 @@ mod output;
 
 mod attach;
 mod bench;
+mod bench_http;
 mod bench_ingest;
 mod bench_pcsc;
 mod bench_transfer;
@@ -441,6 +442,9 @@ enum BenchCommands {
     /// Host CPU per card-to-card transfer (settlement terminal and both cards), against the
     /// signature and AES operations a transfer needs.
     Transfer(bench_transfer::TransferArgs),
+    /// Concurrent signed terminals uploading usage records to the center's HTTPS service
+    /// over loopback: records/s and request latency against Ed25519 batch verification.
+    Http(bench_http::HttpArgs),
 }
 
 fn terminal(command: TerminalCommands) -> Result<ExitCode, String> {
@@ -667,6 +671,7 @@ fn main() -> ExitCode {
         Commands::Bench(BenchCommands::Ingest(args)) => bench_ingest::ingest(args),
         Commands::Bench(BenchCommands::Pcsc(args)) => bench_pcsc::run(args),
         Commands::Bench(BenchCommands::Transfer(args)) => bench_transfer::transfer(args),
+        Commands::Bench(BenchCommands::Http(args)) => bench_http::http(args),
     };
     match outcome {
         Ok(code) => code,

@@ -131,6 +131,7 @@ fn every_command_that_reports_takes_json() {
         &["bench", "purchase"],
         &["bench", "transfer"],
         &["bench", "ingest"],
+        &["bench", "http"],
         &["bench", "pcsc"],
     ];
     let help = |command: &[&str]| {

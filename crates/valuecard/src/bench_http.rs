@@ -1,0 +1,502 @@
+//! `valuecard bench http`: N payment terminals at once, each uploading its signed usage
+//! records to the center's HTTPS service over loopback as a terminal does (requests of
+//! [`USAGE_ITEMS_PER_REQUEST`] records, each signed by the terminal's SAM, each answer
+//! checked against the center's signature), against the Ed25519 batch-verification floor of
+//! the same records on one core, measured in the same run.
+//!
+//! The goal ("The center at scale"): at N = 64 the service ingests at least 0.6 of the floor
+//! on either database, and at half that load (N = 32) 99 % of requests are answered within
+//! 100 ms. Each run uploads fresh records (a record sent twice would only measure the
+//! de-duplication), so the terminals' records are made, with real cards through the whole
+//! purchase protocol, before any run starts and outside every timed part.
+
+mod workload;
+
+use std::net::TcpListener;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand_core::{OsRng, RngCore, SeedableRng};
+use valuecard_center_http::client::USAGE_ITEMS_PER_REQUEST;
+use valuecard_center_http::{BackgroundServer, HttpCenterLink, ServiceIdentity, ServiceLimits};
+use valuecard_core::messages::center::{TerminalLink, UploadReceipt, UsageUpload};
+use valuecard_sam::SoftwareSam;
+use valuecard_sim::WorldRng;
+use zeroize::Zeroizing;
+
+use workload::{floor_seconds_per_record, generate, lock, plan_runs, set_up, BenchTerminal};
+
+/// The goal: records/s at [`RATIO_AT`] terminals at least this share of the floor...
+const TARGET_RATIO: f64 = 0.6;
+const RATIO_AT: usize = 64;
+/// ...and the 99th percentile of request latency at half that load below this.
+const P99_BOUND: Duration = Duration::from_millis(100);
+const P99_AT: usize = RATIO_AT / 2;
+/// More terminals than this would measure the host's thread scheduler, not the service
+/// (and each holds two descriptors here: its connection and the service's end of it).
+const MAX_TERMINALS: usize = 1024;
+const MAX_RECORDS_PER_TERMINAL: usize = 100_000;
+
+#[derive(clap::Args, Debug)]
+pub struct HttpArgs {
+    /// How many terminals upload at once, one run per number (comma-separated); the goal
+    /// is judged at 64 (ratio) and 32 (p99 latency).
+    #[arg(long, value_delimiter = ',', default_value = "1,8,32,64,256")]
+    terminals: Vec<usize>,
+    /// Usage records each terminal uploads in each run.
+    #[arg(long, default_value_t = 96)]
+    records_per_terminal: usize,
+    /// Run the center on PostgreSQL (a fresh schema, dropped afterwards) instead of SQLite.
+    #[arg(long, value_name = "URL")]
+    database: Option<String>,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+    /// Exit with status 1 when the ratio to the floor at 64 terminals (or at the most
+    /// terminals run, without 64) is below this.
+    #[arg(long, value_name = "F")]
+    min_ratio: Option<f64>,
+}
+
+fn error(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+/// What one run measured.
+struct RunResult {
+    terminals: usize,
+    records: usize,
+    wall: Duration,
+    /// Every request's time, sorted.
+    latencies: Vec<Duration>,
+    receipt: UploadReceipt,
+}
+
+impl RunResult {
+    fn records_per_second(&self) -> f64 {
+        self.records as f64 / self.wall.as_secs_f64().max(f64::MIN_POSITIVE)
+    }
+
+    /// Nearest-rank percentile.
+    fn percentile(&self, p: f64) -> Duration {
+        let rank = (p / 100.0 * self.latencies.len() as f64).ceil() as usize;
+        self.latencies
+            .get(rank.saturating_sub(1))
+            .copied()
+            .unwrap_or_default()
+    }
+}
+
+/// Held for writing while the terminals get ready; they start when it is released, or
+/// give up if it says so (a terminal thread that could not start).
+type StartGate = std::sync::RwLock<bool>;
+
+/// What one terminal does in a run: upload its requests one after another, each timed from
+/// sending to the checked answer (the first one includes connecting, as a terminal's sync
+/// does).
+fn terminal_uploads(
+    link: Result<HttpCenterLink, String>,
+    requests: &[UsageUpload],
+    gate: &StartGate,
+) -> Result<(Vec<Duration>, UploadReceipt), String> {
+    let go = *gate
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if !go {
+        return Err("the run was called off".into());
+    }
+    let mut link = link?;
+    let mut times = Vec::with_capacity(requests.len());
+    let mut total = UploadReceipt::default();
+    for request in requests {
+        let sent = Instant::now();
+        let receipt = link.upload_usage(request).map_err(error)?;
+        times.push(sent.elapsed());
+        total.absorb(receipt);
+    }
+    Ok((times, total))
+}
+
+/// A link for a terminal, signing with a copy of its SAM (as a terminal program loads its
+/// SAM a second time for its link to the center).
+fn link_for(terminal: &BenchTerminal, server: &BackgroundServer) -> Result<HttpCenterLink, String> {
+    let image = Zeroizing::new(terminal.sam().to_image());
+    let sam = SoftwareSam::from_image(&image).map_err(error)?;
+    HttpCenterLink::new(&server.url(), server.pin(), Box::new(sam)).map_err(error)
+}
+
+/// Every terminal on a thread of its own, all released at once; the run lasts until the
+/// last one has its last answer.
+fn run(
+    server: &BackgroundServer,
+    terminals: &[BenchTerminal],
+    uploads: &[Vec<UsageUpload>],
+) -> Result<RunResult, String> {
+    let gate = StartGate::new(false);
+    let (wall, outcomes) = std::thread::scope(|scope| {
+        let mut held = gate
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut handles = Vec::with_capacity(uploads.len());
+        let mut refused = None;
+        for (terminal, requests) in terminals.iter().zip(uploads) {
+            let link = link_for(terminal, server);
+            let gate = &gate;
+            match std::thread::Builder::new()
+                .stack_size(256 * 1024)
+                .spawn_scoped(scope, move || terminal_uploads(link, requests, gate))
+            {
+                Ok(handle) => handles.push(handle),
+                Err(e) => {
+                    refused = Some(format!("cannot start a terminal thread: {e}"));
+                    break;
+                }
+            }
+        }
+        *held = refused.is_none();
+        let began = Instant::now();
+        drop(held);
+        let outcomes: Vec<_> = handles
+            .into_iter()
+            .map(|handle| {
+                handle
+                    .join()
+                    .map_err(|_| "a terminal thread panicked".to_owned())?
+            })
+            .collect();
+        let wall = began.elapsed();
+        match refused {
+            Some(why) => Err(why),
+            None => Ok((wall, outcomes)),
+        }
+    })?;
+    let mut latencies = Vec::new();
+    let mut receipt = UploadReceipt::default();
+    for outcome in outcomes {
+        let (times, part) = outcome?;
+        latencies.extend(times);
+        receipt.absorb(part);
+    }
+    latencies.sort();
+    Ok(RunResult {
+        terminals: uploads.len(),
+        records: uploads
+            .iter()
+            .flatten()
+            .map(|upload| upload.items.len())
+            .sum(),
+        wall,
+        latencies,
+        receipt,
+    })
+}
+
+/// The goal's verdict: each part is `None` when its number of terminals was not run.
+struct Verdict {
+    ratio_at_goal: Option<f64>,
+    p99_at_goal: Option<Duration>,
+}
+
+impl Verdict {
+    fn new(runs: &[RunResult], floor_per_second: f64) -> Self {
+        let at = |n: usize| runs.iter().find(|run| run.terminals == n);
+        Verdict {
+            ratio_at_goal: at(RATIO_AT).map(|run| run.records_per_second() / floor_per_second),
+            p99_at_goal: at(P99_AT).map(|run| run.percentile(99.0)),
+        }
+    }
+
+    /// A part that was measured and missed.
+    fn below(&self) -> bool {
+        self.ratio_at_goal.is_some_and(|ratio| ratio < TARGET_RATIO)
+            || self.p99_at_goal.is_some_and(|p99| p99 >= P99_BOUND)
+    }
+
+    /// Met only when both parts were measured; `None` when either was not and none missed.
+    fn met(&self) -> Option<bool> {
+        if self.below() {
+            Some(false)
+        } else if self.ratio_at_goal.is_some() && self.p99_at_goal.is_some() {
+            Some(true)
+        } else {
+            None
+        }
+    }
+}
+
+fn millis(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1e3
+}
+
+/// Everything one invocation measured.
+struct Measured {
+    store: &'static str,
+    records_per_terminal: usize,
+    generation: Duration,
+    floor_per_second: f64,
+    floor_sample: usize,
+    runs: Vec<RunResult>,
+    /// Records uploaded over all runs, and their amounts.
+    total: usize,
+    uploaded_minor: u64,
+    /// The service's answers over all runs.
+    receipt: UploadReceipt,
+    /// What the center holds after the runs.
+    center_records: u64,
+    center_minor: u64,
+}
+
+/// The numbers of terminals to run, ascending, checked.
+fn terminal_counts(args: &HttpArgs) -> Result<Vec<usize>, String> {
+    let mut counts = args.terminals.clone();
+    counts.sort_unstable();
+    counts.dedup();
+    if counts.is_empty() || counts.first() == Some(&0) {
+        return Err("--terminals takes numbers of terminals of at least 1".into());
+    }
+    if counts.last().is_some_and(|&most| most > MAX_TERMINALS) {
+        return Err(format!("--terminals: at most {MAX_TERMINALS} terminals"));
+    }
+    if !(1..=MAX_RECORDS_PER_TERMINAL).contains(&args.records_per_terminal) {
+        return Err(format!(
+            "--records-per-terminal must be between 1 and {MAX_RECORDS_PER_TERMINAL}"
+        ));
+    }
+    if args.min_ratio.is_some_and(|ratio| !ratio.is_finite()) {
+        return Err("--min-ratio must be a number".into());
+    }
+    Ok(counts)
+}
+
+fn measure(args: &HttpArgs, counts: &[usize]) -> Result<Measured, String> {
+    let records = args.records_per_terminal;
+    let most = counts.last().copied().unwrap_or(1);
+    // Terminal t uploads in every run with more than t terminals.
+    let needs: Vec<usize> = (0..most)
+        .map(|t| records * counts.iter().filter(|&&n| n > t).count())
+        .collect();
+    let dir = tempfile::tempdir().map_err(error)?;
+    let mut rng = WorldRng::seed_from_u64(OsRng.next_u64());
+    let (mut setup, mut dispenser) = set_up(dir.path(), args.database.as_deref(), most, &mut rng)?;
+    let made = Instant::now();
+    let pools = generate(&mut setup, &mut dispenser, &needs, &mut rng)?;
+    let generation = made.elapsed();
+    let (floor_each, floor_sample) = floor_seconds_per_record(&pools, &mut lock(&setup.center))?;
+    let plans = plan_runs(&pools, counts, records)?;
+    let uploaded_minor: u64 = plans
+        .iter()
+        .flatten()
+        .flatten()
+        .flat_map(|upload| &upload.items)
+        .map(|item| item.amount.minor())
+        .sum();
+
+    let server = BackgroundServer::start(
+        TcpListener::bind("127.0.0.1:0").map_err(error)?,
+        Arc::clone(&setup.center),
+        &ServiceIdentity::generate(&[]).map_err(error)?,
+        ServiceLimits::default(),
+    )
+    .map_err(error)?;
+    // One untimed request first: the service's first answer pays for warming its caches
+    // and code, which no terminal after the first would see. An empty upload stores nothing.
+    let first = setup.terminals.first().ok_or("no terminal installed")?;
+    link_for(first, &server)?
+        .upload_usage(&UsageUpload {
+            terminal_id: first.device_id(),
+            items: Vec::new(),
+        })
+        .map_err(error)?;
+    let mut runs = Vec::with_capacity(plans.len());
+    for plan in &plans {
+        runs.push(run(&server, &setup.terminals, plan)?);
+    }
+    server.shutdown().map_err(error)?;
+    // What the center holds now, asked of the center itself rather than of the answers.
+    let (center_minor, center_records) = lock(&setup.center).reported_spending().map_err(error)?;
+    let mut receipt = UploadReceipt::default();
+    for run in &runs {
+        receipt.absorb(run.receipt.clone());
+    }
+    Ok(Measured {
+        store: setup.store,
+        records_per_terminal: records,
+        generation,
+        floor_per_second: 1.0 / floor_each.max(f64::MIN_POSITIVE),
+        floor_sample,
+        total: runs.iter().map(|run| run.records).sum(),
+        runs,
+        uploaded_minor,
+        receipt,
+        center_records,
+        center_minor,
+    })
+}
+
+impl Measured {
+    /// Every record uploaded was stored, once: else the runs measured something else.
+    fn check_stored_once(&self) -> Result<(), String> {
+        let receipt = &self.receipt;
+        if receipt.stored as usize == self.total
+            && receipt.duplicates == 0
+            && receipt.refused.is_empty()
+            && self.center_records == self.total as u64
+            && self.center_minor == self.uploaded_minor
+        {
+            return Ok(());
+        }
+        Err(format!(
+            "uploaded {} records ({} minor units): the center stored {}, {} duplicates, {} \
+             refused (first: {:?}); it holds {} records of {} minor units",
+            self.total,
+            self.uploaded_minor,
+            receipt.stored,
+            receipt.duplicates,
+            receipt.refused.len(),
+            receipt.refused.first(),
+            self.center_records,
+            self.center_minor
+        ))
+    }
+
+    fn ratio(&self, run: &RunResult) -> f64 {
+        run.records_per_second() / self.floor_per_second
+    }
+
+    fn print_json(&self, verdict: &Verdict, min_ratio: Option<f64>, min_ratio_met: Option<bool>) {
+        let runs: Vec<_> = self
+            .runs
+            .iter()
+            .map(|run| {
+                serde_json::json!({
+                    "terminals": run.terminals,
+                    "records": run.records,
+                    "requests": run.latencies.len(),
+                    "seconds": run.wall.as_secs_f64(),
+                    "records_per_second": run.records_per_second(),
+                    "p50_ms": millis(run.percentile(50.0)),
+                    "p99_ms": millis(run.percentile(99.0)),
+                    "max_ms": millis(run.latencies.last().copied().unwrap_or_default()),
+                    "ratio_to_floor": self.ratio(run),
+                    "stored": run.receipt.stored,
+                })
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({
+                "benchmark": "http",
+                "store": self.store,
+                "transport": "HTTPS over loopback, one connection per terminal",
+                "records_per_terminal": self.records_per_terminal,
+                "records_per_request": USAGE_ITEMS_PER_REQUEST,
+                "generation_seconds": self.generation.as_secs_f64(),
+                "floor_records_per_second": self.floor_per_second,
+                "floor_threads": 1,
+                "floor_sample_records": self.floor_sample,
+                "signatures_per_record": 3,
+                "runs": runs,
+                "records": self.total,
+                "stored": self.receipt.stored,
+                "duplicates": self.receipt.duplicates,
+                "refused": self.receipt.refused.len(),
+                "uploaded_amount_minor": self.uploaded_minor,
+                "center_records": self.center_records,
+                "center_amount_minor": self.center_minor,
+                "target": {
+                    "ratio": TARGET_RATIO,
+                    "ratio_at_terminals": RATIO_AT,
+                    "p99_ms": millis(P99_BOUND),
+                    "p99_at_terminals": P99_AT,
+                },
+                "ratio_at_target": verdict.ratio_at_goal,
+                "p99_ms_at_target": verdict.p99_at_goal.map(millis),
+                "target_met": verdict.met(),
+                "below_target": verdict.below(),
+                "min_ratio": min_ratio,
+                "min_ratio_met": min_ratio_met,
+            })
+        );
+    }
+
+    fn print_text(&self, verdict: &Verdict) {
+        println!(
+            "signed terminals uploading usage records to the center's HTTPS service on {}, \
+             {} records per terminal in requests of {USAGE_ITEMS_PER_REQUEST}:",
+            self.store, self.records_per_terminal
+        );
+        println!(
+            "  floor: {:10.0} records/s (Ed25519 batch verification of 3 signatures per \
+             record, one core, {} records)",
+            self.floor_per_second, self.floor_sample
+        );
+        println!("  terminals   records/s   p50 ms   p99 ms   ratio to floor");
+        for run in &self.runs {
+            println!(
+                "  {:9}  {:10.0}  {:7.1}  {:7.1}  {:15.3}",
+                run.terminals,
+                run.records_per_second(),
+                millis(run.percentile(50.0)),
+                millis(run.percentile(99.0)),
+                self.ratio(run)
+            );
+        }
+        println!(
+            "  every record stored once: {} uploaded, the center holds {}",
+            self.total, self.center_records
+        );
+        println!(
+            "  target: ratio >= {TARGET_RATIO} at {RATIO_AT} terminals, p99 < {} ms at \
+             {P99_AT}",
+            millis(P99_BOUND)
+        );
+        let ratio = verdict
+            .ratio_at_goal
+            .map_or("not run".to_owned(), |ratio| format!("{ratio:.3}"));
+        let p99 = verdict
+            .p99_at_goal
+            .map_or("not run".to_owned(), |p99| format!("{:.1} ms", millis(p99)));
+        println!(
+            "  measured: ratio at {RATIO_AT} terminals {ratio}, p99 at {P99_AT} terminals {p99}"
+        );
+        if verdict.below() {
+            println!("  BELOW TARGET: this run missed the target");
+        } else if verdict.met().is_none() {
+            println!("  target not judged: it needs runs at {P99_AT} and {RATIO_AT} terminals");
+        }
+    }
+}
+
+pub fn http(args: HttpArgs) -> Result<ExitCode, String> {
+    let counts = terminal_counts(&args)?;
+    let measured = measure(&args, &counts)?;
+    measured.check_stored_once()?;
+    let verdict = Verdict::new(&measured.runs, measured.floor_per_second);
+    // --min-ratio is judged where the goal is, or at the most terminals run.
+    let judged = measured
+        .runs
+        .iter()
+        .find(|run| run.terminals == RATIO_AT)
+        .or(measured.runs.last())
+        .map(|run| (run.terminals, measured.ratio(run)));
+    let min_ratio_met = args
+        .min_ratio
+        .map(|min| judged.is_some_and(|(_, ratio)| ratio >= min));
+    if args.json {
+        measured.print_json(&verdict, args.min_ratio, min_ratio_met);
+    } else {
+        measured.print_text(&verdict);
+    }
+    match (min_ratio_met, judged, args.min_ratio) {
+        (Some(false), Some((terminals, ratio)), Some(min)) => {
+            eprintln!(
+                "valuecard: ratio to floor {ratio:.3} at {terminals} terminals is below \
+                 --min-ratio {min}"
+            );
+            Ok(ExitCode::FAILURE)
+        }
+        (Some(false), _, _) => Ok(ExitCode::FAILURE),
+        _ => Ok(ExitCode::SUCCESS),
+    }
+}
