@@ -84,6 +84,7 @@ pub(crate) fn now_micros() -> u64 {
 mod metrics;
 pub mod openapi;
 pub mod problem;
+mod process_metrics;
 mod request;
 mod routes;
 pub mod serve;

@@ -58,6 +58,10 @@ struct Counters {
     requests: BTreeMap<(&'static str, u16), u64>,
     refusals: BTreeMap<&'static str, u64>,
     latency: BTreeMap<&'static str, Histogram>,
+    /// Uploaded records by kind (`usage`, `transfers`) and outcome.
+    records: BTreeMap<(&'static str, &'static str), u64>,
+    /// Cards found cloned by an upload, by the kind of upload.
+    clones: BTreeMap<&'static str, u64>,
 }
 
 #[derive(Debug, Default)]
@@ -113,10 +117,50 @@ impl Metrics {
         histogram.count += 1;
     }
 
+    /// Counts what the center did with one upload of `kind` (`usage` or `transfers`).
+    pub(crate) fn uploaded(
+        &self,
+        kind: &'static str,
+        receipt: &valuecard_core::messages::center::UploadReceipt,
+    ) {
+        let mut counters = self.counters.lock().unwrap_or_else(PoisonError::into_inner);
+        for (outcome, count) in [
+            ("stored", u64::from(receipt.stored)),
+            ("duplicate", u64::from(receipt.duplicates)),
+            ("refused", receipt.refused.len() as u64),
+        ] {
+            *counters.records.entry((kind, outcome)).or_default() += count;
+        }
+        *counters.clones.entry(kind).or_default() += receipt.clones_detected.len() as u64;
+    }
+
     /// The exposition, in the text format.
     pub(crate) fn render(&self) -> String {
         let counters = self.counters.lock().unwrap_or_else(PoisonError::into_inner);
         let mut out = String::with_capacity(4096);
+        let _ = writeln!(
+            out,
+            "# HELP valuecard_records_total Uploaded records (usage records, transfer reports) by outcome."
+        );
+        let _ = writeln!(out, "# TYPE valuecard_records_total counter");
+        for ((kind, outcome), count) in &counters.records {
+            let _ = writeln!(
+                out,
+                "valuecard_records_total{{kind=\"{kind}\",outcome=\"{outcome}\"}} {count}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP valuecard_clones_detected_total Cards found cloned by an upload."
+        );
+        let _ = writeln!(out, "# TYPE valuecard_clones_detected_total counter");
+        for (kind, count) in &counters.clones {
+            let _ = writeln!(
+                out,
+                "valuecard_clones_detected_total{{kind=\"{kind}\"}} {count}"
+            );
+        }
+        crate::process_metrics::render(&mut out);
         let _ = writeln!(
             out,
             "# HELP valuecard_http_requests_total HTTP requests answered, by endpoint and status code."

@@ -245,10 +245,12 @@ async fn pending_loads(State(app): State<App>, request: Request) -> Response {
     responses((status = 200, description = "What the center stored, already had, or refused", body = terminal_wire::UploadReceiptBody))
 )]
 async fn usage(State(app): State<App>, request: Request) -> Response {
-    terminal_request(app, request, |center, device, body| {
+    let metrics = app.metrics.clone();
+    terminal_request(app, request, move |center, device, body| {
         let upload = parse_json::<terminal_wire::UsageUploadBody>(body)?.decode()?;
         same_device(device, upload.terminal_id)?;
         let receipt = center.ingest_usage(&upload)?;
+        metrics.uploaded("usage", &receipt);
         Ok(terminal_wire::UploadReceiptBody::new(&receipt))
     })
     .await
@@ -266,10 +268,12 @@ async fn usage(State(app): State<App>, request: Request) -> Response {
     responses((status = 200, description = "What the center stored, already had, or refused", body = terminal_wire::UploadReceiptBody))
 )]
 async fn transfers(State(app): State<App>, request: Request) -> Response {
-    settlement_request(app, request, |center, device, body| {
+    let metrics = app.metrics.clone();
+    settlement_request(app, request, move |center, device, body| {
         let upload = parse_json::<transfer_wire::TransferUploadBody>(body)?.decode()?;
         same_device(device, upload.terminal_id)?;
         let receipt = center.ingest_transfers(&upload)?;
+        metrics.uploaded("transfers", &receipt);
         Ok(terminal_wire::UploadReceiptBody::new(&receipt))
     })
     .await

@@ -56,6 +56,7 @@ impl App {
             };
             (database, center.device_directory()?)
         };
+        crate::process_metrics::mark_start();
         Ok(App {
             center,
             directory: Arc::new(Mutex::new(Directory(Some(directory)))),

@@ -651,6 +651,56 @@ fn health_and_metrics_report_what_happened() {
             "valuecard_http_requests_total{endpoint=\"/metrics\",status=\"200\"}"
         ) >= Some(1.0)
     );
+    // The process itself.
+    for name in [
+        "process_resident_memory_bytes",
+        "process_cpu_seconds_total",
+        "process_open_fds",
+        "process_start_time_seconds",
+    ] {
+        assert!(metric(&after, name).is_some_and(|v| v > 0.0), "{name}");
+    }
+}
+
+#[test]
+fn uploads_are_counted_by_outcome() {
+    use valuecard_terminal::payment::PaymentTerminal;
+    use valuecard_terminal::store::MemoryStore;
+    let mut h = harness(9);
+    let url = h.url();
+    let (mut reader, _) = issue_and_load(&mut h);
+    let mut terminal = PaymentTerminal::new(
+        sam(&h.terminal),
+        MemoryStore::default(),
+        clock(),
+        WorldRng::seed_from_u64(10),
+    )
+    .unwrap();
+    let mut link = h.link(&h.terminal);
+    terminal.purchase(&mut reader, amount(100)).unwrap();
+    terminal.purchase(&mut reader, amount(200)).unwrap();
+    let receipt = terminal.upload_usage(&mut link).unwrap();
+    assert_eq!(receipt.stored, 2);
+    let text = send(&url, "GET", "/metrics", &[], b"").text();
+    check_exposition(&text);
+    assert_eq!(
+        metric(
+            &text,
+            "valuecard_records_total{kind=\"usage\",outcome=\"stored\"}"
+        ),
+        Some(2.0)
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "valuecard_records_total{kind=\"usage\",outcome=\"refused\"}"
+        ),
+        Some(0.0)
+    );
+    assert_eq!(
+        metric(&text, "valuecard_clones_detected_total{kind=\"usage\"}"),
+        Some(0.0)
+    );
 }
 
 #[test]

@@ -156,19 +156,34 @@ pub fn center_init(
     Ok(ExitCode::SUCCESS)
 }
 
+/// How `center serve` writes its log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
 /// Serves the center over HTTPS until SIGINT or SIGTERM; requests in flight are finished
 /// (and committed) before it exits.
-pub fn center_serve(data: &Path, listen: &str, database: Option<&str>) -> Result<ExitCode, String> {
+pub fn center_serve(
+    data: &Path,
+    listen: &str,
+    database: Option<&str>,
+    log_format: LogFormat,
+) -> Result<ExitCode, String> {
     let center = datadir::open_center_on(data, database)?;
     let identity = datadir::service_identity(data)?;
     let listener = std::net::TcpListener::bind(listen)
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     let address = listener.local_addr().map_err(|e| e.to_string())?;
-    let _ = tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_max_level(tracing_subscriber::filter::LevelFilter::INFO)
-        .with_target(false)
-        .try_init();
+        .with_target(false);
+    let _ = match log_format {
+        LogFormat::Text => logs.try_init(),
+        LogFormat::Json => logs.json().flatten_event(true).try_init(),
+    };
     println!(
         "center {} serving https://{address} (certificate sha256:{})",
         center.anchor().center,

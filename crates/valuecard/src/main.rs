@@ -194,6 +194,10 @@ enum CenterCommands {
         /// The center's records are in PostgreSQL at this URL (as given to `center init`).
         #[arg(long, value_name = "URL")]
         database: Option<String>,
+        /// How the service logs on standard error: readable lines, or one JSON object per
+        /// line for a log collector.
+        #[arg(long, value_enum, default_value = "text")]
+        log_format: lifecycle::LogFormat,
     },
 }
 
@@ -665,7 +669,8 @@ fn main() -> ExitCode {
             data,
             listen,
             database,
-        }) => lifecycle::center_serve(&data, &listen, database.as_deref()),
+            log_format,
+        }) => lifecycle::center_serve(&data, &listen, database.as_deref(), log_format),
         Commands::Terminal(command) => terminal(command),
         Commands::Bench(BenchCommands::Purchase(args)) => bench::purchase(args),
         Commands::Bench(BenchCommands::Ingest(args)) => bench_ingest::ingest(args),

@@ -99,11 +99,16 @@ struct Service {
 
 impl Service {
     fn start(data: &std::path::Path) -> Self {
+        Self::start_with(data, &[], Stdio::null())
+    }
+
+    fn start_with(data: &std::path::Path, args: &[&str], stderr: Stdio) -> Self {
         let mut child = valuecard()
             .args(["center", "serve", "--listen", "127.0.0.1:0", "--data"])
             .arg(data)
+            .args(args)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .unwrap();
         let mut line = String::new();
@@ -236,4 +241,60 @@ fn center_serve_speaks_https_to_the_devices_it_installed() {
     );
 
     assert!(service.stop().success());
+}
+
+/// `--log-format json`: every log line is one JSON object, and each request is logged with
+/// its endpoint, status and time.
+#[test]
+fn center_serve_logs_json_lines_on_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let made = valuecard()
+        .args(["center", "init", "--json", "--data"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", text(&made.stderr));
+    let log = dir.path().join("serve.log");
+    let service = Service::start_with(
+        &data,
+        &["--log-format", "json"],
+        Stdio::from(std::fs::File::create(&log).unwrap()),
+    );
+    let issued = valuecard()
+        .args([
+            "card",
+            "issue",
+            "--value",
+            "10.00",
+            "--center",
+            &service.url,
+            "--data",
+        ])
+        .arg(&data)
+        .arg("--out")
+        .arg(dir.path().join("card.img"))
+        .output()
+        .unwrap();
+    assert!(issued.status.success(), "{}", text(&issued.stderr));
+    assert!(service.stop().success());
+    let written = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<serde_json::Value> = written
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{line:?}: {e}")))
+        .collect();
+    let requests: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|line| line["message"] == "request")
+        .collect();
+    assert!(!requests.is_empty(), "{written}");
+    for request in requests {
+        assert_eq!(request["level"], "INFO", "{request}");
+        assert!(
+            request["endpoint"].as_str().unwrap().starts_with("/v1/"),
+            "{request}"
+        );
+        assert_eq!(request["status"], 200, "{request}");
+        assert!(request["micros"].is_u64(), "{request}");
+    }
 }
