@@ -5,6 +5,9 @@
 
 use crate::CenterError;
 
+mod pg;
+pub use self::pg::{PostgresConnection, POSTGRES_CONNECT_TIMEOUT};
+
 /// A value bound to a statement or read from a row.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Value {
@@ -12,6 +15,17 @@ pub enum Value {
     Int(i64),
     Bytes(Vec<u8>),
     Text(String),
+    /// A column of integers for a set statement (`SetKeys`), PostgreSQL only.
+    Ints(Vec<i64>),
+    /// A column of byte strings for a set statement (`SetKeys`), PostgreSQL only.
+    ByteStrings(Vec<Vec<u8>>),
+}
+
+/// Which database a statement runs on, for the few statements that differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
 }
 
 impl From<i64> for Value {
@@ -99,6 +113,7 @@ impl Row {
 
 /// Runs statements: a connection in autocommit mode, or an open transaction.
 pub trait Executor {
+    fn dialect(&self) -> Dialect;
     fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, CenterError>;
     fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>, CenterError>;
 
@@ -110,6 +125,130 @@ pub trait Executor {
         self.query_optional(sql, params)?.ok_or_else(|| {
             CenterError::Storage("a statement that returns one row returned none".into())
         })
+    }
+}
+
+/// The keys of a set statement: named columns of equal length, one key per row. In the
+/// statement, `{keys}` stands for a table `set_keys` of these columns.
+///
+/// On PostgreSQL the columns go as arrays and `UNNEST` makes the table: one statement, one
+/// round trip, for the whole set. On SQLite (in process, where a statement costs no round
+/// trip and binds no arrays) the table is one row of parameters and the statement runs once
+/// per key, its results concatenated in key order.
+#[derive(Debug, Default)]
+pub struct SetKeys {
+    names: Vec<&'static str>,
+    columns: Vec<Value>,
+}
+
+impl SetKeys {
+    pub fn new() -> Self {
+        SetKeys::default()
+    }
+
+    pub fn ints(mut self, name: &'static str, values: Vec<i64>) -> Self {
+        self.names.push(name);
+        self.columns.push(Value::Ints(values));
+        self
+    }
+
+    pub fn bytes(mut self, name: &'static str, values: Vec<Vec<u8>>) -> Self {
+        self.names.push(name);
+        self.columns.push(Value::ByteStrings(values));
+        self
+    }
+
+    /// How many keys: the length of the shortest column (they are built equal).
+    pub fn len(&self) -> usize {
+        self.columns
+            .iter()
+            .map(|column| match column {
+                Value::Ints(values) => values.len(),
+                Value::ByteStrings(values) => values.len(),
+                _ => 0,
+            })
+            .min()
+            .unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn table(&self, dialect: Dialect) -> String {
+        let mut sources = Vec::with_capacity(self.names.len());
+        for (index, column) in self.columns.iter().enumerate() {
+            let number = index + 1;
+            sources.push(match (dialect, column) {
+                (Dialect::Postgres, Value::Ints(_)) => format!("${number}::BIGINT[]"),
+                (Dialect::Postgres, _) => format!("${number}::BYTEA[]"),
+                (Dialect::Sqlite, _) => format!("${number} AS {}", self.names[index]),
+            });
+        }
+        match dialect {
+            Dialect::Postgres => format!(
+                "UNNEST({}) AS set_keys ({})",
+                sources.join(", "),
+                self.names.join(", ")
+            ),
+            Dialect::Sqlite => format!("(SELECT {}) AS set_keys", sources.join(", ")),
+        }
+    }
+
+    /// The parameters of key `index` (SQLite).
+    fn row(&self, index: usize) -> Vec<Value> {
+        self.columns
+            .iter()
+            .map(|column| match column {
+                Value::Ints(values) => values.get(index).map_or(Value::Null, |v| Value::Int(*v)),
+                Value::ByteStrings(values) => values
+                    .get(index)
+                    .map_or(Value::Null, |v| Value::Bytes(v.clone())),
+                _ => Value::Null,
+            })
+            .collect()
+    }
+}
+
+/// Runs a query over a set of keys (see `SetKeys`); no statement at all for an empty set.
+pub fn query_set(
+    tx: &mut dyn Executor,
+    sql: &str,
+    keys: &SetKeys,
+) -> Result<Vec<Row>, CenterError> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let dialect = tx.dialect();
+    let sql = sql.replace("{keys}", &keys.table(dialect));
+    match dialect {
+        Dialect::Postgres => tx.query(&sql, &keys.columns),
+        Dialect::Sqlite => {
+            let mut out = Vec::new();
+            for index in 0..keys.len() {
+                out.extend(tx.query(&sql, &keys.row(index))?);
+            }
+            Ok(out)
+        }
+    }
+}
+
+/// Runs a statement over a set of keys (see `SetKeys`) and returns the rows it changed.
+pub fn execute_set(tx: &mut dyn Executor, sql: &str, keys: &SetKeys) -> Result<u64, CenterError> {
+    if keys.is_empty() {
+        return Ok(0);
+    }
+    let dialect = tx.dialect();
+    let sql = sql.replace("{keys}", &keys.table(dialect));
+    match dialect {
+        Dialect::Postgres => tx.execute(&sql, &keys.columns),
+        Dialect::Sqlite => {
+            let mut changed = 0;
+            for index in 0..keys.len() {
+                changed += tx.execute(&sql, &keys.row(index))?;
+            }
+            Ok(changed)
+        }
     }
 }
 
@@ -155,6 +294,12 @@ impl rusqlite::ToSql for Value {
             Value::Int(value) => ToSqlOutput::Borrowed(ValueRef::Integer(*value)),
             Value::Bytes(value) => ToSqlOutput::Borrowed(ValueRef::Blob(value)),
             Value::Text(value) => ToSqlOutput::Borrowed(ValueRef::Text(value.as_bytes())),
+            // SQLite binds no arrays: set statements run once per key there (`SetKeys`).
+            Value::Ints(_) | Value::ByteStrings(_) => {
+                return Err(rusqlite::Error::ToSqlConversionFailure(
+                    "SQLite binds no arrays".into(),
+                ))
+            }
         })
     }
 }
@@ -164,6 +309,10 @@ impl rusqlite::ToSql for Value {
 struct SqliteExecutor<'a>(&'a rusqlite::Connection);
 
 impl Executor for SqliteExecutor<'_> {
+    fn dialect(&self) -> Dialect {
+        Dialect::Sqlite
+    }
+
     fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, CenterError> {
         let mut statement = self
             .0
@@ -207,100 +356,6 @@ impl Executor for SqliteExecutor<'_> {
     }
 }
 
-impl postgres::types::ToSql for Value {
-    fn to_sql(
-        &self,
-        ty: &postgres::types::Type,
-        out: &mut postgres::types::private::BytesMut,
-    ) -> Result<postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
-        use postgres::types::Type;
-        match self {
-            Value::Null => Ok(postgres::types::IsNull::Yes),
-            Value::Int(value) => match *ty {
-                Type::INT2 => i16::try_from(*value)?.to_sql(ty, out),
-                Type::INT4 => i32::try_from(*value)?.to_sql(ty, out),
-                _ => value.to_sql(ty, out),
-            },
-            Value::Bytes(value) => value.to_sql(ty, out),
-            Value::Text(value) => value.to_sql(ty, out),
-        }
-    }
-
-    fn accepts(_: &postgres::types::Type) -> bool {
-        true
-    }
-
-    postgres::types::to_sql_checked!();
-}
-
-fn postgres_rows(rows: Vec<postgres::Row>) -> Result<Vec<Row>, CenterError> {
-    use postgres::types::Type;
-    let mut out = Vec::with_capacity(rows.len());
-    for row in rows {
-        let mut values = Vec::with_capacity(row.len());
-        for (index, column) in row.columns().iter().enumerate() {
-            let value = match *column.type_() {
-                Type::INT8 => row
-                    .try_get::<_, Option<i64>>(index)
-                    .map_err(storage_error)?
-                    .map(Value::Int),
-                Type::INT4 => row
-                    .try_get::<_, Option<i32>>(index)
-                    .map_err(storage_error)?
-                    .map(|v| Value::Int(v.into())),
-                Type::INT2 => row
-                    .try_get::<_, Option<i16>>(index)
-                    .map_err(storage_error)?
-                    .map(|v| Value::Int(v.into())),
-                Type::BYTEA => row
-                    .try_get::<_, Option<Vec<u8>>>(index)
-                    .map_err(storage_error)?
-                    .map(Value::Bytes),
-                Type::TEXT | Type::VARCHAR => row
-                    .try_get::<_, Option<String>>(index)
-                    .map_err(storage_error)?
-                    .map(Value::Text),
-                ref other => {
-                    return Err(CenterError::Storage(format!(
-                        "unexpected column type {other}"
-                    )))
-                }
-            };
-            values.push(value.unwrap_or(Value::Null));
-        }
-        out.push(Row(values));
-    }
-    Ok(out)
-}
-
-fn postgres_params(params: &[Value]) -> Vec<&(dyn postgres::types::ToSql + Sync)> {
-    params
-        .iter()
-        .map(|value| value as &(dyn postgres::types::ToSql + Sync))
-        .collect()
-}
-
-macro_rules! postgres_executor {
-    ($type:ty) => {
-        impl Executor for $type {
-            fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, CenterError> {
-                postgres::GenericClient::execute(self, sql, &postgres_params(params))
-                    .map_err(storage_error)
-            }
-
-            fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>, CenterError> {
-                postgres_rows(
-                    postgres::GenericClient::query(self, sql, &postgres_params(params))
-                        .map_err(storage_error)?,
-                )
-            }
-        }
-    };
-}
-
-postgres_executor!(postgres::Client);
-postgres_executor!(postgres::Transaction<'_>);
-
 /// Creates an empty file with mode 0600 unless it exists. SQLite would create it with the
 /// process's umask (usually world-readable), and the center's records (card keys, balances,
 /// who bought what where) are nobody else's business.
@@ -319,58 +374,6 @@ fn create_private(path: &std::path::Path) -> Result<(), CenterError> {
             "cannot create {}: {error}",
             path.display()
         ))),
-    }
-}
-
-/// How long a connection attempt to PostgreSQL may take unless the URL says otherwise: the
-/// service tries again while the database is away, and must not hang on each attempt.
-pub const POSTGRES_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
-
-/// A PostgreSQL connection that opens itself again after it was lost (a database restart,
-/// a terminated backend, a network cut), from the configuration it was first opened with.
-pub struct PostgresConnection {
-    client: postgres::Client,
-    config: postgres::Config,
-}
-
-impl core::fmt::Debug for PostgresConnection {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("PostgresConnection")
-            .field("closed", &self.client.is_closed())
-            .finish_non_exhaustive()
-    }
-}
-
-impl PostgresConnection {
-    fn connect(config: postgres::Config) -> Result<Self, CenterError> {
-        let client = config.connect(postgres::NoTls).map_err(|error| {
-            CenterError::Setup(format!(
-                "cannot connect to PostgreSQL: {}",
-                describe(&error)
-            ))
-        })?;
-        Ok(PostgresConnection { client, config })
-    }
-
-    /// A client that is open: a connection found closed is replaced first. While the
-    /// database is away this fails (after at most the connect timeout), and the next call
-    /// tries again.
-    fn open_client(&mut self) -> Result<&mut postgres::Client, CenterError> {
-        if self.client.is_closed() {
-            tracing::warn!("the PostgreSQL connection was lost; connecting again");
-            self.client = self.config.connect(postgres::NoTls).map_err(|error| {
-                CenterError::Storage(format!(
-                    "cannot reconnect to PostgreSQL: {}",
-                    describe(&error)
-                ))
-            })?;
-            tracing::info!("connected to PostgreSQL again");
-        }
-        Ok(&mut self.client)
-    }
-
-    fn is_closed(&self) -> bool {
-        self.client.is_closed()
     }
 }
 
@@ -495,8 +498,8 @@ impl Database {
             Database::Postgres(connection) => {
                 let mut work = Some(work);
                 for attempt in 0..2 {
-                    let begun = connection.open_client()?.transaction();
-                    let mut transaction = match begun {
+                    let (client, statements) = connection.open()?;
+                    let mut transaction = match client.transaction() {
                         Ok(transaction) => transaction,
                         // A failed BEGIN applied nothing: try once more, on a new
                         // connection if this one was found closed.
@@ -506,7 +509,10 @@ impl Database {
                     let work = work.take().ok_or_else(|| {
                         CenterError::Storage("a transaction's work ran twice".into())
                     })?;
-                    let out = work(&mut transaction)?;
+                    let out = work(&mut pg::PostgresExecutor {
+                        client: &mut transaction,
+                        statements,
+                    })?;
                     transaction.commit().map_err(storage_error)?;
                     return Ok(out);
                 }
@@ -523,7 +529,8 @@ impl Database {
                 .execute_batch(&sqlite_dialect(sql))
                 .map_err(storage_error),
             Database::Postgres(connection) => connection
-                .open_client()?
+                .open()?
+                .0
                 .batch_execute(sql)
                 .map_err(storage_error),
         }
@@ -563,20 +570,28 @@ impl Database {
             })?;
             count += 1;
         }
+        if let Database::Postgres(connection) = self {
+            connection.forget_statements();
+        }
         Ok(count)
     }
 }
 
 impl Executor for Database {
+    fn dialect(&self) -> Dialect {
+        match self {
+            Database::Sqlite { .. } => Dialect::Sqlite,
+            Database::Postgres(_) => Dialect::Postgres,
+        }
+    }
+
     /// A statement on its own. On PostgreSQL a connection found lost is opened again first;
     /// a write that fails because the connection dropped under it is not sent again (it may
     /// have been applied), the next call finds the connection closed and reconnects.
     fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, CenterError> {
         match self {
             Database::Sqlite { connection, .. } => SqliteExecutor(connection).execute(sql, params),
-            Database::Postgres(connection) => {
-                Executor::execute(connection.open_client()?, sql, params)
-            }
+            Database::Postgres(connection) => connection.executor()?.execute(sql, params),
         }
     }
 
@@ -585,14 +600,12 @@ impl Executor for Database {
     fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>, CenterError> {
         match self {
             Database::Sqlite { connection, .. } => SqliteExecutor(connection).query(sql, params),
-            Database::Postgres(connection) => {
-                match Executor::query(connection.open_client()?, sql, params) {
-                    Err(_) if connection.is_closed() && is_read_only(sql) => {
-                        Executor::query(connection.open_client()?, sql, params)
-                    }
-                    other => other,
+            Database::Postgres(connection) => match connection.executor()?.query(sql, params) {
+                Err(_) if connection.is_closed() && is_read_only(sql) => {
+                    connection.executor()?.query(sql, params)
                 }
-            }
+                other => other,
+            },
         }
     }
 }
