@@ -488,12 +488,25 @@ impl Database {
         &mut self,
         work: impl FnOnce(&mut dyn Executor) -> Result<T, CenterError>,
     ) -> Result<T, CenterError> {
+        self.transaction_if(|tx| work(tx).map(Some))?
+            .ok_or_else(|| CenterError::Storage("a transaction rolled back by itself".into()))
+    }
+
+    /// Runs `work` in one transaction that commits when it answers `Some` and rolls back,
+    /// changing nothing, when it answers `None` (or fails).
+    pub fn transaction_if<T>(
+        &mut self,
+        work: impl FnOnce(&mut dyn Executor) -> Result<Option<T>, CenterError>,
+    ) -> Result<Option<T>, CenterError> {
         match self {
             Database::Sqlite { connection, .. } => {
                 let transaction = connection.transaction().map_err(storage_error)?;
-                let out = work(&mut SqliteExecutor(&transaction))?;
+                let Some(out) = work(&mut SqliteExecutor(&transaction))? else {
+                    transaction.rollback().map_err(storage_error)?;
+                    return Ok(None);
+                };
                 transaction.commit().map_err(storage_error)?;
-                Ok(out)
+                Ok(Some(out))
             }
             Database::Postgres(connection) => {
                 let mut work = Some(work);
@@ -513,8 +526,12 @@ impl Database {
                         client: &mut transaction,
                         statements,
                     })?;
+                    let Some(out) = out else {
+                        transaction.rollback().map_err(storage_error)?;
+                        return Ok(None);
+                    };
                     transaction.commit().map_err(storage_error)?;
-                    return Ok(out);
+                    return Ok(Some(out));
                 }
                 Err(CenterError::Storage(
                     "the PostgreSQL connection was lost and could not be opened again".into(),

@@ -132,7 +132,7 @@ fn refuse(item: &UsageItem, reason: impl Into<String>) -> (u32, String) {
 impl Center {
     /// Verifies and stores a batch of usage items from one terminal, idempotently: an item
     /// already stored with the same content counts as a duplicate, one stored with other
-    /// content is refused. Signatures are checked before anything is stored.
+    /// content is refused. Nothing commits before every signature it stores has verified.
     pub fn ingest_usage(&mut self, upload: &UsageUpload) -> Result<UploadReceipt, CenterError> {
         if upload.items.len() > USAGE_BATCH_MAX {
             return Err(CenterError::Mismatch(format!(
@@ -173,30 +173,46 @@ impl Center {
             })
             .collect();
         let threads = std::thread::available_parallelism().map_or(1, usize::from);
-        let verified: Vec<&UsageItem> = if verify_batch(&batch, threads).is_ok() {
-            candidates.iter().map(|(item, _)| *item).collect()
-        } else {
-            // Some signature is bad: find which, one by one, strictly.
-            let mut good = Vec::with_capacity(candidates.len());
-            for (item, signed) in &candidates {
-                if signed
-                    .iter()
-                    .all(|(key, message, signature)| key.verify(message, signature).is_ok())
-                {
-                    good.push(*item);
-                } else {
-                    receipt
-                        .refused
-                        .push(refuse(item, "a signature does not verify"));
-                }
-            }
-            good
-        };
         let today = self.today().0;
         let terminal_id = upload.terminal_id;
-        let outcome = self
-            .db
-            .transaction(|tx| store::store_batch(tx, terminal_id, &verified, today))?;
+        let all: Vec<&UsageItem> = candidates.iter().map(|(item, _)| *item).collect();
+        // The batch is stored while its signatures are checked, in a transaction that
+        // commits only once every one of them verified: the database's part (round trips,
+        // index updates, the commit's flush) runs beside the verification instead of after
+        // it. Should any signature fail, the transaction rolls back: nothing of it was ever
+        // visible, and the items are stored again without the forged ones.
+        let db = &mut self.db;
+        let stored = std::thread::scope(|scope| {
+            let verification = scope.spawn(|| verify_batch(&batch, threads).is_ok());
+            db.transaction_if(|tx| {
+                let outcome = store::store_batch(tx, terminal_id, &all, today)?;
+                let verified = verification.join().map_err(|_| {
+                    CenterError::Storage("the signature verification stopped".into())
+                })?;
+                Ok(verified.then_some(outcome))
+            })
+        })?;
+        let outcome = match stored {
+            Some(outcome) => outcome,
+            None => {
+                // Some signature is bad: find which, one by one, strictly.
+                let mut good = Vec::with_capacity(candidates.len());
+                for (item, signed) in &candidates {
+                    if signed
+                        .iter()
+                        .all(|(key, message, signature)| key.verify(message, signature).is_ok())
+                    {
+                        good.push(*item);
+                    } else {
+                        receipt
+                            .refused
+                            .push(refuse(item, "a signature does not verify"));
+                    }
+                }
+                self.db
+                    .transaction(|tx| store::store_batch(tx, terminal_id, &good, today))?
+            }
+        };
         receipt.stored = outcome.stored;
         receipt.duplicates = outcome.duplicates;
         receipt.refused.extend(outcome.refused);

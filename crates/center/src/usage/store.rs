@@ -169,47 +169,63 @@ fn loads_named(
     Ok(loads)
 }
 
-/// How each state was consumed before this batch (see `loads::state_consumed_by_other`).
+/// How each state was consumed before this batch (see `loads::state_consumed_by_other`):
+/// one row per consumption, each kind read per card over the range of counters the batch
+/// touches (one index range scan per card, not one probe per state and kind).
 fn state_uses(
     tx: &mut dyn Executor,
     states: &[State],
 ) -> Result<HashMap<State, StateUse>, CenterError> {
-    let keys = state_keys(states);
     let mut uses: HashMap<State, StateUse> = states
         .iter()
         .map(|state| (*state, StateUse::default()))
         .collect();
-    let rows = query_set(
-        tx,
-        "SELECT set_keys.card_id, set_keys.card_counter,
-                CAST((SELECT COUNT(*) FROM usage_records u WHERE u.card_id = set_keys.card_id
-                      AND u.card_counter = set_keys.card_counter) AS BIGINT),
-                CAST((SELECT COUNT(*) FROM transfers t WHERE t.destination = set_keys.card_id
-                      AND t.destination_counter = set_keys.card_counter AND t.proof_status = 'received')
-                   + (SELECT COUNT(*) FROM transfers t WHERE t.source = set_keys.card_id
-                      AND t.source_counter = set_keys.card_counter) AS BIGINT)
-         FROM {keys}",
-        &keys,
-    )?;
-    for row in rows {
-        let state = (card_of(&row, 0)?, counter_of(&row, 1)?);
-        let entry = uses.entry(state).or_default();
-        entry.records = u64::try_from(row.int(2)?).map_err(|_| corrupt("count"))?;
-        entry.transfers = u64::try_from(row.int(3)?).map_err(|_| corrupt("count"))?;
+    let mut ranges: HashMap<CardId, (u32, u32)> = HashMap::new();
+    for (card, counter) in states {
+        let range = ranges.entry(*card).or_insert((*counter, *counter));
+        range.0 = range.0.min(*counter);
+        range.1 = range.1.max(*counter);
     }
+    let keys = SetKeys::new()
+        .bytes("card_id", ranges.keys().map(|card| card.0.to_vec()).collect())
+        .ints("low", ranges.values().map(|r| i64::from(r.0)).collect())
+        .ints("high", ranges.values().map(|r| i64::from(r.1)).collect());
     let rows = query_set(
         tx,
-        "SELECT loads.card_id, loads.card_counter, loads.load_number FROM loads
-         WHERE loads.status = 'committed' AND (loads.card_id, loads.card_counter) IN
-             (SELECT set_keys.card_id, set_keys.card_counter FROM {keys})",
+        "SELECT CAST(0 AS BIGINT), u.card_id, u.card_counter, CAST(0 AS BIGINT)
+         FROM {keys} JOIN usage_records u ON u.card_id = set_keys.card_id
+             AND u.card_counter BETWEEN set_keys.low AND set_keys.high
+         UNION ALL
+         SELECT CAST(1 AS BIGINT), t.destination, t.destination_counter, CAST(0 AS BIGINT)
+         FROM {keys} JOIN transfers t ON t.destination = set_keys.card_id
+             AND t.destination_counter BETWEEN set_keys.low AND set_keys.high
+             AND t.proof_status = 'received'
+         UNION ALL
+         SELECT CAST(1 AS BIGINT), t.source, t.source_counter, CAST(0 AS BIGINT)
+         FROM {keys} JOIN transfers t ON t.source = set_keys.card_id
+             AND t.source_counter BETWEEN set_keys.low AND set_keys.high
+         UNION ALL
+         SELECT CAST(2 AS BIGINT), l.card_id, l.card_counter, l.load_number
+         FROM {keys} JOIN loads l ON l.card_id = set_keys.card_id
+             AND l.card_counter BETWEEN set_keys.low AND set_keys.high
+             AND l.status = 'committed'",
         &keys,
     )?;
     for row in rows {
-        let state = (card_of(&row, 0)?, counter_of(&row, 1)?);
-        let number = u32::try_from(row.int(2)?).map_err(|_| corrupt("load number"))?;
-        let entry = uses.entry(state).or_default();
-        if !entry.committed_loads.contains(&number) {
-            entry.committed_loads.push(number);
+        let state = (card_of(&row, 1)?, counter_of(&row, 2)?);
+        // A counter inside a card's range that no item of the batch spent from.
+        let Some(entry) = uses.get_mut(&state) else {
+            continue;
+        };
+        match row.int(0)? {
+            0 => entry.records += 1,
+            1 => entry.transfers += 1,
+            _ => {
+                let number = u32::try_from(row.int(3)?).map_err(|_| corrupt("load number"))?;
+                if !entry.committed_loads.contains(&number) {
+                    entry.committed_loads.push(number);
+                }
+            }
         }
     }
     Ok(uses)
