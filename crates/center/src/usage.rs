@@ -124,6 +124,45 @@ fn lookup_failed(error: CenterError, what: &str) -> ItemError {
     }
 }
 
+/// Who must have signed an item besides the uploading terminal: the card, and the writer
+/// of the state it spent from.
+#[derive(Debug, Clone, Copy)]
+struct SignerKeys {
+    card: PublicKey,
+    writer: PublicKey,
+}
+
+/// The three signatures an item must carry, with their keys and messages: the card's SU
+/// over the state it spent from (so no terminal can invent a sale or frame a card), the
+/// uploading terminal's ST over the purchase, and the previous writer's signature over that
+/// state (a certified payment terminal, or the center for a load).
+type SignedSet = [(PublicKey, Vec<u8>, Signature); 3];
+
+fn signed_set(
+    terminal_id: DeviceId,
+    terminal_key: &PublicKey,
+    item: &UsageItem,
+    keys: &SignerKeys,
+) -> SignedSet {
+    [
+        (
+            keys.card,
+            item.card_signed_message(terminal_id),
+            item.card_signature,
+        ),
+        (
+            *terminal_key,
+            item.commit(terminal_id).signed_message(),
+            item.terminal_signature,
+        ),
+        (
+            keys.writer,
+            item.previous_usage.signed_message(&item.card_id),
+            item.previous_usage.signature,
+        ),
+    ]
+}
+
 /// Why one usage item was refused (the rest of the batch goes on).
 fn refuse(item: &UsageItem, reason: impl Into<String>) -> (u32, String) {
     (item.terminal_sequence, reason.into())
@@ -155,8 +194,8 @@ impl Center {
                 receipt.refused.push(refuse(item, refusal.to_string()));
                 continue;
             }
-            match self.check_item(upload.terminal_id, &terminal_key, item, &mut keys) {
-                Ok(signed) => candidates.push((item, signed)),
+            match self.check_item(item, &mut keys) {
+                Ok(signers) => candidates.push((item, signers)),
                 Err(ItemError::Refused(reason)) => receipt.refused.push(refuse(item, reason)),
                 // The center could not read its own records: the upload fails as a whole
                 // and the terminal sends it again. Answered as a refusal, the terminal
@@ -164,41 +203,56 @@ impl Center {
                 Err(ItemError::Center(error)) => return Err(error),
             }
         }
-        let batch: Vec<(PublicKey, &[u8], Signature)> = candidates
-            .iter()
-            .flat_map(|(_, signed)| {
-                signed
-                    .iter()
-                    .map(|(key, message, signature)| (*key, message.as_slice(), *signature))
-            })
-            .collect();
         let threads = std::thread::available_parallelism().map_or(1, usize::from);
         let today = self.today().0;
         let terminal_id = upload.terminal_id;
         let all: Vec<&UsageItem> = candidates.iter().map(|(item, _)| *item).collect();
         // The batch is stored while its signatures are checked, in a transaction that
         // commits only once every one of them verified: the database's part (round trips,
-        // index updates, the commit's flush) runs beside the verification instead of after
-        // it. Should any signature fail, the transaction rolls back: nothing of it was ever
-        // visible, and the items are stored again without the forged ones.
+        // index updates, the commit's flush) runs beside building the signed messages and
+        // verifying them instead of after. Should any signature fail, the transaction
+        // rolls back: nothing of it was ever visible, and the items are stored again
+        // without the forged ones.
         let db = &mut self.db;
-        let stored = std::thread::scope(|scope| {
-            let verification = scope.spawn(|| verify_batch(&batch, threads).is_ok());
-            db.transaction_if(|tx| {
+        let candidates = &candidates;
+        let terminal_key = &terminal_key;
+        let (stored, sets) = std::thread::scope(|scope| {
+            let verification = scope.spawn(move || {
+                let sets: Vec<SignedSet> = candidates
+                    .iter()
+                    .map(|(item, signers)| signed_set(terminal_id, terminal_key, item, signers))
+                    .collect();
+                let batch: Vec<(PublicKey, &[u8], Signature)> = sets
+                    .iter()
+                    .flat_map(|set| {
+                        set.iter()
+                            .map(|(key, message, signature)| (*key, message.as_slice(), *signature))
+                    })
+                    .collect();
+                let verified = verify_batch(&batch, threads).is_ok();
+                (verified, sets)
+            });
+            let mut sets = None;
+            let stored = db.transaction_if(|tx| {
                 let outcome = store::store_batch(tx, terminal_id, &all, today)?;
-                let verified = verification.join().map_err(|_| {
+                let (verified, built) = verification.join().map_err(|_| {
                     CenterError::Storage("the signature verification stopped".into())
                 })?;
+                sets = Some(built);
                 Ok(verified.then_some(outcome))
-            })
-        })?;
-        let outcome = match stored {
+            });
+            (stored, sets)
+        });
+        let outcome = match stored? {
             Some(outcome) => outcome,
             None => {
                 // Some signature is bad: find which, one by one, strictly.
+                let sets = sets.ok_or_else(|| {
+                    CenterError::Storage("the signature verification stopped".into())
+                })?;
                 let mut good = Vec::with_capacity(candidates.len());
-                for (item, signed) in &candidates {
-                    if signed
+                for ((item, _), set) in candidates.iter().zip(&sets) {
+                    if set
                         .iter()
                         .all(|(key, message, signature)| key.verify(message, signature).is_ok())
                     {
@@ -219,17 +273,13 @@ impl Center {
         receipt.clones_detected = outcome.clones;
         Ok(receipt)
     }
-    /// The consistency checks of one item, and the three signatures it must carry: the
-    /// card's SU over the state it spent from (so no terminal can invent a sale or frame a
-    /// card), the uploading terminal's ST over the purchase, and the previous writer's
-    /// signature over that state (a certified payment terminal, or the center for a load).
+    /// The consistency checks of one item, and the keys of the signatures it must carry
+    /// (see `signed_set`).
     fn check_item(
         &mut self,
-        terminal_id: DeviceId,
-        terminal_key: &PublicKey,
         item: &UsageItem,
         keys: &mut KeyCache,
-    ) -> Result<[(PublicKey, Vec<u8>, Signature); 3], ItemError> {
+    ) -> Result<SignerKeys, ItemError> {
         let expected_after = item
             .balance_before
             .checked_sub(item.amount)
@@ -263,26 +313,13 @@ impl Center {
                 }
             }
         };
-        let card_key = keys
+        let card = keys
             .card_key(&item.card_id)
             .map_err(|error| lookup_failed(error, ""))?;
-        Ok([
-            (
-                card_key,
-                item.card_signed_message(terminal_id),
-                item.card_signature,
-            ),
-            (
-                *terminal_key,
-                item.commit(terminal_id).signed_message(),
-                item.terminal_signature,
-            ),
-            (
-                writer_key,
-                previous.signed_message(&item.card_id),
-                previous.signature,
-            ),
-        ])
+        Ok(SignerKeys {
+            card,
+            writer: writer_key,
+        })
     }
 
     /// The key of the writer of a record of `kind` that was ever installed (a retired

@@ -187,7 +187,10 @@ fn state_uses(
         range.1 = range.1.max(*counter);
     }
     let keys = SetKeys::new()
-        .bytes("card_id", ranges.keys().map(|card| card.0.to_vec()).collect())
+        .bytes(
+            "card_id",
+            ranges.keys().map(|card| card.0.to_vec()).collect(),
+        )
         .ints("low", ranges.values().map(|r| i64::from(r.0)).collect())
         .ints("high", ranges.values().map(|r| i64::from(r.1)).collect());
     let rows = query_set(
