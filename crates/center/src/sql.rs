@@ -6,7 +6,9 @@
 use crate::CenterError;
 
 mod pg;
+mod set;
 pub use self::pg::{PostgresConnection, POSTGRES_CONNECT_TIMEOUT};
+pub use self::set::{execute_set, query_set, SetKeys};
 
 /// A value bound to a statement or read from a row.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,129 +128,32 @@ pub trait Executor {
             CenterError::Storage("a statement that returns one row returned none".into())
         })
     }
-}
 
-/// The keys of a set statement: named columns of equal length, one key per row. In the
-/// statement, `{keys}` stands for a table `set_keys` of these columns.
-///
-/// On PostgreSQL the columns go as arrays and `UNNEST` makes the table: one statement, one
-/// round trip, for the whole set. On SQLite (in process, where a statement costs no round
-/// trip and binds no arrays) the table is one row of parameters and the statement runs once
-/// per key, its results concatenated in key order.
-#[derive(Debug, Default)]
-pub struct SetKeys {
-    names: Vec<&'static str>,
-    columns: Vec<Value>,
-}
-
-impl SetKeys {
-    pub fn new() -> Self {
-        SetKeys::default()
-    }
-
-    pub fn ints(mut self, name: &'static str, values: Vec<i64>) -> Self {
-        self.names.push(name);
-        self.columns.push(Value::Ints(values));
-        self
-    }
-
-    pub fn bytes(mut self, name: &'static str, values: Vec<Vec<u8>>) -> Self {
-        self.names.push(name);
-        self.columns.push(Value::ByteStrings(values));
-        self
-    }
-
-    /// How many keys: the length of the shortest column (they are built equal).
-    pub fn len(&self) -> usize {
-        self.columns
-            .iter()
-            .map(|column| match column {
-                Value::Ints(values) => values.len(),
-                Value::ByteStrings(values) => values.len(),
-                _ => 0,
-            })
-            .min()
-            .unwrap_or(0)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    fn table(&self, dialect: Dialect) -> String {
-        let mut sources = Vec::with_capacity(self.names.len());
-        for (index, column) in self.columns.iter().enumerate() {
-            let number = index + 1;
-            sources.push(match (dialect, column) {
-                (Dialect::Postgres, Value::Ints(_)) => format!("${number}::BIGINT[]"),
-                (Dialect::Postgres, _) => format!("${number}::BYTEA[]"),
-                (Dialect::Sqlite, _) => format!("${number} AS {}", self.names[index]),
-            });
+    /// Runs a query once for each row of parameters, the results in that order. SQLite
+    /// prepares it once for all of them.
+    fn query_each(
+        &mut self,
+        sql: &str,
+        rows: &mut dyn Iterator<Item = Vec<Value>>,
+    ) -> Result<Vec<Row>, CenterError> {
+        let mut out = Vec::new();
+        for params in rows {
+            out.extend(self.query(sql, &params)?);
         }
-        match dialect {
-            Dialect::Postgres => format!(
-                "UNNEST({}) AS set_keys ({})",
-                sources.join(", "),
-                self.names.join(", ")
-            ),
-            Dialect::Sqlite => format!("(SELECT {}) AS set_keys", sources.join(", ")),
-        }
+        Ok(out)
     }
 
-    /// The parameters of key `index` (SQLite).
-    fn row(&self, index: usize) -> Vec<Value> {
-        self.columns
-            .iter()
-            .map(|column| match column {
-                Value::Ints(values) => values.get(index).map_or(Value::Null, |v| Value::Int(*v)),
-                Value::ByteStrings(values) => values
-                    .get(index)
-                    .map_or(Value::Null, |v| Value::Bytes(v.clone())),
-                _ => Value::Null,
-            })
-            .collect()
-    }
-}
-
-/// Runs a query over a set of keys (see `SetKeys`); no statement at all for an empty set.
-pub fn query_set(
-    tx: &mut dyn Executor,
-    sql: &str,
-    keys: &SetKeys,
-) -> Result<Vec<Row>, CenterError> {
-    if keys.is_empty() {
-        return Ok(Vec::new());
-    }
-    let dialect = tx.dialect();
-    let sql = sql.replace("{keys}", &keys.table(dialect));
-    match dialect {
-        Dialect::Postgres => tx.query(&sql, &keys.columns),
-        Dialect::Sqlite => {
-            let mut out = Vec::new();
-            for index in 0..keys.len() {
-                out.extend(tx.query(&sql, &keys.row(index))?);
-            }
-            Ok(out)
+    /// Runs a statement once for each row of parameters; the rows changed, summed.
+    fn execute_each(
+        &mut self,
+        sql: &str,
+        rows: &mut dyn Iterator<Item = Vec<Value>>,
+    ) -> Result<u64, CenterError> {
+        let mut changed = 0;
+        for params in rows {
+            changed += self.execute(sql, &params)?;
         }
-    }
-}
-
-/// Runs a statement over a set of keys (see `SetKeys`) and returns the rows it changed.
-pub fn execute_set(tx: &mut dyn Executor, sql: &str, keys: &SetKeys) -> Result<u64, CenterError> {
-    if keys.is_empty() {
-        return Ok(0);
-    }
-    let dialect = tx.dialect();
-    let sql = sql.replace("{keys}", &keys.table(dialect));
-    match dialect {
-        Dialect::Postgres => tx.execute(&sql, &keys.columns),
-        Dialect::Sqlite => {
-            let mut changed = 0;
-            for index in 0..keys.len() {
-                changed += tx.execute(&sql, &keys.row(index))?;
-            }
-            Ok(changed)
-        }
+        Ok(changed)
     }
 }
 
@@ -308,51 +213,84 @@ impl rusqlite::ToSql for Value {
 /// through a shared reference).
 struct SqliteExecutor<'a>(&'a rusqlite::Connection);
 
+fn sqlite_rows(
+    statement: &mut rusqlite::CachedStatement<'_>,
+    params: &[Value],
+) -> Result<Vec<Row>, CenterError> {
+    use rusqlite::types::ValueRef;
+    let columns = statement.column_count();
+    let mut rows = statement
+        .query(rusqlite::params_from_iter(params.iter()))
+        .map_err(storage_error)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(storage_error)? {
+        let mut values = Vec::with_capacity(columns);
+        for index in 0..columns {
+            values.push(match row.get_ref(index).map_err(storage_error)? {
+                ValueRef::Null => Value::Null,
+                ValueRef::Integer(value) => Value::Int(value),
+                ValueRef::Blob(value) => Value::Bytes(value.to_vec()),
+                ValueRef::Text(value) => Value::Text(String::from_utf8_lossy(value).into_owned()),
+                ValueRef::Real(_) => {
+                    return Err(CenterError::Storage("unexpected REAL column".into()))
+                }
+            });
+        }
+        out.push(Row(values));
+    }
+    Ok(out)
+}
+
+impl SqliteExecutor<'_> {
+    fn prepare(&self, sql: &str) -> Result<rusqlite::CachedStatement<'_>, CenterError> {
+        self.0
+            .prepare_cached(&sqlite_dialect(sql))
+            .map_err(storage_error)
+    }
+}
+
 impl Executor for SqliteExecutor<'_> {
     fn dialect(&self) -> Dialect {
         Dialect::Sqlite
     }
 
     fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, CenterError> {
-        let mut statement = self
-            .0
-            .prepare_cached(&sqlite_dialect(sql))
-            .map_err(storage_error)?;
-        statement
+        self.prepare(sql)?
             .execute(rusqlite::params_from_iter(params.iter()))
             .map(|changed| changed as u64)
             .map_err(storage_error)
     }
 
     fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>, CenterError> {
-        use rusqlite::types::ValueRef;
-        let mut statement = self
-            .0
-            .prepare_cached(&sqlite_dialect(sql))
-            .map_err(storage_error)?;
-        let columns = statement.column_count();
-        let mut rows = statement
-            .query(rusqlite::params_from_iter(params.iter()))
-            .map_err(storage_error)?;
+        sqlite_rows(&mut self.prepare(sql)?, params)
+    }
+
+    fn query_each(
+        &mut self,
+        sql: &str,
+        rows: &mut dyn Iterator<Item = Vec<Value>>,
+    ) -> Result<Vec<Row>, CenterError> {
+        let mut statement = self.prepare(sql)?;
         let mut out = Vec::new();
-        while let Some(row) = rows.next().map_err(storage_error)? {
-            let mut values = Vec::with_capacity(columns);
-            for index in 0..columns {
-                values.push(match row.get_ref(index).map_err(storage_error)? {
-                    ValueRef::Null => Value::Null,
-                    ValueRef::Integer(value) => Value::Int(value),
-                    ValueRef::Blob(value) => Value::Bytes(value.to_vec()),
-                    ValueRef::Text(value) => {
-                        Value::Text(String::from_utf8_lossy(value).into_owned())
-                    }
-                    ValueRef::Real(_) => {
-                        return Err(CenterError::Storage("unexpected REAL column".into()))
-                    }
-                });
-            }
-            out.push(Row(values));
+        for params in rows {
+            out.extend(sqlite_rows(&mut statement, &params)?);
         }
         Ok(out)
+    }
+
+    fn execute_each(
+        &mut self,
+        sql: &str,
+        rows: &mut dyn Iterator<Item = Vec<Value>>,
+    ) -> Result<u64, CenterError> {
+        let mut statement = self.prepare(sql)?;
+        let mut changed = 0;
+        for params in rows {
+            changed += statement
+                .execute(rusqlite::params_from_iter(params.iter()))
+                .map_err(storage_error)? as u64;
+        }
+        Ok(changed)
     }
 }
 
@@ -614,6 +552,30 @@ impl Executor for Database {
 
     /// A query on its own; a read-only one is asked once more on a new connection when the
     /// connection was lost under it.
+    fn query_each(
+        &mut self,
+        sql: &str,
+        rows: &mut dyn Iterator<Item = Vec<Value>>,
+    ) -> Result<Vec<Row>, CenterError> {
+        match self {
+            Database::Sqlite { connection, .. } => SqliteExecutor(connection).query_each(sql, rows),
+            Database::Postgres(connection) => connection.executor()?.query_each(sql, rows),
+        }
+    }
+
+    fn execute_each(
+        &mut self,
+        sql: &str,
+        rows: &mut dyn Iterator<Item = Vec<Value>>,
+    ) -> Result<u64, CenterError> {
+        match self {
+            Database::Sqlite { connection, .. } => {
+                SqliteExecutor(connection).execute_each(sql, rows)
+            }
+            Database::Postgres(connection) => connection.executor()?.execute_each(sql, rows),
+        }
+    }
+
     fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>, CenterError> {
         match self {
             Database::Sqlite { connection, .. } => SqliteExecutor(connection).query(sql, params),

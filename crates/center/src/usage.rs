@@ -13,7 +13,7 @@ use valuecard_core::messages::center::{
 };
 use valuecard_core::messages::purse::TransactionKind;
 
-use crate::sql::Executor;
+use crate::sql::{Dialect, Executor};
 use crate::Center;
 
 mod store;
@@ -234,12 +234,27 @@ impl Center {
             });
             let mut sets = None;
             let stored = db.transaction_if(|tx| {
+                let mut verification = Some(verification);
+                let mut verified = || match verification.take().map(|thread| thread.join()) {
+                    Some(Ok((verified, built))) => {
+                        sets = Some(built);
+                        Ok(verified)
+                    }
+                    _ => Err(CenterError::Storage(
+                        "the signature verification stopped".into(),
+                    )),
+                };
+                // SQLite works in this process: beside the verification it would only take
+                // cores from it, so it waits. PostgreSQL works in its own, and what the
+                // batch waits for there is mostly round trips and the server's writing.
+                if tx.dialect() == Dialect::Sqlite && !verified()? {
+                    return Ok(None);
+                }
                 let outcome = store::store_batch(tx, terminal_id, &all, today)?;
-                let (verified, built) = verification.join().map_err(|_| {
-                    CenterError::Storage("the signature verification stopped".into())
-                })?;
-                sets = Some(built);
-                Ok(verified.then_some(outcome))
+                if tx.dialect() == Dialect::Postgres && !verified()? {
+                    return Ok(None);
+                }
+                Ok(Some(outcome))
             });
             (stored, sets)
         });
