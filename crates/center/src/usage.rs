@@ -59,6 +59,8 @@ struct KeyCache {
     /// Each card's stored record (status, key, dispenser), read for the whole upload in
     /// one statement; a card the center does not know has none.
     cards: std::collections::HashMap<CardId, CardRecord>,
+    /// Card keys already decoded (decoding a point costs about as much as a hash).
+    card_keys: std::collections::HashMap<CardId, PublicKey>,
 }
 
 impl KeyCache {
@@ -92,13 +94,18 @@ impl KeyCache {
     }
 
     /// A card's certified key, with the answers of `Center::card_public_key`.
-    fn card_key(&self, card_id: &CardId) -> Result<PublicKey, CenterError> {
+    fn card_key(&mut self, card_id: &CardId) -> Result<PublicKey, CenterError> {
+        if let Some(key) = self.card_keys.get(card_id) {
+            return Ok(*key);
+        }
         let (status, key, dispenser) = self
             .cards
             .get(card_id)
             .ok_or(CenterError::UnknownCard(*card_id))?;
         DeviceId::from_slice(dispenser).map_err(|e| CenterError::Storage(e.to_string()))?;
-        crate::certified_card_key(card_id, status, key.clone())
+        let key = crate::certified_card_key(card_id, status, key.clone())?;
+        self.card_keys.insert(*card_id, key);
+        Ok(key)
     }
 }
 
