@@ -16,6 +16,7 @@ use valuecard_core::messages::purse::TransactionKind;
 use crate::sql::{Dialect, Executor};
 use crate::Center;
 
+mod reads;
 mod store;
 
 /// Migration: usage records and the lists (appended to `db::MIGRATIONS`).

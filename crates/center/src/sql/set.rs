@@ -114,4 +114,3 @@ pub fn execute_set(tx: &mut dyn Executor, sql: &str, keys: &SetKeys) -> Result<u
         Dialect::Sqlite => tx.execute_each(&sql, &mut (0..keys.len()).map(|i| keys.row(i))),
     }
 }
-
