@@ -114,3 +114,63 @@ pub fn execute_set(tx: &mut dyn Executor, sql: &str, keys: &SetKeys) -> Result<u
         Dialect::Sqlite => tx.execute_each(&sql, &mut (0..keys.len()).map(|i| keys.row(i))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn keys() -> SetKeys {
+        SetKeys::new()
+            .bytes("card_id", vec![vec![1; 8], vec![2; 8], vec![3; 8]])
+            .ints("card_counter", vec![10, 20, 30])
+    }
+
+    #[test]
+    fn the_key_table_is_unnest_on_postgres_and_one_row_on_sqlite() {
+        assert_eq!(
+            keys().table(Dialect::Postgres),
+            "UNNEST($1::BYTEA[], $2::BIGINT[]) AS set_keys (card_id, card_counter)"
+        );
+        assert_eq!(
+            keys().table(Dialect::Sqlite),
+            "(SELECT $1 AS card_id, $2 AS card_counter) AS set_keys"
+        );
+        assert_eq!(keys().len(), 3);
+        assert_eq!(
+            keys().row(1),
+            vec![Value::Bytes(vec![2; 8]), Value::Int(20)]
+        );
+    }
+
+    #[test]
+    fn a_set_statement_on_sqlite_answers_for_every_key_in_order() {
+        let mut db = super::super::Database::open_sqlite_in_memory().unwrap();
+        db.execute(
+            "CREATE TABLE t (card_id BYTEA NOT NULL, card_counter BIGINT NOT NULL)",
+            &[],
+        )
+        .unwrap();
+        let inserted = execute_set(
+            &mut db,
+            "INSERT INTO t (card_id, card_counter) SELECT card_id, card_counter FROM {keys}",
+            &keys(),
+        )
+        .unwrap();
+        assert_eq!(inserted, 3);
+        let rows = query_set(
+            &mut db,
+            "SELECT t.card_counter FROM t JOIN {keys} ON t.card_id = set_keys.card_id
+             WHERE t.card_counter = set_keys.card_counter",
+            &SetKeys::new()
+                .bytes("card_id", vec![vec![3; 8], vec![9; 8], vec![1; 8]])
+                .ints("card_counter", vec![30, 20, 10]),
+        )
+        .unwrap();
+        let counters: Vec<i64> = rows.iter().map(|row| row.int(0).unwrap()).collect();
+        assert_eq!(counters, vec![30, 10]);
+        assert!(query_set(&mut db, "SELECT 1 FROM {keys}", &SetKeys::new())
+            .unwrap()
+            .is_empty());
+    }
+}
