@@ -267,3 +267,41 @@ fn a_statement_prepared_in_a_rolled_back_transaction_still_runs() {
         .unwrap();
     assert_eq!(inside, 0);
 }
+
+#[test]
+fn a_failed_statement_leaves_the_connection_usable() {
+    let Some(mut database) = fresh_postgres() else {
+        return;
+    };
+    let sql = "SELECT CAST(COUNT(*) AS BIGINT) FROM usage_records WHERE card_counter = $1";
+    assert_eq!(
+        database
+            .query_one(sql, &[1u32.into()])
+            .unwrap()
+            .int(0)
+            .unwrap(),
+        0
+    );
+    // A statement that fails inside a transaction (the cache of prepared statements is
+    // forgotten then), and one that fails on its own.
+    let failed = database.transaction(|tx| {
+        tx.query_one(sql, &[2u32.into()])?;
+        tx.query_one("SELECT CAST(1 / $1 AS BIGINT)", &[0u32.into()])
+    });
+    assert!(matches!(failed, Err(CenterError::Storage(_))), "{failed:?}");
+    assert!(database
+        .query_one("SELECT CAST(1 / $1 AS BIGINT)", &[0u32.into()])
+        .is_err());
+    assert_eq!(
+        database
+            .query_one(sql, &[3u32.into()])
+            .unwrap()
+            .int(0)
+            .unwrap(),
+        0
+    );
+    let inside = database
+        .transaction(|tx| tx.query_one(sql, &[4u32.into()])?.int(0))
+        .unwrap();
+    assert_eq!(inside, 0);
+}

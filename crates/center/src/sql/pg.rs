@@ -128,6 +128,21 @@ pub(super) struct PostgresExecutor<'a, C: GenericClient> {
     pub(super) statements: &'a mut Statements,
 }
 
+impl<C: GenericClient> PostgresExecutor<'_, C> {
+    /// A failed statement empties the cache: should a table have changed under a prepared
+    /// statement (the server then refuses it), the next attempt prepares afresh instead of
+    /// failing the same way for as long as the connection lives.
+    fn forget_on_error<T>(
+        &mut self,
+        outcome: Result<T, postgres::Error>,
+    ) -> Result<T, CenterError> {
+        outcome.map_err(|error| {
+            self.statements.clear();
+            storage_error(error)
+        })
+    }
+}
+
 impl<C: GenericClient> Executor for PostgresExecutor<'_, C> {
     fn dialect(&self) -> Dialect {
         Dialect::Postgres
@@ -135,18 +150,14 @@ impl<C: GenericClient> Executor for PostgresExecutor<'_, C> {
 
     fn execute(&mut self, sql: &str, values: &[Value]) -> Result<u64, CenterError> {
         let statement = self.statements.get(self.client, sql)?;
-        self.client
-            .execute(&statement, &params(values))
-            .map_err(storage_error)
+        let changed = self.client.execute(&statement, &params(values));
+        self.forget_on_error(changed)
     }
 
     fn query(&mut self, sql: &str, values: &[Value]) -> Result<Vec<Row>, CenterError> {
         let statement = self.statements.get(self.client, sql)?;
-        rows(
-            self.client
-                .query(&statement, &params(values))
-                .map_err(storage_error)?,
-        )
+        let found = self.client.query(&statement, &params(values));
+        rows(self.forget_on_error(found)?)
     }
 }
 
