@@ -118,6 +118,22 @@ pub fn db_path(dir: &Path) -> PathBuf {
     dir.join("center.sqlite")
 }
 
+/// A card's certified key from its stored status and key (see `Center::card_public_key`).
+pub(crate) fn certified_card_key(
+    card_id: &CardId,
+    status: &str,
+    key: Option<Vec<u8>>,
+) -> Result<PublicKey, CenterError> {
+    if status == "assigned" {
+        return Err(CenterError::Mismatch(format!(
+            "card {card_id} is not issued yet"
+        )));
+    }
+    let key = key.ok_or(CenterError::UnknownCard(*card_id))?;
+    PublicKey::from_bytes(&key)
+        .map_err(|_| CenterError::Storage(format!("stored key of card {card_id} is invalid")))
+}
+
 impl Center {
     /// Creates a new center (Fig. 4A: the master key pair) in `dir`, on a SQLite database
     /// in `dir` or on `database` (PostgreSQL). Refuses to overwrite.
@@ -293,14 +309,7 @@ impl Center {
     /// A card's certified public key, for verifying what the card signed.
     pub fn card_public_key(&mut self, card_id: &CardId) -> Result<PublicKey, CenterError> {
         let (status, key, _) = self.card_record(card_id)?;
-        if status == "assigned" {
-            return Err(CenterError::Mismatch(format!(
-                "card {card_id} is not issued yet"
-            )));
-        }
-        let key = key.ok_or(CenterError::UnknownCard(*card_id))?;
-        PublicKey::from_bytes(&key)
-            .map_err(|_| CenterError::Storage(format!("stored key of card {card_id} is invalid")))
+        certified_card_key(card_id, &status, key)
     }
 
     /// Marks a card blocked at the center: no further loads are authorized.

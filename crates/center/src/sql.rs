@@ -5,6 +5,13 @@
 
 use crate::CenterError;
 
+mod pg;
+mod set;
+mod sqlite;
+pub use self::pg::{PostgresConnection, POSTGRES_CONNECT_TIMEOUT};
+pub use self::set::{execute_set, query_set, SetKeys};
+use self::sqlite::{sqlite_dialect, SqliteExecutor};
+
 /// A value bound to a statement or read from a row.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Value {
@@ -12,6 +19,17 @@ pub enum Value {
     Int(i64),
     Bytes(Vec<u8>),
     Text(String),
+    /// A column of integers for a set statement (`SetKeys`), PostgreSQL only.
+    Ints(Vec<i64>),
+    /// A column of byte strings for a set statement (`SetKeys`), PostgreSQL only.
+    ByteStrings(Vec<Vec<u8>>),
+}
+
+/// Which database a statement runs on, for the few statements that differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
 }
 
 impl From<i64> for Value {
@@ -99,6 +117,7 @@ impl Row {
 
 /// Runs statements: a connection in autocommit mode, or an open transaction.
 pub trait Executor {
+    fn dialect(&self) -> Dialect;
     fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, CenterError>;
     fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>, CenterError>;
 
@@ -110,6 +129,33 @@ pub trait Executor {
         self.query_optional(sql, params)?.ok_or_else(|| {
             CenterError::Storage("a statement that returns one row returned none".into())
         })
+    }
+
+    /// Runs a query once for each row of parameters, the results in that order. SQLite
+    /// prepares it once for all of them.
+    fn query_each(
+        &mut self,
+        sql: &str,
+        rows: &mut dyn Iterator<Item = Vec<Value>>,
+    ) -> Result<Vec<Row>, CenterError> {
+        let mut out = Vec::new();
+        for params in rows {
+            out.extend(self.query(sql, &params)?);
+        }
+        Ok(out)
+    }
+
+    /// Runs a statement once for each row of parameters; the rows changed, summed.
+    fn execute_each(
+        &mut self,
+        sql: &str,
+        rows: &mut dyn Iterator<Item = Vec<Value>>,
+    ) -> Result<u64, CenterError> {
+        let mut changed = 0;
+        for params in rows {
+            changed += self.execute(sql, &params)?;
+        }
+        Ok(changed)
     }
 }
 
@@ -133,174 +179,6 @@ fn describe(error: &dyn std::error::Error) -> String {
     text
 }
 
-/// `$1` placeholders to SQLite's numbered `?1`.
-fn sqlite_dialect(sql: &str) -> String {
-    let mut out = String::with_capacity(sql.len());
-    let mut chars = sql.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '$' && chars.peek().is_some_and(|next| next.is_ascii_digit()) {
-            out.push('?');
-        } else {
-            out.push(c);
-        }
-    }
-    out.replace("BYTEA", "BLOB")
-}
-
-impl rusqlite::ToSql for Value {
-    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
-        use rusqlite::types::{ToSqlOutput, ValueRef};
-        Ok(match self {
-            Value::Null => ToSqlOutput::Borrowed(ValueRef::Null),
-            Value::Int(value) => ToSqlOutput::Borrowed(ValueRef::Integer(*value)),
-            Value::Bytes(value) => ToSqlOutput::Borrowed(ValueRef::Blob(value)),
-            Value::Text(value) => ToSqlOutput::Borrowed(ValueRef::Text(value.as_bytes())),
-        })
-    }
-}
-
-/// Statements on a SQLite connection or inside one of its transactions (rusqlite runs both
-/// through a shared reference).
-struct SqliteExecutor<'a>(&'a rusqlite::Connection);
-
-impl Executor for SqliteExecutor<'_> {
-    fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, CenterError> {
-        let mut statement = self
-            .0
-            .prepare_cached(&sqlite_dialect(sql))
-            .map_err(storage_error)?;
-        statement
-            .execute(rusqlite::params_from_iter(params.iter()))
-            .map(|changed| changed as u64)
-            .map_err(storage_error)
-    }
-
-    fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>, CenterError> {
-        use rusqlite::types::ValueRef;
-        let mut statement = self
-            .0
-            .prepare_cached(&sqlite_dialect(sql))
-            .map_err(storage_error)?;
-        let columns = statement.column_count();
-        let mut rows = statement
-            .query(rusqlite::params_from_iter(params.iter()))
-            .map_err(storage_error)?;
-        let mut out = Vec::new();
-        while let Some(row) = rows.next().map_err(storage_error)? {
-            let mut values = Vec::with_capacity(columns);
-            for index in 0..columns {
-                values.push(match row.get_ref(index).map_err(storage_error)? {
-                    ValueRef::Null => Value::Null,
-                    ValueRef::Integer(value) => Value::Int(value),
-                    ValueRef::Blob(value) => Value::Bytes(value.to_vec()),
-                    ValueRef::Text(value) => {
-                        Value::Text(String::from_utf8_lossy(value).into_owned())
-                    }
-                    ValueRef::Real(_) => {
-                        return Err(CenterError::Storage("unexpected REAL column".into()))
-                    }
-                });
-            }
-            out.push(Row(values));
-        }
-        Ok(out)
-    }
-}
-
-impl postgres::types::ToSql for Value {
-    fn to_sql(
-        &self,
-        ty: &postgres::types::Type,
-        out: &mut postgres::types::private::BytesMut,
-    ) -> Result<postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
-        use postgres::types::Type;
-        match self {
-            Value::Null => Ok(postgres::types::IsNull::Yes),
-            Value::Int(value) => match *ty {
-                Type::INT2 => i16::try_from(*value)?.to_sql(ty, out),
-                Type::INT4 => i32::try_from(*value)?.to_sql(ty, out),
-                _ => value.to_sql(ty, out),
-            },
-            Value::Bytes(value) => value.to_sql(ty, out),
-            Value::Text(value) => value.to_sql(ty, out),
-        }
-    }
-
-    fn accepts(_: &postgres::types::Type) -> bool {
-        true
-    }
-
-    postgres::types::to_sql_checked!();
-}
-
-fn postgres_rows(rows: Vec<postgres::Row>) -> Result<Vec<Row>, CenterError> {
-    use postgres::types::Type;
-    let mut out = Vec::with_capacity(rows.len());
-    for row in rows {
-        let mut values = Vec::with_capacity(row.len());
-        for (index, column) in row.columns().iter().enumerate() {
-            let value = match *column.type_() {
-                Type::INT8 => row
-                    .try_get::<_, Option<i64>>(index)
-                    .map_err(storage_error)?
-                    .map(Value::Int),
-                Type::INT4 => row
-                    .try_get::<_, Option<i32>>(index)
-                    .map_err(storage_error)?
-                    .map(|v| Value::Int(v.into())),
-                Type::INT2 => row
-                    .try_get::<_, Option<i16>>(index)
-                    .map_err(storage_error)?
-                    .map(|v| Value::Int(v.into())),
-                Type::BYTEA => row
-                    .try_get::<_, Option<Vec<u8>>>(index)
-                    .map_err(storage_error)?
-                    .map(Value::Bytes),
-                Type::TEXT | Type::VARCHAR => row
-                    .try_get::<_, Option<String>>(index)
-                    .map_err(storage_error)?
-                    .map(Value::Text),
-                ref other => {
-                    return Err(CenterError::Storage(format!(
-                        "unexpected column type {other}"
-                    )))
-                }
-            };
-            values.push(value.unwrap_or(Value::Null));
-        }
-        out.push(Row(values));
-    }
-    Ok(out)
-}
-
-fn postgres_params(params: &[Value]) -> Vec<&(dyn postgres::types::ToSql + Sync)> {
-    params
-        .iter()
-        .map(|value| value as &(dyn postgres::types::ToSql + Sync))
-        .collect()
-}
-
-macro_rules! postgres_executor {
-    ($type:ty) => {
-        impl Executor for $type {
-            fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, CenterError> {
-                postgres::GenericClient::execute(self, sql, &postgres_params(params))
-                    .map_err(storage_error)
-            }
-
-            fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>, CenterError> {
-                postgres_rows(
-                    postgres::GenericClient::query(self, sql, &postgres_params(params))
-                        .map_err(storage_error)?,
-                )
-            }
-        }
-    };
-}
-
-postgres_executor!(postgres::Client);
-postgres_executor!(postgres::Transaction<'_>);
-
 /// Creates an empty file with mode 0600 unless it exists. SQLite would create it with the
 /// process's umask (usually world-readable), and the center's records (card keys, balances,
 /// who bought what where) are nobody else's business.
@@ -319,58 +197,6 @@ fn create_private(path: &std::path::Path) -> Result<(), CenterError> {
             "cannot create {}: {error}",
             path.display()
         ))),
-    }
-}
-
-/// How long a connection attempt to PostgreSQL may take unless the URL says otherwise: the
-/// service tries again while the database is away, and must not hang on each attempt.
-pub const POSTGRES_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
-
-/// A PostgreSQL connection that opens itself again after it was lost (a database restart,
-/// a terminated backend, a network cut), from the configuration it was first opened with.
-pub struct PostgresConnection {
-    client: postgres::Client,
-    config: postgres::Config,
-}
-
-impl core::fmt::Debug for PostgresConnection {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("PostgresConnection")
-            .field("closed", &self.client.is_closed())
-            .finish_non_exhaustive()
-    }
-}
-
-impl PostgresConnection {
-    fn connect(config: postgres::Config) -> Result<Self, CenterError> {
-        let client = config.connect(postgres::NoTls).map_err(|error| {
-            CenterError::Setup(format!(
-                "cannot connect to PostgreSQL: {}",
-                describe(&error)
-            ))
-        })?;
-        Ok(PostgresConnection { client, config })
-    }
-
-    /// A client that is open: a connection found closed is replaced first. While the
-    /// database is away this fails (after at most the connect timeout), and the next call
-    /// tries again.
-    fn open_client(&mut self) -> Result<&mut postgres::Client, CenterError> {
-        if self.client.is_closed() {
-            tracing::warn!("the PostgreSQL connection was lost; connecting again");
-            self.client = self.config.connect(postgres::NoTls).map_err(|error| {
-                CenterError::Storage(format!(
-                    "cannot reconnect to PostgreSQL: {}",
-                    describe(&error)
-                ))
-            })?;
-            tracing::info!("connected to PostgreSQL again");
-        }
-        Ok(&mut self.client)
-    }
-
-    fn is_closed(&self) -> bool {
-        self.client.is_closed()
     }
 }
 
@@ -485,18 +311,31 @@ impl Database {
         &mut self,
         work: impl FnOnce(&mut dyn Executor) -> Result<T, CenterError>,
     ) -> Result<T, CenterError> {
+        self.transaction_if(|tx| work(tx).map(Some))?
+            .ok_or_else(|| CenterError::Storage("a transaction rolled back by itself".into()))
+    }
+
+    /// Runs `work` in one transaction that commits when it answers `Some` and rolls back,
+    /// changing nothing, when it answers `None` (or fails).
+    pub fn transaction_if<T>(
+        &mut self,
+        work: impl FnOnce(&mut dyn Executor) -> Result<Option<T>, CenterError>,
+    ) -> Result<Option<T>, CenterError> {
         match self {
             Database::Sqlite { connection, .. } => {
                 let transaction = connection.transaction().map_err(storage_error)?;
-                let out = work(&mut SqliteExecutor(&transaction))?;
+                let Some(out) = work(&mut SqliteExecutor(&transaction))? else {
+                    transaction.rollback().map_err(storage_error)?;
+                    return Ok(None);
+                };
                 transaction.commit().map_err(storage_error)?;
-                Ok(out)
+                Ok(Some(out))
             }
             Database::Postgres(connection) => {
                 let mut work = Some(work);
                 for attempt in 0..2 {
-                    let begun = connection.open_client()?.transaction();
-                    let mut transaction = match begun {
+                    let (client, statements) = connection.open()?;
+                    let mut transaction = match client.transaction() {
                         Ok(transaction) => transaction,
                         // A failed BEGIN applied nothing: try once more, on a new
                         // connection if this one was found closed.
@@ -506,9 +345,16 @@ impl Database {
                     let work = work.take().ok_or_else(|| {
                         CenterError::Storage("a transaction's work ran twice".into())
                     })?;
-                    let out = work(&mut transaction)?;
+                    let out = work(&mut pg::PostgresExecutor {
+                        client: &mut transaction,
+                        statements,
+                    })?;
+                    let Some(out) = out else {
+                        transaction.rollback().map_err(storage_error)?;
+                        return Ok(None);
+                    };
                     transaction.commit().map_err(storage_error)?;
-                    return Ok(out);
+                    return Ok(Some(out));
                 }
                 Err(CenterError::Storage(
                     "the PostgreSQL connection was lost and could not be opened again".into(),
@@ -523,7 +369,8 @@ impl Database {
                 .execute_batch(&sqlite_dialect(sql))
                 .map_err(storage_error),
             Database::Postgres(connection) => connection
-                .open_client()?
+                .open()?
+                .0
                 .batch_execute(sql)
                 .map_err(storage_error),
         }
@@ -563,36 +410,66 @@ impl Database {
             })?;
             count += 1;
         }
+        if let Database::Postgres(connection) = self {
+            connection.forget_statements();
+        }
         Ok(count)
     }
 }
 
 impl Executor for Database {
+    fn dialect(&self) -> Dialect {
+        match self {
+            Database::Sqlite { .. } => Dialect::Sqlite,
+            Database::Postgres(_) => Dialect::Postgres,
+        }
+    }
+
     /// A statement on its own. On PostgreSQL a connection found lost is opened again first;
     /// a write that fails because the connection dropped under it is not sent again (it may
     /// have been applied), the next call finds the connection closed and reconnects.
     fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, CenterError> {
         match self {
             Database::Sqlite { connection, .. } => SqliteExecutor(connection).execute(sql, params),
-            Database::Postgres(connection) => {
-                Executor::execute(connection.open_client()?, sql, params)
-            }
+            Database::Postgres(connection) => connection.executor()?.execute(sql, params),
         }
     }
 
     /// A query on its own; a read-only one is asked once more on a new connection when the
     /// connection was lost under it.
+    fn query_each(
+        &mut self,
+        sql: &str,
+        rows: &mut dyn Iterator<Item = Vec<Value>>,
+    ) -> Result<Vec<Row>, CenterError> {
+        match self {
+            Database::Sqlite { connection, .. } => SqliteExecutor(connection).query_each(sql, rows),
+            Database::Postgres(connection) => connection.executor()?.query_each(sql, rows),
+        }
+    }
+
+    fn execute_each(
+        &mut self,
+        sql: &str,
+        rows: &mut dyn Iterator<Item = Vec<Value>>,
+    ) -> Result<u64, CenterError> {
+        match self {
+            Database::Sqlite { connection, .. } => {
+                SqliteExecutor(connection).execute_each(sql, rows)
+            }
+            Database::Postgres(connection) => connection.executor()?.execute_each(sql, rows),
+        }
+    }
+
     fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>, CenterError> {
         match self {
             Database::Sqlite { connection, .. } => SqliteExecutor(connection).query(sql, params),
-            Database::Postgres(connection) => {
-                match Executor::query(connection.open_client()?, sql, params) {
-                    Err(_) if connection.is_closed() && is_read_only(sql) => {
-                        Executor::query(connection.open_client()?, sql, params)
-                    }
-                    other => other,
+            Database::Postgres(connection) => match connection.executor()?.query(sql, params) {
+                Err(_) if connection.is_closed() && is_read_only(sql) => {
+                    connection.executor()?.query(sql, params)
                 }
-            }
+                other => other,
+            },
         }
     }
 }

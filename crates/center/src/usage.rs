@@ -12,10 +12,12 @@ use valuecard_core::messages::center::{
     CenterError, ListReason, UploadReceipt, UsageItem, UsageUpload, USAGE_BATCH_MAX,
 };
 use valuecard_core::messages::purse::TransactionKind;
-use valuecard_core::money::Amount;
 
-use crate::sql::{Executor, Value};
+use crate::sql::{Dialect, Executor};
 use crate::Center;
+
+mod reads;
+mod store;
 
 /// Migration: usage records and the lists (appended to `db::MIGRATIONS`).
 pub const MIGRATION: &str = r#"
@@ -47,12 +49,65 @@ pub const MIGRATION: &str = r#"
     INSERT INTO sequences (name, next) VALUES ('list', 1)
 "#;
 
+/// A card as stored: status, certified key, dispenser.
+type CardRecord = (String, Option<Vec<u8>>, Vec<u8>);
+
 /// Keys looked up once per batch.
 #[derive(Default)]
 struct KeyCache {
     /// By writer and record kind: the role a writer needs depends on the kind.
     writers: std::collections::HashMap<(DeviceId, TransactionKind), PublicKey>,
-    cards: std::collections::HashMap<CardId, PublicKey>,
+    /// Each card's stored record (status, key, dispenser), read for the whole upload in
+    /// one statement; a card the center does not know has none.
+    cards: std::collections::HashMap<CardId, CardRecord>,
+    /// Card keys already decoded (decoding a point costs about as much as a hash).
+    card_keys: std::collections::HashMap<CardId, PublicKey>,
+}
+
+impl KeyCache {
+    /// The card records of every card in `items`.
+    fn read_cards(
+        &mut self,
+        db: &mut crate::sql::Database,
+        items: &[UsageItem],
+    ) -> Result<(), CenterError> {
+        let mut seen = std::collections::HashSet::new();
+        let cards: Vec<Vec<u8>> = items
+            .iter()
+            .filter(|item| seen.insert(item.card_id))
+            .map(|item| item.card_id.0.to_vec())
+            .collect();
+        let rows = crate::sql::query_set(
+            db,
+            "SELECT cards.card_id, cards.status, cards.signing_key, cards.dispenser_id
+             FROM cards WHERE cards.card_id IN (SELECT set_keys.card_id FROM {keys})",
+            &crate::sql::SetKeys::new().bytes("card_id", cards),
+        )?;
+        for row in rows {
+            let card_id = CardId::from_slice(&row.bytes(0)?)
+                .map_err(|e| CenterError::Storage(e.to_string()))?;
+            self.cards.insert(
+                card_id,
+                (row.text(1)?, row.optional_bytes(2)?, row.bytes(3)?),
+            );
+        }
+        Ok(())
+    }
+
+    /// A card's certified key, with the answers of `Center::card_public_key`.
+    fn card_key(&mut self, card_id: &CardId) -> Result<PublicKey, CenterError> {
+        if let Some(key) = self.card_keys.get(card_id) {
+            return Ok(*key);
+        }
+        let (status, key, dispenser) = self
+            .cards
+            .get(card_id)
+            .ok_or(CenterError::UnknownCard(*card_id))?;
+        DeviceId::from_slice(dispenser).map_err(|e| CenterError::Storage(e.to_string()))?;
+        let key = crate::certified_card_key(card_id, status, key.clone())?;
+        self.card_keys.insert(*card_id, key);
+        Ok(key)
+    }
 }
 
 /// Why one usage item was not accepted: the item's own fault (refused, for good), or the
@@ -77,6 +132,45 @@ fn lookup_failed(error: CenterError, what: &str) -> ItemError {
     }
 }
 
+/// Who must have signed an item besides the uploading terminal: the card, and the writer
+/// of the state it spent from.
+#[derive(Debug, Clone, Copy)]
+struct SignerKeys {
+    card: PublicKey,
+    writer: PublicKey,
+}
+
+/// The three signatures an item must carry, with their keys and messages: the card's SU
+/// over the state it spent from (so no terminal can invent a sale or frame a card), the
+/// uploading terminal's ST over the purchase, and the previous writer's signature over that
+/// state (a certified payment terminal, or the center for a load).
+type SignedSet = [(PublicKey, Vec<u8>, Signature); 3];
+
+fn signed_set(
+    terminal_id: DeviceId,
+    terminal_key: &PublicKey,
+    item: &UsageItem,
+    keys: &SignerKeys,
+) -> SignedSet {
+    [
+        (
+            keys.card,
+            item.card_signed_message(terminal_id),
+            item.card_signature,
+        ),
+        (
+            *terminal_key,
+            item.commit(terminal_id).signed_message(),
+            item.terminal_signature,
+        ),
+        (
+            keys.writer,
+            item.previous_usage.signed_message(&item.card_id),
+            item.previous_usage.signature,
+        ),
+    ]
+}
+
 /// Why one usage item was refused (the rest of the batch goes on).
 fn refuse(item: &UsageItem, reason: impl Into<String>) -> (u32, String) {
     (item.terminal_sequence, reason.into())
@@ -85,7 +179,7 @@ fn refuse(item: &UsageItem, reason: impl Into<String>) -> (u32, String) {
 impl Center {
     /// Verifies and stores a batch of usage items from one terminal, idempotently: an item
     /// already stored with the same content counts as a duplicate, one stored with other
-    /// content is refused. Signatures are checked before anything is stored.
+    /// content is refused. Nothing commits before every signature it stores has verified.
     pub fn ingest_usage(&mut self, upload: &UsageUpload) -> Result<UploadReceipt, CenterError> {
         if upload.items.len() > USAGE_BATCH_MAX {
             return Err(CenterError::Mismatch(format!(
@@ -99,6 +193,7 @@ impl Center {
         let troubled = self.troubled_terminals()?;
         let mut receipt = UploadReceipt::default();
         let mut keys = KeyCache::default();
+        keys.read_cards(&mut self.db, &upload.items)?;
         // Cheap checks first, then every signature of the batch at once.
         let mut candidates = Vec::with_capacity(upload.items.len());
         for item in &upload.items {
@@ -107,8 +202,8 @@ impl Center {
                 receipt.refused.push(refuse(item, refusal.to_string()));
                 continue;
             }
-            match self.check_item(upload.terminal_id, &terminal_key, item, &mut keys) {
-                Ok(signed) => candidates.push((item, signed)),
+            match self.check_item(item, &mut keys) {
+                Ok(signers) => candidates.push((item, signers)),
                 Err(ItemError::Refused(reason)) => receipt.refused.push(refuse(item, reason)),
                 // The center could not read its own records: the upload fails as a whole
                 // and the terminal sends it again. Answered as a refusal, the terminal
@@ -116,90 +211,98 @@ impl Center {
                 Err(ItemError::Center(error)) => return Err(error),
             }
         }
-        let batch: Vec<(PublicKey, &[u8], Signature)> = candidates
-            .iter()
-            .flat_map(|(_, signed)| {
-                signed
-                    .iter()
-                    .map(|(key, message, signature)| (*key, message.as_slice(), *signature))
-            })
-            .collect();
         let threads = std::thread::available_parallelism().map_or(1, usize::from);
-        let verified: Vec<&UsageItem> = if verify_batch(&batch, threads).is_ok() {
-            candidates.iter().map(|(item, _)| *item).collect()
-        } else {
-            // Some signature is bad: find which, one by one, strictly.
-            let mut good = Vec::with_capacity(candidates.len());
-            for (item, signed) in &candidates {
-                if signed
-                    .iter()
-                    .all(|(key, message, signature)| key.verify(message, signature).is_ok())
-                {
-                    good.push(*item);
-                } else {
-                    receipt
-                        .refused
-                        .push(refuse(item, "a signature does not verify"));
-                }
-            }
-            good
-        };
         let today = self.today().0;
         let terminal_id = upload.terminal_id;
-        let outcome = self.db.transaction(|tx| {
-            let mut stored = 0;
-            let mut duplicates = 0;
-            let mut refused = Vec::new();
-            let mut clones = Vec::new();
-            let mut latest = std::collections::HashMap::new();
-            let mut facts = std::collections::HashMap::new();
-            for item in verified {
-                let card = card_facts(tx, &mut facts, &item.card_id)?;
-                match store_item(tx, terminal_id, item, card, &mut latest, today)? {
-                    Stored::New { clone } => {
-                        stored += 1;
-                        if clone && !clones.contains(&item.card_id) {
-                            clones.push(item.card_id);
-                        }
+        let all: Vec<&UsageItem> = candidates.iter().map(|(item, _)| *item).collect();
+        // The batch is stored while its signatures are checked, in a transaction that
+        // commits only once every one of them verified: the database's part (round trips,
+        // index updates, the commit's flush) runs beside building the signed messages and
+        // verifying them instead of after. Should any signature fail, the transaction
+        // rolls back: nothing of it was ever visible, and the items are stored again
+        // without the forged ones.
+        let db = &mut self.db;
+        let candidates = &candidates;
+        let terminal_key = &terminal_key;
+        let (stored, sets) = std::thread::scope(|scope| {
+            let verification = scope.spawn(move || {
+                let sets: Vec<SignedSet> = candidates
+                    .iter()
+                    .map(|(item, signers)| signed_set(terminal_id, terminal_key, item, signers))
+                    .collect();
+                let batch: Vec<(PublicKey, &[u8], Signature)> = sets
+                    .iter()
+                    .flat_map(|set| {
+                        set.iter()
+                            .map(|(key, message, signature)| (*key, message.as_slice(), *signature))
+                    })
+                    .collect();
+                let verified = verify_batch(&batch, threads).is_ok();
+                (verified, sets)
+            });
+            let mut sets = None;
+            let stored = db.transaction_if(|tx| {
+                let mut verification = Some(verification);
+                let mut verified = || match verification.take().map(|thread| thread.join()) {
+                    Some(Ok((verified, built))) => {
+                        sets = Some(built);
+                        Ok(verified)
                     }
-                    Stored::Duplicate => duplicates += 1,
-                    Stored::Conflict => refused.push(refuse(
-                        item,
-                        "an item with this sequence was stored with other content",
+                    _ => Err(CenterError::Storage(
+                        "the signature verification stopped".into(),
                     )),
+                };
+                // SQLite works in this process: beside the verification it would only take
+                // cores from it, so it waits. PostgreSQL works in its own, and what the
+                // batch waits for there is mostly round trips and the server's writing.
+                if tx.dialect() == Dialect::Sqlite && !verified()? {
+                    return Ok(None);
                 }
+                let outcome = store::store_batch(tx, terminal_id, &all, today)?;
+                if tx.dialect() == Dialect::Postgres && !verified()? {
+                    return Ok(None);
+                }
+                Ok(Some(outcome))
+            });
+            (stored, sets)
+        });
+        let outcome = match stored? {
+            Some(outcome) => outcome,
+            None => {
+                // Some signature is bad: find which, one by one, strictly.
+                let sets = sets.ok_or_else(|| {
+                    CenterError::Storage("the signature verification stopped".into())
+                })?;
+                let mut good = Vec::with_capacity(candidates.len());
+                for ((item, _), set) in candidates.iter().zip(&sets) {
+                    if set
+                        .iter()
+                        .all(|(key, message, signature)| key.verify(message, signature).is_ok())
+                    {
+                        good.push(*item);
+                    } else {
+                        receipt
+                            .refused
+                            .push(refuse(item, "a signature does not verify"));
+                    }
+                }
+                self.db
+                    .transaction(|tx| store::store_batch(tx, terminal_id, &good, today))?
             }
-            update_remaining_values(tx, &latest, today)?;
-            for card_id in &clones {
-                crate::loads::list_and_block(
-                    tx,
-                    card_id,
-                    ListReason::Cloned,
-                    crate::alerts::AlertKind::Cloned,
-                    "one card state was spent twice in the usage records",
-                    today,
-                )?;
-            }
-            Ok((stored, duplicates, refused, clones))
-        })?;
-        receipt.stored = outcome.0;
-        receipt.duplicates = outcome.1;
-        receipt.refused.extend(outcome.2);
-        receipt.clones_detected = outcome.3;
+        };
+        receipt.stored = outcome.stored;
+        receipt.duplicates = outcome.duplicates;
+        receipt.refused.extend(outcome.refused);
+        receipt.clones_detected = outcome.clones;
         Ok(receipt)
     }
-
-    /// The consistency checks of one item, and the three signatures it must carry: the
-    /// card's SU over the state it spent from (so no terminal can invent a sale or frame a
-    /// card), the uploading terminal's ST over the purchase, and the previous writer's
-    /// signature over that state (a certified payment terminal, or the center for a load).
+    /// The consistency checks of one item, and the keys of the signatures it must carry
+    /// (see `signed_set`).
     fn check_item(
         &mut self,
-        terminal_id: DeviceId,
-        terminal_key: &PublicKey,
         item: &UsageItem,
         keys: &mut KeyCache,
-    ) -> Result<[(PublicKey, Vec<u8>, Signature); 3], ItemError> {
+    ) -> Result<SignerKeys, ItemError> {
         let expected_after = item
             .balance_before
             .checked_sub(item.amount)
@@ -233,33 +336,13 @@ impl Center {
                 }
             }
         };
-        let card_key = match keys.cards.get(&item.card_id) {
-            Some(key) => *key,
-            None => {
-                let key = self
-                    .card_public_key(&item.card_id)
-                    .map_err(|error| lookup_failed(error, ""))?;
-                keys.cards.insert(item.card_id, key);
-                key
-            }
-        };
-        Ok([
-            (
-                card_key,
-                item.card_signed_message(terminal_id),
-                item.card_signature,
-            ),
-            (
-                *terminal_key,
-                item.commit(terminal_id).signed_message(),
-                item.terminal_signature,
-            ),
-            (
-                writer_key,
-                previous.signed_message(&item.card_id),
-                previous.signature,
-            ),
-        ])
+        let card = keys
+            .card_key(&item.card_id)
+            .map_err(|error| lookup_failed(error, ""))?;
+        Ok(SignerKeys {
+            card,
+            writer: writer_key,
+        })
     }
 
     /// The key of the writer of a record of `kind` that was ever installed (a retired
@@ -335,167 +418,6 @@ impl Center {
         )?;
         Ok((row.int(0)? as u64, row.int(1)? as u64))
     }
-}
-
-enum Stored {
-    New { clone: bool },
-    Duplicate,
-    Conflict,
-}
-
-/// What ingestion needs to know about a card beyond its records, looked up once per batch:
-/// whether a load of it is pending (only then can a purchase settle one), and whether it
-/// was reported destroyed (and restored).
-#[derive(Debug, Clone, Copy)]
-struct CardFacts {
-    loads_pending: bool,
-    reported: bool,
-    restored: bool,
-}
-
-fn card_facts(
-    tx: &mut dyn Executor,
-    facts: &mut std::collections::HashMap<CardId, CardFacts>,
-    card_id: &CardId,
-) -> Result<CardFacts, CenterError> {
-    if let Some(known) = facts.get(card_id) {
-        return Ok(*known);
-    }
-    let row = tx.query_one(
-        "SELECT CAST((SELECT COUNT(*) FROM loads WHERE card_id = $1 AND status = 'pending') AS BIGINT),
-                CAST((SELECT COUNT(*) FROM restore_requests WHERE card_id = $1) AS BIGINT),
-                CAST((SELECT COUNT(*) FROM card_restorations WHERE card_id = $1) AS BIGINT)",
-        &[card_id.0[..].into()],
-    )?;
-    let known = CardFacts {
-        loads_pending: row.int(0)? > 0,
-        reported: row.int(1)? > 0,
-        restored: row.int(2)? > 0,
-    };
-    facts.insert(*card_id, known);
-    Ok(known)
-}
-
-fn store_item(
-    tx: &mut dyn Executor,
-    terminal_id: DeviceId,
-    item: &UsageItem,
-    card: CardFacts,
-    latest: &mut std::collections::HashMap<CardId, (u32, Amount)>,
-    today: u32,
-) -> Result<Stored, CenterError> {
-    let digest = item.usage_management_digest();
-    // Seen twice: the same card state already spent by another purchase, or by a committed
-    // load. Asked before the insert, so the record does not find itself.
-    let spent = crate::loads::state_consumed_by_other(tx, &item.card_id, item.card_counter, None)?;
-    let inserted = tx.execute(
-        "INSERT INTO usage_records (terminal_id, terminal_sequence, card_id, card_counter, amount_minor,
-             balance_after_minor, usage_digest, purchase_date, terminal_signature, previous_writer, card_signature)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-         ON CONFLICT (terminal_id, terminal_sequence) DO NOTHING",
-        &[
-            terminal_id.0[..].into(),
-            item.terminal_sequence.into(),
-            item.card_id.0[..].into(),
-            item.card_counter.into(),
-            Value::Int(item.amount.minor() as i64),
-            Value::Int(item.balance_after.minor() as i64),
-            digest[..].into(),
-            item.date.0.into(),
-            item.terminal_signature.0[..].into(),
-            item.previous_usage.writer.0[..].into(),
-            item.card_signature.0[..].into(),
-        ],
-    )?;
-    if inserted == 0 {
-        // This terminal already sent this sequence: a retry, or different content under it.
-        let existing = tx.query_one(
-            "SELECT card_id, card_counter, amount_minor, usage_digest FROM usage_records
-             WHERE terminal_id = $1 AND terminal_sequence = $2",
-            &[terminal_id.0[..].into(), item.terminal_sequence.into()],
-        )?;
-        let same = existing.bytes(0)? == item.card_id.0
-            && existing.int(1)? == i64::from(item.card_counter)
-            && existing.int(2)? == item.amount.minor() as i64
-            && existing.bytes(3)? == digest;
-        return Ok(if same {
-            Stored::Duplicate
-        } else {
-            Stored::Conflict
-        });
-    }
-    let mut clone = spent;
-    // This purchase spent state `card_counter` on some copy of the card: a load still pending
-    // there can never apply to that copy (if another copy holds it, that shows when it
-    // surfaces, as a state consumed twice).
-    if card.loads_pending {
-        crate::loads::cancel_pending_at(tx, &item.card_id, item.card_counter)?;
-    }
-    // The state it spent from was written by a load: that load reached the card.
-    if item.previous_usage.kind == TransactionKind::Load {
-        if let Some(load) = crate::loads::load_by_number(tx, item.previous_usage.writer_sequence)? {
-            if load.card_id == item.card_id && load.is_record(&item.previous_usage) {
-                clone |= crate::loads::commit_load(tx, &load, today)?;
-            }
-        }
-    }
-    if card.reported {
-        flag_reported_card(tx, item, card.restored, today)?;
-    }
-    let counter_after = item.card_counter.saturating_add(1);
-    let newest = latest
-        .entry(item.card_id)
-        .or_insert((counter_after, item.balance_after));
-    if counter_after > newest.0 {
-        *newest = (counter_after, item.balance_after);
-    }
-    Ok(Stored::New { clone })
-}
-
-/// A purchase by a card reported destroyed: before its value went to a replacement it is
-/// netted (the remaining value moves down with it); after, the amount is a loss to report.
-fn flag_reported_card(
-    tx: &mut dyn Executor,
-    item: &UsageItem,
-    restored: bool,
-    today: u32,
-) -> Result<(), CenterError> {
-    let (kind, detail) = if restored {
-        (
-            crate::alerts::AlertKind::SpentAfterRestore,
-            format!(
-                "spent {} at counter {} after its value went to a replacement card",
-                item.amount, item.card_counter
-            ),
-        )
-    } else {
-        (
-            crate::alerts::AlertKind::SpentAfterReport,
-            format!(
-                "spent {} at counter {} after it was reported destroyed (netted before restore)",
-                item.amount, item.card_counter
-            ),
-        )
-    };
-    crate::alerts::raise(tx, &item.card_id.0, kind, &detail, today)
-}
-
-/// The remaining-value records of a batch, one statement per card: each moves forward only.
-fn update_remaining_values(
-    tx: &mut dyn Executor,
-    latest: &std::collections::HashMap<CardId, (u32, Amount)>,
-    today: u32,
-) -> Result<(), CenterError> {
-    for (card_id, (counter, balance)) in latest {
-        tx.execute(
-            "INSERT INTO remaining_values (card_id, balance_minor, card_counter, updated_on) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (card_id) DO UPDATE SET balance_minor = excluded.balance_minor,
-                 card_counter = excluded.card_counter, updated_on = excluded.updated_on
-             WHERE excluded.card_counter > remaining_values.card_counter",
-            &[card_id.0[..].into(), Value::Int(balance.minor() as i64), (*counter).into(), today.into()],
-        )?;
-    }
-    Ok(())
 }
 
 /// Adds a card to the list (once; a later reason does not replace the first).

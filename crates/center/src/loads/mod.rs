@@ -47,7 +47,7 @@ pub(crate) struct StoredLoad {
     pub settlement_challenge: Option<Challenge>,
 }
 
-const LOAD_COLUMNS: &str =
+pub(crate) const LOAD_COLUMNS: &str =
     "card_id, load_number, card_counter, challenge_card, challenge_dispenser, dispenser_id,
      amount_minor, balance_after_minor, status, authorized_on, signature, settlement_challenge";
 
@@ -63,7 +63,7 @@ fn amount_from(value: i64) -> Result<Amount, CenterError> {
 }
 
 impl StoredLoad {
-    fn from_row(row: &Row) -> Result<Self, CenterError> {
+    pub(crate) fn from_row(row: &Row) -> Result<Self, CenterError> {
         let array16 = |bytes: Vec<u8>| -> Result<Challenge, CenterError> {
             bytes
                 .as_slice()
