@@ -27,9 +27,9 @@ pub struct PurchaseArgs {
 }
 
 /// Counts command/response pairs.
-struct CountingReader<R> {
-    inner: R,
-    pairs: u64,
+pub(crate) struct CountingReader<R> {
+    pub(crate) inner: R,
+    pub(crate) pairs: u64,
 }
 
 impl<R: CardReader> CardReader for CountingReader<R> {

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use rand_core::{OsRng, RngCore, SeedableRng};
 use valuecard_card::eeprom::MemoryEeprom;
 use valuecard_card::image::EEPROM_SIZE;
-use valuecard_center::sql::Database;
 use valuecard_center::Center;
 use valuecard_core::crypto::{verify_batch, PublicKey, Signature};
 use valuecard_core::ids::DeviceId;
@@ -144,25 +143,12 @@ pub fn ingest(args: IngestArgs) -> Result<ExitCode, String> {
     let mut rng = WorldRng::seed_from_u64(OsRng.next_u64());
     let (database, cleanup) = match &args.database {
         Some(url) => {
-            let schema = format!("valuecard_bench_{:016x}", OsRng.next_u64());
-            let mut admin = postgres::Client::connect(url, postgres::NoTls)
-                .map_err(|e| format!("PostgreSQL: {e}"))?;
-            admin
-                .batch_execute(&format!("CREATE SCHEMA {schema}"))
-                .map_err(error)?;
-            let scoped = format!("{url} options='-c search_path={schema}'");
-            (
-                Some(Database::connect_postgres(&scoped).map_err(error)?),
-                Some((admin, schema)),
-            )
+            let (database, scratch) = crate::bench_db::scratch_postgres(url)?;
+            (Some(database), Some(scratch))
         }
         None => (None, None),
     };
-    let kind = if database.is_some() {
-        "PostgreSQL"
-    } else {
-        "SQLite (WAL, synchronous=FULL)"
-    };
+    let kind = crate::bench_db::store_name(database.is_some());
     let storage = match database {
         Some(database) => Storage::on(database),
         None => Storage::Directory(dir.path().to_path_buf()),
@@ -211,10 +197,9 @@ pub fn ingest(args: IngestArgs) -> Result<ExitCode, String> {
     if stored != records as u64 {
         return Err(format!("stored {stored} of {records} records"));
     }
-    if let Some((mut admin, schema)) = cleanup {
-        drop(world);
-        let _ = admin.batch_execute(&format!("DROP SCHEMA {schema} CASCADE"));
-    }
+    // The center's connection closes before its schema is dropped.
+    drop(world);
+    drop(cleanup);
     let per_second = records as f64 / ingest_time.as_secs_f64();
     let floor_per_second = records as f64 / floor_time.as_secs_f64();
     let ratio = floor_time.as_secs_f64() / ingest_time.as_secs_f64();

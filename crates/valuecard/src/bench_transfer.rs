@@ -19,7 +19,7 @@ use valuecard_core::messages::transfer::{
 };
 use valuecard_core::money::Amount;
 use valuecard_core::time::{Clock, Date, SystemClock};
-use valuecard_reader::{CardReader, InProcessReader, ReaderError};
+use valuecard_reader::InProcessReader;
 use valuecard_sim::{read_purse, Storage, World};
 
 /// The command pairs a transfer may take after the two SELECTs (docs/protocols.md: INITIALIZE
@@ -48,22 +48,7 @@ pub struct TransferArgs {
     min_ratio: f64,
 }
 
-/// Counts command/response pairs.
-struct CountingReader<R> {
-    inner: R,
-    pairs: u64,
-}
-
-impl<R: CardReader> CardReader for CountingReader<R> {
-    fn transmit_raw(&mut self, apdu: &[u8]) -> Result<Vec<u8>, ReaderError> {
-        self.pairs += 1;
-        self.inner.transmit_raw(apdu)
-    }
-
-    fn name(&self) -> String {
-        self.inner.name()
-    }
-}
+use crate::bench::CountingReader;
 
 type Reader = CountingReader<InProcessReader<MemoryEeprom, rand_chacha::ChaCha20Rng>>;
 

@@ -8,6 +8,7 @@ mod output;
 
 mod attach;
 mod bench;
+mod bench_db;
 mod bench_http;
 mod bench_ingest;
 mod bench_pcsc;

@@ -5,11 +5,10 @@
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use rand_core::{OsRng, RngCore, SeedableRng};
+use rand_core::SeedableRng;
 use valuecard_card::eeprom::MemoryEeprom;
 use valuecard_card::image::EEPROM_SIZE;
 use valuecard_card::Card;
-use valuecard_center::sql::Database;
 use valuecard_center::Center;
 use valuecard_center_http::client::USAGE_ITEMS_PER_REQUEST;
 use valuecard_core::cert::Role;
@@ -48,20 +47,10 @@ pub(super) struct Pool {
 pub(super) struct Setup {
     pub(super) center: Arc<Mutex<Center>>,
     pub(super) terminals: Vec<BenchTerminal>,
-    /// PostgreSQL: the administrative connection and the schema to drop.
-    cleanup: Option<(postgres::Client, String)>,
+    /// PostgreSQL: the scratch schema, dropped after the center (fields drop in order).
+    _scratch: Option<crate::bench_db::ScratchSchema>,
     /// Which database, for the report.
     pub(super) store: &'static str,
-}
-
-/// Drops the PostgreSQL schema, on an error too (the SQLite file goes with the temporary
-/// directory). The center's connection is idle by then: the service has stopped.
-impl Drop for Setup {
-    fn drop(&mut self) {
-        if let Some((mut admin, schema)) = self.cleanup.take() {
-            let _ = admin.batch_execute(&format!("DROP SCHEMA {schema} CASCADE"));
-        }
-    }
 }
 
 fn clock() -> Box<dyn Clock> {
@@ -78,25 +67,12 @@ pub(super) fn set_up(
 ) -> Result<(Setup, Dispenser<SoftwareSam, WorldRng>), String> {
     let (db, cleanup) = match database {
         Some(url) => {
-            let schema = format!("valuecard_bench_{:016x}", OsRng.next_u64());
-            let mut admin = postgres::Client::connect(url, postgres::NoTls)
-                .map_err(|e| format!("PostgreSQL: {e}"))?;
-            admin
-                .batch_execute(&format!("CREATE SCHEMA {schema}"))
-                .map_err(error)?;
-            let scoped = format!("{url} options='-c search_path={schema}'");
-            (
-                Some(Database::connect_postgres(&scoped).map_err(error)?),
-                Some((admin, schema)),
-            )
+            let (database, scratch) = crate::bench_db::scratch_postgres(url)?;
+            (Some(database), Some(scratch))
         }
         None => (None, None),
     };
-    let store = if db.is_some() {
-        "PostgreSQL"
-    } else {
-        "SQLite (WAL, synchronous=FULL)"
-    };
+    let store = crate::bench_db::store_name(db.is_some());
     let mut center = Center::init(&dir.join("center"), db, clock(), rng).map_err(error)?;
     let dispenser_sam = install_sam(&mut center, Role::Dispenser, clock(), rng).map_err(error)?;
     let dispenser = Dispenser::new(
@@ -118,7 +94,7 @@ pub(super) fn set_up(
         Setup {
             center: Arc::new(Mutex::new(center)),
             terminals: installed,
-            cleanup,
+            _scratch: cleanup,
             store,
         },
         dispenser,

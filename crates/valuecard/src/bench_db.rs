@@ -1,0 +1,44 @@
+//! The benchmarks' scratch PostgreSQL schema: a run on `--database URL` gets a schema of its
+//! own on that server, dropped when the run ends (on an error too), so a benchmark never
+//! touches an operator's center.
+
+use rand_core::{OsRng, RngCore};
+use valuecard_center::sql::Database;
+
+/// A fresh schema and the administrative connection that drops it.
+pub(crate) struct ScratchSchema {
+    admin: postgres::Client,
+    name: String,
+}
+
+impl Drop for ScratchSchema {
+    fn drop(&mut self) {
+        let _ = self
+            .admin
+            .batch_execute(&format!("DROP SCHEMA {} CASCADE", self.name));
+    }
+}
+
+/// A connection to a fresh schema of the server at `url`, and the schema (dropped with it:
+/// drop the center's connection first).
+pub(crate) fn scratch_postgres(url: &str) -> Result<(Database, ScratchSchema), String> {
+    let name = format!("valuecard_bench_{:016x}", OsRng.next_u64());
+    let mut admin =
+        postgres::Client::connect(url, postgres::NoTls).map_err(|e| format!("PostgreSQL: {e}"))?;
+    admin
+        .batch_execute(&format!("CREATE SCHEMA {name}"))
+        .map_err(|e| e.to_string())?;
+    let scratch = ScratchSchema { admin, name };
+    let scoped = format!("{url} options='-c search_path={}'", scratch.name);
+    let database = Database::connect_postgres(&scoped).map_err(|e| e.to_string())?;
+    Ok((database, scratch))
+}
+
+/// The store's name in a benchmark's report.
+pub(crate) fn store_name(postgres: bool) -> &'static str {
+    if postgres {
+        "PostgreSQL"
+    } else {
+        "SQLite (WAL, synchronous=FULL)"
+    }
+}
