@@ -293,8 +293,12 @@ impl Center {
             }
         }
         let today = self.today().0;
-        self.db.transaction(|tx| {
-            for record in verified {
+        // The transaction may run again after a conflict (PostgreSQL): each run counts
+        // from the refusals found before it, never on top of a run that rolled back.
+        let checked = receipt;
+        let receipt = self.db.transaction(|tx| {
+            let mut receipt = checked.clone();
+            for &record in &verified {
                 let key = [
                     record.terminal_id.0[..].into(),
                     record.terminal_sequence.into(),
@@ -337,7 +341,7 @@ impl Center {
                 )?;
                 receipt.stored += 1;
             }
-            Ok(())
+            Ok(receipt)
         })?;
         Ok(receipt)
     }

@@ -219,6 +219,25 @@ impl core::fmt::Debug for Database {
     }
 }
 
+/// How many times a PostgreSQL transaction runs before a serialization conflict is given up
+/// as an error: under contention each retry usually wins, and a bound keeps a pathological
+/// hot row from holding a request forever.
+pub const CONFLICT_ATTEMPTS: u32 = 12;
+
+/// The pause before the next attempt after `conflicts` conflicts: exponential from 1 ms, at
+/// most 128 ms, jittered uniformly over its whole span so that processes that collided do
+/// not collide again in step.
+fn conflict_pause(conflicts: u32) -> std::time::Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let span_micros = 1000u64 << conflicts.saturating_sub(1).min(7);
+    // A randomly keyed hasher is the standard library's source of randomness; jitter
+    // needs no more than that.
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    std::time::Duration::from_micros(span_micros / 2 + random % span_micros)
+}
+
 /// Whether a statement only reads, so that running it a second time on a new connection
 /// cannot apply anything twice.
 fn is_read_only(sql: &str) -> bool {
@@ -304,12 +323,12 @@ impl Database {
         matches!(self, Database::Postgres(_))
     }
 
-    /// Runs `work` in one transaction: all of it commits, or none of it. On PostgreSQL a
-    /// connection found lost when the transaction begins (nothing sent yet but BEGIN) is
-    /// opened again and the transaction begun once more.
+    /// Runs `work` in one transaction: all of it commits, or none of it. On PostgreSQL the
+    /// transaction is SERIALIZABLE and `work` may run more than once (see `transaction_if`):
+    /// it must change nothing outside the database before it returns.
     pub fn transaction<T>(
         &mut self,
-        work: impl FnOnce(&mut dyn Executor) -> Result<T, CenterError>,
+        mut work: impl FnMut(&mut dyn Executor) -> Result<T, CenterError>,
     ) -> Result<T, CenterError> {
         self.transaction_if(|tx| work(tx).map(Some))?
             .ok_or_else(|| CenterError::Storage("a transaction rolled back by itself".into()))
@@ -317,13 +336,26 @@ impl Database {
 
     /// Runs `work` in one transaction that commits when it answers `Some` and rolls back,
     /// changing nothing, when it answers `None` (or fails).
+    ///
+    /// SQLite: the transaction begins IMMEDIATE, taking the write lock before its first
+    /// read, so a read-then-write cannot interleave with another connection's.
+    ///
+    /// PostgreSQL: several center processes may share the database, so the transaction is
+    /// SERIALIZABLE: whatever `work` read and wrote behaves as if no other transaction ran
+    /// beside it. The server guarantees that by refusing one of two conflicting
+    /// transactions (SQLSTATE 40001, or 40P01 for a deadlock); the refused one is rolled back
+    /// and `work` runs again from the start, up to [`CONFLICT_ATTEMPTS`] times with a jittered
+    /// pause. A connection found lost when the transaction begins (nothing sent yet but
+    /// BEGIN) is opened again and the transaction begun once more.
     pub fn transaction_if<T>(
         &mut self,
-        work: impl FnOnce(&mut dyn Executor) -> Result<Option<T>, CenterError>,
+        mut work: impl FnMut(&mut dyn Executor) -> Result<Option<T>, CenterError>,
     ) -> Result<Option<T>, CenterError> {
         match self {
             Database::Sqlite { connection, .. } => {
-                let transaction = connection.transaction().map_err(storage_error)?;
+                let transaction = connection
+                    .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                    .map_err(storage_error)?;
                 let Some(out) = work(&mut SqliteExecutor(&transaction))? else {
                     transaction.rollback().map_err(storage_error)?;
                     return Ok(None);
@@ -332,33 +364,63 @@ impl Database {
                 Ok(Some(out))
             }
             Database::Postgres(connection) => {
-                let mut work = Some(work);
-                for attempt in 0..2 {
+                let mut begin_failures = 0;
+                let mut conflicts = 0;
+                loop {
                     let (client, statements) = connection.open()?;
-                    let mut transaction = match client.transaction() {
+                    let mut transaction = match client
+                        .build_transaction()
+                        .isolation_level(postgres::IsolationLevel::Serializable)
+                        .start()
+                    {
                         Ok(transaction) => transaction,
                         // A failed BEGIN applied nothing: try once more, on a new
                         // connection if this one was found closed.
-                        Err(_) if attempt == 0 => continue,
+                        Err(_) if begin_failures == 0 => {
+                            begin_failures += 1;
+                            continue;
+                        }
                         Err(error) => return Err(storage_error(error)),
                     };
-                    let work = work.take().ok_or_else(|| {
-                        CenterError::Storage("a transaction's work ran twice".into())
-                    })?;
-                    let out = work(&mut pg::PostgresExecutor {
+                    let mut executor = pg::PostgresExecutor {
                         client: &mut transaction,
                         statements,
-                    })?;
-                    let Some(out) = out else {
-                        transaction.rollback().map_err(storage_error)?;
-                        return Ok(None);
+                        conflict: false,
                     };
-                    transaction.commit().map_err(storage_error)?;
-                    return Ok(Some(out));
+                    let out = work(&mut executor);
+                    // A conflict aborts the transaction on the server whatever `work` made
+                    // of the error, so it is never committed, even when `work` went on.
+                    let outcome: Result<(), Option<postgres::Error>> = if executor.conflict {
+                        Err(None)
+                    } else {
+                        match out {
+                            Ok(Some(out)) => match transaction.commit() {
+                                Ok(()) => return Ok(Some(out)),
+                                // Serializable transactions can be refused at COMMIT too.
+                                Err(error) if pg::is_conflict(&error) => Err(Some(error)),
+                                Err(error) => return Err(storage_error(error)),
+                            },
+                            Ok(None) => {
+                                transaction.rollback().map_err(storage_error)?;
+                                return Ok(None);
+                            }
+                            Err(error) => return Err(error),
+                        }
+                    };
+                    conflicts += 1;
+                    if conflicts >= CONFLICT_ATTEMPTS {
+                        return Err(CenterError::Storage(match outcome {
+                            Err(Some(error)) => format!(
+                                "a transaction conflicted {conflicts} times: {}",
+                                describe(&error)
+                            ),
+                            _ => format!("a transaction conflicted {conflicts} times"),
+                        }));
+                    }
+                    // Dropping an open transaction rolls it back (the guard sends ROLLBACK).
+                    tracing::debug!(conflicts, "a serializable transaction conflicted; again");
+                    std::thread::sleep(conflict_pause(conflicts));
                 }
-                Err(CenterError::Storage(
-                    "the PostgreSQL connection was lost and could not be opened again".into(),
-                ))
             }
         }
     }

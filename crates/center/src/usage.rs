@@ -241,16 +241,25 @@ impl Center {
                 (verified, sets)
             });
             let mut sets = None;
+            let mut verification = Some(verification);
+            // The verdict, once the verification finished: the transaction may run again
+            // after a conflict on PostgreSQL, and then uses it as it is.
+            let mut verdict = None;
             let stored = db.transaction_if(|tx| {
-                let mut verification = Some(verification);
-                let mut verified = || match verification.take().map(|thread| thread.join()) {
-                    Some(Ok((verified, built))) => {
-                        sets = Some(built);
-                        Ok(verified)
+                let mut verified = || {
+                    if let Some(verdict) = verdict {
+                        return Ok(verdict);
                     }
-                    _ => Err(CenterError::Storage(
-                        "the signature verification stopped".into(),
-                    )),
+                    match verification.take().map(|thread| thread.join()) {
+                        Some(Ok((verified, built))) => {
+                            sets = Some(built);
+                            verdict = Some(verified);
+                            Ok(verified)
+                        }
+                        _ => Err(CenterError::Storage(
+                            "the signature verification stopped".into(),
+                        )),
+                    }
                 };
                 // SQLite works in this process: beside the verification it would only take
                 // cores from it, so it waits. PostgreSQL works in its own, and what the

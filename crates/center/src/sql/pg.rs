@@ -126,6 +126,19 @@ impl Statements {
 pub(super) struct PostgresExecutor<'a, C: GenericClient> {
     pub(super) client: &'a mut C,
     pub(super) statements: &'a mut Statements,
+    /// Set when a statement was refused for a serialization conflict or a deadlock: the
+    /// transaction is aborted and runs again (`Database::transaction_if`).
+    pub(super) conflict: bool,
+}
+
+/// Whether PostgreSQL refused a statement or a commit because of a concurrent transaction
+/// (serialization failure, deadlock), so that running the whole transaction again may pass.
+pub(super) fn is_conflict(error: &postgres::Error) -> bool {
+    matches!(
+        error.code(),
+        Some(code) if *code == postgres::error::SqlState::T_R_SERIALIZATION_FAILURE
+            || *code == postgres::error::SqlState::T_R_DEADLOCK_DETECTED
+    )
 }
 
 impl<C: GenericClient> PostgresExecutor<'_, C> {
@@ -137,6 +150,7 @@ impl<C: GenericClient> PostgresExecutor<'_, C> {
         outcome: Result<T, postgres::Error>,
     ) -> Result<T, CenterError> {
         outcome.map_err(|error| {
+            self.conflict |= is_conflict(&error);
             self.statements.clear();
             storage_error(error)
         })
@@ -220,7 +234,11 @@ impl PostgresConnection {
         &mut self,
     ) -> Result<PostgresExecutor<'_, postgres::Client>, CenterError> {
         let (client, statements) = self.open()?;
-        Ok(PostgresExecutor { client, statements })
+        Ok(PostgresExecutor {
+            client,
+            statements,
+            conflict: false,
+        })
     }
 
     pub(super) fn forget_statements(&mut self) {
