@@ -193,6 +193,13 @@ impl Center {
         })
     }
 
+    /// Writes the center's key file into `dir` (owner-readable only; refuses to overwrite),
+    /// so that a further process can open the same center on the same database with
+    /// [`Center::open`]: a center made in memory has no key file otherwise.
+    pub fn save_keys(&self, dir: &Path) -> Result<(), CenterError> {
+        self.keys.save(&key_path(dir))
+    }
+
     /// Which database the center runs on.
     pub fn database(&self) -> &Database {
         &self.db
