@@ -384,3 +384,45 @@ fn a_request_accepted_by_one_instance_is_a_replay_at_another() {
         );
     }
 }
+
+#[test]
+fn a_transaction_refused_for_a_conflict_runs_again_on_what_the_other_committed() {
+    let Some(url) = fresh_schema() else {
+        return;
+    };
+    let mut first = Database::connect_postgres(&url).unwrap();
+    let mut second = Database::connect_postgres(&url).unwrap();
+    let next_card =
+        |db: &mut Database| count(db, "SELECT next FROM sequences WHERE name = 'card'", &[]);
+    let start = next_card(&mut first);
+    let (go, wait_go) = std::sync::mpsc::channel();
+    let (done, wait_done) = std::sync::mpsc::channel();
+    let mut runs = 0;
+    let drawn = std::thread::scope(|scope| {
+        let other = &mut second;
+        scope.spawn(move || {
+            wait_go.recv().unwrap();
+            other
+                .transaction(|tx| valuecard_center::db::next_in_sequence(tx, "card"))
+                .unwrap();
+            done.send(()).unwrap();
+        });
+        first
+            .transaction(|tx| {
+                runs += 1;
+                // The first run reads the sequence, then another process draws from it and
+                // commits before this run writes: the server refuses this run's write.
+                tx.query_one("SELECT next FROM sequences WHERE name = 'card'", &[])?;
+                if runs == 1 {
+                    go.send(()).unwrap();
+                    wait_done.recv().unwrap();
+                }
+                valuecard_center::db::next_in_sequence(tx, "card")
+            })
+            .unwrap()
+    });
+    assert_eq!(runs, 2, "the conflicting run was not run again");
+    // The second run drew after the other process's draw, and nothing was drawn twice.
+    assert_eq!(drawn, start + 1);
+    assert_eq!(next_card(&mut first), start + 2);
+}
