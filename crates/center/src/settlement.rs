@@ -86,7 +86,12 @@ impl Center {
             }
             LoadOutcome::Cancelled => {
                 let cloned = self.db.transaction(|tx| {
-                    if load.status == "committed" {
+                    // Read again inside the transaction: another center process on the
+                    // same database may have committed the load since it was read.
+                    let status = load_by_number(tx, load.load_number)?
+                        .map(|current| current.status)
+                        .unwrap_or_default();
+                    if status == "committed" {
                         // Applied on some copy, and this copy shows the state without it.
                         list_and_block(
                             tx,

@@ -167,6 +167,12 @@ pub(crate) fn commit_load(
     load: &StoredLoad,
     today: u32,
 ) -> Result<bool, CenterError> {
+    // The load as this transaction sees it: `load` was read before the transaction began,
+    // and another center process on the same database may have settled it since.
+    let current = load_by_number(tx, load.load_number)?.ok_or_else(|| {
+        CenterError::Storage(format!("load {} is no longer stored", load.load_number))
+    })?;
+    let load = &current;
     match load.status.as_str() {
         "committed" => return Ok(false),
         "cancelled" => {
