@@ -178,20 +178,36 @@ impl Center {
                 until: valuecard_core::time::Date(hold_until),
             });
         }
-        if self
-            .pending_loads()?
-            .iter()
-            .any(|load| load.card_id == *card_id)
-        {
-            return Err(CenterError::Mismatch(format!(
-                "card {card_id} has a load in flight: settle it before restoring the card"
-            )));
-        }
-        let value = self
-            .remaining_value(card_id)?
-            .map(|record| record.balance)
-            .unwrap_or(valuecard_core::money::Amount::ZERO);
-        self.db.transaction(|tx| {
+        // The loads in flight and the remaining value are read in the transaction that
+        // records the restoration: another center process on the same database may store
+        // a late upload or settle a load meanwhile, and the value paid out must be the one
+        // recorded.
+        let value = self.db.transaction(|tx| {
+            let in_flight = tx
+                .query_one(
+                    "SELECT CAST(COUNT(*) AS BIGINT) FROM loads WHERE card_id = $1 AND status = 'pending'",
+                    &[card_id.0[..].into()],
+                )?
+                .int(0)?;
+            if in_flight > 0 {
+                return Err(CenterError::Mismatch(format!(
+                    "card {card_id} has a load in flight: settle it before restoring the card"
+                )));
+            }
+            let balance = tx
+                .query_optional(
+                    "SELECT balance_minor FROM remaining_values WHERE card_id = $1",
+                    &[card_id.0[..].into()],
+                )?
+                .map(|row| row.int(0))
+                .transpose()?
+                .unwrap_or(0);
+            let value = u64::try_from(balance)
+                .ok()
+                .and_then(|minor| valuecard_core::money::Amount::new(minor).ok())
+                .ok_or_else(|| {
+                    CenterError::Storage(format!("stored remaining value of card {card_id}"))
+                })?;
             // Once per card: a second restoration would put the same value on two cards.
             let inserted = tx.execute(
                 "INSERT INTO card_restorations (card_id, amount_minor, restored_on) VALUES ($1, $2, $3)
@@ -201,7 +217,7 @@ impl Center {
             if inserted == 0 {
                 return Err(CenterError::Mismatch(format!("card {card_id} was already restored")));
             }
-            Ok(())
+            Ok(value)
         })?;
         Ok(Restoration::Restored { amount: value })
     }
