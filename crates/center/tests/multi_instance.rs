@@ -34,7 +34,9 @@ use valuecard_core::messages::center::{
 use valuecard_core::money::Amount;
 use valuecard_core::time::{Date, FixedClock};
 use valuecard_reader::InProcessReader;
-use valuecard_sim::{Storage, World, WorldRng};
+use valuecard_sam::SoftwareSam;
+use valuecard_sim::{install_sam, read_purse, Storage, World, WorldRng};
+use valuecard_terminal::dispenser::Dispenser;
 use valuecard_terminal::payment::usage_item;
 
 type Reader = InProcessReader<MemoryEeprom, WorldRng>;
@@ -425,4 +427,89 @@ fn a_transaction_refused_for_a_conflict_runs_again_on_what_the_other_committed()
     // The second run drew after the other process's draw, and nothing was drawn twice.
     assert_eq!(drawn, start + 1);
     assert_eq!(next_card(&mut first), start + 2);
+}
+
+#[test]
+fn instances_authorizing_loads_for_different_cards_give_distinct_load_numbers() {
+    let Some(url) = fresh_schema() else {
+        return;
+    };
+    const CARDS_EACH: usize = 2;
+    const ROUNDS: usize = 3;
+    let world_db = Database::connect_postgres(&url).unwrap();
+    let mut world = World::create_seeded(
+        Storage::on(world_db),
+        0,
+        today(),
+        WorldRng::seed_from_u64(9),
+    )
+    .unwrap();
+    // One dispenser per instance, each loading cards of its own.
+    let mut loaders: Vec<(Dispenser<SoftwareSam, WorldRng>, Vec<Reader>)> = (0..INSTANCES)
+        .map(|instance| {
+            let mut rng = world.fork_rng();
+            let sam = install_sam(
+                &mut world.center,
+                Role::Dispenser,
+                Box::new(FixedClock(today())),
+                &mut rng,
+            )
+            .unwrap();
+            let dispenser =
+                Dispenser::new(sam, Box::new(FixedClock(today())), world.fork_rng()).unwrap();
+            let cards = (0..CARDS_EACH)
+                .map(|index| card(&mut world, &format!("card{instance}.{index}"), 1_000).0)
+                .collect();
+            (dispenser, cards)
+        })
+        .collect();
+    let (_dir, mut centers) = instances(&world.center, &url);
+
+    let barrier = Barrier::new(INSTANCES);
+    let numbers: Vec<u32> = std::thread::scope(|scope| {
+        let handles: Vec<_> = loaders
+            .iter_mut()
+            .zip(centers.iter_mut())
+            .map(|((dispenser, cards), center)| {
+                let barrier = &barrier;
+                scope.spawn(move || {
+                    let mut numbers = Vec::new();
+                    for _ in 0..ROUNDS {
+                        barrier.wait();
+                        for reader in cards.iter_mut() {
+                            let receipt = dispenser.load(reader, center, amount(100)).unwrap();
+                            numbers.push(receipt.load_number);
+                        }
+                    }
+                    numbers
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    });
+    let distinct: BTreeSet<u32> = numbers.iter().copied().collect();
+    assert_eq!(
+        distinct.len(),
+        INSTANCES * CARDS_EACH * ROUNDS,
+        "{numbers:?}"
+    );
+    // Every load reached its card and is settled, each card holding its own loads.
+    for (_, cards) in &mut loaders {
+        for reader in cards {
+            let balance = read_purse(reader).unwrap().balance;
+            assert_eq!(balance, amount(1_000 + 100 * ROUNDS as u64));
+        }
+    }
+    let mut db = Database::connect_postgres(&url).unwrap();
+    assert_eq!(
+        count(
+            &mut db,
+            "SELECT CAST(COUNT(*) AS BIGINT) FROM loads WHERE status = 'pending'",
+            &[]
+        ),
+        0
+    );
 }
