@@ -238,6 +238,13 @@ fn conflict_pause(conflicts: u32) -> std::time::Duration {
     std::time::Duration::from_micros(span_micros / 2 + random % span_micros)
 }
 
+/// The session-level advisory lock that serializes the migrations of one schema among
+/// processes (`Database::migrate`), and its release.
+const MIGRATION_LOCK: &str =
+    "SELECT pg_advisory_lock(hashtext('valuecard/migrate/' || current_schema()))";
+const MIGRATION_UNLOCK: &str =
+    "SELECT pg_advisory_unlock(hashtext('valuecard/migrate/' || current_schema()))";
+
 /// Whether a statement only reads, so that running it a second time on a new connection
 /// cannot apply anything twice.
 fn is_read_only(sql: &str) -> bool {
@@ -439,7 +446,24 @@ impl Database {
     }
 
     /// Applies every migration not yet applied, each in its own transaction.
+    ///
+    /// On PostgreSQL the migrations run under an advisory lock of the schema: several
+    /// center processes starting at once on a new database would otherwise each find a
+    /// migration unapplied and race to create the same tables.
     pub fn migrate(&mut self) -> Result<usize, CenterError> {
+        if !self.is_postgres() {
+            return self.migrate_unlocked();
+        }
+        self.batch(MIGRATION_LOCK)?;
+        let outcome = self.migrate_unlocked();
+        // Should the connection have been lost meanwhile, the lock went with its session.
+        let unlocked = self.batch(MIGRATION_UNLOCK);
+        let count = outcome?;
+        unlocked?;
+        Ok(count)
+    }
+
+    fn migrate_unlocked(&mut self) -> Result<usize, CenterError> {
         self.batch("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY)")?;
         let applied = self
             .query_one(

@@ -513,3 +513,39 @@ fn instances_authorizing_loads_for_different_cards_give_distinct_load_numbers() 
         0
     );
 }
+
+#[test]
+fn instances_starting_at_once_on_a_new_database_migrate_it_once() {
+    let Some(url) = fresh_schema() else {
+        return;
+    };
+    let barrier = Barrier::new(INSTANCES);
+    let versions: Vec<i64> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..INSTANCES)
+            .map(|_| {
+                let (barrier, url) = (&barrier, &url);
+                scope.spawn(move || {
+                    barrier.wait();
+                    let mut db = Database::connect_postgres(url).unwrap();
+                    count(
+                        &mut db,
+                        "SELECT CAST(MAX(version) AS BIGINT) FROM schema_migrations",
+                        &[],
+                    )
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let newest = valuecard_center::db::MIGRATIONS.len() as i64;
+    assert_eq!(versions, vec![newest; INSTANCES]);
+    let mut db = Database::connect_postgres(&url).unwrap();
+    assert_eq!(
+        count(
+            &mut db,
+            "SELECT CAST(COUNT(*) AS BIGINT) FROM schema_migrations",
+            &[]
+        ),
+        newest
+    );
+}
