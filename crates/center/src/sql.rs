@@ -224,9 +224,9 @@ impl core::fmt::Debug for Database {
 /// hot row from holding a request forever.
 pub const CONFLICT_ATTEMPTS: u32 = 12;
 
-/// The pause before the next attempt after `conflicts` conflicts: exponential from 1 ms, at
-/// most 128 ms, jittered uniformly over its whole span so that processes that collided do
-/// not collide again in step.
+/// The pause before the next attempt after `conflicts` conflicts: a span doubling from 1 ms
+/// up to 128 ms, the pause drawn uniformly between half and one and a half spans, so that
+/// processes that collided do not collide again in step.
 fn conflict_pause(conflicts: u32) -> std::time::Duration {
     use std::hash::{BuildHasher, Hasher};
     let span_micros = 1000u64 << conflicts.saturating_sub(1).min(7);
