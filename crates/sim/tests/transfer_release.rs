@@ -80,6 +80,45 @@ fn conserved(world: &mut World, readers: &mut [&mut TestReader]) {
     assert_eq!(reconciliation.transfers_in_flight, 0);
 }
 
+/// A world with A (50.00) and B (10.00), and 20.00 sent from A to B with the answer to
+/// `instruction` lost before the card processed it; the cards, A's ID, B's ID and A's
+/// pending transfer.
+fn interrupted_transfer(
+    seed: u64,
+    instruction: u8,
+) -> (
+    World,
+    TestReader,
+    TestReader,
+    CardId,
+    CardId,
+    valuecard_core::messages::transfer::PendingTransfer,
+) {
+    let mut world = world(seed, 1);
+    let (mut a, _) = issued_card(&mut world, "A", 5_000);
+    let (mut b, _) = issued_card(&mut world, "B", 1_000);
+    let outcome = if instruction == ins::TRANSFER_IN {
+        let mut to = LosingAnswer {
+            inner: &mut b,
+            ins: instruction,
+            delivered: false,
+        };
+        world.transfer(&mut a, &mut to, amount(2_000))
+    } else {
+        let mut from = LosingAnswer {
+            inner: &mut a,
+            ins: instruction,
+            delivered: false,
+        };
+        world.transfer(&mut from, &mut b, amount(2_000))
+    };
+    assert!(outcome.is_err());
+    let source = card_id(&mut a);
+    let destination = card_id(&mut b);
+    let pending = info(&mut a).pending.unwrap();
+    (world, a, b, source, destination, pending)
+}
+
 fn refused_by_center(
     result: Result<Option<valuecard_terminal::transfer::Released>, WorldError>,
 ) -> String {
@@ -285,19 +324,10 @@ fn a_destination_that_exists_and_is_not_listed_must_be_presented() {
 
 #[test]
 fn a_destination_that_received_is_never_released_even_once_listed() {
-    let mut world = world(5, 1);
-    let (mut a, _) = issued_card(&mut world, "A", 5_000);
-    let (mut b, _) = issued_card(&mut world, "B", 1_000);
     // B applied the value; the TRANSFER COMPLETE never reached A.
-    let mut from = LosingAnswer {
-        inner: &mut a,
-        ins: ins::TRANSFER_COMPLETE,
-        delivered: false,
-    };
-    assert!(world.transfer(&mut from, &mut b, amount(2_000)).is_err());
+    let (mut world, mut a, mut b, source, _, pending) =
+        interrupted_transfer(5, ins::TRANSFER_COMPLETE);
     assert_eq!((reserved(&mut a), balance(&mut b)), (2_000, 3_000));
-    let source = card_id(&mut a);
-    let pending = info(&mut a).pending.unwrap();
     // The settlement terminal itself holds the proof of receipt and does not ask.
     assert!(matches!(
         world.release_transfer(&mut a),
@@ -323,18 +353,8 @@ fn a_destination_that_received_is_never_released_even_once_listed() {
 
 #[test]
 fn a_release_later_contradicted_by_a_proof_of_receipt_raises_an_alert() {
-    let mut world = world(6, 1);
-    let (mut a, _) = issued_card(&mut world, "A", 5_000);
-    let (mut b, _) = issued_card(&mut world, "B", 1_000);
-    let mut from = LosingAnswer {
-        inner: &mut a,
-        ins: ins::TRANSFER_COMPLETE,
-        delivered: false,
-    };
-    assert!(world.transfer(&mut from, &mut b, amount(2_000)).is_err());
-    let source = card_id(&mut a);
-    let b_id = card_id(&mut b);
-    let pending = info(&mut a).pending.unwrap();
+    let (mut world, _a, _b, source, b_id, pending) =
+        interrupted_transfer(6, ins::TRANSFER_COMPLETE);
     // The terminal has not uploaded within the hold: the center sees a listed destination
     // and nothing against the release.
     world.center.report_card(&b_id, ListReason::Stolen).unwrap();
@@ -369,19 +389,8 @@ fn a_release_later_contradicted_by_a_proof_of_receipt_raises_an_alert() {
 
 #[test]
 fn a_transfer_in_sent_without_an_answer_is_never_released() {
-    let mut world = world(7, 1);
-    let (mut a, _) = issued_card(&mut world, "A", 5_000);
-    let (mut b, _) = issued_card(&mut world, "B", 1_000);
     // The TRANSFER IN never reached B, but the terminal cannot know that.
-    let mut to = LosingAnswer {
-        inner: &mut b,
-        ins: ins::TRANSFER_IN,
-        delivered: false,
-    };
-    assert!(world.transfer(&mut a, &mut to, amount(2_000)).is_err());
-    let source = card_id(&mut a);
-    let b_id = card_id(&mut b);
-    let pending = info(&mut a).pending.unwrap();
+    let (mut world, mut a, _b, source, b_id, pending) = interrupted_transfer(7, ins::TRANSFER_IN);
     world.center.report_card(&b_id, ListReason::Lost).unwrap();
     world.pass_days(RELEASE_HOLD_DAYS);
     // The terminal knows it sent the value: it does not ask.
