@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Starts pcscd with vsmartcard's virtual reader driver vpcd, so that `valuecard card attach`
 # can put card images into PC/SC readers ("Virtual PCD 00 00" on TCP port 35963, "Virtual
-# PCD 00 01" on 35964) and crates/valuecard/tests/pcsc.rs runs instead of skipping.
+# PCD 00 01" on 35964) and the PC/SC tests (crates/valuecard/tests/pcsc*.rs,
+# with --features valuecard/pcsc) run instead of skipping.
 #
 # Idempotent: if pcscd already runs, only checks that vpcd listens. On a machine without
 # the Debian packages it installs them first when it can (root and apt-get; set
