@@ -79,6 +79,18 @@ impl TerminalStore for MemoryStore {
         Ok(self.transfers.clone())
     }
 
+    fn transfer_of(
+        &self,
+        source: &CardId,
+        challenge_source: &Challenge,
+    ) -> Result<Option<StoredTransfer>, TerminalError> {
+        Ok(self
+            .transfers
+            .iter()
+            .find(|t| t.report.source == *source && t.report.challenge_source == *challenge_source)
+            .cloned())
+    }
+
     fn mark_transfer_settled(&mut self, sequence: u32) -> Result<(), TerminalError> {
         for transfer in &mut self.transfers {
             if transfer.report.sequence == sequence {

@@ -318,6 +318,16 @@ pub trait TerminalStore: Send {
     fn transfers(&self) -> Result<Vec<StoredTransfer>, TerminalError> {
         Ok(Vec::new())
     }
+    /// The report of one transfer, named by its source and the source's challenge.
+    fn transfer_of(
+        &self,
+        source: &CardId,
+        challenge_source: &Challenge,
+    ) -> Result<Option<StoredTransfer>, TerminalError> {
+        Ok(self.transfers()?.into_iter().find(|stored| {
+            stored.report.source == *source && stored.report.challenge_source == *challenge_source
+        }))
+    }
     /// Reports the center has not acknowledged in their current form, oldest first.
     fn pending_transfer_uploads(&self, limit: usize) -> Result<Vec<TransferReport>, TerminalError> {
         Ok(self
@@ -411,6 +421,13 @@ impl TerminalStore for Box<dyn TerminalStore> {
     }
     fn transfers(&self) -> Result<Vec<StoredTransfer>, TerminalError> {
         (**self).transfers()
+    }
+    fn transfer_of(
+        &self,
+        source: &CardId,
+        challenge_source: &Challenge,
+    ) -> Result<Option<StoredTransfer>, TerminalError> {
+        (**self).transfer_of(source, challenge_source)
     }
     fn pending_transfer_uploads(&self, limit: usize) -> Result<Vec<TransferReport>, TerminalError> {
         (**self).pending_transfer_uploads(limit)

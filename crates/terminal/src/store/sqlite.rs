@@ -275,6 +275,42 @@ fn decode_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<PurchaseRecord
     Ok(record)
 }
 
+impl SqliteStore {
+    /// Transfer reports matching `filter` (with the transfer's key as its two parameters, if
+    /// given), oldest first.
+    fn read_transfers(
+        &self,
+        filter: &str,
+        key: Option<(&CardId, &Challenge)>,
+    ) -> Result<Vec<StoredTransfer>, TerminalError> {
+        let mut statement = self
+            .db
+            .prepare(&format!(
+                "SELECT report, uploaded, settled FROM transfers {filter} ORDER BY sequence"
+            ))
+            .map_err(storage)?;
+        let mut rows = match key {
+            Some((source, challenge)) => statement.query(params![&source.0[..], &challenge[..]]),
+            None => statement.query([]),
+        }
+        .map_err(storage)?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(storage)? {
+            let bytes: Vec<u8> = row.get(0).map_err(storage)?;
+            let uploaded: bool = row.get(1).map_err(storage)?;
+            let settled: bool = row.get(2).map_err(storage)?;
+            let report = TransferReport::decode(&bytes)
+                .map_err(|error| TerminalError::Store(format!("a stored transfer: {error}")))?;
+            out.push(StoredTransfer {
+                report,
+                uploaded,
+                settled,
+            });
+        }
+        Ok(out)
+    }
+}
+
 impl TerminalStore for SqliteStore {
     fn next_sequence(&mut self) -> Result<u32, TerminalError> {
         let next: i64 = self
@@ -386,25 +422,20 @@ impl TerminalStore for SqliteStore {
     }
 
     fn transfers(&self) -> Result<Vec<StoredTransfer>, TerminalError> {
-        let mut statement = self
-            .db
-            .prepare("SELECT report, uploaded, settled FROM transfers ORDER BY sequence")
-            .map_err(storage)?;
-        let mut rows = statement.query([]).map_err(storage)?;
-        let mut out = Vec::new();
-        while let Some(row) = rows.next().map_err(storage)? {
-            let bytes: Vec<u8> = row.get(0).map_err(storage)?;
-            let uploaded: bool = row.get(1).map_err(storage)?;
-            let settled: bool = row.get(2).map_err(storage)?;
-            let report = TransferReport::decode(&bytes)
-                .map_err(|error| TerminalError::Store(format!("a stored transfer: {error}")))?;
-            out.push(StoredTransfer {
-                report,
-                uploaded,
-                settled,
-            });
-        }
-        Ok(out)
+        self.read_transfers("", None)
+    }
+
+    fn transfer_of(
+        &self,
+        source: &CardId,
+        challenge_source: &Challenge,
+    ) -> Result<Option<StoredTransfer>, TerminalError> {
+        Ok(self
+            .read_transfers(
+                "WHERE source = ?1 AND challenge_source = ?2",
+                Some((source, challenge_source)),
+            )?
+            .pop())
     }
 
     fn mark_transfer_settled(&mut self, sequence: u32) -> Result<(), TerminalError> {

@@ -321,10 +321,9 @@ impl<S: Sam, T: TerminalStore, R: CryptoRngCore> SettlementTerminal<S, T, R> {
     /// new sequence: the center keeps what a terminal reported under a sequence unchanged,
     /// and merges every report of one transfer.
     pub(super) fn save_report(&mut self, report: &mut TransferReport) -> Result<(), TerminalError> {
-        let stored = self.store.transfers()?.into_iter().find(|stored| {
-            stored.report.source == report.source
-                && stored.report.challenge_source == report.challenge_source
-        });
+        let stored = self
+            .store
+            .transfer_of(&report.source, &report.challenge_source)?;
         if let Some(stored) = stored {
             if stored.report == *report {
                 // Nothing new: it stays as uploaded (or not) as it was.

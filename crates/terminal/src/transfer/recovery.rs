@@ -301,9 +301,7 @@ impl<S: Sam, T: TerminalStore, R: CryptoRngCore> SettlementTerminal<S, T, R> {
         source: CardId,
         pending: &PendingTransfer,
     ) -> Result<TransferReport, TerminalError> {
-        if let Some(stored) = self.store.transfers()?.into_iter().find(|t| {
-            t.report.source == source && t.report.challenge_source == pending.challenge_source
-        }) {
+        if let Some(stored) = self.store.transfer_of(&source, &pending.challenge_source)? {
             return Ok(stored.report);
         }
         Ok(TransferReport {
