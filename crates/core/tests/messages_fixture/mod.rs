@@ -1,7 +1,6 @@
 //! The samples behind the codec tests: one of every protocol message (and of each optional
 //! field present and absent), with real keys, signatures and MACs, and the helpers that edit
 //! their TLV trees.
-#![allow(dead_code)]
 
 use std::sync::OnceLock;
 
