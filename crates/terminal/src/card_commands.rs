@@ -44,6 +44,22 @@ pub fn transfer(instruction: u8, p1: u8, data: Vec<u8>) -> Command {
     }
 }
 
+/// SELECT the purse for a transaction: the FCI of an active card; a blocked card (6283) is
+/// refused as such, any other status word as the card's answer.
+pub fn select_active(reader: &mut impl CardReader) -> Result<Vec<u8>, TerminalError> {
+    let response = reader.exchange(&select())?;
+    if response.sw == StatusWord::FILE_DEACTIVATED {
+        return Err(TerminalError::CardBlocked);
+    }
+    if response.sw != StatusWord::SUCCESS {
+        return Err(TerminalError::Card {
+            command: "SELECT",
+            sw: response.sw,
+        });
+    }
+    Ok(response.data)
+}
+
 /// Sends a command and returns its data if the card answered 9000.
 pub fn run(
     reader: &mut impl CardReader,

@@ -337,17 +337,8 @@ impl<S: Sam, R: CryptoRngCore> Dispenser<S, R> {
     }
 
     fn select(&mut self, reader: &mut impl CardReader) -> Result<VerifiedCard, TerminalError> {
-        let response = reader.exchange(&select())?;
-        if response.sw == StatusWord::FILE_DEACTIVATED {
-            return Err(TerminalError::CardBlocked);
-        }
-        if response.sw != StatusWord::SUCCESS {
-            return Err(TerminalError::Card {
-                command: "SELECT",
-                sw: response.sw,
-            });
-        }
-        verify_select(&response.data, &self.anchor()?, self.clock.today())
+        let fci = crate::card_commands::select_active(reader)?;
+        verify_select(&fci, &self.anchor()?, self.clock.today())
     }
 
     /// Settles a load this dispenser holds as pending for the card in the reader, from the

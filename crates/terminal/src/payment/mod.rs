@@ -153,17 +153,8 @@ impl<S: Sam, T: TerminalStore, R: CryptoRngCore> PaymentTerminal<S, T, R> {
         &mut self,
         reader: &mut impl CardReader,
     ) -> Result<VerifiedCard, TerminalError> {
-        let response = reader.exchange(&select())?;
-        if response.sw == StatusWord::FILE_DEACTIVATED {
-            return Err(TerminalError::CardBlocked);
-        }
-        if response.sw != StatusWord::SUCCESS {
-            return Err(TerminalError::Card {
-                command: "SELECT",
-                sw: response.sw,
-            });
-        }
-        let card = verify_select(&response.data, &self.anchor()?, self.clock.today())?;
+        let fci = crate::card_commands::select_active(reader)?;
+        let card = verify_select(&fci, &self.anchor()?, self.clock.today())?;
         // Fig. 9: a card on the center's list is refused before anything else happens.
         if let Some(reason) = self.lists()?.cards.get(&card.card_id) {
             return Err(TerminalError::CardListed {

@@ -29,7 +29,7 @@ use valuecard_core::StatusWord;
 use valuecard_reader::{CardReader, ReaderError};
 use valuecard_sam::{Sam, TransferRecordOrder};
 
-use crate::card_commands::{run, select, transfer as command};
+use crate::card_commands::{run, transfer as command};
 use crate::payment::{verify_previous_usage, verify_select, ClaimedState, VerifiedCard};
 use crate::store::{LocalLists, TerminalStore};
 use crate::TerminalError;
@@ -184,22 +184,12 @@ impl<S: Sam, T: TerminalStore, R: CryptoRngCore> SettlementTerminal<S, T, R> {
         &mut self,
         reader: &mut impl CardReader,
     ) -> Result<TransferCard, TerminalError> {
-        let response = reader.exchange(&select())?;
-        if response.sw == StatusWord::FILE_DEACTIVATED {
-            return Err(TerminalError::CardBlocked);
-        }
-        if response.sw != StatusWord::SUCCESS {
-            return Err(TerminalError::Card {
-                command: "SELECT",
-                sw: response.sw,
-            });
-        }
-        let card = verify_select(&response.data, &self.anchor()?, self.clock.today())?;
-        let fci =
-            SelectResponse::decode(&response.data).map_err(|error| TerminalError::Malformed {
-                message: "SELECT answer",
-                error,
-            })?;
+        let fci = crate::card_commands::select_active(reader)?;
+        let card = verify_select(&fci, &self.anchor()?, self.clock.today())?;
+        let fci = SelectResponse::decode(&fci).map_err(|error| TerminalError::Malformed {
+            message: "SELECT answer",
+            error,
+        })?;
         let certificate = fci.certificate.ok_or(TerminalError::Mismatch(
             "an active card must show its certificate",
         ))?;
