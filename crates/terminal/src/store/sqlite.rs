@@ -276,6 +276,19 @@ fn decode_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<PurchaseRecord
 }
 
 impl SqliteStore {
+    /// Runs `update` (one of the three "uploaded" statements) for each sequence, in one
+    /// transaction: a batch the center answered is marked whole or not at all.
+    fn mark_uploaded_in(&mut self, update: &str, sequences: &[u32]) -> Result<(), TerminalError> {
+        let transaction = self.db.transaction().map_err(storage)?;
+        {
+            let mut statement = transaction.prepare(update).map_err(storage)?;
+            for sequence in sequences {
+                statement.execute([sequence]).map_err(storage)?;
+            }
+        }
+        transaction.commit().map_err(storage)
+    }
+
     /// Transfer reports matching `filter` (with the transfer's key as its two parameters, if
     /// given), oldest first.
     fn read_transfers(
@@ -391,16 +404,10 @@ impl TerminalStore for SqliteStore {
     }
 
     fn mark_uploaded(&mut self, sequences: &[u32]) -> Result<(), TerminalError> {
-        let transaction = self.db.transaction().map_err(storage)?;
-        for sequence in sequences {
-            transaction
-                .execute(
-                    "UPDATE purchases SET uploaded = 1 WHERE sequence = ?1",
-                    [sequence],
-                )
-                .map_err(storage)?;
-        }
-        transaction.commit().map_err(storage)
+        self.mark_uploaded_in(
+            "UPDATE purchases SET uploaded = 1 WHERE sequence = ?1",
+            sequences,
+        )
     }
 
     fn save_transfer(&mut self, report: &TransferReport) -> Result<(), TerminalError> {
@@ -449,16 +456,10 @@ impl TerminalStore for SqliteStore {
     }
 
     fn mark_transfers_uploaded(&mut self, sequences: &[u32]) -> Result<(), TerminalError> {
-        let transaction = self.db.transaction().map_err(storage)?;
-        for sequence in sequences {
-            transaction
-                .execute(
-                    "UPDATE transfers SET uploaded = 1 WHERE sequence = ?1",
-                    [sequence],
-                )
-                .map_err(storage)?;
-        }
-        transaction.commit().map_err(storage)
+        self.mark_uploaded_in(
+            "UPDATE transfers SET uploaded = 1 WHERE sequence = ?1",
+            sequences,
+        )
     }
 
     fn lists(&self) -> Result<LocalLists, TerminalError> {
@@ -612,16 +613,10 @@ impl TerminalStore for SqliteStore {
     }
 
     fn mark_services_uploaded(&mut self, sequences: &[u32]) -> Result<(), TerminalError> {
-        let transaction = self.db.transaction().map_err(storage)?;
-        for sequence in sequences {
-            transaction
-                .execute(
-                    "UPDATE services SET uploaded = 1 WHERE sequence = ?1",
-                    [sequence],
-                )
-                .map_err(storage)?;
-        }
-        transaction.commit().map_err(storage)
+        self.mark_uploaded_in(
+            "UPDATE services SET uploaded = 1 WHERE sequence = ?1",
+            sequences,
+        )
     }
 }
 
