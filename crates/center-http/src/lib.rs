@@ -48,7 +48,7 @@
 //!   || SHA-256(body)` (see [`valuecard_center::auth`]).
 //!
 //! The service verifies the signature with the key the center certified when it installed the
-//! device, before it takes the center's lock; then the center accepts the sequence (above the
+//! device, before it takes a center handle; then the center accepts the sequence (above the
 //! last one, and inside the window of [`valuecard_center::auth`]) and advances it in one
 //! statement. A missing header, a forged signature, an unknown device, a sequence not above
 //! the last one or too far ahead is refused with 401 and changes nothing.
@@ -83,6 +83,7 @@ pub(crate) fn now_micros() -> u64 {
 }
 mod metrics;
 pub mod openapi;
+pub mod pool;
 pub mod problem;
 mod process_metrics;
 mod request;
@@ -95,6 +96,7 @@ pub mod transfer_wire;
 pub mod wire;
 
 pub use client::HttpCenterLink;
+pub use pool::{PoolUse, SharedCenter};
 pub use serve::{BackgroundServer, ServiceLimits};
 pub use tls::{CenterPin, ServiceIdentity};
 

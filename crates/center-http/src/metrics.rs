@@ -1,6 +1,8 @@
 //! The service's metrics in the Prometheus text exposition format (version 0.0.4): requests
-//! by endpoint and status, refusals by reason, loads authorized, requests in flight, and a
-//! request latency histogram per endpoint.
+//! by endpoint and status, refusals by reason, records stored, duplicated and refused,
+//! clones detected, loads authorized and settled by outcome, database errors, the pool's
+//! connections in use and requests waiting for one, requests in flight, a request latency
+//! histogram per endpoint, and the process (`process_metrics.rs`).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -62,6 +64,8 @@ struct Counters {
     records: BTreeMap<(&'static str, &'static str), u64>,
     /// Cards found cloned by an upload, by the kind of upload.
     clones: BTreeMap<&'static str, u64>,
+    /// Load settlements by the outcome the center read from the evidence.
+    settlements: BTreeMap<&'static str, u64>,
 }
 
 #[derive(Debug, Default)]
@@ -69,6 +73,8 @@ pub(crate) struct Metrics {
     counters: Mutex<Counters>,
     loads_authorized: AtomicU64,
     in_flight: AtomicI64,
+    /// Requests that failed on the database, and health checks it did not answer.
+    database_errors: AtomicU64,
 }
 
 /// Counts a request in flight until dropped (also when the client goes away mid-request).
@@ -117,6 +123,17 @@ impl Metrics {
         histogram.count += 1;
     }
 
+    /// Counts one load settled with `outcome` (`committed`, `cancelled`, `undecided`).
+    pub(crate) fn settled(&self, outcome: &'static str) {
+        let mut counters = self.counters.lock().unwrap_or_else(PoisonError::into_inner);
+        *counters.settlements.entry(outcome).or_default() += 1;
+    }
+
+    /// Counts one failure of the database.
+    pub(crate) fn database_failed(&self) {
+        self.database_errors.fetch_add(1, Ordering::SeqCst);
+    }
+
     /// Counts what the center did with one upload of `kind` (`usage` or `transfers`).
     pub(crate) fn uploaded(
         &self,
@@ -135,9 +152,31 @@ impl Metrics {
     }
 
     /// The exposition, in the text format.
-    pub(crate) fn render(&self) -> String {
+    pub(crate) fn render(&self, pool: crate::pool::PoolUse) -> String {
         let counters = self.counters.lock().unwrap_or_else(PoisonError::into_inner);
         let mut out = String::with_capacity(4096);
+        render_pool(&mut out, pool);
+        let _ = writeln!(
+            out,
+            "# HELP valuecard_database_errors_total Requests that failed on the database, and health checks it did not answer."
+        );
+        let _ = writeln!(out, "# TYPE valuecard_database_errors_total counter");
+        let _ = writeln!(
+            out,
+            "valuecard_database_errors_total {}",
+            self.database_errors.load(Ordering::SeqCst)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP valuecard_load_settlements_total Loads settled, by the outcome the center read from the card's evidence."
+        );
+        let _ = writeln!(out, "# TYPE valuecard_load_settlements_total counter");
+        for (outcome, count) in &counters.settlements {
+            let _ = writeln!(
+                out,
+                "valuecard_load_settlements_total{{outcome=\"{outcome}\"}} {count}"
+            );
+        }
         let _ = writeln!(
             out,
             "# HELP valuecard_records_total Uploaded records (usage records, transfer reports) by outcome."
@@ -244,6 +283,31 @@ impl Metrics {
     }
 }
 
+/// The pool's gauges: its size, the handles free, the requests waiting for one.
+fn render_pool(out: &mut String, pool: crate::pool::PoolUse) {
+    for (name, help, value) in [
+        (
+            "valuecard_pool_connections",
+            "Database connections (center handles) in the service's pool.",
+            pool.size,
+        ),
+        (
+            "valuecard_pool_connections_idle",
+            "Connections in the pool free now.",
+            pool.available,
+        ),
+        (
+            "valuecard_pool_waiting_requests",
+            "Requests waiting for a free connection.",
+            pool.waiting,
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} gauge");
+        let _ = writeln!(out, "{name} {value}");
+    }
+}
+
 /// A label value with `\`, `"` and newlines escaped as the format requires.
 fn escape(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
@@ -290,7 +354,21 @@ mod tests {
             Some("bad-signature"),
             Duration::from_millis(1),
         );
-        let text = metrics.render();
+        metrics.settled("committed");
+        metrics.settled("committed");
+        metrics.settled("cancelled");
+        metrics.database_failed();
+        let text = metrics.render(crate::pool::PoolUse {
+            size: 8,
+            available: 3,
+            waiting: 2,
+        });
+        assert!(text.contains("valuecard_load_settlements_total{outcome=\"committed\"} 2"));
+        assert!(text.contains("valuecard_load_settlements_total{outcome=\"cancelled\"} 1"));
+        assert!(text.contains("valuecard_database_errors_total 1"));
+        assert!(text.contains("valuecard_pool_connections 8\n"));
+        assert!(text.contains("valuecard_pool_connections_idle 3\n"));
+        assert!(text.contains("valuecard_pool_waiting_requests 2\n"));
         assert!(text.contains(
             "valuecard_http_request_duration_seconds_bucket{endpoint=\"/v1/loads/authorize\",le=\"0.005\"} 4"
         ), "{text}");

@@ -257,11 +257,17 @@ pub struct Problem {
     pub device_id: Option<DeviceId>,
     pub card_id: Option<CardId>,
     pub database: Option<&'static str>,
+    /// The center failed on its database (counted apart in the metrics).
+    storage_failure: bool,
 }
 
 /// Marks a response as a refusal, for the metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Refusal(pub ProblemKind);
+
+/// Marks a response as a failure of the database, for the metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct StorageFailure;
 
 impl Problem {
     pub fn new(kind: ProblemKind, detail: impl Into<String>) -> Self {
@@ -271,6 +277,7 @@ impl Problem {
             device_id: None,
             card_id: None,
             database: None,
+            storage_failure: false,
         }
     }
 
@@ -313,7 +320,9 @@ impl Problem {
             CenterError::Amount(reason) => Problem::new(ProblemKind::Amount, reason),
             other => {
                 tracing::error!(error = %other, "center failure");
-                Problem::new(ProblemKind::Internal, INTERNAL_DETAIL)
+                let mut problem = Problem::new(ProblemKind::Internal, INTERNAL_DETAIL);
+                problem.storage_failure = matches!(other, CenterError::Storage(_));
+                problem
             }
         }
     }
@@ -374,6 +383,14 @@ impl From<WireError> for Problem {
     }
 }
 
+impl Problem {
+    /// Marks the problem as a failure of the database (the health check's).
+    pub(crate) fn storage_failure(mut self) -> Self {
+        self.storage_failure = true;
+        self
+    }
+}
+
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         let body = match serde_json::to_vec(&self.document()) {
@@ -396,6 +413,9 @@ impl IntoResponse for Problem {
             );
         }
         response.extensions_mut().insert(Refusal(self.kind));
+        if self.storage_failure {
+            response.extensions_mut().insert(StorageFailure);
+        }
         response
     }
 }

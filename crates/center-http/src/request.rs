@@ -3,8 +3,6 @@
 //! signature is checked with the device's certified key before the center is locked; under
 //! the lock the sequence is accepted, the work done and committed, and the answer signed.
 
-use std::sync::Arc;
-
 use axum::body::{Body, Bytes};
 use axum::extract::Request;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
@@ -217,9 +215,8 @@ struct Verified {
     body: Bytes,
 }
 
-/// Checks the request's signature with the device's certified key, without the center:
-/// the key comes from the service's own database connection (through the center only for a
-/// database in memory, and then the signature is still checked after the lock is released).
+/// Checks the request's signature with the device's certified key, looked up on a
+/// connection for lookups (`pool.rs`); checking it holds no connection.
 async fn verify_request(
     app: &App,
     credentials: Credentials,
@@ -227,14 +224,8 @@ async fn verify_request(
     path: String,
     body: Bytes,
 ) -> Result<Verified, Problem> {
-    let directory = Arc::clone(&app.directory);
-    let center = Arc::clone(&app.center);
+    let key = app.centers.device_key(credentials.device_id).await?;
     tokio::task::spawn_blocking(move || {
-        let looked_up = lock(&directory).device_key(credentials.device_id);
-        let key = match looked_up {
-            Some(key) => key?,
-            None => lock(&center).installed_device_key(credentials.device_id)?,
-        };
         let request = key.verify(&SignedRequest {
             device_id: credentials.device_id,
             sequence: credentials.sequence,
@@ -303,10 +294,10 @@ where
         )
         .device(device_id));
     }
-    let center = Arc::clone(&app.center);
+    let handle = app.centers.lend().await?;
     let received_at = crate::now_micros();
     tokio::task::spawn_blocking(move || {
-        let mut center = lock(&center);
+        let mut center = lock(&handle);
         let device = center.accept_request(&verified.request, received_at)?;
         let answer = work(&mut center, &device, &verified.body)?;
         let answer = serde_json::to_vec(&answer).map_err(|error| {

@@ -191,10 +191,12 @@ async fn settlement_challenge(State(app): State<App>, request: Request) -> Respo
     responses((status = 200, description = "The outcome the center read from the evidence", body = wire::SettledBody))
 )]
 async fn settle(State(app): State<App>, request: Request) -> Response {
-    dispenser_request(app, request, |center, device, body| {
+    let metrics = app.metrics.clone();
+    dispenser_request(app, request, move |center, device, body| {
         let settlement = parse_json::<wire::SettleBody>(body)?.decode()?;
         same_device(device, settlement.dispenser_id)?;
         let outcome = center.settle_load(&settlement)?;
+        metrics.settled(outcome.as_str());
         Ok(wire::SettledBody {
             card_id: hex::encode(settlement.card_id.as_bytes()),
             load_number: settlement.load_number,
@@ -405,6 +407,7 @@ async fn health(State(app): State<App>) -> Response {
     tracing::error!(error = %failure, "health check: the database does not answer");
     Problem::new(ProblemKind::Unavailable, "the database does not answer")
         .database(app.database)
+        .storage_failure()
         .into_response()
 }
 
@@ -424,7 +427,7 @@ async fn metrics(State(app): State<App>) -> Response {
             header::CONTENT_TYPE,
             HeaderValue::from_static(content_type::PROMETHEUS),
         )],
-        app.metrics.render(),
+        app.metrics.render(app.centers.usage()),
     )
         .into_response()
 }

@@ -27,13 +27,18 @@ use crate::metrics::Metrics;
 use crate::server::{build, App};
 use crate::tls::{CenterPin, ServiceIdentity};
 
-/// The service's timeouts.
+/// The service's timeouts and its pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServiceLimits {
     pub tls_handshake_timeout: Duration,
     pub header_read_timeout: Duration,
     pub body_read_timeout: Duration,
     pub shutdown_deadline: Duration,
+    /// Center handles (database connections) requests work on at once (`pool.rs`); one on a
+    /// database in memory, whatever this says.
+    pub pool_size: usize,
+    /// How long a request waits for a free handle before it is answered 503.
+    pub pool_wait: Duration,
 }
 
 impl Default for ServiceLimits {
@@ -43,6 +48,8 @@ impl Default for ServiceLimits {
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(10),
             shutdown_deadline: Duration::from_secs(15),
+            pool_size: crate::pool::default_pool_size(),
+            pool_wait: crate::pool::DEFAULT_POOL_WAIT,
         }
     }
 }
@@ -65,7 +72,7 @@ pub async fn serve<F>(
 where
     F: Future<Output = ()> + Send + 'static,
 {
-    let app = App::new(center, limits.body_read_timeout).map_err(setup_error)?;
+    let app = App::new(center, &limits).map_err(setup_error)?;
     let tls = identity.server_config().map_err(setup_error)?;
     serve_app(listener, app, tls, limits, shutdown).await
 }
@@ -264,8 +271,11 @@ pub async fn shutdown_signal() {
     }
 }
 
+/// TLS and HTTP on one worker thread per processor; the center's work runs on the blocking
+/// pool beside them.
 fn runtime() -> io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread()
+    tokio::runtime::Builder::new_multi_thread()
+        .thread_name("valuecard-center-http-worker")
         .enable_all()
         .build()
 }
@@ -331,7 +341,7 @@ impl BackgroundServer {
     ) -> io::Result<Self> {
         listener.set_nonblocking(true)?;
         let address = listener.local_addr()?;
-        let app = App::new(Arc::clone(&center), limits.body_read_timeout).map_err(setup_error)?;
+        let app = App::new(Arc::clone(&center), &limits).map_err(setup_error)?;
         let tls = identity.server_config().map_err(setup_error)?;
         let metrics = Arc::clone(&app.metrics);
         let (shutdown, signal) = tokio::sync::oneshot::channel::<()>();

@@ -1,16 +1,16 @@
 //! The center's HTTP service: the router (its handlers, each with its OpenAPI description,
-//! are in `routes.rs`) and the way every request goes. The center sits behind a mutex and
-//! is called on the blocking pool (it is not `Sync`, and its database calls block);
-//! [`crate::serve`] runs the routes over TLS.
+//! are in `routes.rs`) and the way every request goes. Requests work on center handles lent
+//! by the service's pool (`pool.rs`), one database connection each, called on the blocking
+//! pool (their database calls block); [`crate::serve`] runs the routes over TLS.
 //!
 //! Every `/v1/` request goes the same way: a body must be declared `application/json`; it is
-//! read up to [`crate::MAX_BODY_BYTES`] within the body timeout; the device's signature is checked
-//! with its certified key, looked up on a database connection of the service's own, before
-//! the center is locked (a flood of forged requests never waits for, nor holds, the center);
-//! then, under the lock, the sequence is accepted, the body is parsed and checked against the
+//! read up to [`crate::MAX_BODY_BYTES`] within the body timeout; the device's certified key is
+//! looked up on a handle that is given back at once, and the signature is checked holding
+//! none (a flood of forged requests holds no connection while its signatures fail); then, on
+//! a handle, the sequence is accepted, the body is parsed and checked against the
 //! authenticated device, the center does the work and commits, and it signs the answer,
-//! bound to the request. `/health` asks the database on the service's own connection and
-//! never waits for the center either.
+//! bound to the request. `/health` asks the database on a connection of its own and never
+//! waits for a handle.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -23,17 +23,18 @@ use axum::Router;
 use serde::Serialize;
 use valuecard_center::auth::DeviceDirectory;
 use valuecard_center::Center;
-use valuecard_core::ids::DeviceId;
 
 use crate::content_type;
 use crate::metrics::{endpoint_label, Metrics};
-use crate::problem::{Problem, ProblemKind, Refusal, INTERNAL_DETAIL};
+use crate::pool::CenterPool;
+use crate::problem::{Problem, ProblemKind, Refusal, StorageFailure, INTERNAL_DETAIL};
 
 /// What every handler shares.
 #[derive(Debug, Clone)]
 pub(crate) struct App {
-    pub(crate) center: Arc<Mutex<Center>>,
-    /// Device keys and health on a connection of their own.
+    /// The center handles requests work on, one each (see `pool.rs`).
+    pub(crate) centers: Arc<CenterPool>,
+    /// The health check's own connection.
     pub(crate) directory: Arc<Mutex<Directory>>,
     pub(crate) metrics: Arc<Metrics>,
     /// `sqlite` or `postgresql`.
@@ -45,7 +46,7 @@ pub(crate) struct App {
 impl App {
     pub(crate) fn new(
         center: Arc<Mutex<Center>>,
-        body_read_timeout: Duration,
+        limits: &crate::serve::ServiceLimits,
     ) -> Result<Self, valuecard_center::CenterError> {
         let (database, directory) = {
             let center = lock(&center);
@@ -56,13 +57,14 @@ impl App {
             };
             (database, center.device_directory()?)
         };
+        let centers = CenterPool::open(center, limits.pool_size, limits.pool_wait)?;
         crate::process_metrics::mark_start();
         Ok(App {
-            center,
+            centers: Arc::new(centers),
             directory: Arc::new(Mutex::new(Directory(Some(directory)))),
             metrics: Arc::new(Metrics::default()),
             database,
-            body_read_timeout,
+            body_read_timeout: limits.body_read_timeout,
         })
     }
 }
@@ -73,13 +75,6 @@ impl App {
 pub(crate) struct Directory(Option<DeviceDirectory>);
 
 impl Directory {
-    pub(crate) fn device_key(
-        &mut self,
-        device: DeviceId,
-    ) -> Option<Result<valuecard_center::auth::DeviceKey, valuecard_center::auth::AuthError>> {
-        self.0.as_mut()?.device_key(device)
-    }
-
     pub(crate) fn check_database(&mut self) -> Option<Result<(), valuecard_center::CenterError>> {
         self.0.as_mut()?.check_database()
     }
@@ -107,8 +102,10 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// The service's routes, on a center shared with the caller, without TLS (for embedding
 /// behind a TLS terminator of one's own; [`crate::serve`] adds TLS).
 pub fn router(center: Arc<Mutex<Center>>) -> Result<Router, valuecard_center::CenterError> {
-    let limits = crate::serve::ServiceLimits::default();
-    Ok(build(App::new(center, limits.body_read_timeout)?))
+    Ok(build(App::new(
+        center,
+        &crate::serve::ServiceLimits::default(),
+    )?))
 }
 
 pub(crate) fn build(app: App) -> Router {
@@ -153,6 +150,9 @@ async fn track(State(app): State<App>, request: Request, next: Next) -> Response
     drop(in_flight);
     let elapsed = started.elapsed();
     let refusal = response.extensions().get::<Refusal>().map(|r| r.0.slug());
+    if response.extensions().get::<StorageFailure>().is_some() {
+        app.metrics.database_failed();
+    }
     let status = response.status().as_u16();
     app.metrics.record(endpoint, status, refusal, elapsed);
     if endpoint.starts_with("/v1/") {

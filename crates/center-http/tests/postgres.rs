@@ -112,8 +112,10 @@ fn issuance_and_loads_over_http_on_postgres() {
         .unwrap();
     assert_eq!(
         terminated.len(),
-        2,
-        "the center's connection and the service's own were found"
+        valuecard_center_http::pool::default_pool_size()
+            + valuecard_center_http::pool::LOOKUP_CONNECTIONS
+            + 1,
+        "every connection of the service (its pool, its lookups, its health check) was found"
     );
     let health = send(&url, "GET", "/health", &[], b"");
     assert_eq!(health.status, 200, "{}", health.text());
@@ -246,6 +248,13 @@ fn the_service_reports_the_database_away_and_recovers_when_it_returns() {
     for word in ["postgres", "connection", "terminat", "sql"] {
         assert!(!text.contains(word), "{word} leaked: {text}");
     }
+    // Two health checks and one request failed on the database, and the metrics say so.
+    let exposition = send(&url, "GET", "/metrics", &[], b"").text();
+    assert_eq!(
+        metric(&exposition, "valuecard_database_errors_total"),
+        Some(3.0),
+        "{exposition}"
+    );
 
     // Back: healthy again, and requests succeed on new connections.
     link.restore();
@@ -258,4 +267,156 @@ fn the_service_reports_the_database_away_and_recovers_when_it_returns() {
     assert_eq!(h.last_sequence(&h.dispenser), Some(sequence));
     let (mut reader, _) = issue_and_load(&mut h);
     assert_eq!(read_purse(&mut reader).unwrap().balance, amount(6_250));
+}
+
+/// Three services (each with its pool of handles) on one database, as three `center serve`
+/// processes behind a load balancer: terminals upload at once to different services, each
+/// batch again to another service in the next round, and a cloned card's two records reach
+/// two services at once. Every record is stored once and the clone flagged once.
+#[test]
+fn three_services_on_one_database_store_every_record_once_and_flag_the_clone_once() {
+    use valuecard_core::messages::center::{TerminalLink, UsageUpload};
+    use valuecard_sim::{Storage, World};
+    use valuecard_terminal::payment::usage_item;
+    const SERVICES: usize = 3;
+
+    let Some((database, mut admin, _application, schema)) = fresh_database() else {
+        return;
+    };
+    let mut world = World::create_seeded(
+        Storage::on(database),
+        SERVICES,
+        today(),
+        WorldRng::seed_from_u64(91),
+    )
+    .unwrap();
+    let issue = |world: &mut World, name: &str| {
+        let memory = valuecard_card::eeprom::MemoryEeprom::new(valuecard_card::image::EEPROM_SIZE);
+        let card = world.manufacture_card(memory.clone()).unwrap();
+        let mut reader = valuecard_reader::InProcessReader::with_card(name, card);
+        let card_id = world.issue(&mut reader, amount(20_000)).unwrap();
+        (reader, memory, card_id)
+    };
+    let mut plain: Vec<_> = (0..3)
+        .map(|index| issue(&mut world, &format!("plain{index}")).0)
+        .collect();
+    let (mut cloned, memory, cloned_id) = issue(&mut world, "cloned");
+    let copy_memory = valuecard_card::eeprom::MemoryEeprom::new(valuecard_card::image::EEPROM_SIZE);
+    copy_memory.restore(&memory.snapshot());
+    let mut copy = valuecard_reader::InProcessReader::with_card(
+        "copy",
+        valuecard_card::Card::open(copy_memory, world.fork_rng()).unwrap(),
+    );
+    let mut spent = 0;
+    for terminal in 0..SERVICES {
+        for (index, card) in plain.iter_mut().enumerate() {
+            let cents = 200 + 10 * terminal as u64 + index as u64;
+            world.terminals[terminal]
+                .purchase(card, amount(cents))
+                .unwrap();
+            spent += cents;
+        }
+    }
+    // The card and its copy spend the same state at two terminals.
+    world.terminals[0]
+        .purchase(&mut cloned, amount(400))
+        .unwrap();
+    world.terminals[1].purchase(&mut copy, amount(450)).unwrap();
+    spent += 850;
+    let uploads: Vec<UsageUpload> = world
+        .terminals
+        .iter()
+        .map(|terminal| UsageUpload {
+            terminal_id: terminal.device_id(),
+            items: terminal
+                .store()
+                .pending_uploads(100)
+                .unwrap()
+                .iter()
+                .filter_map(usage_item)
+                .collect(),
+        })
+        .collect();
+    let records: usize = uploads.iter().map(|upload| upload.items.len()).sum();
+    let images: Vec<Vec<u8>> = world
+        .terminals
+        .iter()
+        .map(|terminal| terminal.sam().to_image())
+        .collect();
+    let keys = tempfile::tempdir().unwrap();
+    world.center.save_keys(keys.path()).unwrap();
+
+    let url = format!("{} options='-c search_path={schema}'", base_url());
+    let servers: Vec<valuecard_center_http::BackgroundServer> = (0..SERVICES)
+        .map(|_| {
+            let center = Center::open(
+                keys.path(),
+                Some(Database::connect_postgres(&url).unwrap()),
+                clock(),
+            )
+            .unwrap();
+            let server = valuecard_center_http::BackgroundServer::bind(
+                "127.0.0.1:0",
+                std::sync::Arc::new(std::sync::Mutex::new(center)),
+            )
+            .unwrap();
+            register_pin(&server.url(), server.pin());
+            server
+        })
+        .collect();
+
+    const ROUNDS: usize = 3;
+    let barrier = std::sync::Barrier::new(SERVICES);
+    let receipts: Vec<_> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..SERVICES)
+            .map(|terminal| {
+                let (uploads, images, servers, barrier) = (&uploads, &images, &servers, &barrier);
+                scope.spawn(move || {
+                    let mut receipts = Vec::new();
+                    for round in 0..ROUNDS {
+                        let server = &servers[(terminal + round) % SERVICES];
+                        let mut link = valuecard_center_http::HttpCenterLink::new(
+                            &server.url(),
+                            server.pin(),
+                            Box::new(sam(&images[terminal])),
+                        )
+                        .unwrap();
+                        barrier.wait();
+                        receipts.push(link.upload_usage(&uploads[terminal]).unwrap());
+                    }
+                    receipts
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .collect::<Vec<_>>()
+    });
+    let mut stored = 0;
+    let mut clones = Vec::new();
+    for receipt in receipts.iter().flatten() {
+        assert!(receipt.refused.is_empty(), "{receipt:?}");
+        stored += receipt.stored as usize;
+        clones.extend(receipt.clones_detected.iter().copied());
+    }
+    assert_eq!(stored, records);
+    assert_eq!(clones, vec![cloned_id]);
+    for server in &servers {
+        let mut center = server.center().lock().unwrap();
+        assert_eq!(center.cloned_cards().unwrap(), vec![cloned_id]);
+        let clone_alerts = center
+            .alerts()
+            .unwrap()
+            .into_iter()
+            .filter(|alert| alert.kind == "cloned")
+            .count();
+        assert_eq!(clone_alerts, 1);
+        assert_eq!(center.reported_spending().unwrap(), (spent, records as u64));
+    }
+    drop(servers);
+    drop(world);
+    admin
+        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+        .unwrap();
 }

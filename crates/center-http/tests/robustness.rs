@@ -97,6 +97,7 @@ fn stalled_clients_do_not_hold_up_shutdown() {
         header_read_timeout: long,
         body_read_timeout: long,
         shutdown_deadline: Duration::from_secs(1),
+        ..ServiceLimits::default()
     };
     let (h, server) = serve_with(limits, 71);
     // One never starts TLS, one stops inside its request head, one inside its body.
@@ -172,8 +173,8 @@ fn a_stalled_body_is_answered_with_a_timeout_problem_and_a_stalled_head_is_close
 }
 
 #[test]
-fn forged_requests_and_health_are_answered_while_the_center_is_busy() {
-    // A center on a file: the service looks device keys up on a connection of its own.
+fn forged_requests_and_health_are_answered_while_the_database_is_busy() {
+    // A center on a file: the service looks device keys up on connections of their own.
     let dir = tempfile::tempdir().unwrap();
     let center = Center::init(dir.path(), None, clock(), &mut WorldRng::seed_from_u64(73)).unwrap();
     let h = Harness::start(center, 73);
@@ -199,9 +200,26 @@ fn forged_requests_and_health_are_answered_while_the_center_is_busy() {
         &body,
     );
 
-    // The center is busy (its lock held) for the whole flood.
-    let center = h.server.center().clone();
-    let guard = center.lock().unwrap();
+    // The database is busy (another process holds SQLite's write lock) for the whole flood.
+    let (locked, is_locked) = mpsc::channel();
+    let (release, released) = mpsc::channel::<()>();
+    let path = dir.path().join("center.sqlite");
+    let blocker = std::thread::spawn(move || {
+        let mut other = valuecard_center::sql::Database::open_sqlite(&path).unwrap();
+        other
+            .transaction(|tx| {
+                valuecard_center::sql::Executor::execute(
+                    tx,
+                    "UPDATE sequences SET next = next WHERE name = 'card'",
+                    &[],
+                )?;
+                let _ = locked.send(());
+                let _ = released.recv_timeout(Duration::from_secs(30));
+                Ok(())
+            })
+            .unwrap();
+    });
+    is_locked.recv().unwrap();
     let flood_url = url.clone();
     let statuses = within(Duration::from_secs(30), move || {
         let mut statuses = Vec::new();
@@ -227,9 +245,9 @@ fn forged_requests_and_health_are_answered_while_the_center_is_busy() {
     });
     assert_eq!(statuses.0.len(), 40);
     assert!(statuses.0.iter().all(|(status, _)| *status == 401));
-    assert_eq!(statuses.1, 200, "health answers while the center is busy");
+    assert_eq!(statuses.1, 200, "health answers while the database is busy");
 
-    // An honest request does wait for the center: the lock was really held.
+    // An honest request does wait for the database: the lock was really held.
     let (done, finished) = mpsc::channel();
     let mut link = h.link(&h.dispenser);
     std::thread::spawn(move || {
@@ -243,7 +261,8 @@ fn forged_requests_and_health_are_answered_while_the_center_is_busy() {
         let _ = done.send(answer.is_ok());
     });
     assert!(finished.recv_timeout(Duration::from_millis(500)).is_err());
-    drop(guard);
+    release.send(()).unwrap();
+    blocker.join().unwrap();
     assert!(finished.recv_timeout(Duration::from_secs(20)).unwrap());
     // The flood moved nothing: only the honest request's sequence was recorded.
     assert!(h.last_sequence(&h.dispenser).unwrap() > sequence);

@@ -239,7 +239,7 @@ impl Center {
     /// A directory of device keys on its own connection to the center's database.
     pub fn device_directory(&self) -> Result<DeviceDirectory, CenterError> {
         Ok(DeviceDirectory {
-            reader: self.db.open_reader()?,
+            reader: self.db.open_another()?,
         })
     }
 

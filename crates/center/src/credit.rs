@@ -205,7 +205,10 @@ impl Center {
             // Another request enabled the card in between: its answer stands.
             return self.issue_credit(request);
         }
-        self.setting_letters.insert(card_id, setting_number);
+        self.setting_letters
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(card_id, setting_number);
         Ok(EnableCredit {
             expiry,
             signature,
@@ -216,7 +219,10 @@ impl Center {
     /// The setting number drawn for `card_id` in this process, once: the letter the holder
     /// receives. The center keeps no copy.
     pub fn take_setting_number(&mut self, card_id: &CardId) -> Option<SettingNumber> {
-        self.setting_letters.remove(card_id)
+        self.setting_letters
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(card_id)
     }
 
     /// The card's credit account, if its credit function was enabled.

@@ -89,16 +89,30 @@ pub struct PendingLoad {
 
 /// The management center over its key file and database.
 pub struct Center {
-    keys: CenterKeys,
+    /// Shared by every handle on the same center (`Center::another_handle`).
+    keys: std::sync::Arc<CenterKeys>,
     db: Database,
-    clock: Box<dyn Clock>,
+    /// Shared by every handle, so that a clock set on one is the clock of all.
+    clock: SharedClock,
     /// Randomness for first stamps and delivery nonces, seeded from the caller's source
     /// (the operating system, or a fixed seed in reproducible simulations).
     rng: rand_chacha::ChaCha20Rng,
     /// Setting numbers drawn in this process and not yet handed to their holders
-    /// (`credit.rs`); never stored.
-    setting_letters:
+    /// (`credit.rs`); never stored, shared by every handle of this process.
+    setting_letters: SettingLetters,
+}
+
+type SettingLetters = std::sync::Arc<
+    std::sync::Mutex<
         std::collections::HashMap<CardId, valuecard_core::messages::credit::SettingNumber>,
+    >,
+>;
+
+/// The center's clock, one for all the handles of a process.
+type SharedClock = std::sync::Arc<std::sync::Mutex<Box<dyn Clock>>>;
+
+fn shared_clock(clock: Box<dyn Clock>) -> SharedClock {
+    std::sync::Arc::new(std::sync::Mutex::new(clock))
 }
 
 impl core::fmt::Debug for Center {
@@ -164,9 +178,9 @@ impl Center {
         crate::db::claim_for_new_center(&mut db, &keys.identity(), clock.today())?;
         keys.save(&key_path(dir))?;
         Ok(Center {
-            keys,
+            keys: std::sync::Arc::new(keys),
             db,
-            clock,
+            clock: shared_clock(clock),
             rng: seeded(rng),
             setting_letters: Default::default(),
         })
@@ -185,9 +199,9 @@ impl Center {
         };
         crate::db::check_owner(&mut db, &keys.identity(), clock.today())?;
         Ok(Center {
-            keys,
+            keys: std::sync::Arc::new(keys),
             db,
-            clock,
+            clock: shared_clock(clock),
             rng: seeded(&mut rand_core::OsRng),
             setting_letters: Default::default(),
         })
@@ -206,11 +220,36 @@ impl Center {
     }
 
     pub fn today(&self) -> Date {
-        self.clock.today()
+        self.clock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .today()
     }
 
+    /// Sets the clock of this center and of every other handle on it.
     pub fn set_clock(&mut self, clock: Box<dyn Clock>) {
-        self.clock = clock;
+        *self
+            .clock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = clock;
+    }
+
+    /// A further handle on the same center: the same keys, clock and undelivered setting
+    /// numbers, a connection of its own to the same database, and randomness of its own.
+    /// Several handles work at once (a service's pool); what they must agree on, the
+    /// database guarantees (see `sql.rs`). `None` for a database in memory, which no second
+    /// connection can reach.
+    pub fn another_handle(&mut self) -> Result<Option<Center>, CenterError> {
+        let Some(db) = self.db.open_another()? else {
+            return Ok(None);
+        };
+        Ok(Some(Center {
+            keys: std::sync::Arc::clone(&self.keys),
+            db,
+            clock: std::sync::Arc::clone(&self.clock),
+            rng: seeded(&mut self.rng),
+            setting_letters: std::sync::Arc::clone(&self.setting_letters),
+        }))
     }
 
     /// nA: the root every card and terminal trusts.
@@ -575,9 +614,9 @@ impl Center {
         rng.fill_bytes(&mut center_id[1..]);
         let keys = CenterKeys::generate(DeviceId(center_id), rng);
         Ok(Center {
-            keys,
+            keys: std::sync::Arc::new(keys),
             db,
-            clock,
+            clock: shared_clock(clock),
             rng: seeded(rng),
             setting_letters: Default::default(),
         })

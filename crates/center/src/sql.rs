@@ -206,6 +206,11 @@ pub enum Database {
         connection: rusqlite::Connection,
         /// The file, for opening a second connection; `None` in memory.
         path: Option<std::path::PathBuf>,
+        /// The one writer: every connection of this process to the same file holds it for
+        /// the length of a transaction. SQLite admits one writer at a time anyway; queueing
+        /// here instead of in SQLite's busy handler (which sleeps and polls) serves waiting
+        /// writers in turn, without sleeping.
+        writer: WriterGate,
     },
     Postgres(Box<PostgresConnection>),
 }
@@ -218,6 +223,9 @@ impl core::fmt::Debug for Database {
         })
     }
 }
+
+/// See [`Database::Sqlite`]'s `writer`.
+pub type WriterGate = std::sync::Arc<std::sync::Mutex<()>>;
 
 /// How many times a PostgreSQL transaction runs before a serialization conflict is given up
 /// as an error: under contention each retry usually wins, and a bound keeps a pathological
@@ -277,6 +285,7 @@ impl Database {
         let mut database = Database::Sqlite {
             connection: Self::sqlite_connection(path)?,
             path: Some(path.to_owned()),
+            writer: WriterGate::default(),
         };
         database.migrate()?;
         Ok(database)
@@ -286,6 +295,7 @@ impl Database {
         let mut database = Database::Sqlite {
             connection: rusqlite::Connection::open_in_memory().map_err(storage_error)?,
             path: None,
+            writer: WriterGate::default(),
         };
         database.migrate()?;
         Ok(database)
@@ -308,17 +318,21 @@ impl Database {
         Ok(database)
     }
 
-    /// A second connection to the same database, for lookups that must not wait for the
-    /// connection the center works on (device keys, health checks). `None` for a database
-    /// in memory, which no second connection can reach.
-    pub fn open_reader(&self) -> Result<Option<Database>, CenterError> {
+    /// A further connection to the same database: for lookups that must not wait for the
+    /// connection the center works on (health checks), and for the further handles of a
+    /// service's pool. On SQLite it shares this connection's writer gate. `None` for a
+    /// database in memory, which no second connection can reach.
+    pub fn open_another(&self) -> Result<Option<Database>, CenterError> {
         match self {
             Database::Sqlite { path: None, .. } => Ok(None),
             Database::Sqlite {
-                path: Some(path), ..
+                path: Some(path),
+                writer,
+                ..
             } => Ok(Some(Database::Sqlite {
                 connection: Self::sqlite_connection(path)?,
                 path: Some(path.clone()),
+                writer: std::sync::Arc::clone(writer),
             })),
             Database::Postgres(connection) => Ok(Some(Database::Postgres(Box::new(
                 PostgresConnection::connect(connection.config.clone())?,
@@ -344,8 +358,9 @@ impl Database {
     /// Runs `work` in one transaction that commits when it answers `Some` and rolls back,
     /// changing nothing, when it answers `None` (or fails).
     ///
-    /// SQLite: the transaction begins IMMEDIATE, taking the write lock before its first
-    /// read, so a read-then-write cannot interleave with another connection's.
+    /// SQLite: the transaction waits for the process's writer gate, then begins IMMEDIATE,
+    /// taking the write lock before its first read, so a read-then-write cannot interleave
+    /// with another connection's (another process's included).
     ///
     /// PostgreSQL: several center processes may share the database, so the transaction is
     /// SERIALIZABLE: whatever `work` read and wrote behaves as if no other transaction ran
@@ -359,7 +374,13 @@ impl Database {
         mut work: impl FnMut(&mut dyn Executor) -> Result<Option<T>, CenterError>,
     ) -> Result<Option<T>, CenterError> {
         match self {
-            Database::Sqlite { connection, .. } => {
+            Database::Sqlite {
+                connection, writer, ..
+            } => {
+                // Held until the transaction ended, committed or not.
+                let _writer = writer
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
                 let transaction = connection
                     .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
                     .map_err(storage_error)?;
@@ -374,17 +395,20 @@ impl Database {
                 let mut begin_failures = 0;
                 let mut conflicts = 0;
                 loop {
-                    let (client, statements) = connection.open()?;
-                    let mut transaction = match client
+                    let (client, statements, lost_flag) = connection.open_parts()?;
+                    let started = client
                         .build_transaction()
                         .isolation_level(postgres::IsolationLevel::Serializable)
-                        .start()
-                    {
+                        .start();
+                    let mut transaction = match started {
                         Ok(transaction) => transaction,
                         // A failed BEGIN applied nothing: try once more, on a new
-                        // connection if this one was found closed.
-                        Err(_) if begin_failures == 0 => {
+                        // connection if this one was found lost.
+                        Err(error) if begin_failures == 0 => {
                             begin_failures += 1;
+                            if pg::is_connection_lost(&error) {
+                                *lost_flag = true;
+                            }
                             continue;
                         }
                         Err(error) => return Err(storage_error(error)),
@@ -393,8 +417,10 @@ impl Database {
                         client: &mut transaction,
                         statements,
                         conflict: false,
+                        lost: false,
                     };
                     let out = work(&mut executor);
+                    let lost = executor.lost;
                     // A conflict aborts the transaction on the server whatever `work` made
                     // of the error, so it is never committed, even when `work` went on.
                     let outcome: Result<(), Option<postgres::Error>> = if executor.conflict {
@@ -405,13 +431,24 @@ impl Database {
                                 Ok(()) => return Ok(Some(out)),
                                 // Serializable transactions can be refused at COMMIT too.
                                 Err(error) if pg::is_conflict(&error) => Err(Some(error)),
-                                Err(error) => return Err(storage_error(error)),
+                                Err(error) => {
+                                    if pg::is_connection_lost(&error) {
+                                        *lost_flag = true;
+                                    }
+                                    return Err(storage_error(error));
+                                }
                             },
                             Ok(None) => {
                                 transaction.rollback().map_err(storage_error)?;
                                 return Ok(None);
                             }
-                            Err(error) => return Err(error),
+                            Err(error) => {
+                                drop(transaction);
+                                if lost {
+                                    *lost_flag = true;
+                                }
+                                return Err(error);
+                            }
                         }
                     };
                     conflicts += 1;
@@ -550,12 +587,19 @@ impl Executor for Database {
     fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>, CenterError> {
         match self {
             Database::Sqlite { connection, .. } => SqliteExecutor(connection).query(sql, params),
-            Database::Postgres(connection) => match connection.executor()?.query(sql, params) {
-                Err(_) if connection.is_closed() && is_read_only(sql) => {
-                    connection.executor()?.query(sql, params)
+            Database::Postgres(connection) => {
+                let mut executor = connection.executor()?;
+                let outcome = executor.query(sql, params);
+                if executor.lost {
+                    connection.mark_lost();
                 }
-                other => other,
-            },
+                match outcome {
+                    Err(_) if connection.is_closed() && is_read_only(sql) => {
+                        connection.executor()?.query(sql, params)
+                    }
+                    other => other,
+                }
+            }
         }
     }
 }

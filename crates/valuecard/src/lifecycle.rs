@@ -170,8 +170,13 @@ pub fn center_serve(
     listen: &str,
     database: Option<&str>,
     log_format: LogFormat,
+    pool_size: Option<usize>,
 ) -> Result<ExitCode, String> {
     let center = datadir::open_center_on(data, database)?;
+    let mut limits = valuecard_center_http::ServiceLimits::default();
+    if let Some(size) = pool_size {
+        limits.pool_size = size;
+    }
     let identity = datadir::service_identity(data)?;
     let listener = std::net::TcpListener::bind(listen)
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
@@ -190,13 +195,8 @@ pub fn center_serve(
         identity.pin().fingerprint()
     );
     std::io::Write::flush(&mut std::io::stdout()).map_err(|e| e.to_string())?;
-    valuecard_center_http::serve::run_until_signal(
-        listener,
-        center,
-        &identity,
-        valuecard_center_http::ServiceLimits::default(),
-    )
-    .map_err(|e| format!("center service: {e}"))?;
+    valuecard_center_http::serve::run_until_signal(listener, center, &identity, limits)
+        .map_err(|e| format!("center service: {e}"))?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -199,6 +199,11 @@ enum CenterCommands {
         /// line for a log collector.
         #[arg(long, value_enum, default_value = "text")]
         log_format: lifecycle::LogFormat,
+        /// Database connections requests work on at once [default: 8 per processor, 4 to
+        /// 64]. Several processes may serve one PostgreSQL database; count theirs together
+        /// against the server's max_connections.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+        pool_size: Option<u16>,
     },
 }
 
@@ -671,7 +676,14 @@ fn main() -> ExitCode {
             listen,
             database,
             log_format,
-        }) => lifecycle::center_serve(&data, &listen, database.as_deref(), log_format),
+            pool_size,
+        }) => lifecycle::center_serve(
+            &data,
+            &listen,
+            database.as_deref(),
+            log_format,
+            pool_size.map(usize::from),
+        ),
         Commands::Terminal(command) => terminal(command),
         Commands::Bench(BenchCommands::Purchase(args)) => bench::purchase(args),
         Commands::Bench(BenchCommands::Ingest(args)) => bench_ingest::ingest(args),

@@ -129,6 +129,24 @@ pub(super) struct PostgresExecutor<'a, C: GenericClient> {
     /// Set when a statement was refused for a serialization conflict or a deadlock: the
     /// transaction is aborted and runs again (`Database::transaction_if`).
     pub(super) conflict: bool,
+    /// Set when a statement failed because the connection is going or gone (a terminated
+    /// backend, a server shutting down, a dropped socket): the next use connects anew.
+    pub(super) lost: bool,
+}
+
+/// Whether an error says the connection itself is lost, not just the statement: the socket
+/// closed, or the server ended the session (administrator or crash shutdown, class 08).
+/// The client may report such an error before it has noticed its socket closed.
+pub(super) fn is_connection_lost(error: &postgres::Error) -> bool {
+    use postgres::error::SqlState;
+    error.is_closed()
+        || matches!(
+            error.code(),
+            Some(code) if *code == SqlState::ADMIN_SHUTDOWN
+                || *code == SqlState::CRASH_SHUTDOWN
+                || *code == SqlState::CANNOT_CONNECT_NOW
+                || code.code().starts_with("08")
+        )
 }
 
 /// Whether PostgreSQL refused a statement or a commit because of a concurrent transaction
@@ -151,6 +169,7 @@ impl<C: GenericClient> PostgresExecutor<'_, C> {
     ) -> Result<T, CenterError> {
         outcome.map_err(|error| {
             self.conflict |= is_conflict(&error);
+            self.lost |= is_connection_lost(&error);
             self.statements.clear();
             storage_error(error)
         })
@@ -185,6 +204,8 @@ pub struct PostgresConnection {
     client: postgres::Client,
     pub(super) config: postgres::Config,
     statements: Statements,
+    /// A statement found the connection lost before the client noticed its socket closed.
+    lost: bool,
 }
 
 impl core::fmt::Debug for PostgresConnection {
@@ -208,14 +229,17 @@ impl PostgresConnection {
             client,
             config,
             statements: Statements::default(),
+            lost: false,
         })
     }
 
     /// A client that is open, with its prepared statements: a connection found closed is
     /// replaced first (and its statements forgotten). While the database is away this fails
     /// (after at most the connect timeout), and the next call tries again.
-    pub(super) fn open(&mut self) -> Result<(&mut postgres::Client, &mut Statements), CenterError> {
-        if self.client.is_closed() {
+    pub(super) fn open_parts(
+        &mut self,
+    ) -> Result<(&mut postgres::Client, &mut Statements, &mut bool), CenterError> {
+        if self.client.is_closed() || self.lost {
             tracing::warn!("the PostgreSQL connection was lost; connecting again");
             self.client = self.config.connect(postgres::NoTls).map_err(|error| {
                 CenterError::Storage(format!(
@@ -224,9 +248,16 @@ impl PostgresConnection {
                 ))
             })?;
             self.statements.clear();
+            self.lost = false;
             tracing::info!("connected to PostgreSQL again");
         }
-        Ok((&mut self.client, &mut self.statements))
+        Ok((&mut self.client, &mut self.statements, &mut self.lost))
+    }
+
+    /// [`PostgresConnection::open_parts`] without the flag that marks the connection lost.
+    pub(super) fn open(&mut self) -> Result<(&mut postgres::Client, &mut Statements), CenterError> {
+        let (client, statements, _) = self.open_parts()?;
+        Ok((client, statements))
     }
 
     /// Runs one statement outside a transaction.
@@ -238,7 +269,13 @@ impl PostgresConnection {
             client,
             statements,
             conflict: false,
+            lost: false,
         })
+    }
+
+    /// Connects anew at the next use: a statement found this connection lost.
+    pub(super) fn mark_lost(&mut self) {
+        self.lost = true;
     }
 
     pub(super) fn forget_statements(&mut self) {
@@ -246,6 +283,6 @@ impl PostgresConnection {
     }
 
     pub(super) fn is_closed(&self) -> bool {
-        self.client.is_closed()
+        self.client.is_closed() || self.lost
     }
 }
