@@ -227,6 +227,16 @@ impl core::fmt::Debug for Database {
 /// See [`Database::Sqlite`]'s `writer`.
 pub type WriterGate = std::sync::Arc<std::sync::Mutex<()>>;
 
+/// The writer gate, held by the caller until dropped: every write of the process's
+/// connections to one SQLite file, a transaction or a statement on its own, queues here
+/// rather than in SQLite's busy handler (which sleeps and polls, up to tens of
+/// milliseconds a turn, while the lock may long be free).
+fn lock_writer(writer: &WriterGate) -> std::sync::MutexGuard<'_, ()> {
+    writer
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// How many times a PostgreSQL transaction runs before a serialization conflict is given up
 /// as an error: under contention each retry usually wins, and a bound keeps a pathological
 /// hot row from holding a request forever.
@@ -378,9 +388,7 @@ impl Database {
                 connection, writer, ..
             } => {
                 // Held until the transaction ended, committed or not.
-                let _writer = writer
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let _writer = lock_writer(writer);
                 let transaction = connection
                     .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
                     .map_err(storage_error)?;
@@ -553,7 +561,12 @@ impl Executor for Database {
     /// have been applied), the next call finds the connection closed and reconnects.
     fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, CenterError> {
         match self {
-            Database::Sqlite { connection, .. } => SqliteExecutor(connection).execute(sql, params),
+            Database::Sqlite {
+                connection, writer, ..
+            } => {
+                let _writer = lock_writer(writer);
+                SqliteExecutor(connection).execute(sql, params)
+            }
             Database::Postgres(connection) => connection.executor()?.execute(sql, params),
         }
     }
@@ -566,7 +579,12 @@ impl Executor for Database {
         rows: &mut dyn Iterator<Item = Vec<Value>>,
     ) -> Result<Vec<Row>, CenterError> {
         match self {
-            Database::Sqlite { connection, .. } => SqliteExecutor(connection).query_each(sql, rows),
+            Database::Sqlite {
+                connection, writer, ..
+            } => {
+                let _writer = (!is_read_only(sql)).then(|| lock_writer(writer));
+                SqliteExecutor(connection).query_each(sql, rows)
+            }
             Database::Postgres(connection) => connection.executor()?.query_each(sql, rows),
         }
     }
@@ -577,7 +595,10 @@ impl Executor for Database {
         rows: &mut dyn Iterator<Item = Vec<Value>>,
     ) -> Result<u64, CenterError> {
         match self {
-            Database::Sqlite { connection, .. } => {
+            Database::Sqlite {
+                connection, writer, ..
+            } => {
+                let _writer = lock_writer(writer);
                 SqliteExecutor(connection).execute_each(sql, rows)
             }
             Database::Postgres(connection) => connection.executor()?.execute_each(sql, rows),
@@ -586,7 +607,13 @@ impl Executor for Database {
 
     fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>, CenterError> {
         match self {
-            Database::Sqlite { connection, .. } => SqliteExecutor(connection).query(sql, params),
+            Database::Sqlite {
+                connection, writer, ..
+            } => {
+                // A statement that writes (`UPDATE ... RETURNING`) queues for the writer.
+                let _writer = (!is_read_only(sql)).then(|| lock_writer(writer));
+                SqliteExecutor(connection).query(sql, params)
+            }
             Database::Postgres(connection) => {
                 let mut executor = connection.executor()?;
                 let outcome = executor.query(sql, params);

@@ -245,6 +245,14 @@ impl Center {
             // The verdict, once the verification finished: the transaction may run again
             // after a conflict on PostgreSQL, and then uses it as it is.
             let mut verdict = None;
+            // SQLite admits one writer at a time: the verdict comes before the write lock is
+            // taken, so that other requests write while this one verifies.
+            if !db.is_postgres() {
+                if let Some(Ok((verified, built))) = verification.take().map(|t| t.join()) {
+                    sets = Some(built);
+                    verdict = Some(verified);
+                }
+            }
             let stored = db.transaction_if(|tx| {
                 let mut verified = || {
                     if let Some(verdict) = verdict {
@@ -261,9 +269,9 @@ impl Center {
                         )),
                     }
                 };
-                // SQLite works in this process: beside the verification it would only take
-                // cores from it, so it waits. PostgreSQL works in its own, and what the
-                // batch waits for there is mostly round trips and the server's writing.
+                // SQLite has the verdict already (see above). PostgreSQL works in its own
+                // process, and what the batch waits for there is mostly round trips and the
+                // server's writing: it stores while the signatures verify.
                 if tx.dialect() == Dialect::Sqlite && !verified()? {
                     return Ok(None);
                 }

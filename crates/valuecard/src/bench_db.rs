@@ -29,9 +29,44 @@ pub(crate) fn scratch_postgres(url: &str) -> Result<(Database, ScratchSchema), S
         .batch_execute(&format!("CREATE SCHEMA {name}"))
         .map_err(|e| e.to_string())?;
     let scratch = ScratchSchema { admin, name };
-    let scoped = format!("{url} options='-c search_path={}'", scratch.name);
-    let database = Database::connect_postgres(&scoped).map_err(|e| e.to_string())?;
+    let database =
+        Database::connect_postgres(&scoped_to(url, &scratch.name)).map_err(|e| e.to_string())?;
     Ok((database, scratch))
+}
+
+/// `url` with `schema` as its search path, in either form PostgreSQL takes: a
+/// `postgres://` URL gets the option as a query parameter, a key-value string as a pair.
+fn scoped_to(url: &str, schema: &str) -> String {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let separator = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{separator}options=-c%20search_path%3D{schema}")
+    } else {
+        format!("{url} options='-c search_path={schema}'")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::scoped_to;
+
+    #[test]
+    fn both_connection_string_forms_get_the_schema() {
+        for (url, scoped) in [
+            (
+                "postgres://postgres@127.0.0.1:5432/postgres",
+                "postgres://postgres@127.0.0.1:5432/postgres?options=-c%20search_path%3Ds",
+            ),
+            (
+                "postgresql://h/db?sslmode=disable",
+                "postgresql://h/db?sslmode=disable&options=-c%20search_path%3Ds",
+            ),
+            ("host=h user=u", "host=h user=u options='-c search_path=s'"),
+        ] {
+            assert_eq!(scoped_to(url, "s"), scoped);
+            let config: postgres::Config = scoped.parse().unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(config.get_options(), Some("-c search_path=s"));
+        }
+    }
 }
 
 /// The store's name in a benchmark's report.
