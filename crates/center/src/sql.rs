@@ -479,10 +479,10 @@ impl Database {
             )));
         }
         let mut count = 0;
-        for (index, sql) in migrations.iter().enumerate().skip(applied as usize) {
+        for (index, migration) in migrations.iter().enumerate().skip(applied as usize) {
             let dialect = match self {
-                Database::Sqlite { .. } => sqlite_dialect(sql),
-                Database::Postgres(_) => (*sql).to_owned(),
+                Database::Sqlite { .. } => sqlite_dialect(migration.text(Dialect::Sqlite)),
+                Database::Postgres(_) => migration.text(Dialect::Postgres).to_owned(),
             };
             self.transaction(|tx| {
                 for statement in dialect.split(';').map(str::trim).filter(|s| !s.is_empty()) {
@@ -498,6 +498,10 @@ impl Database {
         }
         if let Database::Postgres(connection) = self {
             connection.forget_statements();
+        }
+        // Records a migration moved into the DEFAULT partition get their months' own.
+        if count > 0 {
+            crate::usage::partitions::partition_default_rows(self)?;
         }
         Ok(count)
     }

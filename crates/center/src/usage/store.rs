@@ -24,7 +24,8 @@ use crate::loads::StoredLoad;
 use crate::sql::{execute_set, query_set, Executor, SetKeys};
 
 use super::reads::{
-    card_facts, corrupt, loads_named, state_keys, state_uses, stored_contents, State, StateUse,
+    card_facts, card_of, corrupt, counter_of, loads_named, state_keys, state_uses,
+    stored_contents, State, StateUse,
 };
 
 /// What storing a batch came to.
@@ -52,63 +53,114 @@ enum Effect {
     },
 }
 
-/// Writes the records of `items` that no record holds yet under their sequence, and returns
-/// the sequences it wrote.
+/// What writing a batch's records came to.
+struct Written {
+    /// The sequences that no record held before: their items are stored now.
+    sequences: HashSet<u32>,
+    /// The card states whose first record is one of those written now.
+    first_of_state: HashSet<State>,
+}
+
+/// The columns of `items` under the names the statements below use.
+fn item_keys(terminal_id: DeviceId, items: &[&UsageItem], with_body: bool) -> SetKeys {
+    let ints = |f: &dyn Fn(&UsageItem) -> i64| -> Vec<i64> { items.iter().map(|i| f(i)).collect() };
+    let bytes = |f: &dyn Fn(&UsageItem) -> Vec<u8>| -> Vec<Vec<u8>> {
+        items.iter().map(|i| f(i)).collect()
+    };
+    let keys = SetKeys::new()
+        .bytes("terminal_id", vec![terminal_id.0.to_vec(); items.len()])
+        .ints("terminal_sequence", ints(&|i| i64::from(i.terminal_sequence)))
+        .bytes("card_id", bytes(&|i| i.card_id.0.to_vec()))
+        .ints("card_counter", ints(&|i| i64::from(i.card_counter)))
+        .ints("amount_minor", ints(&|i| i.amount.minor() as i64))
+        .bytes("usage_digest", bytes(&|i| i.usage_management_digest().to_vec()))
+        .ints("purchase_date", ints(&|i| i64::from(i.date.0)));
+    if !with_body {
+        return keys;
+    }
+    keys.ints(
+        "balance_after_minor",
+        ints(&|i| i.balance_after.minor() as i64),
+    )
+    .bytes(
+        "terminal_signature",
+        bytes(&|i| i.terminal_signature.0.to_vec()),
+    )
+    .bytes(
+        "previous_writer",
+        bytes(&|i| i.previous_usage.writer.0.to_vec()),
+    )
+    .bytes("card_signature", bytes(&|i| i.card_signature.0.to_vec()))
+}
+
+/// Writes the records of `items` (at most one per sequence) that no record holds yet under
+/// their sequence: each sequence claimed in `usage_sequences`, each card state's first
+/// record in `card_states`, the bodies in `usage_records`. Both claims are the database's
+/// own uniqueness, so a sequence is stored once and a state has one first record even when
+/// another center process wrote the same ones beside this batch.
+///
+/// `WHERE true`: SQLite reads an ON right after the FROM as a join's unless a WHERE stands
+/// between.
 fn insert_records(
     tx: &mut dyn Executor,
     terminal_id: DeviceId,
     items: &[&UsageItem],
-) -> Result<HashSet<u32>, CenterError> {
-    let column =
-        |f: &dyn Fn(&UsageItem) -> i64| -> Vec<i64> { items.iter().map(|item| f(item)).collect() };
-    let bytes = |f: &dyn Fn(&UsageItem) -> Vec<u8>| -> Vec<Vec<u8>> {
-        items.iter().map(|item| f(item)).collect()
-    };
-    let keys = SetKeys::new()
-        .bytes("terminal_id", vec![terminal_id.0.to_vec(); items.len()])
-        .ints(
-            "terminal_sequence",
-            column(&|i| i64::from(i.terminal_sequence)),
-        )
-        .bytes("card_id", bytes(&|i| i.card_id.0.to_vec()))
-        .ints("card_counter", column(&|i| i64::from(i.card_counter)))
-        .ints("amount_minor", column(&|i| i.amount.minor() as i64))
-        .ints(
-            "balance_after_minor",
-            column(&|i| i.balance_after.minor() as i64),
-        )
-        .bytes(
-            "usage_digest",
-            bytes(&|i| i.usage_management_digest().to_vec()),
-        )
-        .ints("purchase_date", column(&|i| i64::from(i.date.0)))
-        .bytes(
-            "terminal_signature",
-            bytes(&|i| i.terminal_signature.0.to_vec()),
-        )
-        .bytes(
-            "previous_writer",
-            bytes(&|i| i.previous_usage.writer.0.to_vec()),
-        )
-        .bytes("card_signature", bytes(&|i| i.card_signature.0.to_vec()));
-    // `WHERE true`: SQLite reads an ON right after the FROM as a join's unless a WHERE
-    // stands between.
+) -> Result<Written, CenterError> {
     let rows = query_set(
         tx,
-        "INSERT INTO usage_records (terminal_id, terminal_sequence, card_id, card_counter,
-             amount_minor, balance_after_minor, usage_digest, purchase_date, terminal_signature,
-             previous_writer, card_signature)
-         SELECT terminal_id, terminal_sequence, card_id, card_counter, amount_minor,
-             balance_after_minor, usage_digest, purchase_date, terminal_signature,
-             previous_writer, card_signature
+        "INSERT INTO usage_sequences (terminal_id, terminal_sequence, card_id, card_counter,
+             amount_minor, usage_digest)
+         SELECT terminal_id, terminal_sequence, card_id, card_counter, amount_minor, usage_digest
          FROM {keys} WHERE true
          ON CONFLICT (terminal_id, terminal_sequence) DO NOTHING
          RETURNING terminal_sequence",
+        &item_keys(terminal_id, items, false),
+    )?;
+    let sequences: HashSet<u32> = rows
+        .iter()
+        .map(|row| u32::try_from(row.int(0)?).map_err(|_| corrupt("sequence")))
+        .collect::<Result<_, _>>()?;
+    let new: Vec<&UsageItem> = items
+        .iter()
+        .filter(|item| sequences.contains(&item.terminal_sequence))
+        .copied()
+        .collect();
+    if new.is_empty() {
+        return Ok(Written {
+            sequences,
+            first_of_state: HashSet::new(),
+        });
+    }
+    let keys = item_keys(terminal_id, &new, true);
+    let rows = query_set(
+        tx,
+        "INSERT INTO card_states (card_id, card_counter, terminal_id, terminal_sequence,
+             usage_digest, purchase_date)
+         SELECT card_id, card_counter, terminal_id, terminal_sequence, usage_digest, purchase_date
+         FROM {keys} WHERE true
+         ON CONFLICT (card_id, card_counter) DO NOTHING
+         RETURNING card_id, card_counter",
         &keys,
     )?;
-    rows.iter()
-        .map(|row| u32::try_from(row.int(0)?).map_err(|_| corrupt("sequence")))
-        .collect()
+    let first_of_state = rows
+        .iter()
+        .map(|row| Ok((card_of(row, 0)?, counter_of(row, 1)?)))
+        .collect::<Result<_, CenterError>>()?;
+    execute_set(
+        tx,
+        "INSERT INTO usage_records (card_id, card_counter, terminal_id, terminal_sequence,
+             amount_minor, balance_after_minor, usage_digest, purchase_date, terminal_signature,
+             previous_writer, card_signature)
+         SELECT card_id, card_counter, terminal_id, terminal_sequence, amount_minor,
+             balance_after_minor, usage_digest, purchase_date, terminal_signature,
+             previous_writer, card_signature
+         FROM {keys}",
+        &keys,
+    )?;
+    Ok(Written {
+        sequences,
+        first_of_state,
+    })
 }
 
 fn dedup<T: Eq + std::hash::Hash + Copy>(values: impl IntoIterator<Item = T>) -> Vec<T> {
@@ -162,7 +214,19 @@ pub(super) fn store_batch(
     );
     let mut uses = state_uses(tx, &states)?;
 
-    let inserted = insert_records(tx, terminal_id, &candidates)?;
+    let written = insert_records(tx, terminal_id, &candidates)?;
+    let inserted = &written.sequences;
+    // A state whose first record is not one of this batch's was spent by a record this
+    // batch did not read before (another process wrote it beside this one; under
+    // SERIALIZABLE, and on SQLite, `state_uses` already counted it).
+    for item in &candidates {
+        let state = (item.card_id, item.card_counter);
+        if inserted.contains(&item.terminal_sequence) && !written.first_of_state.contains(&state)
+        {
+            let state_use = uses.entry(state).or_default();
+            state_use.records = state_use.records.max(1);
+        }
+    }
     let repeated: Vec<u32> = items
         .iter()
         .zip(&firsts)
