@@ -199,10 +199,14 @@ pub fn months_wanted(today: Date, dates: impl IntoIterator<Item = Date>) -> BTre
     months
 }
 
-/// The session-wide advisory lock that makes partition creation one process at a time per
-/// schema, taken inside the creating transaction (released at its end).
+/// The advisory lock that makes partition creation one process at a time per schema, and
+/// its release. A session lock, taken before the creating transaction begins: a
+/// SERIALIZABLE transaction reads from the snapshot of its first statement, so a lock
+/// waited for inside it would not let it see the partitions its predecessor made.
 const PARTITION_LOCK: &str =
-    "SELECT pg_advisory_xact_lock(hashtext('valuecard/partitions/' || current_schema()))";
+    "SELECT pg_advisory_lock(hashtext('valuecard/partitions/' || current_schema()))";
+const PARTITION_UNLOCK: &str =
+    "SELECT pg_advisory_unlock(hashtext('valuecard/partitions/' || current_schema()))";
 
 /// The month partitions that exist, by name.
 fn existing_partitions(tx: &mut dyn Executor) -> Result<BTreeSet<String>, CenterError> {
@@ -235,12 +239,22 @@ pub fn ensure_partitions(db: &mut Database, months: &BTreeSet<Month>) -> Result<
     if missing.is_empty() {
         return Ok(0);
     }
+    db.execute(PARTITION_LOCK, &[])?;
+    let made = make_partitions(db, &missing);
+    // Should the connection have been lost meanwhile, the lock went with its session.
+    let unlocked = db.execute(PARTITION_UNLOCK, &[]);
+    let made = made?;
+    unlocked?;
+    Ok(made)
+}
+
+/// Makes the partitions of `missing` that still do not exist, under `PARTITION_LOCK`.
+fn make_partitions(db: &mut Database, missing: &[Month]) -> Result<usize, CenterError> {
     db.transaction(|tx| {
-        tx.execute(PARTITION_LOCK, &[])?;
         // Another process may have made some while this one waited for the lock.
         let existing = existing_partitions(tx)?;
         let mut made = 0;
-        for month in &missing {
+        for month in missing {
             let name = month.partition();
             let Some((start, end)) = month.bounds() else {
                 continue;
