@@ -130,6 +130,16 @@ pub const MIGRATIONS: &[Migration] = &[
         postgres: crate::usage::partitions::PARTITION_MIGRATION_POSTGRES,
         sqlite: crate::usage::partitions::PARTITION_MIGRATION_SQLITE,
     },
+    // 13: load numbers from a PostgreSQL sequence instead of a row of `sequences` (see
+    // `next_in_sequence`); SQLite, one writer at a time, keeps the row.
+    Migration::PerDialect {
+        postgres: r#"
+    CREATE SEQUENCE load_numbers AS BIGINT MINVALUE 1 MAXVALUE 4294967295;
+    SELECT setval('load_numbers', (SELECT next FROM sequences WHERE name = 'load'), false);
+    DELETE FROM sequences WHERE name = 'load'
+    "#,
+        sqlite: "",
+    },
 ];
 
 /// The center a database belongs to.
@@ -223,10 +233,20 @@ pub fn check_owner(
 }
 
 /// Takes the next value of a named sequence inside the caller's transaction.
+///
+/// Load numbers on PostgreSQL come from a SEQUENCE: every load takes one, and a row of
+/// `sequences` would be one hot row that every load's transaction writes and holds to its
+/// end (and, on a distributed database, a coordinator row). A sequence hands out each number
+/// once without a row lock; a transaction that rolls back or runs again leaves a gap, and
+/// load numbers need only be unique. The other names are taken rarely (issue, installation,
+/// listing, alerts).
 pub fn next_in_sequence(
     tx: &mut dyn crate::sql::Executor,
     name: &str,
 ) -> Result<i64, crate::CenterError> {
+    if name == "load" && tx.dialect() == crate::sql::Dialect::Postgres {
+        return tx.query_one("SELECT nextval('load_numbers')", &[])?.int(0);
+    }
     tx.query_one(
         "UPDATE sequences SET next = next + 1 WHERE name = $1 RETURNING next - 1",
         &[name.into()],

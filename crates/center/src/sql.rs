@@ -326,6 +326,17 @@ impl Database {
         }
     }
 
+    /// Names of tables made at run time (the month partitions of usage records) that this
+    /// connection has seen exist, so that it need not ask the catalog before every batch;
+    /// `None` on SQLite, which makes none. Only ever added to: such a table is never
+    /// dropped while a center runs.
+    pub fn known_tables(&mut self) -> Option<&mut std::collections::BTreeSet<String>> {
+        match self {
+            Database::Sqlite { .. } => None,
+            Database::Postgres(connection) => Some(&mut connection.known_tables),
+        }
+    }
+
     pub fn is_postgres(&self) -> bool {
         matches!(self, Database::Postgres(_))
     }

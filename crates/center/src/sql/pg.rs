@@ -185,6 +185,8 @@ pub struct PostgresConnection {
     client: postgres::Client,
     pub(super) config: postgres::Config,
     statements: Statements,
+    /// Tables this connection has seen exist (see `Database::known_tables`).
+    pub(super) known_tables: std::collections::BTreeSet<String>,
 }
 
 impl core::fmt::Debug for PostgresConnection {
@@ -208,6 +210,7 @@ impl PostgresConnection {
             client,
             config,
             statements: Statements::default(),
+            known_tables: std::collections::BTreeSet::new(),
         })
     }
 

@@ -225,22 +225,33 @@ fn existing_partitions(tx: &mut dyn Executor) -> Result<BTreeSet<String>, Center
 /// into them: attaching one locks the partitioned table, which must not happen inside a
 /// batch that other writers wait behind. Returns how many it made.
 pub fn ensure_partitions(db: &mut Database, months: &BTreeSet<Month>) -> Result<usize, CenterError> {
-    if db.dialect() != Dialect::Postgres || months.is_empty() {
+    let Some(known) = db.known_tables() else {
         return Ok(0);
-    }
-    let missing: Vec<Month> = {
-        let existing = existing_partitions(db)?;
-        months
-            .iter()
-            .filter(|month| !existing.contains(&month.partition()))
-            .copied()
-            .collect()
     };
-    if missing.is_empty() {
+    if months.iter().all(|month| known.contains(&month.partition())) {
         return Ok(0);
     }
+    let existing = existing_partitions(db)?;
+    let missing: Vec<Month> = months
+        .iter()
+        .filter(|month| !existing.contains(&month.partition()))
+        .copied()
+        .collect();
+    let made = if missing.is_empty() {
+        0
+    } else {
+        made_under_lock(db, &missing)?
+    };
+    if let Some(known) = db.known_tables() {
+        known.extend(months.iter().map(|month| month.partition()));
+    }
+    Ok(made)
+}
+
+/// `make_partitions` under the partition lock.
+fn made_under_lock(db: &mut Database, missing: &[Month]) -> Result<usize, CenterError> {
     db.execute(PARTITION_LOCK, &[])?;
-    let made = make_partitions(db, &missing);
+    let made = make_partitions(db, missing);
     // Should the connection have been lost meanwhile, the lock went with its session.
     let unlocked = db.execute(PARTITION_UNLOCK, &[]);
     let made = made?;

@@ -61,11 +61,14 @@ struct Written {
     first_of_state: HashSet<State>,
 }
 
-/// The columns of `items` under the names the statements below use.
-fn item_keys(terminal_id: DeviceId, items: &[&UsageItem], with_body: bool) -> SetKeys {
-    let ints = |f: &dyn Fn(&UsageItem) -> i64| -> Vec<i64> { items.iter().map(|i| f(i)).collect() };
+/// The columns of `items` (each with its usage digest, computed once) under the names the
+/// statements below use.
+fn item_keys(terminal_id: DeviceId, items: &[(&UsageItem, Vec<u8>)], with_body: bool) -> SetKeys {
+    let ints = |f: &dyn Fn(&UsageItem) -> i64| -> Vec<i64> {
+        items.iter().map(|(i, _)| f(i)).collect()
+    };
     let bytes = |f: &dyn Fn(&UsageItem) -> Vec<u8>| -> Vec<Vec<u8>> {
-        items.iter().map(|i| f(i)).collect()
+        items.iter().map(|(i, _)| f(i)).collect()
     };
     let keys = SetKeys::new()
         .bytes("terminal_id", vec![terminal_id.0.to_vec(); items.len()])
@@ -73,7 +76,10 @@ fn item_keys(terminal_id: DeviceId, items: &[&UsageItem], with_body: bool) -> Se
         .bytes("card_id", bytes(&|i| i.card_id.0.to_vec()))
         .ints("card_counter", ints(&|i| i64::from(i.card_counter)))
         .ints("amount_minor", ints(&|i| i.amount.minor() as i64))
-        .bytes("usage_digest", bytes(&|i| i.usage_management_digest().to_vec()))
+        .bytes(
+            "usage_digest",
+            items.iter().map(|(_, digest)| digest.clone()).collect(),
+        )
         .ints("purchase_date", ints(&|i| i64::from(i.date.0)));
     if !with_body {
         return keys;
@@ -106,6 +112,10 @@ fn insert_records(
     terminal_id: DeviceId,
     items: &[&UsageItem],
 ) -> Result<Written, CenterError> {
+    let items: Vec<(&UsageItem, Vec<u8>)> = items
+        .iter()
+        .map(|item| (*item, item.usage_management_digest().to_vec()))
+        .collect();
     let rows = query_set(
         tx,
         "INSERT INTO usage_sequences (terminal_id, terminal_sequence, card_id, card_counter,
@@ -114,16 +124,15 @@ fn insert_records(
          FROM {keys} WHERE true
          ON CONFLICT (terminal_id, terminal_sequence) DO NOTHING
          RETURNING terminal_sequence",
-        &item_keys(terminal_id, items, false),
+        &item_keys(terminal_id, &items, false),
     )?;
     let sequences: HashSet<u32> = rows
         .iter()
         .map(|row| u32::try_from(row.int(0)?).map_err(|_| corrupt("sequence")))
         .collect::<Result<_, _>>()?;
-    let new: Vec<&UsageItem> = items
-        .iter()
-        .filter(|item| sequences.contains(&item.terminal_sequence))
-        .copied()
+    let new: Vec<(&UsageItem, Vec<u8>)> = items
+        .into_iter()
+        .filter(|(item, _)| sequences.contains(&item.terminal_sequence))
         .collect();
     if new.is_empty() {
         return Ok(Written {
@@ -131,7 +140,6 @@ fn insert_records(
             first_of_state: HashSet::new(),
         });
     }
-    let keys = item_keys(terminal_id, &new, true);
     let rows = query_set(
         tx,
         "INSERT INTO card_states (card_id, card_counter, terminal_id, terminal_sequence,
@@ -140,7 +148,7 @@ fn insert_records(
          FROM {keys} WHERE true
          ON CONFLICT (card_id, card_counter) DO NOTHING
          RETURNING card_id, card_counter",
-        &keys,
+        &item_keys(terminal_id, &new, false),
     )?;
     let first_of_state = rows
         .iter()
@@ -155,7 +163,7 @@ fn insert_records(
              balance_after_minor, usage_digest, purchase_date, terminal_signature,
              previous_writer, card_signature
          FROM {keys}",
-        &keys,
+        &item_keys(terminal_id, &new, true),
     )?;
     Ok(Written {
         sequences,
