@@ -34,7 +34,8 @@ use Migration::Portable;
 /// Append-only: never edit a migration that has shipped; add a new one.
 pub const MIGRATIONS: &[Migration] = &[
     // 1: devices, cards, loads, remaining values, identifier sequences.
-    Portable(r#"
+    Portable(
+        r#"
     CREATE TABLE devices (
         device_id    BYTEA PRIMARY KEY CHECK (length(device_id) = 8),
         role         BIGINT NOT NULL,
@@ -85,18 +86,21 @@ pub const MIGRATIONS: &[Migration] = &[
         next BIGINT NOT NULL
     );
     INSERT INTO sequences (name, next) VALUES ('card', 1), ('device', 1), ('load', 1);
-    "#),
+    "#,
+    ),
     // 2: usage-management records (Fig. 9) and the versioned lists.
     Portable(crate::usage::MIGRATION),
     // 3: the last request sequence accepted from each device over HTTP (replay protection,
     // see `auth.rs`).
-    Portable(r#"
+    Portable(
+        r#"
     CREATE TABLE device_sequences (
         device_id     BYTEA PRIMARY KEY CHECK (length(device_id) = 8),
         last_sequence BIGINT NOT NULL CHECK (last_sequence >= 0),
         updated_on    BIGINT NOT NULL
     );
-    "#),
+    "#,
+    ),
     // 4: the time-stamp registry of stolen-terminal detection (Figs. 10-12).
     Portable(crate::stamps::MIGRATION),
     // 5: restorations of destroyed cards, one per card.
@@ -108,14 +112,16 @@ pub const MIGRATIONS: &[Migration] = &[
     Portable(crate::alerts::MIGRATION),
     // 8: which center the database belongs to, so that a second `center init` on a
     // database that already holds a center is refused (see `claim_for_new_center`).
-    Portable(r#"
+    Portable(
+        r#"
     CREATE TABLE center_identity (
         singleton  BIGINT PRIMARY KEY CHECK (singleton = 1),
         center_id  BYTEA NOT NULL CHECK (length(center_id) = 8),
         root_key   BYTEA NOT NULL CHECK (length(root_key) = 32),
         created_on BIGINT NOT NULL
     );
-    "#),
+    "#,
+    ),
     // 9: transfer-key and update-key generations (seed 000) and what each card and load
     // was given.
     Portable(crate::transfer_keys::MIGRATION),

@@ -9,7 +9,7 @@ mod pg;
 mod set;
 mod sqlite;
 pub use self::pg::{PostgresConnection, POSTGRES_CONNECT_TIMEOUT};
-pub use self::set::{execute_set, query_set, SetKeys};
+pub use self::set::{execute_set, insert_set, query_set, SetKeys};
 use self::sqlite::{sqlite_dialect, SqliteExecutor};
 
 /// A value bound to a statement or read from a row.
@@ -143,6 +143,22 @@ pub trait Executor {
             out.extend(self.query(sql, &params)?);
         }
         Ok(out)
+    }
+
+    /// Appends rows to `table` with PostgreSQL's binary COPY: `columns` names them, `values`
+    /// holds one column of values each (`Value::Ints` or `Value::ByteStrings`, of equal
+    /// length). Only PostgreSQL copies; callers go through `sql::insert_set`, which inserts
+    /// on SQLite.
+    fn copy_in(
+        &mut self,
+        table: &str,
+        columns: &[&str],
+        values: &[Value],
+    ) -> Result<u64, CenterError> {
+        let _ = (columns, values);
+        Err(CenterError::Storage(format!(
+            "no COPY into {table} on this database"
+        )))
     }
 
     /// Runs a statement once for each row of parameters; the rows changed, summed.

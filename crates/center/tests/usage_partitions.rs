@@ -56,7 +56,10 @@ fn scratch() -> Option<Scratch> {
             return None;
         }
     };
-    let schema = format!("valuecard_partition_test_{:016x}", rand_core::OsRng.next_u64());
+    let schema = format!(
+        "valuecard_partition_test_{:016x}",
+        rand_core::OsRng.next_u64()
+    );
     admin
         .batch_execute(&format!("CREATE SCHEMA {schema}"))
         .unwrap();
@@ -110,7 +113,9 @@ fn story(storage: Storage) -> (World, Vec<UploadReceipt>, CardId) {
     world.terminals[shop]
         .purchase(&mut plain, amount(300))
         .unwrap();
-    world.terminals[shop].purchase(&mut copy, amount(400)).unwrap();
+    world.terminals[shop]
+        .purchase(&mut copy, amount(400))
+        .unwrap();
     world.pass_days(60);
     assert_eq!(Month::of(world.today()).month, 9);
     world.terminals[shop]
@@ -119,10 +124,7 @@ fn story(storage: Storage) -> (World, Vec<UploadReceipt>, CardId) {
     let pending = world.terminals[shop].store().pending_uploads(100).unwrap();
     let items: Vec<UsageItem> = pending.iter().filter_map(usage_item).collect();
     assert_eq!(items.len(), 5);
-    let receipts = vec![
-        upload(&mut world, items.clone()),
-        upload(&mut world, items),
-    ];
+    let receipts = vec![upload(&mut world, items.clone()), upload(&mut world, items)];
     (world, receipts, cloned_id)
 }
 
@@ -202,13 +204,23 @@ fn records_land_in_their_months_partitions_on_postgresql() {
         .iter()
         .map(|row| row.text(0).unwrap())
         .collect();
-    for made in ["usage_records_y2026m10", "usage_records_y2026m11", "usage_records_default"] {
+    for made in [
+        "usage_records_y2026m10",
+        "usage_records_y2026m11",
+        "usage_records_default",
+    ] {
         assert!(partitions.contains(made), "{partitions:?}");
     }
-    assert!(!partitions.contains("usage_records_y2026m08"), "{partitions:?}");
+    assert!(
+        !partitions.contains("usage_records_y2026m08"),
+        "{partitions:?}"
+    );
     // One first record per state: the clone's July record is stored, its state's first
     // record stays the June one.
-    assert_eq!(count(&mut db, "SELECT CAST(COUNT(*) AS BIGINT) FROM card_states"), 4);
+    assert_eq!(
+        count(&mut db, "SELECT CAST(COUNT(*) AS BIGINT) FROM card_states"),
+        4
+    );
     let first = db
         .query_one(
             "SELECT purchase_date FROM card_states WHERE card_id = $1",

@@ -33,6 +33,15 @@ impl SetKeys {
         self
     }
 
+    /// The same keys without the column `name` (for a table that lacks it).
+    pub fn without(mut self, name: &str) -> Self {
+        if let Some(index) = self.names.iter().position(|n| *n == name) {
+            self.names.remove(index);
+            self.columns.remove(index);
+        }
+        self
+    }
+
     /// How many keys: the length of the shortest column (they are built equal).
     pub fn len(&self) -> usize {
         self.columns
@@ -112,6 +121,27 @@ pub fn execute_set(tx: &mut dyn Executor, sql: &str, keys: &SetKeys) -> Result<u
     match dialect {
         Dialect::Postgres => tx.execute(&sql, &keys.columns),
         Dialect::Sqlite => tx.execute_each(&sql, &mut (0..keys.len()).map(|i| keys.row(i))),
+    }
+}
+
+/// Appends one row per key to `table`, the keys' names being its columns: on PostgreSQL by
+/// binary COPY (the server writes the rows in bulk, with no statement to plan and no
+/// arrays to unpack), on SQLite by one prepared INSERT per key. For tables with no
+/// uniqueness to meet: COPY has no `ON CONFLICT`, and a conflict fails the whole batch.
+pub fn insert_set(tx: &mut dyn Executor, table: &str, keys: &SetKeys) -> Result<u64, CenterError> {
+    if keys.is_empty() {
+        return Ok(0);
+    }
+    match tx.dialect() {
+        Dialect::Postgres => tx.copy_in(table, &keys.names, &keys.columns),
+        Dialect::Sqlite => {
+            let columns = keys.names.join(", ");
+            execute_set(
+                tx,
+                &format!("INSERT INTO {table} ({columns}) SELECT {columns} FROM {{keys}}"),
+                keys,
+            )
+        }
     }
 }
 

@@ -224,11 +224,17 @@ fn existing_partitions(tx: &mut dyn Executor) -> Result<BTreeSet<String>, Center
 /// Partitions are made in a short transaction of their own, before any batch that writes
 /// into them: attaching one locks the partitioned table, which must not happen inside a
 /// batch that other writers wait behind. Returns how many it made.
-pub fn ensure_partitions(db: &mut Database, months: &BTreeSet<Month>) -> Result<usize, CenterError> {
+pub fn ensure_partitions(
+    db: &mut Database,
+    months: &BTreeSet<Month>,
+) -> Result<usize, CenterError> {
     let Some(known) = db.known_tables() else {
         return Ok(0);
     };
-    if months.iter().all(|month| known.contains(&month.partition())) {
+    if months
+        .iter()
+        .all(|month| known.contains(&month.partition()))
+    {
         return Ok(0);
     }
     let existing = existing_partitions(db)?;

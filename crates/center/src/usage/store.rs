@@ -21,11 +21,11 @@ use valuecard_core::money::Amount;
 
 use crate::alerts::AlertKind;
 use crate::loads::StoredLoad;
-use crate::sql::{execute_set, query_set, Executor, SetKeys};
+use crate::sql::{execute_set, insert_set, query_set, Dialect, Executor, SetKeys};
 
 use super::reads::{
-    card_facts, card_of, corrupt, counter_of, loads_named, state_keys, state_uses,
-    stored_contents, State, StateUse,
+    card_facts, card_of, corrupt, counter_of, loads_named, state_keys, state_uses, stored_contents,
+    State, StateUse,
 };
 
 /// What storing a batch came to.
@@ -64,15 +64,17 @@ struct Written {
 /// The columns of `items` (each with its usage digest, computed once) under the names the
 /// statements below use.
 fn item_keys(terminal_id: DeviceId, items: &[(&UsageItem, Vec<u8>)], with_body: bool) -> SetKeys {
-    let ints = |f: &dyn Fn(&UsageItem) -> i64| -> Vec<i64> {
-        items.iter().map(|(i, _)| f(i)).collect()
-    };
+    let ints =
+        |f: &dyn Fn(&UsageItem) -> i64| -> Vec<i64> { items.iter().map(|(i, _)| f(i)).collect() };
     let bytes = |f: &dyn Fn(&UsageItem) -> Vec<u8>| -> Vec<Vec<u8>> {
         items.iter().map(|(i, _)| f(i)).collect()
     };
     let keys = SetKeys::new()
         .bytes("terminal_id", vec![terminal_id.0.to_vec(); items.len()])
-        .ints("terminal_sequence", ints(&|i| i64::from(i.terminal_sequence)))
+        .ints(
+            "terminal_sequence",
+            ints(&|i| i64::from(i.terminal_sequence)),
+        )
         .bytes("card_id", bytes(&|i| i.card_id.0.to_vec()))
         .ints("card_counter", ints(&|i| i64::from(i.card_counter)))
         .ints("amount_minor", ints(&|i| i.amount.minor() as i64))
@@ -111,11 +113,100 @@ fn insert_records(
     tx: &mut dyn Executor,
     terminal_id: DeviceId,
     items: &[&UsageItem],
+    spent_before: &HashSet<State>,
 ) -> Result<Written, CenterError> {
     let items: Vec<(&UsageItem, Vec<u8>)> = items
         .iter()
         .map(|item| (*item, item.usage_management_digest().to_vec()))
         .collect();
+    let (sequences, first_of_state) = match tx.dialect() {
+        Dialect::Postgres => claim_by_copy(tx, terminal_id, &items, spent_before)?,
+        Dialect::Sqlite => claim_in_turn(tx, terminal_id, &items)?,
+    };
+    let new: Vec<(&UsageItem, Vec<u8>)> = items
+        .into_iter()
+        .filter(|(item, _)| sequences.contains(&item.terminal_sequence))
+        .collect();
+    // The bodies have no uniqueness of their own (the two claims above hold it): they go
+    // in by COPY on PostgreSQL, the cheapest way into a table, partitioned or not.
+    insert_set(tx, "usage_records", &item_keys(terminal_id, &new, true))?;
+    Ok(Written {
+        sequences,
+        first_of_state,
+    })
+}
+
+/// The sequences a batch claimed, and the card states whose first record it holds.
+type Claims = (HashSet<u32>, HashSet<State>);
+
+/// Both claims by COPY (PostgreSQL): the sequences already stored are read first, and of
+/// the rest each goes into `usage_sequences`, and each card state no record had spent
+/// before (`spent_before`, read by `state_uses` in this transaction) into `card_states`
+/// with the batch's earliest item spending it. COPY has no `ON CONFLICT`: should another
+/// transaction claim one of these keys meanwhile, the unique key refuses the row, and since
+/// this SERIALIZABLE transaction read that key first, PostgreSQL reports a serialization
+/// failure and the transaction runs again, then reading the other's claim. Either way the
+/// database holds one row per key.
+fn claim_by_copy(
+    tx: &mut dyn Executor,
+    terminal_id: DeviceId,
+    items: &[(&UsageItem, Vec<u8>)],
+    spent_before: &HashSet<State>,
+) -> Result<Claims, CenterError> {
+    let keys = SetKeys::new()
+        .bytes("terminal_id", vec![terminal_id.0.to_vec(); items.len()])
+        .ints(
+            "terminal_sequence",
+            items
+                .iter()
+                .map(|(item, _)| i64::from(item.terminal_sequence))
+                .collect(),
+        );
+    let stored: HashSet<u32> = query_set(
+        tx,
+        "SELECT u.terminal_sequence FROM usage_sequences u JOIN {keys}
+             ON u.terminal_id = set_keys.terminal_id
+             AND u.terminal_sequence = set_keys.terminal_sequence",
+        &keys,
+    )?
+    .iter()
+    .map(|row| u32::try_from(row.int(0)?).map_err(|_| corrupt("sequence")))
+    .collect::<Result<_, _>>()?;
+    let new: Vec<(&UsageItem, Vec<u8>)> = items
+        .iter()
+        .filter(|(item, _)| !stored.contains(&item.terminal_sequence))
+        .cloned()
+        .collect();
+    let mut firsts = HashSet::new();
+    let first_items: Vec<(&UsageItem, Vec<u8>)> = new
+        .iter()
+        .filter(|(item, _)| {
+            let state = (item.card_id, item.card_counter);
+            !spent_before.contains(&state) && firsts.insert(state)
+        })
+        .cloned()
+        .collect();
+    insert_set(
+        tx,
+        "usage_sequences",
+        &item_keys(terminal_id, &new, false).without("purchase_date"),
+    )?;
+    insert_set(
+        tx,
+        "card_states",
+        &item_keys(terminal_id, &first_items, false).without("amount_minor"),
+    )?;
+    let sequences = new.iter().map(|(item, _)| item.terminal_sequence).collect();
+    Ok((sequences, firsts))
+}
+
+/// The claims one statement after the other (SQLite, where a statement costs no round
+/// trip and a data-modifying WITH does not exist): one key at a time in upload order.
+fn claim_in_turn(
+    tx: &mut dyn Executor,
+    terminal_id: DeviceId,
+    items: &[(&UsageItem, Vec<u8>)],
+) -> Result<Claims, CenterError> {
     let rows = query_set(
         tx,
         "INSERT INTO usage_sequences (terminal_id, terminal_sequence, card_id, card_counter,
@@ -124,22 +215,17 @@ fn insert_records(
          FROM {keys} WHERE true
          ON CONFLICT (terminal_id, terminal_sequence) DO NOTHING
          RETURNING terminal_sequence",
-        &item_keys(terminal_id, &items, false),
+        &item_keys(terminal_id, items, false),
     )?;
     let sequences: HashSet<u32> = rows
         .iter()
         .map(|row| u32::try_from(row.int(0)?).map_err(|_| corrupt("sequence")))
         .collect::<Result<_, _>>()?;
     let new: Vec<(&UsageItem, Vec<u8>)> = items
-        .into_iter()
+        .iter()
         .filter(|(item, _)| sequences.contains(&item.terminal_sequence))
+        .cloned()
         .collect();
-    if new.is_empty() {
-        return Ok(Written {
-            sequences,
-            first_of_state: HashSet::new(),
-        });
-    }
     let rows = query_set(
         tx,
         "INSERT INTO card_states (card_id, card_counter, terminal_id, terminal_sequence,
@@ -150,25 +236,11 @@ fn insert_records(
          RETURNING card_id, card_counter",
         &item_keys(terminal_id, &new, false),
     )?;
-    let first_of_state = rows
+    let firsts = rows
         .iter()
         .map(|row| Ok((card_of(row, 0)?, counter_of(row, 1)?)))
         .collect::<Result<_, CenterError>>()?;
-    execute_set(
-        tx,
-        "INSERT INTO usage_records (card_id, card_counter, terminal_id, terminal_sequence,
-             amount_minor, balance_after_minor, usage_digest, purchase_date, terminal_signature,
-             previous_writer, card_signature)
-         SELECT card_id, card_counter, terminal_id, terminal_sequence, amount_minor,
-             balance_after_minor, usage_digest, purchase_date, terminal_signature,
-             previous_writer, card_signature
-         FROM {keys}",
-        &item_keys(terminal_id, &new, true),
-    )?;
-    Ok(Written {
-        sequences,
-        first_of_state,
-    })
+    Ok((sequences, firsts))
 }
 
 fn dedup<T: Eq + std::hash::Hash + Copy>(values: impl IntoIterator<Item = T>) -> Vec<T> {
@@ -222,15 +294,19 @@ pub(super) fn store_batch(
     );
     let mut uses = state_uses(tx, &states)?;
 
-    let written = insert_records(tx, terminal_id, &candidates)?;
+    let spent_before: HashSet<State> = uses
+        .iter()
+        .filter(|(_, state_use)| state_use.records > 0)
+        .map(|(state, _)| *state)
+        .collect();
+    let written = insert_records(tx, terminal_id, &candidates, &spent_before)?;
     let inserted = &written.sequences;
     // A state whose first record is not one of this batch's was spent by a record this
     // batch did not read before (another process wrote it beside this one; under
     // SERIALIZABLE, and on SQLite, `state_uses` already counted it).
     for item in &candidates {
         let state = (item.card_id, item.card_counter);
-        if inserted.contains(&item.terminal_sequence) && !written.first_of_state.contains(&state)
-        {
+        if inserted.contains(&item.terminal_sequence) && !written.first_of_state.contains(&state) {
             let state_use = uses.entry(state).or_default();
             state_use.records = state_use.records.max(1);
         }
