@@ -29,9 +29,20 @@ pub(crate) fn scratch_postgres(url: &str) -> Result<(Database, ScratchSchema), S
         .batch_execute(&format!("CREATE SCHEMA {name}"))
         .map_err(|e| e.to_string())?;
     let scratch = ScratchSchema { admin, name };
-    let scoped = format!("{url} options='-c search_path={}'", scratch.name);
+    let scoped = scoped_to(url, &scratch.name);
     let database = Database::connect_postgres(&scoped).map_err(|e| e.to_string())?;
     Ok((database, scratch))
+}
+
+/// The connection string `url` with `schema` as its search path: a `postgres://` URL takes
+/// it as a query parameter, a `key=value` string as one more pair.
+fn scoped_to(url: &str, schema: &str) -> String {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let separator = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{separator}options=-c%20search_path%3D{schema}")
+    } else {
+        format!("{url} options='-c search_path={schema}'")
+    }
 }
 
 /// The store's name in a benchmark's report.
@@ -40,5 +51,26 @@ pub(crate) fn store_name(postgres: bool) -> &'static str {
         "PostgreSQL"
     } else {
         "SQLite (WAL, synchronous=FULL)"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::scoped_to;
+
+    #[test]
+    fn a_url_and_a_key_value_string_both_get_the_schema() {
+        assert_eq!(
+            scoped_to("postgres://postgres@127.0.0.1:5432/postgres", "s1"),
+            "postgres://postgres@127.0.0.1:5432/postgres?options=-c%20search_path%3Ds1"
+        );
+        assert_eq!(
+            scoped_to("postgresql://h/db?connect_timeout=5", "s1"),
+            "postgresql://h/db?connect_timeout=5&options=-c%20search_path%3Ds1"
+        );
+        assert_eq!(
+            scoped_to("host=h user=u dbname=d", "s1"),
+            "host=h user=u dbname=d options='-c search_path=s1'"
+        );
     }
 }
