@@ -21,11 +21,10 @@ use valuecard_core::money::Amount;
 
 use crate::alerts::AlertKind;
 use crate::loads::StoredLoad;
-use crate::sql::{execute_set, insert_set, query_set, Dialect, Executor, SetKeys};
+use crate::sql::{execute_set, insert_set, query_set, Executor, SetKeys};
 
 use super::reads::{
-    card_facts, card_of, corrupt, counter_of, loads_named, state_keys, state_uses, stored_contents,
-    State, StateUse,
+    card_facts, corrupt, loads_named, state_keys, state_uses, stored_contents, State, StateUse,
 };
 
 /// What storing a batch came to.
@@ -51,14 +50,6 @@ enum Effect {
         kind: AlertKind,
         detail: String,
     },
-}
-
-/// What writing a batch's records came to.
-struct Written {
-    /// The sequences that no record held before: their items are stored now.
-    sequences: HashSet<u32>,
-    /// The card states whose first record is one of those written now.
-    first_of_state: HashSet<State>,
 }
 
 /// The columns of `items` (each with its usage digest, computed once) under the names the
@@ -102,27 +93,20 @@ fn item_keys(terminal_id: DeviceId, items: &[(&UsageItem, Vec<u8>)], with_body: 
 }
 
 /// Writes the records of `items` (at most one per sequence) that no record holds yet under
-/// their sequence: each sequence claimed in `usage_sequences`, each card state's first
-/// record in `card_states`, the bodies in `usage_records`. Both claims are the database's
-/// own uniqueness, so a sequence is stored once and a state has one first record even when
-/// another center process wrote the same ones beside this batch.
-///
-/// `WHERE true`: SQLite reads an ON right after the FROM as a join's unless a WHERE stands
-/// between.
+/// their sequence, and returns those sequences: each sequence claimed in `usage_sequences`,
+/// each card state's first record in `card_states` (see `claim`), the bodies in
+/// `usage_records`.
 fn insert_records(
     tx: &mut dyn Executor,
     terminal_id: DeviceId,
     items: &[&UsageItem],
     spent_before: &HashSet<State>,
-) -> Result<Written, CenterError> {
+) -> Result<HashSet<u32>, CenterError> {
     let items: Vec<(&UsageItem, Vec<u8>)> = items
         .iter()
         .map(|item| (*item, item.usage_management_digest().to_vec()))
         .collect();
-    let (sequences, first_of_state) = match tx.dialect() {
-        Dialect::Postgres => claim_by_copy(tx, terminal_id, &items, spent_before)?,
-        Dialect::Sqlite => claim_in_turn(tx, terminal_id, &items)?,
-    };
+    let sequences = claim(tx, terminal_id, &items, spent_before)?;
     let new: Vec<(&UsageItem, Vec<u8>)> = items
         .into_iter()
         .filter(|(item, _)| sequences.contains(&item.terminal_sequence))
@@ -130,29 +114,26 @@ fn insert_records(
     // The bodies have no uniqueness of their own (the two claims above hold it): they go
     // in by COPY on PostgreSQL, the cheapest way into a table, partitioned or not.
     insert_set(tx, "usage_records", &item_keys(terminal_id, &new, true))?;
-    Ok(Written {
-        sequences,
-        first_of_state,
-    })
+    Ok(sequences)
 }
 
-/// The sequences a batch claimed, and the card states whose first record it holds.
-type Claims = (HashSet<u32>, HashSet<State>);
-
-/// Both claims by COPY (PostgreSQL): the sequences already stored are read first, and of
-/// the rest each goes into `usage_sequences`, and each card state no record had spent
-/// before (`spent_before`, read by `state_uses` in this transaction) into `card_states`
-/// with the batch's earliest item spending it. COPY has no `ON CONFLICT`: should another
-/// transaction claim one of these keys meanwhile, the unique key refuses the row, and since
-/// this SERIALIZABLE transaction read that key first, PostgreSQL reports a serialization
-/// failure and the transaction runs again, then reading the other's claim. Either way the
-/// database holds one row per key.
-fn claim_by_copy(
+/// Claims the sequences and card states of `items`: the sequences already stored are read
+/// first, and of the rest each goes into `usage_sequences`, and each card state no record
+/// had spent before (`spent_before`, read by `state_uses` in this transaction) into
+/// `card_states` with the batch's earliest item spending it. Plain appends (COPY on
+/// PostgreSQL, one INSERT per row on SQLite) with no `ON CONFLICT`: on SQLite no other
+/// writer runs beside the batch; on PostgreSQL, should another transaction claim one of
+/// these keys meanwhile, the unique key refuses the row, and since this SERIALIZABLE
+/// transaction read that key first, PostgreSQL reports a serialization failure and the
+/// batch runs again, then reading the other's claim. On a database without SERIALIZABLE
+/// the refusal fails the upload, which the terminal sends again. Either way the database
+/// holds one row per key: a sequence stored once, a card state's first record once.
+fn claim(
     tx: &mut dyn Executor,
     terminal_id: DeviceId,
     items: &[(&UsageItem, Vec<u8>)],
     spent_before: &HashSet<State>,
-) -> Result<Claims, CenterError> {
+) -> Result<HashSet<u32>, CenterError> {
     let keys = SetKeys::new()
         .bytes("terminal_id", vec![terminal_id.0.to_vec(); items.len()])
         .ints(
@@ -196,51 +177,7 @@ fn claim_by_copy(
         "card_states",
         &item_keys(terminal_id, &first_items, false).without("amount_minor"),
     )?;
-    let sequences = new.iter().map(|(item, _)| item.terminal_sequence).collect();
-    Ok((sequences, firsts))
-}
-
-/// The claims one statement after the other (SQLite, where a statement costs no round
-/// trip and a data-modifying WITH does not exist): one key at a time in upload order.
-fn claim_in_turn(
-    tx: &mut dyn Executor,
-    terminal_id: DeviceId,
-    items: &[(&UsageItem, Vec<u8>)],
-) -> Result<Claims, CenterError> {
-    let rows = query_set(
-        tx,
-        "INSERT INTO usage_sequences (terminal_id, terminal_sequence, card_id, card_counter,
-             amount_minor, usage_digest)
-         SELECT terminal_id, terminal_sequence, card_id, card_counter, amount_minor, usage_digest
-         FROM {keys} WHERE true
-         ON CONFLICT (terminal_id, terminal_sequence) DO NOTHING
-         RETURNING terminal_sequence",
-        &item_keys(terminal_id, items, false),
-    )?;
-    let sequences: HashSet<u32> = rows
-        .iter()
-        .map(|row| u32::try_from(row.int(0)?).map_err(|_| corrupt("sequence")))
-        .collect::<Result<_, _>>()?;
-    let new: Vec<(&UsageItem, Vec<u8>)> = items
-        .iter()
-        .filter(|(item, _)| sequences.contains(&item.terminal_sequence))
-        .cloned()
-        .collect();
-    let rows = query_set(
-        tx,
-        "INSERT INTO card_states (card_id, card_counter, terminal_id, terminal_sequence,
-             usage_digest, purchase_date)
-         SELECT card_id, card_counter, terminal_id, terminal_sequence, usage_digest, purchase_date
-         FROM {keys} WHERE true
-         ON CONFLICT (card_id, card_counter) DO NOTHING
-         RETURNING card_id, card_counter",
-        &item_keys(terminal_id, &new, false),
-    )?;
-    let firsts = rows
-        .iter()
-        .map(|row| Ok((card_of(row, 0)?, counter_of(row, 1)?)))
-        .collect::<Result<_, CenterError>>()?;
-    Ok((sequences, firsts))
+    Ok(new.iter().map(|(item, _)| item.terminal_sequence).collect())
 }
 
 fn dedup<T: Eq + std::hash::Hash + Copy>(values: impl IntoIterator<Item = T>) -> Vec<T> {
@@ -299,18 +236,7 @@ pub(super) fn store_batch(
         .filter(|(_, state_use)| state_use.records > 0)
         .map(|(state, _)| *state)
         .collect();
-    let written = insert_records(tx, terminal_id, &candidates, &spent_before)?;
-    let inserted = &written.sequences;
-    // A state whose first record is not one of this batch's was spent by a record this
-    // batch did not read before (another process wrote it beside this one; under
-    // SERIALIZABLE, and on SQLite, `state_uses` already counted it).
-    for item in &candidates {
-        let state = (item.card_id, item.card_counter);
-        if inserted.contains(&item.terminal_sequence) && !written.first_of_state.contains(&state) {
-            let state_use = uses.entry(state).or_default();
-            state_use.records = state_use.records.max(1);
-        }
-    }
+    let inserted = &insert_records(tx, terminal_id, &candidates, &spent_before)?;
     let repeated: Vec<u32> = items
         .iter()
         .zip(&firsts)
