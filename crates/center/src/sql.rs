@@ -605,17 +605,4 @@ mod tests {
         ));
         assert!(!is_read_only("INSERT INTO t VALUES (1)"));
     }
-
-    #[test]
-    fn placeholders_and_types_become_sqlite() {
-        assert_eq!(
-            sqlite_dialect("SELECT $1, $12 FROM t WHERE b = $2::x"),
-            "SELECT ?1, ?12 FROM t WHERE b = ?2::x"
-        );
-        assert_eq!(
-            sqlite_dialect("CREATE TABLE t (k BYTEA)"),
-            "CREATE TABLE t (k BLOB)"
-        );
-        assert_eq!(sqlite_dialect("SELECT '$'"), "SELECT '$'");
-    }
 }

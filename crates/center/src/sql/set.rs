@@ -174,6 +174,21 @@ mod tests {
     }
 
     #[test]
+    fn a_set_appended_on_sqlite_holds_every_row_of_the_columns_kept() {
+        let mut db = super::super::Database::open_sqlite_in_memory().unwrap();
+        db.execute("CREATE TABLE t (card_id BYTEA NOT NULL)", &[])
+            .unwrap();
+        let appended = insert_set(&mut db, "t", &keys().without("card_counter")).unwrap();
+        assert_eq!(appended, 3);
+        let rows = db
+            .query("SELECT card_id FROM t ORDER BY card_id", &[])
+            .unwrap();
+        let cards: Vec<Vec<u8>> = rows.iter().map(|row| row.bytes(0).unwrap()).collect();
+        assert_eq!(cards, vec![vec![1; 8], vec![2; 8], vec![3; 8]]);
+        assert_eq!(insert_set(&mut db, "t", &SetKeys::new()).unwrap(), 0);
+    }
+
+    #[test]
     fn a_set_statement_on_sqlite_answers_for_every_key_in_order() {
         let mut db = super::super::Database::open_sqlite_in_memory().unwrap();
         db.execute(
