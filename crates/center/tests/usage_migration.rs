@@ -14,8 +14,11 @@ use valuecard_core::time::Date;
 /// Migrations 1 to 11, as they shipped before the usage records were partitioned.
 const BEFORE: usize = 11;
 
-/// (terminal, sequence, card, counter, amount, date): the third spends the first's state.
-fn records() -> Vec<([u8; 8], i64, [u8; 8], i64, i64, Date)> {
+/// A stored record: (terminal, sequence, card, counter, amount, date).
+type Record = ([u8; 8], i64, [u8; 8], i64, i64, Date);
+
+/// The records of the old database: the third spends the first's state.
+fn records() -> Vec<Record> {
     let (a, b) = ([0xA0; 8], [0xB0; 8]);
     let (x, y) = ([0x11; 8], [0x22; 8]);
     vec![
