@@ -4,10 +4,38 @@
 //! Every table that grows with use is keyed by card ID or device ID first, so that the
 //! schema shards by card when it moves to a distributed SQL store.
 
+/// One migration: a text both databases run, or one text for each where they cannot share
+/// one (PostgreSQL's declarative partitions have no SQLite counterpart).
+#[derive(Debug, Clone, Copy)]
+pub enum Migration {
+    /// The portable subset (see `sql.rs`): `$n` placeholders and `BYTEA` rewritten for SQLite.
+    Portable(&'static str),
+    /// PostgreSQL's text and SQLite's; each still split at `;` into statements, and SQLite's
+    /// rewritten as a portable one is.
+    PerDialect {
+        postgres: &'static str,
+        sqlite: &'static str,
+    },
+}
+
+impl Migration {
+    /// The text to run on `dialect`.
+    pub fn text(&self, dialect: crate::sql::Dialect) -> &'static str {
+        match (self, dialect) {
+            (Migration::Portable(text), _) => text,
+            (Migration::PerDialect { postgres, .. }, crate::sql::Dialect::Postgres) => postgres,
+            (Migration::PerDialect { sqlite, .. }, crate::sql::Dialect::Sqlite) => sqlite,
+        }
+    }
+}
+
+use Migration::Portable;
+
 /// Append-only: never edit a migration that has shipped; add a new one.
-pub const MIGRATIONS: &[&str] = &[
+pub const MIGRATIONS: &[Migration] = &[
     // 1: devices, cards, loads, remaining values, identifier sequences.
-    r#"
+    Portable(
+        r#"
     CREATE TABLE devices (
         device_id    BYTEA PRIMARY KEY CHECK (length(device_id) = 8),
         role         BIGINT NOT NULL,
@@ -59,29 +87,33 @@ pub const MIGRATIONS: &[&str] = &[
     );
     INSERT INTO sequences (name, next) VALUES ('card', 1), ('device', 1), ('load', 1);
     "#,
+    ),
     // 2: usage-management records (Fig. 9) and the versioned lists.
-    crate::usage::MIGRATION,
+    Portable(crate::usage::MIGRATION),
     // 3: the last request sequence accepted from each device over HTTP (replay protection,
     // see `auth.rs`).
-    r#"
+    Portable(
+        r#"
     CREATE TABLE device_sequences (
         device_id     BYTEA PRIMARY KEY CHECK (length(device_id) = 8),
         last_sequence BIGINT NOT NULL CHECK (last_sequence >= 0),
         updated_on    BIGINT NOT NULL
     );
     "#,
+    ),
     // 4: the time-stamp registry of stolen-terminal detection (Figs. 10-12).
-    crate::stamps::MIGRATION,
+    Portable(crate::stamps::MIGRATION),
     // 5: restorations of destroyed cards, one per card.
-    crate::lists::RESTORATION_MIGRATION,
+    Portable(crate::lists::RESTORATION_MIGRATION),
     // 6: credit mode (Figs. 13-17): credit accounts and the cards' signed service records.
-    crate::credit::MIGRATION,
+    Portable(crate::credit::MIGRATION),
     // 7: alerts, settlement challenges of pending loads, the card's signature with each
     // usage record, and the holding period of restorations.
-    crate::alerts::MIGRATION,
+    Portable(crate::alerts::MIGRATION),
     // 8: which center the database belongs to, so that a second `center init` on a
     // database that already holds a center is refused (see `claim_for_new_center`).
-    r#"
+    Portable(
+        r#"
     CREATE TABLE center_identity (
         singleton  BIGINT PRIMARY KEY CHECK (singleton = 1),
         center_id  BYTEA NOT NULL CHECK (length(center_id) = 8),
@@ -89,13 +121,31 @@ pub const MIGRATIONS: &[&str] = &[
         created_on BIGINT NOT NULL
     );
     "#,
+    ),
     // 9: transfer-key and update-key generations (seed 000) and what each card and load
     // was given.
-    crate::transfer_keys::MIGRATION,
+    Portable(crate::transfer_keys::MIGRATION),
     // 10: card-to-card transfers as settlement terminals report them (seed 000).
-    crate::transfers::MIGRATION,
+    Portable(crate::transfers::MIGRATION),
     // 11: the center's releases of transfers whose destination will never come back.
-    crate::transfers::RELEASE_MIGRATION,
+    Portable(crate::transfers::RELEASE_MIGRATION),
+    // 12: usage records keyed for distribution by card and partitioned by month on
+    // PostgreSQL; the first record of each card state and each terminal sequence in tables
+    // of their own, so that the database itself refuses a state counted twice.
+    Migration::PerDialect {
+        postgres: crate::usage::partitions::PARTITION_MIGRATION_POSTGRES,
+        sqlite: crate::usage::partitions::PARTITION_MIGRATION_SQLITE,
+    },
+    // 13: load numbers from a PostgreSQL sequence instead of a row of `sequences` (see
+    // `next_in_sequence`); SQLite, one writer at a time, keeps the row.
+    Migration::PerDialect {
+        postgres: r#"
+    CREATE SEQUENCE load_numbers AS BIGINT MINVALUE 1 MAXVALUE 4294967295;
+    SELECT setval('load_numbers', (SELECT next FROM sequences WHERE name = 'load'), false);
+    DELETE FROM sequences WHERE name = 'load'
+    "#,
+        sqlite: "",
+    },
 ];
 
 /// The center a database belongs to.
@@ -189,10 +239,20 @@ pub fn check_owner(
 }
 
 /// Takes the next value of a named sequence inside the caller's transaction.
+///
+/// Load numbers on PostgreSQL come from a SEQUENCE: every load takes one, and a row of
+/// `sequences` would be one hot row that every load's transaction writes and holds to its
+/// end (and, on a distributed database, a coordinator row). A sequence hands out each number
+/// once without a row lock; a transaction that rolls back or runs again leaves a gap, and
+/// load numbers need only be unique. The other names are taken rarely (issue, installation,
+/// listing, alerts).
 pub fn next_in_sequence(
     tx: &mut dyn crate::sql::Executor,
     name: &str,
 ) -> Result<i64, crate::CenterError> {
+    if name == "load" && tx.dialect() == crate::sql::Dialect::Postgres {
+        return tx.query_one("SELECT nextval('load_numbers')", &[])?.int(0);
+    }
     tx.query_one(
         "UPDATE sequences SET next = next + 1 WHERE name = $1 RETURNING next - 1",
         &[name.into()],

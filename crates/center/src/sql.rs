@@ -9,7 +9,7 @@ mod pg;
 mod set;
 mod sqlite;
 pub use self::pg::{PostgresConnection, POSTGRES_CONNECT_TIMEOUT};
-pub use self::set::{execute_set, query_set, SetKeys};
+pub use self::set::{execute_set, insert_set, query_set, SetKeys};
 use self::sqlite::{sqlite_dialect, SqliteExecutor};
 
 /// A value bound to a statement or read from a row.
@@ -143,6 +143,22 @@ pub trait Executor {
             out.extend(self.query(sql, &params)?);
         }
         Ok(out)
+    }
+
+    /// Appends rows to `table` with PostgreSQL's binary COPY: `columns` names them, `values`
+    /// holds one column of values each (`Value::Ints` or `Value::ByteStrings`, of equal
+    /// length). Only PostgreSQL copies; callers go through `sql::insert_set`, which inserts
+    /// on SQLite.
+    fn copy_in(
+        &mut self,
+        table: &str,
+        columns: &[&str],
+        values: &[Value],
+    ) -> Result<u64, CenterError> {
+        let _ = (columns, values);
+        Err(CenterError::Storage(format!(
+            "no COPY into {table} on this database"
+        )))
     }
 
     /// Runs a statement once for each row of parameters; the rows changed, summed.
@@ -350,6 +366,17 @@ impl Database {
         }
     }
 
+    /// Names of tables made at run time (the month partitions of usage records) that this
+    /// connection has seen exist, so that it need not ask the catalog before every batch;
+    /// `None` on SQLite, which makes none. Only ever added to: such a table is never
+    /// dropped while a center runs.
+    pub fn known_tables(&mut self) -> Option<&mut std::collections::BTreeSet<String>> {
+        match self {
+            Database::Sqlite { .. } => None,
+            Database::Postgres(connection) => Some(&mut connection.known_tables),
+        }
+    }
+
     pub fn is_postgres(&self) -> bool {
         matches!(self, Database::Postgres(_))
     }
@@ -524,10 +551,10 @@ impl Database {
             )));
         }
         let mut count = 0;
-        for (index, sql) in migrations.iter().enumerate().skip(applied as usize) {
+        for (index, migration) in migrations.iter().enumerate().skip(applied as usize) {
             let dialect = match self {
-                Database::Sqlite { .. } => sqlite_dialect(sql),
-                Database::Postgres(_) => (*sql).to_owned(),
+                Database::Sqlite { .. } => sqlite_dialect(migration.text(Dialect::Sqlite)),
+                Database::Postgres(_) => migration.text(Dialect::Postgres).to_owned(),
             };
             self.transaction(|tx| {
                 for statement in dialect.split(';').map(str::trim).filter(|s| !s.is_empty()) {
@@ -543,6 +570,10 @@ impl Database {
         }
         if let Database::Postgres(connection) = self {
             connection.forget_statements();
+        }
+        // Records a migration moved into the DEFAULT partition get their months' own.
+        if count > 0 {
+            crate::usage::partitions::partition_default_rows(self)?;
         }
         Ok(count)
     }
@@ -644,18 +675,5 @@ mod tests {
             "UPDATE sequences SET next = next + 1 RETURNING next"
         ));
         assert!(!is_read_only("INSERT INTO t VALUES (1)"));
-    }
-
-    #[test]
-    fn placeholders_and_types_become_sqlite() {
-        assert_eq!(
-            sqlite_dialect("SELECT $1, $12 FROM t WHERE b = $2::x"),
-            "SELECT ?1, ?12 FROM t WHERE b = ?2::x"
-        );
-        assert_eq!(
-            sqlite_dialect("CREATE TABLE t (k BYTEA)"),
-            "CREATE TABLE t (k BLOB)"
-        );
-        assert_eq!(sqlite_dialect("SELECT '$'"), "SELECT '$'");
     }
 }

@@ -16,6 +16,7 @@ use valuecard_core::messages::purse::TransactionKind;
 use crate::sql::{Dialect, Executor};
 use crate::Center;
 
+pub mod partitions;
 mod reads;
 mod store;
 
@@ -194,6 +195,10 @@ impl Center {
         let mut receipt = UploadReceipt::default();
         let mut keys = KeyCache::default();
         keys.read_cards(&mut self.db, &upload.items)?;
+        // Each month the batch writes into has its partition before the batch begins
+        // (PostgreSQL; see `partitions`).
+        let months = partitions::months_wanted(self.today(), upload.items.iter().map(|i| i.date));
+        partitions::ensure_partitions(&mut self.db, &months)?;
         // Cheap checks first, then every signature of the batch at once.
         let mut candidates = Vec::with_capacity(upload.items.len());
         for item in &upload.items {

@@ -142,7 +142,7 @@ pub(crate) fn state_consumed_by_other(
 ) -> Result<bool, CenterError> {
     let row = tx.query_one(
         "SELECT CAST(
-             (SELECT COUNT(*) FROM usage_records WHERE card_id = $1 AND card_counter = $2)
+             (SELECT COUNT(*) FROM card_states WHERE card_id = $1 AND card_counter = $2)
            + (SELECT COUNT(*) FROM loads WHERE card_id = $1 AND card_counter = $2
                  AND status = 'committed' AND load_number != $3)
            + (SELECT COUNT(*) FROM transfers WHERE destination = $1 AND destination_counter = $2
@@ -334,7 +334,7 @@ impl Center {
         let cloned = self.db.transaction(|tx| {
             let spent_by_purchase = tx
                 .query_one(
-                    "SELECT CAST(COUNT(*) AS BIGINT) FROM usage_records WHERE card_id = $1 AND card_counter = $2",
+                    "SELECT CAST(COUNT(*) AS BIGINT) FROM card_states WHERE card_id = $1 AND card_counter = $2",
                     &[card_id.0[..].into(), counter.into()],
                 )?
                 .int(0)?;

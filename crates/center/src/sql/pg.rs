@@ -192,6 +192,52 @@ impl<C: GenericClient> Executor for PostgresExecutor<'_, C> {
         let found = self.client.query(&statement, &params(values));
         rows(self.forget_on_error(found)?)
     }
+
+    fn copy_in(
+        &mut self,
+        table: &str,
+        columns: &[&str],
+        values: &[Value],
+    ) -> Result<u64, CenterError> {
+        let mut types = Vec::with_capacity(values.len());
+        let mut length = usize::MAX;
+        for column in values {
+            let (kind, count) = match column {
+                Value::Ints(values) => (Type::INT8, values.len()),
+                Value::ByteStrings(values) => (Type::BYTEA, values.len()),
+                _ => return Err(CenterError::Storage("COPY takes columns only".into())),
+            };
+            types.push(kind);
+            length = length.min(count);
+        }
+        let sql = format!(
+            "COPY {table} ({}) FROM STDIN (FORMAT binary)",
+            columns.join(", ")
+        );
+        if values.is_empty() {
+            length = 0;
+        }
+        let statement = self.statements.get(self.client, &sql)?;
+        let client = &mut *self.client;
+        let copied = (|| {
+            let sink = client.copy_in(&statement)?;
+            let mut writer = postgres::binary_copy::BinaryCopyInWriter::new(sink, &types);
+            let mut row: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(values.len());
+            for index in 0..length {
+                row.clear();
+                for column in values {
+                    match column {
+                        Value::Ints(values) => row.push(&values[index]),
+                        Value::ByteStrings(values) => row.push(&values[index]),
+                        _ => {}
+                    }
+                }
+                writer.write(&row)?;
+            }
+            writer.finish()
+        })();
+        self.forget_on_error(copied)
+    }
 }
 
 /// How long a connection attempt to PostgreSQL may take unless the URL says otherwise: the
@@ -206,6 +252,8 @@ pub struct PostgresConnection {
     statements: Statements,
     /// A statement found the connection lost before the client noticed its socket closed.
     lost: bool,
+    /// Tables this connection has seen exist (see `Database::known_tables`).
+    pub(super) known_tables: std::collections::BTreeSet<String>,
 }
 
 impl core::fmt::Debug for PostgresConnection {
@@ -230,6 +278,7 @@ impl PostgresConnection {
             config,
             statements: Statements::default(),
             lost: false,
+            known_tables: std::collections::BTreeSet::new(),
         })
     }
 

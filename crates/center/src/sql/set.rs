@@ -33,6 +33,15 @@ impl SetKeys {
         self
     }
 
+    /// The same keys without the column `name` (for a table that lacks it).
+    pub fn without(mut self, name: &str) -> Self {
+        if let Some(index) = self.names.iter().position(|n| *n == name) {
+            self.names.remove(index);
+            self.columns.remove(index);
+        }
+        self
+    }
+
     /// How many keys: the length of the shortest column (they are built equal).
     pub fn len(&self) -> usize {
         self.columns
@@ -115,6 +124,27 @@ pub fn execute_set(tx: &mut dyn Executor, sql: &str, keys: &SetKeys) -> Result<u
     }
 }
 
+/// Appends one row per key to `table`, the keys' names being its columns: on PostgreSQL by
+/// binary COPY (the server writes the rows in bulk, with no statement to plan and no
+/// arrays to unpack), on SQLite by one prepared INSERT per key. For tables with no
+/// uniqueness to meet: COPY has no `ON CONFLICT`, and a conflict fails the whole batch.
+pub fn insert_set(tx: &mut dyn Executor, table: &str, keys: &SetKeys) -> Result<u64, CenterError> {
+    if keys.is_empty() {
+        return Ok(0);
+    }
+    match tx.dialect() {
+        Dialect::Postgres => tx.copy_in(table, &keys.names, &keys.columns),
+        Dialect::Sqlite => {
+            let columns = keys.names.join(", ");
+            execute_set(
+                tx,
+                &format!("INSERT INTO {table} ({columns}) SELECT {columns} FROM {{keys}}"),
+                keys,
+            )
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -141,6 +171,21 @@ mod tests {
             keys().row(1),
             vec![Value::Bytes(vec![2; 8]), Value::Int(20)]
         );
+    }
+
+    #[test]
+    fn a_set_appended_on_sqlite_holds_every_row_of_the_columns_kept() {
+        let mut db = super::super::Database::open_sqlite_in_memory().unwrap();
+        db.execute("CREATE TABLE t (card_id BYTEA NOT NULL)", &[])
+            .unwrap();
+        let appended = insert_set(&mut db, "t", &keys().without("card_counter")).unwrap();
+        assert_eq!(appended, 3);
+        let rows = db
+            .query("SELECT card_id FROM t ORDER BY card_id", &[])
+            .unwrap();
+        let cards: Vec<Vec<u8>> = rows.iter().map(|row| row.bytes(0).unwrap()).collect();
+        assert_eq!(cards, vec![vec![1; 8], vec![2; 8], vec![3; 8]]);
+        assert_eq!(insert_set(&mut db, "t", &SetKeys::new()).unwrap(), 0);
     }
 
     #[test]

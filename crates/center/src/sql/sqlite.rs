@@ -120,3 +120,21 @@ impl Executor for SqliteExecutor<'_> {
         Ok(changed)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::sqlite_dialect;
+
+    #[test]
+    fn placeholders_and_types_become_sqlite() {
+        assert_eq!(
+            sqlite_dialect("SELECT $1, $12 FROM t WHERE b = $2::x"),
+            "SELECT ?1, ?12 FROM t WHERE b = ?2::x"
+        );
+        assert_eq!(
+            sqlite_dialect("CREATE TABLE t (k BYTEA)"),
+            "CREATE TABLE t (k BLOB)"
+        );
+        assert_eq!(sqlite_dialect("SELECT '$'"), "SELECT '$'");
+    }
+}

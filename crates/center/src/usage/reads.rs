@@ -132,7 +132,7 @@ pub(super) fn loads_named(
 }
 
 /// How each state was consumed before this batch (see `loads::state_consumed_by_other`):
-/// one row per consumption, each kind read per card over the range of counters the batch
+/// its first usage record (`card_states`), transfers and committed loads, one row each, each kind read per card over the range of counters the batch
 /// touches (one index range scan per card, not one probe per state and kind).
 pub(super) fn state_uses(
     tx: &mut dyn Executor,
@@ -158,7 +158,7 @@ pub(super) fn state_uses(
     let rows = query_set(
         tx,
         "SELECT CAST(0 AS BIGINT), u.card_id, u.card_counter, CAST(0 AS BIGINT)
-         FROM {keys} JOIN usage_records u ON u.card_id = set_keys.card_id
+         FROM {keys} JOIN card_states u ON u.card_id = set_keys.card_id
              AND u.card_counter BETWEEN set_keys.low AND set_keys.high
          UNION ALL
          SELECT CAST(1 AS BIGINT), t.destination, t.destination_counter, CAST(0 AS BIGINT)
@@ -215,7 +215,7 @@ pub(super) fn stored_contents(
     let rows = query_set(
         tx,
         "SELECT u.terminal_sequence, u.card_id, u.card_counter, u.amount_minor, u.usage_digest
-         FROM usage_records u JOIN {keys} ON u.terminal_id = set_keys.terminal_id
+         FROM usage_sequences u JOIN {keys} ON u.terminal_id = set_keys.terminal_id
              AND u.terminal_sequence = set_keys.terminal_sequence",
         &keys,
     )?;

@@ -21,7 +21,7 @@ use valuecard_core::money::Amount;
 
 use crate::alerts::AlertKind;
 use crate::loads::StoredLoad;
-use crate::sql::{execute_set, query_set, Executor, SetKeys};
+use crate::sql::{execute_set, insert_set, query_set, Executor, SetKeys};
 
 use super::reads::{
     card_facts, corrupt, loads_named, state_keys, state_uses, stored_contents, State, StateUse,
@@ -52,63 +52,132 @@ enum Effect {
     },
 }
 
-/// Writes the records of `items` that no record holds yet under their sequence, and returns
-/// the sequences it wrote.
-fn insert_records(
-    tx: &mut dyn Executor,
-    terminal_id: DeviceId,
-    items: &[&UsageItem],
-) -> Result<HashSet<u32>, CenterError> {
-    let column =
-        |f: &dyn Fn(&UsageItem) -> i64| -> Vec<i64> { items.iter().map(|item| f(item)).collect() };
+/// The columns of `items` (each with its usage digest, computed once) under the names the
+/// statements below use.
+fn item_keys(terminal_id: DeviceId, items: &[(&UsageItem, Vec<u8>)], with_body: bool) -> SetKeys {
+    let ints =
+        |f: &dyn Fn(&UsageItem) -> i64| -> Vec<i64> { items.iter().map(|(i, _)| f(i)).collect() };
     let bytes = |f: &dyn Fn(&UsageItem) -> Vec<u8>| -> Vec<Vec<u8>> {
-        items.iter().map(|item| f(item)).collect()
+        items.iter().map(|(i, _)| f(i)).collect()
     };
     let keys = SetKeys::new()
         .bytes("terminal_id", vec![terminal_id.0.to_vec(); items.len()])
         .ints(
             "terminal_sequence",
-            column(&|i| i64::from(i.terminal_sequence)),
+            ints(&|i| i64::from(i.terminal_sequence)),
         )
         .bytes("card_id", bytes(&|i| i.card_id.0.to_vec()))
-        .ints("card_counter", column(&|i| i64::from(i.card_counter)))
-        .ints("amount_minor", column(&|i| i.amount.minor() as i64))
-        .ints(
-            "balance_after_minor",
-            column(&|i| i.balance_after.minor() as i64),
-        )
+        .ints("card_counter", ints(&|i| i64::from(i.card_counter)))
+        .ints("amount_minor", ints(&|i| i.amount.minor() as i64))
         .bytes(
             "usage_digest",
-            bytes(&|i| i.usage_management_digest().to_vec()),
+            items.iter().map(|(_, digest)| digest.clone()).collect(),
         )
-        .ints("purchase_date", column(&|i| i64::from(i.date.0)))
-        .bytes(
-            "terminal_signature",
-            bytes(&|i| i.terminal_signature.0.to_vec()),
-        )
-        .bytes(
-            "previous_writer",
-            bytes(&|i| i.previous_usage.writer.0.to_vec()),
-        )
-        .bytes("card_signature", bytes(&|i| i.card_signature.0.to_vec()));
-    // `WHERE true`: SQLite reads an ON right after the FROM as a join's unless a WHERE
-    // stands between.
-    let rows = query_set(
+        .ints("purchase_date", ints(&|i| i64::from(i.date.0)));
+    if !with_body {
+        return keys;
+    }
+    keys.ints(
+        "balance_after_minor",
+        ints(&|i| i.balance_after.minor() as i64),
+    )
+    .bytes(
+        "terminal_signature",
+        bytes(&|i| i.terminal_signature.0.to_vec()),
+    )
+    .bytes(
+        "previous_writer",
+        bytes(&|i| i.previous_usage.writer.0.to_vec()),
+    )
+    .bytes("card_signature", bytes(&|i| i.card_signature.0.to_vec()))
+}
+
+/// Writes the records of `items` (at most one per sequence) that no record holds yet under
+/// their sequence, and returns those sequences: each sequence claimed in `usage_sequences`,
+/// each card state's first record in `card_states` (see `claim`), the bodies in
+/// `usage_records`.
+fn insert_records(
+    tx: &mut dyn Executor,
+    terminal_id: DeviceId,
+    items: &[&UsageItem],
+    spent_before: &HashSet<State>,
+) -> Result<HashSet<u32>, CenterError> {
+    let items: Vec<(&UsageItem, Vec<u8>)> = items
+        .iter()
+        .map(|item| (*item, item.usage_management_digest().to_vec()))
+        .collect();
+    let sequences = claim(tx, terminal_id, &items, spent_before)?;
+    let new: Vec<(&UsageItem, Vec<u8>)> = items
+        .into_iter()
+        .filter(|(item, _)| sequences.contains(&item.terminal_sequence))
+        .collect();
+    // The bodies have no uniqueness of their own (the two claims above hold it): they go
+    // in by COPY on PostgreSQL, the cheapest way into a table, partitioned or not.
+    insert_set(tx, "usage_records", &item_keys(terminal_id, &new, true))?;
+    Ok(sequences)
+}
+
+/// Claims the sequences and card states of `items`: the sequences already stored are read
+/// first, and of the rest each goes into `usage_sequences`, and each card state no record
+/// had spent before (`spent_before`, read by `state_uses` in this transaction) into
+/// `card_states` with the batch's earliest item spending it. Plain appends (COPY on
+/// PostgreSQL, one INSERT per row on SQLite) with no `ON CONFLICT`: on SQLite no other
+/// writer runs beside the batch; on PostgreSQL, should another transaction claim one of
+/// these keys meanwhile, the unique key refuses the row, and since this SERIALIZABLE
+/// transaction read that key first, PostgreSQL reports a serialization failure and the
+/// batch runs again, then reading the other's claim. On a database without SERIALIZABLE
+/// the refusal fails the upload, which the terminal sends again. Either way the database
+/// holds one row per key: a sequence stored once, a card state's first record once.
+fn claim(
+    tx: &mut dyn Executor,
+    terminal_id: DeviceId,
+    items: &[(&UsageItem, Vec<u8>)],
+    spent_before: &HashSet<State>,
+) -> Result<HashSet<u32>, CenterError> {
+    let keys = SetKeys::new()
+        .bytes("terminal_id", vec![terminal_id.0.to_vec(); items.len()])
+        .ints(
+            "terminal_sequence",
+            items
+                .iter()
+                .map(|(item, _)| i64::from(item.terminal_sequence))
+                .collect(),
+        );
+    let stored: HashSet<u32> = query_set(
         tx,
-        "INSERT INTO usage_records (terminal_id, terminal_sequence, card_id, card_counter,
-             amount_minor, balance_after_minor, usage_digest, purchase_date, terminal_signature,
-             previous_writer, card_signature)
-         SELECT terminal_id, terminal_sequence, card_id, card_counter, amount_minor,
-             balance_after_minor, usage_digest, purchase_date, terminal_signature,
-             previous_writer, card_signature
-         FROM {keys} WHERE true
-         ON CONFLICT (terminal_id, terminal_sequence) DO NOTHING
-         RETURNING terminal_sequence",
+        "SELECT u.terminal_sequence FROM usage_sequences u JOIN {keys}
+             ON u.terminal_id = set_keys.terminal_id
+             AND u.terminal_sequence = set_keys.terminal_sequence",
         &keys,
+    )?
+    .iter()
+    .map(|row| u32::try_from(row.int(0)?).map_err(|_| corrupt("sequence")))
+    .collect::<Result<_, _>>()?;
+    let new: Vec<(&UsageItem, Vec<u8>)> = items
+        .iter()
+        .filter(|(item, _)| !stored.contains(&item.terminal_sequence))
+        .cloned()
+        .collect();
+    let mut firsts = HashSet::new();
+    let first_items: Vec<(&UsageItem, Vec<u8>)> = new
+        .iter()
+        .filter(|(item, _)| {
+            let state = (item.card_id, item.card_counter);
+            !spent_before.contains(&state) && firsts.insert(state)
+        })
+        .cloned()
+        .collect();
+    insert_set(
+        tx,
+        "usage_sequences",
+        &item_keys(terminal_id, &new, false).without("purchase_date"),
     )?;
-    rows.iter()
-        .map(|row| u32::try_from(row.int(0)?).map_err(|_| corrupt("sequence")))
-        .collect()
+    insert_set(
+        tx,
+        "card_states",
+        &item_keys(terminal_id, &first_items, false).without("amount_minor"),
+    )?;
+    Ok(new.iter().map(|(item, _)| item.terminal_sequence).collect())
 }
 
 fn dedup<T: Eq + std::hash::Hash + Copy>(values: impl IntoIterator<Item = T>) -> Vec<T> {
@@ -162,7 +231,12 @@ pub(super) fn store_batch(
     );
     let mut uses = state_uses(tx, &states)?;
 
-    let inserted = insert_records(tx, terminal_id, &candidates)?;
+    let spent_before: HashSet<State> = uses
+        .iter()
+        .filter(|(_, state_use)| state_use.records > 0)
+        .map(|(state, _)| *state)
+        .collect();
+    let inserted = &insert_records(tx, terminal_id, &candidates, &spent_before)?;
     let repeated: Vec<u32> = items
         .iter()
         .zip(&firsts)
