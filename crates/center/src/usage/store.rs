@@ -21,7 +21,7 @@ use valuecard_core::money::Amount;
 
 use crate::alerts::AlertKind;
 use crate::loads::StoredLoad;
-use crate::sql::{execute_set, insert_set, query_set, Executor, SetKeys};
+use crate::sql::{execute_set, insert_set, query_set, Dialect, Executor, SetKeys};
 
 use super::reads::{
     card_facts, corrupt, loads_named, state_keys, state_uses, stored_contents, State, StateUse,
@@ -198,6 +198,13 @@ pub(super) fn store_batch(
     let mut outcome = Outcome::default();
     if items.is_empty() {
         return Ok(outcome);
+    }
+    if tx.dialect() == Dialect::Postgres {
+        // Under SERIALIZABLE a sequential scan locks the whole table against every other
+        // writer (a relation-level predicate lock): concurrent batches of different
+        // terminals and cards would then refuse each other, as a planner picks such scans
+        // on small tables. Index lookups lock only what they read.
+        tx.execute("SET LOCAL enable_seqscan = off", &[])?;
     }
     // The first item under each sequence is the one that can be stored; any later one is
     // compared with what was stored, as a retry would be.
