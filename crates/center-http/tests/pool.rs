@@ -13,27 +13,13 @@ use common::*;
 use rand_core::SeedableRng;
 use valuecard_center::sql::Database;
 use valuecard_center::Center;
-use valuecard_center_http::{BackgroundServer, ServiceIdentity, ServiceLimits};
-use valuecard_core::messages::center::{TerminalLink, UsageUpload};
+use valuecard_center_http::{BackgroundServer, ServiceLimits};
+use valuecard_core::messages::center::TerminalLink;
 use valuecard_sim::{Storage, World, WorldRng};
-use valuecard_terminal::payment::usage_item;
 
 /// A center on an SQLite file in `dir` (a database in memory has room for one handle only).
 fn file_center(dir: &std::path::Path, seed: u64) -> Center {
     Center::init(dir, None, clock(), &mut WorldRng::seed_from_u64(seed)).unwrap()
-}
-
-fn serve(h: &Harness, limits: ServiceLimits) -> BackgroundServer {
-    let identity = ServiceIdentity::generate(&[]).unwrap();
-    let server = BackgroundServer::start(
-        std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
-        h.server.center().clone(),
-        &identity,
-        limits,
-    )
-    .unwrap();
-    register_pin(&server.url(), server.pin());
-    server
 }
 
 /// A signed list request of the harness's terminal, with `sequence`.
@@ -56,14 +42,11 @@ fn list_request(h: &Harness, url: &str, sequence: u64) -> Answer {
 fn health_answers_while_every_handle_is_busy_and_a_request_left_waiting_gets_503() {
     let dir = tempfile::tempdir().unwrap();
     let h = Harness::start(file_center(dir.path(), 81), 81);
-    let server = serve(
-        &h,
-        ServiceLimits {
-            pool_size: 1,
-            pool_wait: Duration::from_millis(400),
-            ..ServiceLimits::default()
-        },
-    );
+    let server = h.serve_again(ServiceLimits {
+        pool_size: 1,
+        pool_wait: Duration::from_millis(400),
+        ..ServiceLimits::default()
+    });
     let url = server.url();
     let exposition = send(&url, "GET", "/metrics", &[], b"").text();
     assert_eq!(metric(&exposition, "valuecard_pool_connections"), Some(1.0));
@@ -164,27 +147,9 @@ fn terminals_uploading_at_once_through_one_pooled_sqlite_service_store_each_reco
             }
         }
     }
-    let uploads: Vec<UsageUpload> = world
-        .terminals
-        .iter()
-        .map(|terminal| UsageUpload {
-            terminal_id: terminal.device_id(),
-            items: terminal
-                .store()
-                .pending_uploads(100)
-                .unwrap()
-                .iter()
-                .filter_map(usage_item)
-                .collect(),
-        })
-        .collect();
+    let (uploads, images) = world_uploads(&world);
     let records: usize = uploads.iter().map(|upload| upload.items.len()).sum();
     assert_eq!(records, 3 * 3 * TERMINALS);
-    let images: Vec<Vec<u8>> = world
-        .terminals
-        .iter()
-        .map(|terminal| terminal.sam().to_image())
-        .collect();
     drop(world);
 
     // The world's center, served with a pool of handles on its SQLite file.

@@ -275,9 +275,8 @@ fn the_service_reports_the_database_away_and_recovers_when_it_returns() {
 /// two services at once. Every record is stored once and the clone flagged once.
 #[test]
 fn three_services_on_one_database_store_every_record_once_and_flag_the_clone_once() {
-    use valuecard_core::messages::center::{TerminalLink, UsageUpload};
+    use valuecard_core::messages::center::TerminalLink;
     use valuecard_sim::{Storage, World};
-    use valuecard_terminal::payment::usage_item;
     const SERVICES: usize = 3;
 
     let Some((database, mut admin, _application, schema)) = fresh_database() else {
@@ -323,26 +322,8 @@ fn three_services_on_one_database_store_every_record_once_and_flag_the_clone_onc
         .unwrap();
     world.terminals[1].purchase(&mut copy, amount(450)).unwrap();
     spent += 850;
-    let uploads: Vec<UsageUpload> = world
-        .terminals
-        .iter()
-        .map(|terminal| UsageUpload {
-            terminal_id: terminal.device_id(),
-            items: terminal
-                .store()
-                .pending_uploads(100)
-                .unwrap()
-                .iter()
-                .filter_map(usage_item)
-                .collect(),
-        })
-        .collect();
+    let (uploads, images) = world_uploads(&world);
     let records: usize = uploads.iter().map(|upload| upload.items.len()).sum();
-    let images: Vec<Vec<u8>> = world
-        .terminals
-        .iter()
-        .map(|terminal| terminal.sam().to_image())
-        .collect();
     let keys = tempfile::tempdir().unwrap();
     world.center.save_keys(keys.path()).unwrap();
 

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use rand_core::SeedableRng;
 use valuecard_center::Center;
-use valuecard_center_http::{BackgroundServer, ServiceIdentity, ServiceLimits};
+use valuecard_center_http::{BackgroundServer, ServiceLimits};
 use valuecard_core::messages::center::{CardIdRequest, CenterLink};
 use valuecard_sim::WorldRng;
 
@@ -53,15 +53,7 @@ fn tls_stream(server: &BackgroundServer) -> TlsStream {
 fn serve_with(limits: ServiceLimits, seed: u64) -> (Harness, BackgroundServer) {
     let center = Center::ephemeral(clock(), &mut WorldRng::seed_from_u64(seed)).unwrap();
     let h = Harness::start(center, seed);
-    let identity = ServiceIdentity::generate(&[]).unwrap();
-    let server = BackgroundServer::start(
-        std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
-        h.server.center().clone(),
-        &identity,
-        limits,
-    )
-    .unwrap();
-    register_pin(&server.url(), server.pin());
+    let server = h.serve_again(limits);
     (h, server)
 }
 

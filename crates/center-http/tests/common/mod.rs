@@ -96,6 +96,20 @@ impl Harness {
         InProcessReader::with_card(name, card)
     }
 
+    /// A second service on the harness's center, with these limits.
+    pub fn serve_again(&self, limits: valuecard_center_http::ServiceLimits) -> BackgroundServer {
+        let identity = valuecard_center_http::ServiceIdentity::generate(&[]).unwrap();
+        let server = BackgroundServer::start(
+            std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
+            self.server.center().clone(),
+            &identity,
+            limits,
+        )
+        .unwrap();
+        register_pin(&server.url(), server.pin());
+        server
+    }
+
     pub fn with_center<T>(&self, work: impl FnOnce(&mut Center) -> T) -> T {
         let mut center = self.server.center().lock().unwrap();
         work(&mut center)
@@ -452,4 +466,34 @@ pub fn check_exposition(text: &str) {
             "{series}: +Inf = _count"
         );
     }
+}
+
+/// What each of the world's terminals would upload now, and its SAM image (for a link of
+/// its own to a service), in terminal order.
+pub fn world_uploads(
+    world: &valuecard_sim::World,
+) -> (
+    Vec<valuecard_core::messages::center::UsageUpload>,
+    Vec<Vec<u8>>,
+) {
+    let uploads = world
+        .terminals
+        .iter()
+        .map(|terminal| valuecard_core::messages::center::UsageUpload {
+            terminal_id: terminal.device_id(),
+            items: terminal
+                .store()
+                .pending_uploads(100)
+                .unwrap()
+                .iter()
+                .filter_map(valuecard_terminal::payment::usage_item)
+                .collect(),
+        })
+        .collect();
+    let images = world
+        .terminals
+        .iter()
+        .map(|terminal| terminal.sam().to_image())
+        .collect();
+    (uploads, images)
 }

@@ -20,120 +20,128 @@ use valuecard_core::time::Date;
 
 use crate::sql::{Database, Dialect, Executor};
 
+/// The columns of a usage record body, as both databases' migration 12 create them.
+macro_rules! record_columns {
+    () => {
+        r#"(
+        card_id             BYTEA NOT NULL CHECK (length(card_id) = 8),
+        card_counter        BIGINT NOT NULL,
+        terminal_id         BYTEA NOT NULL,
+        terminal_sequence   BIGINT NOT NULL,
+        amount_minor        BIGINT NOT NULL CHECK (amount_minor > 0),
+        balance_after_minor BIGINT NOT NULL CHECK (balance_after_minor >= 0),
+        usage_digest        BYTEA NOT NULL CHECK (length(usage_digest) = 32),
+        purchase_date       BIGINT NOT NULL,
+        terminal_signature  BYTEA NOT NULL CHECK (length(terminal_signature) = 64),
+        previous_writer     BYTEA NOT NULL,
+        card_signature      BYTEA
+    )"#
+    };
+}
+
+/// Copies the record bodies of `$from` into the new `$into`, in `$order`.
+macro_rules! copy_records {
+    ($into:literal, $from:literal, $order:literal) => {
+        concat!(
+            "
+    INSERT INTO ",
+            $into,
+            " (card_id, card_counter, terminal_id, terminal_sequence,
+        amount_minor, balance_after_minor, usage_digest, purchase_date, terminal_signature,
+        previous_writer, card_signature)
+    SELECT card_id, card_counter, terminal_id, terminal_sequence, amount_minor,
+        balance_after_minor, usage_digest, purchase_date, terminal_signature, previous_writer,
+        card_signature
+    FROM ",
+            $from,
+            " ",
+            $order,
+            ";"
+        )
+    };
+}
+
+/// The two key tables of migration 12, filled from the record bodies in `$from`: each
+/// terminal sequence once, and each card state's first record (the first in `$order`).
+macro_rules! key_tables {
+    ($from:literal, $order:literal) => {
+        concat!(
+            r#"
+    CREATE TABLE usage_sequences (
+        terminal_id       BYTEA NOT NULL,
+        terminal_sequence BIGINT NOT NULL,
+        card_id           BYTEA NOT NULL,
+        card_counter      BIGINT NOT NULL,
+        amount_minor      BIGINT NOT NULL,
+        usage_digest      BYTEA NOT NULL,
+        PRIMARY KEY (terminal_id, terminal_sequence)
+    );
+    INSERT INTO usage_sequences (terminal_id, terminal_sequence, card_id, card_counter,
+        amount_minor, usage_digest)
+    SELECT terminal_id, terminal_sequence, card_id, card_counter, amount_minor, usage_digest
+    FROM "#,
+            $from,
+            r#";
+    CREATE TABLE card_states (
+        card_id           BYTEA NOT NULL CHECK (length(card_id) = 8),
+        card_counter      BIGINT NOT NULL,
+        terminal_id       BYTEA NOT NULL,
+        terminal_sequence BIGINT NOT NULL,
+        usage_digest      BYTEA NOT NULL,
+        purchase_date     BIGINT NOT NULL,
+        PRIMARY KEY (card_id, card_counter)
+    );
+    INSERT INTO card_states (card_id, card_counter, terminal_id, terminal_sequence,
+        usage_digest, purchase_date)
+    SELECT card_id, card_counter, terminal_id, terminal_sequence, usage_digest, purchase_date
+    FROM "#,
+            $from,
+            " ",
+            $order,
+            "
+    ON CONFLICT (card_id, card_counter) DO NOTHING;"
+        )
+    };
+}
+
 /// Migration 12 on PostgreSQL: the bodies move to a partitioned table (every existing row
 /// lands in the DEFAULT partition; `Database::migrate` then gives each month found there a
 /// partition of its own), and the two key tables are filled from them. Of the records that
 /// already spent one card state twice, the earliest by date, terminal and sequence is the
 /// state's first: before this migration nothing recorded which came first.
-pub const PARTITION_MIGRATION_POSTGRES: &str = r#"
+pub const PARTITION_MIGRATION_POSTGRES: &str = concat!(
+    r#"
     ALTER TABLE usage_records RENAME TO usage_records_unpartitioned;
     ALTER INDEX usage_records_by_state RENAME TO usage_records_unpartitioned_by_state;
-    CREATE TABLE usage_records (
-        card_id             BYTEA NOT NULL CHECK (length(card_id) = 8),
-        card_counter        BIGINT NOT NULL,
-        terminal_id         BYTEA NOT NULL,
-        terminal_sequence   BIGINT NOT NULL,
-        amount_minor        BIGINT NOT NULL CHECK (amount_minor > 0),
-        balance_after_minor BIGINT NOT NULL CHECK (balance_after_minor >= 0),
-        usage_digest        BYTEA NOT NULL CHECK (length(usage_digest) = 32),
-        purchase_date       BIGINT NOT NULL,
-        terminal_signature  BYTEA NOT NULL CHECK (length(terminal_signature) = 64),
-        previous_writer     BYTEA NOT NULL,
-        card_signature      BYTEA
-    ) PARTITION BY RANGE (purchase_date);
-    CREATE TABLE usage_records_default PARTITION OF usage_records DEFAULT;
-    INSERT INTO usage_records (card_id, card_counter, terminal_id, terminal_sequence,
-        amount_minor, balance_after_minor, usage_digest, purchase_date, terminal_signature,
-        previous_writer, card_signature)
-    SELECT card_id, card_counter, terminal_id, terminal_sequence, amount_minor,
-        balance_after_minor, usage_digest, purchase_date, terminal_signature, previous_writer,
-        card_signature
-    FROM usage_records_unpartitioned;
-    CREATE TABLE usage_sequences (
-        terminal_id       BYTEA NOT NULL,
-        terminal_sequence BIGINT NOT NULL,
-        card_id           BYTEA NOT NULL,
-        card_counter      BIGINT NOT NULL,
-        amount_minor      BIGINT NOT NULL,
-        usage_digest      BYTEA NOT NULL,
-        PRIMARY KEY (terminal_id, terminal_sequence)
-    );
-    INSERT INTO usage_sequences (terminal_id, terminal_sequence, card_id, card_counter,
-        amount_minor, usage_digest)
-    SELECT terminal_id, terminal_sequence, card_id, card_counter, amount_minor, usage_digest
-    FROM usage_records_unpartitioned;
-    CREATE TABLE card_states (
-        card_id           BYTEA NOT NULL CHECK (length(card_id) = 8),
-        card_counter      BIGINT NOT NULL,
-        terminal_id       BYTEA NOT NULL,
-        terminal_sequence BIGINT NOT NULL,
-        usage_digest      BYTEA NOT NULL,
-        purchase_date     BIGINT NOT NULL,
-        PRIMARY KEY (card_id, card_counter)
-    );
-    INSERT INTO card_states (card_id, card_counter, terminal_id, terminal_sequence,
-        usage_digest, purchase_date)
-    SELECT card_id, card_counter, terminal_id, terminal_sequence, usage_digest, purchase_date
-    FROM usage_records_unpartitioned
-    ORDER BY purchase_date, terminal_id, terminal_sequence
-    ON CONFLICT (card_id, card_counter) DO NOTHING;
+    CREATE TABLE usage_records "#,
+    record_columns!(),
+    r#" PARTITION BY RANGE (purchase_date);
+    CREATE TABLE usage_records_default PARTITION OF usage_records DEFAULT;"#,
+    copy_records!("usage_records", "usage_records_unpartitioned", ""),
+    key_tables!(
+        "usage_records_unpartitioned",
+        "ORDER BY purchase_date, terminal_id, terminal_sequence"
+    ),
+    r#"
     DROP TABLE usage_records_unpartitioned
-"#;
+"#
+);
 
 /// Migration 12 on SQLite: the same tables, `usage_records` whole and rebuilt without the
 /// key it had (now `usage_sequences`'), so that both databases hold the same columns under
 /// the same keys. The first record of a state is the first stored (SQLite's row order).
-pub const PARTITION_MIGRATION_SQLITE: &str = r#"
-    CREATE TABLE usage_records_rebuilt (
-        card_id             BYTEA NOT NULL CHECK (length(card_id) = 8),
-        card_counter        BIGINT NOT NULL,
-        terminal_id         BYTEA NOT NULL,
-        terminal_sequence   BIGINT NOT NULL,
-        amount_minor        BIGINT NOT NULL CHECK (amount_minor > 0),
-        balance_after_minor BIGINT NOT NULL CHECK (balance_after_minor >= 0),
-        usage_digest        BYTEA NOT NULL CHECK (length(usage_digest) = 32),
-        purchase_date       BIGINT NOT NULL,
-        terminal_signature  BYTEA NOT NULL CHECK (length(terminal_signature) = 64),
-        previous_writer     BYTEA NOT NULL,
-        card_signature      BYTEA
-    );
-    INSERT INTO usage_records_rebuilt (card_id, card_counter, terminal_id, terminal_sequence,
-        amount_minor, balance_after_minor, usage_digest, purchase_date, terminal_signature,
-        previous_writer, card_signature)
-    SELECT card_id, card_counter, terminal_id, terminal_sequence, amount_minor,
-        balance_after_minor, usage_digest, purchase_date, terminal_signature, previous_writer,
-        card_signature
-    FROM usage_records ORDER BY rowid;
-    CREATE TABLE usage_sequences (
-        terminal_id       BYTEA NOT NULL,
-        terminal_sequence BIGINT NOT NULL,
-        card_id           BYTEA NOT NULL,
-        card_counter      BIGINT NOT NULL,
-        amount_minor      BIGINT NOT NULL,
-        usage_digest      BYTEA NOT NULL,
-        PRIMARY KEY (terminal_id, terminal_sequence)
-    );
-    INSERT INTO usage_sequences (terminal_id, terminal_sequence, card_id, card_counter,
-        amount_minor, usage_digest)
-    SELECT terminal_id, terminal_sequence, card_id, card_counter, amount_minor, usage_digest
-    FROM usage_records;
-    CREATE TABLE card_states (
-        card_id           BYTEA NOT NULL CHECK (length(card_id) = 8),
-        card_counter      BIGINT NOT NULL,
-        terminal_id       BYTEA NOT NULL,
-        terminal_sequence BIGINT NOT NULL,
-        usage_digest      BYTEA NOT NULL,
-        purchase_date     BIGINT NOT NULL,
-        PRIMARY KEY (card_id, card_counter)
-    );
-    INSERT INTO card_states (card_id, card_counter, terminal_id, terminal_sequence,
-        usage_digest, purchase_date)
-    SELECT card_id, card_counter, terminal_id, terminal_sequence, usage_digest, purchase_date
-    FROM usage_records WHERE true ORDER BY rowid
-    ON CONFLICT (card_id, card_counter) DO NOTHING;
+pub const PARTITION_MIGRATION_SQLITE: &str = concat!(
+    r#"
+    CREATE TABLE usage_records_rebuilt "#,
+    record_columns!(),
+    ";",
+    copy_records!("usage_records_rebuilt", "usage_records", "ORDER BY rowid"),
+    key_tables!("usage_records", "WHERE true ORDER BY rowid"),
+    r#"
     DROP TABLE usage_records;
     ALTER TABLE usage_records_rebuilt RENAME TO usage_records
-"#;
+"#
+);
 
 /// A month as (year, month), the unit of partitioning.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
