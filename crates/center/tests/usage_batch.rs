@@ -4,72 +4,18 @@
 //! default the local one with trust authentication); without one that half says SKIPPED.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-/// Says that a test was skipped, on the process's stderr directly: the test harness captures
-/// `eprintln!` of passing tests, and CI must see every skip.
-macro_rules! skip_note {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), $($arg)*);
-    }};
-}
+mod usage_world;
 
-use rand_core::{RngCore, SeedableRng};
-use valuecard_card::eeprom::MemoryEeprom;
-use valuecard_card::image::EEPROM_SIZE;
-use valuecard_card::Card;
+use rand_core::SeedableRng;
+use usage_world::{amount, card, copy_of, scratch, upload};
 use valuecard_center::alerts::Alert;
 use valuecard_center::sql::{Database, Executor};
 use valuecard_center::{CenterError, RemainingValue};
 use valuecard_core::ids::CardId;
-use valuecard_core::messages::center::{UploadReceipt, UsageItem, UsageUpload};
-use valuecard_core::money::Amount;
+use valuecard_core::messages::center::{UploadReceipt, UsageItem};
 use valuecard_core::time::Date;
-use valuecard_reader::InProcessReader;
 use valuecard_sim::{read_purse, Storage, World, WorldRng};
 use valuecard_terminal::payment::usage_item;
-
-type Reader = InProcessReader<MemoryEeprom, WorldRng>;
-
-fn postgres_url() -> String {
-    std::env::var("VALUECARD_POSTGRES_URL")
-        .unwrap_or_else(|_| "host=127.0.0.1 port=5432 user=postgres dbname=postgres".to_owned())
-}
-
-/// A fresh schema on the PostgreSQL server, or `None` (with a note) when none answers.
-fn fresh_postgres() -> Option<Database> {
-    let url = postgres_url();
-    let mut admin = match postgres::Client::connect(&url, postgres::NoTls) {
-        Ok(client) => client,
-        Err(error) => {
-            skip_note!("SKIPPED: PostgreSQL not reachable at {url:?}: {error}");
-            return None;
-        }
-    };
-    let schema = format!("valuecard_usage_test_{:016x}", rand_core::OsRng.next_u64());
-    admin
-        .batch_execute(&format!("CREATE SCHEMA {schema}"))
-        .unwrap();
-    Some(Database::connect_postgres(&format!("{url} options='-c search_path={schema}'")).unwrap())
-}
-
-fn amount(minor: u64) -> Amount {
-    Amount::new(minor).unwrap()
-}
-
-fn card(world: &mut World, name: &str, initial: u64) -> (Reader, MemoryEeprom, CardId) {
-    let memory = MemoryEeprom::new(EEPROM_SIZE);
-    let card = world.manufacture_card(memory.clone()).unwrap();
-    let mut reader = InProcessReader::with_card(name, card);
-    let card_id = world.issue(&mut reader, amount(initial)).unwrap();
-    (reader, memory, card_id)
-}
-
-/// A copy of a card made from its memory: an attacker's clone.
-fn copy_of(world: &mut World, memory: &MemoryEeprom) -> Reader {
-    let copy = MemoryEeprom::new(EEPROM_SIZE);
-    copy.restore(&memory.snapshot());
-    InProcessReader::with_card("copy", Card::open(copy, world.fork_rng()).unwrap())
-}
 
 /// Everything the center holds after the uploads that the batch path writes or decides.
 #[derive(Debug, PartialEq)]
@@ -81,14 +27,6 @@ struct Outcome {
     remaining: Vec<Option<RemainingValue>>,
     pending_loads: usize,
     cards: Vec<CardId>,
-}
-
-fn upload(world: &mut World, items: Vec<UsageItem>) -> UploadReceipt {
-    let terminal_id = world.terminals[0].device_id();
-    world
-        .center
-        .ingest_usage(&UsageUpload { terminal_id, items })
-        .unwrap()
 }
 
 /// The same seeded story on the given storage.
@@ -235,9 +173,10 @@ fn check(outcome: &Outcome) {
 fn a_mixed_batch_comes_out_the_same_on_sqlite_and_postgresql() {
     let on_sqlite = story(Storage::Memory);
     check(&on_sqlite);
-    let Some(database) = fresh_postgres() else {
+    let Some(scratch) = scratch("usage") else {
         return;
     };
+    let database = Database::connect_postgres(&scratch.url).unwrap();
     let on_postgres = story(Storage::on(database));
     check(&on_postgres);
     assert_eq!(on_sqlite, on_postgres);
@@ -245,9 +184,10 @@ fn a_mixed_batch_comes_out_the_same_on_sqlite_and_postgresql() {
 
 #[test]
 fn a_statement_prepared_in_a_rolled_back_transaction_still_runs() {
-    let Some(mut database) = fresh_postgres() else {
+    let Some(scratch) = scratch("usage") else {
         return;
     };
+    let mut database = Database::connect_postgres(&scratch.url).unwrap();
     let sql = "SELECT CAST(COUNT(*) AS BIGINT) FROM usage_records WHERE card_counter = $1";
     let failed: Result<(), CenterError> = database.transaction(|tx| {
         assert_eq!(tx.query_one(sql, &[7u32.into()])?.int(0)?, 0);
@@ -270,9 +210,10 @@ fn a_statement_prepared_in_a_rolled_back_transaction_still_runs() {
 
 #[test]
 fn a_failed_statement_leaves_the_connection_usable() {
-    let Some(mut database) = fresh_postgres() else {
+    let Some(scratch) = scratch("usage") else {
         return;
     };
+    let mut database = Database::connect_postgres(&scratch.url).unwrap();
     let sql = "SELECT CAST(COUNT(*) AS BIGINT) FROM usage_records WHERE card_counter = $1";
     assert_eq!(
         database

@@ -7,91 +7,17 @@
 
 use std::collections::BTreeSet;
 
-use rand_core::{RngCore, SeedableRng};
-use valuecard_card::eeprom::MemoryEeprom;
-use valuecard_card::image::EEPROM_SIZE;
-use valuecard_card::Card;
+mod usage_world;
+
+use rand_core::SeedableRng;
+use usage_world::{amount, card, copy_of, scratch, upload};
 use valuecard_center::sql::{Database, Executor};
 use valuecard_center::usage::partitions::{ensure_partitions, Month};
 use valuecard_core::ids::CardId;
-use valuecard_core::messages::center::{UploadReceipt, UsageItem, UsageUpload};
-use valuecard_core::money::Amount;
+use valuecard_core::messages::center::{UploadReceipt, UsageItem};
 use valuecard_core::time::Date;
-use valuecard_reader::InProcessReader;
 use valuecard_sim::{Storage, World, WorldRng};
 use valuecard_terminal::payment::usage_item;
-
-type Reader = InProcessReader<MemoryEeprom, WorldRng>;
-
-fn postgres_url() -> String {
-    std::env::var("VALUECARD_POSTGRES_URL")
-        .unwrap_or_else(|_| "host=127.0.0.1 port=5432 user=postgres dbname=postgres".to_owned())
-}
-
-/// A scratch schema, dropped (with everything in it) when the test ends.
-struct Scratch {
-    admin: postgres::Client,
-    schema: String,
-    url: String,
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = self
-            .admin
-            .batch_execute(&format!("DROP SCHEMA {} CASCADE", self.schema));
-    }
-}
-
-fn scratch() -> Option<Scratch> {
-    let url = postgres_url();
-    let mut admin = match postgres::Client::connect(&url, postgres::NoTls) {
-        Ok(client) => client,
-        Err(error) => {
-            use std::io::Write as _;
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPED: PostgreSQL not reachable at {url:?}: {error}"
-            );
-            return None;
-        }
-    };
-    let schema = format!(
-        "valuecard_partition_test_{:016x}",
-        rand_core::OsRng.next_u64()
-    );
-    admin
-        .batch_execute(&format!("CREATE SCHEMA {schema}"))
-        .unwrap();
-    let url = format!("{url} options='-c search_path={schema}'");
-    Some(Scratch { admin, schema, url })
-}
-
-fn amount(minor: u64) -> Amount {
-    Amount::new(minor).unwrap()
-}
-
-fn card(world: &mut World, name: &str) -> (Reader, MemoryEeprom, CardId) {
-    let memory = MemoryEeprom::new(EEPROM_SIZE);
-    let card = world.manufacture_card(memory.clone()).unwrap();
-    let mut reader = InProcessReader::with_card(name, card);
-    let card_id = world.issue(&mut reader, amount(5_000)).unwrap();
-    (reader, memory, card_id)
-}
-
-fn copy_of(world: &mut World, memory: &MemoryEeprom) -> Reader {
-    let copy = MemoryEeprom::new(EEPROM_SIZE);
-    copy.restore(&memory.snapshot());
-    InProcessReader::with_card("copy", Card::open(copy, world.fork_rng()).unwrap())
-}
-
-fn upload(world: &mut World, items: Vec<UsageItem>) -> UploadReceipt {
-    let terminal_id = world.terminals[0].device_id();
-    world
-        .center
-        .ingest_usage(&UsageUpload { terminal_id, items })
-        .unwrap()
-}
 
 /// Purchases in June, July and September 2026; in July a copy of a card spends the state
 /// the card itself spent in June. Everything is uploaded in September, in one batch, and
@@ -99,8 +25,8 @@ fn upload(world: &mut World, items: Vec<UsageItem>) -> UploadReceipt {
 fn story(storage: Storage) -> (World, Vec<UploadReceipt>, CardId) {
     let june = Date::from_ymd(2026, 6, 20).unwrap();
     let mut world = World::create_seeded(storage, 1, june, WorldRng::seed_from_u64(9)).unwrap();
-    let (mut plain, _, _) = card(&mut world, "plain");
-    let (mut cloned, memory, cloned_id) = card(&mut world, "cloned");
+    let (mut plain, _, _) = card(&mut world, "plain", 5_000);
+    let (mut cloned, memory, cloned_id) = card(&mut world, "cloned", 5_000);
     let mut copy = copy_of(&mut world, &memory);
     let shop = 0;
     world.terminals[shop]
@@ -168,7 +94,7 @@ fn a_state_spent_in_two_months_is_a_clone_on_sqlite() {
 
 #[test]
 fn records_land_in_their_months_partitions_on_postgresql() {
-    let Some(scratch) = scratch() else {
+    let Some(scratch) = scratch("partition") else {
         return;
     };
     let database = Database::connect_postgres(&scratch.url).unwrap();

@@ -45,6 +45,15 @@ fn scoped_to(url: &str, schema: &str) -> String {
     }
 }
 
+/// The store's name in a benchmark's report.
+pub(crate) fn store_name(postgres: bool) -> &'static str {
+    if postgres {
+        "PostgreSQL"
+    } else {
+        "SQLite (WAL, synchronous=FULL)"
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::scoped_to;
@@ -66,14 +75,5 @@ mod tests {
             let config: postgres::Config = scoped.parse().unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(config.get_options(), Some("-c search_path=s"));
         }
-    }
-}
-
-/// The store's name in a benchmark's report.
-pub(crate) fn store_name(postgres: bool) -> &'static str {
-    if postgres {
-        "PostgreSQL"
-    } else {
-        "SQLite (WAL, synchronous=FULL)"
     }
 }
