@@ -32,7 +32,11 @@ impl SimWorld {
         let lost_days = (0..self.config.lost_cards())
             .map(|_| self.below(days) as u32)
             .collect();
-        let theft_day = (self.config.stolen_terminals() > 0).then(|| self.below(days) as u32);
+        // A stamp counts days, so the thief's sales must come on a day after the last count
+        // the terminal reported: it is stolen overnight, after the night's report, and its
+        // operator reports it the next morning (day 1 at the earliest).
+        let theft_day =
+            (self.config.stolen_terminals() > 0).then(|| 1 + self.below(days - 1) as u32);
         Plan {
             clone_days,
             lost_days,
@@ -51,8 +55,8 @@ impl SimWorld {
         None
     }
 
-    /// The day's events before business opens: the terminal stolen overnight is reported
-    /// by its operator, holders report lost cards, and cloned cards are made and spent.
+    /// The day's events before business opens: the terminal stolen overnight (after it
+    /// reported its stamp) is reported by its operator, holders report lost cards, and cloned cards are made and spent.
     pub(super) fn morning(&mut self, plan: &Plan, day: u32) -> Result<(), SimError> {
         if plan.theft_day == Some(day) {
             let stolen = self.below(self.terminals.len() as u64) as usize;

@@ -61,9 +61,10 @@ impl Config {
         (2 + self.cards / 100_000).min(self.cards / 4)
     }
 
-    /// Stolen terminals: one, if there is another terminal to notice it.
+    /// Stolen terminals: one, if there is another terminal to notice it and a day after
+    /// the first for the thief to sell on.
     pub fn stolen_terminals(&self) -> u32 {
-        u32::from(self.terminals >= 2)
+        u32::from(self.terminals >= 2 && self.days >= 2)
     }
 
     fn check(&self) -> Result<(), SimError> {
