@@ -50,7 +50,8 @@ pub fn run(args: SimulateArgs) -> Result<ExitCode, String> {
     let dir = match &args.dir {
         Some(dir) => dir.clone(),
         None => {
-            scratch = tempfile::tempdir().map_err(|error| format!("temporary directory: {error}"))?;
+            scratch =
+                tempfile::tempdir().map_err(|error| format!("temporary directory: {error}"))?;
             scratch.path().to_path_buf()
         }
     };
@@ -96,7 +97,10 @@ pub fn run(args: SimulateArgs) -> Result<ExitCode, String> {
 }
 
 fn money(minor: u64) -> String {
-    Amount::new(minor).map_or_else(|_| format!("{minor} minor units"), |amount| amount.to_string())
+    Amount::new(minor).map_or_else(
+        |_| format!("{minor} minor units"),
+        |amount| amount.to_string(),
+    )
 }
 
 fn wide(value: i128) -> Value {
@@ -225,9 +229,18 @@ pub fn text(report: &Report) -> String {
     let _ = writeln!(
         out,
         "simulate: {} cards, {} terminals, {} dispensers, {} days, seed {}",
-        report.config.cards, report.config.terminals, report.dispensers, report.config.days, report.config.seed
+        report.config.cards,
+        report.config.terminals,
+        report.dispensers,
+        report.config.days,
+        report.config.seed
     );
-    let _ = writeln!(out, "  cards issued:  {} (each loaded with {})", report.cards_issued, money(simulate_initial()));
+    let _ = writeln!(
+        out,
+        "  cards issued:  {} (each loaded with {})",
+        report.cards_issued,
+        money(simulate_initial())
+    );
     let _ = writeln!(
         out,
         "  purchases:     {} committed of {} ({}); {} settled from the card after a fault ({} committed, {} cancelled), {} interrupted before anything moved",
@@ -263,11 +276,23 @@ pub fn text(report: &Report) -> String {
             detection.kind,
             detection.detected,
             detection.injected,
-            if detection.missed.is_empty() { String::new() } else { format!(", MISSED {}", detection.missed.join(" ")) },
-            if detection.false_alarms.is_empty() { String::new() } else { format!(", FALSE ALARMS {}", detection.false_alarms.join(" ")) },
+            if detection.missed.is_empty() {
+                String::new()
+            } else {
+                format!(", MISSED {}", detection.missed.join(" "))
+            },
+            if detection.false_alarms.is_empty() {
+                String::new()
+            } else {
+                format!(", FALSE ALARMS {}", detection.false_alarms.join(" "))
+            },
         );
     }
-    let _ = writeln!(out, "    unexplained alerts: {}", report.unexplained_alerts.len());
+    let _ = writeln!(
+        out,
+        "    unexplained alerts: {}",
+        report.unexplained_alerts.len()
+    );
     for alert in &report.unexplained_alerts {
         let _ = writeln!(out, "      {alert}");
     }
@@ -286,8 +311,11 @@ pub fn text(report: &Report) -> String {
     let _ = writeln!(
         out,
         "    remaining {} - thief's sales {} = card balances {}; copies hold {} of {} copied",
-        money(c.remaining_minor), money(c.stolen_sales_minor), money(c.card_balances_minor),
-        money(c.copy_balances_minor), money(c.copied_minor)
+        money(c.remaining_minor),
+        money(c.stolen_sales_minor),
+        money(c.card_balances_minor),
+        money(c.copy_balances_minor),
+        money(c.copied_minor)
     );
     let _ = writeln!(
         out,

@@ -114,8 +114,8 @@ pub fn insert(image: &[u8], rng: WorldRng) -> Result<(SimReader, MemoryEeprom), 
 /// The slot in use of a card's memory. Opening the image checks it: after a power cut at
 /// any write it must hold the whole old or the whole new state, never a damaged one.
 pub fn compact(memory: &MemoryEeprom) -> Result<Vec<u8>, SimError> {
-    let (store, _) = ImageStore::open(memory.clone())
-        .map_err(|error| SimError::CardImage(error.to_string()))?;
+    let (store, _) =
+        ImageStore::open(memory.clone()).map_err(|error| SimError::CardImage(error.to_string()))?;
     store
         .active_slot_bytes()
         .map_err(|error| SimError::CardImage(error.to_string()))?

@@ -12,8 +12,7 @@ use valuecard_terminal::TerminalError;
 
 use super::cards::SimReader;
 use super::world::{
-    amount, SimWorld, CLONED, LOST, PROGRESS_EVERY, RELOAD_BELOW_MINOR, RELOAD_MINOR,
-    STOLEN_WRITER,
+    amount, SimWorld, CLONED, LOST, PROGRESS_EVERY, RELOAD_BELOW_MINOR, RELOAD_MINOR, STOLEN_WRITER,
 };
 use super::{Progress, SimError};
 use crate::LosingAnswer;
@@ -29,9 +28,14 @@ const WRITES_MAX: u64 = 10;
 pub(super) enum Fault {
     None,
     /// Power is cut at this write of the card, leaving `torn` eighths of it written.
-    PowerCut { write: u64, torn: usize },
+    PowerCut {
+        write: u64,
+        torn: usize,
+    },
     /// The answer to the value-moving command is lost; with `delivered` the card got it.
-    LostAnswer { delivered: bool },
+    LostAnswer {
+        delivered: bool,
+    },
 }
 
 /// Powers a card up again on the memory it lost power on.
@@ -75,7 +79,7 @@ impl SimWorld {
             for index in 0..per_day {
                 self.random_purchase()?;
                 let done = u64::from(day) * per_day + index + 1;
-                if done % PROGRESS_EVERY == 0 {
+                if done.is_multiple_of(PROGRESS_EVERY) {
                     progress(Progress {
                         phase: "simulating days",
                         done,
@@ -225,7 +229,9 @@ impl SimWorld {
         terminal: usize,
     ) -> Result<(), SimError> {
         let card_id = self.card_ids[index as usize];
-        let held = self.terminals[terminal].store().in_doubt_for_card(&card_id)?;
+        let held = self.terminals[terminal]
+            .store()
+            .in_doubt_for_card(&card_id)?;
         if held.is_empty() {
             // Cut before the purchase was recorded: nothing moved and nothing is owed.
             self.report.purchases.interrupted += 1;
@@ -283,7 +289,9 @@ impl SimWorld {
                         .is_some_and(|stolen| self.terminals[stolen].device_id() == terminal) =>
             {
                 self.report.purchases.refused_stolen_writer += 1;
-                self.report.stolen_writer_refusals.insert(terminal.to_string());
+                self.report
+                    .stolen_writer_refusals
+                    .insert(terminal.to_string());
             }
             other => self.finding(format!("card {card_id}: purchase refused: {other}")),
         }
@@ -381,7 +389,9 @@ impl SimWorld {
             }
             for (_, reason) in receipt.refused {
                 if self.report.findings.len() < 40 {
-                    self.report.findings.push(format!("upload refused a record: {reason}"));
+                    self.report
+                        .findings
+                        .push(format!("upload refused a record: {reason}"));
                 }
                 self.report.findings_total += 1;
             }

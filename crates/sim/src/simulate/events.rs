@@ -101,7 +101,9 @@ impl SimWorld {
         let spend = amount(CLONE_SPEND_MINOR)?;
         match self.terminals[first].purchase(&mut original, spend) {
             Ok(_) => self.count_clone_spend(),
-            Err(error) => self.finding(format!("clone {card_id}: the original's purchase: {error}")),
+            Err(error) => {
+                self.finding(format!("clone {card_id}: the original's purchase: {error}"))
+            }
         }
         self.cards.save(index, &memory)?;
         let rng = self.fork_rng();
@@ -193,7 +195,7 @@ impl SimWorld {
             let (mut reader, _) = self.cards.open(index, rng)?;
             balances += balance(&mut reader)?;
             let done = u64::from(index) + 1;
-            if done % PROGRESS_EVERY == 0 || done == total {
+            if done.is_multiple_of(PROGRESS_EVERY) || done == total {
                 progress(Progress {
                     phase: "reading balances",
                     done,
@@ -208,7 +210,10 @@ impl SimWorld {
             copy_balances += balance(&mut reader)?;
         }
         self.books(balances, copy_balances)?;
-        Ok(std::mem::replace(&mut self.report, Report::new(&self.config)))
+        Ok(std::mem::replace(
+            &mut self.report,
+            Report::new(&self.config),
+        ))
     }
 
     /// The copy of a cloned card, presented by its owner: refused as a clone.
@@ -219,7 +224,9 @@ impl SimWorld {
         match self.terminals[terminal].purchase(&mut reader, amount(1)?) {
             Ok(_) => {
                 let card_id = self.card_ids[index as usize];
-                self.finding(format!("the copy of card {card_id} was accepted at the end"));
+                self.finding(format!(
+                    "the copy of card {card_id} was accepted at the end"
+                ));
             }
             Err(error) => self.refused(index, error),
         }

@@ -300,7 +300,7 @@ impl FloorRates {
     pub(super) fn measure(seed: u64) -> Self {
         const KEYS: usize = 64;
         const ROUNDS: usize = 8;
-        let mut rng = WorldRng::seed_from_u64(seed ^ 0x666c_6f6f_72);
+        let mut rng = WorldRng::seed_from_u64(seed ^ 0x0066_6c6f_6f72);
         let keys: Vec<SigningKeyPair> = (0..KEYS)
             .map(|_| SigningKeyPair::generate(&mut rng))
             .collect();

@@ -135,7 +135,10 @@ impl SimWorld {
 
     /// Manufactures every card, issues it at a dispenser (its ID, key pair, certificate)
     /// and loads its initial value: the real protocol, card by card.
-    pub(super) fn issue_cards(&mut self, progress: &mut dyn FnMut(Progress)) -> Result<(), SimError> {
+    pub(super) fn issue_cards(
+        &mut self,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<(), SimError> {
         let total = u64::from(self.config.cards);
         let initial = amount(INITIAL_MINOR)?;
         self.card_ids.reserve_exact(self.config.cards as usize);
@@ -156,7 +159,7 @@ impl SimWorld {
             self.flags.push(0);
             self.report.cards_issued += 1;
             let done = u64::from(index) + 1;
-            if done % PROGRESS_EVERY == 0 || done == total {
+            if done.is_multiple_of(PROGRESS_EVERY) || done == total {
                 progress(Progress {
                     phase: "issuing cards",
                     done,

@@ -1,0 +1,74 @@
+//! `simulate` at a small size: every injected clone, stolen terminal and lost card found and
+//! nothing else, value conserved, and the report reproducible from its seed.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use valuecard_sim::simulate::{self, Config, Report};
+
+fn run(seed: u64) -> Report {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        cards: 800,
+        terminals: 12,
+        days: 4,
+        seed,
+    };
+    simulate::run(&config, &dir.path().join("run"), None, &mut |_| {})
+        .unwrap()
+        .report
+}
+
+#[test]
+fn a_small_run_finds_every_injected_event_and_conserves_value() {
+    let report = run(7);
+    assert!(report.conservation.conserved, "{:#?}", report.conservation);
+    assert_eq!(report.findings, Vec::<String>::new());
+    assert_eq!(report.unexplained_alerts, Vec::<String>::new());
+    let kinds: Vec<&str> = report.detections.iter().map(|d| d.kind.as_str()).collect();
+    assert_eq!(kinds, ["cloned cards", "stolen terminals", "lost cards"]);
+    for detection in &report.detections {
+        assert!(detection.injected > 0, "{detection:?}");
+        assert_eq!(detection.detected, detection.injected, "{detection:?}");
+        assert!(detection.false_alarms.is_empty(), "{detection:?}");
+    }
+    // The clones really spent twice, and the center's books show exactly that.
+    assert!(report.conservation.duplicated_minor > 0);
+    assert_eq!(
+        report.conservation.center_difference,
+        i128::from(report.conservation.duplicated_minor)
+    );
+    assert_eq!(report.conservation.center_status, "excess");
+    // The day loop ran at the configured rate, and the faults happened and were settled.
+    assert_eq!(report.cards_issued, 800);
+    assert!(report.purchases.committed >= 300, "{:?}", report.purchases);
+    assert!(report.faults.power_cuts_fired + report.faults.lost_answers > 0);
+    assert_eq!(report.conservation.purchases_in_doubt, 0);
+    assert_eq!(report.conservation.loads_in_flight, 0);
+    assert!(report.purchases.thief_sales > 0 && report.purchases.refused_stolen_writer > 0);
+    assert!(report.held());
+}
+
+#[test]
+fn the_same_seed_gives_the_same_report_and_another_seed_another() {
+    let first = run(11);
+    let again = run(11);
+    assert_eq!(first, again);
+    let other = run(12);
+    assert_ne!(first, other);
+    assert_ne!(
+        first.conservation.spent_minor,
+        other.conservation.spent_minor
+    );
+}
+
+#[test]
+fn a_second_run_in_the_same_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        cards: 5,
+        terminals: 2,
+        days: 2,
+        seed: 1,
+    };
+    simulate::run(&config, dir.path(), None, &mut |_| {}).unwrap();
+    assert!(simulate::run(&config, dir.path(), None, &mut |_| {}).is_err());
+}
