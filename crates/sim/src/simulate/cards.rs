@@ -79,6 +79,15 @@ impl CardStore {
         Ok(())
     }
 
+    /// Commits what was written, so that the directory of a finished run holds every card.
+    pub fn flush(&mut self) -> Result<(), SimError> {
+        self.connection
+            .execute_batch("COMMIT; BEGIN;")
+            .map_err(storage)?;
+        self.uncommitted = 0;
+        Ok(())
+    }
+
     pub fn get(&self, index: u32) -> Result<Vec<u8>, SimError> {
         self.connection
             .prepare_cached("SELECT image FROM cards WHERE card_index = ?1")

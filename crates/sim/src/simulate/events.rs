@@ -210,6 +210,7 @@ impl SimWorld {
             copy_balances += balance(&mut reader)?;
         }
         self.books(balances, copy_balances)?;
+        self.cards.flush()?;
         Ok(std::mem::replace(
             &mut self.report,
             Report::new(&self.config),

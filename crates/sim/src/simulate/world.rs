@@ -180,17 +180,22 @@ impl SimWorld {
     }
 }
 
-/// The center's SQLite file with commits that do not wait for the disk (synchronous OFF).
-/// Simulation only: a crash of the machine could lose the last commits, and the run is lost
-/// with it anyway. `center serve` and every other command open the center through
-/// `Database::open_sqlite`, which keeps synchronous FULL; this setting is per connection and
-/// is not stored in the file.
+/// The center's SQLite file with commits that do not wait for the disk (synchronous OFF),
+/// held by this one connection (locking mode EXCLUSIVE: no file lock taken and released per
+/// transaction), with room to keep every statement of the center prepared. Simulation
+/// only: a crash of the machine could lose the last commits, and the run is lost with it
+/// anyway. `center serve` and every other command open the center through
+/// `Database::open_sqlite`, which keeps synchronous FULL; these settings are per connection
+/// and are not stored in the file.
 fn relaxed_sqlite(path: &Path) -> Result<Database, SimError> {
+    /// More than the distinct statements the center runs, so none is parsed twice.
+    const STATEMENTS: usize = 512;
     let database = Database::open_sqlite(path)?;
     if let Database::Sqlite { connection, .. } = &database {
         connection
-            .execute_batch("PRAGMA synchronous = OFF")
+            .execute_batch("PRAGMA synchronous = OFF; PRAGMA locking_mode = EXCLUSIVE;")
             .map_err(|error| SimError::Setup(format!("center database: {error}")))?;
+        connection.set_prepared_statement_cache_capacity(STATEMENTS);
     }
     Ok(database)
 }
