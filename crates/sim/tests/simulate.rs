@@ -72,3 +72,54 @@ fn a_second_run_in_the_same_directory_is_refused() {
     simulate::run(&config, dir.path(), None, &mut |_| {}).unwrap();
     assert!(simulate::run(&config, dir.path(), None, &mut |_| {}).is_err());
 }
+
+/// Says that a test was skipped, on the process's stderr directly: the test harness captures
+/// `eprintln!` of passing tests, and CI must see every skip.
+macro_rules! skip_note {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+/// The center on PostgreSQL (a scratch schema, dropped afterwards) gives the same report as
+/// on SQLite: nothing in the run depends on the store.
+#[test]
+fn on_postgres_the_run_reports_the_same_as_on_sqlite() {
+    use rand_core::RngCore;
+    let url = std::env::var("VALUECARD_POSTGRES_URL")
+        .unwrap_or_else(|_| "host=127.0.0.1 port=5432 user=postgres dbname=postgres".to_owned());
+    let mut admin = match postgres::Client::connect(&url, postgres::NoTls) {
+        Ok(client) => client,
+        Err(error) => {
+            skip_note!("SKIPPED: PostgreSQL not reachable at {url:?}: {error}");
+            return;
+        }
+    };
+    let schema = format!("valuecard_sim_{:016x}", rand_core::OsRng.next_u64());
+    admin
+        .batch_execute(&format!("CREATE SCHEMA {schema}"))
+        .unwrap();
+    let config = Config {
+        cards: 200,
+        terminals: 6,
+        days: 3,
+        seed: 21,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let on_postgres = simulate::run(
+        &config,
+        &dir.path().join("postgres"),
+        Some(&format!("{url} options='-c search_path={schema}'")),
+        &mut |_| {},
+    );
+    admin
+        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+        .unwrap();
+    let on_postgres = on_postgres.unwrap().report;
+    assert!(on_postgres.held(), "{on_postgres:#?}");
+    let on_sqlite = simulate::run(&config, &dir.path().join("sqlite"), None, &mut |_| {})
+        .unwrap()
+        .report;
+    assert_eq!(on_postgres, on_sqlite);
+}
