@@ -4,10 +4,10 @@
 
 use valuecard_sim::simulate::{self, Config, Report};
 
-fn run(seed: u64) -> Report {
+fn run(seed: u64, cards: u32) -> Report {
     let dir = tempfile::tempdir().unwrap();
     let config = Config {
-        cards: 800,
+        cards,
         terminals: 12,
         days: 4,
         seed,
@@ -19,7 +19,7 @@ fn run(seed: u64) -> Report {
 
 #[test]
 fn a_small_run_finds_every_injected_event_and_conserves_value() {
-    let report = run(7);
+    let report = run(7, 800);
     assert!(report.conservation.conserved, "{:#?}", report.conservation);
     assert_eq!(report.findings, Vec::<String>::new());
     assert_eq!(report.unexplained_alerts, Vec::<String>::new());
@@ -44,15 +44,21 @@ fn a_small_run_finds_every_injected_event_and_conserves_value() {
     assert_eq!(report.conservation.purchases_in_doubt, 0);
     assert_eq!(report.conservation.loads_in_flight, 0);
     assert!(report.purchases.thief_sales > 0 && report.purchases.refused_stolen_writer > 0);
+    // Terminal stores stay bounded: each night leaves nothing behind.
+    assert_eq!(report.uploads.held_after_upload_max, 0);
+    assert_eq!(
+        report.uploads.records_stored,
+        report.conservation.purchases_uploaded
+    );
     assert!(report.held());
 }
 
 #[test]
 fn the_same_seed_gives_the_same_report_and_another_seed_another() {
-    let first = run(11);
-    let again = run(11);
+    let first = run(11, 300);
+    let again = run(11, 300);
     assert_eq!(first, again);
-    let other = run(12);
+    let other = run(12, 300);
     assert_ne!(first, other);
     assert_ne!(
         first.conservation.spent_minor,

@@ -167,6 +167,7 @@ pub fn to_json(outcome: &Outcome) -> Value {
             "duplicates": uploads.duplicates,
             "refused": uploads.refused,
             "list_syncs": uploads.list_syncs,
+            "held_after_upload_max": uploads.held_after_upload_max,
         },
         "faults": {
             "power_cuts_armed": faults.power_cuts_armed,
@@ -260,8 +261,8 @@ pub fn text(report: &Report) -> String {
     );
     let _ = writeln!(
         out,
-        "  nights:        {} uploads storing {} records ({} duplicates, {} refused), {} stamp reports, {} list syncs",
-        u.uploads, u.records_stored, u.duplicates, u.refused, u.stamp_reports, u.list_syncs
+        "  nights:        {} uploads storing {} records ({} duplicates, {} refused), {} stamp reports, {} list syncs; at most {} records left in a terminal after its upload",
+        u.uploads, u.records_stored, u.duplicates, u.refused, u.stamp_reports, u.list_syncs, u.held_after_upload_max
     );
     let _ = writeln!(
         out,

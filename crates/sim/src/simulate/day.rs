@@ -137,11 +137,11 @@ impl SimWorld {
         let outcome = self.purchase_on(&mut reader, &memory, index, terminal, minor, fault)?;
         if let Some(balance) = outcome {
             if balance < RELOAD_BELOW_MINOR {
+                // The holder goes to a dispenser with the card.
                 let fault = self.draw_fault();
-                reader = self.load(reader, &memory, index, RELOAD_MINOR, fault)?;
+                self.load(reader, &memory, index, RELOAD_MINOR, fault)?;
             }
         }
-        let _ = reader;
         self.cards.save(index, &memory)
     }
 
@@ -384,6 +384,9 @@ impl SimWorld {
             self.report.uploads.records_stored += u64::from(receipt.stored);
             self.report.uploads.duplicates += u64::from(receipt.duplicates);
             self.report.uploads.refused += receipt.refused.len() as u64;
+            let held = terminal.store().held() as u64;
+            let uploads = &mut self.report.uploads;
+            uploads.held_after_upload_max = uploads.held_after_upload_max.max(held);
             for card in receipt.clones_detected {
                 self.report.clones_in_receipts.insert(card.to_string());
             }

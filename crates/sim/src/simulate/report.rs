@@ -120,6 +120,9 @@ pub struct Uploads {
     pub duplicates: u64,
     pub refused: u64,
     pub list_syncs: u64,
+    /// The most records any terminal still held right after its nightly upload: what its
+    /// store cannot drop yet (0 when every purchase was settled and acknowledged).
+    pub held_after_upload_max: u64,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
