@@ -103,6 +103,15 @@ fn money(minor: u64) -> String {
     )
 }
 
+fn signed_money(minor: i128) -> String {
+    let magnitude = u64::try_from(minor.unsigned_abs()).unwrap_or(u64::MAX);
+    if minor < 0 {
+        format!("-{}", money(magnitude))
+    } else {
+        money(magnitude)
+    }
+}
+
 fn wide(value: i128) -> Value {
     i64::try_from(value).map_or_else(|_| Value::from(value.to_string()), Value::from)
 }
@@ -307,7 +316,7 @@ pub fn text(report: &Report) -> String {
         "    issued {} + loaded {} - restored {} - spent {} = {}; remaining on record {} (difference {}, the clones' second spends {})",
         money(c.issued_minor), money(c.loaded_minor), money(c.restored_minor), money(c.spent_minor),
         money((i128::from(c.issued_minor) + i128::from(c.loaded_minor) - i128::from(c.restored_minor) - i128::from(c.spent_minor)).max(0) as u64),
-        money(c.remaining_minor), c.center_difference, money(c.duplicated_minor)
+        money(c.remaining_minor), signed_money(c.center_difference), money(c.duplicated_minor)
     );
     let _ = writeln!(
         out,
