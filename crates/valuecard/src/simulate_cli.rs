@@ -168,6 +168,7 @@ pub fn to_json(outcome: &Outcome) -> Value {
             "settled_cancelled": loads.settled_cancelled,
             "interrupted": loads.interrupted,
             "refused": loads.refused,
+            "over_stolen_writer": loads.over_stolen_writer,
         },
         "uploads": {
             "stamp_reports": uploads.stamp_reports,
@@ -199,6 +200,7 @@ pub fn to_json(outcome: &Outcome) -> Value {
             "duplicated_minor": books.duplicated_minor,
             "copied_minor": books.copied_minor,
             "stolen_sales_minor": books.stolen_sales_minor,
+            "stolen_sales_revealed_minor": books.stolen_sales_revealed_minor,
             "card_balances_minor": books.card_balances_minor,
             "copy_balances_minor": books.copy_balances_minor,
             "terminals_committed_minor": books.terminals_committed_minor,
@@ -264,9 +266,9 @@ pub fn text(report: &Report) -> String {
     );
     let _ = writeln!(
         out,
-        "  loads:         {} committed of {} ({}); {} settled after a fault ({} committed, {} cancelled), {} interrupted, {} refused",
+        "  loads:         {} committed of {} ({}); {} settled after a fault ({} committed, {} cancelled), {} interrupted, {} refused; {} over a record of the stolen terminal",
         l.committed, l.attempted, money(l.committed_minor), l.settled_committed + l.settled_cancelled,
-        l.settled_committed, l.settled_cancelled, l.interrupted, l.refused
+        l.settled_committed, l.settled_cancelled, l.interrupted, l.refused, l.over_stolen_writer
     );
     let _ = writeln!(
         out,
@@ -313,16 +315,17 @@ pub fn text(report: &Report) -> String {
     let _ = writeln!(out, "  conservation (center status: {}):", c.center_status);
     let _ = writeln!(
         out,
-        "    issued {} + loaded {} - restored {} - spent {} = {}; remaining on record {} (difference {}, the clones' second spends {})",
+        "    issued {} + loaded {} - restored {} - spent {} = {}; remaining on record {} (difference {}: the clones' second spends {} less the thief's sales a later load showed {})",
         money(c.issued_minor), money(c.loaded_minor), money(c.restored_minor), money(c.spent_minor),
         money((i128::from(c.issued_minor) + i128::from(c.loaded_minor) - i128::from(c.restored_minor) - i128::from(c.spent_minor)).max(0) as u64),
-        money(c.remaining_minor), signed_money(c.center_difference), money(c.duplicated_minor)
+        money(c.remaining_minor), signed_money(c.center_difference), money(c.duplicated_minor),
+        money(c.stolen_sales_revealed_minor)
     );
     let _ = writeln!(
         out,
-        "    remaining {} - thief's sales {} = card balances {}; copies hold {} of {} copied",
+        "    remaining {} - thief's sales not yet shown {} = card balances {}; copies hold {} of {} copied",
         money(c.remaining_minor),
-        money(c.stolen_sales_minor),
+        money(c.stolen_sales_minor.saturating_sub(c.stolen_sales_revealed_minor)),
         money(c.card_balances_minor),
         money(c.copy_balances_minor),
         money(c.copied_minor)

@@ -340,6 +340,7 @@ impl SimWorld {
             Ok(_) => {
                 self.report.loads.committed += 1;
                 self.report.loads.committed_minor += minor;
+                self.loaded_over_thief(index);
             }
             Err(TerminalError::LoadInDoubt { load_number }) => {
                 match self.dispensers[dispenser].settle_pending_load(
@@ -351,6 +352,7 @@ impl SimWorld {
                         self.report.loads.settled_committed += 1;
                         self.report.loads.committed += 1;
                         self.report.loads.committed_minor += minor;
+                        self.loaded_over_thief(index);
                     }
                     Some(false) => self.report.loads.settled_cancelled += 1,
                     None => self.finding(format!(
@@ -369,9 +371,25 @@ impl SimWorld {
         Ok(reader)
     }
 
+    /// A load committed on card `index`. If the stolen terminal's sale was the card's last
+    /// record, the load's record replaces it: no terminal can tell any more that the thief
+    /// wrote the card, and honest terminals accept it again (the dispenser does not check
+    /// the troubled-terminal list). The center learns of the thief's sales only now, from
+    /// the balance the card shows the load: they appear as a shortfall of its remaining
+    /// values, and the run counts them so (`stolen_sales_revealed_minor`).
+    fn loaded_over_thief(&mut self, index: u32) {
+        if self.flags[index as usize] & STOLEN_WRITER == 0 {
+            return;
+        }
+        self.flags[index as usize] &= !STOLEN_WRITER;
+        self.report.loads.over_stolen_writer += 1;
+        let sold = self.thief_sold.remove(&index).unwrap_or(0);
+        self.report.conservation.stolen_sales_revealed_minor += sold;
+    }
+
     /// The night: every honest terminal reports its stamp and uploads its purchases; then
     /// every one fetches the lists (so a clone found in one upload reaches all of them).
-    fn night(&mut self) -> Result<(), SimError> {
+    pub(super) fn night(&mut self) -> Result<(), SimError> {
         let center = &mut self.center;
         for (index, terminal) in self.terminals.iter_mut().enumerate() {
             if Some(index) == self.stolen {

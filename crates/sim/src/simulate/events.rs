@@ -143,6 +143,7 @@ impl SimWorld {
             match self.terminals[stolen].purchase(&mut reader, amount(minor)?) {
                 Ok(_) => {
                     self.flags[index as usize] |= STOLEN_WRITER;
+                    *self.thief_sold.entry(index).or_default() += minor;
                     self.report.purchases.thief_sales += 1;
                     self.report.conservation.stolen_sales_minor += minor;
                 }
@@ -188,6 +189,9 @@ impl SimWorld {
             let (index, image) = self.copies[position].clone();
             self.present_copy(index, &image)?;
         }
+        // One more upload, so that anything a terminal accepted at the presentations is
+        // counted at the center too.
+        self.night()?;
         let total = u64::from(self.config.cards);
         let mut balances = 0u64;
         for index in 0..self.config.cards {

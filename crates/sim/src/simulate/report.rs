@@ -109,6 +109,9 @@ pub struct Loads {
     pub interrupted: u64,
     /// Refused by the center (a listed card).
     pub refused: u64,
+    /// Loads on a card whose last record the stolen terminal wrote after the theft: the
+    /// load's record replaced it, and honest terminals accept the card again.
+    pub over_stolen_writer: u64,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -191,23 +194,28 @@ pub struct Conservation {
     pub copied_minor: u64,
     /// The thief's sales, never uploaded.
     pub stolen_sales_minor: u64,
+    /// The part of them on cards loaded afterwards: the load showed the center the card's
+    /// lower balance, so its remaining values already account for them.
+    pub stolen_sales_revealed_minor: u64,
     pub conserved: bool,
 }
 
 impl Conservation {
     /// Nothing in flight, and:
-    /// - the center: remaining = issued + loaded - restored - spent + duplicated (a clone's
-    ///   second spend from one state counts in spent but moves no remaining value);
+    /// - the center: remaining = issued + loaded - restored - spent + duplicated - revealed
+    ///   (a clone's second spend from one state counts in spent but moves no remaining
+    ///   value; a load after the thief's sale records the card's lower balance);
     /// - the uploads: what the center counts spent is what the honest terminals committed;
-    /// - the cards: remaining - the thief's sales = the cards' balances;
+    /// - the cards: remaining - the thief's sales not yet revealed = the cards' balances;
     /// - the money: issued + loaded - restored + copied = spent + the thief's sales + the
     ///   cards' balances + the copies' balances.
     pub fn holds(&self) -> bool {
         let wide = i128::from;
         let settled = self.loads_in_flight == 0 && self.purchases_in_doubt == 0;
-        let center = self.center_difference == wide(self.duplicated_minor);
+        let revealed = wide(self.stolen_sales_revealed_minor);
+        let center = self.center_difference == wide(self.duplicated_minor) - revealed;
         let uploads = self.spent_minor == self.terminals_committed_minor;
-        let cards = wide(self.remaining_minor) - wide(self.stolen_sales_minor)
+        let cards = wide(self.remaining_minor) - (wide(self.stolen_sales_minor) - revealed)
             == wide(self.card_balances_minor);
         let money = wide(self.issued_minor) + wide(self.loaded_minor) - wide(self.restored_minor)
             + wide(self.copied_minor)

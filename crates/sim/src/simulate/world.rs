@@ -66,6 +66,8 @@ pub(super) struct SimWorld {
     pub(super) stolen: Option<usize>,
     /// The copies the clone injections made: the card's index and the copy's image.
     pub(super) copies: Vec<(u32, Vec<u8>)>,
+    /// What the thief sold to each card it wrote (until a load replaces its record).
+    pub(super) thief_sold: std::collections::BTreeMap<u32, u64>,
     pub(super) report: Report,
 }
 
@@ -119,6 +121,7 @@ impl SimWorld {
             flags: Vec::new(),
             stolen: None,
             copies: Vec::new(),
+            thief_sold: std::collections::BTreeMap::new(),
             report: Report::new(config),
         })
     }
