@@ -163,6 +163,25 @@ impl<E: Eeprom> ImageStore<E> {
         self.generation
     }
 
+    /// The slot in use exactly as it lies in memory (header, payload, digest), `None` for
+    /// blank memory. Written at offset 0 of blank memory it opens as the same image: a
+    /// simulation of many cards keeps this (about a kilobyte) instead of the whole memory.
+    pub fn active_slot_bytes(&self) -> Result<Option<Vec<u8>>, ImageError> {
+        let Some(slot) = self.active_slot else {
+            return Ok(None);
+        };
+        let base = slot * SLOT_SIZE;
+        let mut header = [0u8; HEADER_LEN];
+        self.eeprom.read(base, &mut header)?;
+        let len = u32::from_be_bytes([header[16], header[17], header[18], header[19]]) as usize;
+        if len > PAYLOAD_MAX {
+            return Err(ImageError::Corrupt);
+        }
+        let mut bytes = vec![0u8; HEADER_LEN + len + DIGEST_LEN];
+        self.eeprom.read(base, &mut bytes)?;
+        Ok(Some(bytes))
+    }
+
     pub fn eeprom(&self) -> &E {
         &self.eeprom
     }
@@ -214,6 +233,22 @@ fn read_slot<E: Eeprom>(eeprom: &E, index: usize) -> Result<SlotRead, StorageErr
 mod tests {
     use super::*;
     use crate::eeprom::{FaultInjectingEeprom, MemoryEeprom};
+
+    #[test]
+    fn the_active_slot_alone_opens_as_the_same_image() {
+        let memory = MemoryEeprom::new(EEPROM_SIZE);
+        let (mut store, _) = ImageStore::open(memory.clone()).unwrap();
+        assert_eq!(store.active_slot_bytes().unwrap(), None);
+        store.commit(&[0x33u8; 700]).unwrap();
+        store.commit(b"latest").unwrap();
+        let bytes = store.active_slot_bytes().unwrap().unwrap();
+        assert_eq!(bytes.len(), HEADER_LEN + 6 + DIGEST_LEN);
+        let mut fresh = MemoryEeprom::new(EEPROM_SIZE);
+        fresh.write(0, &bytes).unwrap();
+        let (reopened, payload) = ImageStore::open(fresh).unwrap();
+        assert_eq!(payload.as_deref(), Some(&b"latest"[..]));
+        assert_eq!(reopened.generation(), 2);
+    }
 
     #[test]
     fn blank_then_commit_then_reopen() {

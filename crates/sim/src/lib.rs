@@ -7,6 +7,7 @@
 pub mod attacks;
 pub mod insider_attacks;
 pub mod scenarios;
+pub mod simulate;
 pub mod transfer_attacks;
 pub mod transfer_scenarios;
 mod transfers;
@@ -86,7 +87,8 @@ impl SimClock {
         )))
     }
 
-    fn pass_days(&self, days: u32) {
+    /// Moves the calendar forward by `days` for every party reading it.
+    pub fn pass_days(&self, days: u32) {
         let _ = self.0.fetch_update(
             std::sync::atomic::Ordering::SeqCst,
             std::sync::atomic::Ordering::SeqCst,

@@ -22,6 +22,7 @@ mod operations;
 mod pcsc;
 mod release_cli;
 mod settlement_cli;
+mod simulate_cli;
 mod transfer_cli;
 
 use std::path::PathBuf;
@@ -57,6 +58,10 @@ enum Commands {
     /// Benchmarks that print their ratio to the crypto floor measured in the same run.
     #[command(subcommand)]
     Bench(BenchCommands),
+    /// The whole system at scale over simulated days, with real cryptography and injected
+    /// faults: what the center detected against what was injected, the conservation
+    /// equation, and throughput against the crypto floor.
+    Simulate(simulate_cli::SimulateArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -690,6 +695,7 @@ fn main() -> ExitCode {
         Commands::Bench(BenchCommands::Pcsc(args)) => bench_pcsc::run(args),
         Commands::Bench(BenchCommands::Transfer(args)) => bench_transfer::transfer(args),
         Commands::Bench(BenchCommands::Http(args)) => bench_http::http(args),
+        Commands::Simulate(args) => simulate_cli::run(args),
     };
     match outcome {
         Ok(code) => code,

@@ -133,6 +133,7 @@ fn every_command_that_reports_takes_json() {
         &["bench", "ingest"],
         &["bench", "http"],
         &["bench", "pcsc"],
+        &["simulate"],
     ];
     let help = |command: &[&str]| {
         let output = valuecard().args(command).arg("--help").output().unwrap();
@@ -147,7 +148,22 @@ fn every_command_that_reports_takes_json() {
     }
     // And no command is missing from the lists above.
     let long_running = [["card", "attach"], ["center", "serve"]];
-    for group in ["center", "card", "terminal", "bench"] {
+    let groups = ["center", "card", "terminal", "bench"];
+    let top = help(&[]);
+    let top_names = top
+        .lines()
+        .skip_while(|line| !line.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|line| line.starts_with("  "))
+        .filter_map(|line| line.split_whitespace().next())
+        .filter(|name| *name != "help" && !groups.contains(name));
+    for name in top_names {
+        assert!(
+            reporting.iter().any(|c| c == &[name]),
+            "{name} is in neither list"
+        );
+    }
+    for group in groups {
         let text = help(&[group]);
         let names = text
             .lines()

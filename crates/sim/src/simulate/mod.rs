@@ -1,0 +1,137 @@
+//! `valuecard simulate`: the whole system over simulated days at scale, with real
+//! cryptography, the real card emulator, real terminals and the real center.
+//!
+//! Each day cards buy at random terminals, cards low on value reload at a dispenser, and
+//! every terminal reports its stamp, uploads its purchases and syncs its lists at night.
+//! Faults are injected from the seed: power cuts at a random write of a card, lost answers,
+//! cloned cards, a stolen terminal and lost cards. At the end the run reports what the
+//! center detected against what was injected and the conservation equation.
+//!
+//! Everything that decides the run comes from the seed (one ChaCha20 stream, forked in a
+//! fixed order), the simulated calendar and fixed iteration orders, so the same arguments
+//! give the same [`Report`] byte for byte. Wall-clock measurements live apart in
+//! [`Timing`].
+//!
+//! Memory stays bounded: cards live on disk ([`cards`]), terminals keep only what the
+//! center has not acknowledged ([`store`]), and per card the run keeps its ID and one byte
+//! of flags.
+
+mod cards;
+mod day;
+mod events;
+mod report;
+mod store;
+mod world;
+
+pub use report::{
+    Conservation, Detection, Faults, Loads, Outcome, Purchases, Report, Timing, Uploads,
+};
+pub use store::SimStore;
+pub use world::INITIAL_MINOR;
+
+use std::path::Path;
+
+/// What to simulate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Config {
+    pub cards: u32,
+    pub terminals: u32,
+    pub days: u32,
+    pub seed: u64,
+}
+
+impl Config {
+    /// Purchases a day: one per ten cards (0.1 per card per day), at least one.
+    pub fn purchases_per_day(&self) -> u64 {
+        u64::from(self.cards).div_ceil(10).max(1)
+    }
+
+    /// A few dispensers: one per 2,500 terminals, between one and four.
+    pub fn dispensers(&self) -> u32 {
+        (self.terminals / 2_500).clamp(1, 4)
+    }
+
+    /// Cloned cards injected: a few, more at scale.
+    pub fn clones(&self) -> u32 {
+        (2 + self.cards / 250_000).min(self.cards / 4)
+    }
+
+    /// Cards reported lost.
+    pub fn lost_cards(&self) -> u32 {
+        (2 + self.cards / 100_000).min(self.cards / 4)
+    }
+
+    /// Stolen terminals: one, if there is another terminal to notice it and a day after
+    /// the first for the thief to sell on.
+    pub fn stolen_terminals(&self) -> u32 {
+        u32::from(self.terminals >= 2 && self.days >= 2)
+    }
+
+    fn check(&self) -> Result<(), SimError> {
+        if self.cards == 0 || self.terminals == 0 || self.days == 0 {
+            return Err(SimError::Setup(
+                "cards, terminals and days must each be at least 1".into(),
+            ));
+        }
+        if self.days > 3_000 {
+            return Err(SimError::Setup(
+                "at most 3,000 days: a terminal's stamp chain is not longer".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Where the run stands, for a progress display.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    pub phase: &'static str,
+    pub done: u64,
+    pub total: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SimError {
+    #[error("{0}")]
+    Setup(String),
+    #[error("center: {0}")]
+    Center(#[from] valuecard_core::messages::center::CenterError),
+    #[error("SAM: {0}")]
+    Sam(#[from] valuecard_sam::SamError),
+    #[error("terminal: {0}")]
+    Terminal(#[from] valuecard_terminal::TerminalError),
+    #[error("card store: {0}")]
+    CardStore(String),
+    /// A card's memory did not open as a whole image: the card's atomic commit failed.
+    #[error("card image: {0}")]
+    CardImage(String),
+    #[error(transparent)]
+    World(#[from] crate::WorldError),
+}
+
+/// Runs the simulation in `dir` (created; it must not hold an earlier run), with the
+/// center on SQLite there or on the PostgreSQL database at `database`.
+pub fn run(
+    config: &Config,
+    dir: &Path,
+    database: Option<&str>,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Outcome, SimError> {
+    config.check()?;
+    let started = std::time::Instant::now();
+    let floor = report::FloorRates::measure(config.seed);
+    let mut world = world::SimWorld::create(config, dir, database)?;
+    let setup = started.elapsed();
+    let issuing = std::time::Instant::now();
+    world.issue_cards(progress)?;
+    let issuance = issuing.elapsed();
+    let running = std::time::Instant::now();
+    world.run_days(progress)?;
+    let days = running.elapsed();
+    let auditing = std::time::Instant::now();
+    let report = world.audit(progress)?;
+    let audit = auditing.elapsed();
+    let timing = Timing::new(&report, &floor, setup, issuance, days, audit);
+    Ok(Outcome { report, timing })
+}
