@@ -146,6 +146,19 @@ pub const MIGRATIONS: &[Migration] = &[
     "#,
         sqlite: "",
     },
+    // 14: loads distributable by card: a load number is unique because one sequence gives
+    // it out, so on PostgreSQL the database no longer holds a uniqueness across every
+    // card's loads (a distributed store cannot hold one that leaves out the card). It holds
+    // (card, number) unique instead, and looks a number up by an index of its own for the
+    // rare settlement that names only the number. SQLite keeps its table as it is.
+    Migration::PerDialect {
+        postgres: r#"
+    ALTER TABLE loads DROP CONSTRAINT loads_load_number_key;
+    CREATE UNIQUE INDEX loads_by_card_and_number ON loads (card_id, load_number);
+    CREATE INDEX loads_by_number ON loads (load_number)
+    "#,
+        sqlite: "CREATE UNIQUE INDEX loads_by_card_and_number ON loads (card_id, load_number)",
+    },
 ];
 
 /// The center a database belongs to.

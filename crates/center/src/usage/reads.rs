@@ -106,20 +106,27 @@ pub(super) fn card_facts(
     Ok(facts)
 }
 
-/// The loads that the batch's items name as the writers of the states they spent from.
+/// The loads that the batch's items name as the writers of the states they spent from,
+/// each by the card that names it and its number: a lookup routed to the card's shard.
 pub(super) fn loads_named(
     tx: &mut dyn Executor,
-    numbers: &[u32],
+    named: &[(CardId, u32)],
 ) -> Result<HashMap<u32, StoredLoad>, CenterError> {
-    let keys = SetKeys::new().ints(
-        "load_number",
-        numbers.iter().map(|number| i64::from(*number)).collect(),
-    );
+    let keys = SetKeys::new()
+        .bytes(
+            "card_id",
+            named.iter().map(|(card, _)| card.0.to_vec()).collect(),
+        )
+        .ints(
+            "load_number",
+            named.iter().map(|(_, number)| i64::from(*number)).collect(),
+        );
     let rows = query_set(
         tx,
         &format!(
             "SELECT {LOAD_COLUMNS} FROM loads
-             WHERE load_number IN (SELECT set_keys.load_number FROM {{keys}})"
+             WHERE (card_id, load_number) IN
+                 (SELECT set_keys.card_id, set_keys.load_number FROM {{keys}})"
         ),
         &keys,
     )?;

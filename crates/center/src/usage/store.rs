@@ -223,13 +223,13 @@ pub(super) fn store_batch(
     // Everything the items are checked against, as it was before the batch.
     let cards = dedup(candidates.iter().map(|item| item.card_id));
     let facts = card_facts(tx, &cards)?;
-    let load_numbers = dedup(
+    let loads_named_by_items = dedup(
         candidates
             .iter()
             .filter(|item| item.previous_usage.kind == TransactionKind::Load)
-            .map(|item| item.previous_usage.writer_sequence),
+            .map(|item| (item.card_id, item.previous_usage.writer_sequence)),
     );
-    let mut loads = loads_named(tx, &load_numbers)?;
+    let mut loads = loads_named(tx, &loads_named_by_items)?;
     let states = dedup(
         candidates
             .iter()
@@ -333,14 +333,25 @@ pub(super) fn store_batch(
              AND (card_id, card_counter) IN (SELECT set_keys.card_id, set_keys.card_counter FROM {keys})",
         &state_keys(&cancelled_states),
     )?;
+    // Each by its card and number, as the loads were read.
+    let committed: Vec<(CardId, u32)> = committed_loads
+        .iter()
+        .filter_map(|number| loads.get(number).map(|load| (load.card_id, *number)))
+        .collect();
     execute_set(
         tx,
         "UPDATE loads SET status = 'committed'
-             WHERE load_number IN (SELECT set_keys.load_number FROM {keys})",
-        &SetKeys::new().ints(
-            "load_number",
-            committed_loads.iter().map(|n| i64::from(*n)).collect(),
-        ),
+             WHERE (card_id, load_number) IN
+                 (SELECT set_keys.card_id, set_keys.load_number FROM {keys})",
+        &SetKeys::new()
+            .bytes(
+                "card_id",
+                committed.iter().map(|(card, _)| card.0.to_vec()).collect(),
+            )
+            .ints(
+                "load_number",
+                committed.iter().map(|(_, n)| i64::from(*n)).collect(),
+            ),
     )?;
     update_remaining_values(tx, &latest, today)?;
     for effect in effects {
