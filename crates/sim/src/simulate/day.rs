@@ -145,6 +145,16 @@ impl SimWorld {
         self.cards.save(index, &memory)
     }
 
+    /// Arms a power cut at the card's chosen write when `fault` is one, counted.
+    fn arm_power_cut(&mut self, reader: &mut SimReader, fault: Fault) {
+        if let Fault::PowerCut { write, torn } = fault {
+            if let Some(card) = reader.card_mut() {
+                card.eeprom_mut().cut_power_at(write, torn, 8);
+            }
+            self.report.faults.power_cuts_armed += 1;
+        }
+    }
+
     /// Runs the purchase on a card already in a reader. Returns the card's balance after a
     /// committed purchase.
     fn purchase_on(
@@ -158,12 +168,7 @@ impl SimWorld {
     ) -> Result<Option<u64>, SimError> {
         let value = amount(minor)?;
         self.report.purchases.attempted += 1;
-        if let Fault::PowerCut { write, torn } = fault {
-            if let Some(card) = reader.card_mut() {
-                card.eeprom_mut().cut_power_at(write, torn, 8);
-            }
-            self.report.faults.power_cuts_armed += 1;
-        }
+        self.arm_power_cut(reader, fault);
         let result = match fault {
             Fault::LostAnswer { delivered } => {
                 self.report.faults.lost_answers += 1;
@@ -310,12 +315,7 @@ impl SimWorld {
         let dispenser = self.below(self.dispensers.len() as u64) as usize;
         let value = amount(minor)?;
         self.report.loads.attempted += 1;
-        if let Fault::PowerCut { write, torn } = fault {
-            if let Some(card) = reader.card_mut() {
-                card.eeprom_mut().cut_power_at(write, torn, 8);
-            }
-            self.report.faults.power_cuts_armed += 1;
-        }
+        self.arm_power_cut(&mut reader, fault);
         let result = match fault {
             Fault::LostAnswer { delivered } => {
                 self.report.faults.lost_answers += 1;
