@@ -1,7 +1,8 @@
 //! The way one device request goes, from its headers to the center's signed answer: the
 //! body must be declared JSON and arrive within the body timeout and size limit; the
-//! signature is checked with the device's certified key before the center is locked; under
-//! the lock the sequence is accepted, the work done and committed, and the answer signed.
+//! signature is checked with the device's certified key before a center handle is taken
+//! from the pool; on the handle the sequence is accepted, the work done and committed, and
+//! the answer signed.
 
 use axum::body::{Body, Bytes};
 use axum::extract::Request;
