@@ -113,3 +113,37 @@ fn sqlite_store_keeps_what_it_is_given_across_a_reopen() {
     assert_eq!(reopened.records().unwrap(), before);
     assert_eq!(reopened.lists().unwrap().version, 2);
 }
+
+#[test]
+fn a_forgetting_memory_store_drops_what_needs_no_more_work_and_keeps_its_totals() {
+    let mut store = MemoryStore::forgetting_acknowledged();
+    for sequence in 1..=4 {
+        store.record(&record(sequence)).unwrap();
+    }
+    store.set_status(1, PurchaseStatus::Committed).unwrap();
+    store.set_status(2, PurchaseStatus::Committed).unwrap();
+    store.set_status(3, PurchaseStatus::Cancelled).unwrap();
+    let before = store.totals().unwrap();
+    assert_eq!((before.committed_count, before.committed_minor), (2, 500));
+    assert_eq!((before.in_doubt_count, before.in_doubt_minor), (1, 250));
+
+    // Purchase 1 acknowledged: it and the cancelled one go; the totals stay.
+    store.mark_uploaded(&[1]).unwrap();
+    assert_eq!(store.held(), 2);
+    assert_eq!(store.totals().unwrap(), before);
+    let pending: Vec<u32> = store
+        .pending_uploads(10)
+        .unwrap()
+        .iter()
+        .map(|record| record.sequence)
+        .collect();
+    assert_eq!(pending, vec![2]);
+    assert_eq!(store.in_doubt_for_card(&CardId([1; 8])).unwrap().len(), 1);
+
+    // A plain memory store keeps everything.
+    let mut keeping = MemoryStore::default();
+    keeping.record(&record(1)).unwrap();
+    keeping.set_status(1, PurchaseStatus::Committed).unwrap();
+    keeping.mark_uploaded(&[1]).unwrap();
+    assert_eq!(keeping.held(), 1);
+}

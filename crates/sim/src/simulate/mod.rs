@@ -13,20 +13,18 @@
 //! [`Timing`].
 //!
 //! Memory stays bounded: cards live on disk ([`cards`]), terminals keep only what the
-//! center has not acknowledged ([`store`]), and per card the run keeps its ID and one byte
+//! center has not acknowledged (`MemoryStore::forgetting_acknowledged`), and per card the run keeps its ID and one byte
 //! of flags.
 
 mod cards;
 mod day;
 mod events;
 mod report;
-mod store;
 mod world;
 
 pub use report::{
     Conservation, Detection, Faults, Loads, Outcome, Purchases, Report, Timing, Uploads,
 };
-pub use store::SimStore;
 pub use world::INITIAL_MINOR;
 
 use std::path::Path;

@@ -20,12 +20,12 @@ use valuecard_terminal::payment::PaymentTerminal;
 
 use super::cards::{compact, CardStore};
 use super::report::Report;
-use super::store::SimStore;
 use super::{Config, Progress, SimError};
 use crate::{install_sam, SimClock, WorldRng};
+use valuecard_terminal::store::MemoryStore;
 
 /// A simulated payment terminal.
-pub(super) type SimTerminal = PaymentTerminal<SoftwareSam, SimStore, WorldRng>;
+pub(super) type SimTerminal = PaymentTerminal<SoftwareSam, MemoryStore, WorldRng>;
 
 /// What each card holds initially, in minor units.
 pub const INITIAL_MINOR: u64 = 5_000;
@@ -103,7 +103,7 @@ impl SimWorld {
             let sam = install_sam(&mut center, Role::PaymentTerminal, boxed(), &mut rng)?;
             terminals.push(PaymentTerminal::new(
                 sam,
-                SimStore::default(),
+                MemoryStore::forgetting_acknowledged(),
                 boxed(),
                 fork(&mut rng),
             )?);

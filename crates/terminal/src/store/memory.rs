@@ -10,6 +10,41 @@ pub struct MemoryStore {
     lists: LocalLists,
     services: Vec<ServiceEntry>,
     transfers: Vec<StoredTransfer>,
+    /// Set by [`MemoryStore::forgetting_acknowledged`]: committed purchases the center
+    /// acknowledged, folded into totals and dropped.
+    acknowledged: Option<TerminalTotals>,
+}
+
+impl MemoryStore {
+    /// A store that keeps a purchase only while it needs work: once the center acknowledged
+    /// a committed purchase it is folded into the totals and dropped, and a cancelled one
+    /// (which moved no value) is dropped at once. Memory stays bounded by what is not yet
+    /// uploaded or settled (a simulation of many terminals over many days).
+    pub fn forgetting_acknowledged() -> Self {
+        MemoryStore {
+            acknowledged: Some(TerminalTotals::default()),
+            ..MemoryStore::default()
+        }
+    }
+
+    /// How many purchase records the store holds now.
+    pub fn held(&self) -> usize {
+        self.records.len()
+    }
+
+    fn forget_acknowledged(&mut self) {
+        let Some(acknowledged) = &mut self.acknowledged else {
+            return;
+        };
+        self.records.retain(|record| match record.status {
+            PurchaseStatus::Committed if record.uploaded => {
+                acknowledged.add(std::slice::from_ref(record));
+                false
+            }
+            PurchaseStatus::Cancelled => false,
+            _ => true,
+        });
+    }
 }
 
 impl TerminalStore for MemoryStore {
@@ -55,7 +90,24 @@ impl TerminalStore for MemoryStore {
                 record.uploaded = true;
             }
         }
+        self.forget_acknowledged();
         Ok(())
+    }
+
+    fn pending_uploads(&self, limit: usize) -> Result<Vec<PurchaseRecord>, TerminalError> {
+        Ok(self
+            .records
+            .iter()
+            .filter(|record| record.status == PurchaseStatus::Committed && !record.uploaded)
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    fn totals(&self) -> Result<TerminalTotals, TerminalError> {
+        let mut totals = self.acknowledged.unwrap_or_default();
+        totals.add(&self.records);
+        Ok(totals)
     }
 
     fn save_transfer(&mut self, report: &TransferReport) -> Result<(), TerminalError> {

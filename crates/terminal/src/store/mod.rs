@@ -194,6 +194,25 @@ pub struct TerminalTotals {
     pub in_doubt_minor: u64,
 }
 
+impl TerminalTotals {
+    /// Counts `records` in: committed and in-doubt purchases (a cancelled one moved nothing).
+    pub fn add(&mut self, records: &[PurchaseRecord]) {
+        for record in records {
+            match record.status {
+                PurchaseStatus::Committed => {
+                    self.committed_count += 1;
+                    self.committed_minor += record.amount.minor();
+                }
+                PurchaseStatus::InDoubt => {
+                    self.in_doubt_count += 1;
+                    self.in_doubt_minor += record.amount.minor();
+                }
+                PurchaseStatus::Cancelled => {}
+            }
+        }
+    }
+}
+
 /// The center's lists as a terminal last loaded them from its store: read once, kept in
 /// step with every update.
 #[derive(Debug, Default)]
@@ -346,19 +365,7 @@ pub trait TerminalStore: Send {
     }
     fn totals(&self) -> Result<TerminalTotals, TerminalError> {
         let mut totals = TerminalTotals::default();
-        for record in self.records()? {
-            match record.status {
-                PurchaseStatus::Committed => {
-                    totals.committed_count += 1;
-                    totals.committed_minor += record.amount.minor();
-                }
-                PurchaseStatus::InDoubt => {
-                    totals.in_doubt_count += 1;
-                    totals.in_doubt_minor += record.amount.minor();
-                }
-                PurchaseStatus::Cancelled => {}
-            }
-        }
+        totals.add(&self.records()?);
         Ok(totals)
     }
 }
