@@ -58,6 +58,10 @@ pub enum Role {
     CenterLoad = 0x05,
     /// A settlement terminal with two readers (seed 000).
     SettlementTerminal = 0x06,
+    /// A charge machine for memory cards (seed 001, charge machine 2A).
+    ChargeMachine = 0x07,
+    /// A payment machine for memory cards (seed 001, payment machine 2B).
+    PaymentMachine = 0x08,
 }
 
 impl Role {
@@ -69,6 +73,8 @@ impl Role {
             0x04 => Role::Card,
             0x05 => Role::CenterLoad,
             0x06 => Role::SettlementTerminal,
+            0x07 => Role::ChargeMachine,
+            0x08 => Role::PaymentMachine,
             _ => return None,
         })
     }

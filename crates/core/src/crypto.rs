@@ -369,6 +369,9 @@ pub mod derivation {
     /// Generation m of the update key under which cards pass a newer transfer key to each
     /// other (seed 000, claims 2, 6, 9), diversified from `b"update" || m` under KA.
     pub const UPDATE_KEY: u8 = 0x17;
+    /// A memory-card writer's value key (seed 001, claim 4), diversified from the writing
+    /// machine's device ID under the common key KO.
+    pub const MEMCARD_VALUE_KEY: u8 = 0x18;
 }
 
 /// Diversifies a 16-byte key from an identifier (card ID, terminal ID) under a master key.

@@ -11,6 +11,7 @@
 
 pub mod center;
 pub mod credit;
+pub mod memcard;
 pub mod purse;
 pub mod transfer;
 
