@@ -369,6 +369,8 @@ impl ApprovalBody {
 pub struct SettlementChallengeBody {
     #[schema(pattern = "^[0-9a-fA-F]{16}$")]
     pub dispenser_id: String,
+    #[schema(pattern = "^[0-9a-fA-F]{16}$")]
+    pub card_id: String,
     pub load_number: u32,
 }
 
@@ -376,6 +378,7 @@ impl SettlementChallengeBody {
     pub fn new(request: &SettlementChallengeRequest) -> Self {
         SettlementChallengeBody {
             dispenser_id: hex(request.dispenser_id.as_bytes()),
+            card_id: hex(request.card_id.as_bytes()),
             load_number: request.load_number,
         }
     }
@@ -383,6 +386,7 @@ impl SettlementChallengeBody {
     pub fn decode(&self) -> Result<SettlementChallengeRequest, WireError> {
         Ok(SettlementChallengeRequest {
             dispenser_id: device_id("dispenser_id", &self.dispenser_id)?,
+            card_id: card_id("card_id", &self.card_id)?,
             load_number: self.load_number,
         })
     }

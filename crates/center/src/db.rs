@@ -159,6 +159,12 @@ pub const MIGRATIONS: &[Migration] = &[
     "#,
         sqlite: "CREATE UNIQUE INDEX loads_by_card_and_number ON loads (card_id, load_number)",
     },
+    // 15: a dispenser's settlement names the card as well as the load number, so every
+    // lookup of a load is by (card, number) and the number-only index goes.
+    Migration::PerDialect {
+        postgres: "DROP INDEX IF EXISTS loads_by_number",
+        sqlite: "",
+    },
 ];
 
 /// The center a database belongs to.

@@ -8,7 +8,7 @@
 //! applied after that answer.
 
 use valuecard_core::crypto::random_array;
-use valuecard_core::ids::DeviceId;
+use valuecard_core::ids::{CardId, DeviceId};
 use valuecard_core::messages::center::{
     CenterError, ListReason, LoadOutcome, LoadSettlement, SettlementChallengeRequest,
 };
@@ -20,15 +20,17 @@ use crate::sql::Executor;
 use crate::Center;
 
 impl Center {
-    /// The pending load `load_number`, which must be held by `dispenser_id`.
+    /// The pending load `load_number` of `card_id`, which must be held by `dispenser_id`.
     fn held_load(
         &mut self,
         dispenser_id: DeviceId,
+        card_id: &CardId,
         load_number: u32,
     ) -> Result<StoredLoad, CenterError> {
         self.require_dispenser(dispenser_id)?;
-        let load = load_by_number(&mut self.db, load_number)?
-            .ok_or_else(|| CenterError::Mismatch(format!("no load number {load_number}")))?;
+        let load = load_by_number(&mut self.db, card_id, load_number)?.ok_or_else(|| {
+            CenterError::Mismatch(format!("no load number {load_number} for card {card_id}"))
+        })?;
         if load.dispenser_id != dispenser_id {
             return Err(CenterError::NotAuthorized(dispenser_id));
         }
@@ -43,11 +45,15 @@ impl Center {
     ) -> Result<Challenge, CenterError> {
         // Settled loads get one too: evidence that one turned up applied after all is
         // what reveals a copy of the card.
-        let load = self.held_load(request.dispenser_id, request.load_number)?;
+        let load = self.held_load(request.dispenser_id, &request.card_id, request.load_number)?;
         let challenge: Challenge = random_array(&mut self.rng);
         self.db.execute(
-            "UPDATE loads SET settlement_challenge = $2 WHERE load_number = $1",
-            &[load.load_number.into(), challenge[..].into()],
+            "UPDATE loads SET settlement_challenge = $3 WHERE card_id = $1 AND load_number = $2",
+            &[
+                load.card_id.0[..].into(),
+                load.load_number.into(),
+                challenge[..].into(),
+            ],
         )?;
         Ok(challenge)
     }
@@ -57,7 +63,11 @@ impl Center {
         &mut self,
         settlement: &LoadSettlement,
     ) -> Result<LoadOutcome, CenterError> {
-        let load = self.held_load(settlement.dispenser_id, settlement.load_number)?;
+        let load = self.held_load(
+            settlement.dispenser_id,
+            &settlement.card_id,
+            settlement.load_number,
+        )?;
         if load.card_id != settlement.card_id {
             return Err(CenterError::Mismatch(format!(
                 "load {} is not for card {}",
@@ -88,7 +98,7 @@ impl Center {
                 let cloned = self.db.transaction(|tx| {
                     // Read again inside the transaction: another center process on the
                     // same database may have committed the load since it was read.
-                    let status = load_by_number(tx, load.load_number)?
+                    let status = load_by_number(tx, &load.card_id, load.load_number)?
                         .map(|current| current.status)
                         .unwrap_or_default();
                     if status == "committed" {
@@ -107,8 +117,8 @@ impl Center {
                         return Ok(true);
                     }
                     tx.execute(
-                        "UPDATE loads SET status = 'cancelled' WHERE load_number = $1 AND status = 'pending'",
-                        &[load.load_number.into()],
+                        "UPDATE loads SET status = 'cancelled' WHERE card_id = $1 AND load_number = $2 AND status = 'pending'",
+                        &[load.card_id.0[..].into(), load.load_number.into()],
                     )?;
                     // The update that took the state instead may be another load of the
                     // center's, still pending: the evidence proves it reached the card.
@@ -116,7 +126,7 @@ impl Center {
                     if record.kind == TransactionKind::Load
                         && record.counter == load.card_counter.wrapping_add(1)
                     {
-                        if let Some(other) = load_by_number(tx, record.writer_sequence)? {
+                        if let Some(other) = load_by_number(tx, &load.card_id, record.writer_sequence)? {
                             if other.card_id == load.card_id && other.is_record(record) {
                                 return commit_load(tx, &other, today);
                             }

@@ -389,6 +389,7 @@ fn evidence_drawn_before_the_credit_kills_the_load_instead_of_hiding_it() {
         .center
         .settlement_challenge(&SettlementChallengeRequest {
             dispenser_id,
+            card_id: card,
             load_number,
         })
         .unwrap();

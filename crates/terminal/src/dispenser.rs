@@ -293,6 +293,7 @@ impl<S: Sam, R: CryptoRngCore> Dispenser<S, R> {
         let challenge = if fresh {
             center.settlement_challenge(&SettlementChallengeRequest {
                 dispenser_id,
+                card_id: card.card_id(),
                 load_number,
             })?
         } else {

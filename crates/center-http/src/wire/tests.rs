@@ -67,6 +67,7 @@ fn settlement_bodies_round_trip() {
     assert_eq!(body.decode().unwrap(), settlement);
     let request = SettlementChallengeRequest {
         dispenser_id: DeviceId([0xD0, 0, 0, 0, 0, 0, 0, 2]),
+        card_id: CardId([0xC0, 0, 0, 0, 0, 0, 0, 9]),
         load_number: 9,
     };
     let json = serde_json::to_string(&SettlementChallengeBody::new(&request)).unwrap();

@@ -101,13 +101,16 @@ impl StoredLoad {
     }
 }
 
+/// Load `load_number` of `card_id`. Loads are always looked up by (card, number), the key
+/// the table distributes by, never by number alone.
 pub(crate) fn load_by_number(
     tx: &mut dyn Executor,
+    card_id: &CardId,
     load_number: u32,
 ) -> Result<Option<StoredLoad>, CenterError> {
     tx.query_optional(
-        &format!("SELECT {LOAD_COLUMNS} FROM loads WHERE load_number = $1"),
-        &[load_number.into()],
+        &format!("SELECT {LOAD_COLUMNS} FROM loads WHERE card_id = $1 AND load_number = $2"),
+        &[card_id.0[..].into(), load_number.into()],
     )?
     .as_ref()
     .map(StoredLoad::from_row)
@@ -169,7 +172,7 @@ pub(crate) fn commit_load(
 ) -> Result<bool, CenterError> {
     // The load as this transaction sees it: `load` was read before the transaction began,
     // and another center process on the same database may have settled it since.
-    let current = load_by_number(tx, load.load_number)?.ok_or_else(|| {
+    let current = load_by_number(tx, &load.card_id, load.load_number)?.ok_or_else(|| {
         CenterError::Storage(format!("load {} is no longer stored", load.load_number))
     })?;
     let load = &current;
@@ -179,8 +182,8 @@ pub(crate) fn commit_load(
             // The center cancelled it on a card's evidence, so another copy of the card
             // (or a card that lied with its own key) holds it.
             tx.execute(
-                "UPDATE loads SET status = 'committed' WHERE load_number = $1",
-                &[load.load_number.into()],
+                "UPDATE loads SET status = 'committed' WHERE card_id = $1 AND load_number = $2",
+                &[load.card_id.0[..].into(), load.load_number.into()],
             )?;
             list_and_block(
                 tx,
@@ -198,8 +201,8 @@ pub(crate) fn commit_load(
         _ => {}
     }
     tx.execute(
-        "UPDATE loads SET status = 'committed' WHERE load_number = $1",
-        &[load.load_number.into()],
+        "UPDATE loads SET status = 'committed' WHERE card_id = $1 AND load_number = $2",
+        &[load.card_id.0[..].into(), load.load_number.into()],
     )?;
     tx.execute(
         "UPDATE loads SET status = 'cancelled' WHERE card_id = $1 AND card_counter = $2 AND status = 'pending'",
@@ -267,9 +270,13 @@ impl Center {
         record: &UsageRecord,
     ) -> Result<Option<Writer>, CenterError> {
         match record.kind {
-            TransactionKind::Load => Ok(load_by_number(&mut self.db, record.writer_sequence)?
-                .filter(|load| load.card_id == *card_id && load.is_record(record))
-                .map(Writer::Load)),
+            TransactionKind::Load => {
+                Ok(
+                    load_by_number(&mut self.db, card_id, record.writer_sequence)?
+                        .filter(|load| load.card_id == *card_id && load.is_record(record))
+                        .map(Writer::Load),
+                )
+            }
             TransactionKind::Purchase
             | TransactionKind::TransferOut
             | TransactionKind::TransferIn => {
@@ -513,15 +520,15 @@ impl Center {
         // The generations stored with the load, never the current ones: the same plaintext
         // under the same key and nonce gives the same ciphertext. A load authorized before
         // the center delivered transfer keys gets none, for the same reason.
-        let transfer_keys =
-            self.delivered_generations(load.load_number)?
-                .map(|(transfer, limit, update)| {
-                    self.key_set_for(transfer, limit, update).seal_for_load(
-                        &card_key,
-                        &request.offer.challenge_card,
-                        &authorization.signed_message(),
-                    )
-                });
+        let transfer_keys = self
+            .delivered_generations(&load.card_id, load.load_number)?
+            .map(|(transfer, limit, update)| {
+                self.key_set_for(transfer, limit, update).seal_for_load(
+                    &card_key,
+                    &request.offer.challenge_card,
+                    &authorization.signed_message(),
+                )
+            });
         Ok(Some(LoadApproval {
             balance_after,
             load_number: load.load_number,
@@ -535,11 +542,12 @@ impl Center {
     /// The key generations a load delivered: (transfer key, limit, update key).
     fn delivered_generations(
         &mut self,
+        card_id: &CardId,
         load_number: u32,
     ) -> Result<Option<(u32, u32, u32)>, CenterError> {
         let row = self.db.query_one(
-            "SELECT transfer_key_id, transfer_key_limit, update_key_id FROM loads WHERE load_number = $1",
-            &[load_number.into()],
+            "SELECT transfer_key_id, transfer_key_limit, update_key_id FROM loads WHERE card_id = $1 AND load_number = $2",
+            &[card_id.0[..].into(), load_number.into()],
         )?;
         let id = |index: usize| -> Result<Option<u32>, CenterError> {
             row.optional_int(index)?

@@ -150,6 +150,9 @@ pub struct LoadSettlement {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SettlementChallengeRequest {
     pub dispenser_id: DeviceId,
+    /// The card the load is for: loads are keyed by (card, number), so that the lookup
+    /// stays on the card's shard.
+    pub card_id: CardId,
     pub load_number: u32,
 }
 
