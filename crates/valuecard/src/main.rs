@@ -243,7 +243,8 @@ enum CardCommands {
         #[arg(long)]
         json: bool,
     },
-    /// Send raw command APDUs (hex) to a card image and print each response.
+    /// Send raw command APDUs (hex) to a card image (a purse card or a memory card) and print
+    /// each response.
     Apdu {
         /// The card image file (for example one the demo left in DATA/cards/).
         #[arg(long)]

@@ -60,6 +60,32 @@ fn memory_cards_get_their_own_ids_and_info_shows_a_new_card() {
     assert!(text.stdout.contains(&ids[0]), "{}", text.stdout);
     assert!(text.stdout.contains("blank"), "{}", text.stdout);
 
+    // `card apdu` drives a memory card image too, with the commands of docs/memory-card.md.
+    let apdu = run_json(
+        valuecard()
+            .args(["card", "apdu", "--json", "--card"])
+            .arg(&second)
+            .args(["FFCA000000", "FFD6001001 01", "FFD6000001EE"]),
+    );
+    let exchanges = apdu["exchanges"].as_array().unwrap();
+    assert_eq!(exchanges[0]["data"], ids[1]);
+    assert_eq!(exchanges[0]["sw"], "9000");
+    assert_eq!(exchanges[1]["sw"], "9000");
+    assert_eq!(exchanges[2]["sw"], "6981");
+    let written = run_json(
+        valuecard()
+            .args(["memcard", "info", "--json", "--card"])
+            .arg(&second),
+    );
+    assert_eq!(
+        written["counter"], 65_535,
+        "the write was committed to the image"
+    );
+    // Format 01 and zeros after it: a value of 0.00 on 1970-01-01, which no machine signed.
+    assert_eq!(written["value"]["format"], "plain");
+    assert_eq!(written["value"]["amount"], 0);
+    assert_eq!(written["signature_present"], false);
+
     // An image file copied keeps the card ID in its ROM: a copy is the same card, never a
     // new one.
     let copy = site.root.join("copy.img");
