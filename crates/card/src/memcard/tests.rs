@@ -414,3 +414,40 @@ fn the_payload_round_trips() {
         memory
     );
 }
+
+/// Memory whose writes fail (a worn-out EEPROM), without losing power.
+#[derive(Debug)]
+struct WornOut(MemoryEeprom);
+
+impl crate::eeprom::Eeprom for WornOut {
+    fn size(&self) -> usize {
+        self.0.size()
+    }
+    fn read(&self, offset: usize, buf: &mut [u8]) -> Result<(), crate::eeprom::StorageError> {
+        self.0.read(offset, buf)
+    }
+    fn write(&mut self, _: usize, _: &[u8]) -> Result<(), crate::eeprom::StorageError> {
+        Err(crate::eeprom::StorageError::Io("worn out".into()))
+    }
+    fn flush(&mut self) -> Result<(), crate::eeprom::StorageError> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_write_the_memory_does_not_take_is_answered_6581_and_changes_nothing() {
+    let (_, eeprom) = card();
+    let mut card = MemoryCard::open(WornOut(eeprom.clone())).unwrap();
+    let response = card.process(&update(map::VALUE_AREA, &[0x01])).unwrap();
+    assert_eq!(response.sw, StatusWord::MEMORY_FAILURE);
+    assert_eq!(
+        card.counter(),
+        COUNTER_START,
+        "no counter step without the write"
+    );
+    assert!(card.is_powered());
+    // Reads still work, and show the old content.
+    let response = card.process(&read(map::COUNTER, 4)).unwrap();
+    assert_eq!(response.data, COUNTER_START.to_be_bytes());
+    assert_eq!(MemoryCard::open(eeprom).unwrap().counter(), COUNTER_START);
+}
