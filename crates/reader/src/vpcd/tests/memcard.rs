@@ -118,3 +118,22 @@ fn a_power_cut_during_an_update_binary_drops_the_connection_and_reopens_the_card
         COUNTER_START - 1
     );
 }
+
+#[test]
+fn one_byte_commands_to_a_memory_card_get_6700_except_04_which_gets_its_atr() {
+    let memory = MemoryEeprom::new(EEPROM_SIZE);
+    MemoryCard::manufacture(memory.clone(), MEMCARD_ID).unwrap();
+    let bridge = start_memcard(memory, None);
+    let mut vpcd = bridge.accept();
+    vpcd.send(&[ctrl::POWER_ON]);
+    vpcd.send(&[ctrl::GET_ATR]);
+    assert_eq!(vpcd.recv(), memcard::ATR.to_vec());
+    // A byte that is no control message: the card's own answer, wrong length.
+    assert_eq!(vpcd.transmit(&[0x80]), vec![0x67, 0x00]);
+    // `04` is vpcd's ATR request and a client's APDU alike: the ATR, whose last two bytes
+    // are no status word (docs/memory-card.md § 3).
+    let answer = vpcd.transmit(&[ctrl::GET_ATR]);
+    assert_eq!(answer, memcard::ATR.to_vec());
+    assert_eq!(sw(&answer), 0x0073);
+    bridge.stop();
+}
