@@ -1,5 +1,7 @@
-//! The emulated card: an ISO 7816-4 APDU processor with applications selected by AID, over
-//! a persistent image that survives power loss at any write.
+//! The emulated cards: the purse card, an ISO 7816-4 APDU processor with applications
+//! selected by AID, and the memory card of seed 001 (`memcard`), a storage card driven by
+//! PC/SC Part 3 pseudo-APDUs; each over a persistent image that survives power loss at any
+//! write.
 //!
 //! **Architecture invariant:** every change of persistent state commits atomically before the
 //! card answers; a command whose commit fails leaves the card exactly as it was.
@@ -11,6 +13,7 @@
 pub mod credit;
 pub mod eeprom;
 pub mod image;
+pub mod memcard;
 pub mod purse;
 pub mod state;
 #[cfg(any(test, feature = "testing"))]
@@ -39,6 +42,9 @@ pub enum CardError {
     Image(#[from] ImageError),
     #[error("card image decoded to an invalid state: {0}")]
     State(#[from] StateError),
+    /// A memory card's image (seed 001) that does not hold a memory card's content.
+    #[error("memory card image: {0}")]
+    Memory(#[from] memcard::MemoryError),
     #[error("the card image is blank: manufacture the card first")]
     Blank,
     #[error("the card image already holds a card")]
@@ -335,7 +341,7 @@ fn is_purse_instruction(instruction: u8) -> bool {
     )
 }
 
-fn power_or_image(error: ImageError) -> CardError {
+pub(crate) fn power_or_image(error: ImageError) -> CardError {
     match error {
         ImageError::Storage(StorageError::PowerLost) => CardError::PowerLost,
         other => CardError::Image(other),

@@ -1,4 +1,5 @@
-//! `valuecard card attach`: put a card image into a PC/SC reader. The card is served to
+//! `valuecard card attach` and `valuecard memcard attach`: put a card image (a purse card
+//! or a memory card) into a PC/SC reader. The card is served to
 //! vsmartcard's virtual reader driver vpcd (loaded by pcscd) until the process is
 //! interrupted or terminated; every PC/SC application then sees it in vpcd's reader slot.
 //!
@@ -13,8 +14,9 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
 
-use valuecard_card::FileCard;
-use valuecard_reader::vpcd::{BridgeEvent, InjectedDrop, VpcdBridge, ATR};
+use valuecard_card::{CardError, FileCard};
+use valuecard_reader::vpcd::{BridgeEvent, InjectedDrop, VpcdBridge};
+use valuecard_reader::EmulatedCard;
 
 /// Fault injection, for tests of what a terminal does when the card leaves mid-command.
 /// Named `danger`: a card served this way misbehaves on purpose.
@@ -81,6 +83,57 @@ pub fn run(
     verbose: bool,
     danger: &DangerArgs,
 ) -> Result<ExitCode, String> {
+    let path = card_path.to_path_buf();
+    let target = Target {
+        card_path,
+        vpcd,
+        slot,
+        verbose,
+        danger,
+    };
+    serve(
+        &target,
+        move || FileCard::open_file(&path),
+        |card: &FileCard| {
+            format!(
+                "card {} ({:?})",
+                card.state()
+                    .card_id()
+                    .map_or_else(|| "without an ID".to_owned(), |id| id.to_string()),
+                card.state().card_state()
+            )
+        },
+    )
+}
+
+/// Where and how a card image is attached.
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    pub card_path: &'a Path,
+    pub vpcd: &'a str,
+    pub slot: u16,
+    pub verbose: bool,
+    pub danger: &'a DangerArgs,
+}
+
+/// Serves the card `open` opens (a purse card or a memory card) to vpcd until interrupted;
+/// `describe` names it in the first line on stderr.
+pub fn serve<C, F>(
+    target: &Target<'_>,
+    open: F,
+    describe: impl Fn(&C) -> String,
+) -> Result<ExitCode, String>
+where
+    C: EmulatedCard,
+    F: FnMut() -> Result<C, CardError>,
+{
+    let Target {
+        card_path,
+        vpcd,
+        slot,
+        verbose,
+        danger,
+    } = *target;
     let addr = slot_address(vpcd, slot)?;
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -90,8 +143,6 @@ pub fn run(
             .map_err(|error| format!("installing the signal handler: {error}"))?;
     }
 
-    let path = card_path.to_path_buf();
-    let open = move || FileCard::open_file(&path);
     let started = Instant::now();
     let label = card_path.display().to_string();
     let mut bridge = VpcdBridge::new(addr.clone(), open)
@@ -108,19 +159,13 @@ pub fn run(
     if let Some(drop) = injected_drop {
         bridge = bridge.with_injected_drop(drop);
     }
-    let (card_id, card_state) = match bridge.card() {
-        Some(card) => (
-            card.state()
-                .card_id()
-                .map_or_else(|| "without an ID".to_owned(), |id| id.to_string()),
-            format!("{:?}", card.state().card_state()),
-        ),
-        None => ("?".to_owned(), "not open".to_owned()),
+    let (card, atr) = match bridge.card() {
+        Some(card) => (describe(card), hex::encode_upper(card.atr())),
+        None => ("card (not open)".to_owned(), String::new()),
     };
     eprintln!(
-        "valuecard attach: card {card_id} ({card_state}) from {label}, ATR {}; serving it to \
-         vpcd at {addr} (reader slot {slot}) until interrupted",
-        hex::encode_upper(ATR),
+        "valuecard attach: {card} from {label}, ATR {atr}; serving it to vpcd at {addr} \
+         (reader slot {slot}) until interrupted",
     );
     if let Some(drop) = injected_drop {
         let how = match drop {

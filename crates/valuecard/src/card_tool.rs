@@ -1,10 +1,25 @@
-//! `valuecard card apdu`: drive a card image by hand from the card command document.
+//! `valuecard card apdu`: drive a card image by hand from the card command document (a purse
+//! card, docs/card-commands.md) or the memory card document (docs/memory-card.md).
 
 use std::path::Path;
 use std::process::ExitCode;
 
-use valuecard_card::FileCard;
+use valuecard_card::memcard::{FileMemoryCard, MemoryError};
+use valuecard_card::{CardError, FileCard};
 use valuecard_core::apdu::Response;
+use valuecard_reader::EmulatedCard;
+
+/// The card in an image file, of whichever kind it is.
+fn open_any(card_path: &Path) -> Result<Box<dyn EmulatedCard>, CardError> {
+    match FileMemoryCard::open_file(card_path) {
+        Ok(card) => Ok(Box::new(card)),
+        // Closed again before the purse card opens the (locked) file.
+        Err(CardError::Memory(MemoryError::NotAMemoryCard)) => {
+            Ok(Box::new(FileCard::open_file(card_path)?))
+        }
+        Err(error) => Err(error),
+    }
+}
 
 fn parse_hex(text: &str) -> Result<Vec<u8>, String> {
     let cleaned: String = text
@@ -19,8 +34,8 @@ pub fn apdu(card_path: &Path, json: bool, apdus: &[String]) -> Result<ExitCode, 
         .iter()
         .map(|text| parse_hex(text))
         .collect::<Result<Vec<_>, _>>()?;
-    let mut card = FileCard::open_file(card_path)
-        .map_err(|error| format!("{}: {error}", card_path.display()))?;
+    let mut card =
+        open_any(card_path).map_err(|error| format!("{}: {error}", card_path.display()))?;
     let mut exchanges = Vec::new();
     for command in &commands {
         let bytes = card

@@ -18,6 +18,7 @@ mod credit_cli;
 mod datadir;
 mod demo;
 mod lifecycle;
+mod memcard_cli;
 mod operations;
 mod pcsc;
 mod release_cli;
@@ -54,6 +55,9 @@ enum Commands {
     /// Cards: issue them, drive them by hand.
     #[command(subcommand)]
     Card(CardCommands),
+    /// Memory cards (seed 001): manufacture them, put them in a PC/SC reader, show them.
+    #[command(subcommand)]
+    Memcard(memcard_cli::MemcardCommands),
     /// The cashier's commands at a payment terminal, dispenser or settlement terminal.
     #[command(subcommand)]
     Terminal(TerminalCommands),
@@ -239,7 +243,8 @@ enum CardCommands {
         #[arg(long)]
         json: bool,
     },
-    /// Send raw command APDUs (hex) to a card image and print each response.
+    /// Send raw command APDUs (hex) to a card image (a purse card or a memory card) and print
+    /// each response.
     Apdu {
         /// The card image file (for example one the demo left in DATA/cards/).
         #[arg(long)]
@@ -400,6 +405,7 @@ fn main() -> ExitCode {
             pool_size.map(usize::from),
         ),
         Commands::Terminal(command) => terminal(command),
+        Commands::Memcard(command) => memcard_cli::memcard(command),
         Commands::Bench(BenchCommands::Purchase(args)) => bench::purchase(args),
         Commands::Bench(BenchCommands::Ingest(args)) => bench_ingest::ingest(args),
         Commands::Bench(BenchCommands::Pcsc(args)) => bench_pcsc::run(args),

@@ -113,6 +113,8 @@ fn every_command_that_reports_takes_json() {
         &["center", "rotate-update-key"],
         &["card", "issue"],
         &["card", "apdu"],
+        &["memcard", "issue"],
+        &["memcard", "info"],
         &["terminal", "readers"],
         &["terminal", "install"],
         &["terminal", "info"],
@@ -143,12 +145,20 @@ fn every_command_that_reports_takes_json() {
     for command in reporting {
         assert!(help(command).contains("--json"), "{command:?} lacks --json");
     }
-    for command in [["card", "attach"], ["center", "serve"]] {
+    for command in [
+        ["card", "attach"],
+        ["memcard", "attach"],
+        ["center", "serve"],
+    ] {
         assert!(!help(&command).contains("--json"), "{command:?}");
     }
     // And no command is missing from the lists above.
-    let long_running = [["card", "attach"], ["center", "serve"]];
-    let groups = ["center", "card", "terminal", "bench"];
+    let long_running = [
+        ["card", "attach"],
+        ["memcard", "attach"],
+        ["center", "serve"],
+    ];
+    let groups = ["center", "card", "memcard", "terminal", "bench"];
     let top = help(&[]);
     let top_names = top
         .lines()

@@ -19,15 +19,14 @@ use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use rand_core::CryptoRngCore;
-use valuecard_card::eeprom::Eeprom;
-use valuecard_card::{Card, CardError};
+use valuecard_card::CardError;
 
 use super::frame::{read_frame, write_frame, Frame, FrameError};
 use super::{
-    ctrl, BridgeConfig, BridgeError, BridgeEvent, InjectedDrop, ATR, MAX_FRAME_LEN,
-    SW_NO_DIAGNOSIS, SW_WRONG_LENGTH,
+    ctrl, BridgeConfig, BridgeError, BridgeEvent, InjectedDrop, MAX_FRAME_LEN, SW_NO_DIAGNOSIS,
+    SW_WRONG_LENGTH,
 };
+use crate::EmulatedCard;
 
 /// How many connections in a row may end because pcscd did not announce the card before
 /// the bridge stops leaving for that reason (a pcscd that powers cards up only on demand
@@ -76,18 +75,18 @@ enum Answer {
 
 type Observer = Box<dyn FnMut(&BridgeEvent) + Send>;
 
-/// Serves one emulated card to vpcd. `open` opens the card from its image; it is called
-/// once at the start and again after every power cut during a write.
-pub struct VpcdBridge<E, R, F>
+/// Serves one emulated card (a purse card or a memory card, any [`EmulatedCard`]) to vpcd,
+/// with the card's own ATR. `open` opens the card from its image; it is called once at the
+/// start and again after every power cut during a write.
+pub struct VpcdBridge<C, F>
 where
-    E: Eeprom,
-    R: CryptoRngCore,
-    F: FnMut() -> Result<Card<E, R>, CardError>,
+    C: EmulatedCard,
+    F: FnMut() -> Result<C, CardError>,
 {
     addr: String,
     /// `None` only between a power cut and the card's re-opening: the old card is closed
     /// first, so that a file image's lock is free for the new one.
-    card: Option<Card<E, R>>,
+    card: Option<C>,
     open: F,
     stream: Option<TcpStream>,
     config: BridgeConfig,
@@ -98,11 +97,10 @@ where
     dropped: bool,
 }
 
-impl<E, R, F> fmt::Debug for VpcdBridge<E, R, F>
+impl<C, F> fmt::Debug for VpcdBridge<C, F>
 where
-    E: Eeprom,
-    R: CryptoRngCore,
-    F: FnMut() -> Result<Card<E, R>, CardError>,
+    C: EmulatedCard,
+    F: FnMut() -> Result<C, CardError>,
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("VpcdBridge")
@@ -114,11 +112,10 @@ where
     }
 }
 
-impl<E, R, F> VpcdBridge<E, R, F>
+impl<C, F> VpcdBridge<C, F>
 where
-    E: Eeprom,
-    R: CryptoRngCore,
-    F: FnMut() -> Result<Card<E, R>, CardError>,
+    C: EmulatedCard,
+    F: FnMut() -> Result<C, CardError>,
 {
     /// Opens the card; connects only in [`run_until`](Self::run_until). `addr` is
     /// `HOST:PORT`, resolved at every connection attempt.
@@ -177,16 +174,16 @@ where
     }
 
     /// The card; `None` only after [`run_until`](Self::run_until) failed to re-open it.
-    pub fn card(&self) -> Option<&Card<E, R>> {
+    pub fn card(&self) -> Option<&C> {
         self.card.as_ref()
     }
 
     /// The card, for fault injection in tests.
-    pub fn card_mut(&mut self) -> Option<&mut Card<E, R>> {
+    pub fn card_mut(&mut self) -> Option<&mut C> {
         self.card.as_mut()
     }
 
-    pub fn into_card(self) -> Option<Card<E, R>> {
+    pub fn into_card(self) -> Option<C> {
         self.card
     }
 
@@ -338,7 +335,7 @@ where
                 Frame::Payload(payload) => match payload.as_slice() {
                     // vpicc logs and ignores an empty frame; so does the bridge.
                     [] => Answer::None,
-                    [ctrl::GET_ATR] => Answer::Frame(ATR.to_vec()),
+                    [ctrl::GET_ATR] => Answer::Frame(self.atr()),
                     [byte @ (ctrl::POWER_OFF | ctrl::POWER_ON | ctrl::RESET)] => {
                         let byte = *byte;
                         // Control or a 1-byte APDU? vpcd sends its next frame at once after
@@ -385,6 +382,15 @@ where
         };
         let _ = stream.shutdown(Shutdown::Both);
         (end, frames)
+    }
+
+    /// The card's ATR. Between a power cut and the card's re-opening there is no card, and
+    /// no frame is read then either; should one be, the purse's ATR stands in.
+    fn atr(&self) -> Vec<u8> {
+        self.card
+            .as_ref()
+            .map_or(&super::ATR[..], EmulatedCard::atr)
+            .to_vec()
     }
 
     /// A control message: power off, power on and reset all end the card's session.

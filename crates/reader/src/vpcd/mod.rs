@@ -1,4 +1,7 @@
-//! The vpcd bridge: puts an emulated [`Card`](valuecard_card::Card) into a PC/SC reader.
+//! The vpcd bridge: puts an emulated card into a PC/SC reader: the purse card
+//! ([`Card`](valuecard_card::Card), with [`ATR`]) or the memory card of seed 001
+//! ([`MemoryCard`](valuecard_card::memcard::MemoryCard), with its PC/SC Part 3 storage-card
+//! ATR), any [`EmulatedCard`](crate::EmulatedCard), with the same power-cut treatment.
 //!
 //! vsmartcard's virtual reader driver `vpcd` is loaded by pcscd and shows up as a reader
 //! ("Virtual PCD 00 00", ...). For every reader slot N it listens on TCP port
@@ -27,13 +30,17 @@
 //!   the next frame: if one comes, the byte was control; if none comes within the window,
 //!   it was an APDU and is answered 6700. The price is that delay on such an APDU;
 //! - `04` cannot be told from pcscd's ATR request by anything, and pcscd must always get
-//!   the ATR. The ATR is built so that, read as a response, it ends in the status word
-//!   `67 00` (see [`ATR`]): a client that sends the APDU `04` gets "wrong length" too.
+//!   the ATR. The purse's ATR is built so that, read as a response, it ends in the status
+//!   word `67 00` (see [`ATR`]): a client that sends the APDU `04` gets "wrong length" too.
+//!   The memory card's ATR has the fixed form PC/SC Part 3 gives storage cards, ending in
+//!   four RFU zero bytes and TCK, so a client that sends it the APDU `04` gets the ATR,
+//!   whose last two bytes (`00 73`) are no status word; `docs/memory-card.md` says so.
 //!
 //! Semantics of the emulated card:
 //!
 //! - power off, power on and reset all end the card's session: [`Card::reset`](valuecard_card::Card::reset) drops its
-//!   volatile state (selection, challenges, purchase and load sessions);
+//!   volatile state (selection, challenges, purchase and load sessions; a memory card has
+//!   none);
 //! - when the card loses power during a write (`CardError::PowerLost`), it sends nothing.
 //!   The bridge closes the connection, so pcscd sees the card vanish in the middle of the
 //!   command (the terminal cannot know whether it executed), re-opens the card from its

@@ -140,7 +140,12 @@ pub fn opensc_reader_number(slot: usize) -> String {
 
 /// Waits until opensc-tool reads the valuecard ATR in the reader.
 pub fn wait_with_opensc_tool(reader: &str) {
-    let expected: Vec<String> = ATR.iter().map(|byte| format!("{byte:02x}")).collect();
+    wait_for_atr_with_opensc_tool(reader, &ATR);
+}
+
+/// Waits until opensc-tool reads `atr` in the reader.
+pub fn wait_for_atr_with_opensc_tool(reader: &str, atr: &[u8]) {
+    let expected: Vec<String> = atr.iter().map(|byte| format!("{byte:02x}")).collect();
     let expected = expected.join(":");
     let deadline = Instant::now() + CARD_WAIT;
     loop {
@@ -252,19 +257,37 @@ fn slot_reaches(slot: usize, present: bool, timeout: Duration) -> bool {
     }
 }
 
-/// The `valuecard card attach` child process: killed and reaped however the test ends, with
-/// its log printed if the test failed.
+/// The `valuecard card attach` (or `memcard attach`) child process: killed and reaped
+/// however the test ends, with its log printed if the test failed.
 pub struct Attached {
     child: Child,
     log: PathBuf,
+}
+
+/// Which kind of card image an [`Attached`] serves.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum CardKind {
+    /// A purse card: `valuecard card attach`.
+    Purse,
+    /// A memory card (seed 001): `valuecard memcard attach`.
+    Memory,
 }
 
 impl Attached {
     /// Starts attach at once, without waiting for pcscd to see the slot empty first (the
     /// bridge itself stays away long enough for that) or to see the card.
     pub fn spawn(card: &Path, log: PathBuf, options: &[&str]) -> Self {
+        Self::spawn_kind(CardKind::Purse, card, log, options)
+    }
+
+    /// [`spawn`](Self::spawn) for either kind of card.
+    pub fn spawn_kind(kind: CardKind, card: &Path, log: PathBuf, options: &[&str]) -> Self {
+        let group = match kind {
+            CardKind::Purse => "card",
+            CardKind::Memory => "memcard",
+        };
         let child = valuecard()
-            .args(["card", "attach", "--verbose", "--card"])
+            .args([group, "attach", "--verbose", "--card"])
             .arg(card)
             .args(options)
             .stdin(Stdio::null())
@@ -292,6 +315,11 @@ impl Attached {
     /// With more options: `--slot N`, `--danger-drop-after N`, ... Returns once pcscd has
     /// seen the card.
     pub fn start_with(card: &Path, log: PathBuf, options: &[&str]) -> Self {
+        Self::start_kind(CardKind::Purse, card, log, options)
+    }
+
+    /// [`start_with`](Self::start_with) for either kind of card.
+    pub fn start_kind(kind: CardKind, card: &Path, log: PathBuf, options: &[&str]) -> Self {
         let slot = options
             .windows(2)
             .find(|pair| pair[0] == "--slot")
@@ -305,7 +333,7 @@ impl Attached {
              serve a card there?)",
             CARD_WAIT.as_secs()
         );
-        let attached = Self::spawn(card, log, options);
+        let attached = Self::spawn_kind(kind, card, log, options);
         attached.wait_for_log("connected to vpcd");
         assert!(
             slot_reaches(slot, true, Duration::from_secs(10)),
@@ -372,7 +400,7 @@ impl Drop for Attached {
         self.kill();
         if std::thread::panicking() {
             eprintln!(
-                "--- valuecard card attach ({}) ---\n{}",
+                "--- valuecard attach ({}) ---\n{}",
                 self.log.display(),
                 self.log()
             );

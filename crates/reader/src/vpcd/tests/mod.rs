@@ -24,6 +24,7 @@ use valuecard_core::money::Amount;
 use super::frame::{read_frame, Frame, FrameError};
 use super::*;
 
+mod memcard;
 mod robustness;
 
 const SELECT: [u8; 14] = [
