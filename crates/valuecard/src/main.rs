@@ -18,6 +18,7 @@ mod credit_cli;
 mod datadir;
 mod demo;
 mod lifecycle;
+mod memcard_terminal_cli;
 mod operations;
 mod pcsc;
 mod release_cli;
