@@ -169,6 +169,8 @@ impl<S: Sam, T: TerminalStore + MemcardLog> MemcardMachine<S, T> {
         link: Option<&mut dyn MemcardLink>,
     ) -> Result<(VerifiedValue, Vec<RepairOutcome>), TerminalError> {
         let mut presented = PresentedCard::read(reader)?;
+        // A listed card is not written to, not even to finish an earlier write.
+        self.check_card_not_listed(presented.card_id())?;
         let mut repairs = self.repair_from_log(reader, &mut presented)?;
         match self.verify(presented.clone()) {
             Ok(verified) => Ok((verified, repairs)),
@@ -191,13 +193,7 @@ impl<S: Sam, T: TerminalStore + MemcardLog> MemcardMachine<S, T> {
     /// Checks a card as read: not listed, content well formed, the SAM's check of the
     /// writer's certificate, signature and sealed value, the writer not listed.
     pub fn verify(&mut self, presented: PresentedCard) -> Result<VerifiedValue, TerminalError> {
-        let card_id = presented.card_id();
-        if let Some(reason) = self.lists()?.cards.get(&card_id) {
-            return Err(TerminalError::CardListed {
-                card_id,
-                reason: *reason,
-            });
-        }
+        self.check_card_not_listed(presented.card_id())?;
         let content = presented.content()?;
         let state = self
             .sam
@@ -205,6 +201,16 @@ impl<S: Sam, T: TerminalStore + MemcardLog> MemcardMachine<S, T> {
             .map_err(MemcardRefusal::from_sam)?;
         self.check_writer_not_listed(state.writer())?;
         Ok(VerifiedValue { presented, state })
+    }
+
+    fn check_card_not_listed(&mut self, card_id: CardId) -> Result<(), TerminalError> {
+        match self.lists()?.cards.get(&card_id) {
+            Some(reason) => Err(TerminalError::CardListed {
+                card_id,
+                reason: *reason,
+            }),
+            None => Ok(()),
+        }
     }
 
     /// A machine the center listed (stolen, withdrawn) vouches for nothing: a memory card

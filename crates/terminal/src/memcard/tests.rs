@@ -302,10 +302,13 @@ fn a_listed_card_is_refused() {
     let (sam, mut store) = w.payer.into_parts();
     store.save_lists(&lists).unwrap();
     let mut payer = PaymentMachine::new(sam, store, Box::new(FixedClock(TODAY))).unwrap();
+    let writes = card.writes;
     assert!(matches!(
         payer.pay(&mut card, amount(100), None),
         Err(TerminalError::CardListed { .. })
     ));
+    assert_eq!(card.writes, writes);
+    assert!(payer.machine().store().writes().unwrap().is_empty());
 }
 
 #[test]
