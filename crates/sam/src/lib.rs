@@ -18,8 +18,12 @@
 
 #![forbid(unsafe_code)]
 
+pub mod memcard;
 mod software;
+#[cfg(feature = "testing")]
+pub mod testing;
 
+pub use memcard::{MemcardCheckError, MemcardWriteOrder, ValueFormat, VerifiedMemcardState};
 pub use software::SoftwareSam;
 
 use rand_core::OsRng;
@@ -28,6 +32,7 @@ use valuecard_core::crypto::{sha256, PublicKey, Signature, PUBLIC_KEY_LEN};
 use valuecard_core::ids::{CardId, DeviceId};
 use valuecard_core::messages::center::Installation;
 use valuecard_core::messages::credit::Password;
+use valuecard_core::messages::memcard::{CardContent, FloatGrant, PlainValue, WriteRecord};
 use valuecard_core::messages::purse::{
     Challenge, PurchaseCommit, TerminalStamp, TransactionKind, UsageRecord,
 };
@@ -58,6 +63,16 @@ pub enum SamError {
     SequenceExhausted,
     #[error("the SAM refuses to sign this transfer record: {0}")]
     TransferRefused(&'static str),
+    #[error("the memory card's content was refused: {0}")]
+    MemcardState(#[from] MemcardCheckError),
+    #[error("the SAM refuses to sign this memory-card write: {0}")]
+    MemcardRefused(&'static str),
+    #[error("the charge of {amount} exceeds the float of {float} the center granted")]
+    InsufficientFloat { float: Amount, amount: Amount },
+    #[error("the SAM refuses the float grant: {0}")]
+    FloatGrantRefused(&'static str),
+    #[error("this SAM does not serve memory cards")]
+    MemcardUnsupported,
 }
 
 /// What a terminal asks its SAM to sign at DEBIT (Fig. 6): only the values the SAM cannot
@@ -155,6 +170,54 @@ pub trait Sam: Send {
         role: Role,
         today: Date,
     ) -> Result<VerifiedCertificate, SamError>;
+
+    /// Seed 001: checks what a memory card shows (see [`memcard::check_content`]) against
+    /// this SAM's anchor on `today`, opening a sealed value with the SAM's own keys. A
+    /// [`VerifiedMemcardState`] is built nowhere else.
+    fn check_memcard_content(
+        &self,
+        content: &CardContent,
+        today: Date,
+    ) -> Result<VerifiedMemcardState, SamError> {
+        memcard::check_content(self.anchor()?, today, content, |content, writer| {
+            self.open_memcard_value(content, writer)
+        })
+    }
+
+    /// Claim 4: opens the sealed value area of `content`, written by `writer`, with the
+    /// writer's value key derived from the common key KO inside the SAM. The key never
+    /// leaves the SAM.
+    fn open_memcard_value(
+        &self,
+        _content: &CardContent,
+        _writer: DeviceId,
+    ) -> Result<PlainValue, SamError> {
+        Err(SamError::MemcardUnsupported)
+    }
+
+    /// Seed 001 (claims 1-4): builds and signs one memory-card write (see
+    /// [`memcard::prepare_write`]): the new value area (sealed under this machine's value
+    /// key for claim 4), the counter after the write, this SAM's next sequence; for a charge
+    /// the float falls by the amount in the same step.
+    fn sign_memcard_write(&mut self, _order: &MemcardWriteOrder) -> Result<WriteRecord, SamError> {
+        Err(SamError::MemcardUnsupported)
+    }
+
+    /// Takes a float grant of the center (area 23A of the seed) after checking it (see
+    /// [`memcard::check_float_grant`]); answers the new float. Nothing else raises the float.
+    fn take_float_grant(&mut self, _grant: &FloatGrant) -> Result<Amount, SamError> {
+        Err(SamError::MemcardUnsupported)
+    }
+
+    /// What this charge machine may still charge onto cards.
+    fn float(&self) -> Amount {
+        Amount::ZERO
+    }
+
+    /// The last memory-card write sequence this SAM signed.
+    fn memcard_sequence(&self) -> u32 {
+        0
+    }
 }
 
 /// The context label of a signed request to the center.

@@ -1,22 +1,26 @@
 //! The software SAM: keys in process memory and in a protected image file.
 
-use rand_core::CryptoRngCore;
+use rand_core::{CryptoRngCore, OsRng};
 use valuecard_core::cert::{Certificate, Role, TrustAnchor, VerifiedCertificate};
 use valuecard_core::crypto::{
-    aes_cmac_verify, AesKey, PublicKey, SealingKeyPair, SecretBytes, Signature, SigningKeyPair,
-    PUBLIC_KEY_LEN,
+    aes_cmac_verify, random_array, AesKey, PublicKey, SealingKeyPair, SecretBytes, Signature,
+    SigningKeyPair, PUBLIC_KEY_LEN,
 };
 use valuecard_core::ids::{CardId, DeviceId};
 use valuecard_core::messages::center::Installation;
 use valuecard_core::messages::credit::{Password, SetPassword};
+use valuecard_core::messages::memcard::{
+    writer_value_key, CardContent, FloatGrant, PlainValue, ValueArea, WriteRecord,
+};
 use valuecard_core::messages::purse::{
     Challenge, PurchaseCommit, TerminalStamp, TransactionKind, UsageRecord, STAMP_COUNT_MAX,
 };
 use valuecard_core::money::Amount;
 use valuecard_core::time::{Clock, Date, SystemClock};
-use valuecard_core::tlv::{be_u32, TlvReader, TlvWriter};
+use valuecard_core::tlv::{be_u32, be_u64, TlvReader, TlvWriter};
 use zeroize::Zeroize;
 
+use crate::memcard::{self, MachineState, MemcardWriteOrder, ValueFormat};
 use crate::{
     installation_keys_aad, installation_mac_input, request_signing_input, PurchaseOrder, Sam,
     SamError, SignedPurchase, TransferRecordOrder,
@@ -48,6 +52,9 @@ pub struct SoftwareSam {
     chain: Option<StampChain>,
     /// The highest terminal sequence this SAM signed a purchase under.
     last_sequence: u32,
+    /// A charge machine's float (area 23A of seed 001), the last float grant it took, and
+    /// the last memory-card write sequence it signed.
+    memcard: MemcardState,
     clock: Box<dyn Clock>,
 }
 
@@ -60,9 +67,19 @@ impl core::fmt::Debug for SoftwareSam {
     }
 }
 
-/// Version 1 had no installation date and no sequence; it still loads (see `from_image`).
+/// What a SAM keeps for memory cards (seed 001).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct MemcardState {
+    float: Amount,
+    last_grant: u32,
+    last_sequence: u32,
+}
+
+/// Version 1 had no installation date and no sequence; version 2 no memory-card state. Both
+/// still load (see `from_image`).
 const IMAGE_MAGIC_V1: &[u8] = b"valuecard-sam-v1";
-const IMAGE_MAGIC: &[u8] = b"valuecard-sam-v2";
+const IMAGE_MAGIC_V2: &[u8] = b"valuecard-sam-v2";
+const IMAGE_MAGIC: &[u8] = b"valuecard-sam-v3";
 mod image_tag {
     pub const MAGIC: u32 = 0x8F;
     pub const DEVICE_ID: u32 = 0x80;
@@ -77,6 +94,9 @@ mod image_tag {
     pub const STAMP: u32 = 0x89;
     pub const INSTALLED_ON: u32 = 0x8A;
     pub const LAST_SEQUENCE: u32 = 0x8B;
+    pub const MEMCARD_FLOAT: u32 = 0x8C;
+    pub const MEMCARD_LAST_GRANT: u32 = 0x8D;
+    pub const MEMCARD_LAST_SEQUENCE: u32 = 0x8E;
     pub const CERTIFICATE: u32 = valuecard_core::cert::TAG_CERTIFICATE;
 }
 
@@ -100,6 +120,7 @@ impl SoftwareSam {
             anchor: None,
             chain: None,
             last_sequence: 0,
+            memcard: MemcardState::default(),
             clock: Box::new(SystemClock),
         }
     }
@@ -182,19 +203,23 @@ impl SoftwareSam {
                 .put(image_tag::STAMP, &chain.current)
                 .put_u32(image_tag::INSTALLED_ON, chain.installed_on.0);
         }
-        w.put_u32(image_tag::LAST_SEQUENCE, self.last_sequence);
+        w.put_u32(image_tag::LAST_SEQUENCE, self.last_sequence)
+            .put_u64(image_tag::MEMCARD_FLOAT, self.memcard.float.minor())
+            .put_u32(image_tag::MEMCARD_LAST_GRANT, self.memcard.last_grant)
+            .put_u32(image_tag::MEMCARD_LAST_SEQUENCE, self.memcard.last_sequence);
         w.into_bytes()
     }
 
-    /// Loads an image of version 2, or of version 1 (which had no installation date: the
-    /// chain then counts from today minus the stored count, so it neither jumps nor goes
-    /// back). The SAM reads the operating system's clock; see [`SoftwareSam::set_clock`].
+    /// Loads an image of version 3, 2 (no memory-card state: no float, no sequence), or 1
+    /// (which had no installation date either: the chain then counts from today minus the
+    /// stored count, so it neither jumps nor goes back). The SAM reads the operating system's clock; see [`SoftwareSam::set_clock`].
     pub fn from_image(image: &[u8]) -> Result<Self, SamError> {
         let mut r = TlvReader::new(image);
         let bad = |_| SamError::Image("malformed");
         let magic = r.expect(image_tag::MAGIC).map_err(bad)?;
         let version_1 = magic == IMAGE_MAGIC_V1;
-        if magic != IMAGE_MAGIC && !version_1 {
+        let version_2 = magic == IMAGE_MAGIC_V2;
+        if magic != IMAGE_MAGIC && !version_1 && !version_2 {
             return Err(SamError::Image("unknown version"));
         }
         let device_id = DeviceId(r.expect_array(image_tag::DEVICE_ID).map_err(bad)?);
@@ -252,6 +277,23 @@ impl SoftwareSam {
             let value = r.expect(image_tag::LAST_SEQUENCE).map_err(bad)?;
             be_u32(image_tag::LAST_SEQUENCE, value).map_err(bad)?
         };
+        let memcard = if version_1 || version_2 {
+            MemcardState::default()
+        } else {
+            let float = r.expect(image_tag::MEMCARD_FLOAT).map_err(bad)?;
+            let float = be_u64(image_tag::MEMCARD_FLOAT, float).map_err(bad)?;
+            let last_grant = r.expect(image_tag::MEMCARD_LAST_GRANT).map_err(bad)?;
+            let last_sequence = r.expect(image_tag::MEMCARD_LAST_SEQUENCE).map_err(bad)?;
+            MemcardState {
+                float: Amount::new(float)
+                    .ok()
+                    .filter(|float| *float <= memcard::FLOAT_MAX)
+                    .ok_or(SamError::Image("float"))?,
+                last_grant: be_u32(image_tag::MEMCARD_LAST_GRANT, last_grant).map_err(bad)?,
+                last_sequence: be_u32(image_tag::MEMCARD_LAST_SEQUENCE, last_sequence)
+                    .map_err(bad)?,
+            }
+        };
         r.finish().map_err(bad)?;
         let mut sam = SoftwareSam {
             device_id,
@@ -264,6 +306,7 @@ impl SoftwareSam {
             anchor,
             chain: None,
             last_sequence,
+            memcard,
             clock,
         };
         sam.chain = stamp.map(|(installed_on, count, current)| StampChain {
@@ -495,5 +538,78 @@ impl Sam for SoftwareSam {
         self.certificate = Some(installation.certificate.clone());
         self.anchor = Some(installation.anchor);
         Ok(verified)
+    }
+
+    fn open_memcard_value(
+        &self,
+        content: &CardContent,
+        writer: DeviceId,
+    ) -> Result<PlainValue, SamError> {
+        let common_key = self.common_key.as_ref().ok_or(SamError::NotInstalled)?;
+        let value_key = writer_value_key(common_key, &writer);
+        content
+            .value_area
+            .open(Some(&value_key), &content.card_id, content.counter, &writer)
+            .map_err(|_| SamError::MemcardState(memcard::MemcardCheckError::SealBroken))?
+            .ok_or(SamError::MemcardState(
+                memcard::MemcardCheckError::SealBroken,
+            ))
+    }
+
+    fn sign_memcard_write(&mut self, order: &MemcardWriteOrder) -> Result<WriteRecord, SamError> {
+        let role = self.certificate()?.body.role;
+        let prepared = memcard::prepare_write(
+            order,
+            MachineState {
+                role,
+                float: self.memcard.float,
+                last_sequence: self.memcard.last_sequence,
+            },
+        )?;
+        let area = match prepared.format {
+            ValueFormat::Plain => prepared.plain_area(),
+            ValueFormat::Sealed => {
+                let common_key = self.common_key.as_ref().ok_or(SamError::NotInstalled)?;
+                // A fresh random nonce for every seal: a write retried at the same counter
+                // never reuses one under the same key.
+                ValueArea::seal(
+                    &writer_value_key(common_key, &self.device_id),
+                    random_array(&mut OsRng),
+                    &prepared.card_id,
+                    prepared.counter_after,
+                    &self.device_id,
+                    &prepared.new_value,
+                )
+            }
+        };
+        let signature = self.signing.sign(&prepared.signing_input(&area));
+        let after = prepared.state_after;
+        let record = prepared.finish(self.device_id, area, signature);
+        self.memcard.float = after.float;
+        self.memcard.last_sequence = after.last_sequence;
+        Ok(record)
+    }
+
+    fn take_float_grant(&mut self, grant: &FloatGrant) -> Result<Amount, SamError> {
+        let role = self.certificate()?.body.role;
+        let float = memcard::check_float_grant(
+            self.anchor()?,
+            self.device_id,
+            role,
+            self.memcard.float,
+            self.memcard.last_grant,
+            grant,
+        )?;
+        self.memcard.float = float;
+        self.memcard.last_grant = grant.grant_number;
+        Ok(float)
+    }
+
+    fn float(&self) -> Amount {
+        self.memcard.float
+    }
+
+    fn memcard_sequence(&self) -> u32 {
+        self.memcard.last_sequence
     }
 }

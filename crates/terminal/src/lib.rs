@@ -11,6 +11,7 @@
 pub mod card_commands;
 pub mod credit;
 pub mod dispenser;
+pub mod memcard;
 pub mod payment;
 pub mod store;
 pub mod transfer;
@@ -114,4 +115,6 @@ pub enum TerminalError {
     TransferUnresolvable { sequence: u32 },
     #[error("the two cards are the same card")]
     SameCard,
+    #[error("memory card refused: {0}")]
+    Memcard(#[from] memcard::MemcardRefusal),
 }

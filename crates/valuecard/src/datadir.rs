@@ -11,6 +11,8 @@
 //! DIR/devices/NAME/center-certificate.pem   the service certificate the device pins
 //! DIR/devices/NAME/purchases.sqlite   a payment terminal's records
 //! DIR/devices/NAME/transfers.sqlite   a settlement terminal's transfer reports and lists
+//! DIR/devices/NAME/writes.sqlite      a charge or payment machine's log of memory-card
+//!                                     writes (seed 001) and its lists
 //! ```
 
 use std::io::Write;
@@ -29,6 +31,7 @@ use valuecard_core::messages::purse::ChipSerial;
 use valuecard_core::time::{Clock, SystemClock};
 use valuecard_sam::{Sam, SoftwareSam};
 use valuecard_terminal::dispenser::Dispenser;
+use valuecard_terminal::memcard::{ChargeMachine, PaymentMachine};
 use valuecard_terminal::payment::PaymentTerminal;
 use valuecard_terminal::store::SqliteStore;
 use valuecard_terminal::transfer::SettlementTerminal;
@@ -36,6 +39,8 @@ use valuecard_terminal::transfer::SettlementTerminal;
 pub type CliTerminal = PaymentTerminal<SoftwareSam, SqliteStore>;
 pub type CliDispenser = Dispenser<SoftwareSam>;
 pub type CliSettlement = SettlementTerminal<SoftwareSam, SqliteStore>;
+pub type CliChargeMachine = ChargeMachine<SoftwareSam, SqliteStore>;
+pub type CliPaymentMachine = PaymentMachine<SoftwareSam, SqliteStore>;
 
 pub fn center_dir(data: &Path) -> PathBuf {
     data.join("center")
@@ -232,6 +237,8 @@ fn role_name(role: Role) -> &'static str {
     match role {
         Role::Dispenser => "dispenser",
         Role::SettlementTerminal => "settlement-terminal",
+        Role::ChargeMachine => "charge-machine",
+        Role::PaymentMachine => "payment-machine",
         _ => "payment-terminal",
     }
 }
@@ -242,6 +249,13 @@ pub fn is_settlement_terminal(data: &Path, name: &str) -> bool {
     valid_name(name).is_ok()
         && std::fs::read_to_string(device_dir(data, name).join("role"))
             .is_ok_and(|role| role.trim() == role_name(Role::SettlementTerminal))
+}
+
+/// Whether the installed device `name` has `role`.
+pub fn is_device_of_role(data: &Path, name: &str, role: Role) -> bool {
+    valid_name(name).is_ok()
+        && std::fs::read_to_string(device_dir(data, name).join("role"))
+            .is_ok_and(|stored| stored.trim() == role_name(role))
 }
 
 /// Creates a directory, and its missing parents, that only its owner may enter: the center's
@@ -376,6 +390,30 @@ pub fn open_settlement(data: &Path, name: &str) -> Result<CliSettlement, String>
     let store = SqliteStore::open(&device_dir(data, name).join("transfers.sqlite"))
         .map_err(|e| e.to_string())?;
     SettlementTerminal::new(sam, store, clock(), OsRng).map_err(|e| e.to_string())
+}
+
+/// A charge machine (seed 001) with its log of memory-card writes in `writes.sqlite`.
+pub fn open_charge_machine(data: &Path, name: &str) -> Result<CliChargeMachine, String> {
+    let sam = open_sam(data, name, Role::ChargeMachine)?;
+    ChargeMachine::new(sam, open_machine_log(data, name)?, clock()).map_err(|e| e.to_string())
+}
+
+/// A payment machine (seed 001) with its log of memory-card writes in `writes.sqlite`.
+pub fn open_payment_machine(data: &Path, name: &str) -> Result<CliPaymentMachine, String> {
+    let sam = open_sam(data, name, Role::PaymentMachine)?;
+    PaymentMachine::new(sam, open_machine_log(data, name)?, clock()).map_err(|e| e.to_string())
+}
+
+fn open_machine_log(data: &Path, name: &str) -> Result<SqliteStore, String> {
+    SqliteStore::open(&device_dir(data, name).join("writes.sqlite")).map_err(|e| e.to_string())
+}
+
+/// Stores a machine's SAM image again: its float and write sequence changed. Called after
+/// the SAM signed and before the card is written, so a crash never leaves a signed write
+/// whose float the stored SAM still holds.
+pub fn save_machine_sam(data: &Path, name: &str, sam: &SoftwareSam) -> Result<(), String> {
+    valid_name(name)?;
+    write_private(&device_dir(data, name).join("sam.key"), &sam.to_image())
 }
 
 pub fn open_dispenser(data: &Path, name: &str) -> Result<CliDispenser, String> {

@@ -19,6 +19,7 @@ mod datadir;
 mod demo;
 mod lifecycle;
 mod memcard_cli;
+mod memcard_terminal_cli;
 mod operations;
 mod pcsc;
 mod release_cli;

@@ -6,7 +6,10 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 
-use crate::{credit_cli, datadir, lifecycle, operations, pcsc, release_cli, settlement_cli};
+use crate::{
+    credit_cli, datadir, lifecycle, memcard_terminal_cli, operations, pcsc, release_cli,
+    settlement_cli,
+};
 
 #[derive(Subcommand, Debug)]
 pub(crate) enum TerminalCommands {
@@ -22,11 +25,17 @@ pub(crate) enum TerminalCommands {
         data: PathBuf,
         #[arg(long)]
         name: String,
-        #[arg(long, conflicts_with = "settlement")]
+        #[arg(long, conflicts_with_all = ["settlement", "charge_machine", "payment_machine"])]
         dispenser: bool,
         /// A settlement terminal: two readers, value moved card to card (seed 000).
-        #[arg(long)]
+        #[arg(long, conflicts_with_all = ["charge_machine", "payment_machine"])]
         settlement: bool,
+        /// A charge machine for memory cards (seed 001).
+        #[arg(long, conflicts_with = "payment_machine")]
+        charge_machine: bool,
+        /// A payment machine for memory cards (seed 001).
+        #[arg(long)]
+        payment_machine: bool,
         /// The center's records are in PostgreSQL at this URL (as given to `center init`).
         #[arg(long, value_name = "URL")]
         database: Option<String>,
@@ -119,6 +128,14 @@ pub(crate) enum TerminalCommands {
         #[arg(long)]
         json: bool,
     },
+    /// Memory cards (seed 001): take money in and charge it onto the card at a charge
+    /// machine, within the float its SAM holds.
+    Charge(memcard_terminal_cli::ChargeArgs),
+    /// Memory cards (seed 001): check the card's value and deduct at a payment machine.
+    Pay(memcard_terminal_cli::PayArgs),
+    /// Memory cards (seed 001): upload a charge or payment machine's writes, and take float
+    /// (a charge machine, with --float).
+    MachineSync(memcard_terminal_cli::MachineSyncArgs),
     /// Credit mode: register a password with the setting number from the center (Figs. 13
     /// and 15), or change it with the current password.
     CreditPassword {
@@ -190,13 +207,21 @@ pub(crate) fn terminal(command: TerminalCommands) -> Result<ExitCode, String> {
             name,
             dispenser,
             settlement,
+            charge_machine,
+            payment_machine,
             database,
             json,
         } => {
-            let kind = match (dispenser, settlement) {
-                (true, _) => lifecycle::DeviceKind::Dispenser,
-                (false, true) => lifecycle::DeviceKind::SettlementTerminal,
-                (false, false) => lifecycle::DeviceKind::PaymentTerminal,
+            let kind = if dispenser {
+                lifecycle::DeviceKind::Dispenser
+            } else if settlement {
+                lifecycle::DeviceKind::SettlementTerminal
+            } else if charge_machine {
+                lifecycle::DeviceKind::ChargeMachine
+            } else if payment_machine {
+                lifecycle::DeviceKind::PaymentMachine
+            } else {
+                lifecycle::DeviceKind::PaymentTerminal
             };
             lifecycle::terminal_install(&data, &name, kind, database.as_deref(), json)
         }
@@ -229,6 +254,9 @@ pub(crate) fn terminal(command: TerminalCommands) -> Result<ExitCode, String> {
             center,
             json,
         } => lifecycle::terminal_settle(&data, &terminal, &dispenser, &reader, &center, json),
+        TerminalCommands::Charge(args) => memcard_terminal_cli::terminal_charge(&args),
+        TerminalCommands::Pay(args) => memcard_terminal_cli::terminal_pay(&args),
+        TerminalCommands::MachineSync(args) => memcard_terminal_cli::terminal_machine_sync(&args),
         TerminalCommands::Transfer(args) => settlement_cli::terminal_transfer(&args),
         TerminalCommands::SettleTransfer(args) => settlement_cli::terminal_settle_transfer(&args),
         TerminalCommands::ReleaseTransfer(args) => release_cli::terminal_release_transfer(&args),

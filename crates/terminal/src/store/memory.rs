@@ -10,6 +10,8 @@ pub struct MemoryStore {
     lists: LocalLists,
     services: Vec<ServiceEntry>,
     transfers: Vec<StoredTransfer>,
+    /// A memory-card machine's log (seed 001).
+    pub(super) memcard_writes: Vec<LoggedWrite>,
     /// Set by [`MemoryStore::forgetting_acknowledged`]: committed purchases the center
     /// acknowledged, folded into totals and dropped.
     acknowledged: Option<TerminalTotals>,

@@ -13,9 +13,11 @@ use valuecard_core::time::Date;
 
 use crate::TerminalError;
 
+mod memcard;
 mod memory;
 mod sqlite;
 
+pub use memcard::{LoggedWrite, MemcardLog, MemcardTerminalStore, WriteStatus};
 pub use memory::MemoryStore;
 pub use sqlite::{sqlite_store_exists, SqliteStore};
 

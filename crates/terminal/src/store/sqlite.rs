@@ -78,6 +78,19 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE transfers ADD COLUMN settled INTEGER NOT NULL DEFAULT 0;
 "#,
+    // A charge or payment machine's log of memory-card writes (seed 001): each record
+    // stored pending before the card is touched, then done or voided.
+    r#"
+    CREATE TABLE memcard_writes (
+        sequence  INTEGER PRIMARY KEY,
+        card_id   BLOB NOT NULL CHECK (length(card_id) = 8),
+        status    TEXT NOT NULL CHECK (status IN ('pending', 'done', 'voided')),
+        record    BLOB NOT NULL,
+        uploaded  INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX memcard_writes_pending ON memcard_writes (card_id) WHERE status = 'pending';
+    CREATE INDEX memcard_writes_to_upload ON memcard_writes (sequence) WHERE status = 'done' AND uploaded = 0;
+"#,
 ];
 
 /// The terminal's records in SQLite (WAL, synchronous FULL: a recorded purchase survives a
@@ -92,6 +105,14 @@ fn storage(error: rusqlite::Error) -> TerminalError {
 }
 
 impl SqliteStore {
+    pub(super) fn connection(&self) -> &Connection {
+        &self.db
+    }
+
+    pub(super) fn connection_mut(&mut self) -> &mut Connection {
+        &mut self.db
+    }
+
     pub fn open(path: &Path) -> Result<Self, TerminalError> {
         let mut db = Connection::open(path).map_err(storage)?;
         db.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;")

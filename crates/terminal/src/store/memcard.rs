@@ -1,0 +1,340 @@
+//! A charge or payment machine's log of memory-card writes (seed 001).
+//!
+//! A memory card cannot sign, and its value is written in three steps (value area, then
+//! signature, then certificate). The machine stores the signed record of a write here,
+//! *pending*, before it touches the card, so that a write cut short by a pulled card or a
+//! power cut is finished (or, for a payment whose value never landed, voided) the next time
+//! the card is presented. Done writes go to the center.
+
+use rusqlite::{params, OptionalExtension};
+use valuecard_core::ids::CardId;
+use valuecard_core::messages::memcard::WriteRecord;
+
+use super::{MemoryStore, SqliteStore};
+use crate::TerminalError;
+
+/// Where a write stands in the machine's log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WriteStatus {
+    /// Signed and logged; the card may hold none, part or all of it.
+    Pending,
+    /// The card holds the whole signed state (value, signature, certificate).
+    Done,
+    /// A payment whose value area never reached the card: nothing moved. Its signed state
+    /// can never verify on the card once the card's counter passed it (the counter never
+    /// rises), and it could only lower the card's value.
+    Voided,
+}
+
+impl WriteStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WriteStatus::Pending => "pending",
+            WriteStatus::Done => "done",
+            WriteStatus::Voided => "voided",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "pending" => WriteStatus::Pending,
+            "done" => WriteStatus::Done,
+            "voided" => WriteStatus::Voided,
+            _ => return None,
+        })
+    }
+}
+
+/// One write as the log holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggedWrite {
+    pub record: WriteRecord,
+    pub status: WriteStatus,
+    /// Whether the center acknowledged the record.
+    pub uploaded: bool,
+}
+
+/// The machine's log of memory-card writes.
+pub trait MemcardLog {
+    /// Stores a signed write as pending; refuses a sequence already logged.
+    fn log_write(&mut self, record: &WriteRecord) -> Result<(), TerminalError>;
+    fn set_write_status(&mut self, sequence: u32, status: WriteStatus)
+        -> Result<(), TerminalError>;
+    /// Every write, oldest first.
+    fn writes(&self) -> Result<Vec<LoggedWrite>, TerminalError>;
+    /// The lowest sequence the log accepts next: one above the highest logged.
+    fn write_sequence_floor(&self) -> Result<u32, TerminalError> {
+        Ok(self
+            .writes()?
+            .iter()
+            .map(|write| write.record.sequence)
+            .max()
+            .map_or(1, |highest| highest.saturating_add(1)))
+    }
+    /// The pending writes of one card, oldest first.
+    fn pending_writes_for_card(&self, card: &CardId) -> Result<Vec<LoggedWrite>, TerminalError> {
+        Ok(self
+            .writes()?
+            .into_iter()
+            .filter(|w| w.status == WriteStatus::Pending && w.record.written.card_id == *card)
+            .collect())
+    }
+    /// Done writes the center has not acknowledged, oldest first.
+    fn pending_write_uploads(&self, limit: usize) -> Result<Vec<WriteRecord>, TerminalError> {
+        Ok(self
+            .writes()?
+            .into_iter()
+            .filter(|w| w.status == WriteStatus::Done && !w.uploaded)
+            .map(|w| w.record)
+            .take(limit)
+            .collect())
+    }
+    fn mark_writes_uploaded(&mut self, sequences: &[u32]) -> Result<(), TerminalError>;
+}
+
+fn corrupt(what: &str) -> TerminalError {
+    TerminalError::Store(format!("stored memory-card write has an invalid {what}"))
+}
+
+fn storage(error: rusqlite::Error) -> TerminalError {
+    TerminalError::Store(error.to_string())
+}
+
+impl MemcardLog for SqliteStore {
+    fn log_write(&mut self, record: &WriteRecord) -> Result<(), TerminalError> {
+        self.connection()
+            .execute(
+                "INSERT INTO memcard_writes (sequence, card_id, status, record) VALUES (?1, ?2, 'pending', ?3)",
+                params![
+                    record.sequence,
+                    &record.written.card_id.0[..],
+                    record.encode()
+                ],
+            )
+            .map_err(storage)?;
+        Ok(())
+    }
+
+    fn set_write_status(
+        &mut self,
+        sequence: u32,
+        status: WriteStatus,
+    ) -> Result<(), TerminalError> {
+        let changed = self
+            .connection_mut()
+            .execute(
+                "UPDATE memcard_writes SET status = ?2 WHERE sequence = ?1",
+                params![sequence, status.as_str()],
+            )
+            .map_err(storage)?;
+        if changed == 0 {
+            return Err(TerminalError::Store(format!(
+                "no memory-card write {sequence} in the log"
+            )));
+        }
+        Ok(())
+    }
+
+    fn writes(&self) -> Result<Vec<LoggedWrite>, TerminalError> {
+        let mut statement = self
+            .connection()
+            .prepare("SELECT record, status, uploaded FROM memcard_writes ORDER BY sequence")
+            .map_err(storage)?;
+        let mut rows = statement.query([]).map_err(storage)?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(storage)? {
+            let record: Vec<u8> = row.get(0).map_err(storage)?;
+            let status: String = row.get(1).map_err(storage)?;
+            let uploaded: i64 = row.get(2).map_err(storage)?;
+            out.push(LoggedWrite {
+                record: WriteRecord::decode(&record).map_err(|_| corrupt("record"))?,
+                status: WriteStatus::parse(&status).ok_or_else(|| corrupt("status"))?,
+                uploaded: uploaded != 0,
+            });
+        }
+        Ok(out)
+    }
+
+    fn write_sequence_floor(&self) -> Result<u32, TerminalError> {
+        let highest: Option<i64> = self
+            .connection()
+            .query_row("SELECT MAX(sequence) FROM memcard_writes", [], |row| {
+                row.get(0)
+            })
+            .optional()
+            .map_err(storage)?
+            .flatten();
+        Ok(highest.map_or(1, |highest| {
+            u32::try_from(highest).unwrap_or(u32::MAX).saturating_add(1)
+        }))
+    }
+
+    fn mark_writes_uploaded(&mut self, sequences: &[u32]) -> Result<(), TerminalError> {
+        let transaction = self.connection_mut().transaction().map_err(storage)?;
+        for sequence in sequences {
+            transaction
+                .execute(
+                    "UPDATE memcard_writes SET uploaded = 1 WHERE sequence = ?1",
+                    [sequence],
+                )
+                .map_err(storage)?;
+        }
+        transaction.commit().map_err(storage)
+    }
+}
+
+impl MemcardLog for MemoryStore {
+    fn log_write(&mut self, record: &WriteRecord) -> Result<(), TerminalError> {
+        if self
+            .memcard_writes
+            .iter()
+            .any(|w| w.record.sequence == record.sequence)
+        {
+            return Err(TerminalError::Store(format!(
+                "memory-card write {} is already logged",
+                record.sequence
+            )));
+        }
+        self.memcard_writes.push(LoggedWrite {
+            record: record.clone(),
+            status: WriteStatus::Pending,
+            uploaded: false,
+        });
+        Ok(())
+    }
+
+    fn set_write_status(
+        &mut self,
+        sequence: u32,
+        status: WriteStatus,
+    ) -> Result<(), TerminalError> {
+        let write = self
+            .memcard_writes
+            .iter_mut()
+            .find(|w| w.record.sequence == sequence)
+            .ok_or_else(|| {
+                TerminalError::Store(format!("no memory-card write {sequence} in the log"))
+            })?;
+        write.status = status;
+        Ok(())
+    }
+
+    fn writes(&self) -> Result<Vec<LoggedWrite>, TerminalError> {
+        Ok(self.memcard_writes.clone())
+    }
+
+    fn mark_writes_uploaded(&mut self, sequences: &[u32]) -> Result<(), TerminalError> {
+        for write in &mut self.memcard_writes {
+            if sequences.contains(&write.record.sequence) {
+                write.uploaded = true;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl MemcardLog for Box<dyn MemcardTerminalStore> {
+    fn log_write(&mut self, record: &WriteRecord) -> Result<(), TerminalError> {
+        (**self).log_write(record)
+    }
+    fn set_write_status(
+        &mut self,
+        sequence: u32,
+        status: WriteStatus,
+    ) -> Result<(), TerminalError> {
+        (**self).set_write_status(sequence, status)
+    }
+    fn writes(&self) -> Result<Vec<LoggedWrite>, TerminalError> {
+        (**self).writes()
+    }
+    fn write_sequence_floor(&self) -> Result<u32, TerminalError> {
+        (**self).write_sequence_floor()
+    }
+    fn mark_writes_uploaded(&mut self, sequences: &[u32]) -> Result<(), TerminalError> {
+        (**self).mark_writes_uploaded(sequences)
+    }
+}
+
+/// A store that keeps both a terminal's lists and a machine's log (both stores do), as a
+/// trait object for the command-line program.
+pub trait MemcardTerminalStore: super::TerminalStore + MemcardLog {}
+
+impl<T: super::TerminalStore + MemcardLog> MemcardTerminalStore for T {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use valuecard_core::crypto::Signature;
+    use valuecard_core::ids::DeviceId;
+    use valuecard_core::messages::memcard::{
+        PlainValue, SignedState, ValueArea, WriteKind, COUNTER_START,
+    };
+    use valuecard_core::money::Amount;
+    use valuecard_core::time::Date;
+
+    fn record(sequence: u32, card: u8) -> WriteRecord {
+        WriteRecord {
+            kind: WriteKind::Charge,
+            sequence,
+            date: Date(20_600),
+            balance_before: Amount::ZERO,
+            balance_after: Amount::new(100).unwrap(),
+            previous: None,
+            written: SignedState {
+                card_id: CardId([card; 8]),
+                counter: COUNTER_START - 1,
+                value_area: ValueArea::Plain(PlainValue {
+                    date: Date(20_600),
+                    amount: Amount::new(100).unwrap(),
+                }),
+                writer: DeviceId([1; 8]),
+                signature: Signature([7; 64]),
+            },
+        }
+    }
+
+    fn exercise(log: &mut impl MemcardLog) {
+        assert_eq!(log.write_sequence_floor().unwrap(), 1);
+        log.log_write(&record(1, 1)).unwrap();
+        log.log_write(&record(2, 2)).unwrap();
+        log.log_write(&record(3, 1)).unwrap();
+        assert!(log.log_write(&record(3, 1)).is_err());
+        assert_eq!(log.write_sequence_floor().unwrap(), 4);
+        let pending: Vec<u32> = log
+            .pending_writes_for_card(&CardId([1; 8]))
+            .unwrap()
+            .iter()
+            .map(|w| w.record.sequence)
+            .collect();
+        assert_eq!(pending, [1, 3]);
+        assert!(log.pending_write_uploads(10).unwrap().is_empty());
+        log.set_write_status(1, WriteStatus::Done).unwrap();
+        log.set_write_status(2, WriteStatus::Voided).unwrap();
+        assert!(log.set_write_status(9, WriteStatus::Done).is_err());
+        let uploads = log.pending_write_uploads(10).unwrap();
+        assert_eq!(uploads, [record(1, 1)]);
+        log.mark_writes_uploaded(&[1]).unwrap();
+        assert!(log.pending_write_uploads(10).unwrap().is_empty());
+        let writes = log.writes().unwrap();
+        assert_eq!(writes.len(), 3);
+        assert_eq!(writes[0].status, WriteStatus::Done);
+        assert!(writes[0].uploaded);
+        assert_eq!(writes[1].status, WriteStatus::Voided);
+        assert_eq!(writes[2].status, WriteStatus::Pending);
+    }
+
+    #[test]
+    fn the_memory_log_keeps_pending_done_voided_and_uploads() {
+        exercise(&mut MemoryStore::default());
+    }
+
+    #[test]
+    fn the_sqlite_log_keeps_them_across_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("machine.db");
+        exercise(&mut SqliteStore::open(&path).unwrap());
+        let reopened = SqliteStore::open(&path).unwrap();
+        assert_eq!(reopened.writes().unwrap().len(), 3);
+        assert_eq!(reopened.write_sequence_floor().unwrap(), 4);
+    }
+}

@@ -1,0 +1,380 @@
+//! `valuecard terminal charge`, `terminal pay` and `terminal machine-sync`: the charge and
+//! payment machines of seed 001 for memory cards, from the command line.
+//!
+//! A machine is a device installed with `terminal install --charge-machine` or
+//! `--payment-machine`; its SAM image and its log of writes (`writes.sqlite`) live in its
+//! device directory. The SAM image is stored again right after the SAM signed a write and
+//! before the card is touched, so that its lowered float and its sequence are never lost to
+//! a crash while the log holds the write.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use serde_json::json;
+use valuecard_core::messages::memcard::{MemcardLink, WriteKind};
+use valuecard_reader::CardReader;
+use valuecard_sam::ValueFormat;
+use valuecard_terminal::memcard::{MachineReceipt, RepairOutcome};
+use valuecard_terminal::store::{MemcardLog, WriteStatus};
+
+use crate::datadir::{self, CenterArgs};
+use crate::lifecycle::{explain, parse_amount, ReaderArgs};
+
+/// Where the memory card is: a card image in this process, or a PC/SC reader by name.
+#[derive(clap::Args, Debug)]
+pub(crate) struct MemcardReaderArgs {
+    #[command(flatten)]
+    pub reader: ReaderArgs,
+}
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct ChargeArgs {
+    #[arg(long)]
+    data: PathBuf,
+    /// The amount taken in, in currency units with up to two decimals, e.g. 20.00.
+    #[arg(long)]
+    amount: String,
+    /// Claim 4: write the value sealed under this machine's key instead of in the clear.
+    #[arg(long)]
+    sealed: bool,
+    #[arg(long, default_value = "charge-machine-1")]
+    machine: String,
+    /// When the card's value does not verify, ask the center for its newest state and write
+    /// it back if the card shows exactly that state.
+    #[arg(long)]
+    repair_from_center: bool,
+    #[command(flatten)]
+    center: CenterArgs,
+    #[command(flatten)]
+    reader: MemcardReaderArgs,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct PayArgs {
+    #[arg(long)]
+    data: PathBuf,
+    /// The amount deducted, in currency units with up to two decimals, e.g. 3.20.
+    #[arg(long)]
+    amount: String,
+    #[arg(long, default_value = "payment-machine-1")]
+    machine: String,
+    /// As for `terminal charge`.
+    #[arg(long)]
+    repair_from_center: bool,
+    #[command(flatten)]
+    center: CenterArgs,
+    #[command(flatten)]
+    reader: MemcardReaderArgs,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub(crate) struct MachineSyncArgs {
+    #[arg(long)]
+    data: PathBuf,
+    /// A charge or payment machine.
+    #[arg(long)]
+    machine: String,
+    /// A charge machine: also ask the center for this much float.
+    #[arg(long, value_name = "AMOUNT")]
+    float: Option<String>,
+    #[command(flatten)]
+    center: CenterArgs,
+    #[arg(long)]
+    json: bool,
+}
+
+/// Opens the memory card: a PC/SC reader by name, or a card image in this process.
+fn open_memory_card(args: &MemcardReaderArgs) -> Result<Box<dyn CardReader>, String> {
+    match &args.reader.card {
+        Some(path) => open_memory_card_file(path),
+        None => match &args.reader.reader {
+            Some(name) => crate::pcsc::open(Some(name), args.reader.wait),
+            None => Err(
+                "name the reader that holds the memory card with --reader (or give a card image with --card)"
+                    .to_owned(),
+            ),
+        },
+    }
+}
+
+/// A memory-card image in this process. The emulated memory card and its image file belong
+/// to the card crate (`valuecard memcard issue` makes one); until this build has it, only
+/// a card in a PC/SC reader is reached.
+fn open_memory_card_file(path: &Path) -> Result<Box<dyn CardReader>, String> {
+    Err(format!(
+        "{}: this build cannot open a memory-card image in-process; attach it with          `valuecard memcard attach` and name its reader with --reader",
+        path.display()
+    ))
+}
+
+/// The center's memory-card link: its HTTP service at `--center`, or the center opened in
+/// this process. The center's side of the link (records, float grants, evidence) is not
+/// part of this build yet.
+fn memcard_link(
+    _data: &Path,
+    _machine: &str,
+    _role: valuecard_core::cert::Role,
+    _at: &CenterArgs,
+) -> Result<Box<dyn MemcardLink>, String> {
+    Err(
+        "this build's center does not serve memory-card machines yet (uploads, float, evidence)"
+            .to_owned(),
+    )
+}
+
+/// Runs `work` with the center's memory-card link.
+fn with_memcard_link<T>(
+    data: &Path,
+    machine: &str,
+    role: valuecard_core::cert::Role,
+    at: &CenterArgs,
+    work: impl FnOnce(&mut dyn MemcardLink) -> Result<T, String>,
+) -> Result<T, String> {
+    let mut link = memcard_link(data, machine, role, at)?;
+    work(&mut *link)
+}
+
+fn format_repairs(repairs: &[RepairOutcome]) -> Vec<serde_json::Value> {
+    repairs
+        .iter()
+        .map(|repair| match repair {
+            RepairOutcome::Finished { sequence } => json!({"finished": sequence}),
+            RepairOutcome::Redone { sequence } => json!({"redone": sequence}),
+            RepairOutcome::Voided { sequence } => json!({"voided": sequence}),
+            RepairOutcome::Unresolved { sequence } => json!({"unresolved": sequence}),
+            RepairOutcome::RestoredFromCenter { writer, counter } => {
+                json!({"restored_from_center": {"writer": writer.to_string(), "counter": counter}})
+            }
+        })
+        .collect()
+}
+
+fn print_receipt(receipt: &MachineReceipt, float: Option<u64>, json_output: bool) {
+    if json_output {
+        println!(
+            "{}",
+            json!({
+                "card": receipt.card_id.to_string(),
+                "kind": match receipt.kind { WriteKind::Charge => "charge", WriteKind::Payment => "payment" },
+                "sequence": receipt.sequence,
+                "amount": receipt.amount.minor(),
+                "balance_before": receipt.balance_before.minor(),
+                "balance_after": receipt.balance_after.minor(),
+                "counter": receipt.counter_after,
+                "repairs": format_repairs(&receipt.repairs),
+                "float": float,
+            })
+        );
+        return;
+    }
+    for repair in &receipt.repairs {
+        println!("  earlier write on this card: {repair:?}");
+    }
+    let verb = match receipt.kind {
+        WriteKind::Charge => "charged",
+        WriteKind::Payment => "paid",
+    };
+    println!(
+        "card {}: {verb} {}, balance {} -> {} (counter {}, write {})",
+        receipt.card_id,
+        receipt.amount,
+        receipt.balance_before,
+        receipt.balance_after,
+        receipt.counter_after,
+        receipt.sequence
+    );
+}
+
+pub(crate) fn terminal_charge(args: &ChargeArgs) -> Result<ExitCode, String> {
+    let amount = parse_amount(&args.amount)?;
+    let mut machine = datadir::open_charge_machine(&args.data, &args.machine)?;
+    let mut boxed = open_memory_card(&args.reader)?;
+    let mut reader: &mut dyn CardReader = &mut *boxed;
+    let format = if args.sealed {
+        ValueFormat::Sealed
+    } else {
+        ValueFormat::Plain
+    };
+    let mut link = match args.repair_from_center {
+        true => Some(memcard_link(
+            &args.data,
+            &args.machine,
+            valuecard_core::cert::Role::ChargeMachine,
+            &args.center,
+        )?),
+        false => None,
+    };
+    let inner = machine.machine_mut();
+    let (verified, repairs) = inner
+        .present(
+            &mut reader,
+            link.as_mut()
+                .map(|link| &mut **link as &mut dyn MemcardLink),
+        )
+        .map_err(|e| explain(&e))?;
+    let pending = inner
+        .begin_write(verified, WriteKind::Charge, amount, format)
+        .map_err(|e| explain(&e))?;
+    datadir::save_machine_sam(&args.data, &args.machine, inner.sam())?;
+    let receipt = inner
+        .write_value(&mut reader, pending)
+        .and_then(|written| inner.write_signature(&mut reader, written))
+        .and_then(|signed| inner.finish(signed, repairs))
+        .map_err(|e| unfinished(&e))?;
+    print_receipt(&receipt, Some(machine.float().minor()), args.json);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn terminal_pay(args: &PayArgs) -> Result<ExitCode, String> {
+    let amount = parse_amount(&args.amount)?;
+    let mut machine = datadir::open_payment_machine(&args.data, &args.machine)?;
+    let mut boxed = open_memory_card(&args.reader)?;
+    let mut reader: &mut dyn CardReader = &mut *boxed;
+    let mut link = match args.repair_from_center {
+        true => Some(memcard_link(
+            &args.data,
+            &args.machine,
+            valuecard_core::cert::Role::PaymentMachine,
+            &args.center,
+        )?),
+        false => None,
+    };
+    let inner = machine.machine_mut();
+    let (verified, repairs) = inner
+        .present(
+            &mut reader,
+            link.as_mut()
+                .map(|link| &mut **link as &mut dyn MemcardLink),
+        )
+        .map_err(|e| explain(&e))?;
+    // The value stays in the format it was written in (claim 4 stays sealed).
+    let format = match verified
+        .state()
+        .signed_state()
+        .map(|state| &state.value_area)
+    {
+        Some(valuecard_core::messages::memcard::ValueArea::Sealed { .. }) => ValueFormat::Sealed,
+        _ => ValueFormat::Plain,
+    };
+    let pending = inner
+        .begin_write(verified, WriteKind::Payment, amount, format)
+        .map_err(|e| explain(&e))?;
+    datadir::save_machine_sam(&args.data, &args.machine, inner.sam())?;
+    let receipt = inner
+        .write_value(&mut reader, pending)
+        .and_then(|written| inner.write_signature(&mut reader, written))
+        .and_then(|signed| inner.finish(signed, repairs))
+        .map_err(|e| unfinished(&e))?;
+    print_receipt(&receipt, None, args.json);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A write that failed after it was logged: what the holder and the operator do next.
+fn unfinished(error: &valuecard_terminal::TerminalError) -> String {
+    format!(
+        "{}; the write is kept in this machine's log and is finished (or, for a payment whose \
+         value never reached the card, voided) the next time this card is presented here",
+        explain(error)
+    )
+}
+
+/// Upload the machine's done writes, fetch the list entries it lacks, and (a charge
+/// machine, with --float) take more float from the center.
+pub(crate) fn terminal_machine_sync(args: &MachineSyncArgs) -> Result<ExitCode, String> {
+    if datadir::is_device_of_role(
+        &args.data,
+        &args.machine,
+        valuecard_core::cert::Role::ChargeMachine,
+    ) {
+        let mut machine = datadir::open_charge_machine(&args.data, &args.machine)?;
+        let float = args.float.as_deref().map(parse_amount).transpose()?;
+        let (receipt, float) = with_memcard_link(
+            &args.data,
+            &args.machine,
+            valuecard_core::cert::Role::ChargeMachine,
+            &args.center,
+            |link| {
+                let receipt = machine
+                    .machine_mut()
+                    .upload_writes(&mut &mut *link)
+                    .map_err(|e| explain(&e))?;
+                let float = match float {
+                    Some(amount) => Some(
+                        machine
+                            .refill_float(&mut &mut *link, amount)
+                            .map_err(|e| explain(&e))?,
+                    ),
+                    None => None,
+                };
+                Ok((receipt, float))
+            },
+        )?;
+        datadir::save_machine_sam(&args.data, &args.machine, machine.machine().sam())?;
+        let log = machine.machine().store();
+        print_sync(
+            &args.machine,
+            &receipt,
+            float.or(Some(machine.float())),
+            log,
+            args.json,
+        )
+    } else {
+        if args.float.is_some() {
+            return Err("only a charge machine holds float".to_owned());
+        }
+        let mut machine = datadir::open_payment_machine(&args.data, &args.machine)?;
+        let receipt = with_memcard_link(
+            &args.data,
+            &args.machine,
+            valuecard_core::cert::Role::PaymentMachine,
+            &args.center,
+            |link| {
+                machine
+                    .machine_mut()
+                    .upload_writes(&mut &mut *link)
+                    .map_err(|e| explain(&e))
+            },
+        )?;
+        let log = machine.machine().store();
+        print_sync(&args.machine, &receipt, None, log, args.json)
+    }
+}
+
+fn print_sync(
+    name: &str,
+    receipt: &valuecard_core::messages::memcard::WriteReceipt,
+    float: Option<valuecard_core::money::Amount>,
+    log: &impl MemcardLog,
+    json_output: bool,
+) -> Result<ExitCode, String> {
+    let writes = log.writes().map_err(|e| e.to_string())?;
+    let count = |status| writes.iter().filter(|w| w.status == status).count();
+    let (pending, voided) = (count(WriteStatus::Pending), count(WriteStatus::Voided));
+    if json_output {
+        println!(
+            "{}",
+            json!({
+                "machine": name,
+                "stored": receipt.stored,
+                "duplicates": receipt.duplicates,
+                "refused": receipt.refused.iter().map(|(sequence, reason)| json!({"sequence": sequence, "reason": reason})).collect::<Vec<_>>(),
+                "float": float.map(|float| float.minor()),
+                "pending_writes": pending,
+                "voided_writes": voided,
+            })
+        );
+    } else {
+        println!(
+            "{name}: {} writes stored, {} already there, {} refused; {pending} pending, {voided} voided{}",
+            receipt.stored,
+            receipt.duplicates,
+            receipt.refused.len(),
+            float.map_or(String::new(), |float| format!("; float {float}"))
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
