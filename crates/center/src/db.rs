@@ -159,6 +159,10 @@ pub const MIGRATIONS: &[Migration] = &[
     "#,
         sqlite: "CREATE UNIQUE INDEX loads_by_card_and_number ON loads (card_id, load_number)",
     },
+    // 15: memory cards (seed 001): the machines' write records, each card state's first
+    // record (the key that makes a state spent twice visible once), and charge machines'
+    // float grants and limits.
+    Portable(crate::memcard::MIGRATION),
 ];
 
 /// The center a database belongs to.
