@@ -207,6 +207,10 @@ pub enum DeviceKind {
     Dispenser,
     /// Seed 000: card-to-card transfer between two readers.
     SettlementTerminal,
+    /// Seed 001: charges memory cards from its float.
+    ChargeMachine,
+    /// Seed 001: checks and deducts the value of memory cards.
+    PaymentMachine,
 }
 
 impl DeviceKind {
@@ -215,6 +219,8 @@ impl DeviceKind {
             DeviceKind::PaymentTerminal => Role::PaymentTerminal,
             DeviceKind::Dispenser => Role::Dispenser,
             DeviceKind::SettlementTerminal => Role::SettlementTerminal,
+            DeviceKind::ChargeMachine => Role::ChargeMachine,
+            DeviceKind::PaymentMachine => Role::PaymentMachine,
         }
     }
 
@@ -223,6 +229,8 @@ impl DeviceKind {
             DeviceKind::PaymentTerminal => "payment-terminal",
             DeviceKind::Dispenser => "dispenser",
             DeviceKind::SettlementTerminal => "settlement-terminal",
+            DeviceKind::ChargeMachine => "charge-machine",
+            DeviceKind::PaymentMachine => "payment-machine",
         }
     }
 }

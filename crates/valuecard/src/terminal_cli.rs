@@ -16,17 +16,25 @@ pub(crate) enum TerminalCommands {
         json: bool,
     },
     /// Install another payment terminal (or, with --dispenser, a dispenser; with
-    /// --settlement, a settlement terminal for card-to-card transfer) at the center.
+    /// --settlement, a settlement terminal for card-to-card transfer; with --charge-machine
+    /// or --payment-machine, a machine for memory cards) at the center.
     Install {
         #[arg(long)]
         data: PathBuf,
         #[arg(long)]
         name: String,
-        #[arg(long, conflicts_with = "settlement")]
+        #[arg(long, conflicts_with_all = ["settlement", "charge_machine", "payment_machine"])]
         dispenser: bool,
         /// A settlement terminal: two readers, value moved card to card (seed 000).
-        #[arg(long)]
+        #[arg(long, conflicts_with_all = ["charge_machine", "payment_machine"])]
         settlement: bool,
+        /// A charge machine for memory cards: takes money in, charges cards from its float
+        /// (seed 001).
+        #[arg(long, conflicts_with = "payment_machine")]
+        charge_machine: bool,
+        /// A payment machine for memory cards: checks and deducts their value (seed 001).
+        #[arg(long)]
+        payment_machine: bool,
         /// The center's records are in PostgreSQL at this URL (as given to `center init`).
         #[arg(long, value_name = "URL")]
         database: Option<String>,
@@ -190,13 +198,21 @@ pub(crate) fn terminal(command: TerminalCommands) -> Result<ExitCode, String> {
             name,
             dispenser,
             settlement,
+            charge_machine,
+            payment_machine,
             database,
             json,
         } => {
-            let kind = match (dispenser, settlement) {
-                (true, _) => lifecycle::DeviceKind::Dispenser,
-                (false, true) => lifecycle::DeviceKind::SettlementTerminal,
-                (false, false) => lifecycle::DeviceKind::PaymentTerminal,
+            let kind = if dispenser {
+                lifecycle::DeviceKind::Dispenser
+            } else if settlement {
+                lifecycle::DeviceKind::SettlementTerminal
+            } else if charge_machine {
+                lifecycle::DeviceKind::ChargeMachine
+            } else if payment_machine {
+                lifecycle::DeviceKind::PaymentMachine
+            } else {
+                lifecycle::DeviceKind::PaymentTerminal
             };
             lifecycle::terminal_install(&data, &name, kind, database.as_deref(), json)
         }
