@@ -245,3 +245,123 @@ impl LatestStateBody {
         Ok((card, evidence))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use rand_core::SeedableRng;
+    use valuecard_core::cert::{CertificateBody, Role};
+    use valuecard_core::crypto::SigningKeyPair;
+    use valuecard_core::messages::memcard::{
+        state_signing_input, PlainValue, SignedState, ValueArea, WriteKind, COUNTER_START,
+    };
+
+    use super::*;
+
+    fn date() -> Date {
+        Date::from_ymd(2026, 6, 1).unwrap()
+    }
+
+    fn record(key: &SigningKeyPair, writer: DeviceId, card: CardId) -> WriteRecord {
+        let state = |counter: u32, minor: u64| {
+            let value_area = ValueArea::Plain(PlainValue {
+                date: date(),
+                amount: Amount::new(minor).unwrap(),
+            });
+            SignedState {
+                card_id: card,
+                counter,
+                signature: key.sign(&state_signing_input(&card, counter, &value_area.encode())),
+                value_area,
+                writer,
+            }
+        };
+        WriteRecord {
+            kind: WriteKind::Payment,
+            sequence: 7,
+            date: date(),
+            balance_before: Amount::new(500).unwrap(),
+            balance_after: Amount::new(200).unwrap(),
+            previous: Some(state(COUNTER_START - 1, 500)),
+            written: state(COUNTER_START - 2, 200),
+        }
+    }
+
+    #[test]
+    fn every_memcard_body_round_trips() {
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(9);
+        let key = SigningKeyPair::generate(&mut rng);
+        let machine = DeviceId([0xD0, 0, 0, 0, 0, 0, 0, 3]);
+        let card = CardId([0x3C, 0, 0, 0, 0, 0, 0, 1]);
+        let upload = WriteUpload {
+            machine,
+            records: vec![record(&key, machine, card)],
+        };
+        assert_eq!(WriteUploadBody::new(&upload).decode().unwrap(), upload);
+        let receipt = WriteReceipt {
+            stored: 1,
+            duplicates: 2,
+            refused: vec![(3, "why".into())],
+        };
+        assert_eq!(WriteReceiptBody::new(&receipt).decode(), receipt);
+        let asked = (machine, Amount::new(1_000).unwrap());
+        assert_eq!(
+            FloatRequestBody::new(asked.0, asked.1).decode().unwrap(),
+            asked
+        );
+        let grant = FloatGrant {
+            machine,
+            grant_number: 4,
+            amount: Amount::new(1_000).unwrap(),
+            date: date(),
+            signature: key.sign(b"grant"),
+        };
+        assert_eq!(FloatGrantBody::new(&grant).decode().unwrap(), grant);
+        let certificate = CertificateBody {
+            issuer: DeviceId([0xCE, 0, 0, 0, 0, 0, 0, 1]),
+            subject: machine,
+            role: Role::PaymentMachine,
+            effective: date(),
+            expiry: date().add_days(365),
+            signing_key: key.public_key(),
+            sealing_key: Some([7; 32]),
+        }
+        .sign(&key);
+        let evidence = RestoreEvidence {
+            record: record(&key, machine, card),
+            writer_certificate: certificate,
+        };
+        for evidence in [None, Some(evidence)] {
+            let body = LatestStateBody::new(&card, evidence.as_ref());
+            assert_eq!(body.decode().unwrap(), (card, evidence));
+        }
+    }
+
+    #[test]
+    fn malformed_memcard_bodies_are_refused_by_field() {
+        let bad = WriteUploadBody {
+            machine_id: "d0".into(),
+            records: Vec::new(),
+        };
+        assert_eq!(bad.decode().unwrap_err().field, "machine_id");
+        let bad = WriteUploadBody {
+            machine_id: "d000000000000003".into(),
+            records: vec!["e100".into()],
+        };
+        assert_eq!(bad.decode().unwrap_err().field, "records");
+        let bad = FloatRequestBody {
+            machine_id: "d000000000000003".into(),
+            amount: u64::MAX,
+        };
+        assert_eq!(bad.decode().unwrap_err().field, "amount");
+        let bad = LatestStateBody {
+            card_id: "3c00000000000001".into(),
+            evidence: Some(RestoreEvidenceBody {
+                record: "zz".into(),
+                writer_certificate: String::new(),
+            }),
+        };
+        assert_eq!(bad.decode().unwrap_err().field, "record");
+    }
+}

@@ -69,6 +69,10 @@ pub enum AlertKind {
     /// A charge machine's uploaded charges exceed the float the center granted it: its SAM
     /// charged value it never held (seed 001, area 23A).
     MemcardFloatExceeded,
+    /// A memory-card record starts from a state written by a listed (stolen) machine that
+    /// the center has no record of: most likely written after the listing, by a payment
+    /// machine that had not synced the list yet.
+    MemcardListedWriter,
 }
 
 impl AlertKind {
@@ -85,6 +89,7 @@ impl AlertKind {
             AlertKind::TransferContradiction => "transfer-contradiction",
             AlertKind::MemcardSpentTwice => "memcard-spent-twice",
             AlertKind::MemcardFloatExceeded => "memcard-float-exceeded",
+            AlertKind::MemcardListedWriter => "memcard-listed-writer",
         }
     }
 }

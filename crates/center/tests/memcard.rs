@@ -571,3 +571,64 @@ fn reconciliation_fails_visibly_while_a_record_is_missing() {
     assert_eq!(totals.status(), MemcardStatus::UploadsOutstanding);
     assert_eq!(totals.unexplained(), 0);
 }
+
+#[test]
+fn a_listed_machine_can_no_longer_act_and_its_unrecorded_states_are_alerted() {
+    let (mut center, mut rng) = center(12);
+    let mut charger = Machine::install(&mut center, Role::ChargeMachine, &mut rng);
+    let mut payer = Machine::install(&mut center, Role::PaymentMachine, &mut rng);
+    center.grant_float(charger.id, amount(10_000)).unwrap();
+    let mut before = MemoryCard::blank(20);
+    let uploaded = charger.write(&center, &mut before, amount(1_000), &mut rng);
+    center
+        .upload_writes(&charger.upload(vec![uploaded]))
+        .unwrap();
+
+    // Stolen: listed like a terminal, every other device learns it with its next list sync.
+    center.report_stolen_terminal(charger.id).unwrap();
+    let delta = center.list_delta_since(0).unwrap();
+    assert!(
+        delta.entries.iter().any(|entry| matches!(entry,
+            valuecard_core::messages::center::ListEntry::Terminal { device_id, .. } if *device_id == charger.id)),
+        "{delta:?}"
+    );
+    // It can no longer upload nor ask for float.
+    let mut after = MemoryCard::blank(21);
+    let unrecorded = charger.write(&center, &mut after, amount(5_000), &mut rng);
+    assert!(matches!(
+        center.upload_writes(&charger.upload(vec![unrecorded])),
+        Err(CenterError::UnknownDevice(_))
+    ));
+    assert!(matches!(
+        center.request_float(charger.id, amount(1)),
+        Err(CenterError::UnknownDevice(_))
+    ));
+
+    // A payment from the state it wrote and uploaded before: stored, no alert.
+    let fine = payer.write(&center, &mut before, amount(900), &mut rng);
+    assert_eq!(
+        center
+            .upload_writes(&payer.upload(vec![fine]))
+            .unwrap()
+            .stored,
+        1
+    );
+    assert!(center.alerts_for(&before.id.0).unwrap().is_empty());
+    // A payment from a state it wrote after its listing (a machine that had not synced the
+    // list served it): stored, since it was served, and alerted.
+    let suspicious = payer.write(&center, &mut after, amount(4_000), &mut rng);
+    assert_eq!(
+        center
+            .upload_writes(&payer.upload(vec![suspicious]))
+            .unwrap()
+            .stored,
+        1
+    );
+    let alerts = center.alerts_for(&after.id.0).unwrap();
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0].kind, "memcard-listed-writer");
+    // The books show the charge nobody uploaded as charged in a gap.
+    let totals = center.memcard_totals().unwrap();
+    assert_eq!((totals.gaps, totals.charged_in_gaps), (1, 5_000));
+    assert_eq!(totals.status(), MemcardStatus::UploadsOutstanding);
+}

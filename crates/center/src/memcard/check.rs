@@ -39,10 +39,11 @@ impl From<String> for WriteError {
 }
 
 /// The certified keys of the machines that wrote previous states, looked up once per
-/// upload: `None` for a device that may not have written one.
+/// upload, with whether the machine is listed (retired); the reason of the refusal for a
+/// device that may not have written one.
 #[derive(Default)]
 pub(crate) struct WriterKeys {
-    keys: HashMap<DeviceId, Result<PublicKey, String>>,
+    keys: HashMap<DeviceId, Result<(PublicKey, bool), String>>,
 }
 
 /// A record every check passed, with what storing it needs.
@@ -54,6 +55,9 @@ pub(crate) struct CheckedWrite<'a> {
     pub amount: Amount,
     pub encoded: Vec<u8>,
     pub digest: [u8; 32],
+    /// The previous state was written by a machine listed since (`store.rs` alerts it when
+    /// the center holds no record of that state).
+    pub previous_writer_listed: bool,
 }
 
 /// The role that writes records of `kind`.
@@ -107,10 +111,12 @@ impl Center {
         machine_key
             .verify(&written.signing_input(), &written.signature)
             .map_err(|_| "the machine's signature over the written state does not verify")?;
+        let mut previous_writer_listed = false;
         if let Some(previous) = &record.previous {
-            let key = self.previous_writer_key(previous.writer, writers)?;
+            let (key, listed) = self.previous_writer_key(previous.writer, writers)?;
             key.verify(&previous.signing_input(), &previous.signature)
                 .map_err(|_| "the signature over the previous state does not verify")?;
+            previous_writer_listed = listed;
         }
         let written_amount = self.open_value(written)?;
         if written_amount != record.balance_after {
@@ -138,6 +144,7 @@ impl Center {
             amount,
             encoded,
             digest,
+            previous_writer_listed,
         })
     }
 
@@ -162,14 +169,14 @@ impl Center {
         &mut self,
         writer: DeviceId,
         writers: &mut WriterKeys,
-    ) -> Result<PublicKey, WriteError> {
+    ) -> Result<(PublicKey, bool), WriteError> {
         if let Some(known) = writers.keys.get(&writer) {
             return known.clone().map_err(WriteError::Refused);
         }
         let row = self
             .db
             .query_optional(
-                "SELECT signing_key, role FROM devices WHERE device_id = $1 AND status != 'allocated'",
+                "SELECT signing_key, role, status FROM devices WHERE device_id = $1 AND status != 'allocated'",
                 &[writer.0[..].into()],
             )
             .map_err(WriteError::Center)?;
@@ -188,7 +195,8 @@ impl Center {
                             "stored key of device {writer} is invalid"
                         )))
                     })?;
-                    Ok(key)
+                    let listed = row.text(2).map_err(WriteError::Center)? == "retired";
+                    Ok((key, listed))
                 } else {
                     Err(format!(
                         "the previous state was written by {writer}, which is not a memory-card machine"

@@ -123,6 +123,9 @@ fn store_write(
     if !first {
         spent_twice(tx, &card, write, machine, today)?;
     }
+    if write.previous_writer_listed {
+        listed_writer(tx, write, today)?;
+    }
     Ok(Stored::New)
 }
 
@@ -156,6 +159,43 @@ fn spent_twice(
             &format!(
                 "memory card state at counter {} spent twice (second record: machine {machine}, sequence {})",
                 write.previous_counter, write.record.sequence
+            ),
+            today,
+        )?;
+    }
+    Ok(())
+}
+
+/// Alerts a record that starts from a state a listed machine wrote and never uploaded: a
+/// listed machine uploads nothing more, so such a state was most likely written after the
+/// listing, and a machine that had not synced the list accepted it.
+fn listed_writer(
+    tx: &mut dyn Executor,
+    write: &CheckedWrite<'_>,
+    today: u32,
+) -> Result<(), CenterError> {
+    let Some(previous) = &write.record.previous else {
+        return Ok(());
+    };
+    let on_record = tx
+        .query_one(
+            "SELECT CAST(COUNT(*) AS BIGINT) FROM memcard_states
+             WHERE card_id = $1 AND written_counter = $2 AND machine_id = $3",
+            &[
+                previous.card_id.0[..].into(),
+                previous.counter.into(),
+                previous.writer.0[..].into(),
+            ],
+        )?
+        .int(0)?;
+    if on_record == 0 {
+        raise(
+            tx,
+            &previous.card_id.0,
+            AlertKind::MemcardListedWriter,
+            &format!(
+                "memory card state at counter {} was written by listed machine {} and never uploaded",
+                previous.counter, previous.writer
             ),
             today,
         )?;
