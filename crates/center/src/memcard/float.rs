@@ -72,6 +72,7 @@ impl Center {
         let date = self.today();
         let root = &self.keys.root;
         self.db.transaction(|tx| {
+            super::store::avoid_table_locks(tx)?;
             let limit = float_limit(tx, &machine)?;
             let granted = super::sum(tx, GRANTED, &machine)?;
             let charged = super::sum(tx, CHARGED, &machine)?;

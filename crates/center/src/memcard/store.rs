@@ -28,6 +28,10 @@ pub(super) fn store_writes(
     today: u32,
 ) -> Result<Outcome, CenterError> {
     let mut outcome = Outcome::default();
+    if checked.is_empty() {
+        return Ok(outcome);
+    }
+    avoid_table_locks(tx)?;
     let mut charged = false;
     for write in checked {
         match store_write(tx, machine, write, today)? {
@@ -242,6 +246,17 @@ fn alert_float_exceeded(
             ),
             today,
         )?;
+    }
+    Ok(())
+}
+
+/// Under SERIALIZABLE a sequential scan locks the whole table against every other writer
+/// (a relation-level predicate lock), and a planner picks such scans on small tables: the
+/// uploads of different cards and machines would then refuse each other. Index lookups lock
+/// only what they read (as the purse's usage batches do, `usage/store.rs`).
+pub(super) fn avoid_table_locks(tx: &mut dyn Executor) -> Result<(), CenterError> {
+    if tx.dialect() == crate::sql::Dialect::Postgres {
+        tx.execute("SET LOCAL enable_seqscan = off", &[])?;
     }
     Ok(())
 }
