@@ -175,6 +175,30 @@ pub fn center_report_terminal(
     Ok(ExitCode::SUCCESS)
 }
 
+/// `center float-limit`: a charge machine's float limit (memory cards, seed 001).
+pub fn center_float_limit(
+    data: &Path,
+    database: Option<&str>,
+    device: &str,
+    limit: &str,
+    json_output: bool,
+) -> Result<ExitCode, String> {
+    let device_id: DeviceId = device
+        .parse()
+        .map_err(|e: valuecard_core::ids::IdError| e.to_string())?;
+    let limit = crate::lifecycle::parse_amount(limit)?;
+    let mut center = datadir::open_center_on(data, database)?;
+    center
+        .set_float_limit(device_id, limit.minor())
+        .map_err(|e| format!("{e} (a float limit is for charge machines)"))?;
+    print(
+        json_output,
+        json!({"machine": device_id.to_string(), "float_limit": limit.minor()}),
+        || println!("charge machine {device_id} may hold up to {limit} of float unaccounted"),
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 /// The restore procedure for a destroyed card: list the old card, issue a new card image
 /// with the old card's remaining value through a dispenser.
 /// Where a restored card's value goes, and the holding period before it does.
