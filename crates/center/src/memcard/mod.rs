@@ -269,7 +269,7 @@ impl MemcardLink for Center {
     }
 }
 
-/// Reads one machine's total of `column` from a statement that returns one sum.
+/// Runs a statement that takes a machine's ID as `$1` and returns one non-negative sum.
 pub(crate) fn sum(
     tx: &mut dyn Executor,
     sql: &str,
