@@ -1,5 +1,5 @@
 //! The center service's JSON request and answer bodies (`valuecard_center_http::wire`,
-//! `terminal_wire` and `transfer_wire`). The first byte selects the body, the rest is JSON. Whatever parses must
+//! `terminal_wire`, `transfer_wire` and `memcard_wire`). The first byte selects the body, the rest is JSON. Whatever parses must
 //! decode or be refused with a field name, never panic; a body that decodes must come back
 //! to the same message after one more encode and decode (one meaning per message).
 #![no_main]
@@ -8,6 +8,9 @@ use std::fmt::Debug;
 
 use libfuzzer_sys::fuzz_target;
 use serde::de::DeserializeOwned;
+use valuecard_center_http::memcard_wire::{
+    FloatGrantBody, FloatRequestBody, LatestStateBody, WriteReceiptBody, WriteUploadBody,
+};
 use valuecard_center_http::terminal_wire::{
     ListDeltaBody, StampBody, UploadReceiptBody, UsageUploadBody,
 };
@@ -17,7 +20,7 @@ use valuecard_center_http::wire::{
     SettlementChallengeBody, WireError,
 };
 
-const BODIES: u8 = 11;
+const BODIES: u8 = 16;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&selector, body)) = data.split_first() else {
@@ -38,6 +41,19 @@ fuzz_target!(|data: &[u8]| {
         7 => round_trip::<UploadReceiptBody, _>(body, |b| b.decode(), UploadReceiptBody::new),
         8 => round_trip::<ListDeltaBody, _>(body, |b| b.decode(), ListDeltaBody::new),
         10 => round_trip::<TransferUploadBody, _>(body, |b| b.decode(), TransferUploadBody::new),
+        11 => round_trip::<WriteUploadBody, _>(body, |b| b.decode(), WriteUploadBody::new),
+        12 => round_trip::<WriteReceiptBody, _>(body, |b| Ok(b.decode()), WriteReceiptBody::new),
+        13 => round_trip::<FloatRequestBody, _>(
+            body,
+            |b| b.decode(),
+            |(machine, amount)| FloatRequestBody::new(*machine, *amount),
+        ),
+        14 => round_trip::<FloatGrantBody, _>(body, |b| b.decode(), FloatGrantBody::new),
+        15 => round_trip::<LatestStateBody, _>(
+            body,
+            |b| b.decode(),
+            |(card, evidence)| LatestStateBody::new(card, evidence.as_ref()),
+        ),
         _ => {
             if let Ok(parsed) = serde_json::from_slice::<StampBody>(body) {
                 if let Ok((device, stamp)) = parsed.decode() {

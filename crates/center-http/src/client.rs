@@ -521,3 +521,82 @@ impl valuecard_core::messages::credit::ServiceLink for HttpCenterLink {
         Ok(total)
     }
 }
+
+impl valuecard_core::messages::memcard::MemcardLink for HttpCenterLink {
+    /// In parts of [`crate::memcard_wire::WRITE_RECORDS_PER_REQUEST`]; the receipts add up.
+    /// A part that fails stops the upload: the parts before it are stored, and sending the
+    /// whole again makes them duplicates.
+    fn upload_writes(
+        &mut self,
+        upload: &valuecard_core::messages::memcard::WriteUpload,
+    ) -> Result<valuecard_core::messages::memcard::WriteReceipt, CenterError> {
+        use valuecard_core::messages::memcard::{WriteReceipt, WriteRecord, WriteUpload};
+        let mut total = WriteReceipt::default();
+        // An empty upload still asks the center (it answers whether this machine may upload).
+        let empty: [WriteRecord; 0] = [];
+        let chunks: Vec<&[WriteRecord]> = if upload.records.is_empty() {
+            vec![&empty[..]]
+        } else {
+            upload
+                .records
+                .chunks(crate::memcard_wire::WRITE_RECORDS_PER_REQUEST)
+                .collect()
+        };
+        for chunk in chunks {
+            let part = WriteUpload {
+                machine: upload.machine,
+                records: chunk.to_vec(),
+            };
+            let body = crate::memcard_wire::WriteUploadBody::new(&part);
+            let answer: crate::memcard_wire::WriteReceiptBody =
+                self.call("POST", paths::MEMCARD_WRITES, Some(&body))?;
+            let receipt = answer.decode();
+            total.stored += receipt.stored;
+            total.duplicates += receipt.duplicates;
+            total.refused.extend(receipt.refused);
+        }
+        Ok(total)
+    }
+
+    /// The grant is checked before it is handed on: for this machine, no more than asked,
+    /// and signed by the center's root key over its own fields.
+    fn request_float(
+        &mut self,
+        machine: DeviceId,
+        amount: valuecard_core::money::Amount,
+    ) -> Result<valuecard_core::messages::memcard::FloatGrant, CenterError> {
+        let body = crate::memcard_wire::FloatRequestBody::new(machine, amount);
+        let answer: crate::memcard_wire::FloatGrantBody =
+            self.call("POST", paths::MEMCARD_FLOAT, Some(&body))?;
+        let grant = decoded(paths::MEMCARD_FLOAT, answer.decode())?;
+        if grant.machine != machine || grant.amount > amount {
+            return Err(malformed_answer(
+                paths::MEMCARD_FLOAT,
+                format!(
+                    "a grant of {} for {}, asked {amount} for {machine}",
+                    grant.amount, grant.machine
+                ),
+            ));
+        }
+        self.center_key
+            .verify(&grant.signed_message(), &grant.signature)
+            .map_err(|_| malformed_answer(paths::MEMCARD_FLOAT, "the grant's signature"))?;
+        Ok(grant)
+    }
+
+    fn latest_state(
+        &mut self,
+        card: &CardId,
+    ) -> Result<Option<valuecard_core::messages::memcard::RestoreEvidence>, CenterError> {
+        let path = paths::memcard_latest(card);
+        let answer: crate::memcard_wire::LatestStateBody = self.call("GET", &path, None)?;
+        let (answered, evidence) = decoded(&path, answer.decode())?;
+        let other_card = evidence
+            .as_ref()
+            .is_some_and(|evidence| evidence.record.written.card_id != *card);
+        if answered != *card || other_card {
+            return Err(malformed_answer(&path, "another card's state"));
+        }
+        Ok(evidence)
+    }
+}

@@ -22,11 +22,14 @@
 //! | `POST /v1/loads/challenge` | `CenterLink::settlement_challenge`: a fresh challenge to settle a pending load with | [`wire::ChallengeBody`] |
 //! | `GET /v1/cards/{card_id}/pending-loads` | the card's loads in flight, for settling | [`wire::PendingLoadsBody`] |
 //! | `POST /v1/usage` | `TerminalLink::upload_usage` (payment terminals) | [`terminal_wire::UploadReceiptBody`] |
-//! | `POST /v1/lists/delta` | `TerminalLink::list_delta` (payment terminals) | [`terminal_wire::ListDeltaBody`] |
+//! | `POST /v1/lists/delta` | `TerminalLink::list_delta` (payment terminals, charge and payment machines) | [`terminal_wire::ListDeltaBody`] |
 //! | `POST /v1/services` | `ServiceLink::upload_service_records` (payment terminals) | [`terminal_wire::ServiceReceiptBody`] |
 //! | `POST /v1/stamps` | `TerminalLink::report_stamp` (payment terminals) | [`terminal_wire::StampBody`] |
 //! | `POST /v1/transfers` | `TransferLink::upload_transfers` (settlement terminals) | [`terminal_wire::UploadReceiptBody`] |
 //! | `POST /v1/transfers/release` | `TransferLink::release_transfer` (settlement terminals); a refusal is `409 mismatch` | [`transfer_wire::ReleaseBody`] |
+//! | `POST /v1/memcard/writes` | `MemcardLink::upload_writes` (charge and payment machines) | [`memcard_wire::WriteReceiptBody`] |
+//! | `POST /v1/memcard/float` | `MemcardLink::request_float` (charge machines); nothing left to grant is `422 amount` | [`memcard_wire::FloatGrantBody`] |
+//! | `GET /v1/memcard/cards/{card_id}/latest` | `MemcardLink::latest_state` (charge and payment machines) | [`memcard_wire::LatestStateBody`] |
 //! | `GET /health` | `SELECT 1` on the service's own database connection | 200 [`wire::HealthBody`], or 503 while the database is away |
 //! | `GET /metrics` | Prometheus text exposition | `text/plain; version=0.0.4` |
 //! | `GET /openapi.json` | this table as an OpenAPI 3.1 document ([`openapi`]), also published as `docs/openapi.json` | `application/json` |
@@ -59,8 +62,9 @@
 //! anchor and refuses any answer that does not verify, so an answer altered on the way, or
 //! replayed from another request, is never acted on. The device a body names (`dispenser_id`, `terminal_id`) must be the
 //! authenticated device; the card and load endpoints are for dispensers, the usage, list and
-//! stamp endpoints for payment terminals, the transfer endpoints for settlement terminals
-//! (403 otherwise). `/health`, `/metrics` and `/openapi.json` need no signature.
+//! stamp endpoints for payment terminals, the transfer endpoints for settlement terminals,
+//! the memory-card endpoints for charge and payment machines (float for charge machines
+//! only), the list endpoint for payment terminals and both machines (403 otherwise). `/health`, `/metrics` and `/openapi.json` need no signature.
 //!
 //! # Errors
 //!
@@ -81,6 +85,7 @@ pub(crate) fn now_micros() -> u64 {
         .map(|elapsed| u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX))
         .unwrap_or(0)
 }
+pub mod memcard_wire;
 mod metrics;
 pub mod openapi;
 pub mod pool;
@@ -128,9 +133,18 @@ pub mod paths {
     pub const SERVICES: &str = "/v1/services";
     pub const TRANSFERS: &str = "/v1/transfers";
     pub const TRANSFER_RELEASE: &str = "/v1/transfers/release";
+    pub const MEMCARD_WRITES: &str = "/v1/memcard/writes";
+    pub const MEMCARD_FLOAT: &str = "/v1/memcard/float";
+    /// `/v1/memcard/cards/{card_id}/latest`: see [`memcard_latest`].
+    pub const MEMCARD_LATEST_ROUTE: &str = "/v1/memcard/cards/{card_id}/latest";
     pub const HEALTH: &str = "/health";
     pub const METRICS: &str = "/metrics";
     pub const OPENAPI: &str = "/openapi.json";
+
+    /// The path of one memory card's newest state.
+    pub fn memcard_latest(card_id: &valuecard_core::ids::CardId) -> String {
+        format!("/v1/memcard/cards/{card_id}/latest")
+    }
 
     /// The path of one card's pending loads.
     pub fn pending_loads(card_id: &valuecard_core::ids::CardId) -> String {

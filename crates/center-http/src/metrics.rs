@@ -33,6 +33,8 @@ pub(crate) fn endpoint_label(path: &str) -> &'static str {
         paths::SERVICES => paths::SERVICES,
         paths::TRANSFERS => paths::TRANSFERS,
         paths::TRANSFER_RELEASE => paths::TRANSFER_RELEASE,
+        paths::MEMCARD_WRITES => paths::MEMCARD_WRITES,
+        paths::MEMCARD_FLOAT => paths::MEMCARD_FLOAT,
         paths::HEALTH => paths::HEALTH,
         paths::METRICS => paths::METRICS,
         paths::OPENAPI => paths::OPENAPI,
@@ -42,6 +44,13 @@ pub(crate) fn endpoint_label(path: &str) -> &'static str {
             .is_some_and(|card| !card.is_empty() && !card.contains('/')) =>
         {
             paths::PENDING_LOADS_ROUTE
+        }
+        _ if path
+            .strip_prefix("/v1/memcard/cards/")
+            .and_then(|rest| rest.strip_suffix("/latest"))
+            .is_some_and(|card| !card.is_empty() && !card.contains('/')) =>
+        {
+            paths::MEMCARD_LATEST_ROUTE
         }
         _ => "other",
     }

@@ -37,7 +37,8 @@ pub mod header_names {
 const DESCRIPTION: &str = "\
 The management center of valuecard as an HTTPS/JSON service for installed devices: \
 dispensers (card issuance, loads, settlement), payment terminals (usage, blocking lists, \
-time stamps, service records) and settlement terminals (card-to-card transfers).
+time stamps, service records), settlement terminals (card-to-card transfers) and the charge \
+and payment machines of memory cards (write records, float, restore evidence).
 
 Every `/v1/` request is signed by the device's SAM: `Valuecard-Device` (the device ID, hex), \
 `Valuecard-Sequence` (a decimal u64, strictly increasing per device) and `Valuecard-Signature` \
@@ -76,6 +77,10 @@ pub fn document() -> OpenApi {
                 "Usage uploads, blocking lists, time stamps and service records",
             ),
             tag(tags::SETTLEMENT_TERMINALS, "Card-to-card transfers"),
+            tag(
+                tags::MEMCARD_MACHINES,
+                "Memory cards: write records, float for charge machines, restore evidence",
+            ),
             tag(tags::SERVICE, "Unsigned: health, metrics and this document"),
         ]))
         .build();

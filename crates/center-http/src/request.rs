@@ -143,7 +143,7 @@ where
     T: Serialize + Send + 'static,
     F: FnOnce(&mut Center, &AuthenticatedDevice, &[u8]) -> Result<T, Problem> + Send + 'static,
 {
-    device_request(app, request, Role::Dispenser, work).await
+    device_request(app, request, &[Role::Dispenser], work).await
 }
 
 /// Runs `work` for an authenticated payment terminal's request.
@@ -152,7 +152,7 @@ where
     T: Serialize + Send + 'static,
     F: FnOnce(&mut Center, &AuthenticatedDevice, &[u8]) -> Result<T, Problem> + Send + 'static,
 {
-    device_request(app, request, Role::PaymentTerminal, work).await
+    device_request(app, request, &[Role::PaymentTerminal], work).await
 }
 
 /// Runs `work` for an authenticated settlement terminal's request (seed 000).
@@ -161,15 +161,66 @@ where
     T: Serialize + Send + 'static,
     F: FnOnce(&mut Center, &AuthenticatedDevice, &[u8]) -> Result<T, Problem> + Send + 'static,
 {
-    device_request(app, request, Role::SettlementTerminal, work).await
+    device_request(app, request, &[Role::SettlementTerminal], work).await
 }
 
-async fn device_request<T, F>(app: App, request: Request, role: Role, work: F) -> Response
+/// Runs `work` for an authenticated device that keeps the blocking lists: a payment
+/// terminal, or a charge or payment machine of memory cards (seed 001), which check the
+/// machines' certificates against the list.
+pub(crate) async fn list_request<T, F>(app: App, request: Request, work: F) -> Response
 where
     T: Serialize + Send + 'static,
     F: FnOnce(&mut Center, &AuthenticatedDevice, &[u8]) -> Result<T, Problem> + Send + 'static,
 {
-    match device_request_inner(app, request, role, work).await {
+    let roles = [
+        Role::PaymentTerminal,
+        Role::ChargeMachine,
+        Role::PaymentMachine,
+    ];
+    device_request(app, request, &roles, work).await
+}
+
+/// Runs `work` for an authenticated charge or payment machine of memory cards (seed 001).
+pub(crate) async fn machine_request<T, F>(app: App, request: Request, work: F) -> Response
+where
+    T: Serialize + Send + 'static,
+    F: FnOnce(&mut Center, &AuthenticatedDevice, &[u8]) -> Result<T, Problem> + Send + 'static,
+{
+    device_request(
+        app,
+        request,
+        &[Role::ChargeMachine, Role::PaymentMachine],
+        work,
+    )
+    .await
+}
+
+/// Runs `work` for an authenticated charge machine of memory cards (seed 001).
+pub(crate) async fn charge_machine_request<T, F>(app: App, request: Request, work: F) -> Response
+where
+    T: Serialize + Send + 'static,
+    F: FnOnce(&mut Center, &AuthenticatedDevice, &[u8]) -> Result<T, Problem> + Send + 'static,
+{
+    device_request(app, request, &[Role::ChargeMachine], work).await
+}
+
+/// How a refusal names a role.
+fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Dispenser => "a dispenser",
+        Role::SettlementTerminal => "a settlement terminal",
+        Role::ChargeMachine => "a charge machine",
+        Role::PaymentMachine => "a payment machine",
+        _ => "a payment terminal",
+    }
+}
+
+async fn device_request<T, F>(app: App, request: Request, roles: &[Role], work: F) -> Response
+where
+    T: Serialize + Send + 'static,
+    F: FnOnce(&mut Center, &AuthenticatedDevice, &[u8]) -> Result<T, Problem> + Send + 'static,
+{
+    match device_request_inner(app, request, roles, work).await {
         Ok((body, signature)) => signed_json_response(body, &signature),
         Err(problem) => problem.into_response(),
     }
@@ -252,7 +303,7 @@ type SignedAnswer = (Vec<u8>, Signature);
 async fn device_request_inner<T, F>(
     app: App,
     request: Request,
-    role: Role,
+    roles: &[Role],
     work: F,
 ) -> Result<SignedAnswer, Problem>
 where
@@ -283,12 +334,12 @@ where
     let path = parts.uri.path().to_owned();
     let verified = verify_request(&app, credentials, method, path, body).await?;
     let device_id = verified.request.device_id();
-    if verified.request.role() != role {
-        let wanted = match role {
-            Role::Dispenser => "a dispenser",
-            Role::SettlementTerminal => "a settlement terminal",
-            _ => "a payment terminal",
-        };
+    if !roles.contains(&verified.request.role()) {
+        let wanted = roles
+            .iter()
+            .map(|role| role_name(*role))
+            .collect::<Vec<_>>()
+            .join(" or ");
         return Err(Problem::new(
             ProblemKind::NotAuthorized,
             format!("device {device_id} is not {wanted}"),

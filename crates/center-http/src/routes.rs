@@ -17,15 +17,19 @@ use valuecard_core::ids::DeviceId;
 use valuecard_core::messages::center::CenterLink;
 
 use crate::problem::{Problem, ProblemKind};
-use crate::request::{dispenser_request, settlement_request, terminal_request};
+use crate::request::{
+    charge_machine_request, dispenser_request, list_request, machine_request, settlement_request,
+    terminal_request,
+};
 use crate::server::{json_response, lock, App};
-use crate::{content_type, paths, terminal_wire, transfer_wire, wire};
+use crate::{content_type, memcard_wire, paths, terminal_wire, transfer_wire, wire};
 
 /// Tags group the operations by the device that calls them.
 pub(crate) mod tags {
     pub const DISPENSERS: &str = "dispensers";
     pub const PAYMENT_TERMINALS: &str = "payment terminals";
     pub const SETTLEMENT_TERMINALS: &str = "settlement terminals";
+    pub const MEMCARD_MACHINES: &str = "memory-card machines";
     pub const SERVICE: &str = "service";
 }
 
@@ -46,6 +50,9 @@ pub(crate) fn routes() -> OpenApiRouter<App> {
         .routes(routes!(services))
         .routes(routes!(transfers))
         .routes(routes!(transfer_release))
+        .routes(routes!(memcard_writes))
+        .routes(routes!(memcard_float))
+        .routes(routes!(memcard_latest))
         .routes(routes!(health))
         .routes(routes!(metrics))
         .routes(routes!(openapi_document))
@@ -307,7 +314,8 @@ async fn transfer_release(State(app): State<App>, request: Request) -> Response 
 
 /// The changes to the blocking lists since a version.
 ///
-/// `TerminalLink::list_delta`.
+/// `TerminalLink::list_delta`: for payment terminals, and for charge and payment machines
+/// of memory cards, which refuse a card written by a listed machine.
 #[utoipa::path(
     post,
     path = paths::LISTS,
@@ -317,7 +325,7 @@ async fn transfer_release(State(app): State<App>, request: Request) -> Response 
     responses((status = 200, description = "The list entries after the terminal's version", body = terminal_wire::ListDeltaBody))
 )]
 async fn lists(State(app): State<App>, request: Request) -> Response {
-    terminal_request(app, request, |center, device, body| {
+    list_request(app, request, |center, device, body| {
         let (terminal_id, since) = parse_json::<terminal_wire::ListRequestBody>(body)?.decode()?;
         same_device(device, terminal_id)?;
         let delta = center.list_delta_since(since)?;
@@ -369,6 +377,83 @@ async fn services(State(app): State<App>, request: Request) -> Response {
         same_device(device, upload.terminal_id)?;
         let receipt = center.ingest_service_records(&upload)?;
         Ok(terminal_wire::ServiceReceiptBody::new(&receipt))
+    })
+    .await
+}
+
+/// Upload a memory-card machine's write records.
+///
+/// `MemcardLink::upload_writes`: charge machines upload charges, payment machines payments;
+/// each record is checked on its own and a refused one is listed in the receipt.
+#[utoipa::path(
+    post,
+    path = paths::MEMCARD_WRITES,
+    tag = tags::MEMCARD_MACHINES,
+    operation_id = "upload_memcard_writes",
+    request_body = memcard_wire::WriteUploadBody,
+    responses((status = 200, description = "What the center stored, already had, or refused", body = memcard_wire::WriteReceiptBody))
+)]
+async fn memcard_writes(State(app): State<App>, request: Request) -> Response {
+    machine_request(app, request, |center, device, body| {
+        let upload = parse_json::<memcard_wire::WriteUploadBody>(body)?.decode()?;
+        same_device(device, upload.machine)?;
+        let receipt = center.ingest_memcard_writes(&upload)?;
+        Ok(memcard_wire::WriteReceiptBody::new(&receipt))
+    })
+    .await
+}
+
+/// Ask for float for a charge machine.
+///
+/// `MemcardLink::request_float`: the center grants at most what was asked and at most the
+/// machine's limit less what it holds unaccounted; nothing left is a `422 amount` problem
+/// document.
+#[utoipa::path(
+    post,
+    path = paths::MEMCARD_FLOAT,
+    tag = tags::MEMCARD_MACHINES,
+    operation_id = "request_float",
+    request_body = memcard_wire::FloatRequestBody,
+    responses((status = 200, description = "The float granted, signed with the center's root key", body = memcard_wire::FloatGrantBody))
+)]
+async fn memcard_float(State(app): State<App>, request: Request) -> Response {
+    charge_machine_request(app, request, |center, device, body| {
+        let (machine, asked) = parse_json::<memcard_wire::FloatRequestBody>(body)?.decode()?;
+        same_device(device, machine)?;
+        let grant = center.grant_float(machine, asked)?;
+        Ok(memcard_wire::FloatGrantBody::new(&grant))
+    })
+    .await
+}
+
+/// The newest uploaded state of a memory card, with its writer's certificate.
+///
+/// `MemcardLink::latest_state`: what a machine writes back onto a card whose signature or
+/// certificate write was torn, after checking the card shows exactly this state.
+#[utoipa::path(
+    get,
+    path = paths::MEMCARD_LATEST_ROUTE,
+    tag = tags::MEMCARD_MACHINES,
+    operation_id = "memcard_latest_state",
+    params(("card_id" = String, Path, description = "The memory card's ID, 16 hex digits", pattern = "^[0-9a-fA-F]{16}$")),
+    responses((status = 200, description = "The card's newest state, if any record names it", body = memcard_wire::LatestStateBody))
+)]
+async fn memcard_latest(State(app): State<App>, request: Request) -> Response {
+    let path = request.uri().path().to_owned();
+    machine_request(app, request, move |center, _device, body| {
+        if !body.is_empty() {
+            return Err(Problem::new(
+                ProblemKind::Malformed,
+                "this request carries no body",
+            ));
+        }
+        let segment = path
+            .strip_prefix("/v1/memcard/cards/")
+            .and_then(|rest| rest.strip_suffix("/latest"))
+            .unwrap_or_default();
+        let card = wire::card_id_segment(segment)?;
+        let evidence = center.latest_memcard_state(&card)?;
+        Ok(memcard_wire::LatestStateBody::new(&card, evidence.as_ref()))
     })
     .await
 }

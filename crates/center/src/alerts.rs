@@ -62,6 +62,17 @@ pub enum AlertKind {
     StaleTransferKey,
     /// One transfer proven both received and not received.
     TransferContradiction,
+    /// Two write records of memory-card machines start from the same card state (seed
+    /// 001): a second card answers under the card's ID and counter, and the value spent
+    /// from that state was spent twice.
+    MemcardSpentTwice,
+    /// A charge machine's uploaded charges exceed the float the center granted it: its SAM
+    /// charged value it never held (seed 001, area 23A).
+    MemcardFloatExceeded,
+    /// A memory-card record starts from a state written by a listed (stolen) machine that
+    /// the center has no record of: most likely written after the listing, by a payment
+    /// machine that had not synced the list yet.
+    MemcardListedWriter,
 }
 
 impl AlertKind {
@@ -76,6 +87,9 @@ impl AlertKind {
             AlertKind::TransferUnsettled => "transfer-unsettled",
             AlertKind::StaleTransferKey => "stale-transfer-key",
             AlertKind::TransferContradiction => "transfer-contradiction",
+            AlertKind::MemcardSpentTwice => "memcard-spent-twice",
+            AlertKind::MemcardFloatExceeded => "memcard-float-exceeded",
+            AlertKind::MemcardListedWriter => "memcard-listed-writer",
         }
     }
 }

@@ -165,6 +165,10 @@ pub const MIGRATIONS: &[Migration] = &[
         postgres: "DROP INDEX IF EXISTS loads_by_number",
         sqlite: "",
     },
+    // 16: memory cards (seed 001): the machines' write records, each card state's first
+    // record (the key that makes a state spent twice visible once), and charge machines'
+    // float grants and limits.
+    Portable(crate::memcard::MIGRATION),
 ];
 
 /// The center a database belongs to.

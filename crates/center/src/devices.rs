@@ -61,6 +61,10 @@ impl Center {
     /// device's own transport key. A sniffer of the installation who holds any transport key,
     /// even this device's, cannot open the keys (that needs the SAM's X25519 secret), and
     /// one device's transport key says nothing about another's.
+    ///
+    /// Charge and payment machines for memory cards (seed 001) install the same way: KO
+    /// lets their SAMs open what another machine sealed (claim 4), and their first stamp
+    /// and listing work as a terminal's do.
     pub fn install_device(
         &mut self,
         request: &InstallationRequest,
@@ -68,7 +72,11 @@ impl Center {
     ) -> Result<Installation, CenterError> {
         if !matches!(
             role,
-            Role::PaymentTerminal | Role::Dispenser | Role::SettlementTerminal
+            Role::PaymentTerminal
+                | Role::Dispenser
+                | Role::SettlementTerminal
+                | Role::ChargeMachine
+                | Role::PaymentMachine
         ) {
             return Err(CenterError::NotAuthorized(request.device_id));
         }

@@ -16,6 +16,7 @@ pub mod devices;
 pub mod keys;
 pub mod lists;
 pub mod loads;
+pub mod memcard;
 pub mod reconcile;
 pub mod settlement;
 pub mod sql;

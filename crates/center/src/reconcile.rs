@@ -59,6 +59,9 @@ pub struct Reconciliation {
     /// Card-to-card transfers: they move value between cards and add nothing to the
     /// equation; those in flight are tolerated like loads in flight.
     pub transfers: crate::transfers::TransferTotals,
+    /// Memory cards (seed 001): charged and spent through machines, apart from the purse
+    /// totals above, with their own equation.
+    pub memcards: crate::memcard::MemcardTotals,
 }
 
 /// How the totals stand against each other.
@@ -67,14 +70,16 @@ pub enum ReconciliationStatus {
     /// issued + loaded - restored - spent equals the remaining value and nothing is in flight.
     Reconciled,
     /// The remaining value on record falls short: loads showed card balances lower than the
-    /// uploaded purchases explain, so terminals still hold purchases to upload.
+    /// uploaded purchases explain, so terminals still hold purchases to upload; or memory-card
+    /// records show writes their machines have not uploaded yet.
     UploadsOutstanding,
     /// Loads (or transfers whose source has not shown its debit yet) are in flight and the
     /// totals agree within them: they settle once those do.
     LoadsInFlight,
     /// The remaining value on record exceeds what was paid in and not spent, beyond anything
     /// in flight: value was created (a copied card spent a state twice, or a card claimed
-    /// more than it held).
+    /// more than it held); or the memory-card records contradict each other or the float
+    /// (`memcard::MemcardStatus::Excess`).
     Excess,
 }
 
@@ -105,6 +110,21 @@ impl Reconciliation {
     }
 
     pub fn status(&self) -> ReconciliationStatus {
+        let purse = self.purse_status();
+        match (purse, self.memcards.status()) {
+            (ReconciliationStatus::Excess, _) | (_, crate::memcard::MemcardStatus::Excess) => {
+                ReconciliationStatus::Excess
+            }
+            (ReconciliationStatus::LoadsInFlight, _) => ReconciliationStatus::LoadsInFlight,
+            (_, crate::memcard::MemcardStatus::UploadsOutstanding) => {
+                ReconciliationStatus::UploadsOutstanding
+            }
+            (purse, _) => purse,
+        }
+    }
+
+    /// The status of the purse's totals alone (cards of seeds 003 and 000).
+    pub fn purse_status(&self) -> ReconciliationStatus {
         let difference = self.difference();
         let tolerated = i128::from(self.in_flight) + i128::from(self.transfers.in_flight);
         if difference > tolerated {
@@ -147,8 +167,10 @@ impl Center {
                       WHERE card_id NOT IN (SELECT card_id FROM card_restorations)),
                  (SELECT CAST(COUNT(*) AS BIGINT) FROM remaining_values
                       WHERE card_id NOT IN (SELECT card_id FROM card_restorations)),
+                 {},
                  {}",
-            crate::transfers::TOTALS_COLUMNS
+            crate::transfers::TOTALS_COLUMNS,
+            crate::memcard::totals_columns()
         );
         let row = self.db.query_one(&sql, &[])?;
         Ok(Reconciliation {
@@ -162,6 +184,7 @@ impl Center {
             remaining: total(&row, 7)?,
             cards_with_remaining: total(&row, 8)?,
             transfers: crate::transfers::totals_from(&row, 9)?,
+            memcards: crate::memcard::totals_from(&row, 18)?,
         })
     }
 }
@@ -182,6 +205,7 @@ mod tests {
             remaining,
             cards_with_remaining: 1,
             transfers: Default::default(),
+            memcards: Default::default(),
         }
     }
 

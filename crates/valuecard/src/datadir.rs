@@ -6,7 +6,8 @@
 //! DIR/center/database           "postgresql" when it does (the URL is given each time)
 //! DIR/center/service-certificate.pem   the HTTPS service's certificate (public)
 //! DIR/center/service-key.pem    its private key (owner-only)
-//! DIR/devices/NAME/role         "payment-terminal", "dispenser" or "settlement-terminal"
+//! DIR/devices/NAME/role         "payment-terminal", "dispenser", "settlement-terminal",
+//!                               "charge-machine" or "payment-machine" (memory cards, seed 001)
 //! DIR/devices/NAME/sam.key      the device's software SAM image (owner-only)
 //! DIR/devices/NAME/center-certificate.pem   the service certificate the device pins
 //! DIR/devices/NAME/purchases.sqlite   a payment terminal's records

@@ -207,9 +207,9 @@ pub enum DeviceKind {
     Dispenser,
     /// Seed 000: card-to-card transfer between two readers.
     SettlementTerminal,
-    /// Seed 001: charges memory cards.
+    /// Seed 001: charges memory cards from its float.
     ChargeMachine,
-    /// Seed 001: takes payments from memory cards.
+    /// Seed 001: checks and deducts the value of memory cards.
     PaymentMachine,
 }
 

@@ -131,6 +131,22 @@ enum CenterCommands {
         #[arg(long)]
         json: bool,
     },
+    /// Set a charge machine's float limit: the most it may hold granted and not yet shown
+    /// charged in uploaded records (memory cards, seed 001).
+    FloatLimit {
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long, value_name = "URL")]
+        database: Option<String>,
+        /// The charge machine's device ID (16 hex digits).
+        #[arg(long)]
+        device: String,
+        /// The limit in currency units with up to two decimals, e.g. 5000.00.
+        #[arg(long)]
+        limit: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Replace a destroyed card: list the old card, issue a new card image holding its
     /// remaining value (see docs/operations.md).
     Restore {
@@ -348,6 +364,13 @@ fn main() -> ExitCode {
             device,
             json,
         }) => operations::center_report_terminal(&data, database.as_deref(), &device, json),
+        Commands::Center(CenterCommands::FloatLimit {
+            data,
+            database,
+            device,
+            limit,
+            json,
+        }) => operations::center_float_limit(&data, database.as_deref(), &device, &limit, json),
         Commands::Center(CenterCommands::Restore {
             data,
             database,

@@ -175,6 +175,30 @@ pub fn center_report_terminal(
     Ok(ExitCode::SUCCESS)
 }
 
+/// `center float-limit`: a charge machine's float limit (memory cards, seed 001).
+pub fn center_float_limit(
+    data: &Path,
+    database: Option<&str>,
+    device: &str,
+    limit: &str,
+    json_output: bool,
+) -> Result<ExitCode, String> {
+    let device_id: DeviceId = device
+        .parse()
+        .map_err(|e: valuecard_core::ids::IdError| e.to_string())?;
+    let limit = crate::lifecycle::parse_amount(limit)?;
+    let mut center = datadir::open_center_on(data, database)?;
+    center
+        .set_float_limit(device_id, limit.minor())
+        .map_err(|e| format!("{e} (a float limit is for charge machines)"))?;
+    print(
+        json_output,
+        json!({"machine": device_id.to_string(), "float_limit": limit.minor()}),
+        || println!("charge machine {device_id} may hold up to {limit} of float unaccounted"),
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 /// The restore procedure for a destroyed card: list the old card, issue a new card image
 /// with the old card's remaining value through a dispenser.
 /// Where a restored card's value goes, and the holding period before it does.
@@ -288,6 +312,11 @@ pub fn center_status(
     let center_id = center.anchor().center;
     let verdict = match status {
         ReconciliationStatus::Reconciled => "reconciled".to_owned(),
+        ReconciliationStatus::UploadsOutstanding if totals.difference() >= 0 => {
+            "open: memory-card records show writes their machines have not uploaded yet (see \
+             memory cards above)"
+                .to_owned()
+        }
         ReconciliationStatus::UploadsOutstanding => format!(
             "{} short: loads showed that cards spent more than the terminals uploaded so far \
              (run `terminal sync` at every terminal)",
@@ -299,6 +328,9 @@ pub fn center_status(
             money(totals.in_flight.into()),
             money(totals.transfers.in_flight.into())
         ),
+        ReconciliationStatus::Excess if totals.purse_status() != ReconciliationStatus::Excess => {
+            "EXCESS in the memory cards' books (see memory cards above)".to_owned()
+        }
         ReconciliationStatus::Excess => format!(
             "EXCESS of {}: cards on record hold more than was paid in and not spent (a copied \
              card spending one state twice, or a card claiming more than it held)",
@@ -324,6 +356,7 @@ pub fn center_status(
             "reconciliation": status.as_str(),
             "reconciled": status == ReconciliationStatus::Reconciled,
             "transfers": crate::transfer_cli::status_json(&generations, &totals.transfers),
+            "memory_cards": memcard_json(&totals.memcards),
             "not_known_here": NOT_KNOWN_HERE,
             "pending_loads": pending.iter().map(|p| json!({"card": p.card_id.to_string(), "load_number": p.load_number, "amount": p.amount.minor(), "dispenser": p.dispenser_id.to_string()})).collect::<Vec<_>>(),
             "alerts": alerts.iter().map(|a| json!({"subject": hex::encode_upper(a.subject), "kind": a.kind, "detail": a.detail, "raised_on": valuecard_core::time::Date(a.raised_on).to_string()})).collect::<Vec<_>>(),
@@ -359,6 +392,7 @@ pub fn center_status(
                 totals.cards_with_remaining
             );
             crate::transfer_cli::print_status(&generations, &totals.transfers);
+            print_memcards(&totals.memcards);
             println!(
                 "  issued + loaded - restored - spent = {}: {verdict}",
                 money(totals.expected_remaining())
@@ -377,4 +411,74 @@ pub fn center_status(
         },
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// What the center cannot see of memory cards, said with every status.
+const MEMCARD_NOT_KNOWN_HERE: &str = "writes the machines have not uploaded: a later record \
+     of the same card shows them as a gap; a card not seen since shows its last uploaded value";
+
+/// The memory cards' books (seed 001) in `center status --json`.
+fn memcard_json(memcards: &valuecard_center::memcard::MemcardTotals) -> serde_json::Value {
+    json!({
+        "float_granted": memcards.float_granted,
+        "grants": memcards.grants,
+        "charged": memcards.charged,
+        "charges": memcards.charges,
+        "spent": memcards.spent,
+        "payments": memcards.payments,
+        "on_cards": memcards.on_cards,
+        "cards": memcards.cards,
+        "float_in_machines": memcards.float_in_machines,
+        "charged_beyond_float": memcards.charged_beyond_float,
+        "gaps": memcards.gaps,
+        "charged_in_gaps": memcards.charged_in_gaps,
+        "spent_in_gaps": memcards.spent_in_gaps,
+        "states_spent_twice": memcards.states_spent_twice,
+        "expected_on_cards": json_int(memcards.expected_on_cards()),
+        "unexplained": json_int(memcards.unexplained()),
+        "status": memcards.status().as_str(),
+        "not_known_here": MEMCARD_NOT_KNOWN_HERE,
+    })
+}
+
+/// The memory cards' books (seed 001) in `center status`.
+fn print_memcards(memcards: &valuecard_center::memcard::MemcardTotals) {
+    use valuecard_center::memcard::MemcardStatus;
+    println!(
+        "  memory cards: float granted {} ({} grants) = charged {} ({} charges) + float in machines {} - charged beyond float {}",
+        money(memcards.float_granted.into()),
+        memcards.grants,
+        money(memcards.charged.into()),
+        memcards.charges,
+        money(memcards.float_in_machines.into()),
+        money(memcards.charged_beyond_float.into()),
+    );
+    println!(
+        "    spent {} ({} payments); on cards {} ({} cards); gaps {} (charged {}, spent {} not uploaded)",
+        money(memcards.spent.into()),
+        memcards.payments,
+        money(memcards.on_cards.into()),
+        memcards.cards,
+        memcards.gaps,
+        money(memcards.charged_in_gaps.into()),
+        money(memcards.spent_in_gaps.into()),
+    );
+    let verdict = match memcards.status() {
+        MemcardStatus::Reconciled => "reconciled".to_owned(),
+        MemcardStatus::UploadsOutstanding => format!(
+            "open: {} records show writes not uploaded yet (run each machine's upload)",
+            memcards.gaps
+        ),
+        MemcardStatus::Excess => format!(
+            "EXCESS: unexplained {}, {} card states spent twice, {} charged beyond float",
+            money(memcards.unexplained()),
+            memcards.states_spent_twice,
+            money(memcards.charged_beyond_float.into()),
+        ),
+    };
+    println!(
+        "    charged - spent + charged in gaps - spent in gaps = {}: {verdict}",
+        money(memcards.expected_on_cards())
+    );
+    println!("    not known here: {MEMCARD_NOT_KNOWN_HERE}");
 }

@@ -19,7 +19,8 @@ pub(crate) enum TerminalCommands {
         json: bool,
     },
     /// Install another payment terminal (or, with --dispenser, a dispenser; with
-    /// --settlement, a settlement terminal for card-to-card transfer) at the center.
+    /// --settlement, a settlement terminal for card-to-card transfer; with --charge-machine
+    /// or --payment-machine, a machine for memory cards) at the center.
     Install {
         #[arg(long)]
         data: PathBuf,
@@ -30,10 +31,11 @@ pub(crate) enum TerminalCommands {
         /// A settlement terminal: two readers, value moved card to card (seed 000).
         #[arg(long, conflicts_with_all = ["charge_machine", "payment_machine"])]
         settlement: bool,
-        /// A charge machine for memory cards (seed 001).
+        /// A charge machine for memory cards: takes money in, charges cards from its float
+        /// (seed 001).
         #[arg(long, conflicts_with = "payment_machine")]
         charge_machine: bool,
-        /// A payment machine for memory cards (seed 001).
+        /// A payment machine for memory cards: checks and deducts their value (seed 001).
         #[arg(long)]
         payment_machine: bool,
         /// The center's records are in PostgreSQL at this URL (as given to `center init`).

@@ -111,6 +111,65 @@ fn center_status_reconciles_issued_loaded_spent_and_remaining_value() {
     assert!(words.contains("EXCESS of 7.00"), "{words}");
 }
 
+#[test]
+fn memory_card_machines_install_like_terminals_and_status_shows_their_books() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    json(&["center", "init", "--data", data]);
+    for (flag, name, role) in [
+        ("--charge-machine", "charger-1", "charge-machine"),
+        ("--payment-machine", "payer-1", "payment-machine"),
+    ] {
+        let installed = json(&["terminal", "install", "--data", data, "--name", name, flag]);
+        assert_eq!(installed["role"], role, "{installed}");
+    }
+    // One kind of device at a time.
+    let both = valuecard(&[
+        "terminal",
+        "install",
+        "--data",
+        data,
+        "--name",
+        "both",
+        "--charge-machine",
+        "--payment-machine",
+    ]);
+    assert!(!both.status.success());
+    let status = json(&["center", "status", "--data", data]);
+    let devices = status["devices"].as_array().unwrap();
+    for (name, role) in [
+        ("charger-1", "charge-machine"),
+        ("payer-1", "payment-machine"),
+    ] {
+        assert!(
+            devices
+                .iter()
+                .any(|device| device["name"] == name && device["role"] == role),
+            "{status}"
+        );
+    }
+    let books = &status["memory_cards"];
+    assert_eq!(books["status"], "reconciled", "{status}");
+    for key in [
+        "float_granted",
+        "charged",
+        "spent",
+        "on_cards",
+        "gaps",
+        "unexplained",
+    ] {
+        assert_eq!(books[key], 0, "{key} in {status}");
+    }
+    assert!(books["not_known_here"].as_str().unwrap().contains("gap"));
+    assert_eq!(status["reconciliation"], "reconciled");
+    let words = text(&["center", "status", "--data", data]);
+    assert!(
+        words.contains("memory cards: float granted 0.00"),
+        "{words}"
+    );
+}
+
 #[cfg(unix)]
 #[test]
 fn rotations_from_the_command_line_move_the_generations_status_shows() {

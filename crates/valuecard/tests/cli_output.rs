@@ -107,6 +107,7 @@ fn every_command_that_reports_takes_json() {
         &["center", "status"],
         &["center", "report-card"],
         &["center", "report-terminal"],
+        &["center", "float-limit"],
         &["center", "restore"],
         &["center", "statements"],
         &["center", "rotate-transfer-key"],
