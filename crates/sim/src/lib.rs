@@ -6,6 +6,7 @@
 
 pub mod attacks;
 pub mod insider_attacks;
+pub mod memcard_scenarios;
 pub mod scenarios;
 pub mod simulate;
 pub mod transfer_attacks;

@@ -4,11 +4,13 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use valuecard_card::FileCard;
+use valuecard_center::memcard::MemcardStatus;
 use valuecard_core::money::Amount;
 use valuecard_core::time::{Clock, SystemClock};
 use valuecard_reader::InProcessReader;
 use valuecard_sim::attacks::{self, AttackOutcome};
 use valuecard_sim::insider_attacks;
+use valuecard_sim::memcard_scenarios;
 use valuecard_sim::scenarios::{self, ScenarioOutcome};
 use valuecard_sim::transfer_scenarios;
 use valuecard_sim::{card_path, read_purse, Storage, World, WorldError};
@@ -89,6 +91,8 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, String> {
         purchases,
         transfers,
         key_updates,
+        memory_cards,
+        memory_cards_reconciled,
     } = outcome;
     let all_refused = attacks.iter().all(|attack| attack.refused);
     let all_held = scenarios.iter().all(|scenario| scenario.held);
@@ -120,6 +124,7 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, String> {
             "purchases": purchases,
             "transfers": transfers,
             "key_updates": key_updates,
+            "memory_cards": memory_cards,
         });
         println!("{value}");
     } else {
@@ -142,6 +147,14 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, String> {
             }
         );
         println!(
+            "  memory cards (seed 001): {}",
+            if memory_cards_reconciled {
+                "charged = spent + on cards, reconciled"
+            } else {
+                "NOT reconciled"
+            }
+        );
+        println!(
             "  attacks refused: {}/{}",
             attacks.iter().filter(|a| a.refused).count(),
             attacks.len()
@@ -152,11 +165,13 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, String> {
             scenarios.len()
         );
     }
-    Ok(if reconciliation.conserved && all_refused && all_held {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    Ok(
+        if reconciliation.conserved && memory_cards_reconciled && all_refused && all_held {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        },
+    )
 }
 
 struct DemoReport {
@@ -170,6 +185,8 @@ struct DemoReport {
     purchases: Vec<serde_json::Value>,
     transfers: Vec<serde_json::Value>,
     key_updates: Vec<serde_json::Value>,
+    memory_cards: serde_json::Value,
+    memory_cards_reconciled: bool,
 }
 
 fn run_in(dir: &Path, out: &mut Account) -> Result<DemoReport, WorldError> {
@@ -275,6 +292,13 @@ fn run_in(dir: &Path, out: &mut Account) -> Result<DemoReport, WorldError> {
         .collect();
 
     out.say("");
+    out.say("Memory cards (seed 001)");
+    let memcard_show = memcard_scenarios::memory_cards(&mut world, dir)?;
+    for line in &memcard_show.lines {
+        out.say(format!("  {line}"));
+    }
+
+    out.say("");
     out.say("Attacks");
     let mut outcomes = vec![
         attacks::rogue_terminal_certificate(&mut world, &mut readers[0])?,
@@ -289,6 +313,8 @@ fn run_in(dir: &Path, out: &mut Account) -> Result<DemoReport, WorldError> {
     outcomes.extend(insider_attacks::run_all(today)?);
     // Card-to-card transfer attacks (seed 000), in a world of their own as well.
     outcomes.extend(transfer_scenarios::attacks(today)?);
+    // The memory-card attacks ran in the scenario above, against the machines' checks.
+    outcomes.extend(memcard_show.attacks.iter().cloned());
     for attack in &outcomes {
         out.say(format!(
             "  [{}] {}: {}",
@@ -371,6 +397,9 @@ fn run_in(dir: &Path, out: &mut Account) -> Result<DemoReport, WorldError> {
         ));
     }
     let reconciliation = world.reconcile(&balances)?;
+    let memcard_books = world.center.reconciliation()?.memcards;
+    let memory_cards_reconciled = memcard_books.status() == MemcardStatus::Reconciled;
+    let memory_cards = memory_cards_json(&memcard_show, &memcard_books);
     Ok(DemoReport {
         reconciliation,
         attacks: outcomes,
@@ -382,6 +411,40 @@ fn run_in(dir: &Path, out: &mut Account) -> Result<DemoReport, WorldError> {
         purchases,
         transfers,
         key_updates,
+        memory_cards,
+        memory_cards_reconciled,
+    })
+}
+
+/// The memory cards' part of the JSON report: each card as a machine reads it, each write,
+/// the torn write's repair, and the center's books for memory cards.
+fn memory_cards_json(
+    show: &memcard_scenarios::MemcardShow,
+    books: &valuecard_center::memcard::MemcardTotals,
+) -> serde_json::Value {
+    serde_json::json!({
+        "cards": show.cards.iter().map(|card| serde_json::json!({
+            "card": card.card_id.to_string(),
+            "counter": card.counter,
+            "balance": card.balance.map(Amount::minor),
+            "sealed": card.sealed,
+        })).collect::<Vec<_>>(),
+        "writes": show.writes.iter().map(|write| serde_json::json!({
+            "machine": write.machine,
+            "kind": format!("{:?}", write.receipt.kind).to_lowercase(),
+            "card": write.receipt.card_id.to_string(),
+            "amount": write.receipt.amount.minor(),
+            "balance_after": write.receipt.balance_after.minor(),
+            "counter_after": write.receipt.counter_after,
+        })).collect::<Vec<_>>(),
+        "repairs": show.repairs.iter().map(|repair| format!("{repair:?}")).collect::<Vec<_>>(),
+        "float_granted": books.float_granted,
+        "charged": books.charged,
+        "spent": books.spent,
+        "on_cards": books.on_cards,
+        "float_in_machines": books.float_in_machines,
+        "states_spent_twice": books.states_spent_twice,
+        "status": books.status().as_str(),
     })
 }
 
