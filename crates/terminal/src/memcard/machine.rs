@@ -13,7 +13,7 @@ use valuecard_reader::CardReader;
 use valuecard_sam::{MemcardWriteOrder, Sam, ValueFormat, VerifiedMemcardState};
 
 use super::repair::RepairOutcome;
-use super::{read_memory, write_memory, MemcardRefusal, PresentedCard};
+use super::{read_memory, write_memory, write_memory_changed, MemcardRefusal, PresentedCard};
 use crate::store::{ListCache, LocalLists, MemcardLog, TerminalStore, WriteStatus};
 use crate::TerminalError;
 
@@ -306,8 +306,8 @@ impl<S: Sam, T: TerminalStore + MemcardLog> MemcardMachine<S, T> {
         Ok(ValueWritten { pending })
     }
 
-    /// Writes the signature, then the certificate (unless the card holds this machine's
-    /// already).
+    /// Writes the certificate (the chunks of it the card does not hold already), then the
+    /// signature.
     pub fn write_signature(
         &mut self,
         reader: &mut impl CardReader,
@@ -326,12 +326,16 @@ impl<S: Sam, T: TerminalStore + MemcardLog> MemcardMachine<S, T> {
         record: &WriteRecord,
         certificate_area_before: &[u8],
     ) -> Result<(), TerminalError> {
-        write_memory(reader, map::SIGNATURE_AREA, &record.written.signature.0)?;
         let certificate_area = encode_certificate_area(self.sam.certificate()?);
-        if certificate_area_before != certificate_area {
-            write_memory(reader, map::CERTIFICATE_AREA, &certificate_area)?;
-        }
-        Ok(())
+        write_memory_changed(
+            reader,
+            map::CERTIFICATE_AREA,
+            &certificate_area,
+            certificate_area_before,
+        )?;
+        // The signature last: the card's content verifies only once this write landed, so
+        // a cut anywhere before leaves a card that no machine accepts until it is repaired.
+        write_memory(reader, map::SIGNATURE_AREA, &record.written.signature.0)
     }
 
     /// Marks the write done in the log: it is due for upload.

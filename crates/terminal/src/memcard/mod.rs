@@ -19,6 +19,8 @@
 //! and its log does not hold.
 
 mod machine;
+#[cfg(test)]
+mod property_tests;
 mod repair;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
@@ -143,6 +145,26 @@ pub fn write_memory(
                 sw: response.sw,
             });
         }
+    }
+    Ok(())
+}
+
+/// Writes `data` at `address` as [`write_memory`] does, skipping the chunks equal to
+/// `before` (what the card held there when it was read).
+pub fn write_memory_changed(
+    reader: &mut impl CardReader,
+    address: u16,
+    data: &[u8],
+    before: &[u8],
+) -> Result<(), TerminalError> {
+    for (index, chunk) in data.chunks(UPDATE_CHUNK_MAX).enumerate() {
+        let offset = index * UPDATE_CHUNK_MAX;
+        if before.get(offset..offset + chunk.len()) == Some(chunk) {
+            continue;
+        }
+        let at = u16::try_from(address as usize + offset)
+            .map_err(|_| TerminalError::Mismatch("address beyond 64 KiB"))?;
+        write_memory(reader, at, chunk)?;
     }
     Ok(())
 }
