@@ -73,8 +73,6 @@ pub enum MemcardRefusal {
     ValueMismatch,
     #[error("another card is in the reader: {found}, expected {expected}")]
     CardSwapped { expected: CardId, found: CardId },
-    #[error("write {sequence} of this machine on this card is unfinished and the card moved on; the center settles it from the uploaded records")]
-    WriteUnresolved { sequence: u32 },
     #[error("the SAM is certified as {0:?}, not as this kind of machine")]
     WrongMachine(valuecard_core::cert::Role),
 }

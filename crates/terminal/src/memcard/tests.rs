@@ -569,3 +569,49 @@ fn the_sqlite_log_carries_a_torn_charge_across_a_restart() {
         2
     );
 }
+
+/// A reader in front of a card that always reports the same counter: a card that does not
+/// lower it (or a reader that lies about it).
+struct StuckCounter<'a> {
+    card: &'a mut MemoryCardDouble,
+    counter: u32,
+}
+
+impl valuecard_reader::CardReader for StuckCounter<'_> {
+    fn transmit_raw(&mut self, apdu: &[u8]) -> Result<Vec<u8>, valuecard_reader::ReaderError> {
+        let mut response = self.card.transmit_raw(apdu)?;
+        let reads_counter =
+            apdu.get(1) == Some(&INS_READ_BINARY) && apdu.get(2..4) == Some(&[0, 0]);
+        if reads_counter && response.len() >= 12 + 2 {
+            response[8..12].copy_from_slice(&self.counter.to_be_bytes());
+        }
+        Ok(response)
+    }
+
+    fn name(&self) -> String {
+        "stuck counter".into()
+    }
+}
+
+#[test]
+fn a_card_that_does_not_lower_its_counter_is_caught_and_the_write_stays_pending() {
+    let mut w = world();
+    let mut card = card_of(&mut w, 1, 3_000);
+    let counter = card.counter();
+    let mut stuck = StuckCounter {
+        card: &mut card,
+        counter,
+    };
+    assert_eq!(
+        w.payer.pay(&mut stuck, amount(100), None),
+        Err(TerminalError::Memcard(MemcardRefusal::CounterMismatch {
+            expected: counter - 1,
+            found: counter,
+        }))
+    );
+    assert_eq!(pending(w.payer.machine().store()), 1);
+    // Through an honest reader the card shows the written value: the write is finished.
+    let receipt = w.payer.pay(&mut card, amount(1), None).unwrap();
+    assert_eq!(receipt.repairs, [RepairOutcome::Finished { sequence: 1 }]);
+    assert_eq!(receipt.balance_after, amount(2_899));
+}
