@@ -299,8 +299,8 @@ fn unfinished(error: &valuecard_terminal::TerminalError) -> String {
     )
 }
 
-/// Upload the machine's done writes, fetch the list entries it lacks, and (a charge
-/// machine, with --float) take more float from the center.
+/// Fetch the list entries the machine lacks, upload its done writes, and (a charge machine,
+/// with --float) take more float from the center.
 pub(crate) fn terminal_machine_sync(args: &MachineSyncArgs) -> Result<ExitCode, String> {
     if datadir::is_device_of_role(
         &args.data,
@@ -309,6 +309,11 @@ pub(crate) fn terminal_machine_sync(args: &MachineSyncArgs) -> Result<ExitCode, 
     ) {
         let mut machine = datadir::open_charge_machine(&args.data, &args.machine)?;
         let float = args.float.as_deref().map(parse_amount).transpose()?;
+        let version = update_lists(
+            args,
+            valuecard_core::cert::Role::ChargeMachine,
+            machine.machine_mut(),
+        )?;
         let (receipt, float) = with_memcard_link(
             &args.data,
             &args.machine,
@@ -336,6 +341,7 @@ pub(crate) fn terminal_machine_sync(args: &MachineSyncArgs) -> Result<ExitCode, 
             &args.machine,
             &receipt,
             float.or(Some(machine.float())),
+            version,
             log,
             args.json,
         )
@@ -344,6 +350,11 @@ pub(crate) fn terminal_machine_sync(args: &MachineSyncArgs) -> Result<ExitCode, 
             return Err("only a charge machine holds float".to_owned());
         }
         let mut machine = datadir::open_payment_machine(&args.data, &args.machine)?;
+        let version = update_lists(
+            args,
+            valuecard_core::cert::Role::PaymentMachine,
+            machine.machine_mut(),
+        )?;
         let receipt = with_memcard_link(
             &args.data,
             &args.machine,
@@ -357,14 +368,35 @@ pub(crate) fn terminal_machine_sync(args: &MachineSyncArgs) -> Result<ExitCode, 
             },
         )?;
         let log = machine.machine().store();
-        print_sync(&args.machine, &receipt, None, log, args.json)
+        print_sync(&args.machine, &receipt, None, version, log, args.json)
     }
+}
+
+/// Fetches the list entries the machine lacks (cards and machines it must refuse), from the
+/// center's HTTP service or the center opened in this process.
+fn update_lists(
+    args: &MachineSyncArgs,
+    role: valuecard_core::cert::Role,
+    machine: &mut MemcardMachine<SoftwareSam, SqliteStore>,
+) -> Result<u64, String> {
+    match &args.center.center {
+        Some(url) => {
+            let mut link = datadir::open_device_link(&args.data, &args.machine, role, url)?;
+            machine.update_lists(&mut link)
+        }
+        None => {
+            let mut center = datadir::open_center_on(&args.data, args.center.database.as_deref())?;
+            machine.update_lists(&mut center)
+        }
+    }
+    .map_err(|e| explain(&e))
 }
 
 fn print_sync(
     name: &str,
     receipt: &valuecard_core::messages::memcard::WriteReceipt,
     float: Option<valuecard_core::money::Amount>,
+    list_version: u64,
     log: &impl MemcardLog,
     json_output: bool,
 ) -> Result<ExitCode, String> {
@@ -382,11 +414,12 @@ fn print_sync(
                 "float": float.map(|float| float.minor()),
                 "pending_writes": pending,
                 "voided_writes": voided,
+                "list_version": list_version,
             })
         );
     } else {
         println!(
-            "{name}: {} writes stored, {} already there, {} refused; {pending} pending, {voided} voided{}",
+            "{name}: {} writes stored, {} already there, {} refused; {pending} pending, {voided} voided; lists at version {list_version}{}",
             receipt.stored,
             receipt.duplicates,
             receipt.refused.len(),
