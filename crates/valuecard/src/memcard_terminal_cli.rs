@@ -4,8 +4,8 @@
 //! A machine is a device installed with `terminal install --charge-machine` or
 //! `--payment-machine`; its SAM image and its log of writes (`writes.sqlite`) live in its
 //! device directory. The SAM image is stored again right after the SAM signed a write and
-//! before the card is touched, so that its lowered float and its sequence are never lost to
-//! a crash while the log holds the write.
+//! before the write is logged and the card touched, so that its lowered float and its
+//! sequence are never lost to a crash while the log holds the write.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -279,10 +279,14 @@ fn write_at_machine(
             _ => ValueFormat::Plain,
         },
     );
-    let pending = machine
-        .begin_write(verified, kind, amount, format)
+    let signed = machine
+        .sign_write(verified, kind, amount, format)
         .map_err(|e| explain(&e))?;
+    // The SAM's float and sequence are stored before the write is logged: a crash between
+    // the two leaves a SAM that spent the float on a write nobody logged (lost to the
+    // machine, never created), never a logged write paid from float the SAM still holds.
     datadir::save_machine_sam(data, name, machine.sam())?;
+    let pending = machine.log_write(signed).map_err(|e| explain(&e))?;
     machine
         .write_value(&mut reader, pending)
         .and_then(|written| machine.write_signature(&mut reader, written))

@@ -70,6 +70,16 @@ impl WritePending {
     }
 }
 
+/// A write the SAM signed and the log does not hold yet: the card may not be written.
+#[derive(Debug, Clone)]
+pub struct SignedWrite(WritePending);
+
+impl SignedWrite {
+    pub fn record(&self) -> &WriteRecord {
+        &self.0.record
+    }
+}
+
 /// The value area is on the card, and the card showed the counter the SAM signed.
 #[derive(Debug, Clone)]
 pub struct ValueWritten {
@@ -229,7 +239,7 @@ impl<S: Sam, T: TerminalStore + MemcardLog> MemcardMachine<S, T> {
     }
 
     /// Has the SAM sign the write and stores it in the log as pending, before the card is
-    /// touched.
+    /// touched: [`MemcardMachine::sign_write`] then [`MemcardMachine::log_write`].
     pub fn begin_write(
         &mut self,
         verified: VerifiedValue,
@@ -237,6 +247,20 @@ impl<S: Sam, T: TerminalStore + MemcardLog> MemcardMachine<S, T> {
         amount: Amount,
         format: ValueFormat,
     ) -> Result<WritePending, TerminalError> {
+        let signed = self.sign_write(verified, kind, amount, format)?;
+        self.log_write(signed)
+    }
+
+    /// Has the SAM sign the write: its float (for a charge) and its sequence move now. A host
+    /// whose SAM keeps its state in a file stores it before [`MemcardMachine::log_write`], so
+    /// that no logged write is ever paid from float the stored SAM still holds.
+    pub fn sign_write(
+        &mut self,
+        verified: VerifiedValue,
+        kind: WriteKind,
+        amount: Amount,
+        format: ValueFormat,
+    ) -> Result<SignedWrite, TerminalError> {
         if kind == WriteKind::Payment && amount > verified.balance() {
             return Err(MemcardRefusal::InsufficientBalance {
                 balance: verified.balance(),
@@ -256,11 +280,16 @@ impl<S: Sam, T: TerminalStore + MemcardLog> MemcardMachine<S, T> {
             .sam
             .sign_memcard_write(&order)
             .map_err(MemcardRefusal::from_sam)?;
-        self.store.log_write(&record)?;
-        Ok(WritePending {
+        Ok(SignedWrite(WritePending {
             record,
             certificate_area_before: verified.presented.certificate_area_bytes().to_vec(),
-        })
+        }))
+    }
+
+    /// Stores the signed write in the log as pending; only then may the card be written.
+    pub fn log_write(&mut self, signed: SignedWrite) -> Result<WritePending, TerminalError> {
+        self.store.log_write(&signed.0.record)?;
+        Ok(signed.0)
     }
 
     /// The pending state of a logged write, for a repair that writes it again.

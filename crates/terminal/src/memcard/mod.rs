@@ -28,8 +28,8 @@ pub mod testing;
 mod tests;
 
 pub use machine::{
-    ChargeMachine, MachineReceipt, MemcardMachine, PaymentMachine, Signed, ValueWritten,
-    VerifiedValue, WritePending,
+    ChargeMachine, MachineReceipt, MemcardMachine, PaymentMachine, Signed, SignedWrite,
+    ValueWritten, VerifiedValue, WritePending,
 };
 pub use repair::RepairOutcome;
 
