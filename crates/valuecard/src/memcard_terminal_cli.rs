@@ -4,18 +4,19 @@
 //! A machine is a device installed with `terminal install --charge-machine` or
 //! `--payment-machine`; its SAM image and its log of writes (`writes.sqlite`) live in its
 //! device directory. The SAM image is stored again right after the SAM signed a write and
-//! before the card is touched, so that its lowered float and its sequence are never lost to
-//! a crash while the log holds the write.
+//! before the write is logged and the card touched, so that its lowered float and its
+//! sequence are never lost to a crash while the log holds the write.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use serde_json::json;
-use valuecard_core::messages::memcard::{MemcardLink, WriteKind};
+use valuecard_core::messages::memcard::{MemcardLink, ValueArea, WriteKind};
+use valuecard_core::money::Amount;
 use valuecard_reader::CardReader;
-use valuecard_sam::ValueFormat;
-use valuecard_terminal::memcard::{MachineReceipt, RepairOutcome};
-use valuecard_terminal::store::{MemcardLog, WriteStatus};
+use valuecard_sam::{SoftwareSam, ValueFormat};
+use valuecard_terminal::memcard::{MachineReceipt, MemcardMachine, RepairOutcome};
+use valuecard_terminal::store::{MemcardLog, SqliteStore, WriteStatus};
 
 use crate::datadir::{self, CenterArgs};
 use crate::lifecycle::{explain, parse_amount, ReaderArgs};
@@ -193,7 +194,6 @@ pub(crate) fn terminal_charge(args: &ChargeArgs) -> Result<ExitCode, String> {
     let amount = parse_amount(&args.amount)?;
     let mut machine = datadir::open_charge_machine(&args.data, &args.machine)?;
     let mut boxed = open_memory_card(&args.reader)?;
-    let mut reader: &mut dyn CardReader = &mut *boxed;
     let format = if args.sealed {
         ValueFormat::Sealed
     } else {
@@ -208,23 +208,17 @@ pub(crate) fn terminal_charge(args: &ChargeArgs) -> Result<ExitCode, String> {
         )?),
         false => None,
     };
-    let inner = machine.machine_mut();
-    let (verified, repairs) = inner
-        .present(
-            &mut reader,
-            link.as_mut()
-                .map(|link| &mut **link as &mut dyn MemcardLink),
-        )
-        .map_err(|e| explain(&e))?;
-    let pending = inner
-        .begin_write(verified, WriteKind::Charge, amount, format)
-        .map_err(|e| explain(&e))?;
-    datadir::save_machine_sam(&args.data, &args.machine, inner.sam())?;
-    let receipt = inner
-        .write_value(&mut reader, pending)
-        .and_then(|written| inner.write_signature(&mut reader, written))
-        .and_then(|signed| inner.finish(signed, repairs))
-        .map_err(|e| unfinished(&e))?;
+    let receipt = write_at_machine(
+        &args.data,
+        &args.machine,
+        machine.machine_mut(),
+        &mut *boxed,
+        WriteKind::Charge,
+        amount,
+        Some(format),
+        link.as_mut()
+            .map(|link| &mut **link as &mut dyn MemcardLink),
+    )?;
     print_receipt(&receipt, Some(machine.float().minor()), args.json);
     Ok(ExitCode::SUCCESS)
 }
@@ -233,7 +227,6 @@ pub(crate) fn terminal_pay(args: &PayArgs) -> Result<ExitCode, String> {
     let amount = parse_amount(&args.amount)?;
     let mut machine = datadir::open_payment_machine(&args.data, &args.machine)?;
     let mut boxed = open_memory_card(&args.reader)?;
-    let mut reader: &mut dyn CardReader = &mut *boxed;
     let mut link = match args.repair_from_center {
         true => Some(memcard_link(
             &args.data,
@@ -243,34 +236,62 @@ pub(crate) fn terminal_pay(args: &PayArgs) -> Result<ExitCode, String> {
         )?),
         false => None,
     };
-    let inner = machine.machine_mut();
-    let (verified, repairs) = inner
-        .present(
-            &mut reader,
-            link.as_mut()
-                .map(|link| &mut **link as &mut dyn MemcardLink),
-        )
-        .map_err(|e| explain(&e))?;
-    // The value stays in the format it was written in (claim 4 stays sealed).
-    let format = match verified
-        .state()
-        .signed_state()
-        .map(|state| &state.value_area)
-    {
-        Some(valuecard_core::messages::memcard::ValueArea::Sealed { .. }) => ValueFormat::Sealed,
-        _ => ValueFormat::Plain,
-    };
-    let pending = inner
-        .begin_write(verified, WriteKind::Payment, amount, format)
-        .map_err(|e| explain(&e))?;
-    datadir::save_machine_sam(&args.data, &args.machine, inner.sam())?;
-    let receipt = inner
-        .write_value(&mut reader, pending)
-        .and_then(|written| inner.write_signature(&mut reader, written))
-        .and_then(|signed| inner.finish(signed, repairs))
-        .map_err(|e| unfinished(&e))?;
+    let receipt = write_at_machine(
+        &args.data,
+        &args.machine,
+        machine.machine_mut(),
+        &mut *boxed,
+        WriteKind::Payment,
+        amount,
+        None,
+        link.as_mut()
+            .map(|link| &mut **link as &mut dyn MemcardLink),
+    )?;
     print_receipt(&receipt, None, args.json);
     Ok(ExitCode::SUCCESS)
+}
+
+/// One write at a machine of the data directory: the card presented (earlier writes
+/// repaired), the write signed and logged, the SAM image stored (its float and sequence
+/// moved), then the card written. `format` `None` keeps the card's (a sealed value stays
+/// sealed, claim 4).
+#[allow(clippy::too_many_arguments)]
+fn write_at_machine(
+    data: &Path,
+    name: &str,
+    machine: &mut MemcardMachine<SoftwareSam, SqliteStore>,
+    mut reader: &mut dyn CardReader,
+    kind: WriteKind,
+    amount: Amount,
+    format: Option<ValueFormat>,
+    link: Option<&mut dyn MemcardLink>,
+) -> Result<MachineReceipt, String> {
+    let (verified, repairs) = machine
+        .present(&mut reader, link)
+        .map_err(|e| explain(&e))?;
+    let format = format.unwrap_or(
+        match verified
+            .state()
+            .signed_state()
+            .map(|state| &state.value_area)
+        {
+            Some(ValueArea::Sealed { .. }) => ValueFormat::Sealed,
+            _ => ValueFormat::Plain,
+        },
+    );
+    let signed = machine
+        .sign_write(verified, kind, amount, format)
+        .map_err(|e| explain(&e))?;
+    // The SAM's float and sequence are stored before the write is logged: a crash between
+    // the two leaves a SAM that spent the float on a write nobody logged (lost to the
+    // machine, never created), never a logged write paid from float the SAM still holds.
+    datadir::save_machine_sam(data, name, machine.sam())?;
+    let pending = machine.log_write(signed).map_err(|e| explain(&e))?;
+    machine
+        .write_value(&mut reader, pending)
+        .and_then(|written| machine.write_signature(&mut reader, written))
+        .and_then(|signed| machine.finish(signed, repairs))
+        .map_err(|e| unfinished(&e))
 }
 
 /// A write that failed after it was logged: what the holder and the operator do next.
@@ -282,8 +303,8 @@ fn unfinished(error: &valuecard_terminal::TerminalError) -> String {
     )
 }
 
-/// Upload the machine's done writes, fetch the list entries it lacks, and (a charge
-/// machine, with --float) take more float from the center.
+/// Fetch the list entries the machine lacks, upload its done writes, and (a charge machine,
+/// with --float) take more float from the center.
 pub(crate) fn terminal_machine_sync(args: &MachineSyncArgs) -> Result<ExitCode, String> {
     if datadir::is_device_of_role(
         &args.data,
@@ -292,6 +313,11 @@ pub(crate) fn terminal_machine_sync(args: &MachineSyncArgs) -> Result<ExitCode, 
     ) {
         let mut machine = datadir::open_charge_machine(&args.data, &args.machine)?;
         let float = args.float.as_deref().map(parse_amount).transpose()?;
+        let version = update_lists(
+            args,
+            valuecard_core::cert::Role::ChargeMachine,
+            machine.machine_mut(),
+        )?;
         let (receipt, float) = with_memcard_link(
             &args.data,
             &args.machine,
@@ -319,6 +345,7 @@ pub(crate) fn terminal_machine_sync(args: &MachineSyncArgs) -> Result<ExitCode, 
             &args.machine,
             &receipt,
             float.or(Some(machine.float())),
+            version,
             log,
             args.json,
         )
@@ -327,6 +354,11 @@ pub(crate) fn terminal_machine_sync(args: &MachineSyncArgs) -> Result<ExitCode, 
             return Err("only a charge machine holds float".to_owned());
         }
         let mut machine = datadir::open_payment_machine(&args.data, &args.machine)?;
+        let version = update_lists(
+            args,
+            valuecard_core::cert::Role::PaymentMachine,
+            machine.machine_mut(),
+        )?;
         let receipt = with_memcard_link(
             &args.data,
             &args.machine,
@@ -340,14 +372,35 @@ pub(crate) fn terminal_machine_sync(args: &MachineSyncArgs) -> Result<ExitCode, 
             },
         )?;
         let log = machine.machine().store();
-        print_sync(&args.machine, &receipt, None, log, args.json)
+        print_sync(&args.machine, &receipt, None, version, log, args.json)
     }
+}
+
+/// Fetches the list entries the machine lacks (cards and machines it must refuse), from the
+/// center's HTTP service or the center opened in this process.
+fn update_lists(
+    args: &MachineSyncArgs,
+    role: valuecard_core::cert::Role,
+    machine: &mut MemcardMachine<SoftwareSam, SqliteStore>,
+) -> Result<u64, String> {
+    match &args.center.center {
+        Some(url) => {
+            let mut link = datadir::open_device_link(&args.data, &args.machine, role, url)?;
+            machine.update_lists(&mut link)
+        }
+        None => {
+            let mut center = datadir::open_center_on(&args.data, args.center.database.as_deref())?;
+            machine.update_lists(&mut center)
+        }
+    }
+    .map_err(|e| explain(&e))
 }
 
 fn print_sync(
     name: &str,
     receipt: &valuecard_core::messages::memcard::WriteReceipt,
     float: Option<valuecard_core::money::Amount>,
+    list_version: u64,
     log: &impl MemcardLog,
     json_output: bool,
 ) -> Result<ExitCode, String> {
@@ -365,11 +418,12 @@ fn print_sync(
                 "float": float.map(|float| float.minor()),
                 "pending_writes": pending,
                 "voided_writes": voided,
+                "list_version": list_version,
             })
         );
     } else {
         println!(
-            "{name}: {} writes stored, {} already there, {} refused; {pending} pending, {voided} voided{}",
+            "{name}: {} writes stored, {} already there, {} refused; {pending} pending, {voided} voided; lists at version {list_version}{}",
             receipt.stored,
             receipt.duplicates,
             receipt.refused.len(),
@@ -377,4 +431,110 @@ fn print_sync(
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    //! The commands' write path against the memory-card double, on machines stored in a data
+    //! directory as `terminal install` leaves them (installed here by the SAM crate's
+    //! stand-in center: the center's enrolment of these roles is not in this build).
+
+    use rand_chacha::rand_core::SeedableRng;
+    use valuecard_core::cert::Role;
+    use valuecard_core::ids::{CardId, DeviceId};
+    use valuecard_sam::testing::TestCenter;
+    use valuecard_sam::Sam;
+    use valuecard_terminal::memcard::testing::{Cut, MemoryCardDouble};
+
+    use super::*;
+
+    const TODAY: valuecard_core::time::Date = valuecard_core::time::Date(20_600);
+
+    fn device(data: &Path, name: &str, role: &str, sam: &SoftwareSam) {
+        let dir = datadir::device_dir(data, name);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("role"), role).unwrap();
+        std::fs::write(dir.join("sam.key"), sam.to_image()).unwrap();
+    }
+
+    fn stored_sam(data: &Path, name: &str) -> SoftwareSam {
+        let image = std::fs::read(datadir::device_dir(data, name).join("sam.key")).unwrap();
+        SoftwareSam::from_image(&image).unwrap()
+    }
+
+    #[test]
+    fn a_charge_and_a_payment_keep_the_sam_image_and_the_log_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path();
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(3);
+        let mut center = TestCenter::new(&mut rng, DeviceId([0xCE; 8]), TODAY);
+        let mut charger = center.install(Role::ChargeMachine, &mut rng);
+        let grant = center.grant(charger.device_id(), 1, Amount::new(10_000).unwrap());
+        charger.take_float_grant(&grant).unwrap();
+        device(data, "charge-machine-1", "charge-machine", &charger);
+        let payer = center.install(Role::PaymentMachine, &mut rng);
+        device(data, "payment-machine-1", "payment-machine", &payer);
+        let amount = |minor| Amount::new(minor).unwrap();
+
+        let mut card = MemoryCardDouble::new(CardId([0x4D, 0, 0, 0, 0, 0, 0, 1]));
+        // The card is pulled before the value area was written: the charge is logged and
+        // the float spent on disk, and the next charge writes it first.
+        card.cut_at_write(0, Cut::Before);
+        let mut machine = datadir::open_charge_machine(data, "charge-machine-1").unwrap();
+        let error = write_at_machine(
+            data,
+            "charge-machine-1",
+            machine.machine_mut(),
+            &mut card,
+            WriteKind::Charge,
+            amount(2_000),
+            Some(ValueFormat::Sealed),
+            None,
+        )
+        .unwrap_err();
+        assert!(error.contains("kept in this machine's log"), "{error}");
+        drop(machine);
+        assert_eq!(stored_sam(data, "charge-machine-1").float(), amount(8_000));
+        assert_eq!(stored_sam(data, "charge-machine-1").memcard_sequence(), 1);
+
+        let mut machine = datadir::open_charge_machine(data, "charge-machine-1").unwrap();
+        let receipt = write_at_machine(
+            data,
+            "charge-machine-1",
+            machine.machine_mut(),
+            &mut card,
+            WriteKind::Charge,
+            amount(1_000),
+            Some(ValueFormat::Sealed),
+            None,
+        )
+        .unwrap();
+        assert_eq!(receipt.repairs, [RepairOutcome::Redone { sequence: 1 }]);
+        assert_eq!(receipt.balance_after, amount(3_000));
+        assert_eq!(stored_sam(data, "charge-machine-1").float(), amount(7_000));
+        let log = machine.machine().store().writes().unwrap();
+        assert!(log.iter().all(|w| w.status == WriteStatus::Done));
+        assert_eq!(log.len(), 2);
+
+        let mut machine = datadir::open_payment_machine(data, "payment-machine-1").unwrap();
+        let receipt = write_at_machine(
+            data,
+            "payment-machine-1",
+            machine.machine_mut(),
+            &mut card,
+            WriteKind::Payment,
+            amount(500),
+            None,
+            None,
+        )
+        .unwrap();
+        assert_eq!(receipt.balance_after, amount(2_500));
+        let content = valuecard_terminal::memcard::PresentedCard::read(&mut card)
+            .unwrap()
+            .content()
+            .unwrap();
+        assert!(matches!(content.value_area, ValueArea::Sealed { .. }));
+        // A role that is not the device's is refused when the machine is opened.
+        assert!(datadir::open_charge_machine(data, "payment-machine-1").is_err());
+    }
 }

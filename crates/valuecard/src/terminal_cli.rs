@@ -135,8 +135,8 @@ pub(crate) enum TerminalCommands {
     Charge(memcard_terminal_cli::ChargeArgs),
     /// Memory cards (seed 001): check the card's value and deduct at a payment machine.
     Pay(memcard_terminal_cli::PayArgs),
-    /// Memory cards (seed 001): upload a charge or payment machine's writes, and take float
-    /// (a charge machine, with --float).
+    /// Memory cards (seed 001): fetch a charge or payment machine's lists, upload its
+    /// writes, and take float (a charge machine, with --float).
     MachineSync(memcard_terminal_cli::MachineSyncArgs),
     /// Credit mode: register a password with the setting number from the center (Figs. 13
     /// and 15), or change it with the current password.

@@ -13,7 +13,7 @@ use valuecard_reader::CardReader;
 use valuecard_sam::{MemcardWriteOrder, Sam, ValueFormat, VerifiedMemcardState};
 
 use super::repair::RepairOutcome;
-use super::{read_memory, write_memory, MemcardRefusal, PresentedCard};
+use super::{read_memory, write_memory, write_memory_changed, MemcardRefusal, PresentedCard};
 use crate::store::{ListCache, LocalLists, MemcardLog, TerminalStore, WriteStatus};
 use crate::TerminalError;
 
@@ -67,6 +67,16 @@ pub struct WritePending {
 impl WritePending {
     pub fn record(&self) -> &WriteRecord {
         &self.record
+    }
+}
+
+/// A write the SAM signed and the log does not hold yet: the card may not be written.
+#[derive(Debug, Clone)]
+pub struct SignedWrite(WritePending);
+
+impl SignedWrite {
+    pub fn record(&self) -> &WriteRecord {
+        &self.0.record
     }
 }
 
@@ -229,7 +239,7 @@ impl<S: Sam, T: TerminalStore + MemcardLog> MemcardMachine<S, T> {
     }
 
     /// Has the SAM sign the write and stores it in the log as pending, before the card is
-    /// touched.
+    /// touched: [`MemcardMachine::sign_write`] then [`MemcardMachine::log_write`].
     pub fn begin_write(
         &mut self,
         verified: VerifiedValue,
@@ -237,6 +247,20 @@ impl<S: Sam, T: TerminalStore + MemcardLog> MemcardMachine<S, T> {
         amount: Amount,
         format: ValueFormat,
     ) -> Result<WritePending, TerminalError> {
+        let signed = self.sign_write(verified, kind, amount, format)?;
+        self.log_write(signed)
+    }
+
+    /// Has the SAM sign the write: its float (for a charge) and its sequence move now. A host
+    /// whose SAM keeps its state in a file stores it before [`MemcardMachine::log_write`], so
+    /// that no logged write is ever paid from float the stored SAM still holds.
+    pub fn sign_write(
+        &mut self,
+        verified: VerifiedValue,
+        kind: WriteKind,
+        amount: Amount,
+        format: ValueFormat,
+    ) -> Result<SignedWrite, TerminalError> {
         if kind == WriteKind::Payment && amount > verified.balance() {
             return Err(MemcardRefusal::InsufficientBalance {
                 balance: verified.balance(),
@@ -256,11 +280,16 @@ impl<S: Sam, T: TerminalStore + MemcardLog> MemcardMachine<S, T> {
             .sam
             .sign_memcard_write(&order)
             .map_err(MemcardRefusal::from_sam)?;
-        self.store.log_write(&record)?;
-        Ok(WritePending {
+        Ok(SignedWrite(WritePending {
             record,
             certificate_area_before: verified.presented.certificate_area_bytes().to_vec(),
-        })
+        }))
+    }
+
+    /// Stores the signed write in the log as pending; only then may the card be written.
+    pub fn log_write(&mut self, signed: SignedWrite) -> Result<WritePending, TerminalError> {
+        self.store.log_write(&signed.0.record)?;
+        Ok(signed.0)
     }
 
     /// The pending state of a logged write, for a repair that writes it again.
@@ -306,8 +335,8 @@ impl<S: Sam, T: TerminalStore + MemcardLog> MemcardMachine<S, T> {
         Ok(ValueWritten { pending })
     }
 
-    /// Writes the signature, then the certificate (unless the card holds this machine's
-    /// already).
+    /// Writes the certificate (the chunks of it the card does not hold already), then the
+    /// signature.
     pub fn write_signature(
         &mut self,
         reader: &mut impl CardReader,
@@ -326,12 +355,16 @@ impl<S: Sam, T: TerminalStore + MemcardLog> MemcardMachine<S, T> {
         record: &WriteRecord,
         certificate_area_before: &[u8],
     ) -> Result<(), TerminalError> {
-        write_memory(reader, map::SIGNATURE_AREA, &record.written.signature.0)?;
         let certificate_area = encode_certificate_area(self.sam.certificate()?);
-        if certificate_area_before != certificate_area {
-            write_memory(reader, map::CERTIFICATE_AREA, &certificate_area)?;
-        }
-        Ok(())
+        write_memory_changed(
+            reader,
+            map::CERTIFICATE_AREA,
+            &certificate_area,
+            certificate_area_before,
+        )?;
+        // The signature last: the card's content verifies only once this write landed, so
+        // a cut anywhere before leaves a card that no machine accepts until it is repaired.
+        write_memory(reader, map::SIGNATURE_AREA, &record.written.signature.0)
     }
 
     /// Marks the write done in the log: it is due for upload.

@@ -19,6 +19,8 @@
 //! and its log does not hold.
 
 mod machine;
+#[cfg(test)]
+mod property_tests;
 mod repair;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
@@ -26,8 +28,8 @@ pub mod testing;
 mod tests;
 
 pub use machine::{
-    ChargeMachine, MachineReceipt, MemcardMachine, PaymentMachine, Signed, ValueWritten,
-    VerifiedValue, WritePending,
+    ChargeMachine, MachineReceipt, MemcardMachine, PaymentMachine, Signed, SignedWrite,
+    ValueWritten, VerifiedValue, WritePending,
 };
 pub use repair::RepairOutcome;
 
@@ -71,8 +73,6 @@ pub enum MemcardRefusal {
     ValueMismatch,
     #[error("another card is in the reader: {found}, expected {expected}")]
     CardSwapped { expected: CardId, found: CardId },
-    #[error("write {sequence} of this machine on this card is unfinished and the card moved on; the center settles it from the uploaded records")]
-    WriteUnresolved { sequence: u32 },
     #[error("the SAM is certified as {0:?}, not as this kind of machine")]
     WrongMachine(valuecard_core::cert::Role),
 }
@@ -143,6 +143,26 @@ pub fn write_memory(
                 sw: response.sw,
             });
         }
+    }
+    Ok(())
+}
+
+/// Writes `data` at `address` as [`write_memory`] does, skipping the chunks equal to
+/// `before` (what the card held there when it was read).
+pub fn write_memory_changed(
+    reader: &mut impl CardReader,
+    address: u16,
+    data: &[u8],
+    before: &[u8],
+) -> Result<(), TerminalError> {
+    for (index, chunk) in data.chunks(UPDATE_CHUNK_MAX).enumerate() {
+        let offset = index * UPDATE_CHUNK_MAX;
+        if before.get(offset..offset + chunk.len()) == Some(chunk) {
+            continue;
+        }
+        let at = u16::try_from(address as usize + offset)
+            .map_err(|_| TerminalError::Mismatch("address beyond 64 KiB"))?;
+        write_memory(reader, at, chunk)?;
     }
     Ok(())
 }

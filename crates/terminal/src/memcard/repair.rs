@@ -134,21 +134,20 @@ impl<S: Sam, T: TerminalStore + MemcardLog> MemcardMachine<S, T> {
             return Ok(None);
         }
         self.check_writer_not_listed(state.writer())?;
+        let certificate_area = valuecard_core::messages::memcard::encode_certificate_area(
+            &evidence.writer_certificate,
+        );
+        super::write_memory_changed(
+            reader,
+            valuecard_core::messages::memcard::map::CERTIFICATE_AREA,
+            &certificate_area,
+            presented.certificate_area_bytes(),
+        )?;
         super::write_memory(
             reader,
             valuecard_core::messages::memcard::map::SIGNATURE_AREA,
             &written.signature.0,
         )?;
-        let certificate_area = valuecard_core::messages::memcard::encode_certificate_area(
-            &evidence.writer_certificate,
-        );
-        if presented.certificate_area_bytes() != certificate_area {
-            super::write_memory(
-                reader,
-                valuecard_core::messages::memcard::map::CERTIFICATE_AREA,
-                &certificate_area,
-            )?;
-        }
         Ok(Some(RepairOutcome::RestoredFromCenter {
             writer: written.writer,
             counter: written.counter,

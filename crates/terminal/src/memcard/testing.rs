@@ -55,6 +55,18 @@ impl MemoryCardDouble {
         }
     }
 
+    /// A card holding `memory` (cut or zero-padded to [`map::MEMORY_LEN`]), whatever it
+    /// says: for fuzzing the machines.
+    pub fn from_memory(memory: &[u8]) -> Self {
+        let mut memory = memory.to_vec();
+        memory.resize(map::MEMORY_LEN, 0);
+        MemoryCardDouble {
+            memory,
+            cut: None,
+            writes: 0,
+        }
+    }
+
     pub fn memory(&self) -> &[u8] {
         &self.memory
     }
@@ -69,6 +81,11 @@ impl MemoryCardDouble {
     /// Cuts power at the `after`-th coming UPDATE BINARY (0: the next one).
     pub fn cut_at_write(&mut self, after: usize, cut: Cut) {
         self.cut = Some((after, cut));
+    }
+
+    /// No cut pending any more.
+    pub fn clear_cut(&mut self) {
+        self.cut = None;
     }
 
     /// Writes everything writable of `image` (another dump of a memory card) through

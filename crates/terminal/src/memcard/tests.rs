@@ -18,26 +18,26 @@ use crate::store::{LocalLists, MemcardLog, MemoryStore, SqliteStore, TerminalSto
 
 const TODAY: Date = Date(20_600);
 
-fn amount(minor: u64) -> Amount {
+pub(super) fn amount(minor: u64) -> Amount {
     Amount::new(minor).unwrap()
 }
 
-fn card(n: u8) -> MemoryCardDouble {
+pub(super) fn card(n: u8) -> MemoryCardDouble {
     MemoryCardDouble::new(CardId([0x4D, 0, 0, 0, 0, 0, 0, n]))
 }
 
-type Charger = ChargeMachine<SoftwareSam, MemoryStore>;
-type Payer = PaymentMachine<SoftwareSam, MemoryStore>;
+pub(super) type Charger = ChargeMachine<SoftwareSam, MemoryStore>;
+pub(super) type Payer = PaymentMachine<SoftwareSam, MemoryStore>;
 
-struct World {
-    link: MemcardLinkDouble,
-    charger: Charger,
-    payer: Payer,
-    payer_2: Payer,
+pub(super) struct World {
+    pub(super) link: MemcardLinkDouble,
+    pub(super) charger: Charger,
+    pub(super) payer: Payer,
+    pub(super) payer_2: Payer,
     rng: ChaCha20Rng,
 }
 
-fn world() -> World {
+pub(super) fn world() -> World {
     world_seeded(1)
 }
 
@@ -64,7 +64,7 @@ fn world_seeded(seed: u64) -> World {
 }
 
 /// The card's balance as a payment machine's SAM checks it.
-fn balance(payer: &Payer, card: &mut MemoryCardDouble) -> Result<Amount, TerminalError> {
+pub(super) fn balance(payer: &Payer, card: &mut MemoryCardDouble) -> Result<Amount, TerminalError> {
     let presented = PresentedCard::read(card)?;
     let state = payer
         .machine()
@@ -282,7 +282,7 @@ fn a_machine_of_another_center_and_a_listed_machine_are_refused() {
     assert_eq!(card.counter(), COUNTER_START - 1);
 }
 
-fn card_of(w: &mut World, n: u8, minor: u64) -> MemoryCardDouble {
+pub(super) fn card_of(w: &mut World, n: u8, minor: u64) -> MemoryCardDouble {
     let mut card = card(n);
     w.charger
         .charge(&mut card, amount(minor), ValueFormat::Plain, None)
@@ -375,7 +375,7 @@ fn a_charge_above_the_float_and_a_payment_above_the_balance_touch_nothing() {
 }
 
 /// The sum of what a machine's log holds as done, signed: charges positive.
-fn logged_done(log: &impl MemcardLog) -> i64 {
+pub(super) fn logged_done(log: &impl MemcardLog) -> i64 {
     log.writes()
         .unwrap()
         .iter()
@@ -398,11 +398,14 @@ fn pending(log: &impl MemcardLog) -> usize {
         .count()
 }
 
+/// The UPDATE BINARY commands of a first write by a machine: the value area, the one chunk
+/// of the certificate area that differs from the card's (the rest is zero on both), the
+/// signature.
+const WRITES_PER_WRITE: usize = 3;
+
 #[test]
 fn a_charge_cut_at_any_write_is_finished_when_the_card_comes_back() {
-    // Value area, signature, and the certificate area in three chunks.
-    let writes_per_charge = 1 + 1 + map::CERTIFICATE_AREA_LEN.div_ceil(UPDATE_CHUNK_MAX);
-    for at in 0..writes_per_charge {
+    for at in 0..WRITES_PER_WRITE {
         for cut in [Cut::Before, Cut::After] {
             let mut w = world();
             let mut card = card(1);
@@ -413,14 +416,15 @@ fn a_charge_cut_at_any_write_is_finished_when_the_card_comes_back() {
                     .is_err(),
                 "cut {cut:?} at write {at}"
             );
+            assert_eq!(card.writes, at + usize::from(cut == Cut::After));
             assert_eq!(pending(w.charger.machine().store()), 1);
             // The float is spent: the money was taken in.
             assert_eq!(w.charger.float(), amount(98_000));
             // Meanwhile the card shows either no value (the cut came before the first
-            // write), or the whole charge (the certificate landed; only the log is behind),
-            // or it does not verify at all: never another value.
+            // write), or the whole charge (only the answer to the signature was lost), or it
+            // does not verify at all: never another value.
             let untouched = at == 0 && cut == Cut::Before;
-            let whole = at >= 2 && !(at == 2 && cut == Cut::Before);
+            let whole = at == WRITES_PER_WRITE - 1 && cut == Cut::After;
             match balance(&w.payer, &mut card) {
                 Ok(found) if untouched => assert_eq!(found, Amount::ZERO),
                 Ok(found) => assert_eq!((found, whole), (amount(2_000), true), "{cut:?} {at}"),
@@ -443,8 +447,7 @@ fn a_charge_cut_at_any_write_is_finished_when_the_card_comes_back() {
 
 #[test]
 fn a_payment_cut_at_any_write_is_finished_or_voided_when_the_card_comes_back() {
-    let writes_per_payment = 1 + 1 + map::CERTIFICATE_AREA_LEN.div_ceil(UPDATE_CHUNK_MAX);
-    for at in 0..writes_per_payment {
+    for at in 0..WRITES_PER_WRITE {
         for cut in [Cut::Before, Cut::After] {
             let mut w = world();
             let mut card = card_of(&mut w, 1, 5_000);
@@ -470,7 +473,7 @@ fn a_payment_cut_at_any_write_is_finished_or_voided_when_the_card_comes_back() {
 fn a_card_torn_at_one_machine_is_refused_elsewhere_until_that_machine_finishes_it() {
     let mut w = world();
     let mut card = card_of(&mut w, 1, 5_000);
-    // Cut before the signature: the value is written, the old signature stays.
+    // Cut before the certificate: the value is written, the old signature stays.
     card.cut_at_write(1, Cut::Before);
     assert!(w.payer.pay(&mut card, amount(1_000), None).is_err());
     assert_eq!(
@@ -565,4 +568,50 @@ fn the_sqlite_log_carries_a_torn_charge_across_a_restart() {
             .stored,
         2
     );
+}
+
+/// A reader in front of a card that always reports the same counter: a card that does not
+/// lower it (or a reader that lies about it).
+struct StuckCounter<'a> {
+    card: &'a mut MemoryCardDouble,
+    counter: u32,
+}
+
+impl valuecard_reader::CardReader for StuckCounter<'_> {
+    fn transmit_raw(&mut self, apdu: &[u8]) -> Result<Vec<u8>, valuecard_reader::ReaderError> {
+        let mut response = self.card.transmit_raw(apdu)?;
+        let reads_counter =
+            apdu.get(1) == Some(&INS_READ_BINARY) && apdu.get(2..4) == Some(&[0, 0]);
+        if reads_counter && response.len() >= 12 + 2 {
+            response[8..12].copy_from_slice(&self.counter.to_be_bytes());
+        }
+        Ok(response)
+    }
+
+    fn name(&self) -> String {
+        "stuck counter".into()
+    }
+}
+
+#[test]
+fn a_card_that_does_not_lower_its_counter_is_caught_and_the_write_stays_pending() {
+    let mut w = world();
+    let mut card = card_of(&mut w, 1, 3_000);
+    let counter = card.counter();
+    let mut stuck = StuckCounter {
+        card: &mut card,
+        counter,
+    };
+    assert_eq!(
+        w.payer.pay(&mut stuck, amount(100), None),
+        Err(TerminalError::Memcard(MemcardRefusal::CounterMismatch {
+            expected: counter - 1,
+            found: counter,
+        }))
+    );
+    assert_eq!(pending(w.payer.machine().store()), 1);
+    // Through an honest reader the card shows the written value: the write is finished.
+    let receipt = w.payer.pay(&mut card, amount(1), None).unwrap();
+    assert_eq!(receipt.repairs, [RepairOutcome::Finished { sequence: 1 }]);
+    assert_eq!(receipt.balance_after, amount(2_899));
 }
