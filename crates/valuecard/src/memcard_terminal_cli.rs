@@ -11,9 +11,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use serde_json::json;
+use valuecard_card::memcard::FileMemoryCard;
 use valuecard_core::messages::memcard::{MemcardLink, ValueArea, WriteKind};
 use valuecard_core::money::Amount;
-use valuecard_reader::CardReader;
+use valuecard_reader::{CardReader, EmulatedReader};
 use valuecard_sam::{SoftwareSam, ValueFormat};
 use valuecard_terminal::memcard::{MachineReceipt, MemcardMachine, RepairOutcome};
 use valuecard_terminal::store::{MemcardLog, SqliteStore, WriteStatus};
@@ -102,29 +103,28 @@ fn open_memory_card(args: &MemcardReaderArgs) -> Result<Box<dyn CardReader>, Str
     }
 }
 
-/// A memory-card image in this process. The emulated memory card and its image file belong
-/// to the card crate (`valuecard memcard issue` makes one); until this build has it, only
-/// a card in a PC/SC reader is reached.
+/// A memory-card image in this process (`valuecard memcard issue` makes one). The image
+/// file is locked while it is open, so one card is never served twice.
 fn open_memory_card_file(path: &Path) -> Result<Box<dyn CardReader>, String> {
-    Err(format!(
-        "{}: this build cannot open a memory-card image in-process; attach it with          `valuecard memcard attach` and name its reader with --reader",
-        path.display()
-    ))
+    let card = FileMemoryCard::open_file(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(Box::new(EmulatedReader::with_card(
+        path.display().to_string(),
+        card,
+    )))
 }
 
 /// The center's memory-card link: its HTTP service at `--center`, or the center opened in
-/// this process. The center's side of the link (records, float grants, evidence) is not
-/// part of this build yet.
+/// this process.
 fn memcard_link(
-    _data: &Path,
-    _machine: &str,
-    _role: valuecard_core::cert::Role,
-    _at: &CenterArgs,
+    data: &Path,
+    machine: &str,
+    role: valuecard_core::cert::Role,
+    at: &CenterArgs,
 ) -> Result<Box<dyn MemcardLink>, String> {
-    Err(
-        "this build's center does not serve memory-card machines yet (uploads, float, evidence)"
-            .to_owned(),
-    )
+    Ok(match &at.center {
+        Some(url) => Box::new(datadir::open_device_link(data, machine, role, url)?),
+        None => Box::new(datadir::open_center_on(data, at.database.as_deref())?),
+    })
 }
 
 /// Runs `work` with the center's memory-card link.
