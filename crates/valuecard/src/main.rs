@@ -11,6 +11,7 @@ mod bench;
 mod bench_db;
 mod bench_http;
 mod bench_ingest;
+mod bench_memcard;
 mod bench_pcsc;
 mod bench_transfer;
 mod card_tool;
@@ -310,6 +311,9 @@ enum BenchCommands {
     /// Concurrent signed terminals uploading usage records to the center's HTTPS service
     /// over loopback: records/s and request latency against Ed25519 batch verification.
     Http(bench_http::HttpArgs),
+    /// Host CPU per memory-card payment (seed 001) at a payment machine, card and SAM in
+    /// this process, against the signature operations a payment needs.
+    Memcard(bench_memcard::MemcardArgs),
 }
 
 fn main() -> ExitCode {
@@ -435,6 +439,7 @@ fn main() -> ExitCode {
         Commands::Bench(BenchCommands::Pcsc(args)) => bench_pcsc::run(args),
         Commands::Bench(BenchCommands::Transfer(args)) => bench_transfer::transfer(args),
         Commands::Bench(BenchCommands::Http(args)) => bench_http::http(args),
+        Commands::Bench(BenchCommands::Memcard(args)) => bench_memcard::memcard(args),
         Commands::Simulate(args) => simulate_cli::run(args),
     };
     match outcome {

@@ -139,6 +139,7 @@ fn every_command_that_reports_takes_json() {
         &["bench", "ingest"],
         &["bench", "http"],
         &["bench", "pcsc"],
+        &["bench", "memcard"],
         &["simulate"],
     ];
     let help = |command: &[&str]| {

@@ -60,35 +60,15 @@ pub trait MemcardLog {
     fn log_write(&mut self, record: &WriteRecord) -> Result<(), TerminalError>;
     fn set_write_status(&mut self, sequence: u32, status: WriteStatus)
         -> Result<(), TerminalError>;
-    /// Every write, oldest first.
+    /// Every write, oldest first (reports and tests; the write path never reads the whole
+    /// log, which grows with every write a machine makes).
     fn writes(&self) -> Result<Vec<LoggedWrite>, TerminalError>;
     /// The lowest sequence the log accepts next: one above the highest logged.
-    fn write_sequence_floor(&self) -> Result<u32, TerminalError> {
-        Ok(self
-            .writes()?
-            .iter()
-            .map(|write| write.record.sequence)
-            .max()
-            .map_or(1, |highest| highest.saturating_add(1)))
-    }
+    fn write_sequence_floor(&self) -> Result<u32, TerminalError>;
     /// The pending writes of one card, oldest first.
-    fn pending_writes_for_card(&self, card: &CardId) -> Result<Vec<LoggedWrite>, TerminalError> {
-        Ok(self
-            .writes()?
-            .into_iter()
-            .filter(|w| w.status == WriteStatus::Pending && w.record.written.card_id == *card)
-            .collect())
-    }
+    fn pending_writes_for_card(&self, card: &CardId) -> Result<Vec<LoggedWrite>, TerminalError>;
     /// Done writes the center has not acknowledged, oldest first.
-    fn pending_write_uploads(&self, limit: usize) -> Result<Vec<WriteRecord>, TerminalError> {
-        Ok(self
-            .writes()?
-            .into_iter()
-            .filter(|w| w.status == WriteStatus::Done && !w.uploaded)
-            .map(|w| w.record)
-            .take(limit)
-            .collect())
-    }
+    fn pending_write_uploads(&self, limit: usize) -> Result<Vec<WriteRecord>, TerminalError>;
     fn mark_writes_uploaded(&mut self, sequences: &[u32]) -> Result<(), TerminalError>;
 }
 
@@ -98,6 +78,28 @@ fn corrupt(what: &str) -> TerminalError {
 
 fn storage(error: rusqlite::Error) -> TerminalError {
     TerminalError::Store(error.to_string())
+}
+
+/// The writes a query over `memcard_writes` selects (record, status, uploaded), decoded.
+fn logged_writes(
+    store: &SqliteStore,
+    query: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<LoggedWrite>, TerminalError> {
+    let mut statement = store.connection().prepare_cached(query).map_err(storage)?;
+    let mut rows = statement.query(params).map_err(storage)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(storage)? {
+        let record: Vec<u8> = row.get(0).map_err(storage)?;
+        let status: String = row.get(1).map_err(storage)?;
+        let uploaded: i64 = row.get(2).map_err(storage)?;
+        out.push(LoggedWrite {
+            record: WriteRecord::decode(&record).map_err(|_| corrupt("record"))?,
+            status: WriteStatus::parse(&status).ok_or_else(|| corrupt("status"))?,
+            uploaded: uploaded != 0,
+        });
+    }
+    Ok(out)
 }
 
 impl MemcardLog for SqliteStore {
@@ -136,23 +138,33 @@ impl MemcardLog for SqliteStore {
     }
 
     fn writes(&self) -> Result<Vec<LoggedWrite>, TerminalError> {
-        let mut statement = self
-            .connection()
-            .prepare("SELECT record, status, uploaded FROM memcard_writes ORDER BY sequence")
-            .map_err(storage)?;
-        let mut rows = statement.query([]).map_err(storage)?;
-        let mut out = Vec::new();
-        while let Some(row) = rows.next().map_err(storage)? {
-            let record: Vec<u8> = row.get(0).map_err(storage)?;
-            let status: String = row.get(1).map_err(storage)?;
-            let uploaded: i64 = row.get(2).map_err(storage)?;
-            out.push(LoggedWrite {
-                record: WriteRecord::decode(&record).map_err(|_| corrupt("record"))?,
-                status: WriteStatus::parse(&status).ok_or_else(|| corrupt("status"))?,
-                uploaded: uploaded != 0,
-            });
-        }
-        Ok(out)
+        logged_writes(
+            self,
+            "SELECT record, status, uploaded FROM memcard_writes ORDER BY sequence",
+            [],
+        )
+    }
+
+    fn pending_writes_for_card(&self, card: &CardId) -> Result<Vec<LoggedWrite>, TerminalError> {
+        logged_writes(
+            self,
+            "SELECT record, status, uploaded FROM memcard_writes
+             WHERE status = 'pending' AND card_id = ?1 ORDER BY sequence",
+            [&card.0[..]],
+        )
+    }
+
+    fn pending_write_uploads(&self, limit: usize) -> Result<Vec<WriteRecord>, TerminalError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        Ok(logged_writes(
+            self,
+            "SELECT record, status, uploaded FROM memcard_writes
+             WHERE status = 'done' AND uploaded = 0 ORDER BY sequence LIMIT ?1",
+            [limit],
+        )?
+        .into_iter()
+        .map(|write| write.record)
+        .collect())
     }
 
     fn write_sequence_floor(&self) -> Result<u32, TerminalError> {
@@ -223,6 +235,34 @@ impl MemcardLog for MemoryStore {
         Ok(self.memcard_writes.clone())
     }
 
+    fn write_sequence_floor(&self) -> Result<u32, TerminalError> {
+        Ok(self
+            .memcard_writes
+            .iter()
+            .map(|write| write.record.sequence)
+            .max()
+            .map_or(1, |highest| highest.saturating_add(1)))
+    }
+
+    fn pending_writes_for_card(&self, card: &CardId) -> Result<Vec<LoggedWrite>, TerminalError> {
+        Ok(self
+            .memcard_writes
+            .iter()
+            .filter(|w| w.status == WriteStatus::Pending && w.record.written.card_id == *card)
+            .cloned()
+            .collect())
+    }
+
+    fn pending_write_uploads(&self, limit: usize) -> Result<Vec<WriteRecord>, TerminalError> {
+        Ok(self
+            .memcard_writes
+            .iter()
+            .filter(|w| w.status == WriteStatus::Done && !w.uploaded)
+            .map(|w| w.record.clone())
+            .take(limit)
+            .collect())
+    }
+
     fn mark_writes_uploaded(&mut self, sequences: &[u32]) -> Result<(), TerminalError> {
         for write in &mut self.memcard_writes {
             if sequences.contains(&write.record.sequence) {
@@ -249,6 +289,12 @@ impl MemcardLog for Box<dyn MemcardTerminalStore> {
     }
     fn write_sequence_floor(&self) -> Result<u32, TerminalError> {
         (**self).write_sequence_floor()
+    }
+    fn pending_writes_for_card(&self, card: &CardId) -> Result<Vec<LoggedWrite>, TerminalError> {
+        (**self).pending_writes_for_card(card)
+    }
+    fn pending_write_uploads(&self, limit: usize) -> Result<Vec<WriteRecord>, TerminalError> {
+        (**self).pending_write_uploads(limit)
     }
     fn mark_writes_uploaded(&mut self, sequences: &[u32]) -> Result<(), TerminalError> {
         (**self).mark_writes_uploaded(sequences)
