@@ -19,6 +19,7 @@ use valuecard_terminal::store::TerminalStore;
 use valuecard_terminal::TerminalError;
 
 use crate::datadir;
+use crate::device_sam::SamChoice;
 
 /// Where the card is: an image file in this process, or a PC/SC reader.
 #[derive(clap::Args, Debug, Clone)]
@@ -125,16 +126,34 @@ pub fn center_init(
 ) -> Result<ExitCode, String> {
     let (mut center, pin) = datadir::init_center_on(data, database, tls_names)?;
     let mut devices = Vec::new();
-    let dispenser = datadir::install_device(data, &mut center, "dispenser-1", Role::Dispenser)?;
+    let dispenser = datadir::install_device(
+        data,
+        &mut center,
+        "dispenser-1",
+        Role::Dispenser,
+        &SamChoice::Software,
+    )?;
     devices.push(("dispenser-1".to_owned(), "dispenser", dispenser));
     for index in 1..=terminals {
         let name = format!("terminal-{index}");
-        let id = datadir::install_device(data, &mut center, &name, Role::PaymentTerminal)?;
+        let id = datadir::install_device(
+            data,
+            &mut center,
+            &name,
+            Role::PaymentTerminal,
+            &SamChoice::Software,
+        )?;
         devices.push((name, "payment-terminal", id));
     }
     // One settlement terminal (seed 000): card-to-card transfer between two readers.
     let settlement =
-        datadir::install_device(data, &mut center, "settlement-1", Role::SettlementTerminal)?;
+        datadir::install_device(
+            data,
+            &mut center,
+            "settlement-1",
+            Role::SettlementTerminal,
+            &SamChoice::Software,
+        )?;
     devices.push(("settlement-1".to_owned(), "settlement-terminal", settlement));
     let anchor = center.anchor();
     print(
@@ -234,13 +253,19 @@ pub fn terminal_install(
     database: Option<&str>,
     json_output: bool,
 ) -> Result<ExitCode, String> {
+    // The SAM is chosen before the center hands out a device ID: a bad URI costs none.
+    let choice = SamChoice::from_process_args()?;
+    let sam_kind = match &choice {
+        SamChoice::Software => "software".to_owned(),
+        SamChoice::Pkcs11(address) => address.uri.without_pin(),
+    };
     let mut center = datadir::open_center_on(data, database)?;
-    let id = datadir::install_device(data, &mut center, name, kind.role())?;
+    let id = datadir::install_device(data, &mut center, name, kind.role(), &choice)?;
     print(
         json_output,
-        json!({"name": name, "device_id": id.to_string(), "role": kind.as_str()}),
+        json!({"name": name, "device_id": id.to_string(), "role": kind.as_str(), "sam": sam_kind}),
         || {
-            println!("installed {name}: {id}");
+            println!("installed {name}: {id} (SAM: {sam_kind})");
         },
     );
     Ok(ExitCode::SUCCESS)

@@ -17,6 +17,7 @@ mod card_tool;
 mod credit_cli;
 mod datadir;
 mod demo;
+mod device_sam;
 mod lifecycle;
 mod operations;
 mod pcsc;
@@ -41,6 +42,8 @@ use terminal_cli::{terminal, TerminalCommands};
 struct Cli {
     #[command(subcommand)]
     command: Commands,
+    #[command(flatten)]
+    sam: device_sam::SamArgs,
 }
 
 #[derive(Subcommand, Debug)]
@@ -292,6 +295,7 @@ enum BenchCommands {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    device_sam::set_process_args(cli.sam);
     let outcome = match cli.command {
         Commands::Demo(args) => demo::run(args),
         Commands::Card(CardCommands::Apdu { card, json, apdus }) => {
