@@ -77,6 +77,66 @@ pub(crate) enum X25519Kind {
     EdwardsTyped,
 }
 
+/// What a key may be used for; every other usage is set false explicitly.
+#[derive(Debug, Clone, Copy)]
+struct Usage {
+    sign: bool,
+    verify: bool,
+    derive: bool,
+}
+
+impl Usage {
+    const NONE: Usage = Usage {
+        sign: false,
+        verify: false,
+        derive: false,
+    };
+    const SIGN: Usage = Usage {
+        sign: true,
+        ..Usage::NONE
+    };
+    const VERIFY: Usage = Usage {
+        verify: true,
+        ..Usage::NONE
+    };
+    const DERIVE: Usage = Usage {
+        derive: true,
+        ..Usage::NONE
+    };
+    /// AES-CMAC: compute and check.
+    const MAC: Usage = Usage {
+        sign: true,
+        verify: true,
+        derive: false,
+    };
+
+    /// For a secret key: every usage a PKCS#11 secret key has.
+    fn secret(self) -> Vec<Attribute> {
+        let mut attributes = self.private();
+        attributes.extend(self.public());
+        attributes
+    }
+
+    /// The usages a private key has (PKCS#11 § 4.9).
+    fn private(self) -> Vec<Attribute> {
+        vec![
+            Attribute::Sign(self.sign),
+            Attribute::Derive(self.derive),
+            Attribute::Decrypt(false),
+            Attribute::Unwrap(false),
+        ]
+    }
+
+    /// The usages a public key has (PKCS#11 § 4.8), derive aside.
+    fn public(self) -> Vec<Attribute> {
+        vec![
+            Attribute::Verify(self.verify),
+            Attribute::Encrypt(false),
+            Attribute::Wrap(false),
+        ]
+    }
+}
+
 /// A read-write session on the URI's token, logged in as the user.
 pub(crate) struct TokenSession {
     pub session: Session,
@@ -199,7 +259,10 @@ impl TokenSession {
             .map_err(|e| Pkcs11SamError::token("C_GetMechanismList", &e))
     }
 
-    fn private_key_template(&self, part: Part, key_type: KeyType) -> Vec<Attribute> {
+    /// A private or secret (AES) key's template: kept, private, sensitive, never
+    /// extractable, and able to do nothing but what `usage` lists (tokens such as SoftHSM2 otherwise grant
+    /// encrypt, decrypt, wrap and unwrap by default).
+    fn private_key_template(&self, part: Part, key_type: KeyType, usage: Usage) -> Vec<Attribute> {
         let mut template = self.common(part);
         template.extend([
             Attribute::Token(true),
@@ -208,10 +271,21 @@ impl TokenSession {
             Attribute::Extractable(false),
             Attribute::KeyType(key_type),
         ]);
+        template.extend(if key_type == KeyType::AES {
+            usage.secret()
+        } else {
+            usage.private()
+        });
         template
     }
 
-    fn public_key_template(&self, part: Part, key_type: KeyType, oid: &[u8]) -> Vec<Attribute> {
+    fn public_key_template(
+        &self,
+        part: Part,
+        key_type: KeyType,
+        oid: &[u8],
+        usage: Usage,
+    ) -> Vec<Attribute> {
         let mut template = self.common(part);
         template.extend([
             Attribute::Token(true),
@@ -219,6 +293,7 @@ impl TokenSession {
             Attribute::KeyType(key_type),
             Attribute::EcParams(oid.to_vec()),
         ]);
+        template.extend(usage.public());
         template
     }
 
@@ -226,10 +301,13 @@ impl TokenSession {
     pub fn generate_signing_pair(
         &self,
     ) -> Result<(ObjectHandle, [u8; PUBLIC_KEY_LEN]), Pkcs11SamError> {
-        let mut public = self.public_key_template(Part::Signing, KeyType::EC_EDWARDS, ED25519_OID);
-        public.push(Attribute::Verify(true));
-        let mut private = self.private_key_template(Part::Signing, KeyType::EC_EDWARDS);
-        private.push(Attribute::Sign(true));
+        let public = self.public_key_template(
+            Part::Signing,
+            KeyType::EC_EDWARDS,
+            ED25519_OID,
+            Usage::VERIFY,
+        );
+        let private = self.private_key_template(Part::Signing, KeyType::EC_EDWARDS, Usage::SIGN);
         let (public, private) = self
             .session
             .generate_key_pair(&Mechanism::EccEdwardsKeyPairGen, &public, &private)
@@ -263,9 +341,8 @@ impl TokenSession {
             X25519Kind::Montgomery => (KeyType::EC_MONTGOMERY, Mechanism::EccMontgomeryKeyPairGen),
             X25519Kind::EdwardsTyped => (KeyType::EC_EDWARDS, Mechanism::EccEdwardsKeyPairGen),
         };
-        let public = self.public_key_template(Part::Sealing, key_type, X25519_OID);
-        let mut private = self.private_key_template(Part::Sealing, key_type);
-        private.push(Attribute::Derive(true));
+        let public = self.public_key_template(Part::Sealing, key_type, X25519_OID, Usage::NONE);
+        let private = self.private_key_template(Part::Sealing, key_type, Usage::DERIVE);
         let (public, private) = self
             .session
             .generate_key_pair(&mechanism, &public, &private)
@@ -302,11 +379,9 @@ impl TokenSession {
     /// Stores an AES-128 key in the token as a sensitive, non-extractable secret key that
     /// can compute and check CMACs. The caller zeroizes `value`.
     pub fn store_aes_key(&self, part: Part, value: &[u8]) -> Result<ObjectHandle, Pkcs11SamError> {
-        let mut template = self.private_key_template(part, KeyType::AES);
+        let mut template = self.private_key_template(part, KeyType::AES, Usage::MAC);
         template.extend([
             Attribute::Class(ObjectClass::SECRET_KEY),
-            Attribute::Sign(true),
-            Attribute::Verify(true),
             Attribute::Value(value.to_vec()),
         ]);
         let handle = self.session.create_object(&template);

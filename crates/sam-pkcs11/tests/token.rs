@@ -68,9 +68,14 @@ fn private_and_secret_keys_are_sensitive_and_never_extractable() {
                         AttributeType::Extractable,
                         AttributeType::Token,
                         AttributeType::Value,
+                        AttributeType::Decrypt,
+                        AttributeType::Unwrap,
                     ],
                 )
                 .unwrap();
+            // Nothing but its one use: no key can decrypt or unwrap (SoftHSM2's defaults).
+            assert!(attributes.contains(&Attribute::Decrypt(false)));
+            assert!(attributes.contains(&Attribute::Unwrap(false)));
             assert!(attributes.contains(&Attribute::Sensitive(true)));
             assert!(attributes.contains(&Attribute::Extractable(false)));
             assert!(attributes.contains(&Attribute::Token(true)));

@@ -91,7 +91,7 @@ impl SamChoice {
 /// `Box<dyn Sam>`.
 #[derive(Debug)]
 pub enum DeviceSam {
-    Software(SoftwareSam),
+    Software(Box<SoftwareSam>),
     Pkcs11(Box<Pkcs11Sam>),
 }
 
@@ -110,11 +110,11 @@ impl DeviceSam {
         transport_key: AesKey,
     ) -> Result<Self, String> {
         match choice {
-            SamChoice::Software => Ok(DeviceSam::Software(SoftwareSam::manufacture(
+            SamChoice::Software => Ok(DeviceSam::Software(Box::new(SoftwareSam::manufacture(
                 device_id,
                 transport_key,
                 &mut OsRng,
-            ))),
+            )))),
             SamChoice::Pkcs11(address) => Pkcs11Sam::manufacture(address, device_id, transport_key)
                 .map(|sam| DeviceSam::Pkcs11(Box::new(sam)))
                 .map_err(|e| e.to_string()),
@@ -158,7 +158,7 @@ impl DeviceSam {
         let image =
             std::fs::read(dir.join(IMAGE_FILE)).map_err(|e| format!("{}: {e}", dir.display()))?;
         SoftwareSam::from_image(&image)
-            .map(DeviceSam::Software)
+            .map(|sam| DeviceSam::Software(Box::new(sam)))
             .map_err(|e| format!("device {name:?}: {e}"))
     }
 
@@ -203,14 +203,14 @@ impl DeviceSam {
 
     fn inner(&self) -> &dyn Sam {
         match self {
-            DeviceSam::Software(sam) => sam,
+            DeviceSam::Software(sam) => sam.as_ref(),
             DeviceSam::Pkcs11(sam) => sam.as_ref(),
         }
     }
 
     fn inner_mut(&mut self) -> &mut dyn Sam {
         match self {
-            DeviceSam::Software(sam) => sam,
+            DeviceSam::Software(sam) => sam.as_mut(),
             DeviceSam::Pkcs11(sam) => sam.as_mut(),
         }
     }

@@ -146,14 +146,13 @@ pub fn center_init(
         devices.push((name, "payment-terminal", id));
     }
     // One settlement terminal (seed 000): card-to-card transfer between two readers.
-    let settlement =
-        datadir::install_device(
-            data,
-            &mut center,
-            "settlement-1",
-            Role::SettlementTerminal,
-            &SamChoice::Software,
-        )?;
+    let settlement = datadir::install_device(
+        data,
+        &mut center,
+        "settlement-1",
+        Role::SettlementTerminal,
+        &SamChoice::Software,
+    )?;
     devices.push(("settlement-1".to_owned(), "settlement-terminal", settlement));
     let anchor = center.anchor();
     print(

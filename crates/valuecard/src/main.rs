@@ -12,6 +12,7 @@ mod bench_db;
 mod bench_http;
 mod bench_ingest;
 mod bench_pcsc;
+mod bench_sam;
 mod bench_transfer;
 mod card_tool;
 mod credit_cli;
@@ -291,6 +292,9 @@ enum BenchCommands {
     /// Concurrent signed terminals uploading usage records to the center's HTTPS service
     /// over loopback: records/s and request latency against Ed25519 batch verification.
     Http(bench_http::HttpArgs),
+    /// Ed25519 signatures per second by a SAM in a PKCS#11 token (a throw-away SoftHSM2
+    /// token) against the software SAM, in the same run.
+    Sam(bench_sam::BenchSamArgs),
 }
 
 fn main() -> ExitCode {
@@ -409,6 +413,7 @@ fn main() -> ExitCode {
         Commands::Bench(BenchCommands::Pcsc(args)) => bench_pcsc::run(args),
         Commands::Bench(BenchCommands::Transfer(args)) => bench_transfer::transfer(args),
         Commands::Bench(BenchCommands::Http(args)) => bench_http::http(args),
+        Commands::Bench(BenchCommands::Sam(args)) => bench_sam::sam(args),
         Commands::Simulate(args) => simulate_cli::run(args),
     };
     match outcome {

@@ -133,6 +133,7 @@ fn every_command_that_reports_takes_json() {
         &["bench", "ingest"],
         &["bench", "http"],
         &["bench", "pcsc"],
+        &["bench", "sam"],
         &["simulate"],
     ];
     let help = |command: &[&str]| {
