@@ -56,6 +56,17 @@ use state::SamState;
 use token::{Part, TokenSession};
 pub use uri::{Pkcs11Uri, UriError};
 
+/// How many sequences a SAM reserves in the token at once: one token write per this many
+/// purchases (SoftHSM2 syncs every object it writes to disk).
+pub const SEQUENCE_BLOCK: u32 = 64;
+
+/// Sequences reserved in the token, `next..=end`.
+#[derive(Debug, Clone, Copy)]
+struct SequenceBlock {
+    next: u32,
+    end: u32,
+}
+
 /// The environment variable holding the user PIN when the URI gives none.
 pub const PIN_ENV: &str = "VALUECARD_PKCS11_PIN";
 
@@ -184,6 +195,8 @@ pub struct Pkcs11Sam {
     /// The signed stamp of `state.chain`'s current position, so that a purchase need not
     /// sign the stamp again.
     signed_stamp: Option<TerminalStamp>,
+    /// The sequences this object reserved in the token and has not used yet.
+    sequences: Option<SequenceBlock>,
     clock: Box<dyn Clock>,
 }
 
@@ -229,6 +242,7 @@ impl Pkcs11Sam {
             state_object: state_object?,
             state,
             signed_stamp: None,
+            sequences: None,
             clock: Box::new(SystemClock),
         })
     }
@@ -254,6 +268,7 @@ impl Pkcs11Sam {
             state_object,
             state,
             signed_stamp: None,
+            sequences: None,
             clock: Box::new(SystemClock),
         };
         sam.signed_stamp = sam.sign_current_stamp()?;
@@ -309,9 +324,9 @@ impl Pkcs11Sam {
         }))
     }
 
-    /// Reads the state again from the token: another SAM object of this process or another
-    /// process may have advanced the chain or the sequence since (a device opens its SAM
-    /// twice when it also talks to the center).
+    /// Reads the state again from the token before writing it: another SAM object of this
+    /// process or another process may have advanced the chain or reserved sequences since
+    /// (a device opens its SAM twice when it also talks to the center).
     fn refresh(&mut self) -> Result<(), SamError> {
         let (state_object, state) = load_state(&self.token)?;
         self.state_object = state_object;
@@ -342,15 +357,51 @@ impl Pkcs11Sam {
         Ok(())
     }
 
-    /// Brings the chain up to the clock, storing it before its stamp is used.
+    /// Brings the chain up to the clock, storing it before its stamp is used. The token is
+    /// read and written only on the day the chain moves.
     fn advance_to_clock(&mut self) -> Result<TerminalStamp, SamError> {
         let today = self.clock.today();
-        let chain = self.state.chain.as_mut().ok_or(SamError::NotInstalled)?;
-        if chain.advance_to(today)? {
-            self.store_state()?;
-            self.signed_stamp = self.sign_current_stamp()?;
+        let mut probe = *self.state.chain.as_ref().ok_or(SamError::NotInstalled)?;
+        let moves = probe.advance_to(today)?;
+        probe.erase();
+        if moves {
+            self.refresh()?;
+            let chain = self.state.chain.as_mut().ok_or(SamError::NotInstalled)?;
+            if chain.advance_to(today)? {
+                self.store_state()?;
+                self.signed_stamp = self.sign_current_stamp()?;
+            }
         }
         self.signed_stamp.ok_or(SamError::NotInstalled)
+    }
+
+    /// The sequence of the next record: the next of this object's reserved block, else the
+    /// first of a new block reserved in the token first. A crash loses the rest of a block
+    /// (the sequences are skipped), never signs two records under one sequence.
+    fn take_sequence(&mut self, sequence_floor: u32) -> Result<u32, SamError> {
+        if let Some(block) = &self.sequences {
+            let sequence = block.next.max(sequence_floor);
+            if sequence <= block.end {
+                return Ok(sequence);
+            }
+        }
+        self.refresh()?;
+        let start = next_sequence(self.state.sequence_reserved, sequence_floor)?;
+        let end = start.saturating_add(SEQUENCE_BLOCK - 1);
+        self.state.sequence_reserved = end;
+        self.store_state()?;
+        self.sequences = Some(SequenceBlock { next: start, end });
+        Ok(start)
+    }
+
+    /// Marks `sequence` used.
+    fn used_sequence(&mut self, sequence: u32) {
+        if let Some(block) = &mut self.sequences {
+            block.next = sequence.saturating_add(1);
+            if sequence == u32::MAX {
+                self.sequences = None;
+            }
+        }
     }
 
     fn installed(&self) -> Result<&(TrustAnchor, Certificate), SamError> {
@@ -429,22 +480,18 @@ impl Sam for Pkcs11Sam {
     }
 
     fn stamp(&mut self) -> Result<TerminalStamp, SamError> {
-        self.refresh()?;
         self.advance_to_clock()
     }
 
     fn sign_purchase(&mut self, order: &PurchaseOrder) -> Result<SignedPurchase, SamError> {
-        self.refresh()?;
         self.installed()?;
         let balance_after = check_purchase(order)?;
         let stamp = self.advance_to_clock()?;
-        let sequence = next_sequence(self.state.last_sequence, order.sequence_floor)?;
+        // The sequence was reserved in the token before the signature exists.
+        let sequence = self.take_sequence(order.sequence_floor)?;
         let commit = purchase_commit(order, self.state.device_id, balance_after, sequence, stamp);
-        // The sequence is stored before the signature exists: a crash between the two loses
-        // a sequence number, never signs two purchases under one.
-        self.state.last_sequence = sequence;
-        self.store_state()?;
         let signature = self.sign(&commit.signed_message())?;
+        self.used_sequence(sequence);
         Ok(SignedPurchase { commit, signature })
     }
 
@@ -452,10 +499,9 @@ impl Sam for Pkcs11Sam {
         &mut self,
         order: &TransferRecordOrder,
     ) -> Result<UsageRecord, SamError> {
-        self.refresh()?;
         let (balance_after, counter) = check_transfer(order, self.certificate()?.body.role)?;
         let stamp = self.advance_to_clock()?;
-        let sequence = next_sequence(self.state.last_sequence, order.sequence_floor)?;
+        let sequence = self.take_sequence(order.sequence_floor)?;
         let mut record = transfer_record(
             order,
             self.state.device_id,
@@ -464,9 +510,8 @@ impl Sam for Pkcs11Sam {
             sequence,
             stamp,
         );
-        self.state.last_sequence = sequence;
-        self.store_state()?;
         record.signature = self.sign(&record.signed_message(&order.card_id))?;
+        self.used_sequence(sequence);
         Ok(record)
     }
 

@@ -1,5 +1,5 @@
 //! The SAM's state that is not a key: its device ID, certificate and trust anchor, the
-//! time-stamp chain's position and current stamp TS_t, and the last sequence it signed. It
+//! time-stamp chain's position and current stamp TS_t, and the sequences it reserved. It
 //! lives in the token as one private data object (CKO_DATA, CKA_PRIVATE: readable only after
 //! login with the user PIN), written whole on every change, so that the token is the SAM's
 //! one store and a copied data directory holds nothing of it.
@@ -35,7 +35,7 @@ mod tag {
     pub const STAMP_COUNT: u32 = 0x88;
     pub const STAMP: u32 = 0x89;
     pub const INSTALLED_ON: u32 = 0x8A;
-    pub const LAST_SEQUENCE: u32 = 0x8B;
+    pub const SEQUENCE_RESERVED: u32 = 0x8B;
     pub const GENERATION: u32 = 0x8C;
     pub const CERTIFICATE: u32 = valuecard_core::cert::TAG_CERTIFICATE;
 }
@@ -46,7 +46,9 @@ pub(crate) struct SamState {
     pub device_id: DeviceId,
     pub installed: Option<(TrustAnchor, Certificate)>,
     pub chain: Option<StampChain>,
-    pub last_sequence: u32,
+    /// The highest sequence any SAM object of this device may have signed under: a SAM
+    /// reserves a block of sequences here before it signs under the first of them.
+    pub sequence_reserved: u32,
     /// Counts the writes of this state; the highest one in the token is the current one.
     pub generation: u64,
 }
@@ -65,7 +67,7 @@ impl SamState {
             device_id,
             installed: None,
             chain: None,
-            last_sequence: 0,
+            sequence_reserved: 0,
             generation: 0,
         }
     }
@@ -85,7 +87,7 @@ impl SamState {
                 .put(tag::STAMP, &chain.current)
                 .put_u32(tag::INSTALLED_ON, chain.installed_on.0);
         }
-        w.put_u32(tag::LAST_SEQUENCE, self.last_sequence)
+        w.put_u32(tag::SEQUENCE_RESERVED, self.sequence_reserved)
             .put(tag::GENERATION, &self.generation.to_be_bytes());
         w.into_bytes()
     }
@@ -130,15 +132,15 @@ impl SamState {
             }
             None => None,
         };
-        let last_sequence = r.expect(tag::LAST_SEQUENCE).map_err(bad)?;
-        let last_sequence = be_u32(tag::LAST_SEQUENCE, last_sequence).map_err(bad)?;
+        let sequence_reserved = r.expect(tag::SEQUENCE_RESERVED).map_err(bad)?;
+        let sequence_reserved = be_u32(tag::SEQUENCE_RESERVED, sequence_reserved).map_err(bad)?;
         let generation = u64::from_be_bytes(r.expect_array(tag::GENERATION).map_err(bad)?);
         r.finish().map_err(bad)?;
         Ok(SamState {
             device_id,
             installed,
             chain,
-            last_sequence,
+            sequence_reserved,
             generation,
         })
     }
@@ -152,7 +154,7 @@ mod tests {
     #[test]
     fn a_fresh_state_round_trips_and_truncation_is_refused() {
         let mut state = SamState::new(DeviceId([7; 8]));
-        state.last_sequence = 41;
+        state.sequence_reserved = 41;
         state.generation = 5;
         state.chain = Some(StampChain {
             installed_on: Date(20_000),
@@ -162,7 +164,7 @@ mod tests {
         let bytes = state.encode();
         let back = SamState::decode(&bytes).unwrap();
         assert_eq!(back.device_id, DeviceId([7; 8]));
-        assert_eq!((back.last_sequence, back.generation), (41, 5));
+        assert_eq!((back.sequence_reserved, back.generation), (41, 5));
         let chain = back.chain.as_ref().unwrap();
         assert_eq!((chain.count, chain.current), (3, [9; 32]));
         assert_eq!(back.encode(), bytes);

@@ -10,10 +10,11 @@ use cryptoki::session::UserType;
 use cryptoki::types::AuthPin;
 use valuecard_core::cert::Role;
 use valuecard_core::crypto::random_array;
-use valuecard_core::ids::DeviceId;
+use valuecard_core::ids::{CardId, DeviceId};
 use valuecard_core::messages::center::InstallationRequest;
+use valuecard_core::money::Amount;
 use valuecard_core::time::Date;
-use valuecard_sam::{request_signing_input, Sam, SamError};
+use valuecard_sam::{request_signing_input, PurchaseOrder, Sam, SamError};
 use valuecard_sam_pkcs11::softhsm::THROWAWAY_USER_PIN;
 use valuecard_sam_pkcs11::{context, Pkcs11Sam, Pkcs11SamError};
 use valuecard_sim::{Storage, World};
@@ -230,5 +231,103 @@ fn one_label_holds_one_sam_and_installs_once() {
         )
         .unwrap_err(),
         SamError::BadInstallationMac
+    );
+}
+
+fn order(today: Date) -> PurchaseOrder {
+    let balance = Amount::new(10_000).unwrap();
+    PurchaseOrder {
+        card_id: CardId([3; 8]),
+        challenge_terminal: [1; 16],
+        challenge_card: [2; 16],
+        counter: 1,
+        balance_before: balance,
+        amount_max: balance,
+        amount: Amount::new(5).unwrap(),
+        date: today,
+        sequence_floor: 0,
+    }
+}
+
+#[test]
+fn sequences_never_repeat_across_reopening_and_two_open_objects() {
+    let Some(module) = softhsm("sequences") else {
+        return;
+    };
+    let address = fresh_address(&module, "sam");
+    let mut world = world();
+    let mut first = installed_sam(
+        &mut world,
+        &Kind::Pkcs11(Box::new(address.clone())),
+        Role::PaymentTerminal,
+        "sam",
+    );
+    let device_id = first.device_id();
+    let order = order(world.today());
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let signed = first.sign_purchase(&order).unwrap();
+        first
+            .signing_key()
+            .verify(&signed.commit.signed_message(), &signed.signature)
+            .unwrap();
+        seen.push(signed.commit.terminal_sequence);
+    }
+    assert_eq!(seen, [1, 2, 3]);
+    // A second object of the same SAM, open at the same time (as a device's link to the
+    // center is), reserves its own sequences; neither signs under the other's.
+    let mut second = Pkcs11Sam::open_for(&address, device_id)
+        .unwrap()
+        .with_clock(world.clock());
+    for _ in 0..3 {
+        seen.push(
+            second
+                .sign_purchase(&order)
+                .unwrap()
+                .commit
+                .terminal_sequence,
+        );
+        seen.push(
+            first
+                .sign_purchase(&order)
+                .unwrap()
+                .commit
+                .terminal_sequence,
+        );
+    }
+    drop(first);
+    drop(second);
+    // Reopened after both are gone: past every reserved sequence, and the floor holds.
+    let mut again = Pkcs11Sam::open_for(&address, device_id)
+        .unwrap()
+        .with_clock(world.clock());
+    seen.push(
+        again
+            .sign_purchase(&order)
+            .unwrap()
+            .commit
+            .terminal_sequence,
+    );
+    let floor = PurchaseOrder {
+        sequence_floor: 10_000,
+        ..order
+    };
+    seen.push(
+        again
+            .sign_purchase(&floor)
+            .unwrap()
+            .commit
+            .terminal_sequence,
+    );
+    let last = seen.len() - 1;
+    assert_eq!(seen[last], 10_000);
+    assert!(seen[last - 1] > 2 * valuecard_sam_pkcs11::SEQUENCE_BLOCK);
+    let mut unique = seen.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(
+        unique.len(),
+        seen.len(),
+        "a sequence was signed twice: {seen:?}"
     );
 }
