@@ -141,6 +141,13 @@ impl From<Pkcs11SamError> for SamError {
     }
 }
 
+/// Decodes a state object's value and encodes it again: the fuzz target's round trip over
+/// the one parser of what a token gives back.
+#[doc(hidden)]
+pub fn state_round_trip(bytes: &[u8]) -> Option<Vec<u8>> {
+    SamState::decode(bytes).ok().map(|state| state.encode())
+}
+
 /// The user PIN for `uri`: its `pin-value`, else the file its `pin-source` names (a path
 /// or a `file:` URI; the first line), else [`PIN_ENV`].
 pub fn resolve_pin(uri: &Pkcs11Uri) -> Result<Zeroizing<String>, Pkcs11SamError> {
