@@ -265,6 +265,15 @@ impl Pkcs11Sam {
         let sealing_public =
             token.public_point(token.require(ObjectClass::PUBLIC_KEY, Part::Sealing)?)?;
         let (state_object, state) = load_state(&token)?;
+        // The keys under the label must be the ones the center certified: objects swapped
+        // or re-created under the same label are refused, not used.
+        if let Some((_, certificate)) = &state.installed {
+            if certificate.body.signing_key.to_bytes() != signing_public
+                || certificate.body.sealing_key != Some(sealing_public)
+            {
+                return Err(SamError::ForeignCertificate.into());
+            }
+        }
         let mut sam = Pkcs11Sam {
             token,
             signing_key,
