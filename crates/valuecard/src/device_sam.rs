@@ -77,6 +77,18 @@ impl SamChoice {
             .map_err(|e| e.to_string())
     }
 
+    /// For a command whose devices always get software SAMs (`center init`, `demo`): a
+    /// token given with `--sam` is refused rather than silently ignored.
+    pub fn refuse_token(command: &str, devices: &str) -> Result<(), String> {
+        match Self::from_process_args()? {
+            SamChoice::Software => Ok(()),
+            SamChoice::Pkcs11(_) => Err(format!(
+                "{command} gives {devices} software SAMs; install a device with its SAM in a \
+                 token with `valuecard terminal install --sam pkcs11:...` (docs/hsm.md)"
+            )),
+        }
+    }
+
     /// The choice the process's `--sam` makes (the software SAM without one).
     pub fn from_process_args() -> Result<Self, String> {
         let args = process_args();

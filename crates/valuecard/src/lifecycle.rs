@@ -124,6 +124,7 @@ pub fn center_init(
     tls_names: &[String],
     json_output: bool,
 ) -> Result<ExitCode, String> {
+    SamChoice::refuse_token("center init", "its first devices")?;
     let (mut center, pin) = datadir::init_center_on(data, database, tls_names)?;
     let mut devices = Vec::new();
     let dispenser = datadir::install_device(

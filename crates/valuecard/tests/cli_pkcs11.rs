@@ -262,6 +262,26 @@ fn devices_with_pkcs11_sams_run_the_same_flows_as_software_ones() {
         assert_eq!(refused.status.code(), Some(2), "{}", refused.stderr);
         assert!(refused.stderr.contains("SAM"), "{}", refused.stderr);
     }
+    // center init makes software devices only: a token's URI is refused, not ignored.
+    let refused = run(&mut command(
+        &tokens,
+        &[
+            "center",
+            "init",
+            "--data",
+            dir.path().join("other").to_str().unwrap(),
+            "--sam",
+            "pkcs11:token=cli;object=x",
+        ],
+    ));
+    assert_eq!(refused.status.code(), Some(2), "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("terminal install --sam"),
+        "{}",
+        refused.stderr
+    );
+    assert!(!dir.path().join("other").exists());
+
     // The matching --sam, with its PIN in the URI, is accepted.
     run_json(
         command(
