@@ -294,3 +294,28 @@ impl Sam for DeviceSam {
             .install(installation, challenge, role, today)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn sam_choice_is_software_or_a_pkcs11_uri() {
+        assert!(matches!(
+            SamChoice::parse("software", None),
+            Ok(SamChoice::Software)
+        ));
+        let Ok(SamChoice::Pkcs11(address)) = SamChoice::parse(
+            "pkcs11:token=t;object=o?pin-value=1",
+            Some(Path::new("/m.so")),
+        ) else {
+            panic!("a PKCS#11 URI is a token choice");
+        };
+        assert_eq!(address.uri.object, "o");
+        assert_eq!(address.module.as_deref(), Some(Path::new("/m.so")));
+        for refused in ["", "hsm", "pkcs11:token=t", "pkcs11:object=o;bogus=1"] {
+            assert!(SamChoice::parse(refused, None).is_err(), "{refused:?}");
+        }
+    }
+}
