@@ -24,13 +24,13 @@
 
 #![forbid(unsafe_code)]
 
+mod address;
 pub mod context;
+mod error;
 pub mod softhsm;
 mod state;
 mod token;
 pub mod uri;
-
-use std::path::{Path, PathBuf};
 
 use cryptoki::object::{ObjectClass, ObjectHandle};
 use valuecard_core::cert::{Certificate, Role, TrustAnchor, VerifiedCertificate};
@@ -52,6 +52,8 @@ use valuecard_sam::{
 };
 use zeroize::{Zeroize, Zeroizing};
 
+pub use address::{resolve_pin, TokenAddress, PIN_ENV};
+pub use error::Pkcs11SamError;
 use state::SamState;
 use token::{Part, TokenSession};
 pub use uri::{Pkcs11Uri, UriError};
@@ -67,127 +69,11 @@ struct SequenceBlock {
     end: u32,
 }
 
-/// The environment variable holding the user PIN when the URI gives none.
-pub const PIN_ENV: &str = "VALUECARD_PKCS11_PIN";
-
-/// Why a PKCS#11 SAM could not be made or opened.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum Pkcs11SamError {
-    #[error("bad PKCS#11 URI: {0}")]
-    Uri(#[from] UriError),
-    #[error(
-        "no PKCS#11 module: pass --pkcs11-module PATH or set VALUECARD_PKCS11_MODULE \
-         (SoftHSM2's module was not found either; Debian package softhsm2)"
-    )]
-    NoModule,
-    #[error("the PKCS#11 module {0} does not exist")]
-    ModuleMissing(PathBuf),
-    #[error("the PKCS#11 module {module} could not be loaded: {reason}")]
-    ModuleLoad { module: PathBuf, reason: String },
-    #[error("this process already uses the PKCS#11 module {loaded}; it cannot load {asked} too")]
-    OtherModule { loaded: PathBuf, asked: PathBuf },
-    #[error("no token matches {0} (list them with `pkcs11-tool --list-token-slots`)")]
-    NoToken(String),
-    #[error("several tokens match {0}: add token=, serial= or slot-id= to the URI")]
-    SeveralTokens(String),
-    #[error(
-        "no PIN for the token: give ?pin-source=FILE (or ?pin-value=PIN) in the URI, \
-         or set VALUECARD_PKCS11_PIN"
-    )]
-    NoPin,
-    #[error("the PIN file {0} could not be read")]
-    PinSource(String),
-    #[error("the token refused the PIN (CKR_PIN_INCORRECT): wrong user PIN")]
-    WrongPin,
-    #[error(
-        "the token's user PIN is locked (too many wrong PINs): the security officer must reset it"
-    )]
-    PinLocked,
-    #[error("the token already holds objects labelled {0:?}: choose another object= name")]
-    AlreadyExists(String),
-    #[error("the token holds no object {0:?} (was this SAM made with `--sam` on this token?)")]
-    MissingObject(String),
-    #[error("the token holds several objects {0:?}: add id= to the URI")]
-    AmbiguousObjects(String),
-    #[error("the token does not offer {0}, which a valuecard SAM needs (see docs/hsm.md)")]
-    MissingMechanism(&'static str),
-    #[error("the token gave a public key that is not a 32-byte curve point")]
-    BadPublicKey,
-    #[error("the token gave an EdDSA signature of {0} bytes")]
-    BadSignatureLength(usize),
-    #[error("the token's X25519 derivation gave no 32-byte secret")]
-    BadSharedSecret,
-    #[error("the SAM in the token belongs to device {found}, not {expected}")]
-    OtherDevice { found: String, expected: String },
-    #[error("the token failed: {0}")]
-    Token(String),
-    #[error(transparent)]
-    Sam(#[from] SamError),
-}
-
-impl Pkcs11SamError {
-    pub(crate) fn token(function: &str, error: &cryptoki::error::Error) -> Self {
-        Pkcs11SamError::Token(token::describe(function, error))
-    }
-}
-
-impl From<Pkcs11SamError> for SamError {
-    fn from(error: Pkcs11SamError) -> Self {
-        match error {
-            Pkcs11SamError::Sam(error) => error,
-            other => SamError::Token(other.to_string()),
-        }
-    }
-}
-
 /// Decodes a state object's value and encodes it again: the fuzz target's round trip over
 /// the one parser of what a token gives back.
 #[doc(hidden)]
 pub fn state_round_trip(bytes: &[u8]) -> Option<Vec<u8>> {
     SamState::decode(bytes).ok().map(|state| state.encode())
-}
-
-/// The user PIN for `uri`: its `pin-value`, else the file its `pin-source` names (a path
-/// or a `file:` URI; the first line), else [`PIN_ENV`].
-pub fn resolve_pin(uri: &Pkcs11Uri) -> Result<Zeroizing<String>, Pkcs11SamError> {
-    if let Some(pin) = uri.pin_value() {
-        return Ok(Zeroizing::new(pin.to_owned()));
-    }
-    if let Some(source) = &uri.pin_source {
-        let path = source.strip_prefix("file://").unwrap_or(source);
-        let text = Zeroizing::new(
-            std::fs::read_to_string(path).map_err(|_| Pkcs11SamError::PinSource(path.into()))?,
-        );
-        let first = text.lines().next().unwrap_or("");
-        return Ok(Zeroizing::new(first.to_owned()));
-    }
-    match std::env::var(PIN_ENV) {
-        Ok(pin) if !pin.is_empty() => Ok(Zeroizing::new(pin)),
-        _ => Err(Pkcs11SamError::NoPin),
-    }
-}
-
-/// Where to find the token: the URI, and the module if an option names one (else
-/// `VALUECARD_PKCS11_MODULE`, the URI's `module-path`, or SoftHSM2's).
-#[derive(Debug, Clone)]
-pub struct TokenAddress {
-    pub uri: Pkcs11Uri,
-    pub module: Option<PathBuf>,
-}
-
-impl TokenAddress {
-    pub fn parse(uri: &str, module: Option<&Path>) -> Result<Self, Pkcs11SamError> {
-        Ok(TokenAddress {
-            uri: Pkcs11Uri::parse(uri)?,
-            module: module.map(Path::to_owned),
-        })
-    }
-
-    fn session(&self) -> Result<TokenSession, Pkcs11SamError> {
-        let pin = resolve_pin(&self.uri)?;
-        TokenSession::open(&self.uri, &pin, self.module.as_deref())
-    }
 }
 
 /// A SAM whose keys are in a PKCS#11 token.
