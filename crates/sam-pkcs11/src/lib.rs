@@ -12,7 +12,7 @@
 //! | certificate, anchor, stamp count and TS_t, last sequence | one private data object in the token (`crate::state`) |
 //!
 //! **What passes through host memory**, and for how long: the X25519 shared secret of an
-//! installation (the token has no HKDF; see [`token`]'s `x25519_shared_secret`) and what it
+//! installation (the token has no HKDF; see `token.rs`, `x25519_shared_secret`) and what it
 //! opens (KT, KO and TS0), for the duration of [`Sam::install`], zeroized after KT and KO
 //! were stored in the token; the current stamp TS_t while the SAM is open (see
 //! `crate::state`); Ktemp when it is first stored at manufacture (it comes from the
