@@ -27,6 +27,7 @@
 mod address;
 pub mod context;
 mod error;
+mod signer;
 pub mod softhsm;
 mod state;
 mod token;
@@ -54,6 +55,7 @@ use zeroize::{Zeroize, Zeroizing};
 
 pub use address::{resolve_pin, TokenAddress, PIN_ENV};
 pub use error::Pkcs11SamError;
+pub use signer::Pkcs11Signer;
 use state::SamState;
 use token::{Part, TokenSession};
 pub use uri::{Pkcs11Uri, UriError};

@@ -94,12 +94,18 @@ pub fn init_center_on(
     data: &Path,
     database: Option<&str>,
     tls_names: &[String],
+    key_store: Option<&str>,
 ) -> Result<(Center, CenterPin), String> {
     let db = connect_database(database)?;
+    if valuecard_center::key_path(&center_dir(data)).exists() {
+        return Err(format!("{} already holds a center", data.display()));
+    }
+    // The root key first, in its token: a refused URI or PIN leaves no center behind.
+    let root = key_store.map(crate::key_store::generate_root).transpose()?;
     create_private_dir(data)?;
     create_owned_dir(&center_dir(data))?;
-    let center =
-        Center::init(&center_dir(data), db, clock(), &mut OsRng).map_err(|e| e.to_string())?;
+    let center = Center::init_with_root(&center_dir(data), db, clock(), &mut OsRng, root)
+        .map_err(|e| e.to_string())?;
     // Only once the center exists: a refused init leaves no device directory behind.
     create_owned_dir(&data.join("devices"))?;
     let identity = ServiceIdentity::generate(tls_names).map_err(|e| e.to_string())?;
@@ -160,7 +166,13 @@ pub fn open_center_on(data: &Path, database: Option<&str>) -> Result<Center, Str
         }
         _ => {}
     }
-    Center::open(&dir, connect_database(database)?, clock()).map_err(|e| e.to_string())
+    Center::open_with(
+        &dir,
+        connect_database(database)?,
+        clock(),
+        &crate::key_store::open_root,
+    )
+    .map_err(|e| e.to_string())
 }
 
 /// A new chip's serial and its own transport key Ktemp, from the center's key file, for
@@ -174,7 +186,8 @@ pub fn manufacture_chip(data: &Path) -> Result<(ChipSerial, AesKey), String> {
             data.display()
         ));
     }
-    let keys = CenterKeys::load(&path).map_err(|e| e.to_string())?;
+    let keys =
+        CenterKeys::load_with(&path, &crate::key_store::open_root).map_err(|e| e.to_string())?;
     let serial = valuecard_center::keys::chip_serial(&mut OsRng);
     Ok((serial, keys.transport_key(&serial)))
 }

@@ -54,6 +54,11 @@ fn process_args() -> SamArgs {
     SAM_ARGS.get().cloned().unwrap_or_default()
 }
 
+/// The process's `--pkcs11-module`, if given.
+pub fn pkcs11_module_option() -> Option<PathBuf> {
+    process_args().pkcs11_module
+}
+
 /// Where a new device's keys go.
 #[derive(Debug, Clone)]
 pub enum SamChoice {

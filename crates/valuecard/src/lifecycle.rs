@@ -122,10 +122,11 @@ pub fn center_init(
     terminals: usize,
     database: Option<&str>,
     tls_names: &[String],
+    key_store: Option<&str>,
     json_output: bool,
 ) -> Result<ExitCode, String> {
     SamChoice::refuse_token("center init", "its first devices")?;
-    let (mut center, pin) = datadir::init_center_on(data, database, tls_names)?;
+    let (mut center, pin) = datadir::init_center_on(data, database, tls_names, key_store)?;
     let mut devices = Vec::new();
     let dispenser = datadir::install_device(
         data,
@@ -156,17 +157,25 @@ pub fn center_init(
     )?;
     devices.push(("settlement-1".to_owned(), "settlement-terminal", settlement));
     let anchor = center.anchor();
+    let root_key_store = match key_store {
+        Some(uri) => valuecard_sam_pkcs11::Pkcs11Uri::parse(uri)
+            .map(|uri| uri.without_pin())
+            .map_err(|e| e.to_string())?,
+        None => "key file".to_owned(),
+    };
     print(
         json_output,
         json!({
             "center": anchor.center.to_string(),
             "root_public_key": hex::encode_upper(anchor.public_key.to_bytes()),
+            "root_key_store": root_key_store,
             "service_certificate_sha256": pin.fingerprint(),
             "devices": devices.iter().map(|(name, role, id)| json!({"name": name, "role": role, "device_id": id.to_string()})).collect::<Vec<_>>(),
         }),
         || {
             println!("center {} created in {}", anchor.center, data.display());
             println!("  service certificate sha256:{}", pin.fingerprint());
+            println!("  root key: {root_key_store}");
             for (name, role, id) in &devices {
                 println!("  {role} {name}: {id}");
             }

@@ -19,6 +19,7 @@ mod credit_cli;
 mod datadir;
 mod demo;
 mod device_sam;
+mod key_store;
 mod lifecycle;
 mod operations;
 mod pcsc;
@@ -88,6 +89,11 @@ enum CenterCommands {
         /// several); the service certificate lists them. Default: localhost, 127.0.0.1, ::1.
         #[arg(long = "tls-name", value_name = "NAME")]
         tls_names: Vec<String>,
+        /// Generate the center's root key (which also signs loads) in this PKCS#11 token
+        /// instead of the key file: a URI such as `pkcs11:token=valuecard;object=center-root`
+        /// (see docs/hsm.md). The key file then records where it is.
+        #[arg(long, value_name = "pkcs11:URI")]
+        key_store: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -335,8 +341,16 @@ fn main() -> ExitCode {
             terminals,
             database,
             tls_names,
+            key_store,
             json,
-        }) => lifecycle::center_init(&data, terminals, database.as_deref(), &tls_names, json),
+        }) => lifecycle::center_init(
+            &data,
+            terminals,
+            database.as_deref(),
+            &tls_names,
+            key_store.as_deref(),
+            json,
+        ),
         Commands::Center(CenterCommands::ReportCard {
             data,
             database,

@@ -306,3 +306,97 @@ fn devices_with_pkcs11_sams_run_the_same_flows_as_software_ones() {
     );
     assert_eq!(balance(&tokens, data_arg, &a), before - 100);
 }
+
+#[test]
+fn the_centers_root_key_can_live_in_a_token() {
+    let Some(module) = softhsm::module_or_skip("cli_pkcs11 root key") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = SoftHsmDirectory::create(&dir.path().join("softhsm")).unwrap();
+    tokens.init_token_with_util("root").unwrap();
+    let data = dir.path().join("data");
+    let data_arg = data.to_str().unwrap();
+    let card = dir.path().join("card.img");
+    let card_arg = card.to_str().unwrap();
+    let uri = "pkcs11:token=root;object=center-root";
+
+    let init = run_json(&mut command(
+        &tokens,
+        &[
+            "center",
+            "init",
+            "--data",
+            data_arg,
+            "--key-store",
+            uri,
+            "--json",
+        ],
+    ));
+    assert_eq!(init["root_key_store"], uri);
+    // The key file records where the root key is, not the key.
+    let key_file = std::fs::read(data.join("center").join("center.keys")).unwrap();
+    assert!(key_file.windows(uri.len()).any(|w| w == uri.as_bytes()));
+
+    // Every signature of the root (device and card certificates, the load, the answers)
+    // comes from the token, and the books close.
+    for args in [
+        vec![
+            "card", "issue", "--data", data_arg, "--out", card_arg, "--value", "10",
+        ],
+        vec![
+            "terminal", "load", "--data", data_arg, "--card", card_arg, "--amount", "5",
+        ],
+        vec![
+            "terminal", "purchase", "--data", data_arg, "--card", card_arg, "--amount", "1",
+        ],
+        vec!["terminal", "sync", "--data", data_arg],
+    ] {
+        let mut args = args;
+        args.push("--json");
+        run_json(&mut command(&tokens, &args));
+    }
+    assert_eq!(balance(&tokens, data_arg, &card), 1_400);
+    let status = run_json(&mut command(
+        &tokens,
+        &["center", "status", "--data", data_arg, "--json"],
+    ));
+    assert_eq!(status["reconciled"], true, "{status}");
+
+    // The root key is sensitive, never extractable, in the token.
+    let listed = run(Command::new("pkcs11-tool")
+        .env("SOFTHSM2_CONF", tokens.conf())
+        .args([
+            "--module",
+            module.to_str().unwrap(),
+            "--token-label",
+            "root",
+            "--login",
+            "--pin",
+            softhsm::THROWAWAY_USER_PIN,
+            "--list-objects",
+            "--type",
+            "privkey",
+        ]));
+    assert!(listed.status.success(), "{}", listed.stderr);
+    assert!(
+        listed.stdout.contains("label:      center-root\n"),
+        "{}",
+        listed.stdout
+    );
+    assert!(
+        listed.stdout.contains("never extractable"),
+        "{}",
+        listed.stdout
+    );
+
+    // Without the right PIN the center does not open.
+    let refused = run(command(&tokens, &["center", "status", "--data", data_arg])
+        .env("VALUECARD_PKCS11_PIN", "00000000"));
+    assert_eq!(refused.status.code(), Some(2), "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("wrong user PIN"),
+        "{}",
+        refused.stderr
+    );
+}
