@@ -356,7 +356,7 @@ where
             tracing::error!(%error, "cannot encode an answer");
             Problem::new(ProblemKind::Internal, INTERNAL_DETAIL)
         })?;
-        let signature = center.sign_answer(&device, &verified.method, &verified.path, &answer);
+        let signature = center.sign_answer(&device, &verified.method, &verified.path, &answer)?;
         Ok((answer, signature))
     })
     .await

@@ -338,7 +338,7 @@ impl Center {
         method: &str,
         path: &str,
         body: &[u8],
-    ) -> Signature {
+    ) -> Result<Signature, CenterError> {
         self.keys.root.sign(&answer_signing_input(
             &device.device_id,
             device.sequence,

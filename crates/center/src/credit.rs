@@ -187,7 +187,7 @@ impl Center {
         let signature =
             self.keys
                 .root
-                .sign(&EnableCredit::signed_message(&card_id, expiry, &commitment));
+                .sign(&EnableCredit::signed_message(&card_id, expiry, &commitment))?;
         let changed = self.db.execute(
             "INSERT INTO credit_accounts (card_id, expiry, setting_commitment, signature, sealed_setting, dispenser_id, enabled_on)
              VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (card_id) DO NOTHING",

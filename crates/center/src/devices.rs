@@ -85,7 +85,7 @@ impl Center {
             role,
             request.signing_key,
             request.sealing_key,
-        );
+        )?;
         let terminal_key = diversify_key(
             &self.keys.master_key,
             derivation::TERMINAL_KEY,

@@ -158,6 +158,18 @@ impl Center {
         clock: Box<dyn Clock>,
         rng: &mut impl CryptoRngCore,
     ) -> Result<Self, CenterError> {
+        Self::init_with_root(dir, database, clock, rng, None)
+    }
+
+    /// As [`Center::init`], with the root key in `root` (a key generated in a token) when
+    /// given: the key file then records where it is instead of the key.
+    pub fn init_with_root(
+        dir: &Path,
+        database: Option<Database>,
+        clock: Box<dyn Clock>,
+        rng: &mut impl CryptoRngCore,
+        root: Option<std::sync::Arc<dyn crate::keys::RootSigner>>,
+    ) -> Result<Self, CenterError> {
         std::fs::create_dir_all(dir).map_err(|error| {
             CenterError::Setup(format!("cannot create {}: {error}", dir.display()))
         })?;
@@ -170,7 +182,10 @@ impl Center {
         let mut center_id = [0u8; 8];
         center_id[0] = 0xCE;
         rng.fill_bytes(&mut center_id[1..]);
-        let keys = CenterKeys::generate(DeviceId(center_id), rng);
+        let mut keys = CenterKeys::generate(DeviceId(center_id), rng);
+        if let Some(root) = root {
+            keys = keys.with_root_signer(root);
+        }
         let mut db = match database {
             Some(db) => db,
             None => Database::open_sqlite(&db_path(dir))?,
@@ -194,6 +209,26 @@ impl Center {
         clock: Box<dyn Clock>,
     ) -> Result<Self, CenterError> {
         let keys = CenterKeys::load(&key_path(dir))?;
+        Self::open_keys(dir, keys, database, clock)
+    }
+
+    /// As [`Center::open`], opening a root key kept in a token with `open_root`.
+    pub fn open_with(
+        dir: &Path,
+        database: Option<Database>,
+        clock: Box<dyn Clock>,
+        open_root: crate::keys::RootOpener<'_>,
+    ) -> Result<Self, CenterError> {
+        let keys = CenterKeys::load_with(&key_path(dir), open_root)?;
+        Self::open_keys(dir, keys, database, clock)
+    }
+
+    fn open_keys(
+        dir: &Path,
+        keys: CenterKeys,
+        database: Option<Database>,
+        clock: Box<dyn Clock>,
+    ) -> Result<Self, CenterError> {
         let mut db = match database {
             Some(db) => db,
             None => Database::open_sqlite(&db_path(dir))?,
@@ -267,7 +302,7 @@ impl Center {
         role: Role,
         signing_key: PublicKey,
         sealing_key: [u8; 32],
-    ) -> Certificate {
+    ) -> Result<Certificate, CenterError> {
         let today = self.today();
         CertificateBody {
             issuer: self.keys.center_id,
@@ -278,7 +313,7 @@ impl Center {
             signing_key,
             sealing_key: Some(sealing_key),
         }
-        .sign(&self.keys.root)
+        .sign_with(|message| self.keys.root.sign(message))
     }
 
     /// Issues a certificate with explicit dates. Used to demonstrate (and test) that
@@ -291,7 +326,7 @@ impl Center {
         sealing_key: Option<[u8; 32]>,
         effective: Date,
         expiry: Date,
-    ) -> Certificate {
+    ) -> Result<Certificate, CenterError> {
         CertificateBody {
             issuer: self.keys.center_id,
             subject,
@@ -301,7 +336,7 @@ impl Center {
             signing_key,
             sealing_key,
         }
-        .sign(&self.keys.root)
+        .sign_with(|message| self.keys.root.sign(message))
     }
 
     /// Allocates an ID for a new terminal or dispenser (before its SAM is manufactured).
@@ -520,7 +555,7 @@ impl CenterLink for Center {
             Role::Card,
             request.signing_key,
             request.sealing_key,
-        );
+        )?;
         let card_key = self.card_key(&request.card_id);
         // KU || KO || the transfer keys (seed 000): the card can take part in transfers
         // from its first day, before any load.

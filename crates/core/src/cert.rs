@@ -195,13 +195,26 @@ impl CertificateBody {
 
     /// Signs this body with the issuer's key.
     pub fn sign(self, issuer_key: &SigningKeyPair) -> Certificate {
+        let signed: Result<Certificate, core::convert::Infallible> =
+            self.sign_with(|message| Ok(issuer_key.sign(message)));
+        match signed {
+            Ok(certificate) => certificate,
+            Err(never) => match never {},
+        }
+    }
+
+    /// Signs this body with an issuer key held elsewhere (a token), which may refuse.
+    pub fn sign_with<E>(
+        self,
+        sign: impl FnOnce(&[u8]) -> Result<Signature, E>,
+    ) -> Result<Certificate, E> {
         let body_bytes = self.encode();
-        let signature = issuer_key.sign(&signed_message(&body_bytes));
-        Certificate {
+        let signature = sign(&signed_message(&body_bytes))?;
+        Ok(Certificate {
             body: self,
             body_bytes,
             signature,
-        }
+        })
     }
 }
 

@@ -461,18 +461,41 @@ impl SealingKeyPair {
 
     /// Opens a box made by [`seal_to`] for this key pair.
     pub fn open(&self, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
-        if sealed.len() < SEAL_OVERHEAD {
-            return Err(CryptoError::DecryptFailed);
-        }
-        let (ephemeral, ciphertext) = sealed.split_at(PUBLIC_KEY_LEN);
-        let ephemeral: [u8; PUBLIC_KEY_LEN] =
-            ephemeral.try_into().map_err(|_| CryptoError::BadLength)?;
+        let ephemeral = sealed_ephemeral_key(sealed)?;
         let shared = self
             .diffie_hellman(&ephemeral)
             .map_err(|_| CryptoError::DecryptFailed)?;
-        let key = seal_key(&shared, &ephemeral, &self.public_key())?;
-        aes_gcm_open(&key, &[0u8; GCM_NONCE_LEN], aad, ciphertext)
+        open_sealed_with_shared(&shared, &self.public_key(), aad, sealed)
     }
+}
+
+/// The sender's ephemeral X25519 key at the front of a box made by [`seal_to`]; with the
+/// recipient's private key it gives the shared secret.
+pub fn sealed_ephemeral_key(sealed: &[u8]) -> Result<[u8; PUBLIC_KEY_LEN], CryptoError> {
+    if sealed.len() < SEAL_OVERHEAD {
+        return Err(CryptoError::DecryptFailed);
+    }
+    sealed[..PUBLIC_KEY_LEN]
+        .try_into()
+        .map_err(|_| CryptoError::BadLength)
+}
+
+/// Opens a box made by [`seal_to`] with the X25519 shared secret computed elsewhere: by a
+/// token that holds the recipient's private key and derives the secret itself (the
+/// PKCS#11 SAM). `recipient` is the recipient's public key. The all-zero secret is refused
+/// here too, as [`SealingKeyPair::diffie_hellman`] refuses it.
+pub fn open_sealed_with_shared(
+    shared: &SecretBytes<32>,
+    recipient: &[u8; PUBLIC_KEY_LEN],
+    aad: &[u8],
+    sealed: &[u8],
+) -> Result<Vec<u8>, CryptoError> {
+    let ephemeral = sealed_ephemeral_key(sealed)?;
+    if constant_time_eq(shared.expose(), &[0u8; 32]) {
+        return Err(CryptoError::DecryptFailed);
+    }
+    let key = seal_key(shared, &ephemeral, recipient)?;
+    aes_gcm_open(&key, &[0u8; GCM_NONCE_LEN], aad, &sealed[PUBLIC_KEY_LEN..])
 }
 
 impl core::fmt::Debug for SealingKeyPair {

@@ -18,6 +18,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod construction;
 pub mod memcard;
 mod software;
 #[cfg(feature = "testing")]
@@ -61,6 +62,10 @@ pub enum SamError {
     StampExhausted,
     #[error("the terminal sequence numbers are exhausted")]
     SequenceExhausted,
+    /// The token (HSM) that holds the SAM's keys failed or refused an operation; the text
+    /// names the PKCS#11 function and its return value, never a key.
+    #[error("the SAM's token failed: {0}")]
+    Token(String),
     #[error("the SAM refuses to sign this transfer record: {0}")]
     TransferRefused(&'static str),
     #[error("the memory card's content was refused: {0}")]
@@ -217,6 +222,91 @@ pub trait Sam: Send {
     /// The last memory-card write sequence this SAM signed.
     fn memcard_sequence(&self) -> u32 {
         0
+    }
+}
+
+/// A boxed SAM is a SAM, so that a device can hold whichever kind it was given
+/// (`Box<dyn Sam>`: software or PKCS#11, chosen at run time).
+impl<S: Sam + ?Sized> Sam for Box<S> {
+    fn device_id(&self) -> DeviceId {
+        (**self).device_id()
+    }
+    fn signing_key(&self) -> PublicKey {
+        (**self).signing_key()
+    }
+    fn sealing_key(&self) -> [u8; PUBLIC_KEY_LEN] {
+        (**self).sealing_key()
+    }
+    fn certificate(&self) -> Result<&Certificate, SamError> {
+        (**self).certificate()
+    }
+    fn anchor(&self) -> Result<&TrustAnchor, SamError> {
+        (**self).anchor()
+    }
+    fn stamp(&mut self) -> Result<TerminalStamp, SamError> {
+        (**self).stamp()
+    }
+    fn sign_purchase(&mut self, order: &PurchaseOrder) -> Result<SignedPurchase, SamError> {
+        (**self).sign_purchase(order)
+    }
+    fn sign_transfer_record(
+        &mut self,
+        order: &TransferRecordOrder,
+    ) -> Result<UsageRecord, SamError> {
+        (**self).sign_transfer_record(order)
+    }
+    fn sign_set_password(
+        &mut self,
+        card_id: &CardId,
+        challenge_terminal: &Challenge,
+        challenge_card: &Challenge,
+        password: &Password,
+    ) -> Result<Signature, SamError> {
+        (**self).sign_set_password(card_id, challenge_terminal, challenge_card, password)
+    }
+    fn sign_device_request(
+        &mut self,
+        method: &str,
+        path: &str,
+        sequence: u64,
+        body: &[u8],
+    ) -> Result<Signature, SamError> {
+        (**self).sign_device_request(method, path, sequence, body)
+    }
+    fn install(
+        &mut self,
+        installation: &Installation,
+        challenge: &Challenge,
+        role: Role,
+        today: Date,
+    ) -> Result<VerifiedCertificate, SamError> {
+        (**self).install(installation, challenge, role, today)
+    }
+    fn check_memcard_content(
+        &self,
+        content: &CardContent,
+        today: Date,
+    ) -> Result<VerifiedMemcardState, SamError> {
+        (**self).check_memcard_content(content, today)
+    }
+    fn open_memcard_value(
+        &self,
+        content: &CardContent,
+        writer: DeviceId,
+    ) -> Result<PlainValue, SamError> {
+        (**self).open_memcard_value(content, writer)
+    }
+    fn sign_memcard_write(&mut self, order: &MemcardWriteOrder) -> Result<WriteRecord, SamError> {
+        (**self).sign_memcard_write(order)
+    }
+    fn take_float_grant(&mut self, grant: &FloatGrant) -> Result<Amount, SamError> {
+        (**self).take_float_grant(grant)
+    }
+    fn float(&self) -> Amount {
+        (**self).float()
+    }
+    fn memcard_sequence(&self) -> u32 {
+        (**self).memcard_sequence()
     }
 }
 

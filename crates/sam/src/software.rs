@@ -12,27 +12,27 @@ use valuecard_core::messages::credit::{Password, SetPassword};
 use valuecard_core::messages::memcard::{
     writer_value_key, CardContent, FloatGrant, PlainValue, ValueArea, WriteRecord,
 };
-use valuecard_core::messages::purse::{
-    Challenge, PurchaseCommit, TerminalStamp, TransactionKind, UsageRecord, STAMP_COUNT_MAX,
-};
+use valuecard_core::messages::purse::{Challenge, TerminalStamp, UsageRecord, STAMP_COUNT_MAX};
 use valuecard_core::money::Amount;
 use valuecard_core::time::{Clock, Date, SystemClock};
 use valuecard_core::tlv::{be_u32, be_u64, TlvReader, TlvWriter};
 use zeroize::Zeroize;
 
+use crate::construction::{
+    check_installation_certificate, check_purchase, check_transfer, installation_mac_message,
+    next_sequence, purchase_commit, split_installation_keys, transfer_record, StampChain,
+};
 use crate::memcard::{self, MachineState, MemcardWriteOrder, ValueFormat};
 use crate::{
-    installation_keys_aad, installation_mac_input, request_signing_input, PurchaseOrder, Sam,
-    SamError, SignedPurchase, TransferRecordOrder,
+    installation_keys_aad, request_signing_input, PurchaseOrder, Sam, SamError, SignedPurchase,
+    TransferRecordOrder,
 };
 
-/// The stamp chain as the SAM holds it: only the current TS_t, never an earlier one.
+/// The stamp chain with the signature of its current stamp, so that a purchase need not
+/// sign the stamp again.
 #[derive(Clone, Copy)]
-struct StampChain {
-    /// The SAM's own date at installation: count = days since then on the SAM's clock.
-    installed_on: Date,
-    count: u32,
-    current: [u8; 32],
+struct SignedChain {
+    chain: StampChain,
     signed: TerminalStamp,
 }
 
@@ -49,7 +49,7 @@ pub struct SoftwareSam {
     common_key: Option<AesKey>,
     certificate: Option<Certificate>,
     anchor: Option<TrustAnchor>,
-    chain: Option<StampChain>,
+    chain: Option<SignedChain>,
     /// The highest terminal sequence this SAM signed a purchase under.
     last_sequence: u32,
     /// A charge machine's float (area 23A of seed 001), the last float grant it took, and
@@ -142,32 +142,23 @@ impl SoftwareSam {
         SigningKeyPair::from_seed(self.signing.seed().expose())
     }
 
-    fn signed_stamp(&self, count: u32, current: &[u8; 32]) -> TerminalStamp {
-        let signature = self.signing.sign(&TerminalStamp::signed_message(
-            &self.device_id,
-            count,
-            current,
-        ));
-        TerminalStamp { count, signature }
+    fn signed_stamp(&self, chain: &StampChain) -> TerminalStamp {
+        let signature = self.signing.sign(&chain.signed_message(&self.device_id));
+        TerminalStamp {
+            count: chain.count,
+            signature,
+        }
     }
 
     /// Brings the chain up to the clock: one step per day elapsed since installation. The
     /// count never goes down, whatever the clock says, and each step forgets TS_t.
     fn advance_to_clock(&mut self) -> Result<TerminalStamp, SamError> {
-        let mut chain = self.chain.ok_or(SamError::NotInstalled)?;
-        let elapsed = self.clock.today().0.saturating_sub(chain.installed_on.0);
-        if elapsed > STAMP_COUNT_MAX {
-            return Err(SamError::StampExhausted);
+        let mut signed_chain = self.chain.ok_or(SamError::NotInstalled)?;
+        if signed_chain.chain.advance_to(self.clock.today())? {
+            signed_chain.signed = self.signed_stamp(&signed_chain.chain);
+            self.chain = Some(signed_chain);
         }
-        if elapsed > chain.count {
-            while chain.count < elapsed {
-                chain.current = TerminalStamp::next(&chain.current);
-                chain.count += 1;
-            }
-            chain.signed = self.signed_stamp(chain.count, &chain.current);
-            self.chain = Some(chain);
-        }
-        Ok(chain.signed)
+        Ok(signed_chain.signed)
     }
 
     fn require_installed(&self) -> Result<(), SamError> {
@@ -198,7 +189,7 @@ impl SoftwareSam {
                 .put(image_tag::ANCHOR_KEY, &anchor.public_key.to_bytes())
                 .put_raw(&certificate.encode());
         }
-        if let Some(chain) = &self.chain {
+        if let Some(SignedChain { chain, .. }) = &self.chain {
             w.put_u32(image_tag::STAMP_COUNT, chain.count)
                 .put(image_tag::STAMP, &chain.current)
                 .put_u32(image_tag::INSTALLED_ON, chain.installed_on.0);
@@ -309,11 +300,16 @@ impl SoftwareSam {
             memcard,
             clock,
         };
-        sam.chain = stamp.map(|(installed_on, count, current)| StampChain {
-            installed_on,
-            count,
-            current,
-            signed: sam.signed_stamp(count, &current),
+        sam.chain = stamp.map(|(installed_on, count, current)| {
+            let chain = StampChain {
+                installed_on,
+                count,
+                current,
+            };
+            SignedChain {
+                chain,
+                signed: sam.signed_stamp(&chain),
+            }
         });
         Ok(sam)
     }
@@ -322,22 +318,6 @@ impl SoftwareSam {
     pub fn has_link_keys(&self) -> bool {
         self.terminal_key.is_some() && self.common_key.is_some()
     }
-}
-
-/// The purchase a SAM agrees to sign, or why not.
-fn check_purchase(order: &PurchaseOrder) -> Result<Amount, SamError> {
-    if order.amount == Amount::ZERO {
-        return Err(SamError::PurchaseRefused("the amount must be positive"));
-    }
-    if order.amount > order.amount_max {
-        return Err(SamError::PurchaseRefused(
-            "the amount exceeds what the card agreed to",
-        ));
-    }
-    order
-        .balance_before
-        .checked_sub(order.amount)
-        .map_err(|_| SamError::PurchaseRefused("the amount exceeds the card's balance"))
 }
 
 impl Sam for SoftwareSam {
@@ -369,23 +349,8 @@ impl Sam for SoftwareSam {
         self.require_installed()?;
         let balance_after = check_purchase(order)?;
         let stamp = self.advance_to_clock()?;
-        let next = self
-            .last_sequence
-            .checked_add(1)
-            .ok_or(SamError::SequenceExhausted)?;
-        let sequence = next.max(order.sequence_floor);
-        let commit = PurchaseCommit {
-            card_id: order.card_id,
-            terminal_id: self.device_id,
-            challenge_terminal: order.challenge_terminal,
-            challenge_card: order.challenge_card,
-            counter: order.counter,
-            amount: order.amount,
-            balance_after,
-            terminal_sequence: sequence,
-            date: order.date,
-            stamp,
-        };
+        let sequence = next_sequence(self.last_sequence, order.sequence_floor)?;
+        let commit = purchase_commit(order, self.device_id, balance_after, sequence, stamp);
         let signature = self.signing.sign(&commit.signed_message());
         self.last_sequence = sequence;
         Ok(SignedPurchase { commit, signature })
@@ -396,43 +361,17 @@ impl Sam for SoftwareSam {
         order: &TransferRecordOrder,
     ) -> Result<UsageRecord, SamError> {
         self.require_installed()?;
-        if self.certificate()?.body.role != Role::SettlementTerminal {
-            return Err(SamError::TransferRefused(
-                "only a settlement terminal signs transfer records",
-            ));
-        }
-        if order.amount == Amount::ZERO {
-            return Err(SamError::TransferRefused("the amount must be positive"));
-        }
-        let balance_after = match order.kind {
-            TransactionKind::TransferOut => order.balance_before.checked_sub(order.amount),
-            TransactionKind::TransferIn => order.balance_before.checked_add(order.amount),
-            _ => return Err(SamError::TransferRefused("not a transfer")),
-        }
-        .map_err(|_| SamError::TransferRefused("the balance would leave its bounds"))?;
-        let counter = order
-            .counter
-            .checked_add(1)
-            .ok_or(SamError::TransferRefused("the card's counter is exhausted"))?;
+        let (balance_after, counter) = check_transfer(order, self.certificate()?.body.role)?;
         let stamp = self.advance_to_clock()?;
-        let next = self
-            .last_sequence
-            .checked_add(1)
-            .ok_or(SamError::SequenceExhausted)?;
-        let sequence = next.max(order.sequence_floor);
-        let mut record = UsageRecord {
-            kind: order.kind,
-            counter,
-            challenge_writer: order.challenge_terminal,
-            challenge_card: order.challenge_card,
-            amount: order.amount,
+        let sequence = next_sequence(self.last_sequence, order.sequence_floor)?;
+        let mut record = transfer_record(
+            order,
+            self.device_id,
             balance_after,
-            writer: self.device_id,
-            writer_sequence: sequence,
-            date: order.date,
-            signature: valuecard_core::crypto::Signature([0; 64]),
-            stamp: Some(stamp),
-        };
+            counter,
+            sequence,
+            stamp,
+        );
         record.signature = self.signing.sign(&record.signed_message(&order.card_id));
         self.last_sequence = sequence;
         Ok(record)
@@ -475,17 +414,14 @@ impl Sam for SoftwareSam {
         role: Role,
         today: Date,
     ) -> Result<VerifiedCertificate, SamError> {
-        let verified = installation.anchor.verify(
-            core::slice::from_ref(&installation.certificate),
+        let verified = check_installation_certificate(
+            installation,
             role,
             today,
+            self.device_id,
+            &self.signing.public_key(),
+            &self.sealing.public_key(),
         )?;
-        if verified.subject() != self.device_id
-            || verified.signing_key() != &self.signing.public_key()
-            || verified.sealing_key() != Some(&self.sealing.public_key())
-        {
-            return Err(SamError::ForeignCertificate);
-        }
         let transport_key = self
             .transport_key
             .as_ref()
@@ -495,13 +431,7 @@ impl Sam for SoftwareSam {
         // recorded installation opens them.
         aes_cmac_verify(
             transport_key,
-            &installation_mac_input(
-                &self.device_id,
-                challenge,
-                &installation.certificate,
-                &installation.anchor,
-                &installation.sealed_keys,
-            ),
+            &installation_mac_message(installation, &self.device_id, challenge),
             &installation.mac,
         )
         .map_err(|_| SamError::BadInstallationMac)?;
@@ -513,25 +443,29 @@ impl Sam for SoftwareSam {
             )
             .map_err(|_| SamError::BadSealedKeys)?;
         // KT || KO, then the first time stamp TS0 (Fig. 10).
-        if keys.len() != 64 {
-            keys.zeroize();
-            return Err(SamError::BadSealedKeys);
-        }
-        let mut first_stamp = [0u8; 32];
-        first_stamp.copy_from_slice(&keys[32..]);
-        let terminal_key = SecretBytes::from_slice(&keys[..16]);
-        let common_key = SecretBytes::from_slice(&keys[16..32]);
+        let parts = split_installation_keys(&keys).map(|parts| {
+            let mut first_stamp = [0u8; 32];
+            first_stamp.copy_from_slice(parts.first_stamp);
+            (
+                SecretBytes::from_slice(parts.terminal_key),
+                SecretBytes::from_slice(parts.common_key),
+                first_stamp,
+            )
+        });
         keys.zeroize();
-        let (Ok(terminal_key), Ok(common_key)) = (terminal_key, common_key) else {
+        let (Ok(terminal_key), Ok(common_key), mut first_stamp) = parts? else {
             return Err(SamError::BadSealedKeys);
         };
-        self.chain = Some(StampChain {
+        let chain = StampChain {
             installed_on: self.clock.today(),
             count: 0,
             current: first_stamp,
-            signed: self.signed_stamp(0, &first_stamp),
-        });
+        };
         first_stamp.zeroize();
+        self.chain = Some(SignedChain {
+            chain,
+            signed: self.signed_stamp(&chain),
+        });
         self.terminal_key = Some(terminal_key);
         self.common_key = Some(common_key);
         self.transport_key = None;

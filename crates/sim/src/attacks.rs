@@ -343,7 +343,7 @@ pub fn expired_terminal_certificate(
         None,
         valuecard_core::time::Date(today.0.saturating_sub(800)),
         valuecard_core::time::Date(today.0.saturating_sub(30)),
-    );
+    )?;
     judge("expired certificate", reader, |reader| {
         send(reader, &select())?;
         let request = InitializePurchase {

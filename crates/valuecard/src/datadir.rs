@@ -8,7 +8,9 @@
 //! DIR/center/service-key.pem    its private key (owner-only)
 //! DIR/devices/NAME/role         "payment-terminal", "dispenser", "settlement-terminal",
 //!                               "charge-machine" or "payment-machine" (memory cards, seed 001)
-//! DIR/devices/NAME/sam.key      the device's software SAM image (owner-only)
+//! DIR/devices/NAME/sam.key      the device's software SAM image (owner-only), or
+//! DIR/devices/NAME/sam.uri      the PKCS#11 URI of its SAM in a token (no PIN), with
+//! DIR/devices/NAME/device-id    the device ID the token's SAM must have
 //! DIR/devices/NAME/center-certificate.pem   the service certificate the device pins
 //! DIR/devices/NAME/purchases.sqlite   a payment terminal's records
 //! DIR/devices/NAME/transfers.sqlite   a settlement terminal's transfer reports and lists
@@ -30,18 +32,20 @@ use valuecard_core::ids::DeviceId;
 use valuecard_core::messages::center::InstallationRequest;
 use valuecard_core::messages::purse::ChipSerial;
 use valuecard_core::time::{Clock, SystemClock};
-use valuecard_sam::{Sam, SoftwareSam};
+use valuecard_sam::Sam;
 use valuecard_terminal::dispenser::Dispenser;
 use valuecard_terminal::memcard::{ChargeMachine, PaymentMachine};
 use valuecard_terminal::payment::PaymentTerminal;
 use valuecard_terminal::store::SqliteStore;
 use valuecard_terminal::transfer::SettlementTerminal;
 
-pub type CliTerminal = PaymentTerminal<SoftwareSam, SqliteStore>;
-pub type CliDispenser = Dispenser<SoftwareSam>;
-pub type CliSettlement = SettlementTerminal<SoftwareSam, SqliteStore>;
-pub type CliChargeMachine = ChargeMachine<SoftwareSam, SqliteStore>;
-pub type CliPaymentMachine = PaymentMachine<SoftwareSam, SqliteStore>;
+use crate::device_sam::{DeviceSam, SamChoice};
+
+pub type CliTerminal = PaymentTerminal<DeviceSam, SqliteStore>;
+pub type CliDispenser = Dispenser<DeviceSam>;
+pub type CliSettlement = SettlementTerminal<DeviceSam, SqliteStore>;
+pub type CliChargeMachine = ChargeMachine<DeviceSam, SqliteStore>;
+pub type CliPaymentMachine = PaymentMachine<DeviceSam, SqliteStore>;
 
 pub fn center_dir(data: &Path) -> PathBuf {
     data.join("center")
@@ -96,12 +100,18 @@ pub fn init_center_on(
     data: &Path,
     database: Option<&str>,
     tls_names: &[String],
+    key_store: Option<&str>,
 ) -> Result<(Center, CenterPin), String> {
     let db = connect_database(database)?;
+    if valuecard_center::key_path(&center_dir(data)).exists() {
+        return Err(format!("{} already holds a center", data.display()));
+    }
+    // The root key first, in its token: a refused URI or PIN leaves no center behind.
+    let root = key_store.map(crate::key_store::generate_root).transpose()?;
     create_private_dir(data)?;
     create_owned_dir(&center_dir(data))?;
-    let center =
-        Center::init(&center_dir(data), db, clock(), &mut OsRng).map_err(|e| e.to_string())?;
+    let center = Center::init_with_root(&center_dir(data), db, clock(), &mut OsRng, root)
+        .map_err(|e| e.to_string())?;
     // Only once the center exists: a refused init leaves no device directory behind.
     create_owned_dir(&data.join("devices"))?;
     let identity = ServiceIdentity::generate(tls_names).map_err(|e| e.to_string())?;
@@ -162,7 +172,13 @@ pub fn open_center_on(data: &Path, database: Option<&str>) -> Result<Center, Str
         }
         _ => {}
     }
-    Center::open(&dir, connect_database(database)?, clock()).map_err(|e| e.to_string())
+    Center::open_with(
+        &dir,
+        connect_database(database)?,
+        clock(),
+        &crate::key_store::open_root,
+    )
+    .map_err(|e| e.to_string())
 }
 
 /// A new chip's serial and its own transport key Ktemp, from the center's key file, for
@@ -176,7 +192,8 @@ pub fn manufacture_chip(data: &Path) -> Result<(ChipSerial, AesKey), String> {
             data.display()
         ));
     }
-    let keys = CenterKeys::load(&path).map_err(|e| e.to_string())?;
+    let keys =
+        CenterKeys::load_with(&path, &crate::key_store::open_root).map_err(|e| e.to_string())?;
     let serial = valuecard_center::keys::chip_serial(&mut OsRng);
     Ok((serial, keys.transport_key(&serial)))
 }
@@ -210,13 +227,16 @@ pub fn open_device_link(
     HttpCenterLink::new(url, &device_pin(data, name)?, Box::new(sam)).map_err(|e| e.to_string())
 }
 
-/// Stores the terminal's SAM image again (after its time stamp advanced).
+/// Stores the terminal's SAM image again (after its time stamp advanced); a SAM in a token
+/// stored its state there already.
 pub fn save_terminal_sam(data: &Path, name: &str, terminal: &CliTerminal) -> Result<(), String> {
+    save_device_sam(data, name, terminal.sam())
+}
+
+/// Stores what a device's SAM changed (a software SAM's image; nothing for a token's).
+pub fn save_device_sam(data: &Path, name: &str, sam: &DeviceSam) -> Result<(), String> {
     valid_name(name)?;
-    write_private(
-        &device_dir(data, name).join("sam.key"),
-        &terminal.sam().to_image(),
-    )
+    sam.save(&device_dir(data, name), write_private)
 }
 
 fn valid_name(name: &str) -> Result<(), String> {
@@ -307,13 +327,15 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
     std::fs::rename(&temporary, path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// Manufactures a SAM for a new device, installs it at the center (Figs. 4A and 8), and
-/// stores it under `DIR/devices/NAME`.
+/// Manufactures a SAM for a new device (in software, or with its keys generated in a
+/// PKCS#11 token), installs it at the center (Figs. 4A and 8), and records it under
+/// `DIR/devices/NAME`.
 pub fn install_device(
     data: &Path,
     center: &mut Center,
     name: &str,
     role: Role,
+    choice: &SamChoice,
 ) -> Result<DeviceId, String> {
     valid_name(name)?;
     let dir = device_dir(data, name);
@@ -324,11 +346,11 @@ pub fn install_device(
         ));
     }
     let device_id = center.allocate_device_id().map_err(|e| e.to_string())?;
-    let mut sam = SoftwareSam::manufacture(
+    let mut sam = DeviceSam::manufacture(
+        choice,
         device_id,
         center.transport_key_for_device(&device_id),
-        &mut OsRng,
-    );
+    )?;
     let challenge = random_array(&mut OsRng);
     let request = InstallationRequest {
         device_id,
@@ -342,7 +364,11 @@ pub fn install_device(
     sam.install(&installation, &challenge, role, center.today())
         .map_err(|e| e.to_string())?;
     create_owned_dir(&dir)?;
-    write_private(&dir.join("sam.key"), &sam.to_image())?;
+    let address = match choice {
+        SamChoice::Pkcs11(address) => Some(address.as_ref()),
+        SamChoice::Software => None,
+    };
+    sam.record(&dir, write_private, address)?;
     // The device trusts exactly the center's service certificate (a center made before the
     // service had one gives none; its devices then cannot reach it over HTTPS).
     let certificate = center_dir(data).join(valuecard_center_http::tls::CERTIFICATE_FILE);
@@ -356,7 +382,10 @@ pub fn install_device(
     Ok(device_id)
 }
 
-fn open_sam(data: &Path, name: &str, role: Role) -> Result<SoftwareSam, String> {
+/// Opens the SAM of the installed device `name`, which must have `role`: its software SAM or
+/// its SAM in a token, whichever it was installed with. Every device command opens its SAM
+/// here (box it for a `Box<dyn Sam>`).
+pub fn open_sam(data: &Path, name: &str, role: Role) -> Result<DeviceSam, String> {
     valid_name(name)?;
     let dir = device_dir(data, name);
     let stored_role = std::fs::read_to_string(dir.join("role")).map_err(|_| {
@@ -372,9 +401,7 @@ fn open_sam(data: &Path, name: &str, role: Role) -> Result<SoftwareSam, String> 
             role_name(role)
         ));
     }
-    let image =
-        std::fs::read(dir.join("sam.key")).map_err(|e| format!("{}: {e}", dir.display()))?;
-    SoftwareSam::from_image(&image).map_err(|e| format!("device {name:?}: {e}"))
+    DeviceSam::open(&dir, name)
 }
 
 pub fn open_terminal(data: &Path, name: &str) -> Result<CliTerminal, String> {
@@ -412,9 +439,8 @@ fn open_machine_log(data: &Path, name: &str) -> Result<SqliteStore, String> {
 /// Stores a machine's SAM image again: its float and write sequence changed. Called after
 /// the SAM signed and before the card is written, so a crash never leaves a signed write
 /// whose float the stored SAM still holds.
-pub fn save_machine_sam(data: &Path, name: &str, sam: &SoftwareSam) -> Result<(), String> {
-    valid_name(name)?;
-    write_private(&device_dir(data, name).join("sam.key"), &sam.to_image())
+pub fn save_machine_sam(data: &Path, name: &str, sam: &DeviceSam) -> Result<(), String> {
+    save_device_sam(data, name, sam)
 }
 
 pub fn open_dispenser(data: &Path, name: &str) -> Result<CliDispenser, String> {

@@ -74,6 +74,7 @@ impl Account {
 }
 
 pub fn run(args: DemoArgs) -> Result<ExitCode, String> {
+    crate::device_sam::SamChoice::refuse_token("demo", "its devices")?;
     prepare(&args.data)?;
     let mut out = Account {
         lines: Vec::new(),

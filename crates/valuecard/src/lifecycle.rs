@@ -19,6 +19,7 @@ use valuecard_terminal::store::TerminalStore;
 use valuecard_terminal::TerminalError;
 
 use crate::datadir;
+use crate::device_sam::SamChoice;
 
 /// Where the card is: an image file in this process, or a PC/SC reader.
 #[derive(clap::Args, Debug, Clone)]
@@ -121,33 +122,60 @@ pub fn center_init(
     terminals: usize,
     database: Option<&str>,
     tls_names: &[String],
+    key_store: Option<&str>,
     json_output: bool,
 ) -> Result<ExitCode, String> {
-    let (mut center, pin) = datadir::init_center_on(data, database, tls_names)?;
+    SamChoice::refuse_token("center init", "its first devices")?;
+    let (mut center, pin) = datadir::init_center_on(data, database, tls_names, key_store)?;
     let mut devices = Vec::new();
-    let dispenser = datadir::install_device(data, &mut center, "dispenser-1", Role::Dispenser)?;
+    let dispenser = datadir::install_device(
+        data,
+        &mut center,
+        "dispenser-1",
+        Role::Dispenser,
+        &SamChoice::Software,
+    )?;
     devices.push(("dispenser-1".to_owned(), "dispenser", dispenser));
     for index in 1..=terminals {
         let name = format!("terminal-{index}");
-        let id = datadir::install_device(data, &mut center, &name, Role::PaymentTerminal)?;
+        let id = datadir::install_device(
+            data,
+            &mut center,
+            &name,
+            Role::PaymentTerminal,
+            &SamChoice::Software,
+        )?;
         devices.push((name, "payment-terminal", id));
     }
     // One settlement terminal (seed 000): card-to-card transfer between two readers.
-    let settlement =
-        datadir::install_device(data, &mut center, "settlement-1", Role::SettlementTerminal)?;
+    let settlement = datadir::install_device(
+        data,
+        &mut center,
+        "settlement-1",
+        Role::SettlementTerminal,
+        &SamChoice::Software,
+    )?;
     devices.push(("settlement-1".to_owned(), "settlement-terminal", settlement));
     let anchor = center.anchor();
+    let root_key_store = match key_store {
+        Some(uri) => valuecard_sam_pkcs11::Pkcs11Uri::parse(uri)
+            .map(|uri| uri.without_pin())
+            .map_err(|e| e.to_string())?,
+        None => "key file".to_owned(),
+    };
     print(
         json_output,
         json!({
             "center": anchor.center.to_string(),
             "root_public_key": hex::encode_upper(anchor.public_key.to_bytes()),
+            "root_key_store": root_key_store,
             "service_certificate_sha256": pin.fingerprint(),
             "devices": devices.iter().map(|(name, role, id)| json!({"name": name, "role": role, "device_id": id.to_string()})).collect::<Vec<_>>(),
         }),
         || {
             println!("center {} created in {}", anchor.center, data.display());
             println!("  service certificate sha256:{}", pin.fingerprint());
+            println!("  root key: {root_key_store}");
             for (name, role, id) in &devices {
                 println!("  {role} {name}: {id}");
             }
@@ -242,13 +270,19 @@ pub fn terminal_install(
     database: Option<&str>,
     json_output: bool,
 ) -> Result<ExitCode, String> {
+    // The SAM is chosen before the center hands out a device ID: a bad URI costs none.
+    let choice = SamChoice::from_process_args()?;
+    let sam_kind = match &choice {
+        SamChoice::Software => "software".to_owned(),
+        SamChoice::Pkcs11(address) => address.uri.without_pin(),
+    };
     let mut center = datadir::open_center_on(data, database)?;
-    let id = datadir::install_device(data, &mut center, name, kind.role())?;
+    let id = datadir::install_device(data, &mut center, name, kind.role(), &choice)?;
     print(
         json_output,
-        json!({"name": name, "device_id": id.to_string(), "role": kind.as_str()}),
+        json!({"name": name, "device_id": id.to_string(), "role": kind.as_str(), "sam": sam_kind}),
         || {
-            println!("installed {name}: {id}");
+            println!("installed {name}: {id} (SAM: {sam_kind})");
         },
     );
     Ok(ExitCode::SUCCESS)

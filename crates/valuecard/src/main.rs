@@ -13,11 +13,14 @@ mod bench_http;
 mod bench_ingest;
 mod bench_memcard;
 mod bench_pcsc;
+mod bench_sam;
 mod bench_transfer;
 mod card_tool;
 mod credit_cli;
 mod datadir;
 mod demo;
+mod device_sam;
+mod key_store;
 mod lifecycle;
 mod memcard_cli;
 mod memcard_terminal_cli;
@@ -44,6 +47,8 @@ use terminal_cli::{terminal, TerminalCommands};
 struct Cli {
     #[command(subcommand)]
     command: Commands,
+    #[command(flatten)]
+    sam: device_sam::SamArgs,
 }
 
 #[derive(Subcommand, Debug)]
@@ -90,6 +95,11 @@ enum CenterCommands {
         /// several); the service certificate lists them. Default: localhost, 127.0.0.1, ::1.
         #[arg(long = "tls-name", value_name = "NAME")]
         tls_names: Vec<String>,
+        /// Generate the center's root key (which also signs loads) in this PKCS#11 token
+        /// instead of the key file: a URI such as `pkcs11:token=valuecard;object=center-root`
+        /// (see docs/hsm.md). The key file then records where it is.
+        #[arg(long, value_name = "pkcs11:URI")]
+        key_store: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -314,10 +324,14 @@ enum BenchCommands {
     /// Host CPU per memory-card payment (seed 001) at a payment machine, card and SAM in
     /// this process, against the signature operations a payment needs.
     Memcard(bench_memcard::MemcardArgs),
+    /// Ed25519 signatures per second by a SAM in a PKCS#11 token (a throw-away SoftHSM2
+    /// token) against the software SAM, in the same run.
+    Sam(bench_sam::BenchSamArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    device_sam::set_process_args(cli.sam);
     let outcome = match cli.command {
         Commands::Demo(args) => demo::run(args),
         Commands::Card(CardCommands::Apdu { card, json, apdus }) => {
@@ -353,8 +367,16 @@ fn main() -> ExitCode {
             terminals,
             database,
             tls_names,
+            key_store,
             json,
-        }) => lifecycle::center_init(&data, terminals, database.as_deref(), &tls_names, json),
+        }) => lifecycle::center_init(
+            &data,
+            terminals,
+            database.as_deref(),
+            &tls_names,
+            key_store.as_deref(),
+            json,
+        ),
         Commands::Center(CenterCommands::ReportCard {
             data,
             database,
@@ -440,6 +462,7 @@ fn main() -> ExitCode {
         Commands::Bench(BenchCommands::Transfer(args)) => bench_transfer::transfer(args),
         Commands::Bench(BenchCommands::Http(args)) => bench_http::http(args),
         Commands::Bench(BenchCommands::Memcard(args)) => bench_memcard::memcard(args),
+        Commands::Bench(BenchCommands::Sam(args)) => bench_sam::sam(args),
         Commands::Simulate(args) => simulate_cli::run(args),
     };
     match outcome {

@@ -10,12 +10,13 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use crate::device_sam::DeviceSam;
 use serde_json::json;
 use valuecard_card::memcard::FileMemoryCard;
 use valuecard_core::messages::memcard::{MemcardLink, ValueArea, WriteKind};
 use valuecard_core::money::Amount;
 use valuecard_reader::{CardReader, EmulatedReader};
-use valuecard_sam::{SoftwareSam, ValueFormat};
+use valuecard_sam::ValueFormat;
 use valuecard_terminal::memcard::{MachineReceipt, MemcardMachine, RepairOutcome};
 use valuecard_terminal::store::{MemcardLog, SqliteStore, WriteStatus};
 
@@ -259,7 +260,7 @@ pub(crate) fn terminal_pay(args: &PayArgs) -> Result<ExitCode, String> {
 fn write_at_machine(
     data: &Path,
     name: &str,
-    machine: &mut MemcardMachine<SoftwareSam, SqliteStore>,
+    machine: &mut MemcardMachine<DeviceSam, SqliteStore>,
     mut reader: &mut dyn CardReader,
     kind: WriteKind,
     amount: Amount,
@@ -381,7 +382,7 @@ pub(crate) fn terminal_machine_sync(args: &MachineSyncArgs) -> Result<ExitCode, 
 fn update_lists(
     args: &MachineSyncArgs,
     role: valuecard_core::cert::Role,
-    machine: &mut MemcardMachine<SoftwareSam, SqliteStore>,
+    machine: &mut MemcardMachine<DeviceSam, SqliteStore>,
 ) -> Result<u64, String> {
     match &args.center.center {
         Some(url) => {
@@ -444,6 +445,7 @@ mod tests {
     use valuecard_core::ids::{CardId, DeviceId};
     use valuecard_sam::testing::TestCenter;
     use valuecard_sam::Sam;
+    use valuecard_sam::SoftwareSam;
     use valuecard_terminal::memcard::testing::{Cut, MemoryCardDouble};
 
     use super::*;

@@ -140,6 +140,7 @@ fn every_command_that_reports_takes_json() {
         &["bench", "http"],
         &["bench", "pcsc"],
         &["bench", "memcard"],
+        &["bench", "sam"],
         &["simulate"],
     ];
     let help = |command: &[&str]| {

@@ -424,7 +424,7 @@ impl Center {
                 load_number,
                 date,
             };
-            let signature = root.sign(&authorization.signed_message());
+            let signature = root.sign(&authorization.signed_message())?;
             let kind = if offer.counter == 0 { "initial" } else { "recharge" };
             tx.execute(
                 "INSERT INTO loads (card_id, load_number, card_counter, challenge_card, challenge_dispenser, dispenser_id,

@@ -103,7 +103,7 @@ impl Center {
                 date,
                 signature: valuecard_core::crypto::Signature([0; 64]),
             };
-            grant.signature = root.sign(&grant.signed_message());
+            grant.signature = root.sign(&grant.signed_message())?;
             tx.execute(
                 "INSERT INTO memcard_float_grants (machine_id, grant_number, amount_minor, granted_on, signature)
                  VALUES ($1, $2, $3, $4, $5)",

@@ -171,7 +171,7 @@ impl Center {
             Ok(())
         })?;
         Ok(TransferRelease {
-            signature: self.keys.root.sign(&signed),
+            signature: self.keys.root.sign(&signed)?,
         })
     }
 }
