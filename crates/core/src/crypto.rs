@@ -291,11 +291,30 @@ pub fn kdf_cmac_scp03(
         .checked_mul(8)
         .and_then(|bits| u16::try_from(bits).ok())
         .ok_or(CryptoError::BadLength)?;
+    let before_counter = scp03_before_counter(derivation_constant, output_bits);
+    kdf_cmac_counter_middle_fixed(key, 1, &before_counter, context, output)
+}
+
+/// The SCP03 fixed input up to the counter: `11 zero bytes || derivation constant || 0x00
+/// || L (16 bits)`.
+fn scp03_before_counter(derivation_constant: u8, output_bits: u16) -> [u8; 15] {
     let mut before_counter = [0u8; 15];
     before_counter[11] = derivation_constant;
     // before_counter[12] stays 0x00, the separation indicator.
     before_counter[13..15].copy_from_slice(&output_bits.to_be_bytes());
-    kdf_cmac_counter_middle_fixed(key, 1, &before_counter, context, output)
+    before_counter
+}
+
+/// The one AES-CMAC input of [`diversify_key`]: the SCP03 fixed input with L = 128 and the
+/// counter 1, then the identifier. A holder whose master key is in a token (PKCS#11
+/// CKM_AES_CMAC under the key object) derives the same key by MACing this input.
+pub fn diversification_input(derivation_constant: u8, identifier: &[u8]) -> Vec<u8> {
+    let before_counter = scp03_before_counter(derivation_constant, (AES_KEY_LEN * 8) as u16);
+    let mut input = Vec::with_capacity(before_counter.len() + 1 + identifier.len());
+    input.extend_from_slice(&before_counter);
+    input.push(1);
+    input.extend_from_slice(identifier);
+    input
 }
 
 /// NIST SP 800-108 counter-mode KDF with AES-CMAC and the counter in the middle of the fixed
@@ -626,6 +645,25 @@ mod tests {
         assert_ne!(a, b);
         assert_ne!(a, c);
         assert_eq!(a, diversify_key(&master, derivation::CARD_KEY, b"card-one"));
+    }
+
+    #[test]
+    fn one_cmac_over_the_diversification_input_is_the_diversified_key() {
+        let master = AesKey::from_slice(&[0x42; 16]).unwrap();
+        for (constant, identifier) in [
+            (derivation::CARD_KEY, &b"card-one"[..]),
+            (derivation::MEMCARD_VALUE_KEY, &[1, 2, 3, 4, 5, 6, 7, 8][..]),
+            (derivation::TERMINAL_KEY, &[][..]),
+        ] {
+            assert_eq!(
+                &aes_cmac(&master, &diversification_input(constant, identifier)),
+                diversify_key(&master, constant, identifier).expose()
+            );
+        }
+        assert_ne!(
+            diversification_input(derivation::CARD_KEY, b"x"),
+            diversification_input(derivation::TERMINAL_KEY, b"x")
+        );
     }
 
     #[test]

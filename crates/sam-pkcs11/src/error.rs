@@ -54,6 +54,8 @@ pub enum Pkcs11SamError {
     BadPublicKey,
     #[error("the token gave an EdDSA signature of {0} bytes")]
     BadSignatureLength(usize),
+    #[error("the token gave an AES-CMAC of {0} bytes, not 16")]
+    BadMacLength(usize),
     #[error("the token's X25519 derivation gave no 32-byte secret")]
     BadSharedSecret,
     #[error("the SAM in the token belongs to device {found}, not {expected}")]

@@ -9,24 +9,29 @@
 //! | Ed25519 signing key | generated in the token (CKM_EC_EDWARDS_KEY_PAIR_GEN), sensitive, never extractable; signs with CKM_EDDSA |
 //! | X25519 sealing key | generated in the token (CKK_EC_MONTGOMERY, or SoftHSM2's Edwards-typed X25519), sensitive, never extractable; derives with CKM_ECDH1_DERIVE |
 //! | Ktemp, KT, KO | AES secret keys in the token, sensitive, never extractable (Ktemp checks the installation's CMAC in the token, then is destroyed) |
-//! | certificate, anchor, stamp count and TS_t, last sequence | one private data object in the token (`crate::state`) |
+//! | certificate, anchor, stamp count and TS_t, last sequence; a memory-card machine's float, last grant and last write sequence | one private data object in the token (`crate::state`) |
 //!
 //! **What passes through host memory**, and for how long: the X25519 shared secret of an
 //! installation (the token has no HKDF; see `token.rs`, `x25519_shared_secret`) and what it
 //! opens (KT, KO and TS0), for the duration of [`Sam::install`], zeroized after KT and KO
 //! were stored in the token; the current stamp TS_t while the SAM is open (see
 //! `crate::state`); Ktemp when it is first stored at manufacture (it comes from the
-//! center's key file, where it is derived). No private key is ever in host memory.
+//! center's key file, where it is derived); a memory-card writer's value key (claim 4),
+//! derived from KO in the token with one CKM_AES_CMAC, for one seal or open of a value area,
+//! then zeroized (see `crate::memcard`). No private key, nor KT or KO, is ever in host
+//! memory after installation.
 //!
 //! **Architecture invariant:** a PKCS#11 SAM never creates an extractable key and never
-//! reads a key's value; the one derived secret it reads is made extractable on purpose, in
-//! a session object destroyed at once.
+//! reads a key's value; the derived secrets it reads are the installation's X25519 secret
+//! (made extractable on purpose, in a session object destroyed at once) and the output of a
+//! CMAC under KO (a memory-card value key), each held only while it is used.
 
 #![forbid(unsafe_code)]
 
 mod address;
 pub mod context;
 mod error;
+mod memcard;
 mod signer;
 pub mod softhsm;
 mod state;
@@ -41,15 +46,17 @@ use valuecard_core::crypto::{
 use valuecard_core::ids::{CardId, DeviceId};
 use valuecard_core::messages::center::Installation;
 use valuecard_core::messages::credit::{Password, SetPassword};
+use valuecard_core::messages::memcard::{CardContent, FloatGrant, PlainValue, WriteRecord};
 use valuecard_core::messages::purse::{Challenge, TerminalStamp, UsageRecord};
+use valuecard_core::money::Amount;
 use valuecard_core::time::{Clock, Date, SystemClock};
 use valuecard_sam::construction::{
     check_installation_certificate, check_purchase, check_transfer, installation_mac_message,
     next_sequence, purchase_commit, split_installation_keys, transfer_record, StampChain,
 };
 use valuecard_sam::{
-    installation_keys_aad, request_signing_input, PurchaseOrder, Sam, SamError, SignedPurchase,
-    TransferRecordOrder,
+    installation_keys_aad, request_signing_input, MemcardWriteOrder, PurchaseOrder, Sam, SamError,
+    SignedPurchase, TransferRecordOrder,
 };
 use zeroize::{Zeroize, Zeroizing};
 
@@ -502,5 +509,29 @@ impl Sam for Pkcs11Sam {
         // After this the transport key is erased (Fig. 8): one installation per SAM.
         self.token.destroy(transport_key)?;
         Ok(verified)
+    }
+
+    fn open_memcard_value(
+        &self,
+        content: &CardContent,
+        writer: DeviceId,
+    ) -> Result<PlainValue, SamError> {
+        self.open_sealed_value(content, writer)
+    }
+
+    fn sign_memcard_write(&mut self, order: &MemcardWriteOrder) -> Result<WriteRecord, SamError> {
+        self.sign_write(order)
+    }
+
+    fn take_float_grant(&mut self, grant: &FloatGrant) -> Result<Amount, SamError> {
+        self.take_grant(grant)
+    }
+
+    fn float(&self) -> Amount {
+        self.state.memcard.float
+    }
+
+    fn memcard_sequence(&self) -> u32 {
+        self.state.memcard.last_sequence
     }
 }

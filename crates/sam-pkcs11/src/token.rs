@@ -3,9 +3,10 @@
 //! sign with EdDSA, check an AES-CMAC, derive an X25519 secret.
 //!
 //! Every key this module creates is CKA_TOKEN (kept), CKA_PRIVATE, CKA_SENSITIVE and not
-//! CKA_EXTRACTABLE: the token never gives its value out, wrapped or plain. The one secret
-//! that leaves the token is the X25519 shared secret of an installation (see
-//! [`TokenSession::x25519_shared_secret`]).
+//! CKA_EXTRACTABLE: the token never gives its value out, wrapped or plain. Two derived
+//! secrets leave the token: the X25519 shared secret of an installation (see
+//! [`TokenSession::x25519_shared_secret`]) and a memory-card writer's value key, one
+//! AES-CMAC under KO (see [`TokenSession::cmac_derived_key`]).
 
 use std::path::Path;
 
@@ -18,7 +19,7 @@ use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHan
 use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
-use valuecard_core::crypto::{SecretBytes, PUBLIC_KEY_LEN, SIGNATURE_LEN};
+use valuecard_core::crypto::{AesKey, SecretBytes, PUBLIC_KEY_LEN, SIGNATURE_LEN};
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::uri::Pkcs11Uri;
@@ -468,6 +469,30 @@ impl TokenSession {
             }
             Err(e) => Err(Pkcs11SamError::token("C_Verify (AES-CMAC)", &e)),
         }
+    }
+
+    /// A key derived from the token's AES key `key` with one AES-CMAC (CKM_AES_CMAC, full
+    /// 16-byte tag) over `input`: the SP 800-108 derivation of `diversify_key` when `input`
+    /// is its one block's input. KO never leaves the token; the derived key does, into a
+    /// zeroizing buffer the caller drops as soon as it sealed or opened one value.
+    ///
+    /// Why not a derivation into a token object: SoftHSM2 2.6 has no SP 800-108 KDF
+    /// (CKM_SP800_108_COUNTER_KDF is PKCS#11 3.0), and CKM_AES_ECB_ENCRYPT_DATA or
+    /// CKM_AES_CBC_ENCRYPT_DATA cannot give a CMAC without its subkey passing through the
+    /// host, which would be a longer-lived secret than the one key derived here.
+    pub fn cmac_derived_key(
+        &self,
+        key: ObjectHandle,
+        input: &[u8],
+    ) -> Result<AesKey, Pkcs11SamError> {
+        let mut tag = self
+            .session
+            .sign(&Mechanism::AesCMac, key, input)
+            .map_err(|e| Pkcs11SamError::token("C_Sign (AES-CMAC)", &e))?;
+        let derived = AesKey::from_slice(&tag);
+        let length = tag.len();
+        tag.zeroize();
+        derived.map_err(|_| Pkcs11SamError::BadMacLength(length))
     }
 
     /// The X25519 shared secret of the token's sealing key and `peer`, derived IN the token

@@ -18,8 +18,8 @@
 
 use crate::cert::Certificate;
 use crate::crypto::{
-    aes_gcm_open, aes_gcm_seal, derivation, diversify_key, AesKey, Signature, GCM_NONCE_LEN,
-    GCM_TAG_LEN, SIGNATURE_LEN,
+    aes_gcm_open, aes_gcm_seal, derivation, diversification_input, diversify_key, AesKey,
+    Signature, GCM_NONCE_LEN, GCM_TAG_LEN, SIGNATURE_LEN,
 };
 use crate::ids::{CardId, DeviceId};
 use crate::limits::CERTIFICATE_LEN_MAX;
@@ -250,6 +250,12 @@ fn seal_aad(card: &CardId, counter: u32, writer: &DeviceId) -> Vec<u8> {
 /// another sealed, and nothing without a SAM does.
 pub fn writer_value_key(common_key: &AesKey, writer: &DeviceId) -> AesKey {
     diversify_key(common_key, derivation::MEMCARD_VALUE_KEY, writer.as_bytes())
+}
+
+/// What one AES-CMAC under KO turns into `writer`'s value key ([`writer_value_key`]): a SAM
+/// whose KO is a token object derives the key there (PKCS#11 CKM_AES_CMAC) from this input.
+pub fn writer_value_key_input(writer: &DeviceId) -> Vec<u8> {
+    diversification_input(derivation::MEMCARD_VALUE_KEY, writer.as_bytes())
 }
 
 /// The byte string a writing machine signs (claim 3's message digest is Ed25519's own):

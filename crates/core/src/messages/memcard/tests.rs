@@ -92,6 +92,16 @@ fn a_sealed_value_opens_only_for_its_card_counter_and_writer() {
 }
 
 #[test]
+fn a_token_derives_the_writers_value_key_with_one_cmac() {
+    for writer in [writer(), DeviceId([0xFF; 8])] {
+        assert_eq!(
+            &crate::crypto::aes_cmac(&key(), &writer_value_key_input(&writer)),
+            writer_value_key(&key(), &writer).expose()
+        );
+    }
+}
+
+#[test]
 fn the_signed_string_covers_card_counter_and_area() {
     let area = ValueArea::Plain(value(10)).encode();
     let base = state_signing_input(&card(), 5, &area);
