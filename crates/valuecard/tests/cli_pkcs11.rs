@@ -400,3 +400,198 @@ fn the_centers_root_key_can_live_in_a_token() {
         refused.stderr
     );
 }
+
+/// `terminal charge`/`terminal pay` at the memory-card machine `machine` on `card`.
+fn memcard_write(
+    tokens: &SoftHsmDirectory,
+    data: &str,
+    kind: &str,
+    machine: &str,
+    card: &Path,
+    amount: &str,
+    sealed: bool,
+) -> serde_json::Value {
+    let mut args = vec![
+        "terminal",
+        kind,
+        "--data",
+        data,
+        "--machine",
+        machine,
+        "--card",
+        card.to_str().unwrap(),
+        "--amount",
+        amount,
+        "--json",
+    ];
+    if sealed {
+        args.push("--sealed");
+    }
+    run_json(&mut command(tokens, &args))
+}
+
+#[test]
+fn memory_card_machines_with_pkcs11_sams_charge_and_take_payments() {
+    let Some(_module) = softhsm::module_or_skip("cli_pkcs11 memory cards") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = SoftHsmDirectory::create(&dir.path().join("softhsm")).unwrap();
+    tokens.init_token_with_util("mc").unwrap();
+    let data = dir.path().join("data");
+    let data_arg = data.to_str().unwrap();
+    run_json(&mut command(
+        &tokens,
+        &["center", "init", "--data", data_arg, "--json"],
+    ));
+    for (name, role, sam) in [
+        (
+            "hsm-charger",
+            "--charge-machine",
+            Some("pkcs11:token=mc;object=hsm-charger"),
+        ),
+        (
+            "hsm-payer",
+            "--payment-machine",
+            Some("pkcs11:token=mc;object=hsm-payer"),
+        ),
+        ("soft-payer", "--payment-machine", None),
+    ] {
+        let mut args = vec![
+            "terminal", "install", "--data", data_arg, "--name", name, role, "--json",
+        ];
+        if let Some(uri) = sam {
+            args.extend(["--sam", uri]);
+        }
+        let installed = run_json(&mut command(&tokens, &args));
+        if let Some(uri) = sam {
+            assert_eq!(installed["sam"], uri, "{installed}");
+            assert!(!data.join("devices").join(name).join("sam.key").exists());
+        }
+    }
+    let synced = run_json(&mut command(
+        &tokens,
+        &[
+            "terminal",
+            "machine-sync",
+            "--data",
+            data_arg,
+            "--machine",
+            "hsm-charger",
+            "--float",
+            "100",
+            "--json",
+        ],
+    ));
+    assert_eq!(number(&synced, "float"), 10_000, "{synced}");
+
+    let (plain, sealed) = (dir.path().join("m1.img"), dir.path().join("m2.img"));
+    for card in [&plain, &sealed] {
+        run_json(&mut command(
+            &tokens,
+            &[
+                "memcard",
+                "issue",
+                "--data",
+                data_arg,
+                "--out",
+                card.to_str().unwrap(),
+                "--json",
+            ],
+        ));
+    }
+    let charged = memcard_write(
+        &tokens,
+        data_arg,
+        "charge",
+        "hsm-charger",
+        &plain,
+        "20",
+        false,
+    );
+    assert_eq!(number(&charged, "balance_after"), 2_000, "{charged}");
+    let charged = memcard_write(
+        &tokens,
+        data_arg,
+        "charge",
+        "hsm-charger",
+        &sealed,
+        "10",
+        true,
+    );
+    assert_eq!(number(&charged, "float"), 7_000, "{charged}");
+    let info = run_json(&mut command(
+        &tokens,
+        &[
+            "memcard",
+            "info",
+            "--card",
+            sealed.to_str().unwrap(),
+            "--json",
+        ],
+    ));
+    assert_eq!(info["value"]["format"], "sealed", "{info}");
+
+    // Spent at the token's payment machine and at a software one (each opens the other's
+    // seal with KO: in the token, in the software SAM).
+    let paid = memcard_write(&tokens, data_arg, "pay", "hsm-payer", &plain, "3.50", false);
+    assert_eq!(number(&paid, "balance_after"), 1_650, "{paid}");
+    let paid = memcard_write(&tokens, data_arg, "pay", "hsm-payer", &sealed, "2", false);
+    assert_eq!(number(&paid, "balance_after"), 800, "{paid}");
+    let paid = memcard_write(&tokens, data_arg, "pay", "soft-payer", &sealed, "1", false);
+    assert_eq!(number(&paid, "balance_after"), 700, "{paid}");
+    let paid = memcard_write(
+        &tokens,
+        data_arg,
+        "pay",
+        "hsm-payer",
+        &sealed,
+        "0.50",
+        false,
+    );
+    assert_eq!(number(&paid, "balance_after"), 650, "{paid}");
+
+    // A charge above the float the token holds is refused.
+    let refused = run(&mut command(
+        &tokens,
+        &[
+            "terminal",
+            "charge",
+            "--data",
+            data_arg,
+            "--machine",
+            "hsm-charger",
+            "--card",
+            plain.to_str().unwrap(),
+            "--amount",
+            "71",
+        ],
+    ));
+    assert!(!refused.status.success(), "{}", refused.stdout);
+    assert!(refused.stderr.contains("float"), "{}", refused.stderr);
+
+    for machine in ["hsm-charger", "hsm-payer", "soft-payer"] {
+        run_json(&mut command(
+            &tokens,
+            &[
+                "terminal",
+                "machine-sync",
+                "--data",
+                data_arg,
+                "--machine",
+                machine,
+                "--json",
+            ],
+        ));
+    }
+    let status = run_json(&mut command(
+        &tokens,
+        &["center", "status", "--data", data_arg, "--json"],
+    ));
+    let books = &status["memory_cards"];
+    assert_eq!(books["status"], "reconciled", "{status}");
+    assert_eq!(number(books, "charged"), 3_000, "{books}");
+    assert_eq!(number(books, "spent"), 350 + 200 + 100 + 50, "{books}");
+    assert_eq!(number(books, "on_cards"), 1_650 + 650, "{books}");
+    assert_eq!(number(books, "float_in_machines"), 7_000, "{books}");
+}
