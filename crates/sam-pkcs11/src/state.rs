@@ -262,4 +262,13 @@ mod tests {
         over[at + 2..at + 10].copy_from_slice(&u64::MAX.to_be_bytes());
         assert!(SamState::decode(&over).is_err());
     }
+
+    #[test]
+    fn the_version_1_seed_of_the_fuzz_target_still_loads() {
+        let bytes = include_bytes!("../../../fuzz/seeds/pkcs11_sam_state/installed_chain");
+        let state = SamState::decode(bytes).unwrap();
+        let chain = state.chain.as_ref().unwrap();
+        assert_eq!(chain.count, 3);
+        assert_eq!(state.memcard, MemcardState::default());
+    }
 }
