@@ -19,11 +19,13 @@ use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHan
 use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
-use valuecard_core::crypto::{AesKey, SecretBytes, PUBLIC_KEY_LEN, SIGNATURE_LEN};
+use valuecard_core::crypto::{SecretBytes, PUBLIC_KEY_LEN, SIGNATURE_LEN};
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::uri::Pkcs11Uri;
 use crate::{context, Pkcs11SamError};
+
+mod aes;
 
 /// RFC 8410 curve OIDs, DER-encoded, as CKA_EC_PARAMS takes them.
 const ED25519_OID: &[u8] = &[0x06, 0x03, 0x2B, 0x65, 0x70];
@@ -377,24 +379,6 @@ impl TokenSession {
         raw.try_into().map_err(|_| Pkcs11SamError::BadPublicKey)
     }
 
-    /// Stores an AES-128 key in the token as a sensitive, non-extractable secret key that
-    /// can compute and check CMACs. The caller zeroizes `value`.
-    pub fn store_aes_key(&self, part: Part, value: &[u8]) -> Result<ObjectHandle, Pkcs11SamError> {
-        let mut template = self.private_key_template(part, KeyType::AES, Usage::MAC);
-        template.extend([
-            Attribute::Class(ObjectClass::SECRET_KEY),
-            Attribute::Value(value.to_vec()),
-        ]);
-        let handle = self.session.create_object(&template);
-        // The template held a copy of the key: erase it before anything else.
-        for attribute in &mut template {
-            if let Attribute::Value(bytes) = attribute {
-                bytes.zeroize();
-            }
-        }
-        handle.map_err(|e| Pkcs11SamError::token("C_CreateObject (AES key)", &e))
-    }
-
     /// Creates the state data object (private: readable only after login).
     pub fn create_state(&self, value: &[u8]) -> Result<ObjectHandle, Pkcs11SamError> {
         let mut template = self.common(Part::State);
@@ -449,50 +433,6 @@ impl TokenSession {
             .as_slice()
             .try_into()
             .map_err(|_| Pkcs11SamError::BadSignatureLength(signature.len()))
-    }
-
-    /// Checks an AES-CMAC in the token (CKM_AES_CMAC, full 16-byte tag). `Ok(false)` when
-    /// it does not verify.
-    pub fn verify_cmac(
-        &self,
-        key: ObjectHandle,
-        message: &[u8],
-        tag: &[u8],
-    ) -> Result<bool, Pkcs11SamError> {
-        match self.session.verify(&Mechanism::AesCMac, key, message, tag) {
-            Ok(()) => Ok(true),
-            Err(e)
-                if is_rv(&e, RvError::SignatureInvalid)
-                    || is_rv(&e, RvError::SignatureLenRange) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(Pkcs11SamError::token("C_Verify (AES-CMAC)", &e)),
-        }
-    }
-
-    /// A key derived from the token's AES key `key` with one AES-CMAC (CKM_AES_CMAC, full
-    /// 16-byte tag) over `input`: the SP 800-108 derivation of `diversify_key` when `input`
-    /// is its one block's input. KO never leaves the token; the derived key does, into a
-    /// zeroizing buffer the caller drops as soon as it sealed or opened one value.
-    ///
-    /// Why not a derivation into a token object: SoftHSM2 2.6 has no SP 800-108 KDF
-    /// (CKM_SP800_108_COUNTER_KDF is PKCS#11 3.0), and CKM_AES_ECB_ENCRYPT_DATA or
-    /// CKM_AES_CBC_ENCRYPT_DATA cannot give a CMAC without its subkey passing through the
-    /// host, which would be a longer-lived secret than the one key derived here.
-    pub fn cmac_derived_key(
-        &self,
-        key: ObjectHandle,
-        input: &[u8],
-    ) -> Result<AesKey, Pkcs11SamError> {
-        let mut tag = self
-            .session
-            .sign(&Mechanism::AesCMac, key, input)
-            .map_err(|e| Pkcs11SamError::token("C_Sign (AES-CMAC)", &e))?;
-        let derived = AesKey::from_slice(&tag);
-        let length = tag.len();
-        tag.zeroize();
-        derived.map_err(|_| Pkcs11SamError::BadMacLength(length))
     }
 
     /// The X25519 shared secret of the token's sealing key and `peer`, derived IN the token
