@@ -105,6 +105,11 @@ where
             },
             () = &mut shutdown => break,
         };
+        // Answers go out in several TLS records: with Nagle's algorithm the later ones would
+        // wait for the client's delayed ACK (about 40 ms per request on Linux).
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%peer, %error, "cannot set TCP_NODELAY");
+        }
         let acceptor = acceptor.clone();
         let service = TowerToHyperService::new(router.clone());
         let watcher = graceful.watcher();
