@@ -35,7 +35,8 @@ pub struct SimulateArgs {
     #[arg(long)]
     database: Option<String>,
     /// Worker threads for issuance and the days' purchases (default: the machine's
-    /// cores). The report is the same for any number.
+    /// cores): at most this many shards compute at once, while the center serves one
+    /// shard's request beside them. The report is the same for any number.
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
     threads: Option<u16>,
     /// Print one JSON object.

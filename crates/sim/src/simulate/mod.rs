@@ -133,8 +133,9 @@ pub enum SimError {
 }
 
 /// Runs the simulation in `dir` (created; it must not hold an earlier run), with the
-/// center on SQLite there or on the PostgreSQL database at `database`, on `threads`
-/// worker threads (the report does not depend on how many).
+/// center on SQLite there or on the PostgreSQL database at `database`, with at most
+/// `threads` shards computing at once while the center serves one shard's request beside
+/// them (the report does not depend on how many).
 pub fn run(
     config: &Config,
     dir: &Path,
