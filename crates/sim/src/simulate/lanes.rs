@@ -230,8 +230,8 @@ impl CenterLink for LaneCenter<'_, '_> {
 
 /// Runs `work` once per lane state in `lanes`, each on a thread of its own with at most
 /// `threads` computing at once, the center taken in turns. Reports `done` through
-/// `progress` while they run. Returns the lanes' results in lane order, or the first
-/// lane's error in lane order.
+/// `progress` while they run. Returns the lanes' results in lane order, or the error of
+/// the lane that failed first.
 pub(super) fn run_lanes<L, T, W>(
     center: &mut Center,
     threads: usize,
@@ -248,6 +248,8 @@ where
     let turns = Turns::new(center, lanes.len());
     let permits = Permits::new(threads);
     let (finished_tx, finished) = std::sync::mpsc::channel::<()>();
+    let failures = AtomicU64::new(0);
+    let failures = &failures;
     let work = &work;
     let (turns, permits) = (&turns, &permits);
     std::thread::scope(|scope| {
@@ -262,7 +264,9 @@ where
                         work(state, &mut center)
                     };
                     let _ = finished.send(());
-                    result
+                    // The order of failures: the first one is the cause (a full disk, say),
+                    // later ones in other lanes may only be its consequences.
+                    result.map_err(|error| (failures.fetch_add(1, Ordering::SeqCst), error))
                 })
             })
             .collect();
@@ -277,14 +281,26 @@ where
             }
             progress(done.load(Ordering::Relaxed));
         }
-        handles
-            .into_iter()
-            .map(|handle| {
-                handle
-                    .join()
-                    .map_err(|_| SimError::Setup("a simulation thread panicked".into()))?
-            })
-            .collect()
+        let mut results = Vec::with_capacity(handles.len());
+        let mut first_failure: Option<(u64, SimError)> = None;
+        for handle in handles {
+            match handle.join() {
+                Ok(Ok(result)) => results.push(result),
+                Ok(Err((order, error))) => {
+                    if first_failure
+                        .as_ref()
+                        .is_none_or(|(first, _)| order < *first)
+                    {
+                        first_failure = Some((order, error));
+                    }
+                }
+                Err(_) => return Err(SimError::Setup("a simulation thread panicked".into())),
+            }
+        }
+        match first_failure {
+            Some((_, error)) => Err(error),
+            None => Ok(results),
+        }
     })
 }
 
