@@ -34,6 +34,11 @@ pub struct SimulateArgs {
     /// directory.
     #[arg(long)]
     database: Option<String>,
+    /// Worker threads for issuance and the days' purchases (default: the machine's
+    /// cores): at most this many shards compute at once, while the center serves one
+    /// shard's request beside them. The report is the same for any number.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    threads: Option<u16>,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -78,7 +83,11 @@ pub fn run(args: SimulateArgs) -> Result<ExitCode, String> {
             bar.set_position(progress.done);
         }
     };
-    let outcome = simulate::run(&config, &dir, args.database.as_deref(), &mut show)
+    let threads = args.threads.map_or_else(
+        || std::thread::available_parallelism().map_or(1, usize::from),
+        usize::from,
+    );
+    let outcome = simulate::run(&config, &dir, args.database.as_deref(), threads, &mut show)
         .map_err(|error| error.to_string())?;
     if let Some(bar) = &bar {
         bar.finish_and_clear();
@@ -144,6 +153,7 @@ pub fn to_json(outcome: &Outcome) -> Value {
             "dispensers": report.dispensers,
             "days": report.config.days,
             "seed": report.config.seed,
+            "shards": report.config.shards(),
         },
         "cards_issued": report.cards_issued,
         "purchases": {
@@ -210,6 +220,7 @@ pub fn to_json(outcome: &Outcome) -> Value {
         "conserved": books.conserved,
         "held": report.held(),
         "timing": {
+            "threads": timing.threads,
             "setup_seconds": timing.setup_seconds,
             "issuance_seconds": timing.issuance_seconds,
             "days_seconds": timing.days_seconds,
@@ -240,12 +251,13 @@ pub fn text(report: &Report) -> String {
     );
     let _ = writeln!(
         out,
-        "simulate: {} cards, {} terminals, {} dispensers, {} days, seed {}",
+        "simulate: {} cards, {} terminals, {} dispensers, {} days, seed {} ({} shards)",
         report.config.cards,
         report.config.terminals,
         report.dispensers,
         report.config.days,
-        report.config.seed
+        report.config.seed,
+        report.config.shards()
     );
     let _ = writeln!(
         out,
@@ -347,9 +359,9 @@ fn simulate_initial() -> u64 {
 /// The wall-clock part, apart from the report.
 pub fn timing_text(timing: &Timing) -> String {
     format!(
-        "timing (not reproducible):\n  set-up {:.1} s, issuance {:.1} s ({:.0} cards/s), days {:.1} s, audit {:.1} s, total {:.1} s\n  \
+        "timing (not reproducible, {} threads):\n  set-up {:.1} s, issuance {:.1} s ({:.0} cards/s), days {:.1} s, audit {:.1} s, total {:.1} s\n  \
          {:.0} purchases/s, {:.0} records/s; crypto floor {:.1} s (sign {:.1} us, verify {:.1} us, batch {:.1} us per signature), ratio to floor {:.3}\n",
-        timing.setup_seconds, timing.issuance_seconds, timing.cards_issued_per_second, timing.days_seconds,
+        timing.threads, timing.setup_seconds, timing.issuance_seconds, timing.cards_issued_per_second, timing.days_seconds,
         timing.audit_seconds, timing.total_seconds, timing.purchases_per_second, timing.records_per_second,
         timing.floor_seconds, timing.sign_micros, timing.verify_micros, timing.batch_verify_micros, timing.ratio_to_floor
     )

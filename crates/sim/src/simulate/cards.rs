@@ -3,6 +3,11 @@
 //! puts the slot back into a blank memory, runs the real card on it, and writes the slot
 //! in use back. A million cards then cost a file of about a gigabyte and no memory beyond
 //! SQLite's page cache.
+//!
+//! The store is shared by the simulation's worker threads: each card belongs to one shard,
+//! so no two threads ever touch the same row, and one lock over the connection keeps
+//! SQLite's use single-threaded (its calls are short beside a card transaction's
+//! cryptography).
 
 use std::path::Path;
 
@@ -28,6 +33,11 @@ fn storage(error: rusqlite::Error) -> SimError {
 
 /// The card images, by card index.
 pub struct CardStore {
+    inner: std::sync::Mutex<Connection>,
+}
+
+/// The connection and the writes of its open transaction.
+struct Connection {
     connection: rusqlite::Connection,
     uncommitted: u32,
 }
@@ -57,39 +67,55 @@ impl CardStore {
             )
             .map_err(storage)?;
         Ok(CardStore {
-            connection,
-            uncommitted: 0,
+            inner: std::sync::Mutex::new(Connection {
+                connection,
+                uncommitted: 0,
+            }),
         })
     }
 
+    /// The connection, for one short use. A thread that panicked while holding it left
+    /// nothing half-done that matters: its run fails at the join anyway.
+    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Stores a card's slot in use (insert or replace).
-    pub fn put(&mut self, index: u32, image: &[u8]) -> Result<(), SimError> {
-        self.connection
+    pub fn put(&self, index: u32, image: &[u8]) -> Result<(), SimError> {
+        let mut inner = self.lock();
+        inner
+            .connection
             .prepare_cached("INSERT OR REPLACE INTO cards (card_index, image) VALUES (?1, ?2)")
             .map_err(storage)?
             .execute(rusqlite::params![index, image])
             .map_err(storage)?;
-        self.uncommitted += 1;
-        if self.uncommitted >= WRITES_PER_COMMIT {
-            self.connection
+        inner.uncommitted += 1;
+        if inner.uncommitted >= WRITES_PER_COMMIT {
+            inner
+                .connection
                 .execute_batch("COMMIT; BEGIN;")
                 .map_err(storage)?;
-            self.uncommitted = 0;
+            inner.uncommitted = 0;
         }
         Ok(())
     }
 
     /// Commits what was written, so that the directory of a finished run holds every card.
-    pub fn flush(&mut self) -> Result<(), SimError> {
-        self.connection
+    pub fn flush(&self) -> Result<(), SimError> {
+        let mut inner = self.lock();
+        inner
+            .connection
             .execute_batch("COMMIT; BEGIN;")
             .map_err(storage)?;
-        self.uncommitted = 0;
+        inner.uncommitted = 0;
         Ok(())
     }
 
     pub fn get(&self, index: u32) -> Result<Vec<u8>, SimError> {
-        self.connection
+        self.lock()
+            .connection
             .prepare_cached("SELECT image FROM cards WHERE card_index = ?1")
             .map_err(storage)?
             .query_row([index], |row| row.get(0))
@@ -103,7 +129,7 @@ impl CardStore {
     }
 
     /// Writes the card's state back: whatever its memory holds now, power cut or not.
-    pub fn save(&mut self, index: u32, memory: &MemoryEeprom) -> Result<(), SimError> {
+    pub fn save(&self, index: u32, memory: &MemoryEeprom) -> Result<(), SimError> {
         let image = compact(memory)?;
         self.put(index, &image)
     }

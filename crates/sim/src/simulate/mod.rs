@@ -12,6 +12,13 @@
 //! give the same [`Report`] byte for byte. Wall-clock measurements live apart in
 //! [`Timing`].
 //!
+//! Issuance and the days' purchases run on worker threads: the cards and terminals are
+//! split into [`Config::shards`] shards, fixed by the sizes; each shard draws from its own
+//! stream (derived from the seed, the day and the shard), the center serves the shards in a
+//! fixed turn (`lanes.rs`), and their tallies are added in shard order. The events, the
+//! nights and the audit run on one thread. The number of threads changes how fast a run
+//! goes, never what it reports.
+//!
 //! Memory stays bounded: cards live on disk ([`cards`]), terminals keep only what the
 //! center has not acknowledged (`MemoryStore::forgetting_acknowledged`), and per card the run keeps its ID and one byte
 //! of flags.
@@ -19,7 +26,10 @@
 mod cards;
 mod day;
 mod events;
+mod issuance;
+mod lanes;
 mod report;
+mod shard;
 mod world;
 
 pub use report::{
@@ -28,6 +38,10 @@ pub use report::{
 pub use world::INITIAL_MINOR;
 
 use std::path::Path;
+
+/// The most shards a run is split into: enough for a few cores to stay busy while some
+/// shards wait for their turn at the center, few enough that each has many cards.
+pub const SHARDS_MAX: u32 = 16;
 
 /// What to simulate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +71,16 @@ impl Config {
     /// Cards reported lost.
     pub fn lost_cards(&self) -> u32 {
         (2 + self.cards / 100_000).min(self.cards / 4)
+    }
+
+    /// The shards the cards and terminals are split into for the parallel phases: fixed
+    /// by the sizes alone (never by the threads), at least two terminals each (one may be
+    /// stolen and a shard's cards still need an honest one), at most [`SHARDS_MAX`], and no
+    /// more than the cards.
+    pub fn shards(&self) -> u32 {
+        (self.terminals / 2)
+            .clamp(1, SHARDS_MAX)
+            .min(self.cards.max(1))
     }
 
     /// Stolen terminals: one, if there is another terminal to notice it and a day after
@@ -109,17 +133,20 @@ pub enum SimError {
 }
 
 /// Runs the simulation in `dir` (created; it must not hold an earlier run), with the
-/// center on SQLite there or on the PostgreSQL database at `database`.
+/// center on SQLite there or on the PostgreSQL database at `database`, with at most
+/// `threads` shards computing at once while the center serves one shard's request beside
+/// them (the report does not depend on how many).
 pub fn run(
     config: &Config,
     dir: &Path,
     database: Option<&str>,
+    threads: usize,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Outcome, SimError> {
     config.check()?;
     let started = std::time::Instant::now();
     let floor = report::FloorRates::measure(config.seed);
-    let mut world = world::SimWorld::create(config, dir, database)?;
+    let mut world = world::SimWorld::create(config, dir, database, threads)?;
     let setup = started.elapsed();
     let issuing = std::time::Instant::now();
     world.issue_cards(progress)?;
@@ -130,6 +157,6 @@ pub fn run(
     let auditing = std::time::Instant::now();
     let report = world.audit(progress)?;
     let audit = auditing.elapsed();
-    let timing = Timing::new(&report, &floor, setup, issuance, days, audit);
+    let timing = Timing::new(&report, &floor, world.threads, setup, issuance, days, audit);
     Ok(Outcome { report, timing })
 }

@@ -62,6 +62,24 @@ impl Report {
         }
     }
 
+    /// Adds what one lane of a parallel phase counted. Lanes are absorbed in lane order,
+    /// so the findings kept are the same whatever the threads did.
+    pub(super) fn absorb(&mut self, tally: Tally) {
+        self.purchases += tally.purchases;
+        self.loads += tally.loads;
+        self.faults += tally.faults;
+        for finding in tally.findings {
+            if self.findings.len() < FINDINGS_KEPT {
+                self.findings.push(finding);
+            }
+        }
+        self.findings_total += tally.findings_total;
+        self.lost_refusals.extend(tally.lost_refusals);
+        self.stolen_writer_refusals
+            .extend(tally.stolen_writer_refusals);
+        self.conservation.stolen_sales_revealed_minor += tally.stolen_sales_revealed_minor;
+    }
+
     /// Every injected event found, no false alarm, no unexplained alert, nothing
     /// unexpected, and value conserved.
     pub fn held(&self) -> bool {
@@ -69,6 +87,32 @@ impl Report {
             && self.unexplained_alerts.is_empty()
             && self.findings_total == 0
             && self.conservation.conserved
+    }
+}
+
+/// How many findings a report keeps word for word (all are counted).
+pub(super) const FINDINGS_KEPT: usize = 40;
+
+/// What one lane of a parallel phase (or one serial step) counts, for [`Report::absorb`].
+#[derive(Debug, Default)]
+pub(super) struct Tally {
+    pub(super) purchases: Purchases,
+    pub(super) loads: Loads,
+    pub(super) faults: Faults,
+    pub(super) findings: Vec<String>,
+    pub(super) findings_total: u64,
+    pub(super) lost_refusals: BTreeSet<String>,
+    pub(super) stolen_writer_refusals: BTreeSet<String>,
+    pub(super) stolen_sales_revealed_minor: u64,
+}
+
+impl Tally {
+    /// Something the run did not expect: kept for the report, never hidden.
+    pub(super) fn finding(&mut self, text: String) {
+        self.findings_total += 1;
+        if self.findings.len() < FINDINGS_KEPT {
+            self.findings.push(text);
+        }
     }
 }
 
@@ -135,6 +179,76 @@ pub struct Faults {
     pub power_cuts_armed: u64,
     pub power_cuts_fired: u64,
     pub lost_answers: u64,
+}
+
+impl core::ops::AddAssign for Purchases {
+    fn add_assign(&mut self, other: Self) {
+        // Destructured whole, so that a new field cannot be left out of the sum.
+        let Self {
+            attempted,
+            committed,
+            committed_minor,
+            skipped_lost,
+            insufficient,
+            interrupted,
+            settled_committed,
+            settled_cancelled,
+            refused_lost,
+            refused_cloned,
+            refused_stolen_writer,
+            thief_sales,
+        } = other;
+        self.attempted += attempted;
+        self.committed += committed;
+        self.committed_minor += committed_minor;
+        self.skipped_lost += skipped_lost;
+        self.insufficient += insufficient;
+        self.interrupted += interrupted;
+        self.settled_committed += settled_committed;
+        self.settled_cancelled += settled_cancelled;
+        self.refused_lost += refused_lost;
+        self.refused_cloned += refused_cloned;
+        self.refused_stolen_writer += refused_stolen_writer;
+        self.thief_sales += thief_sales;
+    }
+}
+
+impl core::ops::AddAssign for Loads {
+    fn add_assign(&mut self, other: Self) {
+        // Destructured whole, so that a new field cannot be left out of the sum.
+        let Self {
+            attempted,
+            committed,
+            committed_minor,
+            settled_committed,
+            settled_cancelled,
+            interrupted,
+            refused,
+            over_stolen_writer,
+        } = other;
+        self.attempted += attempted;
+        self.committed += committed;
+        self.committed_minor += committed_minor;
+        self.settled_committed += settled_committed;
+        self.settled_cancelled += settled_cancelled;
+        self.interrupted += interrupted;
+        self.refused += refused;
+        self.over_stolen_writer += over_stolen_writer;
+    }
+}
+
+impl core::ops::AddAssign for Faults {
+    fn add_assign(&mut self, other: Self) {
+        // Destructured whole, so that a new field cannot be left out of the sum.
+        let Self {
+            power_cuts_armed,
+            power_cuts_fired,
+            lost_answers,
+        } = other;
+        self.power_cuts_armed += power_cuts_armed;
+        self.power_cuts_fired += power_cuts_fired;
+        self.lost_answers += lost_answers;
+    }
 }
 
 /// Injected against detected, for one kind of event.
@@ -237,6 +351,8 @@ pub struct Outcome {
 /// Wall-clock measurements: they differ from run to run and are not part of the report.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Timing {
+    /// Worker threads the parallel phases ran on.
+    pub threads: usize,
     pub setup_seconds: f64,
     pub issuance_seconds: f64,
     pub days_seconds: f64,
@@ -250,7 +366,8 @@ pub struct Timing {
     pub verify_micros: f64,
     pub batch_verify_micros: f64,
     /// The pure signature work of the day loop's purchases and uploads at the measured
-    /// rates, and its ratio to the day loop's time (1.0 would be nothing but signatures).
+    /// rates, the purchases' share spread over the cores the workers had, and its ratio to
+    /// the day loop's time (1.0 would be nothing but signatures).
     pub floor_seconds: f64,
     pub ratio_to_floor: f64,
 }
@@ -269,6 +386,7 @@ impl Timing {
     pub(super) fn new(
         report: &Report,
         floor: &FloorRates,
+        threads: usize,
         setup: Duration,
         issuance: Duration,
         days: Duration,
@@ -277,10 +395,18 @@ impl Timing {
         let per = |count: u64, time: Duration| count as f64 / time.as_secs_f64().max(1e-9);
         let purchases = report.purchases.committed as f64;
         let records = report.uploads.records_stored as f64;
+        // The purchases' signatures spread over the cores the workers had; the center's
+        // batch verification was measured on every core already.
+        let cores = threads.clamp(
+            1,
+            std::thread::available_parallelism().map_or(1, usize::from),
+        );
         let floor_seconds = purchases
             * (PURCHASE_VERIFIES * floor.verify + PURCHASE_SIGNS * floor.sign)
+            / cores as f64
             + records * RECORD_SIGNATURES * floor.batch_verify;
         Timing {
+            threads,
             setup_seconds: setup.as_secs_f64(),
             issuance_seconds: issuance.as_secs_f64(),
             days_seconds: days.as_secs_f64(),

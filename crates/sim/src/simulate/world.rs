@@ -1,31 +1,29 @@
 //! The simulated system: one center, a few dispensers, the payment terminals, the cards on
-//! disk, and the run's tallies; set-up and card issuance.
+//! disk, and the run's tallies; set-up.
 
 use std::path::Path;
 
 use rand_core::{RngCore, SeedableRng};
-use valuecard_card::eeprom::MemoryEeprom;
-use valuecard_card::image::EEPROM_SIZE;
-use valuecard_card::Card;
 use valuecard_center::sql::Database;
 use valuecard_center::Center;
 use valuecard_core::cert::Role;
 use valuecard_core::ids::CardId;
 use valuecard_core::money::Amount;
 use valuecard_core::time::{Clock, Date};
-use valuecard_reader::InProcessReader;
 use valuecard_sam::SoftwareSam;
 use valuecard_terminal::dispenser::Dispenser;
 use valuecard_terminal::payment::PaymentTerminal;
 
-use super::cards::{compact, CardStore};
-use super::report::Report;
-use super::{Config, Progress, SimError};
+use super::cards::CardStore;
+use super::report::{Report, Tally};
+use super::{Config, SimError};
 use crate::{install_sam, SimClock, WorldRng};
 use valuecard_terminal::store::MemoryStore;
 
 /// A simulated payment terminal.
 pub(super) type SimTerminal = PaymentTerminal<SoftwareSam, MemoryStore, WorldRng>;
+/// A dispenser as one lane uses it (`lane_dispensers`).
+pub(super) type SimDispenser = Dispenser<SoftwareSam, WorldRng>;
 
 /// What each card holds initially, in minor units.
 pub const INITIAL_MINOR: u64 = 5_000;
@@ -55,7 +53,12 @@ pub(super) fn amount(minor: u64) -> Result<Amount, SimError> {
 pub(super) struct SimWorld {
     pub(super) config: Config,
     pub(super) center: Center,
-    pub(super) dispensers: Vec<Dispenser<SoftwareSam, WorldRng>>,
+    /// The dispensers' SAM images: every lane works with its own copy of each dispenser
+    /// (a dispenser keeps nothing between loads but its random stream, which must be the
+    /// lane's own for the run to be reproducible).
+    pub(super) dispenser_sams: Vec<zeroize::Zeroizing<Vec<u8>>>,
+    /// Worker threads for the parallel phases (issuance, the days' purchases).
+    pub(super) threads: usize,
     pub(super) terminals: Vec<SimTerminal>,
     pub(super) clock: SimClock,
     pub(super) rng: WorldRng,
@@ -76,6 +79,7 @@ impl SimWorld {
         config: &Config,
         dir: &Path,
         database: Option<&str>,
+        threads: usize,
     ) -> Result<Self, SimError> {
         std::fs::create_dir_all(dir)
             .map_err(|error| SimError::Setup(format!("{}: {error}", dir.display())))?;
@@ -93,10 +97,10 @@ impl SimWorld {
             }
         };
         let mut center = Center::init(&center_dir, Some(db), boxed(), &mut rng)?;
-        let mut dispensers = Vec::new();
+        let mut dispenser_sams = Vec::new();
         for _ in 0..config.dispensers() {
             let sam = install_sam(&mut center, Role::Dispenser, boxed(), &mut rng)?;
-            dispensers.push(Dispenser::new(sam, boxed(), fork(&mut rng))?);
+            dispenser_sams.push(zeroize::Zeroizing::new(sam.to_image()));
         }
         let mut terminals = Vec::new();
         for _ in 0..config.terminals {
@@ -112,7 +116,8 @@ impl SimWorld {
         Ok(SimWorld {
             config: *config,
             center,
-            dispensers,
+            dispenser_sams,
+            threads: threads.max(1),
             terminals,
             clock,
             rng,
@@ -136,50 +141,43 @@ impl SimWorld {
         self.rng.next_u64() % bound.max(1)
     }
 
-    /// Manufactures every card, issues it at a dispenser (its ID, key pair, certificate)
-    /// and loads its initial value: the real protocol, card by card.
-    pub(super) fn issue_cards(
-        &mut self,
-        progress: &mut dyn FnMut(Progress),
-    ) -> Result<(), SimError> {
-        let total = u64::from(self.config.cards);
-        let initial = amount(INITIAL_MINOR)?;
-        self.card_ids.reserve_exact(self.config.cards as usize);
-        self.flags.reserve_exact(self.config.cards as usize);
-        for index in 0..self.config.cards {
-            let memory = MemoryEeprom::new(EEPROM_SIZE);
-            let (serial, transport_key) = self.center.manufacture_chip();
-            let rng = self.fork_rng();
-            let card = Card::manufacture(memory.clone(), serial, transport_key, rng)
-                .map_err(|error| SimError::CardImage(error.to_string()))?;
-            let mut reader = InProcessReader::with_card("issue", card);
-            let which = index as usize % self.dispensers.len();
-            let dispenser = &mut self.dispensers[which];
-            let card_id = dispenser.issue_card(&mut reader, &mut self.center)?;
-            dispenser.load(&mut reader, &mut self.center, initial)?;
-            self.cards.put(index, &compact(&memory)?)?;
-            self.card_ids.push(card_id);
-            self.flags.push(0);
-            self.report.cards_issued += 1;
-            let done = u64::from(index) + 1;
-            if done.is_multiple_of(PROGRESS_EVERY) || done == total {
-                progress(Progress {
-                    phase: "issuing cards",
-                    done,
-                    total,
-                });
+    /// A random terminal other than the stolen one and `except`, for the serial events.
+    pub(super) fn honest_terminal(&mut self, except: Option<usize>) -> usize {
+        let count = self.terminals.len() as u64;
+        loop {
+            let pick = self.below(count) as usize;
+            if Some(pick) != self.stolen && (Some(pick) != except || count <= 2) {
+                return pick;
             }
         }
-        Ok(())
+    }
+
+    /// Why a purchase at a serial event did not happen (see `Tally::refused`).
+    pub(super) fn refused(&mut self, index: u32, error: valuecard_terminal::TerminalError) {
+        let stolen_device = self.stolen.map(|stolen| self.terminals[stolen].device_id());
+        let mut tally = Tally::default();
+        tally.refused(
+            self.flags[index as usize],
+            self.card_ids[index as usize],
+            stolen_device,
+            error,
+        );
+        self.report.absorb(tally);
+    }
+
+    /// The key of a parallel phase's random streams (`day::lane_rng`), from the run's
+    /// stream.
+    pub(super) fn lane_key(&mut self) -> [u8; 32] {
+        let mut key = [0u8; 32];
+        self.rng.fill_bytes(&mut key);
+        key
     }
 
     /// Something the run did not expect: kept for the report, never hidden.
     pub(super) fn finding(&mut self, text: String) {
-        const KEPT: usize = 40;
-        self.report.findings_total += 1;
-        if self.report.findings.len() < KEPT {
-            self.report.findings.push(text);
-        }
+        let mut tally = Tally::default();
+        tally.finding(text);
+        self.report.absorb(tally);
     }
 }
 
@@ -201,6 +199,20 @@ fn relaxed_sqlite(path: &Path) -> Result<Database, SimError> {
         connection.set_prepared_statement_cache_capacity(STATEMENTS);
     }
     Ok(database)
+}
+
+/// A lane's own copy of every dispenser, on its SAM's image, drawing from `rng`.
+pub(super) fn lane_dispensers(
+    sams: &[zeroize::Zeroizing<Vec<u8>>],
+    clock: &SimClock,
+    rng: &mut WorldRng,
+) -> Result<Vec<SimDispenser>, SimError> {
+    sams.iter()
+        .map(|image| {
+            let sam = SoftwareSam::from_image(image)?.with_clock(Box::new(clock.clone()));
+            Ok(Dispenser::new(sam, Box::new(clock.clone()), fork(rng))?)
+        })
+        .collect()
 }
 
 pub(super) fn fork(rng: &mut WorldRng) -> WorldRng {
