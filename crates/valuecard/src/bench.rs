@@ -107,9 +107,29 @@ fn time_floor(floor: &Floor, iterations: u32) -> Duration {
     start.elapsed()
 }
 
-fn median(mut values: Vec<Duration>) -> Duration {
+/// The median of measured rounds (zero for none).
+pub(crate) fn median(mut values: Vec<Duration>) -> Duration {
     values.sort();
-    values[values.len() / 2]
+    values.get(values.len() / 2).copied().unwrap_or_default()
+}
+
+/// Times `iterations` runs of a floor's operations; an error when any of its own checks
+/// failed (the floor would then be wrong).
+pub(crate) fn time_checked(
+    iterations: u32,
+    mut one: impl FnMut() -> bool,
+) -> Result<Duration, String> {
+    let start = Instant::now();
+    let mut ok = true;
+    for _ in 0..iterations {
+        ok &= one();
+    }
+    let elapsed = start.elapsed();
+    if ok {
+        Ok(elapsed)
+    } else {
+        Err("the floor's own operations failed their checks".into())
+    }
 }
 
 pub fn purchase(args: PurchaseArgs) -> Result<ExitCode, String> {

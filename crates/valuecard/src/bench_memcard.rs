@@ -29,7 +29,7 @@ use valuecard_sim::{install_sam, Storage, World};
 use valuecard_terminal::memcard::{ChargeMachine, PaymentMachine};
 use valuecard_terminal::store::MemoryStore;
 
-use crate::bench::CountingReader;
+use crate::bench::{median, time_checked, CountingReader};
 
 /// The goal: a payment costs at most 1/0.6 of its cryptographic floor (the card's reads and
 /// writes, the machine's log and its checks are the rest).
@@ -133,22 +133,7 @@ impl Floor {
 }
 
 fn time_floor(floor: &Floor, iterations: u32) -> Result<Duration, String> {
-    let start = Instant::now();
-    let mut ok = true;
-    for _ in 0..iterations {
-        ok &= floor.one_payment();
-    }
-    let elapsed = start.elapsed();
-    if ok {
-        Ok(elapsed)
-    } else {
-        Err("the floor's own operations failed their checks".into())
-    }
-}
-
-fn median(mut values: Vec<Duration>) -> Duration {
-    values.sort();
-    values.get(values.len() / 2).copied().unwrap_or_default()
+    time_checked(iterations, || floor.one_payment())
 }
 
 /// A charged memory card at a payment machine that has written it once.

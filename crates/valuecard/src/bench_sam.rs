@@ -12,7 +12,7 @@
 //! token; a real HSM's figure depends on the device and its link.
 
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde_json::json;
 use valuecard_core::cert::Role;
@@ -25,6 +25,8 @@ use valuecard_sam::{PurchaseOrder, Sam, SoftwareSam};
 use valuecard_sam_pkcs11::softhsm::{self, THROWAWAY_USER_PIN};
 use valuecard_sam_pkcs11::{Pkcs11Sam, TokenAddress};
 use valuecard_sim::{Storage, World};
+
+use crate::bench::median;
 
 #[derive(clap::Args, Debug)]
 pub struct BenchSamArgs {
@@ -64,11 +66,6 @@ fn install(world: &mut World, sam: &mut dyn Sam) -> Result<(), String> {
     )
     .map_err(error)?;
     Ok(())
-}
-
-fn median(mut rounds: Vec<Duration>) -> Duration {
-    rounds.sort();
-    rounds[rounds.len() / 2]
 }
 
 /// Operations per second of `operation` run `count` times, median of `rounds`.

@@ -48,7 +48,7 @@ pub struct TransferArgs {
     min_ratio: f64,
 }
 
-use crate::bench::CountingReader;
+use crate::bench::{median, time_checked, CountingReader};
 
 type Reader = CountingReader<InProcessReader<MemoryEeprom, rand_chacha::ChaCha20Rng>>;
 
@@ -161,22 +161,7 @@ impl Floor {
 }
 
 fn time_floor(floor: &Floor, iterations: u32) -> Result<Duration, String> {
-    let start = Instant::now();
-    let mut ok = true;
-    for _ in 0..iterations {
-        ok &= floor.one_transfer();
-    }
-    let elapsed = start.elapsed();
-    if ok {
-        Ok(elapsed)
-    } else {
-        Err("the floor's own operations failed their checks".into())
-    }
-}
-
-fn median(mut values: Vec<Duration>) -> Duration {
-    values.sort();
-    values.get(values.len() / 2).copied().unwrap_or_default()
+    time_checked(iterations, || floor.one_transfer())
 }
 
 /// Two issued cards in counting readers, each already written once by the settlement
