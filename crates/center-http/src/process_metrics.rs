@@ -33,10 +33,16 @@ fn resident_bytes() -> Option<u64> {
 /// CPU), which needs no clock-tick constant.
 fn cpu_seconds() -> Option<f64> {
     let mut total = 0u64;
-    for task in std::fs::read_dir("/proc/self/task").ok()? {
-        let path = task.ok()?.path().join("schedstat");
-        let text = std::fs::read_to_string(path).ok()?;
-        total = total.checked_add(text.split_whitespace().next()?.parse().ok()?)?;
+    for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+        // The runtime's threads come and go: one that exited between the listing and the
+        // read is skipped, instead of losing the whole metric for this scrape.
+        let Ok(text) = std::fs::read_to_string(task.path().join("schedstat")) else {
+            continue;
+        };
+        let Some(nanoseconds) = text.split_whitespace().next().and_then(|f| f.parse().ok()) else {
+            continue;
+        };
+        total = total.saturating_add(nanoseconds);
     }
     Some(total as f64 / 1e9)
 }
