@@ -543,77 +543,6 @@ fn balance(r: &mut TlvReader<'_>, tag: u32) -> Result<Amount, DecodeError> {
     Ok(Amount::new(be_u64(tag, r.expect(tag)?)?)?)
 }
 
-/// The center's grant of float to a charge machine (the amount area 23A of the seed): what
-/// the machine's SAM may charge onto cards beyond what it holds. Signed with the center's
-/// root key; a SAM takes each grant once, in increasing `grant_number` order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FloatGrant {
-    pub machine: DeviceId,
-    pub grant_number: u32,
-    pub amount: Amount,
-    pub date: Date,
-    pub signature: Signature,
-}
-
-/// The context label of a float grant.
-pub const FLOAT_CONTEXT: &[u8] = b"valuecard/memcard/float/v1";
-
-impl FloatGrant {
-    /// `"valuecard/memcard/float/v1" || machine || grant number (4 bytes) || amount (8) ||
-    /// date (4)`, all big-endian.
-    pub fn signed_message(&self) -> Vec<u8> {
-        let mut m = Vec::with_capacity(FLOAT_CONTEXT.len() + 24);
-        m.extend_from_slice(FLOAT_CONTEXT);
-        m.extend_from_slice(self.machine.as_bytes());
-        m.extend_from_slice(&self.grant_number.to_be_bytes());
-        m.extend_from_slice(&self.amount.to_be_bytes());
-        m.extend_from_slice(&self.date.0.to_be_bytes());
-        m
-    }
-
-    pub fn encode(&self) -> Vec<u8> {
-        let mut w = TlvWriter::with_capacity(120);
-        w.nested(tag::FLOAT_GRANT, |g| {
-            g.put(tag::WRITER, self.machine.as_bytes())
-                .put_u32(tag::SEQUENCE, self.grant_number)
-                .put_u64(tag::BALANCE_AFTER, self.amount.minor())
-                .put_u32(tag::DATE, self.date.0)
-                .put(tag::SIGNATURE, &self.signature.0);
-        });
-        w.into_bytes()
-    }
-
-    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let mut outer = TlvReader::new(bytes);
-        let value = outer.expect(tag::FLOAT_GRANT)?;
-        outer.finish()?;
-        let mut r = TlvReader::new(value);
-        let machine =
-            DeviceId::from_slice(r.expect(tag::WRITER)?).map_err(|_| DecodeError::Field {
-                field: "machine",
-                reason: "wrong length",
-            })?;
-        let grant_number = be_u32(tag::SEQUENCE, r.expect(tag::SEQUENCE)?)?;
-        let amount = balance(&mut r, tag::BALANCE_AFTER)?;
-        let date = Date(be_u32(tag::DATE, r.expect(tag::DATE)?)?);
-        let signature = Signature(r.expect_array::<SIGNATURE_LEN>(tag::SIGNATURE)?);
-        r.finish()?;
-        if amount == Amount::ZERO {
-            return Err(DecodeError::Field {
-                field: "amount",
-                reason: "a float grant moves value",
-            });
-        }
-        Ok(FloatGrant {
-            machine,
-            grant_number,
-            amount,
-            date,
-            signature,
-        })
-    }
-}
-
 /// Tags of the memory-card records (context-specific, their own space: records never mix
 /// with purse APDUs).
 pub mod tag {
@@ -645,62 +574,11 @@ pub enum MemcardError {
     SealBroken,
 }
 
+mod float;
+mod link;
+
+pub use float::*;
+pub use link::*;
+
 #[cfg(test)]
 mod tests;
-
-/// A batch of write records from one machine (charge or payment).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WriteUpload {
-    pub machine: DeviceId,
-    pub records: Vec<WriteRecord>,
-}
-
-/// What the center did with a batch of write records: each stored, already stored (a
-/// retry), or refused with a reason (by the machine's sequence).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct WriteReceipt {
-    pub stored: u32,
-    pub duplicates: u32,
-    pub refused: Vec<(u32, String)>,
-}
-
-/// The newest state the center holds for a memory card, with the certificate of the
-/// machine that wrote it: what any machine may write back onto a card whose signature or
-/// certificate write was torn, once it has checked that the card's counter and value area
-/// are exactly this state's.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RestoreEvidence {
-    pub record: WriteRecord,
-    pub writer_certificate: Certificate,
-}
-
-/// How charge and payment machines talk to the center about memory cards.
-pub trait MemcardLink {
-    /// Uploads write records; idempotent on (machine, sequence).
-    fn upload_writes(&mut self, upload: &WriteUpload) -> Result<WriteReceipt, CenterError>;
-    /// Asks for float for a charge machine; the center decides the amount it grants, never
-    /// more than asked.
-    fn request_float(
-        &mut self,
-        machine: DeviceId,
-        amount: Amount,
-    ) -> Result<FloatGrant, CenterError>;
-    /// The newest uploaded state of `card`, if any.
-    fn latest_state(&mut self, card: &CardId) -> Result<Option<RestoreEvidence>, CenterError>;
-}
-
-impl<T: MemcardLink + ?Sized> MemcardLink for &mut T {
-    fn upload_writes(&mut self, upload: &WriteUpload) -> Result<WriteReceipt, CenterError> {
-        (**self).upload_writes(upload)
-    }
-    fn request_float(
-        &mut self,
-        machine: DeviceId,
-        amount: Amount,
-    ) -> Result<FloatGrant, CenterError> {
-        (**self).request_float(machine, amount)
-    }
-    fn latest_state(&mut self, card: &CardId) -> Result<Option<RestoreEvidence>, CenterError> {
-        (**self).latest_state(card)
-    }
-}
