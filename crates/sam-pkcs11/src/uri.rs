@@ -15,8 +15,13 @@ use std::path::PathBuf;
 
 use zeroize::Zeroizing;
 
-/// The longest URI accepted (a limit on everything we parse).
-pub const URI_LEN_MAX: usize = 4096;
+/// The longest value of one attribute, after percent-decoding.
+pub const VALUE_LEN_MAX: usize = 1024;
+
+/// The longest URI accepted (a limit on everything we parse). Large enough that any URI
+/// this module prints, every value at [`VALUE_LEN_MAX`] and every byte percent-encoded,
+/// parses again: a stored URI must never become unreadable because printing encoded it.
+pub const URI_LEN_MAX: usize = 32 * 1024;
 
 /// Why a URI was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -42,6 +47,8 @@ pub enum UriError {
     TwoPins,
     #[error("slot-id must be a decimal number")]
     SlotId,
+    #[error("the URI attribute {0:?} is longer than {VALUE_LEN_MAX} bytes")]
+    ValueTooLong(String),
 }
 
 /// A parsed PKCS#11 URI. The PIN, if the URI carries one, is zeroized when dropped and
@@ -104,6 +111,9 @@ impl Pkcs11Uri {
                 "id" => uri.id = Some(percent_decode(name, value)?),
                 "slot-id" => {
                     let digits = text_value(name, value)?;
+                    if !digits.bytes().all(|b| b.is_ascii_digit()) {
+                        return Err(UriError::SlotId);
+                    }
                     uri.slot_id = Some(digits.parse().map_err(|_| UriError::SlotId)?);
                 }
                 // Only private keys, public keys, secret keys and data make up a SAM; the
@@ -224,13 +234,20 @@ fn percent_decode(name: &str, value: &str) -> Result<Vec<u8>, UriError> {
     let mut index = 0;
     while index < bytes.len() {
         if bytes[index] == b'%' {
+            // Exactly two hex digits: `from_str_radix` alone would also take "%+F".
             let hex = bytes.get(index + 1..index + 3).ok_or_else(bad)?;
+            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                return Err(bad());
+            }
             let hex = core::str::from_utf8(hex).map_err(|_| bad())?;
             out.push(u8::from_str_radix(hex, 16).map_err(|_| bad())?);
             index += 3;
         } else {
             out.push(bytes[index]);
             index += 1;
+        }
+        if out.len() > VALUE_LEN_MAX {
+            return Err(UriError::ValueTooLong(name.to_owned()));
         }
     }
     Ok(out)
@@ -328,12 +345,39 @@ mod tests {
                 UriError::TwoPins,
             ),
             ("pkcs11:object=o;slot-id=x", UriError::SlotId),
+            ("pkcs11:object=o;slot-id=+7", UriError::SlotId),
+            (
+                "pkcs11:object=%+F",
+                UriError::PercentEncoding("object".into()),
+            ),
         ] {
             assert_eq!(Pkcs11Uri::parse(text), Err(error), "{text}");
         }
         assert_eq!(
             Pkcs11Uri::parse(&format!("pkcs11:object={}", "a".repeat(URI_LEN_MAX))),
             Err(UriError::TooLong)
+        );
+    }
+
+    #[test]
+    fn a_uri_at_every_limit_prints_a_uri_that_parses_again() {
+        // Printing percent-encodes: a value of spaces comes out three times as long as a
+        // value the input gave unencoded, and must still be under the limit.
+        let long = " ".repeat(VALUE_LEN_MAX);
+        let text = format!(
+            "pkcs11:token={long};manufacturer={long};model={long};serial={long};slot-id=1;\
+             object={long};id={long}?pin-source={long}&module-path={long}"
+        );
+        assert!(text.len() <= URI_LEN_MAX);
+        let uri = Pkcs11Uri::parse(&text).unwrap();
+        let printed = uri.without_pin();
+        assert!(printed.len() > text.len());
+        assert_eq!(Pkcs11Uri::parse(&printed).unwrap(), uri);
+
+        let over = format!("pkcs11:object={}", "a".repeat(VALUE_LEN_MAX + 1));
+        assert_eq!(
+            Pkcs11Uri::parse(&over),
+            Err(UriError::ValueTooLong("object".into()))
         );
     }
 
