@@ -9,7 +9,8 @@ use std::fmt::Debug;
 use libfuzzer_sys::fuzz_target;
 use serde::de::DeserializeOwned;
 use valuecard_center_http::memcard_wire::{
-    FloatGrantBody, FloatRequestBody, LatestStateBody, WriteReceiptBody, WriteUploadBody,
+    FloatGrantBody, FloatRequestBody, LatestStateBody, PendingReceiptBody, WriteReceiptBody,
+    WriteUploadBody,
 };
 use valuecard_center_http::terminal_wire::{
     ListDeltaBody, StampBody, UploadReceiptBody, UsageUploadBody,
@@ -20,7 +21,7 @@ use valuecard_center_http::wire::{
     SettlementChallengeBody, WireError,
 };
 
-const BODIES: u8 = 16;
+const BODIES: u8 = 17;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&selector, body)) = data.split_first() else {
@@ -54,6 +55,7 @@ fuzz_target!(|data: &[u8]| {
             |b| b.decode(),
             |(card, evidence)| LatestStateBody::new(card, evidence.as_ref()),
         ),
+        16 => round_trip::<PendingReceiptBody, _>(body, |b| b.decode(), PendingReceiptBody::new),
         _ => {
             if let Ok(parsed) = serde_json::from_slice::<StampBody>(body) {
                 if let Ok((device, stamp)) = parsed.decode() {

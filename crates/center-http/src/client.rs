@@ -522,6 +522,26 @@ impl valuecard_core::messages::credit::ServiceLink for HttpCenterLink {
     }
 }
 
+/// A machine's records in parts of [`crate::memcard_wire::WRITE_RECORDS_PER_REQUEST`]; an
+/// empty upload is one empty part, so that it still asks the center (whose answer says
+/// whether this machine may send).
+fn memcard_parts(
+    upload: &valuecard_core::messages::memcard::WriteUpload,
+) -> Vec<valuecard_core::messages::memcard::WriteUpload> {
+    use valuecard_core::messages::memcard::WriteUpload;
+    if upload.records.is_empty() {
+        return vec![upload.clone()];
+    }
+    upload
+        .records
+        .chunks(crate::memcard_wire::WRITE_RECORDS_PER_REQUEST)
+        .map(|chunk| WriteUpload {
+            machine: upload.machine,
+            records: chunk.to_vec(),
+        })
+        .collect()
+}
+
 impl valuecard_core::messages::memcard::MemcardLink for HttpCenterLink {
     /// In parts of [`crate::memcard_wire::WRITE_RECORDS_PER_REQUEST`]; the receipts add up.
     /// A part that fails stops the upload: the parts before it are stored, and sending the
@@ -530,23 +550,9 @@ impl valuecard_core::messages::memcard::MemcardLink for HttpCenterLink {
         &mut self,
         upload: &valuecard_core::messages::memcard::WriteUpload,
     ) -> Result<valuecard_core::messages::memcard::WriteReceipt, CenterError> {
-        use valuecard_core::messages::memcard::{WriteReceipt, WriteRecord, WriteUpload};
+        use valuecard_core::messages::memcard::WriteReceipt;
         let mut total = WriteReceipt::default();
-        // An empty upload still asks the center (it answers whether this machine may upload).
-        let empty: [WriteRecord; 0] = [];
-        let chunks: Vec<&[WriteRecord]> = if upload.records.is_empty() {
-            vec![&empty[..]]
-        } else {
-            upload
-                .records
-                .chunks(crate::memcard_wire::WRITE_RECORDS_PER_REQUEST)
-                .collect()
-        };
-        for chunk in chunks {
-            let part = WriteUpload {
-                machine: upload.machine,
-                records: chunk.to_vec(),
-            };
+        for part in memcard_parts(upload) {
             let body = crate::memcard_wire::WriteUploadBody::new(&part);
             let answer: crate::memcard_wire::WriteReceiptBody =
                 self.call("POST", paths::MEMCARD_WRITES, Some(&body))?;
@@ -582,6 +588,34 @@ impl valuecard_core::messages::memcard::MemcardLink for HttpCenterLink {
             .verify(&grant.signed_message(), &grant.signature)
             .map_err(|_| malformed_answer(paths::MEMCARD_FLOAT, "the grant's signature"))?;
         Ok(grant)
+    }
+
+    /// In parts, as [`Self::upload_writes`]; a part that fails stops the report, and
+    /// reporting the whole again is idempotent.
+    fn report_pending(
+        &mut self,
+        upload: &valuecard_core::messages::memcard::WriteUpload,
+    ) -> Result<valuecard_core::messages::memcard::PendingReceipt, CenterError> {
+        use valuecard_core::messages::memcard::PendingReceipt;
+        let mut total = PendingReceipt::default();
+        for part in memcard_parts(upload) {
+            let body = crate::memcard_wire::WriteUploadBody::new(&part);
+            let answer: crate::memcard_wire::PendingReceiptBody =
+                self.call("POST", paths::MEMCARD_PENDING, Some(&body))?;
+            let receipt = decoded(paths::MEMCARD_PENDING, answer.decode())?;
+            let sent = |sequence: &u32| part.records.iter().any(|r| r.sequence == *sequence);
+            if !receipt.landed.iter().chain(&receipt.superseded).all(sent) {
+                return Err(malformed_answer(
+                    paths::MEMCARD_PENDING,
+                    "a sequence this report did not carry",
+                ));
+            }
+            total.held += receipt.held;
+            total.landed.extend(receipt.landed);
+            total.superseded.extend(receipt.superseded);
+            total.refused.extend(receipt.refused);
+        }
+        Ok(total)
     }
 
     fn latest_state(

@@ -28,6 +28,7 @@
 //! | `POST /v1/transfers` | `TransferLink::upload_transfers` (settlement terminals) | [`terminal_wire::UploadReceiptBody`] |
 //! | `POST /v1/transfers/release` | `TransferLink::release_transfer` (settlement terminals); a refusal is `409 mismatch` | [`transfer_wire::ReleaseBody`] |
 //! | `POST /v1/memcard/writes` | `MemcardLink::upload_writes` (charge and payment machines) | [`memcard_wire::WriteReceiptBody`] |
+//! | `POST /v1/memcard/pending-writes` | `MemcardLink::report_pending` (charge and payment machines) | [`memcard_wire::PendingReceiptBody`] |
 //! | `POST /v1/memcard/float` | `MemcardLink::request_float` (charge machines); nothing left to grant is `422 amount` | [`memcard_wire::FloatGrantBody`] |
 //! | `GET /v1/memcard/cards/{card_id}/latest` | `MemcardLink::latest_state` (charge and payment machines) | [`memcard_wire::LatestStateBody`] |
 //! | `GET /health` | `SELECT 1` on the service's own database connection | 200 [`wire::HealthBody`], or 503 while the database is away |
@@ -135,6 +136,7 @@ pub mod paths {
     pub const TRANSFER_RELEASE: &str = "/v1/transfers/release";
     pub const MEMCARD_WRITES: &str = "/v1/memcard/writes";
     pub const MEMCARD_FLOAT: &str = "/v1/memcard/float";
+    pub const MEMCARD_PENDING: &str = "/v1/memcard/pending-writes";
     /// `/v1/memcard/cards/{card_id}/latest`: see [`memcard_latest`].
     pub const MEMCARD_LATEST_ROUTE: &str = "/v1/memcard/cards/{card_id}/latest";
     pub const HEALTH: &str = "/health";

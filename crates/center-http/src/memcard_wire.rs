@@ -9,7 +9,7 @@ use valuecard_core::cert::Certificate;
 use valuecard_core::crypto::{Signature, SIGNATURE_LEN};
 use valuecard_core::ids::{CardId, DeviceId};
 use valuecard_core::messages::memcard::{
-    FloatGrant, RestoreEvidence, WriteReceipt, WriteRecord, WriteUpload,
+    FloatGrant, PendingReceipt, RestoreEvidence, WriteReceipt, WriteRecord, WriteUpload,
 };
 use valuecard_core::money::Amount;
 use valuecard_core::time::Date;
@@ -125,6 +125,56 @@ impl WriteReceiptBody {
                 .map(|refused| (refused.sequence, refused.reason.clone()))
                 .collect(),
         }
+    }
+}
+
+/// The answer to a report of pending writes (`POST /v1/memcard/pending-writes`, whose
+/// body is a [`WriteUploadBody`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PendingReceiptBody {
+    /// How many are held as restore evidence.
+    pub held: u32,
+    /// The sequences of writes a later record shows landed: counted now.
+    pub landed: Vec<u32>,
+    /// The sequences of writes a later record shows can no longer land.
+    pub superseded: Vec<u32>,
+    pub refused: Vec<RefusedRecordBody>,
+}
+
+impl PendingReceiptBody {
+    pub fn new(receipt: &PendingReceipt) -> Self {
+        PendingReceiptBody {
+            held: receipt.held,
+            landed: receipt.landed.clone(),
+            superseded: receipt.superseded.clone(),
+            refused: receipt
+                .refused
+                .iter()
+                .map(|(sequence, reason)| RefusedRecordBody {
+                    sequence: *sequence,
+                    reason: reason.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Refuses lists longer than an upload may be: a report answers at most its records.
+    pub fn decode(&self) -> Result<PendingReceipt, WireError> {
+        let max = valuecard_center::memcard::WRITE_UPLOAD_MAX;
+        if self.landed.len() > max || self.superseded.len() > max || self.refused.len() > max {
+            return Err(refuse("landed", "more sequences than one report carries"));
+        }
+        Ok(PendingReceipt {
+            held: self.held,
+            landed: self.landed.clone(),
+            superseded: self.superseded.clone(),
+            refused: self
+                .refused
+                .iter()
+                .map(|refused| (refused.sequence, refused.reason.clone()))
+                .collect(),
+        })
     }
 }
 
@@ -305,6 +355,16 @@ mod tests {
             refused: vec![(3, "why".into())],
         };
         assert_eq!(WriteReceiptBody::new(&receipt).decode(), receipt);
+        let pending = PendingReceipt {
+            held: 2,
+            landed: vec![4, 9],
+            superseded: vec![5],
+            refused: vec![(6, "no".into())],
+        };
+        assert_eq!(PendingReceiptBody::new(&pending).decode().unwrap(), pending);
+        let mut flood = PendingReceiptBody::new(&pending);
+        flood.landed = vec![1; valuecard_center::memcard::WRITE_UPLOAD_MAX + 1];
+        assert!(flood.decode().is_err());
         let asked = (machine, Amount::new(1_000).unwrap());
         assert_eq!(
             FloatRequestBody::new(asked.0, asked.1).decode().unwrap(),

@@ -35,6 +35,7 @@ pub(crate) fn endpoint_label(path: &str) -> &'static str {
         paths::TRANSFER_RELEASE => paths::TRANSFER_RELEASE,
         paths::MEMCARD_WRITES => paths::MEMCARD_WRITES,
         paths::MEMCARD_FLOAT => paths::MEMCARD_FLOAT,
+        paths::MEMCARD_PENDING => paths::MEMCARD_PENDING,
         paths::HEALTH => paths::HEALTH,
         paths::METRICS => paths::METRICS,
         paths::OPENAPI => paths::OPENAPI,

@@ -51,6 +51,7 @@ pub(crate) fn routes() -> OpenApiRouter<App> {
         .routes(routes!(transfers))
         .routes(routes!(transfer_release))
         .routes(routes!(memcard_writes))
+        .routes(routes!(memcard_pending))
         .routes(routes!(memcard_float))
         .routes(routes!(memcard_latest))
         .routes(routes!(health))
@@ -399,6 +400,29 @@ async fn memcard_writes(State(app): State<App>, request: Request) -> Response {
         same_device(device, upload.machine)?;
         let receipt = center.ingest_memcard_writes(&upload)?;
         Ok(memcard_wire::WriteReceiptBody::new(&receipt))
+    })
+    .await
+}
+
+/// Report the writes pending in a memory-card machine's log.
+///
+/// `MemcardLink::report_pending`: each is checked as an uploaded record and held as restore
+/// evidence (uncounted), counted when a later record shows it landed, or answered
+/// superseded when a later record shows the card took another write instead.
+#[utoipa::path(
+    post,
+    path = paths::MEMCARD_PENDING,
+    tag = tags::MEMCARD_MACHINES,
+    operation_id = "report_memcard_pending_writes",
+    request_body = memcard_wire::WriteUploadBody,
+    responses((status = 200, description = "What the center holds, counted, found superseded, or refused", body = memcard_wire::PendingReceiptBody))
+)]
+async fn memcard_pending(State(app): State<App>, request: Request) -> Response {
+    machine_request(app, request, |center, device, body| {
+        let upload = parse_json::<memcard_wire::WriteUploadBody>(body)?.decode()?;
+        same_device(device, upload.machine)?;
+        let receipt = center.report_memcard_pending(&upload)?;
+        Ok(memcard_wire::PendingReceiptBody::new(&receipt))
     })
     .await
 }

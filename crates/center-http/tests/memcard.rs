@@ -288,3 +288,84 @@ fn each_endpoint_admits_its_roles_and_refuses_with_problem_documents() {
     let totals = s.h.with_center(|center| center.memcard_totals().unwrap());
     assert_eq!((totals.charges, totals.payments, totals.grants), (0, 0, 1));
 }
+
+#[test]
+fn pending_writes_are_reported_held_offered_and_settled_over_http() {
+    let s = scene(74);
+    let mut charge_link = s.h.link(&s.charger.image);
+    let mut pay_link = s.h.link(&s.payer.image);
+    let mut terminal_link = s.h.link(&s.h.terminal);
+    charge_link
+        .request_float(s.charger.id, amount(5_000))
+        .unwrap();
+    let charged = state(&s.charger, s.card, COUNTER_START - 1, 3_000);
+    let charge = record(WriteKind::Charge, 1, (0, 3_000), None, charged.clone());
+    charge_link
+        .upload_writes(&WriteUpload {
+            machine: s.charger.id,
+            records: vec![charge],
+        })
+        .unwrap();
+    // A payment torn on the card, reported pending: held, and offered as the card's state.
+    let torn_state = state(&s.payer, s.card, COUNTER_START - 2, 2_000);
+    let torn = record(
+        WriteKind::Payment,
+        1,
+        (3_000, 2_000),
+        Some(charged),
+        torn_state.clone(),
+    );
+    let report = WriteUpload {
+        machine: s.payer.id,
+        records: vec![torn.clone()],
+    };
+    let receipt = pay_link.report_pending(&report).unwrap();
+    assert_eq!((receipt.held, receipt.refused.len()), (1, 0), "{receipt:?}");
+    assert_eq!(
+        charge_link.latest_state(&s.card).unwrap().unwrap().record,
+        torn
+    );
+    // Nothing of it is counted yet.
+    let spent =
+        s.h.with_center(|center| center.memcard_totals().unwrap().spent);
+    assert_eq!(spent, 0);
+
+    // The next payment starts from the torn write's state: the torn write is counted.
+    let next_state = state(&s.payer, s.card, COUNTER_START - 3, 1_500);
+    let next = record(
+        WriteKind::Payment,
+        2,
+        (2_000, 1_500),
+        Some(torn_state),
+        next_state,
+    );
+    pay_link
+        .upload_writes(&WriteUpload {
+            machine: s.payer.id,
+            records: vec![next],
+        })
+        .unwrap();
+    let settled = pay_link.report_pending(&report).unwrap();
+    assert_eq!(settled.landed, [1]);
+    let totals = s.h.with_center(|center| center.memcard_totals().unwrap());
+    assert_eq!(
+        (totals.spent, totals.on_cards, totals.gaps),
+        (1_500, 1_500, 0)
+    );
+
+    // Reports are for machines, each for itself.
+    assert!(matches!(
+        terminal_link.report_pending(&WriteUpload {
+            machine: device_id(&s.h.terminal),
+            records: Vec::new(),
+        }),
+        Err(CenterError::NotAuthorized(_))
+    ));
+    assert!(matches!(
+        pay_link.report_pending(&WriteUpload {
+            machine: s.charger.id,
+            records: Vec::new(),
+        }),
+        Err(CenterError::NotAuthorized(_))
+    ));
+}

@@ -169,6 +169,9 @@ pub const MIGRATIONS: &[Migration] = &[
     // record (the key that makes a state spent twice visible once), and charge machines'
     // float grants and limits.
     Portable(crate::memcard::MIGRATION),
+    // 17: writes pending in memory-card machines' logs, reported as restore evidence
+    // (counted only once a later record shows they landed).
+    Portable(crate::memcard::PENDING_MIGRATION),
 ];
 
 /// The center a database belongs to.

@@ -269,8 +269,9 @@ pub fn memory_cards(world: &mut World, dir: &Path) -> Result<MemcardShow, WorldE
         };
         let torn = payers[0].pay(&mut pulled, minor(400)?, Some(link));
         show.lines.push(format!(
-            "Memory card {} pulled out in the middle of a payment of 400: {}",
+            "Memory card {} pulled out in the middle of a payment of {}: {}",
             card_id(1),
+            minor(400)?,
             match &torn {
                 Ok(_) => "the payment completed".to_string(),
                 Err(error) => format!("{error}"),
@@ -295,14 +296,66 @@ pub fn memory_cards(world: &mut World, dir: &Path) -> Result<MemcardShow, WorldE
         let link: &mut dyn MemcardLink = &mut world.center;
         let receipt = payers[0].pay(&mut readers[0], minor(100)?, Some(link))?;
         show.lines.push(format!(
-            "  back at the machine that was writing, it finishes the torn payment from its log ({:?}) and takes 100 more: balance {}",
-            receipt.repairs, receipt.balance_after
+            "  back at the machine that was writing, it finishes the torn payment from its log ({:?}) and takes {} more: balance {}",
+            receipt.repairs, receipt.amount, receipt.balance_after
         ));
         show.repairs.extend(receipt.repairs.iter().cloned());
         show.writes.push(MemcardWrite {
             machine: "payment-machine-1".into(),
             receipt,
         });
+    }
+
+    // A payment torn at one machine, the card taken to another: the writing machine reports
+    // its pending write at its next sync, the center holds it as evidence, and the other
+    // machine finishes the card from it. The next record of the card shows the write landed,
+    // so the center counts it, and the writing machine marks it done at its next report.
+    {
+        let link: &mut dyn MemcardLink = &mut world.center;
+        let mut pulled = PulledAfterValueWrite {
+            inner: &mut readers[1],
+            value_writes_left: 0,
+            pulled: false,
+        };
+        let torn = payers[1].pay(&mut pulled, minor(300)?, Some(link));
+        if torn.is_ok() {
+            return Err(WorldError::Other(
+                "a pulled card completed its payment".into(),
+            ));
+        }
+        let reported = payers[1].machine_mut().report_pending(&mut world.center)?;
+        show.lines.push(format!(
+            "Memory card {} pulled out in the middle of a payment of {} at payment machine {}; at its sync the machine reports the pending write and the center holds it as evidence ({} held)",
+            card_id(2),
+            minor(300)?,
+            payers[1].machine().device_id(),
+            reported.held
+        ));
+        let link: &mut dyn MemcardLink = &mut world.center;
+        let receipt = payers[0].pay(&mut readers[1], minor(200)?, Some(link))?;
+        show.lines.push(format!(
+            "  at payment machine {} the card is restored from the center's evidence ({:?}) and pays {}: balance {}",
+            payers[0].machine().device_id(),
+            receipt.repairs,
+            receipt.amount,
+            receipt.balance_after
+        ));
+        show.repairs.extend(receipt.repairs.iter().cloned());
+        show.writes.push(MemcardWrite {
+            machine: "payment-machine-1".into(),
+            receipt,
+        });
+        payers[0].machine_mut().upload_writes(&mut world.center)?;
+        let settled = payers[1].machine_mut().report_pending(&mut world.center)?;
+        show.lines.push(format!(
+            "  the restoring machine's upload shows the torn payment landed: the center counts it, and the writing machine's next report marks it done ({} landed)",
+            settled.landed
+        ));
+        if settled.landed != 1 {
+            return Err(WorldError::Other(
+                "the center did not settle a torn payment its next record showed landed".into(),
+            ));
+        }
     }
 
     // The attacks, each on the attacker's own card 3 or with a copy of card 1's image.

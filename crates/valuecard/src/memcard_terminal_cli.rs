@@ -13,11 +13,11 @@ use std::process::ExitCode;
 use crate::device_sam::DeviceSam;
 use serde_json::json;
 use valuecard_card::memcard::FileMemoryCard;
-use valuecard_core::messages::memcard::{MemcardLink, ValueArea, WriteKind};
+use valuecard_core::messages::memcard::{MemcardLink, ValueArea, WriteKind, WriteReceipt};
 use valuecard_core::money::Amount;
 use valuecard_reader::{CardReader, EmulatedReader};
 use valuecard_sam::ValueFormat;
-use valuecard_terminal::memcard::{MachineReceipt, MemcardMachine, RepairOutcome};
+use valuecard_terminal::memcard::{MachineReceipt, MemcardMachine, PendingReport, RepairOutcome};
 use valuecard_terminal::store::{MemcardLog, SqliteStore, WriteStatus};
 
 use crate::datadir::{self, CenterArgs};
@@ -325,10 +325,7 @@ pub(crate) fn terminal_machine_sync(args: &MachineSyncArgs) -> Result<ExitCode, 
             valuecard_core::cert::Role::ChargeMachine,
             &args.center,
             |link| {
-                let receipt = machine
-                    .machine_mut()
-                    .upload_writes(&mut &mut *link)
-                    .map_err(|e| explain(&e))?;
+                let receipt = upload_and_report(machine.machine_mut(), link)?;
                 let float = match float {
                     Some(amount) => Some(
                         machine
@@ -365,16 +362,26 @@ pub(crate) fn terminal_machine_sync(args: &MachineSyncArgs) -> Result<ExitCode, 
             &args.machine,
             valuecard_core::cert::Role::PaymentMachine,
             &args.center,
-            |link| {
-                machine
-                    .machine_mut()
-                    .upload_writes(&mut &mut *link)
-                    .map_err(|e| explain(&e))
-            },
+            |link| upload_and_report(machine.machine_mut(), link),
         )?;
         let log = machine.machine().store();
         print_sync(&args.machine, &receipt, None, version, log, args.json)
     }
+}
+
+/// Uploads the machine's done writes, then reports its pending ones (held by the center
+/// as restore evidence, or settled by records it already has).
+fn upload_and_report(
+    machine: &mut MemcardMachine<DeviceSam, SqliteStore>,
+    link: &mut dyn MemcardLink,
+) -> Result<(WriteReceipt, PendingReport), String> {
+    let receipt = machine
+        .upload_writes(&mut &mut *link)
+        .map_err(|e| explain(&e))?;
+    let report = machine
+        .report_pending(&mut &mut *link)
+        .map_err(|e| explain(&e))?;
+    Ok((receipt, report))
 }
 
 /// Fetches the list entries the machine lacks (cards and machines it must refuse), from the
@@ -399,7 +406,7 @@ fn update_lists(
 
 fn print_sync(
     name: &str,
-    receipt: &valuecard_core::messages::memcard::WriteReceipt,
+    (receipt, reported): &(WriteReceipt, PendingReport),
     float: Option<valuecard_core::money::Amount>,
     list_version: u64,
     log: &impl MemcardLog,
@@ -419,6 +426,13 @@ fn print_sync(
                 "float": float.map(|float| float.minor()),
                 "pending_writes": pending,
                 "voided_writes": voided,
+                "pending_reported": {
+                    "held": reported.held,
+                    "landed": reported.landed,
+                    "superseded": reported.superseded,
+                    "charges_owed": reported.charges_owed.minor(),
+                    "refused": reported.refused.iter().map(|(sequence, reason)| json!({"sequence": sequence, "reason": reason})).collect::<Vec<_>>(),
+                },
                 "list_version": list_version,
             })
         );
@@ -430,6 +444,21 @@ fn print_sync(
             receipt.refused.len(),
             float.map_or(String::new(), |float| format!("; float {float}"))
         );
+        if *reported != PendingReport::default() {
+            println!(
+                "{name}: pending writes reported: {} held by the center as evidence, {} found landed (done), {} superseded (voided), {} refused",
+                reported.held,
+                reported.landed,
+                reported.superseded,
+                reported.refused.len()
+            );
+        }
+        if reported.charges_owed > Amount::ZERO {
+            println!(
+                "{name}: {} of charges never reached their cards (each card took another write first): owed back to whoever paid them",
+                reported.charges_owed
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -146,7 +146,11 @@ fn a_memory_card_is_charged_spent_uploaded_and_reconciled_from_the_command_line(
     assert!(above.stderr.contains("16.50"), "{}", above.stderr);
 
     cli(&site, &["terminal", "machine-sync", "--machine", "charger"]);
-    cli(&site, &["terminal", "machine-sync", "--machine", "payer"]);
+    let sync = cli(&site, &["terminal", "machine-sync", "--machine", "payer"]);
+    // Every write finished: nothing pending to report.
+    assert_eq!(sync["pending_writes"], 0, "{sync}");
+    assert_eq!(sync["pending_reported"]["held"], 0, "{sync}");
+    assert_eq!(sync["pending_reported"]["charges_owed"], 0, "{sync}");
     let books = books(&site);
     assert_eq!(number(&books, "charged"), 2_000, "{books}");
     assert_eq!(number(&books, "spent"), 350);

@@ -21,10 +21,12 @@
 
 mod check;
 mod float;
+mod pending;
 mod store;
 mod totals;
 
 pub use float::FLOAT_LIMIT_DEFAULT_MINOR;
+pub use pending::MIGRATION as PENDING_MIGRATION;
 pub(crate) use totals::{totals_columns, totals_from};
 pub use totals::{MemcardStatus, MemcardTotals};
 
@@ -33,8 +35,8 @@ use valuecard_core::crypto::AesKey;
 use valuecard_core::ids::{CardId, DeviceId};
 use valuecard_core::messages::center::{CenterError, USAGE_BATCH_MAX};
 use valuecard_core::messages::memcard::{
-    writer_value_key, FloatGrant, MemcardLink, RestoreEvidence, WriteReceipt, WriteRecord,
-    WriteUpload,
+    writer_value_key, FloatGrant, MemcardLink, PendingReceipt, RestoreEvidence, WriteReceipt,
+    WriteRecord, WriteUpload,
 };
 use valuecard_core::money::Amount;
 
@@ -154,35 +156,68 @@ impl Center {
                 Err(WriteError::Center(error)) => return Err(error),
             }
         }
+        // Pending writes of other machines (or this one) that these records show landed are
+        // counted first, in the same transaction, so that the records link to them.
+        let promotions = self.promotions(&checked)?;
+        let mut promoted = Vec::with_capacity(promotions.len());
+        for promotion in &promotions {
+            // A promotion that no longer checks stays evidence; the upload goes on.
+            if let Ok(write) = self.check_write(
+                promotion.machine,
+                promotion.role,
+                &promotion.key,
+                &promotion.record,
+                &mut writers,
+            ) {
+                promoted.push((promotion.machine, write));
+            }
+        }
         let today = self.today().0;
         let machine = upload.machine;
-        let outcome = self
-            .db
-            .transaction(|tx| store::store_writes(tx, machine, &checked, today))?;
+        let outcome = self.db.transaction(|tx| {
+            for (writer, write) in &promoted {
+                store::store_writes(tx, *writer, std::slice::from_ref(write), today)?;
+                pending::forget(tx, *writer, write.record)?;
+            }
+            let outcome = store::store_writes(tx, machine, &checked, today)?;
+            // A machine that finished a write it had reported pending uploads it done.
+            for write in &checked {
+                pending::forget(tx, machine, write.record)?;
+            }
+            Ok(outcome)
+        })?;
         receipt.stored = outcome.stored;
         receipt.duplicates = outcome.duplicates;
         receipt.refused.extend(outcome.refused);
         Ok(receipt)
     }
 
-    /// The newest state the center holds for a memory card (the record with the lowest
-    /// counter after its write among each state's first records), with the certificate of
-    /// the machine that wrote it; `None` for a card no record names.
+    /// The newest state the center holds evidence of for a memory card, with the
+    /// certificate of the machine that wrote it: a pending write reported after every
+    /// counted state of the card (`pending.rs`), or else the counted record with the lowest
+    /// counter after its write among each state's first records; `None` for a card no
+    /// record names.
     pub fn latest_memcard_state(
         &mut self,
         card_id: &CardId,
     ) -> Result<Option<RestoreEvidence>, CenterError> {
-        let Some(row) = self.db.query_optional(
-            "SELECT record, machine_id FROM memcard_states WHERE card_id = $1
-             ORDER BY written_counter ASC, previous_counter DESC LIMIT 1",
-            &[card_id.0[..].into()],
-        )?
-        else {
-            return Ok(None);
+        let (record, writer) = match self.newest_pending(card_id)? {
+            Some(pending) => pending,
+            None => {
+                let Some(row) = self.db.query_optional(
+                    "SELECT record, machine_id FROM memcard_states WHERE card_id = $1
+                     ORDER BY written_counter ASC, previous_counter DESC LIMIT 1",
+                    &[card_id.0[..].into()],
+                )?
+                else {
+                    return Ok(None);
+                };
+                let record = WriteRecord::decode(&row.bytes(0)?).map_err(|error| {
+                    CenterError::Storage(format!("stored write record: {error}"))
+                })?;
+                (record, DeviceId(stored_id(&row.bytes(1)?, "machine ID")?))
+            }
         };
-        let record = WriteRecord::decode(&row.bytes(0)?)
-            .map_err(|error| CenterError::Storage(format!("stored write record: {error}")))?;
-        let writer = DeviceId(stored_id(&row.bytes(1)?, "machine ID")?);
         let certificate = self
             .db
             .query_optional(
@@ -266,6 +301,10 @@ impl MemcardLink for Center {
 
     fn latest_state(&mut self, card: &CardId) -> Result<Option<RestoreEvidence>, CenterError> {
         self.latest_memcard_state(card)
+    }
+
+    fn report_pending(&mut self, upload: &WriteUpload) -> Result<PendingReceipt, CenterError> {
+        self.report_memcard_pending(upload)
     }
 }
 

@@ -20,6 +20,8 @@
 
 mod machine;
 #[cfg(test)]
+mod pending_tests;
+#[cfg(test)]
 mod property_tests;
 mod repair;
 #[cfg(any(test, feature = "testing"))]
@@ -31,7 +33,7 @@ pub use machine::{
     ChargeMachine, MachineReceipt, MemcardMachine, PaymentMachine, Signed, SignedWrite,
     ValueWritten, VerifiedValue, WritePending,
 };
-pub use repair::RepairOutcome;
+pub use repair::{PendingReport, RepairOutcome};
 
 use valuecard_core::apdu::Command;
 use valuecard_core::ids::{CardId, DeviceId};

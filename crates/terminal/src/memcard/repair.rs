@@ -6,12 +6,14 @@
 
 use valuecard_core::ids::DeviceId;
 use valuecard_core::messages::memcard::{
-    CardContent, MemcardLink, SignedState, ValueArea, WriteKind, WriteRecord, COUNTER_START,
+    CardContent, MemcardLink, SignedState, ValueArea, WriteKind, WriteRecord, WriteUpload,
+    COUNTER_START,
 };
+use valuecard_core::money::Amount;
 use valuecard_reader::CardReader;
 use valuecard_sam::Sam;
 
-use super::machine::MemcardMachine;
+use super::machine::{MemcardMachine, WRITE_UPLOAD_BATCH_MAX};
 use super::{MemcardRefusal, PresentedCard};
 use crate::store::{MemcardLog, TerminalStore, WriteStatus};
 use crate::TerminalError;
@@ -32,6 +34,22 @@ pub enum RepairOutcome {
     Unresolved { sequence: u32 },
     /// A write torn at another machine, finished from the center's evidence.
     RestoredFromCenter { writer: DeviceId, counter: u32 },
+}
+
+/// What the center made of this machine's pending writes (`MemcardMachine::report_pending`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PendingReport {
+    /// Held by the center as restore evidence: any machine can now finish them on a card
+    /// that shows their state.
+    pub held: u32,
+    /// Landed (a later record started from them): marked done and uploaded here.
+    pub landed: u32,
+    /// Superseded (the card took another write instead): voided here.
+    pub superseded: u32,
+    /// The money taken in for superseded charges, which no card received: owed back to
+    /// whoever paid it.
+    pub charges_owed: Amount,
+    pub refused: Vec<(u32, String)>,
 }
 
 /// Whether the card shows `previous` (or a new card, for a first charge) in counter and
@@ -98,6 +116,50 @@ impl<S: Sam, T: TerminalStore + MemcardLog> MemcardMachine<S, T> {
                 self.store.set_write_status(sequence, WriteStatus::Voided)?;
                 Ok(RepairOutcome::Voided { sequence })
             }
+        }
+    }
+
+    /// Reports the writes still pending in the log to the center, in batches, and settles
+    /// the ones it answers for: landed ones are done (the center counted them), superseded
+    /// ones voided. The rest stay pending, held by the center as evidence, until the card
+    /// comes back here or a later record settles them.
+    pub fn report_pending(
+        &mut self,
+        link: &mut impl MemcardLink,
+    ) -> Result<PendingReport, TerminalError> {
+        let mut report = PendingReport::default();
+        let mut after = 0;
+        loop {
+            let records = self.store.pending_writes(after, WRITE_UPLOAD_BATCH_MAX)?;
+            let Some(last) = records.last() else {
+                return Ok(report);
+            };
+            after = last.sequence;
+            let upload = WriteUpload {
+                machine: self.sam.device_id(),
+                records,
+            };
+            let receipt = link.report_pending(&upload)?;
+            for record in &upload.records {
+                let sequence = record.sequence;
+                if receipt.landed.contains(&sequence) {
+                    self.store.set_write_status(sequence, WriteStatus::Done)?;
+                    self.store.mark_writes_uploaded(&[sequence])?;
+                    report.landed += 1;
+                } else if receipt.superseded.contains(&sequence) {
+                    self.store.set_write_status(sequence, WriteStatus::Voided)?;
+                    report.superseded += 1;
+                    if record.kind == WriteKind::Charge {
+                        let amount = record.amount().unwrap_or(Amount::ZERO);
+                        report.charges_owed = report
+                            .charges_owed
+                            .checked_add(amount)
+                            .unwrap_or(report.charges_owed);
+                    }
+                }
+            }
+            report.held += receipt.held;
+            report.refused.extend(receipt.refused);
         }
     }
 

@@ -10,8 +10,8 @@ use valuecard_core::cert::Certificate;
 use valuecard_core::ids::{CardId, DeviceId};
 use valuecard_core::messages::center::CenterError;
 use valuecard_core::messages::memcard::{
-    map, FloatGrant, MemcardLink, RestoreEvidence, WriteReceipt, WriteRecord, WriteUpload,
-    COUNTER_START, VALUE_AREA_LEN,
+    map, FloatGrant, MemcardLink, PendingReceipt, RestoreEvidence, WriteReceipt, WriteRecord,
+    WriteUpload, COUNTER_START, VALUE_AREA_LEN,
 };
 use valuecard_core::money::Amount;
 use valuecard_core::StatusWord;
@@ -180,6 +180,8 @@ impl CardReader for MemoryCardDouble {
 pub struct MemcardLinkDouble {
     pub center: TestCenter,
     pub records: Vec<(DeviceId, WriteRecord)>,
+    /// Pending writes reported and held as evidence.
+    pub pending: Vec<(DeviceId, WriteRecord)>,
     pub certificates: HashMap<DeviceId, Certificate>,
     next_grant: HashMap<DeviceId, u32>,
 }
@@ -189,6 +191,7 @@ impl MemcardLinkDouble {
         MemcardLinkDouble {
             center,
             records: Vec::new(),
+            pending: Vec::new(),
             certificates: HashMap::new(),
             next_grant: HashMap::new(),
         }
@@ -204,6 +207,9 @@ impl MemcardLink for MemcardLinkDouble {
     fn upload_writes(&mut self, upload: &WriteUpload) -> Result<WriteReceipt, CenterError> {
         let mut receipt = WriteReceipt::default();
         for record in &upload.records {
+            self.pending.retain(|(machine, r)| {
+                !(*machine == upload.machine && r.sequence == record.sequence)
+            });
             if self
                 .records
                 .iter()
@@ -229,12 +235,51 @@ impl MemcardLink for MemcardLinkDouble {
         Ok(grant)
     }
 
+    /// As the center stands them (`center/src/memcard/pending.rs`), without its checks:
+    /// landed when a stored record starts from the state one signed, superseded when one
+    /// starts where it started, held otherwise.
+    fn report_pending(&mut self, upload: &WriteUpload) -> Result<PendingReceipt, CenterError> {
+        let mut receipt = PendingReceipt::default();
+        for record in &upload.records {
+            let key = |(machine, r): &(DeviceId, WriteRecord)| {
+                *machine == upload.machine && r.sequence == record.sequence
+            };
+            self.pending.retain(|entry| !key(entry));
+            let starts_from = |state: Option<&_>| {
+                self.records.iter().any(|(_, r)| {
+                    r.written.card_id == record.written.card_id && r.previous.as_ref() == state
+                })
+            };
+            if self.records.iter().any(key) || starts_from(Some(&record.written)) {
+                if !self.records.iter().any(key) {
+                    self.records.push((upload.machine, record.clone()));
+                }
+                receipt.landed.push(record.sequence);
+            } else if starts_from(record.previous.as_ref()) {
+                receipt.superseded.push(record.sequence);
+            } else {
+                self.pending.push((upload.machine, record.clone()));
+                receipt.held += 1;
+            }
+        }
+        Ok(receipt)
+    }
+
     fn latest_state(&mut self, card: &CardId) -> Result<Option<RestoreEvidence>, CenterError> {
-        let newest = self
+        let counted = self
             .records
             .iter()
             .filter(|(_, record)| record.written.card_id == *card)
             .min_by_key(|(_, record)| record.written.counter);
+        let newer_pending = self
+            .pending
+            .iter()
+            .filter(|(_, record)| record.written.card_id == *card)
+            .filter(|(_, record)| {
+                counted.is_none_or(|(_, counted)| record.written.counter < counted.written.counter)
+            })
+            .min_by_key(|(_, record)| record.written.counter);
+        let newest = newer_pending.or(counted);
         Ok(newest.and_then(|(machine, record)| {
             Some(RestoreEvidence {
                 record: record.clone(),

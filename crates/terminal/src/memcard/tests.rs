@@ -34,7 +34,7 @@ pub(super) struct World {
     pub(super) charger: Charger,
     pub(super) payer: Payer,
     pub(super) payer_2: Payer,
-    rng: ChaCha20Rng,
+    pub(super) rng: ChaCha20Rng,
 }
 
 pub(super) fn world() -> World {
@@ -74,7 +74,7 @@ pub(super) fn balance(payer: &Payer, card: &mut MemoryCardDouble) -> Result<Amou
     Ok(state.balance())
 }
 
-fn refused_state(result: Result<MachineReceipt, TerminalError>) -> MemcardCheckError {
+pub(super) fn refused_state(result: Result<MachineReceipt, TerminalError>) -> MemcardCheckError {
     match result {
         Err(TerminalError::Memcard(MemcardRefusal::State(state))) => state,
         other => panic!("expected a refused card state, got {other:?}"),
@@ -390,7 +390,7 @@ pub(super) fn logged_done(log: &impl MemcardLog) -> i64 {
         .sum()
 }
 
-fn pending(log: &impl MemcardLog) -> usize {
+pub(super) fn pending(log: &impl MemcardLog) -> usize {
     log.writes()
         .unwrap()
         .iter()

@@ -67,6 +67,9 @@ pub trait MemcardLog {
     fn write_sequence_floor(&self) -> Result<u32, TerminalError>;
     /// The pending writes of one card, oldest first.
     fn pending_writes_for_card(&self, card: &CardId) -> Result<Vec<LoggedWrite>, TerminalError>;
+    /// Pending writes of every card with a sequence above `after`, oldest first: what the
+    /// machine reports to the center as evidence.
+    fn pending_writes(&self, after: u32, limit: usize) -> Result<Vec<WriteRecord>, TerminalError>;
     /// Done writes the center has not acknowledged, oldest first.
     fn pending_write_uploads(&self, limit: usize) -> Result<Vec<WriteRecord>, TerminalError>;
     fn mark_writes_uploaded(&mut self, sequences: &[u32]) -> Result<(), TerminalError>;
@@ -152,6 +155,20 @@ impl MemcardLog for SqliteStore {
              WHERE status = 'pending' AND card_id = ?1 ORDER BY sequence",
             [&card.0[..]],
         )
+    }
+
+    fn pending_writes(&self, after: u32, limit: usize) -> Result<Vec<WriteRecord>, TerminalError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        // The partial index of pending writes holds only these rows.
+        Ok(logged_writes(
+            self,
+            "SELECT record, status, uploaded FROM memcard_writes
+             WHERE status = 'pending' AND sequence > ?1 ORDER BY sequence LIMIT ?2",
+            params![after, limit],
+        )?
+        .into_iter()
+        .map(|write| write.record)
+        .collect())
     }
 
     fn pending_write_uploads(&self, limit: usize) -> Result<Vec<WriteRecord>, TerminalError> {
@@ -253,6 +270,16 @@ impl MemcardLog for MemoryStore {
             .collect())
     }
 
+    fn pending_writes(&self, after: u32, limit: usize) -> Result<Vec<WriteRecord>, TerminalError> {
+        Ok(self
+            .memcard_writes
+            .iter()
+            .filter(|w| w.status == WriteStatus::Pending && w.record.sequence > after)
+            .map(|w| w.record.clone())
+            .take(limit)
+            .collect())
+    }
+
     fn pending_write_uploads(&self, limit: usize) -> Result<Vec<WriteRecord>, TerminalError> {
         Ok(self
             .memcard_writes
@@ -292,6 +319,9 @@ impl MemcardLog for Box<dyn MemcardTerminalStore> {
     }
     fn pending_writes_for_card(&self, card: &CardId) -> Result<Vec<LoggedWrite>, TerminalError> {
         (**self).pending_writes_for_card(card)
+    }
+    fn pending_writes(&self, after: u32, limit: usize) -> Result<Vec<WriteRecord>, TerminalError> {
+        (**self).pending_writes(after, limit)
     }
     fn pending_write_uploads(&self, limit: usize) -> Result<Vec<WriteRecord>, TerminalError> {
         (**self).pending_write_uploads(limit)
@@ -353,6 +383,11 @@ mod tests {
             .map(|w| w.record.sequence)
             .collect();
         assert_eq!(pending, [1, 3]);
+        let sequences = |records: Vec<WriteRecord>| -> Vec<u32> {
+            records.iter().map(|r| r.sequence).collect()
+        };
+        assert_eq!(sequences(log.pending_writes(0, 10).unwrap()), [1, 2, 3]);
+        assert_eq!(sequences(log.pending_writes(1, 1).unwrap()), [2]);
         assert!(log.pending_write_uploads(10).unwrap().is_empty());
         log.set_write_status(1, WriteStatus::Done).unwrap();
         log.set_write_status(2, WriteStatus::Voided).unwrap();
@@ -361,6 +396,7 @@ mod tests {
         assert_eq!(uploads, [record(1, 1)]);
         log.mark_writes_uploaded(&[1]).unwrap();
         assert!(log.pending_write_uploads(10).unwrap().is_empty());
+        assert_eq!(sequences(log.pending_writes(0, 10).unwrap()), [3]);
         let writes = log.writes().unwrap();
         assert_eq!(writes.len(), 3);
         assert_eq!(writes[0].status, WriteStatus::Done);
