@@ -193,3 +193,36 @@ fn the_books_and_restore_evidence_read_the_same_on_postgres() {
     let evidence = center.latest_state(&card.id).unwrap().unwrap();
     assert_eq!(evidence.record, second_payment);
 }
+
+#[test]
+fn a_pending_write_reported_to_one_center_is_counted_by_the_other_on_postgres() {
+    let Some(url) = fresh_schema() else {
+        return;
+    };
+    let (mut first, mut second, mut rng, _dir) = two_centers(&url, 24);
+    let mut charger = Machine::install(&mut first, Role::ChargeMachine, &mut rng);
+    let mut torn_at = Machine::install(&mut first, Role::PaymentMachine, &mut rng);
+    let mut restorer = Machine::install(&mut first, Role::PaymentMachine, &mut rng);
+    first.grant_float(charger.id, amount(9_000)).unwrap();
+    let mut card = MemoryCard::blank(61);
+    let charge = charger.write(&first, &mut card, amount(4_000), &mut rng);
+    first.upload_writes(&charger.upload(vec![charge])).unwrap();
+    let torn = torn_at.write(&first, &mut card, amount(3_000), &mut rng);
+    let report = torn_at.upload(vec![torn.clone()]);
+    assert_eq!(first.report_pending(&report).unwrap().held, 1);
+    // The other process offers it, and counts it when the next record arrives there.
+    assert_eq!(second.latest_state(&card.id).unwrap().unwrap().record, torn);
+    let next = restorer.write(&second, &mut card, amount(2_000), &mut rng);
+    second.upload_writes(&restorer.upload(vec![next])).unwrap();
+    assert_eq!(
+        first.report_pending(&report).unwrap().landed,
+        [torn.sequence]
+    );
+    assert_eq!(first.memcard_pending_held().unwrap(), 0);
+    let totals = second.memcard_totals().unwrap();
+    assert_eq!(
+        (totals.spent, totals.on_cards, totals.gaps),
+        (2_000, 2_000, 0)
+    );
+    assert_eq!(totals.status(), MemcardStatus::Reconciled);
+}
