@@ -389,7 +389,7 @@ impl CenterLink for HttpCenterLink {
 }
 
 /// Usage items per HTTP upload, so one body stays far below the service's size limit.
-pub const USAGE_ITEMS_PER_REQUEST: usize = 48;
+pub const USAGE_ITEMS_PER_REQUEST: usize = 160;
 
 impl valuecard_core::messages::center::TerminalLink for HttpCenterLink {
     fn upload_usage(

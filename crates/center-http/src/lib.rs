@@ -107,7 +107,7 @@ pub use serve::{BackgroundServer, ServiceLimits};
 pub use tls::{CenterPin, ServiceIdentity};
 
 /// The largest request body the service reads.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
 
 /// Header names of the device authentication.
 pub mod headers {

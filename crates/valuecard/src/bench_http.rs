@@ -5,8 +5,11 @@
 //! the same records on one core, measured in the same run.
 //!
 //! The goal ("The center at scale"): at N = 64 the service ingests at least 0.6 of the floor
-//! on either database, and at half that load (N = 32) 99 % of requests are answered within
-//! 100 ms. Each run uploads fresh records (a record sent twice would only measure the
+//! on either database, and at half that load 99 % of requests are answered within 100 ms.
+//! Half the load is an open-loop run after the others: N = 32 terminals each send their
+//! requests on a schedule that offers, all together, half the records per second the
+//! 64-terminal run achieved; each request is timed from the moment the schedule said to
+//! send it, so a terminal that falls behind counts its lateness (no coordinated omission). Each run uploads fresh records (a record sent twice would only measure the
 //! de-duplication), so the terminals' records are made, with real cards through the whole
 //! purchase protocol, before any run starts and outside every timed part.
 
@@ -41,11 +44,13 @@ const MAX_RECORDS_PER_TERMINAL: usize = 100_000;
 #[derive(clap::Args, Debug)]
 pub struct HttpArgs {
     /// How many terminals upload at once, one run per number (comma-separated); the goal
-    /// is judged at 64 (ratio) and 32 (p99 latency).
+    /// is judged at 64 (ratio), and with 64 a last run of 32 terminals paced to half the
+    /// 64-terminal rate judges the p99 latency.
     #[arg(long, value_delimiter = ',', default_value = "1,8,32,64,256")]
     terminals: Vec<usize>,
-    /// Usage records each terminal uploads in each run.
-    #[arg(long, default_value_t = 96)]
+    /// Usage records each terminal uploads in each run (its sync session: one connection,
+    /// requests of up to 160 records).
+    #[arg(long, default_value_t = 480)]
     records_per_terminal: usize,
     /// Run the center on PostgreSQL (a fresh schema, dropped afterwards) instead of SQLite.
     #[arg(long, value_name = "URL")]
@@ -66,6 +71,9 @@ fn error(e: impl std::fmt::Display) -> String {
 /// What one run measured.
 struct RunResult {
     terminals: usize,
+    /// The offered records per second of an open-loop run; `None` for a closed loop (each
+    /// terminal sends its next request when the last is answered).
+    paced: Option<f64>,
     records: usize,
     wall: Duration,
     /// Every request's time, sorted.
@@ -99,6 +107,7 @@ fn terminal_uploads(
     link: Result<HttpCenterLink, String>,
     requests: &[UsageUpload],
     gate: &StartGate,
+    schedule: Option<Schedule>,
 ) -> Result<(Vec<Duration>, UploadReceipt), String> {
     let go = *gate
         .read()
@@ -106,16 +115,53 @@ fn terminal_uploads(
     if !go {
         return Err("the run was called off".into());
     }
+    let began = Instant::now();
     let mut link = link?;
     let mut times = Vec::with_capacity(requests.len());
     let mut total = UploadReceipt::default();
-    for request in requests {
-        let sent = Instant::now();
+    for (index, request) in requests.iter().enumerate() {
+        let sent = match &schedule {
+            Some(schedule) => {
+                let due = began + schedule.due(index);
+                if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
+                }
+                due
+            }
+            None => Instant::now(),
+        };
         let receipt = link.upload_usage(request).map_err(error)?;
         times.push(sent.elapsed());
         total.absorb(receipt);
     }
     Ok((times, total))
+}
+
+/// When one terminal of an open-loop run sends its requests: its first after `offset`
+/// (the terminals' starts spread over one interval), then one every `interval`.
+#[derive(Debug, Clone, Copy)]
+struct Schedule {
+    offset: Duration,
+    interval: Duration,
+}
+
+impl Schedule {
+    /// Terminal `index` of `terminals`, each request carrying `records`, all of them
+    /// together offering `records_per_second`.
+    fn new(index: usize, terminals: usize, records: usize, records_per_second: f64) -> Self {
+        let interval = records as f64 * terminals as f64 / records_per_second.max(1.0);
+        Schedule {
+            offset: Duration::from_secs_f64(interval * index as f64 / terminals.max(1) as f64),
+            interval: Duration::from_secs_f64(interval),
+        }
+    }
+
+    fn due(&self, request: usize) -> Duration {
+        self.offset
+            + self
+                .interval
+                .saturating_mul(u32::try_from(request).unwrap_or(u32::MAX))
+    }
 }
 
 /// A link for a terminal, signing with a copy of its SAM (as a terminal program loads its
@@ -127,11 +173,14 @@ fn link_for(terminal: &BenchTerminal, server: &BackgroundServer) -> Result<HttpC
 }
 
 /// Every terminal on a thread of its own, all released at once; the run lasts until the
-/// last one has its last answer.
+/// last one has its last answer. With `paced`, the terminals send on a schedule that offers
+/// that many records per second in all (open loop); else each sends its next request when
+/// its last is answered.
 fn run(
     server: &BackgroundServer,
     terminals: &[BenchTerminal],
     uploads: &[Vec<UsageUpload>],
+    paced: Option<f64>,
 ) -> Result<RunResult, String> {
     let gate = StartGate::new(false);
     let (wall, outcomes) = std::thread::scope(|scope| {
@@ -140,13 +189,18 @@ fn run(
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut handles = Vec::with_capacity(uploads.len());
         let mut refused = None;
-        for (terminal, requests) in terminals.iter().zip(uploads) {
+        for (index, (terminal, requests)) in terminals.iter().zip(uploads).enumerate() {
             let link = link_for(terminal, server);
             let gate = &gate;
+            let schedule = paced.map(|rate| {
+                let records = requests.first().map_or(1, |request| request.items.len());
+                Schedule::new(index, uploads.len(), records, rate)
+            });
             match std::thread::Builder::new()
                 .stack_size(256 * 1024)
-                .spawn_scoped(scope, move || terminal_uploads(link, requests, gate))
-            {
+                .spawn_scoped(scope, move || {
+                    terminal_uploads(link, requests, gate, schedule)
+                }) {
                 Ok(handle) => handles.push(handle),
                 Err(e) => {
                     refused = Some(format!("cannot start a terminal thread: {e}"));
@@ -181,6 +235,7 @@ fn run(
     latencies.sort();
     Ok(RunResult {
         terminals: uploads.len(),
+        paced,
         records: uploads
             .iter()
             .flatten()
@@ -200,10 +255,16 @@ struct Verdict {
 
 impl Verdict {
     fn new(runs: &[RunResult], floor_per_second: f64) -> Self {
-        let at = |n: usize| runs.iter().find(|run| run.terminals == n);
+        let closed = |n: usize| {
+            runs.iter()
+                .find(|run| run.terminals == n && run.paced.is_none())
+        };
         Verdict {
-            ratio_at_goal: at(RATIO_AT).map(|run| run.records_per_second() / floor_per_second),
-            p99_at_goal: at(P99_AT).map(|run| run.percentile(99.0)),
+            ratio_at_goal: closed(RATIO_AT).map(|run| run.records_per_second() / floor_per_second),
+            p99_at_goal: runs
+                .iter()
+                .find(|run| run.paced.is_some())
+                .map(|run| run.percentile(99.0)),
         }
     }
 
@@ -273,8 +334,14 @@ fn measure(args: &HttpArgs, counts: &[usize]) -> Result<Measured, String> {
     let records = args.records_per_terminal;
     let most = counts.last().copied().unwrap_or(1);
     // Terminal t uploads in every run with more than t terminals.
+    // The closed-loop runs, then (with a run at the goal's terminals) the open-loop run at
+    // half its load.
+    let mut planned = counts.to_vec();
+    if counts.contains(&RATIO_AT) {
+        planned.push(P99_AT);
+    }
     let needs: Vec<usize> = (0..most)
-        .map(|t| records * counts.iter().filter(|&&n| n > t).count())
+        .map(|t| records * planned.iter().filter(|&&n| n > t).count())
         .collect();
     let dir = tempfile::tempdir().map_err(error)?;
     let mut rng = WorldRng::seed_from_u64(OsRng.next_u64());
@@ -283,7 +350,7 @@ fn measure(args: &HttpArgs, counts: &[usize]) -> Result<Measured, String> {
     let pools = generate(&mut setup, &mut dispenser, &needs, &mut rng)?;
     let generation = made.elapsed();
     let (floor_each, floor_sample) = floor_seconds_per_record(&pools, &mut lock(&setup.center))?;
-    let plans = plan_runs(&pools, counts, records)?;
+    let plans = plan_runs(&pools, &planned, records)?;
     let uploaded_minor: u64 = plans
         .iter()
         .flatten()
@@ -308,9 +375,18 @@ fn measure(args: &HttpArgs, counts: &[usize]) -> Result<Measured, String> {
             items: Vec::new(),
         })
         .map_err(error)?;
-    let mut runs = Vec::with_capacity(plans.len());
-    for plan in &plans {
-        runs.push(run(&server, &setup.terminals, plan)?);
+    let mut runs: Vec<RunResult> = Vec::with_capacity(plans.len());
+    for (index, plan) in plans.iter().enumerate() {
+        let paced = if index < counts.len() {
+            None
+        } else {
+            let at_goal = runs
+                .iter()
+                .find(|run| run.terminals == RATIO_AT)
+                .ok_or("no run at the goal's terminals to pace by")?;
+            Some(at_goal.records_per_second() / 2.0)
+        };
+        runs.push(run(&server, &setup.terminals, plan, paced)?);
     }
     server.shutdown().map_err(error)?;
     // What the center holds now, asked of the center itself rather than of the answers.
@@ -371,6 +447,7 @@ impl Measured {
             .map(|run| {
                 serde_json::json!({
                     "terminals": run.terminals,
+                    "paced_records_per_second": run.paced,
                     "records": run.records,
                     "requests": run.latencies.len(),
                     "seconds": run.wall.as_secs_f64(),
@@ -409,6 +486,7 @@ impl Measured {
                     "ratio_at_terminals": RATIO_AT,
                     "p99_ms": millis(P99_BOUND),
                     "p99_at_terminals": P99_AT,
+                    "p99_at": "half the records per second of the run at ratio_at_terminals, offered open-loop",
                 },
                 "ratio_at_target": verdict.ratio_at_goal,
                 "p99_ms_at_target": verdict.p99_at_goal.map(millis),
@@ -433,13 +511,20 @@ impl Measured {
         );
         println!("  terminals   records/s   p50 ms   p99 ms   ratio to floor");
         for run in &self.runs {
+            let label = match run.paced {
+                Some(_) => format!("{} paced", run.terminals),
+                None => run.terminals.to_string(),
+            };
             println!(
-                "  {:9}  {:10.0}  {:7.1}  {:7.1}  {:15.3}",
-                run.terminals,
+                "  {:>9}  {:10.0}  {:7.1}  {:7.1}  {:15.3}{}",
+                label,
                 run.records_per_second(),
                 millis(run.percentile(50.0)),
                 millis(run.percentile(99.0)),
-                self.ratio(run)
+                self.ratio(run),
+                run.paced.map_or(String::new(), |rate| format!(
+                    "   (offered {rate:.0} records/s, half the {RATIO_AT}-terminal rate, open loop)"
+                ))
             );
         }
         println!(
@@ -447,8 +532,8 @@ impl Measured {
             self.total, self.center_records
         );
         println!(
-            "  target: ratio >= {TARGET_RATIO} at {RATIO_AT} terminals, p99 < {} ms at \
-             {P99_AT}",
+            "  target: ratio >= {TARGET_RATIO} at {RATIO_AT} terminals, p99 < {} ms at half \
+             that load ({P99_AT} terminals paced)",
             millis(P99_BOUND)
         );
         let ratio = verdict
@@ -457,13 +542,11 @@ impl Measured {
         let p99 = verdict
             .p99_at_goal
             .map_or("not run".to_owned(), |p99| format!("{:.1} ms", millis(p99)));
-        println!(
-            "  measured: ratio at {RATIO_AT} terminals {ratio}, p99 at {P99_AT} terminals {p99}"
-        );
+        println!("  measured: ratio at {RATIO_AT} terminals {ratio}, p99 at half load {p99}");
         if verdict.below() {
             println!("  BELOW TARGET: this run missed the target");
         } else if verdict.met().is_none() {
-            println!("  target not judged: it needs runs at {P99_AT} and {RATIO_AT} terminals");
+            println!("  target not judged: it needs a run at {RATIO_AT} terminals");
         }
     }
 }
@@ -474,11 +557,15 @@ pub fn http(args: HttpArgs) -> Result<ExitCode, String> {
     measured.check_stored_once()?;
     let verdict = Verdict::new(&measured.runs, measured.floor_per_second);
     // --min-ratio is judged where the goal is, or at the most terminals run.
-    let judged = measured
+    let closed: Vec<&RunResult> = measured
         .runs
         .iter()
+        .filter(|run| run.paced.is_none())
+        .collect();
+    let judged = closed
+        .iter()
         .find(|run| run.terminals == RATIO_AT)
-        .or(measured.runs.last())
+        .or(closed.last())
         .map(|run| (run.terminals, measured.ratio(run)));
     let min_ratio_met = args
         .min_ratio
