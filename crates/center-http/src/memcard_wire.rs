@@ -90,6 +90,25 @@ pub struct RefusedRecordBody {
     pub reason: String,
 }
 
+impl RefusedRecordBody {
+    fn list(refused: &[(u32, String)]) -> Vec<Self> {
+        refused
+            .iter()
+            .map(|(sequence, reason)| RefusedRecordBody {
+                sequence: *sequence,
+                reason: reason.clone(),
+            })
+            .collect()
+    }
+
+    fn decode_list(bodies: &[Self]) -> Vec<(u32, String)> {
+        bodies
+            .iter()
+            .map(|refused| (refused.sequence, refused.reason.clone()))
+            .collect()
+    }
+}
+
 /// The answer to a write-record upload.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -104,14 +123,7 @@ impl WriteReceiptBody {
         WriteReceiptBody {
             stored: receipt.stored,
             duplicates: receipt.duplicates,
-            refused: receipt
-                .refused
-                .iter()
-                .map(|(sequence, reason)| RefusedRecordBody {
-                    sequence: *sequence,
-                    reason: reason.clone(),
-                })
-                .collect(),
+            refused: RefusedRecordBody::list(&receipt.refused),
         }
     }
 
@@ -119,11 +131,7 @@ impl WriteReceiptBody {
         WriteReceipt {
             stored: self.stored,
             duplicates: self.duplicates,
-            refused: self
-                .refused
-                .iter()
-                .map(|refused| (refused.sequence, refused.reason.clone()))
-                .collect(),
+            refused: RefusedRecordBody::decode_list(&self.refused),
         }
     }
 }
@@ -148,14 +156,7 @@ impl PendingReceiptBody {
             held: receipt.held,
             landed: receipt.landed.clone(),
             superseded: receipt.superseded.clone(),
-            refused: receipt
-                .refused
-                .iter()
-                .map(|(sequence, reason)| RefusedRecordBody {
-                    sequence: *sequence,
-                    reason: reason.clone(),
-                })
-                .collect(),
+            refused: RefusedRecordBody::list(&receipt.refused),
         }
     }
 
@@ -169,11 +170,7 @@ impl PendingReceiptBody {
             held: self.held,
             landed: self.landed.clone(),
             superseded: self.superseded.clone(),
-            refused: self
-                .refused
-                .iter()
-                .map(|refused| (refused.sequence, refused.reason.clone()))
-                .collect(),
+            refused: RefusedRecordBody::decode_list(&self.refused),
         })
     }
 }

@@ -123,7 +123,47 @@ fn stored_id(bytes: &[u8], what: &str) -> Result<[u8; 8], CenterError> {
     <[u8; 8]>::try_from(bytes).map_err(|_| CenterError::Storage(format!("stored {what}")))
 }
 
+/// An upload's records after their checks: those that passed, the refused ones with their
+/// reasons (by sequence), and the writers' keys looked up on the way.
+struct CheckedUpload<'a> {
+    checked: Vec<check::CheckedWrite<'a>>,
+    refused: Vec<(u32, String)>,
+    writers: WriterKeys,
+}
+
 impl Center {
+    /// The checks every upload of write records (done or pending) goes through: the batch
+    /// bound, a machine uploading, and each record checked on its own (`check.rs`).
+    fn check_upload<'a>(
+        &mut self,
+        upload: &'a WriteUpload,
+    ) -> Result<CheckedUpload<'a>, CenterError> {
+        if upload.records.len() > WRITE_UPLOAD_MAX {
+            return Err(CenterError::Mismatch(format!(
+                "at most {WRITE_UPLOAD_MAX} write records per upload"
+            )));
+        }
+        let role = self.device_role(upload.machine)?;
+        if !is_machine(role) {
+            return Err(CenterError::NotAuthorized(upload.machine));
+        }
+        let machine_key = self.device_key(upload.machine)?;
+        let mut out = CheckedUpload {
+            checked: Vec::with_capacity(upload.records.len()),
+            refused: Vec::new(),
+            writers: WriterKeys::default(),
+        };
+        for record in &upload.records {
+            match self.check_write(upload.machine, role, &machine_key, record, &mut out.writers) {
+                Ok(ok) => out.checked.push(ok),
+                Err(WriteError::Refused(reason)) => out.refused.push((record.sequence, reason)),
+                // The center could not read its own records: the machine sends it all again.
+                Err(WriteError::Center(error)) => return Err(error),
+            }
+        }
+        Ok(out)
+    }
+
     /// Verifies and stores a batch of write records from one charge or payment machine,
     /// idempotently on (machine, sequence): a record stored with the same content is a
     /// duplicate, another under a used sequence is refused. Each record is checked on its
@@ -135,27 +175,15 @@ impl Center {
         &mut self,
         upload: &WriteUpload,
     ) -> Result<WriteReceipt, CenterError> {
-        if upload.records.len() > WRITE_UPLOAD_MAX {
-            return Err(CenterError::Mismatch(format!(
-                "at most {WRITE_UPLOAD_MAX} write records per upload"
-            )));
-        }
-        let role = self.device_role(upload.machine)?;
-        if !is_machine(role) {
-            return Err(CenterError::NotAuthorized(upload.machine));
-        }
-        let machine_key = self.device_key(upload.machine)?;
-        let mut writers = WriterKeys::default();
-        let mut receipt = WriteReceipt::default();
-        let mut checked = Vec::with_capacity(upload.records.len());
-        for record in &upload.records {
-            match self.check_write(upload.machine, role, &machine_key, record, &mut writers) {
-                Ok(ok) => checked.push(ok),
-                Err(WriteError::Refused(reason)) => receipt.refused.push((record.sequence, reason)),
-                // The center could not read its own records: the machine sends it all again.
-                Err(WriteError::Center(error)) => return Err(error),
-            }
-        }
+        let CheckedUpload {
+            checked,
+            refused,
+            mut writers,
+        } = self.check_upload(upload)?;
+        let mut receipt = WriteReceipt {
+            refused,
+            ..WriteReceipt::default()
+        };
         // Pending writes of other machines (or this one) that these records show landed are
         // counted first, in the same transaction, so that the records link to them.
         let promotions = self.promotions(&checked)?;

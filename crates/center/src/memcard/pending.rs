@@ -25,8 +25,9 @@ use valuecard_core::ids::{CardId, DeviceId};
 use valuecard_core::messages::center::CenterError;
 use valuecard_core::messages::memcard::{PendingReceipt, SignedState, WriteRecord, WriteUpload};
 
-use super::check::{CheckedWrite, WriteError, WriterKeys};
-use super::{is_machine, store, stored_id, WRITE_UPLOAD_MAX};
+use super::check::CheckedWrite;
+use super::store::{self, Known};
+use super::stored_id;
 use crate::sql::Executor;
 use crate::Center;
 
@@ -69,28 +70,14 @@ impl Center {
         &mut self,
         upload: &WriteUpload,
     ) -> Result<PendingReceipt, CenterError> {
-        if upload.records.len() > WRITE_UPLOAD_MAX {
-            return Err(CenterError::Mismatch(format!(
-                "at most {WRITE_UPLOAD_MAX} write records per upload"
-            )));
-        }
-        let role = self.device_role(upload.machine)?;
-        if !is_machine(role) {
-            return Err(CenterError::NotAuthorized(upload.machine));
-        }
-        let machine_key = self.device_key(upload.machine)?;
-        let mut writers = WriterKeys::default();
-        let mut receipt = PendingReceipt::default();
-        let mut checked = Vec::with_capacity(upload.records.len());
-        for record in &upload.records {
-            match self.check_write(upload.machine, role, &machine_key, record, &mut writers) {
-                Ok(ok) => checked.push(ok),
-                Err(WriteError::Refused(reason)) => receipt.refused.push((record.sequence, reason)),
-                Err(WriteError::Center(error)) => return Err(error),
-            }
-        }
-        let today = self.today().0;
         let machine = upload.machine;
+        let upload = self.check_upload(upload)?;
+        let checked = upload.checked;
+        let mut receipt = PendingReceipt {
+            refused: upload.refused,
+            ..PendingReceipt::default()
+        };
+        let today = self.today().0;
         let standings = self.db.transaction(|tx| {
             store::avoid_table_locks(tx)?;
             checked
@@ -201,17 +188,13 @@ fn stand(
 ) -> Result<Standing, CenterError> {
     let record = write.record;
     let card = record.written.card_id;
-    let counted = tx.query_optional(
-        "SELECT record_digest FROM memcard_writes WHERE machine_id = $1 AND machine_sequence = $2",
-        &[machine.0[..].into(), record.sequence.into()],
-    )?;
-    if let Some(row) = counted {
-        return Ok(if row.bytes(0)? == write.digest {
+    match store::known_write(tx, machine, write)? {
+        Known::Same => {
             forget(tx, machine, record)?;
-            Standing::Landed
-        } else {
-            Standing::Refused("a record with this sequence was stored with other content".into())
-        });
+            return Ok(Standing::Landed);
+        }
+        Known::Other(reason) => return Ok(Standing::Refused(reason)),
+        Known::New => {}
     }
     // A counted record that started from the state this write signed: it landed.
     if first_record_from(tx, &card, record.written.counter)?

@@ -55,6 +55,31 @@ enum Stored {
     Refused(String),
 }
 
+/// Whether the center already counts a record under the write's (machine, sequence).
+pub(super) enum Known {
+    New,
+    /// With the same content: a retry.
+    Same,
+    /// With other content: refused, with this reason.
+    Other(String),
+}
+
+pub(super) fn known_write(
+    tx: &mut dyn Executor,
+    machine: DeviceId,
+    write: &CheckedWrite<'_>,
+) -> Result<Known, CenterError> {
+    let known = tx.query_optional(
+        "SELECT record_digest FROM memcard_writes WHERE machine_id = $1 AND machine_sequence = $2",
+        &[machine.0[..].into(), write.record.sequence.into()],
+    )?;
+    Ok(match known {
+        None => Known::New,
+        Some(row) if row.bytes(0)? == write.digest => Known::Same,
+        Some(_) => Known::Other("a record with this sequence was stored with other content".into()),
+    })
+}
+
 fn store_write(
     tx: &mut dyn Executor,
     machine: DeviceId,
@@ -63,16 +88,10 @@ fn store_write(
 ) -> Result<Stored, CenterError> {
     let record = write.record;
     let card = record.written.card_id;
-    let known = tx.query_optional(
-        "SELECT record_digest FROM memcard_writes WHERE machine_id = $1 AND machine_sequence = $2",
-        &[machine.0[..].into(), record.sequence.into()],
-    )?;
-    if let Some(row) = known {
-        return Ok(if row.bytes(0)? == write.digest {
-            Stored::Duplicate
-        } else {
-            Stored::Refused("a record with this sequence was stored with other content".into())
-        });
+    match known_write(tx, machine, write)? {
+        Known::Same => return Ok(Stored::Duplicate),
+        Known::Other(reason) => return Ok(Stored::Refused(reason)),
+        Known::New => {}
     }
     // The newest state the center knew of the card before this record: a record that
     // starts elsewhere is stored, and noted (a record not uploaded yet lies between).
