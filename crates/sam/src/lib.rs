@@ -19,6 +19,8 @@
 #![forbid(unsafe_code)]
 
 pub mod construction;
+#[doc(hidden)]
+pub mod delegate;
 pub mod memcard;
 mod software;
 #[cfg(feature = "testing")]
@@ -225,90 +227,9 @@ pub trait Sam: Send {
     }
 }
 
-/// A boxed SAM is a SAM, so that a device can hold whichever kind it was given
-/// (`Box<dyn Sam>`: software or PKCS#11, chosen at run time).
-impl<S: Sam + ?Sized> Sam for Box<S> {
-    fn device_id(&self) -> DeviceId {
-        (**self).device_id()
-    }
-    fn signing_key(&self) -> PublicKey {
-        (**self).signing_key()
-    }
-    fn sealing_key(&self) -> [u8; PUBLIC_KEY_LEN] {
-        (**self).sealing_key()
-    }
-    fn certificate(&self) -> Result<&Certificate, SamError> {
-        (**self).certificate()
-    }
-    fn anchor(&self) -> Result<&TrustAnchor, SamError> {
-        (**self).anchor()
-    }
-    fn stamp(&mut self) -> Result<TerminalStamp, SamError> {
-        (**self).stamp()
-    }
-    fn sign_purchase(&mut self, order: &PurchaseOrder) -> Result<SignedPurchase, SamError> {
-        (**self).sign_purchase(order)
-    }
-    fn sign_transfer_record(
-        &mut self,
-        order: &TransferRecordOrder,
-    ) -> Result<UsageRecord, SamError> {
-        (**self).sign_transfer_record(order)
-    }
-    fn sign_set_password(
-        &mut self,
-        card_id: &CardId,
-        challenge_terminal: &Challenge,
-        challenge_card: &Challenge,
-        password: &Password,
-    ) -> Result<Signature, SamError> {
-        (**self).sign_set_password(card_id, challenge_terminal, challenge_card, password)
-    }
-    fn sign_device_request(
-        &mut self,
-        method: &str,
-        path: &str,
-        sequence: u64,
-        body: &[u8],
-    ) -> Result<Signature, SamError> {
-        (**self).sign_device_request(method, path, sequence, body)
-    }
-    fn install(
-        &mut self,
-        installation: &Installation,
-        challenge: &Challenge,
-        role: Role,
-        today: Date,
-    ) -> Result<VerifiedCertificate, SamError> {
-        (**self).install(installation, challenge, role, today)
-    }
-    fn check_memcard_content(
-        &self,
-        content: &CardContent,
-        today: Date,
-    ) -> Result<VerifiedMemcardState, SamError> {
-        (**self).check_memcard_content(content, today)
-    }
-    fn open_memcard_value(
-        &self,
-        content: &CardContent,
-        writer: DeviceId,
-    ) -> Result<PlainValue, SamError> {
-        (**self).open_memcard_value(content, writer)
-    }
-    fn sign_memcard_write(&mut self, order: &MemcardWriteOrder) -> Result<WriteRecord, SamError> {
-        (**self).sign_memcard_write(order)
-    }
-    fn take_float_grant(&mut self, grant: &FloatGrant) -> Result<Amount, SamError> {
-        (**self).take_float_grant(grant)
-    }
-    fn float(&self) -> Amount {
-        (**self).float()
-    }
-    fn memcard_sequence(&self) -> u32 {
-        (**self).memcard_sequence()
-    }
-}
+// A boxed SAM is a SAM, so that a device can hold whichever kind it was given
+// (`Box<dyn Sam>`: software or PKCS#11, chosen at run time).
+delegate_sam!(impl[S: Sam + ?Sized] for Box<S>, AsRef::<S>::as_ref, AsMut::<S>::as_mut);
 
 /// The context label of a signed request to the center.
 pub const REQUEST_CONTEXT: &[u8] = b"valuecard/http/v1";

@@ -15,19 +15,9 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use rand_core::OsRng;
-use valuecard_core::cert::{Certificate, Role, TrustAnchor, VerifiedCertificate};
-use valuecard_core::crypto::{AesKey, PublicKey, Signature, PUBLIC_KEY_LEN};
-use valuecard_core::ids::{CardId, DeviceId};
-use valuecard_core::messages::center::Installation;
-use valuecard_core::messages::credit::Password;
-use valuecard_core::messages::memcard::{CardContent, FloatGrant, PlainValue, WriteRecord};
-use valuecard_core::messages::purse::{Challenge, TerminalStamp, UsageRecord};
-use valuecard_core::money::Amount;
-use valuecard_core::time::Date;
-use valuecard_sam::{MemcardWriteOrder, VerifiedMemcardState};
-use valuecard_sam::{
-    PurchaseOrder, Sam, SamError, SignedPurchase, SoftwareSam, TransferRecordOrder,
-};
+use valuecard_core::crypto::AesKey;
+use valuecard_core::ids::DeviceId;
+use valuecard_sam::{Sam, SoftwareSam};
 use valuecard_sam_pkcs11::{Pkcs11Sam, TokenAddress};
 
 /// The options every command that uses a device's SAM accepts (global: they may stand
@@ -243,91 +233,7 @@ fn read_device_id(dir: &Path) -> Result<DeviceId, String> {
     DeviceId::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-impl Sam for DeviceSam {
-    fn device_id(&self) -> DeviceId {
-        self.inner().device_id()
-    }
-    fn signing_key(&self) -> PublicKey {
-        self.inner().signing_key()
-    }
-    fn sealing_key(&self) -> [u8; PUBLIC_KEY_LEN] {
-        self.inner().sealing_key()
-    }
-    fn certificate(&self) -> Result<&Certificate, SamError> {
-        self.inner().certificate()
-    }
-    fn anchor(&self) -> Result<&TrustAnchor, SamError> {
-        self.inner().anchor()
-    }
-    fn stamp(&mut self) -> Result<TerminalStamp, SamError> {
-        self.inner_mut().stamp()
-    }
-    fn sign_purchase(&mut self, order: &PurchaseOrder) -> Result<SignedPurchase, SamError> {
-        self.inner_mut().sign_purchase(order)
-    }
-    fn sign_transfer_record(
-        &mut self,
-        order: &TransferRecordOrder,
-    ) -> Result<UsageRecord, SamError> {
-        self.inner_mut().sign_transfer_record(order)
-    }
-    fn sign_set_password(
-        &mut self,
-        card_id: &CardId,
-        challenge_terminal: &Challenge,
-        challenge_card: &Challenge,
-        password: &Password,
-    ) -> Result<Signature, SamError> {
-        self.inner_mut()
-            .sign_set_password(card_id, challenge_terminal, challenge_card, password)
-    }
-    fn sign_device_request(
-        &mut self,
-        method: &str,
-        path: &str,
-        sequence: u64,
-        body: &[u8],
-    ) -> Result<Signature, SamError> {
-        self.inner_mut()
-            .sign_device_request(method, path, sequence, body)
-    }
-    fn install(
-        &mut self,
-        installation: &Installation,
-        challenge: &Challenge,
-        role: Role,
-        today: Date,
-    ) -> Result<VerifiedCertificate, SamError> {
-        self.inner_mut()
-            .install(installation, challenge, role, today)
-    }
-    fn check_memcard_content(
-        &self,
-        content: &CardContent,
-        today: Date,
-    ) -> Result<VerifiedMemcardState, SamError> {
-        self.inner().check_memcard_content(content, today)
-    }
-    fn open_memcard_value(
-        &self,
-        content: &CardContent,
-        writer: DeviceId,
-    ) -> Result<PlainValue, SamError> {
-        self.inner().open_memcard_value(content, writer)
-    }
-    fn sign_memcard_write(&mut self, order: &MemcardWriteOrder) -> Result<WriteRecord, SamError> {
-        self.inner_mut().sign_memcard_write(order)
-    }
-    fn take_float_grant(&mut self, grant: &FloatGrant) -> Result<Amount, SamError> {
-        self.inner_mut().take_float_grant(grant)
-    }
-    fn float(&self) -> Amount {
-        self.inner().float()
-    }
-    fn memcard_sequence(&self) -> u32 {
-        self.inner().memcard_sequence()
-    }
-}
+valuecard_sam::delegate_sam!(impl[] for DeviceSam, DeviceSam::inner, DeviceSam::inner_mut);
 
 #[cfg(test)]
 mod tests {
