@@ -412,9 +412,9 @@ fn print_sync(
     log: &impl MemcardLog,
     json_output: bool,
 ) -> Result<ExitCode, String> {
-    let writes = log.writes().map_err(|e| e.to_string())?;
-    let count = |status| writes.iter().filter(|w| w.status == status).count();
-    let (pending, voided) = (count(WriteStatus::Pending), count(WriteStatus::Voided));
+    // Counted by the log: a machine's log grows with every write it ever made.
+    let count = |status| log.count_writes(status).map_err(|e| e.to_string());
+    let (pending, voided) = (count(WriteStatus::Pending)?, count(WriteStatus::Voided)?);
     if json_output {
         println!(
             "{}",

@@ -63,6 +63,8 @@ pub trait MemcardLog {
     /// Every write, oldest first (reports and tests; the write path never reads the whole
     /// log, which grows with every write a machine makes).
     fn writes(&self) -> Result<Vec<LoggedWrite>, TerminalError>;
+    /// How many writes the log holds in `status`, counted without reading them.
+    fn count_writes(&self, status: WriteStatus) -> Result<u64, TerminalError>;
     /// The lowest sequence the log accepts next: one above the highest logged.
     fn write_sequence_floor(&self) -> Result<u32, TerminalError>;
     /// The pending writes of one card, oldest first.
@@ -184,6 +186,18 @@ impl MemcardLog for SqliteStore {
         .collect())
     }
 
+    fn count_writes(&self, status: WriteStatus) -> Result<u64, TerminalError> {
+        let count: i64 = self
+            .connection()
+            .query_row(
+                "SELECT COUNT(*) FROM memcard_writes WHERE status = ?1",
+                [status.as_str()],
+                |row| row.get(0),
+            )
+            .map_err(storage)?;
+        u64::try_from(count).map_err(|_| corrupt("count"))
+    }
+
     fn write_sequence_floor(&self) -> Result<u32, TerminalError> {
         let highest: Option<i64> = self
             .connection()
@@ -252,6 +266,14 @@ impl MemcardLog for MemoryStore {
         Ok(self.memcard_writes.clone())
     }
 
+    fn count_writes(&self, status: WriteStatus) -> Result<u64, TerminalError> {
+        Ok(self
+            .memcard_writes
+            .iter()
+            .filter(|w| w.status == status)
+            .count() as u64)
+    }
+
     fn write_sequence_floor(&self) -> Result<u32, TerminalError> {
         Ok(self
             .memcard_writes
@@ -313,6 +335,9 @@ impl MemcardLog for Box<dyn MemcardTerminalStore> {
     }
     fn writes(&self) -> Result<Vec<LoggedWrite>, TerminalError> {
         (**self).writes()
+    }
+    fn count_writes(&self, status: WriteStatus) -> Result<u64, TerminalError> {
+        (**self).count_writes(status)
     }
     fn write_sequence_floor(&self) -> Result<u32, TerminalError> {
         (**self).write_sequence_floor()
@@ -403,6 +428,13 @@ mod tests {
         assert!(writes[0].uploaded);
         assert_eq!(writes[1].status, WriteStatus::Voided);
         assert_eq!(writes[2].status, WriteStatus::Pending);
+        for (status, count) in [
+            (WriteStatus::Done, 1),
+            (WriteStatus::Voided, 1),
+            (WriteStatus::Pending, 1),
+        ] {
+            assert_eq!(log.count_writes(status).unwrap(), count, "{status:?}");
+        }
     }
 
     #[test]
