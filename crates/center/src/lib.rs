@@ -345,6 +345,28 @@ impl Center {
         Ok(sequential_id(DEVICE_ID_PREFIX, number))
     }
 
+    /// An installed device's role and certified signing key, in one read.
+    pub(crate) fn installed_device(
+        &mut self,
+        device_id: DeviceId,
+    ) -> Result<(Role, valuecard_core::crypto::PublicKey), CenterError> {
+        let row = self
+            .db
+            .query_optional(
+                "SELECT role, signing_key FROM devices WHERE device_id = $1 AND status = 'installed'",
+                &[device_id.0[..].into()],
+            )?
+            .ok_or(CenterError::UnknownDevice(device_id))?;
+        let role = u8::try_from(row.int(0)?)
+            .ok()
+            .and_then(Role::from_u8)
+            .ok_or(CenterError::UnknownDevice(device_id))?;
+        let key = valuecard_core::crypto::PublicKey::from_bytes(&row.bytes(1)?).map_err(|_| {
+            CenterError::Storage(format!("stored key of device {device_id} is invalid"))
+        })?;
+        Ok((role, key))
+    }
+
     pub(crate) fn device_role(&mut self, device_id: DeviceId) -> Result<Role, CenterError> {
         let row = self.db.query_optional(
             "SELECT role FROM devices WHERE device_id = $1 AND status = 'installed'",

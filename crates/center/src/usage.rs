@@ -187,10 +187,10 @@ impl Center {
                 "at most {USAGE_BATCH_MAX} items per upload"
             )));
         }
-        if self.device_role(upload.terminal_id)? != valuecard_core::cert::Role::PaymentTerminal {
+        let (role, terminal_key) = self.installed_device(upload.terminal_id)?;
+        if role != valuecard_core::cert::Role::PaymentTerminal {
             return Err(CenterError::NotAuthorized(upload.terminal_id));
         }
-        let terminal_key = self.device_key(upload.terminal_id)?;
         let troubled = self.troubled_terminals()?;
         let mut receipt = UploadReceipt::default();
         let mut keys = KeyCache::default();

@@ -217,3 +217,35 @@ fn a_reported_write_is_checked_as_an_uploaded_record_is() {
     assert_eq!((receipt.held, receipt.refused.len()), (0, 1), "{receipt:?}");
     assert_eq!(pending_rows(&mut center), 1);
 }
+
+#[test]
+fn a_retired_machines_pending_write_stays_evidence_and_the_upload_after_it_goes_on() {
+    let (mut center, mut rng) = center(25);
+    let mut charger = Machine::install(&mut center, Role::ChargeMachine, &mut rng);
+    let mut torn_at = Machine::install(&mut center, Role::PaymentMachine, &mut rng);
+    let mut restorer = Machine::install(&mut center, Role::PaymentMachine, &mut rng);
+    center.grant_float(charger.id, amount(10_000)).unwrap();
+    let mut card = MemoryCard::blank(34);
+    let charge = charger.write(&center, &mut card, amount(5_000), &mut rng);
+    center.upload_writes(&charger.upload(vec![charge])).unwrap();
+    let torn = torn_at.write(&center, &mut card, amount(4_000), &mut rng);
+    assert_eq!(
+        center
+            .report_pending(&torn_at.upload(vec![torn]))
+            .unwrap()
+            .held,
+        1
+    );
+    // The machine is reported stolen and retired before the card's next record arrives.
+    center.report_stolen_terminal(torn_at.id).unwrap();
+    let next = restorer.write(&center, &mut card, amount(3_500), &mut rng);
+    let receipt = center.upload_writes(&restorer.upload(vec![next])).unwrap();
+    assert_eq!(receipt.stored, 1, "{receipt:?}");
+    // Not counted: the record after it shows the payment as a gap, and the evidence stays.
+    let totals = center.memcard_totals().unwrap();
+    assert_eq!(
+        (totals.spent, totals.gaps, totals.spent_in_gaps),
+        (500, 1, 1_000)
+    );
+    assert_eq!(pending_rows(&mut center), 1);
+}

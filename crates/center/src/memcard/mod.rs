@@ -143,11 +143,10 @@ impl Center {
                 "at most {WRITE_UPLOAD_MAX} write records per upload"
             )));
         }
-        let role = self.device_role(upload.machine)?;
+        let (role, machine_key) = self.installed_device(upload.machine)?;
         if !is_machine(role) {
             return Err(CenterError::NotAuthorized(upload.machine));
         }
-        let machine_key = self.device_key(upload.machine)?;
         let mut out = CheckedUpload {
             checked: Vec::with_capacity(upload.records.len()),
             refused: Vec::new(),

@@ -123,8 +123,13 @@ impl Center {
                     .iter()
                     .any(|p| p.machine == machine && p.record.sequence == record.sequence);
                 if !known {
-                    let role = self.device_role(machine)?;
-                    let key = self.device_key(machine)?;
+                    // A machine retired since it reported: its evidence stays uncounted
+                    // (the record after it shows a gap), the upload goes on.
+                    let (role, key) = match self.installed_device(machine) {
+                        Ok(found) => found,
+                        Err(CenterError::UnknownDevice(_)) => continue,
+                        Err(error) => return Err(error),
+                    };
                     promotions.push(Promotion {
                         machine,
                         role,

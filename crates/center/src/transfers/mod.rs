@@ -137,10 +137,10 @@ impl Center {
                 "at most {USAGE_BATCH_MAX} reports per upload"
             )));
         }
-        if self.device_role(upload.terminal_id)? != valuecard_core::cert::Role::SettlementTerminal {
+        let (role, terminal_key) = self.installed_device(upload.terminal_id)?;
+        if role != valuecard_core::cert::Role::SettlementTerminal {
             return Err(CenterError::NotAuthorized(upload.terminal_id));
         }
-        let terminal_key = self.device_key(upload.terminal_id)?;
         let current = self.key_generations()?.transfer;
         let troubled = self.troubled_terminals()?;
         let mut receipt = UploadReceipt::default();
