@@ -14,32 +14,11 @@ use valuecard_core::messages::memcard::{
 use valuecard_core::money::Amount;
 use valuecard_core::time::Date;
 
-use crate::wire::WireError;
+use crate::wire::{amount, hex_array as array, hex_bytes as bytes, refuse, WireError};
 
 /// Write records per HTTP upload, so one body stays far below the service's size limit (a
 /// record with both states is about 400 bytes, 800 in hex).
 pub const WRITE_RECORDS_PER_REQUEST: usize = 32;
-
-fn refuse(field: &'static str, reason: impl Into<String>) -> WireError {
-    WireError {
-        field,
-        reason: reason.into(),
-    }
-}
-
-fn bytes(field: &'static str, text: &str) -> Result<Vec<u8>, WireError> {
-    hex::decode(text).map_err(|error| refuse(field, format!("not hex: {error}")))
-}
-
-fn array<const N: usize>(field: &'static str, text: &str) -> Result<[u8; N], WireError> {
-    let bytes = bytes(field, text)?;
-    <[u8; N]>::try_from(bytes.as_slice())
-        .map_err(|_| refuse(field, format!("expected {N} bytes, got {}", bytes.len())))
-}
-
-fn amount(field: &'static str, minor: u64) -> Result<Amount, WireError> {
-    Amount::new(minor).map_err(|error| refuse(field, error.to_string()))
-}
 
 /// `POST /v1/memcard/writes`: a machine's write records.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

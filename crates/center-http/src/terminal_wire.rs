@@ -11,31 +11,8 @@ use valuecard_core::messages::center::{
     USAGE_BATCH_MAX,
 };
 use valuecard_core::messages::purse::{TerminalStamp, UsageRecord};
-use valuecard_core::money::Amount;
-use valuecard_core::time::Date;
 
-use crate::wire::WireError;
-
-fn refuse(field: &'static str, reason: impl Into<String>) -> WireError {
-    WireError {
-        field,
-        reason: reason.into(),
-    }
-}
-
-fn array<const N: usize>(field: &'static str, text: &str) -> Result<[u8; N], WireError> {
-    let bytes = hex::decode(text).map_err(|error| refuse(field, format!("not hex: {error}")))?;
-    <[u8; N]>::try_from(bytes.as_slice())
-        .map_err(|_| refuse(field, format!("expected {N} bytes, got {}", bytes.len())))
-}
-
-fn amount(field: &'static str, minor: u64) -> Result<Amount, WireError> {
-    Amount::new(minor).map_err(|error| refuse(field, error.to_string()))
-}
-
-fn date(field: &'static str, text: &str) -> Result<Date, WireError> {
-    Date::parse(text).ok_or_else(|| refuse(field, "expected a date YYYY-MM-DD"))
-}
+use crate::wire::{amount, date, hex_array as array, refuse, WireError};
 
 /// One usage item.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

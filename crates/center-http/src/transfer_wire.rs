@@ -14,28 +14,11 @@ use valuecard_core::messages::transfer::{
 use valuecard_core::money::Amount;
 use valuecard_core::time::Date;
 
-use crate::wire::WireError;
+use crate::wire::{hex_array as array, hex_bytes as bytes, refuse, WireError};
 
 /// Transfer reports per HTTP upload, so one body stays far below the service's size limit
 /// (a report with four records is about four times a usage item).
 pub const TRANSFER_REPORTS_PER_REQUEST: usize = 16;
-
-fn refuse(field: &'static str, reason: impl Into<String>) -> WireError {
-    WireError {
-        field,
-        reason: reason.into(),
-    }
-}
-
-fn bytes(field: &'static str, text: &str) -> Result<Vec<u8>, WireError> {
-    hex::decode(text).map_err(|error| refuse(field, format!("not hex: {error}")))
-}
-
-fn array<const N: usize>(field: &'static str, text: &str) -> Result<[u8; N], WireError> {
-    let bytes = bytes(field, text)?;
-    <[u8; N]>::try_from(bytes.as_slice())
-        .map_err(|_| refuse(field, format!("expected {N} bytes, got {}", bytes.len())))
-}
 
 fn record(field: &'static str, text: &Option<String>) -> Result<Option<UsageRecord>, WireError> {
     text.as_deref()

@@ -26,18 +26,23 @@ pub struct WireError {
     pub reason: String,
 }
 
-fn refuse(field: &'static str, reason: impl Into<String>) -> WireError {
+// The field-level helpers every body module decodes with (`terminal_wire`, `transfer_wire`,
+// `memcard_wire` share them).
+pub(crate) fn refuse(field: &'static str, reason: impl Into<String>) -> WireError {
     WireError {
         field,
         reason: reason.into(),
     }
 }
 
-fn hex_bytes(field: &'static str, text: &str) -> Result<Vec<u8>, WireError> {
+pub(crate) fn hex_bytes(field: &'static str, text: &str) -> Result<Vec<u8>, WireError> {
     hex::decode(text).map_err(|error| refuse(field, format!("not hex: {error}")))
 }
 
-fn hex_array<const N: usize>(field: &'static str, text: &str) -> Result<[u8; N], WireError> {
+pub(crate) fn hex_array<const N: usize>(
+    field: &'static str,
+    text: &str,
+) -> Result<[u8; N], WireError> {
     let bytes = hex_bytes(field, text)?;
     <[u8; N]>::try_from(bytes.as_slice()).map_err(|_| {
         refuse(
@@ -76,11 +81,11 @@ fn signature(field: &'static str, text: &str) -> Result<Signature, WireError> {
     hex_array::<SIGNATURE_LEN>(field, text).map(Signature)
 }
 
-fn amount(field: &'static str, minor: u64) -> Result<Amount, WireError> {
+pub(crate) fn amount(field: &'static str, minor: u64) -> Result<Amount, WireError> {
     Amount::new(minor).map_err(|error| refuse(field, error.to_string()))
 }
 
-fn date(field: &'static str, text: &str) -> Result<Date, WireError> {
+pub(crate) fn date(field: &'static str, text: &str) -> Result<Date, WireError> {
     Date::parse(text).ok_or_else(|| refuse(field, "expected a date YYYY-MM-DD"))
 }
 
