@@ -587,3 +587,61 @@ pub fn http(args: HttpArgs) -> Result<ExitCode, String> {
         _ => Ok(ExitCode::SUCCESS),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_paced_run_offers_the_asked_rate_with_the_terminals_spread_over_one_interval() {
+        // 32 terminals, requests of 160 records, 5,120 records/s in all: each terminal sends
+        // one request a second, the next terminal 1/32 s after the one before.
+        let schedules: Vec<Schedule> = (0..32)
+            .map(|t| Schedule::new(t, 32, 160, 5_120.0))
+            .collect();
+        for (index, schedule) in schedules.iter().enumerate() {
+            assert_eq!(schedule.interval, Duration::from_secs(1));
+            assert_eq!(
+                schedule.offset,
+                Duration::from_secs_f64(index as f64 / 32.0)
+            );
+            assert_eq!(schedule.due(3), schedule.offset + Duration::from_secs(3));
+        }
+        // Over ten seconds the terminals offer the asked rate.
+        let sent = schedules
+            .iter()
+            .map(|s| {
+                (0..100)
+                    .filter(|&r| s.due(r) < Duration::from_secs(10))
+                    .count()
+            })
+            .sum::<usize>();
+        assert_eq!(sent * 160, 51_200);
+        // A rate of zero paces as slowly as one record a second instead of dividing by zero.
+        assert!(Schedule::new(0, 1, 160, 0.0).interval >= Duration::from_secs(160));
+    }
+
+    #[test]
+    fn the_verdict_takes_the_ratio_from_the_closed_run_and_the_p99_from_the_paced_one() {
+        let run = |terminals: usize, paced: Option<f64>, millis: u64| RunResult {
+            terminals,
+            paced,
+            records: 6_400,
+            wall: Duration::from_secs(1),
+            latencies: vec![Duration::from_millis(millis); 10],
+            receipt: UploadReceipt::default(),
+        };
+        let runs = [run(64, None, 900), run(32, Some(3_200.0), 40)];
+        let verdict = Verdict::new(&runs, 10_000.0);
+        assert_eq!(verdict.ratio_at_goal, Some(0.64));
+        assert_eq!(verdict.p99_at_goal, Some(Duration::from_millis(40)));
+        assert_eq!(verdict.met(), Some(true));
+        let slow = [run(64, None, 900), run(32, Some(3_200.0), 150)];
+        assert!(Verdict::new(&slow, 10_000.0).below());
+        // Without the paced run the latency is not judged, whatever the closed runs took.
+        let unpaced = [run(32, None, 10), run(64, None, 900)];
+        let verdict = Verdict::new(&unpaced, 10_000.0);
+        assert_eq!(verdict.p99_at_goal, None);
+        assert_eq!(verdict.met(), None);
+    }
+}
