@@ -388,7 +388,8 @@ impl CenterLink for HttpCenterLink {
     }
 }
 
-/// Usage items per HTTP upload, so one body stays far below the service's size limit.
+/// Usage items per HTTP upload: enough signatures for an efficient batch at the center, and
+/// one body still under the service's size limit (`tests/pool.rs` checks a full request).
 pub const USAGE_ITEMS_PER_REQUEST: usize = 160;
 
 impl valuecard_core::messages::center::TerminalLink for HttpCenterLink {

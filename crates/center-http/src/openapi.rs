@@ -47,7 +47,7 @@ big-endian) || SHA-256(body)`). Every 200 answer carries `Valuecard-Answer-Signa
 center's root-key signature over `\"valuecard/http/v1/answer\" || device ID || sequence || \
 method || 0x00 || path || 0x00 || SHA-256(answer body)`.
 
-Bodies are JSON (`application/json`, at most 64 KiB). Binary fields are hex; signed protocol \
+Bodies are JSON (`application/json`, at most 256 KiB). Binary fields are hex; signed protocol \
 objects travel as their canonical TLV encoding in hex. Amounts are integers in minor units; \
 dates are `YYYY-MM-DD`. Every refusal is an RFC 9457 problem document \
 (`application/problem+json`) whose `type` is `urn:valuecard:problem:` and a slug.";

@@ -150,6 +150,24 @@ fn terminals_uploading_at_once_through_one_pooled_sqlite_service_store_each_reco
     let (uploads, images) = world_uploads(&world);
     let records: usize = uploads.iter().map(|upload| upload.items.len()).sum();
     assert_eq!(records, 3 * 3 * TERMINALS);
+    // A client's full request of such records (every usage item has the same length) stays
+    // under the service's body limit.
+    let full = valuecard_core::messages::center::UsageUpload {
+        terminal_id: uploads[0].terminal_id,
+        items: vec![
+            uploads[0].items[0].clone();
+            valuecard_center_http::client::USAGE_ITEMS_PER_REQUEST
+        ],
+    };
+    let body = serde_json::to_vec(&valuecard_center_http::terminal_wire::UsageUploadBody::new(
+        &full,
+    ))
+    .unwrap();
+    assert!(
+        body.len() < valuecard_center_http::MAX_BODY_BYTES,
+        "{} bytes for a full request",
+        body.len()
+    );
     drop(world);
 
     // The world's center, served with a pool of handles on its SQLite file.
