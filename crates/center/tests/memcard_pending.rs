@@ -249,3 +249,27 @@ fn a_retired_machines_pending_write_stays_evidence_and_the_upload_after_it_goes_
     );
     assert_eq!(pending_rows(&mut center), 1);
 }
+
+#[test]
+fn a_write_the_machine_finished_itself_is_counted_once_and_its_evidence_dropped() {
+    let (mut center, mut rng) = center(26);
+    let mut charger = Machine::install(&mut center, Role::ChargeMachine, &mut rng);
+    let mut payer = Machine::install(&mut center, Role::PaymentMachine, &mut rng);
+    center.grant_float(charger.id, amount(10_000)).unwrap();
+    let mut card = MemoryCard::blank(35);
+    let charge = charger.write(&center, &mut card, amount(5_000), &mut rng);
+    center.upload_writes(&charger.upload(vec![charge])).unwrap();
+    let torn = payer.write(&center, &mut card, amount(4_200), &mut rng);
+    let upload = payer.upload(vec![torn]);
+    assert_eq!(center.report_pending(&upload).unwrap().held, 1);
+    // The card came back to the same machine, which finished the write and uploads it done.
+    let receipt = center.upload_writes(&upload).unwrap();
+    assert_eq!((receipt.stored, receipt.duplicates), (1, 0));
+    assert_eq!(pending_rows(&mut center), 0);
+    let totals = center.memcard_totals().unwrap();
+    assert_eq!(
+        (totals.spent, totals.payments, totals.on_cards),
+        (800, 1, 4_200)
+    );
+    assert_eq!(totals.status(), MemcardStatus::Reconciled);
+}

@@ -185,7 +185,7 @@ impl Center {
         };
         // Pending writes of other machines (or this one) that these records show landed are
         // counted first, in the same transaction, so that the records link to them.
-        let promotions = self.promotions(&checked)?;
+        let (promotions, reported) = self.held_evidence(upload.machine, &checked)?;
         let mut promoted = Vec::with_capacity(promotions.len());
         for promotion in &promotions {
             // A promotion that no longer checks stays evidence; the upload goes on.
@@ -208,8 +208,8 @@ impl Center {
             }
             let outcome = store::store_writes(tx, machine, &checked, today)?;
             // A machine that finished a write it had reported pending uploads it done.
-            for write in &checked {
-                pending::forget(tx, machine, write.record)?;
+            for &index in &reported {
+                pending::forget(tx, machine, checked[index].record)?;
             }
             Ok(outcome)
         })?;

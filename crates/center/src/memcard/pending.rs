@@ -23,7 +23,7 @@ use valuecard_core::cert::Role;
 use valuecard_core::crypto::PublicKey;
 use valuecard_core::ids::{CardId, DeviceId};
 use valuecard_core::messages::center::CenterError;
-use valuecard_core::messages::memcard::{PendingReceipt, SignedState, WriteRecord, WriteUpload};
+use valuecard_core::messages::memcard::{PendingReceipt, WriteRecord, WriteUpload};
 
 use super::check::CheckedWrite;
 use super::store::{self, Known};
@@ -105,60 +105,64 @@ impl Center {
         u64::try_from(row.int(0)?).map_err(|_| CenterError::Storage("stored count".into()))
     }
 
-    /// The pending writes that the records of an upload show landed (each record starts
-    /// from the state one of them signed), with what their checks need. Read before the
-    /// upload's transaction; storing them there is idempotent, so a race with another
-    /// process promoting the same write ends in one stored record.
-    pub(super) fn promotions(
+    /// What the center holds of an upload's records as pending evidence, in one read per
+    /// record (at the counters of its previous and its written state): the held writes the
+    /// records show landed (each record starts from the state one of them signed), with
+    /// what their checks need, and the indices of the records this machine itself reported
+    /// pending and now uploads done (their evidence is dropped). Read before the upload's
+    /// transaction; storing there is idempotent, so a race with another process promoting
+    /// the same write ends in one stored record.
+    pub(super) fn held_evidence(
         &mut self,
+        machine: DeviceId,
         checked: &[CheckedWrite<'_>],
-    ) -> Result<Vec<Promotion>, CenterError> {
+    ) -> Result<(Vec<Promotion>, Vec<usize>), CenterError> {
         let mut promotions: Vec<Promotion> = Vec::new();
-        for write in checked {
-            let Some(previous) = &write.record.previous else {
-                continue;
-            };
-            for (machine, record) in self.pending_signing(previous)? {
+        let mut reported = Vec::new();
+        for (index, write) in checked.iter().enumerate() {
+            let written = &write.record.written;
+            let previous_counter = write.record.previous.as_ref().map(|p| p.counter);
+            let rows = self.db.query(
+                "SELECT machine_id, record FROM memcard_pending
+                 WHERE card_id = $1 AND (written_counter = $2 OR written_counter = $3)",
+                &[
+                    written.card_id.0[..].into(),
+                    written.counter.into(),
+                    previous_counter.unwrap_or(written.counter).into(),
+                ],
+            )?;
+            for row in rows {
+                let holder = DeviceId(stored_id(&row.bytes(0)?, "machine ID")?);
+                let record = decode_stored(&row.bytes(1)?)?;
+                if holder == machine && record.sequence == write.record.sequence {
+                    reported.push(index);
+                    continue;
+                }
+                if write.record.previous.as_ref() != Some(&record.written) {
+                    continue;
+                }
                 let known = promotions
                     .iter()
-                    .any(|p| p.machine == machine && p.record.sequence == record.sequence);
-                if !known {
-                    // A machine retired since it reported: its evidence stays uncounted
-                    // (the record after it shows a gap), the upload goes on.
-                    let (role, key) = match self.installed_device(machine) {
-                        Ok(found) => found,
-                        Err(CenterError::UnknownDevice(_)) => continue,
-                        Err(error) => return Err(error),
-                    };
-                    promotions.push(Promotion {
-                        machine,
-                        role,
-                        key,
-                        record,
-                    });
+                    .any(|p| p.machine == holder && p.record.sequence == record.sequence);
+                if known {
+                    continue;
                 }
+                // A machine retired since it reported: its evidence stays uncounted (the
+                // record after it shows a gap), the upload goes on.
+                let (role, key) = match self.installed_device(holder) {
+                    Ok(found) => found,
+                    Err(CenterError::UnknownDevice(_)) => continue,
+                    Err(error) => return Err(error),
+                };
+                promotions.push(Promotion {
+                    machine: holder,
+                    role,
+                    key,
+                    record,
+                });
             }
         }
-        Ok(promotions)
-    }
-
-    /// The pending writes that signed exactly `state`.
-    fn pending_signing(
-        &mut self,
-        state: &SignedState,
-    ) -> Result<Vec<(DeviceId, WriteRecord)>, CenterError> {
-        let rows = self.db.query(
-            "SELECT machine_id, record FROM memcard_pending WHERE card_id = $1 AND written_counter = $2",
-            &[state.card_id.0[..].into(), state.counter.into()],
-        )?;
-        let mut found = Vec::new();
-        for row in rows {
-            let record = decode_stored(&row.bytes(1)?)?;
-            if record.written == *state {
-                found.push((DeviceId(stored_id(&row.bytes(0)?, "machine ID")?), record));
-            }
-        }
-        Ok(found)
+        Ok((promotions, reported))
     }
 
     /// The newest pending write of `card` that no counted state is as new as, with its
