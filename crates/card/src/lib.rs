@@ -14,6 +14,8 @@ pub mod credit;
 pub mod eeprom;
 pub mod image;
 pub mod memcard;
+pub mod online;
+mod online_state;
 pub mod purse;
 pub mod state;
 #[cfg(any(test, feature = "testing"))]
@@ -26,12 +28,13 @@ use std::path::Path;
 use rand_core::{CryptoRngCore, OsRng};
 use valuecard_core::apdu::{Command, Response};
 use valuecard_core::crypto::AesKey;
+use valuecard_core::messages::online::ONLINE_AID;
 use valuecard_core::messages::purse::{ins, ChipSerial, CLA_ISO, CLA_PROPRIETARY, PURSE_AID};
 use valuecard_core::StatusWord;
 
 use crate::eeprom::{Eeprom, FileEeprom, StorageError};
 use crate::image::{ImageError, ImageStore, EEPROM_SIZE};
-use crate::purse::Volatile;
+use crate::purse::{Application, Volatile};
 use crate::state::{PersistentState, StateError};
 
 /// Why a card could not be started or could not answer.
@@ -243,6 +246,7 @@ impl<E: Eeprom, R: CryptoRngCore> Card<E, R> {
             Err(_) => {
                 // Nothing the failed command granted survives it.
                 self.volatile.credit_authorization = None;
+                self.volatile.online = None;
                 Ok(Some(Response::error(StatusWord::MEMORY_FAILURE)))
             }
         }
@@ -251,6 +255,16 @@ impl<E: Eeprom, R: CryptoRngCore> Card<E, R> {
     fn dispatch(&mut self, command: &Command) -> Result<purse::Effect, StatusWord> {
         if (command.cla, command.ins) == (CLA_ISO, ins::SELECT) {
             return self.select(command);
+        }
+        if self.volatile.selected == Some(Application::Online) {
+            if command.cla != CLA_PROPRIETARY {
+                return Err(if command.cla == CLA_ISO {
+                    StatusWord::INS_NOT_SUPPORTED
+                } else {
+                    StatusWord::CLA_NOT_SUPPORTED
+                });
+            }
+            return online::handle(command, &self.state, &mut self.volatile, &mut self.rng);
         }
         // A purchase or load session lives exactly until the next command, whatever that
         // command is and however it ends.
@@ -271,7 +285,7 @@ impl<E: Eeprom, R: CryptoRngCore> Card<E, R> {
                 }
                 if command.cla == CLA_PROPRIETARY && transfer::is_transfer_instruction(command.ins)
                 {
-                    if !self.volatile.selected {
+                    if self.volatile.selected != Some(Application::Purse) {
                         return Err(StatusWord::CONDITIONS_NOT_SATISFIED);
                     }
                     return transfer::handle(
@@ -285,7 +299,7 @@ impl<E: Eeprom, R: CryptoRngCore> Card<E, R> {
                 if !is_purse_instruction(command.ins) {
                     return Err(StatusWord::INS_NOT_SUPPORTED);
                 }
-                if !self.volatile.selected {
+                if self.volatile.selected != Some(Application::Purse) {
                     return Err(StatusWord::CONDITIONS_NOT_SATISFIED);
                 }
                 purse::handle(
@@ -302,17 +316,23 @@ impl<E: Eeprom, R: CryptoRngCore> Card<E, R> {
     }
 
     /// SELECT by DF name (ISO 7816-4 § 11.1.1): P1 = 04, P2 = 00 (first or only occurrence,
-    /// return FCI). Selecting anything else deselects the purse.
+    /// return FCI). Any SELECT ends every session; selecting anything unknown leaves no
+    /// application selected.
     fn select(&mut self, command: &Command) -> Result<purse::Effect, StatusWord> {
         if command.p1 != 0x04 || command.p2 != 0x00 {
             return Err(StatusWord::INCORRECT_P1_P2);
         }
         self.volatile = Volatile::default();
-        if command.data != PURSE_AID {
-            return Err(StatusWord::FILE_NOT_FOUND);
+        if command.data == PURSE_AID {
+            self.volatile.selected = Some(Application::Purse);
+            Ok(purse::select_response(&self.state))
+        } else if command.data == ONLINE_AID {
+            let response = online::select_response(&self.state)?;
+            self.volatile.selected = Some(Application::Online);
+            Ok(response)
+        } else {
+            Err(StatusWord::FILE_NOT_FOUND)
         }
-        self.volatile.selected = true;
-        Ok(purse::select_response(&self.state))
     }
 }
 

@@ -16,6 +16,7 @@ use valuecard_core::time::Date;
 use valuecard_core::tlv::{be_u32, be_u64, TlvReader, TlvWriter};
 use zeroize::Zeroize;
 
+pub use crate::online_state::OnlineApp;
 pub use crate::transfer_state::{ReceivedTransfer, SentTransfer, TransferState};
 
 /// What went wrong, recorded in the card in code form (seed 003, Fig. 5: "the abnormal
@@ -143,6 +144,9 @@ pub struct Purse {
     /// Card-to-card transfer (seed 000): keys, pending-transfer log and receipts (image
     /// format 5; empty on older images).
     pub transfer: TransferState,
+    /// The common-key application of seed 004, present once a security server installed
+    /// the card's KC.
+    pub online: Option<OnlineApp>,
 }
 
 impl Purse {
@@ -246,6 +250,7 @@ mod field {
     pub const CREDIT: u32 = 0xA3;
     pub const CHIP_SERIAL: u32 = 0x8F;
     pub const TRANSFER: u32 = 0xA4;
+    pub const ONLINE: u32 = 0xA5;
 }
 
 /// Fields inside the credit template.
@@ -318,6 +323,9 @@ impl PersistentState {
                 }
                 if !purse.transfer.is_empty() {
                     w.put(field::TRANSFER, &purse.transfer.encode());
+                }
+                if let Some(online) = &purse.online {
+                    w.put(field::ONLINE, &online.encode());
                 }
             }
         }
@@ -542,6 +550,12 @@ fn decode_purse(r: &mut TlvReader<'_>) -> Result<Purse, StateError> {
         .map(TransferState::decode)
         .transpose()?
         .unwrap_or_default();
+    // The common-key application (seed 004) exists once a security server installed KC.
+    let online = r
+        .optional(field::ONLINE)
+        .map_err(|_| StateError("online application"))?
+        .map(OnlineApp::decode)
+        .transpose()?;
     Ok(Purse {
         keys,
         card_key,
@@ -563,5 +577,6 @@ fn decode_purse(r: &mut TlvReader<'_>) -> Result<Purse, StateError> {
         },
         credit,
         transfer,
+        online,
     })
 }

@@ -82,6 +82,7 @@ fn purse(number: u8, balance: Amount) -> Purse {
         blocked: false,
         credit: None,
         transfer: Default::default(),
+        online: None,
     }
 }
 
@@ -126,6 +127,59 @@ pub fn settlement_terminal() -> (SigningKeyPair, Certificate) {
     }
     .sign(&root_key());
     (key, certificate)
+}
+
+/// The security server of seed 004's online settlement: its key and its certificate from
+/// the test root.
+pub fn online_server() -> (SigningKeyPair, Certificate) {
+    let key = SigningKeyPair::from_seed(&[0x5C; 32]);
+    let certificate = CertificateBody {
+        issuer: anchor().center,
+        subject: DeviceId(*b"SECSERV1"),
+        role: Role::OnlineSettlement,
+        effective: today(),
+        expiry: today().add_days(365),
+        signing_key: key.public_key(),
+        sealing_key: None,
+    }
+    .sign(&root_key());
+    (key, certificate)
+}
+
+/// The KC of test card `number` at `key_version` (in production the security server
+/// diversifies it from its master key).
+pub fn online_card_key(number: u8, key_version: u32) -> AesKey {
+    let mut bytes = [0x6B ^ number; 16];
+    bytes[..4].copy_from_slice(&key_version.to_be_bytes());
+    fixed_key_bytes(bytes)
+}
+
+/// INSTALL KEY data from [`online_server`] for test card `number`.
+pub fn online_key_installation(
+    number: u8,
+    key_version: u32,
+    rng: &mut impl rand_core::CryptoRngCore,
+) -> valuecard_core::messages::online::KeyInstallation {
+    use valuecard_core::messages::online::KeyInstallation;
+    let keys = card_keys(number);
+    let (server_key, server_certificate) = online_server();
+    let sealed_key = valuecard_core::crypto::seal_to(
+        rng,
+        &keys.sealing.public_key(),
+        &KeyInstallation::seal_context(&keys.card_id, key_version),
+        online_card_key(number, key_version).expose(),
+    )
+    .unwrap_or_default();
+    KeyInstallation {
+        server_certificate,
+        key_version,
+        signature: server_key.sign(&KeyInstallation::signed_message(
+            &keys.card_id,
+            key_version,
+            &sealed_key,
+        )),
+        sealed_key,
+    }
 }
 
 /// The card ID of test card `number` (`CARD0001` is the card of [`personalized`]).
@@ -218,6 +272,10 @@ pub fn personalized_card(
             .accept_delivery(set.transfer.clone(), set.limit, set.update.clone());
     }
     PersistentState::Personalized(Box::new(purse))
+}
+
+fn fixed_key_bytes(bytes: [u8; 16]) -> AesKey {
+    AesKey::from_slice(&bytes).unwrap_or_else(|_| unreachable_key())
 }
 
 fn fixed_key(byte: u8) -> AesKey {

@@ -252,14 +252,81 @@ impl Center {
     /// verified it, and the sequence must lie in the window (see the module documentation);
     /// then the device's last sequence advances. `now_micros` is the center's clock in
     /// microseconds since the Unix epoch. Nothing changes unless every check passes.
+    ///
+    /// Every check is part of the one statement that advances the sequence, so an accepted
+    /// request costs one round trip to the database; the reads of
+    /// [`Center::refusal_reason`] run only to say why a request was refused.
     pub fn accept_request(
         &mut self,
         request: &VerifiedRequest,
         now_micros: u64,
     ) -> Result<AuthenticatedDevice, AuthError> {
         let device = request.device_id();
-        // The directory may have read the key just before the device was retired. The key
-        // is compared as stored bytes: no second decompression while the center is held.
+        let sequence = i64::try_from(request.sequence)
+            .map_err(|_| AuthError::SequenceOutOfRange(request.sequence))?;
+        let now = i64::try_from(now_micros)
+            .map_err(|_| AuthError::SequenceOutOfRange(request.sequence))?;
+        // The statement below bounds an update by the later of the last sequence and the
+        // clock, but a first request (an insert) only by what is checked here: a sequence
+        // beyond the clock's window needs a last sequence that carries it.
+        let clock_ceiling = now_micros.saturating_add(SEQUENCE_WINDOW_MICROS);
+        if request.sequence > clock_ceiling {
+            let last = self.last_request_sequence(&device)?;
+            let ceiling = last
+                .unwrap_or(0)
+                .max(now_micros)
+                .saturating_add(SEQUENCE_WINDOW_MICROS);
+            if last.is_none() || request.sequence > ceiling {
+                return Err(self.refusal_reason(request, now_micros)?);
+            }
+        }
+        let window = i64::try_from(SEQUENCE_WINDOW_MICROS).unwrap_or(i64::MAX);
+        let today = self.today().0;
+        // The directory may have read the key just before the device was retired, and
+        // another process on the same database may have advanced the sequence since: both
+        // are conditions of the statement, not reads before it. The key is compared as
+        // stored bytes: no second decompression while the center is held. The window is
+        // written as a subtraction so that no sum can overflow.
+        let advanced = self.db.execute(
+            "INSERT INTO device_sequences (device_id, last_sequence, updated_on)
+             SELECT device_id, CAST($2 AS BIGINT), CAST($3 AS BIGINT) FROM devices
+              WHERE device_id = $1 AND status = 'installed' AND signing_key = $4
+                AND role = CAST($5 AS BIGINT)
+             ON CONFLICT (device_id) DO UPDATE SET last_sequence = excluded.last_sequence,
+                 updated_on = excluded.updated_on
+             WHERE excluded.last_sequence > device_sequences.last_sequence
+               AND excluded.last_sequence - CAST($6 AS BIGINT) <= CASE
+                   WHEN device_sequences.last_sequence > CAST($7 AS BIGINT)
+                   THEN device_sequences.last_sequence ELSE CAST($7 AS BIGINT) END",
+            &[
+                device.0[..].into(),
+                sequence.into(),
+                today.into(),
+                request.device.signing_key.to_bytes()[..].into(),
+                i64::from(request.role() as u8).into(),
+                window.into(),
+                now.into(),
+            ],
+        )?;
+        if advanced == 0 {
+            return Err(self.refusal_reason(request, now_micros)?);
+        }
+        Ok(AuthenticatedDevice {
+            device_id: device,
+            role: request.role(),
+            sequence: request.sequence,
+        })
+    }
+
+    /// Why [`Center::accept_request`] advanced nothing, read after the fact. Should the
+    /// state have changed in between so that nothing explains it, the request counts as
+    /// replayed: refused either way, and sending it again is what the device may do.
+    fn refusal_reason(
+        &mut self,
+        request: &VerifiedRequest,
+        now_micros: u64,
+    ) -> Result<AuthError, AuthError> {
+        let device = request.device_id();
         let still_installed = self
             .db
             .query_optional(
@@ -272,47 +339,22 @@ impl Center {
             .map(|row| row.int(0))
             .transpose()?;
         if still_installed != Some(i64::from(request.role() as u8)) {
-            return Err(AuthError::UnknownDevice(device));
+            return Ok(AuthError::UnknownDevice(device));
         }
-        let sequence = i64::try_from(request.sequence)
-            .map_err(|_| AuthError::SequenceOutOfRange(request.sequence))?;
         let last = self.last_request_sequence(&device)?;
-        if last.is_some_and(|last| request.sequence <= last) {
-            return Err(AuthError::Replayed {
-                device_id: device,
-                sequence: request.sequence,
-            });
-        }
         let ceiling = last
             .unwrap_or(0)
             .max(now_micros)
             .saturating_add(SEQUENCE_WINDOW_MICROS);
-        if request.sequence > ceiling {
-            return Err(AuthError::AheadOfWindow {
+        if last.is_none_or(|last| request.sequence > last) && request.sequence > ceiling {
+            return Ok(AuthError::AheadOfWindow {
                 device_id: device,
                 sequence: request.sequence,
                 ceiling,
             });
         }
-        let today = self.today().0;
-        // The condition is in the statement too: another process on the same database
-        // may have advanced the sequence since it was read.
-        let advanced = self.db.execute(
-            "INSERT INTO device_sequences (device_id, last_sequence, updated_on) VALUES ($1, $2, $3)
-             ON CONFLICT (device_id) DO UPDATE SET last_sequence = excluded.last_sequence,
-                 updated_on = excluded.updated_on
-             WHERE excluded.last_sequence > device_sequences.last_sequence",
-            &[device.0[..].into(), sequence.into(), today.into()],
-        )?;
-        if advanced == 0 {
-            return Err(AuthError::Replayed {
-                device_id: device,
-                sequence: request.sequence,
-            });
-        }
-        Ok(AuthenticatedDevice {
+        Ok(AuthError::Replayed {
             device_id: device,
-            role: request.role(),
             sequence: request.sequence,
         })
     }
@@ -520,6 +562,45 @@ mod tests {
             center.last_request_sequence(&device).unwrap(),
             Some(last + 1)
         );
+    }
+
+    #[test]
+    fn a_device_retired_after_its_key_was_read_is_refused_and_moves_nothing() {
+        let clock = Box::new(FixedClock(Date::from_ymd(2026, 6, 1).unwrap()));
+        let mut center = Center::ephemeral(clock, &mut OsRng).unwrap();
+        let (device, key) = installed(&mut center, Role::PaymentTerminal);
+        let body = b"{}";
+        let sign = |sequence| {
+            key.sign(&request_signing_input(
+                "POST",
+                "/v1/loads/settle",
+                sequence,
+                body,
+            ))
+        };
+        let first = sign(NOW);
+        center
+            .authenticate_request(&signed(device, NOW, body, &first), NOW)
+            .unwrap();
+        // The signature is checked with the key as the directory read it...
+        let directory_key = center.installed_device_key(device).unwrap();
+        let next = sign(NOW + 1);
+        let verified = directory_key
+            .verify(&signed(device, NOW + 1, body, &next))
+            .unwrap();
+        // ...and the device is retired before the request is accepted.
+        center
+            .db
+            .execute(
+                "UPDATE devices SET status = 'retired' WHERE device_id = $1",
+                &[device.0[..].into()],
+            )
+            .unwrap();
+        assert_eq!(
+            center.accept_request(&verified, NOW),
+            Err(AuthError::UnknownDevice(device))
+        );
+        assert_eq!(center.last_request_sequence(&device).unwrap(), Some(NOW));
     }
 
     #[test]

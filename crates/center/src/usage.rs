@@ -355,7 +355,9 @@ impl Center {
             TransactionKind::Load => self.anchor().public_key,
             TransactionKind::Purchase
             | TransactionKind::TransferOut
-            | TransactionKind::TransferIn => {
+            | TransactionKind::TransferIn
+            | TransactionKind::OnlinePayment
+            | TransactionKind::OnlineCharge => {
                 match keys.writers.get(&(previous.writer, previous.kind)) {
                     Some(key) => *key,
                     None => {
@@ -386,14 +388,10 @@ impl Center {
         device_id: DeviceId,
         kind: TransactionKind,
     ) -> Result<PublicKey, CenterError> {
-        let wanted = match kind {
-            TransactionKind::Purchase => valuecard_core::cert::Role::PaymentTerminal,
-            TransactionKind::TransferOut | TransactionKind::TransferIn => {
-                valuecard_core::cert::Role::SettlementTerminal
-            }
-            // The center writes loads itself; no device's key vouches for one.
-            TransactionKind::Load => return Err(CenterError::NotAuthorized(device_id)),
-        };
+        // The center writes loads itself; no device's key vouches for one.
+        let wanted = kind
+            .writer_role()
+            .ok_or(CenterError::NotAuthorized(device_id))?;
         let row = self
             .db
             .query_optional(

@@ -62,6 +62,9 @@ pub enum Role {
     ChargeMachine = 0x07,
     /// A payment machine for memory cards (seed 001, payment machine 2B).
     PaymentMachine = 0x08,
+    /// The online settlement system's security server (seed 004): installs the cards' common
+    /// keys and signs the records of online payments and charges.
+    OnlineSettlement = 0x09,
 }
 
 impl Role {
@@ -75,6 +78,7 @@ impl Role {
             0x06 => Role::SettlementTerminal,
             0x07 => Role::ChargeMachine,
             0x08 => Role::PaymentMachine,
+            0x09 => Role::OnlineSettlement,
             _ => return None,
         })
     }

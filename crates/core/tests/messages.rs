@@ -224,8 +224,13 @@ fn rejects_unknown_state_and_kind() {
         let kind = sample.message.kind();
         for (field_tag, field, valid) in [
             (tag::STATE, "state", &[0x01u8, 0x02, 0x03, 0x7F][..]),
-            // Purchase, load, and the transfer out and in of seed 000.
-            (tag::KIND, "kind", &[0x01u8, 0x02, 0x03, 0x04][..]),
+            // Purchase, load, the transfer out and in of seed 000, and the online payment
+            // and charge of seed 004.
+            (
+                tag::KIND,
+                "kind",
+                &[0x01u8, 0x02, 0x03, 0x04, 0x05, 0x06][..],
+            ),
         ] {
             for value in 0..=u8::MAX {
                 for bytes in with_field(sample, field_tag, 1, &[value]) {
@@ -236,10 +241,10 @@ fn rejects_unknown_state_and_kind() {
                         }
                         Err(Refusal::Message(DecodeError::Field { field: refused, .. }))
                             if !valid.contains(&value) && refused == field => {}
-                        // A purchase record turned into a load still carries the
-                        // purchase's stamp, which a load may not have.
+                        // A purchase record turned into a load or an online update
+                        // still carries the purchase's stamp, which those may not have.
                         Err(Refusal::Message(DecodeError::Field { field: "stamp", .. }))
-                            if field == "kind" && value == 0x02 => {}
+                            if field == "kind" && matches!(value, 0x02 | 0x05 | 0x06) => {}
                         other => panic!("{}: {field} {value:#04x} gave {other:?}", sample.name),
                     }
                 }

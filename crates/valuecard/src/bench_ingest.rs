@@ -98,8 +98,11 @@ fn signed_sets(
         let writer = match item.previous_usage.kind {
             TransactionKind::Load => center.anchor().public_key,
             TransactionKind::Purchase => seller.1,
-            TransactionKind::TransferOut | TransactionKind::TransferIn => {
-                return Err("the ingest workload holds no transfers".into())
+            TransactionKind::TransferOut
+            | TransactionKind::TransferIn
+            | TransactionKind::OnlinePayment
+            | TransactionKind::OnlineCharge => {
+                return Err("the ingest workload holds only loads and purchases".into())
             }
         };
         messages.push([

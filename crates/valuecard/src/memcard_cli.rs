@@ -214,6 +214,7 @@ fn role_name(role: Role) -> &'static str {
         Role::SettlementTerminal => "settlement-terminal",
         Role::ChargeMachine => "charge-machine",
         Role::PaymentMachine => "payment-machine",
+        Role::OnlineSettlement => "online-settlement",
     }
 }
 

@@ -126,7 +126,11 @@ pub struct Sessions {
 /// Everything the card forgets at power-off or reset.
 #[derive(Debug, Default)]
 pub struct Volatile {
-    pub selected: bool,
+    /// The application SELECT chose, if any.
+    pub selected: Option<Application>,
+    /// The common-key application's session (seed 004), until SELECT, a reset or a refused
+    /// online command.
+    pub online: Option<crate::online::OnlineSession>,
     pub challenge: Option<Challenge>,
     pub purchase: Option<PurchaseSession>,
     pub load: Option<LoadSession>,
@@ -139,6 +143,15 @@ pub struct Volatile {
     pub key_update: Option<crate::transfer::KeyUpdateSession>,
     /// Between INITIALIZE TRANSFER IN and TRANSFER IN (seed 000).
     pub transfer_in: Option<crate::transfer::TransferInSession>,
+}
+
+/// The applications a SELECT can choose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Application {
+    /// The purse (seed 003), with credit mode and card-to-card transfer.
+    Purse,
+    /// The common-key application of online settlement (seed 004).
+    Online,
 }
 
 /// Which commands each life-cycle state allows: the one place that decides it.

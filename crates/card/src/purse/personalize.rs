@@ -138,6 +138,7 @@ pub(super) fn personalize(
         blocked: false,
         credit: None,
         transfer,
+        online: None,
     };
     Ok(Effect::commit(
         Vec::new(),

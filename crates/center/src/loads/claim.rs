@@ -55,6 +55,8 @@ impl Center {
                             TransactionKind::TransferIn
                                 | TransactionKind::TransferOut
                                 | TransactionKind::Purchase
+                                | TransactionKind::OnlinePayment
+                                | TransactionKind::OnlineCharge
                         ) =>
                 {
                     self.genuine_writer(&card_id, record)?.is_some()

@@ -262,7 +262,8 @@ pub(crate) enum Writer {
 impl Center {
     /// Whether a usage record carries its writer's valid signature: the center's for a load
     /// (checked against the stored load, which is returned), an installed payment terminal's
-    /// for a purchase, an installed settlement terminal's for a transfer. `None` when neither holds; only the center's own storage failures are
+    /// for a purchase, an installed settlement terminal's for a transfer, the security server's for
+    /// an online payment or charge. `None` when neither holds; only the center's own storage failures are
     /// errors, so that a device retries instead of being told the record is forged.
     pub(crate) fn genuine_writer(
         &mut self,
@@ -279,7 +280,9 @@ impl Center {
             }
             TransactionKind::Purchase
             | TransactionKind::TransferOut
-            | TransactionKind::TransferIn => {
+            | TransactionKind::TransferIn
+            | TransactionKind::OnlinePayment
+            | TransactionKind::OnlineCharge => {
                 match self.terminal_key_any_status(record.writer, record.kind) {
                     Ok(key) => Ok(key
                         .verify(&record.signed_message(card_id), &record.signature)

@@ -6,12 +6,16 @@
 //! - [`credit`]: credit mode (Figs. 13-17): the credit commands' data, the signed strings,
 //!   and the dispenser's and terminal's links to the center for it.
 //!
+//! - [`online`]: the common-key application of seed 004 (online settlement and charge
+//!   through the security server) and the records it signs.
+//!
 //! Decoders refuse trailing bytes, unknown tags and out-of-range values; the card maps each
 //! decode error to `6A80`.
 
 pub mod center;
 pub mod credit;
 pub mod memcard;
+pub mod online;
 pub mod purse;
 pub mod transfer;
 

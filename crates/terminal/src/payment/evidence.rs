@@ -206,21 +206,17 @@ pub(crate) fn verify_previous_usage(
         ));
     }
     let message = record.signed_message(&card.card_id);
-    let writer_key = match record.kind {
-        TransactionKind::Load => anchor.public_key,
-        TransactionKind::Purchase | TransactionKind::TransferOut | TransactionKind::TransferIn => {
+    let writer_key = match record.kind.writer_role() {
+        None => anchor.public_key,
+        Some(role) => {
             // A purchase is written by a payment terminal, a transfer by a settlement
-            // terminal (seed 000); each role signs only its own kind.
-            let role = if record.kind == TransactionKind::Purchase {
-                Role::PaymentTerminal
-            } else {
-                Role::SettlementTerminal
-            };
+            // terminal (seed 000), an online payment or charge by the settlement system's
+            // security server (seed 004); each role signs only its own kinds.
             let certificate =
                 offer
                     .last_writer_certificate
                     .ok_or(TerminalError::BadUsageRecord(
-                        "a purchase or transfer record needs its terminal's certificate",
+                        "a record written by a device needs that device's certificate",
                     ))?;
             // The writer's certificate may have expired since it wrote; what matters is that
             // the center certified it as a terminal, so validity is checked at the record's date.

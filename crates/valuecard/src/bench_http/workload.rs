@@ -258,8 +258,11 @@ pub(super) fn floor_seconds_per_record(
             let writer = match item.previous_usage.kind {
                 TransactionKind::Load => center.anchor().public_key,
                 TransactionKind::Purchase => key(center, item.previous_usage.writer)?,
-                TransactionKind::TransferOut | TransactionKind::TransferIn => {
-                    return Err("the upload workload holds no transfers".into())
+                TransactionKind::TransferOut
+                | TransactionKind::TransferIn
+                | TransactionKind::OnlinePayment
+                | TransactionKind::OnlineCharge => {
+                    return Err("the upload workload holds only loads and purchases".into())
                 }
             };
             messages.push([

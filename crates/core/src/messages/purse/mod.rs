@@ -133,15 +133,48 @@ pub enum TransactionKind {
     TransferOut = 0x03,
     /// Value received from another card (seed 000), written by a settlement terminal.
     TransferIn = 0x04,
+    /// A payment from the card to a web store (seed 004), written by the settlement
+    /// system's security server.
+    OnlinePayment = 0x05,
+    /// Value charged into the card online against a credit authorization (seed 004),
+    /// written by the settlement system's security server.
+    OnlineCharge = 0x06,
 }
 
 impl TransactionKind {
+    /// The role of the device that writes (and signs) records of this kind; `None` for a
+    /// load, which the center itself authorizes. Each role signs only its own kinds.
+    pub fn writer_role(self) -> Option<crate::cert::Role> {
+        use crate::cert::Role;
+        match self {
+            TransactionKind::Load => None,
+            TransactionKind::Purchase => Some(Role::PaymentTerminal),
+            TransactionKind::TransferOut | TransactionKind::TransferIn => {
+                Some(Role::SettlementTerminal)
+            }
+            TransactionKind::OnlinePayment | TransactionKind::OnlineCharge => {
+                Some(Role::OnlineSettlement)
+            }
+        }
+    }
+
+    /// Whether the update raised the balance (a load, a transfer received, an online
+    /// charge) rather than lowered it.
+    pub fn raises_balance(self) -> bool {
+        matches!(
+            self,
+            TransactionKind::Load | TransactionKind::TransferIn | TransactionKind::OnlineCharge
+        )
+    }
+
     pub fn from_u8(value: u8) -> Result<Self, DecodeError> {
         match value {
             0x01 => Ok(TransactionKind::Purchase),
             0x02 => Ok(TransactionKind::Load),
             0x03 => Ok(TransactionKind::TransferOut),
             0x04 => Ok(TransactionKind::TransferIn),
+            0x05 => Ok(TransactionKind::OnlinePayment),
+            0x06 => Ok(TransactionKind::OnlineCharge),
             _ => Err(DecodeError::Field {
                 field: "kind",
                 reason: "unknown transaction kind",

@@ -133,11 +133,16 @@ impl UsageRecord {
             stamp: TerminalStamp::decode_optional(&mut r)?,
         };
         // Records written before stamps existed (card image format 1) have none; a load
-        // never has one.
-        if record.kind == TransactionKind::Load && record.stamp.is_some() {
+        // or an online update (written by the center or the security server, not a
+        // terminal) never has one.
+        let stampless = matches!(
+            record.kind,
+            TransactionKind::Load | TransactionKind::OnlinePayment | TransactionKind::OnlineCharge
+        );
+        if stampless && record.stamp.is_some() {
             return Err(DecodeError::Field {
                 field: "stamp",
-                reason: "loads carry no stamp",
+                reason: "only terminals' records carry a stamp",
             });
         }
         r.finish()?;
@@ -198,6 +203,10 @@ impl UsageRecord {
                 m.extend_from_slice(&self.date.0.to_be_bytes());
                 stamp.extend(&mut m);
                 m
+            }
+            TransactionKind::OnlinePayment | TransactionKind::OnlineCharge => {
+                crate::messages::online::OnlineRecord::of_usage_record(card_id, self)
+                    .signed_message()
             }
         }
     }

@@ -1,0 +1,85 @@
+//! A sequence of arbitrary APDUs against the common-key application (seed 004) of a
+//! RAM-backed personalized card holding KC. The card must never panic, must answer every
+//! APDU with a status word, and must never change its balance: without KC no byte sequence
+//! makes a settlement or a charge the card accepts.
+//!
+//! Input: the first byte chooses how the sequence opens: bit 0 opens a genuine session
+//! (INITIALIZE UPDATE and EXTERNAL AUTHENTICATE with the card's KC), so the secured
+//! commands' checks run inside it; bit 1 selects the purse instead of the online
+//! application at the start. The rest is APDUs, each preceded by a one-byte length.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use rand_core::SeedableRng;
+use valuecard_card::eeprom::MemoryEeprom;
+use valuecard_card::image::EEPROM_SIZE;
+use valuecard_card::state::PersistentState;
+use valuecard_card::{testing, Card};
+use valuecard_core::apdu::{Command, Response};
+use valuecard_core::messages::online::{
+    ins, ExternalAuthenticate, InitializeUpdate, InitializeUpdateResponse, ServerSession,
+    CLA_ONLINE, ONLINE_AID,
+};
+use valuecard_core::messages::purse::{ins as purse_ins, PURSE_AID};
+use valuecard_core::money::Amount;
+
+const INITIAL_MINOR: u64 = 10_000;
+
+fn balance<R: rand_core::CryptoRngCore>(card: &Card<MemoryEeprom, R>) -> u64 {
+    match card.state() {
+        PersistentState::Personalized(purse) => purse.balance.minor(),
+        _ => 0,
+    }
+}
+
+fn exchange<R: rand_core::CryptoRngCore>(card: &mut Card<MemoryEeprom, R>, command: Command) -> Response {
+    Response::parse(&card.transmit(&command.encode()).unwrap()).unwrap()
+}
+
+fuzz_target!(|input: &[u8]| {
+    let Some((&mode, mut rest)) = input.split_first() else { return };
+    let state = testing::personalized(Amount::new(INITIAL_MINOR).unwrap());
+    let rng = rand_chacha::ChaCha20Rng::seed_from_u64(1);
+    let mut card = Card::with_state(MemoryEeprom::new(EEPROM_SIZE), state, rng).unwrap();
+    let select = |aid: &[u8]| {
+        Command::new(0x00, purse_ins::SELECT, 0x04, 0x00).with_data(aid.to_vec()).with_le(256)
+    };
+    assert!(exchange(&mut card, select(&ONLINE_AID)).sw.is_success());
+    let mut key_rng = rand_chacha::ChaCha20Rng::seed_from_u64(2);
+    let installation = testing::online_key_installation(1, 1, &mut key_rng);
+    let install = Command::new(CLA_ONLINE, ins::INSTALL_KEY, 0, 0).with_data(installation.encode());
+    assert!(exchange(&mut card, install).sw.is_success(), "genuine INSTALL KEY refused");
+    if mode & 1 == 1 {
+        let host_challenge = [mode; 16];
+        let command = Command::new(CLA_ONLINE, ins::INITIALIZE_UPDATE, 0, 0)
+            .with_data(InitializeUpdate { host_challenge }.encode())
+            .with_le(256);
+        let response = exchange(&mut card, command);
+        let answer = InitializeUpdateResponse::decode(&response.data).unwrap();
+        let (_, host_cryptogram) = ServerSession::authenticate(
+            &testing::online_card_key(1, 1),
+            &testing::card_id(1),
+            &host_challenge,
+            &answer.card_challenge,
+            &answer.card_cryptogram,
+        )
+        .unwrap();
+        let command = Command::new(CLA_ONLINE, ins::EXTERNAL_AUTHENTICATE, 0, 0)
+            .with_data(ExternalAuthenticate { host_cryptogram }.encode());
+        assert!(exchange(&mut card, command).sw.is_success(), "genuine EXTERNAL AUTHENTICATE refused");
+    }
+    if mode & 2 == 2 {
+        assert!(exchange(&mut card, select(&PURSE_AID)).sw.is_success());
+    }
+    while let Some((&len, tail)) = rest.split_first() {
+        let len = (len as usize).min(tail.len());
+        let (apdu, next) = tail.split_at(len);
+        rest = next;
+        let bytes = card.transmit(apdu).expect("RAM memory never loses power");
+        let response = Response::parse(&bytes).expect("every answer ends with a status word");
+        if !response.sw.is_success() {
+            assert!(response.data.is_empty() || response.sw.0 == 0x6283, "error answers carry no data");
+        }
+        assert_eq!(balance(&card), INITIAL_MINOR, "value changed without KC");
+    }
+});
