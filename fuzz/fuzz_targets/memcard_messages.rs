@@ -3,14 +3,15 @@
 //! every message and every card area has one encoding.
 #![no_main]
 
-use std::fmt::Debug;
+#[path = "common/round_trip.rs"]
+mod common;
 
+use common::round_trip;
 use libfuzzer_sys::fuzz_target;
 use valuecard_core::messages::memcard::{
     decode_certificate_area, encode_certificate_area, CardContent, FloatGrant, ValueArea,
     WriteRecord,
 };
-use valuecard_core::messages::DecodeError;
 
 const DECODERS: u8 = 5;
 
@@ -39,22 +40,3 @@ fuzz_target!(|data: &[u8]| {
         }
     }
 });
-
-fn round_trip<T: PartialEq + Debug>(
-    bytes: &[u8],
-    decode: impl Fn(&[u8]) -> Result<T, DecodeError>,
-    encode: impl Fn(&T) -> Vec<u8>,
-) {
-    let Ok(message) = decode(bytes) else {
-        return;
-    };
-    let encoded = encode(&message);
-    assert_eq!(
-        encoded, bytes,
-        "re-encoding of {message:?} differs from the input"
-    );
-    assert_eq!(
-        decode(&encoded).expect("re-encoded message must decode"),
-        message
-    );
-}

@@ -4,8 +4,10 @@
 //! the input: every message has one encoding.
 #![no_main]
 
-use std::fmt::Debug;
+#[path = "common/round_trip.rs"]
+mod common;
 
+use common::round_trip;
 use libfuzzer_sys::fuzz_target;
 use valuecard_core::messages::purse::{
     CreditCommand, DebitCommand, GenerateKeyPairCommand, GenerateKeyPairResponse,
@@ -13,7 +15,6 @@ use valuecard_core::messages::purse::{
     PersonalizeCommand, PurchaseOffer, PurseStatus, SelectResponse, UpdateConfirmation,
     UsageRecord,
 };
-use valuecard_core::messages::DecodeError;
 
 const DECODERS: u8 = 16;
 
@@ -51,22 +52,3 @@ fuzz_target!(|data: &[u8]| {
         _ => round_trip(body, LastTransaction::decode, LastTransaction::encode),
     }
 });
-
-fn round_trip<T: PartialEq + Debug>(
-    bytes: &[u8],
-    decode: impl Fn(&[u8]) -> Result<T, DecodeError>,
-    encode: impl Fn(&T) -> Vec<u8>,
-) {
-    let Ok(message) = decode(bytes) else {
-        return;
-    };
-    let encoded = encode(&message);
-    assert_eq!(
-        encoded, bytes,
-        "re-encoding of {message:?} differs from the input"
-    );
-    assert_eq!(
-        decode(&encoded).expect("re-encoded message must decode"),
-        message
-    );
-}

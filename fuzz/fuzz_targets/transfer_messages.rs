@@ -4,8 +4,10 @@
 //! decode again to itself.
 #![no_main]
 
-use std::fmt::Debug;
+#[path = "common/round_trip.rs"]
+mod common;
 
+use common::round_trip;
 use libfuzzer_sys::fuzz_target;
 use valuecard_card::state::TransferState;
 use valuecard_core::messages::transfer::{
@@ -52,22 +54,3 @@ fuzz_target!(|data: &[u8]| {
         }
     }
 });
-
-fn round_trip<T: PartialEq + Debug, E>(
-    bytes: &[u8],
-    decode: impl Fn(&[u8]) -> Result<T, E>,
-    encode: impl Fn(&T) -> Vec<u8>,
-) {
-    let Ok(message) = decode(bytes) else {
-        return;
-    };
-    let encoded = encode(&message);
-    assert_eq!(
-        encoded, bytes,
-        "re-encoding of {message:?} differs from the input"
-    );
-    assert!(
-        decode(&encoded).ok().as_ref() == Some(&message),
-        "re-encoded {message:?} does not decode to itself"
-    );
-}

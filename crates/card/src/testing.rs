@@ -27,13 +27,13 @@ pub fn today() -> Date {
     Date(20_600)
 }
 
-/// A terminal key and its certificate from the test root.
-pub fn terminal() -> (SigningKeyPair, Certificate) {
-    let key = SigningKeyPair::from_seed(&[0x54; 32]);
+/// A device's key from a fixed seed byte and its one-year certificate from the test root.
+fn device(seed: u8, subject: [u8; 8], role: Role) -> (SigningKeyPair, Certificate) {
+    let key = SigningKeyPair::from_seed(&[seed; 32]);
     let certificate = CertificateBody {
         issuer: anchor().center,
-        subject: DeviceId(*b"TERMINAL"),
-        role: Role::PaymentTerminal,
+        subject: DeviceId(subject),
+        role,
         effective: today(),
         expiry: today().add_days(365),
         signing_key: key.public_key(),
@@ -41,6 +41,11 @@ pub fn terminal() -> (SigningKeyPair, Certificate) {
     }
     .sign(&root_key());
     (key, certificate)
+}
+
+/// A terminal key and its certificate from the test root.
+pub fn terminal() -> (SigningKeyPair, Certificate) {
+    device(0x54, *b"TERMINAL", Role::PaymentTerminal)
 }
 
 /// The test terminal's signed time stamp at `count`, on a chain from a fixed TS0.
@@ -115,35 +120,13 @@ pub fn enable_credit(
 /// The settlement terminal of seed 000 (the one device that moves value between two cards):
 /// its key and its certificate from the test root.
 pub fn settlement_terminal() -> (SigningKeyPair, Certificate) {
-    let key = SigningKeyPair::from_seed(&[0x5E; 32]);
-    let certificate = CertificateBody {
-        issuer: anchor().center,
-        subject: DeviceId(*b"SETTLE01"),
-        role: Role::SettlementTerminal,
-        effective: today(),
-        expiry: today().add_days(365),
-        signing_key: key.public_key(),
-        sealing_key: None,
-    }
-    .sign(&root_key());
-    (key, certificate)
+    device(0x5E, *b"SETTLE01", Role::SettlementTerminal)
 }
 
 /// The security server of seed 004's online settlement: its key and its certificate from
 /// the test root.
 pub fn online_server() -> (SigningKeyPair, Certificate) {
-    let key = SigningKeyPair::from_seed(&[0x5C; 32]);
-    let certificate = CertificateBody {
-        issuer: anchor().center,
-        subject: DeviceId(*b"SECSERV1"),
-        role: Role::OnlineSettlement,
-        effective: today(),
-        expiry: today().add_days(365),
-        signing_key: key.public_key(),
-        sealing_key: None,
-    }
-    .sign(&root_key());
-    (key, certificate)
+    device(0x5C, *b"SECSERV1", Role::OnlineSettlement)
 }
 
 /// The KC of test card `number` at `key_version` (in production the security server

@@ -286,8 +286,10 @@ impl Center {
         // another process on the same database may have advanced the sequence since: both
         // are conditions of the statement, not reads before it. The key is compared as
         // stored bytes: no second decompression while the center is held. The window is
-        // written as a subtraction so that no sum can overflow.
-        let advanced = self.db.execute(
+        // written as a subtraction so that no sum can overflow. It is the request's first
+        // statement, so after a database restart it meets the dropped connection: sent again
+        // on a new one, it is at worst refused as a replay if the first sending landed.
+        let advanced = self.db.execute_resendable(
             "INSERT INTO device_sequences (device_id, last_sequence, updated_on)
              SELECT device_id, CAST($2 AS BIGINT), CAST($3 AS BIGINT) FROM devices
               WHERE device_id = $1 AND status = 'installed' AND signing_key = $4

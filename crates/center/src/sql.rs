@@ -675,6 +675,30 @@ impl Executor for Database {
     }
 }
 
+impl Database {
+    /// A write that is sent once more on a new connection when the connection was lost
+    /// under it, for statements whose second sending changes nothing the first did not:
+    /// a conditional upsert that, once applied, matches no row. The caller then reads a
+    /// refusal where the first sending may have been accepted, which it must be able to
+    /// take (the device authentication does: the device sends again with a new sequence).
+    pub fn execute_resendable(&mut self, sql: &str, params: &[Value]) -> Result<u64, CenterError> {
+        match self {
+            Database::Sqlite { .. } => self.execute(sql, params),
+            Database::Postgres(connection) => {
+                let mut executor = connection.executor()?;
+                let outcome = executor.execute(sql, params);
+                if executor.lost {
+                    connection.mark_lost();
+                }
+                match outcome {
+                    Err(_) if connection.is_closed() => connection.executor()?.execute(sql, params),
+                    other => other,
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -163,6 +163,19 @@ fn update_for(
     }
 }
 
+/// A fresh session, BI for settlement `id`, and a genuine update of `kind` for `minor`.
+fn prepared(
+    card: &mut TestCard,
+    id: SettlementId,
+    kind: TransactionKind,
+    minor: u64,
+) -> (ServerSession, BalanceInfo, BalanceUpdate) {
+    let mut session = authenticate(card);
+    let info = read_balance(card, &mut session, id);
+    let update = update_for(&session, &info, kind, minor);
+    (session, info, update)
+}
+
 fn instruction_for(kind: TransactionKind) -> u8 {
     if kind == TransactionKind::OnlinePayment {
         ins::SETTLE
@@ -235,18 +248,16 @@ fn an_online_payment_spends_the_purse_once_and_its_record_verifies() {
 fn an_online_charge_raises_the_balance_and_the_purse_spends_it_offline_too() {
     let memory = MemoryEeprom::new(EEPROM_SIZE);
     let mut card = card_with_key(1_000, &memory);
-    let mut session = authenticate(&mut card);
-    let info = read_balance(&mut card, &mut session, [2; 16]);
-    let update = update_for(&session, &info, TransactionKind::OnlineCharge, 4_000);
+    let (mut session, _, update) =
+        prepared(&mut card, [2; 16], TransactionKind::OnlineCharge, 4_000);
     // A charge sent as a payment, or a payment as a charge, is refused.
     let wrong = session.seal(ins::SETTLE, &update.encode()).unwrap();
     assert_eq!(
         send(&mut card, online(ins::SETTLE, wrong)).sw,
         StatusWord::WRONG_DATA
     );
-    let mut session = authenticate(&mut card);
-    let info = read_balance(&mut card, &mut session, [2; 16]);
-    let update = update_for(&session, &info, TransactionKind::OnlineCharge, 4_000);
+    let (mut session, _, update) =
+        prepared(&mut card, [2; 16], TransactionKind::OnlineCharge, 4_000);
     let sealed = session.seal(ins::CHARGE, &update.encode()).unwrap();
     let response = send(&mut card, online(ins::CHARGE, sealed));
     assert_eq!(response.sw, StatusWord::SUCCESS);
@@ -341,9 +352,8 @@ fn the_card_bounds_what_a_valid_session_can_ask() {
         assert_eq!(purse(&card).counter, 0, "{what}");
     }
     // A charge past the largest balance a card holds.
-    let mut session = authenticate(&mut card);
-    let info = read_balance(&mut card, &mut session, [5; 16]);
-    let mut update = update_for(&session, &info, TransactionKind::OnlineCharge, 1);
+    let (mut session, _, mut update) =
+        prepared(&mut card, [5; 16], TransactionKind::OnlineCharge, 1);
     update.amount = Amount::MAX;
     update.balance_after = Amount::MAX;
     let sealed = session.seal(ins::CHARGE, &update.encode()).unwrap();
@@ -551,9 +561,8 @@ fn only_a_certified_security_server_installs_a_newer_key_for_this_card() {
 fn the_preview_shows_the_update_without_applying_it() {
     let memory = MemoryEeprom::new(EEPROM_SIZE);
     let mut card = card_with_key(5_000, &memory);
-    let mut session = authenticate(&mut card);
-    let info = read_balance(&mut card, &mut session, [6; 16]);
-    let update = update_for(&session, &info, TransactionKind::OnlinePayment, 700);
+    let (mut session, _, update) =
+        prepared(&mut card, [6; 16], TransactionKind::OnlinePayment, 700);
     let spc = session.seal(ins::SETTLE, &update.encode()).unwrap();
     let response = send(
         &mut card,
@@ -580,9 +589,8 @@ fn the_preview_shows_the_update_without_applying_it() {
         StatusWord::SECURITY_STATUS_NOT_SATISFIED
     );
     // That ended the session; in a fresh one the holder previews, then the card applies.
-    let mut session = authenticate(&mut card);
-    let info = read_balance(&mut card, &mut session, [6; 16]);
-    let update = update_for(&session, &info, TransactionKind::OnlinePayment, 700);
+    let (mut session, _, update) =
+        prepared(&mut card, [6; 16], TransactionKind::OnlinePayment, 700);
     let spc = session.seal(ins::SETTLE, &update.encode()).unwrap();
     let preview = send(
         &mut card,
@@ -603,9 +611,8 @@ fn the_preview_shows_the_update_without_applying_it() {
 fn a_card_pulled_before_or_after_settle_tells_the_server_what_happened() {
     let memory = MemoryEeprom::new(EEPROM_SIZE);
     let mut card = card_with_key(5_000, &memory);
-    let mut session = authenticate(&mut card);
-    let info = read_balance(&mut card, &mut session, [7; 16]);
-    let update = update_for(&session, &info, TransactionKind::OnlinePayment, 900);
+    let (mut session, info, update) =
+        prepared(&mut card, [7; 16], TransactionKind::OnlinePayment, 900);
     let spc = session.seal(ins::SETTLE, &update.encode()).unwrap();
     // Pulled before SETTLE: a new power-up, the SPC no longer opens.
     card.reset();
@@ -621,9 +628,8 @@ fn a_card_pulled_before_or_after_settle_tells_the_server_what_happened() {
     assert_eq!(status.balance, amount(5_000));
 
     // Applied, then pulled before the PCN reached the server.
-    let mut session = authenticate(&mut card);
-    let info = read_balance(&mut card, &mut session, [8; 16]);
-    let update = update_for(&session, &info, TransactionKind::OnlinePayment, 900);
+    let (mut session, info, update) =
+        prepared(&mut card, [8; 16], TransactionKind::OnlinePayment, 900);
     let spc = session.seal(ins::SETTLE, &update.encode()).unwrap();
     let lost = send(&mut card, online(ins::SETTLE, spc));
     assert_eq!(lost.sw, StatusWord::SUCCESS);
@@ -672,9 +678,7 @@ fn a_power_cut_at_any_write_applies_all_of_an_update_or_none_of_it() {
         let writes = {
             let memory = MemoryEeprom::new(EEPROM_SIZE);
             let mut card = card_with_key(5_000, &memory);
-            let mut session = authenticate(&mut card);
-            let info = read_balance(&mut card, &mut session, [0; 16]);
-            let update = update_for(&session, &info, kind, 1_000);
+            let (mut session, _, update) = prepared(&mut card, [0; 16], kind, 1_000);
             let sealed = session
                 .seal(instruction_for(kind), &update.encode())
                 .unwrap();
