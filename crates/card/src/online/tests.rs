@@ -107,14 +107,19 @@ fn authenticate(card: &mut TestCard) -> ServerSession {
     session
 }
 
-/// ST12-ST13: BRC in, BI out.
-fn read_balance(card: &mut TestCard, session: &mut ServerSession, id: SettlementId) -> BalanceInfo {
-    let brc = session
+/// BRC for settlement `id`, sealed as the session's next message.
+fn sealed_readout(session: &mut ServerSession, id: SettlementId) -> Vec<u8> {
+    session
         .seal(
             ins::READ_BALANCE,
             &BalanceReadout { settlement_id: id }.encode(),
         )
-        .unwrap();
+        .unwrap()
+}
+
+/// ST12-ST13: BRC in, BI out.
+fn read_balance(card: &mut TestCard, session: &mut ServerSession, id: SettlementId) -> BalanceInfo {
+    let brc = sealed_readout(session, id);
     let response = send(card, online(ins::READ_BALANCE, brc));
     assert_eq!(response.sw, StatusWord::SUCCESS);
     BalanceInfo::decode(&session.open(ins::READ_BALANCE, &response.data).unwrap()).unwrap()
@@ -279,15 +284,7 @@ fn an_online_charge_raises_the_balance_and_the_purse_spends_it_offline_too() {
     );
     // Selecting the purse ended the online session.
     assert_eq!(select(&mut card, &ONLINE_AID).sw, StatusWord::SUCCESS);
-    let brc = session
-        .seal(
-            ins::READ_BALANCE,
-            &BalanceReadout {
-                settlement_id: [3; 16],
-            }
-            .encode(),
-        )
-        .unwrap();
+    let brc = sealed_readout(&mut session, [3; 16]);
     assert_eq!(
         send(&mut card, online(ins::READ_BALANCE, brc)).sw,
         StatusWord::SECURITY_STATUS_NOT_SATISFIED
@@ -437,29 +434,13 @@ fn without_mutual_authentication_nothing_secured_is_accepted() {
     );
     // An altered message ends an open session.
     let mut session = authenticate(&mut card);
-    let mut brc = session
-        .seal(
-            ins::READ_BALANCE,
-            &BalanceReadout {
-                settlement_id: [1; 16],
-            }
-            .encode(),
-        )
-        .unwrap();
+    let mut brc = sealed_readout(&mut session, [1; 16]);
     brc[0] ^= 1;
     assert_eq!(
         send(&mut card, online(ins::READ_BALANCE, brc)).sw,
         StatusWord::SECURITY_STATUS_NOT_SATISFIED
     );
-    let brc = session
-        .seal(
-            ins::READ_BALANCE,
-            &BalanceReadout {
-                settlement_id: [1; 16],
-            }
-            .encode(),
-        )
-        .unwrap();
+    let brc = sealed_readout(&mut session, [1; 16]);
     assert_eq!(
         send(&mut card, online(ins::READ_BALANCE, brc)).sw,
         StatusWord::SECURITY_STATUS_NOT_SATISFIED
