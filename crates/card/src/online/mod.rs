@@ -298,6 +298,7 @@ fn read_balance(
         counter: purse.counter,
         date: purse.known_date,
         last_settlement: online.last.as_ref().map(|last| last.settlement_id),
+        last_usage: purse.last_usage.clone(),
     };
     Ok(Effect::reply(open.send(ins::READ_BALANCE, &info.encode())?))
 }

@@ -626,6 +626,13 @@ fn a_card_pulled_before_or_after_settle_tells_the_server_what_happened() {
     assert_eq!(earlier.applied, None);
     let info = read_balance(&mut card, &mut recovery, [9; 16]);
     assert_eq!(info.last_settlement, Some([8; 16]));
+    // BI hands the security server the record that the next online record follows.
+    let last = info.last_usage.unwrap();
+    assert_eq!(last.kind, TransactionKind::OnlinePayment);
+    assert_eq!(
+        (last.counter, last.balance_after),
+        (info.counter, info.balance)
+    );
 }
 
 fn completion_status(

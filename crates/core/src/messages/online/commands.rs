@@ -4,7 +4,7 @@
 use crate::cert::Certificate;
 use crate::crypto::{Signature, SIGNATURE_LEN};
 use crate::ids::{CardId, DeviceId};
-use crate::messages::purse::{Challenge, TransactionKind};
+use crate::messages::purse::{Challenge, TransactionKind, UsageRecord};
 use crate::messages::DecodeError;
 use crate::money::Amount;
 use crate::time::Date;
@@ -241,6 +241,9 @@ pub struct BalanceInfo {
     pub date: Date,
     /// The settlement the card applied last, if any.
     pub last_settlement: Option<SettlementId>,
+    /// The card's last usage record (whoever wrote it): the security server hands it to the
+    /// center with the online record that follows it, so the center can check the chain.
+    pub last_usage: Option<UsageRecord>,
 }
 
 impl BalanceInfo {
@@ -254,6 +257,9 @@ impl BalanceInfo {
             .put_u32(tag::DATE, self.date.0);
         if let Some(last) = &self.last_settlement {
             w.put(tag::LAST_SETTLEMENT, last);
+        }
+        if let Some(record) = &self.last_usage {
+            record.encode_into(&mut w);
         }
         w.into_bytes()
     }
@@ -275,12 +281,24 @@ impl BalanceInfo {
                     field: "last settlement",
                     reason: "wrong length",
                 })?,
+            last_usage: r
+                .optional(tag::LAST_USAGE)?
+                .map(UsageRecord::decode_value)
+                .transpose()?,
         };
         r.finish()?;
         if info.spendable > info.balance {
             return Err(DecodeError::Field {
                 field: "spendable",
                 reason: "above the balance",
+            });
+        }
+        if info.last_usage.as_ref().is_some_and(|record| {
+            record.counter != info.counter || record.balance_after != info.balance
+        }) {
+            return Err(DecodeError::Field {
+                field: "last usage",
+                reason: "does not describe the balance and counter",
             });
         }
         Ok(info)

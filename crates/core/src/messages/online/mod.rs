@@ -78,6 +78,8 @@ pub mod tag {
     pub const DF_NAME: u32 = 0x84;
     pub const FCI_PROPRIETARY: u32 = 0xA5;
     pub const COMPLETION: u32 = 0xA1;
+    /// The card's last usage record, encoded as the purse encodes it (§ 6.12).
+    pub const LAST_USAGE: u32 = crate::messages::purse::tag::USAGE_RECORD;
     pub const CERTIFICATE: u32 = crate::cert::TAG_CERTIFICATE;
 }
 

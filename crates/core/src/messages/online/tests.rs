@@ -146,7 +146,20 @@ fn every_message_round_trips() {
         settlement_id: [8; 16],
     };
     assert_eq!(BalanceReadout::decode(&readout.encode()).unwrap(), readout);
-    for last_settlement in [None, Some([1; 16])] {
+    let record = OnlineRecord {
+        kind: TransactionKind::OnlineCharge,
+        card_id: CARD,
+        writer: DeviceId([0x55, 0, 0, 0, 0, 0, 0, 1]),
+        challenge_host: [1; 16],
+        challenge_card: [2; 16],
+        counter: 4,
+        amount: Amount::new(5_000).unwrap(),
+        balance_after: Amount::new(5_000).unwrap(),
+        writer_sequence: 3,
+        date: Date::from_ymd(2026, 11, 30).unwrap(),
+    }
+    .usage_record(Signature([7; 64]));
+    for (last_settlement, last_usage) in [(None, None), (Some([1; 16]), Some(record.clone()))] {
         let info = BalanceInfo {
             card_id: CARD,
             settlement_id: [8; 16],
@@ -155,9 +168,22 @@ fn every_message_round_trips() {
             counter: 4,
             date: Date::from_ymd(2026, 11, 30).unwrap(),
             last_settlement,
+            last_usage,
         };
         assert_eq!(BalanceInfo::decode(&info.encode()).unwrap(), info);
     }
+    // A last record that does not describe the balance and counter is refused.
+    let mismatched = BalanceInfo {
+        card_id: CARD,
+        settlement_id: [8; 16],
+        balance: Amount::new(4_999).unwrap(),
+        spendable: Amount::new(4_000).unwrap(),
+        counter: 4,
+        date: Date::from_ymd(2026, 11, 30).unwrap(),
+        last_settlement: None,
+        last_usage: Some(record),
+    };
+    assert!(BalanceInfo::decode(&mismatched.encode()).is_err());
     for kind in [
         TransactionKind::OnlinePayment,
         TransactionKind::OnlineCharge,
@@ -229,6 +255,7 @@ fn decoders_refuse_what_no_encoder_writes() {
         counter: 0,
         date: Date(0),
         last_settlement: None,
+        last_usage: None,
     };
     assert!(BalanceInfo::decode(&info.encode()).is_err());
     // A completion status whose completion names another settlement.
