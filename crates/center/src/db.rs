@@ -172,6 +172,9 @@ pub const MIGRATIONS: &[Migration] = &[
     // 17: writes pending in memory-card machines' logs, reported as restore evidence
     // (counted only once a later record shows they landed).
     Portable(crate::memcard::PENDING_MIGRATION),
+    // 18: online payments and charges (seed 004) as the settlement system's security
+    // server reports them, keyed by card.
+    Portable(crate::online::MIGRATION),
 ];
 
 /// The center a database belongs to.

@@ -17,6 +17,7 @@ pub mod keys;
 pub mod lists;
 pub mod loads;
 pub mod memcard;
+pub mod online;
 pub mod reconcile;
 pub mod settlement;
 pub mod sql;

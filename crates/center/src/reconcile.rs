@@ -9,6 +9,8 @@
 //! issued + loaded - restored - spent = remaining value
 //! ```
 //!
+//! (with online charges added and online payments taken away, seed 004: `online.rs`)
+//!
 //! holds exactly once every terminal has uploaded, no load is in flight and no card was spent
 //! twice. Each way it can fail to hold says something different:
 //!
@@ -62,6 +64,9 @@ pub struct Reconciliation {
     /// Memory cards (seed 001): charged and spent through machines, apart from the purse
     /// totals above, with their own equation.
     pub memcards: crate::memcard::MemcardTotals,
+    /// Online charges and payments (seed 004), as the settlement system's security server
+    /// reported them: the purse's own value, in the equation.
+    pub online: crate::online::OnlineTotals,
 }
 
 /// How the totals stand against each other.
@@ -95,12 +100,13 @@ impl ReconciliationStatus {
 }
 
 impl Reconciliation {
-    /// issued + loaded - restored - spent: what the cards should hold by the center's records
-    /// (negative when more was spent than ever paid in).
+    /// issued + loaded + charged online - restored - spent - spent online: what the cards
+    /// should hold by the center's records (negative when more was spent than ever paid in).
     pub fn expected_remaining(&self) -> i128 {
-        i128::from(self.issued) + i128::from(self.loaded)
+        i128::from(self.issued) + i128::from(self.loaded) + i128::from(self.online.charged)
             - i128::from(self.restored)
             - i128::from(self.spent)
+            - i128::from(self.online.spent)
     }
 
     /// remaining - expected: zero when reconciled; positive when the center records more value
@@ -139,6 +145,10 @@ impl Reconciliation {
     }
 }
 
+/// The column the online totals start at in the reconciliation's statement: after the
+/// purse's 9 columns, the transfers' 9 and the memory cards' 14.
+const ONLINE_COLUMN: usize = 32;
+
 /// A sum or count read back from the database: never negative, or the row is corrupt.
 fn total(row: &crate::sql::Row, index: usize) -> Result<u64, CenterError> {
     u64::try_from(row.int(index)?).map_err(|_| {
@@ -168,9 +178,11 @@ impl Center {
                  (SELECT CAST(COUNT(*) AS BIGINT) FROM remaining_values
                       WHERE card_id NOT IN (SELECT card_id FROM card_restorations)),
                  {},
+                 {},
                  {}",
             crate::transfers::TOTALS_COLUMNS,
-            crate::memcard::totals_columns()
+            crate::memcard::totals_columns(),
+            crate::online::TOTALS_COLUMNS
         );
         let row = self.db.query_one(&sql, &[])?;
         Ok(Reconciliation {
@@ -185,6 +197,7 @@ impl Center {
             cards_with_remaining: total(&row, 8)?,
             transfers: crate::transfers::totals_from(&row, 9)?,
             memcards: crate::memcard::totals_from(&row, 18)?,
+            online: crate::online::totals_from(&row, ONLINE_COLUMN)?,
         })
     }
 }
@@ -206,6 +219,7 @@ mod tests {
             cards_with_remaining: 1,
             transfers: Default::default(),
             memcards: Default::default(),
+            online: Default::default(),
         }
     }
 

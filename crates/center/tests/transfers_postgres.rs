@@ -3,45 +3,14 @@
 //! local one with trust authentication); without one the test says SKIPPED and passes.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-/// Says that a test was skipped, on the process's stderr directly: the test harness captures
-/// `eprintln!` of passing tests, and CI must see every skip.
-macro_rules! skip_note {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), $($arg)*);
-    }};
-}
-
 mod common;
 
 use common::*;
-use rand_core::RngCore;
 use valuecard_center::reconcile::ReconciliationStatus;
-use valuecard_center::sql::Database;
 use valuecard_center::transfers::TRANSFER_HOLD_DAYS;
 use valuecard_core::cert::Role;
 use valuecard_core::messages::transfer::{TransferLink, TransferReport, TransferUpload};
 use valuecard_sim::Storage;
-
-fn fresh_database() -> Option<Database> {
-    let url = std::env::var("VALUECARD_POSTGRES_URL")
-        .unwrap_or_else(|_| "host=127.0.0.1 port=5432 user=postgres dbname=postgres".to_owned());
-    let mut admin = match postgres::Client::connect(&url, postgres::NoTls) {
-        Ok(client) => client,
-        Err(error) => {
-            skip_note!("SKIPPED: PostgreSQL not reachable at {url:?}: {error}");
-            return None;
-        }
-    };
-    let schema = format!(
-        "valuecard_transfer_test_{:016x}",
-        rand_core::OsRng.next_u64()
-    );
-    admin
-        .batch_execute(&format!("CREATE SCHEMA {schema}"))
-        .unwrap();
-    Some(Database::connect_postgres(&format!("{url} options='-c search_path={schema}'")).unwrap())
-}
 
 fn send(scene: &mut Scene, terminal: &Device, reports: Vec<TransferReport>) -> (u32, u32) {
     let receipt = scene
@@ -57,7 +26,7 @@ fn send(scene: &mut Scene, terminal: &Device, reports: Vec<TransferReport>) -> (
 
 #[test]
 fn rotation_reports_merging_clones_and_reconciliation_on_postgres() {
-    let Some(database) = fresh_database() else {
+    let Some(database) = postgres_database("valuecard_transfer_test") else {
         return;
     };
     let storage = Storage::Database(std::sync::Arc::new(std::sync::Mutex::new(Some(database))));
@@ -138,7 +107,7 @@ fn releases_their_rule_totals_and_contradiction_on_postgres() {
     use valuecard_core::messages::center::{CenterError, ListReason};
     use valuecard_core::messages::transfer::PendingTransfer;
 
-    let Some(database) = fresh_database() else {
+    let Some(database) = postgres_database("valuecard_transfer_test") else {
         return;
     };
     let storage = Storage::Database(std::sync::Arc::new(std::sync::Mutex::new(Some(database))));

@@ -357,6 +357,12 @@ pub fn center_status(
             "reconciled": status == ReconciliationStatus::Reconciled,
             "transfers": crate::transfer_cli::status_json(&generations, &totals.transfers),
             "memory_cards": memcard_json(&totals.memcards),
+            "online": json!({
+                "charged": totals.online.charged,
+                "charges": totals.online.charges,
+                "spent": totals.online.spent,
+                "payments": totals.online.payments,
+            }),
             "not_known_here": NOT_KNOWN_HERE,
             "pending_loads": pending.iter().map(|p| json!({"card": p.card_id.to_string(), "load_number": p.load_number, "amount": p.amount.minor(), "dispenser": p.dispenser_id.to_string()})).collect::<Vec<_>>(),
             "alerts": alerts.iter().map(|a| json!({"subject": hex::encode_upper(a.subject), "kind": a.kind, "detail": a.detail, "raised_on": valuecard_core::time::Date(a.raised_on).to_string()})).collect::<Vec<_>>(),
@@ -394,7 +400,14 @@ pub fn center_status(
             crate::transfer_cli::print_status(&generations, &totals.transfers);
             print_memcards(&totals.memcards);
             println!(
-                "  issued + loaded - restored - spent = {}: {verdict}",
+                "  online: charged {} ({} charges), spent {} ({} payments)",
+                money(totals.online.charged.into()),
+                totals.online.charges,
+                money(totals.online.spent.into()),
+                totals.online.payments
+            );
+            println!(
+                "  issued + loaded + charged online - restored - spent - spent online = {}: {verdict}",
                 money(totals.expected_remaining())
             );
             println!("  not known here: {NOT_KNOWN_HERE}");

@@ -27,9 +27,10 @@ impl Center {
     ) -> Result<Result<(), Claim>, CenterError> {
         let offer = &request.offer;
         let card_id = request.card_id;
-        // Balances only rise by loads and by transfers received (seed 000): the balance
-        // after the newest load that may have reached the card, plus every transfer the
-        // card received, bounds every later balance.
+        // Balances only rise by loads, by transfers received (seed 000) and by online
+        // charges (seed 004): the balance after the newest load that may have reached the
+        // card, plus every transfer it received and every charge made online, bounds every
+        // later balance.
         let ceiling = self
             .db
             .query_one(
@@ -38,6 +39,8 @@ impl Center {
                           WHERE card_id = $1 AND status != 'cancelled')
                    + (SELECT COALESCE(SUM(amount_minor), 0) FROM transfers
                           WHERE destination = $1 AND proof_status = 'received')
+                   + (SELECT COALESCE(SUM(amount_minor), 0) FROM online_records
+                          WHERE card_id = $1 AND kind = 6)
                  AS BIGINT)",
                 &[card_id.0[..].into()],
             )?

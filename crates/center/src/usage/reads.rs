@@ -24,7 +24,9 @@ pub(super) struct CardFacts {
 pub(super) type State = (CardId, u32);
 
 /// How a card state was consumed: usage records that spent it, committed loads that
-/// started from it (by number), transfers the card sent or received from it.
+/// started from it (by number), transfers the card sent or received from it and online
+/// updates (seed 004) made from it (counted with the transfers: updates other than a
+/// terminal's or a load).
 #[derive(Debug, Clone, Default)]
 pub(super) struct StateUse {
     pub records: u64,
@@ -176,6 +178,10 @@ pub(super) fn state_uses(
          SELECT CAST(1 AS BIGINT), t.source, t.source_counter, CAST(0 AS BIGINT)
          FROM {keys} JOIN transfers t ON t.source = set_keys.card_id
              AND t.source_counter BETWEEN set_keys.low AND set_keys.high
+         UNION ALL
+         SELECT CAST(1 AS BIGINT), o.card_id, o.card_counter, CAST(0 AS BIGINT)
+         FROM {keys} JOIN online_records o ON o.card_id = set_keys.card_id
+             AND o.card_counter BETWEEN set_keys.low AND set_keys.high
          UNION ALL
          SELECT CAST(2 AS BIGINT), l.card_id, l.card_counter, l.load_number
          FROM {keys} JOIN loads l ON l.card_id = set_keys.card_id

@@ -81,3 +81,14 @@ impl OnlineRecord {
         }
     }
 }
+
+/// One online update as the security server reports it to the center: the card, the
+/// settlement, the card's record before it (from BI; none when the update is the card's
+/// first) and the online record itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OnlineItem {
+    pub card_id: CardId,
+    pub settlement_id: super::SettlementId,
+    pub previous: Option<UsageRecord>,
+    pub record: UsageRecord,
+}
