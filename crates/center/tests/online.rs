@@ -7,9 +7,6 @@
 mod common;
 
 use common::*;
-use valuecard_card::eeprom::MemoryEeprom;
-use valuecard_card::image::EEPROM_SIZE;
-use valuecard_card::Card;
 use valuecard_center::reconcile::ReconciliationStatus;
 use valuecard_center::Center;
 use valuecard_core::cert::Role;
@@ -18,7 +15,6 @@ use valuecard_core::ids::{CardId, DeviceId};
 use valuecard_core::messages::center::CenterError;
 use valuecard_core::messages::online::{OnlineItem, OnlineRecord};
 use valuecard_core::messages::purse::{TransactionKind, UsageRecord};
-use valuecard_reader::InProcessReader;
 use valuecard_sim::Storage;
 
 /// The settlement system's security server as the center knows it: certified, its key held
@@ -257,10 +253,7 @@ fn a_state_spent_online_and_at_a_terminal_lists_the_card() {
     let mut server = SecurityServer::certify(&mut scene);
     let a = CardState::read(&mut scene.a);
     // A copy of A's memory spends the state at a payment terminal...
-    let memory = MemoryEeprom::new(EEPROM_SIZE);
-    memory.restore(&scene.a.card().unwrap().store().eeprom().snapshot());
-    let rng = scene.world.fork_rng();
-    let mut copy = InProcessReader::with_card("copy", Card::open(memory, rng).unwrap());
+    let mut copy = scene.copy_of_a();
     scene.world.terminals[0]
         .purchase(&mut copy, amount(200))
         .unwrap();

@@ -9,9 +9,6 @@ mod common;
 
 use common::*;
 use rand_core::SeedableRng;
-use valuecard_card::eeprom::MemoryEeprom;
-use valuecard_card::image::EEPROM_SIZE;
-use valuecard_card::Card;
 use valuecard_center::reconcile::{Reconciliation, ReconciliationStatus};
 use valuecard_center::transfers::TRANSFER_HOLD_DAYS;
 use valuecard_center::Center;
@@ -24,7 +21,6 @@ use valuecard_core::messages::transfer::{
     ProofStatus, ProofSubject, TransferBinding, TransferLink, TransferProof, TransferReport,
     TransferUpload, ValueMessage,
 };
-use valuecard_reader::InProcessReader;
 
 fn upload(center: &mut Center, terminal: &Device, reports: Vec<TransferReport>) -> UploadReceipt {
     center
@@ -459,10 +455,7 @@ fn a_state_consumed_by_a_purchase_and_a_transfer_lists_the_card() {
     let b = CardState::read(&mut scene.b);
     let key = scene.key();
     // A copy of A's memory, which spends the same state at a payment terminal.
-    let memory = MemoryEeprom::new(EEPROM_SIZE);
-    memory.restore(&scene.a.card().unwrap().store().eeprom().snapshot());
-    let rng = scene.world.fork_rng();
-    let mut copy = InProcessReader::with_card("copy", Card::open(memory, rng).unwrap());
+    let mut copy = scene.copy_of_a();
     scene.world.terminals[0]
         .purchase(&mut copy, amount(200))
         .unwrap();

@@ -182,6 +182,14 @@ impl Scene {
         Device::install(&mut self.world.center, role, &mut self.rng)
     }
 
+    /// A copy of card A's memory in a reader of its own: a clone that spends A's states.
+    pub fn copy_of_a(&mut self) -> Reader {
+        let memory = MemoryEeprom::new(EEPROM_SIZE);
+        memory.restore(&self.a.card().unwrap().store().eeprom().snapshot());
+        let rng = self.world.fork_rng();
+        InProcessReader::with_card("copy", valuecard_card::Card::open(memory, rng).unwrap())
+    }
+
     pub fn center(&mut self) -> &mut Center {
         &mut self.world.center
     }
