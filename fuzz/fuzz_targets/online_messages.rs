@@ -1,7 +1,7 @@
 //! The common-key application's message decoders (`valuecard_core::messages::online`, seed
-//! 004) and the card's persisted online state. The first byte selects the decoder, the rest
-//! is the input. A decoded value must re-encode to exactly the input (every message has one
-//! encoding) and decode again to itself.
+//! 004), the signed documents of online settlement, and the card's persisted online state.
+//! The first byte selects the decoder, the rest is the input. A decoded value must re-encode
+//! to exactly the input (every message has one encoding) and decode again to itself.
 #![no_main]
 
 #[path = "common/round_trip.rs"]
@@ -11,12 +11,12 @@ use common::round_trip;
 use libfuzzer_sys::fuzz_target;
 use valuecard_card::state::OnlineApp;
 use valuecard_core::messages::online::{
-    BalanceInfo, BalanceReadout, BalanceUpdate, Completion, CompletionQuery, CompletionStatus,
+    BalanceInfo, BalanceReadout, BalanceUpdate, Bill, Completion, CompletionQuery, CompletionStatus,
     ExternalAuthenticate, InitializeUpdate, InitializeUpdateResponse, KeyInstallation, OnlineFci,
-    SettlementPreview,
+    Receipt, SettlementCompletion, SettlementPreview,
 };
 
-const DECODERS: u8 = 13;
+const DECODERS: u8 = 16;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&selector, body)) = data.split_first() else {
@@ -35,6 +35,9 @@ fuzz_target!(|data: &[u8]| {
         9 => round_trip(body, CompletionQuery::decode, CompletionQuery::encode),
         10 => round_trip(body, CompletionStatus::decode, CompletionStatus::encode),
         11 => round_trip(body, SettlementPreview::decode, SettlementPreview::encode),
-        _ => round_trip(body, OnlineApp::decode, OnlineApp::encode),
+        12 => round_trip(body, OnlineApp::decode, OnlineApp::encode),
+        13 => round_trip(body, Bill::decode, Bill::encode),
+        14 => round_trip(body, SettlementCompletion::decode, SettlementCompletion::encode),
+        _ => round_trip(body, Receipt::decode, Receipt::encode),
     }
 });

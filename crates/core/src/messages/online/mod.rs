@@ -8,6 +8,8 @@
 //! - [`session`]: mutual authentication (cryptograms) and the secured messages under KSES.
 //! - [`commands`]: the command and response data of every online command, each with one
 //!   encoder and one decoder.
+//! - [`documents`]: the signed documents among the store, the application server and the
+//!   holder's client (the bill and SIG1 to SIG5).
 //! - [`record`]: the usage record the security server signs for each online payment or
 //!   charge, so that one card's chain of records (terminals, transfers, online) reaches the
 //!   center as one history.
@@ -15,12 +17,14 @@
 //! The card commands are documented in `docs/card-commands.md`.
 
 pub mod commands;
+pub mod documents;
 pub mod record;
 pub mod session;
 #[cfg(test)]
 mod tests;
 
 pub use commands::*;
+pub use documents::*;
 pub use record::*;
 pub use session::*;
 
