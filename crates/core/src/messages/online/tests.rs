@@ -341,6 +341,9 @@ fn the_record_signature_covers_every_field_and_reads_back_from_the_kept_record()
     }
 }
 
+/// How a test breaks a genuine bill.
+type BillChange = Box<dyn Fn(&mut Bill)>;
+
 fn bill() -> Bill {
     Bill {
         store: DeviceId(*b"MALL0001"),
@@ -422,7 +425,7 @@ fn the_documents_round_trip_and_each_signature_covers_its_own_string() {
 
 #[test]
 fn a_bill_that_does_not_hold_together_is_refused() {
-    let changes: Vec<(&str, Box<dyn Fn(&mut Bill)>)> = vec![
+    let changes: Vec<(&str, BillChange)> = vec![
         (
             "a total above the lines",
             Box::new(|b| b.total = Amount::new(1_251).unwrap()),
