@@ -7,10 +7,17 @@
 //! - [`security`]: the security server's protocol with the card, step by step, I/O-free:
 //!   key installation, mutual authentication and KSES, BI, the SPC or value update with the
 //!   record it signs, the PCN, and the recovery of a lost PCN in a new session.
+//! - [`store`]: the store or mall: catalog, the bill signed SIG1, the receipt signed SIG4
+//!   once the application server's completion SIG3 checks out.
+//! - [`application`]: the application server's checks and signatures (SIG1 checked against
+//!   the registered store keys; SIG2, SIG3, SIG5 signed; SIG4 checked) and the holder's
+//!   client's checks of the same.
 //!
 //! **Architecture invariant:** nothing here opens a file or a socket; the services that run
 //! these steps keep each step's state between the client's requests.
 
 #![forbid(unsafe_code)]
 
+pub mod application;
 pub mod security;
+pub mod store;
