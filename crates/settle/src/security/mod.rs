@@ -98,12 +98,7 @@ pub enum Step {
         session: SessionRecord,
     },
     /// ST13-ST14: BI read; the update was sealed for the card, bound to its counter.
-    Offered {
-        settlement_id: SettlementId,
-        session: SessionRecord,
-        info: BalanceInfo,
-        update: BalanceUpdate,
-    },
+    Offered(Offered),
     /// ST18-ST19: the card applied the update; `item` is what the center is told.
     Completed {
         settlement_id: SettlementId,
@@ -112,6 +107,16 @@ pub enum Step {
     },
     /// The update can never apply: a new session found it not applied.
     Voided { settlement_id: SettlementId },
+}
+
+/// An update sealed for the card and not yet confirmed: what completing or resolving it
+/// checks against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Offered {
+    pub settlement_id: SettlementId,
+    pub session: SessionRecord,
+    pub info: BalanceInfo,
+    pub update: BalanceUpdate,
 }
 
 /// The security server's operations over its keys.
@@ -224,6 +229,8 @@ impl<K: SecurityKeys> SecurityServer<K> {
 
     /// ST13-ST14: opens BI and seals the update the holder asked for, with the usage record
     /// the card will keep, signed. `writer_sequence` numbers the security server's records.
+    /// The caller keeps the result as [`Step::Offered`] until the PCN or a new session says
+    /// how it ended.
     pub fn offer(
         &self,
         settlement_id: SettlementId,
@@ -231,16 +238,15 @@ impl<K: SecurityKeys> SecurityServer<K> {
         sealed_info: &[u8],
         request: &UpdateRequest,
         writer_sequence: u32,
-    ) -> Result<(Step, Vec<u8>), SecurityError> {
+    ) -> Result<(Offered, Vec<u8>), SecurityError> {
         let mut live = self.resume(session)?;
-        let info = BalanceInfo::decode(&live.open(ins::READ_BALANCE, sealed_info)?)
-            .map_err(|error| SecurityError::Malformed(error.to_string()))?;
-        if info.card_id != session.card_id {
-            return Err(SecurityError::WrongCard {
-                expected: session.card_id,
-                found: info.card_id,
-            });
-        }
+        let info = opened(
+            &mut live,
+            ins::READ_BALANCE,
+            sealed_info,
+            BalanceInfo::decode,
+        )?;
+        same_card(&session.card_id, &info.card_id)?;
         if info.settlement_id != settlement_id {
             return Err(SecurityError::WrongSettlement);
         }
@@ -293,7 +299,7 @@ impl<K: SecurityKeys> SecurityServer<K> {
         };
         let sealed = live.seal(instruction, &update.encode())?;
         Ok((
-            Step::Offered {
+            Offered {
                 settlement_id,
                 session: record_of(&live, session.key_version),
                 info,
@@ -307,23 +313,18 @@ impl<K: SecurityKeys> SecurityServer<K> {
     /// update offered; gives what the center is to be told.
     pub fn complete(
         &self,
-        offered: &Step,
+        offered: &Offered,
         sealed_completion: &[u8],
     ) -> Result<Step, SecurityError> {
-        let Step::Offered {
-            settlement_id,
-            session,
-            info,
-            update,
-        } = offered
-        else {
-            return Err(SecurityError::CompletionMismatch);
-        };
-        let instruction = instruction_for(update.kind)?;
-        let mut live = self.resume(session)?;
-        let completion = Completion::decode(&live.open(instruction, sealed_completion)?)
-            .map_err(|error| SecurityError::Malformed(error.to_string()))?;
-        self.completed(*settlement_id, session, info, update, completion)
+        let instruction = instruction_for(offered.update.kind)?;
+        let mut live = self.resume(&offered.session)?;
+        let completion = opened(
+            &mut live,
+            instruction,
+            sealed_completion,
+            Completion::decode,
+        )?;
+        self.completed(offered, completion)
     }
 
     /// The sealed GET COMPLETION for an offered update, in a new session with the same card
@@ -331,37 +332,23 @@ impl<K: SecurityKeys> SecurityServer<K> {
     /// `sealed_info`): the card's answer says whether it applied the update.
     pub fn completion_query(
         &self,
-        offered: &Step,
+        offered: &Offered,
         fresh: &SessionRecord,
         sealed_info: &[u8],
     ) -> Result<(SessionRecord, Vec<u8>), SecurityError> {
-        let Step::Offered {
-            settlement_id,
-            session,
-            ..
-        } = offered
-        else {
-            return Err(SecurityError::CompletionMismatch);
-        };
-        if fresh.card_id != session.card_id {
-            return Err(SecurityError::WrongCard {
-                expected: session.card_id,
-                found: fresh.card_id,
-            });
-        }
+        same_card(&offered.session.card_id, &fresh.card_id)?;
         let mut live = self.resume(fresh)?;
-        let info = BalanceInfo::decode(&live.open(ins::READ_BALANCE, sealed_info)?)
-            .map_err(|error| SecurityError::Malformed(error.to_string()))?;
-        if info.card_id != session.card_id {
-            return Err(SecurityError::WrongCard {
-                expected: session.card_id,
-                found: info.card_id,
-            });
-        }
+        let info = opened(
+            &mut live,
+            ins::READ_BALANCE,
+            sealed_info,
+            BalanceInfo::decode,
+        )?;
+        same_card(&offered.session.card_id, &info.card_id)?;
         let query = live.seal(
             ins::GET_COMPLETION,
             &CompletionQuery {
-                settlement_id: *settlement_id,
+                settlement_id: offered.settlement_id,
             }
             .encode(),
         )?;
@@ -373,47 +360,41 @@ impl<K: SecurityKeys> SecurityServer<K> {
     /// never to be applied.
     pub fn resolve(
         &self,
-        offered: &Step,
+        offered: &Offered,
         fresh: &SessionRecord,
         sealed_status: &[u8],
     ) -> Result<Step, SecurityError> {
-        let Step::Offered {
-            settlement_id,
-            session,
-            info,
-            update,
-        } = offered
-        else {
+        same_card(&offered.session.card_id, &fresh.card_id)?;
+        if fresh.host_challenge == offered.session.host_challenge {
+            // The same session that sealed the update: its answer proves nothing final.
             return Err(SecurityError::CompletionMismatch);
-        };
-        if fresh.card_id != session.card_id || fresh.host_challenge == session.host_challenge {
-            return Err(SecurityError::WrongCard {
-                expected: session.card_id,
-                found: fresh.card_id,
-            });
         }
         let mut live = self.resume(fresh)?;
-        let status = CompletionStatus::decode(&live.open(ins::GET_COMPLETION, sealed_status)?)
-            .map_err(|error| SecurityError::Malformed(error.to_string()))?;
-        if status.settlement_id != *settlement_id {
+        let status = opened(
+            &mut live,
+            ins::GET_COMPLETION,
+            sealed_status,
+            CompletionStatus::decode,
+        )?;
+        if status.settlement_id != offered.settlement_id {
             return Err(SecurityError::WrongSettlement);
         }
         match status.applied {
-            Some(completion) => self.completed(*settlement_id, session, info, update, completion),
+            Some(completion) => self.completed(offered, completion),
             None => Ok(Step::Voided {
-                settlement_id: *settlement_id,
+                settlement_id: offered.settlement_id,
             }),
         }
     }
 
-    fn completed(
-        &self,
-        settlement_id: SettlementId,
-        session: &SessionRecord,
-        info: &BalanceInfo,
-        update: &BalanceUpdate,
-        completion: Completion,
-    ) -> Result<Step, SecurityError> {
+    fn completed(&self, offered: &Offered, completion: Completion) -> Result<Step, SecurityError> {
+        let Offered {
+            settlement_id,
+            session,
+            info,
+            update,
+        } = offered;
+        let settlement_id = *settlement_id;
         let expected = Completion {
             settlement_id,
             kind: update.kind,
@@ -461,6 +442,28 @@ impl<K: SecurityKeys> SecurityServer<K> {
             &session.card_challenge,
             (session.to_card, session.to_server),
         ))
+    }
+}
+
+/// Opens the card's next answer to `instruction` and decodes it.
+fn opened<T>(
+    live: &mut ServerSession,
+    instruction: u8,
+    sealed: &[u8],
+    decode: impl Fn(&[u8]) -> Result<T, valuecard_core::messages::DecodeError>,
+) -> Result<T, SecurityError> {
+    decode(&live.open(instruction, sealed)?)
+        .map_err(|error| SecurityError::Malformed(error.to_string()))
+}
+
+fn same_card(expected: &CardId, found: &CardId) -> Result<(), SecurityError> {
+    if expected == found {
+        Ok(())
+    } else {
+        Err(SecurityError::WrongCard {
+            expected: *expected,
+            found: *found,
+        })
     }
 }
 
