@@ -17,7 +17,7 @@ use valuecard_card::state::PersistentState;
 use valuecard_card::{testing, Card};
 use valuecard_core::apdu::{Command, Response};
 use valuecard_core::messages::online::{
-    ins, ExternalAuthenticate, InitializeUpdate, InitializeUpdateResponse, ServerSession,
+    ins, ExternalAuthenticate, InitializeUpdate, InitializeUpdateResponse, SecureSession,
     CLA_ONLINE, ONLINE_AID,
 };
 use valuecard_core::messages::purse::{ins as purse_ins, PURSE_AID};
@@ -56,7 +56,7 @@ fuzz_target!(|input: &[u8]| {
             .with_le(256);
         let response = exchange(&mut card, command);
         let answer = InitializeUpdateResponse::decode(&response.data).unwrap();
-        let (_, host_cryptogram) = ServerSession::authenticate(
+        let (_, host_cryptogram) = SecureSession::authenticate(
             &testing::online_card_key(1, 1),
             &testing::card_id(1),
             &host_challenge,

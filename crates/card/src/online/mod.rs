@@ -17,8 +17,8 @@ use valuecard_core::cert::Role;
 use valuecard_core::crypto::{constant_time_eq, random_array, AesKey};
 use valuecard_core::messages::online::{
     ins, BalanceInfo, BalanceReadout, BalanceUpdate, Completion, CompletionQuery, CompletionStatus,
-    Direction, ExternalAuthenticate, InitializeUpdate, InitializeUpdateResponse, KeyInstallation,
-    OnlineFci, OnlineRecord, SessionKeys, SettlementPreview,
+    ExternalAuthenticate, InitializeUpdate, InitializeUpdateResponse, KeyInstallation, OnlineFci,
+    OnlineRecord, SecureSession, SessionError, SessionKeys, SettlementPreview,
 };
 use valuecard_core::messages::purse::{Challenge, TransactionKind};
 use valuecard_core::StatusWord;
@@ -38,61 +38,26 @@ pub enum OnlineSession {
         card_challenge: Challenge,
     },
     /// Both sides proved KC: secured commands are accepted.
-    Open(OpenSession),
+    Open(SecureSession),
 }
 
 impl core::fmt::Debug for OnlineSession {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             OnlineSession::Initialized { .. } => f.write_str("OnlineSession::Initialized"),
-            OnlineSession::Open(open) => f
-                .debug_struct("OnlineSession::Open")
-                .field("to_card", &open.to_card)
-                .field("to_server", &open.to_server)
-                .finish_non_exhaustive(),
+            OnlineSession::Open(open) => f.debug_tuple("OnlineSession::Open").field(open).finish(),
         }
     }
 }
 
-/// An authenticated session: its keys, the challenges the records carry, and one message
-/// counter per direction.
-#[derive(Debug)]
-pub struct OpenSession {
-    keys: SessionKeys,
-    host_challenge: Challenge,
-    card_challenge: Challenge,
-    to_card: u32,
-    to_server: u32,
-}
-
-impl OpenSession {
-    /// Opens the next message to the card; a message that does not open ends the session.
-    fn receive(&mut self, instruction: u8, sealed: &[u8]) -> Result<Vec<u8>, StatusWord> {
-        let plaintext = self.peek(instruction, sealed)?;
-        self.to_card = self
-            .to_card
-            .checked_add(1)
-            .ok_or(StatusWord::CONDITIONS_NOT_SATISFIED)?;
-        Ok(plaintext)
-    }
-
-    /// Opens the next message to the card without consuming it (PREVIEW).
-    fn peek(&self, instruction: u8, sealed: &[u8]) -> Result<Vec<u8>, StatusWord> {
-        self.keys
-            .open(Direction::ToCard, self.to_card, instruction, sealed)
-            .map_err(|_| StatusWord::SECURITY_STATUS_NOT_SATISFIED)
-    }
-
-    /// Seals the next message to the server.
-    fn send(&mut self, instruction: u8, plaintext: &[u8]) -> Result<Vec<u8>, StatusWord> {
-        let sealed = self
-            .keys
-            .seal(Direction::ToServer, self.to_server, instruction, plaintext);
-        self.to_server = self
-            .to_server
-            .checked_add(1)
-            .ok_or(StatusWord::CONDITIONS_NOT_SATISFIED)?;
-        Ok(sealed)
+/// A message that does not open ends the session (`6982`); a counter run out refuses the
+/// command (`6985`).
+fn session_status(error: SessionError) -> StatusWord {
+    match error {
+        SessionError::Exhausted => StatusWord::CONDITIONS_NOT_SATISFIED,
+        SessionError::Unreadable | SessionError::CardCryptogram => {
+            StatusWord::SECURITY_STATUS_NOT_SATISFIED
+        }
     }
 }
 
@@ -271,13 +236,11 @@ fn external_authenticate(
     if !constant_time_eq(&keys.host_cryptogram(), &request.host_cryptogram) {
         return Err(StatusWord::SECURITY_STATUS_NOT_SATISFIED);
     }
-    volatile.online = Some(OnlineSession::Open(OpenSession {
+    volatile.online = Some(OnlineSession::Open(SecureSession::for_card(
         keys,
         host_challenge,
         card_challenge,
-        to_card: 0,
-        to_server: 0,
-    }));
+    )));
     Ok(Effect::reply(Vec::new()))
 }
 
@@ -286,10 +249,14 @@ fn read_balance(
     command: &Command,
     purse: &Purse,
     online: &OnlineApp,
-    open: &mut OpenSession,
+    open: &mut SecureSession,
 ) -> Result<Effect, StatusWord> {
-    let request = BalanceReadout::decode(&open.receive(ins::READ_BALANCE, &command.data)?)
-        .map_err(wrong_data)?;
+    let request = BalanceReadout::decode(
+        &open
+            .open(ins::READ_BALANCE, &command.data)
+            .map_err(session_status)?,
+    )
+    .map_err(wrong_data)?;
     let info = BalanceInfo {
         card_id: purse.keys.card_id,
         settlement_id: request.settlement_id,
@@ -300,19 +267,26 @@ fn read_balance(
         last_settlement: online.last.as_ref().map(|last| last.settlement_id),
         last_usage: purse.last_usage.clone(),
     };
-    Ok(Effect::reply(open.send(ins::READ_BALANCE, &info.encode())?))
+    Ok(Effect::reply(
+        open.seal(ins::READ_BALANCE, &info.encode())
+            .map_err(session_status)?,
+    ))
 }
 
 /// ST109: opens the next SPC (P1 = 0) or value update (P1 = 1) for the holder to read,
 /// without consuming it: the same sealed message then goes to SETTLE or CHARGE.
-fn preview(command: &Command, purse: &Purse, open: &OpenSession) -> Result<Effect, StatusWord> {
+fn preview(command: &Command, purse: &Purse, open: &SecureSession) -> Result<Effect, StatusWord> {
     let (instruction, kind) = if command.p1 == 0 {
         (ins::SETTLE, TransactionKind::OnlinePayment)
     } else {
         (ins::CHARGE, TransactionKind::OnlineCharge)
     };
-    let update =
-        BalanceUpdate::decode(&open.peek(instruction, &command.data)?).map_err(wrong_data)?;
+    let update = BalanceUpdate::decode(
+        &open
+            .peek(instruction, &command.data)
+            .map_err(session_status)?,
+    )
+    .map_err(wrong_data)?;
     if update.kind != kind {
         return Err(StatusWord::WRONG_DATA);
     }
@@ -337,10 +311,14 @@ fn apply(
     command: &Command,
     purse: &Purse,
     online: &OnlineApp,
-    open: &mut OpenSession,
+    open: &mut SecureSession,
 ) -> Result<Effect, StatusWord> {
-    let update =
-        BalanceUpdate::decode(&open.receive(command.ins, &command.data)?).map_err(wrong_data)?;
+    let update = BalanceUpdate::decode(
+        &open
+            .open(command.ins, &command.data)
+            .map_err(session_status)?,
+    )
+    .map_err(wrong_data)?;
     let expected_kind = if command.ins == ins::SETTLE {
         TransactionKind::OnlinePayment
     } else {
@@ -377,8 +355,8 @@ fn apply(
         kind: update.kind,
         card_id: purse.keys.card_id,
         writer: update.writer,
-        challenge_host: open.host_challenge,
-        challenge_card: open.card_challenge,
+        challenge_host: *open.host_challenge(),
+        challenge_card: *open.card_challenge(),
         counter,
         amount: update.amount,
         balance_after,
@@ -402,7 +380,9 @@ fn apply(
     if let Some(next_online) = next.online.as_mut() {
         next_online.last = Some(completion.clone());
     }
-    let answer = open.send(command.ins, &completion.encode())?;
+    let answer = open
+        .seal(command.ins, &completion.encode())
+        .map_err(session_status)?;
     Ok(Effect::commit(
         answer,
         PersistentState::Personalized(Box::new(next)),
@@ -415,10 +395,14 @@ fn get_completion(
     command: &Command,
     purse: &Purse,
     online: &OnlineApp,
-    open: &mut OpenSession,
+    open: &mut SecureSession,
 ) -> Result<Effect, StatusWord> {
-    let query = CompletionQuery::decode(&open.receive(ins::GET_COMPLETION, &command.data)?)
-        .map_err(wrong_data)?;
+    let query = CompletionQuery::decode(
+        &open
+            .open(ins::GET_COMPLETION, &command.data)
+            .map_err(session_status)?,
+    )
+    .map_err(wrong_data)?;
     let status = CompletionStatus {
         settlement_id: query.settlement_id,
         applied: online
@@ -429,6 +413,7 @@ fn get_completion(
         balance: purse.balance,
     };
     Ok(Effect::reply(
-        open.send(ins::GET_COMPLETION, &status.encode())?,
+        open.seal(ins::GET_COMPLETION, &status.encode())
+            .map_err(session_status)?,
     ))
 }

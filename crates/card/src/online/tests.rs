@@ -1,5 +1,5 @@
 //! The common-key application driven with real APDUs, the security server's side played
-//! with `ServerSession`: the whole ST11-ST18 exchange, the charge, the preview, and each
+//! with `SecureSession`: the whole ST11-ST18 exchange, the charge, the preview, and each
 //! attack and fault the card must bound (replays, other sessions, altered messages, stale
 //! counters, power cuts at every write, a lost PCN).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -12,7 +12,7 @@ use valuecard_core::ids::DeviceId;
 use valuecard_core::messages::online::{
     ins, BalanceInfo, BalanceReadout, BalanceUpdate, Completion, CompletionQuery, CompletionStatus,
     ExternalAuthenticate, InitializeUpdate, InitializeUpdateResponse, KeyInstallation, OnlineFci,
-    OnlineRecord, ServerSession, SettlementId, SettlementPreview, CLA_ONLINE, ONLINE_AID,
+    OnlineRecord, SecureSession, SettlementId, SettlementPreview, CLA_ONLINE, ONLINE_AID,
 };
 use valuecard_core::messages::purse::{ins as purse_ins, TransactionKind, PURSE_AID};
 use valuecard_core::money::Amount;
@@ -76,7 +76,7 @@ fn card_with_key(balance: u64, memory: &MemoryEeprom) -> TestCard {
 }
 
 /// ST11: mutual authentication; the server's session.
-fn authenticate(card: &mut TestCard) -> ServerSession {
+fn authenticate(card: &mut TestCard) -> SecureSession {
     let host_challenge = random_array(&mut OsRng);
     let response = send(
         card,
@@ -88,7 +88,7 @@ fn authenticate(card: &mut TestCard) -> ServerSession {
     assert_eq!(response.sw, StatusWord::SUCCESS);
     let answer = InitializeUpdateResponse::decode(&response.data).unwrap();
     assert_eq!(answer.key_version, 1);
-    let (session, host_cryptogram) = ServerSession::authenticate(
+    let (session, host_cryptogram) = SecureSession::authenticate(
         &testing::online_card_key(1, 1),
         &testing::card_id(1),
         &host_challenge,
@@ -108,7 +108,7 @@ fn authenticate(card: &mut TestCard) -> ServerSession {
 }
 
 /// BRC for settlement `id`, sealed as the session's next message.
-fn sealed_readout(session: &mut ServerSession, id: SettlementId) -> Vec<u8> {
+fn sealed_readout(session: &mut SecureSession, id: SettlementId) -> Vec<u8> {
     session
         .seal(
             ins::READ_BALANCE,
@@ -118,7 +118,7 @@ fn sealed_readout(session: &mut ServerSession, id: SettlementId) -> Vec<u8> {
 }
 
 /// ST12-ST13: BRC in, BI out.
-fn read_balance(card: &mut TestCard, session: &mut ServerSession, id: SettlementId) -> BalanceInfo {
+fn read_balance(card: &mut TestCard, session: &mut SecureSession, id: SettlementId) -> BalanceInfo {
     let brc = sealed_readout(session, id);
     let response = send(card, online(ins::READ_BALANCE, brc));
     assert_eq!(response.sw, StatusWord::SUCCESS);
@@ -127,7 +127,7 @@ fn read_balance(card: &mut TestCard, session: &mut ServerSession, id: Settlement
 
 /// ST14 on the server: the update for `info`, with the record signed by the server.
 fn update_for(
-    session: &ServerSession,
+    session: &SecureSession,
     info: &BalanceInfo,
     kind: TransactionKind,
     minor: u64,
@@ -174,7 +174,7 @@ fn prepared(
     id: SettlementId,
     kind: TransactionKind,
     minor: u64,
-) -> (ServerSession, BalanceInfo, BalanceUpdate) {
+) -> (SecureSession, BalanceInfo, BalanceUpdate) {
     let mut session = authenticate(card);
     let info = read_balance(card, &mut session, id);
     let update = update_for(&session, &info, kind, minor);
@@ -381,7 +381,7 @@ fn without_mutual_authentication_nothing_secured_is_accepted() {
     );
     let answer = InitializeUpdateResponse::decode(&response.data).unwrap();
     let wrong_key = testing::online_card_key(2, 1);
-    assert!(ServerSession::authenticate(
+    assert!(SecureSession::authenticate(
         &wrong_key,
         &testing::card_id(1),
         &host_challenge,
@@ -410,7 +410,7 @@ fn without_mutual_authentication_nothing_secured_is_accepted() {
         StatusWord::SECURITY_STATUS_NOT_SATISFIED
     );
     // The refused attempt ended the half-open session: the right cryptogram is too late.
-    let (_, right) = ServerSession::authenticate(
+    let (_, right) = SecureSession::authenticate(
         &testing::online_card_key(1, 1),
         &testing::card_id(1),
         &host_challenge,
@@ -637,7 +637,7 @@ fn a_card_pulled_before_or_after_settle_tells_the_server_what_happened() {
 
 fn completion_status(
     card: &mut TestCard,
-    session: &mut ServerSession,
+    session: &mut SecureSession,
     settlement_id: SettlementId,
 ) -> CompletionStatus {
     let query = session

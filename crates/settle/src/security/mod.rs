@@ -25,7 +25,7 @@ use valuecard_core::ids::{CardId, DeviceId};
 use valuecard_core::messages::online::{
     ins, BalanceInfo, BalanceReadout, BalanceUpdate, Completion, CompletionQuery, CompletionStatus,
     ExternalAuthenticate, InitializeUpdate, InitializeUpdateResponse, KeyInstallation, OnlineItem,
-    OnlineRecord, ServerSession, SessionError, SettlementId,
+    OnlineRecord, SecureSession, SessionError, SettlementId,
 };
 use valuecard_core::messages::purse::{Challenge, TransactionKind};
 use valuecard_core::money::Amount;
@@ -205,7 +205,7 @@ impl<K: SecurityKeys> SecurityServer<K> {
             .keys
             .card_key(&card_id, answer.key_version)
             .ok_or(SecurityError::UnknownKeyVersion(answer.key_version))?;
-        let (mut session, host_cryptogram) = ServerSession::authenticate(
+        let (mut session, host_cryptogram) = SecureSession::authenticate(
             &card_key,
             &card_id,
             host_challenge,
@@ -430,12 +430,12 @@ impl<K: SecurityKeys> SecurityServer<K> {
         })
     }
 
-    fn resume(&self, session: &SessionRecord) -> Result<ServerSession, SecurityError> {
+    fn resume(&self, session: &SessionRecord) -> Result<SecureSession, SecurityError> {
         let card_key = self
             .keys
             .card_key(&session.card_id, session.key_version)
             .ok_or(SecurityError::UnknownKeyVersion(session.key_version))?;
-        Ok(ServerSession::resume(
+        Ok(SecureSession::resume(
             &card_key,
             &session.card_id,
             &session.host_challenge,
@@ -447,7 +447,7 @@ impl<K: SecurityKeys> SecurityServer<K> {
 
 /// Opens the card's next answer to `instruction` and decodes it.
 fn opened<T>(
-    live: &mut ServerSession,
+    live: &mut SecureSession,
     instruction: u8,
     sealed: &[u8],
     decode: impl Fn(&[u8]) -> Result<T, valuecard_core::messages::DecodeError>,
@@ -475,7 +475,7 @@ fn instruction_for(kind: TransactionKind) -> Result<u8, SecurityError> {
     }
 }
 
-fn record_of(session: &ServerSession, key_version: u32) -> SessionRecord {
+fn record_of(session: &SecureSession, key_version: u32) -> SessionRecord {
     let (to_card, to_server) = session.counters();
     SessionRecord {
         card_id: session.card_id(),

@@ -155,41 +155,47 @@ fn derive_into(key: &AesKey, constant: u8, context: &[u8], out: &mut [u8]) {
 /// The ciphertext overhead of a secured message (the GCM tag).
 pub const SECURED_OVERHEAD: usize = crate::crypto::GCM_TAG_LEN;
 
-/// Why the server side of a session refused the card.
+/// Why a session refused a message or the other side.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum SessionError {
     /// The card's cryptogram did not prove the KC the server derived for it.
     #[error("the card's cryptogram does not match: it does not hold this card's key")]
     CardCryptogram,
-    /// A message from the card did not open: altered, replayed or from another session.
-    #[error("a message from the card does not open under this session")]
+    /// A message did not open: altered, replayed, out of place or from another session.
+    #[error("a message does not open under this session")]
     Unreadable,
     /// A counter ran out (more than 2^32 messages in one session).
     #[error("the session's message counter is exhausted")]
     Exhausted,
 }
 
-/// The security server's side of one session: the keys, both challenges (which the records
-/// of the session carry) and one message counter per direction.
-pub struct ServerSession {
+/// One open session, on either side: the keys, both challenges (which the records of the
+/// session carry) and one message counter per direction. The card keeps one in RAM after
+/// EXTERNAL AUTHENTICATE ([`SecureSession::for_card`]); the security server makes one when
+/// the card's cryptogram checks out ([`SecureSession::authenticate`]) and takes it up again
+/// between requests ([`SecureSession::resume`]).
+pub struct SecureSession {
     keys: SessionKeys,
     host_challenge: Challenge,
     card_challenge: Challenge,
+    /// The direction this side seals in; it opens the other.
+    outbound: Direction,
     to_card: u32,
     to_server: u32,
 }
 
-impl core::fmt::Debug for ServerSession {
+impl core::fmt::Debug for SecureSession {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("ServerSession")
+        f.debug_struct("SecureSession")
             .field("card_id", &self.keys.card_id)
+            .field("outbound", &self.outbound)
             .field("to_card", &self.to_card)
             .field("to_server", &self.to_server)
             .finish_non_exhaustive()
     }
 }
 
-impl ServerSession {
+impl SecureSession {
     /// ST11 on the server: checks the card's cryptogram from INITIALIZE UPDATE and gives the
     /// session with the server's own cryptogram for EXTERNAL AUTHENTICATE.
     pub fn authenticate(
@@ -204,16 +210,50 @@ impl ServerSession {
             return Err(SessionError::CardCryptogram);
         }
         let host_cryptogram = keys.host_cryptogram();
-        Ok((
-            ServerSession {
-                keys,
-                host_challenge: *host_challenge,
-                card_challenge: *card_challenge,
-                to_card: 0,
-                to_server: 0,
-            },
-            host_cryptogram,
-        ))
+        let session = SecureSession {
+            keys,
+            host_challenge: *host_challenge,
+            card_challenge: *card_challenge,
+            outbound: Direction::ToCard,
+            to_card: 0,
+            to_server: 0,
+        };
+        Ok((session, host_cryptogram))
+    }
+
+    /// The card's side, once the server's cryptogram checked out.
+    pub fn for_card(
+        keys: SessionKeys,
+        host_challenge: Challenge,
+        card_challenge: Challenge,
+    ) -> Self {
+        SecureSession {
+            keys,
+            host_challenge,
+            card_challenge,
+            outbound: Direction::ToServer,
+            to_card: 0,
+            to_server: 0,
+        }
+    }
+
+    /// The server's side of a session kept between requests: the same keys derived again
+    /// from KC and the challenges, the counters where they were.
+    pub fn resume(
+        card_key: &AesKey,
+        card_id: &CardId,
+        host_challenge: &Challenge,
+        card_challenge: &Challenge,
+        (to_card, to_server): (u32, u32),
+    ) -> Self {
+        SecureSession {
+            keys: SessionKeys::derive(card_key, card_id, host_challenge, card_challenge),
+            host_challenge: *host_challenge,
+            card_challenge: *card_challenge,
+            outbound: Direction::ToCard,
+            to_card,
+            to_server,
+        }
     }
 
     pub fn card_id(&self) -> CardId {
@@ -228,49 +268,52 @@ impl ServerSession {
         &self.card_challenge
     }
 
-    /// Seals the next message to the card for `instruction`.
-    pub fn seal(&mut self, instruction: u8, plaintext: &[u8]) -> Result<Vec<u8>, SessionError> {
-        let sealed = self
-            .keys
-            .seal(Direction::ToCard, self.to_card, instruction, plaintext);
-        self.to_card = self.to_card.checked_add(1).ok_or(SessionError::Exhausted)?;
-        Ok(sealed)
-    }
-
-    /// Opens the card's next answer to `instruction`.
-    pub fn open(&mut self, instruction: u8, sealed: &[u8]) -> Result<Vec<u8>, SessionError> {
-        let plaintext = self
-            .keys
-            .open(Direction::ToServer, self.to_server, instruction, sealed)
-            .map_err(|_| SessionError::Unreadable)?;
-        self.to_server = self
-            .to_server
-            .checked_add(1)
-            .ok_or(SessionError::Exhausted)?;
-        Ok(plaintext)
-    }
-
-    /// The message counters (to the card, to the server), so that a session can be kept
-    /// in a database between the requests of one settlement and taken up again.
+    /// The message counters (to the card, to the server).
     pub fn counters(&self) -> (u32, u32) {
         (self.to_card, self.to_server)
     }
 
-    /// Takes up a session kept between requests: the same keys are derived again from KC
-    /// and the challenges, and the counters continue where they were.
-    pub fn resume(
-        card_key: &AesKey,
-        card_id: &CardId,
-        host_challenge: &Challenge,
-        card_challenge: &Challenge,
-        (to_card, to_server): (u32, u32),
-    ) -> Self {
-        ServerSession {
-            keys: SessionKeys::derive(card_key, card_id, host_challenge, card_challenge),
-            host_challenge: *host_challenge,
-            card_challenge: *card_challenge,
-            to_card,
-            to_server,
+    fn inbound(&self) -> Direction {
+        match self.outbound {
+            Direction::ToCard => Direction::ToServer,
+            Direction::ToServer => Direction::ToCard,
         }
+    }
+
+    fn counter(&mut self, direction: Direction) -> &mut u32 {
+        match direction {
+            Direction::ToCard => &mut self.to_card,
+            Direction::ToServer => &mut self.to_server,
+        }
+    }
+
+    /// Seals this side's next message for `instruction`.
+    pub fn seal(&mut self, instruction: u8, plaintext: &[u8]) -> Result<Vec<u8>, SessionError> {
+        let outbound = self.outbound;
+        let counter = *self.counter(outbound);
+        let sealed = self.keys.seal(outbound, counter, instruction, plaintext);
+        *self.counter(outbound) = counter.checked_add(1).ok_or(SessionError::Exhausted)?;
+        Ok(sealed)
+    }
+
+    /// Opens the other side's next message for `instruction`.
+    pub fn open(&mut self, instruction: u8, sealed: &[u8]) -> Result<Vec<u8>, SessionError> {
+        let plaintext = self.peek(instruction, sealed)?;
+        let inbound = self.inbound();
+        let counter = self.counter(inbound);
+        *counter = counter.checked_add(1).ok_or(SessionError::Exhausted)?;
+        Ok(plaintext)
+    }
+
+    /// Opens the other side's next message without consuming it (the card's PREVIEW).
+    pub fn peek(&self, instruction: u8, sealed: &[u8]) -> Result<Vec<u8>, SessionError> {
+        let inbound = self.inbound();
+        let counter = match inbound {
+            Direction::ToCard => self.to_card,
+            Direction::ToServer => self.to_server,
+        };
+        self.keys
+            .open(inbound, counter, instruction, sealed)
+            .map_err(|_| SessionError::Unreadable)
     }
 }

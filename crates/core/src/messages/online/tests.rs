@@ -458,3 +458,41 @@ fn a_bill_that_does_not_hold_together_is_refused() {
         assert!(Bill::decode(&bill.encode()).is_err(), "{what}");
     }
 }
+
+#[test]
+fn the_card_and_the_server_hold_one_session_each_way_in_order() {
+    let (host, card) = ([1u8; 16], [2u8; 16]);
+    let at_card_keys = SessionKeys::derive(&card_key(), &CARD, &host, &card);
+    let (mut server, _) = SecureSession::authenticate(
+        &card_key(),
+        &CARD,
+        &host,
+        &card,
+        &at_card_keys.card_cryptogram(),
+    )
+    .unwrap();
+    let mut at_card = SecureSession::for_card(at_card_keys, host, card);
+    let first = server.seal(ins::READ_BALANCE, b"brc").unwrap();
+    let second = server.seal(ins::SETTLE, b"spc").unwrap();
+    // Out of order does not open; a peek does not consume.
+    assert_eq!(
+        at_card.open(ins::SETTLE, &second),
+        Err(SessionError::Unreadable)
+    );
+    assert_eq!(at_card.peek(ins::READ_BALANCE, &first).unwrap(), b"brc");
+    assert_eq!(at_card.open(ins::READ_BALANCE, &first).unwrap(), b"brc");
+    assert_eq!(at_card.open(ins::SETTLE, &second).unwrap(), b"spc");
+    let answer = at_card.seal(ins::SETTLE, b"pcn").unwrap();
+    // A side never opens its own messages.
+    assert_eq!(
+        at_card.peek(ins::SETTLE, &answer),
+        Err(SessionError::Unreadable)
+    );
+    assert_eq!(server.open(ins::SETTLE, &answer).unwrap(), b"pcn");
+    assert_eq!(server.counters(), (2, 1));
+    assert_eq!(at_card.counters(), (2, 1));
+    // Taken up again from its counters, the server's session goes on where it was.
+    let mut resumed = SecureSession::resume(&card_key(), &CARD, &host, &card, server.counters());
+    let third = resumed.seal(ins::GET_COMPLETION, b"query").unwrap();
+    assert_eq!(at_card.open(ins::GET_COMPLETION, &third).unwrap(), b"query");
+}
