@@ -339,7 +339,7 @@ impl Center {
                         record.terminal_sequence.into(),
                         record.card_id.0[..].into(),
                         record.service_number.into(),
-                        Value::Int(record.amount.minor() as i64),
+                        Value::from(record.amount),
                         record.date.0.into(),
                         record.card_signature.0[..].into(),
                         today.into(),

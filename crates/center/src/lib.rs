@@ -429,7 +429,8 @@ impl Center {
         Ok(())
     }
 
-    /// The remaining-value record of a card: the balance after its last settled load.
+    /// The remaining-value record of a card: the balance after the newest update the center
+    /// knows of (a load, an uploaded purchase, a transfer, an online update).
     pub fn remaining_value(
         &mut self,
         card_id: &CardId,
@@ -680,4 +681,29 @@ impl Center {
             setting_letters: Default::default(),
         })
     }
+}
+
+/// Moves a card's remaining-value record forward to `balance` at `counter` (the card's
+/// counter after the update that left it): a record only ever moves to a higher counter, so
+/// updates learnt out of order leave the newest.
+pub(crate) fn advance_remaining_value(
+    tx: &mut dyn sql::Executor,
+    card_id: &CardId,
+    balance: Amount,
+    counter: u32,
+    today: u32,
+) -> Result<(), CenterError> {
+    tx.execute(
+        "INSERT INTO remaining_values (card_id, balance_minor, card_counter, updated_on) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (card_id) DO UPDATE SET balance_minor = excluded.balance_minor,
+             card_counter = excluded.card_counter, updated_on = excluded.updated_on
+         WHERE excluded.card_counter > remaining_values.card_counter",
+        &[
+            card_id.0[..].into(),
+            balance.into(),
+            counter.into(),
+            today.into(),
+        ],
+    )?;
+    Ok(())
 }

@@ -212,7 +212,7 @@ impl Center {
             let inserted = tx.execute(
                 "INSERT INTO card_restorations (card_id, amount_minor, restored_on) VALUES ($1, $2, $3)
                  ON CONFLICT (card_id) DO NOTHING",
-                &[card_id.0[..].into(), crate::sql::Value::Int(value.minor() as i64), today.into()],
+                &[card_id.0[..].into(), crate::sql::Value::from(value), today.into()],
             )?;
             if inserted == 0 {
                 return Err(CenterError::Mismatch(format!("card {card_id} was already restored")));

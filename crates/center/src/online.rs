@@ -21,7 +21,7 @@ use valuecard_core::money::Amount;
 
 use crate::alerts::AlertKind;
 use crate::loads::{StoredLoad, Writer};
-use crate::sql::{Executor, Value};
+use crate::sql::Executor;
 use crate::Center;
 
 /// Migration 18: the online records, keyed by card (the distribution key) and by the
@@ -306,30 +306,20 @@ fn store_item(
             record.writer_sequence.into(),
             checked.counter_before.into(),
             i64::from(record.kind as u8).into(),
-            minor(record.amount),
-            minor(record.balance_after),
+            record.amount.into(),
+            record.balance_after.into(),
             item.settlement_id[..].into(),
             checked.digest[..].into(),
             record.date.0.into(),
             today.into(),
         ],
     )?;
-    tx.execute(
-        "INSERT INTO remaining_values (card_id, balance_minor, card_counter, updated_on) VALUES ($1, $2, $3, $4)
-         ON CONFLICT (card_id) DO UPDATE SET balance_minor = excluded.balance_minor,
-             card_counter = excluded.card_counter, updated_on = excluded.updated_on
-         WHERE excluded.card_counter > remaining_values.card_counter",
-        &[
-            item.card_id.0[..].into(),
-            minor(record.balance_after),
-            record.counter.into(),
-            today.into(),
-        ],
+    crate::advance_remaining_value(
+        tx,
+        &item.card_id,
+        record.balance_after,
+        record.counter,
+        today,
     )?;
     Ok(Stored::New { cloned })
-}
-
-fn minor(amount: Amount) -> Value {
-    // Amounts are bounded far below i64::MAX (limits.rs).
-    Value::Int(amount.minor() as i64)
 }

@@ -44,6 +44,14 @@ impl From<u32> for Value {
     }
 }
 
+/// An amount in minor units, as every amount column stores it (amounts are bounded far
+/// below `i64::MAX`, `valuecard_core::limits`).
+impl From<valuecard_core::money::Amount> for Value {
+    fn from(value: valuecard_core::money::Amount) -> Self {
+        Value::Int(i64::try_from(value.minor()).unwrap_or(i64::MAX))
+    }
+}
+
 impl From<u8> for Value {
     fn from(value: u8) -> Self {
         Value::Int(i64::from(value))

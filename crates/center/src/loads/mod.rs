@@ -209,17 +209,12 @@ pub(crate) fn commit_load(
         "UPDATE loads SET status = 'cancelled' WHERE card_id = $1 AND card_counter = $2 AND status = 'pending'",
         &[load.card_id.0[..].into(), load.card_counter.into()],
     )?;
-    tx.execute(
-        "INSERT INTO remaining_values (card_id, balance_minor, card_counter, updated_on) VALUES ($1, $2, $3, $4)
-         ON CONFLICT (card_id) DO UPDATE SET balance_minor = excluded.balance_minor,
-             card_counter = excluded.card_counter, updated_on = excluded.updated_on
-         WHERE excluded.card_counter > remaining_values.card_counter",
-        &[
-            load.card_id.0[..].into(),
-            Value::Int(load.balance_after.minor() as i64),
-            load.card_counter.wrapping_add(1).into(),
-            today.into(),
-        ],
+    crate::advance_remaining_value(
+        tx,
+        &load.card_id,
+        load.balance_after,
+        load.card_counter.wrapping_add(1),
+        today,
     )?;
     if state_consumed_by_other(tx, &load.card_id, load.card_counter, Some(load.load_number))? {
         list_and_block(
@@ -442,8 +437,8 @@ impl Center {
                     offer.challenge_card[..].into(),
                     request.challenge_dispenser[..].into(),
                     request.dispenser_id.0[..].into(),
-                    Value::Int(request.amount.minor() as i64),
-                    Value::Int(balance_after.minor() as i64),
+                    Value::from(request.amount),
+                    Value::from(balance_after),
                     kind.into(),
                     date.0.into(),
                     signature.0[..].into(),

@@ -110,7 +110,7 @@ impl Center {
                 &[
                     machine.0[..].into(),
                     grant_number.into(),
-                    crate::sql::Value::Int(amount.minor() as i64),
+                    crate::sql::Value::from(amount),
                     date.0.into(),
                     grant.signature.0[..].into(),
                 ],

@@ -105,10 +105,6 @@ fn refused(reason: impl Into<String>) -> CenterError {
     CenterError::Mismatch(reason.into())
 }
 
-fn amount_value(amount: Amount) -> Value {
-    Value::Int(amount.minor() as i64)
-}
-
 impl Center {
     /// Signs the release of `source`'s pending transfer if the rule of this module allows it,
     /// and records it; refuses with the reason otherwise.
@@ -161,7 +157,7 @@ impl Center {
                     pending.challenge_source[..].into(),
                     pending.destination.0[..].into(),
                     pending.destination_counter.into(),
-                    amount_value(pending.amount),
+                    Value::from(pending.amount),
                     pending.key_id.into(),
                     ground.as_str().into(),
                     terminal_id.map_or(Value::Null, |id| id.0[..].into()),

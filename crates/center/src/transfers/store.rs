@@ -198,7 +198,7 @@ pub(super) fn store_report(
                 report.challenge_source[..].into(),
                 report.destination.0[..].into(),
                 report.destination_counter.into(),
-                amount_value(report.amount),
+                Value::from(report.amount),
                 today.into(),
             ],
         )?;
@@ -360,7 +360,7 @@ fn store_destination_half(
         &[
             report.source.0[..].into(),
             report.challenge_source[..].into(),
-            amount_value(half.balance_after),
+            Value::from(half.balance_after),
             terminal_id.0[..].into(),
             half.writer_sequence.into(),
         ],
@@ -397,7 +397,7 @@ fn store_source_half(
             report.source.0[..].into(),
             report.challenge_source[..].into(),
             half.counter_before.into(),
-            amount_value(half.balance_after),
+            Value::from(half.balance_after),
             terminal_id.0[..].into(),
             half.writer_sequence.into(),
             today.into(),
@@ -420,19 +420,13 @@ fn settle_half(
             clones.push(*card);
         }
     }
-    tx.execute(
-        "INSERT INTO remaining_values (card_id, balance_minor, card_counter, updated_on) VALUES ($1, $2, $3, $4)
-         ON CONFLICT (card_id) DO UPDATE SET balance_minor = excluded.balance_minor,
-             card_counter = excluded.card_counter, updated_on = excluded.updated_on
-         WHERE excluded.card_counter > remaining_values.card_counter",
-        &[
-            card.0[..].into(),
-            amount_value(half.balance_after),
-            half.counter_before.saturating_add(1).into(),
-            today.into(),
-        ],
-    )?;
-    Ok(())
+    crate::advance_remaining_value(
+        tx,
+        card,
+        half.balance_after,
+        half.counter_before.saturating_add(1),
+        today,
+    )
 }
 
 /// Transfers received more than the hold period ago whose source never showed the debit:
@@ -470,10 +464,6 @@ pub(super) fn sweep_unsettled(tx: &mut dyn Executor, today: u32) -> Result<u64, 
         &[Value::Int(cutoff), today.into()],
     )?;
     Ok(rows.len() as u64)
-}
-
-fn amount_value(amount: Amount) -> Value {
-    Value::Int(amount.minor() as i64)
 }
 
 /// Value sent from a card reported destroyed, as a purchase by it would be: before its
