@@ -9,6 +9,7 @@
 //! dispenser's [`CreditLink`] and the terminal's [`ServiceLink`]. `docs/card-commands.md`
 //! documents the same bytes.
 
+use crate::messages::field::{amount, u32_field};
 use rand_core::CryptoRngCore;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
@@ -21,7 +22,7 @@ use crate::messages::purse::{tag as purse_tag, Challenge};
 use crate::messages::DecodeError;
 use crate::money::Amount;
 use crate::time::Date;
-use crate::tlv::{be_u32, be_u64, TlvReader, TlvWriter};
+use crate::tlv::{TlvReader, TlvWriter};
 
 /// Wrong presentations (setting number or password, one shared counter) before the credit
 /// function blocks for good.
@@ -52,14 +53,6 @@ pub mod tag {
 
 fn digits_only(bytes: &[u8]) -> bool {
     bytes.iter().all(u8::is_ascii_digit)
-}
-
-fn u32_field(reader: &mut TlvReader<'_>, tag: u32) -> Result<u32, DecodeError> {
-    Ok(be_u32(tag, reader.expect(tag)?)?)
-}
-
-fn amount(reader: &mut TlvReader<'_>, tag: u32) -> Result<Amount, DecodeError> {
-    Ok(Amount::new(be_u64(tag, reader.expect(tag)?)?)?)
 }
 
 fn signature(reader: &mut TlvReader<'_>) -> Result<Signature, DecodeError> {

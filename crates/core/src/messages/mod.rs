@@ -21,6 +21,34 @@ pub mod transfer;
 
 use crate::tlv::TlvError;
 
+/// The field readers every decoder here shares.
+pub(crate) mod field {
+    use super::DecodeError;
+    use crate::money::Amount;
+    use crate::time::Date;
+    use crate::tlv::{be_u32, be_u64, TlvReader};
+
+    /// An amount in minor units (8 bytes), within the largest balance.
+    pub(crate) fn amount(r: &mut TlvReader<'_>, tag: u32) -> Result<Amount, DecodeError> {
+        Ok(Amount::new(be_u64(tag, r.expect(tag)?)?)?)
+    }
+
+    /// A 4-byte unsigned number.
+    pub(crate) fn u32_field(r: &mut TlvReader<'_>, tag: u32) -> Result<u32, DecodeError> {
+        Ok(be_u32(tag, r.expect(tag)?)?)
+    }
+
+    /// A date (4 bytes, days since 1970-01-01).
+    pub(crate) fn date(r: &mut TlvReader<'_>, tag: u32) -> Result<Date, DecodeError> {
+        Ok(Date(u32_field(r, tag)?))
+    }
+
+    /// A field that decoded but does not hold what the message needs.
+    pub(crate) fn refused(field: &'static str, reason: &'static str) -> DecodeError {
+        DecodeError::Field { field, reason }
+    }
+}
+
 /// A message that failed to decode.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

@@ -4,21 +4,14 @@
 use crate::cert::Certificate;
 use crate::crypto::{Signature, SIGNATURE_LEN};
 use crate::ids::{CardId, DeviceId};
+use crate::messages::field::{amount, date, u32_field};
 use crate::messages::purse::{Challenge, TransactionKind, UsageRecord};
 use crate::messages::DecodeError;
 use crate::money::Amount;
 use crate::time::Date;
-use crate::tlv::{be_u32, be_u64, TlvReader, TlvWriter};
+use crate::tlv::{be_u32, TlvReader, TlvWriter};
 
 use super::{tag, SettlementId, CRYPTOGRAM_LEN, ONLINE_AID};
-
-fn amount(r: &mut TlvReader<'_>, tag: u32) -> Result<Amount, DecodeError> {
-    Ok(Amount::new(be_u64(tag, r.expect(tag)?)?)?)
-}
-
-fn u32_field(r: &mut TlvReader<'_>, tag: u32) -> Result<u32, DecodeError> {
-    Ok(be_u32(tag, r.expect(tag)?)?)
-}
 
 fn online_kind(r: &mut TlvReader<'_>) -> Result<TransactionKind, DecodeError> {
     let [kind] = r.expect_array::<1>(tag::KIND)?;
@@ -272,7 +265,7 @@ impl BalanceInfo {
             balance: amount(&mut r, tag::BALANCE)?,
             spendable: amount(&mut r, tag::SPENDABLE)?,
             counter: u32_field(&mut r, tag::COUNTER)?,
-            date: Date(u32_field(&mut r, tag::DATE)?),
+            date: date(&mut r, tag::DATE)?,
             last_settlement: r
                 .optional(tag::LAST_SETTLEMENT)?
                 .map(<SettlementId>::try_from)
@@ -353,7 +346,7 @@ impl BalanceUpdate {
             amount: amount(&mut r, tag::AMOUNT)?,
             counter: u32_field(&mut r, tag::COUNTER)?,
             balance_after: amount(&mut r, tag::BALANCE)?,
-            date: Date(u32_field(&mut r, tag::DATE)?),
+            date: date(&mut r, tag::DATE)?,
             party: DeviceId(r.expect_array(tag::PARTY)?),
             writer: DeviceId(r.expect_array(tag::WRITER)?),
             writer_sequence: u32_field(&mut r, tag::WRITER_SEQUENCE)?,
@@ -522,7 +515,7 @@ impl SettlementPreview {
             balance_before: amount(&mut r, tag::BALANCE_BEFORE)?,
             balance_after: amount(&mut r, tag::BALANCE)?,
             party: DeviceId(r.expect_array(tag::PARTY)?),
-            date: Date(u32_field(&mut r, tag::DATE)?),
+            date: date(&mut r, tag::DATE)?,
         };
         r.finish()?;
         Ok(preview)

@@ -14,6 +14,7 @@
 
 use crate::crypto::sha256;
 use crate::ids::{CardId, DeviceId};
+use crate::messages::field::{amount, date, refused as field};
 use crate::messages::DecodeError;
 use crate::money::Amount;
 use crate::time::Date;
@@ -43,18 +44,6 @@ mod tag {
     pub const DATE: u32 = 0x8D;
     pub const COMPLETION_DIGEST: u32 = 0x8E;
     pub const LINE: u32 = 0xA0;
-}
-
-fn amount(r: &mut TlvReader<'_>, tag: u32) -> Result<Amount, DecodeError> {
-    Ok(Amount::new(be_u64(tag, r.expect(tag)?)?)?)
-}
-
-fn date(r: &mut TlvReader<'_>, tag: u32) -> Result<Date, DecodeError> {
-    Ok(Date(be_u32(tag, r.expect(tag)?)?))
-}
-
-fn field(field: &'static str, reason: &'static str) -> DecodeError {
-    DecodeError::Field { field, reason }
 }
 
 /// One line of a bill.

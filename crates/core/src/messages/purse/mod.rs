@@ -8,10 +8,11 @@ use crate::cert::{Certificate, TrustAnchor};
 use crate::crypto::{PublicKey, Signature, MAC_LEN, PUBLIC_KEY_LEN, SIGNATURE_LEN};
 use crate::ids::{CardId, DeviceId};
 use crate::limits::CHALLENGE_LEN;
+use crate::messages::field::{amount, u32_field};
 use crate::messages::DecodeError;
 use crate::money::Amount;
 use crate::time::Date;
-use crate::tlv::{be_u32, be_u64, TlvReader, TlvWriter};
+use crate::tlv::{be_u32, TlvReader, TlvWriter};
 
 mod load;
 mod purchase;
@@ -185,14 +186,6 @@ impl TransactionKind {
 
 fn challenge(reader: &mut TlvReader<'_>, tag: u32) -> Result<Challenge, DecodeError> {
     Ok(reader.expect_array::<CHALLENGE_LEN>(tag)?)
-}
-
-fn amount(reader: &mut TlvReader<'_>, tag: u32) -> Result<Amount, DecodeError> {
-    Ok(Amount::new(be_u64(tag, reader.expect(tag)?)?)?)
-}
-
-fn u32_field(reader: &mut TlvReader<'_>, tag: u32) -> Result<u32, DecodeError> {
-    Ok(be_u32(tag, reader.expect(tag)?)?)
 }
 
 fn signature(reader: &mut TlvReader<'_>) -> Result<Signature, DecodeError> {

@@ -18,13 +18,14 @@ use crate::crypto::{
     AES_KEY_LEN, GCM_NONCE_LEN, GCM_TAG_LEN, MAC_LEN, SIGNATURE_LEN,
 };
 use crate::ids::CardId;
+use crate::messages::field::{amount as amount_field, refused as field, u32_field};
 use crate::messages::purse::{
     last_writer, put_last_writer, tag as purse_tag, Challenge, TerminalStamp, UsageRecord,
 };
 use crate::messages::DecodeError;
 use crate::money::Amount;
 use crate::time::Date;
-use crate::tlv::{be_u32, be_u64, TlvReader, TlvWriter};
+use crate::tlv::{TlvReader, TlvWriter};
 use zeroize::Zeroize;
 
 mod keys;
@@ -238,18 +239,6 @@ fn key_at(bytes: &[u8], at: usize) -> AesKey {
     let key = crate::crypto::SecretBytes(b);
     b.zeroize();
     key
-}
-
-fn field(field: &'static str, reason: &'static str) -> DecodeError {
-    DecodeError::Field { field, reason }
-}
-
-fn u32_field(r: &mut TlvReader<'_>, tag: u32) -> Result<u32, DecodeError> {
-    Ok(be_u32(tag, r.expect(tag)?)?)
-}
-
-fn amount_field(r: &mut TlvReader<'_>, tag: u32) -> Result<Amount, DecodeError> {
-    Ok(Amount::new(be_u64(tag, r.expect(tag)?)?)?)
 }
 
 fn card_id_field(r: &mut TlvReader<'_>, tag: u32) -> Result<CardId, DecodeError> {
