@@ -165,6 +165,47 @@ pub fn online_key_installation(
     }
 }
 
+/// ST11 with test card 1 holding KC of version 1 (from [`online_key_installation`]), the
+/// online application selected: INITIALIZE UPDATE with `host_challenge`, the server's side
+/// checked, EXTERNAL AUTHENTICATE. The server's session, or `None` if the card refused.
+pub fn online_session<E: crate::eeprom::Eeprom, R: rand_core::CryptoRngCore>(
+    card: &mut crate::Card<E, R>,
+    host_challenge: valuecard_core::messages::purse::Challenge,
+) -> Option<valuecard_core::messages::online::SecureSession> {
+    use valuecard_core::apdu::Command;
+    use valuecard_core::messages::online::{
+        ins, ExternalAuthenticate, InitializeUpdate, InitializeUpdateResponse, SecureSession,
+        CLA_ONLINE,
+    };
+    let mut exchange = |instruction: u8, data: Vec<u8>| {
+        let command = Command::new(CLA_ONLINE, instruction, 0, 0)
+            .with_data(data)
+            .with_le(256);
+        card.process(&command.encode())
+            .ok()
+            .filter(|response| response.sw.is_success())
+            .map(|response| response.data)
+    };
+    let answer = InitializeUpdateResponse::decode(&exchange(
+        ins::INITIALIZE_UPDATE,
+        InitializeUpdate { host_challenge }.encode(),
+    )?)
+    .ok()?;
+    let (session, host_cryptogram) = SecureSession::authenticate(
+        &online_card_key(1, answer.key_version),
+        &card_id(1),
+        &host_challenge,
+        &answer.card_challenge,
+        &answer.card_cryptogram,
+    )
+    .ok()?;
+    exchange(
+        ins::EXTERNAL_AUTHENTICATE,
+        ExternalAuthenticate { host_cryptogram }.encode(),
+    )?;
+    Some(session)
+}
+
 /// The card ID of test card `number` (`CARD0001` is the card of [`personalized`]).
 pub fn card_id(number: u8) -> CardId {
     let mut id = *b"CARD0000";
