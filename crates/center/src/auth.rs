@@ -427,6 +427,27 @@ mod tests {
     /// The center's clock in the tests: 2026-06-01 in microseconds since the epoch.
     const NOW: u64 = 1_780_272_000_000_000;
 
+    /// The body every request of these tests carries.
+    const BODY: &[u8] = b"{}";
+
+    /// A center on 2026-06-01 with one installed device of `role`, whose key the test holds.
+    fn center_with(role: Role) -> (Center, DeviceId, SigningKeyPair) {
+        let clock = Box::new(FixedClock(Date::from_ymd(2026, 6, 1).unwrap()));
+        let mut center = Center::ephemeral(clock, &mut OsRng).unwrap();
+        let (device, key) = installed(&mut center, role);
+        (center, device, key)
+    }
+
+    /// The device's signature over a request of these tests at `sequence`.
+    fn sign(key: &SigningKeyPair, sequence: u64) -> Signature {
+        key.sign(&request_signing_input(
+            "POST",
+            "/v1/loads/settle",
+            sequence,
+            BODY,
+        ))
+    }
+
     fn installed(center: &mut Center, role: Role) -> (DeviceId, SigningKeyPair) {
         let device_id = center.allocate_device_id().unwrap();
         let signing = SigningKeyPair::generate(&mut OsRng);
@@ -458,18 +479,9 @@ mod tests {
 
     #[test]
     fn signed_requests_pass_once_in_sequence_order() {
-        let clock = Box::new(FixedClock(Date::from_ymd(2026, 6, 1).unwrap()));
-        let mut center = Center::ephemeral(clock, &mut OsRng).unwrap();
-        let (device, key) = installed(&mut center, Role::Dispenser);
-        let body = b"{}";
-        let sign = |sequence| {
-            key.sign(&request_signing_input(
-                "POST",
-                "/v1/loads/settle",
-                sequence,
-                body,
-            ))
-        };
+        let (mut center, device, key) = center_with(Role::Dispenser);
+        let body = BODY;
+        let sign = |sequence| sign(&key, sequence);
 
         let first = sign(10);
         let accepted = center
@@ -523,17 +535,10 @@ mod tests {
 
     #[test]
     fn a_sequence_far_ahead_is_refused_and_does_not_lock_the_device_out() {
-        let clock = Box::new(FixedClock(Date::from_ymd(2026, 6, 1).unwrap()));
-        let mut center = Center::ephemeral(clock, &mut OsRng).unwrap();
-        let (device, key) = installed(&mut center, Role::PaymentTerminal);
-        let body = b"{}";
+        let (mut center, device, key) = center_with(Role::PaymentTerminal);
+        let body = BODY;
         let send = |center: &mut Center, sequence: u64| {
-            let signature = key.sign(&request_signing_input(
-                "POST",
-                "/v1/loads/settle",
-                sequence,
-                body,
-            ));
+            let signature = sign(&key, sequence);
             center.authenticate_request(&signed(device, sequence, body, &signature), NOW)
         };
         // Far ahead of the center's clock (a device clock in 2099, or a sequence near the
@@ -568,18 +573,9 @@ mod tests {
 
     #[test]
     fn a_device_retired_after_its_key_was_read_is_refused_and_moves_nothing() {
-        let clock = Box::new(FixedClock(Date::from_ymd(2026, 6, 1).unwrap()));
-        let mut center = Center::ephemeral(clock, &mut OsRng).unwrap();
-        let (device, key) = installed(&mut center, Role::PaymentTerminal);
-        let body = b"{}";
-        let sign = |sequence| {
-            key.sign(&request_signing_input(
-                "POST",
-                "/v1/loads/settle",
-                sequence,
-                body,
-            ))
-        };
+        let (mut center, device, key) = center_with(Role::PaymentTerminal);
+        let body = BODY;
+        let sign = |sequence| sign(&key, sequence);
         let first = sign(NOW);
         center
             .authenticate_request(&signed(device, NOW, body, &first), NOW)
