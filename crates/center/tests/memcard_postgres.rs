@@ -5,45 +5,21 @@
 //! local one with trust authentication); without one each test says SKIPPED and passes.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-/// Says that a test was skipped, on the process's stderr directly: the test harness captures
-/// `eprintln!` of passing tests, and CI must see every skip.
-macro_rules! skip_note {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), $($arg)*);
-    }};
-}
+#[path = "scratch/mod.rs"]
+mod scratch;
 
 mod memcard_world;
 
 use std::sync::Barrier;
 
 use memcard_world::*;
-use rand_core::{OsRng, RngCore, SeedableRng};
+use rand_core::SeedableRng;
 use valuecard_center::memcard::MemcardStatus;
 use valuecard_center::sql::Database;
 use valuecard_center::Center;
 use valuecard_core::cert::Role;
 use valuecard_core::messages::memcard::MemcardLink;
 use valuecard_core::time::FixedClock;
-
-/// The connection string of a fresh schema, or `None` (with a note) when no server answers.
-fn fresh_schema() -> Option<String> {
-    let url = std::env::var("VALUECARD_POSTGRES_URL")
-        .unwrap_or_else(|_| "host=127.0.0.1 port=5432 user=postgres dbname=postgres".to_owned());
-    let mut admin = match postgres::Client::connect(&url, postgres::NoTls) {
-        Ok(client) => client,
-        Err(error) => {
-            skip_note!("SKIPPED: PostgreSQL not reachable at {url:?}: {error}");
-            return None;
-        }
-    };
-    let schema = format!("valuecard_memcard_test_{:016x}", OsRng.next_u64());
-    admin
-        .batch_execute(&format!("CREATE SCHEMA {schema}"))
-        .unwrap();
-    Some(format!("{url} options='-c search_path={schema}'"))
-}
 
 /// A center on `url` and a second process's handle on it (its own key file copy and
 /// connection, as a second `center serve` opens it).
@@ -68,9 +44,10 @@ fn two_centers(url: &str, seed: u64) -> (Center, Center, Rng, tempfile::TempDir)
 
 #[test]
 fn a_state_spent_twice_at_two_centers_at_once_is_alerted_once() {
-    let Some(url) = fresh_schema() else {
+    let Some(scratch) = scratch::scratch("memcard") else {
         return;
     };
+    let url = scratch.url.clone();
     let (mut first, mut second, mut rng, _dir) = two_centers(&url, 21);
     assert!(first.database().is_postgres());
     let mut charger = Machine::install(&mut first, Role::ChargeMachine, &mut rng);
@@ -126,9 +103,10 @@ fn a_state_spent_twice_at_two_centers_at_once_is_alerted_once() {
 
 #[test]
 fn float_requests_at_two_centers_at_once_stay_under_the_limit() {
-    let Some(url) = fresh_schema() else {
+    let Some(scratch) = scratch::scratch("memcard") else {
         return;
     };
+    let url = scratch.url.clone();
     let (mut first, mut second, mut rng, _dir) = two_centers(&url, 22);
     let charger = Machine::install(&mut first, Role::ChargeMachine, &mut rng);
     first.set_float_limit(charger.id, 10_000).unwrap();
@@ -156,9 +134,10 @@ fn float_requests_at_two_centers_at_once_stay_under_the_limit() {
 
 #[test]
 fn the_books_and_restore_evidence_read_the_same_on_postgres() {
-    let Some(url) = fresh_schema() else {
+    let Some(scratch) = scratch::scratch("memcard") else {
         return;
     };
+    let url = scratch.url.clone();
     let (mut center, _second, mut rng, _dir) = two_centers(&url, 23);
     let mut charger = Machine::install(&mut center, Role::ChargeMachine, &mut rng);
     let mut payer = Machine::install(&mut center, Role::PaymentMachine, &mut rng);
@@ -196,9 +175,10 @@ fn the_books_and_restore_evidence_read_the_same_on_postgres() {
 
 #[test]
 fn a_pending_write_reported_to_one_center_is_counted_by_the_other_on_postgres() {
-    let Some(url) = fresh_schema() else {
+    let Some(scratch) = scratch::scratch("memcard") else {
         return;
     };
+    let url = scratch.url.clone();
     let (mut first, mut second, mut rng, _dir) = two_centers(&url, 24);
     let mut charger = Machine::install(&mut first, Role::ChargeMachine, &mut rng);
     let mut torn_at = Machine::install(&mut first, Role::PaymentMachine, &mut rng);

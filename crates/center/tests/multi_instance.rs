@@ -6,19 +6,13 @@
 //! with trust authentication); without one each test says SKIPPED.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-/// Says that a test was skipped, on the process's stderr directly: the test harness captures
-/// `eprintln!` of passing tests, and CI must see every skip.
-macro_rules! skip_note {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), $($arg)*);
-    }};
-}
+#[path = "scratch/mod.rs"]
+mod scratch;
 
 use std::collections::BTreeSet;
 use std::sync::Barrier;
 
-use rand_core::{OsRng, RngCore, SeedableRng};
+use rand_core::{OsRng, SeedableRng};
 use valuecard_card::eeprom::MemoryEeprom;
 use valuecard_card::image::EEPROM_SIZE;
 use valuecard_card::Card;
@@ -43,29 +37,6 @@ type Reader = InProcessReader<MemoryEeprom, WorldRng>;
 
 /// How many center processes share the database.
 const INSTANCES: usize = 3;
-
-fn postgres_url() -> String {
-    std::env::var("VALUECARD_POSTGRES_URL")
-        .unwrap_or_else(|_| "host=127.0.0.1 port=5432 user=postgres dbname=postgres".to_owned())
-}
-
-/// The connection string of a fresh schema on the PostgreSQL server, or `None` (with a
-/// note) when none answers.
-fn fresh_schema() -> Option<String> {
-    let url = postgres_url();
-    let mut admin = match postgres::Client::connect(&url, postgres::NoTls) {
-        Ok(client) => client,
-        Err(error) => {
-            skip_note!("SKIPPED: PostgreSQL not reachable at {url:?}: {error}");
-            return None;
-        }
-    };
-    let schema = format!("valuecard_multi_test_{:016x}", OsRng.next_u64());
-    admin
-        .batch_execute(&format!("CREATE SCHEMA {schema}"))
-        .unwrap();
-    Some(format!("{url} options='-c search_path={schema}'"))
-}
 
 fn today() -> Date {
     Date::from_ymd(2026, 6, 1).unwrap()
@@ -158,9 +129,10 @@ fn count(db: &mut Database, sql: &str, params: &[valuecard_center::sql::Value]) 
 fn three_instances_store_every_record_once_and_flag_every_clone_once() {
     // Collisions depend on timing: the story runs several times, each on a fresh schema.
     for _ in 0..4 {
-        let Some(url) = fresh_schema() else {
+        let Some(scratch) = scratch::scratch("multi") else {
             return;
         };
+        let url = scratch.url.clone();
         uploads_at_once(&url);
     }
 }
@@ -261,9 +233,10 @@ fn uploads_at_once(url: &str) {
 
 #[test]
 fn instances_draw_distinct_numbers_from_one_sequence() {
-    let Some(url) = fresh_schema() else {
+    let Some(scratch) = scratch::scratch("multi") else {
         return;
     };
+    let url = scratch.url.clone();
     const DRAWS: usize = 60;
     let mut databases: Vec<Database> = (0..INSTANCES)
         .map(|_| Database::connect_postgres(&url).unwrap())
@@ -300,9 +273,10 @@ fn instances_draw_distinct_numbers_from_one_sequence() {
 
 #[test]
 fn a_request_accepted_by_one_instance_is_a_replay_at_another() {
-    let Some(url) = fresh_schema() else {
+    let Some(scratch) = scratch::scratch("multi") else {
         return;
     };
+    let url = scratch.url.clone();
     let mut first = Center::init(
         &tempfile::tempdir().unwrap().path().join("center"),
         Some(Database::connect_postgres(&url).unwrap()),
@@ -389,9 +363,10 @@ fn a_request_accepted_by_one_instance_is_a_replay_at_another() {
 
 #[test]
 fn a_transaction_refused_for_a_conflict_runs_again_on_what_the_other_committed() {
-    let Some(url) = fresh_schema() else {
+    let Some(scratch) = scratch::scratch("multi") else {
         return;
     };
+    let url = scratch.url.clone();
     let mut first = Database::connect_postgres(&url).unwrap();
     let mut second = Database::connect_postgres(&url).unwrap();
     let next_card =
@@ -431,9 +406,10 @@ fn a_transaction_refused_for_a_conflict_runs_again_on_what_the_other_committed()
 
 #[test]
 fn instances_authorizing_loads_for_different_cards_give_distinct_load_numbers() {
-    let Some(url) = fresh_schema() else {
+    let Some(scratch) = scratch::scratch("multi") else {
         return;
     };
+    let url = scratch.url.clone();
     const CARDS_EACH: usize = 2;
     const ROUNDS: usize = 3;
     let world_db = Database::connect_postgres(&url).unwrap();
@@ -516,9 +492,10 @@ fn instances_authorizing_loads_for_different_cards_give_distinct_load_numbers() 
 
 #[test]
 fn instances_starting_at_once_on_a_new_database_migrate_it_once() {
-    let Some(url) = fresh_schema() else {
+    let Some(scratch) = scratch::scratch("multi") else {
         return;
     };
+    let url = scratch.url.clone();
     let barrier = Barrier::new(INSTANCES);
     let versions: Vec<i64> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..INSTANCES)

@@ -105,10 +105,12 @@ fn online_payments_and_charges_count_once_in_the_one_reconciliation() {
 
 #[test]
 fn online_payments_and_charges_on_postgres() {
-    let Some(database) = postgres_database("valuecard_online_test") else {
+    let Some(scratch) = scratch::scratch("online") else {
         return;
     };
-    let storage = Storage::Database(std::sync::Arc::new(std::sync::Mutex::new(Some(database))));
+    let storage = Storage::Database(std::sync::Arc::new(std::sync::Mutex::new(Some(
+        scratch.database(),
+    ))));
     let mut scene = Scene::on(storage, 44);
     assert!(scene.center().database().is_postgres());
     payments_and_charges(scene);

@@ -26,10 +26,12 @@ fn send(scene: &mut Scene, terminal: &Device, reports: Vec<TransferReport>) -> (
 
 #[test]
 fn rotation_reports_merging_clones_and_reconciliation_on_postgres() {
-    let Some(database) = postgres_database("valuecard_transfer_test") else {
+    let Some(scratch) = scratch::scratch("transfer") else {
         return;
     };
-    let storage = Storage::Database(std::sync::Arc::new(std::sync::Mutex::new(Some(database))));
+    let storage = Storage::Database(std::sync::Arc::new(std::sync::Mutex::new(Some(
+        scratch.database(),
+    ))));
     let mut scene = Scene::on(storage, 30);
     assert!(scene.center().database().is_postgres());
     let mut first = scene.install(Role::SettlementTerminal);
@@ -107,10 +109,12 @@ fn releases_their_rule_totals_and_contradiction_on_postgres() {
     use valuecard_core::messages::center::{CenterError, ListReason};
     use valuecard_core::messages::transfer::PendingTransfer;
 
-    let Some(database) = postgres_database("valuecard_transfer_test") else {
+    let Some(scratch) = scratch::scratch("transfer") else {
         return;
     };
-    let storage = Storage::Database(std::sync::Arc::new(std::sync::Mutex::new(Some(database))));
+    let storage = Storage::Database(std::sync::Arc::new(std::sync::Mutex::new(Some(
+        scratch.database(),
+    ))));
     let mut scene = Scene::on(storage, 31);
     assert!(scene.center().database().is_postgres());
     let mut terminal = scene.install(Role::SettlementTerminal);

@@ -5,6 +5,8 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod hand;
+#[path = "../scratch/mod.rs"]
+pub mod scratch;
 
 use rand_core::{CryptoRngCore, SeedableRng};
 use valuecard_card::eeprom::MemoryEeprom;
@@ -25,39 +27,6 @@ use valuecard_reader::InProcessReader;
 use valuecard_sim::{read_purse, Storage, World, WorldRng};
 
 pub type Reader = InProcessReader<MemoryEeprom, WorldRng>;
-
-/// A fresh schema named from `prefix` on the PostgreSQL server of `VALUECARD_POSTGRES_URL`
-/// (default the local one with trust authentication), or `None` after a `SKIPPED:` line on
-/// the process's stderr (the test harness captures `eprintln!` of passing tests, and CI must
-/// see every skip).
-pub fn postgres_database(prefix: &str) -> Option<valuecard_center::sql::Database> {
-    use std::io::Write as _;
-    let url = std::env::var("VALUECARD_POSTGRES_URL")
-        .unwrap_or_else(|_| "host=127.0.0.1 port=5432 user=postgres dbname=postgres".to_owned());
-    let mut admin = match postgres::Client::connect(&url, postgres::NoTls) {
-        Ok(client) => client,
-        Err(error) => {
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPED: PostgreSQL not reachable at {url:?}: {error}"
-            );
-            return None;
-        }
-    };
-    let schema = format!(
-        "{prefix}_{:016x}",
-        rand_core::RngCore::next_u64(&mut rand_core::OsRng)
-    );
-    admin
-        .batch_execute(&format!("CREATE SCHEMA {schema}"))
-        .unwrap();
-    Some(
-        valuecard_center::sql::Database::connect_postgres(&format!(
-            "{url} options='-c search_path={schema}'"
-        ))
-        .unwrap(),
-    )
-}
 
 pub fn today() -> Date {
     Date::from_ymd(2026, 6, 1).unwrap()

@@ -2,7 +2,6 @@
 //! end), issued cards and their copies, and uploads from the world's first terminal.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use rand_core::RngCore;
 use valuecard_card::eeprom::MemoryEeprom;
 use valuecard_card::image::EEPROM_SIZE;
 use valuecard_card::Card;
@@ -14,52 +13,9 @@ use valuecard_sim::{World, WorldRng};
 
 pub type Reader = InProcessReader<MemoryEeprom, WorldRng>;
 
-pub fn postgres_url() -> String {
-    std::env::var("VALUECARD_POSTGRES_URL")
-        .unwrap_or_else(|_| "host=127.0.0.1 port=5432 user=postgres dbname=postgres".to_owned())
-}
-
-/// A scratch schema, dropped (with everything in it) when the test ends.
-pub struct Scratch {
-    admin: postgres::Client,
-    pub schema: String,
-    /// The server's connection string with the schema as its search path.
-    pub url: String,
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = self
-            .admin
-            .batch_execute(&format!("DROP SCHEMA {} CASCADE", self.schema));
-    }
-}
-
-/// A scratch schema named after `purpose`, or `None` (with a note on stderr, which CI
-/// reads) when no PostgreSQL server answers.
-pub fn scratch(purpose: &str) -> Option<Scratch> {
-    let url = postgres_url();
-    let mut admin = match postgres::Client::connect(&url, postgres::NoTls) {
-        Ok(client) => client,
-        Err(error) => {
-            use std::io::Write as _;
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPED: PostgreSQL not reachable at {url:?}: {error}"
-            );
-            return None;
-        }
-    };
-    let schema = format!(
-        "valuecard_{purpose}_test_{:016x}",
-        rand_core::OsRng.next_u64()
-    );
-    admin
-        .batch_execute(&format!("CREATE SCHEMA {schema}"))
-        .unwrap();
-    let url = format!("{url} options='-c search_path={schema}'");
-    Some(Scratch { admin, schema, url })
-}
+#[path = "../scratch/mod.rs"]
+mod scratch;
+pub use scratch::*;
 
 pub fn amount(minor: u64) -> Amount {
     Amount::new(minor).unwrap()
