@@ -8,7 +8,7 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use valuecard_core::crypto::{Signature, SigningKeyPair};
 use valuecard_core::ids::{CardId, DeviceId};
-use valuecard_core::messages::online::{BalanceInfo, Completion, SettlementId};
+use valuecard_core::messages::online::{BalanceInfo, Bill, Completion, SettlementId};
 use valuecard_core::messages::purse::TransactionKind;
 use valuecard_core::money::Amount;
 use valuecard_core::time::Date;
@@ -70,6 +70,24 @@ fn parties() -> Parties {
 /// An offer as the client receives it, one part altered: what, settlement, BI, SPC, SIG2.
 type OfferCase = (&'static str, SettlementId, Vec<u8>, Vec<u8>, Signature);
 
+/// A bill of one line (`quantity` of `sku`) from the mall, with SIG1.
+fn one_line_bill(p: &Parties, sku: &str, quantity: u32, order_number: u64) -> (Bill, Signature) {
+    p.mall
+        .bill(&[(sku.to_owned(), quantity)], order_number, today())
+        .unwrap()
+}
+
+/// The card's PCN for paying `bill` in [`SETTLEMENT`].
+fn payment_of(bill: &Bill) -> Completion {
+    Completion {
+        settlement_id: SETTLEMENT,
+        kind: TransactionKind::OnlinePayment,
+        amount: bill.total,
+        counter: 4,
+        balance_after: amount(3_800),
+    }
+}
+
 fn info(balance: u64) -> BalanceInfo {
     BalanceInfo {
         card_id: CARD,
@@ -106,13 +124,7 @@ fn a_member_stores_bill_is_settled_and_receipted_with_every_signature_checked() 
         .unwrap();
     assert_eq!(shown.balance, amount(5_000));
 
-    let pcn = Completion {
-        settlement_id: SETTLEMENT,
-        kind: TransactionKind::OnlinePayment,
-        amount: bill.total,
-        counter: 4,
-        balance_after: amount(3_800),
-    };
+    let pcn = payment_of(&bill);
     let (acn, sig3) = p
         .application
         .complete(SETTLEMENT, &bill, CARD, &pcn, today());
@@ -129,10 +141,7 @@ fn a_member_stores_bill_is_settled_and_receipted_with_every_signature_checked() 
 #[test]
 fn a_forged_or_altered_bill_expired_or_from_an_unknown_store_is_refused() {
     let mut p = parties();
-    let (bill, sig1) = p
-        .mall
-        .bill(&[("novel".to_owned(), 1)], 1002, today())
-        .unwrap();
+    let (bill, sig1) = one_line_bill(&p, "novel", 1, 1002);
     // SIG1 by another key.
     let stranger = SigningKeyPair::generate(&mut p.rng);
     let forged = stranger.sign(&bill.signed_message());
@@ -189,17 +198,11 @@ fn a_forged_or_altered_bill_expired_or_from_an_unknown_store_is_refused() {
 #[test]
 fn the_client_refuses_an_offer_for_another_bill_or_with_anything_altered() {
     let mut p = parties();
-    let (bill, _) = p
-        .mall
-        .bill(&[("single".to_owned(), 1)], 1004, today())
-        .unwrap();
+    let (bill, _) = one_line_bill(&p, "single", 1, 1004);
     // Between the store and the application server, the client's bill was swapped for
     // another genuine bill of the same store (a dearer order): the application server checks
     // that one's SIG1 and signs an offer for it.
-    let (swapped, swapped_sig1) = p
-        .mall
-        .bill(&[("album".to_owned(), 3)], 1005, today())
-        .unwrap();
+    let (swapped, swapped_sig1) = one_line_bill(&p, "album", 3, 1005);
     let at_server = p
         .application
         .check_bill(&swapped.encode(), &swapped_sig1, today())
@@ -263,21 +266,9 @@ fn the_client_refuses_an_offer_for_another_bill_or_with_anything_altered() {
 #[test]
 fn forged_completions_receipts_and_charge_offers_are_refused() {
     let mut p = parties();
-    let (bill, _) = p
-        .mall
-        .bill(&[("novel".to_owned(), 1)], 1006, today())
-        .unwrap();
-    let (other_bill, _) = p
-        .mall
-        .bill(&[("single".to_owned(), 1)], 1007, today())
-        .unwrap();
-    let pcn = Completion {
-        settlement_id: SETTLEMENT,
-        kind: TransactionKind::OnlinePayment,
-        amount: bill.total,
-        counter: 4,
-        balance_after: amount(3_800),
-    };
+    let (bill, _) = one_line_bill(&p, "novel", 1, 1006);
+    let (other_bill, _) = one_line_bill(&p, "single", 1, 1007);
+    let pcn = payment_of(&bill);
     let (acn, sig3) = p
         .application
         .complete(SETTLEMENT, &bill, CARD, &pcn, today());
