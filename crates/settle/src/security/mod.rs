@@ -240,13 +240,7 @@ impl<K: SecurityKeys> SecurityServer<K> {
         writer_sequence: u32,
     ) -> Result<(Offered, Vec<u8>), SecurityError> {
         let mut live = self.resume(session)?;
-        let info = opened(
-            &mut live,
-            ins::READ_BALANCE,
-            sealed_info,
-            BalanceInfo::decode,
-        )?;
-        same_card(&session.card_id, &info.card_id)?;
+        let info = read_info(&mut live, sealed_info, &session.card_id)?;
         if info.settlement_id != settlement_id {
             return Err(SecurityError::WrongSettlement);
         }
@@ -338,13 +332,7 @@ impl<K: SecurityKeys> SecurityServer<K> {
     ) -> Result<(SessionRecord, Vec<u8>), SecurityError> {
         same_card(&offered.session.card_id, &fresh.card_id)?;
         let mut live = self.resume(fresh)?;
-        let info = opened(
-            &mut live,
-            ins::READ_BALANCE,
-            sealed_info,
-            BalanceInfo::decode,
-        )?;
-        same_card(&offered.session.card_id, &info.card_id)?;
+        read_info(&mut live, sealed_info, &offered.session.card_id)?;
         let query = live.seal(
             ins::GET_COMPLETION,
             &CompletionQuery {
@@ -454,6 +442,17 @@ fn opened<T>(
 ) -> Result<T, SecurityError> {
     decode(&live.open(instruction, sealed)?)
         .map_err(|error| SecurityError::Malformed(error.to_string()))
+}
+
+/// BI, the card's answer to the session's BRC, from the card the session is with.
+fn read_info(
+    live: &mut SecureSession,
+    sealed_info: &[u8],
+    card_id: &CardId,
+) -> Result<BalanceInfo, SecurityError> {
+    let info = opened(live, ins::READ_BALANCE, sealed_info, BalanceInfo::decode)?;
+    same_card(card_id, &info.card_id)?;
+    Ok(info)
 }
 
 fn same_card(expected: &CardId, found: &CardId) -> Result<(), SecurityError> {

@@ -10,6 +10,9 @@ use crate::messages::purse::{Challenge, TransactionKind, UsageRecord};
 use crate::money::Amount;
 use crate::time::Date;
 
+/// The context label of an online record's signed string.
+pub const ONLINE_RECORD_CONTEXT: &[u8] = b"valuecard/online/record/v1";
+
 /// The fields of an online usage record that the security server signs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OnlineRecord {
@@ -31,21 +34,11 @@ pub struct OnlineRecord {
 }
 
 impl OnlineRecord {
-    /// The signed byte string.
+    /// The signed byte string: the record's fields after [`ONLINE_RECORD_CONTEXT`], laid out
+    /// as a settlement terminal's record is (without a stamp).
     pub fn signed_message(&self) -> Vec<u8> {
-        let mut m = Vec::with_capacity(120);
-        m.extend_from_slice(b"valuecard/online/record/v1");
-        m.push(self.kind as u8);
-        m.extend_from_slice(self.card_id.as_bytes());
-        m.extend_from_slice(self.writer.as_bytes());
-        m.extend_from_slice(&self.challenge_host);
-        m.extend_from_slice(&self.challenge_card);
-        m.extend_from_slice(&self.counter.to_be_bytes());
-        m.extend_from_slice(&self.amount.to_be_bytes());
-        m.extend_from_slice(&self.balance_after.to_be_bytes());
-        m.extend_from_slice(&self.writer_sequence.to_be_bytes());
-        m.extend_from_slice(&self.date.0.to_be_bytes());
-        m
+        self.usage_record(Signature([0; crate::crypto::SIGNATURE_LEN]))
+            .fields_message(ONLINE_RECORD_CONTEXT, &self.card_id)
     }
 
     /// The record as the card keeps it, with the security server's signature.

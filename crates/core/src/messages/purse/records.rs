@@ -189,26 +189,33 @@ impl UsageRecord {
             }
             .signed_message(),
             TransactionKind::TransferOut | TransactionKind::TransferIn => {
-                let mut m = Vec::with_capacity(180);
-                m.extend_from_slice(b"valuecard/transfer/record/v1");
-                m.push(self.kind as u8);
-                m.extend_from_slice(card_id.as_bytes());
-                m.extend_from_slice(self.writer.as_bytes());
-                m.extend_from_slice(&self.challenge_writer);
-                m.extend_from_slice(&self.challenge_card);
-                m.extend_from_slice(&self.counter.to_be_bytes());
-                m.extend_from_slice(&self.amount.to_be_bytes());
-                m.extend_from_slice(&self.balance_after.to_be_bytes());
-                m.extend_from_slice(&self.writer_sequence.to_be_bytes());
-                m.extend_from_slice(&self.date.0.to_be_bytes());
+                let mut m = self.fields_message(b"valuecard/transfer/record/v1", card_id);
                 stamp.extend(&mut m);
                 m
             }
             TransactionKind::OnlinePayment | TransactionKind::OnlineCharge => {
-                crate::messages::online::OnlineRecord::of_usage_record(card_id, self)
-                    .signed_message()
+                self.fields_message(crate::messages::online::ONLINE_RECORD_CONTEXT, card_id)
             }
         }
+    }
+
+    /// `label || kind || card ID || writer || writer's challenge || card's challenge ||
+    /// counter || amount || balance after || writer sequence || date`: what a settlement
+    /// terminal (with its stamp after it) and the security server sign for a record.
+    pub(crate) fn fields_message(&self, label: &[u8], card_id: &CardId) -> Vec<u8> {
+        let mut m = Vec::with_capacity(180);
+        m.extend_from_slice(label);
+        m.push(self.kind as u8);
+        m.extend_from_slice(card_id.as_bytes());
+        m.extend_from_slice(self.writer.as_bytes());
+        m.extend_from_slice(&self.challenge_writer);
+        m.extend_from_slice(&self.challenge_card);
+        m.extend_from_slice(&self.counter.to_be_bytes());
+        m.extend_from_slice(&self.amount.to_be_bytes());
+        m.extend_from_slice(&self.balance_after.to_be_bytes());
+        m.extend_from_slice(&self.writer_sequence.to_be_bytes());
+        m.extend_from_slice(&self.date.0.to_be_bytes());
+        m
     }
 }
 
