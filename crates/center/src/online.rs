@@ -209,7 +209,8 @@ impl Center {
         {
             return refuse("the record's signature does not verify");
         }
-        match self.card_public_key(&item.card_id) {
+        // Whether the center issued the card: its row, without decoding its key.
+        match self.card_record(&item.card_id) {
             Ok(_) => {}
             Err(CenterError::Storage(message)) => {
                 return Err(ItemError::Center(CenterError::Storage(message)))
