@@ -19,12 +19,16 @@ pub mod loads;
 pub mod memcard;
 pub mod online;
 pub mod reconcile;
+mod remaining;
 pub mod settlement;
 pub mod sql;
 pub mod stamps;
 pub mod transfer_keys;
 pub mod transfers;
 pub mod usage;
+
+pub(crate) use remaining::advance_remaining_value;
+pub use remaining::RemainingValue;
 
 use std::path::{Path, PathBuf};
 
@@ -67,15 +71,6 @@ pub struct LoadTotals {
     pub in_flight: u64,
     pub in_flight_count: u64,
     pub cancelled: u64,
-}
-
-/// The center's remaining-value record for one card (Fig. 9: restoring a destroyed card).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RemainingValue {
-    pub card_id: CardId,
-    pub balance: Amount,
-    pub card_counter: u32,
-    pub updated_on: Date,
 }
 
 /// A pending load, as the center sees it, for a dispenser to settle.
@@ -429,28 +424,6 @@ impl Center {
         Ok(())
     }
 
-    /// The remaining-value record of a card: the balance after the newest update the center
-    /// knows of (a load, an uploaded purchase, a transfer, an online update).
-    pub fn remaining_value(
-        &mut self,
-        card_id: &CardId,
-    ) -> Result<Option<RemainingValue>, CenterError> {
-        let row = self.db.query_optional(
-            "SELECT balance_minor, card_counter, updated_on FROM remaining_values WHERE card_id = $1",
-            &[card_id.0[..].into()],
-        )?;
-        row.map(|row| {
-            Ok(RemainingValue {
-                card_id: *card_id,
-                balance: Amount::new(row.int(0)? as u64)
-                    .map_err(|e| CenterError::Storage(e.to_string()))?,
-                card_counter: row.int(1)? as u32,
-                updated_on: Date(row.int(2)? as u32),
-            })
-        })
-        .transpose()
-    }
-
     /// Number of issued cards.
     pub fn card_count(&mut self) -> Result<u64, CenterError> {
         Ok(self
@@ -681,29 +654,4 @@ impl Center {
             setting_letters: Default::default(),
         })
     }
-}
-
-/// Moves a card's remaining-value record forward to `balance` at `counter` (the card's
-/// counter after the update that left it): a record only ever moves to a higher counter, so
-/// updates learnt out of order leave the newest.
-pub(crate) fn advance_remaining_value(
-    tx: &mut dyn sql::Executor,
-    card_id: &CardId,
-    balance: Amount,
-    counter: u32,
-    today: u32,
-) -> Result<(), CenterError> {
-    tx.execute(
-        "INSERT INTO remaining_values (card_id, balance_minor, card_counter, updated_on) VALUES ($1, $2, $3, $4)
-         ON CONFLICT (card_id) DO UPDATE SET balance_minor = excluded.balance_minor,
-             card_counter = excluded.card_counter, updated_on = excluded.updated_on
-         WHERE excluded.card_counter > remaining_values.card_counter",
-        &[
-            card_id.0[..].into(),
-            balance.into(),
-            counter.into(),
-            today.into(),
-        ],
-    )?;
-    Ok(())
 }
