@@ -39,7 +39,7 @@ pub struct HttpCenterLink {
     origin: String,
     /// The path the service is mounted under (empty at the root), without a trailing slash.
     prefix: String,
-    sam: Box<dyn Sam>,
+    signer: Box<dyn RequestSigner>,
     device_id: DeviceId,
     next_sequence: u64,
 }
@@ -54,9 +54,57 @@ impl core::fmt::Debug for HttpCenterLink {
     }
 }
 
+/// What signs a device's requests to the center: the device's certified key and the
+/// center's root key its answers are checked with.
+pub trait RequestSigner: Send {
+    fn device_id(&self) -> DeviceId;
+    /// The center's root key (the device's trust anchor).
+    fn center_key(&self) -> Result<PublicKey, CenterError>;
+    /// Signs one request (over `valuecard_sam::request_signing_input`).
+    fn sign_request(
+        &mut self,
+        method: &str,
+        path: &str,
+        sequence: u64,
+        body: &[u8],
+    ) -> Result<Signature, CenterError>;
+}
+
+/// A terminal's or dispenser's SAM as the signer of its requests.
+struct SamSigner(Box<dyn Sam>);
+
+impl RequestSigner for SamSigner {
+    fn device_id(&self) -> DeviceId {
+        self.0.device_id()
+    }
+
+    fn center_key(&self) -> Result<PublicKey, CenterError> {
+        self.0
+            .certificate()
+            .map_err(|error| CenterError::Setup(format!("the device's SAM: {error}")))?;
+        Ok(self
+            .0
+            .anchor()
+            .map_err(|error| CenterError::Setup(format!("the device's SAM: {error}")))?
+            .public_key)
+    }
+
+    fn sign_request(
+        &mut self,
+        method: &str,
+        path: &str,
+        sequence: u64,
+        body: &[u8],
+    ) -> Result<Signature, CenterError> {
+        self.0
+            .sign_device_request(method, path, sequence, body)
+            .map_err(|error| CenterError::Setup(format!("the device's SAM cannot sign: {error}")))
+    }
+}
+
 /// An agent that speaks only TLS to a server holding the pinned certificate's key: the
 /// certificate is the only root, so no other certificate authority can vouch for anyone.
-fn agent(timeout: Duration, pin: &CenterPin) -> ureq::Agent {
+pub fn pinned_agent(timeout: Duration, pin: &CenterPin) -> ureq::Agent {
     let tls = ureq::tls::TlsConfig::builder()
         .provider(ureq::tls::TlsProvider::Rustls)
         .root_certs(ureq::tls::RootCerts::Specific(std::sync::Arc::new(vec![
@@ -87,6 +135,16 @@ impl HttpCenterLink {
     /// prefix) that accepts only the certificate `pin`, signing with `sam`. The SAM must be
     /// installed: its trust anchor is the key the center's answers must verify under.
     pub fn new(center_url: &str, pin: &CenterPin, sam: Box<dyn Sam>) -> Result<Self, CenterError> {
+        Self::with_signer(center_url, pin, Box::new(SamSigner(sam)))
+    }
+
+    /// A link that signs with `signer`: a device that is not a terminal (the online
+    /// settlement system's security server) signs with its own keys.
+    pub fn with_signer(
+        center_url: &str,
+        pin: &CenterPin,
+        signer: Box<dyn RequestSigner>,
+    ) -> Result<Self, CenterError> {
         let uri: ureq::http::Uri = center_url
             .parse()
             .map_err(|error| CenterError::Setup(format!("{center_url:?} is not a URL: {error}")))?;
@@ -111,20 +169,15 @@ impl HttpCenterLink {
                 "{center_url:?}: a center URL has no query"
             )));
         }
-        sam.certificate()
-            .map_err(|error| CenterError::Setup(format!("the device's SAM: {error}")))?;
-        let center_key = sam
-            .anchor()
-            .map_err(|error| CenterError::Setup(format!("the device's SAM: {error}")))?
-            .public_key;
-        let device_id = sam.device_id();
+        let center_key = signer.center_key()?;
+        let device_id = signer.device_id();
         Ok(HttpCenterLink {
-            agent: agent(DEFAULT_TIMEOUT, pin),
+            agent: pinned_agent(DEFAULT_TIMEOUT, pin),
             pin: pin.clone(),
             center_key,
             origin: format!("https://{authority}"),
             prefix: uri.path().trim_end_matches('/').to_owned(),
-            sam,
+            signer,
             device_id,
             next_sequence: crate::now_micros(),
         })
@@ -132,7 +185,7 @@ impl HttpCenterLink {
 
     /// Sets how long one request may take.
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
-        self.agent = agent(timeout, &self.pin);
+        self.agent = pinned_agent(timeout, &self.pin);
         self
     }
 
@@ -161,7 +214,7 @@ impl HttpCenterLink {
     /// Sends one signed request and decodes the answer. A refusal as a replay (another
     /// process of the same device moved its sequence past ours) changed nothing at the
     /// center: the request is signed again once, from the current time.
-    fn call<A: DeserializeOwned>(
+    pub(crate) fn call<A: DeserializeOwned>(
         &mut self,
         method: &str,
         path: &str,
@@ -259,7 +312,7 @@ impl HttpCenterLink {
 }
 
 impl HttpCenterLink {
-    /// The SAM's signature over one request: the one place this link asks the SAM to sign.
+    /// The device's signature over one request: the one place this link asks for one.
     fn sign_request(
         &mut self,
         method: &str,
@@ -267,9 +320,7 @@ impl HttpCenterLink {
         sequence: u64,
         body: &[u8],
     ) -> Result<Signature, CenterError> {
-        self.sam
-            .sign_device_request(method, path, sequence, body)
-            .map_err(|error| CenterError::Setup(format!("the device's SAM cannot sign: {error}")))
+        self.signer.sign_request(method, path, sequence, body)
     }
 
     /// An answer is acted on only if the center signed it, for this device and this
@@ -300,7 +351,7 @@ impl HttpCenterLink {
 }
 
 /// A request body, serialized on demand.
-trait ErasedBody {
+pub(crate) trait ErasedBody {
     fn to_json(&self) -> Result<Vec<u8>, CenterError>;
 }
 
@@ -311,7 +362,7 @@ impl<T: Serialize> ErasedBody for T {
     }
 }
 
-fn decoded<T>(what: &str, result: Result<T, WireError>) -> Result<T, CenterError> {
+pub(crate) fn decoded<T>(what: &str, result: Result<T, WireError>) -> Result<T, CenterError> {
     result.map_err(|error| malformed_answer(what, error))
 }
 

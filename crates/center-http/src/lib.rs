@@ -88,6 +88,7 @@ pub(crate) fn now_micros() -> u64 {
 }
 pub mod memcard_wire;
 mod metrics;
+pub mod online_wire;
 pub mod openapi;
 pub mod pool;
 pub mod problem;
@@ -101,7 +102,7 @@ pub mod tls;
 pub mod transfer_wire;
 pub mod wire;
 
-pub use client::HttpCenterLink;
+pub use client::{HttpCenterLink, RequestSigner};
 pub use pool::{PoolUse, SharedCenter};
 pub use serve::{BackgroundServer, ServiceLimits};
 pub use tls::{CenterPin, ServiceIdentity};
@@ -139,6 +140,7 @@ pub mod paths {
     pub const MEMCARD_PENDING: &str = "/v1/memcard/pending-writes";
     /// `/v1/memcard/cards/{card_id}/latest`: see [`memcard_latest`].
     pub const MEMCARD_LATEST_ROUTE: &str = "/v1/memcard/cards/{card_id}/latest";
+    pub const ONLINE_RECORDS: &str = "/v1/online/records";
     pub const HEALTH: &str = "/health";
     pub const METRICS: &str = "/metrics";
     pub const OPENAPI: &str = "/openapi.json";

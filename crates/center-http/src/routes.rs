@@ -18,11 +18,11 @@ use valuecard_core::messages::center::CenterLink;
 
 use crate::problem::{Problem, ProblemKind};
 use crate::request::{
-    charge_machine_request, dispenser_request, list_request, machine_request, settlement_request,
-    terminal_request,
+    charge_machine_request, dispenser_request, list_request, machine_request,
+    online_settlement_request, settlement_request, terminal_request,
 };
 use crate::server::{json_response, lock, App};
-use crate::{content_type, memcard_wire, paths, terminal_wire, transfer_wire, wire};
+use crate::{content_type, memcard_wire, online_wire, paths, terminal_wire, transfer_wire, wire};
 
 /// Tags group the operations by the device that calls them.
 pub(crate) mod tags {
@@ -30,6 +30,7 @@ pub(crate) mod tags {
     pub const PAYMENT_TERMINALS: &str = "payment terminals";
     pub const SETTLEMENT_TERMINALS: &str = "settlement terminals";
     pub const MEMCARD_MACHINES: &str = "memory-card machines";
+    pub const ONLINE_SETTLEMENT: &str = "online settlement";
     pub const SERVICE: &str = "service";
 }
 
@@ -50,6 +51,7 @@ pub(crate) fn routes() -> OpenApiRouter<App> {
         .routes(routes!(services))
         .routes(routes!(transfers))
         .routes(routes!(transfer_release))
+        .routes(routes!(online_records))
         .routes(routes!(memcard_writes))
         .routes(routes!(memcard_pending))
         .routes(routes!(memcard_float))
@@ -309,6 +311,31 @@ async fn transfer_release(State(app): State<App>, request: Request) -> Response 
         same_device(device, terminal_id)?;
         let release = center.authorize_transfer_release_for(terminal_id, source, &pending)?;
         Ok(transfer_wire::ReleaseBody::new(&release))
+    })
+    .await
+}
+
+/// Report online payments and charges (seed 004).
+///
+/// The online settlement system's security server reports each online update it completed
+/// with a card, as it signed it, and the card's previous record from BI. Each is checked
+/// and stored once; a record reported again is a duplicate.
+#[utoipa::path(
+    post,
+    path = paths::ONLINE_RECORDS,
+    tag = tags::ONLINE_SETTLEMENT,
+    operation_id = "report_online_records",
+    request_body = online_wire::OnlineRecordsBody,
+    responses((status = 200, description = "What the center stored, already had, or refused", body = terminal_wire::UploadReceiptBody))
+)]
+async fn online_records(State(app): State<App>, request: Request) -> Response {
+    let metrics = app.metrics.clone();
+    online_settlement_request(app, request, move |center, device, body| {
+        let (writer, items) = parse_json::<online_wire::OnlineRecordsBody>(body)?.decode()?;
+        same_device(device, writer)?;
+        let receipt = center.store_online_records(writer, &items)?;
+        metrics.uploaded("online", &receipt);
+        Ok(terminal_wire::UploadReceiptBody::new(&receipt))
     })
     .await
 }

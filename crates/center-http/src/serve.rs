@@ -87,7 +87,22 @@ async fn serve_app<F>(
 where
     F: Future<Output = ()> + Send + 'static,
 {
-    let router = build(app);
+    serve_router(listener, build(app), tls, limits, shutdown).await
+}
+
+/// Serves `router` over TLS on `listener` the way the center's service is served (handshake
+/// and header timeouts, lingering close, graceful shutdown): the online settlement services
+/// are served the same way.
+pub async fn serve_router<F>(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    tls: Arc<rustls::ServerConfig>,
+    limits: ServiceLimits,
+    shutdown: F,
+) -> io::Result<()>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);

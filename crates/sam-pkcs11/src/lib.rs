@@ -21,6 +21,9 @@
 //! then zeroized (see `crate::memcard`). No private key, nor KT or KO, is ever in host
 //! memory after installation.
 //!
+//! [`Pkcs11SecurityKeys`] keeps the online security server's master keys and signing key
+//! in a token the same way (see `security_keys.rs`).
+//!
 //! **Architecture invariant:** a PKCS#11 SAM never creates an extractable key and never
 //! reads a key's value; the derived secrets it reads are the installation's X25519 secret
 //! (made extractable on purpose, in a session object destroyed at once) and the output of a
@@ -32,6 +35,7 @@ mod address;
 pub mod context;
 mod error;
 mod memcard;
+mod security_keys;
 mod signer;
 pub mod softhsm;
 mod state;
@@ -62,6 +66,7 @@ use zeroize::{Zeroize, Zeroizing};
 
 pub use address::{resolve_pin, TokenAddress, PIN_ENV};
 pub use error::Pkcs11SamError;
+pub use security_keys::{NewMaster, Pkcs11SecurityKeys, SecurityKeysError};
 pub use signer::Pkcs11Signer;
 use state::SamState;
 use token::{Part, TokenSession};

@@ -92,17 +92,9 @@ impl ApplicationServer {
         signature: &Signature,
         today: Date,
     ) -> Result<Bill, DocumentError> {
-        let bill = Bill::decode(encoded_bill)
-            .map_err(|error| DocumentError::MalformedBill(error.to_string()))?;
-        let key = self
-            .store_key(&bill.store)
-            .ok_or(DocumentError::UnknownStore(bill.store))?;
-        key.verify(&bill.signed_message(), signature)
-            .map_err(|_| DocumentError::ForgedBill)?;
-        if today > bill.expires {
-            return Err(DocumentError::ExpiredBill(bill.expires));
-        }
-        Ok(bill)
+        check_bill_with(encoded_bill, signature, today, |store| {
+            self.store_key(store)
+        })
     }
 
     /// ST14: SIG2 over BI (as the security server opened it) and the sealed SPC.
@@ -176,7 +168,27 @@ impl ApplicationServer {
     }
 }
 
-fn check_receipt(
+/// ST9 with the store keys wherever the caller keeps them (a service reads them from its
+/// database, so that every instance knows a store as soon as one registered it).
+pub fn check_bill_with(
+    encoded_bill: &[u8],
+    signature: &Signature,
+    today: Date,
+    store_key: impl FnOnce(&DeviceId) -> Option<PublicKey>,
+) -> Result<Bill, DocumentError> {
+    let bill = Bill::decode(encoded_bill)
+        .map_err(|error| DocumentError::MalformedBill(error.to_string()))?;
+    let key = store_key(&bill.store).ok_or(DocumentError::UnknownStore(bill.store))?;
+    key.verify(&bill.signed_message(), signature)
+        .map_err(|_| DocumentError::ForgedBill)?;
+    if today > bill.expires {
+        return Err(DocumentError::ExpiredBill(bill.expires));
+    }
+    Ok(bill)
+}
+
+/// The receipt SIG4 under the store's key, and that it acknowledges `completion`.
+pub fn check_receipt(
     store_key: &PublicKey,
     completion: &SettlementCompletion,
     receipt: &Receipt,

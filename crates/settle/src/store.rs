@@ -95,6 +95,18 @@ impl Store {
         order_number: u64,
         today: Date,
     ) -> Result<(Bill, Signature), StoreError> {
+        let bill = self.estimate(order, order_number, today)?;
+        let signature = self.key.sign(&bill.signed_message());
+        Ok((bill, signature))
+    }
+
+    /// ST3: the estimate of `order`, the bill it would be, unsigned: binds nobody.
+    pub fn estimate(
+        &self,
+        order: &[(String, u32)],
+        order_number: u64,
+        today: Date,
+    ) -> Result<Bill, StoreError> {
         if order.is_empty() || order.len() > BILL_LINES_MAX {
             return Err(StoreError::BadOrder);
         }
@@ -125,8 +137,12 @@ impl Store {
             issued: today,
             expires: today.add_days(BILL_VALID_DAYS),
         };
-        let signature = self.key.sign(&bill.signed_message());
-        Ok((bill, signature))
+        Ok(bill)
+    }
+
+    /// The catalog item `sku`.
+    pub fn item(&self, sku: &str) -> Option<&CatalogItem> {
+        self.catalog.get(sku)
     }
 
     /// ST19-ST20 at the store: checks SIG3 over the completion of its own order and signs

@@ -348,11 +348,27 @@ impl Database {
     /// center processes starting at once on a new database would otherwise each find a
     /// migration unapplied and race to create the same tables.
     pub fn migrate(&mut self) -> Result<usize, CenterError> {
+        let count = self.migrate_schema("schema_migrations", crate::db::MIGRATIONS)?;
+        // Records a migration moved into the DEFAULT partition get their months' own.
+        if count > 0 {
+            crate::usage::partitions::partition_default_rows(self)?;
+        }
+        Ok(count)
+    }
+
+    /// Applies the `migrations` of another schema sharing this SQL layer (the online
+    /// settlement services' own), their applied versions kept in `table`, under the same
+    /// lock on PostgreSQL.
+    pub fn migrate_schema(
+        &mut self,
+        table: &'static str,
+        migrations: &[crate::db::Migration],
+    ) -> Result<usize, CenterError> {
         if !self.is_postgres() {
-            return self.migrate_unlocked();
+            return self.migrate_unlocked(table, migrations);
         }
         self.batch(MIGRATION_LOCK)?;
-        let outcome = self.migrate_unlocked();
+        let outcome = self.migrate_unlocked(table, migrations);
         // Should the connection have been lost meanwhile, the lock went with its session.
         let unlocked = self.batch(MIGRATION_UNLOCK);
         let count = outcome?;
@@ -360,15 +376,20 @@ impl Database {
         Ok(count)
     }
 
-    fn migrate_unlocked(&mut self) -> Result<usize, CenterError> {
-        self.batch("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY)")?;
+    fn migrate_unlocked(
+        &mut self,
+        table: &'static str,
+        migrations: &[crate::db::Migration],
+    ) -> Result<usize, CenterError> {
+        self.batch(&format!(
+            "CREATE TABLE IF NOT EXISTS {table} (version BIGINT PRIMARY KEY)"
+        ))?;
         let applied = self
             .query_one(
-                "SELECT CAST(COALESCE(MAX(version), 0) AS BIGINT) FROM schema_migrations",
+                &format!("SELECT CAST(COALESCE(MAX(version), 0) AS BIGINT) FROM {table}"),
                 &[],
             )?
             .int(0)?;
-        let migrations = crate::db::MIGRATIONS;
         if applied as usize > migrations.len() {
             return Err(CenterError::Setup(format!(
                 "database schema version {applied} is newer than this build ({})",
@@ -386,7 +407,7 @@ impl Database {
                     tx.execute(statement, &[])?;
                 }
                 tx.execute(
-                    "INSERT INTO schema_migrations (version) VALUES ($1)",
+                    &format!("INSERT INTO {table} (version) VALUES ($1)"),
                     &[Value::Int(index as i64 + 1)],
                 )?;
                 Ok(())
@@ -395,10 +416,6 @@ impl Database {
         }
         if let Database::Postgres(connection) = self {
             connection.forget_statements();
-        }
-        // Records a migration moved into the DEFAULT partition get their months' own.
-        if count > 0 {
-            crate::usage::partitions::partition_default_rows(self)?;
         }
         Ok(count)
     }

@@ -1,13 +1,16 @@
 //! The token's AES keys: KT, KO and Ktemp stored as sensitive secret keys, an installation's
-//! CMAC checked under Ktemp, and a key derived with one CMAC under KO.
+//! CMAC checked under Ktemp, and a key derived with one CMAC under KO; the online security
+//! server's master keys generated in the token and found again by their versioned labels.
+
+use std::collections::BTreeMap;
 
 use cryptoki::error::RvError;
 use cryptoki::mechanism::Mechanism;
-use cryptoki::object::{Attribute, KeyType, ObjectClass, ObjectHandle};
-use valuecard_core::crypto::AesKey;
+use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
+use valuecard_core::crypto::{AesKey, AES_KEY_LEN};
 use zeroize::Zeroize;
 
-use super::{is_rv, Part, TokenSession, Usage};
+use super::{is_rv, Part, TokenSession, Usage, MASTER_SUFFIX};
 use crate::Pkcs11SamError;
 
 impl TokenSession {
@@ -27,6 +30,58 @@ impl TokenSession {
             }
         }
         handle.map_err(|e| Pkcs11SamError::token("C_CreateObject (AES key)", &e))
+    }
+
+    /// Generates an AES-128 key in the token (CKM_AES_KEY_GEN) with the template of
+    /// [`Self::store_aes_key`]: its value never exists outside the token, so the token also
+    /// marks it CKA_ALWAYS_SENSITIVE and CKA_NEVER_EXTRACTABLE.
+    pub fn generate_aes_key(&self, part: Part) -> Result<ObjectHandle, Pkcs11SamError> {
+        let mut template = self.private_key_template(part, KeyType::AES, Usage::MAC);
+        template.extend([
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::ValueLen((AES_KEY_LEN as u64).into()),
+        ]);
+        self.session
+            .generate_key(&Mechanism::AesKeyGen, &template)
+            .map_err(|e| Pkcs11SamError::token("C_GenerateKey (AES)", &e))
+    }
+
+    /// Every master key under the URI's object, by version. PKCS#11 finds objects by whole
+    /// labels only, so the AES keys are listed and their labels read; two keys of one
+    /// version (two processes rotating at once) are refused, as [`Self::find`] refuses them.
+    pub fn master_keys(&self) -> Result<BTreeMap<u32, ObjectHandle>, Pkcs11SamError> {
+        let mut template = vec![
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::AES),
+        ];
+        if let Some(id) = &self.id {
+            template.push(Attribute::Id(id.clone()));
+        }
+        let handles = self
+            .session
+            .find_objects(&template)
+            .map_err(|e| Pkcs11SamError::token("C_FindObjects", &e))?;
+        let prefix = format!("{}{MASTER_SUFFIX}", self.object);
+        let mut masters = BTreeMap::new();
+        for handle in handles {
+            let attributes = self
+                .session
+                .get_attributes(handle, &[AttributeType::Label])
+                .map_err(|e| Pkcs11SamError::token("C_GetAttributeValue (CKA_LABEL)", &e))?;
+            let Some(version) = attributes.iter().find_map(|a| match a {
+                Attribute::Label(label) => master_version(label, &prefix),
+                _ => None,
+            }) else {
+                continue;
+            };
+            if masters.insert(version, handle).is_some() {
+                return Err(Pkcs11SamError::AmbiguousObjects(
+                    String::from_utf8_lossy(&Part::Master(version).label(&self.object))
+                        .into_owned(),
+                ));
+            }
+        }
+        Ok(masters)
     }
 
     /// Checks an AES-CMAC in the token (CKM_AES_CMAC, full 16-byte tag). `Ok(false)` when
@@ -72,4 +127,15 @@ impl TokenSession {
         tag.zeroize();
         derived.map_err(|_| Pkcs11SamError::BadMacLength(length))
     }
+}
+
+/// The version in a master key's label `prefix || N`, N in decimal without leading zeros
+/// (so that one version has one label), or `None` for any other label.
+fn master_version(label: &[u8], prefix: &str) -> Option<u32> {
+    let digits = label.strip_prefix(prefix.as_bytes())?;
+    let digits = core::str::from_utf8(digits).ok()?;
+    if digits.starts_with('0') || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
 }

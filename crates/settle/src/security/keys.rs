@@ -9,6 +9,12 @@ use valuecard_core::crypto::{diversify_key, AesKey, PublicKey, Signature, Signin
 use valuecard_core::ids::{CardId, DeviceId};
 use valuecard_core::messages::online::derivation;
 
+/// The keys could not be used (a token refused or went away): the step is refused before
+/// anything is sealed for the card.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the security server's keys are unavailable: {0}")]
+pub struct KeysUnavailable(pub String);
+
 /// What the security server's keys do; no method returns M or the signing key.
 pub trait SecurityKeys {
     /// The certificate the center issued the security server.
@@ -24,10 +30,10 @@ pub trait SecurityKeys {
     fn current_version(&self) -> u32;
 
     /// KC of `card_id` under M of `version`, if that version is held.
-    fn card_key(&self, card_id: &CardId, version: u32) -> Option<AesKey>;
+    fn card_key(&self, card_id: &CardId, version: u32) -> Result<Option<AesKey>, KeysUnavailable>;
 
     /// Signs `message` with the security server's certified key.
-    fn sign(&self, message: &[u8]) -> Signature;
+    fn sign(&self, message: &[u8]) -> Result<Signature, KeysUnavailable>;
 }
 
 /// The keys in the process's memory (zeroized on drop).
@@ -78,13 +84,69 @@ impl SecurityKeys for SoftwareSecurityKeys {
         self.masters.keys().next_back().copied().unwrap_or(1)
     }
 
-    fn card_key(&self, card_id: &CardId, version: u32) -> Option<AesKey> {
-        self.masters
+    fn card_key(&self, card_id: &CardId, version: u32) -> Result<Option<AesKey>, KeysUnavailable> {
+        Ok(self
+            .masters
             .get(&version)
-            .map(|master| diversify_key(master, derivation::CARD_KEY, card_id.as_bytes()))
+            .map(|master| diversify_key(master, derivation::CARD_KEY, card_id.as_bytes())))
     }
 
-    fn sign(&self, message: &[u8]) -> Signature {
-        self.signing.sign(message)
+    fn sign(&self, message: &[u8]) -> Result<Signature, KeysUnavailable> {
+        Ok(self.signing.sign(message))
+    }
+}
+
+/// Keys behind a box (a service picks software or a token at start).
+impl<K: SecurityKeys + ?Sized> SecurityKeys for Box<K> {
+    fn certificate(&self) -> &Certificate {
+        (**self).certificate()
+    }
+
+    fn device_id(&self) -> DeviceId {
+        (**self).device_id()
+    }
+
+    fn signing_key(&self) -> PublicKey {
+        (**self).signing_key()
+    }
+
+    fn current_version(&self) -> u32 {
+        (**self).current_version()
+    }
+
+    fn card_key(&self, card_id: &CardId, version: u32) -> Result<Option<AesKey>, KeysUnavailable> {
+        (**self).card_key(card_id, version)
+    }
+
+    fn sign(&self, message: &[u8]) -> Result<Signature, KeysUnavailable> {
+        (**self).sign(message)
+    }
+}
+
+/// Keys shared (a service's security server and its reporter to the center sign with one
+/// set of keys).
+impl<K: SecurityKeys + ?Sized> SecurityKeys for std::sync::Arc<K> {
+    fn certificate(&self) -> &Certificate {
+        (**self).certificate()
+    }
+
+    fn device_id(&self) -> DeviceId {
+        (**self).device_id()
+    }
+
+    fn signing_key(&self) -> PublicKey {
+        (**self).signing_key()
+    }
+
+    fn current_version(&self) -> u32 {
+        (**self).current_version()
+    }
+
+    fn card_key(&self, card_id: &CardId, version: u32) -> Result<Option<AesKey>, KeysUnavailable> {
+        (**self).card_key(card_id, version)
+    }
+
+    fn sign(&self, message: &[u8]) -> Result<Signature, KeysUnavailable> {
+        (**self).sign(message)
     }
 }

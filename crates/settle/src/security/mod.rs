@@ -31,7 +31,7 @@ use valuecard_core::messages::purse::{Challenge, TransactionKind};
 use valuecard_core::money::Amount;
 use valuecard_core::time::Date;
 
-pub use keys::{SecurityKeys, SoftwareSecurityKeys};
+pub use keys::{KeysUnavailable, SecurityKeys, SoftwareSecurityKeys};
 
 /// Why a step was refused. Nothing the card said is trusted past the first refusal.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -57,6 +57,8 @@ pub enum SecurityError {
     OverLimit { amount: Amount },
     #[error("the card's completion does not match the update it was sent")]
     CompletionMismatch,
+    #[error(transparent)]
+    Keys(#[from] KeysUnavailable),
     #[error("the update is not a payment or a charge")]
     NotOnline,
 }
@@ -155,7 +157,7 @@ impl<K: SecurityKeys> SecurityServer<K> {
         let version = self.keys.current_version();
         let card_key = self
             .keys
-            .card_key(&card_id, version)
+            .card_key(&card_id, version)?
             .ok_or(SecurityError::UnknownKeyVersion(version))?;
         let sealed_key = seal_to(
             rng,
@@ -171,7 +173,7 @@ impl<K: SecurityKeys> SecurityServer<K> {
                 &card_id,
                 version,
                 &sealed_key,
-            )),
+            ))?,
             sealed_key,
         })
     }
@@ -203,7 +205,7 @@ impl<K: SecurityKeys> SecurityServer<K> {
     ) -> Result<(Step, ExternalAuthenticate, Vec<u8>), SecurityError> {
         let card_key = self
             .keys
-            .card_key(&card_id, answer.key_version)
+            .card_key(&card_id, answer.key_version)?
             .ok_or(SecurityError::UnknownKeyVersion(answer.key_version))?;
         let (mut session, host_cryptogram) = SecureSession::authenticate(
             &card_key,
@@ -289,7 +291,7 @@ impl<K: SecurityKeys> SecurityServer<K> {
             party: request.party,
             writer,
             writer_sequence,
-            signature: self.keys.sign(&record.signed_message()),
+            signature: self.keys.sign(&record.signed_message())?,
         };
         let sealed = live.seal(instruction, &update.encode())?;
         Ok((
@@ -421,7 +423,7 @@ impl<K: SecurityKeys> SecurityServer<K> {
     fn resume(&self, session: &SessionRecord) -> Result<SecureSession, SecurityError> {
         let card_key = self
             .keys
-            .card_key(&session.card_id, session.key_version)
+            .card_key(&session.card_id, session.key_version)?
             .ok_or(SecurityError::UnknownKeyVersion(session.key_version))?;
         Ok(SecureSession::resume(
             &card_key,
