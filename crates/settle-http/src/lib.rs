@@ -16,6 +16,7 @@
 
 pub mod authorizer;
 pub mod db;
+pub mod embedded;
 pub mod holder;
 pub mod service;
 pub mod settlement;

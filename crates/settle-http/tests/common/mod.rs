@@ -1,0 +1,137 @@
+//! A center with one issued card, and the online settlement system started for it.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+
+use rand_core::SeedableRng;
+use valuecard_card::eeprom::MemoryEeprom;
+use valuecard_center::Center;
+use valuecard_core::crypto::{AesKey, SealingKeyPair, SigningKeyPair};
+use valuecard_core::messages::center::{CenterError, UploadReceipt};
+use valuecard_core::messages::online::OnlineItem;
+use valuecard_core::money::Amount;
+use valuecard_core::time::Date;
+use valuecard_reader::InProcessReader;
+use valuecard_settle::security::SoftwareSecurityKeys;
+use valuecard_settle_http::authorizer::TestAuthorizer;
+use valuecard_settle_http::embedded::{EmbeddedOptions, OnlineSystem};
+use valuecard_settle_http::settlement::reporter::{report_pending, OnlineRecordSink};
+use valuecard_settle_http::settlement::ServiceKeys;
+use valuecard_sim::{Storage, World, WorldRng};
+
+pub type Reader = InProcessReader<MemoryEeprom, WorldRng>;
+
+pub fn amount(minor: u64) -> Amount {
+    Amount::new(minor).unwrap()
+}
+
+pub fn today() -> Date {
+    Date::from_ymd(2026, 11, 30).unwrap()
+}
+
+/// The center in the same process, as the reporter's sink.
+pub struct CenterSink<'a>(pub &'a mut Center);
+
+impl OnlineRecordSink for CenterSink<'_> {
+    fn report(&mut self, items: &[OnlineItem]) -> Result<UploadReceipt, CenterError> {
+        let writer = items
+            .first()
+            .map(|item| item.record.writer)
+            .unwrap_or(valuecard_core::ids::DeviceId([0; 8]));
+        self.0.store_online_records(writer, items)
+    }
+}
+
+pub struct Rig {
+    pub world: World,
+    pub reader: Reader,
+    pub keys: ServiceKeys,
+    pub authorizer: Arc<TestAuthorizer>,
+}
+
+/// A center, a card issued with `balance`, and a security server it certified.
+pub fn rig(balance: u64, seed: u64) -> Rig {
+    let mut rng = WorldRng::seed_from_u64(seed);
+    let mut world = World::create_seeded(
+        Storage::Memory,
+        1,
+        today(),
+        WorldRng::seed_from_u64(seed + 1),
+    )
+    .unwrap();
+    let card = world
+        .manufacture_card(MemoryEeprom::new(valuecard_card::image::EEPROM_SIZE))
+        .unwrap();
+    let mut reader = InProcessReader::with_card("holder", card);
+    world.issue(&mut reader, amount(balance)).unwrap();
+    let signing = SigningKeyPair::generate(&mut rng);
+    let (_, certificate) = world
+        .center
+        .certify_online_settlement(
+            signing.public_key(),
+            SealingKeyPair::generate(&mut rng).public_key(),
+        )
+        .unwrap();
+    let keys: ServiceKeys = Arc::new(SoftwareSecurityKeys::new(
+        AesKey::random(&mut rng),
+        signing,
+        certificate,
+    ));
+    Rig {
+        world,
+        reader,
+        keys,
+        authorizer: Arc::new(
+            TestAuthorizer::new()
+                .declining("4000000000000002", "the card issuer declined the charge")
+                .with_limit("5555555555554444", amount(3_000)),
+        ),
+    }
+}
+
+impl Rig {
+    pub fn start(&self, options: &EmbeddedOptions) -> OnlineSystem {
+        OnlineSystem::start(
+            Arc::clone(&self.keys),
+            self.world.center.anchor(),
+            self.authorizer.clone(),
+            None,
+            options,
+        )
+        .unwrap()
+    }
+
+    /// Reports the settlement system's completed updates to the center; the center's books
+    /// must then reconcile with the card's balance.
+    pub fn report_and_reconcile(&mut self, system: &OnlineSystem) -> (u64, u64) {
+        let summary = report_pending(
+            &system.settlement_pool,
+            &mut CenterSink(&mut self.world.center),
+            today().0,
+        )
+        .unwrap();
+        assert!(summary.refused.is_empty(), "{summary:?}");
+        assert!(summary.clones_detected.is_empty(), "{summary:?}");
+        let status = valuecard_sim::read_purse(&mut self.reader).unwrap();
+        let books = self.world.center.reconciliation().unwrap();
+        assert_eq!(
+            books.status(),
+            valuecard_center::reconcile::ReconciliationStatus::Reconciled,
+            "{books:?}"
+        );
+        assert_eq!(books.remaining, status.balance.minor());
+        (books.online.spent, books.online.charged)
+    }
+
+    pub fn balance(&mut self) -> Amount {
+        valuecard_sim::read_purse(&mut self.reader).unwrap().balance
+    }
+}
+
+pub fn visa() -> valuecard_settle_http::wire::CreditCardBody {
+    valuecard_settle_http::wire::CreditCardBody {
+        number: "4111 1111 1111 1111".into(),
+        expiry: "12/29".into(),
+        holder_name: "A Holder".into(),
+    }
+}
