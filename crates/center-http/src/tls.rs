@@ -176,6 +176,11 @@ impl CenterPin {
         )
     }
 
+    /// The pinned certificate (public) as PEM.
+    pub fn to_pem(&self) -> String {
+        pem("CERTIFICATE", &self.certificate)
+    }
+
     /// SHA-256 of the certificate, hex: what an operator compares by eye.
     pub fn fingerprint(&self) -> String {
         hex::encode(valuecard_core::crypto::sha256(&self.certificate))

@@ -348,15 +348,21 @@ impl World {
             .count() as u64;
         let settled =
             totals.in_flight_count == 0 && purchases_in_doubt == 0 && transfers_in_flight == 0;
+        // Seed 004: what the settlement system reported paying and charging online.
+        let online = self.center.online_totals()?;
         Ok(Reconciliation {
             issued: totals.issued,
             loaded: totals.loaded,
             spent,
+            spent_online: online.spent,
+            charged_online: online.charged,
             balances_total,
             loads_in_flight: totals.in_flight_count,
             purchases_in_doubt,
             transfers_in_flight,
-            conserved: settled && totals.issued + totals.loaded == spent + balances_total,
+            conserved: settled
+                && totals.issued + totals.loaded + online.charged
+                    == spent + online.spent + balances_total,
         })
     }
 }
@@ -367,12 +373,18 @@ fn fork(rng: &mut WorldRng) -> WorldRng {
     WorldRng::from_seed(seed)
 }
 
-/// issued + loaded - spent = sum of card balances, once nothing is in flight.
+/// issued + loaded + charged online - spent - spent online = sum of card balances, once
+/// nothing is in flight.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Reconciliation {
     pub issued: u64,
     pub loaded: u64,
+    /// At terminals.
     pub spent: u64,
+    /// Paid to web stores through the settlement system (seed 004).
+    pub spent_online: u64,
+    /// Charged into cards online against credit authorizations (seed 004).
+    pub charged_online: u64,
     pub balances_total: u64,
     pub loads_in_flight: u64,
     pub purchases_in_doubt: u64,

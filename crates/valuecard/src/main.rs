@@ -24,6 +24,7 @@ mod key_store;
 mod lifecycle;
 mod memcard_cli;
 mod memcard_terminal_cli;
+mod online_cli;
 mod operations;
 mod pcsc;
 mod release_cli;
@@ -31,6 +32,7 @@ mod settlement_cli;
 mod simulate_cli;
 mod terminal_cli;
 mod transfer_cli;
+mod wallet;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -71,6 +73,13 @@ enum Commands {
     /// Benchmarks that print their ratio to the crypto floor measured in the same run.
     #[command(subcommand)]
     Bench(BenchCommands),
+    /// The online settlement system of seed 004 (web stores paid from the card, online
+    /// charges), for a person to try.
+    #[command(subcommand)]
+    Online(online_cli::OnlineCommands),
+    /// The holder's wallet (seed 004): a local web page on 127.0.0.1 that pays web stores
+    /// and charges the card in the reader through the online settlement services.
+    Wallet(wallet::WalletArgs),
     /// The whole system at scale over simulated days, with real cryptography and injected
     /// faults: what the center detected against what was injected, the conservation
     /// equation, and throughput against the crypto floor.
@@ -464,6 +473,8 @@ fn main() -> ExitCode {
         Commands::Bench(BenchCommands::Memcard(args)) => bench_memcard::memcard(args),
         Commands::Bench(BenchCommands::Sam(args)) => bench_sam::sam(args),
         Commands::Simulate(args) => simulate_cli::run(args),
+        Commands::Wallet(args) => wallet::run(args),
+        Commands::Online(command) => online_cli::online(command),
     };
     match outcome {
         Ok(code) => code,

@@ -240,3 +240,22 @@ impl Drop for Reporter {
         self.finish();
     }
 }
+
+/// The center in the same process (the demo, `valuecard online try`), as the reporter's
+/// sink: the same checks as over HTTP, without the network.
+pub struct InProcessCenter<'a>(pub &'a mut valuecard_center::Center);
+
+impl core::fmt::Debug for InProcessCenter<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("InProcessCenter")
+    }
+}
+
+impl OnlineRecordSink for InProcessCenter<'_> {
+    fn report(&mut self, items: &[OnlineItem]) -> Result<UploadReceipt, CenterError> {
+        match items.first() {
+            Some(first) => self.0.store_online_records(first.record.writer, items),
+            None => Ok(UploadReceipt::default()),
+        }
+    }
+}

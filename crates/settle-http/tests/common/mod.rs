@@ -1,6 +1,9 @@
 //! A center with one issued card, and the online settlement system started for it.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod restart;
+pub mod steps;
+
 use std::sync::Arc;
 
 use rand_core::SeedableRng;
@@ -17,6 +20,7 @@ use valuecard_settle_http::authorizer::TestAuthorizer;
 use valuecard_settle_http::embedded::{EmbeddedOptions, OnlineSystem};
 use valuecard_settle_http::settlement::reporter::{report_pending, OnlineRecordSink};
 use valuecard_settle_http::settlement::ServiceKeys;
+use valuecard_settle_http::DatabasePool;
 use valuecard_sim::{Storage, World, WorldRng};
 
 pub type Reader = InProcessReader<MemoryEeprom, WorldRng>;
@@ -47,6 +51,8 @@ pub struct Rig {
     pub reader: Reader,
     pub keys: ServiceKeys,
     pub authorizer: Arc<TestAuthorizer>,
+    /// Further cards issued by the same center (`Rig::issue_another`).
+    pub others: Vec<Reader>,
 }
 
 /// A center, a card issued with `balance`, and a security server it certified.
@@ -86,6 +92,7 @@ pub fn rig(balance: u64, seed: u64) -> Rig {
                 .declining("4000000000000002", "the card issuer declined the charge")
                 .with_limit("5555555555554444", amount(3_000)),
         ),
+        others: Vec::new(),
     }
 }
 
@@ -104,23 +111,50 @@ impl Rig {
     /// Reports the settlement system's completed updates to the center; the center's books
     /// must then reconcile with the card's balance.
     pub fn report_and_reconcile(&mut self, system: &OnlineSystem) -> (u64, u64) {
-        let summary = report_pending(
-            &system.settlement_pool,
-            &mut CenterSink(&mut self.world.center),
-            today().0,
-        )
-        .unwrap();
+        self.report_and_reconcile_pool(&system.settlement_pool)
+    }
+
+    /// `report_and_reconcile` with the settlement database's pool: the center's books must
+    /// hold the sum of every card's balance.
+    pub fn report_and_reconcile_pool(&mut self, pool: &DatabasePool) -> (u64, u64) {
+        let summary =
+            report_pending(pool, &mut CenterSink(&mut self.world.center), today().0).unwrap();
         assert!(summary.refused.is_empty(), "{summary:?}");
         assert!(summary.clones_detected.is_empty(), "{summary:?}");
-        let status = valuecard_sim::read_purse(&mut self.reader).unwrap();
+        let mut balances = valuecard_sim::read_purse(&mut self.reader)
+            .unwrap()
+            .balance
+            .minor();
+        for reader in &mut self.others {
+            balances += valuecard_sim::read_purse(reader).unwrap().balance.minor();
+        }
         let books = self.world.center.reconciliation().unwrap();
         assert_eq!(
             books.status(),
             valuecard_center::reconcile::ReconciliationStatus::Reconciled,
             "{books:?}"
         );
-        assert_eq!(books.remaining, status.balance.minor());
+        assert_eq!(books.remaining, balances);
         (books.online.spent, books.online.charged)
+    }
+
+    /// How many online payments and charges the center holds.
+    pub fn online_counts(&mut self) -> (u64, u64) {
+        let totals = self.world.center.online_totals().unwrap();
+        (totals.payments, totals.charges)
+    }
+
+    /// Issues another card with `balance`, in a reader of its own (`others`); gives its
+    /// index there.
+    pub fn issue_another(&mut self, balance: u64) -> usize {
+        let card = self
+            .world
+            .manufacture_card(MemoryEeprom::new(valuecard_card::image::EEPROM_SIZE))
+            .unwrap();
+        let mut reader = InProcessReader::with_card("another holder", card);
+        self.world.issue(&mut reader, amount(balance)).unwrap();
+        self.others.push(reader);
+        self.others.len() - 1
     }
 
     pub fn balance(&mut self) -> Amount {

@@ -1,0 +1,238 @@
+//! `valuecard online try`: the online settlement system of seed 004 for a person to use. A
+//! center with one card (an image file) issued with 50.00, the mall and the settlement
+//! service as HTTPS services with their own databases in the data directory, and the
+//! holder's wallet on 127.0.0.1 with the card in its (emulated) reader; completed updates
+//! go to the center, whose reconciliation is printed when it stops.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use valuecard_card::FileCard;
+use valuecard_core::crypto::{AesKey, SealingKeyPair, SigningKeyPair};
+use valuecard_core::money::Amount;
+use valuecard_core::time::{Clock, SystemClock};
+use valuecard_reader::InProcessReader;
+use valuecard_settle::security::SoftwareSecurityKeys;
+use valuecard_settle_http::embedded::{demo_authorizer, EmbeddedOptions, OnlineSystem};
+use valuecard_settle_http::settlement::reporter::{report_pending, InProcessCenter};
+use valuecard_settle_http::settlement::ServiceKeys;
+use valuecard_settle_http::DatabaseLocation;
+use valuecard_sim::{card_path, read_purse, Storage, World};
+
+use crate::wallet::{reader_opener, CardWorker, OnlineEndpoints, RunningWallet, Wallet};
+
+#[derive(clap::Subcommand, Debug)]
+pub enum OnlineCommands {
+    /// Start a center with one card, the mall and the settlement services, and the
+    /// holder's wallet, for a person to try in a browser; Ctrl-C stops it and prints the
+    /// center's reconciliation.
+    Try(TryArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct TryArgs {
+    /// The data directory (the center, the card image, the services' databases). A
+    /// directory left by an earlier run is replaced; any other non-empty one is refused.
+    #[arg(long, default_value = "valuecard-online")]
+    data: PathBuf,
+    /// The wallet page's local port (0: any free port).
+    #[arg(long, default_value_t = 8470)]
+    port: u16,
+    /// Keep the settlement service's state in PostgreSQL at this URL.
+    #[arg(long, value_name = "URL")]
+    settlement_database: Option<String>,
+    /// Keep the store's state in PostgreSQL at this URL.
+    #[arg(long, value_name = "URL")]
+    store_database: Option<String>,
+    /// Print one JSON line with the addresses once everything listens.
+    #[arg(long)]
+    json: bool,
+}
+
+const MARKER: &str = ".valuecard-online";
+
+fn prepare(dir: &Path) -> Result<(), String> {
+    if dir.exists() {
+        let empty = std::fs::read_dir(dir)
+            .map_err(|e| format!("{}: {e}", dir.display()))?
+            .next()
+            .is_none();
+        if !empty {
+            if !dir.join(MARKER).exists() {
+                return Err(format!(
+                    "{} exists and was not made by `valuecard online try`; choose another --data directory",
+                    dir.display()
+                ));
+            }
+            std::fs::remove_dir_all(dir)
+                .map_err(|e| format!("cannot clear {}: {e}", dir.display()))?;
+        }
+    }
+    std::fs::create_dir_all(dir.join("cards"))
+        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    std::fs::write(dir.join(MARKER), b"made by valuecard online try\n").map_err(|e| e.to_string())
+}
+
+pub fn online(command: OnlineCommands) -> Result<ExitCode, String> {
+    match command {
+        OnlineCommands::Try(args) => try_it(args),
+    }
+}
+
+fn location(url: Option<&str>, file: PathBuf) -> DatabaseLocation {
+    match url {
+        Some(url) => DatabaseLocation::parse(url),
+        None => DatabaseLocation::Sqlite(file),
+    }
+}
+
+fn try_it(args: TryArgs) -> Result<ExitCode, String> {
+    prepare(&args.data)?;
+    let dir = &args.data;
+    let today = SystemClock.today();
+    let mut world =
+        World::create(Storage::Directory(dir.clone()), 1, today).map_err(|e| e.to_string())?;
+    let card_file = card_path(dir, 1);
+    {
+        let (serial, transport_key) = world.center.manufacture_chip();
+        let card = FileCard::manufacture_file(&card_file, serial, transport_key)
+            .map_err(|e| e.to_string())?;
+        let mut reader = InProcessReader::with_card("holder", card);
+        world
+            .issue(&mut reader, Amount::new(5_000).map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
+    }
+    let mut rng = rand_core::OsRng;
+    let signing = SigningKeyPair::generate(&mut rng);
+    let (_, certificate) = world
+        .center
+        .certify_online_settlement(
+            signing.public_key(),
+            SealingKeyPair::generate(&mut rng).public_key(),
+        )
+        .map_err(|e| e.to_string())?;
+    let keys: ServiceKeys = Arc::new(SoftwareSecurityKeys::new(
+        AesKey::random(&mut rng),
+        signing,
+        certificate,
+    ));
+    let options = EmbeddedOptions {
+        store_database: location(args.store_database.as_deref(), dir.join("store.sqlite")),
+        settlement_database: location(
+            args.settlement_database.as_deref(),
+            dir.join("settlement.sqlite"),
+        ),
+        today: None,
+        pool_size: 4,
+        store_port: 0,
+        settlement_port: 0,
+    };
+    let system = OnlineSystem::start(
+        keys,
+        world.center.anchor(),
+        Arc::new(demo_authorizer()),
+        None,
+        &options,
+    )
+    .map_err(|e| e.to_string())?;
+    let endpoints = OnlineEndpoints {
+        store_url: system.store.url(),
+        store_certificate: system.store.pin().to_pem(),
+        settlement_url: system.settlement.url(),
+        settlement_certificate: system.settlement.pin().to_pem(),
+        application_key: hex::encode(system.application_key.to_bytes()),
+        currency: "EUR".into(),
+    };
+    endpoints.save(dir)?;
+    let card = CardWorker::start(reader_opener(Some(card_file.clone()), None))?;
+    let wallet = RunningWallet::start(
+        Wallet::new(endpoints.holder()?, card, endpoints.currency.clone()),
+        args.port,
+    )?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "wallet_url": wallet.url(),
+                "store_url": endpoints.store_url,
+                "settlement_url": endpoints.settlement_url,
+                "card": card_file.display().to_string(),
+                "data_dir": dir.display().to_string(),
+            })
+        );
+    } else {
+        println!("Open {} in a browser.", wallet.url());
+        println!("  card image {} holds 50.00 EUR", card_file.display());
+        println!(
+            "  the mall {} and the settlement service {}",
+            endpoints.store_url, endpoints.settlement_url
+        );
+        println!("  test credit cards: 4111 1111 1111 1111 (approved up to 1000.00), 4000 0000 0000 0002 (declined)");
+        println!("Ctrl-C stops everything and prints the center's reconciliation.");
+    }
+    // The completed updates go to the center from here, where the center lives.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&stop)).map_err(|e| e.to_string())?;
+    }
+    let mut last = Instant::now();
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(200));
+        if last.elapsed() >= Duration::from_secs(1) {
+            last = Instant::now();
+            if let Err(error) = report_pending(
+                &system.settlement_pool,
+                &mut InProcessCenter(&mut world.center),
+                today.0,
+            ) {
+                eprintln!("the online records could not be reported yet: {error}");
+            }
+        }
+    }
+    drop(wallet);
+    report_pending(
+        &system.settlement_pool,
+        &mut InProcessCenter(&mut world.center),
+        today.0,
+    )
+    .map_err(|e| e.to_string())?;
+    system.shutdown();
+    let balance = {
+        let card = FileCard::open_file(&card_file).map_err(|e| e.to_string())?;
+        let mut reader = InProcessReader::with_card("holder", card);
+        read_purse(&mut reader).map_err(|e| e.to_string())?.balance
+    };
+    let books = world.reconcile(&[balance]).map_err(|e| e.to_string())?;
+    let summary = serde_json::json!({
+        "issued": books.issued,
+        "loaded": books.loaded,
+        "spent": books.spent,
+        "spent_online": books.spent_online,
+        "charged_online": books.charged_online,
+        "balances_total": books.balances_total,
+        "conserved": books.conserved,
+    });
+    if args.json {
+        println!("{summary}");
+    } else {
+        println!(
+            "Reconciliation: issued {} + charged online {} - spent online {} = card balance {}: {}",
+            books.issued,
+            books.charged_online,
+            books.spent_online,
+            books.balances_total,
+            if books.conserved {
+                "conserved"
+            } else {
+                "NOT conserved"
+            }
+        );
+    }
+    Ok(if books.conserved {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
