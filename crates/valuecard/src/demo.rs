@@ -94,6 +94,8 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, String> {
         key_updates,
         memory_cards,
         memory_cards_reconciled,
+        online_purchases,
+        online_charges,
     } = outcome;
     let all_refused = attacks.iter().all(|attack| attack.refused);
     let all_held = scenarios.iter().all(|scenario| scenario.held);
@@ -103,6 +105,8 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, String> {
             "issued": reconciliation.issued,
             "loaded": reconciliation.loaded,
             "spent": reconciliation.spent,
+            "spent_online": reconciliation.spent_online,
+            "charged_online": reconciliation.charged_online,
             "balances_total": reconciliation.balances_total,
             "loads_in_flight": reconciliation.loads_in_flight,
             "purchases_in_doubt": reconciliation.purchases_in_doubt,
@@ -126,17 +130,22 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, String> {
             "transfers": transfers,
             "key_updates": key_updates,
             "memory_cards": memory_cards,
+            "online_purchases": online_purchases,
+            "online_charges": online_charges,
         });
         println!("{value}");
     } else {
         println!();
         println!("Reconciliation (minor units)");
         println!(
-            "  issued {} + loaded {} - spent {} = {}",
+            "  issued {} + loaded {} + charged online {} - spent {} - spent online {} = {}",
             reconciliation.issued,
             reconciliation.loaded,
+            reconciliation.charged_online,
             reconciliation.spent,
-            (reconciliation.issued + reconciliation.loaded).saturating_sub(reconciliation.spent)
+            reconciliation.spent_online,
+            (reconciliation.issued + reconciliation.loaded + reconciliation.charged_online)
+                .saturating_sub(reconciliation.spent + reconciliation.spent_online)
         );
         println!("  sum of card balances = {}", reconciliation.balances_total);
         println!(
@@ -188,6 +197,8 @@ struct DemoReport {
     key_updates: Vec<serde_json::Value>,
     memory_cards: serde_json::Value,
     memory_cards_reconciled: bool,
+    online_purchases: Vec<serde_json::Value>,
+    online_charges: Vec<serde_json::Value>,
 }
 
 fn run_in(dir: &Path, out: &mut Account) -> Result<DemoReport, WorldError> {
@@ -299,6 +310,14 @@ fn run_in(dir: &Path, out: &mut Account) -> Result<DemoReport, WorldError> {
         out.say(format!("  {line}"));
     }
 
+
+    out.say("");
+    out.say("Online settlement (seed 004)");
+    let online = crate::online_cli::demo(&mut world, &mut readers[2]).map_err(WorldError::Other)?;
+    for line in &online.lines {
+        out.say(format!("  {line}"));
+    }
+
     out.say("");
     out.say("Attacks");
     let mut outcomes = vec![
@@ -356,6 +375,7 @@ fn run_in(dir: &Path, out: &mut Account) -> Result<DemoReport, WorldError> {
     };
     let lost_outcome = scenarios::lost_card(&mut world, &mut readers[0])?;
     scenarios::sync_all(&mut world)?;
+
     let scenario_list = vec![
         clone_outcome,
         lost_outcome,
@@ -414,6 +434,8 @@ fn run_in(dir: &Path, out: &mut Account) -> Result<DemoReport, WorldError> {
         key_updates,
         memory_cards,
         memory_cards_reconciled,
+        online_purchases: online.purchases,
+        online_charges: online.charges,
     })
 }
 

@@ -236,3 +236,146 @@ fn try_it(args: TryArgs) -> Result<ExitCode, String> {
         ExitCode::from(1)
     })
 }
+
+/// What the demo's online part did.
+pub struct OnlineShow {
+    pub lines: Vec<String>,
+    pub purchases: Vec<serde_json::Value>,
+    pub charges: Vec<serde_json::Value>,
+}
+
+/// The demo's seed-004 part: the embedded mall and settlement service; the card in
+/// `reader` buys an album from a member store (ST1-ST20, content downloaded for the
+/// receipt) and is charged 20.00 against a credit card (Figs. 24-32); a declined charge
+/// changes nothing; the security server's records go to the center, whose one
+/// reconciliation then covers them with the terminals' purchases and the transfers.
+pub fn demo(
+    world: &mut World,
+    reader: &mut dyn valuecard_reader::CardReader,
+) -> Result<OnlineShow, String> {
+    let today = world.today();
+    let mut rng = rand_core::OsRng;
+    let signing = SigningKeyPair::generate(&mut rng);
+    let (server_id, certificate) = world
+        .center
+        .certify_online_settlement(
+            signing.public_key(),
+            SealingKeyPair::generate(&mut rng).public_key(),
+        )
+        .map_err(|e| e.to_string())?;
+    let keys: ServiceKeys = Arc::new(SoftwareSecurityKeys::new(
+        AesKey::random(&mut rng),
+        signing,
+        certificate,
+    ));
+    let system = OnlineSystem::start(
+        keys,
+        world.center.anchor(),
+        Arc::new(demo_authorizer()),
+        None,
+        &EmbeddedOptions::in_memory(today),
+    )
+    .map_err(|e| e.to_string())?;
+    let holder = system.holder();
+    let mut lines = vec![format!(
+        "Security server {server_id} certified by the center (role 09); the mall at {} and the settlement service at {} (HTTPS)",
+        system.store.url(),
+        system.settlement.url()
+    )];
+    let order = holder
+        .order(&[("album-1".to_owned(), 1)])
+        .map_err(|e| e.to_string())?;
+    let prepared = holder
+        .prepare_payment(
+            reader,
+            &order,
+            valuecard_settle_http::wire::Embodiment::Signed,
+        )
+        .map_err(|e| e.to_string())?;
+    lines.push(format!(
+        "Order {} at {}: bill {} signed by the mall (SIG1); the card's balance {} shown with it under SIG2 before the card is touched (ST15)",
+        order.bill.order_number, order.view.member_store, order.bill.total, prepared.balance
+    ));
+    let paid = holder
+        .confirm_payment(reader, &order, &prepared)
+        .map_err(|e| e.to_string())?;
+    let content = holder.download(&paid).map_err(|e| e.to_string())?;
+    lines.push(format!(
+        "Card {} paid {} (SPC applied once, PCN to the security server, completion SIG3, receipt SIG4); {} bytes of content downloaded; balance {}",
+        prepared.card_id,
+        paid.amount,
+        content.len(),
+        paid.balance_after
+    ));
+    let purchases = vec![serde_json::json!({
+        "card": prepared.card_id.to_string(),
+        "store": order.view.member_store,
+        "order_number": order.bill.order_number,
+        "amount": paid.amount.minor(),
+        "balance_after": paid.balance_after.minor(),
+        "content_bytes": content.len(),
+        "embodiment": "signed",
+    })];
+    let visa = valuecard_settle_http::wire::CreditCardBody {
+        number: "4111 1111 1111 1111".into(),
+        expiry: "12/29".into(),
+        holder_name: "Demo Holder".into(),
+    };
+    let declined = holder.prepare_charge(
+        reader,
+        Amount::new(2_000).map_err(|e| e.to_string())?,
+        valuecard_settle_http::wire::CreditCardBody {
+            number: "4000 0000 0000 0002".into(),
+            ..visa.clone()
+        },
+    );
+    lines.push(format!(
+        "A charge on a declined credit card: {}",
+        match &declined {
+            Err(error) => format!("refused ({error}), the card untouched"),
+            Ok(_) => "NOT REFUSED".into(),
+        }
+    ));
+    if declined.is_ok() {
+        return Err("the declined credit card was approved".into());
+    }
+    let charge = holder
+        .prepare_charge(reader, Amount::new(2_000).map_err(|e| e.to_string())?, visa)
+        .map_err(|e| e.to_string())?;
+    let charged = holder
+        .confirm_charge(reader, &charge)
+        .map_err(|e| e.to_string())?;
+    let balance_after = match charged {
+        valuecard_settle_http::holder::Resolution::Completed { balance_after } => balance_after,
+        valuecard_settle_http::holder::Resolution::Voided => {
+            return Err("the charge was voided".into())
+        }
+    };
+    lines.push(format!(
+        "Card {} charged {} online (authorization {}, value update under KC signed SIG5 and checked by the client): balance {}",
+        charge.card_id, charge.amount, charge.authorization, balance_after
+    ));
+    let charges = vec![serde_json::json!({
+        "card": charge.card_id.to_string(),
+        "amount": charge.amount.minor(),
+        "authorization": charge.authorization,
+        "balance_after": balance_after.minor(),
+    })];
+    let summary = report_pending(
+        &system.settlement_pool,
+        &mut InProcessCenter(&mut world.center),
+        today.0,
+    )
+    .map_err(|e| e.to_string())?;
+    lines.push(format!(
+        "The security server reported {} online records to the center ({} refused)",
+        summary.reported,
+        summary.refused.len()
+    ));
+    system.shutdown();
+    Ok(OnlineShow {
+        lines,
+        purchases,
+        charges,
+    })
+}
