@@ -12,6 +12,7 @@ mod bench_db;
 mod bench_http;
 mod bench_ingest;
 mod bench_memcard;
+mod bench_online;
 mod bench_pcsc;
 mod bench_sam;
 mod bench_transfer;
@@ -336,6 +337,10 @@ enum BenchCommands {
     /// Ed25519 signatures per second by a SAM in a PKCS#11 token (a throw-away SoftHSM2
     /// token) against the software SAM, in the same run.
     Sam(bench_sam::BenchSamArgs),
+    /// Full online purchases (seed 004) per second through the mall's and the settlement
+    /// service's HTTPS and databases, against the same purchase with every part called
+    /// directly; latency at half load.
+    Online(bench_online::OnlineArgs),
 }
 
 fn main() -> ExitCode {
@@ -472,6 +477,7 @@ fn main() -> ExitCode {
         Commands::Bench(BenchCommands::Http(args)) => bench_http::http(args),
         Commands::Bench(BenchCommands::Memcard(args)) => bench_memcard::memcard(args),
         Commands::Bench(BenchCommands::Sam(args)) => bench_sam::sam(args),
+        Commands::Bench(BenchCommands::Online(args)) => bench_online::online(args),
         Commands::Simulate(args) => simulate_cli::run(args),
         Commands::Wallet(args) => wallet::run(args),
         Commands::Online(command) => online_cli::online(command),
