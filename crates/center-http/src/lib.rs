@@ -31,6 +31,7 @@
 //! | `POST /v1/memcard/pending-writes` | `MemcardLink::report_pending` (charge and payment machines) | [`memcard_wire::PendingReceiptBody`] |
 //! | `POST /v1/memcard/float` | `MemcardLink::request_float` (charge machines); nothing left to grant is `422 amount` | [`memcard_wire::FloatGrantBody`] |
 //! | `GET /v1/memcard/cards/{card_id}/latest` | `MemcardLink::latest_state` (charge and payment machines) | [`memcard_wire::LatestStateBody`] |
+//! | `POST /v1/online/records` | `HttpCenterLink::report_online_records` (the online settlement system's security server, seed 004) | [`terminal_wire::UploadReceiptBody`] |
 //! | `GET /health` | `SELECT 1` on the service's own database connection | 200 [`wire::HealthBody`], or 503 while the database is away |
 //! | `GET /metrics` | Prometheus text exposition | `text/plain; version=0.0.4` |
 //! | `GET /openapi.json` | this table as an OpenAPI 3.1 document ([`openapi`]), also published as `docs/openapi.json` | `application/json` |

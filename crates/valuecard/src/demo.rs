@@ -310,7 +310,6 @@ fn run_in(dir: &Path, out: &mut Account) -> Result<DemoReport, WorldError> {
         out.say(format!("  {line}"));
     }
 
-
     out.say("");
     out.say("Online settlement (seed 004)");
     let online = crate::online_cli::demo(&mut world, &mut readers[2]).map_err(WorldError::Other)?;
