@@ -22,9 +22,13 @@ pub enum DatabaseLocation {
 }
 
 impl DatabaseLocation {
-    /// `postgres://…` or `postgresql://…` is PostgreSQL; anything else is a SQLite path.
+    /// `postgres://…`, `postgresql://…` or a `host=… dbname=…` connection string is
+    /// PostgreSQL; anything else is a SQLite path.
     pub fn parse(text: &str) -> Self {
-        if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+        let key_value = text
+            .split_whitespace()
+            .any(|word| word.starts_with("host=") || word.starts_with("dbname="));
+        if text.starts_with("postgres://") || text.starts_with("postgresql://") || key_value {
             DatabaseLocation::Postgres(text.to_owned())
         } else {
             DatabaseLocation::Sqlite(Path::new(text).to_path_buf())
