@@ -236,6 +236,10 @@ pub struct Holder {
     pub store: ServiceClient,
     pub settlement: ServiceClient,
     checks: ClientChecks,
+    /// Store keys the information server gave, asked once per store.
+    store_keys: std::sync::Arc<
+        std::sync::Mutex<std::collections::BTreeMap<valuecard_core::ids::DeviceId, PublicKey>>,
+    >,
 }
 
 fn exchange(
@@ -367,6 +371,7 @@ impl Holder {
                 settlement_pin,
             ),
             checks: ClientChecks { application_key },
+            store_keys: Default::default(),
         }
     }
 
@@ -688,15 +693,29 @@ impl Holder {
 
     /// The store's key as the settlement system's information server registered it.
     fn store_key(&self, bill: &Bill) -> Result<PublicKey, HolderError> {
+        let known = |keys: &std::sync::Mutex<std::collections::BTreeMap<_, PublicKey>>| {
+            keys.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .get(&bill.store)
+                .copied()
+        };
+        if let Some(key) = known(&self.store_keys) {
+            return Ok(key);
+        }
         let info: StoreInfoBody = self.settlement.get(
             &format!("/v1/stores/{}", hex::encode(bill.store.as_bytes())),
             None,
         )?;
         let bytes = hex_of("the settlement service", "public_key", &info.public_key)?;
-        PublicKey::from_bytes(&bytes).map_err(|_| HolderError::Malformed {
+        let key = PublicKey::from_bytes(&bytes).map_err(|_| HolderError::Malformed {
             service: "the settlement service",
             reason: "public_key: not a key".into(),
-        })
+        })?;
+        self.store_keys
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(bill.store, key);
+        Ok(key)
     }
 
     /// Fig. 20: the order's content, for the receipt.
