@@ -158,6 +158,18 @@ pub(super) async fn begin(State(service): Service, Path(id): Path<String>) -> An
     }
 }
 
+impl SettlementService {
+    /// The refusal of a later recovery step for an update that has ended. One never sealed
+    /// is voided by whichever step of the recovery finds it first; a charge voided just now
+    /// gives its approval back, as it would had `recover` voided it.
+    async fn ended(&self, settlement_id: SettlementId, voided_now: bool) -> Problem {
+        if voided_now {
+            self.release_authorization(settlement_id).await;
+        }
+        Problem::new(ProblemKind::Conflict, "the update has ended")
+    }
+}
+
 /// `POST /v1/updates/{id}/recover/authenticate`.
 pub(super) async fn authenticate(
     State(service): Service,
@@ -171,9 +183,11 @@ pub(super) async fn authenticate(
     let worker = Arc::clone(&service);
     let body = service
         .pool
-        .run(move |db: &mut Db| -> Result<AuthenticatedBody, Problem> {
-            let (row, _) = offered_or_void(&worker, db, settlement_id)?
-                .map_err(|_| Problem::new(ProblemKind::Conflict, "the update has ended"))?;
+        .run(move |db: &mut Db| -> Result<Result<_, bool>, Problem> {
+            let (row, _) = match offered_or_void(&worker, db, settlement_id)? {
+                Ok(pair) => pair,
+                Err(voided_now) => return Ok(Err(voided_now)),
+            };
             let from = Recovery::parse(row.recovery.as_deref())?;
             let Some(Recovery::Challenged { host_challenge }) = &from else {
                 return Err(Problem::new(
@@ -197,14 +211,17 @@ pub(super) async fn authenticate(
                     session: SessionJson::new(&session),
                 },
             )?;
-            Ok(AuthenticatedBody {
+            Ok(Ok(AuthenticatedBody {
                 external_authenticate: hex::encode(external.encode()),
                 balance_request: hex::encode(brc),
                 log_token: worker.log_token(&row.card_id),
-            })
+            }))
         })
         .await?;
-    Ok(json(&body))
+    match body {
+        Ok(body) => Ok(json(&body)),
+        Err(voided_now) => Err(service.ended(settlement_id, voided_now).await),
+    }
 }
 
 /// `POST /v1/updates/{id}/recover/query`: the card's sealed BI; answers GET COMPLETION.
@@ -215,9 +232,11 @@ pub(super) async fn query(State(service): Service, Path(id): Path<String>, body:
     let worker = Arc::clone(&service);
     let body = service
         .pool
-        .run(move |db: &mut Db| -> Result<SealedBody, Problem> {
-            let (row, parts) = offered_or_void(&worker, db, settlement_id)?
-                .map_err(|_| Problem::new(ProblemKind::Conflict, "the update has ended"))?;
+        .run(move |db: &mut Db| -> Result<Result<_, bool>, Problem> {
+            let (row, parts) = match offered_or_void(&worker, db, settlement_id)? {
+                Ok(pair) => pair,
+                Err(voided_now) => return Ok(Err(voided_now)),
+            };
             let from = Recovery::parse(row.recovery.as_deref())?;
             let Some(Recovery::Authenticated { session }) = &from else {
                 return Err(Problem::new(
@@ -237,12 +256,15 @@ pub(super) async fn query(State(service): Service, Path(id): Path<String>, body:
                     session: SessionJson::new(&session),
                 },
             )?;
-            Ok(SealedBody {
+            Ok(Ok(SealedBody {
                 sealed: hex::encode(query),
-            })
+            }))
         })
         .await?;
-    Ok(json(&body))
+    match body {
+        Ok(body) => Ok(json(&body)),
+        Err(voided_now) => Err(service.ended(settlement_id, voided_now).await),
+    }
 }
 
 /// `POST /v1/updates/{id}/recover/resolve`: the card's sealed completion status; the

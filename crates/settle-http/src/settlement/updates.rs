@@ -70,8 +70,13 @@ struct NewUpdate {
 
 /// Stores a new update. Unresolved steps of the card that sealed no update yet
 /// (challenged, authenticated) are voided first: the card holds nothing of them it could
-/// apply. An offered one must be recovered first (409 naming it).
-fn insert_update(db: &mut Db, update: &NewUpdate, today: u32) -> Result<(), Problem> {
+/// apply. An offered one must be recovered first (409 naming it). Gives the charges it
+/// voided, whose approvals the caller releases once this committed.
+fn insert_update(
+    db: &mut Db,
+    update: &NewUpdate,
+    today: u32,
+) -> Result<Vec<SettlementId>, Problem> {
     db.transaction_if(|tx| {
         if let Some(row) = tx.query_optional(
             "SELECT settlement_id FROM settle_updates WHERE card_id = $1 AND step = 'offered'",
@@ -83,6 +88,15 @@ fn insert_update(db: &mut Db, update: &NewUpdate, today: u32) -> Result<(), Prob
                 format!("update {open} of this card is unresolved: recover it with the card first"),
             ))));
         }
+        let voided_charges = tx
+            .query(
+                "SELECT settlement_id FROM settle_updates
+                 WHERE card_id = $1 AND kind = 'charge' AND step IN ('challenged', 'authenticated')",
+                &[update.card_id.as_bytes()[..].into()],
+            )?
+            .iter()
+            .map(|row| row.bytes(0))
+            .collect::<Result<Vec<_>, _>>()?;
         tx.execute(
             "UPDATE settle_updates SET step = 'voided', state = $2, updated_on = $3
              WHERE card_id = $1 AND step IN ('challenged', 'authenticated')",
@@ -136,7 +150,10 @@ fn insert_update(db: &mut Db, update: &NewUpdate, today: u32) -> Result<(), Prob
             ],
         )?;
         if inserted == 1 {
-            Ok(Some(Ok(())))
+            Ok(Some(Ok(voided_charges
+                .iter()
+                .filter_map(|id| SettlementId::try_from(id.as_slice()).ok())
+                .collect())))
         } else {
             // Roll back the voiding: nothing of this request stays.
             Ok(None)
@@ -169,9 +186,9 @@ pub(super) async fn start_payment(State(service): Service, body: Bytes) -> Answe
         .map_err(|error| Problem::bad_request(format!("bill: {error}")))?
         .store;
     let worker = Arc::clone(&service);
-    let started = service
+    let (started, voided_charges) = service
         .pool
-        .run(move |db: &mut Db| -> Result<StartedBody, Problem> {
+        .run(move |db: &mut Db| -> Result<_, Problem> {
             let key = super::information::store_key(db, &store)?;
             let today = worker.clock.today();
             let bill = check_bill_with(&encoded, &signature, today, |_| key).map_err(|error| {
@@ -191,7 +208,7 @@ pub(super) async fn start_payment(State(service): Service, body: Bytes) -> Answe
             let Step::Challenged { host_challenge, .. } = step else {
                 return Err(Problem::new(ProblemKind::Internal, "no challenge"));
             };
-            insert_update(
+            let voided_charges = insert_update(
                 db,
                 &NewUpdate {
                     settlement_id,
@@ -207,13 +224,15 @@ pub(super) async fn start_payment(State(service): Service, body: Bytes) -> Answe
                 },
                 today.0,
             )?;
-            Ok(StartedBody {
+            let started = StartedBody {
                 settlement_id: hex::encode(settlement_id),
                 initialize_update: hex::encode(initialize.encode()),
                 authorization: None,
-            })
+            };
+            Ok((started, voided_charges))
         })
         .await?;
+    service.release_authorizations(voided_charges).await;
     Ok(json(&started))
 }
 
@@ -267,12 +286,15 @@ pub(super) async fn start_charge(State(service): Service, body: Bytes) -> Answer
         .pool
         .run(move |db: &mut Db| insert_update(db, &update, today.0))
         .await;
-    if let Err(problem) = stored {
-        // Nothing will reach the card: the approval is released at once.
-        let authorizer = Arc::clone(&service.authorizer);
-        let code = code.clone();
-        let _ = tokio::task::spawn_blocking(move || authorizer.reverse(&code)).await;
-        return Err(problem);
+    match stored {
+        Ok(voided_charges) => service.release_authorizations(voided_charges).await,
+        Err(problem) => {
+            // Nothing will reach the card: the approval is released at once.
+            let authorizer = Arc::clone(&service.authorizer);
+            let code = code.clone();
+            let _ = tokio::task::spawn_blocking(move || authorizer.reverse(&code)).await;
+            return Err(problem);
+        }
     }
     Ok(json(&StartedBody {
         settlement_id: hex::encode(settlement_id),
@@ -512,6 +534,13 @@ impl SettlementService {
             balance_info: shows_info.then(|| hex::encode(info.encode())),
             signature,
             authorization: row.authorization.clone(),
+        }
+    }
+
+    /// Gives back the approvals of charges a new update of their card voided.
+    async fn release_authorizations(&self, voided_charges: Vec<SettlementId>) {
+        for settlement_id in voided_charges {
+            self.release_authorization(settlement_id).await;
         }
     }
 

@@ -8,10 +8,11 @@ use std::sync::Arc;
 
 use rand_core::SeedableRng;
 use valuecard_card::eeprom::MemoryEeprom;
+use valuecard_center::sql::Executor;
 use valuecard_center::Center;
 use valuecard_core::crypto::{AesKey, SealingKeyPair, SigningKeyPair};
 use valuecard_core::messages::center::{CenterError, UploadReceipt};
-use valuecard_core::messages::online::OnlineItem;
+use valuecard_core::messages::online::{OnlineItem, SettlementId};
 use valuecard_core::money::Amount;
 use valuecard_core::time::Date;
 use valuecard_reader::InProcessReader;
@@ -168,4 +169,27 @@ pub fn visa() -> valuecard_settle_http::wire::CreditCardBody {
         expiry: "12/29".into(),
         holder_name: "A Holder".into(),
     }
+}
+
+/// The stored step of update `id` in the settlement service's database.
+pub fn step_of(pool: &DatabasePool, id: &SettlementId) -> String {
+    pool.run_blocking(|db| {
+        db.query_one(
+            "SELECT step FROM settle_updates WHERE settlement_id = $1",
+            &[id[..].into()],
+        )?
+        .text(0)
+    })
+    .unwrap()
+}
+
+/// Every update the settlement service holds, as (kind, step).
+pub fn update_steps(pool: &DatabasePool) -> Vec<(String, String)> {
+    pool.run_blocking(|db| {
+        db.query("SELECT kind, step FROM settle_updates", &[])?
+            .iter()
+            .map(|row| Ok((row.text(0)?, row.text(1)?)))
+            .collect()
+    })
+    .unwrap()
 }

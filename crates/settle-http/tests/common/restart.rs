@@ -6,7 +6,6 @@
 use std::net::TcpListener;
 use std::sync::Arc;
 
-use valuecard_center::sql::Executor;
 use valuecard_center_http::ServiceIdentity;
 use valuecard_core::cert::TrustAnchor;
 use valuecard_core::crypto::{PublicKey, SigningKeyPair};
@@ -104,7 +103,7 @@ impl Restartable {
         SettlementService::new(
             Arc::clone(&self.keys),
             ApplicationServer::new(self.application.clone()),
-            self.anchor.clone(),
+            self.anchor,
             self.authorizer.clone(),
             self.pool.clone(),
             Box::new(FixedClock(today())),
@@ -149,7 +148,7 @@ impl Restartable {
 
     /// The stored step of update `id` (`challenged` … `completed`, `voided`).
     pub fn step(&self, id: &SettlementId) -> String {
-        step_of(&self.pool, id)
+        super::step_of(&self.pool, id)
     }
 }
 
@@ -163,17 +162,5 @@ fn open(location: &DatabaseLocation) -> DatabasePool {
             .unwrap(),
         2,
     )
-    .unwrap()
-}
-
-/// The stored step of update `id` in the settlement service's database.
-pub fn step_of(pool: &DatabasePool, id: &SettlementId) -> String {
-    pool.run_blocking(|db| {
-        db.query_one(
-            "SELECT step FROM settle_updates WHERE settlement_id = $1",
-            &[id[..].into()],
-        )?
-        .text(0)
-    })
     .unwrap()
 }
