@@ -179,12 +179,14 @@ impl SettlementService {
             .await
             .ok()??;
         let acn = SettlementCompletion::decode(&completion).ok()?;
-        let (receipt, receipt_signature) =
-            tokio::task::spawn_blocking(move || registration.request_receipt(&acn, &signature))
-                .await
-                .ok()?
-                .map_err(|error| tracing::info!(%error, "the store gave no receipt yet"))
-                .ok()?;
+        let agents = Arc::clone(&self.store_agents);
+        let (receipt, receipt_signature) = tokio::task::spawn_blocking(move || {
+            registration.request_receipt(&agents, &acn, &signature)
+        })
+        .await
+        .ok()?
+        .map_err(|error| tracing::info!(%error, "the store gave no receipt yet"))
+        .ok()?;
         let stored = (receipt.encode(), receipt_signature.0.to_vec());
         let keep = stored.clone();
         let _ = self

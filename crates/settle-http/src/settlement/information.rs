@@ -64,15 +64,14 @@ impl StoreRegistration {
     /// ST111-ST112: delivers the completion to the store and checks its receipt SIG4.
     pub fn request_receipt(
         &self,
+        agents: &StoreAgents,
         completion: &SettlementCompletion,
         signature: &[u8],
     ) -> Result<(Receipt, Signature), String> {
         let (Some(url), Some(certificate)) = (&self.url, &self.certificate) else {
             return Err("the store registered no address".into());
         };
-        let pin = CenterPin::from_pem(certificate.as_bytes()).map_err(|e| e.to_string())?;
-        let agent =
-            valuecard_center_http::client::pinned_agent(std::time::Duration::from_secs(10), &pin);
+        let agent = agents.agent(certificate)?;
         let body = serde_json::to_vec(&CompletionBody {
             completion: hex::encode(completion.encode()),
             signature: hex::encode(signature),
@@ -109,6 +108,30 @@ impl StoreRegistration {
         check_receipt(&self.public_key, completion, &receipt, &signature)
             .map_err(|e| e.to_string())?;
         Ok((receipt, signature))
+    }
+}
+
+/// One HTTPS agent per store certificate, kept so that its connections are reused (a new
+/// agent per completion would shake hands with the store each time).
+#[derive(Debug, Default)]
+pub struct StoreAgents {
+    agents: std::sync::Mutex<std::collections::BTreeMap<String, ureq::Agent>>,
+}
+
+impl StoreAgents {
+    fn agent(&self, certificate: &str) -> Result<ureq::Agent, String> {
+        let mut agents = self
+            .agents
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(agent) = agents.get(certificate) {
+            return Ok(agent.clone());
+        }
+        let pin = CenterPin::from_pem(certificate.as_bytes()).map_err(|e| e.to_string())?;
+        let agent =
+            valuecard_center_http::client::pinned_agent(std::time::Duration::from_secs(10), &pin);
+        agents.insert(certificate.to_owned(), agent.clone());
+        Ok(agent)
     }
 }
 

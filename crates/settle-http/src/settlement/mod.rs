@@ -198,6 +198,8 @@ pub struct SettlementService {
     log_key: zeroize::Zeroizing<[u8; 32]>,
     /// Wakes the reporter when an update completed.
     reporter: Option<reporter::ReporterHandle>,
+    /// The connections to the registered stores.
+    store_agents: Arc<information::StoreAgents>,
 }
 
 impl core::fmt::Debug for SettlementService {
@@ -230,6 +232,7 @@ impl SettlementService {
             clock,
             log_key,
             reporter: None,
+            store_agents: Arc::default(),
         })
     }
 
