@@ -1,5 +1,5 @@
 //! The center service's JSON request and answer bodies (`valuecard_center_http::wire`,
-//! `terminal_wire`, `transfer_wire` and `memcard_wire`). The first byte selects the body, the rest is JSON. Whatever parses must
+//! `terminal_wire`, `transfer_wire`, `memcard_wire` and `online_wire`). The first byte selects the body, the rest is JSON. Whatever parses must
 //! decode or be refused with a field name, never panic; a body that decodes must come back
 //! to the same message after one more encode and decode (one meaning per message).
 #![no_main]
@@ -12,6 +12,7 @@ use valuecard_center_http::memcard_wire::{
     FloatGrantBody, FloatRequestBody, LatestStateBody, PendingReceiptBody, WriteReceiptBody,
     WriteUploadBody,
 };
+use valuecard_center_http::online_wire::OnlineRecordsBody;
 use valuecard_center_http::terminal_wire::{
     ListDeltaBody, StampBody, UploadReceiptBody, UsageUploadBody,
 };
@@ -21,7 +22,7 @@ use valuecard_center_http::wire::{
     SettlementChallengeBody, WireError,
 };
 
-const BODIES: u8 = 17;
+const BODIES: u8 = 18;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&selector, body)) = data.split_first() else {
@@ -56,6 +57,11 @@ fuzz_target!(|data: &[u8]| {
             |(card, evidence)| LatestStateBody::new(card, evidence.as_ref()),
         ),
         16 => round_trip::<PendingReceiptBody, _>(body, |b| b.decode(), PendingReceiptBody::new),
+        17 => round_trip::<OnlineRecordsBody, _>(
+            body,
+            |b| b.decode(),
+            |(server, items)| OnlineRecordsBody::new(*server, items),
+        ),
         _ => {
             if let Ok(parsed) = serde_json::from_slice::<StampBody>(body) {
                 if let Ok((device, stamp)) = parsed.decode() {
