@@ -32,6 +32,9 @@ pub struct Session {
     charges: BTreeMap<SettlementId, PreparedCharge>,
     /// The last card that proved KC, and the token that reads its log.
     log_token: Option<(CardId, String)>,
+    /// The card as the payment or charge prepared last saw it, while the card's online
+    /// session that its SETTLE or CHARGE needs is open: see [`status`].
+    prepared_card: Option<(CardId, Amount)>,
 }
 
 /// A problem document for the page.
@@ -164,6 +167,12 @@ fn session(wallet: &Wallet) -> std::sync::MutexGuard<'_, Session> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// Notes, from the card's thread, which card a preparation left with an open online session
+/// (`None`: any other step on the card, which ends that session whatever its outcome).
+fn note_prepared_card(wallet: &Wallet, card: Option<(CardId, Amount)>) {
+    session(wallet).prepared_card = card;
+}
+
 /// Runs a blocking step of the holder's client (HTTPS calls) off the runtime.
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, HolderError> + Send + 'static,
@@ -175,9 +184,20 @@ async fn blocking<T: Send + 'static>(
 }
 
 pub(super) async fn status(State(wallet): WalletState) -> Answer {
+    // Reading the card SELECTs the purse, which ends the card's online session: a prepared
+    // payment or charge could then never be confirmed (the card refuses SETTLE or CHARGE).
+    // Until the next step on the card it is shown as its preparation read it. This is
+    // decided on the card's thread, in order with the steps that change it.
+    let seen = Arc::clone(&wallet);
     let card = wallet
         .card
-        .run(|reader| read_card(reader))
+        .run(move |reader| {
+            let prepared = session(&seen).prepared_card;
+            match prepared {
+                Some(card) => Ok(card),
+                None => read_card(reader).map(|view| (view.card_id, view.status.balance)),
+            }
+        })
         .await
         .ok_or_else(lost)?;
     let store = {
@@ -188,10 +208,10 @@ pub(super) async fn status(State(wallet): WalletState) -> Answer {
             .unwrap_or_default()
     };
     let card = match card {
-        Ok(view) => serde_json::json!({
+        Ok((card_id, balance)) => serde_json::json!({
             "present": true,
-            "card_id": view.card_id.to_string(),
-            "balance": view.status.balance.minor(),
+            "card_id": card_id.to_string(),
+            "balance": balance.minor(),
         }),
         Err(_) => serde_json::json!({"present": false}),
     };
@@ -300,9 +320,15 @@ pub(super) async fn prepare_payment(State(wallet): WalletState, body: Bytes) -> 
         .cloned()
         .ok_or_else(|| not_found("no such order: ask for the bill again"))?;
     let holder = wallet.holder.clone();
+    let seen = Arc::clone(&wallet);
     let prepared = wallet
         .card
-        .run(move |reader| holder.prepare_payment(reader, &order, Embodiment::Signed))
+        .run(move |reader| {
+            let prepared = holder.prepare_payment(reader, &order, Embodiment::Signed);
+            let card = prepared.as_ref().ok().map(|p| (p.card_id, p.balance));
+            note_prepared_card(&seen, card);
+            prepared
+        })
         .await
         .ok_or_else(lost)??;
     let answer = serde_json::json!({
@@ -344,9 +370,13 @@ pub(super) async fn confirm_payment(State(wallet): WalletState, body: Bytes) -> 
         (prepared, order)
     };
     let holder = wallet.holder.clone();
+    let seen = Arc::clone(&wallet);
     let paid = wallet
         .card
-        .run(move |reader| holder.confirm_payment(reader, &order, &prepared))
+        .run(move |reader| {
+            note_prepared_card(&seen, None);
+            holder.confirm_payment(reader, &order, &prepared)
+        })
         .await
         .ok_or_else(lost)??;
     let answer = serde_json::json!({
@@ -374,9 +404,13 @@ pub(super) async fn cancel_payment(State(wallet): WalletState, body: Bytes) -> A
     let request: SettlementBody = parse(&body)?;
     let id = settlement_id(&request.settlement_id)?;
     let holder = wallet.holder.clone();
+    let seen = Arc::clone(&wallet);
     let (resolution, _) = wallet
         .card
-        .run(move |reader| holder.resolve(reader, &id))
+        .run(move |reader| {
+            note_prepared_card(&seen, None);
+            holder.resolve(reader, &id)
+        })
         .await
         .ok_or_else(lost)??;
     session(&wallet).payments.remove(&id);
@@ -433,9 +467,15 @@ pub(super) async fn authorize_charge(State(wallet): WalletState, body: Bytes) ->
         expiry: request.expiry,
         holder_name: request.holder_name,
     };
+    let seen = Arc::clone(&wallet);
     let prepared = wallet
         .card
-        .run(move |reader| holder.prepare_charge(reader, amount, credit_card))
+        .run(move |reader| {
+            let prepared = holder.prepare_charge(reader, amount, credit_card);
+            let card = prepared.as_ref().ok().map(|p| (p.card_id, p.balance));
+            note_prepared_card(&seen, card);
+            prepared
+        })
         .await
         .ok_or_else(lost)??;
     let answer = serde_json::json!({
@@ -468,9 +508,13 @@ pub(super) async fn confirm_charge(State(wallet): WalletState, body: Bytes) -> A
         .ok_or_else(|| not_found("no such charge"))?;
     let holder = wallet.holder.clone();
     let charged = prepared.clone();
+    let seen = Arc::clone(&wallet);
     let resolution = wallet
         .card
-        .run(move |reader| holder.confirm_charge(reader, &charged))
+        .run(move |reader| {
+            note_prepared_card(&seen, None);
+            holder.confirm_charge(reader, &charged)
+        })
         .await
         .ok_or_else(lost)??;
     session(&wallet).charges.remove(&id);
@@ -495,14 +539,37 @@ pub(super) async fn log(State(wallet): WalletState) -> Answer {
         return json(&serde_json::json!({"entries": []}));
     };
     let holder = wallet.holder.clone();
-    let log = blocking(move || holder.card_log(&card_id, &token)).await?;
+    let (log, catalog) = blocking(move || {
+        let log = holder.card_log(&card_id, &token)?;
+        // The stores' names, for the parties the log names by device ID; a catalog that
+        // cannot be read leaves the IDs.
+        Ok((log, holder.catalog().ok()))
+    })
+    .await?;
+    let mut names = BTreeMap::new();
+    if let Some(catalog) = catalog {
+        names.insert(
+            catalog.store_id.to_ascii_uppercase(),
+            catalog.store_name.clone(),
+        );
+        for item in &catalog.items {
+            names.insert(
+                item.member_store_id.to_ascii_uppercase(),
+                item.member_store.clone(),
+            );
+        }
+    }
     json(&serde_json::json!({
         "entries": log.entries.iter().map(|entry| serde_json::json!({
             "date": entry.date,
             "kind": entry.kind,
             "amount": entry.amount,
             "balance_after": entry.balance_after,
-            "party": entry.party,
+            "party": match (entry.kind.as_str(), names.get(&entry.party.to_ascii_uppercase())) {
+                (_, Some(name)) => name.clone(),
+                ("charge", None) => "the settlement service".to_owned(),
+                (_, None) => entry.party.clone(),
+            },
         })).collect::<Vec<_>>(),
     }))
 }

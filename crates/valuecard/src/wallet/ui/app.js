@@ -374,7 +374,8 @@
       const r = await api('POST', '/api/pay/confirm', { settlement_id: state.settlement.settlement_id });
       state.settlement = null;
       const rc = r.receipt && typeof r.receipt === 'object' ? r.receipt : {};
-      fill({ 'receipt-store': rc.store || (state.bill && state.bill.member_store),
+      // The receipt names its signer by device id; the person bought from the bill's member store.
+      fill({ 'receipt-store': (state.bill && state.bill.member_store) || rc.store,
         'receipt-order': rc.order_number ?? r.order_number, 'receipt-date': rc.date,
         'receipt-amount': money(rc.amount ?? r.amount), 'receipt-balance': money(r.balance_after) });
       const url = text(r.download_url); // only ever a same-origin path
