@@ -46,6 +46,11 @@ pub struct TryArgs {
     /// Keep the store's state in PostgreSQL at this URL.
     #[arg(long, value_name = "URL")]
     store_database: Option<String>,
+    /// Keep the security server's master key and signing key in this PKCS#11 token (a URI
+    /// such as `pkcs11:token=valuecard;object=online-security?pin-value=1234`, see
+    /// docs/hsm.md) instead of the process's memory: both are generated in the token.
+    #[arg(long, value_name = "pkcs11:URI")]
+    security_token: Option<String>,
     /// Print one JSON line with the addresses once everything listens.
     #[arg(long)]
     json: bool,
@@ -88,6 +93,41 @@ fn location(url: Option<&str>, file: PathBuf) -> DatabaseLocation {
     }
 }
 
+/// The security server's keys, certified by the center: generated in a PKCS#11 token, or in
+/// memory.
+fn security_keys(world: &mut World, token: Option<&str>) -> Result<ServiceKeys, String> {
+    let mut rng = rand_core::OsRng;
+    // The security server seals nothing to itself; the center's registry wants an X25519 key.
+    let sealing = SealingKeyPair::generate(&mut rng).public_key();
+    match token {
+        Some(uri) => {
+            use valuecard_sam_pkcs11::{NewMaster, Pkcs11SecurityKeys, TokenAddress};
+            let address = TokenAddress::parse(uri, None).map_err(|e| format!("{uri}: {e}"))?;
+            let public = Pkcs11SecurityKeys::provision(&address, NewMaster::Generate)
+                .map_err(|e| format!("the security server's token: {e}"))?;
+            let (_, certificate) = world
+                .center
+                .certify_online_settlement(public, sealing)
+                .map_err(|e| e.to_string())?;
+            let keys = Pkcs11SecurityKeys::open(&address, certificate)
+                .map_err(|e| format!("the security server's token: {e}"))?;
+            Ok(Arc::new(keys))
+        }
+        None => {
+            let signing = SigningKeyPair::generate(&mut rng);
+            let (_, certificate) = world
+                .center
+                .certify_online_settlement(signing.public_key(), sealing)
+                .map_err(|e| e.to_string())?;
+            Ok(Arc::new(SoftwareSecurityKeys::new(
+                AesKey::random(&mut rng),
+                signing,
+                certificate,
+            )))
+        }
+    }
+}
+
 fn try_it(args: TryArgs) -> Result<ExitCode, String> {
     prepare(&args.data)?;
     let dir = &args.data;
@@ -104,20 +144,7 @@ fn try_it(args: TryArgs) -> Result<ExitCode, String> {
             .issue(&mut reader, Amount::new(5_000).map_err(|e| e.to_string())?)
             .map_err(|e| e.to_string())?;
     }
-    let mut rng = rand_core::OsRng;
-    let signing = SigningKeyPair::generate(&mut rng);
-    let (_, certificate) = world
-        .center
-        .certify_online_settlement(
-            signing.public_key(),
-            SealingKeyPair::generate(&mut rng).public_key(),
-        )
-        .map_err(|e| e.to_string())?;
-    let keys: ServiceKeys = Arc::new(SoftwareSecurityKeys::new(
-        AesKey::random(&mut rng),
-        signing,
-        certificate,
-    ));
+    let keys = security_keys(&mut world, args.security_token.as_deref())?;
     let options = EmbeddedOptions {
         store_database: location(args.store_database.as_deref(), dir.join("store.sqlite")),
         settlement_database: location(

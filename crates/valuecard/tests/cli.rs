@@ -35,7 +35,10 @@ fn demo_json_reports_conservation_and_refused_attacks() {
     // Seed 004: an online purchase (with its content) and an online charge.
     assert!(number("spent_online") > 0 && number("charged_online") > 0);
     let purchase = &report["online_purchases"][0];
-    assert!(purchase["content_bytes"].as_u64().unwrap() > 0, "{purchase}");
+    assert!(
+        purchase["content_bytes"].as_u64().unwrap() > 0,
+        "{purchase}"
+    );
     assert_eq!(report["online_charges"].as_array().unwrap().len(), 1);
     assert!(number("spent") > 0 && number("loaded") > 0);
     let attacks = report["attacks"].as_array().unwrap();
