@@ -163,6 +163,23 @@ pub fn hex_array<const N: usize>(field: &str, text: &str) -> Result<[u8; N], Pro
 /// Either answer of a handler.
 pub type Answer = Result<Response, Problem>;
 
+/// `GET /health` of either service: its database answers `SELECT 1` on a pooled connection.
+pub async fn health(pool: &crate::db::DatabasePool) -> Answer {
+    use valuecard_center::sql::Executor;
+    let postgres = pool.is_postgres();
+    pool.run(
+        |db: &mut valuecard_center::sql::Database| -> Result<(), Problem> {
+            db.query_one("SELECT 1", &[])?;
+            Ok(())
+        },
+    )
+    .await?;
+    Ok(json(&crate::wire::HealthBody {
+        status: "ok".into(),
+        database: if postgres { "postgresql" } else { "sqlite" }.into(),
+    }))
+}
+
 /// One of the services serving in the background over TLS until dropped.
 pub struct BackgroundService {
     address: SocketAddr,

@@ -29,7 +29,7 @@ use crate::db::DatabasePool;
 use crate::service::{hex_array, hex_field, json, parse, Answer, Problem, ProblemKind};
 use crate::wire::{
     BillBody, BillLineBody, CatalogBody, CatalogItemBody, CompletionBody, ContentRequestBody,
-    HealthBody, OrderRequestBody, ReceiptBody,
+    OrderRequestBody, ReceiptBody,
 };
 
 /// The store's schema; append-only.
@@ -416,16 +416,5 @@ async fn content(
 }
 
 async fn health(State(service): State<Arc<StoreService>>) -> Answer {
-    let postgres = service.pool.is_postgres();
-    service
-        .pool
-        .run(|db: &mut Database| -> Result<(), Problem> {
-            db.query_one("SELECT 1", &[])?;
-            Ok(())
-        })
-        .await?;
-    Ok(json(&HealthBody {
-        status: "ok".into(),
-        database: if postgres { "postgresql" } else { "sqlite" }.into(),
-    }))
+    crate::service::health(&service.pool).await
 }

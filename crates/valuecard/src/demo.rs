@@ -30,16 +30,18 @@ const MARKER: &str = ".valuecard-demo";
 
 type Reader = InProcessReader<valuecard_card::eeprom::FileEeprom, rand_core::OsRng>;
 
-fn prepare(dir: &Path) -> Result<(), String> {
+/// Makes `dir` ready for a run of `command`: an empty directory, or one an earlier run of
+/// the same command left (marked with `marker`), which is cleared; any other is refused.
+pub(crate) fn prepare_data_dir(dir: &Path, marker: &str, command: &str) -> Result<(), String> {
     if dir.exists() {
         let empty = std::fs::read_dir(dir)
             .map_err(|e| format!("{}: {e}", dir.display()))?
             .next()
             .is_none();
         if !empty {
-            if !dir.join(MARKER).exists() {
+            if !dir.join(marker).exists() {
                 return Err(format!(
-                    "{} exists and was not made by `valuecard demo`; choose another --data directory",
+                    "{} exists and was not made by `valuecard {command}`; choose another --data directory",
                     dir.display()
                 ));
             }
@@ -49,8 +51,8 @@ fn prepare(dir: &Path) -> Result<(), String> {
     }
     std::fs::create_dir_all(dir.join("cards"))
         .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    std::fs::write(dir.join(MARKER), b"made by valuecard demo\n").map_err(|e| e.to_string())?;
-    Ok(())
+    std::fs::write(dir.join(marker), format!("made by valuecard {command}\n"))
+        .map_err(|e| e.to_string())
 }
 
 fn minor(value: u64) -> Amount {
@@ -75,7 +77,7 @@ impl Account {
 
 pub fn run(args: DemoArgs) -> Result<ExitCode, String> {
     crate::device_sam::SamChoice::refuse_token("demo", "its devices")?;
-    prepare(&args.data)?;
+    prepare_data_dir(&args.data, MARKER, "demo")?;
     let mut out = Account {
         lines: Vec::new(),
         json: args.json,

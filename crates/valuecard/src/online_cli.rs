@@ -4,7 +4,7 @@
 //! holder's wallet on 127.0.0.1 with the card in its (emulated) reader; completed updates
 //! go to the center, whose reconciliation is printed when it stops.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -58,28 +58,6 @@ pub struct TryArgs {
 
 const MARKER: &str = ".valuecard-online";
 
-fn prepare(dir: &Path) -> Result<(), String> {
-    if dir.exists() {
-        let empty = std::fs::read_dir(dir)
-            .map_err(|e| format!("{}: {e}", dir.display()))?
-            .next()
-            .is_none();
-        if !empty {
-            if !dir.join(MARKER).exists() {
-                return Err(format!(
-                    "{} exists and was not made by `valuecard online try`; choose another --data directory",
-                    dir.display()
-                ));
-            }
-            std::fs::remove_dir_all(dir)
-                .map_err(|e| format!("cannot clear {}: {e}", dir.display()))?;
-        }
-    }
-    std::fs::create_dir_all(dir.join("cards"))
-        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    std::fs::write(dir.join(MARKER), b"made by valuecard online try\n").map_err(|e| e.to_string())
-}
-
 pub fn online(command: OnlineCommands) -> Result<ExitCode, String> {
     match command {
         OnlineCommands::Try(args) => try_it(args),
@@ -129,7 +107,7 @@ fn security_keys(world: &mut World, token: Option<&str>) -> Result<ServiceKeys, 
 }
 
 fn try_it(args: TryArgs) -> Result<ExitCode, String> {
-    prepare(&args.data)?;
+    crate::demo::prepare_data_dir(&args.data, MARKER, "online try")?;
     let dir = &args.data;
     let today = SystemClock.today();
     let mut world =

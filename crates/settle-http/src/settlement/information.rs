@@ -22,9 +22,7 @@ use zeroize::Zeroizing;
 
 use super::{Db, SettlementService};
 use crate::service::{hex_array, json, Answer, Problem, ProblemKind};
-use crate::wire::{
-    CardLogBody, CompletionBody, HealthBody, LogEntryBody, ReceiptBody, StoreInfoBody,
-};
+use crate::wire::{CardLogBody, CompletionBody, LogEntryBody, ReceiptBody, StoreInfoBody};
 
 /// A store as the settlement system knows it.
 #[derive(Debug, Clone)]
@@ -281,16 +279,5 @@ pub(super) async fn card_log(
 
 /// `GET /health`.
 pub(super) async fn health(State(service): State<Arc<SettlementService>>) -> Answer {
-    let postgres = service.pool.is_postgres();
-    service
-        .pool
-        .run(|db: &mut Db| -> Result<(), Problem> {
-            db.query_one("SELECT 1", &[])?;
-            Ok(())
-        })
-        .await?;
-    Ok(json(&HealthBody {
-        status: "ok".into(),
-        database: if postgres { "postgresql" } else { "sqlite" }.into(),
-    }))
+    crate::service::health(&service.pool).await
 }

@@ -53,8 +53,10 @@ use steps::StoredStep;
 pub use information::StoreRegistration;
 
 /// The settlement system's schema; append-only.
-pub const MIGRATIONS: &[Migration] = &[Migration::PerDialect {
-    postgres: r#"
+pub const MIGRATIONS: &[Migration] = &[
+    // 1: stores, updates, card logs, the center's outbox, the service's secrets.
+    Migration::Portable(
+        r#"
     CREATE TABLE settle_stores (
         store_id    BYTEA PRIMARY KEY CHECK (length(store_id) = 8),
         public_key  BYTEA NOT NULL CHECK (length(public_key) = 32),
@@ -110,73 +112,22 @@ pub const MIGRATIONS: &[Migration] = &[Migration::PerDialect {
     CREATE TABLE settle_secrets (
         name  TEXT PRIMARY KEY,
         value BYTEA NOT NULL
-    );
-    CREATE SEQUENCE settle_writer_sequence MINVALUE 1 MAXVALUE 4294967295
+    )
     "#,
-    sqlite: r#"
-    CREATE TABLE settle_stores (
-        store_id    BYTEA PRIMARY KEY CHECK (length(store_id) = 8),
-        public_key  BYTEA NOT NULL CHECK (length(public_key) = 32),
-        name        TEXT NOT NULL,
-        url         TEXT,
-        certificate TEXT
-    );
-    CREATE TABLE settle_updates (
-        settlement_id        BYTEA PRIMARY KEY CHECK (length(settlement_id) = 16),
-        kind                 TEXT NOT NULL CHECK (kind IN ('payment', 'charge')),
-        card_id              BYTEA NOT NULL CHECK (length(card_id) = 8),
-        amount               BIGINT NOT NULL CHECK (amount > 0),
-        embodiment           TEXT NOT NULL CHECK (embodiment IN ('signed', 'sealed')),
-        store_id             BYTEA,
-        order_number         BIGINT,
-        bill                 BYTEA,
-        bill_signature       BYTEA,
-        authorization_code   TEXT,
-        credit_card_last4    TEXT,
-        step                 TEXT NOT NULL
-            CHECK (step IN ('challenged', 'authenticated', 'offered', 'completed', 'voided')),
-        state                TEXT NOT NULL,
-        recovery             TEXT,
-        completion           BYTEA,
-        completion_signature BYTEA,
-        receipt              BYTEA,
-        receipt_signature    BYTEA,
-        created_on           BIGINT NOT NULL,
-        updated_on           BIGINT NOT NULL
-    );
-    CREATE UNIQUE INDEX settle_one_open_update_per_card ON settle_updates (card_id)
-        WHERE step IN ('challenged', 'authenticated', 'offered');
-    CREATE UNIQUE INDEX settle_one_settlement_per_order ON settle_updates (store_id, order_number)
-        WHERE step <> 'voided' AND store_id IS NOT NULL;
-    CREATE TABLE settle_card_log (
-        card_id       BYTEA NOT NULL,
-        settlement_id BYTEA NOT NULL,
-        kind          TEXT NOT NULL,
-        amount        BIGINT NOT NULL,
-        balance_after BIGINT NOT NULL,
-        counter       BIGINT NOT NULL,
-        date          BIGINT NOT NULL,
-        party         BYTEA NOT NULL,
-        PRIMARY KEY (card_id, settlement_id)
-    );
-    CREATE TABLE settle_center_outbox (
-        settlement_id BYTEA PRIMARY KEY,
-        card_id       BYTEA NOT NULL,
-        previous      BYTEA,
-        record        BYTEA NOT NULL,
-        reported_on   BIGINT
-    );
-    CREATE TABLE settle_secrets (
-        name  TEXT PRIMARY KEY,
-        value BYTEA NOT NULL
-    );
+    ),
+    // 2: the security server's record numbers: a sequence on PostgreSQL (no row every
+    // instance queues on), a counter row on SQLite (one writer anyway).
+    Migration::PerDialect {
+        postgres: "CREATE SEQUENCE settle_writer_sequence MINVALUE 1 MAXVALUE 4294967295",
+        sqlite: r#"
     CREATE TABLE settle_writer_sequence (
         id   BIGINT PRIMARY KEY CHECK (id = 1),
         next BIGINT NOT NULL
     );
     INSERT INTO settle_writer_sequence (id, next) VALUES (1, 1)
     "#,
-}];
+    },
+];
 
 /// The migrations' history table.
 pub const MIGRATION_TABLE: &str = "settle_migrations";

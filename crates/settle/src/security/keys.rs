@@ -96,33 +96,6 @@ impl SecurityKeys for SoftwareSecurityKeys {
     }
 }
 
-/// Keys behind a box (a service picks software or a token at start).
-impl<K: SecurityKeys + ?Sized> SecurityKeys for Box<K> {
-    fn certificate(&self) -> &Certificate {
-        (**self).certificate()
-    }
-
-    fn device_id(&self) -> DeviceId {
-        (**self).device_id()
-    }
-
-    fn signing_key(&self) -> PublicKey {
-        (**self).signing_key()
-    }
-
-    fn current_version(&self) -> u32 {
-        (**self).current_version()
-    }
-
-    fn card_key(&self, card_id: &CardId, version: u32) -> Result<Option<AesKey>, KeysUnavailable> {
-        (**self).card_key(card_id, version)
-    }
-
-    fn sign(&self, message: &[u8]) -> Result<Signature, KeysUnavailable> {
-        (**self).sign(message)
-    }
-}
-
 /// Keys shared (a service's security server and its reporter to the center sign with one
 /// set of keys).
 impl<K: SecurityKeys + ?Sized> SecurityKeys for std::sync::Arc<K> {
