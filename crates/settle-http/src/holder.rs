@@ -496,6 +496,37 @@ impl Holder {
         Ok((sealed_info, authenticated.log_token))
     }
 
+    /// ST8-ST14 for a payment or a charge: starts the update (an earlier update of the card
+    /// left unresolved is resolved with the card first), authenticates with the card, and
+    /// gives the offer with the sealed update and the log token.
+    fn start_and_offer<B: Serialize>(
+        &self,
+        reader: &mut dyn CardReader,
+        path: &str,
+        request: &B,
+    ) -> Result<(SettlementId, OfferBody, Vec<u8>, String), HolderError> {
+        let started: StartedBody = match self.settlement.post(path, request) {
+            Err(HolderError::Service(problem)) if open_update(&problem).is_some() => {
+                let open = open_update(&problem).unwrap_or_default();
+                self.resolve(reader, &settlement_id_of(&open)?)?;
+                self.select_online(reader)?;
+                self.settlement.post(path, request)?
+            }
+            other => other?,
+        };
+        let settlement_id = settlement_id_of(&started.settlement_id)?;
+        let base = format!("/v1/updates/{}", started.settlement_id);
+        let (sealed_info, log_token) = self.authenticate(reader, &base, &started)?;
+        let offer: OfferBody = self.settlement.post(
+            &format!("{base}/offer"),
+            &SealedBody {
+                sealed: hex::encode(sealed_info),
+            },
+        )?;
+        let update = hex_of("the settlement service", "update", &offer.update)?;
+        Ok((settlement_id, offer, update, log_token))
+    }
+
     /// ST7-ST15: the payment of `order` prepared up to the offer the holder confirms. An
     /// earlier update of the card left unresolved is resolved first.
     pub fn prepare_payment(
@@ -519,26 +550,9 @@ impl Holder {
             card_id: hex::encode(fci.card_id.as_bytes()),
             embodiment,
         };
-        let started: StartedBody = match self.settlement.post("/v1/payments", &request) {
-            Err(HolderError::Service(problem)) if open_update(&problem).is_some() => {
-                let open = open_update(&problem).unwrap_or_default();
-                self.resolve(reader, &settlement_id_of(&open)?)?;
-                self.select_online(reader)?;
-                self.settlement.post("/v1/payments", &request)?
-            }
-            other => other?,
-        };
-        let settlement_id = settlement_id_of(&started.settlement_id)?;
-        let base = format!("/v1/updates/{}", started.settlement_id);
-        let (sealed_info, log_token) = self.authenticate(reader, &base, &started)?;
-        let offer: OfferBody = self.settlement.post(
-            &format!("{base}/offer"),
-            &SealedBody {
-                sealed: hex::encode(sealed_info),
-            },
-        )?;
+        let (settlement_id, offer, update, log_token) =
+            self.start_and_offer(reader, "/v1/payments", &request)?;
         let service = "the settlement service";
-        let update = hex_of(service, "update", &offer.update)?;
         let (balance, spendable, balance_after) = match embodiment {
             Embodiment::Signed => {
                 // ST15: SIG2 over the bill this client got from the store, BI and the SPC.
@@ -742,26 +756,9 @@ impl Holder {
             amount: amount.minor(),
             credit_card,
         };
-        let started: StartedBody = match self.settlement.post("/v1/charges", &request) {
-            Err(HolderError::Service(problem)) if open_update(&problem).is_some() => {
-                let open = open_update(&problem).unwrap_or_default();
-                self.resolve(reader, &settlement_id_of(&open)?)?;
-                self.select_online(reader)?;
-                self.settlement.post("/v1/charges", &request)?
-            }
-            other => other?,
-        };
-        let settlement_id = settlement_id_of(&started.settlement_id)?;
-        let base = format!("/v1/updates/{}", started.settlement_id);
-        let (sealed_info, log_token) = self.authenticate(reader, &base, &started)?;
-        let offer: OfferBody = self.settlement.post(
-            &format!("{base}/offer"),
-            &SealedBody {
-                sealed: hex::encode(sealed_info),
-            },
-        )?;
+        let (settlement_id, offer, update, log_token) =
+            self.start_and_offer(reader, "/v1/charges", &request)?;
         let service = "the settlement service";
-        let update = hex_of(service, "update", &offer.update)?;
         let authorization = offer.authorization.clone().unwrap_or_default();
         self.checks.charge(
             &settlement_id,
