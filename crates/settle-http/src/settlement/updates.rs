@@ -371,7 +371,7 @@ pub(super) async fn authenticate(
 }
 
 /// The next number of the security server's records.
-fn next_writer_sequence(db: &mut Db) -> Result<u32, Problem> {
+fn next_writer_sequence(db: &mut dyn Executor) -> Result<u32, Problem> {
     let next = match db.dialect() {
         Dialect::Postgres => db.query_one("SELECT nextval('settle_writer_sequence')", &[])?,
         Dialect::Sqlite => db.query_one(
@@ -429,45 +429,62 @@ pub(super) async fn offer(State(service): Service, Path(id): Path<String>, body:
                     }
                     _ => worker.security_server_id(),
                 };
-                let sequence = next_writer_sequence(db)?;
-                let offered = worker.security.offer(
-                    settlement_id,
-                    &session,
-                    &sealed_info,
-                    &UpdateRequest {
-                        kind: row.kind,
-                        amount: row.amount,
-                        party,
-                        date: today,
-                    },
-                    sequence,
-                );
-                let (offered, sealed) = match offered {
-                    Ok(pair) => pair,
-                    Err(error) => {
-                        let problem = security_problem(error);
-                        if matches!(
-                            problem.kind,
-                            ProblemKind::InsufficientBalance | ProblemKind::OverLimit
-                        ) {
-                            move_step(db, &settlement_id, &row.step, &StoredStep::Voided, today)?;
-                            return Ok((OfferBody::default_void(), Some(problem)));
-                        }
-                        return Err(problem);
-                    }
-                };
-                let signature = worker.sign_offer(&row, &offered.info, &sealed)?;
-                let next = StoredStep::offered(&offered, &sealed, signature.as_ref());
-                move_step(db, &settlement_id, &row.step, &next, today)?;
-                Ok((
-                    worker.offer_body(
-                        &row,
-                        &offered.info,
-                        &sealed,
-                        signature.map(|signature| hex::encode(signature.0)),
-                    ),
-                    None,
-                ))
+                // The record's number and the offered step in one transaction: one durable
+                // commit, and no number taken by an offer that was not stored.
+                let mut answer = None;
+                db.transaction_if(|tx| {
+                    let step = (|| -> Result<(OfferBody, Option<Problem>), Problem> {
+                        let sequence = next_writer_sequence(tx)?;
+                        let offered = worker.security.offer(
+                            settlement_id,
+                            &session,
+                            &sealed_info,
+                            &UpdateRequest {
+                                kind: row.kind,
+                                amount: row.amount,
+                                party,
+                                date: today,
+                            },
+                            sequence,
+                        );
+                        let (offered, sealed) = match offered {
+                            Ok(pair) => pair,
+                            Err(error) => {
+                                let problem = security_problem(error);
+                                if matches!(
+                                    problem.kind,
+                                    ProblemKind::InsufficientBalance | ProblemKind::OverLimit
+                                ) {
+                                    move_step(
+                                        tx,
+                                        &settlement_id,
+                                        &row.step,
+                                        &StoredStep::Voided,
+                                        today,
+                                    )?;
+                                    return Ok((OfferBody::default_void(), Some(problem)));
+                                }
+                                return Err(problem);
+                            }
+                        };
+                        let signature = worker.sign_offer(&row, &offered.info, &sealed)?;
+                        let next = StoredStep::offered(&offered, &sealed, signature.as_ref());
+                        move_step(tx, &settlement_id, &row.step, &next, today)?;
+                        Ok((
+                            worker.offer_body(
+                                &row,
+                                &offered.info,
+                                &sealed,
+                                signature.map(|signature| hex::encode(signature.0)),
+                            ),
+                            None,
+                        ))
+                    })();
+                    let commit = step.is_ok();
+                    answer = Some(step);
+                    Ok(commit.then_some(()))
+                })?;
+                answer.unwrap_or_else(|| Err(Problem::new(ProblemKind::Internal, "no offer")))
             },
         )
         .await?;
