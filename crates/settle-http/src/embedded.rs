@@ -188,7 +188,8 @@ impl OnlineSystem {
             store_service.router(),
             &store_identity,
             "store",
-        )?;
+        )?
+        .keeping(store_pool.clone());
 
         let settlement_pool = DatabasePool::new(
             options.settlement_database.open(
@@ -233,7 +234,8 @@ impl OnlineSystem {
             service.router(),
             &settlement_identity,
             "settlement",
-        )?;
+        )?
+        .keeping(settlement_pool.clone());
         Ok(OnlineSystem {
             store: store_background,
             settlement: settlement_background,

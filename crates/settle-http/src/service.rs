@@ -186,6 +186,10 @@ pub struct BackgroundService {
     pin: CenterPin,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<io::Result<()>>>,
+    /// The service's database connections, closed here after its runtime stopped: a
+    /// PostgreSQL connection blocks to close, which it must not do on the runtime's thread
+    /// (where the routes are dropped).
+    pools: Vec<crate::db::DatabasePool>,
 }
 
 impl core::fmt::Debug for BackgroundService {
@@ -236,7 +240,15 @@ impl BackgroundService {
             pin: identity.pin(),
             shutdown: Some(shutdown),
             thread: Some(thread),
+            pools: Vec::new(),
         })
+    }
+
+    /// Keeps `pool` (the one the routes work on) until the service has stopped, so that its
+    /// connections close off the runtime.
+    pub fn keeping(mut self, pool: crate::db::DatabasePool) -> Self {
+        self.pools.push(pool);
+        self
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -262,12 +274,14 @@ impl BackgroundService {
         if let Some(shutdown) = self.shutdown.take() {
             let _ = shutdown.send(());
         }
-        match self.thread.take() {
+        let stopped = match self.thread.take() {
             Some(thread) => thread
                 .join()
                 .unwrap_or_else(|_| Err(io::Error::other("the service's thread panicked"))),
             None => Ok(()),
-        }
+        };
+        self.pools.clear();
+        stopped
     }
 }
 

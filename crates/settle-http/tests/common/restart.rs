@@ -43,8 +43,15 @@ pub struct Restartable {
 
 impl Restartable {
     pub fn start(rig: &Rig) -> Self {
+        Self::start_on(rig, None)
+    }
+
+    /// The settlement service on `location` (a SQLite file in a temporary directory when
+    /// `None`).
+    pub fn start_on(rig: &Rig, location: Option<DatabaseLocation>) -> Self {
         let directory = tempfile::tempdir().unwrap();
-        let location = DatabaseLocation::Sqlite(directory.path().join("settlement.db"));
+        let location = location
+            .unwrap_or_else(|| DatabaseLocation::Sqlite(directory.path().join("settlement.db")));
         let application = SigningKeyPair::generate(&mut rand_core::OsRng);
         let application_key = application.public_key();
         let store_signing = SigningKeyPair::generate(&mut rand_core::OsRng);
@@ -123,6 +130,38 @@ impl Restartable {
             .unwrap(),
         );
         self.instances += 1;
+    }
+
+    /// Another instance of the settlement service beside the running one, on its own pool
+    /// of the same database with the same keys, and a holder's client of it.
+    pub fn another_instance(&self) -> (BackgroundService, Holder) {
+        let pool = open(&self.location);
+        let service = SettlementService::new(
+            Arc::clone(&self.keys),
+            ApplicationServer::new(self.application.clone()),
+            self.anchor,
+            self.authorizer.clone(),
+            pool.clone(),
+            Box::new(FixedClock(today())),
+        )
+        .unwrap();
+        let identity = ServiceIdentity::generate(&[]).unwrap();
+        let instance = BackgroundService::start(
+            TcpListener::bind(("127.0.0.1", 0)).unwrap(),
+            service.router(),
+            &identity,
+            "settlement",
+        )
+        .unwrap()
+        .keeping(pool);
+        let holder = Holder::new(
+            &self.store.url(),
+            self.store.pin(),
+            &instance.url(),
+            instance.pin(),
+            self.application_key,
+        );
+        (instance, holder)
     }
 
     /// Stops the settlement service and starts a new instance on the same database file
