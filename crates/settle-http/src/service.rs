@@ -76,6 +76,10 @@ pub struct Problem {
     pub title: String,
     pub status: u16,
     pub detail: String,
+    /// A 409 to a new update: the card's unresolved update (hex ID), to resolve with the card
+    /// first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_update: Option<String>,
 }
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
@@ -88,6 +92,7 @@ impl Problem {
             title: kind.title().to_owned(),
             status: kind.status().as_u16(),
             detail: detail.into(),
+            open_update: None,
         }
     }
 

@@ -206,12 +206,21 @@ pub struct OfferBody {
     pub authorization: Option<String>,
 }
 
+/// How an update ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpdateOutcome {
+    /// The card applied it.
+    Completed,
+    /// It can never apply.
+    Voided,
+}
+
 /// How an update ended, with its documents.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OutcomeBody {
-    /// `completed` or `voided`.
-    pub outcome: String,
+    pub outcome: UpdateOutcome,
     pub settlement_id: String,
     pub amount: u64,
     pub balance_after: Option<u64>,

@@ -22,6 +22,7 @@ use valuecard_settle_http::embedded::{EmbeddedOptions, OnlineSystem};
 use valuecard_settle_http::holder::{HolderError, Order, Resolution};
 use valuecard_settle_http::wire::{
     CompletionBody, ContentRequestBody, Embodiment, OfferBody, OutcomeBody, ReceiptBody,
+    UpdateOutcome,
 };
 use valuecard_settle_http::ProblemKind;
 
@@ -345,7 +346,7 @@ fn a_replayed_spc_applies_nowhere_and_an_order_is_settled_once() {
     let again = online(&mut rig.reader, ins::SETTLE, spc.clone());
     assert_ne!(again.sw, StatusWord::SUCCESS);
     let outcome: OutcomeBody = decode(&manual.complete(&holder, &pcn).unwrap());
-    assert_eq!(outcome.outcome, "completed");
+    assert_eq!(outcome.outcome, UpdateOutcome::Completed);
     assert_eq!(rig.balance(), amount(4_850));
 
     // In a new session, opened for another payment of the same card.

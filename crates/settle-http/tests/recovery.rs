@@ -76,8 +76,9 @@ fn a_card_pulled_before_settle_leaves_an_update_that_resolves_to_void() {
             Embodiment::Signed,
         ));
         assert_eq!(refused.kind, ProblemKind::Conflict, "{how:?}");
-        assert!(
-            refused.detail.contains(&id_hex(&prepared.settlement_id)),
+        assert_eq!(
+            refused.open_update,
+            Some(id_hex(&prepared.settlement_id)),
             "{how:?}: {refused:?}"
         );
         let (resolution, outcome) = holder

@@ -13,7 +13,9 @@ use common::steps::{decode, online, problem, read_balance, Manual};
 use common::{amount, rig, visa};
 use valuecard_core::StatusWord;
 use valuecard_settle_http::holder::{Holder, Resolution};
-use valuecard_settle_http::wire::{AuthenticatedBody, Embodiment, OfferBody, OutcomeBody};
+use valuecard_settle_http::wire::{
+    AuthenticatedBody, Embodiment, OfferBody, OutcomeBody, UpdateOutcome,
+};
 use valuecard_settle_http::ProblemKind;
 
 const INITIAL: u64 = 5_000;
@@ -142,7 +144,7 @@ fn cut_and_finish(kind: Kind, cut: Cut, finish: Finish, seed: u64) {
     let completed = match finish {
         Finish::Continue => {
             let outcome = continue_from(cut, held, &manual, &holder, &mut rig.reader);
-            assert_eq!(outcome.outcome, "completed", "{case}");
+            assert_eq!(outcome.outcome, UpdateOutcome::Completed, "{case}");
             true
         }
         Finish::Resolve => {

@@ -17,7 +17,7 @@ use super::steps::{completed_parts, offered_parts, StoredStep};
 use super::updates::kind_name;
 use super::{load_update, security_problem, settlement_id, Db, SettlementService, UpdateRow};
 use crate::service::{hex_field, json, parse, Answer, Problem, ProblemKind};
-use crate::wire::{OutcomeBody, SealedBody};
+use crate::wire::{OutcomeBody, SealedBody, UpdateOutcome};
 
 type Service = State<Arc<SettlementService>>;
 
@@ -141,9 +141,12 @@ impl SettlementService {
             StoredStep::Completed { .. } => {
                 let (completion, _) = completed_parts(row.card_id, settlement_id, &row.step)?
                     .ok_or_else(|| super::corrupt("completion"))?;
-                (Some(completion.balance_after.minor()), "completed")
+                (
+                    Some(completion.balance_after.minor()),
+                    UpdateOutcome::Completed,
+                )
             }
-            StoredStep::Voided => (None, "voided"),
+            StoredStep::Voided => (None, UpdateOutcome::Voided),
             other => {
                 return Err(Problem::new(
                     ProblemKind::Conflict,
@@ -152,7 +155,7 @@ impl SettlementService {
             }
         };
         Ok(OutcomeBody {
-            outcome: outcome.into(),
+            outcome,
             settlement_id: hex::encode(settlement_id),
             amount: row.amount.minor(),
             balance_after,

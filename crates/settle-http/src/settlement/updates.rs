@@ -83,10 +83,15 @@ fn insert_update(
             &[update.card_id.as_bytes()[..].into()],
         )? {
             let open = hex::encode(row.bytes(0)?);
-            return Ok(Some(Err(Problem::new(
-                ProblemKind::Conflict,
-                format!("update {open} of this card is unresolved: recover it with the card first"),
-            ))));
+            return Ok(Some(Err(Problem {
+                open_update: Some(open.clone()),
+                ..Problem::new(
+                    ProblemKind::Conflict,
+                    format!(
+                        "update {open} of this card is unresolved: recover it with the card first"
+                    ),
+                )
+            })));
         }
         let voided_charges = tx
             .query(
