@@ -2,7 +2,7 @@
 //! stores with a small catalog of content) and the settlement service, each an HTTPS service
 //! on 127.0.0.1 with its own database, the settlement service's reporter sending completed
 //! updates to the center. The demo, the holder's wallet for trying the system, the
-//! benchmark and the tests start it this way; `valuecard online serve` runs the same parts.
+//! benchmark and the tests start it this way.
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;

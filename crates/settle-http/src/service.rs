@@ -1,7 +1,6 @@
 //! What both services share: problem documents (RFC 9457) for every refusal, JSON bodies,
-//! and a service running in the background on its own runtime (the demo, the wallet's
-//! tests and the benchmark embed the services this way; `valuecard online serve` runs
-//! them in the foreground).
+//! and a service running in the background on its own runtime (`valuecard online try`,
+//! the demo, the tests and the benchmark run the services this way).
 
 use std::io;
 use std::net::{SocketAddr, TcpListener as StdTcpListener};

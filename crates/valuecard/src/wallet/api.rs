@@ -16,7 +16,9 @@ use valuecard_core::money::Amount;
 use valuecard_settle_http::holder::{
     read_card, HolderError, Order, Paid, PreparedCharge, PreparedPayment, Resolution,
 };
-use valuecard_settle_http::wire::{BillBody, CreditCardBody, Embodiment, OrderLineBody};
+use valuecard_settle_http::wire::{
+    BillBody, CatalogBody, CreditCardBody, Embodiment, OrderLineBody,
+};
 use valuecard_settle_http::ProblemKind;
 
 use super::Wallet;
@@ -35,6 +37,53 @@ pub struct Session {
     /// The card as the payment or charge prepared last saw it, while the card's online
     /// session that its SETTLE or CHARGE needs is open: see [`status`].
     prepared_card: Option<(CardId, Amount)>,
+    /// The store's and its member stores' names, from the last catalog read.
+    names: Option<StoreNames>,
+}
+
+/// Names for the store IDs a receipt or the card's log carries.
+#[derive(Debug, Clone, Default)]
+struct StoreNames {
+    store: String,
+    /// Upper-case hex device ID → name.
+    by_id: BTreeMap<String, String>,
+}
+
+impl StoreNames {
+    fn of(catalog: &CatalogBody) -> Self {
+        let mut by_id = BTreeMap::from([(
+            catalog.store_id.to_ascii_uppercase(),
+            catalog.store_name.clone(),
+        )]);
+        for item in &catalog.items {
+            by_id.insert(
+                item.member_store_id.to_ascii_uppercase(),
+                item.member_store.clone(),
+            );
+        }
+        StoreNames {
+            store: catalog.store_name.clone(),
+            by_id,
+        }
+    }
+}
+
+/// The names, read from the store's catalog the first time they are needed (the page asks
+/// for the status every few seconds: that must not cost a request to the store each time).
+/// A catalog that cannot be read leaves them empty until the next try.
+async fn store_names(wallet: &Arc<Wallet>) -> StoreNames {
+    if let Some(names) = session(wallet).names.clone() {
+        return names;
+    }
+    let holder = wallet.holder.clone();
+    match blocking(move || holder.catalog()).await {
+        Ok(catalog) => {
+            let names = StoreNames::of(&catalog);
+            session(wallet).names = Some(names.clone());
+            names
+        }
+        Err(_) => StoreNames::default(),
+    }
 }
 
 /// A problem document for the page.
@@ -200,13 +249,7 @@ pub(super) async fn status(State(wallet): WalletState) -> Answer {
         })
         .await
         .ok_or_else(lost)?;
-    let store = {
-        let holder = wallet.holder.clone();
-        blocking(move || holder.catalog())
-            .await
-            .map(|catalog| catalog.store_name)
-            .unwrap_or_default()
-    };
+    let store = store_names(&wallet).await.store;
     let card = match card {
         Ok((card_id, balance)) => serde_json::json!({
             "present": true,
@@ -225,6 +268,7 @@ pub(super) async fn status(State(wallet): WalletState) -> Answer {
 pub(super) async fn catalog(State(wallet): WalletState) -> Answer {
     let holder = wallet.holder.clone();
     let catalog = blocking(move || holder.catalog()).await?;
+    session(&wallet).names = Some(StoreNames::of(&catalog));
     json(&serde_json::json!({
         "store_name": catalog.store_name,
         "items": catalog.items.iter().map(|item| serde_json::json!({
@@ -539,26 +583,8 @@ pub(super) async fn log(State(wallet): WalletState) -> Answer {
         return json(&serde_json::json!({"entries": []}));
     };
     let holder = wallet.holder.clone();
-    let (log, catalog) = blocking(move || {
-        let log = holder.card_log(&card_id, &token)?;
-        // The stores' names, for the parties the log names by device ID; a catalog that
-        // cannot be read leaves the IDs.
-        Ok((log, holder.catalog().ok()))
-    })
-    .await?;
-    let mut names = BTreeMap::new();
-    if let Some(catalog) = catalog {
-        names.insert(
-            catalog.store_id.to_ascii_uppercase(),
-            catalog.store_name.clone(),
-        );
-        for item in &catalog.items {
-            names.insert(
-                item.member_store_id.to_ascii_uppercase(),
-                item.member_store.clone(),
-            );
-        }
-    }
+    let log = blocking(move || holder.card_log(&card_id, &token)).await?;
+    let names = store_names(&wallet).await.by_id;
     json(&serde_json::json!({
         "entries": log.entries.iter().map(|entry| serde_json::json!({
             "date": entry.date,

@@ -23,7 +23,7 @@ use valuecard_settle_http::holder::Holder;
 
 pub use card_worker::{CardWorker, ReaderOpener};
 
-/// Where the online services are, as `valuecard online serve` (or `online try`) writes it
+/// Where the online services are, as `valuecard online try` writes it
 /// to `online.json` in its data directory.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -46,7 +46,7 @@ impl OnlineEndpoints {
         let path = dir.join(Self::FILE);
         let text = std::fs::read_to_string(&path).map_err(|error| {
             format!(
-                "{}: {error} (start `valuecard online serve` first)",
+                "{}: {error} (start `valuecard online try` first)",
                 path.display()
             )
         })?;
@@ -81,7 +81,7 @@ impl OnlineEndpoints {
 
 #[derive(clap::Args, Debug)]
 pub struct WalletArgs {
-    /// The directory where `valuecard online serve` wrote `online.json` (the services'
+    /// The directory where `valuecard online try` wrote `online.json` (the services'
     /// addresses, certificates and the application server's key).
     #[arg(long)]
     online: PathBuf,
