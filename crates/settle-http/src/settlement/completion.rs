@@ -23,14 +23,15 @@ type Service = State<Arc<SettlementService>>;
 
 impl SettlementService {
     /// ST19 and the charge's end: stores the completion (step, card log, the center's
-    /// outbox) in one transaction, signs a payment's ACN SIG3.
+    /// outbox) in one transaction, signs a payment's ACN SIG3; gives the update as now
+    /// stored.
     pub(super) fn finish(
         &self,
         db: &mut Db,
         row: &UpdateRow,
         completion: &Completion,
         item: &OnlineItem,
-    ) -> Result<(), Problem> {
+    ) -> Result<UpdateRow, Problem> {
         let today = self.clock.today();
         let acn = match row.kind {
             TransactionKind::OnlinePayment => {
@@ -116,7 +117,12 @@ impl SettlementService {
         if let Some(reporter) = &self.reporter {
             reporter.wake();
         }
-        Ok(())
+        Ok(UpdateRow {
+            step: next,
+            recovery: None,
+            completion: acn.map(|(acn, signature)| (acn.encode(), signature.0.to_vec())),
+            ..row.clone()
+        })
     }
 
     /// The outcome of a completed or voided update, with its documents; asks the store for
@@ -125,10 +131,16 @@ impl SettlementService {
         &self,
         settlement_id: SettlementId,
     ) -> Result<OutcomeBody, Problem> {
-        let mut row = self
+        let row = self
             .pool
             .run(move |db: &mut Db| load_update(db, &settlement_id))
             .await?;
+        self.outcome_of(row).await
+    }
+
+    /// The outcome of the update `row` as stored.
+    async fn outcome_of(&self, mut row: UpdateRow) -> Result<OutcomeBody, Problem> {
+        let settlement_id = row.settlement_id;
         if row.kind == TransactionKind::OnlinePayment
             && row.receipt.is_none()
             && row.completion.is_some()
@@ -218,12 +230,12 @@ pub(super) async fn complete(
     let request: SealedBody = parse(&body)?;
     let sealed = hex_field("sealed", &request.sealed)?;
     let worker = Arc::clone(&service);
-    service
+    let row = service
         .pool
-        .run(move |db: &mut Db| -> Result<(), Problem> {
+        .run(move |db: &mut Db| -> Result<UpdateRow, Problem> {
             let row = load_update(db, &settlement_id)?;
             if matches!(row.step, StoredStep::Completed { .. }) {
-                return Ok(());
+                return Ok(row);
             }
             let parts = offered_parts(settlement_id, &row.step)?.ok_or_else(|| {
                 Problem::new(
@@ -243,5 +255,5 @@ pub(super) async fn complete(
             }
         })
         .await?;
-    Ok(json(&service.outcome(settlement_id).await?))
+    Ok(json(&service.outcome_of(row).await?))
 }

@@ -402,113 +402,101 @@ pub(super) async fn offer(State(service): Service, Path(id): Path<String>, body:
     let request: SealedBody = parse(&body)?;
     let sealed_info = hex_field("sealed", &request.sealed)?;
     let worker = Arc::clone(&service);
-    let (offer, void) = service
+    let offering = service
         .pool
-        .run(
-            move |db: &mut Db| -> Result<(OfferBody, Option<Problem>), Problem> {
-                let row = load_update(db, &settlement_id)?;
-                if let Some(parts) = offered_parts(settlement_id, &row.step)? {
-                    return Ok((
-                        worker.offer_body(
-                            &row,
-                            &parts.offered.info,
-                            &parts.sealed_update,
-                            parts.signature,
-                        ),
-                        None,
-                    ));
+        .run(move |db: &mut Db| -> Result<Offering, Problem> {
+            let row = load_update(db, &settlement_id)?;
+            if let Some(parts) = offered_parts(settlement_id, &row.step)? {
+                return Ok(Offering::Sealed(worker.offer_body(
+                    &row,
+                    &parts.offered.info,
+                    &parts.sealed_update,
+                    parts.signature,
+                )));
+            }
+            let StoredStep::Authenticated { session } = &row.step else {
+                return Err(Problem::new(
+                    ProblemKind::Conflict,
+                    format!("the update is {}", row.step.name()),
+                ));
+            };
+            let session = session.decode()?;
+            let today = worker.clock.today();
+            let party = match (&row.bill, row.kind) {
+                (Some(bill), TransactionKind::OnlinePayment) => {
+                    let bill = Bill::decode(bill).map_err(|e| super::corrupt(&e.to_string()))?;
+                    bill.member_store.unwrap_or(bill.store)
                 }
-                let StoredStep::Authenticated { session } = &row.step else {
-                    return Err(Problem::new(
-                        ProblemKind::Conflict,
-                        format!("the update is {}", row.step.name()),
-                    ));
-                };
-                let session = session.decode()?;
-                let today = worker.clock.today();
-                let party = match (&row.bill, row.kind) {
-                    (Some(bill), TransactionKind::OnlinePayment) => {
-                        let bill =
-                            Bill::decode(bill).map_err(|e| super::corrupt(&e.to_string()))?;
-                        bill.member_store.unwrap_or(bill.store)
-                    }
-                    _ => worker.security_server_id(),
-                };
-                // The record's number and the offered step in one transaction: one durable
-                // commit, and no number taken by an offer that was not stored.
-                let mut answer = None;
-                db.transaction_if(|tx| {
-                    let step = (|| -> Result<(OfferBody, Option<Problem>), Problem> {
-                        let sequence = next_writer_sequence(tx)?;
-                        let offered = worker.security.offer(
-                            settlement_id,
-                            &session,
-                            &sealed_info,
-                            &UpdateRequest {
-                                kind: row.kind,
-                                amount: row.amount,
-                                party,
-                                date: today,
-                            },
-                            sequence,
-                        );
-                        let (offered, sealed) = match offered {
-                            Ok(pair) => pair,
-                            Err(error) => {
-                                let problem = security_problem(error);
-                                if matches!(
-                                    problem.kind,
-                                    ProblemKind::InsufficientBalance | ProblemKind::OverLimit
-                                ) {
-                                    move_step(
-                                        tx,
-                                        &settlement_id,
-                                        &row.step,
-                                        &StoredStep::Voided,
-                                        today,
-                                    )?;
-                                    return Ok((OfferBody::default_void(), Some(problem)));
-                                }
-                                return Err(problem);
+                _ => worker.security_server_id(),
+            };
+            // The record's number and the offered step in one transaction: one durable
+            // commit, and no number taken by an offer that was not stored.
+            let mut answer = None;
+            db.transaction_if(|tx| {
+                let step = (|| -> Result<Offering, Problem> {
+                    let sequence = next_writer_sequence(tx)?;
+                    let offered = worker.security.offer(
+                        settlement_id,
+                        &session,
+                        &sealed_info,
+                        &UpdateRequest {
+                            kind: row.kind,
+                            amount: row.amount,
+                            party,
+                            date: today,
+                        },
+                        sequence,
+                    );
+                    let (offered, sealed) = match offered {
+                        Ok(pair) => pair,
+                        Err(error) => {
+                            let problem = security_problem(error);
+                            if matches!(
+                                problem.kind,
+                                ProblemKind::InsufficientBalance | ProblemKind::OverLimit
+                            ) {
+                                move_step(
+                                    tx,
+                                    &settlement_id,
+                                    &row.step,
+                                    &StoredStep::Voided,
+                                    today,
+                                )?;
+                                return Ok(Offering::Voided(problem));
                             }
-                        };
-                        let signature = worker.sign_offer(&row, &offered.info, &sealed)?;
-                        let next = StoredStep::offered(&offered, &sealed, signature.as_ref());
-                        move_step(tx, &settlement_id, &row.step, &next, today)?;
-                        Ok((
-                            worker.offer_body(
-                                &row,
-                                &offered.info,
-                                &sealed,
-                                signature.map(|signature| hex::encode(signature.0)),
-                            ),
-                            None,
-                        ))
-                    })();
-                    let commit = step.is_ok();
-                    answer = Some(step);
-                    Ok(commit.then_some(()))
-                })?;
-                answer.unwrap_or_else(|| Err(Problem::new(ProblemKind::Internal, "no offer")))
-            },
-        )
+                            return Err(problem);
+                        }
+                    };
+                    let signature = worker.sign_offer(&row, &offered.info, &sealed)?;
+                    let next = StoredStep::offered(&offered, &sealed, signature.as_ref());
+                    move_step(tx, &settlement_id, &row.step, &next, today)?;
+                    Ok(Offering::Sealed(worker.offer_body(
+                        &row,
+                        &offered.info,
+                        &sealed,
+                        signature.map(|signature| hex::encode(signature.0)),
+                    )))
+                })();
+                let commit = step.is_ok();
+                answer = Some(step);
+                Ok(commit.then_some(()))
+            })?;
+            answer.unwrap_or_else(|| Err(Problem::new(ProblemKind::Internal, "no offer")))
+        })
         .await?;
-    if let Some(problem) = void {
-        service.release_authorization(settlement_id).await;
-        return Err(problem);
-    }
-    Ok(json(&offer))
-}
-
-impl OfferBody {
-    fn default_void() -> Self {
-        OfferBody {
-            update: String::new(),
-            balance_info: None,
-            signature: None,
-            authorization: None,
+    match offering {
+        Offering::Sealed(offer) => Ok(json(&offer)),
+        Offering::Voided(problem) => {
+            service.release_authorization(settlement_id).await;
+            Err(problem)
         }
     }
+}
+
+/// How an offer ended: sealed for the card, or voided because the card cannot take it.
+enum Offering {
+    Sealed(OfferBody),
+    Voided(Problem),
 }
 
 impl SettlementService {
