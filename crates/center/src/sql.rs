@@ -122,6 +122,14 @@ impl Row {
             _ => Err(corrupt("text", index)),
         }
     }
+
+    pub fn optional_text(&self, index: usize) -> Result<Option<String>, CenterError> {
+        match self.0.get(index) {
+            Some(Value::Text(value)) => Ok(Some(value.clone())),
+            Some(Value::Null) => Ok(None),
+            _ => Err(corrupt("text or null", index)),
+        }
+    }
 }
 
 /// Runs statements: a connection in autocommit mode, or an open transaction.

@@ -145,17 +145,13 @@ pub(super) fn registration(
     else {
         return Ok(None);
     };
-    let text = |index: usize| match row.0.get(index) {
-        Some(valuecard_center::sql::Value::Text(text)) => Some(text.clone()),
-        _ => None,
-    };
     Ok(Some(StoreRegistration {
         store_id: *store_id,
         public_key: PublicKey::from_bytes(&row.bytes(0)?)
             .map_err(|error| Problem::new(ProblemKind::Internal, error.to_string()))?,
         name: row.text(1)?,
-        url: text(2),
-        certificate: text(3),
+        url: row.optional_text(2)?,
+        certificate: row.optional_text(3)?,
     }))
 }
 

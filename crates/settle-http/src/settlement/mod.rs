@@ -261,19 +261,12 @@ fn corrupt(what: &str) -> Problem {
 
 impl UpdateRow {
     fn from_row(row: &Row) -> Result<Self, Problem> {
-        let fixed = |bytes: Vec<u8>, what: &str| -> Result<Vec<u8>, Problem> {
-            if bytes.is_empty() {
-                Err(corrupt(what))
-            } else {
-                Ok(bytes)
-            }
-        };
         let pair = |a: Option<Vec<u8>>, b: Option<Vec<u8>>| match (a, b) {
             (Some(a), Some(b)) => Some((a, b)),
             _ => None,
         };
         Ok(UpdateRow {
-            settlement_id: SettlementId::try_from(fixed(row.bytes(0)?, "id")?.as_slice())
+            settlement_id: SettlementId::try_from(row.bytes(0)?.as_slice())
                 .map_err(|_| corrupt("settlement_id"))?,
             kind: match row.text(1)?.as_str() {
                 "payment" => TransactionKind::OnlinePayment,
@@ -296,15 +289,9 @@ impl UpdateRow {
                 .transpose()
                 .map_err(|_| corrupt("store_id"))?,
             bill: row.optional_bytes(6)?,
-            authorization: match row.0.get(7) {
-                Some(valuecard_center::sql::Value::Text(text)) => Some(text.clone()),
-                _ => None,
-            },
+            authorization: row.optional_text(7)?,
             step: StoredStep::from_json(&row.text(8)?)?,
-            recovery: match row.0.get(9) {
-                Some(valuecard_center::sql::Value::Text(text)) => Some(text.clone()),
-                _ => None,
-            },
+            recovery: row.optional_text(9)?,
             completion: pair(row.optional_bytes(10)?, row.optional_bytes(11)?),
             receipt: pair(row.optional_bytes(12)?, row.optional_bytes(13)?),
         })
