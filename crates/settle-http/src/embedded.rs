@@ -273,6 +273,27 @@ impl OnlineSystem {
     }
 }
 
+/// A security server whose keys live in memory (a new master key M and a new signing key),
+/// certified by `center` with role `OnlineSettlement`.
+pub fn certify_software_security_server(
+    center: &mut valuecard_center::Center,
+    rng: &mut impl rand_core::CryptoRngCore,
+) -> Result<
+    valuecard_settle::security::SoftwareSecurityKeys,
+    valuecard_core::messages::center::CenterError,
+> {
+    let signing = SigningKeyPair::generate(rng);
+    // The center's registry of devices wants an X25519 key; nothing is ever sealed to the
+    // security server with it.
+    let sealing = valuecard_core::crypto::SealingKeyPair::generate(rng).public_key();
+    let (_, certificate) = center.certify_online_settlement(signing.public_key(), sealing)?;
+    Ok(valuecard_settle::security::SoftwareSecurityKeys::new(
+        valuecard_core::crypto::AesKey::random(rng),
+        signing,
+        certificate,
+    ))
+}
+
 /// A test authorizer for the demonstration: every valid number up to 1000.00, except the
 /// number `4000 0000 0000 0002`, which is always declined.
 pub fn demo_authorizer() -> TestAuthorizer {

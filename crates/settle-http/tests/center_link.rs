@@ -16,9 +16,7 @@ use valuecard_settle::security::{SecurityKeys, SoftwareSecurityKeys};
 use valuecard_settle_http::authorizer::TestAuthorizer;
 use valuecard_settle_http::embedded::{EmbeddedOptions, OnlineSystem};
 use valuecard_settle_http::holder::Resolution;
-use valuecard_settle_http::settlement::reporter::{
-    report_pending, OnlineRecordSink, SecurityServerSigner,
-};
+use valuecard_settle_http::settlement::reporter::{report_pending, SecurityServerSigner};
 use valuecard_settle_http::settlement::ServiceKeys;
 use valuecard_settle_http::wire::Embodiment;
 
@@ -84,21 +82,6 @@ fn completed_updates_reach_the_center_over_https_once() {
     drop(server);
 }
 
-/// Reports the outbox again through a link whose signer is not the certified key.
-struct Forger(HttpCenterLink);
-
-impl OnlineRecordSink for Forger {
-    fn report(
-        &mut self,
-        items: &[valuecard_core::messages::online::OnlineItem],
-    ) -> Result<
-        valuecard_core::messages::center::UploadReceipt,
-        valuecard_core::messages::center::CenterError,
-    > {
-        self.0.report_online_records(items)
-    }
-}
-
 #[test]
 fn a_report_signed_by_another_key_is_refused_and_stores_nothing() {
     let mut rig = rig(3_000, 50);
@@ -121,14 +104,12 @@ fn a_report_signed_by_another_key_is_refused_and_stores_nothing() {
     let world = rig.world;
     let center = Arc::new(Mutex::new(world.center));
     let server = BackgroundServer::bind("127.0.0.1:0", Arc::clone(&center)).unwrap();
-    let mut forger = Forger(
-        HttpCenterLink::with_signer(
-            &server.url(),
-            server.pin(),
-            Box::new(SecurityServerSigner::new(impostor, anchor)),
-        )
-        .unwrap(),
-    );
+    let mut forger = HttpCenterLink::with_signer(
+        &server.url(),
+        server.pin(),
+        Box::new(SecurityServerSigner::new(impostor, anchor)),
+    )
+    .unwrap();
     let refused = report_pending(&system.settlement_pool, &mut forger, today().0);
     assert!(refused.is_err(), "{refused:?}");
     assert_eq!(center.lock().unwrap().online_totals().unwrap().spent, 0);

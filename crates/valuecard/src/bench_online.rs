@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use rand_core::SeedableRng;
 use valuecard_card::eeprom::MemoryEeprom;
 use valuecard_core::apdu::Command;
-use valuecard_core::crypto::{AesKey, SealingKeyPair, SigningKeyPair};
+use valuecard_core::crypto::SigningKeyPair;
 use valuecard_core::messages::online::{
     ins, InitializeUpdateResponse, OnlineFci, CLA_ONLINE, ONLINE_AID,
 };
@@ -29,7 +29,8 @@ use valuecard_settle::application::{ApplicationServer, ClientChecks};
 use valuecard_settle::security::{SecurityServer, SoftwareSecurityKeys, Step, UpdateRequest};
 use valuecard_settle::store::Store;
 use valuecard_settle_http::embedded::{
-    demo_authorizer, demo_catalog, EmbeddedOptions, OnlineSystem, MALL,
+    certify_software_security_server, demo_authorizer, demo_catalog, EmbeddedOptions, OnlineSystem,
+    MALL,
 };
 use valuecard_settle_http::settlement::ServiceKeys;
 use valuecard_settle_http::wire::Embodiment;
@@ -93,20 +94,8 @@ fn set_up(
     }
     // One security server for the services, another for the floor's direct calls.
     let mut certified = || -> Result<SoftwareSecurityKeys, String> {
-        let mut rng = rand_core::OsRng;
-        let signing = SigningKeyPair::generate(&mut rng);
-        let (_, certificate) = world
-            .center
-            .certify_online_settlement(
-                signing.public_key(),
-                SealingKeyPair::generate(&mut rng).public_key(),
-            )
-            .map_err(|e| e.to_string())?;
-        Ok(SoftwareSecurityKeys::new(
-            AesKey::random(&mut rng),
-            signing,
-            certificate,
-        ))
+        certify_software_security_server(&mut world.center, &mut rand_core::OsRng)
+            .map_err(|e| e.to_string())
     };
     let service = certified()?;
     let floor = certified()?;

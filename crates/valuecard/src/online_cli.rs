@@ -10,12 +10,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use valuecard_card::FileCard;
-use valuecard_core::crypto::{AesKey, SealingKeyPair, SigningKeyPair};
+use valuecard_core::crypto::SealingKeyPair;
 use valuecard_core::money::Amount;
 use valuecard_core::time::{Clock, SystemClock};
 use valuecard_reader::InProcessReader;
-use valuecard_settle::security::SoftwareSecurityKeys;
-use valuecard_settle_http::embedded::{demo_authorizer, EmbeddedOptions, OnlineSystem};
+use valuecard_settle_http::embedded::{
+    certify_software_security_server, demo_authorizer, EmbeddedOptions, OnlineSystem,
+};
 use valuecard_settle_http::settlement::reporter::{report_pending, InProcessCenter};
 use valuecard_settle_http::settlement::ServiceKeys;
 use valuecard_settle_http::DatabaseLocation;
@@ -91,18 +92,10 @@ fn security_keys(world: &mut World, token: Option<&str>) -> Result<ServiceKeys, 
                 .map_err(|e| format!("the security server's token: {e}"))?;
             Ok(Arc::new(keys))
         }
-        None => {
-            let signing = SigningKeyPair::generate(&mut rng);
-            let (_, certificate) = world
-                .center
-                .certify_online_settlement(signing.public_key(), sealing)
-                .map_err(|e| e.to_string())?;
-            Ok(Arc::new(SoftwareSecurityKeys::new(
-                AesKey::random(&mut rng),
-                signing,
-                certificate,
-            )))
-        }
+        None => Ok(Arc::new(
+            certify_software_security_server(&mut world.center, &mut rng)
+                .map_err(|e| e.to_string())?,
+        )),
     }
 }
 
@@ -259,20 +252,11 @@ pub fn demo(
     reader: &mut dyn valuecard_reader::CardReader,
 ) -> Result<OnlineShow, String> {
     let today = world.today();
-    let mut rng = rand_core::OsRng;
-    let signing = SigningKeyPair::generate(&mut rng);
-    let (server_id, certificate) = world
-        .center
-        .certify_online_settlement(
-            signing.public_key(),
-            SealingKeyPair::generate(&mut rng).public_key(),
-        )
-        .map_err(|e| e.to_string())?;
-    let keys: ServiceKeys = Arc::new(SoftwareSecurityKeys::new(
-        AesKey::random(&mut rng),
-        signing,
-        certificate,
-    ));
+    let keys: ServiceKeys = Arc::new(
+        certify_software_security_server(&mut world.center, &mut rand_core::OsRng)
+            .map_err(|e| e.to_string())?,
+    );
+    let server_id = keys.device_id();
     let system = OnlineSystem::start(
         keys,
         world.center.anchor(),

@@ -9,17 +9,15 @@ use std::sync::Arc;
 use rand_core::SeedableRng;
 use valuecard_card::eeprom::MemoryEeprom;
 use valuecard_center::sql::Executor;
-use valuecard_center::Center;
-use valuecard_core::crypto::{AesKey, SealingKeyPair, SigningKeyPair};
-use valuecard_core::messages::center::{CenterError, UploadReceipt};
-use valuecard_core::messages::online::{OnlineItem, SettlementId};
+use valuecard_core::messages::online::SettlementId;
 use valuecard_core::money::Amount;
 use valuecard_core::time::Date;
 use valuecard_reader::InProcessReader;
-use valuecard_settle::security::SoftwareSecurityKeys;
 use valuecard_settle_http::authorizer::TestAuthorizer;
-use valuecard_settle_http::embedded::{EmbeddedOptions, OnlineSystem};
-use valuecard_settle_http::settlement::reporter::{report_pending, OnlineRecordSink};
+use valuecard_settle_http::embedded::{
+    certify_software_security_server, EmbeddedOptions, OnlineSystem,
+};
+use valuecard_settle_http::settlement::reporter::{report_pending, InProcessCenter};
 use valuecard_settle_http::settlement::ServiceKeys;
 use valuecard_settle_http::DatabasePool;
 use valuecard_sim::{Storage, World, WorldRng};
@@ -32,19 +30,6 @@ pub fn amount(minor: u64) -> Amount {
 
 pub fn today() -> Date {
     Date::from_ymd(2026, 11, 30).unwrap()
-}
-
-/// The center in the same process, as the reporter's sink.
-pub struct CenterSink<'a>(pub &'a mut Center);
-
-impl OnlineRecordSink for CenterSink<'_> {
-    fn report(&mut self, items: &[OnlineItem]) -> Result<UploadReceipt, CenterError> {
-        let writer = items
-            .first()
-            .map(|item| item.record.writer)
-            .unwrap_or(valuecard_core::ids::DeviceId([0; 8]));
-        self.0.store_online_records(writer, items)
-    }
 }
 
 pub struct Rig {
@@ -71,19 +56,8 @@ pub fn rig(balance: u64, seed: u64) -> Rig {
         .unwrap();
     let mut reader = InProcessReader::with_card("holder", card);
     world.issue(&mut reader, amount(balance)).unwrap();
-    let signing = SigningKeyPair::generate(&mut rng);
-    let (_, certificate) = world
-        .center
-        .certify_online_settlement(
-            signing.public_key(),
-            SealingKeyPair::generate(&mut rng).public_key(),
-        )
-        .unwrap();
-    let keys: ServiceKeys = Arc::new(SoftwareSecurityKeys::new(
-        AesKey::random(&mut rng),
-        signing,
-        certificate,
-    ));
+    let keys: ServiceKeys =
+        Arc::new(certify_software_security_server(&mut world.center, &mut rng).unwrap());
     Rig {
         world,
         reader,
@@ -118,8 +92,12 @@ impl Rig {
     /// `report_and_reconcile` with the settlement database's pool: the center's books must
     /// hold the sum of every card's balance.
     pub fn report_and_reconcile_pool(&mut self, pool: &DatabasePool) -> (u64, u64) {
-        let summary =
-            report_pending(pool, &mut CenterSink(&mut self.world.center), today().0).unwrap();
+        let summary = report_pending(
+            pool,
+            &mut InProcessCenter(&mut self.world.center),
+            today().0,
+        )
+        .unwrap();
         assert!(summary.refused.is_empty(), "{summary:?}");
         assert!(summary.clones_detected.is_empty(), "{summary:?}");
         let mut balances = valuecard_sim::read_purse(&mut self.reader)
