@@ -202,8 +202,9 @@ async fn order(State(service): State<Arc<StoreService>>, body: Bytes) -> Answer 
         .collect::<Vec<_>>()
         .join(",");
     let today = service.clock.today();
-    // Checked before drawing a number, so that a bad order costs no database work.
-    service
+    // Priced (and refused if bad) once, before any database work; each number drawn only
+    // renumbers and signs it.
+    let mut bill = service
         .store
         .estimate(&lines, 0, today)
         .map_err(store_problem)?;
@@ -214,10 +215,8 @@ async fn order(State(service): State<Arc<StoreService>>, body: Bytes) -> Answer 
             loop {
                 let number = ORDER_NUMBERS.start
                     + rand_core::OsRng.next_u64() % (ORDER_NUMBERS.end - ORDER_NUMBERS.start);
-                let (bill, signature) = worker
-                    .store
-                    .bill(&lines, number, today)
-                    .map_err(store_problem)?;
+                bill.order_number = number;
+                let signature = worker.store.sign_bill(&bill);
                 let inserted = db.execute(
                     "INSERT INTO store_orders (order_number, bill, bill_signature, skus, created_on)
                      VALUES ($1, $2, $3, $4, $5) ON CONFLICT (order_number) DO NOTHING",

@@ -96,8 +96,13 @@ impl Store {
         today: Date,
     ) -> Result<(Bill, Signature), StoreError> {
         let bill = self.estimate(order, order_number, today)?;
-        let signature = self.key.sign(&bill.signed_message());
+        let signature = self.sign_bill(&bill);
         Ok((bill, signature))
+    }
+
+    /// SIG1 over a bill this store estimated.
+    pub fn sign_bill(&self, bill: &Bill) -> Signature {
+        self.key.sign(&bill.signed_message())
     }
 
     /// ST3: the estimate of `order`, the bill it would be, unsigned: binds nobody.
