@@ -75,6 +75,9 @@ impl core::fmt::Debug for DatabasePool {
 pub enum PoolError {
     #[error("no database connection came free in time")]
     Busy,
+    /// The work on the connection panicked.
+    #[error("the request's database work stopped unexpectedly")]
+    Stopped,
     #[error(transparent)]
     Database(#[from] CenterError),
 }
@@ -116,7 +119,7 @@ impl DatabasePool {
             .map_err(|_| E::from(PoolError::Busy))?;
         tokio::task::spawn_blocking(move || work(&mut connection))
             .await
-            .unwrap_or_else(|_| Err(E::from(PoolError::Busy)))
+            .unwrap_or_else(|_| Err(E::from(PoolError::Stopped)))
     }
 
     /// Runs `work` on a connection from a thread outside the runtime (the background

@@ -104,6 +104,7 @@ impl From<PoolError> for Problem {
     fn from(error: PoolError) -> Self {
         match error {
             PoolError::Busy => Problem::new(ProblemKind::ServiceUnavailable, error.to_string()),
+            PoolError::Stopped => Problem::new(ProblemKind::Internal, error.to_string()),
             PoolError::Database(error) => Problem::from(error),
         }
     }
