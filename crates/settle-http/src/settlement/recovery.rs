@@ -21,9 +21,11 @@ use valuecard_core::messages::online::{InitializeUpdateResponse, SettlementId};
 use valuecard_settle::security::Step;
 
 use super::steps::{offered_parts, OfferedParts, SessionJson, StoredStep};
-use super::{load_update, move_step, security_problem, settlement_id, Db, SettlementService};
+use super::{
+    load_update, move_step, security_problem, settlement_id, Db, SettlementService, UpdateRow,
+};
 use crate::service::{hex_array, hex_field, json, parse, Answer, Problem, ProblemKind};
-use crate::wire::{AuthenticatedBody, CardAnswerBody, SealedBody, StartedBody};
+use crate::wire::{CardAnswerBody, SealedBody, StartedBody};
 
 type Service = State<Arc<SettlementService>>;
 
@@ -158,15 +160,43 @@ pub(super) async fn begin(State(service): Service, Path(id): Path<String>) -> An
     }
 }
 
-impl SettlementService {
-    /// The refusal of a later recovery step for an update that has ended. One never sealed
-    /// is voided by whichever step of the recovery finds it first; a charge voided just now
-    /// gives its approval back, as it would had `recover` voided it.
-    async fn ended(&self, settlement_id: SettlementId, voided_now: bool) -> Problem {
-        if voided_now {
-            self.release_authorization(settlement_id).await;
+/// A later recovery step (`authenticate`, `query`): `work` runs on the offered update and
+/// its stored recovery. An update found ended is refused; one never sealed is voided by
+/// whichever step finds it first, and a charge voided just now gives its approval back, as
+/// it would had `recover` voided it.
+async fn recovery_step<T: serde::Serialize + Send + 'static>(
+    service: Arc<SettlementService>,
+    settlement_id: SettlementId,
+    work: impl FnOnce(
+            &SettlementService,
+            &mut Db,
+            &UpdateRow,
+            &OfferedParts,
+            Option<Recovery>,
+        ) -> Result<T, Problem>
+        + Send
+        + 'static,
+) -> Answer {
+    let worker = Arc::clone(&service);
+    let body = service
+        .pool
+        .run(move |db: &mut Db| -> Result<Result<T, bool>, Problem> {
+            let (row, parts) = match offered_or_void(&worker, db, settlement_id)? {
+                Ok(pair) => pair,
+                Err(voided_now) => return Ok(Err(voided_now)),
+            };
+            let from = Recovery::parse(row.recovery.as_deref())?;
+            work(&worker, db, &row, &parts, from).map(Ok)
+        })
+        .await?;
+    match body {
+        Ok(body) => Ok(json(&body)),
+        Err(voided_now) => {
+            if voided_now {
+                service.release_authorization(settlement_id).await;
+            }
+            Err(Problem::new(ProblemKind::Conflict, "the update has ended"))
         }
-        Problem::new(ProblemKind::Conflict, "the update has ended")
     }
 }
 
@@ -180,48 +210,25 @@ pub(super) async fn authenticate(
     let request: CardAnswerBody = parse(&body)?;
     let answer = InitializeUpdateResponse::decode(&hex_field("card_answer", &request.card_answer)?)
         .map_err(|error| Problem::bad_request(format!("card_answer: {error}")))?;
-    let worker = Arc::clone(&service);
-    let body = service
-        .pool
-        .run(move |db: &mut Db| -> Result<Result<_, bool>, Problem> {
-            let (row, _) = match offered_or_void(&worker, db, settlement_id)? {
-                Ok(pair) => pair,
-                Err(voided_now) => return Ok(Err(voided_now)),
-            };
-            let from = Recovery::parse(row.recovery.as_deref())?;
-            let Some(Recovery::Challenged { host_challenge }) = &from else {
-                return Err(Problem::new(
-                    ProblemKind::Conflict,
-                    "begin the recovery first",
-                ));
-            };
-            let host_challenge = hex_array("host_challenge", host_challenge)?;
-            let (step, external, brc) = worker
-                .security
-                .authenticate(settlement_id, &host_challenge, row.card_id, &answer)
-                .map_err(security_problem)?;
-            let Step::Authenticated { session, .. } = step else {
-                return Err(Problem::new(ProblemKind::Internal, "not authenticated"));
-            };
-            move_recovery(
-                db,
-                &settlement_id,
-                from.as_ref(),
-                &Recovery::Authenticated {
-                    session: SessionJson::new(&session),
-                },
-            )?;
-            Ok(Ok(AuthenticatedBody {
-                external_authenticate: hex::encode(external.encode()),
-                balance_request: hex::encode(brc),
-                log_token: worker.log_token(&row.card_id),
-            }))
-        })
-        .await?;
-    match body {
-        Ok(body) => Ok(json(&body)),
-        Err(voided_now) => Err(service.ended(settlement_id, voided_now).await),
-    }
+    recovery_step(service, settlement_id, move |worker, db, row, _, from| {
+        let Some(Recovery::Challenged { host_challenge }) = &from else {
+            return Err(Problem::new(
+                ProblemKind::Conflict,
+                "begin the recovery first",
+            ));
+        };
+        let host_challenge = hex_array("host_challenge", host_challenge)?;
+        let (session, body) =
+            worker.authenticate_card(settlement_id, &host_challenge, row.card_id, &answer)?;
+        move_recovery(
+            db,
+            &settlement_id,
+            from.as_ref(),
+            &Recovery::Authenticated { session },
+        )?;
+        Ok(body)
+    })
+    .await
 }
 
 /// `POST /v1/updates/{id}/recover/query`: the card's sealed BI; answers GET COMPLETION.
@@ -229,42 +236,30 @@ pub(super) async fn query(State(service): Service, Path(id): Path<String>, body:
     let settlement_id = settlement_id(&id)?;
     let request: SealedBody = parse(&body)?;
     let sealed_info = hex_field("sealed", &request.sealed)?;
-    let worker = Arc::clone(&service);
-    let body = service
-        .pool
-        .run(move |db: &mut Db| -> Result<Result<_, bool>, Problem> {
-            let (row, parts) = match offered_or_void(&worker, db, settlement_id)? {
-                Ok(pair) => pair,
-                Err(voided_now) => return Ok(Err(voided_now)),
-            };
-            let from = Recovery::parse(row.recovery.as_deref())?;
-            let Some(Recovery::Authenticated { session }) = &from else {
-                return Err(Problem::new(
-                    ProblemKind::Conflict,
-                    "authenticate the recovery first",
-                ));
-            };
-            let (session, query) = worker
-                .security
-                .completion_query(&parts.offered, &session.decode()?, &sealed_info)
-                .map_err(security_problem)?;
-            move_recovery(
-                db,
-                &settlement_id,
-                from.as_ref(),
-                &Recovery::Queried {
-                    session: SessionJson::new(&session),
-                },
-            )?;
-            Ok(Ok(SealedBody {
-                sealed: hex::encode(query),
-            }))
+    recovery_step(service, settlement_id, move |worker, db, _, parts, from| {
+        let Some(Recovery::Authenticated { session }) = &from else {
+            return Err(Problem::new(
+                ProblemKind::Conflict,
+                "authenticate the recovery first",
+            ));
+        };
+        let (session, query) = worker
+            .security
+            .completion_query(&parts.offered, &session.decode()?, &sealed_info)
+            .map_err(security_problem)?;
+        move_recovery(
+            db,
+            &settlement_id,
+            from.as_ref(),
+            &Recovery::Queried {
+                session: SessionJson::new(&session),
+            },
+        )?;
+        Ok(SealedBody {
+            sealed: hex::encode(query),
         })
-        .await?;
-    match body {
-        Ok(body) => Ok(json(&body)),
-        Err(voided_now) => Err(service.ended(settlement_id, voided_now).await),
-    }
+    })
+    .await
 }
 
 /// `POST /v1/updates/{id}/recover/resolve`: the card's sealed completion status; the

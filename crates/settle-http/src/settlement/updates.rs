@@ -352,27 +352,44 @@ pub(super) async fn authenticate(
                     ))
                 }
             };
-            let (step, external, brc) = worker
-                .security
-                .authenticate(settlement_id, &host_challenge, row.card_id, &answer)
-                .map_err(security_problem)?;
-            let Step::Authenticated { session, .. } = step else {
-                return Err(Problem::new(ProblemKind::Internal, "not authenticated"));
-            };
-            let next = StoredStep::Authenticated {
-                session: SessionJson::new(&session),
-            };
+            let (session, body) =
+                worker.authenticate_card(settlement_id, &host_challenge, row.card_id, &answer)?;
+            let next = StoredStep::Authenticated { session };
             if row.step != next {
                 move_step(db, &settlement_id, &row.step, &next, worker.clock.today())?;
             }
-            Ok(AuthenticatedBody {
-                external_authenticate: hex::encode(external.encode()),
-                balance_request: hex::encode(brc),
-                log_token: worker.log_token(&row.card_id),
-            })
+            Ok(body)
         })
         .await?;
     Ok(json(&authenticated))
+}
+
+impl SettlementService {
+    /// ST11-ST12 for an update or its recovery: the card's cryptogram checked, EXTERNAL
+    /// AUTHENTICATE and the sealed BRC made; gives the session to store and the answer.
+    pub(super) fn authenticate_card(
+        &self,
+        settlement_id: SettlementId,
+        host_challenge: &valuecard_core::messages::purse::Challenge,
+        card_id: CardId,
+        answer: &InitializeUpdateResponse,
+    ) -> Result<(SessionJson, AuthenticatedBody), Problem> {
+        let (step, external, brc) = self
+            .security
+            .authenticate(settlement_id, host_challenge, card_id, answer)
+            .map_err(security_problem)?;
+        let Step::Authenticated { session, .. } = step else {
+            return Err(Problem::new(ProblemKind::Internal, "not authenticated"));
+        };
+        Ok((
+            SessionJson::new(&session),
+            AuthenticatedBody {
+                external_authenticate: hex::encode(external.encode()),
+                balance_request: hex::encode(brc),
+                log_token: self.log_token(&card_id),
+            },
+        ))
+    }
 }
 
 /// The next number of the security server's records.
