@@ -23,6 +23,7 @@
 
 mod completion;
 mod information;
+mod offer;
 mod recovery;
 pub mod reporter;
 pub mod steps;
@@ -215,7 +216,7 @@ impl SettlementService {
             .route("/v1/charges", post(updates::start_charge))
             .route("/v1/updates/{id}", get(updates::status))
             .route("/v1/updates/{id}/authenticate", post(updates::authenticate))
-            .route("/v1/updates/{id}/offer", post(updates::offer))
+            .route("/v1/updates/{id}/offer", post(offer::offer))
             .route("/v1/updates/{id}/complete", post(completion::complete))
             .route("/v1/updates/{id}/recover", post(recovery::begin))
             .route(
