@@ -12,31 +12,16 @@ use common::{fresh_address, softhsm};
 use cryptoki::object::{Attribute, AttributeInfo, AttributeType, ObjectClass};
 use cryptoki::session::{Session, UserType};
 use cryptoki::types::AuthPin;
-use rand_chacha::ChaCha20Rng;
-use rand_core::SeedableRng;
-use valuecard_card::eeprom::MemoryEeprom;
-use valuecard_card::image::EEPROM_SIZE;
-use valuecard_card::state::PersistentState;
-use valuecard_card::{testing, Card};
-use valuecard_core::apdu::{Command, Response};
+use valuecard_card::testing;
 use valuecard_core::cert::{Certificate, CertificateBody, Role};
 use valuecard_core::crypto::{AesKey, PublicKey, SigningKeyPair};
 use valuecard_core::ids::{CardId, DeviceId};
-use valuecard_core::messages::online::{
-    ins, InitializeUpdateResponse, OnlineFci, OnlineItem, SettlementId, CLA_ONLINE, ONLINE_AID,
-};
-use valuecard_core::messages::purse::TransactionKind;
 use valuecard_core::money::Amount;
-use valuecard_core::StatusWord;
 use valuecard_sam_pkcs11::softhsm::THROWAWAY_USER_PIN;
 use valuecard_sam_pkcs11::{
     context, NewMaster, Pkcs11SamError, Pkcs11SecurityKeys, SecurityKeysError, TokenAddress,
 };
-use valuecard_settle::security::{
-    SecurityKeys, SecurityServer, SoftwareSecurityKeys, Step, UpdateRequest,
-};
-
-const STORE: DeviceId = DeviceId(*b"STORE001");
+use valuecard_settle::security::{SecurityKeys, SecurityServer, SoftwareSecurityKeys};
 
 fn amount(minor: u64) -> Amount {
     Amount::new(minor).unwrap()
@@ -294,116 +279,7 @@ fn a_failing_token_refuses_without_a_panic() {
     assert!(keys.take_failure().is_some());
 }
 
-/// One holder's card with the online application, and the client passing APDUs.
-struct Holder {
-    card: Card<MemoryEeprom, ChaCha20Rng>,
-    rng: ChaCha20Rng,
-}
-
-impl Holder {
-    /// Test card 1 with `balance`, given KC by `server`.
-    fn new(server: &SecurityServer<Pkcs11SecurityKeys>, balance: u64) -> Self {
-        let card = Card::with_state(
-            MemoryEeprom::new(EEPROM_SIZE),
-            testing::personalized(amount(balance)),
-            ChaCha20Rng::seed_from_u64(1),
-        )
-        .unwrap();
-        let mut holder = Holder {
-            card,
-            rng: ChaCha20Rng::seed_from_u64(2),
-        };
-        holder.install(server);
-        holder
-    }
-
-    /// INSTALL KEY with KC of the server's current version.
-    fn install(&mut self, server: &SecurityServer<Pkcs11SecurityKeys>) {
-        let installation = server
-            .install_key(
-                &testing::card_certificate(1),
-                &testing::anchor(),
-                testing::today(),
-                &mut self.rng,
-            )
-            .unwrap();
-        self.select();
-        self.ok(ins::INSTALL_KEY, installation.encode());
-    }
-
-    fn select(&mut self) -> OnlineFci {
-        let response = self.send(
-            Command::new(0x00, 0xA4, 0x04, 0x00)
-                .with_data(ONLINE_AID.to_vec())
-                .with_le(256),
-        );
-        assert_eq!(response.sw, StatusWord::SUCCESS);
-        OnlineFci::decode(&response.data).unwrap()
-    }
-
-    fn send(&mut self, command: Command) -> Response {
-        self.card.process(&command.encode()).unwrap()
-    }
-
-    fn ok(&mut self, instruction: u8, data: Vec<u8>) -> Vec<u8> {
-        let response = self.send(
-            Command::new(CLA_ONLINE, instruction, 0, 0)
-                .with_data(data)
-                .with_le(256),
-        );
-        assert_eq!(response.sw, StatusWord::SUCCESS, "{instruction:02X}");
-        response.data
-    }
-
-    fn balance(&self) -> Amount {
-        match self.card.state() {
-            PersistentState::Personalized(purse) => purse.balance,
-            other => panic!("{other:?}"),
-        }
-    }
-
-    /// A whole payment: the session (ST10-ST12), the SPC (ST13-ST14), the card's PCN
-    /// checked (ST18-ST19).
-    fn pay(
-        &mut self,
-        server: &SecurityServer<Pkcs11SecurityKeys>,
-        settlement_id: SettlementId,
-        minor: u64,
-        sequence: u32,
-    ) -> OnlineItem {
-        let fci = self.select();
-        let (step, initialize) = server.challenge(settlement_id, &mut self.rng);
-        let Step::Challenged { host_challenge, .. } = step else {
-            panic!("{step:?}");
-        };
-        let answer =
-            InitializeUpdateResponse::decode(&self.ok(ins::INITIALIZE_UPDATE, initialize.encode()))
-                .unwrap();
-        let (step, external, brc) = server
-            .authenticate(settlement_id, &host_challenge, fci.card_id, &answer)
-            .unwrap();
-        self.ok(ins::EXTERNAL_AUTHENTICATE, external.encode());
-        let bi = self.ok(ins::READ_BALANCE, brc);
-        let Step::Authenticated { session, .. } = step else {
-            panic!("{step:?}");
-        };
-        let request = UpdateRequest {
-            kind: TransactionKind::OnlinePayment,
-            amount: amount(minor),
-            party: STORE,
-            date: testing::today(),
-        };
-        let (offered, sealed) = server
-            .offer(settlement_id, &session, &bi, &request, sequence)
-            .unwrap();
-        assert_eq!(server.keys().take_failure(), None);
-        let pcn = self.ok(ins::SETTLE, sealed);
-        match server.complete(&offered, &pcn).unwrap() {
-            Step::Completed { item, .. } => item,
-            other => panic!("{other:?}"),
-        }
-    }
-}
+use valuecard_settle::testing::TestHolder as Holder;
 
 /// A service shares one security server between its request threads.
 #[test]
@@ -422,6 +298,7 @@ fn an_online_payment_settles_with_the_token_keys() {
     let mut holder = Holder::new(&server, 5_000);
     assert_eq!(holder.select().key_version, Some(1));
     let item = holder.pay(&server, [1; 16], 1_250, 1);
+    assert_eq!(server.keys().take_failure(), None);
     assert_eq!(holder.balance(), amount(3_750));
     assert_eq!(item.card_id, testing::card_id(1));
     assert_eq!(item.record.counter, 1);

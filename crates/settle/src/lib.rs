@@ -21,3 +21,5 @@
 pub mod application;
 pub mod security;
 pub mod store;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;

@@ -2,27 +2,14 @@
 //! with the APDUs a holder's client would pass between them.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use rand_chacha::ChaCha20Rng;
-use rand_core::SeedableRng;
-use valuecard_card::eeprom::MemoryEeprom;
-use valuecard_card::image::EEPROM_SIZE;
-use valuecard_card::state::PersistentState;
-use valuecard_card::{testing, Card};
-use valuecard_core::apdu::{Command, Response};
+use valuecard_card::testing;
 use valuecard_core::crypto::{AesKey, SigningKeyPair};
-use valuecard_core::ids::DeviceId;
-use valuecard_core::messages::online::{
-    ins, InitializeUpdateResponse, OnlineFci, SettlementId, CLA_ONLINE, ONLINE_AID,
-};
+use valuecard_core::messages::online::{ins, InitializeUpdateResponse, SettlementId};
 use valuecard_core::messages::purse::TransactionKind;
 use valuecard_core::money::Amount;
 use valuecard_core::StatusWord;
 
 use super::*;
-
-type TestCard = Card<MemoryEeprom, ChaCha20Rng>;
-
-const STORE: DeviceId = DeviceId(*b"STORE001");
 
 fn amount(minor: u64) -> Amount {
     Amount::new(minor).unwrap()
@@ -42,98 +29,7 @@ fn server() -> SecurityServer<SoftwareSecurityKeys> {
     ))
 }
 
-/// One holder's card and the client's part: passing APDUs.
-struct Holder {
-    card: TestCard,
-    rng: ChaCha20Rng,
-}
-
-impl Holder {
-    /// Test card 1 with `balance`, given KC by `server`, the online application selected.
-    fn new(server: &SecurityServer<SoftwareSecurityKeys>, balance: u64) -> Self {
-        let card = Card::with_state(
-            MemoryEeprom::new(EEPROM_SIZE),
-            testing::personalized(amount(balance)),
-            ChaCha20Rng::seed_from_u64(1),
-        )
-        .unwrap();
-        let mut holder = Holder {
-            card,
-            rng: ChaCha20Rng::seed_from_u64(2),
-        };
-        holder.select();
-        let installation = server
-            .install_key(
-                &testing::card_certificate(1),
-                &testing::anchor(),
-                testing::today(),
-                &mut holder.rng,
-            )
-            .unwrap();
-        holder.ok(ins::INSTALL_KEY, installation.encode());
-        holder
-    }
-
-    fn select(&mut self) -> OnlineFci {
-        let response = self.send(
-            Command::new(0x00, 0xA4, 0x04, 0x00)
-                .with_data(ONLINE_AID.to_vec())
-                .with_le(256),
-        );
-        assert_eq!(response.sw, StatusWord::SUCCESS);
-        OnlineFci::decode(&response.data).unwrap()
-    }
-
-    fn send(&mut self, command: Command) -> Response {
-        self.card.process(&command.encode()).unwrap()
-    }
-
-    fn exchange(&mut self, instruction: u8, data: Vec<u8>) -> Response {
-        self.send(
-            Command::new(CLA_ONLINE, instruction, 0, 0)
-                .with_data(data)
-                .with_le(256),
-        )
-    }
-
-    fn ok(&mut self, instruction: u8, data: Vec<u8>) -> Vec<u8> {
-        let response = self.exchange(instruction, data);
-        assert_eq!(response.sw, StatusWord::SUCCESS, "{instruction:02X}");
-        response.data
-    }
-
-    fn balance(&self) -> Amount {
-        match self.card.state() {
-            PersistentState::Personalized(purse) => purse.balance,
-            other => panic!("{other:?}"),
-        }
-    }
-
-    /// ST10-ST12: a session for `settlement_id`; gives the server's state and sealed BI.
-    fn open(
-        &mut self,
-        server: &SecurityServer<SoftwareSecurityKeys>,
-        settlement_id: SettlementId,
-    ) -> (SessionRecord, Vec<u8>) {
-        let fci = self.select();
-        let (step, initialize) = server.challenge(settlement_id, &mut self.rng);
-        let Step::Challenged { host_challenge, .. } = step else {
-            panic!("{step:?}");
-        };
-        let answer =
-            InitializeUpdateResponse::decode(&self.ok(ins::INITIALIZE_UPDATE, initialize.encode()))
-                .unwrap();
-        let (step, external, brc) = server
-            .authenticate(settlement_id, &host_challenge, fci.card_id, &answer)
-            .unwrap();
-        self.ok(ins::EXTERNAL_AUTHENTICATE, external.encode());
-        let bi = self.ok(ins::READ_BALANCE, brc);
-        let Step::Authenticated { session, .. } = step else {
-            panic!("{step:?}");
-        };
-        (session, bi)
-    }
-}
+use crate::testing::{TestHolder as Holder, STORE};
 
 fn request(kind: TransactionKind, minor: u64) -> UpdateRequest {
     UpdateRequest {
