@@ -43,6 +43,19 @@ pub fn module_path(
         .ok_or(Pkcs11SamError::NoModule)
 }
 
+/// Held while the slot list is read or a token is initialized. SoftHSM2 rescans its token
+/// directory on every C_GetSlotList and adds what it finds to its slot table without a lock
+/// of its own: two threads rescanning at once abort the process (its assertion in
+/// `SlotManager::insertToken`). Every slot-list read of this crate goes through this lock.
+pub(crate) static SLOT_LIST: Mutex<()> = Mutex::new(());
+
+/// Takes [`SLOT_LIST`] (a poisoned lock guards nothing broken: it holds no data).
+pub(crate) fn slot_list_lock() -> std::sync::MutexGuard<'static, ()> {
+    SLOT_LIST
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// The loaded module and the path it came from.
 static CONTEXT: Mutex<Option<(PathBuf, Pkcs11)>> = Mutex::new(None);
 

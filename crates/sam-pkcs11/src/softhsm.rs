@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 
 use cryptoki::session::UserType;
 use cryptoki::types::AuthPin;
@@ -122,14 +122,14 @@ pub fn use_directory_for_process(root: &Path) -> Result<SoftHsmDirectory, String
         .clone()
 }
 
-/// Serializes token creation: each takes the one free slot SoftHSM2 offers.
-static CREATING: Mutex<()> = Mutex::new(());
 static TOKEN_NUMBER: AtomicU32 = AtomicU32::new(0);
 
 /// Initializes a fresh token in this process's SoftHSM2 (through the process's one
 /// context) and returns its label. Its user PIN is [`THROWAWAY_USER_PIN`].
 pub fn fresh_token(module: &Path, prefix: &str) -> Result<String, Pkcs11SamError> {
-    let _guard = CREATING.lock().unwrap_or_else(|p| p.into_inner());
+    // Token creation is serialized with every slot-list read: each takes the one free slot
+    // SoftHSM2 offers, and a rescan beside it would abort the process.
+    let _guard = crate::context::slot_list_lock();
     let context = context::context(module)?;
     let number = TOKEN_NUMBER.fetch_add(1, Ordering::Relaxed);
     // Token labels are at most 32 characters.

@@ -526,6 +526,7 @@ fn zeroize_values(template: &mut [Attribute]) {
 
 /// The one slot whose token matches the URI's token attributes.
 fn find_slot(context: &Pkcs11, uri: &Pkcs11Uri) -> Result<Slot, Pkcs11SamError> {
+    let _slot_list = crate::context::slot_list_lock();
     let slots = context
         .get_slots_with_token()
         .map_err(|e| Pkcs11SamError::token("C_GetSlotList", &e))?;
