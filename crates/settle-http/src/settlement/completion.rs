@@ -15,9 +15,9 @@ use valuecard_settle::security::Step;
 
 use super::steps::{completed_parts, offered_parts, StoredStep};
 use super::updates::kind_name;
-use super::{load_update, security_problem, settlement_id, Db, SettlementService, UpdateRow};
-use crate::service::{hex_field, json, parse, Answer, Problem, ProblemKind};
-use crate::wire::{OutcomeBody, SealedBody, UpdateOutcome};
+use super::{load_update, security_problem, Db, SettlementService, UpdateRow};
+use crate::service::{json, Answer, Problem, ProblemKind};
+use crate::wire::{OutcomeBody, UpdateOutcome};
 
 type Service = State<Arc<SettlementService>>;
 
@@ -226,9 +226,7 @@ pub(super) async fn complete(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Answer {
-    let settlement_id = settlement_id(&id)?;
-    let request: SealedBody = parse(&body)?;
-    let sealed = hex_field("sealed", &request.sealed)?;
+    let (settlement_id, sealed) = super::sealed_request(&id, &body)?;
     let worker = Arc::clone(&service);
     let row = service
         .pool

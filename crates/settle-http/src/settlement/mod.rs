@@ -361,6 +361,17 @@ pub(crate) fn security_problem(error: SecurityError) -> Problem {
     Problem::new(kind, error.to_string())
 }
 
+/// A request carrying a message sealed for or by the card: the update named by the path
+/// and the message's bytes.
+pub(crate) fn sealed_request(id: &str, body: &[u8]) -> Result<(SettlementId, Vec<u8>), Problem> {
+    let settlement_id = settlement_id(id)?;
+    let request: crate::wire::SealedBody = crate::service::parse(body)?;
+    Ok((
+        settlement_id,
+        crate::service::hex_field("sealed", &request.sealed)?,
+    ))
+}
+
 /// A settlement ID from the path.
 pub(crate) fn settlement_id(text: &str) -> Result<SettlementId, Problem> {
     hex::decode(text)

@@ -14,11 +14,9 @@ use valuecard_core::messages::purse::TransactionKind;
 use valuecard_settle::security::UpdateRequest;
 
 use super::steps::{offered_parts, StoredStep};
-use super::{
-    load_update, move_step, security_problem, settlement_id, Db, SettlementService, UpdateRow,
-};
-use crate::service::{hex_field, json, parse, Answer, Problem, ProblemKind};
-use crate::wire::{Embodiment, OfferBody, SealedBody};
+use super::{load_update, move_step, security_problem, Db, SettlementService, UpdateRow};
+use crate::service::{json, Answer, Problem, ProblemKind};
+use crate::wire::{Embodiment, OfferBody};
 
 type Service = State<Arc<SettlementService>>;
 
@@ -45,9 +43,7 @@ fn next_writer_sequence(db: &mut dyn Executor) -> Result<u32, Problem> {
 /// card cannot take (insufficient balance, past the largest balance) is voided: nothing
 /// was sealed that could apply.
 pub(super) async fn offer(State(service): Service, Path(id): Path<String>, body: Bytes) -> Answer {
-    let settlement_id = settlement_id(&id)?;
-    let request: SealedBody = parse(&body)?;
-    let sealed_info = hex_field("sealed", &request.sealed)?;
+    let (settlement_id, sealed_info) = super::sealed_request(&id, &body)?;
     let worker = Arc::clone(&service);
     let offering = service
         .pool

@@ -233,9 +233,7 @@ pub(super) async fn authenticate(
 
 /// `POST /v1/updates/{id}/recover/query`: the card's sealed BI; answers GET COMPLETION.
 pub(super) async fn query(State(service): Service, Path(id): Path<String>, body: Bytes) -> Answer {
-    let settlement_id = settlement_id(&id)?;
-    let request: SealedBody = parse(&body)?;
-    let sealed_info = hex_field("sealed", &request.sealed)?;
+    let (settlement_id, sealed_info) = super::sealed_request(&id, &body)?;
     recovery_step(service, settlement_id, move |worker, db, _, parts, from| {
         let Some(Recovery::Authenticated { session }) = &from else {
             return Err(Problem::new(
@@ -269,9 +267,7 @@ pub(super) async fn resolve(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Answer {
-    let settlement_id = settlement_id(&id)?;
-    let request: SealedBody = parse(&body)?;
-    let sealed_status = hex_field("sealed", &request.sealed)?;
+    let (settlement_id, sealed_status) = super::sealed_request(&id, &body)?;
     let worker = Arc::clone(&service);
     let voided = service
         .pool
