@@ -27,12 +27,13 @@ const HEADER_LEN: usize = 20;
 const DIGEST_LEN: usize = 32;
 pub const PAYLOAD_MAX: usize = SLOT_SIZE - HEADER_LEN - DIGEST_LEN;
 /// The format version this build writes.
-pub const FORMAT_VERSION: u16 = 5;
+pub const FORMAT_VERSION: u16 = 6;
 /// The oldest format version this build still reads. Version 2 added the terminal stamp to
 /// the stored usage record, version 3 the credit template (credit mode, Figs. 13-17), and
 /// version 4 the chip serial of an unissued card (per-chip transport keys, Fig. 8), and
 /// version 5 the purse's transfer state (seed 000: transfer and update keys, the
-/// pending-transfer log, the receipts), each as an optional field, so older payloads decode
+/// pending-transfer log, the receipts), and version 6 the service areas of the
+/// multi-service chip (seed 002), each as an optional field, so older payloads decode
 /// unchanged.
 pub const FORMAT_VERSION_MIN: u16 = 1;
 

@@ -17,6 +17,8 @@ pub mod memcard;
 pub mod online;
 mod online_state;
 pub mod purse;
+pub mod services;
+mod services_state;
 pub mod state;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
@@ -30,6 +32,7 @@ use valuecard_core::apdu::{Command, Response};
 use valuecard_core::crypto::AesKey;
 use valuecard_core::messages::online::ONLINE_AID;
 use valuecard_core::messages::purse::{ins, ChipSerial, CLA_ISO, CLA_PROPRIETARY, PURSE_AID};
+use valuecard_core::messages::services::SERVICES_AID;
 use valuecard_core::StatusWord;
 
 use crate::eeprom::{Eeprom, FileEeprom, StorageError};
@@ -247,6 +250,7 @@ impl<E: Eeprom, R: CryptoRngCore> Card<E, R> {
                 // Nothing the failed command granted survives it.
                 self.volatile.credit_authorization = None;
                 self.volatile.online = None;
+                self.volatile.services = None;
                 Ok(Some(Response::error(StatusWord::MEMORY_FAILURE)))
             }
         }
@@ -264,7 +268,16 @@ impl<E: Eeprom, R: CryptoRngCore> Card<E, R> {
                     StatusWord::CLA_NOT_SUPPORTED
                 });
             }
+            if purse_moving(&self.state)
+                && command.ins == valuecard_core::messages::online::ins::INITIALIZE_UPDATE
+            {
+                // No online session opens on a purse that is moving or moved (seed 002).
+                return Err(StatusWord::CONDITIONS_NOT_SATISFIED);
+            }
             return online::handle(command, &self.state, &mut self.volatile, &mut self.rng);
+        }
+        if self.volatile.selected == Some(Application::Services) {
+            return services::handle(command, &self.state, &mut self.volatile, &mut self.rng);
         }
         // A purchase or load session lives exactly until the next command, whatever that
         // command is and however it ends.
@@ -285,7 +298,9 @@ impl<E: Eeprom, R: CryptoRngCore> Card<E, R> {
                 }
                 if command.cla == CLA_PROPRIETARY && transfer::is_transfer_instruction(command.ins)
                 {
-                    if self.volatile.selected != Some(Application::Purse) {
+                    if self.volatile.selected != Some(Application::Purse)
+                        || purse_moving(&self.state)
+                    {
                         return Err(StatusWord::CONDITIONS_NOT_SATISFIED);
                     }
                     return transfer::handle(
@@ -330,10 +345,20 @@ impl<E: Eeprom, R: CryptoRngCore> Card<E, R> {
             let response = online::select_response(&self.state)?;
             self.volatile.selected = Some(Application::Online);
             Ok(response)
+        } else if command.data == SERVICES_AID {
+            let response = services::select_response(&self.state)?;
+            self.volatile.selected = Some(Application::Services);
+            Ok(response)
         } else {
             Err(StatusWord::FILE_NOT_FOUND)
         }
     }
+}
+
+/// Whether the purse's service area is on temporary keys (seed 002): the purse is moving
+/// to a new chip or has moved, and nothing may change its value here.
+fn purse_moving(state: &PersistentState) -> bool {
+    matches!(state, PersistentState::Personalized(purse) if purse.services.purse_on_temporary_keys())
 }
 
 fn is_purse_instruction(instruction: u8) -> bool {

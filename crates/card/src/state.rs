@@ -17,6 +17,7 @@ use valuecard_core::tlv::{be_u32, be_u64, TlvReader, TlvWriter};
 use zeroize::Zeroize;
 
 pub use crate::online_state::OnlineApp;
+pub use crate::services_state::{ServiceArea, ServicesApp};
 pub use crate::transfer_state::{ReceivedTransfer, SentTransfer, TransferState};
 
 /// What went wrong, recorded in the card in code form (seed 003, Fig. 5: "the abnormal
@@ -147,6 +148,9 @@ pub struct Purse {
     /// The common-key application of seed 004, present once a security server installed
     /// the card's KC.
     pub online: Option<OnlineApp>,
+    /// The service areas of the multi-service chip (seed 002; image format 6, empty on
+    /// older images), the purse's own among them once it is formatted.
+    pub services: ServicesApp,
 }
 
 impl Purse {
@@ -251,6 +255,7 @@ mod field {
     pub const CHIP_SERIAL: u32 = 0x8F;
     pub const TRANSFER: u32 = 0xA4;
     pub const ONLINE: u32 = 0xA5;
+    pub const SERVICES: u32 = 0xA6;
 }
 
 /// Fields inside the credit template.
@@ -326,6 +331,9 @@ impl PersistentState {
                 }
                 if let Some(online) = &purse.online {
                     w.put(field::ONLINE, &online.encode());
+                }
+                if !purse.services.is_empty() {
+                    w.put(field::SERVICES, &purse.services.encode());
                 }
             }
         }
@@ -556,6 +564,13 @@ fn decode_purse(r: &mut TlvReader<'_>) -> Result<Purse, StateError> {
         .map_err(|_| StateError("online application"))?
         .map(OnlineApp::decode)
         .transpose()?;
+    // The service areas (seed 002), image format 6.
+    let services = r
+        .optional(field::SERVICES)
+        .map_err(|_| StateError("service areas"))?
+        .map(ServicesApp::decode)
+        .transpose()?
+        .unwrap_or_default();
     Ok(Purse {
         keys,
         card_key,
@@ -578,5 +593,6 @@ fn decode_purse(r: &mut TlvReader<'_>) -> Result<Purse, StateError> {
         credit,
         transfer,
         online,
+        services,
     })
 }

@@ -88,6 +88,7 @@ fn purse(number: u8, balance: Amount) -> Purse {
         credit: None,
         transfer: Default::default(),
         online: None,
+        services: Default::default(),
     }
 }
 
@@ -309,4 +310,137 @@ fn fixed_key(byte: u8) -> AesKey {
 fn unreachable_key() -> AesKey {
     // Invariant: a 16-byte slice always makes an AES-128 key.
     AesKey::random(&mut rand_core::OsRng)
+}
+
+/// The value move server's administrative SAM of seed 002: its key and certificate from the
+/// test root.
+pub fn move_administrator() -> (SigningKeyPair, Certificate) {
+    device(0x4D, *b"MOVEADM1", Role::MoveAdministrator)
+}
+
+/// Provider `number`'s normal SAM (seed 002), the issuer of its areas' main keys.
+pub fn service_provider(number: u8) -> (SigningKeyPair, Certificate) {
+    let mut subject = *b"PROVNRM0";
+    subject[7] = b'0' + number;
+    device(0x60 + number, subject, Role::ServiceProvider)
+}
+
+/// Provider `number`'s transfer SAM (seed 002), the issuer of its areas' temporary keys.
+pub fn service_transfer(number: u8) -> (SigningKeyPair, Certificate) {
+    let mut subject = *b"PROVTRN0";
+    subject[7] = b'0' + number;
+    device(0x70 + number, subject, Role::ServiceTransfer)
+}
+
+/// Provider `number`'s master key for the areas' keys of `state` (each in its own SAM).
+pub fn area_master(number: u8, state: valuecard_core::messages::services::KeyState) -> AesKey {
+    fixed_key_bytes([0x30 + number * 2 + state as u8; 16])
+}
+
+/// The format of provider `number`'s area for `service`.
+pub fn area_format(
+    service: valuecard_core::messages::services::ServiceCode,
+    kind: valuecard_core::messages::services::ServiceKind,
+    number: u8,
+) -> valuecard_core::messages::services::AreaFormat {
+    valuecard_core::messages::services::AreaFormat {
+        service,
+        kind,
+        capacity: 8,
+        provider: service_provider(number).1.subject(),
+        mover: service_transfer(number).1.subject(),
+    }
+}
+
+/// Provider `number`'s key package of `state` for `service` on test card `card`.
+pub fn key_package(
+    card: u8,
+    service: valuecard_core::messages::services::ServiceCode,
+    state: valuecard_core::messages::services::KeyState,
+    number: u8,
+    rng: &mut impl rand_core::CryptoRngCore,
+) -> valuecard_core::messages::services::KeyPackage {
+    use valuecard_core::messages::services::{area_key, KeyPackage, KeyState};
+    let (signer, certificate) = match state {
+        KeyState::Main => service_provider(number),
+        KeyState::Temporary => service_transfer(number),
+    };
+    let card_id = card_id(card);
+    let key = area_key(&area_master(number, state), state, &card_id, service);
+    let key_version = 1;
+    let sealed_key = valuecard_core::crypto::seal_to(
+        rng,
+        &card_keys(card).sealing.public_key(),
+        &KeyPackage::seal_context(&card_id, service, state, key_version),
+        key.expose(),
+    )
+    .unwrap_or_default();
+    KeyPackage {
+        signature: signer.sign(&KeyPackage::signed_message(
+            &card_id,
+            service,
+            state,
+            key_version,
+            &sealed_key,
+        )),
+        issuer_certificate: certificate,
+        service,
+        key_state: state,
+        key_version,
+        sealed_key,
+    }
+}
+
+/// FORMAT AREA data for test card `card` over its `challenge`, signed by the test
+/// administrative SAM, with provider `number`'s key packages.
+pub fn format_area(
+    card: u8,
+    challenge: &valuecard_core::messages::purse::Challenge,
+    format: valuecard_core::messages::services::AreaFormat,
+    initial_state: valuecard_core::messages::services::KeyState,
+    number: u8,
+    rng: &mut impl rand_core::CryptoRngCore,
+) -> valuecard_core::messages::services::FormatArea {
+    use valuecard_core::messages::services::{FormatArea, KeyState};
+    let main_package = key_package(card, format.service, KeyState::Main, number, rng);
+    let temporary_package = key_package(card, format.service, KeyState::Temporary, number, rng);
+    let (admin, admin_certificate) = move_administrator();
+    FormatArea {
+        signature: admin.sign(&FormatArea::signed_message(
+            &card_id(card),
+            challenge,
+            &format,
+            initial_state,
+            &main_package.signature,
+            &temporary_package.signature,
+        )),
+        admin_certificate,
+        format,
+        initial_state,
+        main_package,
+        temporary_package,
+    }
+}
+
+/// SWITCH KEYS data for test card `card` over its `challenge`, signed by the test
+/// administrative SAM.
+pub fn switch_keys(
+    card: u8,
+    challenge: &valuecard_core::messages::purse::Challenge,
+    move_id: valuecard_core::messages::services::MoveId,
+    changes: Vec<valuecard_core::messages::services::KeyChange>,
+) -> valuecard_core::messages::services::SwitchKeys {
+    use valuecard_core::messages::services::SwitchKeys;
+    let (admin, admin_certificate) = move_administrator();
+    SwitchKeys {
+        signature: admin.sign(&SwitchKeys::signed_message(
+            &card_id(card),
+            challenge,
+            &move_id,
+            &changes,
+        )),
+        admin_certificate,
+        move_id,
+        changes,
+    }
 }

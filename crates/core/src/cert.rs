@@ -65,6 +65,16 @@ pub enum Role {
     /// The online settlement system's security server (seed 004): installs the cards' common
     /// keys and signs the records of online payments and charges.
     OnlineSettlement = 0x09,
+    /// A service provider's normal SAM (seed 002): issues the main keys of its service's
+    /// areas and serves them in normal use.
+    ServiceProvider = 0x0A,
+    /// A service provider's transfer SAM (seed 002): issues the temporary keys of its
+    /// service's areas, holds a move's uploaded copies, and signs the purse records of a
+    /// move's download.
+    ServiceTransfer = 0x0B,
+    /// The value move server's administrative SAM (seed 002): formats a chip's areas and
+    /// switches their key states between main and temporary.
+    MoveAdministrator = 0x0C,
 }
 
 impl Role {
@@ -79,6 +89,9 @@ impl Role {
             0x07 => Role::ChargeMachine,
             0x08 => Role::PaymentMachine,
             0x09 => Role::OnlineSettlement,
+            0x0A => Role::ServiceProvider,
+            0x0B => Role::ServiceTransfer,
+            0x0C => Role::MoveAdministrator,
             _ => return None,
         })
     }

@@ -37,3 +37,12 @@ const _: () = assert!(
 /// Receipts of transfers in a card keeps, so that it can prove to a source that it applied a
 /// transfer (a ring: the oldest is dropped, and the card then answers no proof for it).
 pub const CARD_RECEIVED_TRANSFERS_MAX: usize = 8;
+
+/// Tickets one tickets area of a multi-service chip holds at most (the area's formatted
+/// capacity may be lower, never higher).
+pub const AREA_TICKETS_MAX: usize = 16;
+/// Points one points area of a multi-service chip holds at most.
+pub const POINTS_MAX: u64 = 1_000_000_000;
+
+/// The most service areas a multi-service chip holds (seed 002).
+pub const CHIP_AREAS_MAX: usize = 8;

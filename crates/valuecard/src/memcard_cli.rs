@@ -215,6 +215,9 @@ fn role_name(role: Role) -> &'static str {
         Role::ChargeMachine => "charge-machine",
         Role::PaymentMachine => "payment-machine",
         Role::OnlineSettlement => "online-settlement",
+        Role::ServiceProvider => "service-provider",
+        Role::ServiceTransfer => "service-transfer",
+        Role::MoveAdministrator => "move-administrator",
     }
 }
 

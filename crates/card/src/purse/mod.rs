@@ -143,6 +143,9 @@ pub struct Volatile {
     pub key_update: Option<crate::transfer::KeyUpdateSession>,
     /// Between INITIALIZE TRANSFER IN and TRANSFER IN (seed 000).
     pub transfer_in: Option<crate::transfer::TransferInSession>,
+    /// The services application's challenge or session (seed 002), until SELECT, a reset
+    /// or a refused services command.
+    pub services: Option<crate::services::ServicesSession>,
 }
 
 /// The applications a SELECT can choose.
@@ -152,6 +155,8 @@ pub enum Application {
     Purse,
     /// The common-key application of online settlement (seed 004).
     Online,
+    /// The services application of the multi-service chip (seed 002).
+    Services,
 }
 
 /// Which commands each life-cycle state allows: the one place that decides it.
@@ -186,6 +191,16 @@ pub fn check_allowed(ins: u8, state: &PersistentState) -> Result<(), StatusWord>
             if purse.blocked {
                 return Err(StatusWord::FUNCTION_NOT_SUPPORTED);
             }
+            // A purse on temporary keys is moving to a new chip or has moved (seed 002):
+            // its value stays as the move's backup and changes no more here.
+            if purse.services.purse_on_temporary_keys()
+                && matches!(
+                    ins,
+                    ins::INITIALIZE_PURCHASE | ins::DEBIT | ins::INITIALIZE_LOAD | ins::CREDIT
+                )
+            {
+                return Err(StatusWord::CONDITIONS_NOT_SATISFIED);
+            }
             true
         }
         _ => false,
@@ -213,7 +228,10 @@ pub fn select_response(state: &PersistentState) -> Effect {
             _ => None,
         },
     };
-    let blocked = matches!(state, PersistentState::Personalized(purse) if purse.blocked);
+    // A blocked purse, or one on temporary keys (moving or moved, seed 002), answers SELECT
+    // with the warning "selected file deactivated".
+    let blocked = matches!(state, PersistentState::Personalized(purse)
+        if purse.blocked || purse.services.purse_on_temporary_keys());
     Effect {
         data: response.encode(),
         sw: if blocked {

@@ -139,6 +139,7 @@ pub(super) fn personalize(
         credit: None,
         transfer,
         online: None,
+        services: Default::default(),
     };
     Ok(Effect::commit(
         Vec::new(),

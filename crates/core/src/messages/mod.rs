@@ -9,6 +9,9 @@
 //! - [`online`]: the common-key application of seed 004 (online settlement and charge
 //!   through the security server) and the records it signs.
 //!
+//! - [`services`]: the multi-service chip of seed 002 and the messages of a move between
+//!   chips through the value move server.
+//!
 //! Decoders refuse trailing bytes, unknown tags and out-of-range values; the card maps each
 //! decode error to `6A80`.
 
@@ -17,6 +20,7 @@ pub mod credit;
 pub mod memcard;
 pub mod online;
 pub mod purse;
+pub mod services;
 pub mod transfer;
 
 use crate::tlv::TlvError;

@@ -140,6 +140,9 @@ pub enum TransactionKind {
     /// Value charged into the card online against a credit authorization (seed 004),
     /// written by the settlement system's security server.
     OnlineCharge = 0x06,
+    /// Value moved into the card from an old chip's purse (seed 002), written by the purse
+    /// provider's transfer SAM at the move's download.
+    MigrationIn = 0x07,
 }
 
 impl TransactionKind {
@@ -156,6 +159,7 @@ impl TransactionKind {
             TransactionKind::OnlinePayment | TransactionKind::OnlineCharge => {
                 Some(Role::OnlineSettlement)
             }
+            TransactionKind::MigrationIn => Some(Role::ServiceTransfer),
         }
     }
 
@@ -164,7 +168,10 @@ impl TransactionKind {
     pub fn raises_balance(self) -> bool {
         matches!(
             self,
-            TransactionKind::Load | TransactionKind::TransferIn | TransactionKind::OnlineCharge
+            TransactionKind::Load
+                | TransactionKind::TransferIn
+                | TransactionKind::OnlineCharge
+                | TransactionKind::MigrationIn
         )
     }
 
@@ -176,6 +183,7 @@ impl TransactionKind {
             0x04 => Ok(TransactionKind::TransferIn),
             0x05 => Ok(TransactionKind::OnlinePayment),
             0x06 => Ok(TransactionKind::OnlineCharge),
+            0x07 => Ok(TransactionKind::MigrationIn),
             _ => Err(DecodeError::Field {
                 field: "kind",
                 reason: "unknown transaction kind",

@@ -137,7 +137,10 @@ impl UsageRecord {
         // terminal) never has one.
         let stampless = matches!(
             record.kind,
-            TransactionKind::Load | TransactionKind::OnlinePayment | TransactionKind::OnlineCharge
+            TransactionKind::Load
+                | TransactionKind::OnlinePayment
+                | TransactionKind::OnlineCharge
+                | TransactionKind::MigrationIn
         );
         if stampless && record.stamp.is_some() {
             return Err(DecodeError::Field {
@@ -195,6 +198,9 @@ impl UsageRecord {
             }
             TransactionKind::OnlinePayment | TransactionKind::OnlineCharge => {
                 self.fields_message(crate::messages::online::ONLINE_RECORD_CONTEXT, card_id)
+            }
+            TransactionKind::MigrationIn => {
+                self.fields_message(crate::messages::services::MIGRATION_RECORD_CONTEXT, card_id)
             }
         }
     }
