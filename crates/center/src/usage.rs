@@ -357,7 +357,8 @@ impl Center {
             | TransactionKind::TransferOut
             | TransactionKind::TransferIn
             | TransactionKind::OnlinePayment
-            | TransactionKind::OnlineCharge => {
+            | TransactionKind::OnlineCharge
+            | TransactionKind::MigrationIn => {
                 match keys.writers.get(&(previous.writer, previous.kind)) {
                     Some(key) => *key,
                     None => {

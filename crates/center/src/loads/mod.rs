@@ -278,7 +278,8 @@ impl Center {
             | TransactionKind::TransferOut
             | TransactionKind::TransferIn
             | TransactionKind::OnlinePayment
-            | TransactionKind::OnlineCharge => {
+            | TransactionKind::OnlineCharge
+            | TransactionKind::MigrationIn => {
                 match self.terminal_key_any_status(record.writer, record.kind) {
                     Ok(key) => Ok(key
                         .verify(&record.signed_message(card_id), &record.signature)

@@ -1,0 +1,21 @@
+//! The value move of seed 002: a holder replacing a chip moves every service on it (the
+//! purse, tickets, points) to the new chip through one value move server, which relays
+//! between the chips and the providers' transfer SAMs and never sees a value or a key.
+//!
+//! - [`sam`]: the administrative SAM of the move server and the providers' normal and
+//!   transfer SAMs, each a trait with a software implementation.
+//! - [`provider`]: a provider's application server for one service: key packages, the
+//!   upload and download conversations with a chip, the copies and their records.
+//! - [`server`]: the value move server: user accounts, the movement database, and the move
+//!   itself as stored steps that any instance can carry on.
+//! - [`client`]: the holder's side: a card reader and the server's next command, nothing
+//!   else.
+//!
+//! The state machine of a move is in `docs/protocols.md` § 15.
+
+#![forbid(unsafe_code)]
+
+pub mod client;
+pub mod provider;
+pub mod sam;
+pub mod server;

@@ -1,0 +1,443 @@
+//! The secure modules of a move. Each is a trait with a software implementation, so a
+//! PKCS#11 token can stand in for any of them; none has a method that returns a master key,
+//! and each signs only what it builds and checks itself.
+//!
+//! - [`AdminSam`]: the move server's administrative SAM 21. It signs the formats and key
+//!   switches of chips, over the chip's challenge. It holds no area key of any provider.
+//! - [`ProviderSam`]: one of a provider's two SAMs, the normal SAM 11 (main keys) or the
+//!   transfer SAM 12 (temporary keys), each with its own master key: it seals its area keys
+//!   to a chip in a key package and opens a service channel with a chip. The transfer SAM
+//!   also seals and opens the move's uploaded copies (which only it can read) and signs the
+//!   purse record of a move's download.
+
+use rand_core::CryptoRngCore;
+use valuecard_core::cert::{Certificate, Role, TrustAnchor, VerifiedCertificate};
+use valuecard_core::crypto::{
+    aes_gcm_open, aes_gcm_seal, random_array, seal_to, AesKey, Signature, SigningKeyPair,
+    GCM_NONCE_LEN,
+};
+use valuecard_core::ids::{CardId, DeviceId};
+use valuecard_core::messages::purse::Challenge;
+use valuecard_core::messages::services::{
+    area_key, AreaFormat, ChannelBinding, ChannelError, FormatArea, KeyChange, KeyPackage,
+    KeyState, MigrationRecord, MoveId, ServiceChannel, ServiceCode, SwitchKeys,
+    SERVICE_CRYPTOGRAM_LEN,
+};
+use valuecard_core::time::Date;
+
+/// Why a SAM refused or could not work.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SamError {
+    /// The chip's certificate does not chain to the center's root as a card's.
+    #[error("the chip's certificate is not a card certificate of this scheme: {0}")]
+    CardCertificate(String),
+    /// The chip's certificate carries no X25519 key to seal a key to.
+    #[error("the chip's certificate has no sealing key")]
+    NoSealingKey,
+    /// The chip did not prove the area key.
+    #[error(transparent)]
+    Channel(#[from] ChannelError),
+    /// A kept copy did not open: altered, or another move's or service's.
+    #[error("a kept copy does not open under this SAM")]
+    Copy,
+    /// The SAM is not of the kind the operation needs.
+    #[error("this SAM does not do that: {0}")]
+    Unsupported(&'static str),
+    /// The token behind the SAM failed.
+    #[error("the SAM is unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// The move server's administrative SAM.
+pub trait AdminSam: Send + Sync {
+    fn certificate(&self) -> &Certificate;
+
+    /// SWITCH KEYS for `card_id` over its `challenge`.
+    fn switch_keys(
+        &self,
+        card_id: &CardId,
+        challenge: &Challenge,
+        move_id: MoveId,
+        changes: Vec<KeyChange>,
+    ) -> Result<SwitchKeys, SamError>;
+
+    /// FORMAT AREA for `card_id` over its `challenge`, with the provider's two packages.
+    fn format_area(
+        &self,
+        card_id: &CardId,
+        challenge: &Challenge,
+        format: AreaFormat,
+        initial_state: KeyState,
+        main_package: KeyPackage,
+        temporary_package: KeyPackage,
+    ) -> Result<FormatArea, SamError>;
+}
+
+/// An administrative SAM whose signing key is in memory.
+pub struct SoftwareAdminSam {
+    key: SigningKeyPair,
+    certificate: Certificate,
+}
+
+impl core::fmt::Debug for SoftwareAdminSam {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("SoftwareAdminSam")
+            .field("subject", &self.certificate.subject())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SoftwareAdminSam {
+    /// Refuses a certificate that is not a move administrator's or not for `key`.
+    pub fn new(key: SigningKeyPair, certificate: Certificate) -> Result<Self, SamError> {
+        if certificate.body.role != Role::MoveAdministrator
+            || certificate.body.signing_key != key.public_key()
+        {
+            return Err(SamError::Unsupported(
+                "the certificate is not a move administrator's for this key",
+            ));
+        }
+        Ok(SoftwareAdminSam { key, certificate })
+    }
+}
+
+impl AdminSam for SoftwareAdminSam {
+    fn certificate(&self) -> &Certificate {
+        &self.certificate
+    }
+
+    fn switch_keys(
+        &self,
+        card_id: &CardId,
+        challenge: &Challenge,
+        move_id: MoveId,
+        changes: Vec<KeyChange>,
+    ) -> Result<SwitchKeys, SamError> {
+        Ok(SwitchKeys {
+            signature: self.key.sign(&SwitchKeys::signed_message(
+                card_id, challenge, &move_id, &changes,
+            )),
+            admin_certificate: self.certificate.clone(),
+            move_id,
+            changes,
+        })
+    }
+
+    fn format_area(
+        &self,
+        card_id: &CardId,
+        challenge: &Challenge,
+        format: AreaFormat,
+        initial_state: KeyState,
+        main_package: KeyPackage,
+        temporary_package: KeyPackage,
+    ) -> Result<FormatArea, SamError> {
+        // The SAM formats an area only with packages that belong to it.
+        if main_package.key_state != KeyState::Main
+            || temporary_package.key_state != KeyState::Temporary
+            || main_package.service != format.service
+            || temporary_package.service != format.service
+            || main_package.issuer_certificate.subject() != format.provider
+            || temporary_package.issuer_certificate.subject() != format.mover
+        {
+            return Err(SamError::Unsupported(
+                "the key packages are not this area's provider's",
+            ));
+        }
+        Ok(FormatArea {
+            signature: self.key.sign(&FormatArea::signed_message(
+                card_id,
+                challenge,
+                &format,
+                initial_state,
+                &main_package.signature,
+                &temporary_package.signature,
+            )),
+            admin_certificate: self.certificate.clone(),
+            format,
+            initial_state,
+            main_package,
+            temporary_package,
+        })
+    }
+}
+
+/// One of a provider's SAMs: the normal SAM (its master derives main keys) or the transfer
+/// SAM (temporary keys).
+pub trait ProviderSam: Send + Sync {
+    fn certificate(&self) -> &Certificate;
+
+    /// Which keys this SAM holds.
+    fn key_state(&self) -> KeyState;
+
+    /// The area key of `service` on `card` sealed to the chip, after checking the chip's
+    /// certificate under the center's root on `today`.
+    fn key_package(
+        &self,
+        card_certificate: &Certificate,
+        service: ServiceCode,
+        today: Date,
+        rng: &mut dyn CryptoRngCore,
+    ) -> Result<KeyPackage, SamError>;
+
+    /// The host's side of a service channel: checks the card's cryptogram, gives the
+    /// channel and the host's cryptogram.
+    fn open_channel(
+        &self,
+        binding: ChannelBinding,
+        card_cryptogram: &[u8; SERVICE_CRYPTOGRAM_LEN],
+    ) -> Result<(ServiceChannel, [u8; SERVICE_CRYPTOGRAM_LEN]), SamError>;
+
+    /// A channel kept between requests, taken up again at its counters.
+    fn resume_channel(
+        &self,
+        binding: ChannelBinding,
+        counters: (u32, u32),
+    ) -> Result<ServiceChannel, SamError>;
+
+    /// Transfer SAM: seals an uploaded area so that only this SAM opens it again, bound to
+    /// the move, the service and the old chip.
+    fn seal_copy(
+        &self,
+        move_id: &MoveId,
+        service: ServiceCode,
+        source: &CardId,
+        exported: &[u8],
+        rng: &mut dyn CryptoRngCore,
+    ) -> Result<Vec<u8>, SamError>;
+
+    /// Transfer SAM: opens a copy it sealed.
+    fn open_copy(
+        &self,
+        move_id: &MoveId,
+        service: ServiceCode,
+        source: &CardId,
+        sealed: &[u8],
+    ) -> Result<Vec<u8>, SamError>;
+
+    /// Transfer SAM of the purse's provider: signs the record that credits a moved value to
+    /// the new chip's purse.
+    fn sign_migration_record(&self, record: &MigrationRecord) -> Result<Signature, SamError>;
+}
+
+/// A provider SAM whose keys are in memory.
+pub struct SoftwareProviderSam {
+    key_state: KeyState,
+    master: AesKey,
+    /// Seals the transfer SAM's copies (unused by a normal SAM).
+    storage: AesKey,
+    signing: SigningKeyPair,
+    certificate: Certificate,
+    anchor: TrustAnchor,
+    key_version: u32,
+}
+
+impl core::fmt::Debug for SoftwareProviderSam {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("SoftwareProviderSam")
+            .field("subject", &self.certificate.subject())
+            .field("key_state", &self.key_state)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SoftwareProviderSam {
+    /// A normal SAM (certificate role `ServiceProvider`) or a transfer SAM
+    /// (`ServiceTransfer`), by the certificate's role.
+    pub fn new(
+        master: AesKey,
+        storage: AesKey,
+        signing: SigningKeyPair,
+        certificate: Certificate,
+        anchor: TrustAnchor,
+    ) -> Result<Self, SamError> {
+        let key_state = match certificate.body.role {
+            Role::ServiceProvider => KeyState::Main,
+            Role::ServiceTransfer => KeyState::Temporary,
+            _ => return Err(SamError::Unsupported("not a provider's SAM certificate")),
+        };
+        if certificate.body.signing_key != signing.public_key() {
+            return Err(SamError::Unsupported("the certificate is not for this key"));
+        }
+        Ok(SoftwareProviderSam {
+            key_state,
+            master,
+            storage,
+            signing,
+            certificate,
+            anchor,
+            key_version: 1,
+        })
+    }
+
+    pub fn subject(&self) -> DeviceId {
+        self.certificate.subject()
+    }
+
+    fn transfer_only(&self, what: &'static str) -> Result<(), SamError> {
+        if self.key_state == KeyState::Temporary {
+            Ok(())
+        } else {
+            Err(SamError::Unsupported(what))
+        }
+    }
+}
+
+/// The associated data of a kept copy.
+fn copy_context(move_id: &MoveId, service: ServiceCode, source: &CardId) -> Vec<u8> {
+    let mut aad = b"valuecard/services/copy/v1".to_vec();
+    aad.extend_from_slice(move_id);
+    aad.extend_from_slice(&service.0.to_be_bytes());
+    aad.extend_from_slice(source.as_bytes());
+    aad
+}
+
+/// Checks a chip's certificate as a card's under `anchor` on `date`.
+pub fn verify_card_certificate(
+    anchor: &TrustAnchor,
+    certificate: &Certificate,
+    date: Date,
+) -> Result<VerifiedCertificate, SamError> {
+    anchor
+        .verify_unexpired(core::slice::from_ref(certificate), Role::Card, date)
+        .map_err(|error| SamError::CardCertificate(error.to_string()))
+}
+
+impl ProviderSam for SoftwareProviderSam {
+    fn certificate(&self) -> &Certificate {
+        &self.certificate
+    }
+
+    fn key_state(&self) -> KeyState {
+        self.key_state
+    }
+
+    fn key_package(
+        &self,
+        card_certificate: &Certificate,
+        service: ServiceCode,
+        today: Date,
+        rng: &mut dyn CryptoRngCore,
+    ) -> Result<KeyPackage, SamError> {
+        let card = verify_card_certificate(&self.anchor, card_certificate, today)?;
+        let recipient = card.sealing_key().ok_or(SamError::NoSealingKey)?;
+        let card_id = CardId(card.subject().0);
+        let key = area_key(&self.master, self.key_state, &card_id, service);
+        let sealed_key = seal_to(
+            &mut RngRef(rng),
+            recipient,
+            &KeyPackage::seal_context(&card_id, service, self.key_state, self.key_version),
+            key.expose(),
+        )
+        .map_err(|error| SamError::Unavailable(error.to_string()))?;
+        Ok(KeyPackage {
+            signature: self.signing.sign(&KeyPackage::signed_message(
+                &card_id,
+                service,
+                self.key_state,
+                self.key_version,
+                &sealed_key,
+            )),
+            issuer_certificate: self.certificate.clone(),
+            service,
+            key_state: self.key_state,
+            key_version: self.key_version,
+            sealed_key,
+        })
+    }
+
+    fn open_channel(
+        &self,
+        binding: ChannelBinding,
+        card_cryptogram: &[u8; SERVICE_CRYPTOGRAM_LEN],
+    ) -> Result<(ServiceChannel, [u8; SERVICE_CRYPTOGRAM_LEN]), SamError> {
+        if binding.key_state != self.key_state {
+            return Err(SamError::Channel(ChannelError::CardCryptogram));
+        }
+        let key = area_key(&self.master, self.key_state, &binding.card_id, binding.service);
+        Ok(ServiceChannel::for_host(&key, binding, card_cryptogram)?)
+    }
+
+    fn resume_channel(
+        &self,
+        binding: ChannelBinding,
+        counters: (u32, u32),
+    ) -> Result<ServiceChannel, SamError> {
+        if binding.key_state != self.key_state {
+            return Err(SamError::Channel(ChannelError::CardCryptogram));
+        }
+        let key = area_key(&self.master, self.key_state, &binding.card_id, binding.service);
+        Ok(ServiceChannel::resume_host(&key, binding, counters))
+    }
+
+    fn seal_copy(
+        &self,
+        move_id: &MoveId,
+        service: ServiceCode,
+        source: &CardId,
+        exported: &[u8],
+        rng: &mut dyn CryptoRngCore,
+    ) -> Result<Vec<u8>, SamError> {
+        self.transfer_only("only a transfer SAM keeps copies")?;
+        let nonce: [u8; GCM_NONCE_LEN] = random_array(&mut RngRef(rng));
+        let mut sealed = nonce.to_vec();
+        sealed.extend_from_slice(&aes_gcm_seal(
+            &self.storage,
+            &nonce,
+            &copy_context(move_id, service, source),
+            exported,
+        ));
+        Ok(sealed)
+    }
+
+    fn open_copy(
+        &self,
+        move_id: &MoveId,
+        service: ServiceCode,
+        source: &CardId,
+        sealed: &[u8],
+    ) -> Result<Vec<u8>, SamError> {
+        self.transfer_only("only a transfer SAM keeps copies")?;
+        if sealed.len() < GCM_NONCE_LEN {
+            return Err(SamError::Copy);
+        }
+        let (nonce, ciphertext) = sealed.split_at(GCM_NONCE_LEN);
+        let nonce: [u8; GCM_NONCE_LEN] = nonce.try_into().map_err(|_| SamError::Copy)?;
+        aes_gcm_open(
+            &self.storage,
+            &nonce,
+            &copy_context(move_id, service, source),
+            ciphertext,
+        )
+        .map_err(|_| SamError::Copy)
+    }
+
+    fn sign_migration_record(&self, record: &MigrationRecord) -> Result<Signature, SamError> {
+        self.transfer_only("only a transfer SAM writes a move's records")?;
+        if record.writer != self.certificate.subject() {
+            return Err(SamError::Unsupported("a record written by another SAM"));
+        }
+        Ok(self.signing.sign(&record.signed_message()))
+    }
+}
+
+/// A `&mut dyn CryptoRngCore` as a sized random source.
+pub(crate) struct RngRef<'a>(pub(crate) &'a mut dyn CryptoRngCore);
+
+impl rand_core::RngCore for RngRef<'_> {
+    fn next_u32(&mut self) -> u32 {
+        self.0.next_u32()
+    }
+    fn next_u64(&mut self) -> u64 {
+        self.0.next_u64()
+    }
+    fn fill_bytes(&mut self, dest: &mut [u8]) {
+        self.0.fill_bytes(dest)
+    }
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand_core::Error> {
+        self.0.try_fill_bytes(dest)
+    }
+}
+
+impl rand_core::CryptoRng for RngRef<'_> {}

@@ -1,0 +1,920 @@
+//! The move as a conversation of APDUs between the server and one chip, every step stored
+//! before the next command is given.
+//!
+//! A device session starts with the user's ID and password and a mode (upload from the old
+//! chip, download into the new one, or roll back). The server reads the chip (SELECT of the
+//! purse for its card ID and certificate, SELECT of the services application for its areas)
+//! and then takes the move wherever it stands:
+//!
+//! ```text
+//! upload:   registered --S3 lock--> locked --S5-S7 per service--> uploaded
+//! download: uploaded --S10 format per service--> formatted --S12-S14 per service-->
+//!           downloaded --S16 activate--> activated --S17 clear--> done
+//! rollback: registered | locked | uploaded --discard copies, restore main keys--> rolled_back
+//! ```
+//!
+//! Every card command of a step can be sent again: a switch or a format to the state the
+//! chip already has changes nothing, an export for the same move answers the same content,
+//! an import already applied answers its receipt. So a session cut anywhere (the device, the
+//! server or a provider gone, a chip pulled, an answer lost) is resumed by starting a new
+//! session, which redoes only the step that was not recorded.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use rand_core::CryptoRngCore;
+use serde::{Deserialize, Serialize};
+use valuecard_center::sql::{Database, Executor, Value};
+use valuecard_core::apdu::{Command, Response};
+use valuecard_core::cert::Certificate;
+use valuecard_core::crypto::random_array;
+use valuecard_core::ids::{CardId, DeviceId};
+use valuecard_core::messages::purse::{SelectResponse, CLA_ISO, PURSE_AID};
+use valuecard_core::messages::services::{
+    ins, AreaFormat, KeyChange, KeyState, MoveId, ServiceCode, ServiceKind, ServicesFci,
+    CLA_SERVICES, SERVICES_AID,
+};
+use valuecard_core::time::Clock;
+use valuecard_core::StatusWord;
+
+use super::accounts::{authenticate, chip_owner};
+use super::link::{LinkError, ProviderLink};
+use super::MoveError;
+use crate::provider::{card_id, Exchange};
+use crate::sam::AdminSam;
+
+/// What a device session does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// S1-S8 with the old chip.
+    Upload,
+    /// S9-S17 with the new chip.
+    Download,
+    /// Give the old chip its services back (before any download began).
+    Rollback,
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Upload => "upload",
+            Mode::Download => "download",
+            Mode::Rollback => "rollback",
+        }
+    }
+
+    fn parse(text: &str) -> Result<Self, MoveError> {
+        match text {
+            "upload" => Ok(Mode::Upload),
+            "download" => Ok(Mode::Download),
+            "rollback" => Ok(Mode::Rollback),
+            _ => Err(MoveError::Invalid("a stored session mode is unknown")),
+        }
+    }
+}
+
+/// A device session's identifier.
+pub type SessionId = [u8; 16];
+
+/// The first command of a session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Started {
+    pub session: SessionId,
+    pub apdu: Vec<u8>,
+}
+
+/// What the device does next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Next {
+    /// Send this command to the chip and bring back its answer.
+    Apdu { apdu: Vec<u8>, progress: Progress },
+    /// Nothing more to do with this chip now.
+    Finished(Outcome),
+}
+
+/// Where the move stands, for the holder's screen: the step, and the service it concerns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Progress {
+    pub step: &'static str,
+    pub service: Option<(ServiceCode, ServiceKind)>,
+}
+
+/// The end of a session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub move_id: MoveId,
+    /// The move's state (`uploaded`, `done`, `rolled_back`, ...).
+    pub state: String,
+    /// Each service and its state in the move.
+    pub services: Vec<(ServiceCode, ServiceKind, String)>,
+}
+
+/// What the session waits for, stored as JSON between calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "pending", rename_all = "snake_case")]
+enum Pending {
+    SelectPurse,
+    SelectServices,
+    Challenge { act: Act },
+    Admin { act: Act },
+    Provider { service: u16 },
+    Finished,
+}
+
+/// A command of the administrative SAM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "act", content = "service", rename_all = "snake_case")]
+enum Act {
+    /// S3: every area of the old chip to temporary keys.
+    Lock,
+    /// S10: one area of the new chip, on temporary keys.
+    Format(u16),
+    /// S16: every area of the new chip to main keys.
+    Activate,
+    /// A rollback: every area of the old chip back to main keys.
+    Restore,
+}
+
+struct Session {
+    id: SessionId,
+    user: String,
+    mode: Mode,
+    card: Option<(CardId, Certificate)>,
+    move_id: Option<MoveId>,
+    pending: Pending,
+}
+
+/// One service of a move, as the movement database keeps it.
+#[derive(Debug, Clone)]
+struct MoveService {
+    service: ServiceCode,
+    kind: ServiceKind,
+    state: String,
+}
+
+/// The value move server's logic over its database.
+pub struct MoveServer {
+    admin: Arc<dyn AdminSam>,
+    providers: BTreeMap<ServiceCode, Arc<dyn ProviderLink>>,
+    clock: Box<dyn Clock + Sync>,
+}
+
+impl core::fmt::Debug for MoveServer {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("MoveServer")
+            .field("services", &self.providers.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+fn select(aid: &[u8]) -> Vec<u8> {
+    Command::new(CLA_ISO, 0xA4, 0x04, 0x00)
+        .with_data(aid.to_vec())
+        .with_le(256)
+        .encode()
+}
+
+fn get_challenge() -> Vec<u8> {
+    Command::new(CLA_ISO, ins::GET_CHALLENGE, 0, 0)
+        .with_le(16)
+        .encode()
+}
+
+fn admin_command(instruction: u8, data: Vec<u8>) -> Vec<u8> {
+    Command::new(CLA_SERVICES, instruction, 0, 0)
+        .with_data(data)
+        .encode()
+}
+
+fn success(response: &Response) -> Result<(), MoveError> {
+    if response.sw.is_success() {
+        Ok(())
+    } else {
+        Err(MoveError::Card(response.sw))
+    }
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn step_name(act: Act) -> &'static str {
+    match act {
+        Act::Lock => "S3: switching the old chip to temporary keys",
+        Act::Format(_) => "S10: formatting the new chip's area",
+        Act::Activate => "S16: switching the new chip to main keys",
+        Act::Restore => "rollback: switching the old chip back to main keys",
+    }
+}
+
+impl MoveServer {
+    pub fn new(
+        admin: Arc<dyn AdminSam>,
+        providers: Vec<Arc<dyn ProviderLink>>,
+        clock: Box<dyn Clock + Sync>,
+    ) -> Self {
+        MoveServer {
+            admin,
+            providers: providers
+                .into_iter()
+                .map(|link| (link.format().service, link))
+                .collect(),
+            clock,
+        }
+    }
+
+    fn link(&self, service: ServiceCode) -> Result<&Arc<dyn ProviderLink>, MoveError> {
+        self.providers
+            .get(&service)
+            .ok_or(MoveError::UnknownService(service))
+    }
+
+    /// S1 / S9: a session for the user, its first command (SELECT of the purse).
+    pub fn start(
+        &self,
+        db: &mut Database,
+        user_id: &str,
+        password: &str,
+        mode: Mode,
+        rng: &mut impl CryptoRngCore,
+    ) -> Result<Started, MoveError> {
+        let user = authenticate(db, user_id, password)?;
+        let session: SessionId = random_array(rng);
+        db.execute(
+            "INSERT INTO migrate_sessions (session_id, user_id, mode, pending, updated_on) \
+             VALUES ($1, $2, $3, $4, $5)",
+            &[
+                session.to_vec().into(),
+                user.0.as_str().into(),
+                mode.name().into(),
+                pending_text(Pending::SelectPurse)?,
+                now().into(),
+            ],
+        )?;
+        Ok(Started {
+            session,
+            apdu: select(&PURSE_AID),
+        })
+    }
+
+    /// The chip's answer to the last command; the next command, or the end.
+    pub fn next(
+        &self,
+        db: &mut Database,
+        session_id: &SessionId,
+        response: &[u8],
+    ) -> Result<Next, MoveError> {
+        let mut session = load_session(db, session_id)?;
+        let response = Response::parse(response).map_err(|_| MoveError::Answer("not an APDU answer"))?;
+        match session.pending {
+            Pending::SelectPurse => {
+                // A purse on temporary keys answers with the warning 6283, its data intact.
+                if !response.sw.is_success() && response.sw != StatusWord::FILE_DEACTIVATED {
+                    return Err(MoveError::Card(response.sw));
+                }
+                let selected = SelectResponse::decode(&response.data)
+                    .map_err(|_| MoveError::Answer("the purse's SELECT answer"))?;
+                let (Some(card), Some(certificate)) = (selected.card_id, selected.certificate)
+                else {
+                    return Err(MoveError::Answer("the chip is not an issued card"));
+                };
+                if certificate.subject().0 != card.0 {
+                    return Err(MoveError::Answer("the chip's certificate is another card's"));
+                }
+                session.card = Some((card, certificate));
+                self.send(db, &mut session, Pending::SelectServices, select(&SERVICES_AID), "S2: reading the chip's services", None)
+            }
+            Pending::SelectServices => {
+                success(&response)?;
+                let fci = ServicesFci::decode(&response.data)
+                    .map_err(|_| MoveError::Answer("the services application's SELECT answer"))?;
+                let (card, _) = session.card.clone().ok_or(MoveError::NoSession)?;
+                if fci.card_id != card {
+                    return Err(MoveError::Answer("the services application is another card's"));
+                }
+                self.attach(db, &mut session, &fci)?;
+                self.advance(db, &mut session)
+            }
+            Pending::Challenge { act } => {
+                success(&response)?;
+                let challenge: [u8; 16] = response
+                    .data
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| MoveError::Answer("GET CHALLENGE answer"))?;
+                let apdu = self.admin_apdu(db, &session, act, &challenge)?;
+                let service = self.act_service(db, &session, act)?;
+                self.send(db, &mut session, Pending::Admin { act }, apdu, step_name(act), service)
+            }
+            Pending::Admin { act } => {
+                success(&response)?;
+                self.record(db, &session, act)?;
+                self.advance(db, &mut session)
+            }
+            Pending::Provider { service } => {
+                let service = ServiceCode(service);
+                let exchange = self.provider_step(&session, service, Some(&response.encode()));
+                self.after_provider(db, &mut session, service, exchange)
+            }
+            Pending::Finished => Err(MoveError::NoSession),
+        }
+    }
+
+    fn send(
+        &self,
+        db: &mut Database,
+        session: &mut Session,
+        pending: Pending,
+        apdu: Vec<u8>,
+        step: &'static str,
+        service: Option<(ServiceCode, ServiceKind)>,
+    ) -> Result<Next, MoveError> {
+        session.pending = pending;
+        store_session(db, session)?;
+        Ok(Next::Apdu {
+            apdu,
+            progress: Progress { step, service },
+        })
+    }
+
+    fn act_service(
+        &self,
+        db: &mut Database,
+        session: &Session,
+        act: Act,
+    ) -> Result<Option<(ServiceCode, ServiceKind)>, MoveError> {
+        let Act::Format(code) = act else {
+            return Ok(None);
+        };
+        let move_id = session.move_id.ok_or(MoveError::NoSession)?;
+        Ok(services(db, &move_id)?
+            .into_iter()
+            .find(|s| s.service.0 == code)
+            .map(|s| (s.service, s.kind)))
+    }
+
+    /// Finds or makes the move this chip belongs to, by mode.
+    fn attach(
+        &self,
+        db: &mut Database,
+        session: &mut Session,
+        fci: &ServicesFci,
+    ) -> Result<(), MoveError> {
+        let (card, certificate) = session.card.clone().ok_or(MoveError::NoSession)?;
+        let owner = chip_owner(db, &card)?.ok_or(MoveError::UnknownChip)?;
+        if owner != session.user {
+            return Err(MoveError::NotYourChip);
+        }
+        let move_id = match session.mode {
+            Mode::Upload => self.attach_source(db, session, &card, &certificate, fci)?,
+            Mode::Download => attach_destination(db, &session.user, &card)?,
+            Mode::Rollback => {
+                let (move_id, state) = live_move_of_source(db, &card)?
+                    .ok_or(MoveError::NothingToRollBack)?;
+                if !matches!(state.as_str(), "registered" | "locked" | "uploaded") {
+                    return Err(MoveError::TooLateToRollBack);
+                }
+                move_id
+            }
+        };
+        session.move_id = Some(move_id);
+        store_session(db, session)?;
+        Ok(())
+    }
+
+    /// S2: the old chip's move, or a new one with every service the chip shows.
+    fn attach_source(
+        &self,
+        db: &mut Database,
+        session: &Session,
+        card: &CardId,
+        certificate: &Certificate,
+        fci: &ServicesFci,
+    ) -> Result<MoveId, MoveError> {
+        if let Some((move_id, state)) = live_move_of_source(db, card)? {
+            return if state == "done" {
+                Err(MoveError::AlreadyMoved)
+            } else {
+                Ok(move_id)
+            };
+        }
+        if fci.areas.is_empty() {
+            return Err(MoveError::Invalid("this chip holds no services to move"));
+        }
+        if fci.areas.iter().any(|area| area.key_state != KeyState::Main) {
+            // Temporary keys without a live move: the chip was moved or is being moved
+            // by a move this server does not hold.
+            return Err(MoveError::AlreadyMoved);
+        }
+        let mut formats: Vec<AreaFormat> = Vec::with_capacity(fci.areas.len());
+        for area in &fci.areas {
+            let format = self.link(area.service)?.format();
+            if format.kind != area.kind
+                || format.provider != area.provider
+                || format.mover != area.mover
+            {
+                return Err(MoveError::UnknownService(area.service));
+            }
+            formats.push(format);
+        }
+        let rng_id: MoveId = random_array(&mut rand_core::OsRng);
+        let created = now();
+        let user = session.user.clone();
+        let inserted = db.transaction(|tx| {
+            let open = tx.query_optional(
+                "SELECT 1 FROM migrate_moves WHERE user_id = $1 \
+                 AND state NOT IN ('done', 'rolled_back')",
+                &[user.as_str().into()],
+            )?;
+            if open.is_some() {
+                return Ok(false);
+            }
+            tx.execute(
+                "INSERT INTO migrate_moves (move_id, user_id, source, source_certificate, \
+                 state, created_on, updated_on) VALUES ($1, $2, $3, $4, 'registered', $5, $5)",
+                &[
+                    rng_id.to_vec().into(),
+                    user.as_str().into(),
+                    card.as_bytes().to_vec().into(),
+                    certificate.encode().into(),
+                    created.into(),
+                ],
+            )?;
+            for format in &formats {
+                tx.execute(
+                    "INSERT INTO migrate_move_services (move_id, service, kind, capacity, \
+                     provider, mover, state) VALUES ($1, $2, $3, $4, $5, $6, 'listed')",
+                    &[
+                        rng_id.to_vec().into(),
+                        i64::from(format.service.0).into(),
+                        (format.kind as u8).into(),
+                        i64::from(format.capacity).into(),
+                        format.provider.as_bytes().to_vec().into(),
+                        format.mover.as_bytes().to_vec().into(),
+                    ],
+                )?;
+            }
+            log(tx, &rng_id, "registered")?;
+            Ok(true)
+        })?;
+        if inserted {
+            Ok(rng_id)
+        } else {
+            Err(MoveError::Invalid(
+                "another move of this user is in progress: finish or roll it back first",
+            ))
+        }
+    }
+
+    /// What to do next, from the move's stored state.
+    fn advance(&self, db: &mut Database, session: &mut Session) -> Result<Next, MoveError> {
+        let move_id = session.move_id.ok_or(MoveError::NoSession)?;
+        loop {
+            let state = move_state(db, &move_id)?;
+            let services = services(db, &move_id)?;
+            let first = |wanted: &str| services.iter().find(|s| s.state == wanted).cloned();
+            match (session.mode, state.as_str()) {
+                (Mode::Upload, "registered") => return self.challenge(db, session, Act::Lock),
+                (Mode::Upload, "locked") => match first("listed") {
+                    Some(service) => return self.begin_provider(db, session, &service),
+                    None => set_move_state(db, &move_id, "locked", "uploaded")?,
+                },
+                (Mode::Download, "uploaded") => match first("uploaded") {
+                    Some(service) => {
+                        return self.challenge(db, session, Act::Format(service.service.0))
+                    }
+                    None => set_move_state(db, &move_id, "uploaded", "formatted")?,
+                },
+                (Mode::Download, "formatted") => match first("formatted") {
+                    Some(service) => return self.begin_provider(db, session, &service),
+                    None => set_move_state(db, &move_id, "formatted", "downloaded")?,
+                },
+                (Mode::Download, "downloaded") => {
+                    return self.challenge(db, session, Act::Activate)
+                }
+                (Mode::Download, "activated") => {
+                    // S17: the providers' copies cleared.
+                    for service in services.iter().filter(|s| s.state == "downloaded") {
+                        self.link(service.service)?
+                            .clear(&move_id)
+                            .map_err(|error| provider_error(service.service, error))?;
+                        set_service_state(db, &move_id, service.service, "downloaded", "cleared")?;
+                    }
+                    set_move_state(db, &move_id, "activated", "done")?;
+                }
+                (Mode::Rollback, "registered" | "locked" | "uploaded") => {
+                    for service in services
+                        .iter()
+                        .filter(|s| matches!(s.state.as_str(), "listed" | "uploaded" | "formatted"))
+                    {
+                        self.link(service.service)?
+                            .discard(&move_id)
+                            .map_err(|error| provider_error(service.service, error))?;
+                        set_service_state(db, &move_id, service.service, &service.state, "discarded")?;
+                    }
+                    if state == "registered" {
+                        // The chip was never switched: nothing to restore on it.
+                        set_move_state(db, &move_id, "registered", "rolled_back")?;
+                    } else {
+                        return self.challenge(db, session, Act::Restore);
+                    }
+                }
+                _ => return self.finish(db, session, &move_id),
+            }
+        }
+    }
+
+    fn finish(
+        &self,
+        db: &mut Database,
+        session: &mut Session,
+        move_id: &MoveId,
+    ) -> Result<Next, MoveError> {
+        session.pending = Pending::Finished;
+        store_session(db, session)?;
+        let state = move_state(db, move_id)?;
+        if session.mode == Mode::Download && !matches!(state.as_str(), "done") {
+            return Err(MoveError::NothingToDownload);
+        }
+        Ok(Next::Finished(Outcome {
+            move_id: *move_id,
+            state,
+            services: services(db, move_id)?
+                .into_iter()
+                .map(|s| (s.service, s.kind, s.state))
+                .collect(),
+        }))
+    }
+
+    fn challenge(&self, db: &mut Database, session: &mut Session, act: Act) -> Result<Next, MoveError> {
+        let service = self.act_service(db, session, act)?;
+        self.send(db, session, Pending::Challenge { act }, get_challenge(), step_name(act), service)
+    }
+
+    /// The administrative SAM's command for `act` over the chip's challenge.
+    fn admin_apdu(
+        &self,
+        db: &mut Database,
+        session: &Session,
+        act: Act,
+        challenge: &[u8; 16],
+    ) -> Result<Vec<u8>, MoveError> {
+        let (card, certificate) = session.card.clone().ok_or(MoveError::NoSession)?;
+        let move_id = session.move_id.ok_or(MoveError::NoSession)?;
+        let services = services(db, &move_id)?;
+        let all = |state: KeyState| -> Vec<KeyChange> {
+            services
+                .iter()
+                .map(|s| KeyChange {
+                    service: s.service,
+                    key_state: state,
+                })
+                .collect()
+        };
+        let sam = |error: crate::sam::SamError| MoveError::Sam(error.to_string());
+        match act {
+            Act::Lock | Act::Restore | Act::Activate => {
+                let state = if act == Act::Lock {
+                    KeyState::Temporary
+                } else {
+                    KeyState::Main
+                };
+                let switch = self
+                    .admin
+                    .switch_keys(&card, challenge, move_id, all(state))
+                    .map_err(sam)?;
+                Ok(admin_command(ins::SWITCH_KEYS, switch.encode()))
+            }
+            Act::Format(code) => {
+                let service = ServiceCode(code);
+                let link = self.link(service)?;
+                let (main, temporary) = link
+                    .key_packages(&certificate)
+                    .map_err(|error| provider_error(service, error))?;
+                let format = self
+                    .admin
+                    .format_area(&card, challenge, link.format(), KeyState::Temporary, main, temporary)
+                    .map_err(sam)?;
+                Ok(admin_command(ins::FORMAT_AREA, format.encode()))
+            }
+        }
+    }
+
+    /// Records what the chip confirmed.
+    fn record(&self, db: &mut Database, session: &Session, act: Act) -> Result<(), MoveError> {
+        let move_id = session.move_id.ok_or(MoveError::NoSession)?;
+        match act {
+            Act::Lock => set_move_state(db, &move_id, "registered", "locked"),
+            Act::Format(code) => {
+                set_service_state(db, &move_id, ServiceCode(code), "uploaded", "formatted")
+            }
+            Act::Activate => set_move_state(db, &move_id, "downloaded", "activated"),
+            Act::Restore => {
+                let state = move_state(db, &move_id)?;
+                set_move_state(db, &move_id, &state, "rolled_back")
+            }
+        }
+    }
+
+    fn begin_provider(
+        &self,
+        db: &mut Database,
+        session: &mut Session,
+        service: &MoveService,
+    ) -> Result<Next, MoveError> {
+        let exchange = self.provider_step(session, service.service, None);
+        self.after_provider(db, session, service.service, exchange)
+    }
+
+    fn provider_step(
+        &self,
+        session: &Session,
+        service: ServiceCode,
+        response: Option<&[u8]>,
+    ) -> Result<Exchange, MoveError> {
+        let (card, certificate) = session.card.as_ref().ok_or(MoveError::NoSession)?;
+        let move_id = session.move_id.ok_or(MoveError::NoSession)?;
+        let link = self.link(service)?;
+        let exchange = match session.mode {
+            Mode::Upload => link.upload(&move_id, card, certificate, response),
+            _ => link.download(&move_id, card, response),
+        };
+        exchange.map_err(|error| provider_error(service, error))
+    }
+
+    fn after_provider(
+        &self,
+        db: &mut Database,
+        session: &mut Session,
+        service: ServiceCode,
+        exchange: Result<Exchange, MoveError>,
+    ) -> Result<Next, MoveError> {
+        let move_id = session.move_id.ok_or(MoveError::NoSession)?;
+        let kind = services(db, &move_id)?
+            .into_iter()
+            .find(|s| s.service == service)
+            .map(|s| s.kind);
+        match exchange? {
+            Exchange::Apdu(apdu) => {
+                let step = if session.mode == Mode::Upload {
+                    "S5-S7: uploading to the provider's transfer SAM"
+                } else {
+                    "S12-S14: downloading from the provider's transfer SAM"
+                };
+                self.send(
+                    db,
+                    session,
+                    Pending::Provider { service: service.0 },
+                    apdu,
+                    step,
+                    kind.map(|kind| (service, kind)),
+                )
+            }
+            Exchange::Done => {
+                let (from, to) = if session.mode == Mode::Upload {
+                    ("listed", "uploaded")
+                } else {
+                    ("formatted", "downloaded")
+                };
+                set_service_state(db, &move_id, service, from, to)?;
+                self.advance(db, session)
+            }
+        }
+    }
+
+    /// The move's state and its services' (for a status screen and tests).
+    pub fn status(&self, db: &mut Database, move_id: &MoveId) -> Result<Outcome, MoveError> {
+        Ok(Outcome {
+            move_id: *move_id,
+            state: move_state(db, move_id)?,
+            services: services(db, move_id)?
+                .into_iter()
+                .map(|s| (s.service, s.kind, s.state))
+                .collect(),
+        })
+    }
+
+    /// The administrative SAM's subject (for the demo's report).
+    pub fn admin_subject(&self) -> DeviceId {
+        self.admin.certificate().subject()
+    }
+
+    /// Today, on the server's clock.
+    pub fn today(&self) -> valuecard_core::time::Date {
+        self.clock.today()
+    }
+}
+
+fn provider_error(service: ServiceCode, error: LinkError) -> MoveError {
+    match error {
+        LinkError::Refused(reason) => MoveError::ProviderRefused { service, reason },
+        LinkError::Down(reason) => MoveError::ProviderDown { service, reason },
+    }
+}
+
+/// The download session's move: the user's move waiting for a new chip, with this chip
+/// bound as its destination (once, by the database).
+fn attach_destination(db: &mut Database, user: &str, card: &CardId) -> Result<MoveId, MoveError> {
+    let open = db.query_optional(
+        "SELECT move_id, state, source, destination FROM migrate_moves WHERE user_id = $1 \
+         AND state NOT IN ('done', 'rolled_back')",
+        &[user.into()],
+    )?;
+    let Some(row) = open else {
+        // A finished move whose destination this is: nothing left to do.
+        let done = db.query_optional(
+            "SELECT move_id FROM migrate_moves WHERE user_id = $1 AND state = 'done' \
+             AND destination = $2",
+            &[user.into(), card.as_bytes().to_vec().into()],
+        )?;
+        return match done {
+            Some(row) => move_id(&row.bytes(0)?),
+            None => Err(MoveError::NothingToDownload),
+        };
+    };
+    let id = move_id(&row.bytes(0)?)?;
+    if matches!(row.text(1)?.as_str(), "registered" | "locked") {
+        return Err(MoveError::UploadUnfinished);
+    }
+    if card_id(&row.bytes(2)?)? == *card {
+        return Err(MoveError::WrongDestination);
+    }
+    db.execute(
+        "UPDATE migrate_moves SET destination = $2 WHERE move_id = $1 AND destination IS NULL",
+        &[id.to_vec().into(), card.as_bytes().to_vec().into()],
+    )?;
+    let bound = db
+        .query_one(
+            "SELECT destination FROM migrate_moves WHERE move_id = $1",
+            &[id.to_vec().into()],
+        )?
+        .optional_bytes(0)?;
+    match bound {
+        Some(bound) if card_id(&bound)? == *card => Ok(id),
+        _ => Err(MoveError::WrongDestination),
+    }
+}
+
+fn move_id(bytes: &[u8]) -> Result<MoveId, MoveError> {
+    MoveId::try_from(bytes).map_err(|_| MoveError::Invalid("a stored move ID is malformed"))
+}
+
+fn live_move_of_source(
+    db: &mut Database,
+    card: &CardId,
+) -> Result<Option<(MoveId, String)>, MoveError> {
+    db.query_optional(
+        "SELECT move_id, state FROM migrate_moves WHERE source = $1 AND state <> 'rolled_back'",
+        &[card.as_bytes().to_vec().into()],
+    )?
+    .map(|row| Ok((move_id(&row.bytes(0)?)?, row.text(1)?)))
+    .transpose()
+}
+
+fn move_state(db: &mut Database, move_id: &MoveId) -> Result<String, MoveError> {
+    Ok(db
+        .query_one(
+            "SELECT state FROM migrate_moves WHERE move_id = $1",
+            &[move_id.to_vec().into()],
+        )?
+        .text(0)?)
+}
+
+fn services(db: &mut Database, move_id: &MoveId) -> Result<Vec<MoveService>, MoveError> {
+    db.query(
+        "SELECT service, kind, state FROM migrate_move_services WHERE move_id = $1 \
+         ORDER BY service",
+        &[move_id.to_vec().into()],
+    )?
+    .into_iter()
+    .map(|row| {
+        let kind = u8::try_from(row.int(1)?).unwrap_or(0);
+        Ok(MoveService {
+            service: ServiceCode(
+                u16::try_from(row.int(0)?).map_err(|_| MoveError::Invalid("a stored service"))?,
+            ),
+            kind: ServiceKind::from_u8(kind).map_err(|_| MoveError::Invalid("a stored kind"))?,
+            state: row.text(2)?,
+        })
+    })
+    .collect()
+}
+
+/// Moves the move's state from `from` to `to` (a repeat finds it at `to` and does nothing).
+fn set_move_state(db: &mut Database, move_id: &MoveId, from: &str, to: &str) -> Result<(), MoveError> {
+    let (from, to) = (from.to_owned(), to.to_owned());
+    db.transaction(|tx| {
+        let changed = tx.execute(
+            "UPDATE migrate_moves SET state = $3, updated_on = $4 WHERE move_id = $1 AND state = $2",
+            &[
+                move_id.to_vec().into(),
+                from.as_str().into(),
+                to.as_str().into(),
+                now().into(),
+            ],
+        )?;
+        if changed == 1 {
+            log(tx, move_id, &to)?;
+        }
+        Ok(())
+    })?;
+    Ok(())
+}
+
+fn set_service_state(
+    db: &mut Database,
+    move_id: &MoveId,
+    service: ServiceCode,
+    from: &str,
+    to: &str,
+) -> Result<(), MoveError> {
+    let (from, to) = (from.to_owned(), to.to_owned());
+    db.transaction(|tx| {
+        let changed = tx.execute(
+            "UPDATE migrate_move_services SET state = $4 WHERE move_id = $1 AND service = $2 \
+             AND state = $3",
+            &[
+                move_id.to_vec().into(),
+                i64::from(service.0).into(),
+                from.as_str().into(),
+                to.as_str().into(),
+            ],
+        )?;
+        if changed == 1 {
+            log(tx, move_id, &format!("service {service} {to}"))?;
+        }
+        Ok(())
+    })?;
+    Ok(())
+}
+
+/// The move's log: steps only, never a value.
+fn log(tx: &mut dyn Executor, move_id: &MoveId, event: &str) -> Result<(), valuecard_core::messages::center::CenterError> {
+    tracing::info!(move_id = %hex::encode(move_id), event, "move");
+    tx.execute(
+        "INSERT INTO migrate_events (move_id, at, event) VALUES ($1, $2, $3)",
+        &[move_id.to_vec().into(), now().into(), event.into()],
+    )?;
+    Ok(())
+}
+
+fn pending_text(pending: Pending) -> Result<Value, MoveError> {
+    serde_json::to_string(&pending)
+        .map(Value::Text)
+        .map_err(|_| MoveError::Invalid("a session step that cannot be stored"))
+}
+
+fn store_session(db: &mut Database, session: &Session) -> Result<(), MoveError> {
+    let (card, certificate) = match &session.card {
+        Some((card, certificate)) => (
+            Value::Bytes(card.as_bytes().to_vec()),
+            Value::Bytes(certificate.encode()),
+        ),
+        None => (Value::Null, Value::Null),
+    };
+    db.execute(
+        "UPDATE migrate_sessions SET card_id = $2, certificate = $3, move_id = $4, \
+         pending = $5, updated_on = $6 WHERE session_id = $1",
+        &[
+            session.id.to_vec().into(),
+            card,
+            certificate,
+            session
+                .move_id
+                .map_or(Value::Null, |id| Value::Bytes(id.to_vec())),
+            pending_text(session.pending)?,
+            now().into(),
+        ],
+    )?;
+    Ok(())
+}
+
+fn load_session(db: &mut Database, id: &SessionId) -> Result<Session, MoveError> {
+    let row = db
+        .query_optional(
+            "SELECT user_id, mode, card_id, certificate, move_id, pending FROM migrate_sessions \
+             WHERE session_id = $1",
+            &[id.to_vec().into()],
+        )?
+        .ok_or(MoveError::NoSession)?;
+    let card = match (row.optional_bytes(2)?, row.optional_bytes(3)?) {
+        (Some(card), Some(certificate)) => Some((
+            card_id(&card)?,
+            Certificate::decode(&certificate)
+                .map_err(|_| MoveError::Invalid("a stored certificate is malformed"))?,
+        )),
+        _ => None,
+    };
+    Ok(Session {
+        id: *id,
+        user: row.text(0)?,
+        mode: Mode::parse(&row.text(1)?)?,
+        card,
+        move_id: row.optional_bytes(4)?.map(|bytes| move_id(&bytes)).transpose()?,
+        pending: serde_json::from_str(&row.text(5)?)
+            .map_err(|_| MoveError::Invalid("a stored session step is malformed"))?,
+    })
+}
