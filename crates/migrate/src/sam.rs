@@ -355,7 +355,12 @@ impl ProviderSam for SoftwareProviderSam {
         if binding.key_state != self.key_state {
             return Err(SamError::Channel(ChannelError::CardCryptogram));
         }
-        let key = area_key(&self.master, self.key_state, &binding.card_id, binding.service);
+        let key = area_key(
+            &self.master,
+            self.key_state,
+            &binding.card_id,
+            binding.service,
+        );
         Ok(ServiceChannel::for_host(&key, binding, card_cryptogram)?)
     }
 
@@ -367,7 +372,12 @@ impl ProviderSam for SoftwareProviderSam {
         if binding.key_state != self.key_state {
             return Err(SamError::Channel(ChannelError::CardCryptogram));
         }
-        let key = area_key(&self.master, self.key_state, &binding.card_id, binding.service);
+        let key = area_key(
+            &self.master,
+            self.key_state,
+            &binding.card_id,
+            binding.service,
+        );
         Ok(ServiceChannel::resume_host(&key, binding, counters))
     }
 

@@ -15,6 +15,7 @@
 //! Every message to and from the chip in a session is sealed under the area key, which
 //! only the chip and this provider's SAM hold.
 
+pub mod normal;
 mod steps;
 pub mod store;
 
@@ -160,7 +161,12 @@ impl Provider {
 
     /// S17: the copies of `move_id` deleted once downloaded; their rows stay as records.
     /// Clearing twice changes nothing.
-    pub fn clear(&self, db: &mut Database, move_id: &MoveId, now: i64) -> Result<(), ProviderError> {
+    pub fn clear(
+        &self,
+        db: &mut Database,
+        move_id: &MoveId,
+        now: i64,
+    ) -> Result<(), ProviderError> {
         db.transaction(|tx| {
             let open = tx.query_optional(
                 "SELECT state FROM provider_copies WHERE move_id = $1 AND service = $2",
@@ -312,5 +318,6 @@ pub struct CopyRecord {
 }
 
 pub(crate) fn card_id(bytes: &[u8]) -> Result<CardId, CenterError> {
-    CardId::from_slice(bytes).map_err(|_| CenterError::Storage("a stored card ID is malformed".into()))
+    CardId::from_slice(bytes)
+        .map_err(|_| CenterError::Storage("a stored card ID is malformed".into()))
 }

@@ -106,7 +106,8 @@ fn command(ins: u8, data: Vec<u8>) -> Vec<u8> {
 }
 
 fn answer(bytes: &[u8]) -> Result<Vec<u8>, ProviderError> {
-    let response = Response::parse(bytes).map_err(|_| ProviderError::Answer("not an APDU response"))?;
+    let response =
+        Response::parse(bytes).map_err(|_| ProviderError::Answer("not an APDU response"))?;
     if !response.sw.is_success() {
         return Err(ProviderError::Card(response.sw));
     }
@@ -241,7 +242,9 @@ impl Provider {
             )?
             .ok_or(ProviderError::OutOfOrder("no conversation in progress"))?;
         if card_id(&row.bytes(0)?)? != *card {
-            return Err(ProviderError::OutOfOrder("the conversation is with another chip"));
+            return Err(ProviderError::OutOfOrder(
+                "the conversation is with another chip",
+            ));
         }
         serde_json::from_str(&row.text(1)?)
             .map_err(|_| ProviderError::OutOfOrder("a stored step is malformed"))
@@ -290,8 +293,9 @@ impl Provider {
             host_challenge: challenge(host)?,
             card_challenge: opened.card_challenge,
         };
-        let (channel, host_cryptogram) =
-            self.transfer.open_channel(binding, &opened.card_cryptogram)?;
+        let (channel, host_cryptogram) = self
+            .transfer
+            .open_channel(binding, &opened.card_cryptogram)?;
         let (to_card, to_host) = channel.counters();
         Ok(Some((
             Step::Secured {
@@ -346,7 +350,9 @@ impl Provider {
         plaintext: &[u8],
         carry: Carry,
     ) -> Result<Exchange, ProviderError> {
-        let sealed = channel.seal(instruction, plaintext).map_err(crate::sam::SamError::from)?;
+        let sealed = channel
+            .seal(instruction, plaintext)
+            .map_err(crate::sam::SamError::from)?;
         let binding = *channel.binding();
         let (to_card, to_host) = channel.counters();
         self.store_step(
@@ -419,10 +425,17 @@ impl Provider {
                     || exported.service != self.service
                     || exported.content.kind() != self.kind
                 {
-                    return Err(ProviderError::Answer("an export of another move, chip or service"));
+                    return Err(ProviderError::Answer(
+                        "an export of another move, chip or service",
+                    ));
                 }
                 if let AreaContent::Purse(value) = &exported.content {
-                    self.check_purse_export(source, carry.certificate.as_deref(), &exported, value)?;
+                    self.check_purse_export(
+                        source,
+                        carry.certificate.as_deref(),
+                        &exported,
+                        value,
+                    )?;
                 }
                 self.keep_copy(db, move_id, source, &plain, &exported.content, now, rng)?;
                 self.forget(db, move_id, Direction::Upload)?;
@@ -444,7 +457,9 @@ impl Provider {
         let certificate = certificate
             .and_then(|text| hex::decode(text).ok())
             .and_then(|bytes| Certificate::decode(&bytes).ok())
-            .ok_or(ProviderError::OutOfOrder("a purse upload needs the card's certificate"))?;
+            .ok_or(ProviderError::OutOfOrder(
+                "a purse upload needs the card's certificate",
+            ))?;
         // Checked without its expiry: a card whose certificate ran out still moves its
         // value to its replacement.
         let card = verify_card_certificate(self.anchor(), &certificate, Date(0))?;
@@ -670,7 +685,8 @@ impl Provider {
                     return Err(ProviderError::Answer("a readout of another chip"));
                 }
                 let binding = *channel.binding();
-                let signed = self.sign_purse_record(db, destination, &binding, moved, here, today)?;
+                let signed =
+                    self.sign_purse_record(db, destination, &binding, moved, here, today)?;
                 let record = hex::encode(signed.encode());
                 let import = ImportRequest {
                     move_id: *move_id,

@@ -268,7 +268,8 @@ impl MoveServer {
         response: &[u8],
     ) -> Result<Next, MoveError> {
         let mut session = load_session(db, session_id)?;
-        let response = Response::parse(response).map_err(|_| MoveError::Answer("not an APDU answer"))?;
+        let response =
+            Response::parse(response).map_err(|_| MoveError::Answer("not an APDU answer"))?;
         match session.pending {
             Pending::SelectPurse => {
                 // A purse on temporary keys answers with the warning 6283, its data intact.
@@ -282,10 +283,19 @@ impl MoveServer {
                     return Err(MoveError::Answer("the chip is not an issued card"));
                 };
                 if certificate.subject().0 != card.0 {
-                    return Err(MoveError::Answer("the chip's certificate is another card's"));
+                    return Err(MoveError::Answer(
+                        "the chip's certificate is another card's",
+                    ));
                 }
                 session.card = Some((card, certificate));
-                self.send(db, &mut session, Pending::SelectServices, select(&SERVICES_AID), "S2: reading the chip's services", None)
+                self.send(
+                    db,
+                    &mut session,
+                    Pending::SelectServices,
+                    select(&SERVICES_AID),
+                    "S2: reading the chip's services",
+                    None,
+                )
             }
             Pending::SelectServices => {
                 success(&response)?;
@@ -293,7 +303,9 @@ impl MoveServer {
                     .map_err(|_| MoveError::Answer("the services application's SELECT answer"))?;
                 let (card, _) = session.card.clone().ok_or(MoveError::NoSession)?;
                 if fci.card_id != card {
-                    return Err(MoveError::Answer("the services application is another card's"));
+                    return Err(MoveError::Answer(
+                        "the services application is another card's",
+                    ));
                 }
                 self.attach(db, &mut session, &fci)?;
                 self.advance(db, &mut session)
@@ -307,7 +319,14 @@ impl MoveServer {
                     .map_err(|_| MoveError::Answer("GET CHALLENGE answer"))?;
                 let apdu = self.admin_apdu(db, &session, act, &challenge)?;
                 let service = self.act_service(db, &session, act)?;
-                self.send(db, &mut session, Pending::Admin { act }, apdu, step_name(act), service)
+                self.send(
+                    db,
+                    &mut session,
+                    Pending::Admin { act },
+                    apdu,
+                    step_name(act),
+                    service,
+                )
             }
             Pending::Admin { act } => {
                 success(&response)?;
@@ -372,8 +391,8 @@ impl MoveServer {
             Mode::Upload => self.attach_source(db, session, &card, &certificate, fci)?,
             Mode::Download => attach_destination(db, &session.user, &card)?,
             Mode::Rollback => {
-                let (move_id, state) = live_move_of_source(db, &card)?
-                    .ok_or(MoveError::NothingToRollBack)?;
+                let (move_id, state) =
+                    live_move_of_source(db, &card)?.ok_or(MoveError::NothingToRollBack)?;
                 if !matches!(state.as_str(), "registered" | "locked" | "uploaded") {
                     return Err(MoveError::TooLateToRollBack);
                 }
@@ -404,7 +423,11 @@ impl MoveServer {
         if fci.areas.is_empty() {
             return Err(MoveError::Invalid("this chip holds no services to move"));
         }
-        if fci.areas.iter().any(|area| area.key_state != KeyState::Main) {
+        if fci
+            .areas
+            .iter()
+            .any(|area| area.key_state != KeyState::Main)
+        {
             // Temporary keys without a live move: the chip was moved or is being moved
             // by a move this server does not hold.
             return Err(MoveError::AlreadyMoved);
@@ -513,7 +536,13 @@ impl MoveServer {
                         self.link(service.service)?
                             .discard(&move_id)
                             .map_err(|error| provider_error(service.service, error))?;
-                        set_service_state(db, &move_id, service.service, &service.state, "discarded")?;
+                        set_service_state(
+                            db,
+                            &move_id,
+                            service.service,
+                            &service.state,
+                            "discarded",
+                        )?;
                     }
                     if state == "registered" {
                         // The chip was never switched: nothing to restore on it.
@@ -549,9 +578,21 @@ impl MoveServer {
         }))
     }
 
-    fn challenge(&self, db: &mut Database, session: &mut Session, act: Act) -> Result<Next, MoveError> {
+    fn challenge(
+        &self,
+        db: &mut Database,
+        session: &mut Session,
+        act: Act,
+    ) -> Result<Next, MoveError> {
         let service = self.act_service(db, session, act)?;
-        self.send(db, session, Pending::Challenge { act }, get_challenge(), step_name(act), service)
+        self.send(
+            db,
+            session,
+            Pending::Challenge { act },
+            get_challenge(),
+            step_name(act),
+            service,
+        )
     }
 
     /// The administrative SAM's command for `act` over the chip's challenge.
@@ -596,7 +637,14 @@ impl MoveServer {
                     .map_err(|error| provider_error(service, error))?;
                 let format = self
                     .admin
-                    .format_area(&card, challenge, link.format(), KeyState::Temporary, main, temporary)
+                    .format_area(
+                        &card,
+                        challenge,
+                        link.format(),
+                        KeyState::Temporary,
+                        main,
+                        temporary,
+                    )
                     .map_err(sam)?;
                 Ok(admin_command(ins::FORMAT_AREA, format.encode()))
             }
@@ -804,7 +852,12 @@ fn services(db: &mut Database, move_id: &MoveId) -> Result<Vec<MoveService>, Mov
 }
 
 /// Moves the move's state from `from` to `to` (a repeat finds it at `to` and does nothing).
-fn set_move_state(db: &mut Database, move_id: &MoveId, from: &str, to: &str) -> Result<(), MoveError> {
+fn set_move_state(
+    db: &mut Database,
+    move_id: &MoveId,
+    from: &str,
+    to: &str,
+) -> Result<(), MoveError> {
     let (from, to) = (from.to_owned(), to.to_owned());
     db.transaction(|tx| {
         let changed = tx.execute(
@@ -852,7 +905,11 @@ fn set_service_state(
 }
 
 /// The move's log: steps only, never a value.
-fn log(tx: &mut dyn Executor, move_id: &MoveId, event: &str) -> Result<(), valuecard_core::messages::center::CenterError> {
+fn log(
+    tx: &mut dyn Executor,
+    move_id: &MoveId,
+    event: &str,
+) -> Result<(), valuecard_core::messages::center::CenterError> {
     tracing::info!(move_id = %hex::encode(move_id), event, "move");
     tx.execute(
         "INSERT INTO migrate_events (move_id, at, event) VALUES ($1, $2, $3)",
@@ -913,7 +970,10 @@ fn load_session(db: &mut Database, id: &SessionId) -> Result<Session, MoveError>
         user: row.text(0)?,
         mode: Mode::parse(&row.text(1)?)?,
         card,
-        move_id: row.optional_bytes(4)?.map(|bytes| move_id(&bytes)).transpose()?,
+        move_id: row
+            .optional_bytes(4)?
+            .map(|bytes| move_id(&bytes))
+            .transpose()?,
         pending: serde_json::from_str(&row.text(5)?)
             .map_err(|_| MoveError::Invalid("a stored session step is malformed"))?,
     })

@@ -30,8 +30,10 @@ pub trait ProviderLink: Send + Sync {
     fn format(&self) -> AreaFormat;
 
     /// Both key packages of the provider's area for a chip.
-    fn key_packages(&self, card_certificate: &Certificate)
-        -> Result<(KeyPackage, KeyPackage), LinkError>;
+    fn key_packages(
+        &self,
+        card_certificate: &Certificate,
+    ) -> Result<(KeyPackage, KeyPackage), LinkError>;
 
     /// One step of the upload from `source` (no answer to begin).
     fn upload(
@@ -100,7 +102,10 @@ impl LocalProvider {
 
     /// Runs `work` on the provider's database (tests read its books this way).
     pub fn with_db<T>(&self, work: impl FnOnce(&Provider, &mut Database) -> T) -> T {
-        let mut db = self.db.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut db = self
+            .db
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         work(&self.provider, &mut db)
     }
 
@@ -130,7 +135,10 @@ impl ProviderLink for LocalProvider {
         &self,
         card_certificate: &Certificate,
     ) -> Result<(KeyPackage, KeyPackage), LinkError> {
-        let mut rng = self.rng.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut rng = self
+            .rng
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         self.provider
             .key_packages(card_certificate, self.clock.today(), &mut **rng)
             .map_err(link_error)
@@ -144,7 +152,10 @@ impl ProviderLink for LocalProvider {
         response: Option<&[u8]>,
     ) -> Result<Exchange, LinkError> {
         let turn = self.turn(move_id, source);
-        let mut rng = self.rng.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut rng = self
+            .rng
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         self.with_db(|provider, db| {
             provider.upload(db, turn, Some(source_certificate), response, &mut **rng)
         })
@@ -158,7 +169,10 @@ impl ProviderLink for LocalProvider {
         response: Option<&[u8]>,
     ) -> Result<Exchange, LinkError> {
         let turn = self.turn(move_id, destination);
-        let mut rng = self.rng.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut rng = self
+            .rng
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         self.with_db(|provider, db| provider.download(db, turn, response, &mut **rng))
             .map_err(link_error)
     }

@@ -58,10 +58,16 @@ pub enum MoveError {
     UnknownService(ServiceCode),
     /// A provider could not be reached or failed.
     #[error("the provider of service {service} is unavailable: {reason}")]
-    ProviderDown { service: ServiceCode, reason: String },
+    ProviderDown {
+        service: ServiceCode,
+        reason: String,
+    },
     /// A provider refused a step (its reason).
     #[error("the provider of service {service} refused: {reason}")]
-    ProviderRefused { service: ServiceCode, reason: String },
+    ProviderRefused {
+        service: ServiceCode,
+        reason: String,
+    },
     /// The chip answered with an error status word.
     #[error("the chip refused with status {0}")]
     Card(StatusWord),
@@ -76,4 +82,59 @@ pub enum MoveError {
     Sam(String),
     #[error(transparent)]
     Storage(#[from] CenterError),
+}
+
+/// The move server in this process, over its own database: the client's
+/// [`crate::client::MoveServerLink`] without a network.
+pub struct LocalMoveServer {
+    server: MoveServer,
+    db: std::sync::Mutex<valuecard_center::sql::Database>,
+}
+
+impl core::fmt::Debug for LocalMoveServer {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("LocalMoveServer")
+            .field("server", &self.server)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LocalMoveServer {
+    pub fn new(server: MoveServer, db: valuecard_center::sql::Database) -> Self {
+        LocalMoveServer {
+            server,
+            db: std::sync::Mutex::new(db),
+        }
+    }
+
+    pub fn server(&self) -> &MoveServer {
+        &self.server
+    }
+
+    /// Runs `work` on the movement database.
+    pub fn with_db<T>(
+        &self,
+        work: impl FnOnce(&MoveServer, &mut valuecard_center::sql::Database) -> T,
+    ) -> T {
+        let mut db = self
+            .db
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        work(&self.server, &mut db)
+    }
+}
+
+impl crate::client::MoveServerLink for LocalMoveServer {
+    fn start(
+        &self,
+        user_id: &str,
+        password: &str,
+        mode: engine::Mode,
+    ) -> Result<Started, MoveError> {
+        self.with_db(|server, db| server.start(db, user_id, password, mode, &mut rand_core::OsRng))
+    }
+
+    fn next(&self, session: &engine::SessionId, response: &[u8]) -> Result<Next, MoveError> {
+        self.with_db(|server, db| server.next(db, session, response))
+    }
 }

@@ -1,0 +1,378 @@
+//! A whole move in one process: the center's test root, an administrative SAM, three
+//! providers (the purse, a transit operator's tickets, a retailer's points) each with its
+//! own database, the move server on its own database, an old chip issued with all three
+//! services and a new chip.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+
+use rand_core::OsRng;
+use valuecard_card::eeprom::MemoryEeprom;
+use valuecard_card::image::EEPROM_SIZE;
+use valuecard_card::state::PersistentState;
+use valuecard_card::{testing, Card};
+use valuecard_center::sql::Database;
+use valuecard_core::apdu::{Command, Response};
+use valuecard_core::crypto::SecretBytes;
+use valuecard_core::messages::purse::{ins, InitializePurchase, PURSE_AID};
+use valuecard_core::messages::services::{
+    AreaContent, KeyState, PointsAccount, ServiceCode, ServiceKind, ServiceOperation, Ticket,
+    TicketBook,
+};
+use valuecard_core::money::Amount;
+use valuecard_core::time::{Date, FixedClock};
+use valuecard_migrate::client::{self, ClientError, Mode, Outcome};
+use valuecard_migrate::provider::{store, Provider};
+use valuecard_migrate::sam::{SoftwareAdminSam, SoftwareProviderSam};
+use valuecard_migrate::server::{
+    accounts, schema, LocalMoveServer, LocalProvider, MoveServer, ProviderLink,
+};
+use valuecard_reader::{CardReader, InProcessReader, ReaderError};
+
+pub type TestCard = Card<MemoryEeprom, OsRng>;
+pub type Reader = InProcessReader<MemoryEeprom, OsRng>;
+
+pub const PURSE: ServiceCode = ServiceCode(0x0001);
+pub const TICKETS: ServiceCode = ServiceCode(0x0102);
+pub const POINTS: ServiceCode = ServiceCode(0x0203);
+pub const SERVICES: [ServiceCode; 3] = [PURSE, TICKETS, POINTS];
+
+pub const USER: &str = "hanako";
+pub const PASSWORD: &str = "correct horse battery";
+pub const OLD_BALANCE: u64 = 5_000;
+pub const NEW_BALANCE: u64 = 700;
+
+pub fn today() -> Date {
+    testing::today()
+}
+
+/// Everything of one test.
+pub struct World {
+    pub server: LocalMoveServer,
+    pub providers: Vec<Arc<LocalProvider>>,
+    pub admin: Arc<SoftwareAdminSam>,
+    pub old: Reader,
+    pub new: Reader,
+}
+
+fn provider(number: u8, service: ServiceCode, kind: ServiceKind) -> Arc<LocalProvider> {
+    let (normal_key, normal_certificate) = testing::service_provider(number);
+    let (transfer_key, transfer_certificate) = testing::service_transfer(number);
+    let normal = SoftwareProviderSam::new(
+        testing::area_master(number, KeyState::Main),
+        SecretBytes([0; 16]),
+        normal_key,
+        normal_certificate,
+        testing::anchor(),
+    )
+    .unwrap();
+    let transfer = SoftwareProviderSam::new(
+        testing::area_master(number, KeyState::Temporary),
+        SecretBytes::random(&mut OsRng),
+        transfer_key,
+        transfer_certificate,
+        testing::anchor(),
+    )
+    .unwrap();
+    let provider = Provider::new(
+        service,
+        kind,
+        8,
+        Arc::new(normal),
+        Arc::new(transfer),
+        testing::anchor(),
+    )
+    .unwrap();
+    let mut db = Database::open_sqlite_in_memory().unwrap();
+    db.migrate_schema(store::MIGRATION_TABLE, store::MIGRATIONS)
+        .unwrap();
+    Arc::new(LocalProvider::new(
+        Arc::new(provider),
+        db,
+        Box::new(FixedClock(today())),
+    ))
+}
+
+pub fn card(number: u8, balance: u64) -> TestCard {
+    Card::with_state(
+        MemoryEeprom::new(EEPROM_SIZE),
+        testing::personalized_card(number, Amount::new(balance).unwrap(), None),
+        OsRng,
+    )
+    .unwrap()
+}
+
+pub fn admin() -> Arc<SoftwareAdminSam> {
+    let (key, certificate) = testing::move_administrator();
+    Arc::new(SoftwareAdminSam::new(key, certificate).unwrap())
+}
+
+pub fn server_db() -> Database {
+    let mut db = Database::open_sqlite_in_memory().unwrap();
+    db.migrate_schema(schema::MIGRATION_TABLE, schema::MIGRATIONS)
+        .unwrap();
+    db
+}
+
+pub fn move_server(admin: &Arc<SoftwareAdminSam>, providers: &[Arc<LocalProvider>]) -> MoveServer {
+    MoveServer::new(
+        admin.clone(),
+        providers
+            .iter()
+            .map(|p| p.clone() as Arc<dyn ProviderLink>)
+            .collect(),
+        Box::new(FixedClock(today())),
+    )
+}
+
+pub fn ticket() -> Ticket {
+    Ticket {
+        ticket_id: 41,
+        product: 7,
+        valid_from: today(),
+        valid_until: today().add_days(30),
+        rides_left: Some(10),
+    }
+}
+
+impl World {
+    /// The old chip (card 1, 50.00 in its purse) issued with the three services, one ride
+    /// of its ticket used and 1,200 points on it; the new chip (card 2, 7.00) blank of
+    /// services; both registered to the user.
+    pub fn new() -> World {
+        let providers = vec![
+            provider(1, PURSE, ServiceKind::Purse),
+            provider(2, TICKETS, ServiceKind::Tickets),
+            provider(3, POINTS, ServiceKind::Points),
+        ];
+        let admin = admin();
+        let server = LocalMoveServer::new(move_server(&admin, &providers), server_db());
+        let mut old = Reader::with_card("old", card(1, OLD_BALANCE));
+        let new = Reader::with_card("new", card(2, NEW_BALANCE));
+        for p in &providers {
+            p.provider()
+                .issue_area(admin.as_ref(), &mut old, today(), &mut OsRng)
+                .unwrap();
+        }
+        let tickets = providers[1].provider();
+        tickets
+            .normal_use(
+                &mut old,
+                Some(&ServiceOperation::IssueTicket(ticket())),
+                &mut OsRng,
+            )
+            .unwrap();
+        tickets
+            .normal_use(
+                &mut old,
+                Some(&ServiceOperation::UseRide {
+                    ticket_id: 41,
+                    date: today(),
+                }),
+                &mut OsRng,
+            )
+            .unwrap();
+        providers[2]
+            .provider()
+            .normal_use(
+                &mut old,
+                Some(&ServiceOperation::EarnPoints {
+                    points: 1_200,
+                    expiry: today().add_days(365),
+                }),
+                &mut OsRng,
+            )
+            .unwrap();
+        server.with_db(|_, db| {
+            accounts::create_user(db, USER, PASSWORD, 0, &mut OsRng).unwrap();
+            accounts::register_chip(db, USER, &testing::card_id(1)).unwrap();
+            accounts::register_chip(db, USER, &testing::card_id(2)).unwrap();
+        });
+        World {
+            server,
+            providers,
+            admin,
+            old,
+            new,
+        }
+    }
+
+    pub fn run(&mut self, which: Which, mode: Mode) -> Result<Outcome, ClientError> {
+        let reader: &mut dyn CardReader = match which {
+            Which::Old => &mut self.old,
+            Which::New => &mut self.new,
+        };
+        client::run(&self.server, reader, USER, PASSWORD, mode, &mut |_| {})
+    }
+
+    pub fn upload(&mut self) -> Result<Outcome, ClientError> {
+        self.run(Which::Old, Mode::Upload)
+    }
+
+    pub fn download(&mut self) -> Result<Outcome, ClientError> {
+        self.run(Which::New, Mode::Download)
+    }
+
+    pub fn provider(&self, service: ServiceCode) -> &Arc<LocalProvider> {
+        self.providers
+            .iter()
+            .find(|p| p.provider().service() == service)
+            .unwrap()
+    }
+
+    /// Copies the providers' transfer SAMs still hold.
+    pub fn copies_held(&self) -> i64 {
+        self.providers
+            .iter()
+            .map(|p| p.with_db(|provider, db| provider.copies_held(db).unwrap()))
+            .sum()
+    }
+
+    pub fn chip(&self, which: Which) -> &TestCard {
+        match which {
+            Which::Old => self.old.card().unwrap(),
+            Which::New => self.new.card().unwrap(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Which {
+    Old,
+    New,
+}
+
+/// The key state of `service` on a chip, if it has the area.
+pub fn key_state(card: &TestCard, service: ServiceCode) -> Option<KeyState> {
+    let PersistentState::Personalized(purse) = card.state() else {
+        return None;
+    };
+    purse.services.area(service).map(|area| area.key_state)
+}
+
+pub fn content(card: &TestCard, service: ServiceCode) -> Option<AreaContent> {
+    let PersistentState::Personalized(purse) = card.state() else {
+        return None;
+    };
+    purse
+        .services
+        .area(service)
+        .and_then(|area| area.content.clone())
+}
+
+pub fn balance(card: &TestCard) -> u64 {
+    let PersistentState::Personalized(purse) = card.state() else {
+        return 0;
+    };
+    purse.balance.minor()
+}
+
+/// The ticket book and points account the old chip was issued with.
+pub fn original_tickets() -> AreaContent {
+    let mut ticket = ticket();
+    ticket.rides_left = Some(9);
+    AreaContent::Tickets(TicketBook {
+        tickets: vec![ticket],
+    })
+}
+
+pub fn original_points() -> AreaContent {
+    AreaContent::Points(PointsAccount {
+        points: 1_200,
+        expiry: today().add_days(365),
+    })
+}
+
+/// The invariant of every end state: each service usable on main keys on exactly one chip,
+/// with its original content there, and the purse value usable on main keys equal to what
+/// both chips held before (old 50.00 + new 7.00); the transfer SAMs hold no copy unless a
+/// move is between its upload and its end.
+pub fn assert_one_home_for_everything(world: &World) {
+    let old = world.chip(Which::Old);
+    let new = world.chip(Which::New);
+    for service in SERVICES {
+        let homes: Vec<Which> = [Which::Old, Which::New]
+            .into_iter()
+            .filter(|which| key_state(world.chip(*which), service) == Some(KeyState::Main))
+            .collect();
+        assert_eq!(homes.len(), 1, "service {service} usable on {homes:?}");
+        let home = world.chip(homes[0]);
+        match service {
+            TICKETS => assert_eq!(content(home, service), Some(original_tickets())),
+            POINTS => assert_eq!(content(home, service), Some(original_points())),
+            _ => {}
+        }
+    }
+    // The purse: the value usable is the old chip's if its purse is on main keys, the new
+    // chip's (its own and the moved value) once its purse is.
+    let usable = |card: &TestCard| -> u64 {
+        match key_state(card, PURSE) {
+            Some(KeyState::Main) => balance(card),
+            // A new chip without a purse area yet spends its own value.
+            None => balance(card),
+            Some(KeyState::Temporary) => 0,
+        }
+    };
+    let old_usable = usable(old);
+    let new_usable = usable(new);
+    assert_eq!(
+        old_usable + new_usable,
+        OLD_BALANCE + NEW_BALANCE,
+        "usable purse value: old {old_usable}, new {new_usable}"
+    );
+}
+
+/// A purse purchase's first command, well formed, from the test terminal.
+pub fn initialize_purchase(reader: &mut Reader) -> Response {
+    reader
+        .exchange(
+            &Command::new(0x00, ins::SELECT, 0x04, 0x00)
+                .with_data(PURSE_AID.to_vec())
+                .with_le(256),
+        )
+        .unwrap();
+    let (_, certificate) = testing::terminal();
+    reader
+        .exchange(
+            &Command::new(0x80, ins::INITIALIZE_PURCHASE, 0, 0)
+                .with_data(
+                    InitializePurchase {
+                        terminal_certificate: certificate,
+                        challenge_terminal: [0x11; 16],
+                        amount_max: Amount::new(100).unwrap(),
+                        date: today(),
+                    }
+                    .encode(),
+                )
+                .with_le(65_536),
+        )
+        .unwrap()
+}
+
+/// A reader that stops after `left` commands: the holder's device gone. With `deliver`
+/// the last command still reaches the chip (its answer is lost); without, it never does.
+pub struct CutReader<'a> {
+    pub inner: &'a mut Reader,
+    pub left: usize,
+    pub deliver: bool,
+}
+
+impl CardReader for CutReader<'_> {
+    fn transmit_raw(&mut self, apdu: &[u8]) -> Result<Vec<u8>, ReaderError> {
+        if self.left == 0 {
+            if self.deliver {
+                let _ = self.inner.transmit_raw(apdu);
+            }
+            if let Some(card) = self.inner.card_mut() {
+                card.reset();
+            }
+            return Err(ReaderError::CardRemoved);
+        }
+        self.left -= 1;
+        self.inner.transmit_raw(apdu)
+    }
+
+    fn name(&self) -> String {
+        self.inner.name()
+    }
+}
