@@ -544,12 +544,10 @@ impl MoveServer {
                             "discarded",
                         )?;
                     }
-                    if state == "registered" {
-                        // The chip was never switched: nothing to restore on it.
-                        set_move_state(db, &move_id, "registered", "rolled_back")?;
-                    } else {
-                        return self.challenge(db, session, Act::Restore);
-                    }
+                    // Even a move recorded as `registered` may have switched the chip (the
+                    // answer to S3 lost): the chip is always restored, which changes nothing
+                    // on a chip that was never switched.
+                    return self.challenge(db, session, Act::Restore);
                 }
                 _ => return self.finish(db, session, &move_id),
             }

@@ -14,7 +14,9 @@ use valuecard_card::{testing, Card};
 use valuecard_center::sql::Database;
 use valuecard_core::apdu::{Command, Response};
 use valuecard_core::crypto::SecretBytes;
+use valuecard_core::ids::CardId;
 use valuecard_core::messages::purse::{ins, InitializePurchase, PURSE_AID};
+use valuecard_core::messages::services::MoveId;
 use valuecard_core::messages::services::{
     AreaContent, KeyState, PointsAccount, ServiceCode, ServiceKind, ServiceOperation, Ticket,
     TicketBook,
@@ -22,10 +24,11 @@ use valuecard_core::messages::services::{
 use valuecard_core::money::Amount;
 use valuecard_core::time::{Date, FixedClock};
 use valuecard_migrate::client::{self, ClientError, Mode, Outcome};
+use valuecard_migrate::provider::Exchange;
 use valuecard_migrate::provider::{store, Provider};
 use valuecard_migrate::sam::{SoftwareAdminSam, SoftwareProviderSam};
 use valuecard_migrate::server::{
-    accounts, schema, LocalMoveServer, LocalProvider, MoveServer, ProviderLink,
+    accounts, schema, LinkError, LocalMoveServer, LocalProvider, MoveServer, ProviderLink,
 };
 use valuecard_reader::{CardReader, InProcessReader, ReaderError};
 
@@ -114,17 +117,6 @@ pub fn server_db() -> Database {
     db
 }
 
-pub fn move_server(admin: &Arc<SoftwareAdminSam>, providers: &[Arc<LocalProvider>]) -> MoveServer {
-    MoveServer::new(
-        admin.clone(),
-        providers
-            .iter()
-            .map(|p| p.clone() as Arc<dyn ProviderLink>)
-            .collect(),
-        Box::new(FixedClock(today())),
-    )
-}
-
 pub fn ticket() -> Ticket {
     Ticket {
         ticket_id: 41,
@@ -136,17 +128,38 @@ pub fn ticket() -> Ticket {
 }
 
 impl World {
-    /// The old chip (card 1, 50.00 in its purse) issued with the three services, one ride
-    /// of its ticket used and 1,200 points on it; the new chip (card 2, 7.00) blank of
-    /// services; both registered to the user.
     pub fn new() -> World {
+        World::with_links(|link| link)
+    }
+
+    /// The same world with the server reaching each provider through `wrap` (a link that
+    /// fails on purpose, say).
+    pub fn with_links(wrap: impl Fn(Arc<dyn ProviderLink>) -> Arc<dyn ProviderLink>) -> World {
         let providers = vec![
             provider(1, PURSE, ServiceKind::Purse),
             provider(2, TICKETS, ServiceKind::Tickets),
             provider(3, POINTS, ServiceKind::Points),
         ];
         let admin = admin();
-        let server = LocalMoveServer::new(move_server(&admin, &providers), server_db());
+        let links: Vec<Arc<dyn ProviderLink>> = providers
+            .iter()
+            .map(|p| wrap(p.clone() as Arc<dyn ProviderLink>))
+            .collect();
+        let server = LocalMoveServer::new(
+            MoveServer::new(admin.clone(), links, Box::new(FixedClock(today()))),
+            server_db(),
+        );
+        World::issued(server, providers, admin)
+    }
+
+    /// The old chip (card 1, 50.00 in its purse) issued with the three services, one ride
+    /// of its ticket used and 1,200 points on it; the new chip (card 2, 7.00) blank of
+    /// services; both registered to the user.
+    fn issued(
+        server: LocalMoveServer,
+        providers: Vec<Arc<LocalProvider>>,
+        admin: Arc<SoftwareAdminSam>,
+    ) -> World {
         let mut old = Reader::with_card("old", card(1, OLD_BALANCE));
         let new = Reader::with_card("new", card(2, NEW_BALANCE));
         for p in &providers {
@@ -198,11 +211,53 @@ impl World {
     }
 
     pub fn run(&mut self, which: Which, mode: Mode) -> Result<Outcome, ClientError> {
-        let reader: &mut dyn CardReader = match which {
+        self.run_cut(which, mode, usize::MAX, false)
+    }
+
+    /// A run whose device stops after `left` commands (see [`CutReader`]).
+    pub fn run_cut(
+        &mut self,
+        which: Which,
+        mode: Mode,
+        left: usize,
+        deliver: bool,
+    ) -> Result<Outcome, ClientError> {
+        let inner = match which {
             Which::Old => &mut self.old,
             Which::New => &mut self.new,
         };
-        client::run(&self.server, reader, USER, PASSWORD, mode, &mut |_| {})
+        let mut reader = CutReader {
+            inner,
+            left,
+            deliver,
+        };
+        client::run(&self.server, &mut reader, USER, PASSWORD, mode, &mut |_| {})
+    }
+
+    /// A clean run, and how many commands it sent to the chip.
+    pub fn run_counted(&mut self, which: Which, mode: Mode) -> (Outcome, usize) {
+        let reader = match which {
+            Which::Old => &mut self.old,
+            Which::New => &mut self.new,
+        };
+        let mut steps = 1;
+        let outcome = client::run(&self.server, reader, USER, PASSWORD, mode, &mut |_| {
+            steps += 1
+        })
+        .unwrap();
+        (outcome, steps)
+    }
+
+    /// Runs `mode` until it finishes, at most `tries` runs.
+    pub fn run_until_done(&mut self, which: Which, mode: Mode, tries: usize) -> Outcome {
+        let mut last = None;
+        for _ in 0..tries {
+            match self.run(which, mode) {
+                Ok(outcome) => return outcome,
+                Err(error) => last = Some(error),
+            }
+        }
+        panic!("{mode:?} did not finish in {tries} runs: {last:?}");
     }
 
     pub fn upload(&mut self) -> Result<Outcome, ClientError> {
@@ -374,5 +429,69 @@ impl CardReader for CutReader<'_> {
 
     fn name(&self) -> String {
         self.inner.name()
+    }
+}
+
+/// A provider link that fails its `fail_at`-th call (counting from 0 over every provider
+/// sharing `calls`): before the provider did anything, or, with `after`, once the provider
+/// did its work and only its answer is lost (a provider that died before answering).
+pub struct FaultyLink {
+    pub inner: Arc<dyn ProviderLink>,
+    pub calls: Arc<std::sync::atomic::AtomicUsize>,
+    pub fail_at: usize,
+    pub after: bool,
+}
+
+impl FaultyLink {
+    fn fault<T>(&self, work: impl FnOnce() -> Result<T, LinkError>) -> Result<T, LinkError> {
+        let call = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if call != self.fail_at {
+            return work();
+        }
+        if self.after {
+            let _ = work();
+        }
+        Err(LinkError::Down("the provider went away".into()))
+    }
+}
+
+impl ProviderLink for FaultyLink {
+    fn format(&self) -> valuecard_core::messages::services::AreaFormat {
+        self.inner.format()
+    }
+    fn key_packages(
+        &self,
+        card_certificate: &valuecard_core::cert::Certificate,
+    ) -> Result<
+        (
+            valuecard_core::messages::services::KeyPackage,
+            valuecard_core::messages::services::KeyPackage,
+        ),
+        LinkError,
+    > {
+        self.fault(|| self.inner.key_packages(card_certificate))
+    }
+    fn upload(
+        &self,
+        move_id: &MoveId,
+        source: &CardId,
+        certificate: &valuecard_core::cert::Certificate,
+        response: Option<&[u8]>,
+    ) -> Result<Exchange, LinkError> {
+        self.fault(|| self.inner.upload(move_id, source, certificate, response))
+    }
+    fn download(
+        &self,
+        move_id: &MoveId,
+        destination: &CardId,
+        response: Option<&[u8]>,
+    ) -> Result<Exchange, LinkError> {
+        self.fault(|| self.inner.download(move_id, destination, response))
+    }
+    fn clear(&self, move_id: &MoveId) -> Result<(), LinkError> {
+        self.fault(|| self.inner.clear(move_id))
+    }
+    fn discard(&self, move_id: &MoveId) -> Result<(), LinkError> {
+        self.fault(|| self.inner.discard(move_id))
     }
 }
