@@ -84,7 +84,7 @@ fn every_service_moves_to_the_new_chip_and_the_old_one_stays_a_locked_backup() {
         .normal_use(
             &mut world.new,
             Some(&ServiceOperation::UseRide {
-                ticket_id: 41,
+                ticket_id: TICKET_ID,
                 date: today(),
             }),
             &mut OsRng,

@@ -1,6 +1,7 @@
 //! One provider SAM's session on one area: mutual authentication with the key of the
-//! area's current state, then the secured commands. Normal use (READ AREA, UPDATE AREA)
-//! needs main keys; a move's EXPORT AREA and IMPORT AREA need temporary keys.
+//! area's current state, then the secured commands. UPDATE AREA (normal use) needs main
+//! keys; a move's EXPORT AREA and IMPORT AREA need temporary keys; READ AREA answers in
+//! either state, to whichever SAM holds the key of the area's current state.
 
 use rand_core::CryptoRngCore;
 use valuecard_core::apdu::Command;
@@ -13,9 +14,9 @@ use valuecard_core::messages::services::{
 };
 use valuecard_core::StatusWord;
 
-use super::{channel_status, ServicesSession};
+use super::{channel_status, storable, ServicesSession};
 use crate::purse::{apply_update, wrong_data, Effect, Volatile};
-use crate::state::{PersistentState, Purse, ServiceArea};
+use crate::state::{Purse, ServiceArea};
 
 /// OPEN SERVICE: draw C, derive the session from the area's key in its current state, and
 /// prove it.
@@ -110,9 +111,10 @@ pub(super) fn secured(
         ins::EXPORT_AREA => export_area(&plaintext, purse, area)?,
         _ => import_area(&plaintext, purse, area, &binding)?,
     };
+    let next = next.map(storable).transpose()?;
     let sealed = channel.seal(command.ins, &answer).map_err(channel_status)?;
     Ok(match next {
-        Some(next) => Effect::commit(sealed, PersistentState::Personalized(Box::new(next))),
+        Some(next) => Effect::commit(sealed, next),
         None => Effect::reply(sealed),
     })
 }
@@ -134,6 +136,7 @@ fn readout(purse: &Purse, area: &ServiceArea) -> AreaReadout {
         card_id: purse.keys.card_id,
         service: area.format.service,
         content: content_of(purse, area),
+        imported: area.imported,
     }
 }
 
@@ -189,6 +192,18 @@ fn export_area(
         .is_some_and(|exported| exported != request.move_id)
     {
         return Err(StatusWord::CONDITIONS_NOT_SATISFIED);
+    }
+    if area.format.kind == ServiceKind::Purse {
+        // The purse's value leaves this chip: never from a blocked purse (no command moves
+        // its value), and never while a transfer it sent is unsettled, whose amount may
+        // already be on the destination card and would then exist twice. The move is rolled
+        // back (main keys), the transfer settled, and the move made again.
+        if purse.blocked {
+            return Err(StatusWord::FUNCTION_NOT_SUPPORTED);
+        }
+        if purse.transfer.sent.is_some() {
+            return Err(StatusWord::CONDITIONS_NOT_SATISFIED);
+        }
     }
     let card_id = purse.keys.card_id;
     let content = content_of(purse, area);

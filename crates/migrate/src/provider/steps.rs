@@ -69,9 +69,6 @@ struct Carry {
     /// The old chip's certificate (hex), for a purse upload's signature.
     #[serde(default)]
     certificate: Option<String>,
-    /// The purse record signed for the import (hex), for the center's report.
-    #[serde(default)]
-    record: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -306,7 +303,6 @@ impl Provider {
                 awaiting: Awaiting::Authentication,
                 carry: Carry {
                     certificate: certificate.clone(),
-                    record: None,
                 },
             },
             command(
@@ -627,7 +623,7 @@ impl Provider {
             to_card,
             to_host,
             awaiting,
-            carry,
+            ..
         } = step
         else {
             return Err(ProviderError::OutOfOrder("download"));
@@ -684,10 +680,18 @@ impl Provider {
                 if readout.card_id != *destination || here.card_id != *destination {
                     return Err(ProviderError::Answer("a readout of another chip"));
                 }
+                if let Some((imported, imported_digest)) = readout.imported {
+                    // The chip took this move's import already (its receipt was lost): the
+                    // chip's own sealed word for it stands in for the receipt.
+                    if imported != *move_id || imported_digest != digest {
+                        return Err(ProviderError::Answer("the purse took another move's value"));
+                    }
+                    self.mark_downloaded(db, move_id, destination, &exported, now)?;
+                    return Ok(Exchange::Done);
+                }
                 let binding = *channel.binding();
                 let signed =
-                    self.sign_purse_record(db, destination, &binding, moved, here, today)?;
-                let record = hex::encode(signed.encode());
+                    self.sign_purse_record(db, move_id, destination, &binding, moved, here, today)?;
                 let import = ImportRequest {
                     move_id: *move_id,
                     source,
@@ -703,10 +707,7 @@ impl Provider {
                     Awaiting::Import,
                     ins::IMPORT_AREA,
                     &import.encode(),
-                    Carry {
-                        certificate: None,
-                        record: Some(record),
-                    },
+                    Carry::default(),
                 )
             }
             Awaiting::Import => {
@@ -724,11 +725,7 @@ impl Provider {
                 {
                     return Err(ProviderError::Answer("a receipt for another import"));
                 }
-                let record = carry
-                    .record
-                    .and_then(|text| hex::decode(text).ok())
-                    .unwrap_or_default();
-                self.mark_downloaded(db, move_id, destination, &exported, &record, now)?;
+                self.mark_downloaded(db, move_id, destination, &exported, now)?;
                 Ok(Exchange::Done)
             }
             Awaiting::Export => Err(ProviderError::OutOfOrder("download")),
@@ -736,10 +733,13 @@ impl Provider {
     }
 
     /// The record that credits the moved value to the new chip's purse, for exactly the
-    /// state the chip just showed in this session.
+    /// state the chip just showed in this session. The copy keeps the latest record signed:
+    /// the chip applies at most one, and once it has, it says so and no other is signed.
+    #[allow(clippy::too_many_arguments)]
     fn sign_purse_record(
         &self,
         db: &mut Database,
+        move_id: &MoveId,
         destination: &CardId,
         binding: &ChannelBinding,
         moved: &valuecard_core::messages::services::PurseValue,
@@ -754,20 +754,33 @@ impl Provider {
             .balance
             .checked_add(moved.balance)
             .map_err(|_| ProviderError::Answer("the new purse cannot hold the moved value"))?;
-        let writer_sequence = db.transaction(|tx| self.next_sequence(tx))?;
-        let record = MigrationRecord {
-            card_id: *destination,
-            writer: self.transfer.certificate().subject(),
-            challenge_host: binding.host_challenge,
-            challenge_card: binding.card_challenge,
-            counter,
-            amount: moved.balance,
-            balance_after,
-            writer_sequence,
-            date: today,
-        };
-        let signature: Signature = self.transfer.sign_migration_record(&record)?;
-        Ok(record.usage_record(signature))
+        let writer = self.transfer.certificate().subject();
+        let service = i64::from(self.service.0);
+        let signed =
+            db.transaction(|tx| {
+                let record = MigrationRecord {
+                    card_id: *destination,
+                    writer,
+                    challenge_host: binding.host_challenge,
+                    challenge_card: binding.card_challenge,
+                    counter,
+                    amount: moved.balance,
+                    balance_after,
+                    writer_sequence: self.next_sequence(tx)?,
+                    date: today,
+                };
+                let signature: Signature = match self.transfer.sign_migration_record(&record) {
+                    Ok(signature) => signature,
+                    Err(error) => return Ok(Err(error)),
+                };
+                let usage = record.usage_record(signature);
+                tx.execute(
+                "UPDATE provider_copies SET purse_record = $3 WHERE move_id = $1 AND service = $2",
+                &[move_id.to_vec().into(), service.into(), usage.encode().into()],
+            )?;
+                Ok(Ok(usage))
+            })??;
+        Ok(signed)
     }
 
     fn mark_downloaded(
@@ -776,7 +789,6 @@ impl Provider {
         move_id: &MoveId,
         destination: &CardId,
         exported: &ExportedArea,
-        record: &[u8],
         now: i64,
     ) -> Result<(), ProviderError> {
         let service = i64::from(self.service.0);
@@ -798,6 +810,14 @@ impl Provider {
                     "SELECT 1 FROM provider_purse_moves WHERE move_id = $1",
                     &[move_id.to_vec().into()],
                 )?;
+                let record = tx
+                    .query_one(
+                        "SELECT purse_record FROM provider_copies WHERE move_id = $1 \
+                         AND service = $2",
+                        &[move_id.to_vec().into(), service.into()],
+                    )?
+                    .optional_bytes(0)?
+                    .unwrap_or_default();
                 if present.is_none() {
                     tx.execute(
                         "INSERT INTO provider_purse_moves (move_id, source, destination, amount, \
@@ -810,7 +830,7 @@ impl Provider {
                             value.balance.into(),
                             value.counter.into(),
                             signature.0.to_vec().into(),
-                            record.to_vec().into(),
+                            record.clone().into(),
                         ],
                     )?;
                 }

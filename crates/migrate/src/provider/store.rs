@@ -22,6 +22,7 @@ pub const MIGRATIONS: &[Migration] = &[
         destination   BYTEA CHECK (length(destination) = 8),
         digest        BYTEA NOT NULL CHECK (length(digest) = 32),
         sealed_copy   BYTEA,
+        purse_record  BYTEA,
         state         TEXT NOT NULL
             CHECK (state IN ('uploaded', 'downloaded', 'cleared', 'discarded')),
         uploaded_on   BIGINT NOT NULL,

@@ -42,8 +42,12 @@ pub const SERVICES: [ServiceCode; 3] = [PURSE, TICKETS, POINTS];
 
 pub const USER: &str = "hanako";
 pub const PASSWORD: &str = "correct horse battery";
-pub const OLD_BALANCE: u64 = 5_000;
+/// Distinctive values, so that a search for them in what the server saw cannot hit by
+/// chance.
+pub const OLD_BALANCE: u64 = 87_654_321;
 pub const NEW_BALANCE: u64 = 700;
+pub const TICKET_ID: u32 = 0x51F0_2E9A;
+pub const POINTS_HELD: u64 = 918_273;
 
 pub fn today() -> Date {
     testing::today()
@@ -119,8 +123,8 @@ pub fn server_db() -> Database {
 
 pub fn ticket() -> Ticket {
     Ticket {
-        ticket_id: 41,
-        product: 7,
+        ticket_id: TICKET_ID,
+        product: 0x7A3C,
         valid_from: today(),
         valid_until: today().add_days(30),
         rides_left: Some(10),
@@ -179,7 +183,7 @@ impl World {
             .normal_use(
                 &mut old,
                 Some(&ServiceOperation::UseRide {
-                    ticket_id: 41,
+                    ticket_id: TICKET_ID,
                     date: today(),
                 }),
                 &mut OsRng,
@@ -190,7 +194,7 @@ impl World {
             .normal_use(
                 &mut old,
                 Some(&ServiceOperation::EarnPoints {
-                    points: 1_200,
+                    points: POINTS_HELD,
                     expiry: today().add_days(365),
                 }),
                 &mut OsRng,
@@ -333,7 +337,7 @@ pub fn original_tickets() -> AreaContent {
 
 pub fn original_points() -> AreaContent {
     AreaContent::Points(PointsAccount {
-        points: 1_200,
+        points: POINTS_HELD,
         expiry: today().add_days(365),
     })
 }
@@ -493,5 +497,23 @@ impl ProviderLink for FaultyLink {
     }
     fn discard(&self, move_id: &MoveId) -> Result<(), LinkError> {
         self.fault(|| self.inner.discard(move_id))
+    }
+}
+
+/// A reader that keeps every command and answer that passed through the holder's device.
+pub struct RecordingReader<'a> {
+    pub inner: &'a mut Reader,
+    pub seen: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+impl CardReader for RecordingReader<'_> {
+    fn transmit_raw(&mut self, apdu: &[u8]) -> Result<Vec<u8>, ReaderError> {
+        let response = self.inner.transmit_raw(apdu)?;
+        self.seen.push((apdu.to_vec(), response.clone()));
+        Ok(response)
+    }
+
+    fn name(&self) -> String {
+        self.inner.name()
     }
 }

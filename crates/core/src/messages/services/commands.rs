@@ -463,31 +463,44 @@ impl UpdateArea {
     }
 }
 
-/// READ AREA and UPDATE AREA responses (sealed): the area's content.
+/// READ AREA and UPDATE AREA responses (sealed): the area's content and, once a move's
+/// content was imported into it, that move and the content's digest (so that a transfer
+/// SAM whose receipt was lost learns from the chip itself that its import landed).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AreaReadout {
     pub card_id: CardId,
     pub service: ServiceCode,
     pub content: AreaContent,
+    pub imported: Option<(MoveId, [u8; 32])>,
 }
 
 impl AreaReadout {
     pub fn encode(&self) -> Vec<u8> {
-        let mut w = TlvWriter::with_capacity(300);
+        let mut w = TlvWriter::with_capacity(360);
         w.put(tag::CARD_ID, self.card_id.as_bytes())
             .put(tag::SERVICE, &self.service.0.to_be_bytes());
         self.content.encode_into(&mut w);
+        if let Some((move_id, digest)) = &self.imported {
+            w.put(tag::IMPORTED_FOR, move_id).put(tag::DIGEST, digest);
+        }
         w.into_bytes()
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         let mut r = TlvReader::new(bytes);
-        let readout = AreaReadout {
-            card_id: CardId(r.expect_array(tag::CARD_ID)?),
-            service: service_code(&mut r)?,
-            content: AreaContent::decode_value(r.expect(tag::CONTENT)?)?,
+        let card_id = CardId(r.expect_array(tag::CARD_ID)?);
+        let service = service_code(&mut r)?;
+        let content = AreaContent::decode_value(r.expect(tag::CONTENT)?)?;
+        let imported = match r.optional(tag::IMPORTED_FOR)? {
+            None => None,
+            Some(id) => Some((move_id(id)?, r.expect_array(tag::DIGEST)?)),
         };
         r.finish()?;
-        Ok(readout)
+        Ok(AreaReadout {
+            card_id,
+            service,
+            content,
+            imported,
+        })
     }
 }

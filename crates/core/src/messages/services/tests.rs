@@ -252,6 +252,7 @@ fn all_messages() -> Vec<Sample> {
                 card_id: CARD,
                 service: TRANSIT,
                 content: tickets(),
+                imported: Some(([3; MOVE_ID_LEN], [4; 32])),
             }
             .encode(),
             |b| AreaReadout::decode(b).ok().map(|m| m.encode()),
