@@ -62,7 +62,12 @@ pub struct World {
     pub new: Reader,
 }
 
-fn provider(number: u8, service: ServiceCode, kind: ServiceKind) -> Arc<LocalProvider> {
+fn provider(
+    number: u8,
+    service: ServiceCode,
+    kind: ServiceKind,
+    mut db: Database,
+) -> Arc<LocalProvider> {
     let (normal_key, normal_certificate) = testing::service_provider(number);
     let (transfer_key, transfer_certificate) = testing::service_transfer(number);
     let normal = SoftwareProviderSam::new(
@@ -90,7 +95,6 @@ fn provider(number: u8, service: ServiceCode, kind: ServiceKind) -> Arc<LocalPro
         testing::anchor(),
     )
     .unwrap();
-    let mut db = Database::open_sqlite_in_memory().unwrap();
     db.migrate_schema(store::MIGRATION_TABLE, store::MIGRATIONS)
         .unwrap();
     Arc::new(LocalProvider::new(
@@ -114,8 +118,7 @@ pub fn admin() -> Arc<SoftwareAdminSam> {
     Arc::new(SoftwareAdminSam::new(key, certificate).unwrap())
 }
 
-pub fn server_db() -> Database {
-    let mut db = Database::open_sqlite_in_memory().unwrap();
+pub fn server_db(mut db: Database) -> Database {
     db.migrate_schema(schema::MIGRATION_TABLE, schema::MIGRATIONS)
         .unwrap();
     db
@@ -139,10 +142,19 @@ impl World {
     /// The same world with the server reaching each provider through `wrap` (a link that
     /// fails on purpose, say).
     pub fn with_links(wrap: impl Fn(Arc<dyn ProviderLink>) -> Arc<dyn ProviderLink>) -> World {
+        World::build(wrap, &mut || Database::open_sqlite_in_memory().unwrap())
+    }
+
+    /// The same world with each provider and the server on a database of its own from
+    /// `open` (SQLite in memory, or a PostgreSQL schema each).
+    pub fn build(
+        wrap: impl Fn(Arc<dyn ProviderLink>) -> Arc<dyn ProviderLink>,
+        open: &mut dyn FnMut() -> Database,
+    ) -> World {
         let providers = vec![
-            provider(1, PURSE, ServiceKind::Purse),
-            provider(2, TICKETS, ServiceKind::Tickets),
-            provider(3, POINTS, ServiceKind::Points),
+            provider(1, PURSE, ServiceKind::Purse, open()),
+            provider(2, TICKETS, ServiceKind::Tickets, open()),
+            provider(3, POINTS, ServiceKind::Points, open()),
         ];
         let admin = admin();
         let links: Vec<Arc<dyn ProviderLink>> = providers
@@ -151,7 +163,7 @@ impl World {
             .collect();
         let server = LocalMoveServer::new(
             MoveServer::new(admin.clone(), links, Box::new(FixedClock(today()))),
-            server_db(),
+            server_db(open()),
         );
         World::issued(server, providers, admin)
     }
