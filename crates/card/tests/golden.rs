@@ -21,6 +21,11 @@ use valuecard_core::messages::credit::{
 use valuecard_core::messages::purse::{
     ins, DebitCommand, InitializePurchase, PurchaseCommit, PurchaseOffer, PURSE_AID,
 };
+use valuecard_core::messages::services::{
+    area_key, ins as services_ins, AreaContent, ChannelBinding, KeyState, OpenService,
+    OpenServiceResponse, ServiceAuthenticate, ServiceChannel, ServiceCode, ServiceKind,
+    ServiceOperation, Ticket, TicketBook, UpdateArea, CLA_SERVICES, SERVICES_AID,
+};
 use valuecard_core::money::Amount;
 
 fn golden_path(version: u16) -> PathBuf {
@@ -33,8 +38,8 @@ fn send(card: &mut Card<MemoryEeprom, rand_chacha::ChaCha20Rng>, command: Comman
     Response::parse(&card.transmit(&command.encode()).unwrap()).unwrap()
 }
 
-/// A purse with one purchase, credit mode and two transfers behind it: every persisted field
-/// is present.
+/// A purse with one purchase, credit mode, two transfers and two service areas behind it:
+/// every persisted field is present.
 fn reference_image() -> Vec<u8> {
     let memory = MemoryEeprom::new(EEPROM_SIZE);
     let rng = rand_chacha::ChaCha20Rng::seed_from_u64(42);
@@ -99,7 +104,108 @@ fn reference_image() -> Vec<u8> {
     credit_with_one_service(&mut card);
     drop(card);
     two_transfers(memory.clone());
+    two_service_areas(memory.clone());
     memory.snapshot()
+}
+
+/// The purse's area (test provider 1), and the tickets area of test provider 2.
+const PURSE_SERVICE: ServiceCode = ServiceCode(0x0001);
+const TICKETS_SERVICE: ServiceCode = ServiceCode(0x0102);
+
+fn golden_ticket() -> Ticket {
+    Ticket {
+        ticket_id: 7,
+        product: 0x0A0B,
+        valid_from: testing::today(),
+        valid_until: testing::today().add_days(90),
+        rides_left: Some(10),
+    }
+}
+
+/// Format 6: the purse's service area and a tickets area, both on main keys, the tickets
+/// area holding one carnet.
+fn two_service_areas(memory: MemoryEeprom) {
+    let mut card = Card::open(memory, rand_chacha::ChaCha20Rng::seed_from_u64(44)).unwrap();
+    let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(45);
+    let services = |ins: u8, data: Vec<u8>| {
+        Command::new(CLA_SERVICES, ins, 0, 0)
+            .with_data(data)
+            .with_le(65_536)
+    };
+    let ok = |response: Response| {
+        assert!(response.sw.is_success(), "{}", response.sw);
+        response.data
+    };
+    ok(send(
+        &mut card,
+        Command::new(0x00, ins::SELECT, 0x04, 0x00)
+            .with_data(SERVICES_AID.to_vec())
+            .with_le(256),
+    ));
+    for (service, kind, provider) in [
+        (PURSE_SERVICE, ServiceKind::Purse, 1),
+        (TICKETS_SERVICE, ServiceKind::Tickets, 2),
+    ] {
+        let challenge = ok(send(
+            &mut card,
+            Command::new(0x00, services_ins::GET_CHALLENGE, 0, 0).with_le(16),
+        ));
+        let request = testing::format_area(
+            1,
+            &challenge.try_into().unwrap(),
+            testing::area_format(service, kind, provider),
+            KeyState::Main,
+            provider,
+            &mut rng,
+        );
+        ok(send(
+            &mut card,
+            services(services_ins::FORMAT_AREA, request.encode()),
+        ));
+    }
+    let host_challenge = [0x66; 16];
+    let answer = OpenServiceResponse::decode(&ok(send(
+        &mut card,
+        services(
+            services_ins::OPEN_SERVICE,
+            OpenService {
+                service: TICKETS_SERVICE,
+                host_challenge,
+            }
+            .encode(),
+        ),
+    )))
+    .unwrap();
+    let card_id = testing::card_id(1);
+    let key = area_key(
+        &testing::area_master(2, KeyState::Main),
+        KeyState::Main,
+        &card_id,
+        TICKETS_SERVICE,
+    );
+    let binding = ChannelBinding {
+        card_id,
+        service: TICKETS_SERVICE,
+        key_state: KeyState::Main,
+        host_challenge,
+        card_challenge: answer.card_challenge,
+    };
+    let (mut channel, host_cryptogram) =
+        ServiceChannel::for_host(&key, binding, &answer.card_cryptogram).unwrap();
+    ok(send(
+        &mut card,
+        services(
+            services_ins::EXTERNAL_AUTHENTICATE,
+            ServiceAuthenticate { host_cryptogram }.encode(),
+        ),
+    ));
+    let issue = UpdateArea {
+        operation: ServiceOperation::IssueTicket(golden_ticket()),
+    };
+    let sealed = channel
+        .seal(services_ins::UPDATE_AREA, &issue.encode())
+        .unwrap();
+    ok(send(&mut card, services(services_ins::UPDATE_AREA, sealed)));
 }
 
 /// Format 5: the card received 5.00 from card 2 (a receipt) and sent 7.00 to card 3, which
@@ -250,6 +356,25 @@ fn every_format_version_has_a_golden_image_that_loads() {
             assert_eq!(transfer.received[0].amount.minor(), 500);
         } else {
             assert!(purse.transfer.is_empty());
+        }
+        if version >= 6 {
+            let areas = &purse.services.areas;
+            assert_eq!(areas.len(), 2);
+            let purse_area = purse.services.area(PURSE_SERVICE).unwrap();
+            assert_eq!(purse_area.format.kind, ServiceKind::Purse);
+            assert_eq!(purse_area.key_state, KeyState::Main);
+            assert_eq!(purse_area.content, None);
+            let tickets = purse.services.area(TICKETS_SERVICE).unwrap();
+            assert_eq!(tickets.key_state, KeyState::Main);
+            assert_eq!(
+                tickets.content,
+                Some(AreaContent::Tickets(TicketBook {
+                    tickets: vec![golden_ticket()]
+                }))
+            );
+            assert!(!purse.services.purse_on_temporary_keys());
+        } else {
+            assert!(purse.services.is_empty());
         }
     }
 }

@@ -101,7 +101,8 @@ fn signed_sets(
             TransactionKind::TransferOut
             | TransactionKind::TransferIn
             | TransactionKind::OnlinePayment
-            | TransactionKind::OnlineCharge => {
+            | TransactionKind::OnlineCharge
+            | TransactionKind::MigrationIn => {
                 return Err("the ingest workload holds only loads and purchases".into())
             }
         };

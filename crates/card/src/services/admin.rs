@@ -11,8 +11,9 @@ use valuecard_core::messages::services::{
 };
 use valuecard_core::StatusWord;
 
+use super::storable;
 use crate::purse::{cert_status, wrong_data, Effect};
-use crate::state::{PersistentState, Purse, ServiceArea};
+use crate::state::{Purse, ServiceArea};
 
 /// Checks the administrative SAM's certificate under the card's anchor and its signature.
 fn verify_admin(
@@ -143,10 +144,7 @@ pub(super) fn format_area(
     }
     let mut next = purse.clone();
     next.services.areas.push(area);
-    Ok(Effect::commit(
-        Vec::new(),
-        PersistentState::Personalized(Box::new(next)),
-    ))
+    Ok(Effect::commit(Vec::new(), storable(next)?))
 }
 
 /// SWITCH KEYS: the named areas' key states. Going back to main keys clears the area's
@@ -182,8 +180,5 @@ pub(super) fn switch_keys(
     if next.services == purse.services {
         return Ok(Effect::reply(Vec::new()));
     }
-    Ok(Effect::commit(
-        Vec::new(),
-        PersistentState::Personalized(Box::new(next)),
-    ))
+    Ok(Effect::commit(Vec::new(), storable(next)?))
 }

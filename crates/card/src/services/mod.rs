@@ -22,12 +22,14 @@ mod tests;
 use rand_core::CryptoRngCore;
 use valuecard_core::apdu::Command;
 use valuecard_core::crypto::random_array;
+use valuecard_core::limits::TLV_VALUE_MAX;
 use valuecard_core::messages::purse::Challenge;
 use valuecard_core::messages::services::{
     ins, ChannelError, PendingCardChannel, ServiceChannel, ServicesFci, CLA_SERVICES,
 };
 use valuecard_core::StatusWord;
 
+use crate::image::PAYLOAD_MAX;
 use crate::purse::{Effect, Volatile};
 use crate::state::{PersistentState, Purse};
 
@@ -65,6 +67,23 @@ fn channel_status(error: ChannelError) -> StatusWord {
             StatusWord::SECURITY_STATUS_NOT_SATISFIED
         }
     }
+}
+
+/// The state after a services command, if the card can keep it. The service areas are one
+/// field of the image, so together they must stay within one TLV value
+/// (`TLV_VALUE_MAX`), and the whole image within a slot (`PAYLOAD_MAX`): a change beyond
+/// either is refused as `6A84` and changes nothing. A chip therefore cannot hold
+/// `CHIP_AREAS_MAX` areas all filled to `AREA_TICKETS_MAX` tickets at once; an image the
+/// card could not decode again is never written.
+fn storable(next: Purse) -> Result<PersistentState, StatusWord> {
+    if next.services.encode().len() > TLV_VALUE_MAX {
+        return Err(StatusWord::NOT_ENOUGH_MEMORY);
+    }
+    let state = PersistentState::Personalized(Box::new(next));
+    if state.encode().len() > PAYLOAD_MAX {
+        return Err(StatusWord::NOT_ENOUGH_MEMORY);
+    }
+    Ok(state)
 }
 
 /// SELECT of the services application: only a personalized card has it; the FCI is the

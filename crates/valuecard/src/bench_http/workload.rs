@@ -261,7 +261,8 @@ pub(super) fn floor_seconds_per_record(
                 TransactionKind::TransferOut
                 | TransactionKind::TransferIn
                 | TransactionKind::OnlinePayment
-                | TransactionKind::OnlineCharge => {
+                | TransactionKind::OnlineCharge
+                | TransactionKind::MigrationIn => {
                     return Err("the upload workload holds only loads and purchases".into())
                 }
             };
