@@ -224,12 +224,12 @@ fn rejects_unknown_state_and_kind() {
         let kind = sample.message.kind();
         for (field_tag, field, valid) in [
             (tag::STATE, "state", &[0x01u8, 0x02, 0x03, 0x7F][..]),
-            // Purchase, load, the transfer out and in of seed 000, and the online payment
-            // and charge of seed 004.
+            // Purchase, load, the transfer out and in of seed 000, the online payment
+            // and charge of seed 004, and the move's record of seed 002.
             (
                 tag::KIND,
                 "kind",
-                &[0x01u8, 0x02, 0x03, 0x04, 0x05, 0x06][..],
+                &[0x01u8, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07][..],
             ),
         ] {
             for value in 0..=u8::MAX {
@@ -241,10 +241,11 @@ fn rejects_unknown_state_and_kind() {
                         }
                         Err(Refusal::Message(DecodeError::Field { field: refused, .. }))
                             if !valid.contains(&value) && refused == field => {}
-                        // A purchase record turned into a load or an online update
-                        // still carries the purchase's stamp, which those may not have.
+                        // A purchase record turned into a load, an online update or a
+                        // move's record still carries the purchase's stamp, which those
+                        // may not have.
                         Err(Refusal::Message(DecodeError::Field { field: "stamp", .. }))
-                            if field == "kind" && matches!(value, 0x02 | 0x05 | 0x06) => {}
+                            if field == "kind" && matches!(value, 0x02 | 0x05 | 0x06 | 0x07) => {}
                         other => panic!("{}: {field} {value:#04x} gave {other:?}", sample.name),
                     }
                 }

@@ -252,7 +252,7 @@ fn all_messages() -> Vec<Sample> {
                 card_id: CARD,
                 service: TRANSIT,
                 content: tickets(),
-                imported: Some(([3; MOVE_ID_LEN], [4; 32])),
+                imported: None,
             }
             .encode(),
             |b| AreaReadout::decode(b).ok().map(|m| m.encode()),
@@ -444,4 +444,32 @@ fn a_migration_record_is_signed_under_its_own_context() {
     );
     // Round trip through the purse's record codec (stampless).
     assert_eq!(UsageRecord::decode(&record.encode()).unwrap(), record);
+}
+
+#[test]
+fn a_readout_names_the_move_imported_into_the_area() {
+    let readout = AreaReadout {
+        card_id: CARD,
+        service: TRANSIT,
+        content: tickets(),
+        imported: Some(([3; MOVE_ID_LEN], [4; 32])),
+    };
+    let encoded = readout.encode();
+    assert_eq!(AreaReadout::decode(&encoded).unwrap(), readout);
+    // The mark is optional at the end: a cut before it is the readout without it, and
+    // any other cut is refused.
+    let without = AreaReadout {
+        imported: None,
+        ..readout.clone()
+    }
+    .encode();
+    for cut in 0..encoded.len() {
+        match AreaReadout::decode(&encoded[..cut]) {
+            Ok(decoded) => {
+                assert_eq!(cut, without.len());
+                assert_eq!(decoded.imported, None);
+            }
+            Err(_) => assert_ne!(cut, without.len()),
+        }
+    }
 }
