@@ -652,17 +652,7 @@ impl Provider {
                     content: exported.content,
                     record: None,
                 };
-                self.send_secured(
-                    db,
-                    move_id,
-                    destination,
-                    Direction::Download,
-                    channel,
-                    Awaiting::Import,
-                    ins::IMPORT_AREA,
-                    &import.encode(),
-                    Carry::default(),
-                )
+                self.send_import(db, destination, channel, &import)
             }
             Awaiting::ReadPurse => {
                 let sealed = answer(response)?;
@@ -698,17 +688,7 @@ impl Provider {
                     content: exported.content.clone(),
                     record: Some(signed),
                 };
-                self.send_secured(
-                    db,
-                    move_id,
-                    destination,
-                    Direction::Download,
-                    channel,
-                    Awaiting::Import,
-                    ins::IMPORT_AREA,
-                    &import.encode(),
-                    Carry::default(),
-                )
+                self.send_import(db, destination, channel, &import)
             }
             Awaiting::Import => {
                 let sealed = answer(response)?;
@@ -730,6 +710,27 @@ impl Provider {
             }
             Awaiting::Export => Err(ProviderError::OutOfOrder("download")),
         }
+    }
+
+    /// S14: IMPORT AREA with the copy's content (and, for the purse, its record).
+    fn send_import(
+        &self,
+        db: &mut Database,
+        destination: &CardId,
+        channel: ServiceChannel,
+        import: &ImportRequest,
+    ) -> Result<Exchange, ProviderError> {
+        self.send_secured(
+            db,
+            &import.move_id,
+            destination,
+            Direction::Download,
+            channel,
+            Awaiting::Import,
+            ins::IMPORT_AREA,
+            &import.encode(),
+            Carry::default(),
+        )
     }
 
     /// The record that credits the moved value to the new chip's purse, for exactly the
