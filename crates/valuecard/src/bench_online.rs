@@ -65,8 +65,9 @@ fn amount(minor: u64) -> Amount {
     Amount::new(minor).unwrap_or(Amount::ZERO)
 }
 
-/// The world: a center with `count` cards issued with 5000.00 each, and a certified
-/// security server's keys.
+/// The world: a center with `count` cards issued with 500,000.00 each (the floor alone
+/// spends thousands of purchases from one card in its second), and a certified security
+/// server's keys.
 fn set_up(
     count: usize,
 ) -> Result<
@@ -88,7 +89,7 @@ fn set_up(
             .map_err(|e| e.to_string())?;
         let mut reader = InProcessReader::with_card(format!("holder {index}"), card);
         world
-            .issue(&mut reader, amount(500_000))
+            .issue(&mut reader, amount(50_000_000))
             .map_err(|e| e.to_string())?;
         readers.push(reader);
     }
