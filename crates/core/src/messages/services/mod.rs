@@ -58,7 +58,8 @@ pub mod ins {
     pub const OPEN_SERVICE: u8 = 0x50;
     /// Mutual authentication, second half: the host cryptogram.
     pub const EXTERNAL_AUTHENTICATE: u8 = 0x82;
-    /// Normal use (main keys): the area's content, sealed.
+    /// The area's content, sealed, on either key state (the normal SAM reads it in normal
+    /// use, the transfer SAM reads the new purse before it signs the move's record).
     pub const READ_AREA: u8 = 0xB0;
     /// Normal use (main keys): one operation on the area, sealed; the new content out.
     pub const UPDATE_AREA: u8 = 0xD6;
