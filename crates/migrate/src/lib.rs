@@ -19,3 +19,11 @@ pub mod client;
 pub mod provider;
 pub mod sam;
 pub mod server;
+
+/// Seconds since the epoch, for the books (records of when, never used to decide).
+pub(crate) fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_secs() as i64)
+        .unwrap_or(0)
+}

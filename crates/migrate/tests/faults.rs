@@ -143,12 +143,24 @@ fn a_provider_gone_at_every_call_is_reported_and_the_move_resumes() {
 #[test]
 fn a_rollback_is_refused_once_the_download_began() {
     let mut world = World::new();
-    world.upload().unwrap();
+    let uploaded = world.upload().unwrap();
     // Formatting the new chip's three areas is six commands after its two SELECTs, then
     // the first provider's download begins.
     assert!(world
         .run_cut(Which::New, Mode::Download, 12, false)
         .is_err());
+    // The provider whose download began refuses to discard its copy, whatever a server
+    // asks.
+    let refused = world
+        .provider(PURSE)
+        .with_db(|p, db| p.discard(db, &uploaded.move_id, 0));
+    assert!(
+        matches!(
+            refused,
+            Err(valuecard_migrate::provider::ProviderError::Downloaded)
+        ),
+        "{refused:?}"
+    );
     assert!(matches!(
         world.run(Which::Old, Mode::Rollback),
         Err(valuecard_migrate::client::ClientError::Server(

@@ -15,9 +15,11 @@
 //! Every message to and from the chip in a session is sealed under the area key, which
 //! only the chip and this provider's SAM hold.
 
+mod conversation;
+mod download;
 pub mod normal;
-mod steps;
 pub mod store;
+mod upload;
 
 use std::sync::Arc;
 
@@ -34,7 +36,7 @@ use valuecard_core::StatusWord;
 
 use crate::sam::{ProviderSam, SamError};
 
-pub use steps::{Exchange, Turn};
+pub use conversation::{Exchange, Turn};
 
 /// Why the provider refused a step or could not take it.
 #[derive(Debug, thiserror::Error)]
@@ -159,7 +161,7 @@ impl Provider {
         ))
     }
 
-    /// S17: the copies of `move_id` deleted once downloaded; their rows stay as records.
+    /// S17: the copy of `move_id` deleted once downloaded; its row stays as the record.
     /// Clearing twice changes nothing.
     pub fn clear(
         &self,
@@ -167,79 +169,79 @@ impl Provider {
         move_id: &MoveId,
         now: i64,
     ) -> Result<(), ProviderError> {
-        db.transaction(|tx| {
-            let open = tx.query_optional(
-                "SELECT state FROM provider_copies WHERE move_id = $1 AND service = $2",
-                &[move_id.to_vec().into(), i64::from(self.service.0).into()],
-            )?;
-            let Some(row) = open else {
-                return Ok(Err(ProviderError::NoCopy));
-            };
-            match row.text(0)?.as_str() {
-                "downloaded" => {
-                    tx.execute(
-                        "UPDATE provider_copies SET sealed_copy = NULL, state = 'cleared', \
-                         ended_on = $3 WHERE move_id = $1 AND service = $2",
-                        &[
-                            move_id.to_vec().into(),
-                            i64::from(self.service.0).into(),
-                            now.into(),
-                        ],
-                    )?;
-                    Ok(Ok(()))
-                }
-                "cleared" => Ok(Ok(())),
-                "uploaded" => Ok(Err(ProviderError::OutOfOrder(
-                    "a copy is cleared only once it was downloaded",
-                ))),
-                _ => Ok(Err(ProviderError::NoCopy)),
-            }
-        })?
+        self.end_copy(db, move_id, now, End::Clear)
     }
 
     /// A rollback: the copy of `move_id` deleted before any download, so that the old chip
-    /// may go back to main keys. Refused once the copy was downloaded. Discarding a move
-    /// that has no copy here (its upload never reached this provider) changes nothing.
+    /// may go back to main keys. Refused once the copy was downloaded or a download began.
+    /// Discarding a move that has no copy here (its upload never reached this provider)
+    /// changes nothing.
     pub fn discard(
         &self,
         db: &mut Database,
         move_id: &MoveId,
         now: i64,
     ) -> Result<(), ProviderError> {
+        self.end_copy(db, move_id, now, End::Discard)
+    }
+
+    fn end_copy(
+        &self,
+        db: &mut Database,
+        move_id: &MoveId,
+        now: i64,
+        end: End,
+    ) -> Result<(), ProviderError> {
+        let key = [move_id.to_vec().into(), i64::from(self.service.0).into()];
         db.transaction(|tx| {
             let state = tx
                 .query_optional(
                     "SELECT state FROM provider_copies WHERE move_id = $1 AND service = $2",
-                    &[move_id.to_vec().into(), i64::from(self.service.0).into()],
+                    &key,
                 )?
                 .map(|row| row.text(0))
                 .transpose()?;
-            match state.as_deref() {
-                None | Some("discarded") => {
-                    tx.execute(
-                        "DELETE FROM provider_sessions WHERE move_id = $1 AND service = $2",
-                        &[move_id.to_vec().into(), i64::from(self.service.0).into()],
-                    )?;
-                    Ok(Ok(()))
-                }
-                Some("uploaded") => {
-                    tx.execute(
-                        "UPDATE provider_copies SET sealed_copy = NULL, state = 'discarded', \
-                         ended_on = $3 WHERE move_id = $1 AND service = $2",
-                        &[
-                            move_id.to_vec().into(),
-                            i64::from(self.service.0).into(),
-                            now.into(),
-                        ],
-                    )?;
-                    tx.execute(
-                        "DELETE FROM provider_sessions WHERE move_id = $1 AND service = $2",
-                        &[move_id.to_vec().into(), i64::from(self.service.0).into()],
-                    )?;
-                    Ok(Ok(()))
-                }
-                _ => Ok(Err(ProviderError::Downloaded)),
+            let downloading = tx
+                .query_optional(
+                    "SELECT 1 FROM provider_sessions WHERE move_id = $1 AND service = $2 \
+                     AND direction = 'download'",
+                    &key,
+                )?
+                .is_some();
+            let (from, to) = match end {
+                End::Clear => ("downloaded", "cleared"),
+                End::Discard => ("uploaded", "discarded"),
+            };
+            let refusal = match (end, state.as_deref()) {
+                (_, Some(state)) if state == to => return Ok(Ok(())),
+                (End::Discard, None) => None,
+                (End::Discard, Some("uploaded")) if downloading => Some(ProviderError::Downloaded),
+                (_, Some(state)) if state == from => None,
+                (End::Clear, Some("uploaded")) => Some(ProviderError::OutOfOrder(
+                    "a copy is cleared only once it was downloaded",
+                )),
+                (End::Discard, Some("downloaded" | "cleared")) => Some(ProviderError::Downloaded),
+                _ => Some(ProviderError::NoCopy),
+            };
+            if let Some(refusal) = refusal {
+                return Ok(Err(refusal));
             }
+            tx.execute(
+                "UPDATE provider_copies SET sealed_copy = NULL, state = $3, ended_on = $4 \
+                 WHERE move_id = $1 AND service = $2 AND state = $5",
+                &[
+                    key[0].clone(),
+                    key[1].clone(),
+                    to.into(),
+                    now.into(),
+                    from.into(),
+                ],
+            )?;
+            tx.execute(
+                "DELETE FROM provider_sessions WHERE move_id = $1 AND service = $2",
+                &key,
+            )?;
+            Ok(Ok(()))
         })?
     }
 
@@ -304,6 +306,15 @@ impl Provider {
         }
         u32::try_from(next).map_err(|_| CenterError::Storage("record sequence exhausted".into()))
     }
+}
+
+/// How a copy ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// S17, after its download.
+    Clear,
+    /// A rollback, before any download.
+    Discard,
 }
 
 /// One copy's record, as the provider keeps it.

@@ -23,24 +23,28 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use rand_core::CryptoRngCore;
-use serde::{Deserialize, Serialize};
-use valuecard_center::sql::{Database, Executor, Value};
+use valuecard_center::sql::{Database, Executor};
 use valuecard_core::apdu::{Command, Response};
 use valuecard_core::cert::Certificate;
 use valuecard_core::crypto::random_array;
-use valuecard_core::ids::{CardId, DeviceId};
+use valuecard_core::ids::CardId;
 use valuecard_core::messages::purse::{SelectResponse, CLA_ISO, PURSE_AID};
 use valuecard_core::messages::services::{
     ins, AreaFormat, KeyChange, KeyState, MoveId, ServiceCode, ServiceKind, ServicesFci,
     CLA_SERVICES, SERVICES_AID,
 };
-use valuecard_core::time::Clock;
 use valuecard_core::StatusWord;
 
 use super::accounts::{authenticate, chip_owner};
 use super::link::{LinkError, ProviderLink};
+use super::moves::{
+    attach_destination, insert_move, live_move_of_source, move_state, services, set_move_state,
+    set_service_state, MoveService,
+};
+use super::sessions::{load_session, pending_text, store_session, Act, Pending, Session};
 use super::MoveError;
-use crate::provider::{card_id, Exchange};
+use crate::now;
+use crate::provider::Exchange;
 use crate::sam::AdminSam;
 
 /// What a device session does.
@@ -63,7 +67,7 @@ impl Mode {
         }
     }
 
-    fn parse(text: &str) -> Result<Self, MoveError> {
+    pub(super) fn parse(text: &str) -> Result<Self, MoveError> {
         match text {
             "upload" => Ok(Mode::Upload),
             "download" => Ok(Mode::Download),
@@ -109,54 +113,10 @@ pub struct Outcome {
     pub services: Vec<(ServiceCode, ServiceKind, String)>,
 }
 
-/// What the session waits for, stored as JSON between calls.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "pending", rename_all = "snake_case")]
-enum Pending {
-    SelectPurse,
-    SelectServices,
-    Challenge { act: Act },
-    Admin { act: Act },
-    Provider { service: u16 },
-    Finished,
-}
-
-/// A command of the administrative SAM.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "act", content = "service", rename_all = "snake_case")]
-enum Act {
-    /// S3: every area of the old chip to temporary keys.
-    Lock,
-    /// S10: one area of the new chip, on temporary keys.
-    Format(u16),
-    /// S16: every area of the new chip to main keys.
-    Activate,
-    /// A rollback: every area of the old chip back to main keys.
-    Restore,
-}
-
-struct Session {
-    id: SessionId,
-    user: String,
-    mode: Mode,
-    card: Option<(CardId, Certificate)>,
-    move_id: Option<MoveId>,
-    pending: Pending,
-}
-
-/// One service of a move, as the movement database keeps it.
-#[derive(Debug, Clone)]
-struct MoveService {
-    service: ServiceCode,
-    kind: ServiceKind,
-    state: String,
-}
-
 /// The value move server's logic over its database.
 pub struct MoveServer {
     admin: Arc<dyn AdminSam>,
     providers: BTreeMap<ServiceCode, Arc<dyn ProviderLink>>,
-    clock: Box<dyn Clock + Sync>,
 }
 
 impl core::fmt::Debug for MoveServer {
@@ -194,13 +154,6 @@ fn success(response: &Response) -> Result<(), MoveError> {
     }
 }
 
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_secs() as i64)
-        .unwrap_or(0)
-}
-
 fn step_name(act: Act) -> &'static str {
     match act {
         Act::Lock => "S3: switching the old chip to temporary keys",
@@ -211,18 +164,13 @@ fn step_name(act: Act) -> &'static str {
 }
 
 impl MoveServer {
-    pub fn new(
-        admin: Arc<dyn AdminSam>,
-        providers: Vec<Arc<dyn ProviderLink>>,
-        clock: Box<dyn Clock + Sync>,
-    ) -> Self {
+    pub fn new(admin: Arc<dyn AdminSam>, providers: Vec<Arc<dyn ProviderLink>>) -> Self {
         MoveServer {
             admin,
             providers: providers
                 .into_iter()
                 .map(|link| (link.format().service, link))
                 .collect(),
-            clock,
         }
     }
 
@@ -443,48 +391,10 @@ impl MoveServer {
             }
             formats.push(format);
         }
-        let rng_id: MoveId = random_array(&mut rand_core::OsRng);
-        let created = now();
-        let user = session.user.clone();
-        let inserted = db.transaction(|tx| {
-            let open = tx.query_optional(
-                "SELECT 1 FROM migrate_moves WHERE user_id = $1 \
-                 AND state NOT IN ('done', 'rolled_back')",
-                &[user.as_str().into()],
-            )?;
-            if open.is_some() {
-                return Ok(false);
-            }
-            tx.execute(
-                "INSERT INTO migrate_moves (move_id, user_id, source, source_certificate, \
-                 state, created_on, updated_on) VALUES ($1, $2, $3, $4, 'registered', $5, $5)",
-                &[
-                    rng_id.to_vec().into(),
-                    user.as_str().into(),
-                    card.as_bytes().to_vec().into(),
-                    certificate.encode().into(),
-                    created.into(),
-                ],
-            )?;
-            for format in &formats {
-                tx.execute(
-                    "INSERT INTO migrate_move_services (move_id, service, kind, capacity, \
-                     provider, mover, state) VALUES ($1, $2, $3, $4, $5, $6, 'listed')",
-                    &[
-                        rng_id.to_vec().into(),
-                        i64::from(format.service.0).into(),
-                        (format.kind as u8).into(),
-                        i64::from(format.capacity).into(),
-                        format.provider.as_bytes().to_vec().into(),
-                        format.mover.as_bytes().to_vec().into(),
-                    ],
-                )?;
-            }
-            log(tx, &rng_id, "registered")?;
-            Ok(true)
-        })?;
+        let move_id: MoveId = random_array(&mut rand_core::OsRng);
+        let inserted = insert_move(db, &move_id, &session.user, card, certificate, &formats)?;
         if inserted {
-            Ok(rng_id)
+            Ok(move_id)
         } else {
             Err(MoveError::Invalid(
                 "another move of this user is in progress: finish or roll it back first",
@@ -742,16 +652,6 @@ impl MoveServer {
                 .collect(),
         })
     }
-
-    /// The administrative SAM's subject (for the demo's report).
-    pub fn admin_subject(&self) -> DeviceId {
-        self.admin.certificate().subject()
-    }
-
-    /// Today, on the server's clock.
-    pub fn today(&self) -> valuecard_core::time::Date {
-        self.clock.today()
-    }
 }
 
 fn provider_error(service: ServiceCode, error: LinkError) -> MoveError {
@@ -759,220 +659,4 @@ fn provider_error(service: ServiceCode, error: LinkError) -> MoveError {
         LinkError::Refused(reason) => MoveError::ProviderRefused { service, reason },
         LinkError::Down(reason) => MoveError::ProviderDown { service, reason },
     }
-}
-
-/// The download session's move: the user's move waiting for a new chip, with this chip
-/// bound as its destination (once, by the database).
-fn attach_destination(db: &mut Database, user: &str, card: &CardId) -> Result<MoveId, MoveError> {
-    let open = db.query_optional(
-        "SELECT move_id, state, source, destination FROM migrate_moves WHERE user_id = $1 \
-         AND state NOT IN ('done', 'rolled_back')",
-        &[user.into()],
-    )?;
-    let Some(row) = open else {
-        // A finished move whose destination this is: nothing left to do.
-        let done = db.query_optional(
-            "SELECT move_id FROM migrate_moves WHERE user_id = $1 AND state = 'done' \
-             AND destination = $2",
-            &[user.into(), card.as_bytes().to_vec().into()],
-        )?;
-        return match done {
-            Some(row) => move_id(&row.bytes(0)?),
-            None => Err(MoveError::NothingToDownload),
-        };
-    };
-    let id = move_id(&row.bytes(0)?)?;
-    if matches!(row.text(1)?.as_str(), "registered" | "locked") {
-        return Err(MoveError::UploadUnfinished);
-    }
-    if card_id(&row.bytes(2)?)? == *card {
-        return Err(MoveError::WrongDestination);
-    }
-    db.execute(
-        "UPDATE migrate_moves SET destination = $2 WHERE move_id = $1 AND destination IS NULL",
-        &[id.to_vec().into(), card.as_bytes().to_vec().into()],
-    )?;
-    let bound = db
-        .query_one(
-            "SELECT destination FROM migrate_moves WHERE move_id = $1",
-            &[id.to_vec().into()],
-        )?
-        .optional_bytes(0)?;
-    match bound {
-        Some(bound) if card_id(&bound)? == *card => Ok(id),
-        _ => Err(MoveError::WrongDestination),
-    }
-}
-
-fn move_id(bytes: &[u8]) -> Result<MoveId, MoveError> {
-    MoveId::try_from(bytes).map_err(|_| MoveError::Invalid("a stored move ID is malformed"))
-}
-
-fn live_move_of_source(
-    db: &mut Database,
-    card: &CardId,
-) -> Result<Option<(MoveId, String)>, MoveError> {
-    db.query_optional(
-        "SELECT move_id, state FROM migrate_moves WHERE source = $1 AND state <> 'rolled_back'",
-        &[card.as_bytes().to_vec().into()],
-    )?
-    .map(|row| Ok((move_id(&row.bytes(0)?)?, row.text(1)?)))
-    .transpose()
-}
-
-fn move_state(db: &mut Database, move_id: &MoveId) -> Result<String, MoveError> {
-    Ok(db
-        .query_one(
-            "SELECT state FROM migrate_moves WHERE move_id = $1",
-            &[move_id.to_vec().into()],
-        )?
-        .text(0)?)
-}
-
-fn services(db: &mut Database, move_id: &MoveId) -> Result<Vec<MoveService>, MoveError> {
-    db.query(
-        "SELECT service, kind, state FROM migrate_move_services WHERE move_id = $1 \
-         ORDER BY service",
-        &[move_id.to_vec().into()],
-    )?
-    .into_iter()
-    .map(|row| {
-        let kind = u8::try_from(row.int(1)?).unwrap_or(0);
-        Ok(MoveService {
-            service: ServiceCode(
-                u16::try_from(row.int(0)?).map_err(|_| MoveError::Invalid("a stored service"))?,
-            ),
-            kind: ServiceKind::from_u8(kind).map_err(|_| MoveError::Invalid("a stored kind"))?,
-            state: row.text(2)?,
-        })
-    })
-    .collect()
-}
-
-/// Moves the move's state from `from` to `to` (a repeat finds it at `to` and does nothing).
-fn set_move_state(
-    db: &mut Database,
-    move_id: &MoveId,
-    from: &str,
-    to: &str,
-) -> Result<(), MoveError> {
-    let (from, to) = (from.to_owned(), to.to_owned());
-    db.transaction(|tx| {
-        let changed = tx.execute(
-            "UPDATE migrate_moves SET state = $3, updated_on = $4 WHERE move_id = $1 AND state = $2",
-            &[
-                move_id.to_vec().into(),
-                from.as_str().into(),
-                to.as_str().into(),
-                now().into(),
-            ],
-        )?;
-        if changed == 1 {
-            log(tx, move_id, &to)?;
-        }
-        Ok(())
-    })?;
-    Ok(())
-}
-
-fn set_service_state(
-    db: &mut Database,
-    move_id: &MoveId,
-    service: ServiceCode,
-    from: &str,
-    to: &str,
-) -> Result<(), MoveError> {
-    let (from, to) = (from.to_owned(), to.to_owned());
-    db.transaction(|tx| {
-        let changed = tx.execute(
-            "UPDATE migrate_move_services SET state = $4 WHERE move_id = $1 AND service = $2 \
-             AND state = $3",
-            &[
-                move_id.to_vec().into(),
-                i64::from(service.0).into(),
-                from.as_str().into(),
-                to.as_str().into(),
-            ],
-        )?;
-        if changed == 1 {
-            log(tx, move_id, &format!("service {service} {to}"))?;
-        }
-        Ok(())
-    })?;
-    Ok(())
-}
-
-/// The move's log: steps only, never a value.
-fn log(
-    tx: &mut dyn Executor,
-    move_id: &MoveId,
-    event: &str,
-) -> Result<(), valuecard_core::messages::center::CenterError> {
-    tracing::info!(move_id = %hex::encode(move_id), event, "move");
-    tx.execute(
-        "INSERT INTO migrate_events (move_id, at, event) VALUES ($1, $2, $3)",
-        &[move_id.to_vec().into(), now().into(), event.into()],
-    )?;
-    Ok(())
-}
-
-fn pending_text(pending: Pending) -> Result<Value, MoveError> {
-    serde_json::to_string(&pending)
-        .map(Value::Text)
-        .map_err(|_| MoveError::Invalid("a session step that cannot be stored"))
-}
-
-fn store_session(db: &mut Database, session: &Session) -> Result<(), MoveError> {
-    let (card, certificate) = match &session.card {
-        Some((card, certificate)) => (
-            Value::Bytes(card.as_bytes().to_vec()),
-            Value::Bytes(certificate.encode()),
-        ),
-        None => (Value::Null, Value::Null),
-    };
-    db.execute(
-        "UPDATE migrate_sessions SET card_id = $2, certificate = $3, move_id = $4, \
-         pending = $5, updated_on = $6 WHERE session_id = $1",
-        &[
-            session.id.to_vec().into(),
-            card,
-            certificate,
-            session
-                .move_id
-                .map_or(Value::Null, |id| Value::Bytes(id.to_vec())),
-            pending_text(session.pending)?,
-            now().into(),
-        ],
-    )?;
-    Ok(())
-}
-
-fn load_session(db: &mut Database, id: &SessionId) -> Result<Session, MoveError> {
-    let row = db
-        .query_optional(
-            "SELECT user_id, mode, card_id, certificate, move_id, pending FROM migrate_sessions \
-             WHERE session_id = $1",
-            &[id.to_vec().into()],
-        )?
-        .ok_or(MoveError::NoSession)?;
-    let card = match (row.optional_bytes(2)?, row.optional_bytes(3)?) {
-        (Some(card), Some(certificate)) => Some((
-            card_id(&card)?,
-            Certificate::decode(&certificate)
-                .map_err(|_| MoveError::Invalid("a stored certificate is malformed"))?,
-        )),
-        _ => None,
-    };
-    Ok(Session {
-        id: *id,
-        user: row.text(0)?,
-        mode: Mode::parse(&row.text(1)?)?,
-        card,
-        move_id: row
-            .optional_bytes(4)?
-            .map(|bytes| move_id(&bytes))
-            .transpose()?,
-        pending: serde_json::from_str(&row.text(5)?)
-            .map_err(|_| MoveError::Invalid("a stored session step is malformed"))?,
-    })
 }

@@ -113,16 +113,9 @@ impl LocalProvider {
         Turn {
             move_id,
             card,
-            now: self.now(),
+            now: crate::now(),
             today: self.clock.today(),
         }
-    }
-
-    fn now(&self) -> i64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|elapsed| elapsed.as_secs() as i64)
-            .unwrap_or(0)
     }
 }
 
@@ -178,13 +171,13 @@ impl ProviderLink for LocalProvider {
     }
 
     fn clear(&self, move_id: &MoveId) -> Result<(), LinkError> {
-        let now = self.now();
+        let now = crate::now();
         self.with_db(|provider, db| provider.clear(db, move_id, now))
             .map_err(link_error)
     }
 
     fn discard(&self, move_id: &MoveId) -> Result<(), LinkError> {
-        let now = self.now();
+        let now = crate::now();
         self.with_db(|provider, db| provider.discard(db, move_id, now))
             .map_err(link_error)
     }

@@ -10,7 +10,9 @@
 pub mod accounts;
 pub mod engine;
 pub mod link;
+mod moves;
 pub mod schema;
+mod sessions;
 
 pub use engine::{MoveServer, Next, Progress, Started};
 pub use link::{LinkError, LocalProvider, ProviderLink};

@@ -161,10 +161,7 @@ impl World {
             .iter()
             .map(|p| wrap(p.clone() as Arc<dyn ProviderLink>))
             .collect();
-        let server = LocalMoveServer::new(
-            MoveServer::new(admin.clone(), links, Box::new(FixedClock(today()))),
-            server_db(open()),
-        );
+        let server = LocalMoveServer::new(MoveServer::new(admin.clone(), links), server_db(open()));
         World::issued(server, providers, admin)
     }
 
