@@ -223,10 +223,9 @@ pub trait ProviderSam: Send + Sync {
 
 /// A provider SAM whose keys are in memory.
 pub struct SoftwareProviderSam {
-    key_state: KeyState,
     master: AesKey,
-    /// Seals the transfer SAM's copies (unused by a normal SAM).
-    storage: AesKey,
+    /// A transfer SAM's key for its copies; a normal SAM has none.
+    storage: Option<AesKey>,
     signing: SigningKeyPair,
     certificate: Certificate,
     anchor: TrustAnchor,
@@ -237,31 +236,65 @@ impl core::fmt::Debug for SoftwareProviderSam {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("SoftwareProviderSam")
             .field("subject", &self.certificate.subject())
-            .field("key_state", &self.key_state)
+            .field("key_state", &self.key_state())
             .finish_non_exhaustive()
     }
 }
 
 impl SoftwareProviderSam {
-    /// A normal SAM (certificate role `ServiceProvider`) or a transfer SAM
-    /// (`ServiceTransfer`), by the certificate's role.
-    pub fn new(
+    /// A normal SAM: its certificate has role `ServiceProvider`, its master derives main keys.
+    pub fn normal(
+        master: AesKey,
+        signing: SigningKeyPair,
+        certificate: Certificate,
+        anchor: TrustAnchor,
+    ) -> Result<Self, SamError> {
+        Self::with(
+            master,
+            None,
+            signing,
+            certificate,
+            anchor,
+            Role::ServiceProvider,
+        )
+    }
+
+    /// A transfer SAM: its certificate has role `ServiceTransfer`, its master derives
+    /// temporary keys, and `storage` seals its copies.
+    pub fn transfer(
         master: AesKey,
         storage: AesKey,
         signing: SigningKeyPair,
         certificate: Certificate,
         anchor: TrustAnchor,
     ) -> Result<Self, SamError> {
-        let key_state = match certificate.body.role {
-            Role::ServiceProvider => KeyState::Main,
-            Role::ServiceTransfer => KeyState::Temporary,
-            _ => return Err(SamError::Unsupported("not a provider's SAM certificate")),
-        };
+        Self::with(
+            master,
+            Some(storage),
+            signing,
+            certificate,
+            anchor,
+            Role::ServiceTransfer,
+        )
+    }
+
+    fn with(
+        master: AesKey,
+        storage: Option<AesKey>,
+        signing: SigningKeyPair,
+        certificate: Certificate,
+        anchor: TrustAnchor,
+        role: Role,
+    ) -> Result<Self, SamError> {
+        if certificate.body.role != role {
+            return Err(SamError::Unsupported(
+                "the certificate is not of this SAM's role",
+            ));
+        }
         if certificate.body.signing_key != signing.public_key() {
             return Err(SamError::Unsupported("the certificate is not for this key"));
         }
         Ok(SoftwareProviderSam {
-            key_state,
             master,
             storage,
             signing,
@@ -275,12 +308,9 @@ impl SoftwareProviderSam {
         self.certificate.subject()
     }
 
-    fn transfer_only(&self, what: &'static str) -> Result<(), SamError> {
-        if self.key_state == KeyState::Temporary {
-            Ok(())
-        } else {
-            Err(SamError::Unsupported(what))
-        }
+    /// The copies' key: a transfer SAM's only.
+    fn storage(&self, what: &'static str) -> Result<&AesKey, SamError> {
+        self.storage.as_ref().ok_or(SamError::Unsupported(what))
     }
 }
 
@@ -310,7 +340,11 @@ impl ProviderSam for SoftwareProviderSam {
     }
 
     fn key_state(&self) -> KeyState {
-        self.key_state
+        if self.storage.is_some() {
+            KeyState::Temporary
+        } else {
+            KeyState::Main
+        }
     }
 
     fn key_package(
@@ -323,11 +357,11 @@ impl ProviderSam for SoftwareProviderSam {
         let card = verify_card_certificate(&self.anchor, card_certificate, today)?;
         let recipient = card.sealing_key().ok_or(SamError::NoSealingKey)?;
         let card_id = CardId(card.subject().0);
-        let key = area_key(&self.master, self.key_state, &card_id, service);
+        let key = area_key(&self.master, self.key_state(), &card_id, service);
         let sealed_key = seal_to(
             &mut RngRef(rng),
             recipient,
-            &KeyPackage::seal_context(&card_id, service, self.key_state, self.key_version),
+            &KeyPackage::seal_context(&card_id, service, self.key_state(), self.key_version),
             key.expose(),
         )
         .map_err(|error| SamError::Unavailable(error.to_string()))?;
@@ -335,13 +369,13 @@ impl ProviderSam for SoftwareProviderSam {
             signature: self.signing.sign(&KeyPackage::signed_message(
                 &card_id,
                 service,
-                self.key_state,
+                self.key_state(),
                 self.key_version,
                 &sealed_key,
             )),
             issuer_certificate: self.certificate.clone(),
             service,
-            key_state: self.key_state,
+            key_state: self.key_state(),
             key_version: self.key_version,
             sealed_key,
         })
@@ -352,12 +386,12 @@ impl ProviderSam for SoftwareProviderSam {
         binding: ChannelBinding,
         card_cryptogram: &[u8; SERVICE_CRYPTOGRAM_LEN],
     ) -> Result<(ServiceChannel, [u8; SERVICE_CRYPTOGRAM_LEN]), SamError> {
-        if binding.key_state != self.key_state {
+        if binding.key_state != self.key_state() {
             return Err(SamError::Channel(ChannelError::CardCryptogram));
         }
         let key = area_key(
             &self.master,
-            self.key_state,
+            self.key_state(),
             &binding.card_id,
             binding.service,
         );
@@ -369,12 +403,12 @@ impl ProviderSam for SoftwareProviderSam {
         binding: ChannelBinding,
         counters: (u32, u32),
     ) -> Result<ServiceChannel, SamError> {
-        if binding.key_state != self.key_state {
+        if binding.key_state != self.key_state() {
             return Err(SamError::Channel(ChannelError::CardCryptogram));
         }
         let key = area_key(
             &self.master,
-            self.key_state,
+            self.key_state(),
             &binding.card_id,
             binding.service,
         );
@@ -389,11 +423,11 @@ impl ProviderSam for SoftwareProviderSam {
         exported: &[u8],
         rng: &mut dyn CryptoRngCore,
     ) -> Result<Vec<u8>, SamError> {
-        self.transfer_only("only a transfer SAM keeps copies")?;
+        let storage = self.storage("only a transfer SAM keeps copies")?;
         let nonce: [u8; GCM_NONCE_LEN] = random_array(&mut RngRef(rng));
         let mut sealed = nonce.to_vec();
         sealed.extend_from_slice(&aes_gcm_seal(
-            &self.storage,
+            storage,
             &nonce,
             &copy_context(move_id, service, source),
             exported,
@@ -408,14 +442,14 @@ impl ProviderSam for SoftwareProviderSam {
         source: &CardId,
         sealed: &[u8],
     ) -> Result<Vec<u8>, SamError> {
-        self.transfer_only("only a transfer SAM keeps copies")?;
+        let storage = self.storage("only a transfer SAM keeps copies")?;
         if sealed.len() < GCM_NONCE_LEN {
             return Err(SamError::Copy);
         }
         let (nonce, ciphertext) = sealed.split_at(GCM_NONCE_LEN);
         let nonce: [u8; GCM_NONCE_LEN] = nonce.try_into().map_err(|_| SamError::Copy)?;
         aes_gcm_open(
-            &self.storage,
+            storage,
             &nonce,
             &copy_context(move_id, service, source),
             ciphertext,
@@ -424,7 +458,7 @@ impl ProviderSam for SoftwareProviderSam {
     }
 
     fn sign_migration_record(&self, record: &MigrationRecord) -> Result<Signature, SamError> {
-        self.transfer_only("only a transfer SAM writes a move's records")?;
+        self.storage("only a transfer SAM writes a move's records")?;
         if record.writer != self.certificate.subject() {
             return Err(SamError::Unsupported("a record written by another SAM"));
         }

@@ -70,15 +70,14 @@ fn provider(
 ) -> Arc<LocalProvider> {
     let (normal_key, normal_certificate) = testing::service_provider(number);
     let (transfer_key, transfer_certificate) = testing::service_transfer(number);
-    let normal = SoftwareProviderSam::new(
+    let normal = SoftwareProviderSam::normal(
         testing::area_master(number, KeyState::Main),
-        SecretBytes([0; 16]),
         normal_key,
         normal_certificate,
         testing::anchor(),
     )
     .unwrap();
-    let transfer = SoftwareProviderSam::new(
+    let transfer = SoftwareProviderSam::transfer(
         testing::area_master(number, KeyState::Temporary),
         SecretBytes::random(&mut OsRng),
         transfer_key,
