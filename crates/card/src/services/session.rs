@@ -154,17 +154,23 @@ fn update_area(
     let updated = content
         .apply(&request.operation, area.format.capacity)
         .map_err(operation_status)?;
-    let mut next = purse.clone();
-    let service = area.format.service;
-    if let Some(next_area) = next.services.area_mut(service) {
-        next_area.content = Some(updated);
+    let answer = AreaReadout {
+        card_id: purse.keys.card_id,
+        service: area.format.service,
+        content: updated.clone(),
+        imported: area.imported,
     }
-    let answer = next
-        .services
-        .area(service)
-        .map(|area| readout(&next, area).encode())
-        .unwrap_or_default();
+    .encode();
+    let next = with_area(purse.clone(), area, |next| next.content = Some(updated));
     Ok((answer, Some(next)))
+}
+
+/// `purse` with one change to `area` (which is one of its areas).
+fn with_area(mut purse: Purse, area: &ServiceArea, change: impl FnOnce(&mut ServiceArea)) -> Purse {
+    if let Some(next) = purse.services.area_mut(area.format.service) {
+        change(next);
+    }
+    purse
 }
 
 fn operation_status(error: valuecard_core::messages::services::OperationError) -> StatusWord {
@@ -226,15 +232,11 @@ fn export_area(
         card_signature,
     }
     .encode();
-    let next = if area.exported_for.is_none() {
-        let mut next = purse.clone();
-        if let Some(next_area) = next.services.area_mut(area.format.service) {
-            next_area.exported_for = Some(request.move_id);
-        }
-        Some(next)
-    } else {
-        None
-    };
+    let next = area.exported_for.is_none().then(|| {
+        with_area(purse.clone(), area, |next| {
+            next.exported_for = Some(request.move_id)
+        })
+    });
     Ok((answer, next))
 }
 
@@ -278,15 +280,13 @@ fn import_area(
             if Some(existing) != AreaContent::empty(area.format.kind).as_ref() {
                 return Err(StatusWord::CONDITIONS_NOT_SATISFIED);
             }
-            if let Some(next_area) = next.services.area_mut(area.format.service) {
-                next_area.content = Some(content.clone());
-            }
+            next = with_area(next, area, |next| next.content = Some(content.clone()));
         }
         _ => return Err(StatusWord::WRONG_DATA),
     }
-    if let Some(next_area) = next.services.area_mut(area.format.service) {
-        next_area.imported = Some((request.move_id, digest));
-    }
+    let next = with_area(next, area, |next| {
+        next.imported = Some((request.move_id, digest))
+    });
     Ok((receipt.encode(), Some(next)))
 }
 
