@@ -14,6 +14,10 @@ use super::MoveError;
 pub const USER_ID_MAX: usize = 64;
 pub const PASSWORD_MAX: usize = 256;
 
+/// The hash verified when there is no such user: Argon2id with the defaults new hashes use.
+const ABSENT: &str = "$argon2id$v=19$m=19456,t=2,p=1$AAAAAAAAAAAAAAAAAAAAAA$\
+                      AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+
 /// A user who proved the password.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User(pub String);
@@ -89,8 +93,6 @@ pub fn authenticate(db: &mut Database, user_id: &str, password: &str) -> Result<
         None
     };
     // Without a user, a fixed hash is verified anyway, so both refusals cost the same.
-    const ABSENT: &str = "$argon2id$v=19$m=19456,t=2,p=1$AAAAAAAAAAAAAAAAAAAAAA$\
-                          AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
     let text = stored.as_deref().unwrap_or(ABSENT);
     let verified = PasswordHash::new(text)
         .map(|hash| {
@@ -143,4 +145,27 @@ pub fn chip_owner(db: &mut dyn Executor, card_id: &CardId) -> Result<Option<Stri
         )?
         .map(|row| row.text(0))
         .transpose()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An unknown user costs a full verification only if the stand-in hash parses with the
+    /// parameters real hashes get.
+    #[test]
+    fn the_stand_in_hash_is_a_real_one_with_the_default_parameters() {
+        let absent = PasswordHash::new(ABSENT).unwrap();
+        let mut salt = [7u8; 16];
+        salt[0] = 1;
+        let salt = SaltString::encode_b64(&salt).unwrap();
+        let real = Argon2::default()
+            .hash_password(b"a password", &salt)
+            .unwrap();
+        assert_eq!(absent.algorithm, real.algorithm);
+        assert_eq!(absent.params, real.params);
+        assert!(Argon2::default()
+            .verify_password(b"a password", &absent)
+            .is_err());
+    }
 }
