@@ -73,6 +73,12 @@ pub enum AlertKind {
     /// the center has no record of: most likely written after the listing, by a payment
     /// machine that had not synced the list yet.
     MemcardListedWriter,
+    /// An old chip's purse was moved to a second new chip (seed 002): the chip exported the
+    /// same value twice, and the second credit is value created.
+    MovedTwice,
+    /// A chip whose services were moved to a new chip spent at a terminal from a state at
+    /// or after its export: its chip answered on keys it no longer had in use.
+    SpentAfterMove,
 }
 
 impl AlertKind {
@@ -90,6 +96,8 @@ impl AlertKind {
             AlertKind::MemcardSpentTwice => "memcard-spent-twice",
             AlertKind::MemcardFloatExceeded => "memcard-float-exceeded",
             AlertKind::MemcardListedWriter => "memcard-listed-writer",
+            AlertKind::MovedTwice => "moved-twice",
+            AlertKind::SpentAfterMove => "spent-after-move",
         }
     }
 }

@@ -175,6 +175,9 @@ pub const MIGRATIONS: &[Migration] = &[
     // 18: online payments and charges (seed 004) as the settlement system's security
     // server reports them, keyed by card.
     Portable(crate::online::MIGRATION),
+    // 19: purse moves from old chips to new ones (seed 002), as the purse provider's
+    // transfer SAM reports them.
+    Portable(crate::moves::MIGRATION),
 ];
 
 /// The center a database belongs to.

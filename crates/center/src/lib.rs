@@ -17,6 +17,7 @@ pub mod keys;
 pub mod lists;
 pub mod loads;
 pub mod memcard;
+pub mod moves;
 pub mod online;
 pub mod reconcile;
 mod remaining;

@@ -26,6 +26,10 @@
 //!   overstates what the cards hold by that spending. Either way only the terminals' next
 //!   sync tells; nothing at the center can know it offline.
 //!
+//! A move of a chip's services to a new chip (seed 002, `moves.rs`) takes the old card out
+//! of the remaining value and puts the same amount on the new card's record: it creates
+//! none either.
+//!
 //! Card-to-card transfers (seed 000) move value and create none: a destination's record
 //! raises its remaining value by the amount and the source's record lowers its own by the
 //! same, so the equation above holds with every completed transfer in it. A transfer the
@@ -67,6 +71,10 @@ pub struct Reconciliation {
     /// Online charges and payments (seed 004), as the settlement system's security server
     /// reported them: the purse's own value, in the equation.
     pub online: crate::online::OnlineTotals,
+    /// Purse value moved from old chips to new ones (seed 002): it changed cards and is in
+    /// no term of the equation; the old cards leave the remaining value, the new cards'
+    /// records carry it.
+    pub moves: crate::moves::MoveTotals,
 }
 
 /// How the totals stand against each other.
@@ -148,6 +156,8 @@ impl Reconciliation {
 /// The column the online totals start at in the reconciliation's statement: after the
 /// purse's 9 columns, the transfers' 9 and the memory cards' 14.
 const ONLINE_COLUMN: usize = 32;
+/// The column the moves' totals start at: after the online totals' 4.
+const MOVES_COLUMN: usize = ONLINE_COLUMN + 4;
 
 /// A sum or count read back from the database: never negative, or the row is corrupt.
 fn total(row: &crate::sql::Row, index: usize) -> Result<u64, CenterError> {
@@ -174,15 +184,19 @@ impl Center {
                       WHERE status = 'pending'),
                  (SELECT CAST(COUNT(*) AS BIGINT) FROM loads WHERE status = 'pending'),
                  (SELECT CAST(COALESCE(SUM(balance_minor), 0) AS BIGINT) FROM remaining_values
-                      WHERE card_id NOT IN (SELECT card_id FROM card_restorations)),
+                      WHERE card_id NOT IN (SELECT card_id FROM card_restorations)
+                        AND card_id NOT IN (SELECT source FROM card_moves)),
                  (SELECT CAST(COUNT(*) AS BIGINT) FROM remaining_values
-                      WHERE card_id NOT IN (SELECT card_id FROM card_restorations)),
+                      WHERE card_id NOT IN (SELECT card_id FROM card_restorations)
+                        AND card_id NOT IN (SELECT source FROM card_moves)),
+                 {},
                  {},
                  {},
                  {}",
             crate::transfers::TOTALS_COLUMNS,
             crate::memcard::totals_columns(),
-            crate::online::TOTALS_COLUMNS
+            crate::online::TOTALS_COLUMNS,
+            crate::moves::TOTALS_COLUMNS
         );
         let row = self.db.query_one(&sql, &[])?;
         Ok(Reconciliation {
@@ -198,6 +212,7 @@ impl Center {
             transfers: crate::transfers::totals_from(&row, 9)?,
             memcards: crate::memcard::totals_from(&row, 18)?,
             online: crate::online::totals_from(&row, ONLINE_COLUMN)?,
+            moves: crate::moves::totals_from(&row, MOVES_COLUMN)?,
         })
     }
 }
@@ -220,6 +235,7 @@ mod tests {
             transfers: Default::default(),
             memcards: Default::default(),
             online: Default::default(),
+            moves: Default::default(),
         }
     }
 

@@ -27,10 +27,10 @@ impl Center {
     ) -> Result<Result<(), Claim>, CenterError> {
         let offer = &request.offer;
         let card_id = request.card_id;
-        // Balances only rise by loads, by transfers received (seed 000) and by online
-        // charges (seed 004): the balance after the newest load that may have reached the
-        // card, plus every transfer it received and every charge made online, bounds every
-        // later balance.
+        // Balances only rise by loads, by transfers received (seed 000), by online charges
+        // (seed 004) and by moves from an old chip (seed 002): the balance after the newest
+        // load that may have reached the card, plus every transfer it received, every charge
+        // made online and every value moved onto it, bounds every later balance.
         let ceiling = self
             .db
             .query_one(
@@ -41,6 +41,8 @@ impl Center {
                           WHERE destination = $1 AND proof_status = 'received')
                    + (SELECT COALESCE(SUM(amount_minor), 0) FROM online_records
                           WHERE card_id = $1 AND kind = 6)
+                   + (SELECT COALESCE(SUM(amount_minor), 0) FROM card_moves
+                          WHERE destination = $1)
                  AS BIGINT)",
                 &[card_id.0[..].into()],
             )?
@@ -60,6 +62,7 @@ impl Center {
                                 | TransactionKind::Purchase
                                 | TransactionKind::OnlinePayment
                                 | TransactionKind::OnlineCharge
+                                | TransactionKind::MigrationIn
                         ) =>
                 {
                     self.genuine_writer(&card_id, record)?.is_some()

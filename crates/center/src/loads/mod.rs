@@ -152,6 +152,7 @@ pub(crate) fn state_consumed_by_other(
                  AND proof_status = 'received')
            + (SELECT COUNT(*) FROM transfers WHERE source = $1 AND source_counter = $2)
            + (SELECT COUNT(*) FROM online_records WHERE card_id = $1 AND card_counter = $2)
+           + (SELECT COUNT(*) FROM card_moves WHERE destination = $1 AND destination_counter = $2)
          AS BIGINT)",
         &[
             card_id.0[..].into(),

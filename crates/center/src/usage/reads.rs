@@ -18,6 +18,8 @@ pub(super) struct CardFacts {
     pub loads_pending: bool,
     pub reported: bool,
     pub restored: bool,
+    /// The card's counter at the export of a move of its services to a new chip (seed 002).
+    pub moved_at: Option<u32>,
 }
 
 /// A card state: the card and its counter before an update.
@@ -90,7 +92,9 @@ pub(super) fn card_facts(
                 CAST((SELECT COUNT(*) FROM loads WHERE loads.card_id = set_keys.card_id
                       AND loads.status = 'pending') AS BIGINT),
                 CAST((SELECT COUNT(*) FROM restore_requests r WHERE r.card_id = set_keys.card_id) AS BIGINT),
-                CAST((SELECT COUNT(*) FROM card_restorations c WHERE c.card_id = set_keys.card_id) AS BIGINT)
+                CAST((SELECT COUNT(*) FROM card_restorations c WHERE c.card_id = set_keys.card_id) AS BIGINT),
+                CAST(COALESCE((SELECT MIN(m.source_counter) FROM card_moves m
+                               WHERE m.source = set_keys.card_id), -1) AS BIGINT)
          FROM {keys}",
         &card_keys(cards),
     )?;
@@ -102,6 +106,7 @@ pub(super) fn card_facts(
                 loads_pending: row.int(1)? > 0,
                 reported: row.int(2)? > 0,
                 restored: row.int(3)? > 0,
+                moved_at: u32::try_from(row.int(4)?).ok(),
             },
         );
     }

@@ -312,6 +312,16 @@ pub(super) fn store_batch(
         if card.reported {
             effects.push(reported_alert(item, card.restored));
         }
+        if let Some(moved_at) = card.moved_at.filter(|at| item.card_counter >= *at) {
+            effects.push(Effect::Alert {
+                card_id: item.card_id,
+                kind: AlertKind::SpentAfterMove,
+                detail: format!(
+                    "spent {} at counter {} after its purse moved to a new chip at counter {moved_at}",
+                    item.amount, item.card_counter
+                ),
+            });
+        }
         let counter_after = item.card_counter.saturating_add(1);
         let newest = latest
             .entry(item.card_id)

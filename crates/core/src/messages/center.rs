@@ -369,6 +369,9 @@ pub enum ListReason {
     /// The card claimed a balance no writer signed, or above what the center ever loaded
     /// onto it: its chip was opened and its image edited.
     Tampered,
+    /// Its services were moved to a new chip (seed 002): the old chip is kept as a backup on
+    /// temporary keys and must never pay again.
+    Migrated,
 }
 
 impl ListReason {
@@ -379,6 +382,7 @@ impl ListReason {
             ListReason::Stolen => "stolen",
             ListReason::TroubledTerminal => "troubled-terminal",
             ListReason::Tampered => "tampered",
+            ListReason::Migrated => "migrated",
         }
     }
 
@@ -389,6 +393,7 @@ impl ListReason {
             "stolen" => ListReason::Stolen,
             "troubled-terminal" => ListReason::TroubledTerminal,
             "tampered" => ListReason::Tampered,
+            "migrated" => ListReason::Migrated,
             _ => return None,
         })
     }

@@ -26,6 +26,8 @@ pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 const SCREENSHOT_HEIGHT_MAX: u64 = 4_000;
 /// How long chromedriver may take to listen on its port.
 const DRIVER_START_TIMEOUT: Duration = Duration::from_secs(15);
+/// How many times chromedriver is started before a test gives up on the browser.
+const DRIVER_START_ATTEMPTS: usize = 3;
 
 /// The browser and its driver, found on `PATH`.
 #[derive(Debug, Clone)]
@@ -90,7 +92,9 @@ struct Driver {
 }
 
 impl Driver {
-    fn spawn(tools: &Tools, port: u16, log: PathBuf) -> Self {
+    /// Starts chromedriver on `port` and waits until it listens there; a driver that exits
+    /// first or does not listen in time is an error carrying its log.
+    fn spawn(tools: &Tools, port: u16, log: PathBuf) -> Result<Self, String> {
         let mut command = Command::new(&tools.chromedriver);
         command
             .arg(format!("--port={port}"))
@@ -103,23 +107,36 @@ impl Driver {
         let child = command
             .spawn()
             .unwrap_or_else(|error| panic!("{}: {error}", tools.chromedriver.display()));
-        let driver = Driver { child, log };
-        driver.wait_listening(port);
-        driver
+        let mut driver = Driver { child, log };
+        driver.wait_listening(port)?;
+        Ok(driver)
     }
 
     /// Waits until chromedriver accepts connections on `port`.
-    fn wait_listening(&self, port: u16) {
+    fn wait_listening(&mut self, port: u16) -> Result<(), String> {
         let address = SocketAddr::from(([127, 0, 0, 1], port));
         let started = Instant::now();
         while TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_err() {
-            assert!(
-                started.elapsed() < DRIVER_START_TIMEOUT,
-                "chromedriver did not listen on port {port} within {DRIVER_START_TIMEOUT:?}; its log:\n{}",
-                self.log_text()
-            );
+            if let Some(exit) = self.exited() {
+                return Err(format!(
+                    "chromedriver exited ({exit}) before listening on port {port}; its log:\n{}",
+                    self.log_text()
+                ));
+            }
+            if started.elapsed() >= DRIVER_START_TIMEOUT {
+                return Err(format!(
+                    "chromedriver did not listen on port {port} within {DRIVER_START_TIMEOUT:?}; its log:\n{}",
+                    self.log_text()
+                ));
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
+        Ok(())
+    }
+
+    /// How chromedriver ended, if it has.
+    fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
     }
 
     fn log_text(&self) -> String {
@@ -183,27 +200,49 @@ pub struct Browser {
 
 impl Browser {
     /// Starts chromedriver on a free port and opens a session in a `width`×`height` window.
+    ///
+    /// The port is free when chosen but released before chromedriver binds it, so another
+    /// process may take it in between, and chromedriver then exits or the session is refused.
+    /// That start is thrown away and another made on a new port; the test fails only when
+    /// [`DRIVER_START_ATTEMPTS`] starts in a row fail, with what each of them left.
     pub async fn start(tools: &Tools, width: u32, height: u32) -> Self {
+        let mut failures = Vec::new();
+        for _ in 0..DRIVER_START_ATTEMPTS {
+            match Self::start_once(tools, width, height).await {
+                Ok(browser) => return browser,
+                Err(failure) => failures.push(failure),
+            }
+        }
+        panic!(
+            "opening a Chromium session failed {DRIVER_START_ATTEMPTS} times:\n{}",
+            failures.join("\n---\n")
+        )
+    }
+
+    async fn start_once(tools: &Tools, width: u32, height: u32) -> Result<Self, String> {
         let profile = tempfile::tempdir().unwrap();
         let port = free_port();
-        let driver = Driver::spawn(tools, port, profile.path().join("chromedriver.log"));
+        let mut driver = Driver::spawn(tools, port, profile.path().join("chromedriver.log"))?;
         let mut builder =
             ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new());
         builder.capabilities(capabilities(tools, profile.path(), width, height));
         let url = format!("http://127.0.0.1:{port}");
         let session = builder.connect(&url);
-        let client = match tokio::time::timeout(COMMAND_TIMEOUT, session).await {
-            Ok(Ok(client)) => client,
-            outcome => panic!(
-                "opening a Chromium session: {:?}; chromedriver's log:\n{}",
+        match tokio::time::timeout(COMMAND_TIMEOUT, session).await {
+            Ok(Ok(client)) => Ok(Browser {
+                client,
+                driver,
+                profile,
+            }),
+            outcome => Err(format!(
+                "opening a session on port {port}: {:?}; chromedriver {}; its log:\n{}",
                 outcome.map(|result| result.err()),
+                match driver.exited() {
+                    Some(exit) => format!("exited ({exit})"),
+                    None => "still running".to_owned(),
+                },
                 driver.log_text()
-            ),
-        };
-        Browser {
-            client,
-            driver,
-            profile,
+            )),
         }
     }
 

@@ -19,6 +19,7 @@
 //! - [`admin`]: what the administrative SAM signs (formatting an area, switching key states).
 //! - [`commands`]: the command and response data of every command of the services
 //!   application, each with one encoder and one decoder.
+//! - [`report`]: a completed purse move as its provider reports it to the center.
 //!
 //! The card commands are documented in `docs/card-commands.md` § 16 and the move in
 //! `docs/protocols.md` § 15.
@@ -28,6 +29,7 @@ pub mod channel;
 pub mod commands;
 pub mod content;
 pub mod keys;
+pub mod report;
 #[cfg(test)]
 mod tests;
 
@@ -36,6 +38,7 @@ pub use channel::*;
 pub use commands::*;
 pub use content::*;
 pub use keys::*;
+pub use report::*;
 
 use crate::messages::DecodeError;
 
