@@ -1,5 +1,6 @@
 //! The center service's JSON request and answer bodies (`valuecard_center_http::wire`,
-//! `terminal_wire`, `transfer_wire`, `memcard_wire` and `online_wire`). The first byte selects the body, the rest is JSON. Whatever parses must
+//! `terminal_wire`, `transfer_wire`, `memcard_wire`, `online_wire` and `move_wire`). The first byte selects the body, the rest is
+//! JSON. Whatever parses must
 //! decode or be refused with a field name, never panic; a body that decodes must come back
 //! to the same message after one more encode and decode (one meaning per message).
 #![no_main]
@@ -12,6 +13,7 @@ use valuecard_center_http::memcard_wire::{
     FloatGrantBody, FloatRequestBody, LatestStateBody, PendingReceiptBody, WriteReceiptBody,
     WriteUploadBody,
 };
+use valuecard_center_http::move_wire::PurseMovesBody;
 use valuecard_center_http::online_wire::OnlineRecordsBody;
 use valuecard_center_http::terminal_wire::{
     ListDeltaBody, StampBody, UploadReceiptBody, UsageUploadBody,
@@ -22,7 +24,7 @@ use valuecard_center_http::wire::{
     SettlementChallengeBody, WireError,
 };
 
-const BODIES: u8 = 18;
+const BODIES: u8 = 19;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&selector, body)) = data.split_first() else {
@@ -61,6 +63,11 @@ fuzz_target!(|data: &[u8]| {
             body,
             |b| b.decode(),
             |(server, items)| OnlineRecordsBody::new(*server, items),
+        ),
+        18 => round_trip::<PurseMovesBody, _>(
+            body,
+            |b| b.decode(),
+            |(sam, moves)| PurseMovesBody::new(*sam, moves),
         ),
         _ => {
             if let Ok(parsed) = serde_json::from_slice::<StampBody>(body) {

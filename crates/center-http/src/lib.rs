@@ -32,6 +32,7 @@
 //! | `POST /v1/memcard/float` | `MemcardLink::request_float` (charge machines); nothing left to grant is `422 amount` | [`memcard_wire::FloatGrantBody`] |
 //! | `GET /v1/memcard/cards/{card_id}/latest` | `MemcardLink::latest_state` (charge and payment machines) | [`memcard_wire::LatestStateBody`] |
 //! | `POST /v1/online/records` | `HttpCenterLink::report_online_records` (the online settlement system's security server, seed 004) | [`terminal_wire::UploadReceiptBody`] |
+//! | `POST /v1/moves/purse` | `HttpCenterLink::report_purse_moves` (the purse provider's transfer SAM, seed 002) | [`terminal_wire::UploadReceiptBody`] |
 //! | `GET /health` | `SELECT 1` on the service's own database connection | 200 [`wire::HealthBody`], or 503 while the database is away |
 //! | `GET /metrics` | Prometheus text exposition | `text/plain; version=0.0.4` |
 //! | `GET /openapi.json` | this table as an OpenAPI 3.1 document ([`openapi`]), also published as `docs/openapi.json` | `application/json` |
@@ -89,6 +90,7 @@ pub(crate) fn now_micros() -> u64 {
 }
 pub mod memcard_wire;
 mod metrics;
+pub mod move_wire;
 pub mod online_wire;
 pub mod openapi;
 pub mod pool;
@@ -142,6 +144,7 @@ pub mod paths {
     /// `/v1/memcard/cards/{card_id}/latest`: see [`memcard_latest`].
     pub const MEMCARD_LATEST_ROUTE: &str = "/v1/memcard/cards/{card_id}/latest";
     pub const ONLINE_RECORDS: &str = "/v1/online/records";
+    pub const PURSE_MOVES: &str = "/v1/moves/purse";
     pub const HEALTH: &str = "/health";
     pub const METRICS: &str = "/metrics";
     pub const OPENAPI: &str = "/openapi.json";

@@ -81,6 +81,14 @@ pub fn document() -> OpenApi {
                 tags::MEMCARD_MACHINES,
                 "Memory cards: write records, float for charge machines, restore evidence",
             ),
+            tag(
+                tags::ONLINE_SETTLEMENT,
+                "Online payments and charges reported by the settlement system",
+            ),
+            tag(
+                tags::SERVICE_MOVES,
+                "Purse moves from old chips to new ones, reported by the purse's transfer SAM",
+            ),
             tag(tags::SERVICE, "Unsigned: health, metrics and this document"),
         ]))
         .build();

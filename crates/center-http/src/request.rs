@@ -173,6 +173,15 @@ where
     device_request(app, request, &[Role::OnlineSettlement], work).await
 }
 
+/// Runs `work` for a provider's authenticated transfer SAM (seed 002).
+pub(crate) async fn service_transfer_request<T, F>(app: App, request: Request, work: F) -> Response
+where
+    T: Serialize + Send + 'static,
+    F: FnOnce(&mut Center, &AuthenticatedDevice, &[u8]) -> Result<T, Problem> + Send + 'static,
+{
+    device_request(app, request, &[Role::ServiceTransfer], work).await
+}
+
 /// Runs `work` for an authenticated device that keeps the blocking lists: a payment
 /// terminal, or a charge or payment machine of memory cards (seed 001), which check the
 /// machines' certificates against the list.

@@ -19,10 +19,12 @@ use valuecard_core::messages::center::CenterLink;
 use crate::problem::{Problem, ProblemKind};
 use crate::request::{
     charge_machine_request, dispenser_request, list_request, machine_request,
-    online_settlement_request, settlement_request, terminal_request,
+    online_settlement_request, service_transfer_request, settlement_request, terminal_request,
 };
 use crate::server::{json_response, lock, App};
-use crate::{content_type, memcard_wire, online_wire, paths, terminal_wire, transfer_wire, wire};
+use crate::{
+    content_type, memcard_wire, move_wire, online_wire, paths, terminal_wire, transfer_wire, wire,
+};
 
 /// Tags group the operations by the device that calls them.
 pub(crate) mod tags {
@@ -31,6 +33,7 @@ pub(crate) mod tags {
     pub const SETTLEMENT_TERMINALS: &str = "settlement terminals";
     pub const MEMCARD_MACHINES: &str = "memory-card machines";
     pub const ONLINE_SETTLEMENT: &str = "online settlement";
+    pub const SERVICE_MOVES: &str = "service moves";
     pub const SERVICE: &str = "service";
 }
 
@@ -52,6 +55,7 @@ pub(crate) fn routes() -> OpenApiRouter<App> {
         .routes(routes!(transfers))
         .routes(routes!(transfer_release))
         .routes(routes!(online_records))
+        .routes(routes!(purse_moves))
         .routes(routes!(memcard_writes))
         .routes(routes!(memcard_pending))
         .routes(routes!(memcard_float))
@@ -335,6 +339,31 @@ async fn online_records(State(app): State<App>, request: Request) -> Response {
         same_device(device, writer)?;
         let receipt = center.store_online_records(writer, &items)?;
         metrics.uploaded("online", &receipt);
+        Ok(terminal_wire::UploadReceiptBody::new(&receipt))
+    })
+    .await
+}
+
+/// Report completed purse moves (seed 002).
+///
+/// The purse provider's transfer SAM reports each move whose value reached the new chip:
+/// the old chip's signed export and the new chip's migration record. Each is checked and
+/// stored once; the old card is listed and blocked; a move reported again is a duplicate.
+#[utoipa::path(
+    post,
+    path = paths::PURSE_MOVES,
+    tag = tags::SERVICE_MOVES,
+    operation_id = "report_purse_moves",
+    request_body = move_wire::PurseMovesBody,
+    responses((status = 200, description = "What the center stored, already had, or refused", body = terminal_wire::UploadReceiptBody))
+)]
+async fn purse_moves(State(app): State<App>, request: Request) -> Response {
+    let metrics = app.metrics.clone();
+    service_transfer_request(app, request, move |center, device, body| {
+        let (writer, moves) = parse_json::<move_wire::PurseMovesBody>(body)?.decode()?;
+        same_device(device, writer)?;
+        let receipt = center.store_purse_moves(writer, &moves)?;
+        metrics.uploaded("moves", &receipt);
         Ok(terminal_wire::UploadReceiptBody::new(&receipt))
     })
     .await
