@@ -11,6 +11,7 @@
 //!   IMPORT AREA, and the card's receipt checked against the copy.
 //! - Clear (S17): the copy's bytes deleted, its row kept as the record of the move.
 //! - Discard (a rollback before any download): the same, for a copy never downloaded.
+//! - Report ([`report`]): each purse move whose value reached the new chip, to the center.
 //!
 //! Every message to and from the chip in a session is sealed under the area key, which
 //! only the chip and this provider's SAM hold.
@@ -18,6 +19,7 @@
 mod conversation;
 mod download;
 pub mod normal;
+pub mod report;
 pub mod store;
 mod upload;
 
