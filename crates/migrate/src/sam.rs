@@ -133,18 +133,7 @@ impl AdminSam for SoftwareAdminSam {
         main_package: KeyPackage,
         temporary_package: KeyPackage,
     ) -> Result<FormatArea, SamError> {
-        // The SAM formats an area only with packages that belong to it.
-        if main_package.key_state != KeyState::Main
-            || temporary_package.key_state != KeyState::Temporary
-            || main_package.service != format.service
-            || temporary_package.service != format.service
-            || main_package.issuer_certificate.subject() != format.provider
-            || temporary_package.issuer_certificate.subject() != format.mover
-        {
-            return Err(SamError::Unsupported(
-                "the key packages are not this area's provider's",
-            ));
-        }
+        check_format_packages(&format, &main_package, &temporary_package)?;
         Ok(FormatArea {
             signature: self.key.sign(&FormatArea::signed_message(
                 card_id,
@@ -161,6 +150,28 @@ impl AdminSam for SoftwareAdminSam {
             temporary_package,
         })
     }
+}
+
+/// The check every administrative SAM makes before it signs FORMAT AREA: it formats an area
+/// only with packages that belong to it, the main key's from the area's provider and the
+/// temporary key's from its mover, both for the area's service.
+pub fn check_format_packages(
+    format: &AreaFormat,
+    main_package: &KeyPackage,
+    temporary_package: &KeyPackage,
+) -> Result<(), SamError> {
+    if main_package.key_state != KeyState::Main
+        || temporary_package.key_state != KeyState::Temporary
+        || main_package.service != format.service
+        || temporary_package.service != format.service
+        || main_package.issuer_certificate.subject() != format.provider
+        || temporary_package.issuer_certificate.subject() != format.mover
+    {
+        return Err(SamError::Unsupported(
+            "the key packages are not this area's provider's",
+        ));
+    }
+    Ok(())
 }
 
 /// One of a provider's SAMs: the normal SAM (its master derives main keys) or the transfer
@@ -314,8 +325,10 @@ impl SoftwareProviderSam {
     }
 }
 
-/// The associated data of a kept copy.
-fn copy_context(move_id: &MoveId, service: ServiceCode, source: &CardId) -> Vec<u8> {
+/// The associated data of a kept copy (AES-GCM under the transfer SAM's storage key, with
+/// a 12-byte nonce before the ciphertext), the same for every implementation of the
+/// transfer SAM so that a copy sealed by one opens in another holding the same key.
+pub fn copy_context(move_id: &MoveId, service: ServiceCode, source: &CardId) -> Vec<u8> {
     let mut aad = b"valuecard/services/copy/v1".to_vec();
     aad.extend_from_slice(move_id);
     aad.extend_from_slice(&service.0.to_be_bytes());

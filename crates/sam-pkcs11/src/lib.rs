@@ -22,12 +22,15 @@
 //! memory after installation.
 //!
 //! [`Pkcs11SecurityKeys`] keeps the online security server's master keys and signing key
-//! in a token the same way (see `security_keys.rs`).
+//! in a token the same way (see `security_keys.rs`), and [`Pkcs11AdminSam`] and
+//! [`Pkcs11ProviderSam`] the secure modules of seed 002's value move (see `move_sams/`).
 //!
 //! **Architecture invariant:** a PKCS#11 SAM never creates an extractable key and never
 //! reads a key's value; the derived secrets it reads are the installation's X25519 secret
 //! (made extractable on purpose, in a session object destroyed at once) and the output of a
-//! CMAC under KO (a memory-card value key), each held only while it is used.
+//! CMAC under a key of the token (a memory-card value key under KO, a card's KC under M, an
+//! area key under a provider's master), each held only while it is used; a transfer SAM's
+//! copy is opened in the token and read only to be handed to the new chip's channel.
 
 #![forbid(unsafe_code)]
 
@@ -35,6 +38,7 @@ mod address;
 pub mod context;
 mod error;
 mod memcard;
+mod move_sams;
 mod security_keys;
 mod signer;
 pub mod softhsm;
@@ -66,6 +70,7 @@ use zeroize::{Zeroize, Zeroizing};
 
 pub use address::{resolve_pin, TokenAddress, PIN_ENV};
 pub use error::Pkcs11SamError;
+pub use move_sams::{MoveSamError, Pkcs11AdminSam, Pkcs11ProviderSam};
 pub use security_keys::{NewMaster, Pkcs11SecurityKeys, SecurityKeysError};
 pub use signer::Pkcs11Signer;
 use state::SamState;

@@ -37,7 +37,8 @@ use valuecard_settle::security::{KeysUnavailable, SecurityKeys};
 use crate::token::{Part, TokenSession};
 use crate::{Pkcs11SamError, TokenAddress};
 
-/// Where a new version of M comes from.
+/// Where a new version of M comes from; also a move SAM's master key or a transfer SAM's
+/// storage key (`crate::move_sams`).
 #[derive(Debug)]
 pub enum NewMaster {
     /// Generated in the token (CKM_AES_KEY_GEN): the value never exists anywhere else.

@@ -1,12 +1,13 @@
 //! One logged-in session on the token a URI names, and the few operations the SAM asks of
 //! it: generate its key pairs, store secret keys and its state object, find them again,
-//! sign with EdDSA, check an AES-CMAC, derive an X25519 secret.
+//! sign with EdDSA, check an AES-CMAC, derive an X25519 secret, seal and open with AES-GCM.
 //!
 //! Every key this module creates is CKA_TOKEN (kept), CKA_PRIVATE, CKA_SENSITIVE and not
-//! CKA_EXTRACTABLE: the token never gives its value out, wrapped or plain. Two derived
-//! secrets leave the token: the X25519 shared secret of an installation (see
-//! [`TokenSession::x25519_shared_secret`]) and a memory-card writer's value key, one
-//! AES-CMAC under KO (see [`TokenSession::cmac_derived_key`]).
+//! CKA_EXTRACTABLE: the token never gives its value out, wrapped or plain. Derived secrets
+//! leave the token in two ways only: the X25519 shared secret of an installation (see
+//! [`TokenSession::x25519_shared_secret`]), and one AES-CMAC under a key of the token used
+//! as a derived key (see [`TokenSession::cmac_derived_key`]: a memory-card writer's value
+//! key under KO, a card's KC or an area key under a master key).
 
 use std::path::Path;
 
@@ -26,6 +27,8 @@ use crate::uri::Pkcs11Uri;
 use crate::{context, Pkcs11SamError};
 
 mod aes;
+
+pub(crate) use aes::AesUse;
 
 /// RFC 8410 curve OIDs, DER-encoded, as CKA_EC_PARAMS takes them.
 const ED25519_OID: &[u8] = &[0x06, 0x03, 0x2B, 0x65, 0x70];
@@ -48,6 +51,10 @@ pub(crate) enum Part {
     State,
     /// Version N of the online security server's master key M (`crate::security_keys`).
     Master(u32),
+    /// A service provider's master key of its areas' keys (seed 002, `crate::move_sams`).
+    AreaMaster,
+    /// A transfer SAM's key sealing the copies of a move (seed 002, `crate::move_sams`).
+    CopyStorage,
 }
 
 impl Part {
@@ -59,6 +66,8 @@ impl Part {
             Part::TerminalKey => "/terminal-key",
             Part::CommonKey => "/common-key",
             Part::State => "/state",
+            Part::AreaMaster => "/area-master",
+            Part::CopyStorage => "/copy-storage",
             Part::Master(version) => {
                 return format!("{object}{MASTER_SUFFIX}{version}").into_bytes()
             }
@@ -66,13 +75,15 @@ impl Part {
         format!("{object}{suffix}").into_bytes()
     }
 
-    pub(crate) const ALL: [Part; 6] = [
+    pub(crate) const ALL: [Part; 8] = [
         Part::Signing,
         Part::Sealing,
         Part::Transport,
         Part::TerminalKey,
         Part::CommonKey,
         Part::State,
+        Part::AreaMaster,
+        Part::CopyStorage,
     ];
 }
 
@@ -94,6 +105,8 @@ struct Usage {
     sign: bool,
     verify: bool,
     derive: bool,
+    /// Encrypt and decrypt (an AES key sealing data with CKM_AES_GCM).
+    cipher: bool,
 }
 
 impl Usage {
@@ -101,6 +114,7 @@ impl Usage {
         sign: false,
         verify: false,
         derive: false,
+        cipher: false,
     };
     const SIGN: Usage = Usage {
         sign: true,
@@ -118,7 +132,12 @@ impl Usage {
     const MAC: Usage = Usage {
         sign: true,
         verify: true,
-        derive: false,
+        ..Usage::NONE
+    };
+    /// AES-GCM: seal and open.
+    const CIPHER: Usage = Usage {
+        cipher: true,
+        ..Usage::NONE
     };
 
     /// For a secret key: every usage a PKCS#11 secret key has.
@@ -133,7 +152,7 @@ impl Usage {
         vec![
             Attribute::Sign(self.sign),
             Attribute::Derive(self.derive),
-            Attribute::Decrypt(false),
+            Attribute::Decrypt(self.cipher),
             Attribute::Unwrap(false),
         ]
     }
@@ -142,7 +161,7 @@ impl Usage {
     fn public(self) -> Vec<Attribute> {
         vec![
             Attribute::Verify(self.verify),
-            Attribute::Encrypt(false),
+            Attribute::Encrypt(self.cipher),
             Attribute::Wrap(false),
         ]
     }

@@ -1,23 +1,57 @@
 //! The token's AES keys: KT, KO and Ktemp stored as sensitive secret keys, an installation's
 //! CMAC checked under Ktemp, and a key derived with one CMAC under KO; the online security
-//! server's master keys generated in the token and found again by their versioned labels.
+//! server's master keys generated in the token and found again by their versioned labels;
+//! a transfer SAM's storage key sealing and opening its copies with CKM_AES_GCM.
 
 use std::collections::BTreeMap;
 
 use cryptoki::error::RvError;
+use cryptoki::mechanism::aead::GcmParams;
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
-use valuecard_core::crypto::{AesKey, AES_KEY_LEN};
-use zeroize::Zeroize;
+use rand_core::OsRng;
+use valuecard_core::crypto::{random_array, AesKey, AES_KEY_LEN, GCM_NONCE_LEN, GCM_TAG_LEN};
+use zeroize::{Zeroize, Zeroizing};
 
 use super::{is_rv, Part, TokenSession, Usage, MASTER_SUFFIX};
 use crate::Pkcs11SamError;
+
+/// The associated data of the AES-GCM check of [`TokenSession::aes_gcm_decrypt`].
+const GCM_PROBE_CONTEXT: &[u8] = b"valuecard/pkcs11/gcm-probe/v1";
+
+/// What an AES key object of the token may do; it can do nothing else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AesUse {
+    /// Compute and check AES-CMACs: KT, KO, Ktemp and every master key.
+    Mac,
+    /// Encrypt and decrypt with CKM_AES_GCM: a transfer SAM's storage key.
+    Seal,
+}
+
+impl AesUse {
+    fn usage(self) -> Usage {
+        match self {
+            AesUse::Mac => Usage::MAC,
+            AesUse::Seal => Usage::CIPHER,
+        }
+    }
+}
 
 impl TokenSession {
     /// Stores an AES-128 key in the token as a sensitive, non-extractable secret key that
     /// can compute and check CMACs. The caller zeroizes `value`.
     pub fn store_aes_key(&self, part: Part, value: &[u8]) -> Result<ObjectHandle, Pkcs11SamError> {
-        let mut template = self.private_key_template(part, KeyType::AES, Usage::MAC);
+        self.store_aes_key_for(part, value, AesUse::Mac)
+    }
+
+    /// [`Self::store_aes_key`] for the use `usage`.
+    pub fn store_aes_key_for(
+        &self,
+        part: Part,
+        value: &[u8],
+        usage: AesUse,
+    ) -> Result<ObjectHandle, Pkcs11SamError> {
+        let mut template = self.private_key_template(part, KeyType::AES, usage.usage());
         template.extend([
             Attribute::Class(ObjectClass::SECRET_KEY),
             Attribute::Value(value.to_vec()),
@@ -36,7 +70,16 @@ impl TokenSession {
     /// [`Self::store_aes_key`]: its value never exists outside the token, so the token also
     /// marks it CKA_ALWAYS_SENSITIVE and CKA_NEVER_EXTRACTABLE.
     pub fn generate_aes_key(&self, part: Part) -> Result<ObjectHandle, Pkcs11SamError> {
-        let mut template = self.private_key_template(part, KeyType::AES, Usage::MAC);
+        self.generate_aes_key_for(part, AesUse::Mac)
+    }
+
+    /// [`Self::generate_aes_key`] for the use `usage`.
+    pub fn generate_aes_key_for(
+        &self,
+        part: Part,
+        usage: AesUse,
+    ) -> Result<ObjectHandle, Pkcs11SamError> {
+        let mut template = self.private_key_template(part, KeyType::AES, usage.usage());
         template.extend([
             Attribute::Class(ObjectClass::SECRET_KEY),
             Attribute::ValueLen((AES_KEY_LEN as u64).into()),
@@ -126,6 +169,84 @@ impl TokenSession {
         let length = tag.len();
         tag.zeroize();
         derived.map_err(|_| Pkcs11SamError::BadMacLength(length))
+    }
+
+    /// AES-128-GCM encryption in the token (CKM_AES_GCM, 16-byte tag) under `key` with
+    /// `nonce` and the associated data `aad`: the ciphertext followed by the tag, as
+    /// `valuecard_core::crypto::aes_gcm_seal` gives it.
+    pub fn aes_gcm_encrypt(
+        &self,
+        key: ObjectHandle,
+        nonce: &[u8; GCM_NONCE_LEN],
+        aad: &[u8],
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, Pkcs11SamError> {
+        let mut iv = *nonce;
+        let params = GcmParams::new(&mut iv, aad, ((GCM_TAG_LEN * 8) as u64).into())
+            .map_err(|e| Pkcs11SamError::token("CK_GCM_PARAMS", &e))?;
+        self.session
+            .encrypt(&Mechanism::AesGcm(params), key, plaintext)
+            .map_err(|e| Pkcs11SamError::token("C_Encrypt (AES-GCM)", &e))
+    }
+
+    /// AES-128-GCM decryption in the token of what [`Self::aes_gcm_encrypt`] gave.
+    /// `Ok(None)` when the tag does not verify (altered, or sealed under other associated
+    /// data or another key): the token then gives no plaintext at all.
+    pub fn aes_gcm_decrypt(
+        &self,
+        key: ObjectHandle,
+        nonce: &[u8; GCM_NONCE_LEN],
+        aad: &[u8],
+        sealed: &[u8],
+    ) -> Result<Option<Zeroizing<Vec<u8>>>, Pkcs11SamError> {
+        if sealed.len() < GCM_TAG_LEN {
+            return Ok(None);
+        }
+        let mut iv = *nonce;
+        let params = GcmParams::new(&mut iv, aad, ((GCM_TAG_LEN * 8) as u64).into())
+            .map_err(|e| Pkcs11SamError::token("CK_GCM_PARAMS", &e))?;
+        match self
+            .session
+            .decrypt(&Mechanism::AesGcm(params), key, sealed)
+        {
+            Ok(plaintext) => Ok(Some(Zeroizing::new(plaintext))),
+            Err(e)
+                if is_rv(&e, RvError::EncryptedDataInvalid)
+                    || is_rv(&e, RvError::EncryptedDataLenRange) =>
+            {
+                Ok(None)
+            }
+            // SoftHSM2 (2.6) answers a tag that does not verify with CKR_GENERAL_ERROR, which
+            // is also what a broken token answers: a seal and open of nothing under the same
+            // key tells them apart, so that a broken token is not taken for an altered copy.
+            Err(e) if is_rv(&e, RvError::GeneralError) => {
+                if self.aes_gcm_works(key)? {
+                    Ok(None)
+                } else {
+                    Err(Pkcs11SamError::token("C_Decrypt (AES-GCM)", &e))
+                }
+            }
+            Err(e) => Err(Pkcs11SamError::token("C_Decrypt (AES-GCM)", &e)),
+        }
+    }
+
+    /// Whether `key` still seals and opens: an empty message under a fresh random nonce
+    /// (never a fixed one: a GCM nonce is used once per key) and the associated data
+    /// [`GCM_PROBE_CONTEXT`], which no copy carries.
+    fn aes_gcm_works(&self, key: ObjectHandle) -> Result<bool, Pkcs11SamError> {
+        let nonce: [u8; GCM_NONCE_LEN] = random_array(&mut OsRng);
+        let sealed = self.aes_gcm_encrypt(key, &nonce, GCM_PROBE_CONTEXT, &[])?;
+        let mut iv = nonce;
+        let params = GcmParams::new(
+            &mut iv,
+            GCM_PROBE_CONTEXT,
+            ((GCM_TAG_LEN * 8) as u64).into(),
+        )
+        .map_err(|e| Pkcs11SamError::token("CK_GCM_PARAMS", &e))?;
+        Ok(self
+            .session
+            .decrypt(&Mechanism::AesGcm(params), key, &sealed)
+            .is_ok_and(|opened| opened.is_empty()))
     }
 }
 

@@ -1,0 +1,183 @@
+//! Seed 002's SAMs in a throw-away token, certified by the test scheme's root, and the test
+//! chips they serve.
+#![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
+
+use std::path::Path;
+
+use rand_core::OsRng;
+use valuecard_card::eeprom::MemoryEeprom;
+use valuecard_card::image::EEPROM_SIZE;
+use valuecard_card::state::PersistentState;
+use valuecard_card::{testing, Card};
+use valuecard_core::cert::{Certificate, CertificateBody, Role};
+use valuecard_core::crypto::{PublicKey, SigningKeyPair};
+use valuecard_core::ids::DeviceId;
+use valuecard_core::messages::services::{KeyState, ServiceCode};
+use valuecard_core::money::Amount;
+use valuecard_migrate::sam::SoftwareProviderSam;
+use valuecard_reader::InProcessReader;
+use valuecard_sam_pkcs11::softhsm::{self, THROWAWAY_USER_PIN};
+use valuecard_sam_pkcs11::{NewMaster, Pkcs11AdminSam, Pkcs11ProviderSam, TokenAddress};
+
+use crate::common::address_in;
+
+pub type TestCard = Card<MemoryEeprom, OsRng>;
+pub type Reader = InProcessReader<MemoryEeprom, OsRng>;
+
+/// One fresh token per test, its SAMs under different object names.
+pub struct Token {
+    pub module: std::path::PathBuf,
+    pub label: String,
+}
+
+impl Token {
+    pub fn fresh(module: &Path) -> Token {
+        Token {
+            module: module.to_owned(),
+            label: softhsm::fresh_token(module, "move").unwrap(),
+        }
+    }
+
+    pub fn address(&self, object: &str) -> TokenAddress {
+        address_in(&self.module, &self.label, object, THROWAWAY_USER_PIN)
+    }
+
+    /// The administrative SAM `object`, generated and certified by the test root.
+    pub fn admin(&self, object: &str) -> Pkcs11AdminSam {
+        let address = self.address(object);
+        let public = Pkcs11AdminSam::provision(&address).unwrap();
+        Pkcs11AdminSam::open(
+            &address,
+            certificate(public, admin_subject(), Role::MoveAdministrator),
+        )
+        .unwrap()
+    }
+
+    /// Provider `number`'s normal SAM `object` with `master`.
+    pub fn normal(&self, object: &str, number: u8, master: NewMaster) -> Pkcs11ProviderSam {
+        let address = self.address(object);
+        let public = Pkcs11ProviderSam::provision_normal(&address, master).unwrap();
+        Pkcs11ProviderSam::open(
+            &address,
+            certificate(public, normal_subject(number), Role::ServiceProvider),
+            testing::anchor(),
+        )
+        .unwrap()
+    }
+
+    /// Provider `number`'s transfer SAM `object` with `master` and `storage`.
+    pub fn transfer(
+        &self,
+        object: &str,
+        number: u8,
+        master: NewMaster,
+        storage: NewMaster,
+    ) -> Pkcs11ProviderSam {
+        let address = self.address(object);
+        let public = Pkcs11ProviderSam::provision_transfer(&address, master, storage).unwrap();
+        Pkcs11ProviderSam::open(
+            &address,
+            certificate(public, transfer_subject(number), Role::ServiceTransfer),
+            testing::anchor(),
+        )
+        .unwrap()
+    }
+}
+
+pub fn admin_subject() -> DeviceId {
+    testing::move_administrator().1.subject()
+}
+
+pub fn normal_subject(number: u8) -> DeviceId {
+    testing::service_provider(number).1.subject()
+}
+
+pub fn transfer_subject(number: u8) -> DeviceId {
+    testing::service_transfer(number).1.subject()
+}
+
+/// The test root's one-year certificate for `key`.
+pub fn certificate(key: PublicKey, subject: DeviceId, role: Role) -> Certificate {
+    certificate_under(&testing::root_key(), key, subject, role)
+}
+
+/// The same, issued by `root` (another scheme's root when it is not the test root).
+pub fn certificate_under(
+    root: &SigningKeyPair,
+    key: PublicKey,
+    subject: DeviceId,
+    role: Role,
+) -> Certificate {
+    CertificateBody {
+        issuer: testing::anchor().center,
+        subject,
+        role,
+        effective: testing::today(),
+        expiry: testing::today().add_days(365),
+        signing_key: key,
+        sealing_key: None,
+    }
+    .sign(root)
+}
+
+/// Provider `number`'s software SAMs with the test masters: the normal one, and the
+/// transfer one with `storage` as its copies' key.
+pub fn software_normal(number: u8) -> SoftwareProviderSam {
+    let (key, certificate) = testing::service_provider(number);
+    SoftwareProviderSam::normal(
+        testing::area_master(number, KeyState::Main),
+        key,
+        certificate,
+        testing::anchor(),
+    )
+    .unwrap()
+}
+
+pub fn software_transfer(number: u8, storage: [u8; 16]) -> SoftwareProviderSam {
+    let (key, certificate) = testing::service_transfer(number);
+    SoftwareProviderSam::transfer(
+        testing::area_master(number, KeyState::Temporary),
+        valuecard_core::crypto::AesKey::from_slice(&storage).unwrap(),
+        key,
+        certificate,
+        testing::anchor(),
+    )
+    .unwrap()
+}
+
+/// A test master key carried into a token.
+pub fn imported_master(number: u8, state: KeyState) -> NewMaster {
+    NewMaster::Import(testing::area_master(number, state))
+}
+
+pub fn imported(bytes: [u8; 16]) -> NewMaster {
+    NewMaster::Import(valuecard_core::crypto::AesKey::from_slice(&bytes).unwrap())
+}
+
+pub fn card(number: u8, balance: u64) -> TestCard {
+    Card::with_state(
+        MemoryEeprom::new(EEPROM_SIZE),
+        testing::personalized_card(number, Amount::new(balance).unwrap(), None),
+        OsRng,
+    )
+    .unwrap()
+}
+
+pub fn reader(number: u8, balance: u64) -> Reader {
+    Reader::with_card(format!("card {number}"), card(number, balance))
+}
+
+/// The area of `service` on the chip in `reader`, if any.
+pub fn area(reader: &Reader, service: ServiceCode) -> Option<valuecard_card::state::ServiceArea> {
+    let PersistentState::Personalized(purse) = reader.card().unwrap().state() else {
+        return None;
+    };
+    purse.services.area(service).cloned()
+}
+
+pub fn balance(reader: &Reader) -> u64 {
+    let PersistentState::Personalized(purse) = reader.card().unwrap().state() else {
+        return 0;
+    };
+    purse.balance.minor()
+}
