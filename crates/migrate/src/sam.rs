@@ -230,6 +230,17 @@ pub trait ProviderSam: Send + Sync {
     /// Transfer SAM of the purse's provider: signs the record that credits a moved value to
     /// the new chip's purse.
     fn sign_migration_record(&self, record: &MigrationRecord) -> Result<Signature, SamError>;
+
+    /// Transfer SAM: signs one request to the center (over
+    /// `valuecard_sam::request_signing_input`, which no record or package shares), so that
+    /// the center takes the purse's moves from this certified device and no other.
+    fn sign_center_request(
+        &self,
+        method: &str,
+        path: &str,
+        sequence: u64,
+        body: &[u8],
+    ) -> Result<Signature, SamError>;
 }
 
 /// A provider SAM whose keys are in memory.
@@ -476,6 +487,19 @@ impl ProviderSam for SoftwareProviderSam {
             return Err(SamError::Unsupported("a record written by another SAM"));
         }
         Ok(self.signing.sign(&record.signed_message()))
+    }
+
+    fn sign_center_request(
+        &self,
+        method: &str,
+        path: &str,
+        sequence: u64,
+        body: &[u8],
+    ) -> Result<Signature, SamError> {
+        self.storage("only a transfer SAM reports to the center")?;
+        Ok(self.signing.sign(&valuecard_sam::request_signing_input(
+            method, path, sequence, body,
+        )))
     }
 }
 

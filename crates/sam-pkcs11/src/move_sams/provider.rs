@@ -349,6 +349,19 @@ impl ProviderSam for Pkcs11ProviderSam {
         }
         self.sign(&record.signed_message())
     }
+
+    fn sign_center_request(
+        &self,
+        method: &str,
+        path: &str,
+        sequence: u64,
+        body: &[u8],
+    ) -> Result<Signature, SamError> {
+        self.storage("only a transfer SAM reports to the center")?;
+        self.sign(&valuecard_sam::request_signing_input(
+            method, path, sequence, body,
+        ))
+    }
 }
 
 /// A `&mut dyn CryptoRngCore` as a sized random source.
