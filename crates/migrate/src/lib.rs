@@ -8,6 +8,7 @@
 //!   upload and download conversations with a chip, the copies and their records.
 //! - [`server`]: the value move server: user accounts, the movement database, and the move
 //!   itself as stored steps that any instance can carry on.
+//! - [`setup`]: the SAMs of a move system certified by a center, and their key file.
 //! - [`client`]: the holder's side: a card reader and the server's next command, nothing
 //!   else.
 //!
@@ -19,6 +20,7 @@ pub mod client;
 pub mod provider;
 pub mod sam;
 pub mod server;
+pub mod setup;
 
 /// Seconds since the epoch, for the books (records of when, never used to decide).
 pub(crate) fn now() -> i64 {
