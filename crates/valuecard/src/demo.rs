@@ -98,6 +98,8 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, String> {
         memory_cards_reconciled,
         online_purchases,
         online_charges,
+        migrations,
+        migrations_held,
     } = outcome;
     let all_refused = attacks.iter().all(|attack| attack.refused);
     let all_held = scenarios.iter().all(|scenario| scenario.held);
@@ -134,6 +136,7 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, String> {
             "memory_cards": memory_cards,
             "online_purchases": online_purchases,
             "online_charges": online_charges,
+            "migrations": migrations,
         });
         println!("{value}");
     } else {
@@ -172,13 +175,26 @@ pub fn run(args: DemoArgs) -> Result<ExitCode, String> {
             attacks.len()
         );
         println!(
+            "  move to a new chip (seed 002): {}",
+            if migrations_held {
+                "every service on the new chip only, the value counted once"
+            } else {
+                "NOT HELD"
+            }
+        );
+        println!(
             "  center controls held: {}/{}",
             scenarios.iter().filter(|s| s.held).count(),
             scenarios.len()
         );
     }
     Ok(
-        if reconciliation.conserved && memory_cards_reconciled && all_refused && all_held {
+        if reconciliation.conserved
+            && memory_cards_reconciled
+            && all_refused
+            && all_held
+            && migrations_held
+        {
             ExitCode::SUCCESS
         } else {
             ExitCode::from(1)
@@ -201,6 +217,8 @@ struct DemoReport {
     memory_cards_reconciled: bool,
     online_purchases: Vec<serde_json::Value>,
     online_charges: Vec<serde_json::Value>,
+    migrations: Vec<serde_json::Value>,
+    migrations_held: bool,
 }
 
 fn run_in(dir: &Path, out: &mut Account) -> Result<DemoReport, WorldError> {
@@ -400,11 +418,56 @@ fn run_in(dir: &Path, out: &mut Account) -> Result<DemoReport, WorldError> {
         Amount::new(spent).unwrap_or(Amount::ZERO)
     ));
 
+    out.say("");
+    out.say("Moving a chip's services to a new chip (seed 002)");
+    // A holder's chip in use (issued, spent at a terminal) and the new chip it is replaced by.
+    let moved_index = readers.len();
+    let mut chips = Vec::new();
+    for (offset, value, role) in [(0, 3_000, "old"), (1, 700, "new")] {
+        let path = card_path(dir, moved_index + offset + 1);
+        let (serial, transport_key) = world.center.manufacture_chip();
+        let mut reader = InProcessReader::with_card(
+            format!("reader {}", moved_index + offset + 1),
+            FileCard::manufacture_file(&path, serial, transport_key)?,
+        );
+        let card_id = world.issue(&mut reader, minor(value))?;
+        out.say(format!(
+            "  Card {card_id} issued with {} as the holder's {role} chip ({})",
+            minor(value),
+            path.display()
+        ));
+        chips.push((card_id, reader));
+    }
+    let (new_id, mut new_reader) = chips.pop().ok_or(WorldError::Other("no new chip".into()))?;
+    let (old_id, mut old_reader) = chips.pop().ok_or(WorldError::Other("no old chip".into()))?;
+    let receipt = world.terminals[0].purchase(&mut old_reader, minor(420))?;
+    out.say(format!(
+        "  Terminal {} sold {} to card {old_id}: balance {}",
+        world.terminals[0].device_id(),
+        receipt.amount,
+        receipt.balance_after
+    ));
+    let moved =
+        crate::migrate_demo::demo(&mut world, &mut old_reader, &mut new_reader, old_id, new_id)
+            .map_err(WorldError::Other)?;
+    for line in &moved.lines {
+        out.say(format!("  {line}"));
+    }
+    readers.push(old_reader);
+    readers.push(new_reader);
+    scenarios::sync_all(&mut world)?;
+
     let mut balances = Vec::new();
     let mut cards = Vec::new();
     for (index, reader) in readers.iter_mut().enumerate() {
         let status = read_purse(reader)?;
-        balances.push(status.balance);
+        // The old chip keeps its balance as a locked backup on temporary keys; the value
+        // is the new chip's now, and counted there.
+        balances.push(if index == moved_index {
+            Amount::ZERO
+        } else {
+            status.balance
+        });
         cards.push(serde_json::json!({
             "card": status.card_id.to_string(),
             "balance": status.balance.minor(),
@@ -412,6 +475,7 @@ fn run_in(dir: &Path, out: &mut Account) -> Result<DemoReport, WorldError> {
             "state": format!("{:?}", status.state),
             "abnormal_events": status.abnormal_events,
             "image": card_path(dir, index + 1).display().to_string(),
+            "moved_to_new_chip": index == moved_index,
         }));
         out.say(format!(
             "Card {}: balance {}, {} updates, {:?}, {} abnormal events recorded",
@@ -437,6 +501,8 @@ fn run_in(dir: &Path, out: &mut Account) -> Result<DemoReport, WorldError> {
         memory_cards_reconciled,
         online_purchases: online.purchases,
         online_charges: online.charges,
+        migrations: moved.migrations,
+        migrations_held: moved.held,
     })
 }
 

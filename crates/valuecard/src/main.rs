@@ -25,6 +25,7 @@ mod key_store;
 mod lifecycle;
 mod memcard_cli;
 mod memcard_terminal_cli;
+mod migrate_demo;
 mod online_cli;
 mod operations;
 mod pcsc;

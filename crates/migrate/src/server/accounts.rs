@@ -32,7 +32,7 @@ fn check_user_id(user_id: &str) -> Result<(), MoveError> {
         Ok(())
     } else {
         Err(MoveError::Invalid(
-            "a user ID is 1 to 64 letters, digits and . - _ @",
+            "a user ID is 1 to 64 letters, digits and . - _ @".into(),
         ))
     }
 }
@@ -47,14 +47,14 @@ pub fn create_user(
 ) -> Result<(), MoveError> {
     check_user_id(user_id)?;
     if password.len() < 8 || password.len() > PASSWORD_MAX {
-        return Err(MoveError::Invalid("a password is 8 to 256 bytes"));
+        return Err(MoveError::Invalid("a password is 8 to 256 bytes".into()));
     }
     let mut salt = [0u8; 16];
     rng.fill_bytes(&mut salt);
-    let salt = SaltString::encode_b64(&salt).map_err(|_| MoveError::Invalid("salt"))?;
+    let salt = SaltString::encode_b64(&salt).map_err(|_| MoveError::Invalid("salt".into()))?;
     let hash = Argon2::default()
         .hash_password(password.as_bytes(), &salt)
-        .map_err(|_| MoveError::Invalid("the password cannot be hashed"))?
+        .map_err(|_| MoveError::Invalid("the password cannot be hashed".into()))?
         .to_string();
     let inserted = db.transaction(|tx| {
         let taken = tx

@@ -19,6 +19,7 @@
 //! server or a provider gone, a chip pulled, an answer lost) is resumed by starting a new
 //! session, which redoes only the step that was not recorded.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -38,8 +39,8 @@ use valuecard_core::StatusWord;
 use super::accounts::{authenticate, chip_owner};
 use super::link::{LinkError, ProviderLink};
 use super::moves::{
-    attach_destination, insert_move, live_move_of_source, move_state, services, set_move_state,
-    set_service_state, MoveService,
+    attach_destination, find_move_state, insert_move, live_move_of_source, move_state, services,
+    set_move_state, set_service_state, MoveService,
 };
 use super::sessions::{load_session, pending_text, store_session, Act, Pending, Session};
 use super::MoveError;
@@ -72,7 +73,9 @@ impl Mode {
             "upload" => Ok(Mode::Upload),
             "download" => Ok(Mode::Download),
             "rollback" => Ok(Mode::Rollback),
-            _ => Err(MoveError::Invalid("a stored session mode is unknown")),
+            _ => Err(MoveError::Invalid(
+                "a stored session mode is unknown".into(),
+            )),
         }
     }
 }
@@ -99,7 +102,7 @@ pub enum Next {
 /// Where the move stands, for the holder's screen: the step, and the service it concerns.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Progress {
-    pub step: &'static str,
+    pub step: Cow<'static, str>,
     pub service: Option<(ServiceCode, ServiceKind)>,
 }
 
@@ -216,8 +219,8 @@ impl MoveServer {
         response: &[u8],
     ) -> Result<Next, MoveError> {
         let mut session = load_session(db, session_id)?;
-        let response =
-            Response::parse(response).map_err(|_| MoveError::Answer("not an APDU answer"))?;
+        let response = Response::parse(response)
+            .map_err(|_| MoveError::Answer("not an APDU answer".into()))?;
         match session.pending {
             Pending::SelectPurse => {
                 // A purse on temporary keys answers with the warning 6283, its data intact.
@@ -225,14 +228,14 @@ impl MoveServer {
                     return Err(MoveError::Card(response.sw));
                 }
                 let selected = SelectResponse::decode(&response.data)
-                    .map_err(|_| MoveError::Answer("the purse's SELECT answer"))?;
+                    .map_err(|_| MoveError::Answer("the purse's SELECT answer".into()))?;
                 let (Some(card), Some(certificate)) = (selected.card_id, selected.certificate)
                 else {
-                    return Err(MoveError::Answer("the chip is not an issued card"));
+                    return Err(MoveError::Answer("the chip is not an issued card".into()));
                 };
                 if certificate.subject().0 != card.0 {
                     return Err(MoveError::Answer(
-                        "the chip's certificate is another card's",
+                        "the chip's certificate is another card's".into(),
                     ));
                 }
                 session.card = Some((card, certificate));
@@ -247,12 +250,13 @@ impl MoveServer {
             }
             Pending::SelectServices => {
                 success(&response)?;
-                let fci = ServicesFci::decode(&response.data)
-                    .map_err(|_| MoveError::Answer("the services application's SELECT answer"))?;
+                let fci = ServicesFci::decode(&response.data).map_err(|_| {
+                    MoveError::Answer("the services application's SELECT answer".into())
+                })?;
                 let (card, _) = session.card.clone().ok_or(MoveError::NoSession)?;
                 if fci.card_id != card {
                     return Err(MoveError::Answer(
-                        "the services application is another card's",
+                        "the services application is another card's".into(),
                     ));
                 }
                 self.attach(db, &mut session, &fci)?;
@@ -264,7 +268,7 @@ impl MoveServer {
                     .data
                     .as_slice()
                     .try_into()
-                    .map_err(|_| MoveError::Answer("GET CHALLENGE answer"))?;
+                    .map_err(|_| MoveError::Answer("GET CHALLENGE answer".into()))?;
                 let apdu = self.admin_apdu(db, &session, act, &challenge)?;
                 let service = self.act_service(db, &session, act)?;
                 self.send(
@@ -303,7 +307,10 @@ impl MoveServer {
         store_session(db, session)?;
         Ok(Next::Apdu {
             apdu,
-            progress: Progress { step, service },
+            progress: Progress {
+                step: step.into(),
+                service,
+            },
         })
     }
 
@@ -369,7 +376,9 @@ impl MoveServer {
             };
         }
         if fci.areas.is_empty() {
-            return Err(MoveError::Invalid("this chip holds no services to move"));
+            return Err(MoveError::Invalid(
+                "this chip holds no services to move".into(),
+            ));
         }
         if fci
             .areas
@@ -397,7 +406,7 @@ impl MoveServer {
             Ok(move_id)
         } else {
             Err(MoveError::Invalid(
-                "another move of this user is in progress: finish or roll it back first",
+                "another move of this user is in progress: finish or roll it back first".into(),
             ))
         }
     }
@@ -645,7 +654,7 @@ impl MoveServer {
     pub fn status(&self, db: &mut Database, move_id: &MoveId) -> Result<Outcome, MoveError> {
         Ok(Outcome {
             move_id: *move_id,
-            state: move_state(db, move_id)?,
+            state: find_move_state(db, move_id)?.ok_or(MoveError::UnknownMove)?,
             services: services(db, move_id)?
                 .into_iter()
                 .map(|s| (s.service, s.kind, s.state))

@@ -17,6 +17,8 @@ mod sessions;
 pub use engine::{MoveServer, Next, Progress, Started};
 pub use link::{LinkError, LocalProvider, ProviderLink};
 
+use std::borrow::Cow;
+
 use valuecard_core::messages::center::CenterError;
 use valuecard_core::messages::services::ServiceCode;
 use valuecard_core::StatusWord;
@@ -29,8 +31,9 @@ pub enum MoveError {
     WrongPassword,
     #[error("that user ID is taken")]
     UserExists,
+    /// A request the server refuses as it stands (its reason, for the holder).
     #[error("{0}")]
-    Invalid(&'static str),
+    Invalid(Cow<'static, str>),
     /// The chip's serial number is not registered with this server.
     #[error("this chip is not registered with the move server")]
     UnknownChip,
@@ -75,15 +78,22 @@ pub enum MoveError {
     Card(StatusWord),
     /// The chip's answer is not what the step expects.
     #[error("the chip's answer does not fit: {0}")]
-    Answer(&'static str),
+    Answer(Cow<'static, str>),
     /// An unknown or finished session.
     #[error("no such session: start again")]
     NoSession,
+    /// No move has that identifier.
+    #[error("no such move")]
+    UnknownMove,
     /// The administrative SAM failed.
     #[error("the administrative SAM failed: {0}")]
     Sam(String),
     #[error(transparent)]
     Storage(#[from] CenterError),
+    /// The move server could not be reached, or answered outside its protocol (a remote
+    /// client's view; the server itself never gives it).
+    #[error("the move server is unavailable: {0}")]
+    ServerUnavailable(String),
 }
 
 /// The move server in this process, over its own database: the client's

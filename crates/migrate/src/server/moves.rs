@@ -68,7 +68,7 @@ pub(super) fn attach_destination(
 }
 
 pub(super) fn move_id(bytes: &[u8]) -> Result<MoveId, MoveError> {
-    MoveId::try_from(bytes).map_err(|_| MoveError::Invalid("a stored move ID is malformed"))
+    MoveId::try_from(bytes).map_err(|_| MoveError::Invalid("a stored move ID is malformed".into()))
 }
 
 pub(super) fn live_move_of_source(
@@ -92,6 +92,20 @@ pub(super) fn move_state(db: &mut Database, move_id: &MoveId) -> Result<String, 
         .text(0)?)
 }
 
+/// The move's state, or `None` when there is no such move.
+pub(super) fn find_move_state(
+    db: &mut Database,
+    move_id: &MoveId,
+) -> Result<Option<String>, MoveError> {
+    Ok(db
+        .query_optional(
+            "SELECT state FROM migrate_moves WHERE move_id = $1",
+            &[move_id.to_vec().into()],
+        )?
+        .map(|row| row.text(0))
+        .transpose()?)
+}
+
 pub(super) fn services(db: &mut Database, move_id: &MoveId) -> Result<Vec<MoveService>, MoveError> {
     db.query(
         "SELECT service, kind, state FROM migrate_move_services WHERE move_id = $1 \
@@ -103,9 +117,11 @@ pub(super) fn services(db: &mut Database, move_id: &MoveId) -> Result<Vec<MoveSe
         let kind = u8::try_from(row.int(1)?).unwrap_or(0);
         Ok(MoveService {
             service: ServiceCode(
-                u16::try_from(row.int(0)?).map_err(|_| MoveError::Invalid("a stored service"))?,
+                u16::try_from(row.int(0)?)
+                    .map_err(|_| MoveError::Invalid("a stored service".into()))?,
             ),
-            kind: ServiceKind::from_u8(kind).map_err(|_| MoveError::Invalid("a stored kind"))?,
+            kind: ServiceKind::from_u8(kind)
+                .map_err(|_| MoveError::Invalid("a stored kind".into()))?,
             state: row.text(2)?,
         })
     })

@@ -51,7 +51,7 @@ pub(super) struct Session {
 pub(super) fn pending_text(pending: Pending) -> Result<Value, MoveError> {
     serde_json::to_string(&pending)
         .map(Value::Text)
-        .map_err(|_| MoveError::Invalid("a session step that cannot be stored"))
+        .map_err(|_| MoveError::Invalid("a session step that cannot be stored".into()))
 }
 
 pub(super) fn store_session(db: &mut Database, session: &Session) -> Result<(), MoveError> {
@@ -91,7 +91,7 @@ pub(super) fn load_session(db: &mut Database, id: &SessionId) -> Result<Session,
         (Some(card), Some(certificate)) => Some((
             card_id(&card)?,
             Certificate::decode(&certificate)
-                .map_err(|_| MoveError::Invalid("a stored certificate is malformed"))?,
+                .map_err(|_| MoveError::Invalid("a stored certificate is malformed".into()))?,
         )),
         _ => None,
     };
@@ -105,6 +105,6 @@ pub(super) fn load_session(db: &mut Database, id: &SessionId) -> Result<Session,
             .map(|bytes| move_id(&bytes))
             .transpose()?,
         pending: serde_json::from_str(&row.text(5)?)
-            .map_err(|_| MoveError::Invalid("a stored session step is malformed"))?,
+            .map_err(|_| MoveError::Invalid("a stored session step is malformed".into()))?,
     })
 }
