@@ -73,7 +73,10 @@ pub enum EmbeddedError {
     #[error("cannot serve: {0}")]
     Serve(#[from] std::io::Error),
     #[error("the provider of service {service} cannot be reached: {error}")]
-    Provider { service: ServiceCode, error: LinkError },
+    Provider {
+        service: ServiceCode,
+        error: LinkError,
+    },
     #[error("no provider of service {0} runs here")]
     NoSuchProvider(ServiceCode),
 }
@@ -106,7 +109,11 @@ struct Station {
 }
 
 impl Station {
-    fn new(location: &DatabaseLocation, pool: DatabasePool, port: u16) -> Result<Self, EmbeddedError> {
+    fn new(
+        location: &DatabaseLocation,
+        pool: DatabasePool,
+        port: u16,
+    ) -> Result<Self, EmbeddedError> {
         let listener = TcpListener::bind(("127.0.0.1", port))?;
         Ok(Station {
             identity: identity()?,
@@ -136,14 +143,20 @@ impl Station {
     /// Stops the service; its database connections close with it, but for a database in
     /// memory, which is the service's state and is kept.
     fn stop(&mut self) -> std::io::Result<()> {
-        let stopped = self.running.take().map_or(Ok(()), BackgroundService::shutdown);
-        stopped
+        self.running
+            .take()
+            .map_or(Ok(()), BackgroundService::shutdown)
     }
 
     /// The pool a restarted service works on: the same database, new connections.
     fn reopen(
         &mut self,
-        open: impl Fn(&DatabaseLocation) -> Result<valuecard_center::sql::Database, valuecard_core::messages::center::CenterError>,
+        open: impl Fn(
+            &DatabaseLocation,
+        ) -> Result<
+            valuecard_center::sql::Database,
+            valuecard_core::messages::center::CenterError,
+        >,
         size: usize,
     ) -> Result<(), EmbeddedError> {
         if self.location != DatabaseLocation::Memory {
@@ -269,7 +282,10 @@ impl MoveSystem {
             .ok_or(EmbeddedError::NoSuchProvider(service))
     }
 
-    fn provider_mut(&mut self, service: ServiceCode) -> Result<&mut RunningProvider, EmbeddedError> {
+    fn provider_mut(
+        &mut self,
+        service: ServiceCode,
+    ) -> Result<&mut RunningProvider, EmbeddedError> {
         self.providers
             .iter_mut()
             .find(|p| p.provider.service() == service)

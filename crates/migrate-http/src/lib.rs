@@ -21,6 +21,7 @@
 #![forbid(unsafe_code)]
 
 pub mod access;
+pub mod center_report;
 pub mod embedded;
 pub mod move_client;
 pub mod move_service;

@@ -18,9 +18,8 @@ use valuecard_migrate::server::{MoveError, Next, Started};
 use crate::problem::move_error;
 use crate::transport::{Endpoint, Failure};
 use crate::wire::{
-    ChipRegistration, ChipRegisteredBody, ChipRequestBody, Credentials, NextBody,
-    NextRequestBody, OutcomeBody, SessionRequest, SessionRequestBody, StartedBody,
-    UserCreatedBody, UserRequestBody,
+    ChipRegisteredBody, ChipRegistration, ChipRequestBody, Credentials, NextBody, NextRequestBody,
+    OutcomeBody, SessionRequest, SessionRequestBody, StartedBody, UserCreatedBody, UserRequestBody,
 };
 
 /// How long one call to the move server may take: longer than a provider call, since one
@@ -54,10 +53,9 @@ impl HttpMoveServer {
     fn fail(&self, failure: Failure) -> MoveError {
         match failure {
             Failure::Problem(problem) => move_error(problem),
-            Failure::Unreachable(reason) => MoveError::ServerUnavailable(format!(
-                "{} cannot be reached: {reason}",
-                self.url()
-            )),
+            Failure::Unreachable(reason) => {
+                MoveError::ServerUnavailable(format!("{} cannot be reached: {reason}", self.url()))
+            }
             Failure::Malformed(reason) => {
                 MoveError::ServerUnavailable(format!("{} misbehaved: {reason}", self.url()))
             }

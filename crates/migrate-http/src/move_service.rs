@@ -33,8 +33,8 @@ use valuecard_settle_http::{DatabaseLocation, DatabasePool};
 use crate::problem::{move_problem, Problem};
 use crate::serving::{answer, health, path_id, with_fallbacks, Answer, Wire};
 use crate::wire::{
-    ChipRegistered, ChipRegisteredBody, ChipRequestBody, NextBody, NextRequestBody,
-    OutcomeBody, SessionRequestBody, StartedBody, UserCreatedBody, UserRequestBody,
+    ChipRegistered, ChipRegisteredBody, ChipRequestBody, NextBody, NextRequestBody, OutcomeBody,
+    SessionRequestBody, StartedBody, UserCreatedBody, UserRequestBody,
 };
 
 /// The move server's service: its logic and its database, nothing else.

@@ -154,13 +154,21 @@ pub struct Problem {
     pub title: String,
     pub status: u16,
     pub detail: String,
+    /// The extension members, boxed: most problems have none.
+    #[serde(flatten)]
+    pub extensions: Box<Extensions>,
+}
+
+/// What a client needs, beside the detail, to rebuild the error it stands for.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Extensions {
     /// The service the refusal concerns (four hex digits).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<String>,
     /// The chip's status word (four hex digits).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status_word: Option<String>,
-    /// The reason inside the detail, for the client to rebuild the error.
+    /// The reason inside the detail.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }
@@ -172,9 +180,7 @@ impl Problem {
             title: kind.title().to_owned(),
             status: kind.status().as_u16(),
             detail: detail.into(),
-            service: None,
-            status_word: None,
-            reason: None,
+            extensions: Box::default(),
         }
     }
 
@@ -183,17 +189,17 @@ impl Problem {
     }
 
     fn with_service(mut self, service: valuecard_core::messages::services::ServiceCode) -> Self {
-        self.service = Some(service_text(service));
+        self.extensions.service = Some(service_text(service));
         self
     }
 
     fn with_reason(mut self, reason: impl Into<String>) -> Self {
-        self.reason = Some(reason.into());
+        self.extensions.reason = Some(reason.into());
         self
     }
 
     fn with_status_word(mut self, sw: StatusWord) -> Self {
-        self.status_word = Some(format!("{:04X}", sw.0));
+        self.extensions.status_word = Some(format!("{:04X}", sw.0));
         self
     }
 
@@ -244,7 +250,9 @@ impl IntoResponse for Problem {
 pub fn provider_problem(error: &ProviderError) -> Problem {
     let detail = error.to_string();
     match error {
-        ProviderError::Card(sw) => Problem::new(ProblemKind::CardStatus, detail).with_status_word(*sw),
+        ProviderError::Card(sw) => {
+            Problem::new(ProblemKind::CardStatus, detail).with_status_word(*sw)
+        }
         ProviderError::Answer(_) => Problem::new(ProblemKind::CardAnswer, detail),
         ProviderError::OutOfOrder(_) => Problem::new(ProblemKind::OutOfOrder, detail),
         ProviderError::NoCopy => Problem::new(ProblemKind::NoCopy, detail),
@@ -309,14 +317,21 @@ pub fn move_problem(error: &MoveError) -> Problem {
 pub fn move_error(problem: Problem) -> MoveError {
     use ProblemKind as K;
     let service = problem
+        .extensions
         .service
         .as_deref()
         .and_then(|text| service_code("service", text).ok());
-    let status_word = problem
-        .status_word
-        .as_deref()
-        .and_then(|text| u16::from_str_radix(text, 16).ok().filter(|_| text.len() == 4));
-    let rebuilt = match (problem.kind, service, status_word, problem.reason.clone()) {
+    let status_word = problem.extensions.status_word.as_deref().and_then(|text| {
+        u16::from_str_radix(text, 16)
+            .ok()
+            .filter(|_| text.len() == 4)
+    });
+    let rebuilt = match (
+        problem.kind,
+        service,
+        status_word,
+        problem.extensions.reason.clone(),
+    ) {
         (K::WrongPassword, ..) => Some(MoveError::WrongPassword),
         (K::UserExists, ..) => Some(MoveError::UserExists),
         (K::Invalid | K::BadRequest | K::BodyTooLarge, ..) => {
@@ -457,7 +472,9 @@ mod tests {
         )
         .unwrap();
         assert_eq!(refused.kind, ProblemKind::Unknown);
-        assert!(matches!(move_error(refused), MoveError::Invalid(text) if text == "come back later"));
+        assert!(
+            matches!(move_error(refused), MoveError::Invalid(text) if text == "come back later")
+        );
         let failed: Problem = serde_json::from_str(
             r#"{"type":"provider-down","title":"t","status":503,"detail":"gone"}"#,
         )

@@ -91,9 +91,9 @@ impl HttpProviderLink {
 fn link_error(endpoint: &Endpoint, failure: Failure) -> LinkError {
     let origin = endpoint.origin();
     match failure {
-        Failure::Unreachable(reason) => {
-            LinkError::Down(format!("the provider at {origin} cannot be reached: {reason}"))
-        }
+        Failure::Unreachable(reason) => LinkError::Down(format!(
+            "the provider at {origin} cannot be reached: {reason}"
+        )),
         Failure::Problem(problem) if (400..500).contains(&problem.status) => {
             LinkError::Refused(problem.detail)
         }

@@ -111,9 +111,7 @@ impl ProviderService {
     /// Runs one step of a conversation on a pooled connection, off the runtime.
     async fn step(
         self: &Arc<Self>,
-        work: impl FnOnce(&Provider, &mut Database, i64) -> Result<Exchange, Problem>
-            + Send
-            + 'static,
+        work: impl FnOnce(&Provider, &mut Database, i64) -> Result<Exchange, Problem> + Send + 'static,
     ) -> Result<Exchange, Problem> {
         let service = Arc::clone(self);
         self.pool

@@ -48,10 +48,7 @@ where
         let bytes = axum::body::to_bytes(request.into_body(), MAX_BODY_BYTES)
             .await
             .map_err(|error| {
-                if error
-                    .into_inner()
-                    .is::<http_body_util::LengthLimitError>()
-                {
+                if error.into_inner().is::<http_body_util::LengthLimitError>() {
                     too_large()
                 } else {
                     Problem::bad_request("the request body could not be read")
@@ -92,7 +89,11 @@ pub(crate) async fn health(pool: &DatabasePool) -> Answer {
         status: "ok".into(),
         database: if postgres { "postgresql" } else { "sqlite" }.into(),
     };
-    let mut response = (StatusCode::OK, serde_json::to_vec(&body).unwrap_or_default()).into_response();
+    let mut response = (
+        StatusCode::OK,
+        serde_json::to_vec(&body).unwrap_or_default(),
+    )
+        .into_response();
     response
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON));

@@ -92,7 +92,10 @@ fn an_unknown_chip_and_another_users_chip_are_refused() {
     // A user ID taken, a malformed one, a short password.
     let error = rig.client.create_user(USER, "yet another one").unwrap_err();
     assert!(matches!(error, MoveError::UserExists), "{error:?}");
-    let error = rig.client.create_user("no spaces please", "a password").unwrap_err();
+    let error = rig
+        .client
+        .create_user("no spaces please", "a password")
+        .unwrap_err();
     assert!(matches!(error, MoveError::Invalid(_)), "{error:?}");
     assert_eq!(
         error.to_string(),
@@ -142,7 +145,10 @@ fn an_unknown_session_or_move_is_not_found() {
     );
     answer.problem(422, "card-status");
     assert_eq!(answer.body["status_word"], "6A82");
-    let error = rig.client.next(&started.session, &[0x6A, 0x82]).unwrap_err();
+    let error = rig
+        .client
+        .next(&started.session, &[0x6A, 0x82])
+        .unwrap_err();
     assert!(
         matches!(error, MoveError::Card(sw) if sw.0 == 0x6A82),
         "{error:?}"

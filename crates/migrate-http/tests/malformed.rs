@@ -101,8 +101,8 @@ fn a_provider_answers_malformed_requests_with_problems() {
     });
 
     post("/v1/key-packages", b"{").problem(400, "bad-request");
-    let detail = post("/v1/key-packages", br#"{"card_certificate":"7f21"}"#)
-        .problem(400, "bad-request");
+    let detail =
+        post("/v1/key-packages", br#"{"card_certificate":"7f21"}"#).problem(400, "bad-request");
     assert!(detail.starts_with("card_certificate:"), "{detail}");
     // A certificate that decodes but is no card's: the SAM refuses it.
     let (_, terminal) = testing::terminal();
@@ -111,13 +111,11 @@ fn a_provider_answers_malformed_requests_with_problems() {
 
     let mut bad = request.clone();
     bad.source_certificate = "zz".into();
-    let detail = post(&upload_path, &serde_json::to_vec(&bad).unwrap())
-        .problem(400, "bad-request");
+    let detail = post(&upload_path, &serde_json::to_vec(&bad).unwrap()).problem(400, "bad-request");
     assert!(detail.starts_with("source_certificate:"), "{detail}");
     let mut bad = request.clone();
     bad.source_card_id = hex::encode([1u8; 9]);
-    let detail = post(&upload_path, &serde_json::to_vec(&bad).unwrap())
-        .problem(400, "bad-request");
+    let detail = post(&upload_path, &serde_json::to_vec(&bad).unwrap()).problem(400, "bad-request");
     assert!(detail.starts_with("source_card_id:"), "{detail}");
     let good = serde_json::to_vec(&request).unwrap();
     post("/v1/moves/42/upload", &good).problem(400, "bad-request");
@@ -127,8 +125,12 @@ fn a_provider_answers_malformed_requests_with_problems() {
     let mut answer = request.clone();
     answer.response = Some("9000".into());
     post(&upload_path, &serde_json::to_vec(&answer).unwrap()).problem(409, "out-of-order");
-    raw.post(&format!("/v1/moves/{move_id}/clear"), Payload::None, Some(&bearer))
-        .problem(404, "no-copy");
+    raw.post(
+        &format!("/v1/moves/{move_id}/clear"),
+        Payload::None,
+        Some(&bearer),
+    )
+    .problem(404, "no-copy");
     let download = json!({"destination_card_id": hex::encode(testing::card_id(2).as_bytes())});
     post(
         &format!("/v1/moves/{move_id}/download"),

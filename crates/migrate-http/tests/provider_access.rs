@@ -17,8 +17,11 @@ use valuecard_migrate_http::AccessSecret;
 use valuecard_settle_http::DatabasePool;
 
 fn sessions(pool: &DatabasePool) -> i64 {
-    pool.run_blocking(|db| db.query_one("SELECT COUNT(*) FROM provider_sessions", &[])?.int(0))
-        .unwrap()
+    pool.run_blocking(|db| {
+        db.query_one("SELECT COUNT(*) FROM provider_sessions", &[])?
+            .int(0)
+    })
+    .unwrap()
 }
 
 /// The ways to call without the secret.
@@ -58,9 +61,17 @@ fn the_transfer_routes_refuse_anyone_but_the_move_server() {
         let answers = [
             raw.post(&move_path("discard"), Payload::None, authorization),
             raw.post(&move_path("clear"), Payload::None, authorization),
-            raw.post("/v1/key-packages", Payload::Bytes(&key_request), authorization),
+            raw.post(
+                "/v1/key-packages",
+                Payload::Bytes(&key_request),
+                authorization,
+            ),
             raw.post(&move_path("upload"), Payload::Bytes(&upload), authorization),
-            raw.post(&move_path("download"), Payload::Bytes(&download), authorization),
+            raw.post(
+                &move_path("download"),
+                Payload::Bytes(&download),
+                authorization,
+            ),
             // Refused before the body is read: a malformed one changes nothing of that.
             raw.post(&move_path("upload"), Payload::Bytes(b"{"), authorization),
         ];

@@ -11,7 +11,12 @@ use valuecard_migrate::client::{self, ClientError, Mode, Outcome};
 use valuecard_migrate::server::MoveError;
 
 /// Runs `mode` and stops the provider of `victim` as soon as a step of its service comes.
-fn run_stopping(rig: &mut Rig, which: Which, mode: Mode, victim: ServiceCode) -> Result<Outcome, ClientError> {
+fn run_stopping(
+    rig: &mut Rig,
+    which: Which,
+    mode: Mode,
+    victim: ServiceCode,
+) -> Result<Outcome, ClientError> {
     let client = rig.client.clone();
     let system = &rig.system;
     let reader = match which {
@@ -42,7 +47,9 @@ fn assert_provider_down(result: Result<Outcome, ClientError>, rig: &Rig, victim:
         other => panic!("{other:?}"),
     }
     assert!(
-        text.starts_with(&format!("the provider of service {victim} is unavailable: ")),
+        text.starts_with(&format!(
+            "the provider of service {victim} is unavailable: "
+        )),
         "{text}"
     );
 }
@@ -88,7 +95,10 @@ fn a_provider_stopped_during_the_download_is_named_and_the_rerun_completes() {
     assert_eq!(balance(rig.chip(Which::New)), NEW_BALANCE);
     assert_eq!(key_state(rig.chip(Which::New), POINTS), None);
     for service in SERVICES {
-        assert_ne!(key_state(rig.chip(Which::New), service), Some(KeyState::Main));
+        assert_ne!(
+            key_state(rig.chip(Which::New), service),
+            Some(KeyState::Main)
+        );
     }
 
     rig.system.borrow_mut().start_provider(POINTS).unwrap();

@@ -12,6 +12,7 @@ mod bench_db;
 mod bench_http;
 mod bench_ingest;
 mod bench_memcard;
+mod bench_migrate;
 mod bench_online;
 mod bench_pcsc;
 mod bench_sam;
@@ -25,7 +26,9 @@ mod key_store;
 mod lifecycle;
 mod memcard_cli;
 mod memcard_terminal_cli;
+mod migrate_cli;
 mod migrate_demo;
+mod move_services_cli;
 mod online_cli;
 mod operations;
 mod pcsc;
@@ -82,6 +85,13 @@ enum Commands {
     /// The holder's wallet (seed 004): a local web page on 127.0.0.1 that pays web stores
     /// and charges the card in the reader through the online settlement services.
     Wallet(wallet::WalletArgs),
+    /// Move every service of a chip (the purse, passes, points) to a new chip through the
+    /// value move server (seed 002): `--card`/`--from-reader` uploads from the old chip,
+    /// `--to-card`/`--to-reader` downloads into the new one; and the move server itself.
+    Migrate(migrate_cli::MigrateArgs),
+    /// A service provider's application server of the value move (seed 002).
+    #[command(subcommand)]
+    Provider(migrate_cli::ProviderCommands),
     /// The whole system at scale over simulated days, with real cryptography and injected
     /// faults: what the center detected against what was injected, the conservation
     /// equation, and throughput against the crypto floor.
@@ -342,6 +352,10 @@ enum BenchCommands {
     /// service's HTTPS and databases, against the same purchase with every part called
     /// directly; latency at half load.
     Online(bench_online::OnlineArgs),
+    /// Full value moves (seed 002) per second, every service of an old chip moved to a new
+    /// chip through the move server and the providers' HTTPS and databases, against the same
+    /// move with every part called directly; latency and APDUs a move.
+    Migrate(bench_migrate::MigrateArgs),
 }
 
 fn main() -> ExitCode {
@@ -479,9 +493,12 @@ fn main() -> ExitCode {
         Commands::Bench(BenchCommands::Memcard(args)) => bench_memcard::memcard(args),
         Commands::Bench(BenchCommands::Sam(args)) => bench_sam::sam(args),
         Commands::Bench(BenchCommands::Online(args)) => bench_online::online(args),
+        Commands::Bench(BenchCommands::Migrate(args)) => bench_migrate::migrate(args),
         Commands::Simulate(args) => simulate_cli::run(args),
         Commands::Wallet(args) => wallet::run(args),
         Commands::Online(command) => online_cli::online(command),
+        Commands::Migrate(args) => migrate_cli::migrate(args),
+        Commands::Provider(command) => migrate_cli::provider(command),
     };
     match outcome {
         Ok(code) => code,

@@ -363,6 +363,10 @@ pub fn center_status(
                 "spent": totals.online.spent,
                 "payments": totals.online.payments,
             }),
+            "moves": json!({
+                "moved": totals.moves.moved,
+                "moves": totals.moves.moves,
+            }),
             "not_known_here": NOT_KNOWN_HERE,
             "pending_loads": pending.iter().map(|p| json!({"card": p.card_id.to_string(), "load_number": p.load_number, "amount": p.amount.minor(), "dispenser": p.dispenser_id.to_string()})).collect::<Vec<_>>(),
             "alerts": alerts.iter().map(|a| json!({"subject": hex::encode_upper(a.subject), "kind": a.kind, "detail": a.detail, "raised_on": valuecard_core::time::Date(a.raised_on).to_string()})).collect::<Vec<_>>(),
@@ -405,6 +409,11 @@ pub fn center_status(
                 totals.online.charges,
                 money(totals.online.spent.into()),
                 totals.online.payments
+            );
+            println!(
+                "  moved to new chips: {} ({} moves; the old cards are out of the remaining value)",
+                money(totals.moves.moved.into()),
+                totals.moves.moves
             );
             println!(
                 "  issued + loaded + charged online - restored - spent - spent online = {}: {verdict}",

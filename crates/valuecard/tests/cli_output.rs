@@ -142,8 +142,14 @@ fn every_command_that_reports_takes_json() {
         &["bench", "memcard"],
         &["bench", "sam"],
         &["bench", "online"],
+        &["bench", "migrate"],
         &["online", "try"],
         &["simulate"],
+        &["migrate"],
+        &["migrate", "init"],
+        &["migrate", "user"],
+        &["migrate", "register"],
+        &["provider", "issue"],
     ];
     let help = |command: &[&str]| {
         let output = valuecard().args(command).arg("--help").output().unwrap();
@@ -158,12 +164,16 @@ fn every_command_that_reports_takes_json() {
         &["memcard", "attach"],
         &["center", "serve"],
         &["wallet"],
+        &["migrate", "serve"],
+        &["provider", "serve"],
     ];
     for command in long_running {
         assert!(!help(command).contains("--json"), "{command:?}");
     }
     // And no command is missing from the lists above.
-    let groups = ["center", "card", "memcard", "terminal", "bench", "online"];
+    let groups = [
+        "center", "card", "memcard", "terminal", "bench", "online", "migrate", "provider",
+    ];
     let top = help(&[]);
     let top_names = top
         .lines()

@@ -155,7 +155,11 @@ pub(crate) mod tests {
 
     #[test]
     fn service_kinds_are_read_by_name() {
-        for kind in [ServiceKind::Purse, ServiceKind::Tickets, ServiceKind::Points] {
+        for kind in [
+            ServiceKind::Purse,
+            ServiceKind::Tickets,
+            ServiceKind::Points,
+        ] {
             assert_eq!(service_kind("k", kind.name()).unwrap(), kind);
         }
         assert!(service_kind("k", "Purse").is_err());

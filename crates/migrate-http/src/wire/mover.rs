@@ -10,8 +10,8 @@ use valuecard_migrate::client::{Mode, Outcome};
 use valuecard_migrate::server::{Next, Progress, Started};
 
 use super::{
-    card_id, hex_array, hex_bytes, move_id, refuse, service_code, service_kind, service_text,
-    Body, WireError,
+    card_id, hex_array, hex_bytes, move_id, refuse, service_code, service_kind, service_text, Body,
+    WireError,
 };
 
 /// A user's ID and password.
@@ -399,13 +399,15 @@ impl Body for OutcomeBody {
         let services = self
             .services
             .iter()
-            .map(|entry| -> Result<(ServiceCode, ServiceKind, String), WireError> {
-                Ok((
-                    service_code("services.service", &entry.service)?,
-                    service_kind("services.kind", &entry.kind)?,
-                    entry.state.clone(),
-                ))
-            })
+            .map(
+                |entry| -> Result<(ServiceCode, ServiceKind, String), WireError> {
+                    Ok((
+                        service_code("services.service", &entry.service)?,
+                        service_kind("services.kind", &entry.kind)?,
+                        entry.state.clone(),
+                    ))
+                },
+            )
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Outcome {
             move_id: move_id("move_id", &self.move_id)?,

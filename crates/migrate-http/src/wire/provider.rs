@@ -250,7 +250,10 @@ impl Body for ExchangeBody {
                 Ok(Exchange::Apdu(apdu))
             }
             (ExchangeKind::Done, None) => Ok(Exchange::Done),
-            _ => Err(refuse("apdu", "present exactly when the exchange is an apdu")),
+            _ => Err(refuse(
+                "apdu",
+                "present exactly when the exchange is an apdu",
+            )),
         }
     }
 }
@@ -366,7 +369,8 @@ mod tests {
         core::mem::swap(&mut body.main_package, &mut body.temporary_package);
         assert!(body.decode().is_err());
 
-        let other = testing::key_package(2, ServiceCode(0x0203), KeyState::Temporary, 3, &mut OsRng);
+        let other =
+            testing::key_package(2, ServiceCode(0x0203), KeyState::Temporary, 3, &mut OsRng);
         let body = KeyPackagesBody::encode(&(main.clone(), other));
         assert_eq!(body.decode().unwrap_err().field, "temporary_package");
 

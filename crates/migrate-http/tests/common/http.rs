@@ -77,7 +77,11 @@ impl Raw {
     }
 
     pub fn post_json(&self, path: &str, body: &serde_json::Value) -> Answer {
-        self.post(path, Payload::Bytes(&serde_json::to_vec(body).unwrap()), None)
+        self.post(
+            path,
+            Payload::Bytes(&serde_json::to_vec(body).unwrap()),
+            None,
+        )
     }
 }
 

@@ -89,7 +89,7 @@ impl<'a> Interrupting<'a> {
         let result = work(&self.client);
         let calls = self.calls.get() + 1;
         self.calls.set(calls);
-        if calls % self.every == 0 {
+        if calls.is_multiple_of(self.every) {
             let mut system = self.system.borrow_mut();
             system.stop_server().unwrap();
             self.stops.set(self.stops.get() + 1);

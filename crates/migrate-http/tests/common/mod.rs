@@ -186,7 +186,9 @@ pub fn rig(options: &MoveOptions, mut provider_database: impl FnMut() -> Databas
 
 /// The rig with every database in memory.
 pub fn rig_in_memory() -> Rig {
-    rig(&MoveOptions::in_memory(today()), || DatabaseLocation::Memory)
+    rig(&MoveOptions::in_memory(today()), || {
+        DatabaseLocation::Memory
+    })
 }
 
 /// One run of the holder's device through `server`.
@@ -402,7 +404,10 @@ impl Standalone {
     pub fn sessions(&self) -> i64 {
         use valuecard_center::sql::Executor;
         self.pool
-            .run_blocking(|db| db.query_one("SELECT COUNT(*) FROM provider_sessions", &[])?.int(0))
+            .run_blocking(|db| {
+                db.query_one("SELECT COUNT(*) FROM provider_sessions", &[])?
+                    .int(0)
+            })
             .unwrap()
     }
 }

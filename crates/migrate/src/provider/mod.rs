@@ -255,7 +255,8 @@ impl Provider {
         move_id: &MoveId,
     ) -> Result<Option<CopyRecord>, ProviderError> {
         let row = db.query_optional(
-            "SELECT state, source, destination, sealed_copy IS NOT NULL FROM provider_copies \
+            "SELECT state, source, destination, \
+             CASE WHEN sealed_copy IS NULL THEN 0 ELSE 1 END FROM provider_copies \
              WHERE move_id = $1 AND service = $2",
             &[move_id.to_vec().into(), i64::from(self.service.0).into()],
         )?;
