@@ -11,7 +11,9 @@
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 
+use valuecard_center::sql::Database;
 use valuecard_center_http::{CenterPin, ServiceIdentity};
+use valuecard_core::messages::center::CenterError;
 use valuecard_core::messages::services::ServiceCode;
 use valuecard_core::time::{Clock, Date, FixedClock, SystemClock};
 use valuecard_migrate::provider::Provider;
@@ -81,8 +83,8 @@ pub enum EmbeddedError {
     NoSuchProvider(ServiceCode),
 }
 
-impl From<valuecard_core::messages::center::CenterError> for EmbeddedError {
-    fn from(error: valuecard_core::messages::center::CenterError) -> Self {
+impl From<CenterError> for EmbeddedError {
+    fn from(error: CenterError) -> Self {
         EmbeddedError::Database(error.to_string())
     }
 }
@@ -96,6 +98,9 @@ impl From<PoolError> for EmbeddedError {
 fn identity() -> Result<ServiceIdentity, EmbeddedError> {
     ServiceIdentity::generate(&[]).map_err(|error| EmbeddedError::Database(error.to_string()))
 }
+
+/// How a service's database is opened, its migrations applied.
+type OpenDatabase = fn(&DatabaseLocation) -> Result<Database, CenterError>;
 
 /// One service's fixed parts, kept while it is stopped so that it comes back as itself.
 struct Station {
@@ -149,16 +154,7 @@ impl Station {
     }
 
     /// The pool a restarted service works on: the same database, new connections.
-    fn reopen(
-        &mut self,
-        open: impl Fn(
-            &DatabaseLocation,
-        ) -> Result<
-            valuecard_center::sql::Database,
-            valuecard_core::messages::center::CenterError,
-        >,
-        size: usize,
-    ) -> Result<(), EmbeddedError> {
+    fn reopen(&mut self, open: OpenDatabase, size: usize) -> Result<(), EmbeddedError> {
         if self.location != DatabaseLocation::Memory {
             self.pool = DatabasePool::new(open(&self.location)?, size)?;
         }
@@ -310,9 +306,9 @@ impl MoveSystem {
         for running in &self.providers {
             let provider = Arc::clone(&running.provider);
             held += running.station.pool.run_blocking(move |db| {
-                provider.copies_held(db).map_err(|error| {
-                    valuecard_core::messages::center::CenterError::Storage(error.to_string())
-                })
+                provider
+                    .copies_held(db)
+                    .map_err(|error| CenterError::Storage(error.to_string()))
             })?;
         }
         Ok(held)

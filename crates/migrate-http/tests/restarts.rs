@@ -54,7 +54,7 @@ fn run_through_stops(
         match run(link, reader, mode) {
             Ok(outcome) => return (outcome, attempt),
             Err(ClientError::Server(MoveError::ServerUnavailable(reason))) => {
-                assert!(reason.contains(&link.client.url()[..]), "{reason}");
+                assert!(reason.contains(link.client.url()), "{reason}");
                 link.system.borrow_mut().start_server().unwrap();
             }
             Err(other) => panic!("{mode:?}, attempt {attempt}: {other}"),

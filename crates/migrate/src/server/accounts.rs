@@ -7,6 +7,7 @@ use argon2::Argon2;
 use rand_core::CryptoRngCore;
 use valuecard_center::sql::{Database, Executor, Value};
 use valuecard_core::ids::CardId;
+use valuecard_core::messages::services::ServiceCode;
 
 use super::MoveError;
 
@@ -134,6 +135,44 @@ pub fn register_chip(db: &mut Database, user: &str, card_id: &CardId) -> Result<
     } else {
         Err(MoveError::NotYourChip)
     }
+}
+
+/// S2's reference table: records that the chip with serial number `card_id` was issued
+/// `service` (by its issuer, at issuance). A service registered again changes nothing.
+pub fn register_chip_service(
+    db: &mut Database,
+    card_id: &CardId,
+    service: ServiceCode,
+) -> Result<(), MoveError> {
+    db.execute(
+        "INSERT INTO migrate_chip_services (card_id, service, registered_on) VALUES ($1, $2, $3)
+         ON CONFLICT (card_id, service) DO NOTHING",
+        &[
+            card_id.as_bytes().to_vec().into(),
+            i64::from(service.0).into(),
+            crate::now().into(),
+        ],
+    )?;
+    Ok(())
+}
+
+/// The services registered for the chip with serial number `card_id`, in order (empty when
+/// its issuers registered none: the chip's own list is then all there is).
+pub fn chip_services(
+    db: &mut dyn Executor,
+    card_id: &CardId,
+) -> Result<Vec<ServiceCode>, MoveError> {
+    let rows = db.query(
+        "SELECT service FROM migrate_chip_services WHERE card_id = $1 ORDER BY service",
+        &[card_id.as_bytes().to_vec().into()],
+    )?;
+    rows.iter()
+        .map(|row| {
+            u16::try_from(row.int(0)?)
+                .map(ServiceCode)
+                .map_err(|_| MoveError::Invalid("a stored service code is out of range".into()))
+        })
+        .collect()
 }
 
 /// The chip's owner, if it is registered.

@@ -380,6 +380,27 @@ impl MoveServer {
                 "this chip holds no services to move".into(),
             ));
         }
+        // S2 by serial number: where the issuers registered the chip's services, the chip
+        // must show exactly those; a chip that hides one (or shows one nobody issued) is
+        // not moved.
+        let registered = super::accounts::chip_services(db, card)?;
+        if !registered.is_empty() {
+            let shown: Vec<ServiceCode> = fci.areas.iter().map(|area| area.service).collect();
+            if let Some(missing) = registered.iter().find(|s| !shown.contains(s)) {
+                return Err(MoveError::Invalid(
+                    format!(
+                        "the chip does not show service {missing}, registered for its serial number"
+                    )
+                    .into(),
+                ));
+            }
+            if let Some(extra) = shown.iter().find(|s| !registered.contains(s)) {
+                return Err(MoveError::Invalid(
+                    format!("the chip shows service {extra}, not registered for its serial number")
+                        .into(),
+                ));
+            }
+        }
         if fci
             .areas
             .iter()

@@ -66,4 +66,16 @@ pub const MIGRATIONS: &[Migration] = &[
     );
     "#,
     ),
+    // 2: S2 by serial number: the services each chip was issued, as the issuers registered
+    // them, to check what a chip shows against.
+    Migration::Portable(
+        r#"
+    CREATE TABLE migrate_chip_services (
+        card_id       BYTEA NOT NULL CHECK (length(card_id) = 8),
+        service       BIGINT NOT NULL,
+        registered_on BIGINT NOT NULL,
+        PRIMARY KEY (card_id, service)
+    );
+    "#,
+    ),
 ];
