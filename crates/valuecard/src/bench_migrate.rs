@@ -1,28 +1,27 @@
-//! `valuecard bench migrate`: full value moves (seed 002) per second through the value move
-//! server and the three providers (the purse, a transit operator's passes, a retailer's
-//! points), each an HTTPS service on its own database: the upload from the old chip (S1-S8)
-//! and the download into the new chip (S9-S17), every APDU relayed by the holder's device,
-//! each holder's two chips emulated in this process. Each chip pair moves once; enough pairs
-//! are issued beforehand.
+//! `valuecard bench migrate`: full value moves (seed 002) per second through the move server
+//! and the three providers (purse, passes, points), each an HTTPS service on its own database:
+//! the upload from the old chip (S1-S8) and the download into the new one (S9-S17), every APDU
+//! relayed by the holder's device, the chips emulated in this process, each pair moved once.
 //!
 //! The floor, measured in the same run on one thread: the same move with the same parts (the
 //! same providers and administrative SAM, the engine's steps, the chips) called directly in
 //! process, over SQLite in memory and without HTTP: the protocol's own cryptography, the
 //! password checks of S1 and S9, the card's work and the engine's bookkeeping.
 //!
-//! The goal, [`RATIO_GOAL`], is 0.3 of the floor at the most throughput. A move is a
-//! conversation of several dozen APDUs, and the engine stores every step in the movement
-//! database and the provider's books before it gives the next command (which is what lets
-//! a move survive a server or a provider that dies between two steps): each APDU costs a
-//! TLS request from the device, another from the move server to the provider, and durable
-//! commits on both sides, where the floor pays one in-memory transaction. The online
-//! purchase, whose steps are stored the same way, reaches about a tenth of its floor; a
-//! move's floor is heavier (two Argon2id password checks and the area keys' derivations
-//! per move), so a third is what the stored-step design should reach when the services
-//! add nothing beyond their commits and TLS.
+//! The goal, [`RATIO_GOAL`]: at the most throughput, all holders at once reach 0.5 of the
+//! floor's moves per second. It is the goal of the online purchase (`bench online`), the
+//! other conversation whose every step is stored before the next is given, measured the
+//! same way. Each of a move's APDUs is a TLS request from the holder's device and a step
+//! stored in the movement database, and a provider's steps are requests from the move
+//! server to it and writes to its books (which is what lets a move survive a server or a
+//! provider that dies between two steps), where the floor pays in-memory transactions.
+//! About three quarters of a move's floor (measured) is the two Argon2id password checks of S1 and
+//! S9, which the services do just the same, so their own costs weigh less against it than
+//! in a purchase: a ratio under 0.5 says that relaying and storing the steps, not the
+//! protocol, is what limits the moves.
 //!
-//! A run must also leave things right: every pair moved has its purse value on the new chip,
-//! and the providers' transfer SAMs hold no copy; otherwise the command fails.
+//! A run must also leave things right: every pair moved has both purses' value on the new
+//! chip and none usable on the old, and the transfer SAMs hold no copy; otherwise it fails.
 
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
@@ -50,21 +49,23 @@ use valuecard_settle_http::DatabaseLocation;
 use valuecard_sim::{Storage, World, WorldRng};
 
 /// Moves/s over HTTPS at full load against the floor (see the module's documentation).
-pub const RATIO_GOAL: f64 = 0.3;
+pub const RATIO_GOAL: f64 = 0.5;
 
-/// The most chip pairs issued for one run.
+/// The most chip pairs issued for one run, and the most holders.
 const PAIRS_MAX: usize = 20_000;
+const HOLDERS_MAX: usize = 256;
 /// The floor's timed moves: at least this many, and at least a second of them.
 const FLOOR_MOVES_MIN: usize = 5;
-/// The purse of the pair's new chip; the old chip's is this plus the pair's number.
+/// The purse of each pair's new chip.
 const NEW_BALANCE_MINOR: u64 = 700;
+/// The purse of each pair's old chip, plus the pair's number (so that each moves its own).
 const OLD_BALANCE_MINOR: u64 = 30_000;
 const PASSWORD: &str = "a long benchmark passphrase";
 const PURSE: ServiceCode = ServiceCode(0x0001);
 
 #[derive(clap::Args, Debug)]
 pub struct MigrateArgs {
-    /// Holders moving at once (each its own account and chip pairs).
+    /// Holders moving at once (1 to 256), each pair of chips with its own account.
     #[arg(long, default_value_t = 4)]
     holders: usize,
     /// Seconds of the run.
@@ -183,48 +184,45 @@ fn issue_pair(parts: &mut Parts) -> Result<Pair, String> {
 
 /// One full move of `pair` (upload, then download); the APDUs the device relayed.
 fn move_pair(server: &dyn MoveServerLink, pair: &mut Pair) -> Result<usize, String> {
-    let mut apdus = 0usize;
-    let mut count = |_: &Progress| apdus += 1;
-    client::run(
-        server,
-        &mut pair.old,
-        &pair.user,
-        PASSWORD,
-        Mode::Upload,
-        &mut count,
-    )
-    .map_err(|e| format!("the upload from card {}: {e}", pair.old_id))?;
-    let done = client::run(
-        server,
-        &mut pair.new,
-        &pair.user,
-        PASSWORD,
-        Mode::Download,
-        &mut count,
-    )
-    .map_err(|e| format!("the download into card {}: {e}", pair.new_id))?;
-    if done.state != "done" {
-        return Err(format!(
-            "the move to card {} ended {}, not done",
-            pair.new_id, done.state
-        ));
-    }
     // Each run's first command comes with the session, not as a step.
-    Ok(apdus + 2)
+    let mut apdus = 2;
+    let mut count = |_: &Progress| apdus += 1;
+    let Pair { user, old, new, .. } = pair;
+    client::run(server, old, user, PASSWORD, Mode::Upload, &mut count)
+        .map_err(|e| format!("the upload from card {}: {e}", pair.old_id))?;
+    let done = client::run(server, new, user, PASSWORD, Mode::Download, &mut count)
+        .map_err(|e| format!("the download into card {}: {e}", pair.new_id))?;
+    if done.state != "done" {
+        let state = done.state;
+        return Err(format!("the move to card {} ended {state}", pair.new_id));
+    }
+    Ok(apdus)
 }
 
-/// The purse on the new chip, on main keys, holding both chips' value.
+/// The purse on the new chip, on main keys, holding both chips' value; the old chip's purse
+/// no longer usable.
 fn check_arrived(pair: &Pair) -> Result<(), String> {
-    let Some(PersistentState::Personalized(purse)) = pair.new.card().map(|card| card.state())
-    else {
+    let purse_of = |reader: &Reader| match reader.card().map(|card| card.state()) {
+        Some(PersistentState::Personalized(purse)) => Some((
+            purse.balance,
+            purse.services.area(PURSE).map(|area| area.key_state),
+        )),
+        _ => None,
+    };
+    if let Some((_, Some(KeyState::Main))) = purse_of(&pair.old) {
+        return Err(format!(
+            "card {}'s purse is still usable after its move",
+            pair.old_id
+        ));
+    }
+    let Some((balance, key_state)) = purse_of(&pair.new) else {
         return Err(format!("card {} is not personalized", pair.new_id));
     };
-    let key_state = purse.services.area(PURSE).map(|area| area.key_state);
-    if key_state != Some(KeyState::Main) || purse.balance.minor() != pair.expected_minor {
+    if key_state != Some(KeyState::Main) || balance.minor() != pair.expected_minor {
         return Err(format!(
             "card {} holds {} (purse keys {key_state:?}), not the {} moved to it from card {}",
             pair.new_id,
-            purse.balance,
+            balance,
             amount(pair.expected_minor),
             pair.old_id
         ));
@@ -445,14 +443,12 @@ fn run(system: &MoveSystem, pairs: Vec<Pair>, holders: usize, seconds: u64) -> R
             })
             .collect()
     });
-    let seconds = started.elapsed().as_secs_f64();
-    let ran_out = take().is_none();
     let mut measured = Run {
         moved: Vec::new(),
-        seconds,
+        seconds: started.elapsed().as_secs_f64(),
         latencies: Vec::new(),
         apdus: 0,
-        ran_out,
+        ran_out: take().is_none(),
     };
     for outcome in outcomes {
         let (moved, latencies, apdus) = outcome?;
@@ -463,31 +459,17 @@ fn run(system: &MoveSystem, pairs: Vec<Pair>, holders: usize, seconds: u64) -> R
     Ok(measured)
 }
 
-pub fn migrate(args: MigrateArgs) -> Result<ExitCode, String> {
-    let holders = args.holders.max(1);
-    let mut parts = set_up()?;
-    let (floor_each, floor_sample) = floor_seconds(&mut parts)?;
-    let floor_per_second = 1.0 / floor_each.max(f64::MIN_POSITIVE);
-
-    // The service cannot do a move with less work than the floor, so it moves at most the
-    // floor's rate on each core; a quarter more than that, and one a holder at least.
-    let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    let most = floor_per_second * args.seconds as f64 * holders.min(cores) as f64 * 1.25;
-    let count = (most.ceil() as usize + holders).min(PAIRS_MAX);
-    let pairs = (0..count)
-        .map(|_| issue_pair(&mut parts))
-        .collect::<Result<Vec<_>, _>>()?;
-
-    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let (mut locations, _scratch) =
-        locations(args.database.as_deref(), dir.path(), parts.providers.len())?;
+/// The move server on the first of `locations`, each provider on one of the others.
+fn start(
+    parts: &Parts,
+    mut locations: Vec<DatabaseLocation>,
+    holders: usize,
+) -> Result<MoveSystem, String> {
     let server_database = locations.remove(0);
-    let system = MoveSystem::start(
+    let providers = parts.providers.iter().zip(locations);
+    MoveSystem::start(
         parts.admin.clone(),
-        parts
-            .providers
-            .iter()
-            .zip(locations)
+        providers
             .map(|(provider, database)| ProviderSetup {
                 provider: Arc::clone(provider),
                 database,
@@ -500,9 +482,40 @@ pub fn migrate(args: MigrateArgs) -> Result<ExitCode, String> {
             server_port: 0,
         },
     )
-    .map_err(|e| e.to_string())?;
-    register(&system, &pairs, holders)?;
-    let measured = run(&system, pairs, holders, args.seconds)?;
+    .map_err(|e| e.to_string())
+}
+
+pub fn migrate(args: MigrateArgs) -> Result<ExitCode, String> {
+    let holders = args.holders;
+    if !(1..=HOLDERS_MAX).contains(&holders) {
+        return Err(format!("--holders is 1 to {HOLDERS_MAX}"));
+    }
+    let mut parts = set_up()?;
+    let (floor_each, floor_sample) = floor_seconds(&mut parts)?;
+    let floor_per_second = 1.0 / floor_each.max(f64::MIN_POSITIVE);
+
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let (locations, _scratch) =
+        locations(args.database.as_deref(), dir.path(), parts.providers.len())?;
+    let system = start(&parts, locations, holders)?;
+    let mut issue = |count: usize| -> Result<Vec<Pair>, String> {
+        let pairs = (0..count)
+            .map(|_| issue_pair(&mut parts))
+            .collect::<Result<Vec<_>, _>>()?;
+        register(&system, &pairs, holders)?;
+        Ok(pairs)
+    };
+    // One move a holder first: it warms the connections and tells how many pairs the run
+    // needs. The service cannot move with less work than the floor, so at most the floor's
+    // rate on each core; two and a half times the first moves' rate (which pay for the
+    // connections), within that.
+    let warm_up = run(&system, issue(holders)?, holders, 0)?;
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let seconds = args.seconds as f64;
+    let most = floor_per_second * seconds * holders.min(cores) as f64 * 1.25;
+    let likely = warm_up.per_second() * seconds * 2.5;
+    let count = (likely.min(most).ceil() as usize + holders).min(PAIRS_MAX);
+    let measured = run(&system, issue(count)?, holders, args.seconds)?;
     let copies = system.copies_held().map_err(|e| e.to_string());
     system.shutdown();
 
@@ -513,7 +526,11 @@ pub fn migrate(args: MigrateArgs) -> Result<ExitCode, String> {
             "the providers still hold {copies} copies after every move finished"
         ));
     }
-    measured.moved.iter().try_for_each(check_arrived)?;
+    warm_up
+        .moved
+        .iter()
+        .chain(&measured.moved)
+        .try_for_each(check_arrived)?;
     report(&args, holders, &measured, floor_per_second, floor_sample)
 }
 
@@ -576,7 +593,7 @@ fn report(
             }
         );
         println!("  APDUs a move: {apdus_per_move:.1} (upload and download)");
-        println!("  checked: every new chip holds its purse value, the providers hold no copy");
+        println!("  checked: each new chip holds both purses' value, no old purse is usable, no copy is left");
         println!("  ratio to floor {ratio:.3} (goal {RATIO_GOAL}, required {required})");
         if ratio < RATIO_GOAL {
             println!("  BELOW TARGET: this run missed the goal ratio");
