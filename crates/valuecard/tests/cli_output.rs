@@ -143,7 +143,6 @@ fn every_command_that_reports_takes_json() {
         &["bench", "sam"],
         &["bench", "online"],
         &["bench", "migrate"],
-        &["bench", "migrate"],
         &["online", "try"],
         &["simulate"],
         &["migrate"],
