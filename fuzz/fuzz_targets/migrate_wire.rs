@@ -11,12 +11,13 @@ use std::fmt::Debug;
 use libfuzzer_sys::fuzz_target;
 use valuecard_migrate_http::problem::{move_error, Problem};
 use valuecard_migrate_http::wire::{
-    Body, ChipRegisteredBody, ChipRequestBody, CopyEndedBody, DownloadRequestBody, ExchangeBody,
-    FormatBody, KeyPackagesBody, KeyPackagesRequestBody, NextBody, NextRequestBody, OutcomeBody,
-    SessionRequestBody, StartedBody, UploadRequestBody, UserCreatedBody, UserRequestBody,
+    Body, ChipRegisteredBody, ChipRequestBody, ChipServiceBody, CopyEndedBody, DownloadRequestBody,
+    ExchangeBody, FormatBody, KeyPackagesBody, KeyPackagesRequestBody, NextBody, NextRequestBody,
+    OutcomeBody, SessionRequestBody, StartedBody, UploadRequestBody, UserCreatedBody,
+    UserRequestBody,
 };
 
-const BODIES: u8 = 17;
+const BODIES: u8 = 18;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&selector, body)) = data.split_first() else {
@@ -39,6 +40,7 @@ fuzz_target!(|data: &[u8]| {
         13 => round_trip::<NextRequestBody>(body),
         14 => round_trip::<NextBody>(body),
         15 => round_trip::<OutcomeBody>(body),
+        16 => round_trip::<ChipServiceBody>(body),
         _ => {
             // A problem document from either service: the client rebuilds an error from
             // anything that parses, and the error's words are the problem's.

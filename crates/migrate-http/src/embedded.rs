@@ -243,6 +243,22 @@ impl MoveSystem {
         Ok(system)
     }
 
+    /// Registers, as the chip's issuer, that `service` was issued to `card_id` (S2's
+    /// reference table).
+    pub fn register_chip_service(
+        &self,
+        card_id: &valuecard_core::ids::CardId,
+        service: ServiceCode,
+    ) -> Result<(), valuecard_migrate::server::MoveError> {
+        crate::move_client::register_chip_service(
+            &self.url(),
+            &self.pin(),
+            &self.access,
+            card_id,
+            service,
+        )
+    }
+
     /// The move server's address (`https://127.0.0.1:PORT`).
     pub fn url(&self) -> String {
         self.server.url()
@@ -366,10 +382,10 @@ impl MoveSystem {
             })?;
             links.push(Arc::new(link));
         }
-        Ok(MoveService::new(
-            MoveServer::new(Arc::clone(&self.admin), links),
-            pool,
-        ))
+        Ok(
+            MoveService::new(MoveServer::new(Arc::clone(&self.admin), links), pool)
+                .admitting_issuers(self.access.digest()),
+        )
     }
 
     /// Stops the provider of `service`.

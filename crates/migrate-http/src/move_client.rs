@@ -132,3 +132,25 @@ impl MoveServerLink for HttpMoveServer {
             .map_err(|failure| self.fail(failure))
     }
 }
+
+/// An issuer registers that it issued `service` to the chip `card_id` (S2's reference table),
+/// with the system's access secret.
+pub fn register_chip_service(
+    url: &str,
+    pin: &CenterPin,
+    secret: &crate::access::AccessSecret,
+    card_id: &CardId,
+    service: valuecard_core::messages::services::ServiceCode,
+) -> Result<(), MoveError> {
+    let server = HttpMoveServer {
+        endpoint: Endpoint::new(url, pin, MOVE_SERVER_TIMEOUT, Some(secret.bearer())),
+    };
+    server
+        .endpoint
+        .post::<crate::wire::ChipServiceBody, crate::wire::ChipServiceBody>(
+            &format!("/v1/chips/{}/services", hex::encode(card_id.as_bytes())),
+            &service,
+        )
+        .map_err(|failure| server.fail(failure))?;
+    Ok(())
+}

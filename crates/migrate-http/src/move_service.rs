@@ -30,17 +30,22 @@ use valuecard_core::messages::center::CenterError;
 use valuecard_migrate::server::{accounts, schema, MoveError, MoveServer};
 use valuecard_settle_http::{DatabaseLocation, DatabasePool};
 
+use crate::access::AccessDigest;
 use crate::problem::{move_problem, Problem};
 use crate::serving::{answer, health, path_id, with_fallbacks, Answer, Wire};
 use crate::wire::{
-    ChipRegistered, ChipRegisteredBody, ChipRequestBody, NextBody, NextRequestBody, OutcomeBody,
-    SessionRequestBody, StartedBody, UserCreatedBody, UserRequestBody,
+    ChipRegistered, ChipRegisteredBody, ChipRequestBody, ChipServiceBody, NextBody,
+    NextRequestBody, OutcomeBody, SessionRequestBody, StartedBody, UserCreatedBody,
+    UserRequestBody,
 };
 
 /// The move server's service: its logic and its database, nothing else.
 pub struct MoveService {
     server: MoveServer,
     pool: DatabasePool,
+    /// Who may register a chip's issued services (S2's reference table): the holders of
+    /// this secret, the system's providers. None: nobody.
+    issuers: Option<AccessDigest>,
 }
 
 impl core::fmt::Debug for MoveService {
@@ -61,7 +66,17 @@ impl MoveService {
     /// `server` (its administrative SAM and its links to the providers) over `pool`, a
     /// movement database ([`open_database`]).
     pub fn new(server: MoveServer, pool: DatabasePool) -> Self {
-        MoveService { server, pool }
+        MoveService {
+            server,
+            pool,
+            issuers: None,
+        }
+    }
+
+    /// Admits the issuers who show the secret of `digest` to register a chip's services.
+    pub fn admitting_issuers(mut self, digest: AccessDigest) -> Self {
+        self.issuers = Some(digest);
+        self
     }
 
     /// The router of the service.
@@ -71,6 +86,7 @@ impl MoveService {
                 .route("/health", get(service_health))
                 .route("/v1/users", post(create_user))
                 .route("/v1/chips", post(register_chip))
+                .route("/v1/chips/{card_id}/services", post(register_chip_service))
                 .route("/v1/sessions", post(start))
                 .route("/v1/sessions/{session}/next", post(next))
                 .route("/v1/moves/{move_id}", get(status)),
@@ -125,6 +141,35 @@ async fn register_chip(
         })
         .await?;
     Ok(answer::<ChipRegisteredBody>(&registered))
+}
+
+/// S2's reference table: an issuer registers a service it issued to the chip. Only the
+/// system's issuers, with the access secret, may: a holder who could register services
+/// would defeat the check.
+async fn register_chip_service(
+    State(service): Shared,
+    headers: axum::http::HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+    Wire(code): Wire<ChipServiceBody>,
+) -> Answer {
+    let authorization = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .map(|value| value.as_bytes());
+    if !service
+        .issuers
+        .as_ref()
+        .is_some_and(|issuers| issuers.admits(authorization))
+    {
+        return Err(Problem::new(
+            crate::problem::ProblemKind::Unauthorized,
+            "only the chip's issuers register its services: show their access secret as a bearer token",
+        ));
+    }
+    let card_id = valuecard_core::ids::CardId(path_id("card_id", path)?);
+    service
+        .run(move |_, db| accounts::register_chip_service(db, &card_id, code))
+        .await?;
+    Ok(answer::<ChipServiceBody>(&code))
 }
 
 /// S1 / S9: a device session and its first command.

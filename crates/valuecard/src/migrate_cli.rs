@@ -181,7 +181,7 @@ fn open_chip(reader: Option<&str>, card: Option<&Path>) -> Result<Box<dyn CardRe
 }
 
 /// The chip's serial number: its card ID, from the services application's FCI.
-fn chip_id(reader: &mut dyn CardReader) -> Result<CardId, String> {
+pub(crate) fn chip_id(reader: &mut dyn CardReader) -> Result<CardId, String> {
     let response = reader
         .exchange(
             &Command::new(0x00, 0xA4, 0x04, 0x00)

@@ -289,7 +289,8 @@ pub fn serve_server(dir: &Path, port: u16, database: Option<&str>) -> Result<Exi
     )
     .map_err(|e| e.to_string())?;
     let identity = identity(dir, "server")?;
-    let routes = MoveService::new(MoveServer::new(admin, links), pool.clone());
+    let routes = MoveService::new(MoveServer::new(admin, links), pool.clone())
+        .admitting_issuers(access.digest());
     let listener = bind(dir, "server", port)?;
     let running = BackgroundService::start(listener, routes.router(), &identity, "move-server")
         .map_err(|e| e.to_string())?
@@ -338,10 +339,29 @@ pub fn issue(
     let content = provider
         .normal_use(reader, operation.as_ref(), &mut rng)
         .map_err(|e| format!("service {service}: {e}"))?;
+    // S2's reference table: the move server learns what this chip was issued.
+    let card_id = crate::migrate_cli::chip_id(reader)?;
+    let registered = match read_endpoint(dir, "server") {
+        Ok(endpoint) => {
+            valuecard_migrate_http::move_client::register_chip_service(
+                &endpoint.url,
+                &endpoint.pin()?,
+                &load_access(dir)?,
+                &card_id,
+                service,
+            )
+            .map_err(|e| format!("registering the service with the move server: {e}"))?;
+            true
+        }
+        Err(_) => false,
+    };
+    if !registered && !json {
+        println!("(the move server is not running: the chip's services are not registered for S2; it will read them off the chip)");
+    }
     if json {
         println!(
             "{}",
-            serde_json::json!({"service": service.to_string(), "kind": provider.kind().name(), "content": content.describe()})
+            serde_json::json!({"service": service.to_string(), "kind": provider.kind().name(), "content": content.describe(), "card": card_id.to_string(), "registered_with_move_server": registered})
         );
     } else {
         println!(

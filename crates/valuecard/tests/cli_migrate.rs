@@ -192,6 +192,7 @@ fn a_chip_moves_to_a_new_chip_through_the_services_run_as_programs() {
             &site.arg("old.img"),
         ]);
         assert_eq!(issued["service"], service, "{issued}");
+        assert_eq!(issued["registered_with_move_server"], true, "{issued}");
     }
     let user = ["--data", data.as_str(), "--user", "hanako"];
     let created = site.holder(

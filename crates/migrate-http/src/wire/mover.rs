@@ -547,3 +547,46 @@ mod tests {
         assert_eq!(body.decode().unwrap_err().field, "mode");
     }
 }
+
+/// `POST /v1/chips/{card_id}/services`: a service the chip was issued (S2's reference
+/// table), registered by its issuer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChipServiceBody {
+    /// The service code, 4 hex digits.
+    pub service: String,
+}
+
+impl Body for ChipServiceBody {
+    type Message = valuecard_core::messages::services::ServiceCode;
+
+    fn encode(service: &valuecard_core::messages::services::ServiceCode) -> Self {
+        ChipServiceBody {
+            service: service.to_string(),
+        }
+    }
+
+    fn decode(&self) -> Result<valuecard_core::messages::services::ServiceCode, WireError> {
+        let bytes: [u8; 2] = super::hex_array("service", &self.service)?;
+        Ok(valuecard_core::messages::services::ServiceCode(
+            u16::from_be_bytes(bytes),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod chip_service_tests {
+    use super::*;
+    use valuecard_core::messages::services::ServiceCode;
+
+    #[test]
+    fn a_chip_service_round_trips_and_a_bad_code_is_refused() {
+        let code = ServiceCode(0x0102);
+        let json = ChipServiceBody::to_json(&code);
+        assert_eq!(ChipServiceBody::from_json(&json).unwrap(), code);
+        let bad = ChipServiceBody {
+            service: "12345".into(),
+        };
+        assert_eq!(bad.decode().unwrap_err().field, "service");
+    }
+}
