@@ -114,14 +114,14 @@ impl AdminSam for SoftwareAdminSam {
         move_id: MoveId,
         changes: Vec<KeyChange>,
     ) -> Result<SwitchKeys, SamError> {
-        Ok(SwitchKeys {
-            signature: self.key.sign(&SwitchKeys::signed_message(
-                card_id, challenge, &move_id, &changes,
-            )),
-            admin_certificate: self.certificate.clone(),
+        build_switch_keys(
+            &self.certificate,
+            card_id,
+            challenge,
             move_id,
             changes,
-        })
+            |message| Ok(self.key.sign(message)),
+        )
     }
 
     fn format_area(
@@ -133,22 +133,15 @@ impl AdminSam for SoftwareAdminSam {
         main_package: KeyPackage,
         temporary_package: KeyPackage,
     ) -> Result<FormatArea, SamError> {
-        check_format_packages(&format, &main_package, &temporary_package)?;
-        Ok(FormatArea {
-            signature: self.key.sign(&FormatArea::signed_message(
-                card_id,
-                challenge,
-                &format,
-                initial_state,
-                &main_package.signature,
-                &temporary_package.signature,
-            )),
-            admin_certificate: self.certificate.clone(),
+        build_format_area(
+            &self.certificate,
+            card_id,
+            challenge,
             format,
             initial_state,
-            main_package,
-            temporary_package,
-        })
+            (main_package, temporary_package),
+            |message| Ok(self.key.sign(message)),
+        )
     }
 }
 
@@ -172,6 +165,135 @@ pub fn check_format_packages(
         ));
     }
     Ok(())
+}
+
+/// The version of the area keys every provider SAM issues (no rotation yet).
+pub const AREA_KEY_VERSION: u32 = 1;
+
+// What each SAM builds and checks, whatever holds its keys: the software SAMs and the
+// PKCS#11 ones (`valuecard_sam_pkcs11::move_sams`) differ only in `sign` and `area_key`.
+
+/// SWITCH KEYS as an administrative SAM builds it, signed by `sign`.
+pub fn build_switch_keys(
+    admin: &Certificate,
+    card_id: &CardId,
+    challenge: &Challenge,
+    move_id: MoveId,
+    changes: Vec<KeyChange>,
+    sign: impl FnOnce(&[u8]) -> Result<Signature, SamError>,
+) -> Result<SwitchKeys, SamError> {
+    Ok(SwitchKeys {
+        signature: sign(&SwitchKeys::signed_message(
+            card_id, challenge, &move_id, &changes,
+        ))?,
+        admin_certificate: admin.clone(),
+        move_id,
+        changes,
+    })
+}
+
+/// FORMAT AREA as an administrative SAM builds it: the packages checked
+/// ([`check_format_packages`]), the command signed by `sign`.
+pub fn build_format_area(
+    admin: &Certificate,
+    card_id: &CardId,
+    challenge: &Challenge,
+    format: AreaFormat,
+    initial_state: KeyState,
+    (main_package, temporary_package): (KeyPackage, KeyPackage),
+    sign: impl FnOnce(&[u8]) -> Result<Signature, SamError>,
+) -> Result<FormatArea, SamError> {
+    check_format_packages(&format, &main_package, &temporary_package)?;
+    Ok(FormatArea {
+        signature: sign(&FormatArea::signed_message(
+            card_id,
+            challenge,
+            &format,
+            initial_state,
+            &main_package.signature,
+            &temporary_package.signature,
+        ))?,
+        admin_certificate: admin.clone(),
+        format,
+        initial_state,
+        main_package,
+        temporary_package,
+    })
+}
+
+/// Who issues a key package: a provider SAM's certificate, the root it checks chips under,
+/// and the key state its master derives.
+#[derive(Debug, Clone, Copy)]
+pub struct PackageIssuer<'a> {
+    pub certificate: &'a Certificate,
+    pub anchor: &'a TrustAnchor,
+    pub state: KeyState,
+}
+
+/// A key package as a provider SAM builds it: the chip's certificate checked under the
+/// issuer's root on `today`, the area key (from `area_key`, wherever the master is) sealed
+/// to the chip's X25519 key, the package signed by `sign`.
+pub fn build_key_package(
+    issuer: PackageIssuer<'_>,
+    card_certificate: &Certificate,
+    service: ServiceCode,
+    today: Date,
+    rng: &mut dyn CryptoRngCore,
+    area_key: impl FnOnce(&CardId) -> Result<AesKey, SamError>,
+    sign: impl FnOnce(&[u8]) -> Result<Signature, SamError>,
+) -> Result<KeyPackage, SamError> {
+    let card = verify_card_certificate(issuer.anchor, card_certificate, today)?;
+    let recipient = card.sealing_key().ok_or(SamError::NoSealingKey)?;
+    let card_id = CardId(card.subject().0);
+    let key = area_key(&card_id)?;
+    let sealed_key = seal_to(
+        &mut RngRef(rng),
+        recipient,
+        &KeyPackage::seal_context(&card_id, service, issuer.state, AREA_KEY_VERSION),
+        key.expose(),
+    )
+    .map_err(|error| SamError::Unavailable(error.to_string()))?;
+    drop(key);
+    Ok(KeyPackage {
+        signature: sign(&KeyPackage::signed_message(
+            &card_id,
+            service,
+            issuer.state,
+            AREA_KEY_VERSION,
+            &sealed_key,
+        ))?,
+        issuer_certificate: issuer.certificate.clone(),
+        service,
+        key_state: issuer.state,
+        key_version: AREA_KEY_VERSION,
+        sealed_key,
+    })
+}
+
+/// A SAM opens channels only in the key state its master derives.
+pub fn check_channel_state(binding: &ChannelBinding, state: KeyState) -> Result<(), SamError> {
+    if binding.key_state != state {
+        return Err(SamError::Channel(ChannelError::CardCryptogram));
+    }
+    Ok(())
+}
+
+/// A transfer SAM signs only the records it wrote itself.
+pub fn check_record_writer(
+    record: &MigrationRecord,
+    certificate: &Certificate,
+) -> Result<(), SamError> {
+    if record.writer != certificate.subject() {
+        return Err(SamError::Unsupported("a record written by another SAM"));
+    }
+    Ok(())
+}
+
+/// A kept copy's layout: the GCM nonce, then the ciphertext.
+pub fn split_sealed_copy(sealed: &[u8]) -> Result<(&[u8; GCM_NONCE_LEN], &[u8]), SamError> {
+    sealed
+        .split_first_chunk::<GCM_NONCE_LEN>()
+        .ok_or(SamError::Copy)
 }
 
 /// One of a provider's SAMs: the normal SAM (its master derives main keys) or the transfer
@@ -251,7 +373,6 @@ pub struct SoftwareProviderSam {
     signing: SigningKeyPair,
     certificate: Certificate,
     anchor: TrustAnchor,
-    key_version: u32,
 }
 
 impl core::fmt::Debug for SoftwareProviderSam {
@@ -322,7 +443,6 @@ impl SoftwareProviderSam {
             signing,
             certificate,
             anchor,
-            key_version: 1,
         })
     }
 
@@ -378,31 +498,20 @@ impl ProviderSam for SoftwareProviderSam {
         today: Date,
         rng: &mut dyn CryptoRngCore,
     ) -> Result<KeyPackage, SamError> {
-        let card = verify_card_certificate(&self.anchor, card_certificate, today)?;
-        let recipient = card.sealing_key().ok_or(SamError::NoSealingKey)?;
-        let card_id = CardId(card.subject().0);
-        let key = area_key(&self.master, self.key_state(), &card_id, service);
-        let sealed_key = seal_to(
-            &mut RngRef(rng),
-            recipient,
-            &KeyPackage::seal_context(&card_id, service, self.key_state(), self.key_version),
-            key.expose(),
-        )
-        .map_err(|error| SamError::Unavailable(error.to_string()))?;
-        Ok(KeyPackage {
-            signature: self.signing.sign(&KeyPackage::signed_message(
-                &card_id,
-                service,
-                self.key_state(),
-                self.key_version,
-                &sealed_key,
-            )),
-            issuer_certificate: self.certificate.clone(),
+        let issuer = PackageIssuer {
+            certificate: &self.certificate,
+            anchor: &self.anchor,
+            state: self.key_state(),
+        };
+        build_key_package(
+            issuer,
+            card_certificate,
             service,
-            key_state: self.key_state(),
-            key_version: self.key_version,
-            sealed_key,
-        })
+            today,
+            rng,
+            |card_id| Ok(area_key(&self.master, issuer.state, card_id, service)),
+            |message| Ok(self.signing.sign(message)),
+        )
     }
 
     fn open_channel(
@@ -410,9 +519,7 @@ impl ProviderSam for SoftwareProviderSam {
         binding: ChannelBinding,
         card_cryptogram: &[u8; SERVICE_CRYPTOGRAM_LEN],
     ) -> Result<(ServiceChannel, [u8; SERVICE_CRYPTOGRAM_LEN]), SamError> {
-        if binding.key_state != self.key_state() {
-            return Err(SamError::Channel(ChannelError::CardCryptogram));
-        }
+        check_channel_state(&binding, self.key_state())?;
         let key = area_key(
             &self.master,
             self.key_state(),
@@ -427,9 +534,7 @@ impl ProviderSam for SoftwareProviderSam {
         binding: ChannelBinding,
         counters: (u32, u32),
     ) -> Result<ServiceChannel, SamError> {
-        if binding.key_state != self.key_state() {
-            return Err(SamError::Channel(ChannelError::CardCryptogram));
-        }
+        check_channel_state(&binding, self.key_state())?;
         let key = area_key(
             &self.master,
             self.key_state(),
@@ -467,14 +572,10 @@ impl ProviderSam for SoftwareProviderSam {
         sealed: &[u8],
     ) -> Result<Vec<u8>, SamError> {
         let storage = self.storage("only a transfer SAM keeps copies")?;
-        if sealed.len() < GCM_NONCE_LEN {
-            return Err(SamError::Copy);
-        }
-        let (nonce, ciphertext) = sealed.split_at(GCM_NONCE_LEN);
-        let nonce: [u8; GCM_NONCE_LEN] = nonce.try_into().map_err(|_| SamError::Copy)?;
+        let (nonce, ciphertext) = split_sealed_copy(sealed)?;
         aes_gcm_open(
             storage,
-            &nonce,
+            nonce,
             &copy_context(move_id, service, source),
             ciphertext,
         )
@@ -483,9 +584,7 @@ impl ProviderSam for SoftwareProviderSam {
 
     fn sign_migration_record(&self, record: &MigrationRecord) -> Result<Signature, SamError> {
         self.storage("only a transfer SAM writes a move's records")?;
-        if record.writer != self.certificate.subject() {
-            return Err(SamError::Unsupported("a record written by another SAM"));
-        }
+        check_record_writer(record, &self.certificate)?;
         Ok(self.signing.sign(&record.signed_message()))
     }
 

@@ -10,7 +10,7 @@ use valuecard_core::messages::purse::Challenge;
 use valuecard_core::messages::services::{
     AreaFormat, FormatArea, KeyChange, KeyPackage, KeyState, MoveId, SwitchKeys,
 };
-use valuecard_migrate::sam::{check_format_packages, AdminSam, SamError};
+use valuecard_migrate::sam::{build_format_area, build_switch_keys, AdminSam, SamError};
 
 use super::{
     check_certificate, remove_provisioned, require_mechanisms, signing_pair, unavailable,
@@ -109,14 +109,14 @@ impl AdminSam for Pkcs11AdminSam {
         move_id: MoveId,
         changes: Vec<KeyChange>,
     ) -> Result<SwitchKeys, SamError> {
-        Ok(SwitchKeys {
-            signature: self.sign(&SwitchKeys::signed_message(
-                card_id, challenge, &move_id, &changes,
-            ))?,
-            admin_certificate: self.certificate.clone(),
+        build_switch_keys(
+            &self.certificate,
+            card_id,
+            challenge,
             move_id,
             changes,
-        })
+            |message| self.sign(message),
+        )
     }
 
     fn format_area(
@@ -128,21 +128,14 @@ impl AdminSam for Pkcs11AdminSam {
         main_package: KeyPackage,
         temporary_package: KeyPackage,
     ) -> Result<FormatArea, SamError> {
-        check_format_packages(&format, &main_package, &temporary_package)?;
-        Ok(FormatArea {
-            signature: self.sign(&FormatArea::signed_message(
-                card_id,
-                challenge,
-                &format,
-                initial_state,
-                &main_package.signature,
-                &temporary_package.signature,
-            ))?,
-            admin_certificate: self.certificate.clone(),
+        build_format_area(
+            &self.certificate,
+            card_id,
+            challenge,
             format,
             initial_state,
-            main_package,
-            temporary_package,
-        })
+            (main_package, temporary_package),
+            |message| self.sign(message),
+        )
     }
 }

@@ -6,15 +6,18 @@ use cryptoki::object::{ObjectClass, ObjectHandle};
 use rand_core::CryptoRngCore;
 use valuecard_core::cert::{Certificate, Role, TrustAnchor};
 use valuecard_core::crypto::{
-    diversification_input, random_array, seal_to, AesKey, PublicKey, Signature, GCM_NONCE_LEN,
+    diversification_input, random_array, AesKey, PublicKey, Signature, GCM_NONCE_LEN,
 };
 use valuecard_core::ids::{CardId, DeviceId};
 use valuecard_core::messages::services::{
-    area_identifier, derivation, ChannelBinding, ChannelError, KeyPackage, KeyState,
-    MigrationRecord, MoveId, ServiceChannel, ServiceCode, SERVICE_CRYPTOGRAM_LEN,
+    area_identifier, derivation, ChannelBinding, KeyPackage, KeyState, MigrationRecord, MoveId,
+    ServiceChannel, ServiceCode, SERVICE_CRYPTOGRAM_LEN,
 };
 use valuecard_core::time::Date;
-use valuecard_migrate::sam::{copy_context, verify_card_certificate, ProviderSam, SamError};
+use valuecard_migrate::sam::{
+    build_key_package, check_channel_state, check_record_writer, copy_context, split_sealed_copy,
+    PackageIssuer, ProviderSam, SamError,
+};
 
 use super::{
     check_certificate, remove_provisioned, require_mechanisms, signing_pair, unavailable,
@@ -36,9 +39,6 @@ const PROVIDER_MECHANISMS: [(MechanismType, &str); 4] = [
 
 /// What a transfer SAM asks of its token besides.
 const TRANSFER_MECHANISMS: [(MechanismType, &str); 1] = [(MechanismType::AES_GCM, "CKM_AES_GCM")];
-
-/// The version of the area keys a SAM issues (one master per SAM, as the software SAM).
-const KEY_VERSION: u32 = 1;
 
 /// A provider's normal or transfer SAM whose keys are in a PKCS#11 token.
 pub struct Pkcs11ProviderSam {
@@ -193,14 +193,6 @@ impl Pkcs11ProviderSam {
     fn storage(&self, what: &'static str) -> Result<ObjectHandle, SamError> {
         self.storage.ok_or(SamError::Unsupported(what))
     }
-
-    /// The channel's binding must be of this SAM's key state.
-    fn check_binding(&self, binding: &ChannelBinding) -> Result<(), SamError> {
-        if binding.key_state != self.key_state() {
-            return Err(SamError::Channel(ChannelError::CardCryptogram));
-        }
-        Ok(())
-    }
 }
 
 /// Creates the AES key `part` in the token for `usage`, refusing a label already taken.
@@ -242,33 +234,20 @@ impl ProviderSam for Pkcs11ProviderSam {
         today: Date,
         rng: &mut dyn CryptoRngCore,
     ) -> Result<KeyPackage, SamError> {
-        let card = verify_card_certificate(&self.anchor, card_certificate, today)?;
-        let recipient = card.sealing_key().ok_or(SamError::NoSealingKey)?;
-        let card_id = CardId(card.subject().0);
-        let state = self.key_state();
-        let key = self.area_key(&card_id, service)?;
-        let sealed_key = seal_to(
-            &mut RngRef(rng),
-            recipient,
-            &KeyPackage::seal_context(&card_id, service, state, KEY_VERSION),
-            key.expose(),
-        )
-        .map_err(|error| SamError::Unavailable(error.to_string()))?;
-        drop(key);
-        Ok(KeyPackage {
-            signature: self.sign(&KeyPackage::signed_message(
-                &card_id,
-                service,
-                state,
-                KEY_VERSION,
-                &sealed_key,
-            ))?,
-            issuer_certificate: self.certificate.clone(),
+        let issuer = PackageIssuer {
+            certificate: &self.certificate,
+            anchor: &self.anchor,
+            state: self.key_state(),
+        };
+        build_key_package(
+            issuer,
+            card_certificate,
             service,
-            key_state: state,
-            key_version: KEY_VERSION,
-            sealed_key,
-        })
+            today,
+            rng,
+            |card_id| self.area_key(card_id, service),
+            |message| self.sign(message),
+        )
     }
 
     fn open_channel(
@@ -276,7 +255,7 @@ impl ProviderSam for Pkcs11ProviderSam {
         binding: ChannelBinding,
         card_cryptogram: &[u8; SERVICE_CRYPTOGRAM_LEN],
     ) -> Result<(ServiceChannel, [u8; SERVICE_CRYPTOGRAM_LEN]), SamError> {
-        self.check_binding(&binding)?;
+        check_channel_state(&binding, self.key_state())?;
         let key = self.area_key(&binding.card_id, binding.service)?;
         Ok(ServiceChannel::for_host(&key, binding, card_cryptogram)?)
     }
@@ -286,7 +265,7 @@ impl ProviderSam for Pkcs11ProviderSam {
         binding: ChannelBinding,
         counters: (u32, u32),
     ) -> Result<ServiceChannel, SamError> {
-        self.check_binding(&binding)?;
+        check_channel_state(&binding, self.key_state())?;
         let key = self.area_key(&binding.card_id, binding.service)?;
         Ok(ServiceChannel::resume_host(&key, binding, counters))
     }
@@ -325,9 +304,7 @@ impl ProviderSam for Pkcs11ProviderSam {
         sealed: &[u8],
     ) -> Result<Vec<u8>, SamError> {
         let storage = self.storage("only a transfer SAM keeps copies")?;
-        let Some((nonce, ciphertext)) = sealed.split_first_chunk::<GCM_NONCE_LEN>() else {
-            return Err(SamError::Copy);
-        };
+        let (nonce, ciphertext) = split_sealed_copy(sealed)?;
         let mut opened = self
             .session
             .lock()
@@ -344,9 +321,7 @@ impl ProviderSam for Pkcs11ProviderSam {
 
     fn sign_migration_record(&self, record: &MigrationRecord) -> Result<Signature, SamError> {
         self.storage("only a transfer SAM writes a move's records")?;
-        if record.writer != self.certificate.subject() {
-            return Err(SamError::Unsupported("a record written by another SAM"));
-        }
+        check_record_writer(record, &self.certificate)?;
         self.sign(&record.signed_message())
     }
 
