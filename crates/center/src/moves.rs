@@ -238,17 +238,25 @@ impl Center {
         if item.record.writer != writer {
             return Ok(Err("the record names another writer".into()));
         }
-        for card in [item.destination, item.source] {
-            match self.card_record(&card) {
-                Ok(_) => {}
-                Err(CenterError::Storage(message)) => return Err(CenterError::Storage(message)),
-                Err(_) => return Ok(Err(format!("the center did not issue card {card}"))),
+        match self.card_record(&item.destination) {
+            Ok(_) => {}
+            Err(CenterError::Storage(message)) => return Err(CenterError::Storage(message)),
+            Err(_) => {
+                return Ok(Err(format!(
+                    "the center did not issue card {}",
+                    item.destination
+                )))
             }
         }
         let source_key = match self.card_public_key(&item.source) {
             Ok(key) => key,
             Err(CenterError::Storage(message)) => return Err(CenterError::Storage(message)),
-            Err(_) => return Ok(Err("the old card has no certified key".into())),
+            Err(_) => {
+                return Ok(Err(format!(
+                    "the center did not issue card {} with a certified key",
+                    item.source
+                )))
+            }
         };
         Ok(item
             .verify(&source_key, writer_key)

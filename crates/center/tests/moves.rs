@@ -18,7 +18,6 @@ use valuecard_core::ids::DeviceId;
 use valuecard_core::messages::center::{CenterError, CenterLink, ListReason};
 use valuecard_core::messages::purse::TransactionKind;
 use valuecard_core::messages::services::{MigrationRecord, MoveId, PurseMove};
-use valuecard_core::money::Amount;
 use valuecard_core::time::FixedClock;
 use valuecard_sim::WorldRng;
 
@@ -310,6 +309,4 @@ fn an_old_chip_moved_twice_is_alerted_and_its_second_credit_shows_as_excess() {
         i128::from(old.balance.minor()),
         "{after:?}"
     );
-    assert!(after.difference() > before.difference());
-    let _: Amount = old.balance;
 }

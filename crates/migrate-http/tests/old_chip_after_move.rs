@@ -13,27 +13,17 @@ use valuecard_card::eeprom::MemoryEeprom;
 use valuecard_card::image::EEPROM_SIZE;
 use valuecard_card::Card;
 use valuecard_center::reconcile::ReconciliationStatus;
-use valuecard_center::Center;
-use valuecard_core::messages::center::{CenterError, ListReason, UploadReceipt};
-use valuecard_core::messages::services::PurseMove;
+use valuecard_core::messages::center::ListReason;
 use valuecard_core::money::Amount;
 use valuecard_core::time::{Clock, SystemClock};
 use valuecard_migrate::client::{self, Mode};
-use valuecard_migrate::provider::report::{report_pending, PurseMoveSink};
+use valuecard_migrate::provider::report::report_pending;
 use valuecard_migrate::setup::{demo_services, MoveKeys};
 use valuecard_migrate_http::{MoveOptions, MoveSystem, ProviderSetup};
 use valuecard_reader::InProcessReader;
 use valuecard_settle_http::DatabaseLocation;
 use valuecard_sim::{scenarios::sync_all, Storage, World};
 use valuecard_terminal::TerminalError;
-
-struct CenterSink<'a>(&'a mut Center);
-
-impl PurseMoveSink for CenterSink<'_> {
-    fn report(&mut self, moves: &[PurseMove]) -> Result<UploadReceipt, CenterError> {
-        self.0.store_purse_moves(moves[0].record.writer, moves)
-    }
-}
 
 fn amount(minor: u64) -> Amount {
     Amount::new(minor).unwrap()
@@ -111,7 +101,7 @@ fn an_old_chip_written_back_and_spent_after_its_move_is_caught_at_the_center() {
         .unwrap()
         .clone();
     let summary = pool
-        .run_blocking(|db| report_pending(db, &mut CenterSink(&mut world.center)))
+        .run_blocking(|db| report_pending(db, &mut world.center))
         .unwrap();
     assert_eq!(summary.reported, 1, "{summary:?}");
     system.shutdown();

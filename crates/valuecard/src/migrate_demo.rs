@@ -8,15 +8,11 @@
 use std::sync::Arc;
 
 use rand_core::OsRng;
-use valuecard_center::Center;
 use valuecard_core::ids::CardId;
-use valuecard_core::messages::center::{CenterError, UploadReceipt};
-use valuecard_core::messages::services::{
-    AreaContent, PurseMove, ServiceCode, ServiceOperation, Ticket,
-};
+use valuecard_core::messages::services::{AreaContent, ServiceCode, ServiceOperation, Ticket};
 use valuecard_core::money::Amount;
 use valuecard_migrate::client::{self, Mode, Outcome};
-use valuecard_migrate::provider::report::{report_pending, PurseMoveSink};
+use valuecard_migrate::provider::report::report_pending;
 use valuecard_migrate::provider::Provider;
 use valuecard_migrate::setup::{demo_services, MoveKeys};
 use valuecard_migrate_http::embedded::{MoveOptions, MoveSystem, ProviderSetup};
@@ -35,19 +31,6 @@ pub struct MoveShow {
     /// Whether everything the move promises held (each service usable on the new chip only,
     /// the value on the new card at the center, no copy left, the old chip refused).
     pub held: bool,
-}
-
-/// The center as the purse provider's report goes to it in this process.
-struct CenterSink<'a>(&'a mut Center);
-
-impl PurseMoveSink for CenterSink<'_> {
-    fn report(&mut self, moves: &[PurseMove]) -> Result<UploadReceipt, CenterError> {
-        let writer = moves
-            .first()
-            .map(|item| item.record.writer)
-            .ok_or_else(|| CenterError::Mismatch("an empty report".into()))?;
-        self.0.store_purse_moves(writer, moves)
-    }
 }
 
 fn content_line(content: &AreaContent) -> String {
@@ -172,7 +155,7 @@ pub fn demo(
         .ok_or("the purse provider is not running")?
         .clone();
     let summary = purse_pool
-        .run_blocking(|db| report_pending(db, &mut CenterSink(&mut world.center)))
+        .run_blocking(|db| report_pending(db, &mut world.center))
         .map_err(|e| e.to_string())?;
     let recorded = world.center.move_from(&old_id).map_err(|e| e.to_string())?;
     lines.push(format!(

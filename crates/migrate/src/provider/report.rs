@@ -3,6 +3,8 @@
 //! and [`report_pending`] sends what is unreported. The center stores each move once, so a
 //! report sent again after a lost answer changes nothing; a move the center refuses stays
 //! unreported and is logged at every attempt, for an operator to look at.
+//!
+//! [`Center::store_purse_moves`]: valuecard_center::Center::store_purse_moves
 
 use valuecard_center::sql::{Database, Executor};
 use valuecard_core::crypto::{Signature, SIGNATURE_LEN};
@@ -18,6 +20,17 @@ const REPORT_BATCH: usize = 256;
 /// Where completed purse moves go: the center.
 pub trait PurseMoveSink: Send {
     fn report(&mut self, moves: &[PurseMove]) -> Result<UploadReceipt, CenterError>;
+}
+
+/// The center in this process (the demo, tests): each report goes to
+/// [`Center::store_purse_moves`] as the transfer SAM that wrote its records.
+impl PurseMoveSink for valuecard_center::Center {
+    fn report(&mut self, moves: &[PurseMove]) -> Result<UploadReceipt, CenterError> {
+        let Some(first) = moves.first() else {
+            return Ok(UploadReceipt::default());
+        };
+        self.store_purse_moves(first.record.writer, moves)
+    }
 }
 
 /// What one pass of the reporter did.
