@@ -3,21 +3,27 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
 
 use std::path::Path;
+use std::sync::Arc;
 
+use cryptoki::session::{Session, UserType};
+use cryptoki::types::AuthPin;
 use rand_core::OsRng;
 use valuecard_card::eeprom::MemoryEeprom;
 use valuecard_card::image::EEPROM_SIZE;
 use valuecard_card::state::PersistentState;
 use valuecard_card::{testing, Card};
 use valuecard_core::cert::{Certificate, CertificateBody, Role};
-use valuecard_core::crypto::{PublicKey, SigningKeyPair};
+use valuecard_core::crypto::{random_array, PublicKey, SigningKeyPair};
 use valuecard_core::ids::DeviceId;
-use valuecard_core::messages::services::{KeyState, ServiceCode};
+use valuecard_core::messages::services::{
+    area_key, ChannelBinding, KeyState, MoveId, ServiceChannel, ServiceCode, ServiceKind, Ticket,
+};
 use valuecard_core::money::Amount;
-use valuecard_migrate::sam::SoftwareProviderSam;
+use valuecard_migrate::provider::Provider;
+use valuecard_migrate::sam::{ProviderSam, SoftwareAdminSam, SoftwareProviderSam};
 use valuecard_reader::InProcessReader;
 use valuecard_sam_pkcs11::softhsm::{self, THROWAWAY_USER_PIN};
-use valuecard_sam_pkcs11::{NewMaster, Pkcs11AdminSam, Pkcs11ProviderSam, TokenAddress};
+use valuecard_sam_pkcs11::{context, NewMaster, Pkcs11AdminSam, Pkcs11ProviderSam, TokenAddress};
 
 use crate::common::address_in;
 
@@ -180,4 +186,78 @@ pub fn balance(reader: &Reader) -> u64 {
         return 0;
     };
     purse.balance.minor()
+}
+
+// What the SAM tests share beside the token.
+
+pub const TICKETS: ServiceCode = ServiceCode(0x0102);
+pub const MOVE: MoveId = [0x4D; 16];
+pub const OTHER_MOVE: MoveId = [0x4E; 16];
+pub const STORAGE: [u8; 16] = [0x5C; 16];
+
+pub fn software_admin() -> SoftwareAdminSam {
+    let (key, certificate) = testing::move_administrator();
+    SoftwareAdminSam::new(key, certificate).unwrap()
+}
+
+/// Provider 2's tickets over the given SAMs.
+pub fn tickets_provider(normal: Arc<dyn ProviderSam>, transfer: Arc<dyn ProviderSam>) -> Provider {
+    Provider::new(
+        TICKETS,
+        ServiceKind::Tickets,
+        8,
+        normal,
+        transfer,
+        testing::anchor(),
+    )
+    .unwrap()
+}
+
+pub fn ticket() -> Ticket {
+    Ticket {
+        ticket_id: 0x7E57_0001,
+        product: 0x0A0B,
+        valid_from: testing::today(),
+        valid_until: testing::today().add_days(30),
+        rides_left: Some(4),
+    }
+}
+
+/// A logged-in session of the test's own on `token` (the SAMs' sessions keep the user
+/// logged in for the process already).
+pub fn own_session(token: &Token) -> Session {
+    let pkcs11 = context::context(&token.module).unwrap();
+    let slot = pkcs11
+        .get_slots_with_token()
+        .unwrap()
+        .into_iter()
+        .find(|slot| pkcs11.get_token_info(*slot).unwrap().label() == token.label)
+        .unwrap();
+    let session = pkcs11.open_rw_session(slot).unwrap();
+    let _ = session.login(
+        UserType::User,
+        Some(&AuthPin::from(THROWAWAY_USER_PIN.to_owned())),
+    );
+    session
+}
+
+pub fn binding(card: u8, service: ServiceCode, key_state: KeyState) -> ChannelBinding {
+    ChannelBinding {
+        card_id: testing::card_id(card),
+        service,
+        key_state,
+        host_challenge: random_array(&mut OsRng),
+        card_challenge: random_array(&mut OsRng),
+    }
+}
+
+/// The card's cryptogram for `binding` under the area key the test masters give.
+pub fn card_cryptogram(number: u8, binding: ChannelBinding) -> [u8; 8] {
+    let key = area_key(
+        &testing::area_master(number, binding.key_state),
+        binding.key_state,
+        &binding.card_id,
+        binding.service,
+    );
+    ServiceChannel::for_card(&key, binding).1
 }
