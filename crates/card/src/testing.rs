@@ -444,3 +444,36 @@ pub fn switch_keys(
         changes,
     }
 }
+
+/// The key state of `service`'s area on a card in `state`, if the card has that area.
+pub fn area_key_state(
+    state: &PersistentState,
+    service: valuecard_core::messages::services::ServiceCode,
+) -> Option<valuecard_core::messages::services::KeyState> {
+    let PersistentState::Personalized(purse) = state else {
+        return None;
+    };
+    purse.services.area(service).map(|area| area.key_state)
+}
+
+/// What `service`'s area holds on a card in `state`, if the card has that area.
+pub fn area_content(
+    state: &PersistentState,
+    service: valuecard_core::messages::services::ServiceCode,
+) -> Option<valuecard_core::messages::services::AreaContent> {
+    let PersistentState::Personalized(purse) = state else {
+        return None;
+    };
+    purse
+        .services
+        .area(service)
+        .and_then(|area| area.content.clone())
+}
+
+/// The purse balance of a card in `state`, in minor units (0 before personalization).
+pub fn purse_balance(state: &PersistentState) -> u64 {
+    match state {
+        PersistentState::Personalized(purse) => purse.balance.minor(),
+        _ => 0,
+    }
+}

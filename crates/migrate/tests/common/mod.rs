@@ -9,7 +9,6 @@ use std::sync::Arc;
 use rand_core::OsRng;
 use valuecard_card::eeprom::MemoryEeprom;
 use valuecard_card::image::EEPROM_SIZE;
-use valuecard_card::state::PersistentState;
 use valuecard_card::{testing, Card};
 use valuecard_center::sql::Database;
 use valuecard_core::apdu::{Command, Response};
@@ -311,27 +310,15 @@ pub enum Which {
 
 /// The key state of `service` on a chip, if it has the area.
 pub fn key_state(card: &TestCard, service: ServiceCode) -> Option<KeyState> {
-    let PersistentState::Personalized(purse) = card.state() else {
-        return None;
-    };
-    purse.services.area(service).map(|area| area.key_state)
+    testing::area_key_state(card.state(), service)
 }
 
 pub fn content(card: &TestCard, service: ServiceCode) -> Option<AreaContent> {
-    let PersistentState::Personalized(purse) = card.state() else {
-        return None;
-    };
-    purse
-        .services
-        .area(service)
-        .and_then(|area| area.content.clone())
+    testing::area_content(card.state(), service)
 }
 
 pub fn balance(card: &TestCard) -> u64 {
-    let PersistentState::Personalized(purse) = card.state() else {
-        return 0;
-    };
-    purse.balance.minor()
+    testing::purse_balance(card.state())
 }
 
 /// The ticket book and points account the old chip was issued with.
