@@ -36,7 +36,7 @@ pub(crate) fn scratch_postgres(url: &str) -> Result<(Database, ScratchSchema), S
 
 /// `url` with `schema` as its search path, in either form PostgreSQL takes: a
 /// `postgres://` URL gets the option as a query parameter, a key-value string as a pair.
-fn scoped_to(url: &str, schema: &str) -> String {
+pub(crate) fn scoped_to(url: &str, schema: &str) -> String {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         let separator = if url.contains('?') { '&' } else { '?' };
         format!("{url}{separator}options=-c%20search_path%3D{schema}")

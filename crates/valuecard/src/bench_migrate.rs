@@ -307,16 +307,6 @@ impl Drop for ScratchSchemas {
     }
 }
 
-/// `url` with `schema` as its search path, in either form PostgreSQL takes.
-fn scoped_to(url: &str, schema: &str) -> String {
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        let separator = if url.contains('?') { '&' } else { '?' };
-        format!("{url}{separator}options=-c%20search_path%3D{schema}")
-    } else {
-        format!("{url} options='-c search_path={schema}'")
-    }
-}
-
 /// Where the move server (first) and each provider keep their state: SQLite files in `dir`,
 /// or a fresh schema each at the PostgreSQL `url`.
 fn locations(
@@ -343,7 +333,9 @@ fn locations(
             .admin
             .batch_execute(&format!("CREATE SCHEMA {name}"))
             .map_err(|e| format!("PostgreSQL: {e}"))?;
-        locations.push(DatabaseLocation::Postgres(scoped_to(url, &name)));
+        locations.push(DatabaseLocation::Postgres(crate::bench_db::scoped_to(
+            url, &name,
+        )));
         scratch.names.push(name);
     }
     Ok((locations, Some(scratch)))
