@@ -8,9 +8,10 @@
 //! - counts the value on the new card (its remaining value moves to the record's balance),
 //! - takes the old card out of the remaining-value sum, lists it (`migrated`) so that
 //!   terminals refuse it once they sync, and blocks it (no load is authorized for it), and
-//! - recognises any later use of the old card: a purchase from a state at or after the
-//!   export raises `spent-after-move`, and the reconciliation shows the value it spent as
-//!   excess.
+//! - recognises any later use of the old card: a purchase, a card-to-card transfer (sent or
+//!   received) or an online update from a state at or after the export raises
+//!   `spent-after-move` ([`flag_used_after_move`] for the last two), and the reconciliation
+//!   shows the value it spent as excess.
 //!
 //! A move moves value and creates none, so the equation of `reconcile.rs` holds with every
 //! move in it. Purchases the old chip made before the export and a terminal has not uploaded
@@ -63,6 +64,39 @@ pub(crate) const TOTALS_COLUMNS: &str = "
 pub struct MoveTotals {
     pub moved: u64,
     pub moves: u64,
+}
+
+/// Raises `spent-after-move` when `card` changed at `counter` (its counter before the
+/// update) although its purse moved to a new chip at an earlier or the same counter: an old
+/// chip written back to its image before the move, or switched back to main keys. `what`
+/// says what it did ("sent 5.00 by transfer").
+pub(crate) fn flag_used_after_move(
+    tx: &mut dyn Executor,
+    card: &CardId,
+    counter: u32,
+    what: &str,
+    today: u32,
+) -> Result<(), CenterError> {
+    let moved_at = tx
+        .query_optional(
+            "SELECT source_counter FROM card_moves WHERE source = $1 \
+             ORDER BY source_counter LIMIT 1",
+            &[card.0[..].into()],
+        )?
+        .map(|row| row.int(0))
+        .transpose()?;
+    match moved_at {
+        Some(moved_at) if i64::from(counter) >= moved_at => crate::alerts::raise(
+            tx,
+            &card.0,
+            AlertKind::SpentAfterMove,
+            &format!(
+                "{what} at counter {counter} after its purse moved to a new chip at counter {moved_at}"
+            ),
+            today,
+        ),
+        _ => Ok(()),
+    }
 }
 
 pub(crate) fn totals_from(row: &crate::sql::Row, first: usize) -> Result<MoveTotals, CenterError> {

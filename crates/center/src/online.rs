@@ -297,6 +297,13 @@ fn store_item(
         cloned |= crate::loads::commit_load(tx, load, today)?;
     }
     crate::loads::cancel_pending_at(tx, &item.card_id, checked.counter_before)?;
+    crate::moves::flag_used_after_move(
+        tx,
+        &item.card_id,
+        checked.counter_before,
+        &format!("updated online ({:?} of {})", record.kind, record.amount),
+        today,
+    )?;
     tx.execute(
         "INSERT INTO online_records (card_id, writer, writer_sequence, card_counter, kind,
              amount_minor, balance_after_minor, settlement_id, record_digest, record_date, received_on)

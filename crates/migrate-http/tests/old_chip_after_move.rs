@@ -2,8 +2,9 @@
 //! purse on main keys, the moved balance still on it), then spends at a terminal that has
 //! not synced since the move. The chip cannot be stopped offline; the center must see it:
 //! once the purse provider reported the move, the old card is listed for every terminal, the
-//! purchase uploaded from a state at or after the export is alerted `spent-after-move`, and
-//! the reconciliation shows the amount spent as value created.
+//! purchase uploaded from a state at or after the export is alerted `spent-after-move`, as
+//! is a card-to-card transfer it sends at a settlement terminal that has not synced either,
+//! and the reconciliation shows the amounts spent as value created.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::Arc;
@@ -42,6 +43,13 @@ fn an_old_chip_written_back_and_spent_after_its_move_is_caught_at_the_center() {
         .unwrap();
     let mut new = InProcessReader::with_card("new", card);
     let new_id = world.issue(&mut new, amount(700)).unwrap();
+    let card = world
+        .manufacture_card(MemoryEeprom::new(EEPROM_SIZE))
+        .unwrap();
+    let mut friend = InProcessReader::with_card("friend", card);
+    world.issue(&mut friend, amount(100)).unwrap();
+    // The settlement terminal is installed before the move and does not sync after it.
+    world.settlement().unwrap();
 
     let keys = MoveKeys::certify(&mut world.center, &demo_services(), &mut OsRng).unwrap();
     let admin = Arc::new(keys.admin().unwrap());
@@ -123,17 +131,35 @@ fn an_old_chip_written_back_and_spent_after_its_move_is_caught_at_the_center() {
         .purchase(&mut restored, amount(1_200))
         .unwrap();
     assert_eq!(spent.card_id, old_id);
+    // And it sends value to a friend's card at the settlement terminal.
+    let sent = world
+        .transfer(&mut restored, &mut friend, amount(300))
+        .unwrap();
+    assert_eq!(sent.source, old_id);
+    let uploaded = world.upload_transfers().unwrap();
+    assert!(uploaded.refused.is_empty(), "{uploaded:?}");
 
     // Its next sync brings the purchase to the center, which sees it.
     sync_all(&mut world).unwrap();
     let alerts = world.center.alerts_for(&old_id.0).unwrap();
+    let after_move: Vec<&str> = alerts
+        .iter()
+        .filter(|alert| alert.kind == "spent-after-move")
+        .map(|alert| alert.detail.as_str())
+        .collect();
     assert!(
-        alerts.iter().any(|alert| alert.kind == "spent-after-move"),
+        after_move.iter().any(|detail| detail.starts_with("spent")),
+        "{alerts:?}"
+    );
+    assert!(
+        after_move
+            .iter()
+            .any(|detail| detail.starts_with("sent 3.00 by transfer")),
         "{alerts:?}"
     );
     let after = world.center.reconciliation().unwrap();
     assert_eq!(after.status(), ReconciliationStatus::Excess, "{after:?}");
-    assert_eq!(after.difference() - reconciled.difference(), 1_200);
+    assert_eq!(after.difference() - reconciled.difference(), 1_200 + 300);
 
     // And every terminal, now synced, refuses the old card by the list.
     for terminal in &mut world.terminals {

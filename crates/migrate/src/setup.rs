@@ -3,7 +3,9 @@
 //! transfer SAM. The center certifies each public key with its role and hands none of them
 //! a scheme key. [`MoveKeys`] also writes itself to a key file (owner-only) and reads it
 //! back, so that `valuecard migrate init` sets a system up once and the services start from
-//! it; PKCS#11 tokens stand in for any of these SAMs (`valuecard_sam_pkcs11::move_sams`).
+//! it. [`MoveSams`] is what the services open, whichever kind of SAM a system has: the
+//! software SAMs of a key file, or SAMs in a PKCS#11 token
+//! (`valuecard_sam_pkcs11::move_sams::TokenMoveSams`), whose record holds no secret.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -19,7 +21,20 @@ use valuecard_core::messages::services::{ServiceCode, ServiceKind};
 use zeroize::Zeroizing;
 
 use crate::provider::Provider;
-use crate::sam::{SoftwareAdminSam, SoftwareProviderSam};
+use crate::sam::{AdminSam, SoftwareAdminSam, SoftwareProviderSam};
+
+/// A move system's SAMs, wherever their keys are: what `migrate serve`, `provider serve`
+/// and `provider issue` open.
+pub trait MoveSams {
+    /// The center's root the SAMs chain to.
+    fn anchor(&self) -> Result<TrustAnchor, SetupError>;
+    /// The services, in the order they were set up.
+    fn offers(&self) -> Vec<ServiceOffer>;
+    /// The move server's administrative SAM.
+    fn admin_sam(&self) -> Result<Arc<dyn AdminSam>, SetupError>;
+    /// The provider of `service`, with its normal and transfer SAM.
+    fn provider(&self, service: ServiceCode) -> Result<Provider, SetupError>;
+}
 
 /// One service a provider offers on the chip.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,11 +131,78 @@ struct ProviderEntry {
     transfer: SamKeys,
 }
 
+/// The center's root as a move system's files record it (hex).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnchorRecord {
+    center_id: String,
+    root_key: String,
+}
+
+impl AnchorRecord {
+    pub fn new(anchor: &TrustAnchor) -> Self {
+        AnchorRecord {
+            center_id: hex::encode(anchor.center.as_bytes()),
+            root_key: hex::encode(anchor.public_key.to_bytes()),
+        }
+    }
+
+    pub fn anchor(&self) -> Result<TrustAnchor, SetupError> {
+        let center = DeviceId(*secret::<8>("center_id", &self.center_id)?);
+        let public_key = PublicKey::from_bytes(&*secret::<32>("root_key", &self.root_key)?)
+            .map_err(|_| SetupError::File("root_key is not a public key".into()))?;
+        Ok(TrustAnchor { center, public_key })
+    }
+}
+
+/// A certificate as a move system's files record it (hex of its encoding).
+pub fn certificate_to_hex(certificate: &Certificate) -> String {
+    hex::encode(certificate.encode())
+}
+
+/// The certificate [`certificate_to_hex`] wrote.
+pub fn certificate_from_hex(text: &str) -> Result<Certificate, SetupError> {
+    let bytes = hex::decode(text).map_err(|_| SetupError::File("certificate is not hex".into()))?;
+    Certificate::decode(&bytes).map_err(|error| SetupError::File(error.to_string()))
+}
+
+/// Has the center certify a move SAM's signing key with the role `certify` gives.
+pub fn certify_key(
+    center: &mut Center,
+    public_key: PublicKey,
+    certify: Certify,
+    rng: &mut impl CryptoRngCore,
+) -> Result<Certificate, CenterError> {
+    // The registry wants an X25519 key; nothing is sealed to these SAMs with it.
+    let sealing = SealingKeyPair::generate(rng).public_key();
+    certify(center, public_key, sealing).map(|(_, certificate)| certificate)
+}
+
+/// Writes a move system's file, readable by its owner only, never over an existing one.
+pub fn write_owner_only(path: &Path, text: &str) -> Result<(), SetupError> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(path)
+        .map_err(|e| SetupError::File(format!("{}: {e}", path.display())))?;
+    std::io::Write::write_all(&mut file, text.as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(|e| SetupError::File(format!("{}: {e}", path.display())))
+}
+
+/// Reads a move system's file.
+pub fn read_file(path: &Path) -> Result<Zeroizing<String>, SetupError> {
+    std::fs::read_to_string(path)
+        .map(Zeroizing::new)
+        .map_err(|e| SetupError::File(format!("{}: {e}", path.display())))
+}
+
 /// The key file: every SAM of one move system, and the center's root they chain to.
 #[derive(Clone, Serialize, Deserialize)]
 pub struct MoveKeys {
-    center_id: String,
-    root_key: String,
+    #[serde(flatten)]
+    anchor: AnchorRecord,
     admin: SamKeys,
     providers: Vec<ProviderEntry>,
 }
@@ -128,7 +210,7 @@ pub struct MoveKeys {
 impl core::fmt::Debug for MoveKeys {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("MoveKeys")
-            .field("center_id", &self.center_id)
+            .field("center_id", &self.anchor.center_id)
             .field(
                 "services",
                 &self
@@ -149,7 +231,7 @@ fn sam_keys(
 ) -> SamKeys {
     SamKeys {
         signing_seed: hex::encode(signing.seed().expose()),
-        certificate: hex::encode(certificate.encode()),
+        certificate: certificate_to_hex(certificate),
         master: master.map(|key| hex::encode(key.expose())),
         storage: storage.map(|key| hex::encode(key.expose())),
     }
@@ -174,9 +256,7 @@ impl SamKeys {
     }
 
     fn certificate(&self) -> Result<Certificate, SetupError> {
-        let bytes = hex::decode(&self.certificate)
-            .map_err(|_| SetupError::File("certificate is not hex".into()))?;
-        Certificate::decode(&bytes).map_err(|error| SetupError::File(error.to_string()))
+        certificate_from_hex(&self.certificate)
     }
 
     fn key(field: &str, text: Option<&String>) -> Result<AesKey, SetupError> {
@@ -186,8 +266,10 @@ impl SamKeys {
     }
 }
 
-/// One of the center's certifications of a move device.
-type Certify = fn(&mut Center, PublicKey, [u8; 32]) -> Result<(DeviceId, Certificate), CenterError>;
+/// One of the center's certifications of a move device: `Center::certify_move_administrator`,
+/// `certify_service_provider` or `certify_service_transfer`.
+pub type Certify =
+    fn(&mut Center, PublicKey, [u8; 32]) -> Result<(DeviceId, Certificate), CenterError>;
 
 /// Generates a signing key, has the center certify it with `certify`.
 fn certified(
@@ -196,9 +278,7 @@ fn certified(
     certify: Certify,
 ) -> Result<(SigningKeyPair, Certificate), CenterError> {
     let signing = SigningKeyPair::generate(rng);
-    // The registry wants an X25519 key; nothing is sealed to these SAMs with it.
-    let sealing = SealingKeyPair::generate(rng).public_key();
-    let (_, certificate) = certify(center, signing.public_key(), sealing)?;
+    let certificate = certify_key(center, signing.public_key(), certify, rng)?;
     Ok((signing, certificate))
 }
 
@@ -237,8 +317,7 @@ impl MoveKeys {
             });
         }
         Ok(MoveKeys {
-            center_id: hex::encode(anchor.center.as_bytes()),
-            root_key: hex::encode(anchor.public_key.to_bytes()),
+            anchor: AnchorRecord::new(&anchor),
             admin: sam_keys(&admin_key, &admin_certificate, None, None),
             providers,
         })
@@ -246,10 +325,7 @@ impl MoveKeys {
 
     /// The center's root the SAMs chain to.
     pub fn anchor(&self) -> Result<TrustAnchor, SetupError> {
-        let center = DeviceId(*secret::<8>("center_id", &self.center_id)?);
-        let public_key = PublicKey::from_bytes(&*secret::<32>("root_key", &self.root_key)?)
-            .map_err(|_| SetupError::File("root_key is not a public key".into()))?;
-        Ok(TrustAnchor { center, public_key })
+        self.anchor.anchor()
     }
 
     /// The services, in the order they were set up.
@@ -303,25 +379,30 @@ impl MoveKeys {
         let text = Zeroizing::new(
             serde_json::to_string_pretty(self).map_err(|e| SetupError::File(e.to_string()))?,
         );
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let mut file = options
-            .open(path)
-            .map_err(|e| SetupError::File(format!("{}: {e}", path.display())))?;
-        std::io::Write::write_all(&mut file, text.as_bytes())
-            .and_then(|()| file.sync_all())
-            .map_err(|e| SetupError::File(format!("{}: {e}", path.display())))
+        write_owner_only(path, &text)
     }
 
     pub fn load(path: &Path) -> Result<Self, SetupError> {
-        let text = Zeroizing::new(
-            std::fs::read_to_string(path)
-                .map_err(|e| SetupError::File(format!("{}: {e}", path.display())))?,
-        );
-        serde_json::from_str(&text)
+        serde_json::from_str(&read_file(path)?)
             .map_err(|e| SetupError::File(format!("{}: {e}", path.display())))
+    }
+}
+
+impl MoveSams for MoveKeys {
+    fn anchor(&self) -> Result<TrustAnchor, SetupError> {
+        MoveKeys::anchor(self)
+    }
+
+    fn offers(&self) -> Vec<ServiceOffer> {
+        MoveKeys::offers(self)
+    }
+
+    fn admin_sam(&self) -> Result<Arc<dyn AdminSam>, SetupError> {
+        Ok(Arc::new(self.admin()?))
+    }
+
+    fn provider(&self, service: ServiceCode) -> Result<Provider, SetupError> {
+        MoveKeys::provider(self, service)
     }
 }
 
@@ -350,7 +431,6 @@ mod tests {
         assert_eq!(loaded.anchor().unwrap(), center.anchor());
         assert_eq!(loaded.offers(), demo_services());
         let admin = loaded.admin().unwrap();
-        use crate::sam::AdminSam;
         assert_eq!(
             admin.certificate().subject(),
             keys.admin().unwrap().certificate().subject()
@@ -365,5 +445,12 @@ mod tests {
         // The debug form names the services, never a key.
         let shown = format!("{loaded:?}");
         assert!(!shown.contains(&loaded.admin.signing_seed), "{shown}");
+        // Through the trait the services use, the same SAMs.
+        let sams: &dyn MoveSams = &loaded;
+        assert_eq!(
+            sams.admin_sam().unwrap().certificate().subject(),
+            admin.certificate().subject()
+        );
+        assert_eq!(sams.anchor().unwrap(), center.anchor());
     }
 }

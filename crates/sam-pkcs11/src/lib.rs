@@ -70,7 +70,7 @@ use zeroize::{Zeroize, Zeroizing};
 
 pub use address::{resolve_pin, TokenAddress, PIN_ENV};
 pub use error::Pkcs11SamError;
-pub use move_sams::{MoveSamError, Pkcs11AdminSam, Pkcs11ProviderSam};
+pub use move_sams::{MoveSamError, Pkcs11AdminSam, Pkcs11ProviderSam, TokenMoveSams};
 pub use security_keys::{NewMaster, Pkcs11SecurityKeys, SecurityKeysError};
 pub use signer::Pkcs11Signer;
 use state::SamState;

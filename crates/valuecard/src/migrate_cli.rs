@@ -76,7 +76,9 @@ pub struct RunArgs {
 pub enum MigrateCommands {
     /// Set up a move system in a directory: the center (in --center) certifies the move
     /// server's administrative SAM and the providers' normal and transfer SAMs of three
-    /// services (the valuecard purse, transit passes, shop points).
+    /// services (the valuecard purse, transit passes, shop points). Software SAMs by
+    /// default; with `--sam pkcs11:token=...;object=NAME` every SAM is generated in the
+    /// token as NAME-admin, NAME-CODE-normal and NAME-CODE-transfer (docs/hsm.md).
     Init {
         /// The center's data directory.
         #[arg(long)]
@@ -356,25 +358,40 @@ fn run(args: RunArgs) -> Result<ExitCode, String> {
         } else {
             Mode::Upload
         };
-        outcomes.push(session(
+        match session(
             &server,
             chip.as_mut(),
             &server_args.user,
             &password,
             mode,
             args.json,
-        )?);
+        ) {
+            Ok(outcome) => outcomes.push(outcome),
+            // Both chips given and the old one's move finished by an earlier run of this
+            // command that did not live to say so: the download session tells its outcome.
+            Err(client::ClientError::Server(MoveError::AlreadyMoved))
+                if new && mode == Mode::Upload =>
+            {
+                if !args.json {
+                    println!("  the old chip's services were moved already");
+                }
+            }
+            Err(error) => return Err(describe(error)),
+        }
     }
     if new {
         let mut chip = open_chip(args.to_reader.as_deref(), args.to_card.as_deref())?;
-        outcomes.push(session(
-            &server,
-            chip.as_mut(),
-            &server_args.user,
-            &password,
-            Mode::Download,
-            args.json,
-        )?);
+        outcomes.push(
+            session(
+                &server,
+                chip.as_mut(),
+                &server_args.user,
+                &password,
+                Mode::Download,
+                args.json,
+            )
+            .map_err(describe)?,
+        );
     }
     if args.json {
         println!(
@@ -403,7 +420,7 @@ fn session(
     password: &str,
     mode: Mode,
     json: bool,
-) -> Result<(Mode, Outcome), String> {
+) -> Result<(Mode, Outcome), client::ClientError> {
     if !json {
         println!("{} with the chip in {}", title(mode), chip.name());
     }
@@ -420,15 +437,7 @@ fn session(
             last = Some(line);
         }
     };
-    let outcome =
-        client::run(server, chip, user, password, mode, &mut show).map_err(
-            |error| match error {
-                client::ClientError::Server(error) => explain(&error),
-                other => format!(
-                    "{other} (run the same command again with the chip in place: the move resumes)"
-                ),
-            },
-        )?;
+    let outcome = client::run(server, chip, user, password, mode, &mut show)?;
     if !json {
         println!("  move {}: {}", hex::encode(outcome.move_id), outcome.state);
         for (service, kind, state) in &outcome.services {
@@ -436,6 +445,16 @@ fn session(
         }
     }
     Ok((mode, outcome))
+}
+
+/// A session's failure worded for the holder.
+fn describe(error: client::ClientError) -> String {
+    match error {
+        client::ClientError::Server(error) => explain(&error),
+        other => {
+            format!("{other} (run the same command again with the chip in place: the move resumes)")
+        }
+    }
 }
 
 fn title(mode: Mode) -> &'static str {

@@ -1,9 +1,10 @@
 //! The services of the value move (seed 002) from a move directory:
 //!
 //! - `valuecard migrate init`: the center certifies the move server's administrative SAM
-//!   and each provider's normal and transfer SAM; the directory gets their key file, an
-//!   HTTPS identity per service and the secret with which the move server reaches the
-//!   providers' transfer SAMs.
+//!   and each provider's normal and transfer SAM; the directory gets their key file (or,
+//!   with `--sam pkcs11:...`, the record of their objects in a token and their
+//!   certificates, docs/hsm.md), an HTTPS identity per service and the secret with which
+//!   the move server reaches the providers' transfer SAMs.
 //! - `valuecard provider serve`: one provider's application server (its normal and
 //!   transfer SAM), reporting the purse's moves to the center when it is the purse's.
 //! - `valuecard migrate serve`: the move server, reaching the providers over HTTPS.
@@ -24,14 +25,20 @@ use valuecard_center_http::{CenterPin, ServiceIdentity};
 use valuecard_core::messages::services::{ServiceCode, ServiceOperation};
 use valuecard_core::time::{Clock, SystemClock};
 use valuecard_migrate::server::{MoveServer, ProviderLink};
-use valuecard_migrate::setup::{demo_services, MoveKeys};
+use valuecard_migrate::setup::{demo_services, MoveKeys, MoveSams};
 use valuecard_migrate_http::center_report::{HttpCenterSink, Reporter};
 use valuecard_migrate_http::{
     move_service, provider_service, AccessSecret, HttpProviderLink, MoveService, ProviderService,
 };
+use valuecard_sam_pkcs11::TokenMoveSams;
 use valuecard_settle_http::{BackgroundService, DatabaseLocation, DatabasePool};
 
+use crate::device_sam::{self, SamChoice};
+
+/// The software SAMs' keys.
 const KEYS_FILE: &str = "move-keys.json";
+/// Where SAMs in a token are, and their certificates (no secret).
+const TOKEN_SAMS_FILE: &str = "move-sams.json";
 const ACCESS_FILE: &str = "access.secret";
 /// Connections per service by default.
 const POOL_SIZE: usize = 8;
@@ -103,8 +110,23 @@ fn bind(dir: &Path, name: &str, port: u16) -> Result<TcpListener, String> {
     TcpListener::bind(("127.0.0.1", port)).map_err(|e| format!("port {port}: {e}"))
 }
 
-fn load_keys(dir: &Path) -> Result<MoveKeys, String> {
+/// The move system's SAMs, of the kind `migrate init` gave them.
+fn load_sams(dir: &Path) -> Result<Box<dyn MoveSams>, String> {
+    if !matches!(SamChoice::from_process_args()?, SamChoice::Software) {
+        return Err(format!(
+            "the move system's SAMs are those `migrate init` recorded in {}; give a token's PIN \
+             with VALUECARD_PKCS11_PIN, not --sam",
+            dir.display()
+        ));
+    }
+    let tokens = dir.join(TOKEN_SAMS_FILE);
+    if tokens.exists() {
+        return TokenMoveSams::load(&tokens, device_sam::pkcs11_module_option().as_deref())
+            .map(|sams| Box::new(sams) as Box<dyn MoveSams>)
+            .map_err(|e| e.to_string());
+    }
     MoveKeys::load(&dir.join(KEYS_FILE))
+        .map(|keys| Box::new(keys) as Box<dyn MoveSams>)
         .map_err(|e| format!("{e} (a move directory is made by `valuecard migrate init`)"))
 }
 
@@ -135,15 +157,30 @@ pub fn init(
     dir: &Path,
     json: bool,
 ) -> Result<ExitCode, String> {
-    if dir.join(KEYS_FILE).exists() {
+    if dir.join(KEYS_FILE).exists() || dir.join(TOKEN_SAMS_FILE).exists() {
         return Err(format!("{} already holds a move system", dir.display()));
     }
+    let choice = SamChoice::from_process_args()?;
     let mut center = crate::datadir::open_center_on(center_data, database)?;
     std::fs::create_dir_all(dir.join("endpoints"))
         .map_err(|e| format!("{}: {e}", dir.display()))?;
-    let keys = MoveKeys::certify(&mut center, &demo_services(), &mut rand_core::OsRng)
-        .map_err(|e| e.to_string())?;
-    keys.save(&dir.join(KEYS_FILE)).map_err(|e| e.to_string())?;
+    let (keys, tokens): (Box<dyn MoveSams>, Vec<String>) = match &choice {
+        SamChoice::Software => {
+            let keys = MoveKeys::certify(&mut center, &demo_services(), &mut rand_core::OsRng)
+                .map_err(|e| e.to_string())?;
+            keys.save(&dir.join(KEYS_FILE)).map_err(|e| e.to_string())?;
+            (Box::new(keys), Vec::new())
+        }
+        SamChoice::Pkcs11(base) => {
+            let sams =
+                TokenMoveSams::certify(&mut center, &demo_services(), base, &mut rand_core::OsRng)
+                    .map_err(|e| e.to_string())?;
+            sams.save(&dir.join(TOKEN_SAMS_FILE))
+                .map_err(|e| e.to_string())?;
+            let locators = sams.locators();
+            (Box::new(sams), locators)
+        }
+    };
     let access = AccessSecret::generate(&mut rand_core::OsRng);
     {
         let mut options = std::fs::OpenOptions::new();
@@ -170,14 +207,16 @@ pub fn init(
             .and_then(|identity| identity.save(&tls))
             .map_err(|e| e.to_string())?;
     }
-    let admin = keys.admin().map_err(|e| e.to_string())?;
-    let subject = valuecard_migrate::sam::AdminSam::certificate(&admin).subject();
+    let admin = keys.admin_sam().map_err(|e| e.to_string())?;
+    let subject = admin.certificate().subject();
     if json {
         println!(
             "{}",
             serde_json::json!({
                 "data": dir.display().to_string(),
                 "administrative_sam": subject.to_string(),
+                "sams": if tokens.is_empty() { "software" } else { "pkcs11" },
+                "token_objects": tokens,
                 "services": keys.offers().iter().map(|offer| serde_json::json!({
                     "service": offer.code().to_string(),
                     "kind": offer.kind,
@@ -188,6 +227,9 @@ pub fn init(
     } else {
         println!("Move system set up in {}", dir.display());
         println!("  administrative SAM {subject} certified by the center");
+        for uri in &tokens {
+            println!("  SAM in the token: {uri}");
+        }
         for offer in keys.offers() {
             println!(
                 "  {} ({}, service {}): normal and transfer SAM certified",
@@ -215,7 +257,7 @@ pub fn serve_provider(
     database: Option<&str>,
     center: Option<CenterTarget>,
 ) -> Result<ExitCode, String> {
-    let keys = load_keys(dir)?;
+    let keys = load_sams(dir)?;
     let provider = Arc::new(keys.provider(service).map_err(|e| e.to_string())?);
     let access = load_access(dir)?;
     let name = provider_name(service);
@@ -272,9 +314,9 @@ pub fn serve_provider(
 
 /// `valuecard migrate serve`.
 pub fn serve_server(dir: &Path, port: u16, database: Option<&str>) -> Result<ExitCode, String> {
-    let keys = load_keys(dir)?;
+    let keys = load_sams(dir)?;
     let access = load_access(dir)?;
-    let admin = Arc::new(keys.admin().map_err(|e| e.to_string())?);
+    let admin = keys.admin_sam().map_err(|e| e.to_string())?;
     let mut links: Vec<Arc<dyn ProviderLink>> = Vec::new();
     for offer in keys.offers() {
         let endpoint = read_endpoint(dir, &provider_name(offer.code()))?;
@@ -310,13 +352,13 @@ pub fn issue(
     reader: &mut dyn valuecard_reader::CardReader,
     json: bool,
 ) -> Result<ExitCode, String> {
-    let keys = load_keys(dir)?;
+    let keys = load_sams(dir)?;
     let provider = keys.provider(service).map_err(|e| e.to_string())?;
-    let admin = keys.admin().map_err(|e| e.to_string())?;
+    let admin = keys.admin_sam().map_err(|e| e.to_string())?;
     let today = SystemClock.today();
     let mut rng = rand_core::OsRng;
     provider
-        .issue_area(&admin, reader, today, &mut rng)
+        .issue_area(&*admin, reader, today, &mut rng)
         .map_err(|e| format!("issuing service {service}: {e}"))?;
     let operation = match provider.kind() {
         valuecard_core::messages::services::ServiceKind::Tickets => Some(

@@ -4,221 +4,38 @@
 //! wrong password, an unregistered chip and a provider that is down (run again once it is
 //! back, the move goes on), and the move server is killed and restarted between the two
 //! sessions. At the end the old chip is refused at a terminal, the new one pays, and the
-//! center counts the value once, on the new card.
+//! center counts the value once, on the new card. The same move runs with every SAM of the
+//! move system in a PKCS#11 token.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use common::moves::{session, MoveSite, Service, PASSWORD, SERVICES};
+use common::run;
 use serde_json::Value;
-
-const PASSWORD: &str = "correct horse battery";
-
-/// A service running until dropped (killed, with its process group).
-struct Service {
-    child: Child,
-    name: &'static str,
-}
-
-impl Service {
-    fn start(name: &'static str, args: &[&str], log: &Path) -> Service {
-        let mut command = valuecard();
-        command
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(log).unwrap())
-            .stderr(std::fs::File::create(log.with_extension("err")).unwrap());
-        let child = command.spawn().unwrap();
-        Service { child, name }
-    }
-
-    fn kill(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Waits until `path` exists and a TCP connection to the URL it names succeeds.
-fn wait_endpoint(path: &Path, service: &mut Service) -> String {
-    let started = Instant::now();
-    loop {
-        if let Some(status) = service.child.try_wait().unwrap() {
-            panic!("{} exited ({status}) before listening", service.name);
-        }
-        if let Ok(text) = std::fs::read_to_string(path) {
-            if let Ok(value) = serde_json::from_str::<Value>(&text) {
-                let url = value["url"].as_str().unwrap().to_owned();
-                let address = url.trim_start_matches("https://").to_owned();
-                if std::net::TcpStream::connect(&address).is_ok() {
-                    return url;
-                }
-            }
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "{} did not listen",
-            service.name
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-struct Site {
-    dir: tempfile::TempDir,
-}
-
-impl Site {
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn arg(&self, name: &str) -> String {
-        self.path(name).display().to_string()
-    }
-
-    /// `valuecard ARGS` with the holder's password in the environment.
-    fn holder(&self, args: &[&str], password: &str) -> Ran {
-        run(valuecard()
-            .args(args)
-            .env("VALUECARD_MOVE_PASSWORD", password)
-            .stdin(Stdio::null()))
-    }
-
-    fn provider(&self, service: &'static str) -> Service {
-        let data = self.arg("move");
-        let mut args = vec!["provider", "serve", "--data", &data, "--service", service];
-        let center_cert = self.arg("center/center/service-certificate.pem");
-        let center_url;
-        if service == "0001" {
-            center_url = std::fs::read_to_string(self.path("center.url")).unwrap();
-            args.extend(["--center", &center_url, "--center-cert", &center_cert]);
-        }
-        let mut running = Service::start(service, &args, &self.path(&format!("{service}.log")));
-        wait_endpoint(
-            &self.path(&format!("move/endpoints/provider-{service}.json")),
-            &mut running,
-        );
-        running
-    }
-
-    fn server(&self) -> Service {
-        let data = self.arg("move");
-        let mut running = Service::start(
-            "move server",
-            &["migrate", "serve", "--data", &data, "--port", "0"],
-            &self.path("server.log"),
-        );
-        wait_endpoint(&self.path("move/endpoints/server.json"), &mut running);
-        running
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 #[test]
 fn a_chip_moves_to_a_new_chip_through_the_services_run_as_programs() {
-    let site = Site {
-        dir: tempfile::tempdir().unwrap(),
-    };
-    let center = site.arg("center");
-    json_args(&["center", "init", "--data", &center, "--terminals", "1"]);
-    for (image, value) in [
+    let site = MoveSite::with_center(&[
         ("old.img", "50.00"),
         ("new.img", "7.00"),
         ("stray.img", "3.00"),
-    ] {
-        json_args(&[
-            "card",
-            "issue",
-            "--data",
-            &center,
-            "--out",
-            &site.arg(image),
-            "--value",
-            value,
-        ]);
-    }
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let _center_service = Service::start(
-        "center",
-        &["center", "serve", "--data", &center, "--listen", &listen],
-        &site.path("center.log"),
-    );
-    std::fs::write(site.path("center.url"), format!("https://{listen}")).unwrap();
-    let started = Instant::now();
-    while std::net::TcpStream::connect(&listen).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "the center did not listen"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-
-    let data = site.arg("move");
-    let init = json_args(&["migrate", "init", "--center", &center, "--data", &data]);
+    ]);
+    let _center_service = site.center_service();
+    let init = site.init_moves(&[]);
     assert_eq!(init["services"].as_array().unwrap().len(), 3, "{init}");
+    assert_eq!(init["sams"], "software", "{init}");
     let _purse = site.provider("0001");
     let tickets = site.provider("0102");
     let _points = site.provider("0203");
     let server = site.server();
-
-    for service in ["0001", "0102", "0203"] {
-        let issued = json_args(&[
-            "provider",
-            "issue",
-            "--data",
-            &data,
-            "--service",
-            service,
-            "--card",
-            &site.arg("old.img"),
-        ]);
-        assert_eq!(issued["service"], service, "{issued}");
-        assert_eq!(issued["registered_with_move_server"], true, "{issued}");
-    }
-    let user = ["--data", data.as_str(), "--user", "hanako"];
-    let created = site.holder(
-        &[&["migrate", "user"][..], &user, &["--json"]].concat(),
-        PASSWORD,
-    );
-    assert!(created.status.success(), "{}", created.stderr);
-    for image in ["old.img", "new.img"] {
-        let card = site.arg(image);
-        let registered = site.holder(
-            &[
-                &["migrate", "register"][..],
-                &user,
-                &["--card", &card, "--json"],
-            ]
-            .concat(),
-            PASSWORD,
-        );
-        assert!(registered.status.success(), "{}", registered.stderr);
-    }
+    site.issue_services("old.img");
+    site.holder_with_chips("hanako", &["old.img", "new.img"]);
     let upload = |password: &str, image: &str| {
         let card = site.arg(image);
-        site.holder(
-            &[&["migrate"][..], &user, &["--card", &card, "--json"]].concat(),
-            password,
-        )
+        site.migrate("hanako", &["--card", &card], password)
     };
 
     // A wrong password, an unregistered chip: clear words, a failure status, nothing moved.
@@ -245,46 +62,36 @@ fn a_chip_moves_to_a_new_chip_through_the_services_run_as_programs() {
     );
     // Back on its address: the same command carries the move on.
     let _tickets = site.provider("0102");
-    let uploaded = upload(PASSWORD, "old.img");
-    assert!(uploaded.status.success(), "{}", uploaded.stderr);
-    let sessions: Value = serde_json::from_str(&uploaded.stdout).unwrap();
-    assert_eq!(sessions["sessions"][0]["state"], "uploaded", "{sessions}");
+    assert_eq!(session(&upload(PASSWORD, "old.img"))["state"], "uploaded");
 
     // The old chip is on temporary keys: the terminal cannot sell to it.
-    let refused = run(&mut site_terminal(&center, "old.img", "1.00", &site));
+    let refused = site.purchase("old.img", "1.00");
     assert!(!refused.status.success(), "{}", refused.stdout);
 
     // The move server killed and started again on its database: the download carries on.
     server.kill();
     let _server = site.server();
     let card = site.arg("new.img");
-    let done = site.holder(
-        &[&["migrate"][..], &user, &["--to-card", &card, "--json"]].concat(),
-        PASSWORD,
-    );
-    assert!(done.status.success(), "{}", done.stderr);
-    let sessions: Value = serde_json::from_str(&done.stdout).unwrap();
-    let session = &sessions["sessions"][0];
-    assert_eq!(session["state"], "done", "{sessions}");
-    assert!(session["services"]
+    let done = session(&site.migrate("hanako", &["--to-card", &card], PASSWORD));
+    assert_eq!(done["state"], "done", "{done}");
+    assert!(done["services"]
         .as_array()
         .unwrap()
         .iter()
         .all(|service| service["state"] == "cleared"));
 
     // The new chip pays with the moved value; the old one is still refused.
-    let paid = run(&mut site_terminal(&center, "new.img", "2.50", &site));
+    let paid = site.purchase("new.img", "2.50");
     assert!(paid.status.success(), "{}", paid.stderr);
     let receipt: Value = serde_json::from_str(&paid.stdout).unwrap();
     assert_eq!(receipt["balance_after"], 5_000 + 700 - 250, "{receipt}");
-    assert!(!run(&mut site_terminal(&center, "old.img", "1.00", &site))
-        .status
-        .success());
+    assert!(!site.purchase("old.img", "1.00").status.success());
 
     // The purse's provider reported the move to the center's service.
+    let center = site.arg("center");
     let started = Instant::now();
     loop {
-        let status = json_args(&["center", "status", "--data", &center]);
+        let status = site.json(&["center", "status", "--data", &center]);
         if status["moves"]["moves"] == 1 {
             assert_eq!(status["moves"]["moved"], 5_000, "{status}");
             break;
@@ -297,19 +104,119 @@ fn a_chip_moves_to_a_new_chip_through_the_services_run_as_programs() {
     }
 }
 
-/// `terminal purchase` at terminal-1 of the center in `center` with the card `image`.
-fn site_terminal(center: &str, image: &str, amount: &str, site: &Site) -> Command {
-    let mut command = valuecard();
-    command.args([
-        "terminal",
-        "purchase",
-        "--json",
-        "--data",
-        center,
-        "--card",
-        &site.arg(image),
-        "--amount",
-        amount,
-    ]);
-    command
+/// The move system with every SAM in a PKCS#11 token (a throw-away SoftHSM2 token):
+/// `migrate init --sam pkcs11:...` generates them there and records only where they are and
+/// their certificates; the providers and the move server, each its own process, open them
+/// from that record with the PIN from the environment; a chip with three services moves.
+#[test]
+fn a_move_system_with_its_sams_in_a_token() {
+    use valuecard_sam_pkcs11::softhsm::{self, SoftHsmDirectory, THROWAWAY_USER_PIN};
+    let Some(_module) = softhsm::module_or_skip("cli_migrate token SAMs") else {
+        return;
+    };
+    let mut site = MoveSite::empty();
+    let tokens = SoftHsmDirectory::create(&site.path("softhsm")).unwrap();
+    tokens.init_token_with_util("moves").unwrap();
+    site.env = vec![
+        ("SOFTHSM2_CONF", tokens.conf().display().to_string()),
+        ("VALUECARD_PKCS11_PIN", THROWAWAY_USER_PIN.to_owned()),
+    ];
+    site.issue_cards(&[("old.img", "20.00"), ("new.img", "1.00")]);
+    let (center, data) = (site.arg("center"), site.arg("move"));
+    let init_with = |pin: &str, object: &str| {
+        run(site
+            .command()
+            .env("VALUECARD_PKCS11_PIN", pin)
+            .args(["migrate", "init", "--center", &center, "--data", &data])
+            .args(["--sam", &format!("pkcs11:token=moves;object={object}")]))
+    };
+
+    // A wrong PIN: a clear refusal, and no move system recorded.
+    let wrong_pin = init_with("99999999", "move");
+    assert!(!wrong_pin.status.success());
+    assert!(wrong_pin.stderr.contains("PIN"), "{}", wrong_pin.stderr);
+    assert!(!site.path("move/move-sams.json").exists());
+
+    let init = site.init_moves(&["--sam", "pkcs11:token=moves;object=move"]);
+    assert_eq!(init["sams"], "pkcs11", "{init}");
+    let objects: Vec<&str> = init["token_objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|uri| uri.as_str().unwrap())
+        .collect();
+    assert_eq!(objects.len(), 7, "{init}");
+    for object in ["move-admin", "move-0001-normal", "move-0102-transfer"] {
+        assert!(
+            objects
+                .iter()
+                .any(|uri| uri.ends_with(&format!("object={object}"))),
+            "{object} not in {objects:?}"
+        );
+    }
+    // The record names objects and certificates only: no key file, no PIN, no key.
+    assert!(!site.path("move/move-keys.json").exists());
+    let record: Value =
+        serde_json::from_str(&std::fs::read_to_string(site.path("move/move-sams.json")).unwrap())
+            .unwrap();
+    let text = record.to_string();
+    assert!(
+        !text.contains(THROWAWAY_USER_PIN) && !text.contains("seed") && !text.contains("master"),
+        "{text}"
+    );
+    let mut sams = vec![&record["admin"]];
+    for provider in record["providers"].as_array().unwrap() {
+        sams.extend([&provider["normal"], &provider["transfer"]]);
+    }
+    for sam in sams {
+        let fields: Vec<&String> = sam.as_object().unwrap().keys().collect();
+        assert_eq!(fields, ["certificate", "uri"], "{sam}");
+    }
+    // Set up twice in one directory: refused.
+    let again = init_with(THROWAWAY_USER_PIN, "other");
+    assert!(
+        !again.status.success() && again.stderr.contains("already holds"),
+        "{}",
+        again.stderr
+    );
+
+    // A provider whose token PIN is wrong does not start, and says why; a `--sam` given to
+    // a service of the system is refused (its SAMs are the recorded ones).
+    let refused = run(site
+        .command()
+        .env("VALUECARD_PKCS11_PIN", "99999999")
+        .args(["provider", "serve", "--data", &data, "--service", "0102"]));
+    assert!(!refused.status.success());
+    assert!(refused.stderr.contains("PIN"), "{}", refused.stderr);
+    let other_sam = run(site
+        .command()
+        .args(["migrate", "serve", "--data", &data, "--port", "0"])
+        .args(["--sam", "pkcs11:token=moves;object=move"]));
+    assert!(!other_sam.status.success());
+    assert!(
+        other_sam.stderr.contains("not --sam"),
+        "{}",
+        other_sam.stderr
+    );
+
+    let _providers: Vec<Service> = SERVICES
+        .into_iter()
+        .map(|service| site.provider(service))
+        .collect();
+    let _server = site.server();
+    site.issue_services("old.img");
+    site.holder_with_chips("taro", &["old.img", "new.img"]);
+    let (old, new) = (site.arg("old.img"), site.arg("new.img"));
+    let done = session(&site.migrate("taro", &["--card", &old, "--to-card", &new], PASSWORD));
+    assert_eq!(done["state"], "done", "{done}");
+    assert_eq!(done["services"].as_array().unwrap().len(), 3, "{done}");
+    // The same command again (as after a crash that hid its end): the move is done.
+    let again = site.migrate("taro", &["--card", &old, "--to-card", &new], PASSWORD);
+    assert_eq!(session(&again)["state"], "done", "{}", again.stdout);
+
+    let paid = site.purchase("new.img", "2.50");
+    assert!(paid.status.success(), "{}", paid.stderr);
+    let receipt: Value = serde_json::from_str(&paid.stdout).unwrap();
+    assert_eq!(receipt["balance_after"], 2_000 + 100 - 250, "{receipt}");
+    assert!(!site.purchase("old.img", "1.00").status.success());
 }

@@ -365,6 +365,13 @@ fn store_destination_half(
             half.writer_sequence.into(),
         ],
     )?;
+    crate::moves::flag_used_after_move(
+        tx,
+        &report.destination,
+        half.counter_before,
+        &format!("received {} by transfer", report.amount),
+        today,
+    )?;
     settle_half(tx, &report.destination, half, today, clones)
 }
 
@@ -387,6 +394,13 @@ fn store_source_half(
         &report.source,
         report.amount,
         half.counter_before,
+        today,
+    )?;
+    crate::moves::flag_used_after_move(
+        tx,
+        &report.source,
+        half.counter_before,
+        &format!("sent {} by transfer", report.amount),
         today,
     )?;
     tx.execute(

@@ -39,6 +39,7 @@
 
 mod admin;
 mod provider;
+mod system;
 
 use std::sync::{Mutex, MutexGuard};
 
@@ -50,6 +51,7 @@ use valuecard_migrate::sam::SamError;
 
 pub use admin::Pkcs11AdminSam;
 pub use provider::Pkcs11ProviderSam;
+pub use system::TokenMoveSams;
 
 use crate::token::{Part, TokenSession};
 use crate::Pkcs11SamError;

@@ -5,6 +5,7 @@
 //! `dead_code` allowance.
 #![allow(dead_code)]
 
+pub mod moves;
 pub mod pcsc;
 
 use std::path::{Path, PathBuf};
