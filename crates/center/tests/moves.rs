@@ -2,12 +2,14 @@
 //! certified transfer SAM reports each completed move with the old chip's signed export and
 //! the new chip's migration record. The value changes cards and none is created; the old
 //! card leaves the remaining value and is listed and blocked; every forged or inconsistent
-//! report is refused with nothing stored; a chip moved twice is alerted and shows as excess.
+//! report is refused with nothing stored; a chip moved twice is alerted and shows as excess;
+//! the old chip updated online after its move is alerted.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 
 use common::hand::{personalize, HandCard};
+use common::online::SecurityServer;
 use common::*;
 use rand_core::SeedableRng;
 use valuecard_center::reconcile::ReconciliationStatus;
@@ -309,4 +311,46 @@ fn an_old_chip_moved_twice_is_alerted_and_its_second_credit_shows_as_excess() {
         i128::from(old.balance.minor()),
         "{after:?}"
     );
+}
+
+/// The old chip, switched back to main keys (or written back to its image before the move),
+/// pays online: the security server's record is genuine and stored, but the center alerts
+/// it as a use after the move, and the reconciliation shows the amount as excess.
+#[test]
+fn an_old_chip_updated_online_after_its_move_is_alerted() {
+    let Moves {
+        mut center,
+        mut rng,
+        mut sam,
+        old,
+        new,
+    } = moves(4);
+    let report = sam.moved([6; 16], &old, &new);
+    center
+        .store_purse_moves(sam.id, std::slice::from_ref(&report))
+        .unwrap();
+    let before = center.reconciliation().unwrap();
+    let mut server = SecurityServer::certify(&mut center, &mut rng);
+    let state = old.state();
+    let payment = server.update(&state, TransactionKind::OnlinePayment, 400);
+    let receipt = center
+        .store_online_records(
+            server.id,
+            &[SecurityServer::item(&state, 1, payment.clone())],
+        )
+        .unwrap();
+    assert_eq!(receipt.stored, 1, "{receipt:?}");
+    let alerts = center.alerts_for(&old.id.0).unwrap();
+    assert!(
+        alerts
+            .iter()
+            .any(|alert| alert.kind == "spent-after-move"
+                && alert.detail.starts_with("updated online")),
+        "{alerts:?}"
+    );
+    // An update before the move's export would raise nothing: the new card's records are
+    // clean.
+    assert!(center.alerts_for(&new.id.0).unwrap().is_empty());
+    let after = center.reconciliation().unwrap();
+    assert_eq!(after.difference() - before.difference(), 400, "{after:?}");
 }

@@ -6,92 +6,17 @@
 
 mod common;
 
+use common::online::{after, SecurityServer};
 use common::*;
 use valuecard_center::reconcile::ReconciliationStatus;
 use valuecard_center::Center;
 use valuecard_core::cert::Role;
-use valuecard_core::crypto::{SealingKeyPair, Signature, SigningKeyPair};
+use valuecard_core::crypto::{Signature, SigningKeyPair};
 use valuecard_core::ids::{CardId, DeviceId};
 use valuecard_core::messages::center::CenterError;
-use valuecard_core::messages::online::{OnlineItem, OnlineRecord};
-use valuecard_core::messages::purse::{TransactionKind, UsageRecord};
+use valuecard_core::messages::online::OnlineItem;
+use valuecard_core::messages::purse::TransactionKind;
 use valuecard_sim::Storage;
-
-/// The settlement system's security server as the center knows it: certified, its key held
-/// by the test.
-struct SecurityServer {
-    id: DeviceId,
-    key: SigningKeyPair,
-    sequence: u32,
-}
-
-impl SecurityServer {
-    fn certify(scene: &mut Scene) -> Self {
-        let key = SigningKeyPair::generate(&mut scene.rng);
-        let sealing = SealingKeyPair::generate(&mut scene.rng).public_key();
-        let (id, certificate) = scene
-            .center()
-            .certify_online_settlement(key.public_key(), sealing)
-            .unwrap();
-        assert_eq!(certificate.subject(), id);
-        let anchor = scene.center().anchor();
-        anchor
-            .verify_unexpired(
-                std::slice::from_ref(&certificate),
-                Role::OnlineSettlement,
-                today(),
-            )
-            .unwrap();
-        SecurityServer {
-            id,
-            key,
-            sequence: 0,
-        }
-    }
-
-    /// The record of an online update of `kind` on the card in `state`, signed.
-    fn update(&mut self, state: &CardState, kind: TransactionKind, minor: u64) -> UsageRecord {
-        self.sequence += 1;
-        let balance_after = if kind == TransactionKind::OnlinePayment {
-            state.balance.checked_sub(amount(minor)).unwrap()
-        } else {
-            state.balance.checked_add(amount(minor)).unwrap()
-        };
-        let record = OnlineRecord {
-            kind,
-            card_id: state.id,
-            writer: self.id,
-            challenge_host: [self.sequence as u8; 16],
-            challenge_card: [0xC0; 16],
-            counter: state.counter + 1,
-            amount: amount(minor),
-            balance_after,
-            writer_sequence: self.sequence,
-            date: today(),
-        };
-        record.usage_record(self.key.sign(&record.signed_message()))
-    }
-
-    /// The item the security server reports for `record` made on the card in `state`.
-    fn item(state: &CardState, settlement: u8, record: UsageRecord) -> OnlineItem {
-        OnlineItem {
-            card_id: state.id,
-            settlement_id: [settlement; 16],
-            previous: state.last.clone(),
-            record,
-        }
-    }
-}
-
-/// The card state after `record`.
-fn after(state: &CardState, record: &UsageRecord) -> CardState {
-    CardState {
-        id: state.id,
-        counter: record.counter,
-        balance: record.balance_after,
-        last: Some(record.clone()),
-    }
-}
 
 fn remaining(center: &mut Center, card: &CardId) -> (u32, u64) {
     let value = center.remaining_value(card).unwrap().unwrap();
@@ -117,7 +42,7 @@ fn online_payments_and_charges_on_postgres() {
 }
 
 fn payments_and_charges(mut scene: Scene) {
-    let mut server = SecurityServer::certify(&mut scene);
+    let mut server = SecurityServer::certify(&mut scene.world.center, &mut scene.rng);
     let a = CardState::read(&mut scene.a);
     let before = scene.center().reconciliation().unwrap();
     assert_eq!(before.status(), ReconciliationStatus::Reconciled);
@@ -165,7 +90,7 @@ fn payments_and_charges(mut scene: Scene) {
 #[test]
 fn forged_or_inconsistent_online_records_are_refused_and_change_nothing() {
     let mut scene = Scene::new(41);
-    let mut server = SecurityServer::certify(&mut scene);
+    let mut server = SecurityServer::certify(&mut scene.world.center, &mut scene.rng);
     let a = CardState::read(&mut scene.a);
     let b = CardState::read(&mut scene.b);
     let genuine = server.update(&a, TransactionKind::OnlinePayment, 300);
@@ -252,7 +177,7 @@ fn forged_or_inconsistent_online_records_are_refused_and_change_nothing() {
 #[test]
 fn a_state_spent_online_and_at_a_terminal_lists_the_card() {
     let mut scene = Scene::new(42);
-    let mut server = SecurityServer::certify(&mut scene);
+    let mut server = SecurityServer::certify(&mut scene.world.center, &mut scene.rng);
     let a = CardState::read(&mut scene.a);
     // A copy of A's memory spends the state at a payment terminal...
     let mut copy = scene.copy_of_a();
@@ -279,7 +204,7 @@ fn a_state_spent_online_and_at_a_terminal_lists_the_card() {
 #[test]
 fn two_online_updates_of_one_state_list_the_card() {
     let mut scene = Scene::new(43);
-    let mut server = SecurityServer::certify(&mut scene);
+    let mut server = SecurityServer::certify(&mut scene.world.center, &mut scene.rng);
     let b = CardState::read(&mut scene.b);
     // Two online records of one state, reported apart: the second lists the card.
     let first = server.update(&b, TransactionKind::OnlinePayment, 100);

@@ -5,6 +5,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod hand;
+pub mod online;
 #[path = "../scratch/mod.rs"]
 pub mod scratch;
 
