@@ -21,7 +21,7 @@ use valuecard_core::messages::services::{ServiceCode, ServiceKind};
 use zeroize::Zeroizing;
 
 use crate::provider::Provider;
-use crate::sam::{AdminSam, SoftwareAdminSam, SoftwareProviderSam};
+use crate::sam::{AdminSam, ProviderSam, SoftwareAdminSam, SoftwareProviderSam};
 
 /// A move system's SAMs, wherever their keys are: what `migrate serve`, `provider serve`
 /// and `provider issue` open.
@@ -50,6 +50,24 @@ pub struct ServiceOffer {
 impl ServiceOffer {
     pub fn code(&self) -> ServiceCode {
         ServiceCode(self.service)
+    }
+
+    /// The provider of this service with its two SAMs, whatever holds their keys.
+    pub fn provider(
+        &self,
+        normal: Arc<dyn ProviderSam>,
+        transfer: Arc<dyn ProviderSam>,
+        anchor: TrustAnchor,
+    ) -> Result<Provider, SetupError> {
+        Provider::new(
+            self.code(),
+            self.kind()?,
+            self.capacity,
+            normal,
+            transfer,
+            anchor,
+        )
+        .map_err(|error| SetupError::Sam(error.to_string()))
     }
 
     pub fn kind(&self) -> Result<ServiceKind, SetupError> {
@@ -363,15 +381,9 @@ impl MoveKeys {
             anchor,
         )
         .map_err(sam_error)?;
-        Provider::new(
-            service,
-            entry.offer.kind()?,
-            entry.offer.capacity,
-            Arc::new(normal),
-            Arc::new(transfer),
-            anchor,
-        )
-        .map_err(|error| SetupError::Sam(error.to_string()))
+        entry
+            .offer
+            .provider(Arc::new(normal), Arc::new(transfer), anchor)
     }
 
     /// Writes the key file, readable by its owner only.

@@ -12,7 +12,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::moves::{session, MoveSite, Service, PASSWORD, SERVICES};
+use common::moves::{session, MoveSite, PASSWORD};
 use common::run;
 use serde_json::Value;
 
@@ -199,11 +199,7 @@ fn a_move_system_with_its_sams_in_a_token() {
         other_sam.stderr
     );
 
-    let _providers: Vec<Service> = SERVICES
-        .into_iter()
-        .map(|service| site.provider(service))
-        .collect();
-    let _server = site.server();
+    let _services = site.services();
     site.issue_services("old.img");
     site.holder_with_chips("taro", &["old.img", "new.img"]);
     let (old, new) = (site.arg("old.img"), site.arg("new.img"));

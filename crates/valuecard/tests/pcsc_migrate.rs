@@ -14,7 +14,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::moves::{session, MoveSite, Service, PASSWORD, SERVICES};
+use common::moves::{session, MoveSite, PASSWORD};
 use common::pcsc::{reader_index, start, Attached, Needs};
 use serde_json::Value;
 
@@ -26,11 +26,7 @@ fn a_chip_moves_between_two_pcsc_readers_and_survives_leaving_its_reader() {
     };
     let site = MoveSite::with_center(&[("old.img", "30.00"), ("new.img", "2.00")]);
     site.init_moves(&[]);
-    let _providers: Vec<Service> = SERVICES
-        .into_iter()
-        .map(|service| site.provider(service))
-        .collect();
-    let _server = site.server();
+    let _services = site.services();
     site.issue_services("old.img");
     site.holder_with_chips("sachiko", &["old.img", "new.img"]);
     let (old, new) = (site.path("old.img"), site.path("new.img"));

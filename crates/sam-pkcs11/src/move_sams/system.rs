@@ -194,14 +194,8 @@ impl MoveSams for TokenMoveSams {
         let anchor = self.anchor()?;
         let normal = self.open_provider_sam(&entry.normal, anchor)?;
         let transfer = self.open_provider_sam(&entry.transfer, anchor)?;
-        Provider::new(
-            service,
-            entry.offer.kind()?,
-            entry.offer.capacity,
-            Arc::new(normal),
-            Arc::new(transfer),
-            anchor,
-        )
-        .map_err(|error| SetupError::Sam(error.to_string()))
+        entry
+            .offer
+            .provider(Arc::new(normal), Arc::new(transfer), anchor)
     }
 }

@@ -288,6 +288,17 @@ impl MoveSite {
         running
     }
 
+    /// Every provider (the purse's reporting to the center's service if one was started),
+    /// then the move server.
+    pub fn services(&self) -> Vec<Service> {
+        let mut running: Vec<Service> = SERVICES
+            .into_iter()
+            .map(|service| self.provider(service))
+            .collect();
+        running.push(self.server());
+        running
+    }
+
     /// The move server, on any free port.
     pub fn server(&self) -> Service {
         let data = self.arg("move");
