@@ -21,6 +21,8 @@ pub mod provider;
 pub mod sam;
 pub mod server;
 pub mod setup;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 /// Seconds since the epoch, for the books (records of when, never used to decide).
 pub(crate) fn now() -> i64 {

@@ -19,41 +19,17 @@ use valuecard_card::testing;
 use valuecard_center::sql::Database;
 use valuecard_core::crypto::SecretBytes;
 use valuecard_core::messages::purse::TransactionKind;
-use valuecard_core::messages::services::{
-    AreaContent, KeyState, PointsAccount, ServiceCode, ServiceKind, ServiceOperation, Ticket,
-    TicketBook,
-};
+use valuecard_core::messages::services::{KeyState, ServiceCode, ServiceKind};
 use valuecard_migrate::client::{self, Mode, Outcome};
-use valuecard_migrate::provider::{store, Provider};
+use valuecard_migrate::provider::store;
 use valuecard_migrate::sam::{AdminSam, ProviderSam};
 use valuecard_migrate::server::{accounts, schema, LocalMoveServer, LocalProvider, MoveServer};
+use valuecard_migrate::testing::{
+    assert_one_home_for_everything, issue_old_chip, original_points, original_tickets,
+    provider_with, today, NEW_BALANCE, OLD_BALANCE, PASSWORD, POINTS, PURSE, SERVICES, TICKETS,
+    USER,
+};
 use valuecard_sam_pkcs11::NewMaster;
-
-const PURSE: ServiceCode = ServiceCode(0x0001);
-const TICKETS: ServiceCode = ServiceCode(0x0102);
-const POINTS: ServiceCode = ServiceCode(0x0203);
-const SERVICES: [ServiceCode; 3] = [PURSE, TICKETS, POINTS];
-
-const USER: &str = "hanako";
-const PASSWORD: &str = "correct horse battery";
-const OLD_BALANCE: u64 = 87_654_321;
-const NEW_BALANCE: u64 = 700;
-const TICKET_ID: u32 = 0x51F0_2E9A;
-const POINTS_HELD: u64 = 918_273;
-
-fn today() -> valuecard_core::time::Date {
-    testing::today()
-}
-
-fn ticket() -> Ticket {
-    Ticket {
-        ticket_id: TICKET_ID,
-        product: 0x7A3C,
-        valid_from: today(),
-        valid_until: today().add_days(30),
-        rides_left: Some(10),
-    }
-}
 
 fn local_provider(
     service: ServiceCode,
@@ -61,12 +37,11 @@ fn local_provider(
     normal: Arc<dyn ProviderSam>,
     transfer: Arc<dyn ProviderSam>,
 ) -> Arc<LocalProvider> {
-    let provider = Provider::new(service, kind, 8, normal, transfer, testing::anchor()).unwrap();
     let mut db = Database::open_sqlite_in_memory().unwrap();
     db.migrate_schema(store::MIGRATION_TABLE, store::MIGRATIONS)
         .unwrap();
     Arc::new(LocalProvider::new(
-        Arc::new(provider),
+        Arc::new(provider_with(service, kind, normal, transfer)),
         db,
         Box::new(valuecard_core::time::FixedClock(today())),
     ))
@@ -122,39 +97,15 @@ impl World {
 
         let mut old = reader(1, OLD_BALANCE);
         let new = reader(2, NEW_BALANCE);
-        for provider in &providers {
-            provider
-                .provider()
-                .issue_area(admin.as_ref(), &mut old, today(), &mut OsRng)
-                .unwrap();
-        }
-        let gate = providers[1].provider();
-        gate.normal_use(
+        issue_old_chip(
+            [
+                providers[0].provider(),
+                providers[1].provider(),
+                providers[2].provider(),
+            ],
+            admin.as_ref(),
             &mut old,
-            Some(&ServiceOperation::IssueTicket(ticket())),
-            &mut OsRng,
-        )
-        .unwrap();
-        gate.normal_use(
-            &mut old,
-            Some(&ServiceOperation::UseRide {
-                ticket_id: TICKET_ID,
-                date: today(),
-            }),
-            &mut OsRng,
-        )
-        .unwrap();
-        providers[2]
-            .provider()
-            .normal_use(
-                &mut old,
-                Some(&ServiceOperation::EarnPoints {
-                    points: POINTS_HELD,
-                    expiry: today().add_days(365),
-                }),
-                &mut OsRng,
-            )
-            .unwrap();
+        );
         server.with_db(|_, db| {
             accounts::create_user(db, USER, PASSWORD, 0, &mut OsRng).unwrap();
             accounts::register_chip(db, USER, &testing::card_id(1)).unwrap();
@@ -228,21 +179,15 @@ fn a_whole_move_with_the_secure_modules_in_a_token() {
             KeyState::Temporary
         );
     }
-    let mut ticket = ticket();
-    ticket.rides_left = Some(9);
     assert_eq!(
         area(&world.new, TICKETS).unwrap().content,
-        Some(AreaContent::Tickets(TicketBook {
-            tickets: vec![ticket],
-        }))
+        Some(original_tickets())
     );
     assert_eq!(
         area(&world.new, POINTS).unwrap().content,
-        Some(AreaContent::Points(PointsAccount {
-            points: POINTS_HELD,
-            expiry: today().add_days(365),
-        }))
+        Some(original_points())
     );
+    assert_one_home_for_everything(world.old.card().unwrap(), world.new.card().unwrap());
     let PersistentState::Personalized(purse) = world.new.card().unwrap().state() else {
         panic!("not personalized");
     };

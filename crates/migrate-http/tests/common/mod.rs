@@ -11,99 +11,21 @@ use std::cell::RefCell;
 use std::sync::Arc;
 
 use rand_core::OsRng;
-use valuecard_card::eeprom::MemoryEeprom;
-use valuecard_card::image::EEPROM_SIZE;
-use valuecard_card::{testing, Card};
-use valuecard_core::crypto::SecretBytes;
+use valuecard_card::testing;
 use valuecard_core::messages::center::CenterError;
-use valuecard_core::messages::services::{
-    AreaContent, KeyState, MoveId, PointsAccount, ServiceCode, ServiceKind, ServiceOperation,
-    Ticket, TicketBook,
-};
-use valuecard_core::money::Amount;
-use valuecard_core::time::Date;
+use valuecard_core::messages::services::{KeyState, MoveId, ServiceCode, ServiceKind};
 use valuecard_migrate::client::{self, ClientError, Mode, MoveServerLink, Outcome};
 use valuecard_migrate::provider::{CopyRecord, Provider};
-use valuecard_migrate::sam::{SoftwareAdminSam, SoftwareProviderSam};
 use valuecard_migrate_http::embedded::{MoveOptions, MoveSystem, ProviderSetup};
 use valuecard_migrate_http::HttpMoveServer;
-use valuecard_reader::InProcessReader;
 use valuecard_settle_http::{DatabaseLocation, DatabasePool};
 
-pub type TestCard = Card<MemoryEeprom, OsRng>;
-pub type Reader = InProcessReader<MemoryEeprom, OsRng>;
-
-pub const PURSE: ServiceCode = ServiceCode(0x0001);
-pub const TICKETS: ServiceCode = ServiceCode(0x0102);
-pub const POINTS: ServiceCode = ServiceCode(0x0203);
-pub const SERVICES: [ServiceCode; 3] = [PURSE, TICKETS, POINTS];
-
-pub const USER: &str = "hanako";
-pub const PASSWORD: &str = "correct horse battery";
-pub const OLD_BALANCE: u64 = 87_654_321;
-pub const NEW_BALANCE: u64 = 700;
-pub const TICKET_ID: u32 = 0x51F0_2E9A;
-pub const POINTS_HELD: u64 = 918_273;
-
-pub fn today() -> Date {
-    testing::today()
-}
+pub use valuecard_migrate::testing::*;
 
 /// Provider `number`'s application server for `service`, its normal and transfer SAMs
 /// in software with the test keys.
 pub fn provider(number: u8, service: ServiceCode, kind: ServiceKind) -> Arc<Provider> {
-    let (normal_key, normal_certificate) = testing::service_provider(number);
-    let (transfer_key, transfer_certificate) = testing::service_transfer(number);
-    let normal = SoftwareProviderSam::normal(
-        testing::area_master(number, KeyState::Main),
-        normal_key,
-        normal_certificate,
-        testing::anchor(),
-    )
-    .unwrap();
-    let transfer = SoftwareProviderSam::transfer(
-        testing::area_master(number, KeyState::Temporary),
-        SecretBytes::random(&mut OsRng),
-        transfer_key,
-        transfer_certificate,
-        testing::anchor(),
-    )
-    .unwrap();
-    Arc::new(
-        Provider::new(
-            service,
-            kind,
-            8,
-            Arc::new(normal),
-            Arc::new(transfer),
-            testing::anchor(),
-        )
-        .unwrap(),
-    )
-}
-
-pub fn admin() -> Arc<SoftwareAdminSam> {
-    let (key, certificate) = testing::move_administrator();
-    Arc::new(SoftwareAdminSam::new(key, certificate).unwrap())
-}
-
-pub fn card(number: u8, balance: u64) -> TestCard {
-    Card::with_state(
-        MemoryEeprom::new(EEPROM_SIZE),
-        testing::personalized_card(number, Amount::new(balance).unwrap(), None),
-        OsRng,
-    )
-    .unwrap()
-}
-
-pub fn ticket() -> Ticket {
-    Ticket {
-        ticket_id: TICKET_ID,
-        product: 0x7A3C,
-        valid_from: today(),
-        valid_until: today().add_days(30),
-        rides_left: Some(10),
-    }
+    Arc::new(software_provider(number, service, kind))
 }
 
 /// Everything of one test.
@@ -127,37 +49,11 @@ pub fn rig(options: &MoveOptions, mut provider_database: impl FnMut() -> Databas
     let admin = admin();
     let mut old = Reader::with_card("old", card(1, OLD_BALANCE));
     let new = Reader::with_card("new", card(2, NEW_BALANCE));
-    for p in &providers {
-        p.issue_area(admin.as_ref(), &mut old, today(), &mut OsRng)
-            .unwrap();
-    }
-    providers[1]
-        .normal_use(
-            &mut old,
-            Some(&ServiceOperation::IssueTicket(ticket())),
-            &mut OsRng,
-        )
-        .unwrap();
-    providers[1]
-        .normal_use(
-            &mut old,
-            Some(&ServiceOperation::UseRide {
-                ticket_id: TICKET_ID,
-                date: today(),
-            }),
-            &mut OsRng,
-        )
-        .unwrap();
-    providers[2]
-        .normal_use(
-            &mut old,
-            Some(&ServiceOperation::EarnPoints {
-                points: POINTS_HELD,
-                expiry: today().add_days(365),
-            }),
-            &mut OsRng,
-        )
-        .unwrap();
+    issue_old_chip(
+        [&providers[0], &providers[1], &providers[2]],
+        admin.as_ref(),
+        &mut old,
+    );
     let setups = providers
         .iter()
         .map(|provider| ProviderSetup {
@@ -263,61 +159,11 @@ impl Rig {
     }
 }
 
-/// The key state of `service` on a chip, if it has the area.
-pub fn key_state(card: &TestCard, service: ServiceCode) -> Option<KeyState> {
-    testing::area_key_state(card.state(), service)
-}
-
-pub fn content(card: &TestCard, service: ServiceCode) -> Option<AreaContent> {
-    testing::area_content(card.state(), service)
-}
-
-pub fn balance(card: &TestCard) -> u64 {
-    testing::purse_balance(card.state())
-}
-
-pub fn original_tickets() -> AreaContent {
-    let mut ticket = ticket();
-    ticket.rides_left = Some(9);
-    AreaContent::Tickets(TicketBook {
-        tickets: vec![ticket],
-    })
-}
-
-pub fn original_points() -> AreaContent {
-    AreaContent::Points(PointsAccount {
-        points: POINTS_HELD,
-        expiry: today().add_days(365),
-    })
-}
-
-/// Every service usable on main keys on exactly one chip with its original content, and
-/// the purse value usable equal to what both chips held before.
+/// [`valuecard_migrate::testing::assert_one_home_for_everything`] on the rig's chips.
 pub fn assert_one_home_for_everything(rig: &Rig) {
-    for service in SERVICES {
-        let homes: Vec<Which> = [Which::Old, Which::New]
-            .into_iter()
-            .filter(|which| key_state(rig.chip(*which), service) == Some(KeyState::Main))
-            .collect();
-        assert_eq!(homes.len(), 1, "service {service} usable on {homes:?}");
-        let home = rig.chip(homes[0]);
-        match service {
-            TICKETS => assert_eq!(content(home, service), Some(original_tickets())),
-            POINTS => assert_eq!(content(home, service), Some(original_points())),
-            _ => {}
-        }
-    }
-    let usable = |card: &TestCard| -> u64 {
-        match key_state(card, PURSE) {
-            Some(KeyState::Temporary) => 0,
-            _ => balance(card),
-        }
-    };
-    let (old, new) = (usable(rig.chip(Which::Old)), usable(rig.chip(Which::New)));
-    assert_eq!(
-        old + new,
-        OLD_BALANCE + NEW_BALANCE,
-        "usable purse value: old {old}, new {new}"
+    valuecard_migrate::testing::assert_one_home_for_everything(
+        rig.chip(Which::Old),
+        rig.chip(Which::New),
     );
 }
 

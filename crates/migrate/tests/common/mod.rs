@@ -7,50 +7,25 @@
 use std::sync::Arc;
 
 use rand_core::OsRng;
-use valuecard_card::eeprom::MemoryEeprom;
-use valuecard_card::image::EEPROM_SIZE;
-use valuecard_card::{testing, Card};
+use valuecard_card::testing;
 use valuecard_center::sql::Database;
 use valuecard_core::apdu::{Command, Response};
-use valuecard_core::crypto::SecretBytes;
 use valuecard_core::ids::CardId;
 use valuecard_core::messages::purse::{ins, InitializePurchase, PURSE_AID};
 use valuecard_core::messages::services::MoveId;
-use valuecard_core::messages::services::{
-    AreaContent, KeyState, PointsAccount, ServiceCode, ServiceKind, ServiceOperation, Ticket,
-    TicketBook,
-};
+use valuecard_core::messages::services::{ServiceCode, ServiceKind};
 use valuecard_core::money::Amount;
-use valuecard_core::time::{Date, FixedClock};
+use valuecard_core::time::FixedClock;
 use valuecard_migrate::client::{self, ClientError, Mode, Outcome};
+use valuecard_migrate::provider::store;
 use valuecard_migrate::provider::Exchange;
-use valuecard_migrate::provider::{store, Provider};
-use valuecard_migrate::sam::{SoftwareAdminSam, SoftwareProviderSam};
+use valuecard_migrate::sam::SoftwareAdminSam;
 use valuecard_migrate::server::{
     accounts, schema, LinkError, LocalMoveServer, LocalProvider, MoveServer, ProviderLink,
 };
-use valuecard_reader::{CardReader, InProcessReader, ReaderError};
+use valuecard_reader::{CardReader, ReaderError};
 
-pub type TestCard = Card<MemoryEeprom, OsRng>;
-pub type Reader = InProcessReader<MemoryEeprom, OsRng>;
-
-pub const PURSE: ServiceCode = ServiceCode(0x0001);
-pub const TICKETS: ServiceCode = ServiceCode(0x0102);
-pub const POINTS: ServiceCode = ServiceCode(0x0203);
-pub const SERVICES: [ServiceCode; 3] = [PURSE, TICKETS, POINTS];
-
-pub const USER: &str = "hanako";
-pub const PASSWORD: &str = "correct horse battery";
-/// Distinctive values, so that a search for them in what the server saw cannot hit by
-/// chance.
-pub const OLD_BALANCE: u64 = 87_654_321;
-pub const NEW_BALANCE: u64 = 700;
-pub const TICKET_ID: u32 = 0x51F0_2E9A;
-pub const POINTS_HELD: u64 = 918_273;
-
-pub fn today() -> Date {
-    testing::today()
-}
+pub use valuecard_migrate::testing::*;
 
 /// Everything of one test.
 pub struct World {
@@ -67,69 +42,19 @@ fn provider(
     kind: ServiceKind,
     mut db: Database,
 ) -> Arc<LocalProvider> {
-    let (normal_key, normal_certificate) = testing::service_provider(number);
-    let (transfer_key, transfer_certificate) = testing::service_transfer(number);
-    let normal = SoftwareProviderSam::normal(
-        testing::area_master(number, KeyState::Main),
-        normal_key,
-        normal_certificate,
-        testing::anchor(),
-    )
-    .unwrap();
-    let transfer = SoftwareProviderSam::transfer(
-        testing::area_master(number, KeyState::Temporary),
-        SecretBytes::random(&mut OsRng),
-        transfer_key,
-        transfer_certificate,
-        testing::anchor(),
-    )
-    .unwrap();
-    let provider = Provider::new(
-        service,
-        kind,
-        8,
-        Arc::new(normal),
-        Arc::new(transfer),
-        testing::anchor(),
-    )
-    .unwrap();
     db.migrate_schema(store::MIGRATION_TABLE, store::MIGRATIONS)
         .unwrap();
     Arc::new(LocalProvider::new(
-        Arc::new(provider),
+        Arc::new(software_provider(number, service, kind)),
         db,
         Box::new(FixedClock(today())),
     ))
-}
-
-pub fn card(number: u8, balance: u64) -> TestCard {
-    Card::with_state(
-        MemoryEeprom::new(EEPROM_SIZE),
-        testing::personalized_card(number, Amount::new(balance).unwrap(), None),
-        OsRng,
-    )
-    .unwrap()
-}
-
-pub fn admin() -> Arc<SoftwareAdminSam> {
-    let (key, certificate) = testing::move_administrator();
-    Arc::new(SoftwareAdminSam::new(key, certificate).unwrap())
 }
 
 pub fn server_db(mut db: Database) -> Database {
     db.migrate_schema(schema::MIGRATION_TABLE, schema::MIGRATIONS)
         .unwrap();
     db
-}
-
-pub fn ticket() -> Ticket {
-    Ticket {
-        ticket_id: TICKET_ID,
-        product: 0x7A3C,
-        valid_from: today(),
-        valid_until: today().add_days(30),
-        rides_left: Some(10),
-    }
 }
 
 impl World {
@@ -173,40 +98,15 @@ impl World {
     ) -> World {
         let mut old = Reader::with_card("old", card(1, OLD_BALANCE));
         let new = Reader::with_card("new", card(2, NEW_BALANCE));
-        for p in &providers {
-            p.provider()
-                .issue_area(admin.as_ref(), &mut old, today(), &mut OsRng)
-                .unwrap();
-        }
-        let tickets = providers[1].provider();
-        tickets
-            .normal_use(
-                &mut old,
-                Some(&ServiceOperation::IssueTicket(ticket())),
-                &mut OsRng,
-            )
-            .unwrap();
-        tickets
-            .normal_use(
-                &mut old,
-                Some(&ServiceOperation::UseRide {
-                    ticket_id: TICKET_ID,
-                    date: today(),
-                }),
-                &mut OsRng,
-            )
-            .unwrap();
-        providers[2]
-            .provider()
-            .normal_use(
-                &mut old,
-                Some(&ServiceOperation::EarnPoints {
-                    points: POINTS_HELD,
-                    expiry: today().add_days(365),
-                }),
-                &mut OsRng,
-            )
-            .unwrap();
+        issue_old_chip(
+            [
+                providers[0].provider(),
+                providers[1].provider(),
+                providers[2].provider(),
+            ],
+            admin.as_ref(),
+            &mut old,
+        );
         server.with_db(|_, db| {
             accounts::create_user(db, USER, PASSWORD, 0, &mut OsRng).unwrap();
             accounts::register_chip(db, USER, &testing::card_id(1)).unwrap();
@@ -308,71 +208,11 @@ pub enum Which {
     New,
 }
 
-/// The key state of `service` on a chip, if it has the area.
-pub fn key_state(card: &TestCard, service: ServiceCode) -> Option<KeyState> {
-    testing::area_key_state(card.state(), service)
-}
-
-pub fn content(card: &TestCard, service: ServiceCode) -> Option<AreaContent> {
-    testing::area_content(card.state(), service)
-}
-
-pub fn balance(card: &TestCard) -> u64 {
-    testing::purse_balance(card.state())
-}
-
-/// The ticket book and points account the old chip was issued with.
-pub fn original_tickets() -> AreaContent {
-    let mut ticket = ticket();
-    ticket.rides_left = Some(9);
-    AreaContent::Tickets(TicketBook {
-        tickets: vec![ticket],
-    })
-}
-
-pub fn original_points() -> AreaContent {
-    AreaContent::Points(PointsAccount {
-        points: POINTS_HELD,
-        expiry: today().add_days(365),
-    })
-}
-
-/// The invariant of every end state: each service usable on main keys on exactly one chip,
-/// with its original content there, and the purse value usable on main keys equal to what
-/// both chips held before (old 50.00 + new 7.00); the transfer SAMs hold no copy unless a
-/// move is between its upload and its end.
+/// [`valuecard_migrate::testing::assert_one_home_for_everything`] on the world's chips.
 pub fn assert_one_home_for_everything(world: &World) {
-    let old = world.chip(Which::Old);
-    let new = world.chip(Which::New);
-    for service in SERVICES {
-        let homes: Vec<Which> = [Which::Old, Which::New]
-            .into_iter()
-            .filter(|which| key_state(world.chip(*which), service) == Some(KeyState::Main))
-            .collect();
-        assert_eq!(homes.len(), 1, "service {service} usable on {homes:?}");
-        let home = world.chip(homes[0]);
-        match service {
-            TICKETS => assert_eq!(content(home, service), Some(original_tickets())),
-            POINTS => assert_eq!(content(home, service), Some(original_points())),
-            _ => {}
-        }
-    }
-    // The purse: the value usable is the old chip's if its purse is on main keys, the new
-    // chip's (its own and the moved value) once its purse is.
-    let usable = |card: &TestCard| -> u64 {
-        match key_state(card, PURSE) {
-            Some(KeyState::Main) => balance(card),
-            // A new chip without a purse area yet spends its own value.
-            None => balance(card),
-            Some(KeyState::Temporary) => 0,
-        }
-    };
-    let old_usable = usable(old);
-    let new_usable = usable(new);
-    assert_eq!(
-        old_usable + new_usable,
-        OLD_BALANCE + NEW_BALANCE,
-        "usable purse value: old {old_usable}, new {new_usable}"
+    valuecard_migrate::testing::assert_one_home_for_everything(
+        world.chip(Which::Old),
+        world.chip(Which::New),
     );
 }
 

@@ -8,27 +8,25 @@ use std::sync::Arc;
 use cryptoki::session::{Session, UserType};
 use cryptoki::types::AuthPin;
 use rand_core::OsRng;
-use valuecard_card::eeprom::MemoryEeprom;
-use valuecard_card::image::EEPROM_SIZE;
 use valuecard_card::state::PersistentState;
-use valuecard_card::{testing, Card};
+use valuecard_card::testing;
 use valuecard_core::cert::{Certificate, CertificateBody, Role};
 use valuecard_core::crypto::{random_array, PublicKey, SigningKeyPair};
 use valuecard_core::ids::DeviceId;
 use valuecard_core::messages::services::{
     area_key, ChannelBinding, KeyState, MoveId, ServiceChannel, ServiceCode, ServiceKind, Ticket,
 };
-use valuecard_core::money::Amount;
 use valuecard_migrate::provider::Provider;
 use valuecard_migrate::sam::{ProviderSam, SoftwareAdminSam, SoftwareProviderSam};
-use valuecard_reader::InProcessReader;
 use valuecard_sam_pkcs11::softhsm::{self, THROWAWAY_USER_PIN};
 use valuecard_sam_pkcs11::{context, NewMaster, Pkcs11AdminSam, Pkcs11ProviderSam, TokenAddress};
 
 use crate::common::address_in;
 
-pub type TestCard = Card<MemoryEeprom, OsRng>;
-pub type Reader = InProcessReader<MemoryEeprom, OsRng>;
+use valuecard_migrate::testing::provider_with;
+// Each test file uses some of these.
+#[allow(unused_imports)]
+pub use valuecard_migrate::testing::{card, software_normal, Reader};
 
 /// One fresh token per test, its SAMs under different object names.
 pub struct Token {
@@ -126,29 +124,12 @@ pub fn certificate_under(
     .sign(root)
 }
 
-/// Provider `number`'s software SAMs with the test masters: the normal one, and the
-/// transfer one with `storage` as its copies' key.
-pub fn software_normal(number: u8) -> SoftwareProviderSam {
-    let (key, certificate) = testing::service_provider(number);
-    SoftwareProviderSam::normal(
-        testing::area_master(number, KeyState::Main),
-        key,
-        certificate,
-        testing::anchor(),
-    )
-    .unwrap()
-}
-
+/// Provider `number`'s transfer SAM in software with `storage` as its copies' key.
 pub fn software_transfer(number: u8, storage: [u8; 16]) -> SoftwareProviderSam {
-    let (key, certificate) = testing::service_transfer(number);
-    SoftwareProviderSam::transfer(
-        testing::area_master(number, KeyState::Temporary),
+    valuecard_migrate::testing::software_transfer(
+        number,
         valuecard_core::crypto::AesKey::from_slice(&storage).unwrap(),
-        key,
-        certificate,
-        testing::anchor(),
     )
-    .unwrap()
 }
 
 /// A test master key carried into a token.
@@ -158,15 +139,6 @@ pub fn imported_master(number: u8, state: KeyState) -> NewMaster {
 
 pub fn imported(bytes: [u8; 16]) -> NewMaster {
     NewMaster::Import(valuecard_core::crypto::AesKey::from_slice(&bytes).unwrap())
-}
-
-pub fn card(number: u8, balance: u64) -> TestCard {
-    Card::with_state(
-        MemoryEeprom::new(EEPROM_SIZE),
-        testing::personalized_card(number, Amount::new(balance).unwrap(), None),
-        OsRng,
-    )
-    .unwrap()
 }
 
 pub fn reader(number: u8, balance: u64) -> Reader {
@@ -202,15 +174,7 @@ pub fn software_admin() -> SoftwareAdminSam {
 
 /// Provider 2's tickets over the given SAMs.
 pub fn tickets_provider(normal: Arc<dyn ProviderSam>, transfer: Arc<dyn ProviderSam>) -> Provider {
-    Provider::new(
-        TICKETS,
-        ServiceKind::Tickets,
-        8,
-        normal,
-        transfer,
-        testing::anchor(),
-    )
-    .unwrap()
+    provider_with(TICKETS, ServiceKind::Tickets, normal, transfer)
 }
 
 pub fn ticket() -> Ticket {
