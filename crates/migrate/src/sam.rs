@@ -247,7 +247,7 @@ pub fn build_key_package(
     let card_id = CardId(card.subject().0);
     let key = area_key(&card_id)?;
     let sealed_key = seal_to(
-        &mut RngRef(rng),
+        rng,
         recipient,
         &KeyPackage::seal_context(&card_id, service, issuer.state, AREA_KEY_VERSION),
         key.expose(),
@@ -289,7 +289,15 @@ pub fn check_record_writer(
     Ok(())
 }
 
-/// A kept copy's layout: the GCM nonce, then the ciphertext.
+/// A kept copy's layout: the GCM nonce, then the ciphertext (with its tag).
+pub fn join_sealed_copy(nonce: &[u8; GCM_NONCE_LEN], ciphertext: &[u8]) -> Vec<u8> {
+    let mut sealed = Vec::with_capacity(GCM_NONCE_LEN + ciphertext.len());
+    sealed.extend_from_slice(nonce);
+    sealed.extend_from_slice(ciphertext);
+    sealed
+}
+
+/// The nonce and the ciphertext of a copy [`join_sealed_copy`] laid out.
 pub fn split_sealed_copy(sealed: &[u8]) -> Result<(&[u8; GCM_NONCE_LEN], &[u8]), SamError> {
     sealed
         .split_first_chunk::<GCM_NONCE_LEN>()
@@ -553,15 +561,14 @@ impl ProviderSam for SoftwareProviderSam {
         rng: &mut dyn CryptoRngCore,
     ) -> Result<Vec<u8>, SamError> {
         let storage = self.storage("only a transfer SAM keeps copies")?;
-        let nonce: [u8; GCM_NONCE_LEN] = random_array(&mut RngRef(rng));
-        let mut sealed = nonce.to_vec();
-        sealed.extend_from_slice(&aes_gcm_seal(
+        let nonce: [u8; GCM_NONCE_LEN] = random_array(rng);
+        let ciphertext = aes_gcm_seal(
             storage,
             &nonce,
             &copy_context(move_id, service, source),
             exported,
-        ));
-        Ok(sealed)
+        );
+        Ok(join_sealed_copy(&nonce, &ciphertext))
     }
 
     fn open_copy(
@@ -601,23 +608,3 @@ impl ProviderSam for SoftwareProviderSam {
         )))
     }
 }
-
-/// A `&mut dyn CryptoRngCore` as a sized random source.
-pub(crate) struct RngRef<'a>(pub(crate) &'a mut dyn CryptoRngCore);
-
-impl rand_core::RngCore for RngRef<'_> {
-    fn next_u32(&mut self) -> u32 {
-        self.0.next_u32()
-    }
-    fn next_u64(&mut self) -> u64 {
-        self.0.next_u64()
-    }
-    fn fill_bytes(&mut self, dest: &mut [u8]) {
-        self.0.fill_bytes(dest)
-    }
-    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand_core::Error> {
-        self.0.try_fill_bytes(dest)
-    }
-}
-
-impl rand_core::CryptoRng for RngRef<'_> {}

@@ -64,7 +64,7 @@ pub fn sha256(data: &[u8]) -> [u8; 32] {
 }
 
 /// A fresh random value of `N` bytes (challenges R, X, Y of seed 003).
-pub fn random_array<const N: usize>(rng: &mut impl CryptoRngCore) -> [u8; N] {
+pub fn random_array<const N: usize>(rng: &mut (impl CryptoRngCore + ?Sized)) -> [u8; N] {
     let mut out = [0u8; N];
     rng.fill_bytes(&mut out);
     out

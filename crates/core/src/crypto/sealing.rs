@@ -7,7 +7,7 @@ use super::*;
 pub struct SealingKeyPair(x25519_dalek::StaticSecret);
 
 impl SealingKeyPair {
-    pub fn generate(rng: &mut impl CryptoRngCore) -> Self {
+    pub fn generate(rng: &mut (impl CryptoRngCore + ?Sized)) -> Self {
         SealingKeyPair(x25519_dalek::StaticSecret::random_from_rng(rng))
     }
 
@@ -104,7 +104,7 @@ fn seal_key(
 /// Seals `plaintext` to `recipient` (an X25519 public key): a fresh ephemeral key per box,
 /// so the all-zero GCM nonce is never reused under one key.
 pub fn seal_to(
-    rng: &mut impl CryptoRngCore,
+    rng: &mut (impl CryptoRngCore + ?Sized),
     recipient: &[u8; PUBLIC_KEY_LEN],
     aad: &[u8],
     plaintext: &[u8],

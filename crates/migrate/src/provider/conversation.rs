@@ -138,7 +138,7 @@ impl Provider {
         certificate: Option<String>,
         rng: &mut dyn CryptoRngCore,
     ) -> Result<Exchange, ProviderError> {
-        let host: Challenge = random_array(&mut crate::sam::RngRef(rng));
+        let host: Challenge = random_array(rng);
         let step = Step::Opening {
             host: hex::encode(host),
             certificate,

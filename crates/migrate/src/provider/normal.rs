@@ -64,7 +64,7 @@ impl Provider {
         rng: &mut dyn CryptoRngCore,
     ) -> Result<AreaContent, UseError> {
         let card_id = self.card_id_of(reader)?;
-        let host: Challenge = random_array(&mut crate::sam::RngRef(rng));
+        let host: Challenge = random_array(rng);
         let opened = OpenServiceResponse::decode(&exchange(
             reader,
             Command::new(CLA_SERVICES, ins::OPEN_SERVICE, 0, 0)

@@ -15,8 +15,8 @@ use valuecard_core::messages::services::{
 };
 use valuecard_core::time::Date;
 use valuecard_migrate::sam::{
-    build_key_package, check_channel_state, check_record_writer, copy_context, split_sealed_copy,
-    PackageIssuer, ProviderSam, SamError,
+    build_key_package, check_channel_state, check_record_writer, copy_context, join_sealed_copy,
+    split_sealed_copy, PackageIssuer, ProviderSam, SamError,
 };
 
 use super::{
@@ -279,7 +279,7 @@ impl ProviderSam for Pkcs11ProviderSam {
         rng: &mut dyn CryptoRngCore,
     ) -> Result<Vec<u8>, SamError> {
         let storage = self.storage("only a transfer SAM keeps copies")?;
-        let nonce: [u8; GCM_NONCE_LEN] = random_array(&mut RngRef(rng));
+        let nonce: [u8; GCM_NONCE_LEN] = random_array(rng);
         let ciphertext = self
             .session
             .lock()
@@ -290,10 +290,7 @@ impl ProviderSam for Pkcs11ProviderSam {
                 exported,
             )
             .map_err(unavailable)?;
-        let mut sealed = Vec::with_capacity(GCM_NONCE_LEN + ciphertext.len());
-        sealed.extend_from_slice(&nonce);
-        sealed.extend_from_slice(&ciphertext);
-        Ok(sealed)
+        Ok(join_sealed_copy(&nonce, &ciphertext))
     }
 
     fn open_copy(
@@ -338,23 +335,3 @@ impl ProviderSam for Pkcs11ProviderSam {
         ))
     }
 }
-
-/// A `&mut dyn CryptoRngCore` as a sized random source.
-struct RngRef<'a>(&'a mut dyn CryptoRngCore);
-
-impl rand_core::RngCore for RngRef<'_> {
-    fn next_u32(&mut self) -> u32 {
-        self.0.next_u32()
-    }
-    fn next_u64(&mut self) -> u64 {
-        self.0.next_u64()
-    }
-    fn fill_bytes(&mut self, dest: &mut [u8]) {
-        self.0.fill_bytes(dest)
-    }
-    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand_core::Error> {
-        self.0.try_fill_bytes(dest)
-    }
-}
-
-impl rand_core::CryptoRng for RngRef<'_> {}
