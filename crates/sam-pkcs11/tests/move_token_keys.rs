@@ -6,8 +6,8 @@
 mod common;
 mod move_common;
 
-use common::softhsm;
-use cryptoki::object::{Attribute, AttributeInfo, AttributeType, ObjectClass};
+use common::{secret_keys, softhsm};
+use cryptoki::object::{Attribute, AttributeType, ObjectClass};
 use move_common::*;
 use rand_core::OsRng;
 use valuecard_card::testing;
@@ -31,48 +31,22 @@ fn the_master_and_storage_keys_never_leave_the_token() {
         NewMaster::Generate,
     );
     let session = own_session(&token);
-    let mut labels = Vec::new();
-    for key in session
-        .find_objects(&[Attribute::Class(ObjectClass::SECRET_KEY)])
-        .unwrap()
-    {
-        let info = session
-            .get_attribute_info(key, &[AttributeType::Value])
-            .unwrap();
-        assert!(
-            matches!(info.as_slice(), [AttributeInfo::Sensitive]),
-            "CKA_VALUE must not be readable: {info:?}"
-        );
-        let attributes = session
-            .get_attributes(
-                key,
-                &[
-                    AttributeType::Label,
-                    AttributeType::Sensitive,
-                    AttributeType::Extractable,
-                    AttributeType::NeverExtractable,
-                    AttributeType::Token,
-                    AttributeType::Value,
-                    AttributeType::Sign,
-                    AttributeType::Encrypt,
-                    AttributeType::Decrypt,
-                    AttributeType::Wrap,
-                    AttributeType::Unwrap,
-                    AttributeType::Derive,
-                ],
-            )
-            .unwrap();
-        assert!(
-            !attributes.iter().any(|a| matches!(a, Attribute::Value(_))),
-            "no key value may come back"
-        );
-        let label = attributes
-            .iter()
-            .find_map(|a| match a {
-                Attribute::Label(label) => Some(String::from_utf8(label.clone()).unwrap()),
-                _ => None,
-            })
-            .unwrap();
+    let secret = secret_keys(
+        &session,
+        &[
+            AttributeType::Sensitive,
+            AttributeType::Extractable,
+            AttributeType::NeverExtractable,
+            AttributeType::Token,
+            AttributeType::Sign,
+            AttributeType::Encrypt,
+            AttributeType::Decrypt,
+            AttributeType::Wrap,
+            AttributeType::Unwrap,
+            AttributeType::Derive,
+        ],
+    );
+    for (label, attributes) in &secret {
         // A master computes CMACs only; a storage key seals and opens only.
         let storage = label.ends_with("/copy-storage");
         for expected in [
@@ -97,9 +71,8 @@ fn the_master_and_storage_keys_never_leave_the_token() {
             label != "transfer/area-master",
             "{label}"
         );
-        labels.push(label);
     }
-    labels.sort();
+    let labels: Vec<&str> = secret.iter().map(|(label, _)| label.as_str()).collect();
     assert_eq!(
         labels,
         [

@@ -78,3 +78,43 @@ pub fn installed_sam(world: &mut World, kind: &Kind, role: Role, object: &str) -
         .unwrap();
     sam
 }
+
+/// Every secret key `session` finds in its token, as its label and the `asked` attributes
+/// (the label is asked always), after checking that its value cannot be read: CKA_VALUE is
+/// sensitive and never comes back.
+pub fn secret_keys(
+    session: &cryptoki::session::Session,
+    asked: &[cryptoki::object::AttributeType],
+) -> Vec<(String, Vec<cryptoki::object::Attribute>)> {
+    use cryptoki::object::{Attribute, AttributeInfo, AttributeType, ObjectClass};
+    let mut asked = asked.to_vec();
+    asked.extend([AttributeType::Label, AttributeType::Value]);
+    let mut keys = Vec::new();
+    for key in session
+        .find_objects(&[Attribute::Class(ObjectClass::SECRET_KEY)])
+        .unwrap()
+    {
+        let info = session
+            .get_attribute_info(key, &[AttributeType::Value])
+            .unwrap();
+        assert!(
+            matches!(info.as_slice(), [AttributeInfo::Sensitive]),
+            "CKA_VALUE must not be readable: {info:?}"
+        );
+        let attributes = session.get_attributes(key, &asked).unwrap();
+        assert!(
+            !attributes.iter().any(|a| matches!(a, Attribute::Value(_))),
+            "no key value may come back"
+        );
+        let label = attributes
+            .iter()
+            .find_map(|a| match a {
+                Attribute::Label(label) => Some(String::from_utf8(label.clone()).unwrap()),
+                _ => None,
+            })
+            .unwrap();
+        keys.push((label, attributes));
+    }
+    keys.sort_by(|a, b| a.0.cmp(&b.0));
+    keys
+}
