@@ -27,22 +27,23 @@ pub struct WireError {
 }
 
 // The field-level helpers every body module decodes with (`terminal_wire`, `transfer_wire`,
-// `memcard_wire` share them).
-pub(crate) fn refuse(field: &'static str, reason: impl Into<String>) -> WireError {
+// `memcard_wire` share them, and so do the value move's bodies in valuecard-migrate-http).
+
+/// The error naming `field` and why it was refused.
+pub fn refuse(field: &'static str, reason: impl Into<String>) -> WireError {
     WireError {
         field,
         reason: reason.into(),
     }
 }
 
-pub(crate) fn hex_bytes(field: &'static str, text: &str) -> Result<Vec<u8>, WireError> {
+/// `text` as hex bytes of any length.
+pub fn hex_bytes(field: &'static str, text: &str) -> Result<Vec<u8>, WireError> {
     hex::decode(text).map_err(|error| refuse(field, format!("not hex: {error}")))
 }
 
-pub(crate) fn hex_array<const N: usize>(
-    field: &'static str,
-    text: &str,
-) -> Result<[u8; N], WireError> {
+/// `text` as exactly `N` hex bytes.
+pub fn hex_array<const N: usize>(field: &'static str, text: &str) -> Result<[u8; N], WireError> {
     let bytes = hex_bytes(field, text)?;
     <[u8; N]>::try_from(bytes.as_slice()).map_err(|_| {
         refuse(

@@ -19,13 +19,10 @@ use valuecard_core::messages::services::{MoveId, ServiceCode, ServiceKind};
 pub use mover::*;
 pub use provider::*;
 
-/// A body, or a field of one, that does not decode.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {reason}")]
-pub struct WireError {
-    pub field: &'static str,
-    pub reason: String,
-}
+// A body, or a field of one, that does not decode, and the field-level helpers: the same
+// as the center's bodies.
+pub use valuecard_center_http::wire::WireError;
+pub(crate) use valuecard_center_http::wire::{hex_array, hex_bytes, refuse};
 
 /// A JSON body and the message it carries.
 pub trait Body: Serialize + DeserializeOwned {
@@ -60,34 +57,6 @@ pub struct HealthBody {
     pub status: String,
     /// `sqlite` or `postgresql`.
     pub database: String,
-}
-
-pub(crate) fn refuse(field: &'static str, reason: impl Into<String>) -> WireError {
-    WireError {
-        field,
-        reason: reason.into(),
-    }
-}
-
-pub(crate) fn hex_bytes(field: &'static str, text: &str) -> Result<Vec<u8>, WireError> {
-    hex::decode(text).map_err(|error| refuse(field, format!("not hex: {error}")))
-}
-
-pub(crate) fn hex_array<const N: usize>(
-    field: &'static str,
-    text: &str,
-) -> Result<[u8; N], WireError> {
-    let bytes = hex_bytes(field, text)?;
-    <[u8; N]>::try_from(bytes.as_slice()).map_err(|_| {
-        refuse(
-            field,
-            format!(
-                "expected {N} bytes ({} hex digits), got {}",
-                N * 2,
-                bytes.len()
-            ),
-        )
-    })
 }
 
 /// A card ID (8 bytes, hex).
