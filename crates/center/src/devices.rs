@@ -1,10 +1,11 @@
 //! Manufacture and installation (seed 003, Figs. 4A and 8): each SAM's and each card chip's
 //! own transport key Ktemp, diversified from its device ID or chip serial under the manufacture
 //! key, and the installation of a terminal or dispenser: its certificate, and KT, KO and the
-//! first time stamp TS0 sealed to the SAM's own X25519 key and MACed under its Ktemp.
+//! first time stamp TS0 sealed to the SAM's own X25519 key and MACed under its Ktemp. Also
+//! the certification of a device known by its keys only (`certify_keyed_device`).
 
-use valuecard_core::cert::Role;
-use valuecard_core::crypto::{aes_cmac, derivation, diversify_key, seal_to};
+use valuecard_core::cert::{Certificate, Role};
+use valuecard_core::crypto::{aes_cmac, derivation, diversify_key, seal_to, PublicKey};
 use valuecard_core::ids::DeviceId;
 use valuecard_core::messages::center::{CenterError, Installation, InstallationRequest};
 use valuecard_core::messages::purse::ChipSerial;
@@ -15,6 +16,32 @@ use crate::sql::Executor;
 use crate::Center;
 
 impl Center {
+    /// Certifies a device known by its keys only and handed no scheme key (no KO, no KT,
+    /// no first stamp): the online settlement system's security server (seed 004) and the
+    /// move's SAMs (seed 002). An operator's act, as a terminal's installation is.
+    pub(crate) fn certify_keyed_device(
+        &mut self,
+        role: Role,
+        signing_key: PublicKey,
+        sealing_key: [u8; 32],
+    ) -> Result<(DeviceId, Certificate), CenterError> {
+        let device_id = self.allocate_device_id()?;
+        let certificate = self.certificate(device_id, role, signing_key, sealing_key)?;
+        self.db.execute(
+            "INSERT INTO devices (device_id, role, signing_key, sealing_key, certificate, status, installed_on)
+             VALUES ($1, $2, $3, $4, $5, 'installed', $6)",
+            &[
+                device_id.0[..].into(),
+                (role as u8).into(),
+                signing_key.to_bytes()[..].into(),
+                sealing_key[..].into(),
+                certificate.encode().into(),
+                self.today().0.into(),
+            ],
+        )?;
+        Ok((device_id, certificate))
+    }
+
     /// The transport key Ktemp of one device, for the factory that manufactures it (Fig. 8):
     /// diversified from the device's manufacture identifier (a SAM's device ID) under the
     /// center's manufacture key, so each device holds its own. The factory is part of the

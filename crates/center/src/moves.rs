@@ -137,7 +137,7 @@ impl Center {
         signing_key: PublicKey,
         sealing_key: [u8; 32],
     ) -> Result<(DeviceId, Certificate), CenterError> {
-        self.certify_move_device(Role::MoveAdministrator, signing_key, sealing_key)
+        self.certify_keyed_device(Role::MoveAdministrator, signing_key, sealing_key)
     }
 
     /// Certifies a provider's normal SAM (role `ServiceProvider`): it seals main area keys
@@ -147,7 +147,7 @@ impl Center {
         signing_key: PublicKey,
         sealing_key: [u8; 32],
     ) -> Result<(DeviceId, Certificate), CenterError> {
-        self.certify_move_device(Role::ServiceProvider, signing_key, sealing_key)
+        self.certify_keyed_device(Role::ServiceProvider, signing_key, sealing_key)
     }
 
     /// Certifies a provider's transfer SAM (role `ServiceTransfer`): it seals temporary
@@ -158,30 +158,7 @@ impl Center {
         signing_key: PublicKey,
         sealing_key: [u8; 32],
     ) -> Result<(DeviceId, Certificate), CenterError> {
-        self.certify_move_device(Role::ServiceTransfer, signing_key, sealing_key)
-    }
-
-    fn certify_move_device(
-        &mut self,
-        role: Role,
-        signing_key: PublicKey,
-        sealing_key: [u8; 32],
-    ) -> Result<(DeviceId, Certificate), CenterError> {
-        let device_id = self.allocate_device_id()?;
-        let certificate = self.certificate(device_id, role, signing_key, sealing_key)?;
-        self.db.execute(
-            "INSERT INTO devices (device_id, role, signing_key, sealing_key, certificate, status, installed_on)
-             VALUES ($1, $2, $3, $4, $5, 'installed', $6)",
-            &[
-                device_id.0[..].into(),
-                (role as u8).into(),
-                signing_key.to_bytes()[..].into(),
-                sealing_key[..].into(),
-                certificate.encode().into(),
-                self.today().0.into(),
-            ],
-        )?;
-        Ok((device_id, certificate))
+        self.certify_keyed_device(Role::ServiceTransfer, signing_key, sealing_key)
     }
 
     /// The purse provider's transfer SAM `writer` reports completed purse moves. Each is
@@ -196,11 +173,7 @@ impl Center {
         items: &[PurseMove],
     ) -> Result<UploadReceipt, CenterError> {
         let mut receipt = UploadReceipt::default();
-        let writer_key = match self.terminal_key_any_status(writer, TransactionKind::MigrationIn) {
-            Ok(key) => key,
-            Err(CenterError::Storage(message)) => return Err(CenterError::Storage(message)),
-            Err(_) => return Err(CenterError::NotAuthorized(writer)),
-        };
+        let writer_key = self.reporting_writer_key(writer, TransactionKind::MigrationIn)?;
         let mut checked = Vec::with_capacity(items.len());
         for item in items {
             match self.check_purse_move(writer, &writer_key, item)? {

@@ -109,22 +109,7 @@ impl Center {
         signing_key: PublicKey,
         sealing_key: [u8; 32],
     ) -> Result<(DeviceId, Certificate), CenterError> {
-        let device_id = self.allocate_device_id()?;
-        let certificate =
-            self.certificate(device_id, Role::OnlineSettlement, signing_key, sealing_key)?;
-        self.db.execute(
-            "INSERT INTO devices (device_id, role, signing_key, sealing_key, certificate, status, installed_on)
-             VALUES ($1, $2, $3, $4, $5, 'installed', $6)",
-            &[
-                device_id.0[..].into(),
-                (Role::OnlineSettlement as u8).into(),
-                signing_key.to_bytes()[..].into(),
-                sealing_key[..].into(),
-                certificate.encode().into(),
-                self.today().0.into(),
-            ],
-        )?;
-        Ok((device_id, certificate))
+        self.certify_keyed_device(Role::OnlineSettlement, signing_key, sealing_key)
     }
 
     /// The security server `writer` reports online records. Each is checked (its own
@@ -137,12 +122,7 @@ impl Center {
         items: &[OnlineItem],
     ) -> Result<UploadReceipt, CenterError> {
         let mut receipt = UploadReceipt::default();
-        let writer_key = match self.terminal_key_any_status(writer, TransactionKind::OnlinePayment)
-        {
-            Ok(key) => key,
-            Err(CenterError::Storage(message)) => return Err(CenterError::Storage(message)),
-            Err(_) => return Err(CenterError::NotAuthorized(writer)),
-        };
+        let writer_key = self.reporting_writer_key(writer, TransactionKind::OnlinePayment)?;
         let mut checked = Vec::with_capacity(items.len());
         for item in items {
             match self.check_online_item(writer, &writer_key, item) {

@@ -380,6 +380,21 @@ impl Center {
         })
     }
 
+    /// The key of `writer`, a device reporting records it wrote as `kind` (the online
+    /// security server, the purse's transfer SAM): a device unknown or of another role is
+    /// not authorized to report; only a storage failure stays what it is.
+    pub(crate) fn reporting_writer_key(
+        &mut self,
+        writer: DeviceId,
+        kind: TransactionKind,
+    ) -> Result<PublicKey, CenterError> {
+        match self.terminal_key_any_status(writer, kind) {
+            Err(CenterError::Storage(message)) => Err(CenterError::Storage(message)),
+            Err(_) => Err(CenterError::NotAuthorized(writer)),
+            key => key,
+        }
+    }
+
     /// The key of the writer of a record of `kind` that was ever installed (a retired
     /// terminal's earlier records stay verifiable): a payment terminal for a purchase, a
     /// settlement terminal for a transfer. Any other device, a dispenser included, is
